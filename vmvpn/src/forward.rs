@@ -1,0 +1,740 @@
+//! The forwarding core: sans-IO, owned by one data-plane thread.
+//!
+//! The runtime hands it "frame read from TAP", "datagram from the underlay" and "tick";
+//! it answers with what to send or write. It owns the peer table, the sessions (hello
+//! handshake, keys, replay windows), the MAC databases and the counters, and never
+//! touches a socket or a clock: `now` is an argument. Nothing here allocates per packet.
+//!
+//! Handshake (see also `PROTOCOL.md`): each host picks a fresh X25519 key pair at start.
+//! A hello carries that public key, the receiver's public key as last seen (the echo), the
+//! host name and the start time (in the sequence field), under an HMAC keyed from the LAN
+//! secret. On an authentic hello with a new public key and a newer start time, the
+//! receiver derives the tunnel's two keys and answers with its own hello; a tunnel is "up"
+//! once the peer has shown, by its echo or by a packet that opens, that it has our key.
+//! The per-peer send counter never goes back during a run, and keys change at every
+//! start, so no (key, nonce) pair repeats.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::time::{Duration, Instant};
+
+use telemetry::{DropCounters, DropReason, TrafficCounters};
+use x25519_dalek::StaticSecret;
+
+use crate::crypto::{LanKeys, LanSecret, SealKey, public_of};
+use crate::macdb::{Location, Mac, MacDb, fmt_mac, is_group};
+use crate::replay::ReplayWindow;
+use crate::status::{LanStatus, MacRow, PeerStatus};
+use crate::wire::{
+    ETHERNET_HEADER_LEN, HEADER_LEN, HELLO_BODY_LEN, HELLO_LEN, Header, Hello, Kind, NAME_LEN,
+    OVERHEAD, Packet, TAG_LEN, name_field,
+};
+
+/// Timers of the core.
+#[derive(Debug, Clone, Copy)]
+pub struct Timers {
+    /// Hello retransmission while a tunnel is not up.
+    pub hello_interval: Duration,
+    /// Keepalive to an up peer that we have not sent anything to for this long.
+    pub keepalive_interval: Duration,
+    /// A tunnel with nothing heard for this long goes back to handshaking.
+    pub dead_after: Duration,
+    /// How often aged MACs are swept.
+    pub mac_sweep: Duration,
+}
+
+impl Default for Timers {
+    fn default() -> Self {
+        Timers {
+            hello_interval: Duration::from_secs(1),
+            keepalive_interval: Duration::from_secs(10),
+            dead_after: Duration::from_secs(35),
+            mac_sweep: Duration::from_secs(10),
+        }
+    }
+}
+
+/// How often `tick` wants to run at most.
+pub const TICK: Duration = Duration::from_millis(200);
+/// Hellos answer at most this often per peer, unless the session changed.
+const HELLO_REPLY_MIN: Duration = Duration::from_millis(200);
+
+/// Where a peer entry came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeerSource {
+    /// The config's static peer list.
+    Static,
+    /// An authenticated hello from an address not in the config.
+    Hello,
+}
+
+impl PeerSource {
+    fn name(self) -> &'static str {
+        match self {
+            PeerSource::Static => "static",
+            PeerSource::Hello => "hello",
+        }
+    }
+}
+
+/// Identity of this host for the core.
+pub struct HostIdentity {
+    /// 32-bit host id.
+    pub id: u32,
+    /// Host name (sent in hellos).
+    pub name: String,
+    /// This run's X25519 secret: fresh random bytes at every start.
+    pub secret: [u8; 32],
+    /// Start time in ns since the Unix epoch; must grow from one start to the next.
+    pub start_ns: u64,
+}
+
+/// One LAN as the core needs it.
+pub struct LanSpec {
+    /// LAN name.
+    pub name: String,
+    /// LAN id on the wire.
+    pub id: u32,
+    /// The LAN secret.
+    pub secret: LanSecret,
+    /// Largest Ethernet frame accepted (from the TAP MTU).
+    pub max_frame: usize,
+    /// Static peers.
+    pub peers: Vec<SocketAddr>,
+    /// MAC database capacity.
+    pub mac_capacity: usize,
+    /// MAC ageing time.
+    pub mac_max_age: Duration,
+    /// Informational: the virtual segment.
+    pub segment: String,
+    /// Informational: the TAP name.
+    pub tap: String,
+    /// Informational: the TAP MTU.
+    pub mtu: usize,
+}
+
+struct Session {
+    peer_public: [u8; 32],
+    tx: SealKey,
+    rx: SealKey,
+    rx_window: ReplayWindow,
+    group_rx: SealKey,
+    group_window: ReplayWindow,
+}
+
+struct Peer {
+    id: Option<u32>,
+    name: String,
+    addr: SocketAddr,
+    source: PeerSource,
+    session: Option<Session>,
+    /// The peer has proven it holds our current public key.
+    up: bool,
+    /// Start time of the newest hello accepted from it.
+    peer_start: u64,
+    tx_seq: u64,
+    last_heard: Option<Instant>,
+    last_sent: Option<Instant>,
+    last_hello: Option<Instant>,
+    traffic: TrafficCounters,
+    drops: DropCounters,
+}
+
+impl Peer {
+    fn new(addr: SocketAddr, source: PeerSource) -> Self {
+        Peer {
+            id: None,
+            name: String::new(),
+            addr,
+            source,
+            session: None,
+            up: false,
+            peer_start: 0,
+            tx_seq: 0,
+            last_heard: None,
+            last_sent: None,
+            last_hello: None,
+            traffic: TrafficCounters::default(),
+            drops: DropCounters::default(),
+        }
+    }
+}
+
+struct Lan {
+    spec: LanSpec,
+    keys: LanKeys,
+    group_tx: SealKey,
+    group_seq: u64,
+    peers: Vec<Peer>,
+    by_id: HashMap<u32, usize>,
+    /// Addresses of up peers, rebuilt when the set changes (not per packet).
+    flood_to: Vec<SocketAddr>,
+    flood_members: Vec<usize>,
+    macs: MacDb,
+    drops: DropCounters,
+    flood_tx_frames: u64,
+    next_sweep: Option<Instant>,
+}
+
+impl Lan {
+    fn rebuild_flood(&mut self) {
+        self.flood_to.clear();
+        self.flood_members.clear();
+        for (i, p) in self.peers.iter().enumerate() {
+            if p.up {
+                self.flood_to.push(p.addr);
+                self.flood_members.push(i);
+            }
+        }
+    }
+
+    fn drop_at(&mut self, peer: Option<usize>, reason: DropReason) -> DropReason {
+        self.drops.bump(reason);
+        if let Some(p) = peer.and_then(|i| self.peers.get_mut(i)) {
+            p.drops.bump(reason);
+        }
+        reason
+    }
+
+    fn peer_by_addr(&self, addr: SocketAddr) -> Option<usize> {
+        self.peers.iter().position(|p| p.addr == addr)
+    }
+}
+
+/// What to do with a frame read from a TAP.
+#[derive(Debug, PartialEq, Eq)]
+pub enum TapAction<'a> {
+    /// Send `buf[..len]` to this one peer.
+    Unicast(SocketAddr, usize),
+    /// Send `buf[..len]` to each of these peers.
+    Flood(&'a [SocketAddr], usize),
+    /// Dropped (already counted).
+    Drop(DropReason),
+}
+
+/// What to do with a datagram from the underlay.
+#[derive(Debug, PartialEq, Eq)]
+pub enum RxAction {
+    /// Write `buf[range]` (an Ethernet frame) to the TAP of LAN `lan`.
+    Tap {
+        /// Index of the LAN (as in the config).
+        lan: usize,
+        /// Where the frame is in the buffer.
+        frame: Range<usize>,
+    },
+    /// A control message, handled; check `poll_transmit`.
+    Consumed,
+    /// Dropped (already counted).
+    Drop(DropReason),
+}
+
+/// A control datagram waiting to be sent.
+struct Outgoing {
+    to: SocketAddr,
+    len: usize,
+    buf: [u8; HELLO_LEN],
+}
+
+/// The forwarding core of one host.
+pub struct Engine {
+    id: u32,
+    name: [u8; NAME_LEN],
+    secret: StaticSecret,
+    public: [u8; 32],
+    start_ns: u64,
+    timers: Timers,
+    lans: Vec<Lan>,
+    lan_index: HashMap<u32, usize>,
+    drops: DropCounters,
+    out: VecDeque<Outgoing>,
+    next_tick: Option<Instant>,
+}
+
+impl Engine {
+    /// A core for this host and these LANs.
+    pub fn new(host: HostIdentity, lans: Vec<LanSpec>, timers: Timers) -> Self {
+        let secret = StaticSecret::from(host.secret);
+        let public = public_of(&secret);
+        let mut engine = Engine {
+            id: host.id,
+            name: name_field(&host.name),
+            secret,
+            public,
+            start_ns: host.start_ns,
+            timers,
+            lans: Vec::with_capacity(lans.len()),
+            lan_index: HashMap::new(),
+            drops: DropCounters::default(),
+            out: VecDeque::with_capacity(64),
+            next_tick: None,
+        };
+        for spec in lans {
+            let keys = LanKeys::new(&spec.secret);
+            let group_tx = SealKey::new(&keys.group_key(spec.id, host.id, &public));
+            let statics = spec.peers.clone();
+            let idx = engine.lans.len();
+            engine.lan_index.insert(spec.id, idx);
+            engine.lans.push(Lan {
+                macs: MacDb::new(spec.mac_capacity, spec.mac_max_age),
+                spec,
+                keys,
+                group_tx,
+                group_seq: 0,
+                peers: Vec::new(),
+                by_id: HashMap::new(),
+                flood_to: Vec::new(),
+                flood_members: Vec::new(),
+                drops: DropCounters::default(),
+                flood_tx_frames: 0,
+                next_sweep: None,
+            });
+            for addr in statics {
+                engine.add_peer(idx, addr, PeerSource::Static);
+            }
+        }
+        engine
+    }
+
+    /// This host's id.
+    pub fn id(&self) -> u32 {
+        self.id
+    }
+
+    /// Number of LANs.
+    pub fn lan_count(&self) -> usize {
+        self.lans.len()
+    }
+
+    /// Add a peer address to a LAN (no-op if present). The handshake starts at the next tick.
+    pub fn add_peer(&mut self, lan: usize, addr: SocketAddr, source: PeerSource) {
+        let Some(l) = self.lans.get_mut(lan) else { return };
+        if l.peer_by_addr(addr).is_none() {
+            l.peers.push(Peer::new(addr, source));
+        }
+    }
+
+    /// Remove a peer by address, with its MACs.
+    pub fn remove_peer(&mut self, lan: usize, addr: SocketAddr) {
+        let Some(l) = self.lans.get_mut(lan) else { return };
+        let Some(i) = l.peer_by_addr(addr) else { return };
+        l.peers.remove(i);
+        l.macs.forget_peer(i);
+        l.by_id = l.peers.iter().enumerate().filter_map(|(i, p)| Some((p.id?, i))).collect();
+        l.rebuild_flood();
+    }
+
+    /// Handle one frame the kernel wrote to the TAP of `lan`.
+    ///
+    /// `buf[HEADER_LEN..HEADER_LEN + len]` holds the frame; `buf` must have room for the
+    /// header before it and the tag after it (`HEADER_LEN + max_frame + TAG_LEN`). On
+    /// `Unicast`/`Flood`, `buf[..n]` is the sealed datagram.
+    pub fn on_tap_frame(&mut self, lan: usize, buf: &mut [u8], len: usize, now: Instant) -> TapAction<'_> {
+        let Some(l) = self.lans.get_mut(lan) else {
+            self.drops.bump(DropReason::UnknownLan);
+            return TapAction::Drop(DropReason::UnknownLan);
+        };
+        if len < ETHERNET_HEADER_LEN {
+            return TapAction::Drop(l.drop_at(None, DropReason::Malformed));
+        }
+        if len > l.spec.max_frame || buf.len() < HEADER_LEN + len + TAG_LEN {
+            return TapAction::Drop(l.drop_at(None, DropReason::Oversize));
+        }
+        let (dst, src) = macs_of(&buf[HEADER_LEN..HEADER_LEN + ETHERNET_HEADER_LEN]);
+        l.macs.learn(src, Location::Local, now);
+        let target = if is_group(&dst) { None } else { l.macs.lookup(&dst, now) };
+        match target {
+            Some(Location::Local) => TapAction::Drop(l.drop_at(None, DropReason::LocalDestination)),
+            Some(Location::Peer(i)) => {
+                let Some(p) = l.peers.get_mut(i) else {
+                    return TapAction::Drop(l.drop_at(None, DropReason::NoRoute));
+                };
+                let Some(s) = p.session.as_ref().filter(|_| p.up) else {
+                    return TapAction::Drop(l.drop_at(Some(i), DropReason::NoSession));
+                };
+                let seq = p.tx_seq;
+                let hdr = Header { kind: Kind::Data, flags: 0, lan: l.spec.id, sender: self.id, seq };
+                write_header(buf, &hdr);
+                let Some(n) = s.tx.seal(seq, buf, len) else {
+                    return TapAction::Drop(l.drop_at(Some(i), DropReason::Oversize));
+                };
+                p.tx_seq += 1;
+                p.traffic.tx(len);
+                p.last_sent = Some(now);
+                TapAction::Unicast(p.addr, n)
+            }
+            None => {
+                if l.flood_to.is_empty() {
+                    return TapAction::Drop(l.drop_at(None, DropReason::NoRoute));
+                }
+                let seq = l.group_seq;
+                let hdr = Header { kind: Kind::Flood, flags: 0, lan: l.spec.id, sender: self.id, seq };
+                write_header(buf, &hdr);
+                let Some(n) = l.group_tx.seal(seq, buf, len) else {
+                    return TapAction::Drop(l.drop_at(None, DropReason::Oversize));
+                };
+                l.group_seq += 1;
+                l.flood_tx_frames += 1;
+                for &i in &l.flood_members {
+                    if let Some(p) = l.peers.get_mut(i) {
+                        p.traffic.tx(len);
+                        p.last_sent = Some(now);
+                    }
+                }
+                TapAction::Flood(&l.flood_to, n)
+            }
+        }
+    }
+
+    /// Handle one datagram from the underlay, opened in place in `buf`.
+    pub fn on_datagram(&mut self, from: SocketAddr, buf: &mut [u8], now: Instant) -> RxAction {
+        let header = match Packet::new_checked(&*buf) {
+            Ok(p) => *p.header(),
+            Err(_) => {
+                self.drops.bump(DropReason::BadHeader);
+                return RxAction::Drop(DropReason::BadHeader);
+            }
+        };
+        let Some(&lan) = self.lan_index.get(&header.lan) else {
+            self.drops.bump(DropReason::UnknownLan);
+            return RxAction::Drop(DropReason::UnknownLan);
+        };
+        if header.sender == self.id {
+            return RxAction::Drop(self.lans[lan].drop_at(None, DropReason::Loop));
+        }
+        match header.kind {
+            Kind::Hello => self.on_hello(lan, from, &header, buf, now),
+            Kind::Data | Kind::Flood | Kind::Keepalive => self.on_sealed(lan, from, &header, buf, now),
+        }
+    }
+
+    fn on_sealed(&mut self, lan: usize, from: SocketAddr, h: &Header, buf: &mut [u8], now: Instant) -> RxAction {
+        let l = &mut self.lans[lan];
+        if buf.len() > HEADER_LEN + l.spec.max_frame + TAG_LEN {
+            let peer = l.by_id.get(&h.sender).copied();
+            return RxAction::Drop(l.drop_at(peer, DropReason::Oversize));
+        }
+        let Some(&pi) = l.by_id.get(&h.sender) else {
+            // We may have restarted and lost its session: tell a known address our keys.
+            if let Some(pi) = l.peer_by_addr(from) {
+                self.queue_hello(lan, pi, now, false);
+            }
+            return RxAction::Drop(self.lans[lan].drop_at(None, DropReason::NoSession));
+        };
+        let p = &mut l.peers[pi];
+        let Some(s) = p.session.as_mut() else {
+            self.queue_hello(lan, pi, now, false);
+            return RxAction::Drop(self.lans[lan].drop_at(Some(pi), DropReason::NoSession));
+        };
+        let (key, window) = match h.kind {
+            Kind::Flood => (&s.group_rx, &mut s.group_window),
+            _ => (&s.rx, &mut s.rx_window),
+        };
+        if !window.check(h.seq).is_ok() {
+            return RxAction::Drop(l.drop_at(Some(pi), DropReason::Replay));
+        }
+        let Some(n) = key.open(h.seq, buf) else {
+            // Keys out of step (the peer restarted and its hello was lost): re-hello.
+            self.queue_hello(lan, pi, now, false);
+            return RxAction::Drop(self.lans[lan].drop_at(Some(pi), DropReason::AuthFailure));
+        };
+        window.update(h.seq);
+        p.last_heard = Some(now);
+        let mut changed = false;
+        if !p.up && h.kind != Kind::Flood {
+            // Only a holder of our public key can seal under the pairwise key.
+            p.up = true;
+            changed = true;
+        }
+        if p.addr != from {
+            // Authenticated and fresh: the peer roamed (NAT rebinding, new address).
+            p.addr = from;
+            changed = true;
+        }
+        if changed {
+            l.rebuild_flood();
+        }
+        if h.kind == Kind::Keepalive {
+            return RxAction::Consumed;
+        }
+        if n < ETHERNET_HEADER_LEN {
+            return RxAction::Drop(l.drop_at(Some(pi), DropReason::Malformed));
+        }
+        let frame = HEADER_LEN..HEADER_LEN + n;
+        let (_, src) = macs_of(&buf[frame.clone()]);
+        if is_group(&src) {
+            return RxAction::Drop(l.drop_at(Some(pi), DropReason::Malformed));
+        }
+        l.macs.learn(src, Location::Peer(pi), now);
+        l.peers[pi].traffic.rx(n);
+        RxAction::Tap { lan, frame }
+    }
+
+    fn on_hello(&mut self, lan: usize, from: SocketAddr, h: &Header, buf: &[u8], now: Instant) -> RxAction {
+        let l = &mut self.lans[lan];
+        let known = l.by_id.get(&h.sender).copied().or_else(|| l.peer_by_addr(from));
+        let Ok(hello) = Hello::parse(&buf[HEADER_LEN..]) else {
+            return RxAction::Drop(l.drop_at(known, DropReason::BadHeader));
+        };
+        if !l.keys.verify_hello(&buf[..HEADER_LEN], &hello.signed_body(), &hello.mac) {
+            return RxAction::Drop(l.drop_at(known, DropReason::AuthFailure));
+        }
+        // Authentic from here on: it holds the LAN secret.
+        let pi = match l.by_id.get(&h.sender) {
+            Some(&i) => i,
+            None => match l.peers.iter().position(|p| p.addr == from && p.id.is_none()) {
+                Some(i) => i,
+                None => {
+                    l.peers.push(Peer::new(from, PeerSource::Hello));
+                    l.peers.len() - 1
+                }
+            },
+        };
+        let p = &mut l.peers[pi];
+        let same_key = p.session.as_ref().is_some_and(|s| s.peer_public == hello.public);
+        let mut new_session = false;
+        if !same_key {
+            if p.session.is_some() && h.seq <= p.peer_start {
+                // An older hello (replayed, or delayed): never go back to old keys.
+                return RxAction::Drop(l.drop_at(Some(pi), DropReason::Replay));
+            }
+            let Some((tx, rx)) =
+                l.keys.session_keys(l.spec.id, (self.id, &self.secret, &self.public), (h.sender, &hello.public))
+            else {
+                return RxAction::Drop(l.drop_at(Some(pi), DropReason::AuthFailure));
+            };
+            let group = l.keys.group_key(l.spec.id, h.sender, &hello.public);
+            p.session = Some(Session {
+                peer_public: hello.public,
+                tx: SealKey::new(&tx),
+                rx: SealKey::new(&rx),
+                rx_window: ReplayWindow::default(),
+                group_rx: SealKey::new(&group),
+                group_window: ReplayWindow::default(),
+            });
+            p.peer_start = h.seq;
+            p.up = false;
+            new_session = true;
+        }
+        if p.id != Some(h.sender) {
+            p.id = Some(h.sender);
+            l.by_id.insert(h.sender, pi);
+        }
+        p.name = hello.name_str();
+        p.last_heard = Some(now);
+        if p.addr != from {
+            p.addr = from;
+        }
+        if hello.echo == self.public {
+            p.up = true;
+        }
+        let needs_reply = new_session || hello.echo != self.public;
+        l.rebuild_flood();
+        if needs_reply {
+            self.queue_hello(lan, pi, now, new_session);
+        }
+        RxAction::Consumed
+    }
+
+    fn queue_hello(&mut self, lan: usize, pi: usize, now: Instant, force: bool) {
+        let l = &mut self.lans[lan];
+        let Some(p) = l.peers.get_mut(pi) else { return };
+        if !force && p.last_hello.is_some_and(|t| now.saturating_duration_since(t) < HELLO_REPLY_MIN) {
+            return;
+        }
+        p.last_hello = Some(now);
+        let echo = p.session.as_ref().map_or([0u8; 32], |s| s.peer_public);
+        let hdr = Header { kind: Kind::Hello, flags: 0, lan: l.spec.id, sender: self.id, seq: self.start_ns };
+        let hdr_bytes = hdr.to_bytes();
+        let mut hello = Hello { public: self.public, echo, name: self.name, mac: [0; 32] };
+        hello.mac = l.keys.hello_mac(&hdr_bytes, &hello.signed_body());
+        let mut out = Outgoing { to: p.addr, len: HELLO_LEN, buf: [0; HELLO_LEN] };
+        out.buf[..HEADER_LEN].copy_from_slice(&hdr_bytes);
+        let body: &mut [u8; HELLO_BODY_LEN] = match (&mut out.buf[HEADER_LEN..]).try_into() {
+            Ok(b) => b,
+            Err(_) => return,
+        };
+        hello.emit(body);
+        self.out.push_back(out);
+    }
+
+    fn queue_keepalive(&mut self, lan: usize, pi: usize, now: Instant) {
+        let l = &mut self.lans[lan];
+        let Some(p) = l.peers.get_mut(pi) else { return };
+        let Some(s) = p.session.as_ref() else { return };
+        let seq = p.tx_seq;
+        let mut out = Outgoing { to: p.addr, len: 0, buf: [0; HELLO_LEN] };
+        let hdr = Header { kind: Kind::Keepalive, flags: 0, lan: l.spec.id, sender: self.id, seq };
+        write_header(&mut out.buf, &hdr);
+        let Some(n) = s.tx.seal(seq, &mut out.buf, 0) else { return };
+        out.len = n;
+        p.tx_seq += 1;
+        p.last_sent = Some(now);
+        self.out.push_back(out);
+    }
+
+    /// When `tick` next wants to run.
+    pub fn next_tick(&self) -> Option<Instant> {
+        self.next_tick
+    }
+
+    /// Run timers: hellos, keepalives, dead peers, MAC ageing.
+    pub fn tick(&mut self, now: Instant) {
+        self.next_tick = Some(now + TICK);
+        let t = self.timers;
+        for li in 0..self.lans.len() {
+            let mut changed = false;
+            for pi in 0..self.lans[li].peers.len() {
+                let p = &mut self.lans[li].peers[pi];
+                let heard_ago = p.last_heard.map(|h| now.saturating_duration_since(h));
+                if p.up && heard_ago.is_none_or(|a| a >= t.dead_after) {
+                    p.up = false;
+                    changed = true;
+                }
+                if !p.up {
+                    let due = p.last_hello.is_none_or(|h| now.saturating_duration_since(h) >= t.hello_interval);
+                    if due {
+                        self.queue_hello(li, pi, now, true);
+                    }
+                } else if p.last_sent.is_none_or(|s| now.saturating_duration_since(s) >= t.keepalive_interval) {
+                    self.queue_keepalive(li, pi, now);
+                }
+            }
+            let l = &mut self.lans[li];
+            if changed {
+                l.rebuild_flood();
+            }
+            if l.next_sweep.is_none_or(|s| now >= s) {
+                l.macs.expire(now);
+                l.next_sweep = Some(now + t.mac_sweep);
+            }
+        }
+    }
+
+    /// The next control datagram to send (hello or keepalive), copied into `out`.
+    pub fn poll_transmit(&mut self, out: &mut [u8]) -> Option<(SocketAddr, usize)> {
+        let m = self.out.pop_front()?;
+        let dst = out.get_mut(..m.len)?;
+        dst.copy_from_slice(&m.buf[..m.len]);
+        Some((m.to, m.len))
+    }
+
+    /// Count a send or write failure the runtime saw.
+    pub fn note_drop(&mut self, lan: Option<usize>, reason: DropReason) {
+        match lan.and_then(|i| self.lans.get_mut(i)) {
+            Some(l) => {
+                l.drops.bump(reason);
+            }
+            None => self.drops.bump(reason),
+        }
+    }
+
+    /// Drops not tied to a LAN.
+    pub fn host_drops(&self) -> &DropCounters {
+        &self.drops
+    }
+
+    /// Status of every LAN.
+    pub fn lan_status(&self, now: Instant) -> Vec<LanStatus> {
+        self.lans
+            .iter()
+            .map(|l| LanStatus {
+                name: l.spec.name.clone(),
+                id: l.spec.id,
+                segment: l.spec.segment.clone(),
+                tap: l.spec.tap.clone(),
+                mtu: l.spec.mtu,
+                macs: l.macs.len(),
+                mac_stats: l.macs.stats(),
+                flood_tx_frames: l.flood_tx_frames,
+                drops: l.drops.clone(),
+                peers: l
+                    .peers
+                    .iter()
+                    .map(|p| PeerStatus {
+                        id: p.id,
+                        name: p.name.clone(),
+                        address: p.addr.to_string(),
+                        source: p.source.name(),
+                        state: if p.up { "up" } else { "handshaking" },
+                        last_heard_ago_ms: p
+                            .last_heard
+                            .map(|h| now.saturating_duration_since(h).as_millis() as u64),
+                        traffic: p.traffic,
+                        drops: p.drops.clone(),
+                    })
+                    .collect(),
+            })
+            .collect()
+    }
+
+    /// The MAC databases, optionally of one LAN.
+    pub fn mac_rows(&self, lan: Option<&str>, now: Instant) -> Vec<MacRow> {
+        let mut rows = Vec::new();
+        for l in self.lans.iter().filter(|l| lan.is_none_or(|n| n == l.spec.name)) {
+            for e in l.macs.entries(now) {
+                let (location, peer_name) = match e.at {
+                    Location::Local => ("local".to_string(), None),
+                    Location::Peer(i) => match l.peers.get(i) {
+                        Some(p) => (p.addr.to_string(), Some(p.name.clone()).filter(|n| !n.is_empty())),
+                        None => ("?".to_string(), None),
+                    },
+                };
+                rows.push(MacRow {
+                    lan: l.spec.name.clone(),
+                    mac: fmt_mac(&e.mac),
+                    location,
+                    peer_name,
+                    age_ms: e.age.as_millis() as u64,
+                });
+            }
+        }
+        rows
+    }
+
+    /// Whether a LAN by this name exists.
+    pub fn has_lan(&self, name: &str) -> bool {
+        self.lans.iter().any(|l| l.spec.name == name)
+    }
+
+    /// Test and diagnostic hook: fingerprint of the pairwise send key to a peer.
+    #[doc(hidden)]
+    pub fn tx_key_fingerprint(&self, lan: usize, addr: SocketAddr) -> Option<u64> {
+        let l = self.lans.get(lan)?;
+        let p = &l.peers[l.peer_by_addr(addr)?];
+        p.session.as_ref().map(|s| s.tx.fingerprint())
+    }
+
+    /// Test and diagnostic hook: fingerprint of this host's group key on a LAN.
+    #[doc(hidden)]
+    pub fn group_key_fingerprint(&self, lan: usize) -> Option<u64> {
+        self.lans.get(lan).map(|l| l.group_tx.fingerprint())
+    }
+}
+
+/// The buffer size the runtime needs per frame for a given max frame length.
+pub const fn buffer_len(max_frame: usize) -> usize {
+    max_frame + OVERHEAD
+}
+
+fn write_header(buf: &mut [u8], h: &Header) {
+    if let Some(b) = buf.first_chunk_mut::<HEADER_LEN>() {
+        h.emit(b);
+    }
+}
+
+/// Destination and source MAC of a frame of at least 12 bytes.
+#[inline]
+fn macs_of(frame: &[u8]) -> (Mac, Mac) {
+    let mut d = [0u8; 6];
+    let mut s = [0u8; 6];
+    if frame.len() >= 12 {
+        d.copy_from_slice(&frame[0..6]);
+        s.copy_from_slice(&frame[6..12]);
+    }
+    (d, s)
+}
+
+#[cfg(test)]
+#[path = "forward_tests.rs"]
+mod tests;

@@ -1,0 +1,450 @@
+//! Tests of the forwarding core: several engines wired through an in-memory network.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use proptest::prelude::*;
+use telemetry::DropReason;
+
+use super::*;
+use crate::crypto::LanSecret;
+use crate::wire::{HEADER_LEN, Kind, Packet};
+
+const MAX_FRAME: usize = 1518;
+const LAN: usize = 0;
+
+fn addr(i: usize) -> SocketAddr {
+    SocketAddr::from(([10, 77, 1, i as u8 + 1], 7401))
+}
+
+fn spec(secret: u8, peers: Vec<SocketAddr>) -> LanSpec {
+    LanSpec {
+        name: "lan1".into(),
+        id: crate::crypto::lan_id("lan1"),
+        secret: LanSecret([secret; 32]),
+        max_frame: MAX_FRAME,
+        peers,
+        mac_capacity: 1024,
+        mac_max_age: Duration::from_secs(300),
+        segment: "192.168.100.0/24".into(),
+        tap: "vl1".into(),
+        mtu: 1500,
+    }
+}
+
+fn engine(i: usize, n: usize, secret: u8, start: u64) -> Engine {
+    let peers = (0..n).filter(|&j| j != i).map(addr).collect();
+    Engine::new(
+        HostIdentity {
+            id: 100 + i as u32,
+            name: format!("h{i}"),
+            secret: [(i as u8 + 1) ^ (start as u8).wrapping_mul(31); 32],
+            start_ns: start,
+        },
+        vec![spec(secret, peers)],
+        Timers::default(),
+    )
+}
+
+/// Frames a VM would send: Ethernet header plus a payload.
+fn frame(dst: [u8; 6], src: [u8; 6], payload: &[u8]) -> Vec<u8> {
+    let mut f = Vec::with_capacity(14 + payload.len());
+    f.extend_from_slice(&dst);
+    f.extend_from_slice(&src);
+    f.extend_from_slice(&[0x08, 0x00]);
+    f.extend_from_slice(payload);
+    f
+}
+
+struct Net {
+    hosts: Vec<Engine>,
+    now: Instant,
+    /// Frames written to each host's TAP.
+    taps: Vec<Vec<Vec<u8>>>,
+    /// Every sealed datagram sent, as (sender index, destination, bytes).
+    sent: Vec<(usize, SocketAddr, Vec<u8>)>,
+    queue: Vec<(usize, SocketAddr, Vec<u8>)>,
+}
+
+impl Net {
+    fn new(n: usize) -> Self {
+        Net::with(n, |i| engine(i, n, 1, 1000))
+    }
+
+    fn with(n: usize, f: impl Fn(usize) -> Engine) -> Self {
+        Net {
+            hosts: (0..n).map(f).collect(),
+            now: Instant::now(),
+            taps: vec![Vec::new(); n],
+            sent: Vec::new(),
+            queue: Vec::new(),
+        }
+    }
+
+    fn index_of(&self, a: SocketAddr) -> Option<usize> {
+        (0..self.hosts.len()).find(|&i| addr(i) == a)
+    }
+
+    fn drain_transmits(&mut self) {
+        let mut buf = [0u8; 2048];
+        for i in 0..self.hosts.len() {
+            while let Some((to, n)) = self.hosts[i].poll_transmit(&mut buf) {
+                self.queue.push((i, to, buf[..n].to_vec()));
+            }
+        }
+    }
+
+    /// Deliver everything in flight until the network is quiet.
+    fn settle(&mut self) {
+        for _ in 0..50 {
+            self.drain_transmits();
+            if self.queue.is_empty() {
+                return;
+            }
+            for (from, to, mut bytes) in std::mem::take(&mut self.queue) {
+                self.sent.push((from, to, bytes.clone()));
+                let Some(dst) = self.index_of(to) else { continue };
+                if let RxAction::Tap { frame, .. } = self.hosts[dst].on_datagram(addr(from), &mut bytes, self.now)
+                {
+                    self.taps[dst].push(bytes[frame].to_vec());
+                }
+            }
+        }
+        panic!("network did not settle");
+    }
+
+    fn tick(&mut self) {
+        for h in &mut self.hosts {
+            h.tick(self.now);
+        }
+        self.settle();
+    }
+
+    fn advance(&mut self, d: Duration) {
+        self.now += d;
+        self.tick();
+    }
+
+    /// A VM on host `h` sends `f`; returns the action's kind.
+    fn send(&mut self, h: usize, f: &[u8]) -> Option<DropReason> {
+        let mut buf = vec![0u8; buffer_len(MAX_FRAME)];
+        buf[HEADER_LEN..HEADER_LEN + f.len()].copy_from_slice(f);
+        let now = self.now;
+        let out: Vec<(SocketAddr, Vec<u8>)> = match self.hosts[h].on_tap_frame(LAN, &mut buf, f.len(), now) {
+            TapAction::Unicast(to, n) => vec![(to, buf[..n].to_vec())],
+            TapAction::Flood(to, n) => to.iter().map(|a| (*a, buf[..n].to_vec())).collect(),
+            TapAction::Drop(r) => return Some(r),
+        };
+        for (to, b) in out {
+            self.queue.push((h, to, b));
+        }
+        self.settle();
+        None
+    }
+
+    fn lan(&self, h: usize) -> LanStatus {
+        self.hosts[h].lan_status(self.now).remove(LAN)
+    }
+
+    fn all_up(&self) -> bool {
+        (0..self.hosts.len()).all(|h| self.lan(h).peers.iter().all(|p| p.state == "up"))
+    }
+
+    fn clear_taps(&mut self) {
+        for t in &mut self.taps {
+            t.clear();
+        }
+    }
+}
+
+fn mac(i: u8) -> [u8; 6] {
+    [2, 0, 0, 0, 0, i]
+}
+const BCAST: [u8; 6] = [0xff; 6];
+
+#[test]
+fn handshake_brings_every_tunnel_up() {
+    let mut net = Net::new(3);
+    assert!(!net.all_up());
+    net.tick();
+    assert!(net.all_up(), "{:?}", net.lan(0).peers);
+    for h in 0..3 {
+        let l = net.lan(h);
+        assert_eq!(l.peers.len(), 2);
+        for p in &l.peers {
+            assert!(p.id.is_some() && p.name.starts_with('h'), "{p:?}");
+            assert_eq!(p.source, "static");
+        }
+        assert_eq!(l.drops.total(), 0, "{:?}", l.drops);
+    }
+}
+
+#[test]
+fn broadcast_reaches_every_other_host_once_and_replies_go_unicast() {
+    let mut net = Net::new(3);
+    net.tick();
+    let arp = frame(BCAST, mac(1), b"who-has");
+    assert_eq!(net.send(0, &arp), None);
+    assert!(net.taps[0].is_empty(), "never back to the sender");
+    assert_eq!(net.taps[1], vec![arp.clone()]);
+    assert_eq!(net.taps[2], vec![arp.clone()]);
+    net.clear_taps();
+    // The reply goes only to host 0, which learned nothing yet about mac(2) but host 1 knows mac(1).
+    let reply = frame(mac(1), mac(2), b"is-at");
+    assert_eq!(net.send(1, &reply), None);
+    assert_eq!(net.taps[0], vec![reply]);
+    assert!(net.taps[2].is_empty(), "known unicast goes to one peer only");
+    net.clear_taps();
+    let ping = frame(mac(2), mac(1), b"ping");
+    net.send(0, &ping);
+    assert_eq!(net.taps[1], vec![ping]);
+    assert!(net.taps[2].is_empty());
+    let l1 = net.lan(1);
+    assert_eq!(l1.peers.iter().find(|p| p.address == addr(0).to_string()).map(|p| p.traffic.rx_packets), Some(2));
+}
+
+#[test]
+fn frame_to_a_local_mac_is_not_sent() {
+    let mut net = Net::new(2);
+    net.tick();
+    net.send(0, &frame(BCAST, mac(1), b"hi"));
+    assert_eq!(net.send(0, &frame(mac(1), mac(3), b"x")), Some(DropReason::LocalDestination));
+}
+
+#[test]
+fn no_peers_up_is_no_route_and_short_frames_are_malformed() {
+    let mut net = Net::new(2);
+    assert_eq!(net.send(0, &frame(BCAST, mac(1), b"x")), Some(DropReason::NoRoute));
+    assert_eq!(net.send(0, &[0u8; 10]), Some(DropReason::Malformed));
+    let big = frame(BCAST, mac(1), &vec![0u8; MAX_FRAME]);
+    assert_eq!(net.send(0, &big), Some(DropReason::Oversize));
+    let l = net.lan(0);
+    assert_eq!(l.drops.get(DropReason::NoRoute), 1);
+    assert_eq!(l.drops.get(DropReason::Malformed), 1);
+    assert_eq!(l.drops.get(DropReason::Oversize), 1);
+}
+
+#[test]
+fn wrong_secret_reaches_nobody_and_counts_auth_failures() {
+    let mut net = Net::with(3, |i| engine(i, 3, if i == 2 { 9 } else { 1 }, 1000));
+    net.tick();
+    net.advance(Duration::from_secs(2));
+    let l0 = net.lan(0);
+    let p2 = l0.peers.iter().find(|p| p.address == addr(2).to_string()).expect("peer 2");
+    assert_eq!(p2.state, "handshaking");
+    assert!(p2.drops.get(DropReason::AuthFailure) >= 2, "{:?}", p2.drops);
+    assert!(l0.drops.get(DropReason::AuthFailure) >= 2);
+    assert!(net.lan(2).peers.iter().all(|p| p.state == "handshaking"));
+    net.send(2, &frame(BCAST, mac(9), b"intruder"));
+    assert!(net.taps[0].is_empty() && net.taps[1].is_empty());
+    // The two good hosts still talk.
+    net.send(0, &frame(BCAST, mac(1), b"ok"));
+    assert_eq!(net.taps[1].len(), 1);
+    assert!(net.taps[2].is_empty());
+}
+
+#[test]
+fn replayed_datagrams_are_dropped_and_counted() {
+    let mut net = Net::new(2);
+    net.tick();
+    net.send(0, &frame(BCAST, mac(1), b"a"));
+    net.send(1, &frame(mac(1), mac(2), b"b"));
+    net.send(1, &frame(BCAST, mac(2), b"c"));
+    let before = net.taps[0].len();
+    let replays: Vec<_> =
+        net.sent.iter().filter(|(f, _, b)| *f == 1 && b[1] != Kind::Hello as u8).cloned().collect();
+    assert!(replays.len() >= 2);
+    for (_, _, mut bytes) in replays {
+        let r = net.hosts[0].on_datagram(addr(1), &mut bytes, net.now);
+        assert!(matches!(r, RxAction::Drop(DropReason::Replay)), "{r:?}");
+    }
+    assert_eq!(net.taps[0].len(), before);
+    assert!(net.lan(0).drops.get(DropReason::Replay) >= 2);
+}
+
+#[test]
+fn mac_that_moves_to_another_host_is_relearned_and_counted() {
+    let mut net = Net::new(3);
+    net.tick();
+    net.send(0, &frame(BCAST, mac(7), b"i am on 0"));
+    net.send(2, &frame(BCAST, mac(7), b"now on 2"));
+    assert_eq!(net.lan(1).mac_stats.moves, 1);
+    net.clear_taps();
+    net.send(1, &frame(mac(7), mac(8), b"where"));
+    assert!(net.taps[0].is_empty());
+    assert_eq!(net.taps[2].len(), 1);
+}
+
+#[test]
+fn restarted_peer_is_rekeyed_and_stale_hellos_are_refused() {
+    let mut net = Net::new(2);
+    net.tick();
+    let old_hellos: Vec<_> = net
+        .sent
+        .iter()
+        .filter(|(f, _, b)| *f == 1 && b[1] == Kind::Hello as u8)
+        .map(|(_, _, b)| b.clone())
+        .collect();
+    assert!(!old_hellos.is_empty());
+    net.hosts[1] = engine(1, 2, 1, 2000);
+    net.tick();
+    assert!(net.all_up());
+    net.send(0, &frame(BCAST, mac(1), b"after restart"));
+    assert_eq!(net.taps[1].len(), 1);
+    // A replayed hello of the previous run must not take the tunnel back to old keys.
+    for mut h in old_hellos {
+        let r = net.hosts[0].on_datagram(addr(1), &mut h, net.now);
+        assert_eq!(r, RxAction::Drop(DropReason::Replay));
+    }
+    net.clear_taps();
+    net.send(1, &frame(mac(1), mac(2), b"still fine"));
+    assert_eq!(net.taps[0].len(), 1);
+}
+
+#[test]
+fn no_key_nonce_pair_repeats_across_receivers_or_restarts() {
+    let mut seen: HashSet<(u64, u64)> = HashSet::new();
+    let record = |seen: &mut HashSet<(u64, u64)>, net: &Net, from: usize| {
+        for (f, to, b) in &net.sent {
+            if *f != from || b[1] == Kind::Hello as u8 {
+                continue;
+            }
+            let p = Packet::new_checked(&b[..]).expect("own packets parse");
+            let fp = match p.header().kind {
+                Kind::Flood => net.hosts[from].group_key_fingerprint(LAN),
+                _ => net.hosts[from].tx_key_fingerprint(LAN, *to),
+            }
+            .expect("key");
+            // A flood is one datagram sent to several receivers: the same bytes, so count once.
+            if p.header().kind == Kind::Flood && !seen.insert((fp, p.header().seq)) {
+                continue;
+            }
+            if p.header().kind != Kind::Flood {
+                assert!(seen.insert((fp, p.header().seq)), "(key, nonce) reused: {fp:x} {}", p.header().seq);
+            }
+        }
+    };
+    let mut net = Net::new(3);
+    net.tick();
+    for i in 0..5u8 {
+        net.send(0, &frame(BCAST, mac(1), &[i]));
+        net.send(1, &frame(mac(1), mac(2), &[i]));
+        net.send(2, &frame(mac(1), mac(3), &[i]));
+        net.send(0, &frame(mac(2), mac(1), &[i]));
+        net.send(0, &frame(mac(3), mac(1), &[i]));
+    }
+    net.advance(Duration::from_secs(11)); // keepalives too
+    record(&mut seen, &net, 0);
+    let first_run = seen.len();
+    assert!(first_run >= 15, "{first_run}");
+    // Keys differ per receiver.
+    let k1 = net.hosts[0].tx_key_fingerprint(LAN, addr(1));
+    let k2 = net.hosts[0].tx_key_fingerprint(LAN, addr(2));
+    assert_ne!(k1, k2);
+    // Restart host 0 (new run, later start time) and send the same traffic again.
+    net.hosts[0] = engine(0, 3, 1, 5000);
+    net.sent.clear();
+    net.tick();
+    for i in 0..5u8 {
+        net.send(0, &frame(BCAST, mac(1), &[i]));
+        net.send(0, &frame(mac(2), mac(1), &[i]));
+    }
+    record(&mut seen, &net, 0);
+    assert!(seen.len() >= first_run + 10);
+    assert_ne!(net.hosts[0].tx_key_fingerprint(LAN, addr(1)), k1, "restart gives new keys");
+}
+
+#[test]
+fn keepalives_keep_tunnels_up_and_silence_takes_them_down() {
+    let mut net = Net::new(2);
+    net.tick();
+    for _ in 0..10 {
+        net.advance(Duration::from_secs(10));
+    }
+    assert!(net.all_up(), "keepalives every 10 s keep the tunnel up");
+    // Host 1 goes silent: drop everything it would send.
+    let silent_for = Timers::default().dead_after + Duration::from_secs(1);
+    net.now += silent_for;
+    net.hosts[0].tick(net.now);
+    assert_eq!(net.lan(0).peers[0].state, "handshaking");
+}
+
+proptest! {
+    /// Every truncation and every single-bit flip of a sealed datagram is rejected and
+    /// counted, never panics, and the genuine datagram is still accepted afterwards.
+    #[test]
+    fn truncations_and_bit_flips_are_rejected_and_counted(
+        payload in proptest::collection::vec(any::<u8>(), 0..64),
+        flips in proptest::collection::vec(any::<prop::sample::Index>(), 1..24),
+        unicast in any::<bool>(),
+    ) {
+        let mut net = Net::new(2);
+        net.tick();
+        net.send(1, &frame(BCAST, mac(2), b"learn"));
+        let dst = if unicast { mac(2) } else { BCAST };
+        let f = frame(dst, mac(1), &payload);
+        let mut buf = vec![0u8; buffer_len(MAX_FRAME)];
+        buf[HEADER_LEN..HEADER_LEN + f.len()].copy_from_slice(&f);
+        let n = match net.hosts[0].on_tap_frame(LAN, &mut buf, f.len(), net.now) {
+            TapAction::Unicast(_, n) | TapAction::Flood(_, n) => n,
+            TapAction::Drop(r) => panic!("dropped {r:?}"),
+        };
+        let good = buf[..n].to_vec();
+        let drops_before = net.lan(1).drops.total() + net.hosts[1].host_drops().total();
+        let mut rejected = 0u64;
+        for len in 0..n {
+            let mut t = good[..len].to_vec();
+            prop_assert!(matches!(net.hosts[1].on_datagram(addr(0), &mut t, net.now), RxAction::Drop(_)));
+            rejected += 1;
+        }
+        for ix in &flips {
+            let bit = ix.index(n * 8);
+            let mut t = good.clone();
+            t[bit / 8] ^= 1 << (bit % 8);
+            prop_assert!(matches!(net.hosts[1].on_datagram(addr(0), &mut t, net.now), RxAction::Drop(_)), "bit {bit}");
+            rejected += 1;
+        }
+        let drops_after = net.lan(1).drops.total() + net.hosts[1].host_drops().total();
+        prop_assert_eq!(drops_after - drops_before, rejected);
+        let mut g = good.clone();
+        let ok = net.hosts[1].on_datagram(addr(0), &mut g, net.now);
+        prop_assert!(matches!(ok, RxAction::Tap { .. }), "{:?}", ok);
+        if let RxAction::Tap { frame, .. } = ok {
+            prop_assert_eq!(&g[frame], &f[..]);
+        }
+    }
+
+    /// Reference model: who must receive each frame. Each host learns where a MAC lives
+    /// from frames it receives (and its own VMs from its TAP); a frame goes to the one host
+    /// it learned for the destination, to nobody if the destination is local, else to every
+    /// other host; never back to the sender.
+    #[test]
+    fn delivery_matches_the_reference_model(
+        ops in proptest::collection::vec((0usize..3, 0u8..5, proptest::option::of(0u8..5)), 1..60)
+    ) {
+        let mut net = Net::new(3);
+        net.tick();
+        // model[h][mac] = host where h believes mac lives
+        let mut model: Vec<BTreeMap<u8, usize>> = vec![BTreeMap::new(); 3];
+        for (h, src, dst) in ops {
+            net.clear_taps();
+            let dst_mac = dst.map_or(BCAST, |d| mac(d + 10));
+            let src_mac = mac(src + 10);
+            let f = frame(dst_mac, src_mac, &[h as u8]);
+            let r = net.send(h, &f);
+            model[h].insert(src, h);
+            let expected: BTreeSet<usize> = match dst.and_then(|d| model[h].get(&d).copied()) {
+                Some(x) if x == h => BTreeSet::new(),
+                Some(x) => [x].into(),
+                None => (0..3).filter(|&x| x != h).collect(),
+            };
+            let got: BTreeSet<usize> = (0..3).filter(|&x| !net.taps[x].is_empty()).collect();
+            prop_assert_eq!(&got, &expected, "send {:?} from {} (drop {:?})", f, h, r);
+            for &x in &got {
+                prop_assert_eq!(net.taps[x].len(), 1, "exactly once");
+                model[x].insert(src, h);
+            }
+        }
+    }
+}

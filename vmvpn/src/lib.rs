@@ -1,0 +1,18 @@
+//! vmvpn: the host engine of a layer-2 overlay for virtual machines.
+//!
+//! Sans-IO cores (`wire`, `crypto`, `replay`, `macdb`, `forward`) hold every rule and are
+//! tested without root; the runtime (`tap`, `netdev`, `udp`, `runtime`, `control`) does the
+//! syscalls around them.
+
+pub mod config;
+pub mod control;
+pub mod crypto;
+pub mod forward;
+pub mod macdb;
+pub mod netdev;
+pub mod replay;
+pub mod runtime;
+pub mod status;
+pub mod tap;
+pub mod udp;
+pub mod wire;

@@ -1,0 +1,274 @@
+//! The MAC database of one LAN: which MAC lives behind which peer, or on this host.
+//!
+//! Bounded by capacity (least recently learned entries are evicted, counted), and entries
+//! age out after `max_age` without traffic from that MAC (default 300 s, as a Linux
+//! bridge). A MAC that shows up somewhere else moves there at once (VM migration),
+//! counted as a move.
+
+use std::num::NonZeroUsize;
+use std::time::{Duration, Instant};
+
+use lru::LruCache;
+use serde::Serialize;
+
+/// A 6-byte Ethernet address.
+pub type Mac = [u8; 6];
+
+/// Where a MAC was learned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Location {
+    /// Behind this host's TAP (a local VM).
+    Local,
+    /// Behind the peer with this index in the LAN's peer table.
+    Peer(usize),
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    at: Location,
+    last_seen: Instant,
+}
+
+/// Counters of the MAC database.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct MacDbStats {
+    /// New MACs learned.
+    pub learned: u64,
+    /// MACs that moved to another location.
+    pub moves: u64,
+    /// Entries removed because they aged out.
+    pub aged_out: u64,
+    /// Entries evicted because the table was full.
+    pub evicted: u64,
+}
+
+/// The MAC database of one LAN.
+pub struct MacDb {
+    table: LruCache<Mac, Entry>,
+    max_age: Duration,
+    stats: MacDbStats,
+}
+
+/// What [`MacDb::learn`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Learned {
+    /// First time this MAC is seen.
+    New,
+    /// Already known at the same place; refreshed.
+    Refreshed,
+    /// Was known elsewhere; moved here.
+    Moved {
+        /// The previous location.
+        from: Location,
+    },
+}
+
+/// One row of [`MacDb::entries`].
+#[derive(Debug, Clone, Copy)]
+pub struct MacEntry {
+    /// The address.
+    pub mac: Mac,
+    /// Where it lives.
+    pub at: Location,
+    /// Time since it was last seen.
+    pub age: Duration,
+}
+
+/// Default ageing time, as a Linux bridge.
+pub const DEFAULT_MAX_AGE: Duration = Duration::from_secs(300);
+/// Default capacity per LAN.
+pub const DEFAULT_CAPACITY: usize = 8192;
+
+/// Whether a MAC is a group (broadcast or multicast) address.
+#[inline]
+pub fn is_group(mac: &Mac) -> bool {
+    mac[0] & 1 == 1
+}
+
+impl MacDb {
+    /// An empty database of at most `capacity` entries (at least 1).
+    pub fn new(capacity: usize, max_age: Duration) -> Self {
+        let cap = NonZeroUsize::new(capacity).unwrap_or(NonZeroUsize::MIN);
+        MacDb { table: LruCache::new(cap), max_age, stats: MacDbStats::default() }
+    }
+
+    /// Record that `mac` was seen at `at`. Group addresses are never learned.
+    pub fn learn(&mut self, mac: Mac, at: Location, now: Instant) -> Option<Learned> {
+        if is_group(&mac) {
+            return None;
+        }
+        if let Some(e) = self.table.get_mut(&mac) {
+            let prev = e.at;
+            e.at = at;
+            e.last_seen = now;
+            if prev == at {
+                return Some(Learned::Refreshed);
+            }
+            self.stats.moves += 1;
+            return Some(Learned::Moved { from: prev });
+        }
+        if self.table.push(mac, Entry { at, last_seen: now }).is_some() {
+            // push returns the evicted LRU entry when full (a new key never replaces).
+            self.stats.evicted += 1;
+        }
+        self.stats.learned += 1;
+        Some(Learned::New)
+    }
+
+    /// Where `mac` lives, if known and not aged out. Does not change recency: forwarding
+    /// lookups must not keep a silent MAC alive.
+    pub fn lookup(&self, mac: &Mac, now: Instant) -> Option<Location> {
+        let e = self.table.peek(mac)?;
+        (now.saturating_duration_since(e.last_seen) < self.max_age).then_some(e.at)
+    }
+
+    /// Remove aged entries; returns how many.
+    pub fn expire(&mut self, now: Instant) -> usize {
+        let max_age = self.max_age;
+        let before = self.table.len();
+        self.table.retain(|_, e| now.saturating_duration_since(e.last_seen) < max_age);
+        let n = before - self.table.len();
+        self.stats.aged_out += n as u64;
+        n
+    }
+
+    /// Forget every MAC behind a peer (the peer left), and shift indexes above it down.
+    pub fn forget_peer(&mut self, peer: usize) {
+        self.table.retain(|_, e| e.at != Location::Peer(peer));
+        for (_, e) in self.table.iter_mut() {
+            if let Location::Peer(p) = e.at
+                && p > peer
+            {
+                e.at = Location::Peer(p - 1);
+            }
+        }
+    }
+
+    /// Current entries, most recently learned first.
+    pub fn entries(&self, now: Instant) -> impl Iterator<Item = MacEntry> + '_ {
+        self.table.iter().map(move |(mac, e)| MacEntry {
+            mac: *mac,
+            at: e.at,
+            age: now.saturating_duration_since(e.last_seen),
+        })
+    }
+
+    /// Number of entries (including aged ones not yet swept).
+    pub fn len(&self) -> usize {
+        self.table.len()
+    }
+
+    /// Whether the table is empty.
+    pub fn is_empty(&self) -> bool {
+        self.table.is_empty()
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> MacDbStats {
+        self.stats
+    }
+}
+
+/// `aa:bb:cc:dd:ee:ff`.
+pub fn fmt_mac(m: &Mac) -> String {
+    format!("{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", m[0], m[1], m[2], m[3], m[4], m[5])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const A: Mac = [2, 0, 0, 0, 0, 1];
+    const B: Mac = [2, 0, 0, 0, 0, 2];
+    const C: Mac = [2, 0, 0, 0, 0, 3];
+
+    #[test]
+    fn learns_and_looks_up() {
+        let t0 = Instant::now();
+        let mut db = MacDb::new(16, DEFAULT_MAX_AGE);
+        assert_eq!(db.lookup(&A, t0), None);
+        assert_eq!(db.learn(A, Location::Peer(1), t0), Some(Learned::New));
+        assert_eq!(db.learn(A, Location::Peer(1), t0), Some(Learned::Refreshed));
+        assert_eq!(db.lookup(&A, t0), Some(Location::Peer(1)));
+        assert_eq!(db.stats().learned, 1);
+    }
+
+    #[test]
+    fn group_addresses_are_never_learned() {
+        let mut db = MacDb::new(16, DEFAULT_MAX_AGE);
+        assert_eq!(db.learn([0xff; 6], Location::Peer(0), Instant::now()), None);
+        assert_eq!(db.learn([0x01, 0, 0x5e, 0, 0, 1], Location::Peer(0), Instant::now()), None);
+        assert!(db.is_empty());
+    }
+
+    #[test]
+    fn entries_age_out_after_max_age() {
+        let t0 = Instant::now();
+        let mut db = MacDb::new(16, Duration::from_secs(300));
+        db.learn(A, Location::Peer(0), t0);
+        db.learn(B, Location::Peer(0), t0 + Duration::from_secs(200));
+        let t1 = t0 + Duration::from_secs(299);
+        assert_eq!(db.lookup(&A, t1), Some(Location::Peer(0)));
+        let t2 = t0 + Duration::from_secs(300);
+        assert_eq!(db.lookup(&A, t2), None, "aged entries are not used even before a sweep");
+        assert_eq!(db.expire(t2), 1);
+        assert_eq!(db.len(), 1);
+        assert_eq!(db.lookup(&B, t2), Some(Location::Peer(0)));
+        assert_eq!(db.stats().aged_out, 1);
+    }
+
+    #[test]
+    fn traffic_refreshes_age_but_lookups_do_not() {
+        let t0 = Instant::now();
+        let mut db = MacDb::new(16, Duration::from_secs(10));
+        db.learn(A, Location::Peer(0), t0);
+        for s in 1..20 {
+            let _ = db.lookup(&A, t0 + Duration::from_secs(s));
+        }
+        assert_eq!(db.lookup(&A, t0 + Duration::from_secs(10)), None);
+        db.learn(A, Location::Peer(0), t0 + Duration::from_secs(9));
+        assert!(db.lookup(&A, t0 + Duration::from_secs(18)).is_some());
+    }
+
+    #[test]
+    fn capacity_evicts_least_recently_learned() {
+        let t0 = Instant::now();
+        let mut db = MacDb::new(2, DEFAULT_MAX_AGE);
+        db.learn(A, Location::Peer(0), t0);
+        db.learn(B, Location::Peer(0), t0);
+        db.learn(A, Location::Peer(0), t0); // A is now the most recent
+        db.learn(C, Location::Peer(0), t0);
+        assert_eq!(db.len(), 2);
+        assert_eq!(db.lookup(&B, t0), None, "B was least recently learned");
+        assert!(db.lookup(&A, t0).is_some() && db.lookup(&C, t0).is_some());
+        assert_eq!(db.stats().evicted, 1);
+    }
+
+    #[test]
+    fn a_mac_that_appears_elsewhere_moves_at_once() {
+        let t0 = Instant::now();
+        let mut db = MacDb::new(16, DEFAULT_MAX_AGE);
+        db.learn(A, Location::Peer(0), t0);
+        assert_eq!(
+            db.learn(A, Location::Peer(2), t0),
+            Some(Learned::Moved { from: Location::Peer(0) })
+        );
+        assert_eq!(db.lookup(&A, t0), Some(Location::Peer(2)));
+        assert_eq!(db.learn(A, Location::Local, t0), Some(Learned::Moved { from: Location::Peer(2) }));
+        assert_eq!(db.lookup(&A, t0), Some(Location::Local));
+        assert_eq!(db.stats().moves, 2);
+    }
+
+    #[test]
+    fn forgetting_a_peer_drops_its_macs_and_renumbers() {
+        let t0 = Instant::now();
+        let mut db = MacDb::new(16, DEFAULT_MAX_AGE);
+        db.learn(A, Location::Peer(0), t0);
+        db.learn(B, Location::Peer(1), t0);
+        db.learn(C, Location::Peer(2), t0);
+        db.forget_peer(1);
+        assert_eq!(db.lookup(&A, t0), Some(Location::Peer(0)));
+        assert_eq!(db.lookup(&B, t0), None);
+        assert_eq!(db.lookup(&C, t0), Some(Location::Peer(1)));
+    }
+}

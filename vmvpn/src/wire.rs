@@ -1,0 +1,341 @@
+//! Wire format v1 of the vmvpn data plane (also described in `PROTOCOL.md`).
+//!
+//! Every datagram on the data port (UDP, default 7401) starts with a fixed 20-byte
+//! header, big-endian:
+//!
+//! ```text
+//!  0       1       2       3       4               8               12                      20
+//! +-------+-------+-------+-------+---------------+---------------+-----------------------+
+//! |version| type  | flags | rsvd  |    LAN id     |   sender id   |  sequence number (u64) |
+//! +-------+-------+-------+-------+---------------+---------------+-----------------------+
+//! ```
+//!
+//! - `version` is 1. A receiver drops any other version (`bad_header`).
+//! - `type`: 1 data (unicast frame, pairwise key), 2 flood (broadcast/multicast/unknown
+//!   unicast, the sender's group key), 3 hello (handshake, not encrypted, HMAC), 4 keepalive
+//!   (sealed, empty). Other values are dropped as `bad_header`.
+//! - `flags`: reserved, sent as 0, covered by the AEAD like the rest of the header.
+//! - `LAN id`: the first 4 bytes of SHA-256("vmvpn/1 lan id" ‖ LAN name).
+//! - `sender id`: the sending host's 32-bit id.
+//! - `sequence`: for data and keepalive the per-(sender, receiver) counter, for flood the
+//!   sender's group counter, for hello the sender's start time in ns since the Unix epoch.
+//!   It is the AEAD nonce (4 zero bytes ‖ sequence), so it never repeats under one key.
+//!
+//! Sealed types (data, flood, keepalive) carry `ciphertext ‖ 16-byte tag` after the header,
+//! with AES-256-GCM and the header as associated data. The plaintext is one Ethernet frame
+//! (empty for keepalive). A hello carries `ephemeral X25519 public key (32) ‖ the peer's
+//! public key as last seen, or zeros (32) ‖ host name, NUL padded (32) ‖ HMAC-SHA256 (32)`.
+//!
+//! Overhead per frame over the underlay: IPv4 20 + UDP 8 + header 20 + tag 16 = 64 bytes
+//! (84 over IPv6).
+
+use thiserror::Error;
+
+/// Protocol version carried in byte 0.
+pub const VERSION: u8 = 1;
+/// Fixed header length.
+pub const HEADER_LEN: usize = 20;
+/// AEAD tag length (AES-256-GCM).
+pub const TAG_LEN: usize = 16;
+/// Bytes added to each Ethernet frame inside the UDP payload.
+pub const OVERHEAD: usize = HEADER_LEN + TAG_LEN;
+/// IPv4 + UDP headers.
+pub const UDP_IPV4_OVERHEAD: usize = 28;
+/// IPv6 + UDP headers.
+pub const UDP_IPV6_OVERHEAD: usize = 48;
+/// Ethernet header (no 802.1Q tag): counted in the frame but not in the TAP MTU.
+pub const ETHERNET_HEADER_LEN: usize = 14;
+/// Hello body: ephemeral key, echoed peer key, name, MAC.
+pub const HELLO_BODY_LEN: usize = 32 + 32 + NAME_LEN + 32;
+/// Host name field in a hello.
+pub const NAME_LEN: usize = 32;
+/// Full hello datagram.
+pub const HELLO_LEN: usize = HEADER_LEN + HELLO_BODY_LEN;
+
+/// Datagram types.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Kind {
+    /// A unicast Ethernet frame under the pairwise key.
+    Data = 1,
+    /// A flooded frame under the sender's group key.
+    Flood = 2,
+    /// Handshake message.
+    Hello = 3,
+    /// Sealed empty message that keeps the tunnel and "last heard" fresh.
+    Keepalive = 4,
+}
+
+impl Kind {
+    fn from_u8(v: u8) -> Option<Self> {
+        match v {
+            1 => Some(Kind::Data),
+            2 => Some(Kind::Flood),
+            3 => Some(Kind::Hello),
+            4 => Some(Kind::Keepalive),
+            _ => None,
+        }
+    }
+
+    /// Whether the payload is AEAD-sealed.
+    pub fn is_sealed(self) -> bool {
+        !matches!(self, Kind::Hello)
+    }
+}
+
+/// Why a datagram is not a valid v1 packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+pub enum WireError {
+    /// Fewer bytes than the header, or than the type's minimum.
+    #[error("datagram truncated: {len} bytes, at least {min} needed")]
+    Truncated {
+        /// Bytes present.
+        len: usize,
+        /// Bytes required.
+        min: usize,
+    },
+    /// Byte 0 is not a version this build speaks.
+    #[error("unsupported protocol version {0} (this build speaks version 1)")]
+    Version(u8),
+    /// Byte 1 names no known type.
+    #[error("unknown datagram type {0}")]
+    Kind(u8),
+    /// A hello whose length is not exactly [`HELLO_LEN`].
+    #[error("hello of {0} bytes, expected {HELLO_LEN}")]
+    HelloLength(usize),
+}
+
+/// The parsed header fields.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Header {
+    /// Datagram type.
+    pub kind: Kind,
+    /// Flags byte (0 in v1).
+    pub flags: u8,
+    /// LAN id.
+    pub lan: u32,
+    /// Sender host id.
+    pub sender: u32,
+    /// Sequence number (see module docs for its meaning per type).
+    pub seq: u64,
+}
+
+impl Header {
+    /// Write the header into the first [`HEADER_LEN`] bytes of `buf`.
+    ///
+    /// The caller provides at least `HEADER_LEN` bytes (our own buffers always do).
+    pub fn emit(&self, buf: &mut [u8; HEADER_LEN]) {
+        buf[0] = VERSION;
+        buf[1] = self.kind as u8;
+        buf[2] = self.flags;
+        buf[3] = 0;
+        buf[4..8].copy_from_slice(&self.lan.to_be_bytes());
+        buf[8..12].copy_from_slice(&self.sender.to_be_bytes());
+        buf[12..20].copy_from_slice(&self.seq.to_be_bytes());
+    }
+
+    /// The header as bytes (used as AEAD associated data and for hello MACs).
+    pub fn to_bytes(&self) -> [u8; HEADER_LEN] {
+        let mut b = [0u8; HEADER_LEN];
+        self.emit(&mut b);
+        b
+    }
+}
+
+/// A checked view of a datagram: once [`Packet::new_checked`] succeeds, every accessor
+/// is in bounds, so nothing here can panic on untrusted bytes.
+#[derive(Debug, Clone, Copy)]
+pub struct Packet<T: AsRef<[u8]>> {
+    buf: T,
+    header: Header,
+}
+
+impl<T: AsRef<[u8]>> Packet<T> {
+    /// Validate length, version and type.
+    pub fn new_checked(buf: T) -> Result<Self, WireError> {
+        let b = buf.as_ref();
+        let Some(hdr) = b.first_chunk::<HEADER_LEN>() else {
+            return Err(WireError::Truncated { len: b.len(), min: HEADER_LEN });
+        };
+        if hdr[0] != VERSION {
+            return Err(WireError::Version(hdr[0]));
+        }
+        let kind = Kind::from_u8(hdr[1]).ok_or(WireError::Kind(hdr[1]))?;
+        let be32 = |i: usize| u32::from_be_bytes([hdr[i], hdr[i + 1], hdr[i + 2], hdr[i + 3]]);
+        let mut seq = [0u8; 8];
+        seq.copy_from_slice(&hdr[12..20]);
+        let header = Header {
+            kind,
+            flags: hdr[2],
+            lan: be32(4),
+            sender: be32(8),
+            seq: u64::from_be_bytes(seq),
+        };
+        match kind {
+            Kind::Hello if b.len() != HELLO_LEN => return Err(WireError::HelloLength(b.len())),
+            _ if kind.is_sealed() && b.len() < OVERHEAD => {
+                return Err(WireError::Truncated { len: b.len(), min: OVERHEAD });
+            }
+            _ => {}
+        }
+        Ok(Packet { buf, header })
+    }
+
+    /// The header fields.
+    pub fn header(&self) -> &Header {
+        &self.header
+    }
+
+    /// The raw header bytes.
+    pub fn header_bytes(&self) -> &[u8] {
+        &self.buf.as_ref()[..HEADER_LEN]
+    }
+
+    /// Everything after the header (ciphertext and tag, or the hello body).
+    pub fn payload(&self) -> &[u8] {
+        &self.buf.as_ref()[HEADER_LEN..]
+    }
+}
+
+/// A hello body, parsed from or written to [`HELLO_BODY_LEN`] bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hello {
+    /// The sender's X25519 public key for this run.
+    pub public: [u8; 32],
+    /// The receiver's public key as the sender last saw it, or zeros.
+    pub echo: [u8; 32],
+    /// The sender's host name, NUL padded.
+    pub name: [u8; NAME_LEN],
+    /// HMAC-SHA256 over header ‖ public ‖ echo ‖ name.
+    pub mac: [u8; 32],
+}
+
+impl Hello {
+    /// Parse a hello body (the payload of a checked hello packet).
+    pub fn parse(body: &[u8]) -> Result<Self, WireError> {
+        let b: &[u8; HELLO_BODY_LEN] = body
+            .try_into()
+            .map_err(|_| WireError::HelloLength(body.len() + HEADER_LEN))?;
+        let mut h = Hello { public: [0; 32], echo: [0; 32], name: [0; NAME_LEN], mac: [0; 32] };
+        h.public.copy_from_slice(&b[0..32]);
+        h.echo.copy_from_slice(&b[32..64]);
+        h.name.copy_from_slice(&b[64..64 + NAME_LEN]);
+        h.mac.copy_from_slice(&b[64 + NAME_LEN..]);
+        Ok(h)
+    }
+
+    /// The bytes the MAC covers after the header.
+    pub fn signed_body(&self) -> [u8; 32 + 32 + NAME_LEN] {
+        let mut out = [0u8; 32 + 32 + NAME_LEN];
+        out[0..32].copy_from_slice(&self.public);
+        out[32..64].copy_from_slice(&self.echo);
+        out[64..].copy_from_slice(&self.name);
+        out
+    }
+
+    /// Write the body into `out`.
+    pub fn emit(&self, out: &mut [u8; HELLO_BODY_LEN]) {
+        out[..64 + NAME_LEN].copy_from_slice(&self.signed_body());
+        out[64 + NAME_LEN..].copy_from_slice(&self.mac);
+    }
+
+    /// The name as text (lossy, NULs trimmed).
+    pub fn name_str(&self) -> String {
+        let end = self.name.iter().position(|&c| c == 0).unwrap_or(NAME_LEN);
+        String::from_utf8_lossy(&self.name[..end]).into_owned()
+    }
+}
+
+/// Pack a host name into the fixed hello field (truncated to [`NAME_LEN`] bytes).
+pub fn name_field(name: &str) -> [u8; NAME_LEN] {
+    let mut out = [0u8; NAME_LEN];
+    let n = name.len().min(NAME_LEN);
+    out[..n].copy_from_slice(&name.as_bytes()[..n]);
+    out
+}
+
+/// The largest Ethernet frame that fits in one datagram for a given TAP MTU.
+pub const fn max_frame_len(tap_mtu: usize) -> usize {
+    // +4 so a single 802.1Q tag still fits, as on a Linux bridge port.
+    tap_mtu + ETHERNET_HEADER_LEN + 4
+}
+
+/// The TAP MTU that makes a full frame fit an underlay of `underlay_mtu` bytes.
+pub const fn tap_mtu_for(underlay_mtu: usize, ipv6_underlay: bool) -> usize {
+    let ip = if ipv6_underlay { UDP_IPV6_OVERHEAD } else { UDP_IPV4_OVERHEAD };
+    underlay_mtu.saturating_sub(ip + OVERHEAD + ETHERNET_HEADER_LEN + 4)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn header() -> Header {
+        Header { kind: Kind::Data, flags: 0, lan: 0xdead_beef, sender: 7, seq: u64::MAX - 1 }
+    }
+
+    #[test]
+    fn header_round_trips() {
+        let mut buf = vec![0u8; HEADER_LEN + TAG_LEN + 60];
+        let h = header();
+        let mut hb = [0u8; HEADER_LEN];
+        h.emit(&mut hb);
+        buf[..HEADER_LEN].copy_from_slice(&hb);
+        let p = Packet::new_checked(&buf[..]).expect("valid");
+        assert_eq!(*p.header(), h);
+        assert_eq!(p.payload().len(), TAG_LEN + 60);
+        assert_eq!(p.header_bytes(), &hb);
+    }
+
+    #[test]
+    fn rejects_short_wrong_version_and_unknown_type() {
+        assert_eq!(
+            Packet::new_checked(&[1u8, 1, 0][..]).err(),
+            Some(WireError::Truncated { len: 3, min: HEADER_LEN })
+        );
+        let mut b = header().to_bytes().to_vec();
+        b.extend_from_slice(&[0; TAG_LEN]);
+        b[0] = 2;
+        assert_eq!(Packet::new_checked(&b[..]).err(), Some(WireError::Version(2)));
+        b[0] = 1;
+        b[1] = 9;
+        assert_eq!(Packet::new_checked(&b[..]).err(), Some(WireError::Kind(9)));
+        // A sealed type without room for the tag.
+        b[1] = Kind::Data as u8;
+        b.truncate(HEADER_LEN + 3);
+        assert!(matches!(Packet::new_checked(&b[..]), Err(WireError::Truncated { .. })));
+    }
+
+    #[test]
+    fn hello_round_trips_and_demands_exact_length() {
+        let h = Hello { public: [1; 32], echo: [2; 32], name: name_field("host-a"), mac: [3; 32] };
+        let mut body = [0u8; HELLO_BODY_LEN];
+        h.emit(&mut body);
+        assert_eq!(Hello::parse(&body).expect("parse"), h);
+        assert_eq!(h.name_str(), "host-a");
+        let mut dg = Header { kind: Kind::Hello, ..header() }.to_bytes().to_vec();
+        dg.extend_from_slice(&body);
+        assert!(Packet::new_checked(&dg[..]).is_ok());
+        dg.push(0);
+        assert_eq!(Packet::new_checked(&dg[..]).err(), Some(WireError::HelloLength(HELLO_LEN + 1)));
+    }
+
+    #[test]
+    fn mtu_arithmetic_matches_the_documented_overhead() {
+        assert_eq!(OVERHEAD + UDP_IPV4_OVERHEAD, 64);
+        // 1500 - 64 - 14 (Ethernet) - 4 (room for a VLAN tag) = 1418.
+        assert_eq!(tap_mtu_for(1500, false), 1418);
+        assert_eq!(max_frame_len(1418) + OVERHEAD + UDP_IPV4_OVERHEAD, 1500);
+        assert_eq!(tap_mtu_for(1500, true), 1398);
+    }
+
+    proptest! {
+        #[test]
+        fn parsing_arbitrary_bytes_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
+            if let Ok(p) = Packet::new_checked(&bytes[..]) {
+                prop_assert!(p.payload().len() + HEADER_LEN == bytes.len());
+            }
+        }
+    }
+}
