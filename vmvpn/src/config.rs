@@ -1,1 +1,437 @@
-//! TODO
+//! `host.toml`: the daemon's configuration.
+//!
+//! Values are checked while parsing, so every error names the file, the line and the key
+//! and says what is expected. Unknown keys are errors (a typo must not be ignored).
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use base64::Engine as _;
+use serde::{Deserialize, Deserializer, de};
+use thiserror::Error;
+use toml::Spanned;
+
+use crate::crypto::LanSecret;
+
+/// Default UDP data port.
+pub const DEFAULT_PORT: u16 = 7401;
+
+/// Why a config could not be used.
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// TOML syntax or a value of the wrong shape (the message has line and column).
+    #[error("{path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// toml's message, with line, column and the offending text.
+        message: String,
+    },
+    /// A value that parsed but cannot be used.
+    #[error("{path}:{line}: `{key}`: {message}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line.
+        line: usize,
+        /// The key, e.g. `lan[1].tap`.
+        key: String,
+        /// What is wrong and what is expected.
+        message: String,
+    },
+}
+
+/// The whole file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// `[host]`.
+    pub host: HostConfig,
+    /// `[bulletin]`: accepted by the parser so the error can say it is not supported yet.
+    pub bulletin: Option<Spanned<toml::Table>>,
+    /// `[[lan]]`, at least one.
+    #[serde(rename = "lan", default)]
+    pub lans: Vec<LanConfig>,
+    #[serde(skip)]
+    path: PathBuf,
+}
+
+/// `[host]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostConfig {
+    /// Host name, 1–32 of `A-Z a-z 0-9 . _ -`.
+    pub name: Name,
+    /// 32-bit host id; derived from the name when absent.
+    pub id: Option<u32>,
+    /// Underlay address with prefix length (its physical subnet), e.g. `10.77.1.1/24`.
+    pub address: Cidr,
+    /// UDP data port.
+    #[serde(default = "default_port")]
+    pub port: u16,
+    /// Address the data socket binds to (default: all addresses).
+    pub bind: Option<IpAddr>,
+    /// Control socket path (default `/run/vmvpn/<name>.sock`).
+    pub control_socket: Option<PathBuf>,
+    /// Prometheus endpoint (served from the telemetry release on; accepted now).
+    pub metrics: Option<SocketAddr>,
+    /// Underlay MTU; detected from the interface holding `address` when absent.
+    pub underlay_mtu: Option<u16>,
+}
+
+fn default_port() -> u16 {
+    DEFAULT_PORT
+}
+
+/// `[[lan]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LanConfig {
+    /// LAN name; the same on every host of the LAN.
+    pub name: Spanned<Name>,
+    /// Virtual segment, e.g. `192.168.100.0/24` (informational until the bulletin).
+    pub segment: Cidr,
+    /// TAP device name, at most 15 bytes.
+    pub tap: Spanned<IfName>,
+    /// File holding the LAN secret (base64 of 32 bytes, as `vmvpn keygen` prints).
+    pub secret_file: Spanned<PathBuf>,
+    /// Static peers, `ADDRESS:PORT`.
+    #[serde(default)]
+    pub peers: Vec<SocketAddr>,
+    /// TAP MTU; computed from the underlay MTU when absent.
+    pub mtu: Option<Spanned<u16>>,
+    /// Linux bridge to attach the TAP to (it must exist).
+    pub bridge: Option<IfName>,
+    /// Keep the TAP after exit (make it persistent) instead of removing it.
+    #[serde(default)]
+    pub keep_tap: bool,
+    /// MAC database capacity.
+    #[serde(default = "default_mac_capacity")]
+    pub mac_capacity: usize,
+    /// Seconds before an unseen MAC is forgotten.
+    #[serde(default = "default_mac_age")]
+    pub mac_age_s: u64,
+}
+
+fn default_mac_capacity() -> usize {
+    crate::macdb::DEFAULT_CAPACITY
+}
+fn default_mac_age() -> u64 {
+    crate::macdb::DEFAULT_MAX_AGE.as_secs()
+}
+
+/// A host or LAN name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Name(pub String);
+
+impl<'de> Deserialize<'de> for Name {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        let ok = (1..=32).contains(&s.len())
+            && s.bytes().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-'));
+        if !ok {
+            return Err(de::Error::custom(format!(
+                "invalid name {s:?}: expected 1 to 32 characters of A-Z a-z 0-9 . _ -"
+            )));
+        }
+        Ok(Name(s))
+    }
+}
+
+impl fmt::Display for Name {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A network interface name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IfName(pub String);
+
+impl<'de> Deserialize<'de> for IfName {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        let ok = (1..=15).contains(&s.len())
+            && s.bytes().all(|c| c.is_ascii_graphic() && c != b'/' && c != b':')
+            && s != "."
+            && s != "..";
+        if !ok {
+            return Err(de::Error::custom(format!(
+                "invalid interface name {s:?}: expected 1 to 15 printable characters without '/', ':' or spaces"
+            )));
+        }
+        Ok(IfName(s))
+    }
+}
+
+/// An address with a prefix length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    /// The address.
+    pub addr: IpAddr,
+    /// The prefix length.
+    pub prefix: u8,
+}
+
+impl FromStr for Cidr {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let expected = "expected an address with prefix length, like 10.77.1.1/24";
+        let (a, p) = s.split_once('/').ok_or_else(|| format!("{s:?}: missing /prefix; {expected}"))?;
+        let addr: IpAddr = a.parse().map_err(|_| format!("{a:?} is not an IP address; {expected}"))?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix: u8 = p
+            .parse()
+            .ok()
+            .filter(|p| *p <= max)
+            .ok_or_else(|| format!("prefix {p:?} is not 0..={max}; {expected}"))?;
+        Ok(Cidr { addr, prefix })
+    }
+}
+
+impl<'de> Deserialize<'de> for Cidr {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?.parse().map_err(de::Error::custom)
+    }
+}
+
+impl fmt::Display for Cidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
+impl Config {
+    /// Read and check a config file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        Self::parse(&text, path)
+    }
+
+    /// Parse and check config text; `path` is used in messages and to resolve nothing else.
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        let mut cfg: Config = toml::from_str(text)
+            .map_err(|e| ConfigError::Parse { path: path.to_path_buf(), message: e.to_string() })?;
+        cfg.path = path.to_path_buf();
+        cfg.check(text)?;
+        Ok(cfg)
+    }
+
+    fn invalid(&self, text: &str, span: std::ops::Range<usize>, key: String, message: String) -> ConfigError {
+        let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
+        ConfigError::Invalid { path: self.path.clone(), line, key, message }
+    }
+
+    fn check(&self, text: &str) -> Result<(), ConfigError> {
+        if let Some(b) = &self.bulletin {
+            return Err(self.invalid(
+                text,
+                b.span(),
+                "bulletin".into(),
+                "the bulletin board is not supported by this version yet; list peers in each [[lan]] as `peers = [\"ADDRESS:PORT\", ...]`".into(),
+            ));
+        }
+        if self.lans.is_empty() {
+            return Err(ConfigError::Invalid {
+                path: self.path.clone(),
+                line: text.lines().count().max(1),
+                key: "lan".into(),
+                message: "no [[lan]] section: a host must join at least one LAN".into(),
+            });
+        }
+        for (i, lan) in self.lans.iter().enumerate() {
+            for (j, other) in self.lans.iter().enumerate().take(i) {
+                if other.name.get_ref() == lan.name.get_ref() {
+                    return Err(self.invalid(
+                        text,
+                        lan.name.span(),
+                        format!("lan[{i}].name"),
+                        format!("LAN {} is already defined as lan[{j}]; each LAN appears once", lan.name.get_ref()),
+                    ));
+                }
+                if other.tap.get_ref() == lan.tap.get_ref() {
+                    return Err(self.invalid(
+                        text,
+                        lan.tap.span(),
+                        format!("lan[{i}].tap"),
+                        format!("TAP {} is already used by lan[{j}]; each LAN needs its own TAP", lan.tap.get_ref().0),
+                    ));
+                }
+            }
+            if let Some(mtu) = &lan.mtu
+                && !(576..=65000).contains(mtu.get_ref())
+            {
+                return Err(self.invalid(
+                    text,
+                    mtu.span(),
+                    format!("lan[{i}].mtu"),
+                    format!("{} is out of range: expected 576 to 65000", mtu.get_ref()),
+                ));
+            }
+            if lan.mac_capacity == 0 {
+                return Err(ConfigError::Invalid {
+                    path: self.path.clone(),
+                    line: text[..lan.name.span().start].matches('\n').count() + 1,
+                    key: format!("lan[{i}].mac_capacity"),
+                    message: "must be at least 1".into(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The file this was read from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The host id: `[host] id` or derived from the name.
+    pub fn host_id(&self) -> u32 {
+        self.host.id.unwrap_or_else(|| crate::crypto::host_id(&self.host.name.0))
+    }
+
+    /// The control socket path.
+    pub fn control_socket(&self) -> PathBuf {
+        self.host
+            .control_socket
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(format!("/run/vmvpn/{}.sock", self.host.name)))
+    }
+
+    /// Read the secret of LAN `i`, with an error that says how to fix it.
+    pub fn read_secret(&self, i: usize, text_for_lines: Option<&str>) -> Result<LanSecret, ConfigError> {
+        let lan = &self.lans[i];
+        let path = lan.secret_file.get_ref();
+        let fail = |message: String| {
+            let line = text_for_lines
+                .map(|t| t[..lan.secret_file.span().start.min(t.len())].matches('\n').count() + 1)
+                .unwrap_or(0);
+            ConfigError::Invalid { path: self.path.clone(), line, key: format!("lan[{i}].secret_file"), message }
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            fail(format!("cannot read {}: {e} (create one with `vmvpn keygen > {}`)", path.display(), path.display()))
+        })?;
+        parse_secret(&text).map_err(|m| fail(format!("{}: {m}", path.display())))
+    }
+
+    /// MAC ageing of LAN `i`.
+    pub fn mac_age(&self, i: usize) -> Duration {
+        Duration::from_secs(self.lans[i].mac_age_s)
+    }
+}
+
+/// Parse a LAN secret file's text.
+pub fn parse_secret(text: &str) -> Result<LanSecret, String> {
+    let t = text.trim();
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(t)
+        .map_err(|_| "not base64: expected one line of 44 base64 characters, as `vmvpn keygen` prints".to_string())?;
+    let arr: [u8; 32] = bytes
+        .try_into()
+        .map_err(|b: Vec<u8>| format!("decodes to {} bytes, expected 32 (use `vmvpn keygen`)", b.len()))?;
+    Ok(LanSecret(arr))
+}
+
+/// A fresh secret as base64, for `vmvpn keygen`.
+pub fn generate_secret() -> Result<String, ring::error::Unspecified> {
+    use ring::rand::{SecureRandom, SystemRandom};
+    let mut b = [0u8; 32];
+    SystemRandom::new().fill(&mut b)?;
+    Ok(base64::engine::general_purpose::STANDARD.encode(b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[host]
+name = "h1"
+address = "10.77.1.1/24"
+control_socket = "/tmp/h1.sock"
+
+[[lan]]
+name = "lan1"
+segment = "192.168.100.0/24"
+tap = "vl1"
+secret_file = "/etc/vmvpn/lan1.key"
+peers = ["10.77.1.2:7401", "10.77.1.3:7401"]
+"#;
+
+    fn err(text: &str) -> String {
+        Config::parse(text, Path::new("host.toml")).expect_err("must fail").to_string()
+    }
+
+    #[test]
+    fn parses_the_documented_example() {
+        let c = Config::parse(GOOD, Path::new("host.toml")).expect("valid");
+        assert_eq!(c.host.name.0, "h1");
+        assert_eq!(c.host.port, DEFAULT_PORT);
+        assert_eq!(c.host.address.prefix, 24);
+        assert_eq!(c.lans[0].peers.len(), 2);
+        assert_eq!(c.lans[0].tap.get_ref().0, "vl1");
+        assert_eq!(c.host_id(), crate::crypto::host_id("h1"));
+        assert_eq!(c.control_socket(), PathBuf::from("/tmp/h1.sock"));
+        assert_eq!(c.mac_age(0), Duration::from_secs(300));
+    }
+
+    #[test]
+    fn unknown_key_names_line_and_expected_keys() {
+        let e = err(&GOOD.replace("tap = \"vl1\"", "tap = \"vl1\"\ntpa = 1"));
+        assert!(e.contains("line 11") && e.contains("unknown field `tpa`") && e.contains("expected one of"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_say_what_is_expected() {
+        let e = err(&GOOD.replace("10.77.1.1/24", "10.77.1.1"));
+        assert!(e.contains("line 4") && e.contains("prefix length"), "{e}");
+        let e = err(&GOOD.replace("\"10.77.1.3:7401\"", "\"10.77.1.3\""));
+        assert!(e.contains("line 12"), "{e}");
+        let e = err(&GOOD.replace("vl1", "a-very-long-tap-name"));
+        assert!(e.contains("line 10") && e.contains("1 to 15"), "{e}");
+        let e = err(&GOOD.replace("name = \"h1\"", "name = \"h 1\""));
+        assert!(e.contains("line 3") && e.contains("A-Z a-z 0-9"), "{e}");
+    }
+
+    #[test]
+    fn duplicate_lans_and_taps_are_refused_with_their_line() {
+        let two = format!("{GOOD}\n[[lan]]\nname = \"lan1\"\nsegment = \"10.0.0.0/8\"\ntap = \"vl2\"\nsecret_file = \"x\"\n");
+        let e = err(&two);
+        assert!(e.contains("host.toml:15: `lan[1].name`") && e.contains("already defined"), "{e}");
+        let two = two.replace("name = \"lan1\"\nsegment = \"10.0.0.0/8\"\ntap = \"vl2\"", "name = \"lan2\"\nsegment = \"10.0.0.0/8\"\ntap = \"vl1\"");
+        let e = err(&two);
+        assert!(e.contains("host.toml:17: `lan[1].tap`"), "{e}");
+    }
+
+    #[test]
+    fn no_lan_and_bulletin_are_clear_errors() {
+        let e = err("[host]\nname = \"h1\"\naddress = \"10.0.0.1/24\"\n");
+        assert!(e.contains("no [[lan]]"), "{e}");
+        let e = err(&format!("{GOOD}\n[bulletin]\nserver = \"10.0.0.1:7400\"\n"));
+        assert!(e.contains("not supported") && e.contains("peers"), "{e}");
+    }
+
+    #[test]
+    fn secrets_round_trip_and_bad_ones_are_explained() {
+        let s = generate_secret().expect("rng");
+        assert_eq!(s.len(), 44);
+        assert!(parse_secret(&format!("{s}\n")).is_ok());
+        assert!(parse_secret("not base64!").unwrap_err().contains("not base64"));
+        assert!(parse_secret("AAAA").unwrap_err().contains("3 bytes, expected 32"));
+        let c = Config::parse(GOOD, Path::new("host.toml")).expect("valid");
+        let e = c.read_secret(0, Some(GOOD)).map(|_| ()).expect_err("missing file").to_string();
+        assert!(e.contains("host.toml:11") && e.contains("vmvpn keygen >"), "{e}");
+    }
+}

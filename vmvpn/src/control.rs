@@ -1,1 +1,177 @@
-//! TODO
+//! The control socket: one JSON request per line in, one JSON answer per line out.
+//!
+//! Requests: `{"request":"status"}`, `{"request":"macs","lan":"lan1"}` (`lan` optional).
+//! Answers: `{"ok": …}` or `{"error": "…"}`.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixStream as StdUnixStream;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use thiserror::Error;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader as TokioBufReader};
+use tokio::net::UnixListener;
+use tracing::{debug, warn};
+
+use crate::runtime::{Handle, Request};
+
+/// A request on the control socket.
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(tag = "request", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ControlRequest {
+    /// Host, LANs, peers, counters.
+    Status,
+    /// The MAC database.
+    Macs {
+        /// Only this LAN.
+        #[serde(default)]
+        lan: Option<String>,
+    },
+}
+
+/// Why the control socket could not be served or reached.
+#[derive(Debug, Error)]
+pub enum ControlError {
+    /// Another daemon answers on the path.
+    #[error("another vmvpn is already serving {0}; stop it first or set [host] control_socket")]
+    InUse(PathBuf),
+    /// Could not create or bind.
+    #[error("cannot serve control socket {path}: {source}")]
+    Bind {
+        /// The path.
+        path: PathBuf,
+        /// OS error.
+        source: std::io::Error,
+    },
+    /// Could not connect.
+    #[error("cannot reach vmvpn at {path}: {source} (is `vmvpn up` running? pick the socket with --socket)")]
+    Connect {
+        /// The path.
+        path: PathBuf,
+        /// OS error.
+        source: std::io::Error,
+    },
+    /// The daemon answered with an error or garbage.
+    #[error("vmvpn at {path}: {message}")]
+    Answer {
+        /// The path.
+        path: PathBuf,
+        /// What went wrong.
+        message: String,
+    },
+}
+
+/// Bind the control socket, replacing a stale one left by a crashed daemon.
+pub fn bind(path: &Path) -> Result<UnixListener, ControlError> {
+    let err = |source| ControlError::Bind { path: path.to_path_buf(), source };
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(err)?;
+    }
+    if path.exists() {
+        if StdUnixStream::connect(path).is_ok() {
+            return Err(ControlError::InUse(path.to_path_buf()));
+        }
+        debug!(path = %path.display(), "removing stale control socket");
+        std::fs::remove_file(path).map_err(err)?;
+    }
+    let l = UnixListener::bind(path).map_err(err)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660)).map_err(err)?;
+    Ok(l)
+}
+
+/// Serve requests until the task is dropped.
+pub async fn serve(listener: UnixListener, dp: Handle) {
+    loop {
+        let stream = match listener.accept().await {
+            Ok((s, _)) => s,
+            Err(e) => {
+                warn!(error = %e, "control socket accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let dp = dp.clone();
+        tokio::spawn(async move {
+            let (r, mut w) = stream.into_split();
+            let mut line = String::new();
+            let mut reader = TokioBufReader::new(r.take(64 * 1024));
+            if reader.read_line(&mut line).await.is_err() {
+                return;
+            }
+            let answer = answer(&line, &dp).await;
+            let mut out = answer.to_string();
+            out.push('\n');
+            let _ = w.write_all(out.as_bytes()).await;
+        });
+    }
+}
+
+async fn answer(line: &str, dp: &Handle) -> Value {
+    let req: ControlRequest = match serde_json::from_str(line.trim()) {
+        Ok(r) => r,
+        Err(e) => return json!({ "error": format!("bad request: {e}") }),
+    };
+    let gone = || json!({ "error": "data plane is shutting down" });
+    match req {
+        ControlRequest::Status => {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            if !dp.ask(Request::Status(tx)) {
+                return gone();
+            }
+            match rx.await {
+                Ok(s) => json!({ "ok": s }),
+                Err(_) => gone(),
+            }
+        }
+        ControlRequest::Macs { lan } => {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            if !dp.ask(Request::Macs(lan, tx)) {
+                return gone();
+            }
+            match rx.await {
+                Ok(Ok(rows)) => json!({ "ok": rows }),
+                Ok(Err(e)) => json!({ "error": e }),
+                Err(_) => gone(),
+            }
+        }
+    }
+}
+
+/// Ask a daemon (blocking; for the CLI).
+pub fn request(path: &Path, req: &ControlRequest) -> Result<Value, ControlError> {
+    let conn = |source| ControlError::Connect { path: path.to_path_buf(), source };
+    let mut s = StdUnixStream::connect(path).map_err(conn)?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).map_err(conn)?;
+    let mut line = serde_json::to_string(req).map_err(|e| ControlError::Answer {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    line.push('\n');
+    s.write_all(line.as_bytes()).map_err(conn)?;
+    let mut answer = String::new();
+    BufReader::new(s).read_line(&mut answer).map_err(conn)?;
+    let bad = |message: String| ControlError::Answer { path: path.to_path_buf(), message };
+    let mut v: Value = serde_json::from_str(&answer).map_err(|e| bad(format!("unreadable answer: {e}")))?;
+    if let Some(e) = v.get("error") {
+        return Err(bad(e.as_str().unwrap_or("unknown error").to_string()));
+    }
+    v.get_mut("ok").map(Value::take).ok_or_else(|| bad("answer without \"ok\"".into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_have_a_stable_json_form() {
+        assert_eq!(serde_json::to_string(&ControlRequest::Status).expect("ser"), r#"{"request":"status"}"#);
+        let m: ControlRequest = serde_json::from_str(r#"{"request":"macs","lan":"lan1"}"#).expect("de");
+        assert_eq!(m, ControlRequest::Macs { lan: Some("lan1".into()) });
+        let m: ControlRequest = serde_json::from_str(r#"{"request":"macs"}"#).expect("de");
+        assert_eq!(m, ControlRequest::Macs { lan: None });
+        assert!(serde_json::from_str::<ControlRequest>(r#"{"request":"reboot"}"#).is_err());
+    }
+}

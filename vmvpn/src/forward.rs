@@ -20,6 +20,7 @@ use std::ops::Range;
 use std::time::{Duration, Instant};
 
 use telemetry::{DropCounters, DropReason, TrafficCounters};
+use tracing::info;
 use x25519_dalek::StaticSecret;
 
 use crate::crypto::{LanKeys, LanSecret, SealKey, public_of};
@@ -493,6 +494,7 @@ impl Engine {
         let p = &mut l.peers[pi];
         let same_key = p.session.as_ref().is_some_and(|s| s.peer_public == hello.public);
         let mut new_session = false;
+        let had_session = p.session.is_some();
         if !same_key {
             if p.session.is_some() && h.seq <= p.peer_start {
                 // An older hello (replayed, or delayed): never go back to old keys.
@@ -525,8 +527,12 @@ impl Engine {
         if p.addr != from {
             p.addr = from;
         }
-        if hello.echo == self.public {
+        if new_session && had_session {
+            info!(lan = %l.spec.name, peer = %from, name = %p.name, "peer (re)started: new session keys");
+        }
+        if hello.echo == self.public && !p.up {
             p.up = true;
+            info!(lan = %l.spec.name, peer = %from, name = %p.name, "tunnel up");
         }
         let needs_reply = new_session || hello.echo != self.public;
         l.rebuild_flood();
@@ -585,11 +591,13 @@ impl Engine {
         for li in 0..self.lans.len() {
             let mut changed = false;
             for pi in 0..self.lans[li].peers.len() {
-                let p = &mut self.lans[li].peers[pi];
+                let l = &mut self.lans[li];
+                let p = &mut l.peers[pi];
                 let heard_ago = p.last_heard.map(|h| now.saturating_duration_since(h));
                 if p.up && heard_ago.is_none_or(|a| a >= t.dead_after) {
                     p.up = false;
                     changed = true;
+                    info!(lan = %l.spec.name, peer = %p.addr, name = %p.name, silent_s = t.dead_after.as_secs(), "tunnel down: nothing heard");
                 }
                 if !p.up {
                     let due = p.last_hello.is_none_or(|h| now.saturating_duration_since(h) >= t.hello_interval);

@@ -1,1 +1,164 @@
-fn main(){}
+//! `vmvpn`: the host daemon and its command-line tools.
+
+mod daemon;
+mod render;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use vmvpn::config::{Config, generate_secret};
+use vmvpn::control::{self, ControlRequest};
+
+/// Layer-2 overlay for virtual machines across hosts and subnets.
+///
+/// Each host runs `vmvpn up`, which joins the virtual LANs of its config: one TAP device
+/// per LAN (bridge your VMs to it), frames sealed with AES-256-GCM and sent over UDP
+/// straight to the host that has the destination MAC.
+#[derive(Parser)]
+#[command(name = "vmvpn", version, about, long_about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon in the foreground (SIGTERM or Ctrl-C stops it cleanly).
+    ///
+    /// Logs go to stderr; set RUST_LOG=debug (or vmvpn=trace) for more.
+    Up {
+        /// Host configuration file (see README: [host] and [[lan]] sections).
+        #[arg(long, short, env = "VMVPN_CONFIG")]
+        config: PathBuf,
+    },
+    /// Show this host: LANs, TAPs, peers, tunnels, traffic and drops.
+    Status {
+        /// Print JSON (the format is documented in the README).
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Show the MAC database: which VM MAC lives behind which host.
+    Macs {
+        /// Only this LAN.
+        #[arg(long)]
+        lan: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Print a fresh random LAN secret (base64), for a `secret_file`.
+    ///
+    /// Example: vmvpn keygen > /etc/vmvpn/lan1.key && chmod 600 /etc/vmvpn/lan1.key
+    Keygen,
+    /// Check a config file and its secret files without starting anything.
+    Check {
+        /// Host configuration file.
+        #[arg(long, short, env = "VMVPN_CONFIG")]
+        config: PathBuf,
+    },
+}
+
+/// Which daemon to ask.
+#[derive(clap::Args)]
+struct Target {
+    /// Control socket of the daemon.
+    #[arg(long, env = "VMVPN_SOCKET")]
+    socket: Option<PathBuf>,
+    /// Or: the daemon's config file, to take its control_socket from.
+    #[arg(long, short, conflicts_with = "socket")]
+    config: Option<PathBuf>,
+}
+
+impl Target {
+    fn resolve(&self) -> Result<PathBuf> {
+        if let Some(s) = &self.socket {
+            return Ok(s.clone());
+        }
+        if let Some(c) = &self.config {
+            return Ok(Config::load(c)?.control_socket());
+        }
+        let dir = Path::new("/run/vmvpn");
+        let socks: Vec<PathBuf> = std::fs::read_dir(dir)
+            .map(|rd| {
+                rd.filter_map(|e| e.ok().map(|e| e.path()))
+                    .filter(|p| p.extension().is_some_and(|x| x == "sock"))
+                    .collect()
+            })
+            .unwrap_or_default();
+        match socks.as_slice() {
+            [one] => Ok(one.clone()),
+            [] => bail!("no daemon socket in {}: is `vmvpn up` running? Name one with --socket PATH", dir.display()),
+            many => bail!(
+                "several daemons in {}: pick one with --socket ({})",
+                dir.display(),
+                many.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+            ),
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let default_level = if matches!(cli.command, Command::Up { .. }) { "info" } else { "warn" };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    // Colours only on a terminal: logs redirected to files stay plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).init();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("vmvpn: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Up { config } => daemon::up(&config),
+        Command::Status { json, target } => {
+            let v = control::request(&target.resolve()?, &ControlRequest::Status)?;
+            print_out(&v, json, render::status)
+        }
+        Command::Macs { lan, json, target } => {
+            let v = control::request(&target.resolve()?, &ControlRequest::Macs { lan })?;
+            print_out(&v, json, render::macs)
+        }
+        Command::Keygen => {
+            println!("{}", generate_secret().map_err(|_| anyhow::anyhow!("the system random source failed"))?);
+            Ok(())
+        }
+        Command::Check { config } => {
+            let text = std::fs::read_to_string(&config)
+                .with_context(|| format!("cannot read config {}", config.display()))?;
+            let cfg = Config::parse(&text, &config)?;
+            for i in 0..cfg.lans.len() {
+                cfg.read_secret(i, Some(&text))?;
+            }
+            println!(
+                "{}: ok (host {} id {:#010x}, {} LAN(s))",
+                config.display(),
+                cfg.host.name,
+                cfg.host_id(),
+                cfg.lans.len()
+            );
+            Ok(())
+        }
+    }
+}
+
+fn print_out(v: &serde_json::Value, json: bool, table: fn(&serde_json::Value) -> String) -> Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(v)?);
+    } else {
+        print!("{}", table(v));
+    }
+    Ok(())
+}

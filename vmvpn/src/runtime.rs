@@ -1,1 +1,294 @@
-//! TODO
+//! The data-plane thread: the only owner of the forwarding core, so no packet takes a lock.
+//!
+//! One `poll(2)` loop over the UDP socket, the TAPs and an eventfd that control requests
+//! and shutdown use to wake it. Buffers are allocated once at start; the per-packet path
+//! reads into them, lets the core seal or open in place, and writes out.
+
+use std::io::{self, IoSliceMut};
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use quinn_udp::RecvMeta;
+use telemetry::DropReason;
+use tracing::{debug, error, warn};
+
+use crate::forward::{Engine, RxAction, TapAction};
+use crate::status::{HostStatus, MacRow, Status};
+use crate::tap::TapDevice;
+use crate::udp::{BATCH, SLOT, Udp};
+use crate::wire::{HEADER_LEN, TAG_LEN};
+
+/// A question for the data plane, answered on the enclosed channel.
+pub enum Request {
+    /// The full status.
+    Status(tokio::sync::oneshot::Sender<Status>),
+    /// MAC database rows, optionally of one LAN (error if no such LAN).
+    Macs(Option<String>, tokio::sync::oneshot::Sender<Result<Vec<MacRow>, String>>),
+}
+
+/// Wakes the data-plane thread from `poll`.
+#[derive(Clone)]
+pub struct Waker(Arc<OwnedFd>);
+
+impl Waker {
+    /// A new eventfd.
+    pub fn new() -> io::Result<Self> {
+        // SAFETY: eventfd(2) with flags; the result is checked.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: fd is fresh and owned by nothing else.
+        Ok(Waker(Arc::new(unsafe { OwnedFd::from_raw_fd(fd) })))
+    }
+
+    /// Wake the thread.
+    pub fn wake(&self) {
+        let one: u64 = 1;
+        // SAFETY: writes 8 bytes from a valid u64 to our eventfd. A full counter only means
+        // a wake-up is already pending, so the result is irrelevant.
+        let _ = unsafe { libc::write(self.0.as_raw_fd(), &one as *const u64 as *const libc::c_void, 8) };
+    }
+
+    fn drain(&self) {
+        let mut v: u64 = 0;
+        // SAFETY: reads 8 bytes into a valid u64 from our non-blocking eventfd.
+        let _ = unsafe { libc::read(self.0.as_raw_fd(), &mut v as *mut u64 as *mut libc::c_void, 8) };
+    }
+}
+
+/// Handle to ask and stop the data plane from other threads.
+#[derive(Clone)]
+pub struct Handle {
+    requests: mpsc::Sender<Request>,
+    waker: Waker,
+    stop: Arc<AtomicBool>,
+}
+
+impl Handle {
+    /// Send a request (the answer comes on its channel).
+    pub fn ask(&self, r: Request) -> bool {
+        let ok = self.requests.send(r).is_ok();
+        self.waker.wake();
+        ok
+    }
+
+    /// Ask the thread to finish its loop and return.
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+        self.waker.wake();
+    }
+}
+
+/// Everything the data-plane thread owns.
+pub struct DataPlane {
+    engine: Engine,
+    udp: Udp,
+    taps: Vec<TapDevice>,
+    waker: Waker,
+    requests: mpsc::Receiver<Request>,
+    stop: Arc<AtomicBool>,
+    host: HostStatus,
+    started: Instant,
+}
+
+/// Frames read from one TAP before the loop looks at the others again.
+const TAP_BUDGET: usize = 64;
+/// Receive batches before the loop looks at the TAPs again.
+const UDP_BUDGET: usize = 8;
+
+impl DataPlane {
+    /// Assemble the data plane; returns it and a handle for other threads.
+    pub fn new(engine: Engine, udp: Udp, taps: Vec<TapDevice>, host: HostStatus) -> io::Result<(Self, Handle)> {
+        let (tx, rx) = mpsc::channel();
+        let waker = Waker::new()?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let handle = Handle { requests: tx, waker: waker.clone(), stop: stop.clone() };
+        let dp = DataPlane { engine, udp, taps, waker, requests: rx, stop, host, started: Instant::now() };
+        Ok((dp, handle))
+    }
+
+    /// Run until stopped. Returns an error only for a fatal device failure.
+    pub fn run(mut self) -> io::Result<()> {
+        let mut rx_area = vec![0u8; BATCH * SLOT];
+        let mut metas = [RecvMeta::default(); BATCH];
+        let mut tx_buf = vec![0u8; HEADER_LEN + SLOT + TAG_LEN];
+        let mut ctl_buf = [0u8; 512];
+        let mut fds: Vec<libc::pollfd> = Vec::with_capacity(self.taps.len() + 2);
+        fds.push(pollfd(self.waker.0.as_raw_fd()));
+        fds.push(pollfd(self.udp.as_raw_fd()));
+        for t in &self.taps {
+            fds.push(pollfd(t.as_raw_fd()));
+        }
+        self.engine.tick(Instant::now());
+        self.flush_control(&mut ctl_buf);
+        while !self.stop.load(Ordering::SeqCst) {
+            let now = Instant::now();
+            let timeout = self
+                .engine
+                .next_tick()
+                .map_or(Duration::from_millis(200), |t| t.saturating_duration_since(now));
+            for f in fds.iter_mut() {
+                f.revents = 0;
+            }
+            // SAFETY: fds is a valid array of pollfd for the duration of the call.
+            let r = unsafe {
+                libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout.as_millis().min(1000) as i32)
+            };
+            if r < 0 {
+                let e = io::Error::last_os_error();
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e);
+            }
+            let now = Instant::now();
+            if fds[0].revents != 0 {
+                self.waker.drain();
+                self.serve_requests(now);
+            }
+            if fds[1].revents != 0 {
+                self.udp_in(&mut rx_area, &mut metas, now);
+            }
+            for (i, f) in fds[2..].iter().enumerate() {
+                if f.revents & (libc::POLLERR | libc::POLLHUP | libc::POLLNVAL) != 0 {
+                    return Err(io::Error::other(format!("TAP {} failed or was removed", self.taps[i].name())));
+                }
+                if f.revents & libc::POLLIN != 0 {
+                    self.tap_in(i, &mut tx_buf, now);
+                }
+            }
+            if self.engine.next_tick().is_none_or(|t| now >= t) {
+                self.engine.tick(now);
+            }
+            self.flush_control(&mut ctl_buf);
+        }
+        debug!("data plane stopped");
+        Ok(())
+    }
+
+    fn udp_in(&mut self, area: &mut [u8], metas: &mut [RecvMeta; BATCH], now: Instant) {
+        for _ in 0..UDP_BUDGET {
+            let n = {
+                let mut chunks = area.chunks_mut(SLOT);
+                let mut iov: [IoSliceMut<'_>; BATCH] =
+                    std::array::from_fn(|_| IoSliceMut::new(chunks.next().unwrap_or(&mut [])));
+                match self.udp.recv(&mut iov, metas) {
+                    Ok(n) => n,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => {
+                        // ICMP errors surface here (e.g. a peer's port unreachable): not fatal.
+                        debug!(error = %e, "udp receive error");
+                        return;
+                    }
+                }
+            };
+            for (meta, slot) in metas[..n].iter().zip(area.chunks_mut(SLOT)) {
+                let len = meta.len.min(slot.len());
+                let stride = if meta.stride == 0 { len } else { meta.stride };
+                for dgram in slot[..len].chunks_mut(stride.max(1)) {
+                    self.datagram(meta.addr, dgram, now);
+                }
+            }
+            if n < BATCH {
+                return;
+            }
+        }
+    }
+
+    fn datagram(&mut self, from: SocketAddr, dgram: &mut [u8], now: Instant) {
+        // IPv4 peers show up as v4-mapped when the socket is bound to [::].
+        let from = match from {
+            SocketAddr::V6(a) => match a.ip().to_ipv4_mapped() {
+                Some(v4) => SocketAddr::from((v4, a.port())),
+                None => from,
+            },
+            v4 => v4,
+        };
+        if let RxAction::Tap { lan, frame } = self.engine.on_datagram(from, dgram, now) {
+            let ok = self.taps.get(lan).map(|t| t.send(&dgram[frame]));
+            if !matches!(ok, Some(Ok(_))) {
+                self.engine.note_drop(Some(lan), DropReason::TapWriteError);
+            }
+        }
+    }
+
+    fn tap_in(&mut self, i: usize, buf: &mut [u8], now: Instant) {
+        for _ in 0..TAP_BUDGET {
+            let read_room = buf.len() - TAG_LEN;
+            let n = match self.taps[i].recv(&mut buf[HEADER_LEN..read_room]) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    warn!(tap = self.taps[i].name(), error = %e, "TAP read failed");
+                    return;
+                }
+            };
+            let mut failed = 0u32;
+            match self.engine.on_tap_frame(i, buf, n, now) {
+                TapAction::Unicast(to, len) => {
+                    if self.udp.send_to(&buf[..len], to).is_err() {
+                        failed += 1;
+                    }
+                }
+                TapAction::Flood(peers, len) => {
+                    for to in peers {
+                        if self.udp.send_to(&buf[..len], *to).is_err() {
+                            failed += 1;
+                        }
+                    }
+                }
+                TapAction::Drop(_) => {}
+            }
+            for _ in 0..failed {
+                self.engine.note_drop(Some(i), DropReason::UdpSendError);
+            }
+        }
+    }
+
+    fn flush_control(&mut self, buf: &mut [u8]) {
+        while let Some((to, n)) = self.engine.poll_transmit(buf) {
+            if self.udp.send_to(&buf[..n], to).is_err() {
+                self.engine.note_drop(None, DropReason::UdpSendError);
+            }
+        }
+    }
+
+    fn serve_requests(&mut self, now: Instant) {
+        while let Ok(r) = self.requests.try_recv() {
+            match r {
+                Request::Status(reply) => {
+                    let mut host = self.host.clone();
+                    host.uptime_s = now.saturating_duration_since(self.started).as_secs();
+                    let _ = reply.send(Status {
+                        host,
+                        drops: self.engine.host_drops().clone(),
+                        lans: self.engine.lan_status(now),
+                    });
+                }
+                Request::Macs(lan, reply) => {
+                    let res = match &lan {
+                        Some(name) if !self.engine.has_lan(name) => Err(format!("no LAN named {name:?} on this host")),
+                        _ => Ok(self.engine.mac_rows(lan.as_deref(), now)),
+                    };
+                    let _ = reply.send(res);
+                }
+            }
+        }
+    }
+}
+
+fn pollfd(fd: i32) -> libc::pollfd {
+    libc::pollfd { fd, events: libc::POLLIN, revents: 0 }
+}
+
+/// Log a fatal data-plane error (used by the daemon when the thread returns one).
+pub fn report_fatal(e: &io::Error) {
+    error!(error = %e, "data plane failed; shutting down");
+}

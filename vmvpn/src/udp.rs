@@ -1,1 +1,91 @@
-//! TODO
+//! The one UDP socket of the data plane: all LANs, all peers.
+//!
+//! Receives in batches with `recvmmsg` and UDP GRO through quinn-udp; sends one datagram
+//! per call for now (GSO batching is the benchmark issue's work).
+
+use std::io::{self, IoSliceMut};
+use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::{AsRawFd, RawFd};
+
+use quinn_udp::{RecvMeta, UdpSocketState};
+use socket2::{Domain, Protocol, Socket, Type};
+
+/// Receive buffers per batch.
+pub const BATCH: usize = quinn_udp::BATCH_SIZE;
+/// Bytes per receive buffer: room for a full GRO batch.
+pub const SLOT: usize = 65536;
+const SOCKET_BUFFER: usize = 4 << 20;
+
+/// The data-plane socket.
+pub struct Udp {
+    socket: UdpSocket,
+    state: UdpSocketState,
+}
+
+impl Udp {
+    /// Bind the data port.
+    pub fn bind(addr: SocketAddr) -> io::Result<Self> {
+        let s = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+        if addr.is_ipv6() {
+            // Accept IPv4 too when bound to [::].
+            let _ = s.set_only_v6(false);
+        }
+        // Large buffers absorb bursts between polls; best effort (capped by rmem_max unless root).
+        for force in [true, false] {
+            if set_buffers(&s, SOCKET_BUFFER, force).is_ok() {
+                break;
+            }
+        }
+        s.set_nonblocking(true)?;
+        s.bind(&addr.into())?;
+        let socket: UdpSocket = s.into();
+        let state = UdpSocketState::new((&socket).into())?;
+        Ok(Udp { socket, state })
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.socket.local_addr()
+    }
+
+    /// Receive a batch into `bufs`; fills `meta` and returns how many buffers were used.
+    pub fn recv(&self, bufs: &mut [IoSliceMut<'_>], meta: &mut [RecvMeta]) -> io::Result<usize> {
+        self.state.recv((&self.socket).into(), bufs, meta)
+    }
+
+    /// Send one datagram.
+    #[inline]
+    pub fn send_to(&self, buf: &[u8], to: SocketAddr) -> io::Result<usize> {
+        self.socket.send_to(buf, to)
+    }
+}
+
+fn set_buffers(s: &Socket, size: usize, force: bool) -> io::Result<()> {
+    if !force {
+        s.set_recv_buffer_size(size)?;
+        return s.set_send_buffer_size(size);
+    }
+    for opt in [libc::SO_RCVBUFFORCE, libc::SO_SNDBUFFORCE] {
+        let v = size as libc::c_int;
+        // SAFETY: setsockopt with a valid int option value and its size.
+        let r = unsafe {
+            libc::setsockopt(
+                s.as_raw_fd(),
+                libc::SOL_SOCKET,
+                opt,
+                &v as *const libc::c_int as *const libc::c_void,
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if r < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+impl AsRawFd for Udp {
+    fn as_raw_fd(&self) -> RawFd {
+        self.socket.as_raw_fd()
+    }
+}

@@ -1,0 +1,138 @@
+//! `vmvpn up`: read the config, set up sockets and TAPs, run the data plane and the
+//! control socket until SIGTERM or SIGINT, then take everything down again.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::Path;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result, anyhow, bail};
+use ring::rand::{SecureRandom, SystemRandom};
+use tokio::signal::unix::{SignalKind, signal};
+use tracing::{info, warn};
+use vmvpn::config::Config;
+use vmvpn::crypto::lan_id;
+use vmvpn::forward::{Engine, HostIdentity, LanSpec, Timers};
+use vmvpn::runtime::{DataPlane, report_fatal};
+use vmvpn::status::HostStatus;
+use vmvpn::tap::{TapDevice, TapOptions};
+use vmvpn::udp::Udp;
+use vmvpn::{control, netdev, wire};
+
+pub fn up(path: &Path) -> Result<()> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read config {}", path.display()))?;
+    let cfg = Config::parse(&text, path)?;
+    let secrets = (0..cfg.lans.len()).map(|i| cfg.read_secret(i, Some(&text))).collect::<Result<Vec<_>, _>>()?;
+
+    let underlay_ip = cfg.host.address.addr;
+    let underlay_mtu = match cfg.host.underlay_mtu {
+        Some(m) => u32::from(m),
+        None => match netdev::interface_with_address(underlay_ip)? {
+            Some(ifname) => netdev::mtu(&ifname).with_context(|| format!("cannot read the MTU of {ifname}"))?,
+            None => {
+                warn!(address = %underlay_ip, "no interface holds [host] address; assuming underlay MTU 1500 (set [host] underlay_mtu)");
+                1500
+            }
+        },
+    };
+
+    let bind_ip = cfg.host.bind.unwrap_or(match underlay_ip {
+        IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+    });
+    let bind = SocketAddr::new(bind_ip, cfg.host.port);
+    let udp = Udp::bind(bind)
+        .with_context(|| format!("cannot bind the data port {bind} (is another vmvpn running? set [host] port)"))?;
+
+    let mut taps = Vec::new();
+    let mut specs = Vec::new();
+    for (i, (lan, secret)) in cfg.lans.iter().zip(secrets).enumerate() {
+        let computed = wire::tap_mtu_for(underlay_mtu as usize, underlay_ip.is_ipv6());
+        let mtu = lan.mtu.as_ref().map_or(computed, |m| usize::from(*m.get_ref()));
+        if mtu > computed {
+            warn!(lan = %lan.name.get_ref(), mtu, fits = computed, "TAP MTU larger than the underlay allows: full frames will be fragmented by IP");
+        }
+        let tap = TapDevice::open(&TapOptions {
+            name: &lan.tap.get_ref().0,
+            mtu: mtu as u32,
+            bridge: lan.bridge.as_ref().map(|b| b.0.as_str()),
+            keep: lan.keep_tap,
+        })?;
+        specs.push(LanSpec {
+            name: lan.name.get_ref().0.clone(),
+            id: lan_id(&lan.name.get_ref().0),
+            secret,
+            max_frame: wire::max_frame_len(mtu),
+            peers: lan.peers.clone(),
+            mac_capacity: lan.mac_capacity,
+            mac_max_age: cfg.mac_age(i),
+            segment: lan.segment.to_string(),
+            tap: tap.name().to_string(),
+            mtu,
+        });
+        info!(
+            lan = %lan.name.get_ref(),
+            tap = tap.name(),
+            mtu,
+            existed = tap.existed(),
+            peers = lan.peers.len(),
+            "LAN joined"
+        );
+        taps.push(tap);
+    }
+    if cfg.host.metrics.is_some() {
+        warn!("[host] metrics is accepted but not served yet: the Prometheus endpoint comes with the telemetry release");
+    }
+
+    let mut x25519 = [0u8; 32];
+    SystemRandom::new().fill(&mut x25519).map_err(|_| anyhow!("the system random source failed"))?;
+    let start_ns = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
+    let host_id = cfg.host_id();
+    let engine = Engine::new(
+        HostIdentity { id: host_id, name: cfg.host.name.0.clone(), secret: x25519, start_ns },
+        specs,
+        Timers::default(),
+    );
+    let listen = udp.local_addr()?;
+    let host = HostStatus {
+        name: cfg.host.name.0.clone(),
+        id: host_id,
+        listen: listen.to_string(),
+        uptime_s: 0,
+        version: env!("CARGO_PKG_VERSION").to_string(),
+    };
+    let (dp, handle) = DataPlane::new(engine, udp, taps, host)?;
+    let sock = cfg.control_socket();
+
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    rt.block_on(async move {
+        let listener = control::bind(&sock)?;
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+        let thread = std::thread::Builder::new().name("dataplane".into()).spawn(move || {
+            let r = dp.run();
+            let _ = done_tx.send(());
+            r
+        })?;
+        let server = tokio::spawn(control::serve(listener, handle.clone()));
+        info!(host = %cfg.host.name, id = format_args!("{host_id:#010x}"), %listen, socket = %sock.display(), "vmvpn up");
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        let died = tokio::select! {
+            _ = term.recv() => { info!("SIGTERM: shutting down"); false }
+            _ = int.recv() => { info!("SIGINT: shutting down"); false }
+            _ = done_rx => true,
+        };
+        handle.stop();
+        server.abort();
+        let result = thread.join().map_err(|_| anyhow!("data-plane thread panicked"))?;
+        let _ = std::fs::remove_file(&sock);
+        if let Err(e) = &result {
+            report_fatal(e);
+        }
+        result.context("data plane failed")?;
+        if died {
+            bail!("data plane stopped unexpectedly");
+        }
+        info!("stopped");
+        Ok(())
+    })
+}

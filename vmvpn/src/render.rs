@@ -1,0 +1,150 @@
+//! Tables for people, from the same JSON that `--json` prints.
+
+use std::fmt::Write;
+
+use serde_json::Value;
+
+fn s(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => "-".into(),
+        other => other.to_string(),
+    }
+}
+
+fn n(v: &Value) -> u64 {
+    v.as_u64().unwrap_or(0)
+}
+
+/// 1234567 -> "1.2M".
+fn human(x: u64) -> String {
+    const UNITS: [&str; 5] = ["", "k", "M", "G", "T"];
+    let mut f = x as f64;
+    let mut u = 0;
+    while f >= 1000.0 && u < UNITS.len() - 1 {
+        f /= 1000.0;
+        u += 1;
+    }
+    if u == 0 { x.to_string() } else { format!("{f:.1}{}", UNITS[u]) }
+}
+
+fn ago(ms: &Value) -> String {
+    match ms.as_u64() {
+        None => "never".into(),
+        Some(ms) if ms < 10_000 => format!("{:.1}s", ms as f64 / 1000.0),
+        Some(ms) => format!("{}s", ms / 1000),
+    }
+}
+
+/// Non-zero drop counters as `reason=count`, or "none".
+fn drops(v: &Value) -> String {
+    let parts: Vec<String> = v
+        .as_object()
+        .map(|m| m.iter().filter(|(_, c)| n(c) > 0).map(|(k, c)| format!("{k}={}", n(c))).collect())
+        .unwrap_or_default();
+    if parts.is_empty() { "none".into() } else { parts.join(" ") }
+}
+
+/// `vmvpn status`.
+pub fn status(v: &Value) -> String {
+    let mut o = String::new();
+    let h = &v["host"];
+    let _ = writeln!(
+        o,
+        "host {} (id {:#010x})  listening {}  up {}s  vmvpn {}",
+        s(&h["name"]),
+        n(&h["id"]),
+        s(&h["listen"]),
+        n(&h["uptime_s"]),
+        s(&h["version"])
+    );
+    let _ = writeln!(o, "unattributed drops: {}", drops(&v["drops"]));
+    for l in v["lans"].as_array().into_iter().flatten() {
+        let _ = writeln!(
+            o,
+            "\nLAN {}  segment {}  TAP {} mtu {}  macs {}  flooded {}  drops: {}",
+            s(&l["name"]),
+            s(&l["segment"]),
+            s(&l["tap"]),
+            n(&l["mtu"]),
+            n(&l["macs"]),
+            n(&l["flood_tx_frames"]),
+            drops(&l["drops"])
+        );
+        let _ = writeln!(
+            o,
+            "  {:<12} {:<10} {:<22} {:<6} {:<11} {:>10} {:>9} {:>9} {:>9} {:>9}  DROPS",
+            "PEER", "ID", "ADDRESS", "SOURCE", "STATE", "LAST HEARD", "TX PKTS", "TX BYTES", "RX PKTS", "RX BYTES"
+        );
+        for p in l["peers"].as_array().into_iter().flatten() {
+            let name = s(&p["name"]);
+            let id = p["id"].as_u64().map_or("-".to_string(), |i| format!("{i:#010x}"));
+            let _ = writeln!(
+                o,
+                "  {:<12} {:<10} {:<22} {:<6} {:<11} {:>10} {:>9} {:>9} {:>9} {:>9}  {}",
+                if name.is_empty() { "?".into() } else { name },
+                id,
+                s(&p["address"]),
+                s(&p["source"]),
+                s(&p["state"]),
+                ago(&p["last_heard_ago_ms"]),
+                human(n(&p["tx_packets"])),
+                human(n(&p["tx_bytes"])),
+                human(n(&p["rx_packets"])),
+                human(n(&p["rx_bytes"])),
+                drops(&p["drops"])
+            );
+        }
+    }
+    o
+}
+
+/// `vmvpn macs`.
+pub fn macs(v: &Value) -> String {
+    let mut o = String::new();
+    let _ = writeln!(o, "{:<10} {:<18} {:<22} {:<12} {:>8}", "LAN", "MAC", "WHERE", "PEER", "AGE");
+    for r in v.as_array().into_iter().flatten() {
+        let _ = writeln!(
+            o,
+            "{:<10} {:<18} {:<22} {:<12} {:>7}s",
+            s(&r["lan"]),
+            s(&r["mac"]),
+            s(&r["location"]),
+            s(&r["peer_name"]),
+            n(&r["age_ms"]) / 1000
+        );
+    }
+    o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn status_table_shows_peers_and_nonzero_drops() {
+        let v = json!({
+            "host": {"name": "h1", "id": 305419896, "listen": "0.0.0.0:7401", "uptime_s": 5, "version": "0.1.0"},
+            "drops": {"bad_header": 2, "unknown_lan": 0},
+            "lans": [{"name": "lan1", "segment": "192.168.100.0/24", "tap": "vl1", "mtu": 1418, "macs": 3,
+                      "flood_tx_frames": 4, "drops": {"replay": 0},
+                      "peers": [{"id": 1, "name": "h2", "address": "10.77.1.2:7401", "source": "static",
+                                 "state": "up", "last_heard_ago_ms": 1500, "tx_packets": 1234567,
+                                 "tx_bytes": 10, "rx_packets": 0, "rx_bytes": 0,
+                                 "drops": {"auth_failure": 3}}]}]
+        });
+        let t = status(&v);
+        assert!(t.contains("host h1 (id 0x12345678)"), "{t}");
+        assert!(t.contains("unattributed drops: bad_header=2"), "{t}");
+        assert!(t.contains("LAN lan1") && t.contains("drops: none"), "{t}");
+        assert!(t.contains("h2") && t.contains("1.5s") && t.contains("1.2M") && t.contains("auth_failure=3"), "{t}");
+    }
+
+    #[test]
+    fn macs_table_lists_rows() {
+        let v = json!([{"lan": "lan1", "mac": "02:00:00:00:00:01", "location": "local", "peer_name": null, "age_ms": 2500}]);
+        let t = macs(&v);
+        assert!(t.contains("02:00:00:00:00:01") && t.contains("local") && t.contains("2s"), "{t}");
+    }
+}
