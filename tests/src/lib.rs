@@ -1,1 +1,512 @@
-pub fn x(){}
+//! `Lab`: hosts, VMs and routers as network namespaces, running the real `vmvpn` binary.
+//!
+//! Topology: one router namespace holds a Linux bridge per physical subnet (10.77.S.0/24,
+//! the router is .254 and forwards between subnets; no multicast routing). Each host is a
+//! namespace with an underlay veth on its subnet's bridge, a bridge per LAN that holds the
+//! daemon's TAP, and VM namespaces on veths into that bridge, as with a hypervisor.
+//!
+//! Every name carries a prefix unique to the lab, so tests run in parallel; `Drop` stops
+//! the daemons by their recorded PIDs and deletes every namespace it made, even when the
+//! test fails (then it prints the daemons' logs and keeps them on disk).
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use vmvpn::control::{self, ControlRequest};
+
+/// Data port of every lab host.
+pub const PORT: u16 = 7401;
+
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+/// Fail loudly unless we can build namespaces: these tests never pass by skipping.
+pub fn require_root() {
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    assert!(
+        euid == 0,
+        "the namespace tests need root (network namespaces, TAP devices); run `sudo bash scripts/test.sh`, \
+         or `cargo test --workspace --exclude vmvpn-tests` for the unit tests alone"
+    );
+    for tool in ["ip", "ping"] {
+        let ok = Command::new(tool).arg("-V").output().map(|o| o.status.success()).unwrap_or(false);
+        assert!(ok, "`{tool}` is missing: run scripts/deps.sh (installs iproute2 and iputils-ping)");
+    }
+}
+
+/// Path of the `vmvpn` binary under test.
+pub fn vmvpn_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("VMVPN_BIN") {
+        return PathBuf::from(p);
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
+    let bin = target.join("debug").join("vmvpn");
+    assert!(bin.exists(), "{} not found: build it first (`cargo build -p vmvpn`), or set VMVPN_BIN", bin.display());
+    bin
+}
+
+/// Run a command, panicking with its output if it fails.
+pub fn run(args: &[&str]) -> Output {
+    let out = Command::new(args[0]).args(&args[1..]).output().unwrap_or_else(|e| panic!("cannot run {args:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{args:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// A VM: a namespace with `eth0` on its host's LAN bridge.
+#[derive(Debug, Clone)]
+pub struct Vm {
+    /// Namespace name.
+    pub ns: String,
+    /// Host it runs on.
+    pub host: String,
+    /// LAN it is on.
+    pub lan: String,
+    /// IPv4 address on the LAN.
+    pub ip: Ipv4Addr,
+    /// MAC of eth0.
+    pub mac: String,
+}
+
+struct LanDef {
+    name: String,
+    /// First three octets of the LAN's /24.
+    net: [u8; 3],
+    hosts: Vec<String>,
+    vms: usize,
+}
+
+/// Builds a [`Lab`].
+pub struct LabBuilder {
+    tag: String,
+    subnets: Vec<Vec<String>>,
+    lans: Vec<LanDef>,
+    wrong_secret: Vec<(String, String)>,
+}
+
+impl LabBuilder {
+    /// Add a physical subnet with these hosts.
+    pub fn subnet(mut self, hosts: &[&str]) -> Self {
+        self.subnets.push(hosts.iter().map(|h| h.to_string()).collect());
+        self
+    }
+
+    /// Add a LAN (`net` = first three octets of its /24) on these hosts, `vms` VMs each.
+    pub fn lan(mut self, name: &str, net: [u8; 3], hosts: &[&str], vms: usize) -> Self {
+        self.lans.push(LanDef {
+            name: name.into(),
+            net,
+            hosts: hosts.iter().map(|h| h.to_string()).collect(),
+            vms,
+        });
+        self
+    }
+
+    /// Give `host` a different secret for `lan` than everyone else.
+    pub fn wrong_secret(mut self, host: &str, lan: &str) -> Self {
+        self.wrong_secret.push((host.into(), lan.into()));
+        self
+    }
+
+    /// Create everything and start the daemons.
+    pub fn start(self) -> Lab {
+        require_root();
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let prefix = format!("vmvt-{}-{}-{n}", std::process::id() % 100_000, self.tag);
+        let dir = std::env::temp_dir().join(&prefix);
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
+        let mut lab = Lab {
+            prefix,
+            dir,
+            bin: vmvpn_bin(),
+            namespaces: Vec::new(),
+            hosts: BTreeMap::new(),
+            vms: Vec::new(),
+        };
+        lab.build(&self);
+        for h in lab.hosts.keys().cloned().collect::<Vec<_>>() {
+            lab.start_daemon(&h);
+        }
+        for h in lab.hosts.keys().cloned().collect::<Vec<_>>() {
+            lab.wait_ready(&h);
+        }
+        lab.fit_vm_mtus();
+        lab
+    }
+}
+
+struct Host {
+    ns: String,
+    ip: Ipv4Addr,
+    index: usize,
+    child: Option<Child>,
+    socket: PathBuf,
+    config: PathBuf,
+    log: PathBuf,
+}
+
+/// A running lab. Dropping it removes everything.
+pub struct Lab {
+    prefix: String,
+    dir: PathBuf,
+    bin: PathBuf,
+    namespaces: Vec<String>,
+    hosts: BTreeMap<String, Host>,
+    vms: Vec<Vm>,
+}
+
+impl Lab {
+    /// Start describing a lab; `tag` names it in namespace names (keep it short).
+    pub fn builder(tag: &str) -> LabBuilder {
+        LabBuilder { tag: tag.into(), subnets: Vec::new(), lans: Vec::new(), wrong_secret: Vec::new() }
+    }
+
+    fn add_ns(&mut self, name: &str) {
+        run(&["ip", "netns", "add", name]);
+        self.namespaces.push(name.to_string());
+        run(&["ip", "-n", name, "link", "set", "lo", "up"]);
+        // Quiet LANs: no IPv6 autoconfiguration noise on the TAPs we count frames on.
+        self.sysctl(name, "net/ipv6/conf/default/disable_ipv6", "1");
+        self.sysctl(name, "net/ipv6/conf/all/disable_ipv6", "1");
+    }
+
+    fn sysctl(&self, ns: &str, key: &str, value: &str) {
+        run(&["ip", "netns", "exec", ns, "sh", "-c", &format!("echo {value} > /proc/sys/{key}")]);
+    }
+
+    fn build(&mut self, b: &LabBuilder) {
+        let router = format!("{}-r", self.prefix);
+        self.add_ns(&router);
+        self.sysctl(&router, "net/ipv4/ip_forward", "1");
+        let mut host_index = 0;
+        for (si, hosts) in b.subnets.iter().enumerate() {
+            let s = si as u8 + 1;
+            let br = format!("br{s}");
+            run(&["ip", "-n", &router, "link", "add", &br, "type", "bridge"]);
+            run(&["ip", "-n", &router, "addr", "add", &format!("10.77.{s}.254/24"), "dev", &br]);
+            run(&["ip", "-n", &router, "link", "set", &br, "up"]);
+            for (k, h) in hosts.iter().enumerate() {
+                host_index += 1;
+                let ns = format!("{}-{h}", self.prefix);
+                self.add_ns(&ns);
+                let ip = Ipv4Addr::new(10, 77, s, k as u8 + 1);
+                let port = format!("p{host_index}");
+                run(&["ip", "link", "add", "u0", "netns", &ns, "type", "veth", "peer", "name", &port, "netns", &router]);
+                run(&["ip", "-n", &router, "link", "set", &port, "master", &br, "up"]);
+                run(&["ip", "-n", &ns, "addr", "add", &format!("{ip}/24"), "dev", "u0"]);
+                run(&["ip", "-n", &ns, "link", "set", "u0", "up"]);
+                run(&["ip", "-n", &ns, "route", "add", "default", "via", &format!("10.77.{s}.254")]);
+                let socket = self.dir.join(format!("{h}.sock"));
+                let config = self.dir.join(format!("{h}.toml"));
+                let log = self.dir.join(format!("{h}.log"));
+                self.hosts.insert(h.clone(), Host { ns, ip, index: host_index, child: None, socket, config, log });
+            }
+        }
+        // Secrets and configs.
+        for lan in &b.lans {
+            write_secret(&self.dir.join(format!("{}.key", lan.name)));
+            write_secret(&self.dir.join(format!("{}-wrong.key", lan.name)));
+        }
+        for (h, host) in &self.hosts {
+            let mut cfg = format!(
+                "[host]\nname = \"{h}\"\naddress = \"{}/24\"\nport = {PORT}\ncontrol_socket = \"{}\"\n",
+                host.ip,
+                host.socket.display()
+            );
+            for (li, lan) in b.lans.iter().enumerate().filter(|(_, l)| l.hosts.contains(h)) {
+                let peers: Vec<String> = lan
+                    .hosts
+                    .iter()
+                    .filter(|p| *p != h)
+                    .map(|p| format!("\"{}:{PORT}\"", self.hosts[p].ip))
+                    .collect();
+                let wrong = b.wrong_secret.iter().any(|(wh, wl)| wh == h && *wl == lan.name);
+                let key = self.dir.join(format!("{}{}.key", lan.name, if wrong { "-wrong" } else { "" }));
+                cfg += &format!(
+                    "\n[[lan]]\nname = \"{}\"\nsegment = \"{}.{}.{}.0/24\"\ntap = \"tap{li}\"\nbridge = \"br{li}\"\nsecret_file = \"{}\"\npeers = [{}]\n",
+                    lan.name,
+                    lan.net[0],
+                    lan.net[1],
+                    lan.net[2],
+                    key.display(),
+                    peers.join(", ")
+                );
+            }
+            std::fs::write(&host.config, cfg).unwrap_or_else(|e| panic!("write config: {e}"));
+        }
+        // LAN bridges and VMs.
+        let mut vms = Vec::new();
+        for (li, lan) in b.lans.iter().enumerate() {
+            for h in &lan.hosts {
+                let host = &self.hosts[h];
+                let (hns, hidx) = (host.ns.clone(), host.index);
+                let br = format!("br{li}");
+                run(&["ip", "-n", &hns, "link", "add", &br, "type", "bridge"]);
+                run(&["ip", "-n", &hns, "link", "set", &br, "up"]);
+                for j in 0..lan.vms {
+                    let ns = format!("{}-{h}-{li}-{j}", self.prefix);
+                    vms.push((ns, hns.clone(), br.clone(), h.clone(), lan.name.clone(), li, hidx, j, lan.net));
+                }
+            }
+        }
+        for (ns, hns, br, h, lan, li, hidx, j, net) in vms {
+            self.add_ns(&ns);
+            let port = format!("v{li}x{j}");
+            run(&["ip", "link", "add", "eth0", "netns", &ns, "type", "veth", "peer", "name", &port, "netns", &hns]);
+            run(&["ip", "-n", &hns, "link", "set", &port, "master", &br, "up"]);
+            let mac = format!("02:00:{li:02x}:{hidx:02x}:00:{j:02x}");
+            // Distinct per LAN too, so LANs that share a segment have no address in common.
+            let ip = Ipv4Addr::new(net[0], net[1], net[2], (li * 100 + hidx * 10 + j + 1) as u8);
+            run(&["ip", "-n", &ns, "link", "set", "eth0", "address", &mac]);
+            run(&["ip", "-n", &ns, "addr", "add", &format!("{ip}/24"), "dev", "eth0"]);
+            run(&["ip", "-n", &ns, "link", "set", "eth0", "up"]);
+            self.vms.push(Vm { ns, host: h, lan, ip, mac });
+        }
+    }
+
+    fn start_daemon(&mut self, h: &str) {
+        let bin = self.bin.clone();
+        let host = self.hosts.get_mut(h).unwrap_or_else(|| panic!("no host {h}"));
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&host.log)
+            .unwrap_or_else(|e| panic!("log file: {e}"));
+        let child = Command::new("ip")
+            .args(["netns", "exec", &host.ns])
+            .arg(&bin)
+            .args(["up", "--config"])
+            .arg(&host.config)
+            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start vmvpn on {h}: {e}"));
+        host.child = Some(child);
+    }
+
+    fn wait_ready(&mut self, h: &str) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if self.try_status(h).is_some() {
+                return;
+            }
+            let host = self.hosts.get_mut(h).unwrap_or_else(|| panic!("no host {h}"));
+            if let Some(Ok(Some(st))) = host.child.as_mut().map(|c| c.try_wait()) {
+                panic!("vmvpn on {h} exited with {st} during start:\n{}", self.log(h));
+            }
+            assert!(Instant::now() < deadline, "vmvpn on {h} did not answer within 10 s:\n{}", self.log(h));
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Give each VM the MTU of its host's TAP, as an operator must (DHCP option 26 or the
+    /// VM's config): a bridge drops frames larger than the port they leave by.
+    fn fit_vm_mtus(&self) {
+        for vm in &self.vms {
+            let st = self.status(&vm.host);
+            let mtu = st["lans"]
+                .as_array()
+                .and_then(|ls| ls.iter().find(|l| l["name"] == vm.lan.as_str()))
+                .and_then(|l| l["mtu"].as_u64())
+                .unwrap_or_else(|| panic!("no MTU for {} in {st:#}", vm.lan));
+            run(&["ip", "-n", &vm.ns, "link", "set", "eth0", "mtu", &mtu.to_string()]);
+        }
+    }
+
+    /// Restart a stopped host's daemon and wait until it answers.
+    pub fn restart(&mut self, h: &str) {
+        self.start_daemon(h);
+        self.wait_ready(h);
+    }
+
+    /// The daemon log of a host.
+    pub fn log(&self, h: &str) -> String {
+        self.hosts.get(h).and_then(|x| std::fs::read_to_string(&x.log).ok()).unwrap_or_default()
+    }
+
+    /// VMs, in creation order.
+    pub fn vms(&self) -> &[Vm] {
+        &self.vms
+    }
+
+    /// VM `j` of `host` on `lan`.
+    pub fn vm(&self, host: &str, lan: &str, j: usize) -> &Vm {
+        self.vms
+            .iter()
+            .filter(|v| v.host == host && v.lan == lan)
+            .nth(j)
+            .unwrap_or_else(|| panic!("no VM {j} of {host} on {lan}"))
+    }
+
+    /// A host's namespace.
+    pub fn host_ns(&self, h: &str) -> &str {
+        &self.hosts[h].ns
+    }
+
+    /// A host's underlay address.
+    pub fn host_ip(&self, h: &str) -> Ipv4Addr {
+        self.hosts[h].ip
+    }
+
+    /// A host's control socket.
+    pub fn socket(&self, h: &str) -> &Path {
+        &self.hosts[h].socket
+    }
+
+    /// `vmvpn status --json` of a host, if it answers.
+    pub fn try_status(&self, h: &str) -> Option<Value> {
+        control::request(&self.hosts.get(h)?.socket, &ControlRequest::Status).ok()
+    }
+
+    /// `vmvpn status --json` of a host.
+    pub fn status(&self, h: &str) -> Value {
+        self.try_status(h).unwrap_or_else(|| panic!("vmvpn on {h} does not answer:\n{}", self.log(h)))
+    }
+
+    /// `vmvpn macs --json` of a host.
+    pub fn macs(&self, h: &str) -> Value {
+        control::request(&self.hosts[h].socket, &ControlRequest::Macs { lan: None })
+            .unwrap_or_else(|e| panic!("macs of {h}: {e}"))
+    }
+
+    /// Wait until `host` has `n` tunnels up on `lan`.
+    pub fn wait_tunnels(&self, host: &str, lan: &str, n: usize, within: Duration) {
+        let deadline = Instant::now() + within;
+        loop {
+            let st = self.status(host);
+            let up = st["lans"]
+                .as_array()
+                .and_then(|ls| ls.iter().find(|l| l["name"] == lan))
+                .and_then(|l| l["peers"].as_array())
+                .map_or(0, |ps| ps.iter().filter(|p| p["state"] == "up").count());
+            if up >= n {
+                return;
+            }
+            assert!(Instant::now() < deadline, "{host}: {up} of {n} tunnels up on {lan} after {within:?}:\n{st:#}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Run a command in a namespace.
+    pub fn exec(&self, ns: &str, args: &[&str]) -> Output {
+        Command::new("ip")
+            .args(["netns", "exec", ns])
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {args:?} in {ns}: {e}"))
+    }
+
+    /// Whether `from` gets at least one echo reply from `to` (2 tries, 2 s timeout).
+    pub fn ping(&self, from: &Vm, to: Ipv4Addr) -> bool {
+        self.exec(&from.ns, &["ping", "-c", "2", "-i", "0.2", "-W", "2", "-q", &to.to_string()])
+            .status
+            .success()
+    }
+
+    /// An interface counter (`rx_packets`, `tx_bytes`, …) inside a namespace.
+    pub fn if_counter(&self, ns: &str, ifname: &str, counter: &str) -> u64 {
+        let out = self.exec(ns, &["cat", &format!("/sys/class/net/{ifname}/statistics/{counter}")]);
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("no counter {counter} on {ifname} in {ns}"))
+    }
+
+    /// Run `f` on a thread that lives in namespace `ns` (sockets it opens are there).
+    pub fn in_ns<T: Send + 'static>(&self, ns: &str, f: impl FnOnce() -> T + Send + 'static) -> std::thread::JoinHandle<T> {
+        let path = format!("/run/netns/{ns}");
+        std::thread::spawn(move || {
+            let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("open {path}: {e}"));
+            // SAFETY: setns on this thread only, with a valid namespace file descriptor.
+            let r = unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&file), libc::CLONE_NEWNET) };
+            assert_eq!(r, 0, "setns {path}: {}", std::io::Error::last_os_error());
+            f()
+        })
+    }
+
+    /// SIGTERM a host's daemon and wait for it to exit (at most 10 s).
+    pub fn stop(&mut self, h: &str) -> ExitStatus {
+        let host = self.hosts.get_mut(h).unwrap_or_else(|| panic!("no host {h}"));
+        let mut child = host.child.take().unwrap_or_else(|| panic!("{h} is not running"));
+        terminate(&mut child, Duration::from_secs(10)).unwrap_or_else(|| panic!("vmvpn on {h} ignored SIGTERM for 10 s"))
+    }
+
+    /// Whether an interface exists in a namespace.
+    pub fn has_link(&self, ns: &str, ifname: &str) -> bool {
+        self.exec(ns, &["ip", "link", "show", "dev", ifname]).status.success()
+    }
+
+    /// The lab's working directory (configs, keys, logs, sockets).
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+/// SIGTERM, then wait; SIGKILL if it does not exit in time. Returns the exit status if it
+/// exited by itself.
+fn terminate(child: &mut Child, within: Duration) -> Option<ExitStatus> {
+    if let Ok(Some(st)) = child.try_wait() {
+        return Some(st);
+    }
+    // SAFETY: kill(2) on the PID of a child we spawned and have not reaped.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if let Ok(Some(st)) = child.try_wait() {
+            return Some(st);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    None
+}
+
+fn write_secret(path: &Path) {
+    use base64::Engine as _;
+    use ring::rand::{SecureRandom, SystemRandom};
+    let mut b = [0u8; 32];
+    SystemRandom::new().fill(&mut b).unwrap_or_else(|_| panic!("rng failed"));
+    std::fs::write(path, base64::engine::general_purpose::STANDARD.encode(b))
+        .unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        let failing = std::thread::panicking();
+        for (h, host) in self.hosts.iter_mut() {
+            if let Some(mut c) = host.child.take()
+                && terminate(&mut c, Duration::from_secs(5)).is_none()
+            {
+                eprintln!("lab: vmvpn on {h} needed SIGKILL");
+            }
+        }
+        if failing {
+            for h in self.hosts.keys() {
+                eprintln!("---- log of vmvpn on {h} ----\n{}", self.log(h));
+            }
+        }
+        // VMs first, then hosts, then the router: veths go with their namespaces.
+        for ns in self.namespaces.iter().rev() {
+            let _ = Command::new("ip").args(["netns", "del", ns]).output();
+        }
+        if failing || std::env::var_os("VMVPN_LAB_KEEP").is_some() {
+            eprintln!("lab: files kept in {}", self.dir.display());
+        } else {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}

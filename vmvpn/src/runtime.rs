@@ -190,6 +190,11 @@ impl DataPlane {
             };
             for (meta, slot) in metas[..n].iter().zip(area.chunks_mut(SLOT)) {
                 let len = meta.len.min(slot.len());
+                if len == 0 {
+                    // An empty datagram yields no chunk below, but it still must be counted.
+                    self.datagram(meta.addr, &mut [], now);
+                    continue;
+                }
                 let stride = if meta.stride == 0 { len } else { meta.stride };
                 for dgram in slot[..len].chunks_mut(stride.max(1)) {
                     self.datagram(meta.addr, dgram, now);
