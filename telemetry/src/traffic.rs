@@ -43,7 +43,12 @@ mod tests {
         t.rx(60);
         assert_eq!(
             t,
-            TrafficCounters { tx_packets: 2, tx_bytes: 150, rx_packets: 1, rx_bytes: 60 }
+            TrafficCounters {
+                tx_packets: 2,
+                tx_bytes: 150,
+                rx_packets: 1,
+                rx_bytes: 60
+            }
         );
     }
 }

@@ -34,8 +34,15 @@ pub fn require_root() {
          or `cargo test --workspace --exclude vmvpn-tests` for the unit tests alone"
     );
     for tool in ["ip", "ping"] {
-        let ok = Command::new(tool).arg("-V").output().map(|o| o.status.success()).unwrap_or(false);
-        assert!(ok, "`{tool}` is missing: run scripts/deps.sh (installs iproute2 and iputils-ping)");
+        let ok = Command::new(tool)
+            .arg("-V")
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false);
+        assert!(
+            ok,
+            "`{tool}` is missing: run scripts/deps.sh (installs iproute2 and iputils-ping)"
+        );
     }
 }
 
@@ -45,15 +52,23 @@ pub fn vmvpn_bin() -> PathBuf {
         return PathBuf::from(p);
     }
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
+    let target =
+        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
     let bin = target.join("debug").join("vmvpn");
-    assert!(bin.exists(), "{} not found: build it first (`cargo build -p vmvpn`), or set VMVPN_BIN", bin.display());
+    assert!(
+        bin.exists(),
+        "{} not found: build it first (`cargo build -p vmvpn`), or set VMVPN_BIN",
+        bin.display()
+    );
     bin
 }
 
 /// Run a command, panicking with its output if it fails.
 pub fn run(args: &[&str]) -> Output {
-    let out = Command::new(args[0]).args(&args[1..]).output().unwrap_or_else(|e| panic!("cannot run {args:?}: {e}"));
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {args:?}: {e}"));
     assert!(
         out.status.success(),
         "{args:?} failed: {}{}",
@@ -97,7 +112,8 @@ pub struct LabBuilder {
 impl LabBuilder {
     /// Add a physical subnet with these hosts.
     pub fn subnet(mut self, hosts: &[&str]) -> Self {
-        self.subnets.push(hosts.iter().map(|h| h.to_string()).collect());
+        self.subnets
+            .push(hosts.iter().map(|h| h.to_string()).collect());
         self
     }
 
@@ -122,10 +138,12 @@ impl LabBuilder {
     pub fn start(self) -> Lab {
         require_root();
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
-        let prefix = format!("vmvt-{}-{}-{n}", std::process::id() % 100_000, self.tag);
+        // The owner PID in the name lets scripts/test.sh sweep labs of a killed run.
+        let prefix = format!("vmvt-{}-{}-{n}", std::process::id(), self.tag);
         let dir = std::env::temp_dir().join(&prefix);
         let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
+        std::fs::create_dir_all(&dir)
+            .unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
         let mut lab = Lab {
             prefix,
             dir,
@@ -169,7 +187,12 @@ pub struct Lab {
 impl Lab {
     /// Start describing a lab; `tag` names it in namespace names (keep it short).
     pub fn builder(tag: &str) -> LabBuilder {
-        LabBuilder { tag: tag.into(), subnets: Vec::new(), lans: Vec::new(), wrong_secret: Vec::new() }
+        LabBuilder {
+            tag: tag.into(),
+            subnets: Vec::new(),
+            lans: Vec::new(),
+            wrong_secret: Vec::new(),
+        }
     }
 
     fn add_ns(&mut self, name: &str) {
@@ -182,7 +205,15 @@ impl Lab {
     }
 
     fn sysctl(&self, ns: &str, key: &str, value: &str) {
-        run(&["ip", "netns", "exec", ns, "sh", "-c", &format!("echo {value} > /proc/sys/{key}")]);
+        run(&[
+            "ip",
+            "netns",
+            "exec",
+            ns,
+            "sh",
+            "-c",
+            &format!("echo {value} > /proc/sys/{key}"),
+        ]);
     }
 
     fn build(&mut self, b: &LabBuilder) {
@@ -194,7 +225,16 @@ impl Lab {
             let s = si as u8 + 1;
             let br = format!("br{s}");
             run(&["ip", "-n", &router, "link", "add", &br, "type", "bridge"]);
-            run(&["ip", "-n", &router, "addr", "add", &format!("10.77.{s}.254/24"), "dev", &br]);
+            run(&[
+                "ip",
+                "-n",
+                &router,
+                "addr",
+                "add",
+                &format!("10.77.{s}.254/24"),
+                "dev",
+                &br,
+            ]);
             run(&["ip", "-n", &router, "link", "set", &br, "up"]);
             for (k, h) in hosts.iter().enumerate() {
                 host_index += 1;
@@ -202,15 +242,49 @@ impl Lab {
                 self.add_ns(&ns);
                 let ip = Ipv4Addr::new(10, 77, s, k as u8 + 1);
                 let port = format!("p{host_index}");
-                run(&["ip", "link", "add", "u0", "netns", &ns, "type", "veth", "peer", "name", &port, "netns", &router]);
-                run(&["ip", "-n", &router, "link", "set", &port, "master", &br, "up"]);
-                run(&["ip", "-n", &ns, "addr", "add", &format!("{ip}/24"), "dev", "u0"]);
+                run(&[
+                    "ip", "link", "add", "u0", "netns", &ns, "type", "veth", "peer", "name", &port,
+                    "netns", &router,
+                ]);
+                run(&[
+                    "ip", "-n", &router, "link", "set", &port, "master", &br, "up",
+                ]);
+                run(&[
+                    "ip",
+                    "-n",
+                    &ns,
+                    "addr",
+                    "add",
+                    &format!("{ip}/24"),
+                    "dev",
+                    "u0",
+                ]);
                 run(&["ip", "-n", &ns, "link", "set", "u0", "up"]);
-                run(&["ip", "-n", &ns, "route", "add", "default", "via", &format!("10.77.{s}.254")]);
+                run(&[
+                    "ip",
+                    "-n",
+                    &ns,
+                    "route",
+                    "add",
+                    "default",
+                    "via",
+                    &format!("10.77.{s}.254"),
+                ]);
                 let socket = self.dir.join(format!("{h}.sock"));
                 let config = self.dir.join(format!("{h}.toml"));
                 let log = self.dir.join(format!("{h}.log"));
-                self.hosts.insert(h.clone(), Host { ns, ip, index: host_index, child: None, socket, config, log });
+                self.hosts.insert(
+                    h.clone(),
+                    Host {
+                        ns,
+                        ip,
+                        index: host_index,
+                        child: None,
+                        socket,
+                        config,
+                        log,
+                    },
+                );
             }
         }
         // Secrets and configs.
@@ -224,15 +298,27 @@ impl Lab {
                 host.ip,
                 host.socket.display()
             );
-            for (li, lan) in b.lans.iter().enumerate().filter(|(_, l)| l.hosts.contains(h)) {
+            for (li, lan) in b
+                .lans
+                .iter()
+                .enumerate()
+                .filter(|(_, l)| l.hosts.contains(h))
+            {
                 let peers: Vec<String> = lan
                     .hosts
                     .iter()
                     .filter(|p| *p != h)
                     .map(|p| format!("\"{}:{PORT}\"", self.hosts[p].ip))
                     .collect();
-                let wrong = b.wrong_secret.iter().any(|(wh, wl)| wh == h && *wl == lan.name);
-                let key = self.dir.join(format!("{}{}.key", lan.name, if wrong { "-wrong" } else { "" }));
+                let wrong = b
+                    .wrong_secret
+                    .iter()
+                    .any(|(wh, wl)| wh == h && *wl == lan.name);
+                let key = self.dir.join(format!(
+                    "{}{}.key",
+                    lan.name,
+                    if wrong { "-wrong" } else { "" }
+                ));
                 cfg += &format!(
                     "\n[[lan]]\nname = \"{}\"\nsegment = \"{}.{}.{}.0/24\"\ntap = \"tap{li}\"\nbridge = \"br{li}\"\nsecret_file = \"{}\"\npeers = [{}]\n",
                     lan.name,
@@ -256,28 +342,59 @@ impl Lab {
                 run(&["ip", "-n", &hns, "link", "set", &br, "up"]);
                 for j in 0..lan.vms {
                     let ns = format!("{}-{h}-{li}-{j}", self.prefix);
-                    vms.push((ns, hns.clone(), br.clone(), h.clone(), lan.name.clone(), li, hidx, j, lan.net));
+                    vms.push((
+                        ns,
+                        hns.clone(),
+                        br.clone(),
+                        h.clone(),
+                        lan.name.clone(),
+                        li,
+                        hidx,
+                        j,
+                        lan.net,
+                    ));
                 }
             }
         }
         for (ns, hns, br, h, lan, li, hidx, j, net) in vms {
             self.add_ns(&ns);
             let port = format!("v{li}x{j}");
-            run(&["ip", "link", "add", "eth0", "netns", &ns, "type", "veth", "peer", "name", &port, "netns", &hns]);
+            run(&[
+                "ip", "link", "add", "eth0", "netns", &ns, "type", "veth", "peer", "name", &port,
+                "netns", &hns,
+            ]);
             run(&["ip", "-n", &hns, "link", "set", &port, "master", &br, "up"]);
             let mac = format!("02:00:{li:02x}:{hidx:02x}:00:{j:02x}");
             // Distinct per LAN too, so LANs that share a segment have no address in common.
             let ip = Ipv4Addr::new(net[0], net[1], net[2], (li * 100 + hidx * 10 + j + 1) as u8);
             run(&["ip", "-n", &ns, "link", "set", "eth0", "address", &mac]);
-            run(&["ip", "-n", &ns, "addr", "add", &format!("{ip}/24"), "dev", "eth0"]);
+            run(&[
+                "ip",
+                "-n",
+                &ns,
+                "addr",
+                "add",
+                &format!("{ip}/24"),
+                "dev",
+                "eth0",
+            ]);
             run(&["ip", "-n", &ns, "link", "set", "eth0", "up"]);
-            self.vms.push(Vm { ns, host: h, lan, ip, mac });
+            self.vms.push(Vm {
+                ns,
+                host: h,
+                lan,
+                ip,
+                mac,
+            });
         }
     }
 
     fn start_daemon(&mut self, h: &str) {
         let bin = self.bin.clone();
-        let host = self.hosts.get_mut(h).unwrap_or_else(|| panic!("no host {h}"));
+        let host = self
+            .hosts
+            .get_mut(h)
+            .unwrap_or_else(|| panic!("no host {h}"));
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -288,12 +405,17 @@ impl Lab {
             .arg(&bin)
             .args(["up", "--config"])
             .arg(&host.config)
-            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start vmvpn on {h}: {e}"));
+        // Recorded so a sweep after a killed test run can stop it by PID.
+        let _ = std::fs::write(host.log.with_extension("pid"), child.id().to_string());
         host.child = Some(child);
     }
 
@@ -303,11 +425,21 @@ impl Lab {
             if self.try_status(h).is_some() {
                 return;
             }
-            let host = self.hosts.get_mut(h).unwrap_or_else(|| panic!("no host {h}"));
+            let host = self
+                .hosts
+                .get_mut(h)
+                .unwrap_or_else(|| panic!("no host {h}"));
             if let Some(Ok(Some(st))) = host.child.as_mut().map(|c| c.try_wait()) {
-                panic!("vmvpn on {h} exited with {st} during start:\n{}", self.log(h));
+                panic!(
+                    "vmvpn on {h} exited with {st} during start:\n{}",
+                    self.log(h)
+                );
             }
-            assert!(Instant::now() < deadline, "vmvpn on {h} did not answer within 10 s:\n{}", self.log(h));
+            assert!(
+                Instant::now() < deadline,
+                "vmvpn on {h} did not answer within 10 s:\n{}",
+                self.log(h)
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -322,7 +454,16 @@ impl Lab {
                 .and_then(|ls| ls.iter().find(|l| l["name"] == vm.lan.as_str()))
                 .and_then(|l| l["mtu"].as_u64())
                 .unwrap_or_else(|| panic!("no MTU for {} in {st:#}", vm.lan));
-            run(&["ip", "-n", &vm.ns, "link", "set", "eth0", "mtu", &mtu.to_string()]);
+            run(&[
+                "ip",
+                "-n",
+                &vm.ns,
+                "link",
+                "set",
+                "eth0",
+                "mtu",
+                &mtu.to_string(),
+            ]);
         }
     }
 
@@ -334,7 +475,10 @@ impl Lab {
 
     /// The daemon log of a host.
     pub fn log(&self, h: &str) -> String {
-        self.hosts.get(h).and_then(|x| std::fs::read_to_string(&x.log).ok()).unwrap_or_default()
+        self.hosts
+            .get(h)
+            .and_then(|x| std::fs::read_to_string(&x.log).ok())
+            .unwrap_or_default()
     }
 
     /// VMs, in creation order.
@@ -373,7 +517,8 @@ impl Lab {
 
     /// `vmvpn status --json` of a host.
     pub fn status(&self, h: &str) -> Value {
-        self.try_status(h).unwrap_or_else(|| panic!("vmvpn on {h} does not answer:\n{}", self.log(h)))
+        self.try_status(h)
+            .unwrap_or_else(|| panic!("vmvpn on {h} does not answer:\n{}", self.log(h)))
     }
 
     /// `vmvpn macs --json` of a host.
@@ -395,7 +540,10 @@ impl Lab {
             if up >= n {
                 return;
             }
-            assert!(Instant::now() < deadline, "{host}: {up} of {n} tunnels up on {lan} after {within:?}:\n{st:#}");
+            assert!(
+                Instant::now() < deadline,
+                "{host}: {up} of {n} tunnels up on {lan} after {within:?}:\n{st:#}"
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
     }
@@ -411,14 +559,33 @@ impl Lab {
 
     /// Whether `from` gets at least one echo reply from `to` (2 tries, 2 s timeout).
     pub fn ping(&self, from: &Vm, to: Ipv4Addr) -> bool {
-        self.exec(&from.ns, &["ping", "-c", "2", "-i", "0.2", "-W", "2", "-q", &to.to_string()])
-            .status
-            .success()
+        self.exec(
+            &from.ns,
+            &[
+                "ping",
+                "-c",
+                "2",
+                "-i",
+                "0.2",
+                "-W",
+                "2",
+                "-q",
+                &to.to_string(),
+            ],
+        )
+        .status
+        .success()
     }
 
     /// An interface counter (`rx_packets`, `tx_bytes`, …) inside a namespace.
     pub fn if_counter(&self, ns: &str, ifname: &str, counter: &str) -> u64 {
-        let out = self.exec(ns, &["cat", &format!("/sys/class/net/{ifname}/statistics/{counter}")]);
+        let out = self.exec(
+            ns,
+            &[
+                "cat",
+                &format!("/sys/class/net/{ifname}/statistics/{counter}"),
+            ],
+        );
         String::from_utf8_lossy(&out.stdout)
             .trim()
             .parse()
@@ -426,12 +593,17 @@ impl Lab {
     }
 
     /// Run `f` on a thread that lives in namespace `ns` (sockets it opens are there).
-    pub fn in_ns<T: Send + 'static>(&self, ns: &str, f: impl FnOnce() -> T + Send + 'static) -> std::thread::JoinHandle<T> {
+    pub fn in_ns<T: Send + 'static>(
+        &self,
+        ns: &str,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> std::thread::JoinHandle<T> {
         let path = format!("/run/netns/{ns}");
         std::thread::spawn(move || {
             let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("open {path}: {e}"));
             // SAFETY: setns on this thread only, with a valid namespace file descriptor.
-            let r = unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&file), libc::CLONE_NEWNET) };
+            let r =
+                unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&file), libc::CLONE_NEWNET) };
             assert_eq!(r, 0, "setns {path}: {}", std::io::Error::last_os_error());
             f()
         })
@@ -439,14 +611,23 @@ impl Lab {
 
     /// SIGTERM a host's daemon and wait for it to exit (at most 10 s).
     pub fn stop(&mut self, h: &str) -> ExitStatus {
-        let host = self.hosts.get_mut(h).unwrap_or_else(|| panic!("no host {h}"));
-        let mut child = host.child.take().unwrap_or_else(|| panic!("{h} is not running"));
-        terminate(&mut child, Duration::from_secs(10)).unwrap_or_else(|| panic!("vmvpn on {h} ignored SIGTERM for 10 s"))
+        let host = self
+            .hosts
+            .get_mut(h)
+            .unwrap_or_else(|| panic!("no host {h}"));
+        let mut child = host
+            .child
+            .take()
+            .unwrap_or_else(|| panic!("{h} is not running"));
+        terminate(&mut child, Duration::from_secs(10))
+            .unwrap_or_else(|| panic!("vmvpn on {h} ignored SIGTERM for 10 s"))
     }
 
     /// Whether an interface exists in a namespace.
     pub fn has_link(&self, ns: &str, ifname: &str) -> bool {
-        self.exec(ns, &["ip", "link", "show", "dev", ifname]).status.success()
+        self.exec(ns, &["ip", "link", "show", "dev", ifname])
+            .status
+            .success()
     }
 
     /// The lab's working directory (configs, keys, logs, sockets).
@@ -479,7 +660,9 @@ fn write_secret(path: &Path) {
     use base64::Engine as _;
     use ring::rand::{SecureRandom, SystemRandom};
     let mut b = [0u8; 32];
-    SystemRandom::new().fill(&mut b).unwrap_or_else(|_| panic!("rng failed"));
+    SystemRandom::new()
+        .fill(&mut b)
+        .unwrap_or_else(|_| panic!("rng failed"));
     std::fs::write(path, base64::engine::general_purpose::STANDARD.encode(b))
         .unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
 }

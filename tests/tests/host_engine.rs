@@ -55,17 +55,27 @@ fn every_vm_pings_every_other_across_hosts_and_subnets() {
     let (a, b) = (lab.vm("h1", "lan1", 0), lab.vm("h3", "lan1", 1));
     let neigh = lab.exec(&a.ns, &["ip", "neigh", "show", &b.ip.to_string()]);
     let neigh = String::from_utf8_lossy(&neigh.stdout);
-    assert!(neigh.contains(&format!("lladdr {}", b.mac)), "ARP entry for {}: {neigh:?}", b.ip);
+    assert!(
+        neigh.contains(&format!("lladdr {}", b.mac)),
+        "ARP entry for {}: {neigh:?}",
+        b.ip
+    );
 
     // The MAC database of h1 has h3's VMs behind h3, and its own VMs as local.
     let macs = lab.macs("h1");
     let rows = macs.as_array().expect("macs array");
     let h3 = format!("{}:{PORT}", lab.host_ip("h3"));
     for v in lab.vms() {
-        let row = rows.iter().find(|r| r["mac"] == v.mac.as_str()).unwrap_or_else(|| panic!("{} not in {macs:#}", v.mac));
+        let row = rows
+            .iter()
+            .find(|r| r["mac"] == v.mac.as_str())
+            .unwrap_or_else(|| panic!("{} not in {macs:#}", v.mac));
         match v.host.as_str() {
             "h1" => assert_eq!(row["location"], "local"),
-            "h3" => assert_eq!((row["location"].as_str(), row["peer_name"].as_str()), (Some(h3.as_str()), Some("h3"))),
+            "h3" => assert_eq!(
+                (row["location"].as_str(), row["peer_name"].as_str()),
+                (Some(h3.as_str()), Some("h3"))
+            ),
             _ => assert_eq!(row["peer_name"], "h2"),
         }
     }
@@ -75,7 +85,10 @@ fn every_vm_pings_every_other_across_hosts_and_subnets() {
     assert_eq!(st["host"]["name"], "h1");
     let l = lan(&st, "lan1");
     assert_eq!(l["tap"], "tap0");
-    assert_eq!(l["mtu"], 1418, "1500-byte underlay minus 82 bytes of overhead and Ethernet/VLAN header");
+    assert_eq!(
+        l["mtu"], 1418,
+        "1500-byte underlay minus 82 bytes of overhead and Ethernet/VLAN header"
+    );
     let peers = l["peers"].as_array().expect("peers");
     assert_eq!(peers.len(), 2);
     for p in peers {
@@ -94,7 +107,10 @@ fn every_vm_pings_every_other_across_hosts_and_subnets() {
         .output()
         .expect("run vmvpn status");
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success() && text.contains("LAN lan1") && text.contains("h3"), "{text}");
+    assert!(
+        out.status.success() && text.contains("LAN lan1") && text.contains("h3"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -109,22 +125,35 @@ fn a_second_lan_is_isolated_from_the_first() {
         lab.wait_tunnels(h, "lan1", 1, UP_WITHIN);
         lab.wait_tunnels(h, "lan2", 1, UP_WITHIN);
     }
-    let (a1, b1) = (lab.vm("h1", "lan1", 0).clone(), lab.vm("h2", "lan1", 0).clone());
-    let (a2, b2) = (lab.vm("h1", "lan2", 0).clone(), lab.vm("h2", "lan2", 0).clone());
+    let (a1, b1) = (
+        lab.vm("h1", "lan1", 0).clone(),
+        lab.vm("h2", "lan1", 0).clone(),
+    );
+    let (a2, b2) = (
+        lab.vm("h1", "lan2", 0).clone(),
+        lab.vm("h2", "lan2", 0).clone(),
+    );
     // lan2 works on its own.
     assert!(lab.ping(&a2, b2.ip));
     // Settle, then count what reaches lan2's TAP on h2 while only lan1 talks.
     std::thread::sleep(Duration::from_millis(300));
     let h2 = lab.host_ns("h2").to_string();
     let before = lab.if_counter(&h2, "tap1", "rx_packets");
-    let flood_before = lan(&lab.status("h1"), "lan1")["flood_tx_frames"].as_u64().unwrap_or(0);
+    let flood_before = lan(&lab.status("h1"), "lan1")["flood_tx_frames"]
+        .as_u64()
+        .unwrap_or(0);
     assert!(lab.ping(&a1, b1.ip));
     lab.exec(&a1.ns, &["ip", "neigh", "flush", "all"]);
     assert!(lab.ping(&a1, b1.ip), "ARP again after the flush");
     // A lan1 VM addressing the IP that only a lan2 VM has (same segment) hears nothing back.
     assert!(!lab.ping(&a1, b2.ip), "lan1 reached lan2's {}", b2.ip);
-    let flood_after = lan(&lab.status("h1"), "lan1")["flood_tx_frames"].as_u64().unwrap_or(0);
-    assert!(flood_after > flood_before, "lan1 did flood (ARP) during the check");
+    let flood_after = lan(&lab.status("h1"), "lan1")["flood_tx_frames"]
+        .as_u64()
+        .unwrap_or(0);
+    assert!(
+        flood_after > flood_before,
+        "lan1 did flood (ARP) during the check"
+    );
     let after = lab.if_counter(&h2, "tap1", "rx_packets");
     assert_eq!(after, before, "frames of lan1 appeared on lan2's TAP");
 }
@@ -140,8 +169,15 @@ fn a_host_with_the_wrong_secret_reaches_no_vm_and_shows_as_auth_failures() {
     lab.wait_tunnels("h1", "lan1", 1, UP_WITHIN);
     lab.wait_tunnels("h2", "lan1", 1, UP_WITHIN);
     let bad = lab.vm("h3", "lan1", 0).clone();
-    for good in [lab.vm("h1", "lan1", 0).clone(), lab.vm("h2", "lan1", 0).clone()] {
-        assert!(!lab.ping(&bad, good.ip), "wrong-secret VM reached {}", good.ip);
+    for good in [
+        lab.vm("h1", "lan1", 0).clone(),
+        lab.vm("h2", "lan1", 0).clone(),
+    ] {
+        assert!(
+            !lab.ping(&bad, good.ip),
+            "wrong-secret VM reached {}",
+            good.ip
+        );
         assert!(!lab.ping(&good, bad.ip));
     }
     assert!(lab.ping(lab.vm("h1", "lan1", 0), lab.vm("h2", "lan1", 0).ip));
@@ -149,20 +185,41 @@ fn a_host_with_the_wrong_secret_reaches_no_vm_and_shows_as_auth_failures() {
     for h in ["h1", "h2"] {
         let st = lab.status(h);
         let l = lan(&st, "lan1");
-        assert!(l["drops"]["auth_failure"].as_u64().unwrap_or(0) > 0, "{h}: {l:#}");
-        let p = l["peers"].as_array().and_then(|ps| ps.iter().find(|p| p["address"] == h3.as_str())).expect("h3 peer");
+        assert!(
+            l["drops"]["auth_failure"].as_u64().unwrap_or(0) > 0,
+            "{h}: {l:#}"
+        );
+        let p = l["peers"]
+            .as_array()
+            .and_then(|ps| ps.iter().find(|p| p["address"] == h3.as_str()))
+            .expect("h3 peer");
         assert_eq!(p["state"], "handshaking");
-        assert!(p["drops"]["auth_failure"].as_u64().unwrap_or(0) > 0, "{p:#}");
+        assert!(
+            p["drops"]["auth_failure"].as_u64().unwrap_or(0) > 0,
+            "{p:#}"
+        );
     }
     let st3 = lab.status("h3");
-    assert!(lan(&st3, "lan1")["peers"].as_array().expect("peers").iter().all(|p| p["state"] == "handshaking"));
+    assert!(
+        lan(&st3, "lan1")["peers"]
+            .as_array()
+            .expect("peers")
+            .iter()
+            .all(|p| p["state"] == "handshaking")
+    );
 }
 
 #[test]
 fn garbage_datagrams_are_counted_and_forwarding_continues() {
-    let lab = Lab::builder("junk").subnet(&["h1", "h2"]).lan("lan1", [192, 168, 100], &["h1", "h2"], 1).start();
+    let lab = Lab::builder("junk")
+        .subnet(&["h1", "h2"])
+        .lan("lan1", [192, 168, 100], &["h1", "h2"], 1)
+        .start();
     lab.wait_tunnels("h1", "lan1", 1, UP_WITHIN);
-    let (a, b) = (lab.vm("h1", "lan1", 0).clone(), lab.vm("h2", "lan1", 0).clone());
+    let (a, b) = (
+        lab.vm("h1", "lan1", 0).clone(),
+        lab.vm("h2", "lan1", 0).clone(),
+    );
     assert!(lab.ping(&a, b.ip));
     let target = SocketAddr::from((lab.host_ip("h1"), PORT));
     // From h2's namespace: random bytes, truncated headers, a bad version, an unknown LAN,
@@ -204,12 +261,21 @@ fn garbage_datagrams_are_counted_and_forwarding_continues() {
     assert_eq!(sent, 600);
     std::thread::sleep(Duration::from_millis(300));
     let st = lab.status("h1");
-    let host_drops = st["drops"]["bad_header"].as_u64().unwrap_or(0) + st["drops"]["unknown_lan"].as_u64().unwrap_or(0);
-    let lan_drops = lan(&st, "lan1")["drops"].as_object().map_or(0, |m| m.values().filter_map(Value::as_u64).sum::<u64>());
+    let host_drops = st["drops"]["bad_header"].as_u64().unwrap_or(0)
+        + st["drops"]["unknown_lan"].as_u64().unwrap_or(0);
+    let lan_drops = lan(&st, "lan1")["drops"]
+        .as_object()
+        .map_or(0, |m| m.values().filter_map(Value::as_u64).sum::<u64>());
     // Every garbage datagram is dropped and counted somewhere (random bytes can, rarely,
     // hit lan1's id and count there instead).
-    assert!(host_drops + lan_drops >= 600, "only {host_drops} + {lan_drops} of 600 counted: {st:#}");
-    assert!(st["drops"]["bad_header"].as_u64().unwrap_or(0) >= 300, "{st:#}");
+    assert!(
+        host_drops + lan_drops >= 600,
+        "only {host_drops} + {lan_drops} of 600 counted: {st:#}"
+    );
+    assert!(
+        st["drops"]["bad_header"].as_u64().unwrap_or(0) >= 300,
+        "{st:#}"
+    );
     assert!(lab.ping(&a, b.ip), "forwarding continues after garbage");
     assert_eq!(lan(&st, "lan1")["peers"][0]["state"], "up");
 }
@@ -217,9 +283,16 @@ fn garbage_datagrams_are_counted_and_forwarding_continues() {
 #[test]
 fn tcp_through_the_overlay_arrives_intact() {
     const SIZE: usize = 8 << 20;
-    let lab = Lab::builder("tcp").subnet(&["h1"]).subnet(&["h2"]).lan("lan1", [192, 168, 100], &["h1", "h2"], 1).start();
+    let lab = Lab::builder("tcp")
+        .subnet(&["h1"])
+        .subnet(&["h2"])
+        .lan("lan1", [192, 168, 100], &["h1", "h2"], 1)
+        .start();
     lab.wait_tunnels("h1", "lan1", 1, UP_WITHIN);
-    let (a, b) = (lab.vm("h1", "lan1", 0).clone(), lab.vm("h2", "lan1", 0).clone());
+    let (a, b) = (
+        lab.vm("h1", "lan1", 0).clone(),
+        lab.vm("h2", "lan1", 0).clone(),
+    );
     assert!(lab.ping(&a, b.ip));
     let listen_ip = b.ip;
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
@@ -227,12 +300,18 @@ fn tcp_through_the_overlay_arrives_intact() {
         let l = TcpListener::bind((listen_ip, 5001)).expect("listen");
         ready_tx.send(()).expect("ready");
         let (mut s, _) = l.accept().expect("accept");
-        s.set_read_timeout(Some(Duration::from_secs(30))).expect("timeout");
+        s.set_read_timeout(Some(Duration::from_secs(30)))
+            .expect("timeout");
         let mut got = Vec::with_capacity(SIZE);
         s.read_to_end(&mut got).expect("read");
-        (got.len(), digest::digest(&digest::SHA256, &got).as_ref().to_vec())
+        (
+            got.len(),
+            digest::digest(&digest::SHA256, &got).as_ref().to_vec(),
+        )
     });
-    ready_rx.recv_timeout(Duration::from_secs(5)).expect("server ready");
+    ready_rx
+        .recv_timeout(Duration::from_secs(5))
+        .expect("server ready");
     let mut data = vec![0u8; SIZE];
     let mut x = 0x9e37_79b9_u32;
     for byte in data.iter_mut() {
@@ -243,8 +322,13 @@ fn tcp_through_the_overlay_arrives_intact() {
     }
     let sent_digest = digest::digest(&digest::SHA256, &data).as_ref().to_vec();
     let client = lab.in_ns(&a.ns, move || {
-        let mut s = TcpStream::connect_timeout(&SocketAddr::from((listen_ip, 5001)), Duration::from_secs(5)).expect("connect");
-        s.set_write_timeout(Some(Duration::from_secs(30))).expect("timeout");
+        let mut s = TcpStream::connect_timeout(
+            &SocketAddr::from((listen_ip, 5001)),
+            Duration::from_secs(5),
+        )
+        .expect("connect");
+        s.set_write_timeout(Some(Duration::from_secs(30)))
+            .expect("timeout");
         s.write_all(&data).expect("write");
     });
     client.join().expect("client");
@@ -258,9 +342,15 @@ fn tcp_through_the_overlay_arrives_intact() {
 
 #[test]
 fn sigterm_exits_cleanly_and_a_restart_rekeys() {
-    let mut lab = Lab::builder("term").subnet(&["h1", "h2"]).lan("lan1", [192, 168, 100], &["h1", "h2"], 1).start();
+    let mut lab = Lab::builder("term")
+        .subnet(&["h1", "h2"])
+        .lan("lan1", [192, 168, 100], &["h1", "h2"], 1)
+        .start();
     lab.wait_tunnels("h1", "lan1", 1, UP_WITHIN);
-    let (a, b) = (lab.vm("h1", "lan1", 0).clone(), lab.vm("h2", "lan1", 0).clone());
+    let (a, b) = (
+        lab.vm("h1", "lan1", 0).clone(),
+        lab.vm("h2", "lan1", 0).clone(),
+    );
     assert!(lab.ping(&a, b.ip));
     let h2 = lab.host_ns("h2").to_string();
     assert!(lab.has_link(&h2, "tap0"));
@@ -269,12 +359,19 @@ fn sigterm_exits_cleanly_and_a_restart_rekeys() {
     assert!(!lab.has_link(&h2, "tap0"), "TAP removed on exit");
     assert!(!lab.socket("h2").exists(), "control socket removed on exit");
     let log = lab.log("h2");
-    assert!(log.contains("SIGTERM: shutting down") && log.contains("stopped"), "{log}");
+    assert!(
+        log.contains("SIGTERM: shutting down") && log.contains("stopped"),
+        "{log}"
+    );
     assert!(!lab.ping(&a, b.ip), "nothing answers while h2 is down");
     // Back up with fresh keys; h1 accepts the newer hello and traffic flows again.
     lab.restart("h2");
     lab.wait_tunnels("h2", "lan1", 1, UP_WITHIN);
     lab.wait_tunnels("h1", "lan1", 1, UP_WITHIN);
     assert!(lab.ping(&a, b.ip), "after restart");
-    assert!(lab.log("h1").contains("new session keys"), "{}", lab.log("h1"));
+    assert!(
+        lab.log("h1").contains("new session keys"),
+        "{}",
+        lab.log("h1")
+    );
 }

@@ -139,7 +139,8 @@ impl<'de> Deserialize<'de> for Name {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
         let ok = (1..=32).contains(&s.len())
-            && s.bytes().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-'));
+            && s.bytes()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-'));
         if !ok {
             return Err(de::Error::custom(format!(
                 "invalid name {s:?}: expected 1 to 32 characters of A-Z a-z 0-9 . _ -"
@@ -163,7 +164,8 @@ impl<'de> Deserialize<'de> for IfName {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
         let ok = (1..=15).contains(&s.len())
-            && s.bytes().all(|c| c.is_ascii_graphic() && c != b'/' && c != b':')
+            && s.bytes()
+                .all(|c| c.is_ascii_graphic() && c != b'/' && c != b':')
             && s != "."
             && s != "..";
         if !ok {
@@ -188,8 +190,12 @@ impl FromStr for Cidr {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
         let expected = "expected an address with prefix length, like 10.77.1.1/24";
-        let (a, p) = s.split_once('/').ok_or_else(|| format!("{s:?}: missing /prefix; {expected}"))?;
-        let addr: IpAddr = a.parse().map_err(|_| format!("{a:?} is not an IP address; {expected}"))?;
+        let (a, p) = s
+            .split_once('/')
+            .ok_or_else(|| format!("{s:?}: missing /prefix; {expected}"))?;
+        let addr: IpAddr = a
+            .parse()
+            .map_err(|_| format!("{a:?} is not an IP address; {expected}"))?;
         let max = if addr.is_ipv4() { 32 } else { 128 };
         let prefix: u8 = p
             .parse()
@@ -215,23 +221,38 @@ impl fmt::Display for Cidr {
 impl Config {
     /// Read and check a config file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
         Self::parse(&text, path)
     }
 
     /// Parse and check config text; `path` is used in messages and to resolve nothing else.
     pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
-        let mut cfg: Config = toml::from_str(text)
-            .map_err(|e| ConfigError::Parse { path: path.to_path_buf(), message: e.to_string() })?;
+        let mut cfg: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
         cfg.path = path.to_path_buf();
         cfg.check(text)?;
         Ok(cfg)
     }
 
-    fn invalid(&self, text: &str, span: std::ops::Range<usize>, key: String, message: String) -> ConfigError {
+    fn invalid(
+        &self,
+        text: &str,
+        span: std::ops::Range<usize>,
+        key: String,
+        message: String,
+    ) -> ConfigError {
         let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
-        ConfigError::Invalid { path: self.path.clone(), line, key, message }
+        ConfigError::Invalid {
+            path: self.path.clone(),
+            line,
+            key,
+            message,
+        }
     }
 
     fn check(&self, text: &str) -> Result<(), ConfigError> {
@@ -258,7 +279,10 @@ impl Config {
                         text,
                         lan.name.span(),
                         format!("lan[{i}].name"),
-                        format!("LAN {} is already defined as lan[{j}]; each LAN appears once", lan.name.get_ref()),
+                        format!(
+                            "LAN {} is already defined as lan[{j}]; each LAN appears once",
+                            lan.name.get_ref()
+                        ),
                     ));
                 }
                 if other.tap.get_ref() == lan.tap.get_ref() {
@@ -266,7 +290,10 @@ impl Config {
                         text,
                         lan.tap.span(),
                         format!("lan[{i}].tap"),
-                        format!("TAP {} is already used by lan[{j}]; each LAN needs its own TAP", lan.tap.get_ref().0),
+                        format!(
+                            "TAP {} is already used by lan[{j}]; each LAN needs its own TAP",
+                            lan.tap.get_ref().0
+                        ),
                     ));
                 }
             }
@@ -299,7 +326,9 @@ impl Config {
 
     /// The host id: `[host] id` or derived from the name.
     pub fn host_id(&self) -> u32 {
-        self.host.id.unwrap_or_else(|| crate::crypto::host_id(&self.host.name.0))
+        self.host
+            .id
+            .unwrap_or_else(|| crate::crypto::host_id(&self.host.name.0))
     }
 
     /// The control socket path.
@@ -311,17 +340,35 @@ impl Config {
     }
 
     /// Read the secret of LAN `i`, with an error that says how to fix it.
-    pub fn read_secret(&self, i: usize, text_for_lines: Option<&str>) -> Result<LanSecret, ConfigError> {
+    pub fn read_secret(
+        &self,
+        i: usize,
+        text_for_lines: Option<&str>,
+    ) -> Result<LanSecret, ConfigError> {
         let lan = &self.lans[i];
         let path = lan.secret_file.get_ref();
         let fail = |message: String| {
             let line = text_for_lines
-                .map(|t| t[..lan.secret_file.span().start.min(t.len())].matches('\n').count() + 1)
+                .map(|t| {
+                    t[..lan.secret_file.span().start.min(t.len())]
+                        .matches('\n')
+                        .count()
+                        + 1
+                })
                 .unwrap_or(0);
-            ConfigError::Invalid { path: self.path.clone(), line, key: format!("lan[{i}].secret_file"), message }
+            ConfigError::Invalid {
+                path: self.path.clone(),
+                line,
+                key: format!("lan[{i}].secret_file"),
+                message,
+            }
         };
         let text = std::fs::read_to_string(path).map_err(|e| {
-            fail(format!("cannot read {}: {e} (create one with `vmvpn keygen > {}`)", path.display(), path.display()))
+            fail(format!(
+                "cannot read {}: {e} (create one with `vmvpn keygen > {}`)",
+                path.display(),
+                path.display()
+            ))
         })?;
         parse_secret(&text).map_err(|m| fail(format!("{}: {m}", path.display())))
     }
@@ -337,10 +384,16 @@ pub fn parse_secret(text: &str) -> Result<LanSecret, String> {
     let t = text.trim();
     let bytes = base64::engine::general_purpose::STANDARD
         .decode(t)
-        .map_err(|_| "not base64: expected one line of 44 base64 characters, as `vmvpn keygen` prints".to_string())?;
-    let arr: [u8; 32] = bytes
-        .try_into()
-        .map_err(|b: Vec<u8>| format!("decodes to {} bytes, expected 32 (use `vmvpn keygen`)", b.len()))?;
+        .map_err(|_| {
+            "not base64: expected one line of 44 base64 characters, as `vmvpn keygen` prints"
+                .to_string()
+        })?;
+    let arr: [u8; 32] = bytes.try_into().map_err(|b: Vec<u8>| {
+        format!(
+            "decodes to {} bytes, expected 32 (use `vmvpn keygen`)",
+            b.len()
+        )
+    })?;
     Ok(LanSecret(arr))
 }
 
@@ -371,7 +424,9 @@ peers = ["10.77.1.2:7401", "10.77.1.3:7401"]
 "#;
 
     fn err(text: &str) -> String {
-        Config::parse(text, Path::new("host.toml")).expect_err("must fail").to_string()
+        Config::parse(text, Path::new("host.toml"))
+            .expect_err("must fail")
+            .to_string()
     }
 
     #[test]
@@ -390,7 +445,12 @@ peers = ["10.77.1.2:7401", "10.77.1.3:7401"]
     #[test]
     fn unknown_key_names_line_and_expected_keys() {
         let e = err(&GOOD.replace("tap = \"vl1\"", "tap = \"vl1\"\ntpa = 1"));
-        assert!(e.contains("line 11") && e.contains("unknown field `tpa`") && e.contains("expected one of"), "{e}");
+        assert!(
+            e.contains("line 11")
+                && e.contains("unknown field `tpa`")
+                && e.contains("expected one of"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -407,10 +467,18 @@ peers = ["10.77.1.2:7401", "10.77.1.3:7401"]
 
     #[test]
     fn duplicate_lans_and_taps_are_refused_with_their_line() {
-        let two = format!("{GOOD}\n[[lan]]\nname = \"lan1\"\nsegment = \"10.0.0.0/8\"\ntap = \"vl2\"\nsecret_file = \"x\"\n");
+        let two = format!(
+            "{GOOD}\n[[lan]]\nname = \"lan1\"\nsegment = \"10.0.0.0/8\"\ntap = \"vl2\"\nsecret_file = \"x\"\n"
+        );
         let e = err(&two);
-        assert!(e.contains("host.toml:15: `lan[1].name`") && e.contains("already defined"), "{e}");
-        let two = two.replace("name = \"lan1\"\nsegment = \"10.0.0.0/8\"\ntap = \"vl2\"", "name = \"lan2\"\nsegment = \"10.0.0.0/8\"\ntap = \"vl1\"");
+        assert!(
+            e.contains("host.toml:15: `lan[1].name`") && e.contains("already defined"),
+            "{e}"
+        );
+        let two = two.replace(
+            "name = \"lan1\"\nsegment = \"10.0.0.0/8\"\ntap = \"vl2\"",
+            "name = \"lan2\"\nsegment = \"10.0.0.0/8\"\ntap = \"vl1\"",
+        );
         let e = err(&two);
         assert!(e.contains("host.toml:17: `lan[1].tap`"), "{e}");
     }
@@ -428,10 +496,25 @@ peers = ["10.77.1.2:7401", "10.77.1.3:7401"]
         let s = generate_secret().expect("rng");
         assert_eq!(s.len(), 44);
         assert!(parse_secret(&format!("{s}\n")).is_ok());
-        assert!(parse_secret("not base64!").unwrap_err().contains("not base64"));
-        assert!(parse_secret("AAAA").unwrap_err().contains("3 bytes, expected 32"));
+        assert!(
+            parse_secret("not base64!")
+                .unwrap_err()
+                .contains("not base64")
+        );
+        assert!(
+            parse_secret("AAAA")
+                .unwrap_err()
+                .contains("3 bytes, expected 32")
+        );
         let c = Config::parse(GOOD, Path::new("host.toml")).expect("valid");
-        let e = c.read_secret(0, Some(GOOD)).map(|_| ()).expect_err("missing file").to_string();
-        assert!(e.contains("host.toml:11") && e.contains("vmvpn keygen >"), "{e}");
+        let e = c
+            .read_secret(0, Some(GOOD))
+            .map(|_| ())
+            .expect_err("missing file")
+            .to_string();
+        assert!(
+            e.contains("host.toml:11") && e.contains("vmvpn keygen >"),
+            "{e}"
+        );
     }
 }

@@ -47,7 +47,9 @@ pub enum ControlError {
         source: std::io::Error,
     },
     /// Could not connect.
-    #[error("cannot reach vmvpn at {path}: {source} (is `vmvpn up` running? pick the socket with --socket)")]
+    #[error(
+        "cannot reach vmvpn at {path}: {source} (is `vmvpn up` running? pick the socket with --socket)"
+    )]
     Connect {
         /// The path.
         path: PathBuf,
@@ -66,7 +68,10 @@ pub enum ControlError {
 
 /// Bind the control socket, replacing a stale one left by a crashed daemon.
 pub fn bind(path: &Path) -> Result<UnixListener, ControlError> {
-    let err = |source| ControlError::Bind { path: path.to_path_buf(), source };
+    let err = |source| ControlError::Bind {
+        path: path.to_path_buf(),
+        source,
+    };
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(err)?;
     }
@@ -142,9 +147,13 @@ async fn answer(line: &str, dp: &Handle) -> Value {
 
 /// Ask a daemon (blocking; for the CLI).
 pub fn request(path: &Path, req: &ControlRequest) -> Result<Value, ControlError> {
-    let conn = |source| ControlError::Connect { path: path.to_path_buf(), source };
+    let conn = |source| ControlError::Connect {
+        path: path.to_path_buf(),
+        source,
+    };
     let mut s = StdUnixStream::connect(path).map_err(conn)?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).map_err(conn)?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .map_err(conn)?;
     let mut line = serde_json::to_string(req).map_err(|e| ControlError::Answer {
         path: path.to_path_buf(),
         message: e.to_string(),
@@ -153,12 +162,18 @@ pub fn request(path: &Path, req: &ControlRequest) -> Result<Value, ControlError>
     s.write_all(line.as_bytes()).map_err(conn)?;
     let mut answer = String::new();
     BufReader::new(s).read_line(&mut answer).map_err(conn)?;
-    let bad = |message: String| ControlError::Answer { path: path.to_path_buf(), message };
-    let mut v: Value = serde_json::from_str(&answer).map_err(|e| bad(format!("unreadable answer: {e}")))?;
+    let bad = |message: String| ControlError::Answer {
+        path: path.to_path_buf(),
+        message,
+    };
+    let mut v: Value =
+        serde_json::from_str(&answer).map_err(|e| bad(format!("unreadable answer: {e}")))?;
     if let Some(e) = v.get("error") {
         return Err(bad(e.as_str().unwrap_or("unknown error").to_string()));
     }
-    v.get_mut("ok").map(Value::take).ok_or_else(|| bad("answer without \"ok\"".into()))
+    v.get_mut("ok")
+        .map(Value::take)
+        .ok_or_else(|| bad("answer without \"ok\"".into()))
 }
 
 #[cfg(test)]
@@ -167,9 +182,18 @@ mod tests {
 
     #[test]
     fn requests_have_a_stable_json_form() {
-        assert_eq!(serde_json::to_string(&ControlRequest::Status).expect("ser"), r#"{"request":"status"}"#);
-        let m: ControlRequest = serde_json::from_str(r#"{"request":"macs","lan":"lan1"}"#).expect("de");
-        assert_eq!(m, ControlRequest::Macs { lan: Some("lan1".into()) });
+        assert_eq!(
+            serde_json::to_string(&ControlRequest::Status).expect("ser"),
+            r#"{"request":"status"}"#
+        );
+        let m: ControlRequest =
+            serde_json::from_str(r#"{"request":"macs","lan":"lan1"}"#).expect("de");
+        assert_eq!(
+            m,
+            ControlRequest::Macs {
+                lan: Some("lan1".into())
+            }
+        );
         let m: ControlRequest = serde_json::from_str(r#"{"request":"macs"}"#).expect("de");
         assert_eq!(m, ControlRequest::Macs { lan: None });
         assert!(serde_json::from_str::<ControlRequest>(r#"{"request":"reboot"}"#).is_err());

@@ -58,7 +58,11 @@ impl LanKeys {
         let root = hkdf::Salt::new(hkdf::HKDF_SHA256, b"vmvpn/1 lan").extract(&secret.0);
         let hello_bytes: [u8; 32] = expand(&root, &[b"vmvpn/1 hello"]);
         let root_salt: [u8; 32] = expand(&root, &[b"vmvpn/1 session salt"]);
-        LanKeys { root, hello: hmac::Key::new(hmac::HMAC_SHA256, &hello_bytes), root_salt }
+        LanKeys {
+            root,
+            hello: hmac::Key::new(hmac::HMAC_SHA256, &hello_bytes),
+            root_salt,
+        }
     }
 
     /// HMAC over a hello's header and signed body.
@@ -99,7 +103,11 @@ impl LanKeys {
             return None;
         }
         let i_am_low = my_id < peer_id;
-        let (lo, hi) = if i_am_low { ((my_id, my_pub), (peer_id, peer_pub)) } else { ((peer_id, peer_pub), (my_id, my_pub)) };
+        let (lo, hi) = if i_am_low {
+            ((my_id, my_pub), (peer_id, peer_pub))
+        } else {
+            ((peer_id, peer_pub), (my_id, my_pub))
+        };
         let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, &self.root_salt).extract(shared.as_bytes());
         let okm: [u8; 64] = expand(
             &prk,
@@ -116,12 +124,24 @@ impl LanKeys {
         let mut hi_lo = [0u8; 32];
         lo_hi.copy_from_slice(&okm[..32]);
         hi_lo.copy_from_slice(&okm[32..]);
-        Some(if i_am_low { (lo_hi, hi_lo) } else { (hi_lo, lo_hi) })
+        Some(if i_am_low {
+            (lo_hi, hi_lo)
+        } else {
+            (hi_lo, lo_hi)
+        })
     }
 
     /// The group key a sender uses for flooded frames during one run.
     pub fn group_key(&self, lan: u32, sender: u32, sender_pub: &[u8; 32]) -> [u8; 32] {
-        expand(&self.root, &[b"vmvpn/1 group", &lan.to_be_bytes(), &sender.to_be_bytes(), sender_pub])
+        expand(
+            &self.root,
+            &[
+                b"vmvpn/1 group",
+                &lan.to_be_bytes(),
+                &sender.to_be_bytes(),
+                sender_pub,
+            ],
+        )
     }
 }
 
@@ -144,8 +164,12 @@ impl SealKey {
         let mut fp = [0u8; 8];
         fp.copy_from_slice(&d.as_ref()[..8]);
         // Invariant: AES_256_GCM takes exactly 32 key bytes, which the type guarantees.
-        let unbound = aead::UnboundKey::new(&aead::AES_256_GCM, bytes).unwrap_or_else(|_| unreachable!());
-        SealKey { key: aead::LessSafeKey::new(unbound), fingerprint: u64::from_be_bytes(fp) }
+        let unbound =
+            aead::UnboundKey::new(&aead::AES_256_GCM, bytes).unwrap_or_else(|_| unreachable!());
+        SealKey {
+            key: aead::LessSafeKey::new(unbound),
+            fingerprint: u64::from_be_bytes(fp),
+        }
     }
 
     /// A non-secret identifier of this key.
@@ -178,7 +202,10 @@ impl SealKey {
             return None;
         }
         let (hdr, rest) = buf.split_at_mut(HEADER_LEN);
-        let plain = self.key.open_in_place(nonce(seq), aead::Aad::from(&*hdr), rest).ok()?;
+        let plain = self
+            .key
+            .open_in_place(nonce(seq), aead::Aad::from(&*hdr), rest)
+            .ok()?;
         Some(plain.len())
     }
 }
@@ -232,22 +259,40 @@ mod tests {
         assert_eq!(a_rx, b_tx);
         assert_ne!(a_tx, a_rx, "each direction has its own key");
         // Another LAN id or another secret gives other keys.
-        assert_ne!(lan.session_keys(8, (10, &a, &ap), (20, &bp)).expect("dh").0, a_tx);
-        assert_ne!(keys(2).session_keys(9, (10, &a, &ap), (20, &bp)).expect("dh").0, a_tx);
+        assert_ne!(
+            lan.session_keys(8, (10, &a, &ap), (20, &bp)).expect("dh").0,
+            a_tx
+        );
+        assert_ne!(
+            keys(2)
+                .session_keys(9, (10, &a, &ap), (20, &bp))
+                .expect("dh")
+                .0,
+            a_tx
+        );
     }
 
     #[test]
     fn low_order_public_key_is_refused() {
         let lan = keys(1);
         let a = StaticSecret::from([3u8; 32]);
-        assert!(lan.session_keys(1, (1, &a, &public_of(&a)), (2, &[0u8; 32])).is_none());
+        assert!(
+            lan.session_keys(1, (1, &a, &public_of(&a)), (2, &[0u8; 32]))
+                .is_none()
+        );
     }
 
     #[test]
     fn seal_open_round_trip_and_tamper_detection() {
         let k = SealKey::new(&[7u8; 32]);
         let mut buf = [0u8; 128];
-        let hdr = Header { kind: crate::wire::Kind::Data, flags: 0, lan: 1, sender: 2, seq: 5 };
+        let hdr = Header {
+            kind: crate::wire::Kind::Data,
+            flags: 0,
+            lan: 1,
+            sender: 2,
+            seq: 5,
+        };
         buf[..HEADER_LEN].copy_from_slice(&hdr.to_bytes());
         buf[HEADER_LEN..HEADER_LEN + 10].copy_from_slice(b"0123456789");
         let n = k.seal(5, &mut buf, 10).expect("seal");

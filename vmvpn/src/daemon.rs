@@ -19,15 +19,20 @@ use vmvpn::udp::Udp;
 use vmvpn::{control, netdev, wire};
 
 pub fn up(path: &Path) -> Result<()> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read config {}", path.display()))?;
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read config {}", path.display()))?;
     let cfg = Config::parse(&text, path)?;
-    let secrets = (0..cfg.lans.len()).map(|i| cfg.read_secret(i, Some(&text))).collect::<Result<Vec<_>, _>>()?;
+    let secrets = (0..cfg.lans.len())
+        .map(|i| cfg.read_secret(i, Some(&text)))
+        .collect::<Result<Vec<_>, _>>()?;
 
     let underlay_ip = cfg.host.address.addr;
     let underlay_mtu = match cfg.host.underlay_mtu {
         Some(m) => u32::from(m),
         None => match netdev::interface_with_address(underlay_ip)? {
-            Some(ifname) => netdev::mtu(&ifname).with_context(|| format!("cannot read the MTU of {ifname}"))?,
+            Some(ifname) => {
+                netdev::mtu(&ifname).with_context(|| format!("cannot read the MTU of {ifname}"))?
+            }
             None => {
                 warn!(address = %underlay_ip, "no interface holds [host] address; assuming underlay MTU 1500 (set [host] underlay_mtu)");
                 1500
@@ -40,14 +45,18 @@ pub fn up(path: &Path) -> Result<()> {
         IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
     });
     let bind = SocketAddr::new(bind_ip, cfg.host.port);
-    let udp = Udp::bind(bind)
-        .with_context(|| format!("cannot bind the data port {bind} (is another vmvpn running? set [host] port)"))?;
+    let udp = Udp::bind(bind).with_context(|| {
+        format!("cannot bind the data port {bind} (is another vmvpn running? set [host] port)")
+    })?;
 
     let mut taps = Vec::new();
     let mut specs = Vec::new();
     for (i, (lan, secret)) in cfg.lans.iter().zip(secrets).enumerate() {
         let computed = wire::tap_mtu_for(underlay_mtu as usize, underlay_ip.is_ipv6());
-        let mtu = lan.mtu.as_ref().map_or(computed, |m| usize::from(*m.get_ref()));
+        let mtu = lan
+            .mtu
+            .as_ref()
+            .map_or(computed, |m| usize::from(*m.get_ref()));
         if mtu > computed {
             warn!(lan = %lan.name.get_ref(), mtu, fits = computed, "TAP MTU larger than the underlay allows: full frames will be fragmented by IP");
         }
@@ -80,15 +89,27 @@ pub fn up(path: &Path) -> Result<()> {
         taps.push(tap);
     }
     if cfg.host.metrics.is_some() {
-        warn!("[host] metrics is accepted but not served yet: the Prometheus endpoint comes with the telemetry release");
+        warn!(
+            "[host] metrics is accepted but not served yet: the Prometheus endpoint comes with the telemetry release"
+        );
     }
 
     let mut x25519 = [0u8; 32];
-    SystemRandom::new().fill(&mut x25519).map_err(|_| anyhow!("the system random source failed"))?;
-    let start_ns = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
+    SystemRandom::new()
+        .fill(&mut x25519)
+        .map_err(|_| anyhow!("the system random source failed"))?;
+    let start_ns = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
     let host_id = cfg.host_id();
     let engine = Engine::new(
-        HostIdentity { id: host_id, name: cfg.host.name.0.clone(), secret: x25519, start_ns },
+        HostIdentity {
+            id: host_id,
+            name: cfg.host.name.0.clone(),
+            secret: x25519,
+            start_ns,
+        },
         specs,
         Timers::default(),
     );
@@ -103,7 +124,9 @@ pub fn up(path: &Path) -> Result<()> {
     let (dp, handle) = DataPlane::new(engine, udp, taps, host)?;
     let sock = cfg.control_socket();
 
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     rt.block_on(async move {
         let listener = control::bind(&sock)?;
         let (done_tx, done_rx) = tokio::sync::oneshot::channel();

@@ -309,7 +309,9 @@ impl Engine {
 
     /// Add a peer address to a LAN (no-op if present). The handshake starts at the next tick.
     pub fn add_peer(&mut self, lan: usize, addr: SocketAddr, source: PeerSource) {
-        let Some(l) = self.lans.get_mut(lan) else { return };
+        let Some(l) = self.lans.get_mut(lan) else {
+            return;
+        };
         if l.peer_by_addr(addr).is_none() {
             l.peers.push(Peer::new(addr, source));
         }
@@ -317,11 +319,20 @@ impl Engine {
 
     /// Remove a peer by address, with its MACs.
     pub fn remove_peer(&mut self, lan: usize, addr: SocketAddr) {
-        let Some(l) = self.lans.get_mut(lan) else { return };
-        let Some(i) = l.peer_by_addr(addr) else { return };
+        let Some(l) = self.lans.get_mut(lan) else {
+            return;
+        };
+        let Some(i) = l.peer_by_addr(addr) else {
+            return;
+        };
         l.peers.remove(i);
         l.macs.forget_peer(i);
-        l.by_id = l.peers.iter().enumerate().filter_map(|(i, p)| Some((p.id?, i))).collect();
+        l.by_id = l
+            .peers
+            .iter()
+            .enumerate()
+            .filter_map(|(i, p)| Some((p.id?, i)))
+            .collect();
         l.rebuild_flood();
     }
 
@@ -330,7 +341,13 @@ impl Engine {
     /// `buf[HEADER_LEN..HEADER_LEN + len]` holds the frame; `buf` must have room for the
     /// header before it and the tag after it (`HEADER_LEN + max_frame + TAG_LEN`). On
     /// `Unicast`/`Flood`, `buf[..n]` is the sealed datagram.
-    pub fn on_tap_frame(&mut self, lan: usize, buf: &mut [u8], len: usize, now: Instant) -> TapAction<'_> {
+    pub fn on_tap_frame(
+        &mut self,
+        lan: usize,
+        buf: &mut [u8],
+        len: usize,
+        now: Instant,
+    ) -> TapAction<'_> {
         let Some(l) = self.lans.get_mut(lan) else {
             self.drops.bump(DropReason::UnknownLan);
             return TapAction::Drop(DropReason::UnknownLan);
@@ -343,7 +360,11 @@ impl Engine {
         }
         let (dst, src) = macs_of(&buf[HEADER_LEN..HEADER_LEN + ETHERNET_HEADER_LEN]);
         l.macs.learn(src, Location::Local, now);
-        let target = if is_group(&dst) { None } else { l.macs.lookup(&dst, now) };
+        let target = if is_group(&dst) {
+            None
+        } else {
+            l.macs.lookup(&dst, now)
+        };
         match target {
             Some(Location::Local) => TapAction::Drop(l.drop_at(None, DropReason::LocalDestination)),
             Some(Location::Peer(i)) => {
@@ -354,7 +375,13 @@ impl Engine {
                     return TapAction::Drop(l.drop_at(Some(i), DropReason::NoSession));
                 };
                 let seq = p.tx_seq;
-                let hdr = Header { kind: Kind::Data, flags: 0, lan: l.spec.id, sender: self.id, seq };
+                let hdr = Header {
+                    kind: Kind::Data,
+                    flags: 0,
+                    lan: l.spec.id,
+                    sender: self.id,
+                    seq,
+                };
                 write_header(buf, &hdr);
                 let Some(n) = s.tx.seal(seq, buf, len) else {
                     return TapAction::Drop(l.drop_at(Some(i), DropReason::Oversize));
@@ -369,7 +396,13 @@ impl Engine {
                     return TapAction::Drop(l.drop_at(None, DropReason::NoRoute));
                 }
                 let seq = l.group_seq;
-                let hdr = Header { kind: Kind::Flood, flags: 0, lan: l.spec.id, sender: self.id, seq };
+                let hdr = Header {
+                    kind: Kind::Flood,
+                    flags: 0,
+                    lan: l.spec.id,
+                    sender: self.id,
+                    seq,
+                };
                 write_header(buf, &hdr);
                 let Some(n) = l.group_tx.seal(seq, buf, len) else {
                     return TapAction::Drop(l.drop_at(None, DropReason::Oversize));
@@ -405,11 +438,20 @@ impl Engine {
         }
         match header.kind {
             Kind::Hello => self.on_hello(lan, from, &header, buf, now),
-            Kind::Data | Kind::Flood | Kind::Keepalive => self.on_sealed(lan, from, &header, buf, now),
+            Kind::Data | Kind::Flood | Kind::Keepalive => {
+                self.on_sealed(lan, from, &header, buf, now)
+            }
         }
     }
 
-    fn on_sealed(&mut self, lan: usize, from: SocketAddr, h: &Header, buf: &mut [u8], now: Instant) -> RxAction {
+    fn on_sealed(
+        &mut self,
+        lan: usize,
+        from: SocketAddr,
+        h: &Header,
+        buf: &mut [u8],
+        now: Instant,
+    ) -> RxAction {
         let l = &mut self.lans[lan];
         if buf.len() > HEADER_LEN + l.spec.max_frame + TAG_LEN {
             let peer = l.by_id.get(&h.sender).copied();
@@ -471,19 +513,37 @@ impl Engine {
         RxAction::Tap { lan, frame }
     }
 
-    fn on_hello(&mut self, lan: usize, from: SocketAddr, h: &Header, buf: &[u8], now: Instant) -> RxAction {
+    fn on_hello(
+        &mut self,
+        lan: usize,
+        from: SocketAddr,
+        h: &Header,
+        buf: &[u8],
+        now: Instant,
+    ) -> RxAction {
         let l = &mut self.lans[lan];
-        let known = l.by_id.get(&h.sender).copied().or_else(|| l.peer_by_addr(from));
+        let known = l
+            .by_id
+            .get(&h.sender)
+            .copied()
+            .or_else(|| l.peer_by_addr(from));
         let Ok(hello) = Hello::parse(&buf[HEADER_LEN..]) else {
             return RxAction::Drop(l.drop_at(known, DropReason::BadHeader));
         };
-        if !l.keys.verify_hello(&buf[..HEADER_LEN], &hello.signed_body(), &hello.mac) {
+        if !l
+            .keys
+            .verify_hello(&buf[..HEADER_LEN], &hello.signed_body(), &hello.mac)
+        {
             return RxAction::Drop(l.drop_at(known, DropReason::AuthFailure));
         }
         // Authentic from here on: it holds the LAN secret.
         let pi = match l.by_id.get(&h.sender) {
             Some(&i) => i,
-            None => match l.peers.iter().position(|p| p.addr == from && p.id.is_none()) {
+            None => match l
+                .peers
+                .iter()
+                .position(|p| p.addr == from && p.id.is_none())
+            {
                 Some(i) => i,
                 None => {
                     l.peers.push(Peer::new(from, PeerSource::Hello));
@@ -492,7 +552,10 @@ impl Engine {
             },
         };
         let p = &mut l.peers[pi];
-        let same_key = p.session.as_ref().is_some_and(|s| s.peer_public == hello.public);
+        let same_key = p
+            .session
+            .as_ref()
+            .is_some_and(|s| s.peer_public == hello.public);
         let mut new_session = false;
         let had_session = p.session.is_some();
         if !same_key {
@@ -500,9 +563,11 @@ impl Engine {
                 // An older hello (replayed, or delayed): never go back to old keys.
                 return RxAction::Drop(l.drop_at(Some(pi), DropReason::Replay));
             }
-            let Some((tx, rx)) =
-                l.keys.session_keys(l.spec.id, (self.id, &self.secret, &self.public), (h.sender, &hello.public))
-            else {
+            let Some((tx, rx)) = l.keys.session_keys(
+                l.spec.id,
+                (self.id, &self.secret, &self.public),
+                (h.sender, &hello.public),
+            ) else {
                 return RxAction::Drop(l.drop_at(Some(pi), DropReason::AuthFailure));
             };
             let group = l.keys.group_key(l.spec.id, h.sender, &hello.public);
@@ -545,16 +610,34 @@ impl Engine {
     fn queue_hello(&mut self, lan: usize, pi: usize, now: Instant, force: bool) {
         let l = &mut self.lans[lan];
         let Some(p) = l.peers.get_mut(pi) else { return };
-        if !force && p.last_hello.is_some_and(|t| now.saturating_duration_since(t) < HELLO_REPLY_MIN) {
+        if !force
+            && p.last_hello
+                .is_some_and(|t| now.saturating_duration_since(t) < HELLO_REPLY_MIN)
+        {
             return;
         }
         p.last_hello = Some(now);
         let echo = p.session.as_ref().map_or([0u8; 32], |s| s.peer_public);
-        let hdr = Header { kind: Kind::Hello, flags: 0, lan: l.spec.id, sender: self.id, seq: self.start_ns };
+        let hdr = Header {
+            kind: Kind::Hello,
+            flags: 0,
+            lan: l.spec.id,
+            sender: self.id,
+            seq: self.start_ns,
+        };
         let hdr_bytes = hdr.to_bytes();
-        let mut hello = Hello { public: self.public, echo, name: self.name, mac: [0; 32] };
+        let mut hello = Hello {
+            public: self.public,
+            echo,
+            name: self.name,
+            mac: [0; 32],
+        };
         hello.mac = l.keys.hello_mac(&hdr_bytes, &hello.signed_body());
-        let mut out = Outgoing { to: p.addr, len: HELLO_LEN, buf: [0; HELLO_LEN] };
+        let mut out = Outgoing {
+            to: p.addr,
+            len: HELLO_LEN,
+            buf: [0; HELLO_LEN],
+        };
         out.buf[..HEADER_LEN].copy_from_slice(&hdr_bytes);
         let body: &mut [u8; HELLO_BODY_LEN] = match (&mut out.buf[HEADER_LEN..]).try_into() {
             Ok(b) => b,
@@ -569,10 +652,22 @@ impl Engine {
         let Some(p) = l.peers.get_mut(pi) else { return };
         let Some(s) = p.session.as_ref() else { return };
         let seq = p.tx_seq;
-        let mut out = Outgoing { to: p.addr, len: 0, buf: [0; HELLO_LEN] };
-        let hdr = Header { kind: Kind::Keepalive, flags: 0, lan: l.spec.id, sender: self.id, seq };
+        let mut out = Outgoing {
+            to: p.addr,
+            len: 0,
+            buf: [0; HELLO_LEN],
+        };
+        let hdr = Header {
+            kind: Kind::Keepalive,
+            flags: 0,
+            lan: l.spec.id,
+            sender: self.id,
+            seq,
+        };
         write_header(&mut out.buf, &hdr);
-        let Some(n) = s.tx.seal(seq, &mut out.buf, 0) else { return };
+        let Some(n) = s.tx.seal(seq, &mut out.buf, 0) else {
+            return;
+        };
         out.len = n;
         p.tx_seq += 1;
         p.last_sent = Some(now);
@@ -600,11 +695,16 @@ impl Engine {
                     info!(lan = %l.spec.name, peer = %p.addr, name = %p.name, silent_s = t.dead_after.as_secs(), "tunnel down: nothing heard");
                 }
                 if !p.up {
-                    let due = p.last_hello.is_none_or(|h| now.saturating_duration_since(h) >= t.hello_interval);
+                    let due = p
+                        .last_hello
+                        .is_none_or(|h| now.saturating_duration_since(h) >= t.hello_interval);
                     if due {
                         self.queue_hello(li, pi, now, true);
                     }
-                } else if p.last_sent.is_none_or(|s| now.saturating_duration_since(s) >= t.keepalive_interval) {
+                } else if p
+                    .last_sent
+                    .is_none_or(|s| now.saturating_duration_since(s) >= t.keepalive_interval)
+                {
                     self.queue_keepalive(li, pi, now);
                 }
             }
@@ -679,12 +779,19 @@ impl Engine {
     /// The MAC databases, optionally of one LAN.
     pub fn mac_rows(&self, lan: Option<&str>, now: Instant) -> Vec<MacRow> {
         let mut rows = Vec::new();
-        for l in self.lans.iter().filter(|l| lan.is_none_or(|n| n == l.spec.name)) {
+        for l in self
+            .lans
+            .iter()
+            .filter(|l| lan.is_none_or(|n| n == l.spec.name))
+        {
             for e in l.macs.entries(now) {
                 let (location, peer_name) = match e.at {
                     Location::Local => ("local".to_string(), None),
                     Location::Peer(i) => match l.peers.get(i) {
-                        Some(p) => (p.addr.to_string(), Some(p.name.clone()).filter(|n| !n.is_empty())),
+                        Some(p) => (
+                            p.addr.to_string(),
+                            Some(p.name.clone()).filter(|n| !n.is_empty()),
+                        ),
                         None => ("?".to_string(), None),
                     },
                 };

@@ -104,8 +104,11 @@ impl Net {
             }
             for (from, to, mut bytes) in std::mem::take(&mut self.queue) {
                 self.sent.push((from, to, bytes.clone()));
-                let Some(dst) = self.index_of(to) else { continue };
-                if let RxAction::Tap { frame, .. } = self.hosts[dst].on_datagram(addr(from), &mut bytes, self.now)
+                let Some(dst) = self.index_of(to) else {
+                    continue;
+                };
+                if let RxAction::Tap { frame, .. } =
+                    self.hosts[dst].on_datagram(addr(from), &mut bytes, self.now)
                 {
                     self.taps[dst].push(bytes[frame].to_vec());
                 }
@@ -131,11 +134,12 @@ impl Net {
         let mut buf = vec![0u8; buffer_len(MAX_FRAME)];
         buf[HEADER_LEN..HEADER_LEN + f.len()].copy_from_slice(f);
         let now = self.now;
-        let out: Vec<(SocketAddr, Vec<u8>)> = match self.hosts[h].on_tap_frame(LAN, &mut buf, f.len(), now) {
-            TapAction::Unicast(to, n) => vec![(to, buf[..n].to_vec())],
-            TapAction::Flood(to, n) => to.iter().map(|a| (*a, buf[..n].to_vec())).collect(),
-            TapAction::Drop(r) => return Some(r),
-        };
+        let out: Vec<(SocketAddr, Vec<u8>)> =
+            match self.hosts[h].on_tap_frame(LAN, &mut buf, f.len(), now) {
+                TapAction::Unicast(to, n) => vec![(to, buf[..n].to_vec())],
+                TapAction::Flood(to, n) => to.iter().map(|a| (*a, buf[..n].to_vec())).collect(),
+                TapAction::Drop(r) => return Some(r),
+            };
         for (to, b) in out {
             self.queue.push((h, to, b));
         }
@@ -194,14 +198,23 @@ fn broadcast_reaches_every_other_host_once_and_replies_go_unicast() {
     let reply = frame(mac(1), mac(2), b"is-at");
     assert_eq!(net.send(1, &reply), None);
     assert_eq!(net.taps[0], vec![reply]);
-    assert!(net.taps[2].is_empty(), "known unicast goes to one peer only");
+    assert!(
+        net.taps[2].is_empty(),
+        "known unicast goes to one peer only"
+    );
     net.clear_taps();
     let ping = frame(mac(2), mac(1), b"ping");
     net.send(0, &ping);
     assert_eq!(net.taps[1], vec![ping]);
     assert!(net.taps[2].is_empty());
     let l1 = net.lan(1);
-    assert_eq!(l1.peers.iter().find(|p| p.address == addr(0).to_string()).map(|p| p.traffic.rx_packets), Some(2));
+    assert_eq!(
+        l1.peers
+            .iter()
+            .find(|p| p.address == addr(0).to_string())
+            .map(|p| p.traffic.rx_packets),
+        Some(2)
+    );
 }
 
 #[test]
@@ -209,13 +222,19 @@ fn frame_to_a_local_mac_is_not_sent() {
     let mut net = Net::new(2);
     net.tick();
     net.send(0, &frame(BCAST, mac(1), b"hi"));
-    assert_eq!(net.send(0, &frame(mac(1), mac(3), b"x")), Some(DropReason::LocalDestination));
+    assert_eq!(
+        net.send(0, &frame(mac(1), mac(3), b"x")),
+        Some(DropReason::LocalDestination)
+    );
 }
 
 #[test]
 fn no_peers_up_is_no_route_and_short_frames_are_malformed() {
     let mut net = Net::new(2);
-    assert_eq!(net.send(0, &frame(BCAST, mac(1), b"x")), Some(DropReason::NoRoute));
+    assert_eq!(
+        net.send(0, &frame(BCAST, mac(1), b"x")),
+        Some(DropReason::NoRoute)
+    );
     assert_eq!(net.send(0, &[0u8; 10]), Some(DropReason::Malformed));
     let big = frame(BCAST, mac(1), &vec![0u8; MAX_FRAME]);
     assert_eq!(net.send(0, &big), Some(DropReason::Oversize));
@@ -231,7 +250,11 @@ fn wrong_secret_reaches_nobody_and_counts_auth_failures() {
     net.tick();
     net.advance(Duration::from_secs(2));
     let l0 = net.lan(0);
-    let p2 = l0.peers.iter().find(|p| p.address == addr(2).to_string()).expect("peer 2");
+    let p2 = l0
+        .peers
+        .iter()
+        .find(|p| p.address == addr(2).to_string())
+        .expect("peer 2");
     assert_eq!(p2.state, "handshaking");
     assert!(p2.drops.get(DropReason::AuthFailure) >= 2, "{:?}", p2.drops);
     assert!(l0.drops.get(DropReason::AuthFailure) >= 2);
@@ -252,8 +275,12 @@ fn replayed_datagrams_are_dropped_and_counted() {
     net.send(1, &frame(mac(1), mac(2), b"b"));
     net.send(1, &frame(BCAST, mac(2), b"c"));
     let before = net.taps[0].len();
-    let replays: Vec<_> =
-        net.sent.iter().filter(|(f, _, b)| *f == 1 && b[1] != Kind::Hello as u8).cloned().collect();
+    let replays: Vec<_> = net
+        .sent
+        .iter()
+        .filter(|(f, _, b)| *f == 1 && b[1] != Kind::Hello as u8)
+        .cloned()
+        .collect();
     assert!(replays.len() >= 2);
     for (_, _, mut bytes) in replays {
         let r = net.hosts[0].on_datagram(addr(1), &mut bytes, net.now);
@@ -321,7 +348,11 @@ fn no_key_nonce_pair_repeats_across_receivers_or_restarts() {
                 continue;
             }
             if p.header().kind != Kind::Flood {
-                assert!(seen.insert((fp, p.header().seq)), "(key, nonce) reused: {fp:x} {}", p.header().seq);
+                assert!(
+                    seen.insert((fp, p.header().seq)),
+                    "(key, nonce) reused: {fp:x} {}",
+                    p.header().seq
+                );
             }
         }
     };
@@ -352,7 +383,11 @@ fn no_key_nonce_pair_repeats_across_receivers_or_restarts() {
     }
     record(&mut seen, &net, 0);
     assert!(seen.len() >= first_run + 10);
-    assert_ne!(net.hosts[0].tx_key_fingerprint(LAN, addr(1)), k1, "restart gives new keys");
+    assert_ne!(
+        net.hosts[0].tx_key_fingerprint(LAN, addr(1)),
+        k1,
+        "restart gives new keys"
+    );
 }
 
 #[test]

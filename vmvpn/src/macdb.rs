@@ -89,7 +89,11 @@ impl MacDb {
     /// An empty database of at most `capacity` entries (at least 1).
     pub fn new(capacity: usize, max_age: Duration) -> Self {
         let cap = NonZeroUsize::new(capacity).unwrap_or(NonZeroUsize::MIN);
-        MacDb { table: LruCache::new(cap), max_age, stats: MacDbStats::default() }
+        MacDb {
+            table: LruCache::new(cap),
+            max_age,
+            stats: MacDbStats::default(),
+        }
     }
 
     /// Record that `mac` was seen at `at`. Group addresses are never learned.
@@ -126,7 +130,8 @@ impl MacDb {
     pub fn expire(&mut self, now: Instant) -> usize {
         let max_age = self.max_age;
         let before = self.table.len();
-        self.table.retain(|_, e| now.saturating_duration_since(e.last_seen) < max_age);
+        self.table
+            .retain(|_, e| now.saturating_duration_since(e.last_seen) < max_age);
         let n = before - self.table.len();
         self.stats.aged_out += n as u64;
         n
@@ -171,7 +176,10 @@ impl MacDb {
 
 /// `aa:bb:cc:dd:ee:ff`.
 pub fn fmt_mac(m: &Mac) -> String {
-    format!("{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", m[0], m[1], m[2], m[3], m[4], m[5])
+    format!(
+        "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+        m[0], m[1], m[2], m[3], m[4], m[5]
+    )
 }
 
 #[cfg(test)]
@@ -197,7 +205,10 @@ mod tests {
     fn group_addresses_are_never_learned() {
         let mut db = MacDb::new(16, DEFAULT_MAX_AGE);
         assert_eq!(db.learn([0xff; 6], Location::Peer(0), Instant::now()), None);
-        assert_eq!(db.learn([0x01, 0, 0x5e, 0, 0, 1], Location::Peer(0), Instant::now()), None);
+        assert_eq!(
+            db.learn([0x01, 0, 0x5e, 0, 0, 1], Location::Peer(0), Instant::now()),
+            None
+        );
         assert!(db.is_empty());
     }
 
@@ -210,7 +221,11 @@ mod tests {
         let t1 = t0 + Duration::from_secs(299);
         assert_eq!(db.lookup(&A, t1), Some(Location::Peer(0)));
         let t2 = t0 + Duration::from_secs(300);
-        assert_eq!(db.lookup(&A, t2), None, "aged entries are not used even before a sweep");
+        assert_eq!(
+            db.lookup(&A, t2),
+            None,
+            "aged entries are not used even before a sweep"
+        );
         assert_eq!(db.expire(t2), 1);
         assert_eq!(db.len(), 1);
         assert_eq!(db.lookup(&B, t2), Some(Location::Peer(0)));
@@ -251,10 +266,17 @@ mod tests {
         db.learn(A, Location::Peer(0), t0);
         assert_eq!(
             db.learn(A, Location::Peer(2), t0),
-            Some(Learned::Moved { from: Location::Peer(0) })
+            Some(Learned::Moved {
+                from: Location::Peer(0)
+            })
         );
         assert_eq!(db.lookup(&A, t0), Some(Location::Peer(2)));
-        assert_eq!(db.learn(A, Location::Local, t0), Some(Learned::Moved { from: Location::Peer(2) }));
+        assert_eq!(
+            db.learn(A, Location::Local, t0),
+            Some(Learned::Moved {
+                from: Location::Peer(2)
+            })
+        );
         assert_eq!(db.lookup(&A, t0), Some(Location::Local));
         assert_eq!(db.stats().moves, 2);
     }

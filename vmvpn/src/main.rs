@@ -93,11 +93,17 @@ impl Target {
             .unwrap_or_default();
         match socks.as_slice() {
             [one] => Ok(one.clone()),
-            [] => bail!("no daemon socket in {}: is `vmvpn up` running? Name one with --socket PATH", dir.display()),
+            [] => bail!(
+                "no daemon socket in {}: is `vmvpn up` running? Name one with --socket PATH",
+                dir.display()
+            ),
             many => bail!(
                 "several daemons in {}: pick one with --socket ({})",
                 dir.display(),
-                many.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+                many.iter()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ),
         }
     }
@@ -105,12 +111,20 @@ impl Target {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let default_level = if matches!(cli.command, Command::Up { .. }) { "info" } else { "warn" };
+    let default_level = if matches!(cli.command, Command::Up { .. }) {
+        "info"
+    } else {
+        "warn"
+    };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
     // Colours only on a terminal: logs redirected to files stay plain text.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(ansi)
+        .with_writer(std::io::stderr)
+        .init();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -132,7 +146,11 @@ fn run(cli: Cli) -> Result<()> {
             print_out(&v, json, render::macs)
         }
         Command::Keygen => {
-            println!("{}", generate_secret().map_err(|_| anyhow::anyhow!("the system random source failed"))?);
+            println!(
+                "{}",
+                generate_secret()
+                    .map_err(|_| anyhow::anyhow!("the system random source failed"))?
+            );
             Ok(())
         }
         Command::Check { config } => {
@@ -154,7 +172,11 @@ fn run(cli: Cli) -> Result<()> {
     }
 }
 
-fn print_out(v: &serde_json::Value, json: bool, table: fn(&serde_json::Value) -> String) -> Result<()> {
+fn print_out(
+    v: &serde_json::Value,
+    json: bool,
+    table: fn(&serde_json::Value) -> String,
+) -> Result<()> {
     if json {
         println!("{}", serde_json::to_string_pretty(v)?);
     } else {

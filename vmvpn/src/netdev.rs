@@ -24,7 +24,10 @@ fn ctl_socket() -> io::Result<OwnedFd> {
 
 fn ifreq(name: &str) -> io::Result<libc::ifreq> {
     if name.is_empty() || name.len() >= libc::IFNAMSIZ || name.as_bytes().contains(&0) {
-        return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("bad interface name {name:?}")));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("bad interface name {name:?}"),
+        ));
     }
     // SAFETY: ifreq is plain old data; all-zero is a valid value.
     let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
@@ -37,7 +40,11 @@ fn ifreq(name: &str) -> io::Result<libc::ifreq> {
 fn ioctl(fd: RawFd, request: libc::Ioctl, req: &mut libc::ifreq) -> io::Result<()> {
     // SAFETY: `req` is a valid, initialised ifreq that outlives the call.
     let r = unsafe { libc::ioctl(fd, request, req as *mut libc::ifreq) };
-    if r < 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
 }
 
 /// The MTU of an interface.
@@ -70,7 +77,8 @@ pub fn set_up(name: &str) -> io::Result<()> {
 
 /// Make `port` a port of the Linux bridge `bridge`.
 pub fn bridge_add(bridge: &str, port: &str) -> io::Result<()> {
-    let cname = std::ffi::CString::new(port).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    let cname =
+        std::ffi::CString::new(port).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
     // SAFETY: cname is a valid NUL-terminated string.
     let index = unsafe { libc::if_nametoindex(cname.as_ptr()) };
     if index == 0 {
@@ -86,7 +94,11 @@ pub fn bridge_add(bridge: &str, port: &str) -> io::Result<()> {
 pub fn set_persist(tap_fd: RawFd, persist: bool) -> io::Result<()> {
     // SAFETY: TUNSETPERSIST takes an int by value; tap_fd is an open TAP descriptor.
     let r = unsafe { libc::ioctl(tap_fd, libc::TUNSETPERSIST, libc::c_int::from(persist)) };
-    if r < 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
 }
 
 /// Whether an interface of this name exists.
@@ -115,7 +127,9 @@ pub fn interface_with_address(addr: IpAddr) -> io::Result<Option<String>> {
             match i32::from((*ifa.ifa_addr).sa_family) {
                 libc::AF_INET => {
                     let sin = &*(ifa.ifa_addr as *const libc::sockaddr_in);
-                    Some(IpAddr::from(u32::from_be(sin.sin_addr.s_addr).to_be_bytes()))
+                    Some(IpAddr::from(
+                        u32::from_be(sin.sin_addr.s_addr).to_be_bytes(),
+                    ))
                 }
                 libc::AF_INET6 => {
                     let sin6 = &*(ifa.ifa_addr as *const libc::sockaddr_in6);
@@ -126,7 +140,11 @@ pub fn interface_with_address(addr: IpAddr) -> io::Result<Option<String>> {
         };
         if ip == Some(addr) {
             // SAFETY: ifa_name is a NUL-terminated string owned by the list.
-            found = Some(unsafe { CStr::from_ptr(ifa.ifa_name) }.to_string_lossy().into_owned());
+            found = Some(
+                unsafe { CStr::from_ptr(ifa.ifa_name) }
+                    .to_string_lossy()
+                    .into_owned(),
+            );
             break;
         }
     }
@@ -145,7 +163,11 @@ mod tests {
         assert_eq!(lo.as_deref(), Some("lo"));
         assert!(mtu("lo").expect("mtu of lo") >= 1500);
         assert!(exists("lo"));
-        assert!(interface_with_address(IpAddr::from([192, 0, 2, 77])).expect("getifaddrs").is_none());
+        assert!(
+            interface_with_address(IpAddr::from([192, 0, 2, 77]))
+                .expect("getifaddrs")
+                .is_none()
+        );
     }
 
     #[test]

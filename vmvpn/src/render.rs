@@ -25,7 +25,11 @@ fn human(x: u64) -> String {
         f /= 1000.0;
         u += 1;
     }
-    if u == 0 { x.to_string() } else { format!("{f:.1}{}", UNITS[u]) }
+    if u == 0 {
+        x.to_string()
+    } else {
+        format!("{f:.1}{}", UNITS[u])
+    }
 }
 
 fn ago(ms: &Value) -> String {
@@ -40,9 +44,18 @@ fn ago(ms: &Value) -> String {
 fn drops(v: &Value) -> String {
     let parts: Vec<String> = v
         .as_object()
-        .map(|m| m.iter().filter(|(_, c)| n(c) > 0).map(|(k, c)| format!("{k}={}", n(c))).collect())
+        .map(|m| {
+            m.iter()
+                .filter(|(_, c)| n(c) > 0)
+                .map(|(k, c)| format!("{k}={}", n(c)))
+                .collect()
+        })
         .unwrap_or_default();
-    if parts.is_empty() { "none".into() } else { parts.join(" ") }
+    if parts.is_empty() {
+        "none".into()
+    } else {
+        parts.join(" ")
+    }
 }
 
 /// `vmvpn status`.
@@ -74,11 +87,22 @@ pub fn status(v: &Value) -> String {
         let _ = writeln!(
             o,
             "  {:<12} {:<10} {:<22} {:<6} {:<11} {:>10} {:>9} {:>9} {:>9} {:>9}  DROPS",
-            "PEER", "ID", "ADDRESS", "SOURCE", "STATE", "LAST HEARD", "TX PKTS", "TX BYTES", "RX PKTS", "RX BYTES"
+            "PEER",
+            "ID",
+            "ADDRESS",
+            "SOURCE",
+            "STATE",
+            "LAST HEARD",
+            "TX PKTS",
+            "TX BYTES",
+            "RX PKTS",
+            "RX BYTES"
         );
         for p in l["peers"].as_array().into_iter().flatten() {
             let name = s(&p["name"]);
-            let id = p["id"].as_u64().map_or("-".to_string(), |i| format!("{i:#010x}"));
+            let id = p["id"]
+                .as_u64()
+                .map_or("-".to_string(), |i| format!("{i:#010x}"));
             let _ = writeln!(
                 o,
                 "  {:<12} {:<10} {:<22} {:<6} {:<11} {:>10} {:>9} {:>9} {:>9} {:>9}  {}",
@@ -102,7 +126,11 @@ pub fn status(v: &Value) -> String {
 /// `vmvpn macs`.
 pub fn macs(v: &Value) -> String {
     let mut o = String::new();
-    let _ = writeln!(o, "{:<10} {:<18} {:<22} {:<12} {:>8}", "LAN", "MAC", "WHERE", "PEER", "AGE");
+    let _ = writeln!(
+        o,
+        "{:<10} {:<18} {:<22} {:<12} {:>8}",
+        "LAN", "MAC", "WHERE", "PEER", "AGE"
+    );
     for r in v.as_array().into_iter().flatten() {
         let _ = writeln!(
             o,
@@ -138,13 +166,22 @@ mod tests {
         assert!(t.contains("host h1 (id 0x12345678)"), "{t}");
         assert!(t.contains("unattributed drops: bad_header=2"), "{t}");
         assert!(t.contains("LAN lan1") && t.contains("drops: none"), "{t}");
-        assert!(t.contains("h2") && t.contains("1.5s") && t.contains("1.2M") && t.contains("auth_failure=3"), "{t}");
+        assert!(
+            t.contains("h2")
+                && t.contains("1.5s")
+                && t.contains("1.2M")
+                && t.contains("auth_failure=3"),
+            "{t}"
+        );
     }
 
     #[test]
     fn macs_table_lists_rows() {
         let v = json!([{"lan": "lan1", "mac": "02:00:00:00:00:01", "location": "local", "peer_name": null, "age_ms": 2500}]);
         let t = macs(&v);
-        assert!(t.contains("02:00:00:00:00:01") && t.contains("local") && t.contains("2s"), "{t}");
+        assert!(
+            t.contains("02:00:00:00:00:01") && t.contains("local") && t.contains("2s"),
+            "{t}"
+        );
     }
 }

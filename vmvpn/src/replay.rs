@@ -37,7 +37,10 @@ pub struct ReplayWindow {
 
 impl Default for ReplayWindow {
     fn default() -> Self {
-        ReplayWindow { next: 0, bits: [0; WORDS] }
+        ReplayWindow {
+            next: 0,
+            bits: [0; WORDS],
+        }
     }
 }
 
@@ -60,14 +63,22 @@ impl ReplayWindow {
             return Replay::TooOld;
         }
         let (w, m) = Self::bit(seq);
-        if self.bits[w] & m != 0 { Replay::Duplicate } else { Replay::Reordered }
+        if self.bits[w] & m != 0 {
+            Replay::Duplicate
+        } else {
+            Replay::Reordered
+        }
     }
 
     /// Record `seq` as accepted. Call only after `check` said ok and the packet opened.
     pub fn update(&mut self, seq: u64) {
         if seq >= self.next {
             // Clear the words the window slides over.
-            let cur_word = if self.next == 0 { None } else { Some((self.next - 1) / 64) };
+            let cur_word = if self.next == 0 {
+                None
+            } else {
+                Some((self.next - 1) / 64)
+            };
             let new_word = seq / 64;
             match cur_word {
                 Some(c) if new_word > c => {

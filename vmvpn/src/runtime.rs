@@ -27,7 +27,10 @@ pub enum Request {
     /// The full status.
     Status(tokio::sync::oneshot::Sender<Status>),
     /// MAC database rows, optionally of one LAN (error if no such LAN).
-    Macs(Option<String>, tokio::sync::oneshot::Sender<Result<Vec<MacRow>, String>>),
+    Macs(
+        Option<String>,
+        tokio::sync::oneshot::Sender<Result<Vec<MacRow>, String>>,
+    ),
 }
 
 /// Wakes the data-plane thread from `poll`.
@@ -51,13 +54,25 @@ impl Waker {
         let one: u64 = 1;
         // SAFETY: writes 8 bytes from a valid u64 to our eventfd. A full counter only means
         // a wake-up is already pending, so the result is irrelevant.
-        let _ = unsafe { libc::write(self.0.as_raw_fd(), &one as *const u64 as *const libc::c_void, 8) };
+        let _ = unsafe {
+            libc::write(
+                self.0.as_raw_fd(),
+                &one as *const u64 as *const libc::c_void,
+                8,
+            )
+        };
     }
 
     fn drain(&self) {
         let mut v: u64 = 0;
         // SAFETY: reads 8 bytes into a valid u64 from our non-blocking eventfd.
-        let _ = unsafe { libc::read(self.0.as_raw_fd(), &mut v as *mut u64 as *mut libc::c_void, 8) };
+        let _ = unsafe {
+            libc::read(
+                self.0.as_raw_fd(),
+                &mut v as *mut u64 as *mut libc::c_void,
+                8,
+            )
+        };
     }
 }
 
@@ -103,12 +118,30 @@ const UDP_BUDGET: usize = 8;
 
 impl DataPlane {
     /// Assemble the data plane; returns it and a handle for other threads.
-    pub fn new(engine: Engine, udp: Udp, taps: Vec<TapDevice>, host: HostStatus) -> io::Result<(Self, Handle)> {
+    pub fn new(
+        engine: Engine,
+        udp: Udp,
+        taps: Vec<TapDevice>,
+        host: HostStatus,
+    ) -> io::Result<(Self, Handle)> {
         let (tx, rx) = mpsc::channel();
         let waker = Waker::new()?;
         let stop = Arc::new(AtomicBool::new(false));
-        let handle = Handle { requests: tx, waker: waker.clone(), stop: stop.clone() };
-        let dp = DataPlane { engine, udp, taps, waker, requests: rx, stop, host, started: Instant::now() };
+        let handle = Handle {
+            requests: tx,
+            waker: waker.clone(),
+            stop: stop.clone(),
+        };
+        let dp = DataPlane {
+            engine,
+            udp,
+            taps,
+            waker,
+            requests: rx,
+            stop,
+            host,
+            started: Instant::now(),
+        };
         Ok((dp, handle))
     }
 
@@ -131,13 +164,19 @@ impl DataPlane {
             let timeout = self
                 .engine
                 .next_tick()
-                .map_or(Duration::from_millis(200), |t| t.saturating_duration_since(now));
+                .map_or(Duration::from_millis(200), |t| {
+                    t.saturating_duration_since(now)
+                });
             for f in fds.iter_mut() {
                 f.revents = 0;
             }
             // SAFETY: fds is a valid array of pollfd for the duration of the call.
             let r = unsafe {
-                libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout.as_millis().min(1000) as i32)
+                libc::poll(
+                    fds.as_mut_ptr(),
+                    fds.len() as libc::nfds_t,
+                    timeout.as_millis().min(1000) as i32,
+                )
             };
             if r < 0 {
                 let e = io::Error::last_os_error();
@@ -156,7 +195,10 @@ impl DataPlane {
             }
             for (i, f) in fds[2..].iter().enumerate() {
                 if f.revents & (libc::POLLERR | libc::POLLHUP | libc::POLLNVAL) != 0 {
-                    return Err(io::Error::other(format!("TAP {} failed or was removed", self.taps[i].name())));
+                    return Err(io::Error::other(format!(
+                        "TAP {} failed or was removed",
+                        self.taps[i].name()
+                    )));
                 }
                 if f.revents & libc::POLLIN != 0 {
                     self.tap_in(i, &mut tx_buf, now);
@@ -279,7 +321,9 @@ impl DataPlane {
                 }
                 Request::Macs(lan, reply) => {
                     let res = match &lan {
-                        Some(name) if !self.engine.has_lan(name) => Err(format!("no LAN named {name:?} on this host")),
+                        Some(name) if !self.engine.has_lan(name) => {
+                            Err(format!("no LAN named {name:?} on this host"))
+                        }
                         _ => Ok(self.engine.mac_rows(lan.as_deref(), now)),
                     };
                     let _ = reply.send(res);
@@ -290,7 +334,11 @@ impl DataPlane {
 }
 
 fn pollfd(fd: i32) -> libc::pollfd {
-    libc::pollfd { fd, events: libc::POLLIN, revents: 0 }
+    libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    }
 }
 
 /// Log a fatal data-plane error (used by the daemon when the thread returns one).

@@ -56,19 +56,35 @@ impl TapDevice {
     /// Open or create the TAP, set it up, and make it non-blocking.
     pub fn open(o: &TapOptions<'_>) -> Result<Self, TapError> {
         let existed = netdev::exists(o.name);
-        let iface = Iface::without_packet_info(o.name, Mode::Tap)
-            .map_err(|source| TapError::Open { name: o.name.to_string(), source })?;
+        let iface =
+            Iface::without_packet_info(o.name, Mode::Tap).map_err(|source| TapError::Open {
+                name: o.name.to_string(),
+                source,
+            })?;
         let cfg = |what: &str, r: io::Result<()>| {
-            r.map_err(|source| TapError::Configure { name: o.name.to_string(), what: what.to_string(), source })
+            r.map_err(|source| TapError::Configure {
+                name: o.name.to_string(),
+                what: what.to_string(),
+                source,
+            })
         };
         cfg("set non-blocking mode", iface.set_non_blocking())?;
         // A TAP that existed before us was made persistent by someone: leave it as it was.
         if o.keep && !existed {
-            cfg("make persistent", netdev::set_persist(iface.as_raw_fd(), true))?;
+            cfg(
+                "make persistent",
+                netdev::set_persist(iface.as_raw_fd(), true),
+            )?;
         }
-        cfg(&format!("set MTU {}", o.mtu), netdev::set_mtu(o.name, o.mtu))?;
+        cfg(
+            &format!("set MTU {}", o.mtu),
+            netdev::set_mtu(o.name, o.mtu),
+        )?;
         if let Some(br) = o.bridge {
-            cfg(&format!("attach to bridge {br} (does it exist?)"), netdev::bridge_add(br, o.name))?;
+            cfg(
+                &format!("attach to bridge {br} (does it exist?)"),
+                netdev::bridge_add(br, o.name),
+            )?;
         }
         cfg("bring up", netdev::set_up(o.name))?;
         Ok(TapDevice { iface, existed })

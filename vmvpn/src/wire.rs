@@ -155,7 +155,10 @@ impl<T: AsRef<[u8]>> Packet<T> {
     pub fn new_checked(buf: T) -> Result<Self, WireError> {
         let b = buf.as_ref();
         let Some(hdr) = b.first_chunk::<HEADER_LEN>() else {
-            return Err(WireError::Truncated { len: b.len(), min: HEADER_LEN });
+            return Err(WireError::Truncated {
+                len: b.len(),
+                min: HEADER_LEN,
+            });
         };
         if hdr[0] != VERSION {
             return Err(WireError::Version(hdr[0]));
@@ -174,7 +177,10 @@ impl<T: AsRef<[u8]>> Packet<T> {
         match kind {
             Kind::Hello if b.len() != HELLO_LEN => return Err(WireError::HelloLength(b.len())),
             _ if kind.is_sealed() && b.len() < OVERHEAD => {
-                return Err(WireError::Truncated { len: b.len(), min: OVERHEAD });
+                return Err(WireError::Truncated {
+                    len: b.len(),
+                    min: OVERHEAD,
+                });
             }
             _ => {}
         }
@@ -216,7 +222,12 @@ impl Hello {
         let b: &[u8; HELLO_BODY_LEN] = body
             .try_into()
             .map_err(|_| WireError::HelloLength(body.len() + HEADER_LEN))?;
-        let mut h = Hello { public: [0; 32], echo: [0; 32], name: [0; NAME_LEN], mac: [0; 32] };
+        let mut h = Hello {
+            public: [0; 32],
+            echo: [0; 32],
+            name: [0; NAME_LEN],
+            mac: [0; 32],
+        };
         h.public.copy_from_slice(&b[0..32]);
         h.echo.copy_from_slice(&b[32..64]);
         h.name.copy_from_slice(&b[64..64 + NAME_LEN]);
@@ -262,7 +273,11 @@ pub const fn max_frame_len(tap_mtu: usize) -> usize {
 
 /// The TAP MTU that makes a full frame fit an underlay of `underlay_mtu` bytes.
 pub const fn tap_mtu_for(underlay_mtu: usize, ipv6_underlay: bool) -> usize {
-    let ip = if ipv6_underlay { UDP_IPV6_OVERHEAD } else { UDP_IPV4_OVERHEAD };
+    let ip = if ipv6_underlay {
+        UDP_IPV6_OVERHEAD
+    } else {
+        UDP_IPV4_OVERHEAD
+    };
     underlay_mtu.saturating_sub(ip + OVERHEAD + ETHERNET_HEADER_LEN + 4)
 }
 
@@ -272,12 +287,18 @@ mod tests {
     use proptest::prelude::*;
 
     fn header() -> Header {
-        Header { kind: Kind::Data, flags: 0, lan: 0xdead_beef, sender: 7, seq: u64::MAX - 1 }
+        Header {
+            kind: Kind::Data,
+            flags: 0,
+            lan: 0xdead_beef,
+            sender: 7,
+            seq: u64::MAX - 1,
+        }
     }
 
     #[test]
     fn header_round_trips() {
-        let mut buf = vec![0u8; HEADER_LEN + TAG_LEN + 60];
+        let mut buf = [0u8; HEADER_LEN + TAG_LEN + 60];
         let h = header();
         let mut hb = [0u8; HEADER_LEN];
         h.emit(&mut hb);
@@ -292,33 +313,55 @@ mod tests {
     fn rejects_short_wrong_version_and_unknown_type() {
         assert_eq!(
             Packet::new_checked(&[1u8, 1, 0][..]).err(),
-            Some(WireError::Truncated { len: 3, min: HEADER_LEN })
+            Some(WireError::Truncated {
+                len: 3,
+                min: HEADER_LEN
+            })
         );
         let mut b = header().to_bytes().to_vec();
         b.extend_from_slice(&[0; TAG_LEN]);
         b[0] = 2;
-        assert_eq!(Packet::new_checked(&b[..]).err(), Some(WireError::Version(2)));
+        assert_eq!(
+            Packet::new_checked(&b[..]).err(),
+            Some(WireError::Version(2))
+        );
         b[0] = 1;
         b[1] = 9;
         assert_eq!(Packet::new_checked(&b[..]).err(), Some(WireError::Kind(9)));
         // A sealed type without room for the tag.
         b[1] = Kind::Data as u8;
         b.truncate(HEADER_LEN + 3);
-        assert!(matches!(Packet::new_checked(&b[..]), Err(WireError::Truncated { .. })));
+        assert!(matches!(
+            Packet::new_checked(&b[..]),
+            Err(WireError::Truncated { .. })
+        ));
     }
 
     #[test]
     fn hello_round_trips_and_demands_exact_length() {
-        let h = Hello { public: [1; 32], echo: [2; 32], name: name_field("host-a"), mac: [3; 32] };
+        let h = Hello {
+            public: [1; 32],
+            echo: [2; 32],
+            name: name_field("host-a"),
+            mac: [3; 32],
+        };
         let mut body = [0u8; HELLO_BODY_LEN];
         h.emit(&mut body);
         assert_eq!(Hello::parse(&body).expect("parse"), h);
         assert_eq!(h.name_str(), "host-a");
-        let mut dg = Header { kind: Kind::Hello, ..header() }.to_bytes().to_vec();
+        let mut dg = Header {
+            kind: Kind::Hello,
+            ..header()
+        }
+        .to_bytes()
+        .to_vec();
         dg.extend_from_slice(&body);
         assert!(Packet::new_checked(&dg[..]).is_ok());
         dg.push(0);
-        assert_eq!(Packet::new_checked(&dg[..]).err(), Some(WireError::HelloLength(HELLO_LEN + 1)));
+        assert_eq!(
+            Packet::new_checked(&dg[..]).err(),
+            Some(WireError::HelloLength(HELLO_LEN + 1))
+        );
     }
 
     #[test]

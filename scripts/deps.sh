@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Install what vmvpn's build, demo, lab and tests need on Debian. Idempotent: installs only
+# what is missing, so a second run touches nothing. Needs root when something is missing.
+set -euo pipefail
+
+need=()
+command -v ip >/dev/null 2>&1 || need+=(iproute2)
+command -v ping >/dev/null 2>&1 || need+=(iputils-ping)
+command -v cc >/dev/null 2>&1 || need+=(gcc libc6-dev)
+command -v curl >/dev/null 2>&1 || command -v cargo >/dev/null 2>&1 || need+=(curl ca-certificates)
+if ((${#need[@]})); then
+  if [ "$(id -u)" != 0 ]; then
+    echo "deps: ${need[*]} missing; run as root to install them" >&2
+    exit 1
+  fi
+  echo "deps: installing ${need[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+
+# Rust: the toolchain's own installer, when none is present (Debian's rustc is too old).
+[ -d "$HOME/.cargo/bin" ] && export PATH="$HOME/.cargo/bin:$PATH"
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "deps: installing Rust with rustup"
+  curl -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal --component clippy,rustfmt
+  export PATH="$HOME/.cargo/bin:$PATH"
+fi
+ver=$(rustc --version | awk '{print $2}')
+if [ "$(printf '%s\n1.88.0\n' "$ver" | sort -V | head -n1)" != 1.88.0 ]; then
+  echo "deps: rustc $ver is older than 1.88; run \`rustup update stable\`" >&2
+  exit 1
+fi
+
+# TAP devices need /dev/net/tun.
+if [ ! -c /dev/net/tun ] && [ "$(id -u)" = 0 ]; then
+  modprobe tun 2>/dev/null || true
+  [ -c /dev/net/tun ] || { mkdir -p /dev/net && mknod /dev/net/tun c 10 200; }
+fi

@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# The namespace lab, kept running for you to explore: three hosts in two routed subnets
+# (10.77.1.0/24: h1, h2; 10.77.2.0/24: h3), two VM namespaces per host on LAN lan1
+# (192.168.100.0/24). It prints the namespace names; Ctrl-C removes everything.
+# Run as root.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+[ "$(id -u)" = 0 ] || { echo "lab: run as root (network namespaces and TAP devices need it)" >&2; exit 1; }
+bash scripts/deps.sh
+[ -d "$HOME/.cargo/bin" ] && export PATH="$HOME/.cargo/bin:$PATH"
+cargo build --workspace --bins --locked --quiet
+exec "${CARGO_TARGET_DIR:-target}/debug/vmvpn-lab" up

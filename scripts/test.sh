@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# The whole test suite: formatting, lints, unit and property tests, and the integration
+# tests that run real daemons in network namespaces (root). `.ci/run` calls this.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/deps.sh
+[ -d "$HOME/.cargo/bin" ] && export PATH="$HOME/.cargo/bin:$PATH"
+
+# Labs of a test run that was killed: stop their daemons by recorded PID, delete their
+# namespaces (all named vmvt-<owner pid>-…). Labs whose owner still runs are left alone.
+for d in /tmp/vmvt-*; do
+  [ -d "$d" ] || continue
+  prefix=$(basename "$d")
+  owner=${prefix#vmvt-}
+  owner=${owner%%-*}
+  kill -0 "$owner" 2>/dev/null && continue
+  for f in "$d"/*.pid; do
+    [ -f "$f" ] || continue
+    pid=$(cat "$f")
+    grep -qa vmvpn "/proc/$pid/cmdline" 2>/dev/null && kill "$pid" 2>/dev/null || true
+  done
+  ip netns list 2>/dev/null | awk '{print $1}' | grep "^$prefix-" | while read -r ns; do ip netns del "$ns"; done || true
+  rm -rf "$d"
+done
+
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+# The integration tests start the real binaries: build them first.
+cargo build --workspace --bins --locked
+cargo test --workspace --locked

@@ -1,0 +1,143 @@
+//! `vmvpn-lab`: the namespace lab for people (the tests use the same `Lab`).
+//!
+//! `vmvpn-lab demo` builds three hosts in two routed subnets with two VMs each, pings every
+//! VM from every other, prints `vmvpn status` of each host, and removes everything.
+//! `vmvpn-lab up` builds the same lab and keeps it until Ctrl-C or SIGTERM.
+
+use std::process::{Command, ExitCode};
+use std::time::Duration;
+
+use vmvpn_tests::{Lab, vmvpn_bin};
+
+const USAGE: &str = "usage: vmvpn-lab demo | up
+
+  demo  build 3 hosts (h1, h2 in 10.77.1.0/24; h3 in 10.77.2.0/24 behind a router),
+        2 VMs each on LAN lan1 (192.168.100.0/24); ping all 30 VM pairs; print
+        `vmvpn status` of every host; remove everything. Exit 1 if a ping fails.
+  up    build the same lab and keep it running until Ctrl-C; prints how to use it.
+
+Needs root (network namespaces, TAP devices). Set VMVPN_LAB_KEEP=1 to keep logs.";
+
+fn build() -> Lab {
+    let lab = Lab::builder("lab")
+        .subnet(&["h1", "h2"])
+        .subnet(&["h3"])
+        .lan("lan1", [192, 168, 100], &["h1", "h2", "h3"], 2)
+        .start();
+    for h in ["h1", "h2", "h3"] {
+        lab.wait_tunnels(h, "lan1", 2, Duration::from_secs(10));
+    }
+    lab
+}
+
+fn cli(lab: &Lab, h: &str, args: &[&str]) -> String {
+    let out = Command::new(vmvpn_bin())
+        .args(args)
+        .arg("--socket")
+        .arg(lab.socket(h))
+        .output();
+    match out {
+        Ok(o) => {
+            String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr)
+        }
+        Err(e) => format!("cannot run vmvpn: {e}"),
+    }
+}
+
+fn demo() -> ExitCode {
+    let lab = build();
+    let vms = lab.vms().to_vec();
+    println!(
+        "== lab: hosts h1, h2 (10.77.1.0/24) and h3 (10.77.2.0/24), routed; 2 VMs per host on lan1\n"
+    );
+    println!("== ping matrix (row pings column; ok = echo reply over the overlay)\n");
+    print!("{:>18}", "");
+    for b in &vms {
+        print!(" {:>18}", format!("{}:{}", b.host, b.ip));
+    }
+    println!();
+    let mut failed = 0;
+    for a in &vms {
+        print!("{:>18}", format!("{}:{}", a.host, a.ip));
+        for b in &vms {
+            let cell = if a.ns == b.ns {
+                "-"
+            } else if lab.ping(a, b.ip) {
+                "ok"
+            } else {
+                failed += 1;
+                "FAIL"
+            };
+            print!(" {cell:>18}");
+        }
+        println!();
+    }
+    println!();
+    for h in ["h1", "h2", "h3"] {
+        println!("== vmvpn status on {h}\n{}", cli(&lab, h, &["status"]));
+    }
+    println!("== vmvpn macs on h1\n{}", cli(&lab, "h1", &["macs"]));
+    if failed > 0 {
+        eprintln!("demo: {failed} of 30 pings failed");
+        return ExitCode::FAILURE;
+    }
+    println!("demo: all 30 VM pairs reach each other; removing the lab");
+    ExitCode::SUCCESS
+}
+
+fn up() -> ExitCode {
+    let lab = build();
+    println!("lab is up (files in {}).", lab.dir().display());
+    for h in ["h1", "h2", "h3"] {
+        println!(
+            "  host {h}: namespace {}  underlay {}  status: {} status --socket {}",
+            lab.host_ns(h),
+            lab.host_ip(h),
+            vmvpn_bin().display(),
+            lab.socket(h).display()
+        );
+    }
+    for v in lab.vms() {
+        println!(
+            "  VM on {}: namespace {}  {}  ({})",
+            v.host, v.ns, v.ip, v.mac
+        );
+    }
+    if let Some(v) = lab.vms().first() {
+        println!(
+            "\ntry: ip netns exec {} ping {}",
+            v.ns,
+            lab.vms().last().map_or(v.ip, |w| w.ip)
+        );
+    }
+    println!("\nCtrl-C (or SIGTERM) removes everything.");
+    // Block SIGINT/SIGTERM only now: the daemons, already started, keep default handling.
+    // SAFETY: plain signal-mask calls on a local, initialised sigset.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        let mut sig = 0;
+        libc::sigwait(&set, &mut sig);
+    }
+    println!("removing the lab");
+    drop(lab);
+    ExitCode::SUCCESS
+}
+
+fn main() -> ExitCode {
+    match std::env::args().nth(1).as_deref() {
+        Some("demo") => demo(),
+        Some("up") => up(),
+        Some("-h" | "--help" | "help") => {
+            println!("{USAGE}");
+            ExitCode::SUCCESS
+        }
+        _ => {
+            eprintln!("{USAGE}");
+            ExitCode::from(2)
+        }
+    }
+}
