@@ -1,5 +1,15 @@
-//! The bulletin board: the registry of which host is in which virtual LAN.
+//! The bulletin board: the registry of which host is in which virtual LAN (seed 004 §3.3).
 //!
-//! Not built yet: the registry server, its QUIC protocol and the client that feeds
-//! vmvpn's peer table arrive with the bulletin issue. Until then vmvpn runs from static
-//! peer lists (`[[lan]] peers = [...]`), a mode that stays supported afterwards.
+//! It holds leases, ages out silent hosts and tells the others at once; it never forwards a
+//! packet. `proto` is the protocol and its codec, `proof` the LAN-membership proof,
+//! `registry` the sans-IO state, `tls` certificates and pinning, `server` and `client` the
+//! QUIC endpoints.
+
+pub mod client;
+pub mod config;
+pub mod frames;
+pub mod proof;
+pub mod proto;
+pub mod registry;
+pub mod server;
+pub mod tls;

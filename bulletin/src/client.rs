@@ -1,0 +1,290 @@
+//! Client side of the bulletin protocol, used by vmvpn, `bulletin ls` and the load generator.
+
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use quinn::{Connection, Endpoint, RecvStream, SendStream};
+use thiserror::Error;
+
+use crate::frames::{self, FrameError};
+use crate::proto::{ClientMsg, MAX_SERVER_FRAME, Record, RefuseCode, Register, ServerMsg, VERSION};
+use crate::tls::{PinnedVerifier, TlsError, client_config};
+
+/// Why talking to the bulletin failed.
+#[derive(Debug, Error)]
+pub enum ClientError {
+    /// Bad fingerprint string or TLS setup.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// The server presented another certificate: never connect to it.
+    #[error(
+        "the bulletin at {server} presents certificate {got}, but the config pins {expected}: \
+         wrong server, or a new bulletin state dir (check with `bulletin fingerprint`)"
+    )]
+    Fingerprint {
+        /// Server address.
+        server: SocketAddr,
+        /// Pinned fingerprint.
+        expected: String,
+        /// What it presented.
+        got: String,
+    },
+    /// Could not reach the server or the connection failed.
+    #[error("bulletin at {server}: {message}")]
+    Connect {
+        /// Server address.
+        server: SocketAddr,
+        /// What happened.
+        message: String,
+    },
+    /// The server refused a request.
+    #[error("bulletin refused: {reason}")]
+    Refused {
+        /// Kind.
+        code: RefuseCode,
+        /// Its explanation.
+        reason: String,
+    },
+    /// Unexpected message or broken stream.
+    #[error("bulletin protocol: {0}")]
+    Protocol(String),
+}
+
+impl From<FrameError> for ClientError {
+    fn from(e: FrameError) -> Self {
+        ClientError::Protocol(e.to_string())
+    }
+}
+
+/// A client endpoint pinned to one bulletin.
+pub struct Client {
+    endpoint: Endpoint,
+    verifier: Arc<PinnedVerifier>,
+    server: SocketAddr,
+    expected: String,
+}
+
+/// What the bulletin said in its `Challenge`.
+#[derive(Debug, Clone, Copy)]
+pub struct Terms {
+    /// Nonce to prove LAN membership over.
+    pub nonce: [u8; 32],
+    /// The bulletin's start epoch.
+    pub epoch: u64,
+    /// Lease length.
+    pub lease_ttl: Duration,
+    /// Heartbeat interval.
+    pub heartbeat: Duration,
+}
+
+/// An open stream to the bulletin, after the challenge.
+pub struct Session {
+    conn: Connection,
+    send: SendStream,
+    recv: RecvStream,
+    /// The bulletin's terms.
+    pub terms: Terms,
+}
+
+impl Client {
+    /// A client for `server`, trusting only the certificate with `fingerprint`.
+    pub fn new(server: SocketAddr, fingerprint: &str) -> Result<Self, ClientError> {
+        let (mut cfg, verifier) = client_config(fingerprint)?;
+        let mut transport = quinn::TransportConfig::default();
+        // Keep NAT bindings and notice a dead bulletin without waiting for a heartbeat.
+        transport.keep_alive_interval(Some(Duration::from_secs(2)));
+        transport.max_idle_timeout(Some(quinn::IdleTimeout::from(quinn::VarInt::from_u32(
+            8_000,
+        ))));
+        cfg.transport_config(Arc::new(transport));
+        let bind: SocketAddr = if server.is_ipv6() {
+            (Ipv6Addr::UNSPECIFIED, 0).into()
+        } else {
+            (Ipv4Addr::UNSPECIFIED, 0).into()
+        };
+        let mut endpoint = Endpoint::client(bind).map_err(|e| ClientError::Connect {
+            server,
+            message: format!("cannot bind: {e}"),
+        })?;
+        endpoint.set_default_client_config(cfg);
+        Ok(Client {
+            endpoint,
+            verifier,
+            server,
+            expected: fingerprint.trim().to_string(),
+        })
+    }
+
+    /// The bulletin's address.
+    pub fn server(&self) -> SocketAddr {
+        self.server
+    }
+
+    /// Connect, open the stream and read the challenge.
+    pub async fn connect(&self) -> Result<Session, ClientError> {
+        let server = self.server;
+        let connecting = self
+            .endpoint
+            .connect(server, "vmvpn-bulletin")
+            .map_err(|e| ClientError::Connect {
+                server,
+                message: e.to_string(),
+            })?;
+        let conn = match tokio::time::timeout(Duration::from_secs(5), connecting).await {
+            Ok(Ok(c)) => c,
+            Ok(Err(e)) => {
+                if let Some(got) = self.verifier.mismatch.lock().ok().and_then(|m| m.clone()) {
+                    return Err(ClientError::Fingerprint {
+                        server,
+                        expected: self.expected.clone(),
+                        got,
+                    });
+                }
+                return Err(ClientError::Connect {
+                    server,
+                    message: e.to_string(),
+                });
+            }
+            Err(_) => {
+                return Err(ClientError::Connect {
+                    server,
+                    message: "no answer within 5 s".into(),
+                });
+            }
+        };
+        let (mut send, mut recv) = conn.open_bi().await.map_err(|e| ClientError::Connect {
+            server,
+            message: e.to_string(),
+        })?;
+        frames::write(&mut send, &ClientMsg::Hello { version: VERSION }).await?;
+        let first = tokio::time::timeout(
+            Duration::from_secs(5),
+            frames::read::<ServerMsg>(&mut recv, MAX_SERVER_FRAME),
+        )
+        .await
+        .map_err(|_| ClientError::Protocol("no challenge within 5 s".into()))??;
+        let terms = match first {
+            ServerMsg::Challenge {
+                nonce,
+                epoch,
+                lease_ttl_ms,
+                heartbeat_ms,
+                ..
+            } => Terms {
+                nonce,
+                epoch,
+                lease_ttl: Duration::from_millis(lease_ttl_ms),
+                heartbeat: Duration::from_millis(heartbeat_ms),
+            },
+            ServerMsg::Refused { code, reason } => {
+                return Err(ClientError::Refused { code, reason });
+            }
+            other => {
+                return Err(ClientError::Protocol(format!(
+                    "expected a challenge, got {other:?}"
+                )));
+            }
+        };
+        Ok(Session {
+            conn,
+            send,
+            recv,
+            terms,
+        })
+    }
+
+    /// Connect and list the registry (`bulletin ls`).
+    pub async fn query(&self, lan: Option<String>) -> Result<Vec<Record>, ClientError> {
+        let mut s = self.connect().await?;
+        s.send(&ClientMsg::Query { lan }).await?;
+        let r = match s.recv().await? {
+            ServerMsg::Records(r) => Ok(r),
+            ServerMsg::Refused { code, reason } => Err(ClientError::Refused { code, reason }),
+            other => Err(ClientError::Protocol(format!(
+                "expected records, got {other:?}"
+            ))),
+        };
+        s.close();
+        r
+    }
+}
+
+impl Session {
+    /// Send one message.
+    pub async fn send(&mut self, m: &ClientMsg) -> Result<(), ClientError> {
+        Ok(frames::write(&mut self.send, m).await?)
+    }
+
+    /// Read one message.
+    pub async fn recv(&mut self) -> Result<ServerMsg, ClientError> {
+        Ok(frames::read(&mut self.recv, MAX_SERVER_FRAME).await?)
+    }
+
+    /// Register and wait for the answer. Events (snapshots first) follow on `recv`.
+    pub async fn register(&mut self, reg: Register) -> Result<(), ClientError> {
+        self.send(&ClientMsg::Register(reg)).await?;
+        match tokio::time::timeout(Duration::from_secs(5), self.recv())
+            .await
+            .map_err(|_| ClientError::Protocol("no answer to register within 5 s".into()))??
+        {
+            ServerMsg::Registered { .. } => Ok(()),
+            ServerMsg::Refused { code, reason } => Err(ClientError::Refused { code, reason }),
+            other => Err(ClientError::Protocol(format!(
+                "expected registered, got {other:?}"
+            ))),
+        }
+    }
+
+    /// Split into a sender and a receiver, to heartbeat while reading events.
+    pub fn split(self) -> (SessionTx, SessionRx) {
+        (
+            SessionTx {
+                conn: self.conn.clone(),
+                send: self.send,
+            },
+            SessionRx { recv: self.recv },
+        )
+    }
+
+    /// Close the connection.
+    pub fn close(&self) {
+        self.conn.close(0u8.into(), b"done");
+    }
+}
+
+/// Sending half of a session.
+pub struct SessionTx {
+    conn: Connection,
+    send: SendStream,
+}
+
+impl SessionTx {
+    /// Send one message.
+    pub async fn send(&mut self, m: &ClientMsg) -> Result<(), ClientError> {
+        Ok(frames::write(&mut self.send, m).await?)
+    }
+
+    /// Close the connection.
+    pub fn close(&self) {
+        self.conn.close(0u8.into(), b"done");
+    }
+
+    /// Raw bytes on the stream, to forge bad frames in tests.
+    #[cfg(test)]
+    pub(crate) async fn send_raw(&mut self, bytes: &[u8]) -> Result<(), quinn::WriteError> {
+        self.send.write_all(bytes).await
+    }
+}
+
+/// Receiving half of a session.
+pub struct SessionRx {
+    recv: RecvStream,
+}
+
+impl SessionRx {
+    /// Read one message.
+    pub async fn recv(&mut self) -> Result<ServerMsg, ClientError> {
+        Ok(frames::read(&mut self.recv, MAX_SERVER_FRAME).await?)
+    }
+}

@@ -1,0 +1,229 @@
+//! `bulletin`: the vmvpn registry server and its views.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use bulletin::client::Client;
+use bulletin::config::BulletinConfig;
+use bulletin::proto::Record;
+use bulletin::server::{Server, ServerOptions};
+use bulletin::tls::Identity;
+use clap::{Parser, Subcommand};
+use tokio::signal::unix::{SignalKind, signal};
+use tracing::{info, warn};
+
+/// The bulletin board of vmvpn: which host is in which virtual LAN.
+///
+/// Hosts register their LANs (proving they hold each LAN's secret), keep a lease with
+/// heartbeats, and are told at once when another host of their LANs joins or leaves. The
+/// bulletin never forwards a packet; hosts keep working on what they know while it is down.
+#[derive(Parser)]
+#[command(name = "bulletin", version, about, long_about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the registry in the foreground (prints its certificate fingerprint first).
+    Serve {
+        /// UDP address for QUIC, e.g. 0.0.0.0:7400.
+        #[arg(long, default_value = "0.0.0.0:7400")]
+        listen: SocketAddr,
+        /// Where the certificate and key live (created on first start, reused after).
+        #[arg(long)]
+        state_dir: PathBuf,
+        /// LANs to serve and lease terms (see README); without it no LAN is accepted.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Print the certificate fingerprint (one line, for the hosts' `[bulletin] fingerprint`).
+    Fingerprint {
+        /// The serve command's --state-dir.
+        #[arg(long)]
+        state_dir: PathBuf,
+    },
+    /// List the registry: LAN, segment, host, underlay address and mask, port, observed
+    /// address, lease left, last heartbeat.
+    Ls {
+        /// The bulletin's address.
+        #[arg(long, env = "VMVPN_BULLETIN")]
+        server: SocketAddr,
+        /// Its certificate fingerprint (`sha256:…`).
+        #[arg(long, env = "VMVPN_BULLETIN_FINGERPRINT")]
+        fingerprint: String,
+        /// Only this LAN.
+        #[arg(long)]
+        lan: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let level = if matches!(cli.command, Command::Serve { .. }) {
+        "info"
+    } else {
+        "warn"
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(ansi)
+        .with_writer(std::io::stderr)
+        .init();
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("bulletin: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("bulletin: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Serve {
+            listen,
+            state_dir,
+            config,
+        } => serve(listen, state_dir, config).await,
+        Command::Fingerprint { state_dir } => {
+            println!("{}", Identity::fingerprint_in(&state_dir)?);
+            Ok(())
+        }
+        Command::Ls {
+            server,
+            fingerprint,
+            lan,
+            json,
+        } => {
+            let client = Client::new(server, &fingerprint)?;
+            let records = client.query(lan).await?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(
+                        &records.iter().map(record_json).collect::<Vec<_>>()
+                    )?
+                );
+            } else {
+                print!("{}", table(&records));
+            }
+            Ok(())
+        }
+    }
+}
+
+async fn serve(listen: SocketAddr, state_dir: PathBuf, config: Option<PathBuf>) -> Result<()> {
+    let cfg = match &config {
+        Some(p) => BulletinConfig::load(p)?,
+        None => BulletinConfig::default(),
+    };
+    if cfg.lans.is_empty() {
+        warn!(
+            "no LAN configured: every registration will be refused (pass --config with [[lan]] entries)"
+        );
+    }
+    let identity = Identity::load_or_create(&state_dir)?;
+    // The fingerprint on stdout, alone, so scripts can read it.
+    println!("{}", identity.fingerprint());
+    let mut names: Vec<&String> = cfg.lans.keys().collect();
+    names.sort();
+    let lans = names
+        .iter()
+        .map(|s| s.as_str())
+        .collect::<Vec<_>>()
+        .join(", ");
+    let server = Server::start(
+        &identity,
+        ServerOptions {
+            listen,
+            lans: cfg.lans.clone(),
+            lease_ttl: cfg.lease_ttl,
+            heartbeat: cfg.heartbeat,
+            hello_timeout: bulletin::server::HELLO_TIMEOUT,
+        },
+    )?;
+    info!(listen = %server.local_addr()?, fingerprint = %identity.fingerprint(), lans = %lans,
+          lease_ttl_s = cfg.lease_ttl.as_secs(), heartbeat_s = cfg.heartbeat.as_secs(), "bulletin serving");
+    let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
+    tokio::select! {
+        _ = term.recv() => info!("SIGTERM: shutting down"),
+        _ = int.recv() => info!("SIGINT: shutting down"),
+    }
+    server.shutdown().await;
+    info!("stopped");
+    Ok(())
+}
+
+fn record_json(r: &Record) -> serde_json::Value {
+    serde_json::json!({
+        "lan": r.lan, "segment": r.segment, "host_id": r.host_id, "name": r.name,
+        "underlay": r.underlay.to_string(), "prefix": r.prefix, "mask": mask(r), "port": r.port,
+        "observed": r.observed.to_string(), "lease_ms": r.lease_ms, "heartbeat_ago_ms": r.heartbeat_ago_ms,
+    })
+}
+
+fn mask(r: &Record) -> String {
+    match r.underlay {
+        std::net::IpAddr::V4(_) => {
+            let m = if r.prefix == 0 {
+                0
+            } else {
+                u32::MAX << (32 - u32::from(r.prefix.min(32)))
+            };
+            std::net::Ipv4Addr::from(m).to_string()
+        }
+        std::net::IpAddr::V6(_) => format!("/{}", r.prefix),
+    }
+}
+
+/// The paper's Table 1 (LAN, segment, host IP, mask) plus what an operator needs.
+fn table(records: &[Record]) -> String {
+    use std::fmt::Write;
+    let mut o = String::new();
+    let _ = writeln!(
+        o,
+        "{:<10} {:<18} {:<10} {:<10} {:<15} {:<15} {:>5}  {:<21} {:>9} {:>10}",
+        "LAN", "SEGMENT", "HOST", "ID", "HOST IP", "MASK", "PORT", "OBSERVED", "LEASE", "HEARTBEAT"
+    );
+    for r in records {
+        let _ = writeln!(
+            o,
+            "{:<10} {:<18} {:<10} {:<10} {:<15} {:<15} {:>5}  {:<21} {:>8}s {:>8.1}s",
+            r.lan,
+            r.segment,
+            r.name,
+            format!("{:#010x}", r.host_id),
+            r.underlay,
+            mask(r),
+            r.port,
+            r.observed,
+            r.lease_ms / 1000,
+            r.heartbeat_ago_ms as f64 / 1000.0
+        );
+    }
+    if records.is_empty() {
+        o.push_str("(no hosts registered)\n");
+    }
+    o
+}

@@ -1,0 +1,343 @@
+//! Bulletin protocol v1: the messages and their one codec.
+//!
+//! Every message on a QUIC stream is a frame: a 4-byte big-endian length, then the message
+//! encoded with postcard (a documented, stable format; bincode has ceased development). New
+//! enum variants go only at the end, since postcard encodes the variant index. The first
+//! message each way carries the protocol version.
+
+use std::net::{IpAddr, SocketAddr};
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+/// Protocol version in `Hello` and `Challenge`.
+pub const VERSION: u16 = 1;
+/// ALPN of the bulletin's QUIC endpoint.
+pub const ALPN: &[u8] = b"vmvpn-bulletin/1";
+/// Largest frame a client may send (a registration with many LANs is a few KB).
+pub const MAX_CLIENT_FRAME: usize = 64 * 1024;
+/// Largest frame the server may send (a snapshot of thousands of hosts).
+pub const MAX_SERVER_FRAME: usize = 16 * 1024 * 1024;
+
+/// Messages from a host (or `bulletin ls`) to the bulletin.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ClientMsg {
+    /// First message on a stream.
+    Hello {
+        /// Protocol version the client speaks.
+        version: u16,
+    },
+    /// Join LANs (after `Challenge`, with proofs over its nonce).
+    Register(Register),
+    /// Renew the lease.
+    Heartbeat,
+    /// Leave every LAN now (graceful shutdown).
+    Unregister,
+    /// List records, of one LAN or all.
+    Query {
+        /// Only this LAN.
+        lan: Option<String>,
+    },
+}
+
+/// A host's registration: the paper's Table 1 fields per LAN, plus identity and proofs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Register {
+    /// 32-bit host id.
+    pub host_id: u32,
+    /// Host name.
+    pub name: String,
+    /// Underlay address.
+    pub underlay: IpAddr,
+    /// Underlay prefix length (its physical subnet).
+    pub prefix: u8,
+    /// UDP data port.
+    pub port: u16,
+    /// LANs to join.
+    pub lans: Vec<LanJoin>,
+}
+
+/// One LAN in a registration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LanJoin {
+    /// LAN name.
+    pub name: String,
+    /// Virtual segment (CIDR text).
+    pub segment: String,
+    /// HMAC proving the host holds the LAN secret (see `proof.rs`).
+    pub proof: [u8; 32],
+}
+
+/// Messages from the bulletin.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ServerMsg {
+    /// Answer to `Hello`: a fresh nonce to prove LAN membership over, and the terms.
+    Challenge {
+        /// Protocol version the server speaks.
+        version: u16,
+        /// Random, one per stream.
+        nonce: [u8; 32],
+        /// Random per bulletin start: a new value means a restarted, empty bulletin.
+        epoch: u64,
+        /// Lease length.
+        lease_ttl_ms: u64,
+        /// How often to heartbeat.
+        heartbeat_ms: u64,
+    },
+    /// Registration accepted; events follow on the same stream, starting with snapshots.
+    Registered {
+        /// Lease left.
+        lease_ms: u64,
+    },
+    /// Request refused; the reason is for people.
+    Refused {
+        /// Machine-readable kind.
+        code: RefuseCode,
+        /// What is wrong and what to do.
+        reason: String,
+    },
+    /// Heartbeat or unregister acknowledged.
+    Ack {
+        /// Lease left (0 after unregister).
+        lease_ms: u64,
+    },
+    /// Answer to `Query`.
+    Records(Vec<Record>),
+    /// A change in one of the host's LANs.
+    Event(Event),
+}
+
+/// Why a request was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RefuseCode {
+    /// Version mismatch.
+    Version,
+    /// The bulletin does not serve this LAN.
+    UnknownLan,
+    /// The proof does not verify: wrong LAN secret.
+    BadProof,
+    /// Another host holds this id.
+    DuplicateId,
+    /// Heartbeat for a host that is not registered (lease lapsed): register again.
+    NotRegistered,
+    /// A message out of order or malformed.
+    Protocol,
+}
+
+/// A registry record: one host in one LAN.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Record {
+    /// LAN name.
+    pub lan: String,
+    /// Virtual segment.
+    pub segment: String,
+    /// Host id.
+    pub host_id: u32,
+    /// Host name.
+    pub name: String,
+    /// Underlay address.
+    pub underlay: IpAddr,
+    /// Underlay prefix length.
+    pub prefix: u8,
+    /// Data port.
+    pub port: u16,
+    /// Source address the bulletin saw (differs from `underlay` behind NAT).
+    pub observed: SocketAddr,
+    /// Lease left.
+    pub lease_ms: u64,
+    /// Time since the last heartbeat (or registration).
+    pub heartbeat_ago_ms: u64,
+}
+
+impl Record {
+    /// The data-plane address peers should use.
+    pub fn data_addr(&self) -> SocketAddr {
+        SocketAddr::new(self.underlay, self.port)
+    }
+}
+
+/// Membership events pushed to a LAN's hosts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Event {
+    /// All current members of a LAN (sent first after registering).
+    Snapshot {
+        /// LAN name.
+        lan: String,
+        /// Its members, the receiver included.
+        records: Vec<Record>,
+    },
+    /// A host joined (or its record changed).
+    Join(Record),
+    /// A host left (unregistered or its lease lapsed).
+    Leave {
+        /// LAN name.
+        lan: String,
+        /// Host id.
+        host_id: u32,
+        /// Why: "unregistered" or "lease expired".
+        reason: String,
+    },
+}
+
+/// Why a frame could not be decoded.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum CodecError {
+    /// The length prefix exceeds the limit.
+    #[error("message of {len} bytes exceeds the limit of {max}")]
+    Oversized {
+        /// Announced length.
+        len: usize,
+        /// Limit.
+        max: usize,
+    },
+    /// Postcard could not decode it (truncated, or not a message of this version).
+    #[error("malformed message: {0}")]
+    Malformed(String),
+}
+
+/// Encode a message as one frame (length prefix included).
+pub fn encode<T: Serialize>(msg: &T) -> Vec<u8> {
+    // Invariant: our message types serialize to postcard without error (no maps with
+    // non-serializable keys, no failing Serialize impls).
+    let body = postcard::to_stdvec(msg).unwrap_or_default();
+    let mut out = Vec::with_capacity(4 + body.len());
+    out.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    out.extend_from_slice(&body);
+    out
+}
+
+/// Check a frame's length prefix against a limit.
+pub fn frame_len(prefix: [u8; 4], max: usize) -> Result<usize, CodecError> {
+    let len = u32::from_be_bytes(prefix) as usize;
+    if len > max {
+        return Err(CodecError::Oversized { len, max });
+    }
+    Ok(len)
+}
+
+/// Decode a frame body (without its length prefix).
+pub fn decode<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, CodecError> {
+    let (msg, rest) =
+        postcard::take_from_bytes(body).map_err(|e| CodecError::Malformed(e.to_string()))?;
+    if !rest.is_empty() {
+        return Err(CodecError::Malformed(format!(
+            "{} trailing bytes",
+            rest.len()
+        )));
+    }
+    Ok(msg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn record() -> Record {
+        Record {
+            lan: "lan1".into(),
+            segment: "192.168.1.0/24".into(),
+            host_id: 7,
+            name: "h1".into(),
+            underlay: IpAddr::from([192, 168, 3, 3]),
+            prefix: 24,
+            port: 7401,
+            observed: SocketAddr::from(([192, 168, 3, 3], 40000)),
+            lease_ms: 30_000,
+            heartbeat_ago_ms: 10,
+        }
+    }
+
+    fn round_trip<T: Serialize + for<'a> Deserialize<'a> + PartialEq + std::fmt::Debug>(m: &T) {
+        let f = encode(m);
+        let len = frame_len([f[0], f[1], f[2], f[3]], MAX_SERVER_FRAME).expect("len");
+        assert_eq!(len, f.len() - 4);
+        assert_eq!(&decode::<T>(&f[4..]).expect("decode"), m);
+    }
+
+    #[test]
+    fn every_message_round_trips() {
+        round_trip(&ClientMsg::Hello { version: VERSION });
+        round_trip(&ClientMsg::Register(Register {
+            host_id: 1,
+            name: "h1".into(),
+            underlay: IpAddr::from([10, 0, 0, 1]),
+            prefix: 24,
+            port: 7401,
+            lans: vec![LanJoin {
+                name: "lan1".into(),
+                segment: "10.1.0.0/16".into(),
+                proof: [9; 32],
+            }],
+        }));
+        round_trip(&ClientMsg::Heartbeat);
+        round_trip(&ClientMsg::Unregister);
+        round_trip(&ClientMsg::Query {
+            lan: Some("lan1".into()),
+        });
+        round_trip(&ServerMsg::Challenge {
+            version: 1,
+            nonce: [1; 32],
+            epoch: 5,
+            lease_ttl_ms: 30_000,
+            heartbeat_ms: 10_000,
+        });
+        round_trip(&ServerMsg::Refused {
+            code: RefuseCode::BadProof,
+            reason: "x".into(),
+        });
+        round_trip(&ServerMsg::Records(vec![record(), record()]));
+        round_trip(&ServerMsg::Event(Event::Snapshot {
+            lan: "lan1".into(),
+            records: vec![record()],
+        }));
+        round_trip(&ServerMsg::Event(Event::Leave {
+            lan: "lan1".into(),
+            host_id: 3,
+            reason: "lease expired".into(),
+        }));
+    }
+
+    #[test]
+    fn the_wire_format_is_stable() {
+        // Golden bytes: changing them breaks every deployed host and bulletin.
+        assert_eq!(encode(&ClientMsg::Hello { version: 1 }), [0, 0, 0, 2, 0, 1]);
+        assert_eq!(encode(&ClientMsg::Heartbeat), [0, 0, 0, 1, 2]);
+        assert_eq!(
+            encode(&ServerMsg::Ack { lease_ms: 300 }),
+            [0, 0, 0, 3, 3, 0xac, 0x02]
+        );
+    }
+
+    #[test]
+    fn oversized_and_truncated_frames_are_refused() {
+        assert_eq!(
+            frame_len(
+                (MAX_CLIENT_FRAME as u32 + 1).to_be_bytes(),
+                MAX_CLIENT_FRAME
+            ),
+            Err(CodecError::Oversized {
+                len: MAX_CLIENT_FRAME + 1,
+                max: MAX_CLIENT_FRAME
+            })
+        );
+        let f = encode(&ServerMsg::Records(vec![record()]));
+        for cut in 0..f.len() - 4 {
+            assert!(decode::<ServerMsg>(&f[4..4 + cut]).is_err(), "cut at {cut}");
+        }
+        let mut extra = f[4..].to_vec();
+        extra.push(0);
+        assert!(matches!(
+            decode::<ServerMsg>(&extra),
+            Err(CodecError::Malformed(_))
+        ));
+    }
+
+    proptest! {
+        #[test]
+        fn decoding_arbitrary_bytes_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
+            let _ = decode::<ClientMsg>(&bytes);
+            let _ = decode::<ServerMsg>(&bytes);
+        }
+    }
+}

@@ -1,0 +1,508 @@
+//! The registry, sans-IO: hosts, their LANs and leases. Every call takes `now`; the server
+//! turns the returned [`Outbound`] events into messages on the hosts' connections.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use crate::proof::Verifier;
+use crate::proto::{Event, Record, RefuseCode, Register};
+
+/// Identifies a connection inside the server.
+pub type ConnId = u64;
+
+/// An event for one connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outbound {
+    /// The connection of the host to tell.
+    pub to: ConnId,
+    /// What to tell it.
+    pub event: Event,
+}
+
+/// A refused request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// Kind.
+    pub code: RefuseCode,
+    /// Text for people.
+    pub reason: String,
+}
+
+fn refuse(code: RefuseCode, reason: String) -> Refusal {
+    Refusal { code, reason }
+}
+
+#[derive(Debug, Clone)]
+struct HostEntry {
+    name: String,
+    underlay: IpAddr,
+    prefix: u8,
+    port: u16,
+    observed: SocketAddr,
+    /// LAN name → segment.
+    lans: BTreeMap<String, String>,
+    expires: Instant,
+    last_heartbeat: Instant,
+    conn: ConnId,
+}
+
+/// The registry.
+pub struct Registry {
+    lans: HashMap<String, Verifier>,
+    hosts: BTreeMap<u32, HostEntry>,
+    ttl: Duration,
+}
+
+impl Registry {
+    /// A registry serving these LANs with this lease length.
+    pub fn new(lans: HashMap<String, Verifier>, ttl: Duration) -> Self {
+        Registry {
+            lans,
+            hosts: BTreeMap::new(),
+            ttl,
+        }
+    }
+
+    /// Lease length.
+    pub fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
+    /// LANs served.
+    pub fn lan_names(&self) -> impl Iterator<Item = &str> {
+        self.lans.keys().map(String::as_str)
+    }
+
+    /// Register (or re-register) a host whose proofs are over `nonce`.
+    ///
+    /// Returns the events for the other hosts; the registering host gets snapshots via
+    /// [`Registry::snapshots`].
+    pub fn register(
+        &mut self,
+        conn: ConnId,
+        nonce: &[u8; 32],
+        req: &Register,
+        observed: SocketAddr,
+        now: Instant,
+    ) -> Result<Vec<Outbound>, Refusal> {
+        if req.lans.is_empty() {
+            return Err(refuse(
+                RefuseCode::Protocol,
+                "registration names no LAN".into(),
+            ));
+        }
+        for l in &req.lans {
+            let Some(v) = self.lans.get(&l.name) else {
+                return Err(refuse(
+                    RefuseCode::UnknownLan,
+                    format!(
+                        "this bulletin does not serve LAN {:?}: add it to the bulletin's config",
+                        l.name
+                    ),
+                ));
+            };
+            if !v.verify(nonce, req.host_id, &l.name, &l.proof) {
+                return Err(refuse(
+                    RefuseCode::BadProof,
+                    format!(
+                        "wrong secret for LAN {:?}: the host's secret_file differs from the bulletin's",
+                        l.name
+                    ),
+                ));
+            }
+        }
+        if let Some(old) = self.hosts.get(&req.host_id)
+            && now < old.expires
+            && (old.name != req.name || old.underlay != req.underlay)
+        {
+            return Err(refuse(
+                RefuseCode::DuplicateId,
+                format!(
+                    "host id {:#010x} is held by host {:?} at {} (lease left {} s): give one of them another [host] name or id",
+                    req.host_id,
+                    old.name,
+                    old.underlay,
+                    old.expires.saturating_duration_since(now).as_secs()
+                ),
+            ));
+        }
+        // Same host again (a restart, or a reconnect): replace at once, no lock-out.
+        let old_lans = self
+            .hosts
+            .remove(&req.host_id)
+            .map(|o| o.lans)
+            .unwrap_or_default();
+        let entry = HostEntry {
+            name: req.name.clone(),
+            underlay: req.underlay,
+            prefix: req.prefix,
+            port: req.port,
+            observed,
+            lans: req
+                .lans
+                .iter()
+                .map(|l| (l.name.clone(), l.segment.clone()))
+                .collect(),
+            expires: now + self.ttl,
+            last_heartbeat: now,
+            conn,
+        };
+        let mut out = Vec::new();
+        for lan in old_lans.keys().filter(|l| !entry.lans.contains_key(*l)) {
+            out.extend(self.tell_lan(lan, req.host_id, |_| Event::Leave {
+                lan: lan.clone(),
+                host_id: req.host_id,
+                reason: "left the LAN".into(),
+            }));
+        }
+        self.hosts.insert(req.host_id, entry);
+        let lans: Vec<String> = req.lans.iter().map(|l| l.name.clone()).collect();
+        for lan in lans {
+            if let Some(rec) = self.record(req.host_id, &lan, now) {
+                out.extend(self.tell_lan(&lan, req.host_id, |_| Event::Join(rec.clone())));
+            }
+        }
+        Ok(out)
+    }
+
+    /// The snapshot events for a host, one per LAN it is in.
+    pub fn snapshots(&self, host_id: u32, now: Instant) -> Vec<Event> {
+        let Some(h) = self.hosts.get(&host_id) else {
+            return Vec::new();
+        };
+        h.lans
+            .keys()
+            .map(|lan| Event::Snapshot {
+                lan: lan.clone(),
+                records: self.records(Some(lan), now),
+            })
+            .collect()
+    }
+
+    /// Renew a lease.
+    pub fn heartbeat(
+        &mut self,
+        host_id: u32,
+        conn: ConnId,
+        now: Instant,
+    ) -> Result<Duration, Refusal> {
+        match self.hosts.get_mut(&host_id) {
+            Some(h) if h.conn == conn && now < h.expires => {
+                h.expires = now + self.ttl;
+                h.last_heartbeat = now;
+                Ok(self.ttl)
+            }
+            _ => Err(refuse(
+                RefuseCode::NotRegistered,
+                "not registered (lease lapsed?): register again".into(),
+            )),
+        }
+    }
+
+    /// Remove a host now; its LANs' other hosts are told.
+    pub fn unregister(&mut self, host_id: u32, conn: ConnId) -> Vec<Outbound> {
+        match self.hosts.get(&host_id) {
+            Some(h) if h.conn == conn => self.remove(host_id, "unregistered"),
+            _ => Vec::new(),
+        }
+    }
+
+    fn remove(&mut self, host_id: u32, reason: &str) -> Vec<Outbound> {
+        let Some(h) = self.hosts.remove(&host_id) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for lan in h.lans.keys() {
+            out.extend(self.tell_lan(lan, host_id, |_| Event::Leave {
+                lan: lan.clone(),
+                host_id,
+                reason: reason.into(),
+            }));
+        }
+        out
+    }
+
+    /// Remove lapsed leases; returns the leave events.
+    pub fn expire(&mut self, now: Instant) -> Vec<Outbound> {
+        let lapsed: Vec<u32> = self
+            .hosts
+            .iter()
+            .filter(|(_, h)| now >= h.expires)
+            .map(|(id, _)| *id)
+            .collect();
+        lapsed
+            .into_iter()
+            .flat_map(|id| self.remove(id, "lease expired"))
+            .collect()
+    }
+
+    /// When the next lease lapses.
+    pub fn next_expiry(&self) -> Option<Instant> {
+        self.hosts.values().map(|h| h.expires).min()
+    }
+
+    fn tell_lan(&self, lan: &str, except: u32, event: impl Fn(u32) -> Event) -> Vec<Outbound> {
+        self.hosts
+            .iter()
+            .filter(|(id, h)| **id != except && h.lans.contains_key(lan))
+            .map(|(id, h)| Outbound {
+                to: h.conn,
+                event: event(*id),
+            })
+            .collect()
+    }
+
+    fn record(&self, host_id: u32, lan: &str, now: Instant) -> Option<Record> {
+        let h = self.hosts.get(&host_id)?;
+        Some(Record {
+            lan: lan.to_string(),
+            segment: h.lans.get(lan)?.clone(),
+            host_id,
+            name: h.name.clone(),
+            underlay: h.underlay,
+            prefix: h.prefix,
+            port: h.port,
+            observed: h.observed,
+            lease_ms: h.expires.saturating_duration_since(now).as_millis() as u64,
+            heartbeat_ago_ms: now.saturating_duration_since(h.last_heartbeat).as_millis() as u64,
+        })
+    }
+
+    /// Records of one LAN or all, ordered by LAN then host id.
+    pub fn records(&self, lan: Option<&str>, now: Instant) -> Vec<Record> {
+        let mut out: Vec<Record> = self
+            .hosts
+            .iter()
+            .flat_map(|(id, h)| h.lans.keys().map(move |l| (*id, l)))
+            .filter(|(_, l)| lan.is_none_or(|want| want == l.as_str()))
+            .filter_map(|(id, l)| self.record(id, l, now))
+            .collect();
+        out.sort_by(|a, b| (&a.lan, a.host_id).cmp(&(&b.lan, b.host_id)));
+        out
+    }
+
+    /// Number of registered hosts.
+    pub fn host_count(&self) -> usize {
+        self.hosts.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::LanJoin;
+
+    const NONCE: [u8; 32] = [4; 32];
+
+    fn registry() -> Registry {
+        let lans = [("lan1", 1u8), ("lan2", 2)]
+            .into_iter()
+            .map(|(n, s)| (n.to_string(), Verifier::from_secret(&[s; 32])))
+            .collect();
+        Registry::new(lans, Duration::from_secs(30))
+    }
+
+    fn reg(id: u32, lans: &[&str]) -> Register {
+        Register {
+            host_id: id,
+            name: format!("h{id}"),
+            underlay: IpAddr::from([10, 77, 1, id as u8]),
+            prefix: 24,
+            port: 7401,
+            lans: lans
+                .iter()
+                .map(|l| {
+                    let secret = if *l == "lan1" { 1u8 } else { 2 };
+                    LanJoin {
+                        name: l.to_string(),
+                        segment: "192.168.0.0/16".into(),
+                        proof: Verifier::from_secret(&[secret; 32]).prove(&NONCE, id, l),
+                    }
+                })
+                .collect(),
+        }
+    }
+
+    fn obs(id: u32) -> SocketAddr {
+        SocketAddr::from(([10, 77, 1, id as u8], 50000))
+    }
+
+    #[test]
+    fn joins_fan_out_only_to_the_lans_hosts() {
+        let t0 = Instant::now();
+        let mut r = registry();
+        assert!(
+            r.register(1, &NONCE, &reg(1, &["lan1"]), obs(1), t0)
+                .expect("ok")
+                .is_empty()
+        );
+        assert!(
+            r.register(2, &NONCE, &reg(2, &["lan2"]), obs(2), t0)
+                .expect("ok")
+                .is_empty()
+        );
+        let out = r
+            .register(3, &NONCE, &reg(3, &["lan1", "lan2"]), obs(3), t0)
+            .expect("ok");
+        let mut to: Vec<(ConnId, String)> = out
+            .iter()
+            .map(|o| match &o.event {
+                Event::Join(rec) => (o.to, rec.lan.clone()),
+                e => panic!("{e:?}"),
+            })
+            .collect();
+        to.sort();
+        assert_eq!(to, vec![(1, "lan1".to_string()), (2, "lan2".to_string())]);
+        // Snapshots: host 3 sees both LANs, each with its members.
+        let snaps = r.snapshots(3, t0);
+        assert_eq!(snaps.len(), 2);
+        match &snaps[0] {
+            Event::Snapshot { lan, records } => {
+                assert_eq!(lan, "lan1");
+                assert_eq!(
+                    records.iter().map(|r| r.host_id).collect::<Vec<_>>(),
+                    vec![1, 3]
+                );
+                assert_eq!(records[0].underlay, IpAddr::from([10, 77, 1, 1]));
+                assert_eq!(records[0].observed, obs(1));
+            }
+            e => panic!("{e:?}"),
+        }
+    }
+
+    #[test]
+    fn lapsed_leases_are_removed_and_announced_with_a_mocked_clock() {
+        let t0 = Instant::now();
+        let mut r = registry();
+        r.register(1, &NONCE, &reg(1, &["lan1"]), obs(1), t0)
+            .expect("ok");
+        r.register(2, &NONCE, &reg(2, &["lan1"]), obs(2), t0)
+            .expect("ok");
+        assert_eq!(r.next_expiry(), Some(t0 + Duration::from_secs(30)));
+        // Host 2 heartbeats at 20 s; host 1 goes silent.
+        assert_eq!(
+            r.heartbeat(2, 2, t0 + Duration::from_secs(20)),
+            Ok(Duration::from_secs(30))
+        );
+        assert!(r.expire(t0 + Duration::from_secs(29)).is_empty());
+        let out = r.expire(t0 + Duration::from_secs(30));
+        assert_eq!(
+            out,
+            vec![Outbound {
+                to: 2,
+                event: Event::Leave {
+                    lan: "lan1".into(),
+                    host_id: 1,
+                    reason: "lease expired".into()
+                }
+            }]
+        );
+        assert_eq!(r.host_count(), 1);
+        assert_eq!(
+            r.heartbeat(1, 1, t0 + Duration::from_secs(31))
+                .map_err(|e| e.code),
+            Err(RefuseCode::NotRegistered)
+        );
+        assert_eq!(
+            r.records(None, t0 + Duration::from_secs(31))[0].lease_ms,
+            19_000
+        );
+    }
+
+    #[test]
+    fn unregister_is_announced_at_once_and_only_by_the_owner() {
+        let t0 = Instant::now();
+        let mut r = registry();
+        r.register(1, &NONCE, &reg(1, &["lan1"]), obs(1), t0)
+            .expect("ok");
+        r.register(2, &NONCE, &reg(2, &["lan1"]), obs(2), t0)
+            .expect("ok");
+        assert!(
+            r.unregister(1, 99).is_empty(),
+            "another connection cannot unregister host 1"
+        );
+        let out = r.unregister(1, 1);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].to, 2);
+        assert!(
+            matches!(&out[0].event, Event::Leave { host_id: 1, reason, .. } if reason == "unregistered")
+        );
+    }
+
+    #[test]
+    fn wrong_secret_unknown_lan_and_replayed_proof_are_refused() {
+        let t0 = Instant::now();
+        let mut r = registry();
+        let mut bad = reg(1, &["lan1"]);
+        bad.lans[0].proof = Verifier::from_secret(&[9; 32]).prove(&NONCE, 1, "lan1");
+        assert_eq!(
+            r.register(1, &NONCE, &bad, obs(1), t0).map_err(|e| e.code),
+            Err(RefuseCode::BadProof)
+        );
+        let mut unknown = reg(1, &["lan1"]);
+        unknown.lans[0].name = "lan9".into();
+        assert_eq!(
+            r.register(1, &NONCE, &unknown, obs(1), t0)
+                .map_err(|e| e.code),
+            Err(RefuseCode::UnknownLan)
+        );
+        // A proof made for another connection's nonce.
+        assert_eq!(
+            r.register(1, &[5; 32], &reg(1, &["lan1"]), obs(1), t0)
+                .map_err(|e| e.code),
+            Err(RefuseCode::BadProof)
+        );
+        assert_eq!(r.host_count(), 0);
+    }
+
+    #[test]
+    fn duplicate_id_is_refused_but_a_restarted_host_is_accepted_at_once() {
+        let t0 = Instant::now();
+        let mut r = registry();
+        r.register(1, &NONCE, &reg(1, &["lan1"]), obs(1), t0)
+            .expect("ok");
+        let mut imposter = reg(1, &["lan1"]);
+        imposter.name = "other".into();
+        let e = r
+            .register(2, &NONCE, &imposter, obs(2), t0)
+            .expect_err("duplicate");
+        assert_eq!(e.code, RefuseCode::DuplicateId);
+        assert!(e.reason.contains("\"h1\""), "{}", e.reason);
+        // The same host from a new connection (it crashed and restarted): accepted now.
+        r.register(
+            3,
+            &NONCE,
+            &reg(1, &["lan1"]),
+            obs(1),
+            t0 + Duration::from_secs(1),
+        )
+        .expect("restart");
+        assert_eq!(
+            r.heartbeat(1, 3, t0 + Duration::from_secs(2)),
+            Ok(Duration::from_secs(30))
+        );
+        assert!(
+            r.heartbeat(1, 1, t0 + Duration::from_secs(2)).is_err(),
+            "the old connection no longer owns it"
+        );
+        // After the lease lapsed, the id is free for another name.
+        r.register(4, &NONCE, &imposter, obs(2), t0 + Duration::from_secs(40))
+            .expect("free again");
+    }
+
+    #[test]
+    fn leaving_a_lan_on_reregistration_tells_that_lan() {
+        let t0 = Instant::now();
+        let mut r = registry();
+        r.register(1, &NONCE, &reg(1, &["lan1", "lan2"]), obs(1), t0)
+            .expect("ok");
+        r.register(2, &NONCE, &reg(2, &["lan2"]), obs(2), t0)
+            .expect("ok");
+        let out = r
+            .register(1, &NONCE, &reg(1, &["lan1"]), obs(1), t0)
+            .expect("ok");
+        assert!(out.iter().any(|o| o.to == 2
+            && matches!(&o.event, Event::Leave { lan, host_id: 1, .. } if lan == "lan2")));
+    }
+}

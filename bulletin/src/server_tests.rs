@@ -1,0 +1,313 @@
+//! The server and client together over loopback, in one process.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use super::*;
+use crate::client::{Client, ClientError, SessionRx};
+use crate::proto::{Event, LanJoin, Register, ServerMsg};
+
+struct Harness {
+    server: Server,
+    addr: SocketAddr,
+    fingerprint: String,
+    _dir: TempDir,
+}
+
+struct TempDir(std::path::PathBuf);
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+fn secret(lan: &str) -> [u8; 32] {
+    if lan == "lan1" { [1; 32] } else { [2; 32] }
+}
+
+fn harness(ttl: Duration, heartbeat: Duration) -> Harness {
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let dir = std::env::temp_dir().join(format!("bulletin-harness-{}-{n}", std::process::id()));
+    let identity = Identity::load_or_create(&dir).expect("identity");
+    let lans: HashMap<String, Verifier> = ["lan1", "lan2"]
+        .iter()
+        .map(|l| (l.to_string(), Verifier::from_secret(&secret(l))))
+        .collect();
+    let server = Server::start(
+        &identity,
+        ServerOptions {
+            listen: "127.0.0.1:0".parse().expect("addr"),
+            lans,
+            lease_ttl: ttl,
+            heartbeat,
+            hello_timeout: Duration::from_millis(500),
+        },
+    )
+    .expect("start");
+    let addr = server.local_addr().expect("addr");
+    Harness {
+        server,
+        addr,
+        fingerprint: identity.fingerprint(),
+        _dir: TempDir(dir),
+    }
+}
+
+fn register(
+    id: u32,
+    lans: &[&str],
+    nonce: &[u8; 32],
+    secret_for: impl Fn(&str) -> [u8; 32],
+) -> Register {
+    Register {
+        host_id: id,
+        name: format!("h{id}"),
+        underlay: IpAddr::from([10, 77, 1, id as u8]),
+        prefix: 24,
+        port: 7401,
+        lans: lans
+            .iter()
+            .map(|l| LanJoin {
+                name: l.to_string(),
+                segment: "192.168.100.0/24".into(),
+                proof: Verifier::from_secret(&secret_for(l)).prove(nonce, id, l),
+            })
+            .collect(),
+    }
+}
+
+/// Connect and register host `id`; returns the receive half after its snapshots.
+async fn join(
+    h: &Harness,
+    id: u32,
+    lans: &[&str],
+) -> (crate::client::SessionTx, SessionRx, Vec<Event>) {
+    let client = Client::new(h.addr, &h.fingerprint).expect("client");
+    let mut s = client.connect().await.expect("connect");
+    let reg = register(id, lans, &s.terms.nonce, secret);
+    s.register(reg).await.expect("register");
+    let mut snaps = Vec::new();
+    for _ in lans {
+        match s.recv().await.expect("snapshot") {
+            ServerMsg::Event(e @ Event::Snapshot { .. }) => snaps.push(e),
+            other => panic!("expected snapshot, got {other:?}"),
+        }
+    }
+    // Keep the client endpoint alive as long as the session: leak it into the session's
+    // lifetime by moving it into a task that ends with the test runtime.
+    let (tx, rx) = s.split();
+    tokio::spawn(async move {
+        let _keep = client;
+        std::future::pending::<()>().await;
+    });
+    (tx, rx, snaps)
+}
+
+async fn next_event(rx: &mut SessionRx, within: Duration) -> Event {
+    loop {
+        match tokio::time::timeout(within, rx.recv())
+            .await
+            .expect("event in time")
+            .expect("recv")
+        {
+            ServerMsg::Event(e) => return e,
+            ServerMsg::Ack { .. } => continue,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn joins_and_leaves_reach_the_lans_hosts_at_once() {
+    let h = harness(Duration::from_secs(30), Duration::from_secs(10));
+    let (_tx1, mut rx1, snaps) = join(&h, 1, &["lan1"]).await;
+    assert!(matches!(&snaps[0], Event::Snapshot { records, .. } if records.len() == 1));
+    let (_tx3, mut rx3, _) = join(&h, 3, &["lan2"]).await;
+    let (mut tx2, _rx2, snaps2) = join(&h, 2, &["lan1"]).await;
+    match &snaps2[0] {
+        Event::Snapshot { records, .. } => assert_eq!(
+            records.iter().map(|r| r.host_id).collect::<Vec<_>>(),
+            vec![1, 2]
+        ),
+        e => panic!("{e:?}"),
+    }
+    match next_event(&mut rx1, Duration::from_secs(2)).await {
+        Event::Join(r) => assert_eq!(
+            (r.host_id, r.port, r.underlay),
+            (2, 7401, IpAddr::from([10, 77, 1, 2]))
+        ),
+        e => panic!("{e:?}"),
+    }
+    let t = Instant::now();
+    tx2.send(&crate::proto::ClientMsg::Unregister)
+        .await
+        .expect("unregister");
+    match next_event(&mut rx1, Duration::from_secs(2)).await {
+        Event::Leave {
+            host_id: 2, reason, ..
+        } => assert_eq!(reason, "unregistered"),
+        e => panic!("{e:?}"),
+    }
+    assert!(t.elapsed() < Duration::from_secs(2));
+    // Host 3 (lan2 only) heard nothing of lan1.
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), rx3.recv())
+            .await
+            .is_err()
+    );
+    let all = Client::new(h.addr, &h.fingerprint)
+        .expect("c")
+        .query(None)
+        .await
+        .expect("query");
+    assert_eq!(
+        all.iter().map(|r| r.host_id).collect::<Vec<_>>(),
+        vec![1, 3]
+    );
+}
+
+#[tokio::test]
+async fn a_lapsed_lease_is_pushed_as_a_leave() {
+    let h = harness(Duration::from_millis(1200), Duration::from_millis(400));
+    let (mut tx1, mut rx1, _) = join(&h, 1, &["lan1"]).await;
+    let (_tx2, _rx2, _) = join(&h, 2, &["lan1"]).await;
+    assert!(matches!(
+        next_event(&mut rx1, Duration::from_secs(1)).await,
+        Event::Join(_)
+    ));
+    // Host 1 heartbeats; host 2 is silent and lapses.
+    let start = Instant::now();
+    let hb = tokio::spawn(async move {
+        for _ in 0..8 {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            if tx1.send(&crate::proto::ClientMsg::Heartbeat).await.is_err() {
+                break;
+            }
+        }
+        tx1
+    });
+    match next_event(&mut rx1, Duration::from_secs(3)).await {
+        Event::Leave {
+            host_id: 2, reason, ..
+        } => assert_eq!(reason, "lease expired"),
+        e => panic!("{e:?}"),
+    }
+    let took = start.elapsed();
+    assert!(took < Duration::from_millis(2500), "leave after {took:?}");
+    let _ = hb.await;
+    assert_eq!(
+        h.server.host_count(),
+        1,
+        "the heartbeating host is still there"
+    );
+}
+
+#[tokio::test]
+async fn wrong_secret_and_wrong_fingerprint_are_refused() {
+    let h = harness(Duration::from_secs(30), Duration::from_secs(10));
+    let client = Client::new(h.addr, &h.fingerprint).expect("client");
+    let mut s = client.connect().await.expect("connect");
+    let reg = register(5, &["lan1"], &s.terms.nonce, |_| [9; 32]);
+    match s.register(reg).await {
+        Err(ClientError::Refused { code, reason }) => {
+            assert_eq!(code, crate::proto::RefuseCode::BadProof);
+            assert!(reason.contains("wrong secret for LAN \"lan1\""), "{reason}");
+        }
+        other => panic!("{other:?}"),
+    }
+    let wrong = crate::tls::fingerprint(b"another certificate");
+    let e = Client::new(h.addr, &wrong)
+        .expect("client")
+        .connect()
+        .await
+        .err()
+        .expect("must refuse");
+    match e {
+        ClientError::Fingerprint { got, expected, .. } => {
+            assert_eq!(got, h.fingerprint);
+            assert_eq!(expected, wrong);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(e_to_string_mentions(
+        &Client::new(h.addr, &wrong)
+            .expect("c")
+            .connect()
+            .await
+            .err(),
+        "bulletin fingerprint"
+    ));
+}
+
+fn e_to_string_mentions(e: &Option<ClientError>, what: &str) -> bool {
+    e.as_ref().is_some_and(|e| e.to_string().contains(what))
+}
+
+#[tokio::test]
+async fn garbage_half_open_and_oversized_input_do_not_disturb_registered_hosts() {
+    let h = harness(Duration::from_secs(30), Duration::from_secs(10));
+    let (mut tx1, mut rx1, _) = join(&h, 1, &["lan1"]).await;
+    // Garbage datagrams on the port (bounded).
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+    for i in 0..200u32 {
+        let _ = sock.send_to(&i.to_be_bytes().repeat((i % 50) as usize + 1), h.addr);
+    }
+    // Half-open: a QUIC connection that never says hello is closed by the server.
+    let lurker = Client::new(h.addr, &h.fingerprint).expect("client");
+    let conn_closed = {
+        let ep = quinn::Endpoint::client("127.0.0.1:0".parse().expect("a")).expect("ep");
+        let (cfg, _) = crate::tls::client_config(&h.fingerprint).expect("cfg");
+        let conn = ep
+            .connect_with(cfg, h.addr, "vmvpn-bulletin")
+            .expect("connect")
+            .await
+            .expect("handshake");
+        tokio::time::timeout(Duration::from_secs(3), conn.closed())
+            .await
+            .is_ok()
+    };
+    assert!(
+        conn_closed,
+        "a silent connection is closed after the hello timeout"
+    );
+    // Oversized: a frame announcing 100 MB is refused and that connection closed.
+    let mut s = lurker.connect().await.expect("connect");
+    let conn_for_big = {
+        let big = (200u32 << 20).to_be_bytes();
+        let (mut tx, mut rx) =
+            std::mem::replace(&mut s, lurker.connect().await.expect("c2")).split();
+        let _ = tx.send(&crate::proto::ClientMsg::Heartbeat).await; // a valid frame first
+        let raw = tx_raw(&mut tx, &big).await;
+        let closed = tokio::time::timeout(Duration::from_secs(3), async {
+            loop {
+                if rx.recv().await.is_err() {
+                    break;
+                }
+            }
+        })
+        .await;
+        raw && closed.is_ok()
+    };
+    assert!(conn_for_big, "an oversized frame closes its connection");
+    // The registered host is undisturbed: heartbeat acknowledged, still listed.
+    tx1.send(&crate::proto::ClientMsg::Heartbeat)
+        .await
+        .expect("heartbeat");
+    match tokio::time::timeout(Duration::from_secs(2), rx1.recv())
+        .await
+        .expect("ack in time")
+        .expect("recv")
+    {
+        ServerMsg::Ack { lease_ms } => assert!(lease_ms > 29_000),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(h.server.host_count(), 1);
+}
+
+/// Write raw bytes on a session's stream (to forge an oversized length prefix).
+async fn tx_raw(tx: &mut crate::client::SessionTx, bytes: &[u8]) -> bool {
+    tx.send_raw(bytes).await.is_ok()
+}
