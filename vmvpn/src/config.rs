@@ -58,8 +58,8 @@ pub enum ConfigError {
 pub struct Config {
     /// `[host]`.
     pub host: HostConfig,
-    /// `[bulletin]`: accepted by the parser so the error can say it is not supported yet.
-    pub bulletin: Option<Spanned<toml::Table>>,
+    /// `[bulletin]`: register with a bulletin board and take peers from it.
+    pub bulletin: Option<BulletinSection>,
     /// `[[lan]]`, at least one.
     #[serde(rename = "lan", default)]
     pub lans: Vec<LanConfig>,
@@ -92,6 +92,28 @@ pub struct HostConfig {
 
 fn default_port() -> u16 {
     DEFAULT_PORT
+}
+
+/// `[bulletin]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BulletinSection {
+    /// The bulletin's QUIC address, `ADDRESS:PORT`.
+    pub server: SocketAddr,
+    /// Its certificate fingerprint, as `bulletin fingerprint` prints it.
+    pub fingerprint: Fingerprint,
+}
+
+/// A `sha256:…` certificate fingerprint, checked while parsing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fingerprint(pub String);
+
+impl<'de> Deserialize<'de> for Fingerprint {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        bulletin::tls::parse_fingerprint(&s).map_err(de::Error::custom)?;
+        Ok(Fingerprint(s))
+    }
 }
 
 /// `[[lan]]`.
@@ -256,14 +278,6 @@ impl Config {
     }
 
     fn check(&self, text: &str) -> Result<(), ConfigError> {
-        if let Some(b) = &self.bulletin {
-            return Err(self.invalid(
-                text,
-                b.span(),
-                "bulletin".into(),
-                "the bulletin board is not supported by this version yet; list peers in each [[lan]] as `peers = [\"ADDRESS:PORT\", ...]`".into(),
-            ));
-        }
         if self.lans.is_empty() {
             return Err(ConfigError::Invalid {
                 path: self.path.clone(),
@@ -484,11 +498,20 @@ peers = ["10.77.1.2:7401", "10.77.1.3:7401"]
     }
 
     #[test]
-    fn no_lan_and_bulletin_are_clear_errors() {
+    fn no_lan_and_bad_bulletin_fingerprint_are_clear_errors() {
         let e = err("[host]\nname = \"h1\"\naddress = \"10.0.0.1/24\"\n");
         assert!(e.contains("no [[lan]]"), "{e}");
-        let e = err(&format!("{GOOD}\n[bulletin]\nserver = \"10.0.0.1:7400\"\n"));
-        assert!(e.contains("not supported") && e.contains("peers"), "{e}");
+        let e = err(&format!(
+            "{GOOD}\n[bulletin]\nserver = \"10.0.0.1:7400\"\nfingerprint = \"sha256:12\"\n"
+        ));
+        assert!(e.contains("line 16") && e.contains("64 hex digits"), "{e}");
+        let fp = format!("sha256:{}", "ab".repeat(32));
+        let c = Config::parse(
+            &format!("{GOOD}\n[bulletin]\nserver = \"10.0.0.1:7400\"\nfingerprint = \"{fp}\"\n"),
+            Path::new("h.toml"),
+        )
+        .expect("valid");
+        assert_eq!(c.bulletin.map(|b| b.fingerprint.0), Some(fp));
     }
 
     #[test]

@@ -16,6 +16,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader as Tokio
 use tokio::net::UnixListener;
 use tracing::{debug, warn};
 
+use crate::membership::SharedView;
 use crate::runtime::{Handle, Request};
 
 /// A request on the control socket.
@@ -88,7 +89,7 @@ pub fn bind(path: &Path) -> Result<UnixListener, ControlError> {
 }
 
 /// Serve requests until the task is dropped.
-pub async fn serve(listener: UnixListener, dp: Handle) {
+pub async fn serve(listener: UnixListener, dp: Handle, bulletin: Option<SharedView>) {
     loop {
         let stream = match listener.accept().await {
             Ok((s, _)) => s,
@@ -99,6 +100,7 @@ pub async fn serve(listener: UnixListener, dp: Handle) {
             }
         };
         let dp = dp.clone();
+        let bulletin = bulletin.clone();
         tokio::spawn(async move {
             let (r, mut w) = stream.into_split();
             let mut line = String::new();
@@ -106,7 +108,7 @@ pub async fn serve(listener: UnixListener, dp: Handle) {
             if reader.read_line(&mut line).await.is_err() {
                 return;
             }
-            let answer = answer(&line, &dp).await;
+            let answer = answer(&line, &dp, bulletin.as_ref()).await;
             let mut out = answer.to_string();
             out.push('\n');
             let _ = w.write_all(out.as_bytes()).await;
@@ -114,7 +116,7 @@ pub async fn serve(listener: UnixListener, dp: Handle) {
     }
 }
 
-async fn answer(line: &str, dp: &Handle) -> Value {
+async fn answer(line: &str, dp: &Handle, bulletin: Option<&SharedView>) -> Value {
     let req: ControlRequest = match serde_json::from_str(line.trim()) {
         Ok(r) => r,
         Err(e) => return json!({ "error": format!("bad request: {e}") }),
@@ -127,7 +129,10 @@ async fn answer(line: &str, dp: &Handle) -> Value {
                 return gone();
             }
             match rx.await {
-                Ok(s) => json!({ "ok": s }),
+                Ok(mut s) => {
+                    s.bulletin = bulletin.and_then(|v| v.lock().ok().map(|v| v.status()));
+                    json!({ "ok": s })
+                }
                 Err(_) => gone(),
             }
         }

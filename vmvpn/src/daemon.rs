@@ -3,15 +3,17 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::Path;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result, anyhow};
+use bulletin::proof::Verifier;
 use ring::rand::{SecureRandom, SystemRandom};
 use tokio::signal::unix::{SignalKind, signal};
 use tracing::{info, warn};
 use vmvpn::config::Config;
 use vmvpn::crypto::lan_id;
 use vmvpn::forward::{Engine, HostIdentity, LanSpec, Timers};
+use vmvpn::membership::{HostInfo, Membership};
 use vmvpn::runtime::{DataPlane, report_fatal};
 use vmvpn::status::HostStatus;
 use vmvpn::tap::{TapDevice, TapOptions};
@@ -25,6 +27,11 @@ pub fn up(path: &Path) -> Result<()> {
     let secrets = (0..cfg.lans.len())
         .map(|i| cfg.read_secret(i, Some(&text)))
         .collect::<Result<Vec<_>, _>>()?;
+    // What the bulletin checks proofs against; derived here, never sent.
+    let verifiers: Vec<Verifier> = secrets
+        .iter()
+        .map(|s| Verifier::from_secret(&s.0))
+        .collect();
 
     let underlay_ip = cfg.host.address.addr;
     let underlay_mtu = match cfg.host.underlay_mtu {
@@ -123,27 +130,75 @@ pub fn up(path: &Path) -> Result<()> {
     };
     let (dp, handle) = DataPlane::new(engine, udp, taps, host)?;
     let sock = cfg.control_socket();
+    let membership = match &cfg.bulletin {
+        Some(b) => {
+            let lans = cfg
+                .lans
+                .iter()
+                .zip(&verifiers)
+                .map(|(l, v)| (l.name.get_ref().0.clone(), l.segment.to_string(), v.clone()))
+                .collect();
+            let info = HostInfo {
+                id: host_id,
+                name: cfg.host.name.0.clone(),
+                underlay: underlay_ip,
+                prefix: cfg.host.address.prefix,
+                port: listen.port(),
+                lans,
+            };
+            Some((b.server, b.fingerprint.0.clone(), info))
+        }
+        None => {
+            for l in cfg.lans.iter().filter(|l| l.peers.is_empty()) {
+                warn!(lan = %l.name.get_ref(), "no peers and no [bulletin]: only hosts that list this one will be heard");
+            }
+            None
+        }
+    };
 
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     rt.block_on(async move {
         let listener = control::bind(&sock)?;
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        // Built inside the runtime: the QUIC endpoint registers with it.
+        let (view, mut member) = match membership {
+            Some((server, fingerprint, info)) => {
+                let (m, view) = Membership::new(server, &fingerprint, info, handle.clone())?;
+                (Some(view), Some(tokio::spawn(m.run(stop_rx))))
+            }
+            None => (None, None),
+        };
         let (done_tx, done_rx) = tokio::sync::oneshot::channel();
         let thread = std::thread::Builder::new().name("dataplane".into()).spawn(move || {
             let r = dp.run();
             let _ = done_tx.send(());
             r
         })?;
-        let server = tokio::spawn(control::serve(listener, handle.clone()));
+        let server = tokio::spawn(control::serve(listener, handle.clone(), view));
         info!(host = %cfg.host.name, id = format_args!("{host_id:#010x}"), %listen, socket = %sock.display(), "vmvpn up");
         let mut term = signal(SignalKind::terminate())?;
         let mut int = signal(SignalKind::interrupt())?;
-        let died = tokio::select! {
-            _ = term.recv() => { info!("SIGTERM: shutting down"); false }
-            _ = int.recv() => { info!("SIGINT: shutting down"); false }
-            _ = done_rx => true,
-        };
+        let mut failure: Option<anyhow::Error> = None;
+        tokio::select! {
+            _ = term.recv() => info!("SIGTERM: shutting down"),
+            _ = int.recv() => info!("SIGINT: shutting down"),
+            _ = done_rx => failure = Some(anyhow!("data plane stopped unexpectedly")),
+            r = async { member.as_mut().expect("guarded by the select condition").await }, if member.is_some() => {
+                member = None;
+                failure = Some(match r {
+                    Ok(Ok(())) => anyhow!("bulletin membership stopped unexpectedly"),
+                    Ok(Err(e)) => anyhow::Error::new(e).context("cannot join through the bulletin"),
+                    Err(e) => anyhow!("bulletin membership task failed: {e}"),
+                });
+            }
+        }
+        // Leave the bulletin first (peers are told at once), then stop forwarding.
+        let _ = stop_tx.send(true);
+        if let Some(m) = member {
+            let _ = tokio::time::timeout(Duration::from_secs(2), m).await;
+        }
         handle.stop();
         server.abort();
         let result = thread.join().map_err(|_| anyhow!("data-plane thread panicked"))?;
@@ -152,8 +207,8 @@ pub fn up(path: &Path) -> Result<()> {
             report_fatal(e);
         }
         result.context("data plane failed")?;
-        if died {
-            bail!("data plane stopped unexpectedly");
+        if let Some(e) = failure {
+            return Err(e);
         }
         info!("stopped");
         Ok(())

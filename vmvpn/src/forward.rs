@@ -68,6 +68,8 @@ pub enum PeerSource {
     Static,
     /// An authenticated hello from an address not in the config.
     Hello,
+    /// The bulletin board's registry.
+    Bulletin,
 }
 
 impl PeerSource {
@@ -75,6 +77,7 @@ impl PeerSource {
         match self {
             PeerSource::Static => "static",
             PeerSource::Hello => "hello",
+            PeerSource::Bulletin => "bulletin",
         }
     }
 }
@@ -307,17 +310,26 @@ impl Engine {
         self.lans.len()
     }
 
-    /// Add a peer address to a LAN (no-op if present). The handshake starts at the next tick.
+    /// Add a peer address to a LAN. The handshake starts at the next tick. A peer already
+    /// known from a hello is now vouched for by the new source; a static one stays static.
     pub fn add_peer(&mut self, lan: usize, addr: SocketAddr, source: PeerSource) {
         let Some(l) = self.lans.get_mut(lan) else {
             return;
         };
-        if l.peer_by_addr(addr).is_none() {
-            l.peers.push(Peer::new(addr, source));
+        match l.peer_by_addr(addr) {
+            None => l.peers.push(Peer::new(addr, source)),
+            Some(i) if l.peers[i].source == PeerSource::Hello => l.peers[i].source = source,
+            Some(_) => {}
         }
     }
 
-    /// Remove a peer by address, with its MACs.
+    /// Index of a LAN by name.
+    pub fn lan_index(&self, name: &str) -> Option<usize> {
+        self.lans.iter().position(|l| l.spec.name == name)
+    }
+
+    /// Remove a peer that left (the bulletin said so), with its MACs. Static peers stay:
+    /// the operator listed them.
     pub fn remove_peer(&mut self, lan: usize, addr: SocketAddr) {
         let Some(l) = self.lans.get_mut(lan) else {
             return;
@@ -325,6 +337,10 @@ impl Engine {
         let Some(i) = l.peer_by_addr(addr) else {
             return;
         };
+        if l.peers[i].source == PeerSource::Static {
+            return;
+        }
+        info!(lan = %l.spec.name, peer = %addr, name = %l.peers[i].name, "peer removed: left the LAN");
         l.peers.remove(i);
         l.macs.forget_peer(i);
         l.by_id = l

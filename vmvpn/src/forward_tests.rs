@@ -483,3 +483,51 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn bulletin_peers_come_and_go_but_static_peers_stay() {
+    let mut net = Net::new(3);
+    // Host 0 learns a fourth address from the bulletin, then the bulletin says it left.
+    let extra = SocketAddr::from(([10, 77, 9, 9], 7401));
+    net.hosts[0].add_peer(LAN, extra, PeerSource::Bulletin);
+    assert!(
+        net.lan(0)
+            .peers
+            .iter()
+            .any(|p| p.address == extra.to_string() && p.source == "bulletin")
+    );
+    net.tick();
+    net.hosts[0].remove_peer(LAN, extra);
+    assert!(
+        !net.lan(0)
+            .peers
+            .iter()
+            .any(|p| p.address == extra.to_string())
+    );
+    // A static peer is never removed by the registry, nor turned into a bulletin one.
+    net.hosts[0].remove_peer(LAN, addr(1));
+    assert_eq!(net.lan(0).peers.len(), 2);
+    net.hosts[1].add_peer(LAN, addr(2), PeerSource::Bulletin);
+    let p = net
+        .lan(1)
+        .peers
+        .into_iter()
+        .find(|p| p.address == addr(2).to_string())
+        .expect("peer");
+    assert_eq!(p.source, "static");
+    // Removing a bulletin peer forgets the MACs behind it: frames to them flood again.
+    let mut net = Net::with(2, |i| {
+        let mut e = engine(i, 1, 1, 1000);
+        e.add_peer(LAN, addr(1 - i), PeerSource::Bulletin);
+        e
+    });
+    net.tick();
+    net.send(1, &frame(BCAST, mac(5), b"from 1"));
+    assert_eq!(net.lan(0).macs, 1, "the MAC behind host 1");
+    net.hosts[0].remove_peer(LAN, addr(1));
+    assert_eq!(net.lan(0).macs, 0);
+    assert_eq!(
+        net.send(0, &frame(mac(5), mac(6), b"gone")),
+        Some(DropReason::NoRoute)
+    );
+}

@@ -9,6 +9,7 @@ pub mod control;
 pub mod crypto;
 pub mod forward;
 pub mod macdb;
+pub mod membership;
 pub mod netdev;
 pub mod replay;
 pub mod runtime;

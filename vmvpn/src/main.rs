@@ -56,6 +56,15 @@ enum Command {
     ///
     /// Example: vmvpn keygen > /etc/vmvpn/lan1.key && chmod 600 /etc/vmvpn/lan1.key
     Keygen,
+    /// Print a LAN's verifier, for the bulletin's config (`[[lan]] verifier = "…"`).
+    ///
+    /// The bulletin checks with it that hosts hold the LAN secret; nothing derived from the
+    /// verifier opens data-plane frames, so the bulletin never needs the secret itself.
+    Verifier {
+        /// The LAN's secret file (from `vmvpn keygen`).
+        #[arg(long)]
+        secret_file: PathBuf,
+    },
     /// Check a config file and its secret files without starting anything.
     Check {
         /// Host configuration file.
@@ -150,6 +159,17 @@ fn run(cli: Cli) -> Result<()> {
                 "{}",
                 generate_secret()
                     .map_err(|_| anyhow::anyhow!("the system random source failed"))?
+            );
+            Ok(())
+        }
+        Command::Verifier { secret_file } => {
+            let text = std::fs::read_to_string(&secret_file)
+                .with_context(|| format!("cannot read {}", secret_file.display()))?;
+            let secret = vmvpn::config::parse_secret(&text)
+                .map_err(|m| anyhow::anyhow!("{}: {m}", secret_file.display()))?;
+            println!(
+                "{}",
+                bulletin::proof::Verifier::from_secret(&secret.0).to_base64()
             );
             Ok(())
         }

@@ -71,6 +71,25 @@ pub fn status(v: &Value) -> String {
         n(&h["uptime_s"]),
         s(&h["version"])
     );
+    let b = &v["bulletin"];
+    if b.is_null() {
+        let _ = writeln!(o, "bulletin: none (static peers only)");
+    } else {
+        let _ = writeln!(
+            o,
+            "bulletin {} {}  epoch {}  registered {}  peers {}",
+            s(&b["server"]),
+            s(&b["state"]),
+            s(&b["epoch"]),
+            b["registered_ago_s"]
+                .as_u64()
+                .map_or("-".to_string(), |x| format!("{x}s ago")),
+            n(&b["peers"])
+        );
+        if let Some(e) = b["last_error"].as_str() {
+            let _ = writeln!(o, "  last error: {e}");
+        }
+    }
     let _ = writeln!(o, "unattributed drops: {}", drops(&v["drops"]));
     for l in v["lans"].as_array().into_iter().flatten() {
         let _ = writeln!(
@@ -165,6 +184,16 @@ mod tests {
         let t = status(&v);
         assert!(t.contains("host h1 (id 0x12345678)"), "{t}");
         assert!(t.contains("unattributed drops: bad_header=2"), "{t}");
+        assert!(t.contains("bulletin: none"), "{t}");
+        let mut v = v;
+        v["bulletin"] = json!({"server": "10.77.0.254:7400", "state": "unreachable", "epoch": "00ff",
+                               "registered_ago_s": null, "last_error": "timed out", "peers": 4});
+        let t = status(&v);
+        assert!(
+            t.contains("bulletin 10.77.0.254:7400 unreachable")
+                && t.contains("last error: timed out"),
+            "{t}"
+        );
         assert!(t.contains("LAN lan1") && t.contains("drops: none"), "{t}");
         assert!(
             t.contains("h2")

@@ -16,7 +16,7 @@ use quinn_udp::RecvMeta;
 use telemetry::DropReason;
 use tracing::{debug, error, warn};
 
-use crate::forward::{Engine, RxAction, TapAction};
+use crate::forward::{Engine, PeerSource, RxAction, TapAction};
 use crate::status::{HostStatus, MacRow, Status};
 use crate::tap::TapDevice;
 use crate::udp::{BATCH, SLOT, Udp};
@@ -31,6 +31,15 @@ pub enum Request {
         Option<String>,
         tokio::sync::oneshot::Sender<Result<Vec<MacRow>, String>>,
     ),
+    /// Add or remove a peer of a LAN (from the bulletin); no answer.
+    Peer {
+        /// LAN name.
+        lan: String,
+        /// The peer's data address.
+        addr: SocketAddr,
+        /// Add (true) or remove (false).
+        add: bool,
+    },
 }
 
 /// Wakes the data-plane thread from `poll`.
@@ -317,6 +326,7 @@ impl DataPlane {
                         host,
                         drops: self.engine.host_drops().clone(),
                         lans: self.engine.lan_status(now),
+                        bulletin: None,
                     });
                 }
                 Request::Macs(lan, reply) => {
@@ -327,6 +337,15 @@ impl DataPlane {
                         _ => Ok(self.engine.mac_rows(lan.as_deref(), now)),
                     };
                     let _ = reply.send(res);
+                }
+                Request::Peer { lan, addr, add } => {
+                    if let Some(i) = self.engine.lan_index(&lan) {
+                        if add {
+                            self.engine.add_peer(i, addr, PeerSource::Bulletin);
+                        } else {
+                            self.engine.remove_peer(i, addr);
+                        }
+                    }
                 }
             }
         }

@@ -16,6 +16,25 @@ pub struct Status {
     pub drops: DropCounters,
     /// One entry per configured LAN.
     pub lans: Vec<LanStatus>,
+    /// The bulletin connection (null when the config has no `[bulletin]`).
+    pub bulletin: Option<BulletinStatus>,
+}
+
+/// The bulletin connection.
+#[derive(Debug, Clone, Serialize)]
+pub struct BulletinStatus {
+    /// The bulletin's address.
+    pub server: String,
+    /// "connecting", "registered", "unreachable" or "refused".
+    pub state: &'static str,
+    /// The bulletin's start epoch (hex); changes when it restarts.
+    pub epoch: Option<String>,
+    /// Seconds since this host registered (null when not registered).
+    pub registered_ago_s: Option<u64>,
+    /// The last error, if the connection is not healthy.
+    pub last_error: Option<String>,
+    /// Peers the bulletin reported, over all LANs.
+    pub peers: usize,
 }
 
 /// This host's identity.

@@ -1,0 +1,405 @@
+//! Membership through the bulletin (seed 004's Membership and node-query modules): register
+//! this host's LANs, keep the lease, and turn the watch stream into peer-table changes.
+//!
+//! While the bulletin is unreachable the data plane keeps every peer it knows; this task
+//! retries with capped backoff and re-registers when the bulletin is back. A restarted
+//! bulletin (new epoch) knows nobody at first, so for one lease period after reconnecting to
+//! a new epoch nothing is removed for being absent from a snapshot; then a full query
+//! reconciles. Explicit leave events always apply.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bulletin::client::{Client, ClientError, SessionRx, SessionTx};
+use bulletin::proof::Verifier;
+use bulletin::proto::{ClientMsg, Event, LanJoin, Record, RefuseCode, Register, ServerMsg};
+use tokio::sync::watch;
+use tracing::{error, info, warn};
+
+use crate::runtime::{Handle, Request};
+use crate::status::BulletinStatus;
+
+/// What this host registers.
+pub struct HostInfo {
+    /// Host id.
+    pub id: u32,
+    /// Host name.
+    pub name: String,
+    /// Underlay address.
+    pub underlay: IpAddr,
+    /// Underlay prefix length.
+    pub prefix: u8,
+    /// Data port.
+    pub port: u16,
+    /// (LAN name, segment, verifier) of every LAN.
+    pub lans: Vec<(String, String, Verifier)>,
+}
+
+/// The bulletin connection as `vmvpn status` shows it.
+#[derive(Debug, Clone)]
+pub struct View {
+    server: SocketAddr,
+    state: &'static str,
+    epoch: Option<u64>,
+    registered_at: Option<Instant>,
+    last_error: Option<String>,
+    peers: usize,
+}
+
+impl View {
+    fn new(server: SocketAddr) -> Self {
+        View {
+            server,
+            state: "connecting",
+            epoch: None,
+            registered_at: None,
+            last_error: None,
+            peers: 0,
+        }
+    }
+
+    /// The status section.
+    pub fn status(&self) -> BulletinStatus {
+        BulletinStatus {
+            server: self.server.to_string(),
+            state: self.state,
+            epoch: self.epoch.map(|e| format!("{e:016x}")),
+            registered_ago_s: self.registered_at.map(|t| t.elapsed().as_secs()),
+            last_error: self.last_error.clone(),
+            peers: self.peers,
+        }
+    }
+}
+
+/// Shared view for the control socket.
+pub type SharedView = Arc<Mutex<View>>;
+
+/// The membership task's state.
+pub struct Membership {
+    client: Client,
+    host: HostInfo,
+    dp: Handle,
+    view: SharedView,
+    /// LAN → host id → data address, as this task told the data plane.
+    known: HashMap<String, HashMap<u32, SocketAddr>>,
+    last_epoch: Option<u64>,
+    grace_until: Option<Instant>,
+}
+
+enum End {
+    Stopped,
+    Lost(String),
+    Refused(ClientError),
+}
+
+const BACKOFF_MIN: Duration = Duration::from_millis(500);
+const BACKOFF_MAX: Duration = Duration::from_secs(10);
+/// Full re-query, a safety net under the event stream.
+const REQUERY: Duration = Duration::from_secs(60);
+
+impl Membership {
+    /// Prepare (checks the fingerprint's form; connects later).
+    pub fn new(
+        server: SocketAddr,
+        fingerprint: &str,
+        host: HostInfo,
+        dp: Handle,
+    ) -> Result<(Self, SharedView), ClientError> {
+        let client = Client::new(server, fingerprint)?;
+        let view = Arc::new(Mutex::new(View::new(server)));
+        let m = Membership {
+            client,
+            host,
+            dp,
+            view: view.clone(),
+            known: HashMap::new(),
+            last_epoch: None,
+            grace_until: None,
+        };
+        Ok((m, view))
+    }
+
+    fn set_view(&self, f: impl FnOnce(&mut View)) {
+        if let Ok(mut v) = self.view.lock() {
+            f(&mut v);
+        }
+    }
+
+    /// Run until `stop` turns true (then unregister). Returns an error only when the very
+    /// first attempt is refused or meets the wrong certificate: a config error to fix.
+    pub async fn run(mut self, mut stop: watch::Receiver<bool>) -> Result<(), ClientError> {
+        let mut backoff = BACKOFF_MIN;
+        let mut first = true;
+        loop {
+            let mut registered = false;
+            let end = self.session(&mut stop, &mut registered).await;
+            if registered {
+                first = false;
+                backoff = BACKOFF_MIN;
+            }
+            match end {
+                End::Stopped => return Ok(()),
+                End::Refused(e) if first => {
+                    self.set_view(|v| (v.state, v.last_error) = ("refused", Some(e.to_string())));
+                    return Err(e);
+                }
+                End::Refused(e) => {
+                    error!(error = %e, "bulletin refused this host; keeping known peers and retrying");
+                    self.set_view(|v| (v.state, v.last_error) = ("refused", Some(e.to_string())));
+                    backoff = BACKOFF_MAX;
+                }
+                End::Lost(why) => {
+                    warn!(reason = %why, retry_in_ms = backoff.as_millis() as u64, "bulletin connection lost; keeping known peers");
+                    self.set_view(|v| {
+                        (v.state, v.last_error, v.registered_at) = ("unreachable", Some(why), None)
+                    });
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(jitter(backoff)) => {}
+                _ = stop.changed() => return Ok(()),
+            }
+            backoff = (backoff * 2).min(BACKOFF_MAX);
+        }
+    }
+
+    async fn session(&mut self, stop: &mut watch::Receiver<bool>, registered: &mut bool) -> End {
+        self.set_view(|v| v.state = "connecting");
+        let connected = tokio::select! {
+            r = self.connect_and_register() => r,
+            _ = stop.changed() => return End::Stopped,
+        };
+        let (mut tx, mut rx, terms) = match connected {
+            Ok(x) => x,
+            Err(
+                e @ (ClientError::Fingerprint { .. }
+                | ClientError::Refused { .. }
+                | ClientError::Tls(_)),
+            ) => {
+                return End::Refused(e);
+            }
+            Err(e) => return End::Lost(e.to_string()),
+        };
+        *registered = true;
+        let mut heartbeat = tokio::time::interval(terms.heartbeat.max(Duration::from_millis(100)));
+        heartbeat.tick().await;
+        let mut requery = tokio::time::interval(REQUERY);
+        requery.tick().await;
+        let ack_within = (terms.heartbeat / 2).max(Duration::from_secs(1));
+        let mut awaiting_ack: Option<Instant> = None;
+        loop {
+            let ack_deadline = awaiting_ack.map(|t| t + ack_within);
+            let grace_end = self.grace_until;
+            tokio::select! {
+                _ = stop.changed() => {
+                    self.unregister(&mut tx, &mut rx).await;
+                    return End::Stopped;
+                }
+                _ = heartbeat.tick() => {
+                    if let Err(e) = tx.send(&ClientMsg::Heartbeat).await {
+                        return End::Lost(e.to_string());
+                    }
+                    awaiting_ack.get_or_insert_with(Instant::now);
+                }
+                _ = sleep_until(ack_deadline) => {
+                    return End::Lost(format!("no heartbeat answer within {} ms", ack_within.as_millis()));
+                }
+                _ = sleep_until(grace_end) => {
+                    // The restarted bulletin had time to hear from everyone: reconcile fully.
+                    self.grace_until = None;
+                    if let Err(e) = tx.send(&ClientMsg::Query { lan: None }).await {
+                        return End::Lost(e.to_string());
+                    }
+                }
+                _ = requery.tick() => {
+                    if let Err(e) = tx.send(&ClientMsg::Query { lan: None }).await {
+                        return End::Lost(e.to_string());
+                    }
+                }
+                msg = rx.recv() => match msg {
+                    Ok(ServerMsg::Ack { .. }) => awaiting_ack = None,
+                    Ok(ServerMsg::Event(ev)) => self.apply(ev),
+                    Ok(ServerMsg::Records(rs)) => self.reconcile_all(rs),
+                    Ok(ServerMsg::Refused { code: RefuseCode::NotRegistered, .. }) => {
+                        return End::Lost("lease lapsed at the bulletin; registering again".into());
+                    }
+                    Ok(ServerMsg::Refused { code, reason }) => return End::Refused(ClientError::Refused { code, reason }),
+                    Ok(other) => return End::Lost(format!("unexpected message {other:?}")),
+                    Err(e) => return End::Lost(e.to_string()),
+                },
+            }
+        }
+    }
+
+    async fn connect_and_register(
+        &mut self,
+    ) -> Result<(SessionTx, SessionRx, bulletin::client::Terms), ClientError> {
+        let mut s = self.client.connect().await?;
+        let terms = s.terms;
+        let reg = Register {
+            host_id: self.host.id,
+            name: self.host.name.clone(),
+            underlay: self.host.underlay,
+            prefix: self.host.prefix,
+            port: self.host.port,
+            lans: self
+                .host
+                .lans
+                .iter()
+                .map(|(name, segment, v)| LanJoin {
+                    name: name.clone(),
+                    segment: segment.clone(),
+                    proof: v.prove(&terms.nonce, self.host.id, name),
+                })
+                .collect(),
+        };
+        s.register(reg).await?;
+        if self.last_epoch.is_some_and(|e| e != terms.epoch) {
+            let grace = terms.lease_ttl + terms.heartbeat;
+            info!(
+                grace_s = grace.as_secs(),
+                "bulletin restarted (new epoch): keeping peers it has not heard of yet"
+            );
+            self.grace_until = Some(Instant::now() + grace);
+        }
+        self.last_epoch = Some(terms.epoch);
+        info!(server = %self.client.server(), lans = self.host.lans.len(), "registered with the bulletin");
+        self.set_view(|v| {
+            v.state = "registered";
+            v.epoch = Some(terms.epoch);
+            v.registered_at = Some(Instant::now());
+            v.last_error = None;
+        });
+        let (tx, rx) = s.split();
+        Ok((tx, rx, terms))
+    }
+
+    async fn unregister(&mut self, tx: &mut SessionTx, rx: &mut SessionRx) {
+        if tx.send(&ClientMsg::Unregister).await.is_ok() {
+            let _ = tokio::time::timeout(Duration::from_secs(1), async {
+                while let Ok(m) = rx.recv().await {
+                    if matches!(m, ServerMsg::Ack { lease_ms: 0 }) {
+                        break;
+                    }
+                }
+            })
+            .await;
+            info!("unregistered from the bulletin");
+        }
+        tx.close();
+    }
+
+    fn apply(&mut self, ev: Event) {
+        match ev {
+            Event::Snapshot { lan, records } => {
+                let removal = self.grace_until.is_none_or(|t| Instant::now() >= t);
+                self.reconcile(&lan, &records, removal);
+            }
+            Event::Join(r) => self.add(&r),
+            Event::Leave {
+                lan,
+                host_id,
+                reason,
+            } => {
+                info!(%lan, id = format_args!("{host_id:#010x}"), %reason, "bulletin: host left");
+                self.remove(&lan, host_id);
+            }
+        }
+        self.count();
+    }
+
+    fn reconcile_all(&mut self, records: Vec<Record>) {
+        let removal = self.grace_until.is_none_or(|t| Instant::now() >= t);
+        let lans: Vec<String> = self.host.lans.iter().map(|(n, _, _)| n.clone()).collect();
+        for lan in lans {
+            let rs: Vec<Record> = records.iter().filter(|r| r.lan == lan).cloned().collect();
+            self.reconcile(&lan, &rs, removal);
+        }
+        self.count();
+    }
+
+    fn reconcile(&mut self, lan: &str, records: &[Record], removal: bool) {
+        for r in records {
+            self.add(r);
+        }
+        if removal {
+            let present: Vec<u32> = records.iter().map(|r| r.host_id).collect();
+            let gone: Vec<u32> = self
+                .known
+                .get(lan)
+                .map(|m| {
+                    m.keys()
+                        .filter(|id| !present.contains(id))
+                        .copied()
+                        .collect()
+                })
+                .unwrap_or_default();
+            for id in gone {
+                self.remove(lan, id);
+            }
+        }
+    }
+
+    fn add(&mut self, r: &Record) {
+        if r.host_id == self.host.id {
+            return;
+        }
+        let addr = r.data_addr();
+        let prev = self
+            .known
+            .entry(r.lan.clone())
+            .or_default()
+            .insert(r.host_id, addr);
+        if let Some(old) = prev.filter(|old| *old != addr) {
+            self.dp.ask(Request::Peer {
+                lan: r.lan.clone(),
+                addr: old,
+                add: false,
+            });
+        }
+        if prev != Some(addr) {
+            info!(lan = %r.lan, peer = %addr, name = %r.name, "bulletin: peer added");
+            self.dp.ask(Request::Peer {
+                lan: r.lan.clone(),
+                addr,
+                add: true,
+            });
+        }
+    }
+
+    fn remove(&mut self, lan: &str, host_id: u32) {
+        if let Some(addr) = self.known.get_mut(lan).and_then(|m| m.remove(&host_id)) {
+            self.dp.ask(Request::Peer {
+                lan: lan.to_string(),
+                addr,
+                add: false,
+            });
+        }
+    }
+
+    fn count(&self) {
+        let n = self.known.values().map(HashMap::len).sum();
+        self.set_view(|v| v.peers = n);
+    }
+}
+
+async fn sleep_until(t: Option<Instant>) {
+    match t {
+        Some(t) => tokio::time::sleep_until(t.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// ±20 % so that hosts cut off together do not reconnect in lockstep.
+fn jitter(d: Duration) -> Duration {
+    use ring::rand::{SecureRandom, SystemRandom};
+    let mut b = [0u8; 1];
+    let r = if SystemRandom::new().fill(&mut b).is_ok() {
+        b[0]
+    } else {
+        128
+    };
+    d.mul_f64(0.8 + 0.4 * f64::from(r) / 255.0)
+}
