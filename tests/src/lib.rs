@@ -21,6 +21,14 @@ use vmvpn::control::{self, ControlRequest};
 
 /// Data port of every lab host.
 pub const PORT: u16 = 7401;
+/// The bulletin's port (on the router's 10.77.1.254).
+pub const BULLETIN_PORT: u16 = 7400;
+
+/// A well-formed fingerprint that is not `fp`.
+fn wrong_fingerprint(fp: &str) -> String {
+    let last = if fp.ends_with('0') { '1' } else { '0' };
+    format!("{}{last}", &fp[..fp.len() - 1])
+}
 
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
 
@@ -107,9 +115,31 @@ pub struct LabBuilder {
     subnets: Vec<Vec<String>>,
     lans: Vec<LanDef>,
     wrong_secret: Vec<(String, String)>,
+    wrong_fingerprint: Vec<String>,
+    expect_exit: Vec<String>,
+    bulletin: Option<(u64, u64)>,
 }
 
 impl LabBuilder {
+    /// Run a bulletin in the router namespace (lease `ttl_s`, heartbeat `heartbeat_s`); hosts
+    /// then list no static peers and find each other through it.
+    pub fn bulletin(mut self, ttl_s: u64, heartbeat_s: u64) -> Self {
+        self.bulletin = Some((ttl_s, heartbeat_s));
+        self
+    }
+
+    /// Give `host` a fingerprint that is not the bulletin's.
+    pub fn wrong_fingerprint(mut self, host: &str) -> Self {
+        self.wrong_fingerprint.push(host.into());
+        self
+    }
+
+    /// Do not wait for `host` to come up: it is expected to exit (see [`Lab::wait_exit`]).
+    pub fn expect_exit(mut self, host: &str) -> Self {
+        self.expect_exit.push(host.into());
+        self
+    }
+
     /// Add a physical subnet with these hosts.
     pub fn subnet(mut self, hosts: &[&str]) -> Self {
         self.subnets
@@ -151,13 +181,21 @@ impl LabBuilder {
             namespaces: Vec::new(),
             hosts: BTreeMap::new(),
             vms: Vec::new(),
+            router: String::new(),
+            bulletin: None,
         };
         lab.build(&self);
+        let fingerprint = self
+            .bulletin
+            .map(|(ttl, hb)| lab.start_bulletin_first(&self, ttl, hb));
+        lab.write_configs(&self, fingerprint.as_deref());
         for h in lab.hosts.keys().cloned().collect::<Vec<_>>() {
             lab.start_daemon(&h);
         }
         for h in lab.hosts.keys().cloned().collect::<Vec<_>>() {
-            lab.wait_ready(&h);
+            if !self.expect_exit.contains(&h) {
+                lab.wait_ready(&h);
+            }
         }
         lab.fit_vm_mtus();
         lab
@@ -182,6 +220,32 @@ pub struct Lab {
     namespaces: Vec<String>,
     hosts: BTreeMap<String, Host>,
     vms: Vec<Vm>,
+    router: String,
+    bulletin: Option<BulletinProc>,
+}
+
+/// The lab's bulletin.
+struct BulletinProc {
+    child: Option<Child>,
+    listen: String,
+    state_dir: PathBuf,
+    config: PathBuf,
+    log: PathBuf,
+    fingerprint: String,
+}
+
+/// Path of the `bulletin` binary under test (beside `vmvpn`, or `BULLETIN_BIN`).
+pub fn bulletin_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("BULLETIN_BIN") {
+        return PathBuf::from(p);
+    }
+    let bin = vmvpn_bin().with_file_name("bulletin");
+    assert!(
+        bin.exists(),
+        "{} not found: build it first (`cargo build --workspace --bins`)",
+        bin.display()
+    );
+    bin
 }
 
 impl Lab {
@@ -192,6 +256,9 @@ impl Lab {
             subnets: Vec::new(),
             lans: Vec::new(),
             wrong_secret: Vec::new(),
+            wrong_fingerprint: Vec::new(),
+            expect_exit: Vec::new(),
+            bulletin: None,
         }
     }
 
@@ -219,6 +286,7 @@ impl Lab {
     fn build(&mut self, b: &LabBuilder) {
         let router = format!("{}-r", self.prefix);
         self.add_ns(&router);
+        self.router = router.clone();
         self.sysctl(&router, "net/ipv4/ip_forward", "1");
         let mut host_index = 0;
         for (si, hosts) in b.subnets.iter().enumerate() {
@@ -292,45 +360,6 @@ impl Lab {
             write_secret(&self.dir.join(format!("{}.key", lan.name)));
             write_secret(&self.dir.join(format!("{}-wrong.key", lan.name)));
         }
-        for (h, host) in &self.hosts {
-            let mut cfg = format!(
-                "[host]\nname = \"{h}\"\naddress = \"{}/24\"\nport = {PORT}\ncontrol_socket = \"{}\"\n",
-                host.ip,
-                host.socket.display()
-            );
-            for (li, lan) in b
-                .lans
-                .iter()
-                .enumerate()
-                .filter(|(_, l)| l.hosts.contains(h))
-            {
-                let peers: Vec<String> = lan
-                    .hosts
-                    .iter()
-                    .filter(|p| *p != h)
-                    .map(|p| format!("\"{}:{PORT}\"", self.hosts[p].ip))
-                    .collect();
-                let wrong = b
-                    .wrong_secret
-                    .iter()
-                    .any(|(wh, wl)| wh == h && *wl == lan.name);
-                let key = self.dir.join(format!(
-                    "{}{}.key",
-                    lan.name,
-                    if wrong { "-wrong" } else { "" }
-                ));
-                cfg += &format!(
-                    "\n[[lan]]\nname = \"{}\"\nsegment = \"{}.{}.{}.0/24\"\ntap = \"tap{li}\"\nbridge = \"br{li}\"\nsecret_file = \"{}\"\npeers = [{}]\n",
-                    lan.name,
-                    lan.net[0],
-                    lan.net[1],
-                    lan.net[2],
-                    key.display(),
-                    peers.join(", ")
-                );
-            }
-            std::fs::write(&host.config, cfg).unwrap_or_else(|e| panic!("write config: {e}"));
-        }
         // LAN bridges and VMs.
         let mut vms = Vec::new();
         for (li, lan) in b.lans.iter().enumerate() {
@@ -386,6 +415,221 @@ impl Lab {
                 ip,
                 mac,
             });
+        }
+    }
+
+    fn write_configs(&self, b: &LabBuilder, fingerprint: Option<&str>) {
+        for (h, host) in &self.hosts {
+            let mut cfg = format!(
+                "[host]\nname = \"{h}\"\naddress = \"{}/24\"\nport = {PORT}\ncontrol_socket = \"{}\"\n",
+                host.ip,
+                host.socket.display()
+            );
+            for (li, lan) in b
+                .lans
+                .iter()
+                .enumerate()
+                .filter(|(_, l)| l.hosts.contains(h))
+            {
+                // With a bulletin, no static peers: membership comes from the registry.
+                let peers: Vec<String> = lan
+                    .hosts
+                    .iter()
+                    .filter(|p| *p != h && fingerprint.is_none())
+                    .map(|p| format!("\"{}:{PORT}\"", self.hosts[p].ip))
+                    .collect();
+                let wrong = b
+                    .wrong_secret
+                    .iter()
+                    .any(|(wh, wl)| wh == h && *wl == lan.name);
+                let key = self.dir.join(format!(
+                    "{}{}.key",
+                    lan.name,
+                    if wrong { "-wrong" } else { "" }
+                ));
+                cfg += &format!(
+                    "\n[[lan]]\nname = \"{}\"\nsegment = \"{}.{}.{}.0/24\"\ntap = \"tap{li}\"\nbridge = \"br{li}\"\nsecret_file = \"{}\"\npeers = [{}]\n",
+                    lan.name,
+                    lan.net[0],
+                    lan.net[1],
+                    lan.net[2],
+                    key.display(),
+                    peers.join(", ")
+                );
+            }
+            if let Some(fp) = fingerprint {
+                let listen = self.bulletin.as_ref().map_or("", |b| b.listen.as_str());
+                let fp = if b.wrong_fingerprint.contains(h) {
+                    wrong_fingerprint(fp)
+                } else {
+                    fp.to_string()
+                };
+                cfg += &format!("\n[bulletin]\nserver = \"{listen}\"\nfingerprint = \"{fp}\"\n");
+            }
+            std::fs::write(&host.config, cfg).unwrap_or_else(|e| panic!("write config: {e}"));
+        }
+    }
+
+    /// Start the bulletin for the first time: write its config, wait for its fingerprint.
+    fn start_bulletin_first(&mut self, b: &LabBuilder, ttl: u64, hb: u64) -> String {
+        let mut cfg = format!("lease_ttl_s = {ttl}\nheartbeat_s = {hb}\n");
+        for lan in &b.lans {
+            let text = std::fs::read_to_string(self.dir.join(format!("{}.key", lan.name)))
+                .unwrap_or_default();
+            let secret =
+                bulletin::proof::parse_secret(&text).unwrap_or_else(|e| panic!("lab secret: {e}"));
+            let v = bulletin::proof::Verifier::from_secret(&secret).to_base64();
+            cfg += &format!("\n[[lan]]\nname = \"{}\"\nverifier = \"{v}\"\n", lan.name);
+        }
+        let config = self.dir.join("bulletin.toml");
+        std::fs::write(&config, cfg).unwrap_or_else(|e| panic!("write bulletin config: {e}"));
+        self.bulletin = Some(BulletinProc {
+            child: None,
+            listen: format!("10.77.1.254:{BULLETIN_PORT}"),
+            state_dir: self.dir.join("bulletin-state"),
+            config,
+            log: self.dir.join("bulletin.log"),
+            fingerprint: String::new(),
+        });
+        self.start_bulletin();
+        let state = self
+            .bulletin
+            .as_ref()
+            .map(|b| b.state_dir.clone())
+            .unwrap_or_default();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let out = Command::new(bulletin_bin())
+                .args(["fingerprint", "--state-dir"])
+                .arg(&state)
+                .output();
+            if let Ok(o) = out
+                && o.status.success()
+            {
+                let fp = String::from_utf8_lossy(&o.stdout).trim().to_string();
+                if let Some(b) = self.bulletin.as_mut() {
+                    b.fingerprint = fp.clone();
+                }
+                return fp;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "bulletin did not start:\n{}",
+                self.bulletin_log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// (Re)start the bulletin with its state dir, so its fingerprint stays the same.
+    pub fn start_bulletin(&mut self) {
+        let router = self.router.clone();
+        let b = self
+            .bulletin
+            .as_mut()
+            .unwrap_or_else(|| panic!("this lab has no bulletin"));
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&b.log)
+            .unwrap_or_else(|e| panic!("log: {e}"));
+        let child = Command::new("ip")
+            .args(["netns", "exec", &router])
+            .arg(bulletin_bin())
+            .args(["serve", "--listen", &b.listen, "--state-dir"])
+            .arg(&b.state_dir)
+            .arg("--config")
+            .arg(&b.config)
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+            )
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start bulletin: {e}"));
+        let _ = std::fs::write(b.log.with_extension("pid"), child.id().to_string());
+        b.child = Some(child);
+    }
+
+    /// SIGKILL the bulletin (a crash).
+    pub fn kill_bulletin(&mut self) {
+        if let Some(mut c) = self.bulletin.as_mut().and_then(|b| b.child.take()) {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// The bulletin's log.
+    pub fn bulletin_log(&self) -> String {
+        self.bulletin
+            .as_ref()
+            .and_then(|b| std::fs::read_to_string(&b.log).ok())
+            .unwrap_or_default()
+    }
+
+    /// `bulletin ls --json`, run in the router namespace with the real CLI.
+    pub fn bulletin_ls(&self) -> Value {
+        let b = self
+            .bulletin
+            .as_ref()
+            .unwrap_or_else(|| panic!("this lab has no bulletin"));
+        let out = Command::new("ip")
+            .args(["netns", "exec", &self.router])
+            .arg(bulletin_bin())
+            .args([
+                "ls",
+                "--json",
+                "--server",
+                &b.listen,
+                "--fingerprint",
+                &b.fingerprint,
+            ])
+            .output()
+            .unwrap_or_else(|e| panic!("bulletin ls: {e}"));
+        assert!(
+            out.status.success(),
+            "bulletin ls failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("bulletin ls JSON: {e}"))
+    }
+
+    /// SIGKILL a host's daemon (a crash: no unregister).
+    pub fn kill(&mut self, h: &str) {
+        let host = self
+            .hosts
+            .get_mut(h)
+            .unwrap_or_else(|| panic!("no host {h}"));
+        if let Some(mut c) = host.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Wait for a host's daemon to exit by itself; its exit status.
+    pub fn wait_exit(&mut self, h: &str, within: Duration) -> ExitStatus {
+        let deadline = Instant::now() + within;
+        loop {
+            let host = self
+                .hosts
+                .get_mut(h)
+                .unwrap_or_else(|| panic!("no host {h}"));
+            let c = host
+                .child
+                .as_mut()
+                .unwrap_or_else(|| panic!("{h} is not running"));
+            if let Ok(Some(st)) = c.try_wait() {
+                host.child = None;
+                return st;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{h} still running after {within:?}:\n{}",
+                self.log(h)
+            );
+            std::thread::sleep(Duration::from_millis(50));
         }
     }
 
@@ -448,7 +692,10 @@ impl Lab {
     /// VM's config): a bridge drops frames larger than the port they leave by.
     fn fit_vm_mtus(&self) {
         for vm in &self.vms {
-            let st = self.status(&vm.host);
+            // Hosts expected to exit have no status to read.
+            let Some(st) = self.try_status(&vm.host) else {
+                continue;
+            };
             let mtu = st["lans"]
                 .as_array()
                 .and_then(|ls| ls.iter().find(|l| l["name"] == vm.lan.as_str()))
@@ -677,9 +924,15 @@ impl Drop for Lab {
                 eprintln!("lab: vmvpn on {h} needed SIGKILL");
             }
         }
+        if let Some(mut c) = self.bulletin.as_mut().and_then(|b| b.child.take()) {
+            let _ = terminate(&mut c, Duration::from_secs(5));
+        }
         if failing {
             for h in self.hosts.keys() {
                 eprintln!("---- log of vmvpn on {h} ----\n{}", self.log(h));
+            }
+            if self.bulletin.is_some() {
+                eprintln!("---- log of the bulletin ----\n{}", self.bulletin_log());
             }
         }
         // VMs first, then hosts, then the router: veths go with their namespaces.
