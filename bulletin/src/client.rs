@@ -92,10 +92,11 @@ impl Client {
     pub fn new(server: SocketAddr, fingerprint: &str) -> Result<Self, ClientError> {
         let (mut cfg, verifier) = client_config(fingerprint)?;
         let mut transport = quinn::TransportConfig::default();
-        // Keep NAT bindings and notice a dead bulletin without waiting for a heartbeat.
-        transport.keep_alive_interval(Some(Duration::from_secs(2)));
+        // Keeps NAT bindings (often 30 s for UDP) without loading a bulletin of thousands of
+        // hosts; a dead bulletin is noticed by the unanswered heartbeat, not by this.
+        transport.keep_alive_interval(Some(Duration::from_secs(5)));
         transport.max_idle_timeout(Some(quinn::IdleTimeout::from(quinn::VarInt::from_u32(
-            8_000,
+            15_000,
         ))));
         cfg.transport_config(Arc::new(transport));
         let bind: SocketAddr = if server.is_ipv6() {

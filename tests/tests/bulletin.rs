@@ -231,3 +231,44 @@ fn wrong_secret_and_wrong_fingerprint_are_refused_clearly() {
     let v: Value = lab.status("h1");
     assert_eq!(v["bulletin"]["state"], "registered");
 }
+
+#[test]
+fn the_load_generator_runs_and_every_lapsed_host_is_announced() {
+    // Small and bounded (loopback only); the figures come from scripts/bench-bulletin.sh.
+    let bin = vmvpn_tests::vmvpn_bin().with_file_name("bulletin-load");
+    assert!(
+        bin.exists(),
+        "{} missing: cargo build --workspace --bins",
+        bin.display()
+    );
+    let out = std::process::Command::new(&bin)
+        .args([
+            "--hosts",
+            "60",
+            "--per-lan",
+            "20",
+            "--lapse",
+            "3",
+            "--ttl-s",
+            "4",
+            "--heartbeat-s",
+            "1",
+            "--window-s",
+            "2",
+        ])
+        .output()
+        .expect("run bulletin-load");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_str(&text).expect("JSON result");
+    assert_eq!(v["hosts"], 60);
+    assert_eq!(v["leaves_seen"], 3);
+    assert_eq!(v["unexpected_leaves"], 0);
+    // 3 LANs of 20: each registration announced to the hosts already there: 3 × (0+…+19).
+    assert_eq!(v["join_events_delivered"], 3 * 190);
+    assert!(v["register_per_s"].as_f64().is_some_and(|r| r > 0.0));
+}

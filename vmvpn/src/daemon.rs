@@ -185,7 +185,13 @@ pub fn up(path: &Path) -> Result<()> {
             _ = term.recv() => info!("SIGTERM: shutting down"),
             _ = int.recv() => info!("SIGINT: shutting down"),
             _ = done_rx => failure = Some(anyhow!("data plane stopped unexpectedly")),
-            r = async { member.as_mut().expect("guarded by the select condition").await }, if member.is_some() => {
+            // Without a bulletin this branch never completes.
+            r = async {
+                match member.as_mut() {
+                    Some(m) => m.await,
+                    None => std::future::pending().await,
+                }
+            } => {
                 member = None;
                 failure = Some(match r {
                     Ok(Ok(())) => anyhow!("bulletin membership stopped unexpectedly"),
