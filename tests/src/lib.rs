@@ -533,22 +533,16 @@ impl Lab {
             .append(true)
             .open(&b.log)
             .unwrap_or_else(|e| panic!("log: {e}"));
-        let child = Command::new("ip")
-            .args(["netns", "exec", &router])
-            .arg(bulletin_bin())
-            .args(["serve", "--listen", &b.listen, "--state-dir"])
-            .arg(&b.state_dir)
-            .arg("--config")
-            .arg(&b.config)
-            .env(
-                "RUST_LOG",
-                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
-            )
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start bulletin: {e}"));
+        let mut args: Vec<std::ffi::OsString> =
+            ["serve", "--listen", b.listen.as_str(), "--state-dir"]
+                .map(Into::into)
+                .into();
+        args.extend([
+            b.state_dir.clone().into(),
+            "--config".into(),
+            b.config.clone().into(),
+        ]);
+        let child = spawn_in_ns(&router, &bulletin_bin(), &args, log);
         let _ = std::fs::write(b.log.with_extension("pid"), child.id().to_string());
         b.child = Some(child);
     }
@@ -644,20 +638,9 @@ impl Lab {
             .append(true)
             .open(&host.log)
             .unwrap_or_else(|e| panic!("log file: {e}"));
-        let child = Command::new("ip")
-            .args(["netns", "exec", &host.ns])
-            .arg(&bin)
-            .args(["up", "--config"])
-            .arg(&host.config)
-            .env(
-                "RUST_LOG",
-                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
-            )
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start vmvpn on {h}: {e}"));
+        let args: Vec<std::ffi::OsString> =
+            vec!["up".into(), "--config".into(), host.config.clone().into()];
+        let child = spawn_in_ns(&host.ns, &bin, &args, log);
         // Recorded so a sweep after a killed test run can stop it by PID.
         let _ = std::fs::write(host.log.with_extension("pid"), child.id().to_string());
         host.child = Some(child);
@@ -901,6 +884,24 @@ fn terminate(child: &mut Child, within: Duration) -> Option<ExitStatus> {
     let _ = child.kill();
     let _ = child.wait();
     None
+}
+
+/// Start `bin args…` in namespace `ns`, logging to `log`; the PID is the program's own
+/// (`ip netns exec` execs it).
+fn spawn_in_ns(ns: &str, bin: &Path, args: &[std::ffi::OsString], log: std::fs::File) -> Child {
+    Command::new("ip")
+        .args(["netns", "exec", ns])
+        .arg(bin)
+        .args(args)
+        .env(
+            "RUST_LOG",
+            std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+        )
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {} in {ns}: {e}", bin.display()))
 }
 
 fn write_secret(path: &Path) {

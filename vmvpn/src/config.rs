@@ -395,20 +395,7 @@ impl Config {
 
 /// Parse a LAN secret file's text.
 pub fn parse_secret(text: &str) -> Result<LanSecret, String> {
-    let t = text.trim();
-    let bytes = base64::engine::general_purpose::STANDARD
-        .decode(t)
-        .map_err(|_| {
-            "not base64: expected one line of 44 base64 characters, as `vmvpn keygen` prints"
-                .to_string()
-        })?;
-    let arr: [u8; 32] = bytes.try_into().map_err(|b: Vec<u8>| {
-        format!(
-            "decodes to {} bytes, expected 32 (use `vmvpn keygen`)",
-            b.len()
-        )
-    })?;
-    Ok(LanSecret(arr))
+    bulletin::proof::parse_secret(text).map(LanSecret)
 }
 
 /// A fresh secret as base64, for `vmvpn keygen`.
