@@ -454,6 +454,7 @@ impl Engine {
         }
         match header.kind {
             Kind::Hello => self.on_hello(lan, from, &header, buf, now),
+            Kind::Beacon => RxAction::Consumed,
             Kind::Data | Kind::Flood | Kind::Keepalive => {
                 self.on_sealed(lan, from, &header, buf, now)
             }

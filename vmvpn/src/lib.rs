@@ -7,6 +7,7 @@
 pub mod config;
 pub mod control;
 pub mod crypto;
+pub mod flood;
 pub mod forward;
 pub mod macdb;
 pub mod membership;

@@ -13,8 +13,11 @@
 //! - `version` is 1. A receiver drops any other version (`bad_header`).
 //! - `type`: 1 data (unicast frame, pairwise key), 2 flood (broadcast/multicast/unknown
 //!   unicast, the sender's group key), 3 hello (handshake, not encrypted, HMAC), 4 keepalive
-//!   (sealed, empty). Other values are dropped as `bad_header`.
-//! - `flags`: reserved, sent as 0, covered by the AEAD like the rest of the header.
+//!   (sealed, empty), 5 beacon (multicast presence in a physical subnet, HMAC). Other values
+//!   are dropped as `bad_header`.
+//! - `flags`: bit 0 (`RELAY`) on a flood sent to the designated forwarder of another
+//!   subnet, which passes it on inside its subnet. Covered by the AEAD like the rest of the
+//!   header, so a relay copy is sealed on its own, under the next group sequence number.
 //! - `LAN id`: the first 4 bytes of SHA-256("vmvpn/1 lan id" ‖ LAN name).
 //! - `sender id`: the sending host's 32-bit id.
 //! - `sequence`: for data and keepalive the per-(sender, receiver) counter, for flood the
@@ -51,6 +54,10 @@ pub const HELLO_BODY_LEN: usize = 32 + 32 + NAME_LEN + 32;
 pub const NAME_LEN: usize = 32;
 /// Full hello datagram.
 pub const HELLO_LEN: usize = HEADER_LEN + HELLO_BODY_LEN;
+/// Beacon: header and an HMAC-SHA256 over it.
+pub const BEACON_LEN: usize = HEADER_LEN + 32;
+/// Flag: a flood for the designated forwarder of the receiver's subnet to pass on.
+pub const FLAG_RELAY: u8 = 0x01;
 
 /// Datagram types.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,6 +71,8 @@ pub enum Kind {
     Hello = 3,
     /// Sealed empty message that keeps the tunnel and "last heard" fresh.
     Keepalive = 4,
+    /// Multicast presence beacon: shows that multicast works in a physical subnet.
+    Beacon = 5,
 }
 
 impl Kind {
@@ -73,13 +82,14 @@ impl Kind {
             2 => Some(Kind::Flood),
             3 => Some(Kind::Hello),
             4 => Some(Kind::Keepalive),
+            5 => Some(Kind::Beacon),
             _ => None,
         }
     }
 
     /// Whether the payload is AEAD-sealed.
     pub fn is_sealed(self) -> bool {
-        !matches!(self, Kind::Hello)
+        !matches!(self, Kind::Hello | Kind::Beacon)
     }
 }
 
@@ -176,6 +186,12 @@ impl<T: AsRef<[u8]>> Packet<T> {
         };
         match kind {
             Kind::Hello if b.len() != HELLO_LEN => return Err(WireError::HelloLength(b.len())),
+            Kind::Beacon if b.len() != BEACON_LEN => {
+                return Err(WireError::Truncated {
+                    len: b.len(),
+                    min: BEACON_LEN,
+                });
+            }
             _ if kind.is_sealed() && b.len() < OVERHEAD => {
                 return Err(WireError::Truncated {
                     len: b.len(),
