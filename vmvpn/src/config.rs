@@ -18,6 +18,10 @@ use crate::crypto::LanSecret;
 
 /// Default UDP data port.
 pub const DEFAULT_PORT: u16 = 7401;
+/// Default multicast range: 239.77.0.0/16, inside the administratively scoped 239/8.
+pub const DEFAULT_MULTICAST_BASE: std::net::Ipv4Addr = std::net::Ipv4Addr::new(239, 77, 0, 0);
+/// Prefix length of the default multicast range.
+pub const DEFAULT_MULTICAST_PREFIX: u8 = 16;
 
 /// Why a config could not be used.
 #[derive(Debug, Error)]
@@ -88,6 +92,8 @@ pub struct HostConfig {
     pub metrics: Option<SocketAddr>,
     /// Underlay MTU; detected from the interface holding `address` when absent.
     pub underlay_mtu: Option<u16>,
+    /// Administratively scoped IPv4 range for the LANs' multicast groups.
+    pub multicast_range: Option<Spanned<Cidr>>,
 }
 
 fn default_port() -> u16 {
@@ -138,6 +144,9 @@ pub struct LanConfig {
     /// Keep the TAP after exit (make it persistent) instead of removing it.
     #[serde(default)]
     pub keep_tap: bool,
+    /// How floods travel: "auto" (default), "multicast" or "unicast".
+    #[serde(default)]
+    pub flood: crate::flood::FloodMode,
     /// MAC database capacity.
     #[serde(default = "default_mac_capacity")]
     pub mac_capacity: usize,
@@ -278,6 +287,18 @@ impl Config {
     }
 
     fn check(&self, text: &str) -> Result<(), ConfigError> {
+        if let Some(r) = &self.host.multicast_range {
+            let c = r.get_ref();
+            let ok = matches!(c.addr, IpAddr::V4(a) if a.is_multicast()) && c.prefix >= 4;
+            if !ok {
+                return Err(self.invalid(
+                    text,
+                    r.span(),
+                    "host.multicast_range".into(),
+                    format!("{c} is not an IPv4 multicast range: expected e.g. 239.77.0.0/16 (administratively scoped)"),
+                ));
+            }
+        }
         if self.lans.is_empty() {
             return Err(ConfigError::Invalid {
                 path: self.path.clone(),
@@ -387,6 +408,23 @@ impl Config {
         parse_secret(&text).map_err(|m| fail(format!("{}: {m}", path.display())))
     }
 
+    /// The multicast group of LAN `i` (None: no IPv4 underlay, or flood = "unicast").
+    pub fn multicast_group(&self, i: usize, lan_id: u32, port: u16) -> Option<SocketAddr> {
+        if self.lans[i].flood == crate::flood::FloodMode::Unicast
+            || !self.host.address.addr.is_ipv4()
+        {
+            return None;
+        }
+        let (base, prefix) = match self.host.multicast_range.as_ref().map(|r| *r.get_ref()) {
+            Some(Cidr {
+                addr: IpAddr::V4(a),
+                prefix,
+            }) => (a, prefix),
+            _ => (DEFAULT_MULTICAST_BASE, DEFAULT_MULTICAST_PREFIX),
+        };
+        Some(crate::flood::group_for(lan_id, base, prefix, port))
+    }
+
     /// MAC ageing of LAN `i`.
     pub fn mac_age(&self, i: usize) -> Duration {
         Duration::from_secs(self.lans[i].mac_age_s)
@@ -441,6 +479,16 @@ peers = ["10.77.1.2:7401", "10.77.1.3:7401"]
         assert_eq!(c.host_id(), crate::crypto::host_id("h1"));
         assert_eq!(c.control_socket(), PathBuf::from("/tmp/h1.sock"));
         assert_eq!(c.mac_age(0), Duration::from_secs(300));
+        assert_eq!(c.lans[0].flood, crate::flood::FloodMode::Auto);
+        let g = c.multicast_group(0, 0x0102_0304, 7401).expect("group");
+        assert_eq!(g, SocketAddr::from(([239, 77, 3, 4], 7401)));
+        let e = err(&GOOD.replace("[host]\n", "[host]\nmulticast_range = \"10.0.0.0/8\"\n"));
+        assert!(e.contains("not an IPv4 multicast range"), "{e}");
+        let e = err(&GOOD.replace("tap = \"vl1\"", "tap = \"vl1\"\nflood = \"sometimes\""));
+        assert!(
+            e.contains("unknown variant `sometimes`") && e.contains("line 11"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -84,6 +84,8 @@ pub fn up(path: &Path) -> Result<()> {
             segment: lan.segment.to_string(),
             tap: tap.name().to_string(),
             mtu,
+            flood: lan.flood,
+            group: cfg.multicast_group(i, lan_id(&lan.name.get_ref().0), cfg.host.port),
         });
         info!(
             lan = %lan.name.get_ref(),
@@ -94,6 +96,15 @@ pub fn up(path: &Path) -> Result<()> {
             "LAN joined"
         );
         taps.push(tap);
+    }
+    // Join each LAN's group on the interface that holds the underlay address.
+    for spec in &specs {
+        if let (Some(group), IpAddr::V4(iface)) = (spec.group, underlay_ip)
+            && let IpAddr::V4(g) = group.ip()
+            && let Err(e) = udp.join_multicast(g, iface)
+        {
+            warn!(lan = %spec.name, %group, error = %e, "cannot join the multicast group: flooding by unicast");
+        }
     }
     if cfg.host.metrics.is_some() {
         warn!(
@@ -112,6 +123,7 @@ pub fn up(path: &Path) -> Result<()> {
     let host_id = cfg.host_id();
     let engine = Engine::new(
         HostIdentity {
+            underlay: Some((underlay_ip, cfg.host.address.prefix)),
             id: host_id,
             name: cfg.host.name.0.clone(),
             secret: x25519,

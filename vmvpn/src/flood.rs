@@ -228,6 +228,24 @@ pub fn plan(
     p
 }
 
+/// The multicast group of a LAN: `base` plus the LAN id modulo the range's size, with the
+/// data port. A collision between two LANs costs only bandwidth: the header names the LAN.
+pub fn group_for(lan_id: u32, base: std::net::Ipv4Addr, prefix: u8, port: u16) -> SocketAddr {
+    let host_bits = 32 - u32::from(prefix.min(32));
+    let span = if host_bits >= 32 {
+        u32::MAX
+    } else {
+        (1u32 << host_bits).max(1)
+    };
+    let offset = if span == u32::MAX {
+        lan_id
+    } else {
+        lan_id % span
+    };
+    let net = u32::from(base) & !(span.wrapping_sub(1));
+    SocketAddr::from((std::net::Ipv4Addr::from(net | offset), port))
+}
+
 fn label(m: &Member) -> String {
     if m.name.is_empty() {
         m.addr.to_string()
@@ -335,6 +353,18 @@ mod tests {
             plan((9, my_subnet()), FloodMode::Auto, Some(GROUP), &ms).relay,
             vec![ms[1].addr]
         );
+    }
+
+    #[test]
+    fn groups_stay_in_their_range() {
+        let base = std::net::Ipv4Addr::new(239, 77, 0, 0);
+        let g = group_for(0xdead_beef, base, 16, 7401);
+        assert_eq!(g, SocketAddr::from(([239, 77, 0xbe, 0xef], 7401)));
+        assert_eq!(
+            group_for(5, base, 32, 1),
+            SocketAddr::from(([239, 77, 0, 0], 1))
+        );
+        assert!(group_for(u32::MAX, base, 8, 1).ip().is_multicast());
     }
 
     #[test]

@@ -15,7 +15,7 @@
 //! start, so no (key, nonce) pair repeats.
 
 use std::collections::{HashMap, VecDeque};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::ops::Range;
 use std::time::{Duration, Instant};
 
@@ -24,12 +24,13 @@ use tracing::info;
 use x25519_dalek::StaticSecret;
 
 use crate::crypto::{LanKeys, LanSecret, SealKey, public_of};
+use crate::flood::{BEACON_INTERVAL_S, BEACON_TIMEOUT_S, FloodMode, Member, Plan, Subnet, plan};
 use crate::macdb::{Location, Mac, MacDb, fmt_mac, is_group};
 use crate::replay::ReplayWindow;
-use crate::status::{LanStatus, MacRow, PeerStatus};
+use crate::status::{FloodStats, FloodStatus, LanStatus, MacRow, PeerStatus, SubnetStatus};
 use crate::wire::{
-    ETHERNET_HEADER_LEN, HEADER_LEN, HELLO_BODY_LEN, HELLO_LEN, Header, Hello, Kind, NAME_LEN,
-    OVERHEAD, Packet, TAG_LEN, name_field,
+    BEACON_LEN, ETHERNET_HEADER_LEN, FLAG_RELAY, HEADER_LEN, HELLO_BODY_LEN, HELLO_LEN, Header,
+    Hello, Kind, NAME_LEN, OVERHEAD, Packet, TAG_LEN, name_field,
 };
 
 /// Timers of the core.
@@ -92,6 +93,8 @@ pub struct HostIdentity {
     pub secret: [u8; 32],
     /// Start time in ns since the Unix epoch; must grow from one start to the next.
     pub start_ns: u64,
+    /// Underlay address and prefix length: this host's physical subnet (None: unknown).
+    pub underlay: Option<(IpAddr, u8)>,
 }
 
 /// One LAN as the core needs it.
@@ -116,6 +119,10 @@ pub struct LanSpec {
     pub tap: String,
     /// Informational: the TAP MTU.
     pub mtu: usize,
+    /// How floods travel.
+    pub flood: FloodMode,
+    /// The LAN's multicast group and port on the underlay (None: unicast only).
+    pub group: Option<SocketAddr>,
 }
 
 struct Session {
@@ -143,6 +150,12 @@ struct Peer {
     last_hello: Option<Instant>,
     traffic: TrafficCounters,
     drops: DropCounters,
+    /// Prefix length of its underlay subnet, when the bulletin said (else ours is assumed).
+    prefix: Option<u8>,
+    /// When its last multicast beacon arrived.
+    beacon_at: Option<Instant>,
+    /// Its beacons arrive (within the timeout): multicast reaches it.
+    beacons: bool,
 }
 
 impl Peer {
@@ -161,6 +174,9 @@ impl Peer {
             last_hello: None,
             traffic: TrafficCounters::default(),
             drops: DropCounters::default(),
+            prefix: None,
+            beacon_at: None,
+            beacons: false,
         }
     }
 }
@@ -172,25 +188,58 @@ struct Lan {
     group_seq: u64,
     peers: Vec<Peer>,
     by_id: HashMap<u32, usize>,
-    /// Addresses of up peers, rebuilt when the set changes (not per packet).
-    flood_to: Vec<SocketAddr>,
+    /// Where floods go; rebuilt when peers or beacons change (not per packet).
+    plan: Plan,
+    /// Up peers (each receives a flood one way or another), for per-peer counters.
     flood_members: Vec<usize>,
     macs: MacDb,
     drops: DropCounters,
-    flood_tx_frames: u64,
+    flood: FloodStats,
     next_sweep: Option<Instant>,
+    next_beacon: Option<Instant>,
+    /// This host's id and subnet, for planning.
+    me: (u32, Option<(IpAddr, u8)>),
 }
 
 impl Lan {
     fn rebuild_flood(&mut self) {
-        self.flood_to.clear();
-        self.flood_members.clear();
-        for (i, p) in self.peers.iter().enumerate() {
-            if p.up {
-                self.flood_to.push(p.addr);
-                self.flood_members.push(i);
-            }
-        }
+        let (my_id, underlay) = self.me;
+        let my_prefix = underlay.map_or(32, |(_, p)| p);
+        let members: Vec<Member> = self
+            .peers
+            .iter()
+            .map(|p| Member {
+                id: p.id,
+                addr: p.addr,
+                subnet: Subnet::of(p.addr.ip(), p.prefix.unwrap_or(my_prefix)),
+                up: p.up,
+                beacons: p.beacons,
+                name: p.name.clone(),
+            })
+            .collect();
+        // Multicast only within an IPv4 subnet, and only with a group.
+        let my_subnet = underlay
+            .filter(|(ip, _)| ip.is_ipv4())
+            .map(|(ip, pfx)| Subnet::of(ip, pfx));
+        self.plan = plan(
+            (my_id, my_subnet),
+            self.spec.flood,
+            self.spec.group,
+            &members,
+        );
+        self.flood_members = self
+            .peers
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| p.up)
+            .map(|(i, _)| i)
+            .collect();
+    }
+
+    fn same_subnet(&self, ip: IpAddr) -> bool {
+        self.me
+            .1
+            .is_some_and(|(mine, pfx)| Subnet::of(mine, pfx) == Subnet::of(ip, pfx))
     }
 
     fn drop_at(&mut self, peer: Option<usize>, reason: DropReason) -> DropReason {
@@ -211,8 +260,18 @@ impl Lan {
 pub enum TapAction<'a> {
     /// Send `buf[..len]` to this one peer.
     Unicast(SocketAddr, usize),
-    /// Send `buf[..len]` to each of these peers.
-    Flood(&'a [SocketAddr], usize),
+    /// Send `buf[..len]` to each of `to` (peers and/or the multicast group), and `relay`
+    /// (a separately sealed copy) to each of `relay_to` (designated forwarders).
+    Flood {
+        /// This subnet's targets.
+        to: &'a [SocketAddr],
+        /// Length of the datagram in `buf`.
+        len: usize,
+        /// Forwarders of other subnets.
+        relay_to: &'a [SocketAddr],
+        /// The relay copy.
+        relay: &'a [u8],
+    },
     /// Dropped (already counted).
     Drop(DropReason),
 }
@@ -226,6 +285,8 @@ pub enum RxAction {
         lan: usize,
         /// Where the frame is in the buffer.
         frame: Range<usize>,
+        /// As designated forwarder, also send [`Engine::relay_out`] inside this subnet.
+        relay: bool,
     },
     /// A control message, handled; check `poll_transmit`.
     Consumed,
@@ -253,6 +314,9 @@ pub struct Engine {
     drops: DropCounters,
     out: VecDeque<Outgoing>,
     next_tick: Option<Instant>,
+    /// The relay copy of the latest flood (sent or to pass on), sealed in place.
+    relay_buf: Vec<u8>,
+    relay_len: usize,
 }
 
 impl Engine {
@@ -272,6 +336,8 @@ impl Engine {
             drops: DropCounters::default(),
             out: VecDeque::with_capacity(64),
             next_tick: None,
+            relay_buf: vec![0u8; buffer_len(lans.iter().map(|l| l.max_frame).max().unwrap_or(0))],
+            relay_len: 0,
         };
         for spec in lans {
             let keys = LanKeys::new(&spec.secret);
@@ -287,14 +353,16 @@ impl Engine {
                 group_seq: 0,
                 peers: Vec::new(),
                 by_id: HashMap::new(),
-                flood_to: Vec::new(),
+                plan: Plan::default(),
                 flood_members: Vec::new(),
                 drops: DropCounters::default(),
-                flood_tx_frames: 0,
+                flood: FloodStats::default(),
                 next_sweep: None,
+                next_beacon: None,
+                me: (host.id, host.underlay),
             });
             for addr in statics {
-                engine.add_peer(idx, addr, PeerSource::Static);
+                engine.add_peer(idx, addr, PeerSource::Static, None);
             }
         }
         engine
@@ -312,14 +380,34 @@ impl Engine {
 
     /// Add a peer address to a LAN. The handshake starts at the next tick. A peer already
     /// known from a hello is now vouched for by the new source; a static one stays static.
-    pub fn add_peer(&mut self, lan: usize, addr: SocketAddr, source: PeerSource) {
+    ///
+    /// `prefix` is the peer's underlay prefix length, when known (the bulletin's records);
+    /// without it the peer's subnet is assumed to have this host's prefix length.
+    pub fn add_peer(
+        &mut self,
+        lan: usize,
+        addr: SocketAddr,
+        source: PeerSource,
+        prefix: Option<u8>,
+    ) {
         let Some(l) = self.lans.get_mut(lan) else {
             return;
         };
-        match l.peer_by_addr(addr) {
-            None => l.peers.push(Peer::new(addr, source)),
-            Some(i) if l.peers[i].source == PeerSource::Hello => l.peers[i].source = source,
-            Some(_) => {}
+        let i = match l.peer_by_addr(addr) {
+            None => {
+                l.peers.push(Peer::new(addr, source));
+                l.peers.len() - 1
+            }
+            Some(i) => {
+                if l.peers[i].source == PeerSource::Hello {
+                    l.peers[i].source = source;
+                }
+                i
+            }
+        };
+        if prefix.is_some() && l.peers[i].prefix != prefix {
+            l.peers[i].prefix = prefix;
+            l.rebuild_flood();
         }
     }
 
@@ -408,11 +496,22 @@ impl Engine {
                 TapAction::Unicast(p.addr, n)
             }
             None => {
-                if l.flood_to.is_empty() {
+                if l.plan.local.is_empty() && l.plan.relay.is_empty() {
                     return TapAction::Drop(l.drop_at(None, DropReason::NoRoute));
                 }
+                // The relay copy carries the RELAY flag, which the AEAD covers: it is
+                // sealed on its own under the next group sequence number.
+                let with_relay = !l.plan.relay.is_empty();
+                if with_relay {
+                    let room = self.relay_buf.len();
+                    if room < HEADER_LEN + len + TAG_LEN {
+                        return TapAction::Drop(l.drop_at(None, DropReason::Oversize));
+                    }
+                    self.relay_buf[HEADER_LEN..HEADER_LEN + len]
+                        .copy_from_slice(&buf[HEADER_LEN..HEADER_LEN + len]);
+                }
                 let seq = l.group_seq;
-                let hdr = Header {
+                let mut hdr = Header {
                     kind: Kind::Flood,
                     flags: 0,
                     lan: l.spec.id,
@@ -423,21 +522,47 @@ impl Engine {
                 let Some(n) = l.group_tx.seal(seq, buf, len) else {
                     return TapAction::Drop(l.drop_at(None, DropReason::Oversize));
                 };
-                l.group_seq += 1;
-                l.flood_tx_frames += 1;
+                self.relay_len = 0;
+                if with_relay {
+                    hdr.seq = seq + 1;
+                    hdr.flags = FLAG_RELAY;
+                    write_header(&mut self.relay_buf, &hdr);
+                    self.relay_len = l
+                        .group_tx
+                        .seal(seq + 1, &mut self.relay_buf, len)
+                        .unwrap_or(0);
+                }
+                l.group_seq += if with_relay { 2 } else { 1 };
+                l.flood.frames += 1;
+                let group = usize::from(l.plan.multicast);
+                l.flood.multicast_datagrams += group as u64;
+                l.flood.unicast_datagrams += (l.plan.local.len() - group) as u64;
+                l.flood.relay_datagrams += l.plan.relay.len() as u64;
                 for &i in &l.flood_members {
                     if let Some(p) = l.peers.get_mut(i) {
                         p.traffic.tx(len);
                         p.last_sent = Some(now);
                     }
                 }
-                TapAction::Flood(&l.flood_to, n)
+                TapAction::Flood {
+                    to: &l.plan.local,
+                    len: n,
+                    relay_to: &l.plan.relay,
+                    relay: &self.relay_buf[..self.relay_len],
+                }
             }
         }
     }
 
-    /// Handle one datagram from the underlay, opened in place in `buf`.
-    pub fn on_datagram(&mut self, from: SocketAddr, buf: &mut [u8], now: Instant) -> RxAction {
+    /// Handle one datagram from the underlay, opened in place in `buf`. `multicast`: it was
+    /// addressed to a multicast group (it then is never passed on).
+    pub fn on_datagram(
+        &mut self,
+        from: SocketAddr,
+        multicast: bool,
+        buf: &mut [u8],
+        now: Instant,
+    ) -> RxAction {
         let header = match Packet::new_checked(&*buf) {
             Ok(p) => *p.header(),
             Err(_) => {
@@ -454,9 +579,9 @@ impl Engine {
         }
         match header.kind {
             Kind::Hello => self.on_hello(lan, from, &header, buf, now),
-            Kind::Beacon => RxAction::Consumed,
+            Kind::Beacon => self.on_beacon(lan, multicast, &header, buf, now),
             Kind::Data | Kind::Flood | Kind::Keepalive => {
-                self.on_sealed(lan, from, &header, buf, now)
+                self.on_sealed(lan, from, multicast, &header, buf, now)
             }
         }
     }
@@ -465,11 +590,28 @@ impl Engine {
         &mut self,
         lan: usize,
         from: SocketAddr,
+        multicast: bool,
         h: &Header,
         buf: &mut [u8],
         now: Instant,
     ) -> RxAction {
         let l = &mut self.lans[lan];
+        // A relay copy from another subnet, to this subnet's forwarder: pass it on, unchanged
+        // (still sealed by the original sender), once it has authenticated. Never a copy
+        // that came by multicast or from inside this subnet, so nothing loops.
+        let relay = h.kind == Kind::Flood
+            && h.flags & FLAG_RELAY != 0
+            && !multicast
+            && l.plan.forwarder
+            && !l.plan.local.is_empty()
+            && !l.same_subnet(from.ip());
+        if relay {
+            if buf.len() > self.relay_buf.len() {
+                return RxAction::Drop(l.drop_at(None, DropReason::Oversize));
+            }
+            self.relay_buf[..buf.len()].copy_from_slice(buf);
+            self.relay_len = buf.len();
+        }
         if buf.len() > HEADER_LEN + l.spec.max_frame + TAG_LEN {
             let peer = l.by_id.get(&h.sender).copied();
             return RxAction::Drop(l.drop_at(peer, DropReason::Oversize));
@@ -491,6 +633,10 @@ impl Engine {
             _ => (&s.rx, &mut s.rx_window),
         };
         if !window.check(h.seq).is_ok() {
+            if h.kind == Kind::Flood {
+                // The same flood by two ways (a forwarder change, mixed multicast): once only.
+                l.flood.duplicates_suppressed += 1;
+            }
             return RxAction::Drop(l.drop_at(Some(pi), DropReason::Replay));
         }
         let Some(n) = key.open(h.seq, buf) else {
@@ -506,8 +652,9 @@ impl Engine {
             p.up = true;
             changed = true;
         }
-        if p.addr != from {
-            // Authenticated and fresh: the peer roamed (NAT rebinding, new address).
+        if p.addr != from && h.kind != Kind::Flood {
+            // Authenticated and fresh under the pairwise key: the peer roamed (NAT
+            // rebinding). Floods prove nothing about the address: a forwarder relays them.
             p.addr = from;
             changed = true;
         }
@@ -527,7 +674,69 @@ impl Engine {
         }
         l.macs.learn(src, Location::Peer(pi), now);
         l.peers[pi].traffic.rx(n);
-        RxAction::Tap { lan, frame }
+        if relay {
+            l.flood.relayed_frames += 1;
+        }
+        RxAction::Tap { lan, frame, relay }
+    }
+
+    /// The relay copy to pass on inside this subnet after `RxAction::Tap { relay: true }`.
+    pub fn relay_out(&self, lan: usize) -> (&[SocketAddr], &[u8]) {
+        match self.lans.get(lan) {
+            Some(l) => (&l.plan.local, &self.relay_buf[..self.relay_len]),
+            None => (&[], &[]),
+        }
+    }
+
+    fn on_beacon(
+        &mut self,
+        lan: usize,
+        multicast: bool,
+        h: &Header,
+        buf: &[u8],
+        now: Instant,
+    ) -> RxAction {
+        // Only a beacon that came by multicast shows that multicast works.
+        if !multicast {
+            return RxAction::Consumed;
+        }
+        let l = &mut self.lans[lan];
+        let known = l.by_id.get(&h.sender).copied();
+        let mut mac = [0u8; 32];
+        mac.copy_from_slice(&buf[HEADER_LEN..BEACON_LEN]);
+        if !l.keys.verify_hello(&buf[..HEADER_LEN], &[], &mac) {
+            return RxAction::Drop(l.drop_at(known, DropReason::AuthFailure));
+        }
+        if let Some(p) = known.and_then(|i| l.peers.get_mut(i)) {
+            p.beacon_at = Some(now);
+            if !p.beacons {
+                p.beacons = true;
+                l.rebuild_flood();
+            }
+        }
+        RxAction::Consumed
+    }
+
+    fn queue_beacon(&mut self, lan: usize) {
+        let l = &self.lans[lan];
+        let Some(group) = l.spec.group else { return };
+        let hdr = Header {
+            kind: Kind::Beacon,
+            flags: 0,
+            lan: l.spec.id,
+            sender: self.id,
+            seq: self.start_ns,
+        };
+        let hb = hdr.to_bytes();
+        let mac = l.keys.hello_mac(&hb, &[]);
+        let mut out = Outgoing {
+            to: group,
+            len: BEACON_LEN,
+            buf: [0; HELLO_LEN],
+        };
+        out.buf[..HEADER_LEN].copy_from_slice(&hb);
+        out.buf[HEADER_LEN..BEACON_LEN].copy_from_slice(&mac);
+        self.out.push_back(out);
     }
 
     fn on_hello(
@@ -726,9 +935,26 @@ impl Engine {
                 }
             }
             let l = &mut self.lans[li];
+            for p in l.peers.iter_mut() {
+                let fresh = p.beacon_at.is_some_and(|b| {
+                    now.saturating_duration_since(b).as_secs_f64() < BEACON_TIMEOUT_S
+                });
+                if p.beacons != fresh {
+                    p.beacons = fresh;
+                    changed = true;
+                }
+            }
             if changed {
                 l.rebuild_flood();
             }
+            let beacon_due = l.spec.flood != FloodMode::Unicast
+                && l.spec.group.is_some()
+                && l.next_beacon.is_none_or(|b| now >= b);
+            if beacon_due {
+                l.next_beacon = Some(now + Duration::from_secs(BEACON_INTERVAL_S));
+                self.queue_beacon(li);
+            }
+            let l = &mut self.lans[li];
             if l.next_sweep.is_none_or(|s| now >= s) {
                 l.macs.expire(now);
                 l.next_sweep = Some(now + t.mac_sweep);
@@ -771,7 +997,25 @@ impl Engine {
                 mtu: l.spec.mtu,
                 macs: l.macs.len(),
                 mac_stats: l.macs.stats(),
-                flood_tx_frames: l.flood_tx_frames,
+                flood_tx_frames: l.flood.frames,
+                flood: FloodStatus {
+                    mode: l.spec.flood.name(),
+                    group: l.spec.group.map(|g| g.to_string()),
+                    forwarder: l.plan.forwarder,
+                    subnets: l
+                        .plan
+                        .subnets
+                        .iter()
+                        .map(|sp| SubnetStatus {
+                            subnet: sp.subnet.to_string(),
+                            hosts: sp.hosts,
+                            forwarder: sp.forwarder.clone(),
+                            mode: sp.mode,
+                            reason: sp.reason.clone(),
+                        })
+                        .collect(),
+                    stats: l.flood,
+                },
                 drops: l.drops.clone(),
                 peers: l
                     .peers

@@ -9,6 +9,7 @@ use telemetry::DropReason;
 
 use super::*;
 use crate::crypto::LanSecret;
+use crate::flood::FloodMode;
 use crate::wire::{HEADER_LEN, Kind, Packet};
 
 const MAX_FRAME: usize = 1518;
@@ -30,6 +31,8 @@ fn spec(secret: u8, peers: Vec<SocketAddr>) -> LanSpec {
         segment: "192.168.100.0/24".into(),
         tap: "vl1".into(),
         mtu: 1500,
+        flood: FloodMode::Unicast,
+        group: None,
     }
 }
 
@@ -41,6 +44,7 @@ fn engine(i: usize, n: usize, secret: u8, start: u64) -> Engine {
             name: format!("h{i}"),
             secret: [(i as u8 + 1) ^ (start as u8).wrapping_mul(31); 32],
             start_ns: start,
+            underlay: Some((addr(i).ip(), 24)),
         },
         vec![spec(secret, peers)],
         Timers::default(),
@@ -65,6 +69,12 @@ struct Net {
     /// Every sealed datagram sent, as (sender index, destination, bytes).
     sent: Vec<(usize, SocketAddr, Vec<u8>)>,
     queue: Vec<(usize, SocketAddr, Vec<u8>)>,
+    /// Each host's underlay address.
+    addrs: Vec<SocketAddr>,
+    /// The LAN's multicast group, delivered within a /24.
+    group: Option<SocketAddr>,
+    /// Hosts whose multicast is blocked (they neither send nor receive it).
+    blocked: Vec<bool>,
 }
 
 impl Net {
@@ -79,11 +89,70 @@ impl Net {
             taps: vec![Vec::new(); n],
             sent: Vec::new(),
             queue: Vec::new(),
+            addrs: (0..n).map(addr).collect(),
+            group: None,
+            blocked: vec![false; n],
+        }
+    }
+
+    /// Hosts in several /24 subnets (10.77.S.K), flooding in `mode` with a group.
+    fn subnets(sizes: &[usize], mode: FloodMode) -> Self {
+        let addrs: Vec<SocketAddr> = sizes
+            .iter()
+            .enumerate()
+            .flat_map(|(s, &k)| {
+                (0..k).map(move |h| SocketAddr::from(([10, 77, s as u8 + 1, h as u8 + 1], 7401)))
+            })
+            .collect();
+        let group = SocketAddr::from(([239, 77, 0, 1], 7401));
+        let n = addrs.len();
+        let hosts = (0..n)
+            .map(|i| {
+                // Peers come from the bulletin here, with their prefix, as in a real deployment.
+                let mut sp = spec(1, Vec::new());
+                sp.flood = mode;
+                sp.group = Some(group);
+                let mut e = Engine::new(
+                    HostIdentity {
+                        id: 100 + i as u32,
+                        name: format!("h{i}"),
+                        secret: [i as u8 + 1; 32],
+                        start_ns: 1000,
+                        underlay: Some((addrs[i].ip(), 24)),
+                    },
+                    vec![sp],
+                    Timers::default(),
+                );
+                for (_, a) in addrs.iter().enumerate().filter(|(j, _)| *j != i) {
+                    e.add_peer(LAN, *a, PeerSource::Bulletin, Some(24));
+                }
+                e
+            })
+            .collect();
+        Net {
+            hosts,
+            now: Instant::now(),
+            taps: vec![Vec::new(); n],
+            sent: Vec::new(),
+            queue: Vec::new(),
+            addrs,
+            group: Some(group),
+            blocked: vec![false; n],
+        }
+    }
+
+    fn same_subnet(&self, a: usize, b: usize) -> bool {
+        let (x, y) = (self.addrs[a].ip(), self.addrs[b].ip());
+        match (x, y) {
+            (std::net::IpAddr::V4(x), std::net::IpAddr::V4(y)) => {
+                x.octets()[..3] == y.octets()[..3]
+            }
+            _ => false,
         }
     }
 
     fn index_of(&self, a: SocketAddr) -> Option<usize> {
-        (0..self.hosts.len()).find(|&i| addr(i) == a)
+        self.addrs.iter().position(|x| *x == a)
     }
 
     fn drain_transmits(&mut self) {
@@ -102,15 +171,35 @@ impl Net {
             if self.queue.is_empty() {
                 return;
             }
-            for (from, to, mut bytes) in std::mem::take(&mut self.queue) {
+            for (from, to, bytes) in std::mem::take(&mut self.queue) {
                 self.sent.push((from, to, bytes.clone()));
-                let Some(dst) = self.index_of(to) else {
-                    continue;
+                let targets: Vec<(usize, bool)> = if Some(to) == self.group {
+                    if self.blocked[from] {
+                        Vec::new()
+                    } else {
+                        (0..self.hosts.len())
+                            .filter(|&d| d != from && !self.blocked[d] && self.same_subnet(d, from))
+                            .map(|d| (d, true))
+                            .collect()
+                    }
+                } else {
+                    self.index_of(to)
+                        .map(|d| vec![(d, false)])
+                        .unwrap_or_default()
                 };
-                if let RxAction::Tap { frame, .. } =
-                    self.hosts[dst].on_datagram(addr(from), &mut bytes, self.now)
-                {
-                    self.taps[dst].push(bytes[frame].to_vec());
+                for (dst, multicast) in targets {
+                    let mut b = bytes.clone();
+                    if let RxAction::Tap { lan, frame, relay } =
+                        self.hosts[dst].on_datagram(self.addrs[from], multicast, &mut b, self.now)
+                    {
+                        self.taps[dst].push(b[frame].to_vec());
+                        if relay {
+                            let (to, rb) = self.hosts[dst].relay_out(lan);
+                            let copies: Vec<(usize, SocketAddr, Vec<u8>)> =
+                                to.iter().map(|t| (dst, *t, rb.to_vec())).collect();
+                            self.queue.extend(copies);
+                        }
+                    }
                 }
             }
         }
@@ -137,7 +226,16 @@ impl Net {
         let out: Vec<(SocketAddr, Vec<u8>)> =
             match self.hosts[h].on_tap_frame(LAN, &mut buf, f.len(), now) {
                 TapAction::Unicast(to, n) => vec![(to, buf[..n].to_vec())],
-                TapAction::Flood(to, n) => to.iter().map(|a| (*a, buf[..n].to_vec())).collect(),
+                TapAction::Flood {
+                    to,
+                    len,
+                    relay_to,
+                    relay,
+                } => to
+                    .iter()
+                    .map(|a| (*a, buf[..len].to_vec()))
+                    .chain(relay_to.iter().map(|a| (*a, relay.to_vec())))
+                    .collect(),
                 TapAction::Drop(r) => return Some(r),
             };
         for (to, b) in out {
@@ -283,7 +381,7 @@ fn replayed_datagrams_are_dropped_and_counted() {
         .collect();
     assert!(replays.len() >= 2);
     for (_, _, mut bytes) in replays {
-        let r = net.hosts[0].on_datagram(addr(1), &mut bytes, net.now);
+        let r = net.hosts[0].on_datagram(addr(1), false, &mut bytes, net.now);
         assert!(matches!(r, RxAction::Drop(DropReason::Replay)), "{r:?}");
     }
     assert_eq!(net.taps[0].len(), before);
@@ -321,7 +419,7 @@ fn restarted_peer_is_rekeyed_and_stale_hellos_are_refused() {
     assert_eq!(net.taps[1].len(), 1);
     // A replayed hello of the previous run must not take the tunnel back to old keys.
     for mut h in old_hellos {
-        let r = net.hosts[0].on_datagram(addr(1), &mut h, net.now);
+        let r = net.hosts[0].on_datagram(addr(1), false, &mut h, net.now);
         assert_eq!(r, RxAction::Drop(DropReason::Replay));
     }
     net.clear_taps();
@@ -422,7 +520,7 @@ proptest! {
         let mut buf = vec![0u8; buffer_len(MAX_FRAME)];
         buf[HEADER_LEN..HEADER_LEN + f.len()].copy_from_slice(&f);
         let n = match net.hosts[0].on_tap_frame(LAN, &mut buf, f.len(), net.now) {
-            TapAction::Unicast(_, n) | TapAction::Flood(_, n) => n,
+            TapAction::Unicast(_, n) | TapAction::Flood { len: n, .. } => n,
             TapAction::Drop(r) => panic!("dropped {r:?}"),
         };
         let good = buf[..n].to_vec();
@@ -430,20 +528,20 @@ proptest! {
         let mut rejected = 0u64;
         for len in 0..n {
             let mut t = good[..len].to_vec();
-            prop_assert!(matches!(net.hosts[1].on_datagram(addr(0), &mut t, net.now), RxAction::Drop(_)));
+            prop_assert!(matches!(net.hosts[1].on_datagram(addr(0), false, &mut t, net.now), RxAction::Drop(_)));
             rejected += 1;
         }
         for ix in &flips {
             let bit = ix.index(n * 8);
             let mut t = good.clone();
             t[bit / 8] ^= 1 << (bit % 8);
-            prop_assert!(matches!(net.hosts[1].on_datagram(addr(0), &mut t, net.now), RxAction::Drop(_)), "bit {bit}");
+            prop_assert!(matches!(net.hosts[1].on_datagram(addr(0), false, &mut t, net.now), RxAction::Drop(_)), "bit {bit}");
             rejected += 1;
         }
         let drops_after = net.lan(1).drops.total() + net.hosts[1].host_drops().total();
         prop_assert_eq!(drops_after - drops_before, rejected);
         let mut g = good.clone();
-        let ok = net.hosts[1].on_datagram(addr(0), &mut g, net.now);
+        let ok = net.hosts[1].on_datagram(addr(0), false, &mut g, net.now);
         prop_assert!(matches!(ok, RxAction::Tap { .. }), "{:?}", ok);
         if let RxAction::Tap { frame, .. } = ok {
             prop_assert_eq!(&g[frame], &f[..]);
@@ -489,7 +587,7 @@ fn bulletin_peers_come_and_go_but_static_peers_stay() {
     let mut net = Net::new(3);
     // Host 0 learns a fourth address from the bulletin, then the bulletin says it left.
     let extra = SocketAddr::from(([10, 77, 9, 9], 7401));
-    net.hosts[0].add_peer(LAN, extra, PeerSource::Bulletin);
+    net.hosts[0].add_peer(LAN, extra, PeerSource::Bulletin, None);
     assert!(
         net.lan(0)
             .peers
@@ -507,7 +605,7 @@ fn bulletin_peers_come_and_go_but_static_peers_stay() {
     // A static peer is never removed by the registry, nor turned into a bulletin one.
     net.hosts[0].remove_peer(LAN, addr(1));
     assert_eq!(net.lan(0).peers.len(), 2);
-    net.hosts[1].add_peer(LAN, addr(2), PeerSource::Bulletin);
+    net.hosts[1].add_peer(LAN, addr(2), PeerSource::Bulletin, None);
     let p = net
         .lan(1)
         .peers
@@ -518,7 +616,7 @@ fn bulletin_peers_come_and_go_but_static_peers_stay() {
     // Removing a bulletin peer forgets the MACs behind it: frames to them flood again.
     let mut net = Net::with(2, |i| {
         let mut e = engine(i, 1, 1, 1000);
-        e.add_peer(LAN, addr(1 - i), PeerSource::Bulletin);
+        e.add_peer(LAN, addr(1 - i), PeerSource::Bulletin, None);
         e
     });
     net.tick();
@@ -529,5 +627,157 @@ fn bulletin_peers_come_and_go_but_static_peers_stay() {
     assert_eq!(
         net.send(0, &frame(mac(5), mac(6), b"gone")),
         Some(DropReason::NoRoute)
+    );
+}
+
+/// Datagrams host `h` sent whose type is flood, since `mark`.
+fn floods_sent(net: &Net, h: usize, mark: usize) -> (usize, usize) {
+    let mut group = 0;
+    let mut unicast = 0;
+    for (f, to, b) in &net.sent[mark..] {
+        if *f == h && b[1] == Kind::Flood as u8 {
+            if Some(*to) == net.group {
+                group += 1
+            } else {
+                unicast += 1
+            }
+        }
+    }
+    (group, unicast)
+}
+
+#[test]
+fn one_multicast_and_one_relay_reach_every_host_of_two_subnets_once() {
+    // Subnet 1: hosts 0, 1, 2; subnet 2: hosts 3, 4. Host 3 has the lowest id there.
+    let mut net = Net::subnets(&[3, 2], FloodMode::Auto);
+    net.tick();
+    net.advance(Duration::from_secs(1));
+    net.advance(Duration::from_secs(1));
+    let l0 = net.lan(0);
+    assert_eq!(
+        l0.flood.subnets[0].mode, "multicast",
+        "{:?}",
+        l0.flood.subnets
+    );
+    assert!(l0.flood.forwarder, "host 0 has the lowest id of subnet 1");
+    assert_eq!(
+        l0.flood.subnets[1].forwarder,
+        format!("h3 ({})", net.addrs[3])
+    );
+    for sender in [0, 1, 4] {
+        net.clear_taps();
+        let mark = net.sent.len();
+        let f = frame(BCAST, mac(sender as u8 + 1), b"hello all");
+        assert_eq!(net.send(sender, &f), None);
+        for h in 0..5 {
+            let want = usize::from(h != sender);
+            assert_eq!(
+                net.taps[h].len(),
+                want,
+                "host {h} got {} copies of a flood from {sender}",
+                net.taps[h].len()
+            );
+        }
+        // One multicast datagram in the sender's subnet plus one relay copy to the other.
+        assert_eq!(floods_sent(&net, sender, mark), (1, 1), "sender {sender}");
+    }
+    // Host 3 passed frames on as forwarder; host 4 never did.
+    assert!(net.lan(3).flood.stats.relayed_frames >= 2);
+    assert_eq!(net.lan(4).flood.stats.relayed_frames, 0);
+    // Receivers learned the original sender's MAC behind the original sender, not the forwarder.
+    let rows = net.hosts[4].mac_rows(None, net.now);
+    let row = rows
+        .iter()
+        .find(|r| r.mac == "02:00:00:00:00:01")
+        .expect("mac of host 0's VM");
+    assert_eq!(row.location, net.addrs[0].to_string());
+    // So the reply goes straight back, by unicast.
+    net.clear_taps();
+    let mark = net.sent.len();
+    net.send(4, &frame(mac(1), mac(5), b"reply"));
+    assert_eq!(net.taps[0].len(), 1);
+    assert!(
+        net.sent[mark..]
+            .iter()
+            .all(|(f, to, _)| *f == 4 && *to == net.addrs[0])
+    );
+}
+
+#[test]
+fn unicast_mode_sends_one_copy_per_other_host() {
+    let mut net = Net::subnets(&[3, 2], FloodMode::Unicast);
+    net.tick();
+    net.advance(Duration::from_secs(2));
+    let mark = net.sent.len();
+    net.send(0, &frame(BCAST, mac(1), b"x"));
+    assert_eq!(floods_sent(&net, 0, mark), (0, 4));
+    assert!((1..5).all(|h| net.taps[h].len() == 1));
+    assert_eq!(
+        net.lan(0).flood.stats.unicast_datagrams,
+        4,
+        "one flood, four copies"
+    );
+}
+
+#[test]
+fn a_subnet_without_multicast_falls_back_to_unicast_and_says_why() {
+    let mut net = Net::subnets(&[3, 2], FloodMode::Auto);
+    net.blocked[1] = true;
+    net.tick();
+    net.advance(Duration::from_secs(1));
+    net.advance(Duration::from_secs(1));
+    let l0 = net.lan(0);
+    assert_eq!(l0.flood.subnets[0].mode, "mixed");
+    assert!(
+        l0.flood.subnets[0].reason.contains("h1"),
+        "{}",
+        l0.flood.subnets[0].reason
+    );
+    for sender in [0, 1, 3] {
+        net.clear_taps();
+        net.send(sender, &frame(BCAST, mac(9), b"y"));
+        for h in 0..5 {
+            assert_eq!(
+                net.taps[h].len(),
+                usize::from(h != sender),
+                "host {h}, sender {sender}"
+            );
+        }
+    }
+    // Multicast stops everywhere in subnet 2: its hosts go unicast after the beacon timeout.
+    net.blocked[3] = true;
+    net.blocked[4] = true;
+    for _ in 0..5 {
+        net.advance(Duration::from_secs(1));
+    }
+    assert_eq!(net.lan(3).flood.subnets[0].mode, "unicast");
+    net.clear_taps();
+    net.send(0, &frame(BCAST, mac(9), b"z"));
+    assert!((1..5).all(|h| net.taps[h].len() == 1));
+}
+
+#[test]
+fn when_the_forwarder_leaves_the_next_lowest_id_takes_over() {
+    let mut net = Net::subnets(&[2, 3], FloodMode::Auto);
+    for _ in 0..3 {
+        net.advance(Duration::from_secs(1));
+    }
+    // Subnet 2 is hosts 2, 3, 4: host 2 forwards. It leaves (the bulletin says so).
+    for h in [0, 1, 3, 4] {
+        let a = net.addrs[2];
+        net.hosts[h].remove_peer(LAN, a);
+    }
+    net.blocked[2] = true;
+    net.addrs[2] = SocketAddr::from(([192, 0, 2, 1], 1)); // gone from the network
+    let l0 = net.lan(0);
+    assert_eq!(
+        l0.flood.subnets[1].forwarder,
+        format!("h3 ({})", net.addrs[3])
+    );
+    net.clear_taps();
+    net.send(0, &frame(BCAST, mac(1), b"after"));
+    assert_eq!(
+        (net.taps[1].len(), net.taps[3].len(), net.taps[4].len()),
+        (1, 1, 1)
     );
 }

@@ -357,6 +357,7 @@ impl Membership {
                 lan: r.lan.clone(),
                 addr: old,
                 add: false,
+                prefix: None,
             });
         }
         if prev != Some(addr) {
@@ -365,6 +366,7 @@ impl Membership {
                 lan: r.lan.clone(),
                 addr,
                 add: true,
+                prefix: Some(r.prefix),
             });
         }
     }
@@ -375,6 +377,7 @@ impl Membership {
                 lan: lan.to_string(),
                 addr,
                 add: false,
+                prefix: None,
             });
         }
     }

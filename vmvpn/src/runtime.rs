@@ -39,6 +39,8 @@ pub enum Request {
         addr: SocketAddr,
         /// Add (true) or remove (false).
         add: bool,
+        /// The peer's underlay prefix length, when known.
+        prefix: Option<u8>,
     },
 }
 
@@ -241,14 +243,16 @@ impl DataPlane {
             };
             for (meta, slot) in metas[..n].iter().zip(area.chunks_mut(SLOT)) {
                 let len = meta.len.min(slot.len());
+                // The destination (IP_PKTINFO) tells a multicast copy from a unicast one.
+                let multicast = meta.dst_ip.is_some_and(|ip| ip.is_multicast());
                 if len == 0 {
                     // An empty datagram yields no chunk below, but it still must be counted.
-                    self.datagram(meta.addr, &mut [], now);
+                    self.datagram(meta.addr, multicast, &mut [], now);
                     continue;
                 }
                 let stride = if meta.stride == 0 { len } else { meta.stride };
                 for dgram in slot[..len].chunks_mut(stride.max(1)) {
-                    self.datagram(meta.addr, dgram, now);
+                    self.datagram(meta.addr, multicast, dgram, now);
                 }
             }
             if n < BATCH {
@@ -257,7 +261,7 @@ impl DataPlane {
         }
     }
 
-    fn datagram(&mut self, from: SocketAddr, dgram: &mut [u8], now: Instant) {
+    fn datagram(&mut self, from: SocketAddr, multicast: bool, dgram: &mut [u8], now: Instant) {
         // IPv4 peers show up as v4-mapped when the socket is bound to [::].
         let from = match from {
             SocketAddr::V6(a) => match a.ip().to_ipv4_mapped() {
@@ -266,10 +270,23 @@ impl DataPlane {
             },
             v4 => v4,
         };
-        if let RxAction::Tap { lan, frame } = self.engine.on_datagram(from, dgram, now) {
+        if let RxAction::Tap { lan, frame, relay } =
+            self.engine.on_datagram(from, multicast, dgram, now)
+        {
             let ok = self.taps.get(lan).map(|t| t.send(&dgram[frame]));
             if !matches!(ok, Some(Ok(_))) {
                 self.engine.note_drop(Some(lan), DropReason::TapWriteError);
+            }
+            if relay {
+                // As designated forwarder: the sender's sealed bytes, into this subnet.
+                let (to, bytes) = self.engine.relay_out(lan);
+                let failed = to
+                    .iter()
+                    .filter(|a| self.udp.send_to(bytes, **a).is_err())
+                    .count();
+                for _ in 0..failed {
+                    self.engine.note_drop(Some(lan), DropReason::UdpSendError);
+                }
             }
         }
     }
@@ -293,9 +310,19 @@ impl DataPlane {
                         failed += 1;
                     }
                 }
-                TapAction::Flood(peers, len) => {
-                    for to in peers {
-                        if self.udp.send_to(&buf[..len], *to).is_err() {
+                TapAction::Flood {
+                    to,
+                    len,
+                    relay_to,
+                    relay,
+                } => {
+                    for a in to {
+                        if self.udp.send_to(&buf[..len], *a).is_err() {
+                            failed += 1;
+                        }
+                    }
+                    for a in relay_to {
+                        if self.udp.send_to(relay, *a).is_err() {
                             failed += 1;
                         }
                     }
@@ -338,10 +365,15 @@ impl DataPlane {
                     };
                     let _ = reply.send(res);
                 }
-                Request::Peer { lan, addr, add } => {
+                Request::Peer {
+                    lan,
+                    addr,
+                    add,
+                    prefix,
+                } => {
                     if let Some(i) = self.engine.lan_index(&lan) {
                         if add {
-                            self.engine.add_peer(i, addr, PeerSource::Bulletin);
+                            self.engine.add_peer(i, addr, PeerSource::Bulletin, prefix);
                         } else {
                             self.engine.remove_peer(i, addr);
                         }

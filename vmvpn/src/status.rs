@@ -71,10 +71,67 @@ pub struct LanStatus {
     pub mac_stats: MacDbStats,
     /// Frames flooded (broadcast, multicast, unknown unicast) from this host's TAP.
     pub flood_tx_frames: u64,
+    /// How floods travel: mode, group, per-subnet plan and counters.
+    pub flood: FloodStatus,
     /// Drops on this LAN by reason (all peers together, and frames from the TAP).
     pub drops: DropCounters,
     /// The LAN's peers.
     pub peers: Vec<PeerStatus>,
+}
+
+/// Flooding on one LAN.
+#[derive(Debug, Clone, Serialize)]
+pub struct FloodStatus {
+    /// `[[lan]] flood`: "auto", "multicast" or "unicast".
+    pub mode: &'static str,
+    /// The LAN's multicast group on the underlay (null: none).
+    pub group: Option<String>,
+    /// This host is the designated forwarder of its subnet.
+    pub forwarder: bool,
+    /// How each physical subnet with hosts of the LAN is reached.
+    pub subnets: Vec<SubnetStatus>,
+    /// Counters.
+    #[serde(flatten)]
+    pub stats: FloodStats,
+}
+
+/// How one physical subnet is reached.
+#[derive(Debug, Clone, Serialize)]
+pub struct SubnetStatus {
+    /// The subnet, e.g. "10.77.2.0/24".
+    pub subnet: String,
+    /// Hosts of the LAN there, not counting this one.
+    pub hosts: usize,
+    /// Its designated forwarder ("self" for this host).
+    pub forwarder: String,
+    /// This host's subnet: "multicast", "unicast" or "mixed"; others: "forwarder"; or
+    /// "unicast" everywhere with flood = "unicast".
+    pub mode: &'static str,
+    /// Why.
+    pub reason: String,
+}
+
+/// Flood counters of one LAN.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct FloodStats {
+    /// Frames flooded from this host's TAP.
+    #[serde(rename = "frames_total")]
+    pub frames: u64,
+    /// Datagrams sent to the multicast group for them.
+    #[serde(rename = "multicast_datagrams_total")]
+    pub multicast_datagrams: u64,
+    /// Unicast copies to peers of this subnet (replication).
+    #[serde(rename = "unicast_datagrams_total")]
+    pub unicast_datagrams: u64,
+    /// Relay copies to designated forwarders of other subnets.
+    #[serde(rename = "relay_datagrams_total")]
+    pub relay_datagrams: u64,
+    /// Frames passed on inside this subnet as designated forwarder.
+    #[serde(rename = "relayed_frames_total")]
+    pub relayed_frames: u64,
+    /// Flooded frames that arrived twice and were dropped the second time.
+    #[serde(rename = "duplicates_suppressed_total")]
+    pub duplicates_suppressed: u64,
 }
 
 /// One peer of one LAN.

@@ -4,11 +4,11 @@
 //! per call for now (GSO batching is the benchmark issue's work).
 
 use std::io::{self, IoSliceMut};
-use std::net::{SocketAddr, UdpSocket};
+use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::os::fd::{AsRawFd, RawFd};
 
 use quinn_udp::{RecvMeta, UdpSocketState};
-use socket2::{Domain, Protocol, Socket, Type};
+use socket2::{Domain, Protocol, SockRef, Socket, Type};
 
 /// Receive buffers per batch.
 pub const BATCH: usize = quinn_udp::BATCH_SIZE;
@@ -41,6 +41,17 @@ impl Udp {
         let socket: UdpSocket = s.into();
         let state = UdpSocketState::new((&socket).into())?;
         Ok(Udp { socket, state })
+    }
+
+    /// Join a LAN's multicast group on the underlay interface with address `iface`, and
+    /// send multicast from there: TTL 1 (it never leaves the physical subnet), our own
+    /// datagrams not looped back.
+    pub fn join_multicast(&self, group: Ipv4Addr, iface: Ipv4Addr) -> io::Result<()> {
+        let s = SockRef::from(&self.socket);
+        s.join_multicast_v4(&group, &iface)?;
+        s.set_multicast_if_v4(&iface)?;
+        s.set_multicast_ttl_v4(1)?;
+        s.set_multicast_loop_v4(false)
     }
 
     /// The bound address.
