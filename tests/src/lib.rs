@@ -99,6 +99,8 @@ pub struct Vm {
     pub ip: Ipv4Addr,
     /// MAC of eth0.
     pub mac: String,
+    /// IPv6 address, in labs built with `.ipv6()`.
+    pub ip6: Option<std::net::Ipv6Addr>,
 }
 
 struct LanDef {
@@ -118,6 +120,9 @@ pub struct LabBuilder {
     wrong_fingerprint: Vec<String>,
     expect_exit: Vec<String>,
     bulletin: Option<(u64, u64)>,
+    ipv6: bool,
+    flood: Option<String>,
+    block_multicast: Vec<usize>,
 }
 
 impl LabBuilder {
@@ -131,6 +136,25 @@ impl LabBuilder {
     /// Give `host` a fingerprint that is not the bulletin's.
     pub fn wrong_fingerprint(mut self, host: &str) -> Self {
         self.wrong_fingerprint.push(host.into());
+        self
+    }
+
+    /// Give VMs IPv6 (fd00:100::N/64) and leave IPv6 on everywhere (noisier LANs).
+    pub fn ipv6(mut self) -> Self {
+        self.ipv6 = true;
+        self
+    }
+
+    /// `[[lan]] flood = MODE` on every host ("auto" when not set).
+    pub fn flood(mut self, mode: &str) -> Self {
+        self.flood = Some(mode.into());
+        self
+    }
+
+    /// Let no multicast through the underlay bridge of subnet `n` (1-based), as in a
+    /// cloud network without multicast.
+    pub fn block_multicast(mut self, n: usize) -> Self {
+        self.block_multicast.push(n);
         self
     }
 
@@ -183,6 +207,7 @@ impl LabBuilder {
             vms: Vec::new(),
             router: String::new(),
             bulletin: None,
+            ipv6: self.ipv6,
         };
         lab.build(&self);
         let fingerprint = self
@@ -222,6 +247,7 @@ pub struct Lab {
     vms: Vec<Vm>,
     router: String,
     bulletin: Option<BulletinProc>,
+    ipv6: bool,
 }
 
 /// The lab's bulletin.
@@ -259,6 +285,9 @@ impl Lab {
             wrong_fingerprint: Vec::new(),
             expect_exit: Vec::new(),
             bulletin: None,
+            ipv6: false,
+            flood: None,
+            block_multicast: Vec::new(),
         }
     }
 
@@ -266,9 +295,11 @@ impl Lab {
         run(&["ip", "netns", "add", name]);
         self.namespaces.push(name.to_string());
         run(&["ip", "-n", name, "link", "set", "lo", "up"]);
-        // Quiet LANs: no IPv6 autoconfiguration noise on the TAPs we count frames on.
-        self.sysctl(name, "net/ipv6/conf/default/disable_ipv6", "1");
-        self.sysctl(name, "net/ipv6/conf/all/disable_ipv6", "1");
+        // Quiet LANs unless asked: no IPv6 autoconfiguration noise where frames are counted.
+        if !self.ipv6 {
+            self.sysctl(name, "net/ipv6/conf/default/disable_ipv6", "1");
+            self.sysctl(name, "net/ipv6/conf/all/disable_ipv6", "1");
+        }
     }
 
     fn sysctl(&self, ns: &str, key: &str, value: &str) {
@@ -317,6 +348,34 @@ impl Lab {
                 run(&[
                     "ip", "-n", &router, "link", "set", &port, "master", &br, "up",
                 ]);
+                if b.block_multicast.contains(&(si + 1)) {
+                    // No snooping (nothing learned) and no flooding of multicast: none passes.
+                    run(&[
+                        "ip",
+                        "-n",
+                        &router,
+                        "link",
+                        "set",
+                        &br,
+                        "type",
+                        "bridge",
+                        "mcast_snooping",
+                        "0",
+                    ]);
+                    run(&[
+                        "ip",
+                        "netns",
+                        "exec",
+                        &router,
+                        "bridge",
+                        "link",
+                        "set",
+                        "dev",
+                        &port,
+                        "mcast_flood",
+                        "off",
+                    ]);
+                }
                 run(&[
                     "ip",
                     "-n",
@@ -367,7 +426,20 @@ impl Lab {
                 let host = &self.hosts[h];
                 let (hns, hidx) = (host.ns.clone(), host.index);
                 let br = format!("br{li}");
-                run(&["ip", "-n", &hns, "link", "add", &br, "type", "bridge"]);
+                // No IGMP snooping on the VM side: the LAN's multicast goes everywhere, as on a
+                // plain switch (hypervisor bridges are commonly set up so).
+                run(&[
+                    "ip",
+                    "-n",
+                    &hns,
+                    "link",
+                    "add",
+                    &br,
+                    "type",
+                    "bridge",
+                    "mcast_snooping",
+                    "0",
+                ]);
                 run(&["ip", "-n", &hns, "link", "set", &br, "up"]);
                 for j in 0..lan.vms {
                     let ns = format!("{}-{h}-{li}-{j}", self.prefix);
@@ -408,12 +480,29 @@ impl Lab {
                 "eth0",
             ]);
             run(&["ip", "-n", &ns, "link", "set", "eth0", "up"]);
+            let ip6 = self
+                .ipv6
+                .then(|| format!("fd00:{}::{}", 100 + li, li * 100 + hidx * 10 + j + 1));
+            if let Some(a) = &ip6 {
+                run(&[
+                    "ip",
+                    "-n",
+                    &ns,
+                    "addr",
+                    "add",
+                    &format!("{a}/64"),
+                    "dev",
+                    "eth0",
+                    "nodad",
+                ]);
+            }
             self.vms.push(Vm {
                 ns,
                 host: h,
                 lan,
                 ip,
                 mac,
+                ip6: ip6.and_then(|a| a.parse().ok()),
             });
         }
     }
@@ -448,13 +537,14 @@ impl Lab {
                     if wrong { "-wrong" } else { "" }
                 ));
                 cfg += &format!(
-                    "\n[[lan]]\nname = \"{}\"\nsegment = \"{}.{}.{}.0/24\"\ntap = \"tap{li}\"\nbridge = \"br{li}\"\nsecret_file = \"{}\"\npeers = [{}]\n",
+                    "\n[[lan]]\nname = \"{}\"\nsegment = \"{}.{}.{}.0/24\"\ntap = \"tap{li}\"\nbridge = \"br{li}\"\nsecret_file = \"{}\"\npeers = [{}]\nflood = \"{}\"\n",
                     lan.name,
                     lan.net[0],
                     lan.net[1],
                     lan.net[2],
                     key.display(),
-                    peers.join(", ")
+                    peers.join(", "),
+                    b.flood.as_deref().unwrap_or("auto")
                 );
             }
             if let Some(fp) = fingerprint {
@@ -851,6 +941,49 @@ impl Lab {
             .unwrap_or_else(|| panic!("{h} is not running"));
         terminate(&mut child, Duration::from_secs(10))
             .unwrap_or_else(|| panic!("vmvpn on {h} ignored SIGTERM for 10 s"))
+    }
+
+    /// Datagrams and bytes all hosts sent on their underlay (`u0` counters).
+    pub fn underlay_tx(&self) -> (u64, u64) {
+        self.hosts.values().fold((0, 0), |(p, b), h| {
+            (
+                p + self.if_counter(&h.ns, "u0", "tx_packets"),
+                b + self.if_counter(&h.ns, "u0", "tx_bytes"),
+            )
+        })
+    }
+
+    /// Underlay cost of a flooded frame: `n` UDP broadcasts from `from`, `gap` apart, counted
+    /// on every host's underlay, less what the hosts send anyway (beacons, keepalives,
+    /// heartbeats) over as long a quiet stretch right after. Keepalives come in bursts every
+    /// 10 s, so with many hosts both stretches should span about 10 s. Returns (datagrams,
+    /// bytes) per frame.
+    pub fn flood_cost(&self, from: &Vm, n: u32, gap: Duration) -> (f64, f64) {
+        let ip = from.ip;
+        let (p0, b0) = self.underlay_tx();
+        let t0 = Instant::now();
+        self.in_ns(&from.ns, move || {
+            let s = std::net::UdpSocket::bind((ip, 0)).unwrap_or_else(|e| panic!("bind: {e}"));
+            s.set_broadcast(true)
+                .unwrap_or_else(|e| panic!("broadcast: {e}"));
+            let to = std::net::Ipv4Addr::from(u32::from(ip) | 0xff);
+            // Paced: a flood is one frame among others, not a burst of 8000 datagrams that
+            // would measure the socket buffer instead.
+            for i in 0..n {
+                s.send_to(&i.to_be_bytes(), (to, 9906))
+                    .unwrap_or_else(|e| panic!("send: {e}"));
+                std::thread::sleep(gap);
+            }
+        })
+        .join()
+        .unwrap_or_else(|_| panic!("sender thread"));
+        std::thread::sleep(Duration::from_millis(300));
+        let (p1, b1) = self.underlay_tx();
+        std::thread::sleep(t0.elapsed());
+        let (p2, b2) = self.underlay_tx();
+        let packets = (p1 - p0).saturating_sub(p2 - p1);
+        let bytes = (b1 - b0).saturating_sub(b2 - b1);
+        (packets as f64 / f64::from(n), bytes as f64 / f64::from(n))
     }
 
     /// Whether an interface exists in a namespace.

@@ -9,12 +9,15 @@ use std::time::Duration;
 
 use vmvpn_tests::{Lab, vmvpn_bin};
 
-const USAGE: &str = "usage: vmvpn-lab demo | up
+const USAGE: &str = "usage: vmvpn-lab demo | up | flood-cost [JSON-FILE]
 
   demo  build 3 hosts (h1, h2 in 10.77.1.0/24; h3 in 10.77.2.0/24 behind a router),
         2 VMs each on LAN lan1 (192.168.100.0/24); ping all 30 VM pairs; print
         `vmvpn status` of every host; remove everything. Exit 1 if a ping fails.
   up    build the same lab and keep it running until Ctrl-C; prints how to use it.
+  flood-cost  underlay datagrams and bytes per flooded frame for 2 subnets x 5 hosts and
+        4 subnets x 10 hosts, flood = auto (multicast + forwarders) and unicast; a markdown
+        table on stdout, JSON to the file if given.
 
 Needs root (network namespaces, TAP devices). Set VMVPN_LAB_KEEP=1 to keep logs.";
 
@@ -127,10 +130,66 @@ fn up() -> ExitCode {
     ExitCode::SUCCESS
 }
 
+fn flood_cost(json: Option<String>) -> ExitCode {
+    let mut rows = Vec::new();
+    println!(
+        "| subnets x hosts | mode | underlay datagrams per flooded frame | underlay bytes per frame |"
+    );
+    println!("| --- | --- | --- | --- |");
+    for (subnets, per) in [(2usize, 5usize), (4, 10)] {
+        for mode in ["auto", "unicast"] {
+            let names: Vec<Vec<String>> = (0..subnets)
+                .map(|s| (0..per).map(|k| format!("s{}h{}", s + 1, k + 1)).collect())
+                .collect();
+            let all: Vec<&str> = names.iter().flatten().map(String::as_str).collect();
+            let mut b = Lab::builder("cost")
+                .lan("lan1", [192, 168, 100], &all, 1)
+                .bulletin(30, 10)
+                .flood(mode);
+            for n in &names {
+                b = b.subnet(&n.iter().map(String::as_str).collect::<Vec<_>>());
+            }
+            let lab = b.start();
+            for h in &all {
+                lab.wait_tunnels(h, "lan1", all.len() - 1, Duration::from_secs(60));
+            }
+            std::thread::sleep(Duration::from_secs(3));
+            let from = lab.vm(all[0], "lan1", 0).clone();
+            let (d, by) = lab.flood_cost(&from, 2000, Duration::from_millis(5));
+            let st = lab.status(all[0]);
+            let (drops, sent) = (
+                &st["lans"][0]["drops"]["udp_send_error"],
+                &st["lans"][0]["flood"]["frames_total"],
+            );
+            eprintln!(
+                "{subnets}x{per} {mode}: sender flooded {sent} frames, udp_send_error {drops}"
+            );
+            let label = if mode == "auto" {
+                "multicast + forwarders"
+            } else {
+                "unicast replication"
+            };
+            println!("| {subnets} x {per} | {label} | {d:.2} | {by:.0} |");
+            rows.push(
+                serde_json::json!({"subnets": subnets, "hosts_per_subnet": per, "mode": mode,
+                                         "datagrams_per_frame": d, "bytes_per_frame": by}),
+            );
+        }
+    }
+    if let Some(p) = json
+        && let Err(e) = std::fs::write(&p, serde_json::to_string_pretty(&rows).unwrap_or_default())
+    {
+        eprintln!("cannot write {p}: {e}");
+        return ExitCode::FAILURE;
+    }
+    ExitCode::SUCCESS
+}
+
 fn main() -> ExitCode {
     match std::env::args().nth(1).as_deref() {
         Some("demo") => demo(),
         Some("up") => up(),
+        Some("flood-cost") => flood_cost(std::env::args().nth(2)),
         Some("-h" | "--help" | "help") => {
             println!("{USAGE}");
             ExitCode::SUCCESS
