@@ -457,7 +457,21 @@ impl Lab {
                 }
             }
         }
+        // Readable addresses (.HJ: host H, VM J, +100 per LAN) while they fit in a /24;
+        // numbered in order otherwise, so a large lab never repeats an address.
+        let readable = vms
+            .iter()
+            .all(|v| v.5 * 100 + v.6 * 10 + v.7 < 254 && v.6 < 10 && v.7 < 9);
+        let mut seq: BTreeMap<usize, usize> = BTreeMap::new();
         for (ns, hns, br, h, lan, li, hidx, j, net) in vms {
+            let n = seq.entry(li).or_insert(0);
+            *n += 1;
+            let octet = if readable {
+                li * 100 + hidx * 10 + j + 1
+            } else {
+                *n
+            };
+            assert!(octet < 255, "more than 254 VMs on LAN {lan}");
             self.add_ns(&ns);
             let port = format!("v{li}x{j}");
             run(&[
@@ -467,7 +481,7 @@ impl Lab {
             run(&["ip", "-n", &hns, "link", "set", &port, "master", &br, "up"]);
             let mac = format!("02:00:{li:02x}:{hidx:02x}:00:{j:02x}");
             // Distinct per LAN too, so LANs that share a segment have no address in common.
-            let ip = Ipv4Addr::new(net[0], net[1], net[2], (li * 100 + hidx * 10 + j + 1) as u8);
+            let ip = Ipv4Addr::new(net[0], net[1], net[2], octet as u8);
             run(&["ip", "-n", &ns, "link", "set", "eth0", "address", &mac]);
             run(&[
                 "ip",
@@ -480,9 +494,7 @@ impl Lab {
                 "eth0",
             ]);
             run(&["ip", "-n", &ns, "link", "set", "eth0", "up"]);
-            let ip6 = self
-                .ipv6
-                .then(|| format!("fd00:{}::{}", 100 + li, li * 100 + hidx * 10 + j + 1));
+            let ip6 = self.ipv6.then(|| format!("fd00:{}::{octet}", 100 + li));
             if let Some(a) = &ip6 {
                 run(&[
                     "ip",

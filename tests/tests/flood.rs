@@ -119,7 +119,7 @@ fn floods_reach_every_vm_once_and_arp_nd_dhcp_and_multicast_work() {
     let f = flood(&lab, "h1");
     assert_eq!(f["mode"], "auto");
     assert_eq!(f["subnets"][0]["mode"], "multicast", "{f:#}");
-    assert_eq!(f["subnets"][1]["mode"], "forwarder", "{f:#}");
+    assert_eq!(f["subnets"][1]["mode"], "relay", "{f:#}");
 
     // ARP across subnets, both ways.
     let (a, z) = (

@@ -97,7 +97,7 @@ pub struct SubnetPlan {
     pub hosts: usize,
     /// The designated forwarder: "self" for this host's subnet when it is the one.
     pub forwarder: String,
-    /// "multicast", "unicast", "mixed" (own subnet) or "forwarder" (others).
+    /// "multicast", "unicast", "mixed" (own subnet) or "relay" (others, via their forwarder).
     pub mode: &'static str,
     /// Why, for people.
     pub reason: String,
@@ -221,7 +221,7 @@ pub fn plan(
             subnet: s,
             hosts: in_s.len(),
             forwarder: label(df),
-            mode: "forwarder",
+            mode: "relay",
             reason: "one relay copy to the lowest host id up there".into(),
         });
     }

@@ -103,6 +103,36 @@ pub fn status(v: &Value) -> String {
             n(&l["flood_tx_frames"]),
             drops(&l["drops"])
         );
+        let f = &l["flood"];
+        if !f.is_null() {
+            let _ = writeln!(
+                o,
+                "  flood {} group {}  {}  sent: {} multicast, {} unicast, {} relay; relayed {}, duplicates {}",
+                s(&f["mode"]),
+                s(&f["group"]),
+                if f["forwarder"].as_bool() == Some(true) {
+                    "forwarder of this subnet"
+                } else {
+                    "not forwarder"
+                },
+                n(&f["multicast_datagrams_total"]),
+                n(&f["unicast_datagrams_total"]),
+                n(&f["relay_datagrams_total"]),
+                n(&f["relayed_frames_total"]),
+                n(&f["duplicates_suppressed_total"])
+            );
+            for sn in f["subnets"].as_array().into_iter().flatten() {
+                let _ = writeln!(
+                    o,
+                    "    {:<18} {} host(s)  {:<9} forwarder {}  ({})",
+                    s(&sn["subnet"]),
+                    n(&sn["hosts"]),
+                    s(&sn["mode"]),
+                    s(&sn["forwarder"]),
+                    s(&sn["reason"])
+                );
+            }
+        }
         let _ = writeln!(
             o,
             "  {:<12} {:<10} {:<22} {:<6} {:<11} {:>10} {:>9} {:>9} {:>9} {:>9}  DROPS",
@@ -185,6 +215,18 @@ mod tests {
         assert!(t.contains("host h1 (id 0x12345678)"), "{t}");
         assert!(t.contains("unattributed drops: bad_header=2"), "{t}");
         assert!(t.contains("bulletin: none"), "{t}");
+        let mut v2 = v.clone();
+        v2["lans"][0]["flood"] = json!({"mode": "auto", "group": "239.77.0.1:7401", "forwarder": true,
+            "multicast_datagrams_total": 5, "unicast_datagrams_total": 0, "relay_datagrams_total": 5,
+            "relayed_frames_total": 2, "duplicates_suppressed_total": 0,
+            "subnets": [{"subnet": "10.77.1.0/24", "hosts": 2, "mode": "multicast", "forwarder": "self",
+                         "reason": "beacons heard from every host here"}]});
+        let t2 = status(&v2);
+        assert!(
+            t2.contains("flood auto group 239.77.0.1:7401  forwarder of this subnet")
+                && t2.contains("10.77.1.0/24"),
+            "{t2}"
+        );
         let mut v = v;
         v["bulletin"] = json!({"server": "10.77.0.254:7400", "state": "unreachable", "epoch": "00ff",
                                "registered_ago_s": null, "last_error": "timed out", "peers": 4});

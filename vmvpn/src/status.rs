@@ -104,7 +104,7 @@ pub struct SubnetStatus {
     pub hosts: usize,
     /// Its designated forwarder ("self" for this host).
     pub forwarder: String,
-    /// This host's subnet: "multicast", "unicast" or "mixed"; others: "forwarder"; or
+    /// This host's subnet: "multicast", "unicast" or "mixed"; others: "relay"; or
     /// "unicast" everywhere with flood = "unicast".
     pub mode: &'static str,
     /// Why.
