@@ -3,9 +3,8 @@
 # measures registration rate, server CPU per heartbeat and lease-lapse → leave latency.
 # Results: bench/bulletin-load-<hosts>.json. Usage: scripts/bench-bulletin.sh [HOSTS ...]
 set -euo pipefail
-cd "$(dirname "$0")/.."
-bash scripts/deps.sh
-[ -d "$HOME/.cargo/bin" ] && export PATH="$HOME/.cargo/bin:$PATH"
+source "$(dirname "$0")/prelude.sh"
+prepare
 cargo build --release --locked --quiet -p bulletin
 mkdir -p bench
 for n in "${@:-2000 5000}"; do

@@ -9,7 +9,7 @@ command -v ping >/dev/null 2>&1 || need+=(iputils-ping)
 command -v cc >/dev/null 2>&1 || need+=(gcc libc6-dev)
 command -v bridge >/dev/null 2>&1 || need+=(iproute2)
 # The flooding tests run a DHCP server (no system service) and client inside VM namespaces.
-command -v dnsmasq >/dev/null 2>&1 || need+=(dnsmasq-base)
+{ command -v dnsmasq || [ -x /usr/sbin/dnsmasq ]; } >/dev/null 2>&1 || need+=(dnsmasq-base)
 command -v busybox >/dev/null 2>&1 || need+=(busybox)
 command -v curl >/dev/null 2>&1 || command -v cargo >/dev/null 2>&1 || need+=(curl ca-certificates)
 if ((${#need[@]})); then

@@ -4,9 +4,8 @@
 # (192.168.100.0/24). It prints the namespace names; Ctrl-C removes everything.
 # Run as root.
 set -euo pipefail
-cd "$(dirname "$0")/.."
-[ "$(id -u)" = 0 ] || { echo "lab: run as root (network namespaces and TAP devices need it)" >&2; exit 1; }
-bash scripts/deps.sh
-[ -d "$HOME/.cargo/bin" ] && export PATH="$HOME/.cargo/bin:$PATH"
+source "$(dirname "$0")/prelude.sh"
+need_root lab
+prepare
 cargo build --workspace --bins --locked --quiet
 exec "${CARGO_TARGET_DIR:-target}/debug/vmvpn-lab" up

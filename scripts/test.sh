@@ -2,9 +2,8 @@
 # The whole test suite: formatting, lints, unit and property tests, and the integration
 # tests that run real daemons in network namespaces (root). `.ci/run` calls this.
 set -euo pipefail
-cd "$(dirname "$0")/.."
-bash scripts/deps.sh
-[ -d "$HOME/.cargo/bin" ] && export PATH="$HOME/.cargo/bin:$PATH"
+source "$(dirname "$0")/prelude.sh"
+prepare
 
 # Labs of a test run that was killed: stop their daemons by recorded PID, delete their
 # namespaces (all named vmvt-<owner pid>-…). Labs whose owner still runs are left alone.
