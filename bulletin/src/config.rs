@@ -24,12 +24,12 @@ use crate::proof::Verifier;
 #[derive(Debug, Error)]
 pub enum ConfigError {
     /// Unreadable file.
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}: {cause}")]
     Read {
         /// File.
         path: PathBuf,
         /// OS error.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// Syntax or shape (toml's message carries line and column).
     #[error("{path}: {message}")]
@@ -103,9 +103,9 @@ impl Default for BulletinConfig {
 impl BulletinConfig {
     /// Read and check a config file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let text = std::fs::read_to_string(path).map_err(|cause| ConfigError::Read {
             path: path.into(),
-            source,
+            cause,
         })?;
         Self::parse(&text, path)
     }

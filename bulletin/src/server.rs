@@ -85,12 +85,12 @@ pub enum ServeError {
     #[error(transparent)]
     Tls(#[from] TlsError),
     /// The UDP port could not be bound.
-    #[error("cannot listen on {addr}: {source} (is another bulletin running there?)")]
+    #[error("cannot listen on {addr}: {cause} (is another bulletin running there?)")]
     Bind {
         /// Address.
         addr: SocketAddr,
         /// OS error.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// No randomness.
     #[error("the system random source failed")]
@@ -109,9 +109,9 @@ impl Server {
             (opts.lease_ttl.as_millis().min(u128::from(u32::MAX))) as u32,
         ))));
         cfg.transport_config(Arc::new(transport));
-        let endpoint = Endpoint::server(cfg, opts.listen).map_err(|source| ServeError::Bind {
+        let endpoint = Endpoint::server(cfg, opts.listen).map_err(|cause| ServeError::Bind {
             addr: opts.listen,
-            source,
+            cause,
         })?;
         let mut e = [0u8; 8];
         SystemRandom::new()

@@ -26,14 +26,22 @@ const KEY_FILE: &str = "key.der";
 #[derive(Debug, Error)]
 pub enum TlsError {
     /// Reading or writing the state directory failed.
-    #[error("{what} {path}: {source}")]
+    #[error("{what} {path}: {cause}")]
     Io {
         /// What was being done.
         what: &'static str,
         /// The file or directory.
         path: PathBuf,
         /// OS error.
-        source: std::io::Error,
+        cause: std::io::Error,
+    },
+    /// `bulletin fingerprint` found no certificate.
+    #[error("no certificate at {path}: {cause} (has `bulletin serve` run with this --state-dir?)")]
+    NoCertificate {
+        /// The certificate file.
+        path: PathBuf,
+        /// OS error.
+        cause: std::io::Error,
     },
     /// Certificate generation failed.
     #[error("cannot generate the bulletin certificate: {0}")]
@@ -60,7 +68,7 @@ impl Identity {
     pub fn load_or_create(dir: &Path) -> Result<Self, TlsError> {
         fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> TlsError + use<> {
             let path = path.to_path_buf();
-            move |source| TlsError::Io { what, path, source }
+            move |cause| TlsError::Io { what, path, cause }
         }
         let (cp, kp) = (dir.join(CERT_FILE), dir.join(KEY_FILE));
         if cp.exists() && kp.exists() {
@@ -85,11 +93,10 @@ impl Identity {
 
     /// Load without creating (for `bulletin fingerprint`).
     pub fn fingerprint_in(dir: &Path) -> Result<String, TlsError> {
-        let cp = dir.join(CERT_FILE);
-        let cert = std::fs::read(&cp).map_err(|source| TlsError::Io {
-            what: "cannot read (has `bulletin serve` run with this --state-dir?)",
-            path: cp.clone(),
-            source,
+        let path = dir.join(CERT_FILE);
+        let cert = std::fs::read(&path).map_err(|cause| TlsError::NoCertificate {
+            path: path.clone(),
+            cause,
         })?;
         Ok(fingerprint(&cert))
     }

@@ -27,12 +27,12 @@ pub const DEFAULT_MULTICAST_PREFIX: u8 = 16;
 #[derive(Debug, Error)]
 pub enum ConfigError {
     /// The file could not be read.
-    #[error("cannot read config {path}: {source}")]
+    #[error("cannot read config {path}: {cause}")]
     Read {
         /// The file.
         path: PathBuf,
         /// The OS error.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// TOML syntax or a value of the wrong shape (the message has line and column).
     #[error("{path}: {message}")]
@@ -252,9 +252,9 @@ impl fmt::Display for Cidr {
 impl Config {
     /// Read and check a config file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let text = std::fs::read_to_string(path).map_err(|cause| ConfigError::Read {
             path: path.to_path_buf(),
-            source,
+            cause,
         })?;
         Self::parse(&text, path)
     }

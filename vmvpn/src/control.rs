@@ -40,22 +40,22 @@ pub enum ControlError {
     #[error("another vmvpn is already serving {0}; stop it first or set [host] control_socket")]
     InUse(PathBuf),
     /// Could not create or bind.
-    #[error("cannot serve control socket {path}: {source}")]
+    #[error("cannot serve control socket {path}: {cause}")]
     Bind {
         /// The path.
         path: PathBuf,
         /// OS error.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// Could not connect.
     #[error(
-        "cannot reach vmvpn at {path}: {source} (is `vmvpn up` running? pick the socket with --socket)"
+        "cannot reach vmvpn at {path}: {cause} (is `vmvpn up` running? pick the socket with --socket)"
     )]
     Connect {
         /// The path.
         path: PathBuf,
         /// OS error.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// The daemon answered with an error or garbage.
     #[error("vmvpn at {path}: {message}")]
@@ -69,9 +69,9 @@ pub enum ControlError {
 
 /// Bind the control socket, replacing a stale one left by a crashed daemon.
 pub fn bind(path: &Path) -> Result<UnixListener, ControlError> {
-    let err = |source| ControlError::Bind {
+    let err = |cause| ControlError::Bind {
         path: path.to_path_buf(),
-        source,
+        cause,
     };
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(err)?;
@@ -152,9 +152,9 @@ async fn answer(line: &str, dp: &Handle, bulletin: Option<&SharedView>) -> Value
 
 /// Ask a daemon (blocking; for the CLI).
 pub fn request(path: &Path, req: &ControlRequest) -> Result<Value, ControlError> {
-    let conn = |source| ControlError::Connect {
+    let conn = |cause| ControlError::Connect {
         path: path.to_path_buf(),
-        source,
+        cause,
     };
     let mut s = StdUnixStream::connect(path).map_err(conn)?;
     s.set_read_timeout(Some(Duration::from_secs(5)))

@@ -14,23 +14,23 @@ use crate::netdev;
 pub enum TapError {
     /// /dev/net/tun could not be opened or the TAP not created.
     #[error(
-        "cannot open TAP {name}: {source} (needs root or CAP_NET_ADMIN and /dev/net/tun; EBUSY means another process holds it)"
+        "cannot open TAP {name}: {cause} (needs root or CAP_NET_ADMIN and /dev/net/tun; EBUSY means another process holds it)"
     )]
     Open {
         /// TAP name.
         name: String,
         /// OS error.
-        source: io::Error,
+        cause: io::Error,
     },
     /// A setting failed.
-    #[error("cannot {what} on TAP {name}: {source}")]
+    #[error("cannot {what} on TAP {name}: {cause}")]
     Configure {
         /// TAP name.
         name: String,
         /// What was being done.
         what: String,
         /// OS error.
-        source: io::Error,
+        cause: io::Error,
     },
 }
 
@@ -57,15 +57,15 @@ impl TapDevice {
     pub fn open(o: &TapOptions<'_>) -> Result<Self, TapError> {
         let existed = netdev::exists(o.name);
         let iface =
-            Iface::without_packet_info(o.name, Mode::Tap).map_err(|source| TapError::Open {
+            Iface::without_packet_info(o.name, Mode::Tap).map_err(|cause| TapError::Open {
                 name: o.name.to_string(),
-                source,
+                cause,
             })?;
         let cfg = |what: &str, r: io::Result<()>| {
-            r.map_err(|source| TapError::Configure {
+            r.map_err(|cause| TapError::Configure {
                 name: o.name.to_string(),
                 what: what.to_string(),
-                source,
+                cause,
             })
         };
         cfg("set non-blocking mode", iface.set_non_blocking())?;
