@@ -4,7 +4,9 @@
 //! sockets, no clocks, no locks. The daemon snapshots it for the control socket.
 
 pub mod drops;
+pub mod sequence;
 pub mod traffic;
 
 pub use drops::{DropCounters, DropReason};
+pub use sequence::{SeqStats, SeqTracker};
 pub use traffic::TrafficCounters;

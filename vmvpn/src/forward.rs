@@ -19,14 +19,14 @@ use std::net::{IpAddr, SocketAddr};
 use std::ops::Range;
 use std::time::{Duration, Instant};
 
-use telemetry::{DropCounters, DropReason, TrafficCounters};
+use telemetry::{DropCounters, DropReason, SeqTracker, TrafficCounters};
 use tracing::info;
 use x25519_dalek::StaticSecret;
 
 use crate::crypto::{LanKeys, LanSecret, SealKey, public_of};
 use crate::flood::{BEACON_INTERVAL_S, BEACON_TIMEOUT_S, FloodMode, Member, Plan, Subnet, plan};
 use crate::macdb::{Location, Mac, MacDb, fmt_mac, is_group};
-use crate::replay::ReplayWindow;
+use crate::replay::{Replay, ReplayWindow};
 use crate::status::{FloodStats, FloodStatus, LanStatus, MacRow, PeerStatus, SubnetStatus};
 use crate::wire::{
     BEACON_LEN, ETHERNET_HEADER_LEN, FLAG_RELAY, HEADER_LEN, HELLO_BODY_LEN, HELLO_LEN, Header,
@@ -156,6 +156,8 @@ struct Peer {
     beacon_at: Option<Instant>,
     /// Its beacons arrive (within the timeout): multicast reaches it.
     beacons: bool,
+    /// Loss and reordering of what it sends us.
+    rx_seq: SeqTracker,
 }
 
 impl Peer {
@@ -177,6 +179,7 @@ impl Peer {
             prefix: None,
             beacon_at: None,
             beacons: false,
+            rx_seq: SeqTracker::default(),
         }
     }
 }
@@ -632,10 +635,13 @@ impl Engine {
             Kind::Flood => (&s.group_rx, &mut s.group_window),
             _ => (&s.rx, &mut s.rx_window),
         };
-        if !window.check(h.seq).is_ok() {
+        let verdict = window.check(h.seq);
+        if !verdict.is_ok() {
             if h.kind == Kind::Flood {
                 // The same flood by two ways (a forwarder change, mixed multicast): once only.
                 l.flood.duplicates_suppressed += 1;
+            } else if verdict == Replay::Duplicate {
+                p.rx_seq.duplicate();
             }
             return RxAction::Drop(l.drop_at(Some(pi), DropReason::Replay));
         }
@@ -645,6 +651,10 @@ impl Engine {
             return RxAction::Drop(self.lans[lan].drop_at(Some(pi), DropReason::AuthFailure));
         };
         window.update(h.seq);
+        if h.kind != Kind::Flood {
+            // Data and keepalives share one counter per direction: gaps are losses.
+            p.rx_seq.observe(h.seq);
+        }
         p.last_heard = Some(now);
         let mut changed = false;
         if !p.up && h.kind != Kind::Flood {
@@ -806,6 +816,8 @@ impl Engine {
                 group_window: ReplayWindow::default(),
             });
             p.peer_start = h.seq;
+            // A new run of the peer numbers from 0 again.
+            p.rx_seq.restart();
             p.up = false;
             new_session = true;
         }
@@ -1030,6 +1042,8 @@ impl Engine {
                             .last_heard
                             .map(|h| now.saturating_duration_since(h).as_millis() as u64),
                         traffic: p.traffic,
+                        sequence: p.rx_seq.stats(),
+                        loss_rx_ratio: p.rx_seq.stats().loss_ratio(),
                         drops: p.drops.clone(),
                     })
                     .collect(),

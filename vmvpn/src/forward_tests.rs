@@ -781,3 +781,56 @@ fn when_the_forwarder_leaves_the_next_lowest_id_takes_over() {
         (1, 1, 1)
     );
 }
+
+#[test]
+fn loss_reordering_and_duplicates_are_counted_per_peer() {
+    let mut net = Net::new(2);
+    net.tick();
+    net.send(1, &frame(BCAST, mac(2), b"learn"));
+    // 300 unicast frames 0 -> 1: drop every tenth, swap two, repeat one.
+    let mut datagrams = Vec::new();
+    for i in 0..300u32 {
+        let f = frame(mac(2), mac(1), &i.to_be_bytes());
+        let mut buf = vec![0u8; buffer_len(MAX_FRAME)];
+        buf[HEADER_LEN..HEADER_LEN + f.len()].copy_from_slice(&f);
+        match net.hosts[0].on_tap_frame(LAN, &mut buf, f.len(), net.now) {
+            TapAction::Unicast(_, n) => datagrams.push(buf[..n].to_vec()),
+            other => panic!("{other:?}"),
+        }
+    }
+    datagrams.swap(100, 101);
+    let dup = datagrams[50].clone();
+    datagrams.insert(51, dup);
+    let mut delivered = 0;
+    for (i, mut d) in datagrams.into_iter().enumerate() {
+        if i % 10 == 3 {
+            continue;
+        }
+        if matches!(
+            net.hosts[1].on_datagram(addr(0), false, &mut d, net.now),
+            RxAction::Tap { .. }
+        ) {
+            delivered += 1;
+        }
+    }
+    let p = net
+        .lan(1)
+        .peers
+        .into_iter()
+        .find(|p| p.address == addr(0).to_string())
+        .expect("peer");
+    let lost = 30; // indexes 3, 13, …, 293 of 301 (one of them the duplicate's neighbour)
+    assert_eq!(delivered, 301 - lost - 1, "the duplicate is not delivered");
+    assert_eq!(p.sequence.duplicates, 1);
+    assert_eq!(p.sequence.reordered, 1);
+    // Dropped sequence numbers: 3, 13, 23, 33, 43 and 52, 62, …, 292 (after the inserted
+    // duplicate, list position p holds p - 1). The newest is 299, so the 6 from 242 up are
+    // still inside the 64-packet reorder window: 24 counted so far.
+    assert_eq!(p.sequence.lost, 24, "{:?}", p.sequence);
+    assert_eq!(p.sequence.received, 270);
+    assert!(
+        (p.loss_rx_ratio - 24.0 / 294.0).abs() < 1e-9,
+        "{}",
+        p.loss_rx_ratio
+    );
+}

@@ -135,7 +135,7 @@ pub fn status(v: &Value) -> String {
         }
         let _ = writeln!(
             o,
-            "  {:<12} {:<10} {:<22} {:<6} {:<11} {:>10} {:>9} {:>9} {:>9} {:>9}  DROPS",
+            "  {:<12} {:<10} {:<22} {:<8} {:<11} {:>10} {:>9} {:>9} {:>9} {:>9} {:>7}  DROPS",
             "PEER",
             "ID",
             "ADDRESS",
@@ -145,7 +145,8 @@ pub fn status(v: &Value) -> String {
             "TX PKTS",
             "TX BYTES",
             "RX PKTS",
-            "RX BYTES"
+            "RX BYTES",
+            "RX LOSS"
         );
         for p in l["peers"].as_array().into_iter().flatten() {
             let name = s(&p["name"]);
@@ -154,7 +155,7 @@ pub fn status(v: &Value) -> String {
                 .map_or("-".to_string(), |i| format!("{i:#010x}"));
             let _ = writeln!(
                 o,
-                "  {:<12} {:<10} {:<22} {:<6} {:<11} {:>10} {:>9} {:>9} {:>9} {:>9}  {}",
+                "  {:<12} {:<10} {:<22} {:<8} {:<11} {:>10} {:>9} {:>9} {:>9} {:>9} {:>6.2}%  {}",
                 if name.is_empty() { "?".into() } else { name },
                 id,
                 s(&p["address"]),
@@ -165,6 +166,7 @@ pub fn status(v: &Value) -> String {
                 human(n(&p["tx_bytes"])),
                 human(n(&p["rx_packets"])),
                 human(n(&p["rx_bytes"])),
+                p["loss_rx_ratio"].as_f64().unwrap_or(0.0) * 100.0,
                 drops(&p["drops"])
             );
         }

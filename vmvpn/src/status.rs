@@ -3,7 +3,7 @@
 //! Key names are stable and carry their unit where they have one (`_ms`, `_bytes`).
 
 use serde::Serialize;
-use telemetry::{DropCounters, TrafficCounters};
+use telemetry::{DropCounters, SeqStats, TrafficCounters};
 
 use crate::macdb::MacDbStats;
 
@@ -153,6 +153,11 @@ pub struct PeerStatus {
     /// Traffic through this tunnel.
     #[serde(flatten)]
     pub traffic: TrafficCounters,
+    /// Loss, reordering and duplicates of what this peer sent us (from sequence numbers).
+    #[serde(flatten)]
+    pub sequence: SeqStats,
+    /// Lost / expected, from this peer to us, since the tunnel came up.
+    pub loss_rx_ratio: f64,
     /// Drops attributed to this peer, by reason.
     pub drops: DropCounters,
 }
