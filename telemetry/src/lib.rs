@@ -4,9 +4,11 @@
 //! sockets, no clocks, no locks. The daemon snapshots it for the control socket.
 
 pub mod drops;
+pub mod rtt;
 pub mod sequence;
 pub mod traffic;
 
 pub use drops::{DropCounters, DropReason};
+pub use rtt::{RttEstimator, RttSummary};
 pub use sequence::{SeqStats, SeqTracker};
 pub use traffic::TrafficCounters;

@@ -98,6 +98,12 @@ fn every_vm_pings_every_other_across_hosts_and_subnets() {
             assert!(p[k].as_u64().unwrap_or(0) > 0, "{k} of {p:#}");
         }
         assert!(p["id"].is_u64() && p["last_heard_ago_ms"].is_u64(), "{p:#}");
+        // Probes inside the tunnel measured an RTT.
+        assert!(
+            p["probes_answered_total"].as_u64().unwrap_or(0) > 0,
+            "{p:#}"
+        );
+        assert!(p["rtt_p50_us"].as_u64().is_some_and(|r| r > 0), "{p:#}");
         assert_eq!(p["drops"]["auth_failure"], 0);
     }
     // The CLI prints the same for people.

@@ -19,7 +19,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::ops::Range;
 use std::time::{Duration, Instant};
 
-use telemetry::{DropCounters, DropReason, SeqTracker, TrafficCounters};
+use telemetry::{DropCounters, DropReason, RttEstimator, SeqTracker, TrafficCounters};
 use tracing::info;
 use x25519_dalek::StaticSecret;
 
@@ -59,6 +59,10 @@ impl Default for Timers {
 
 /// How often `tick` wants to run at most.
 pub const TICK: Duration = Duration::from_millis(200);
+/// Probes per peer.
+const PROBE_INTERVAL: Duration = Duration::from_secs(1);
+/// Probes per second for all peers together (1000 peers: one probe each every 5 s).
+const PROBE_BUDGET: f64 = 200.0;
 /// Hellos answer at most this often per peer, unless the session changed.
 const HELLO_REPLY_MIN: Duration = Duration::from_millis(200);
 
@@ -158,6 +162,12 @@ struct Peer {
     beacons: bool,
     /// Loss and reordering of what it sends us.
     rx_seq: SeqTracker,
+    /// RTT from probes.
+    rtt: RttEstimator,
+    next_probe: Option<Instant>,
+    probe_id: u32,
+    probes_sent: u64,
+    probes_answered: u64,
 }
 
 impl Peer {
@@ -180,6 +190,11 @@ impl Peer {
             beacon_at: None,
             beacons: false,
             rx_seq: SeqTracker::default(),
+            rtt: RttEstimator::default(),
+            next_probe: None,
+            probe_id: 0,
+            probes_sent: 0,
+            probes_answered: 0,
         }
     }
 }
@@ -320,6 +335,8 @@ pub struct Engine {
     /// The relay copy of the latest flood (sent or to pass on), sealed in place.
     relay_buf: Vec<u8>,
     relay_len: usize,
+    /// The first tick's time: the origin of probe timestamps.
+    epoch: Option<Instant>,
 }
 
 impl Engine {
@@ -341,6 +358,7 @@ impl Engine {
             next_tick: None,
             relay_buf: vec![0u8; buffer_len(lans.iter().map(|l| l.max_frame).max().unwrap_or(0))],
             relay_len: 0,
+            epoch: None,
         };
         for spec in lans {
             let keys = LanKeys::new(&spec.secret);
@@ -583,7 +601,7 @@ impl Engine {
         match header.kind {
             Kind::Hello => self.on_hello(lan, from, &header, buf, now),
             Kind::Beacon => self.on_beacon(lan, multicast, &header, buf, now),
-            Kind::Data | Kind::Flood | Kind::Keepalive => {
+            Kind::Data | Kind::Flood | Kind::Keepalive | Kind::Probe | Kind::ProbeReply => {
                 self.on_sealed(lan, from, multicast, &header, buf, now)
             }
         }
@@ -671,9 +689,40 @@ impl Engine {
         if changed {
             l.rebuild_flood();
         }
-        if h.kind == Kind::Keepalive {
-            return RxAction::Consumed;
+        match h.kind {
+            Kind::Keepalive => return RxAction::Consumed,
+            Kind::Probe => {
+                // Reflect at once: the reply leaves in this poll round, so the hold time
+                // is what it took between this datagram's arrival and now (zero here).
+                let mut plain = [0u8; 20];
+                if n == 12 {
+                    plain[..12].copy_from_slice(&buf[HEADER_LEN..HEADER_LEN + 12]);
+                    self.queue_sealed(lan, pi, Kind::ProbeReply, &plain, now);
+                }
+                return RxAction::Consumed;
+            }
+            Kind::ProbeReply => {
+                if n == 20 {
+                    let b = &buf[HEADER_LEN..HEADER_LEN + 20];
+                    let id = u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
+                    let mut t = [0u8; 8];
+                    t.copy_from_slice(&b[4..12]);
+                    let t1 = u64::from_be_bytes(t);
+                    t.copy_from_slice(&b[12..20]);
+                    let hold = u64::from_be_bytes(t);
+                    let rtt = self.ts(now).saturating_sub(t1).saturating_sub(hold);
+                    let p = &mut self.lans[lan].peers[pi];
+                    // Only replies to our latest probe count (late replies would skew it).
+                    if id == p.probe_id {
+                        p.rtt.record(rtt);
+                        p.probes_answered += 1;
+                    }
+                }
+                return RxAction::Consumed;
+            }
+            _ => {}
         }
+        let l = &mut self.lans[lan];
         if n < ETHERNET_HEADER_LEN {
             return RxAction::Drop(l.drop_at(Some(pi), DropReason::Malformed));
         }
@@ -706,16 +755,16 @@ impl Engine {
         buf: &[u8],
         now: Instant,
     ) -> RxAction {
-        // Only a beacon that came by multicast shows that multicast works.
-        if !multicast {
-            return RxAction::Consumed;
-        }
         let l = &mut self.lans[lan];
         let known = l.by_id.get(&h.sender).copied();
         let mut mac = [0u8; 32];
         mac.copy_from_slice(&buf[HEADER_LEN..BEACON_LEN]);
         if !l.keys.verify_hello(&buf[..HEADER_LEN], &[], &mac) {
             return RxAction::Drop(l.drop_at(known, DropReason::AuthFailure));
+        }
+        // Beacons are only sent to the group; one by unicast shows nothing about multicast.
+        if !multicast {
+            return RxAction::Drop(l.drop_at(known, DropReason::BadHeader));
         }
         if let Some(p) = known.and_then(|i| l.peers.get_mut(i)) {
             p.beacon_at = Some(now);
@@ -886,6 +935,12 @@ impl Engine {
     }
 
     fn queue_keepalive(&mut self, lan: usize, pi: usize, now: Instant) {
+        self.queue_sealed(lan, pi, Kind::Keepalive, &[], now);
+    }
+
+    /// Queue a small sealed control message (keepalive, probe, probe reply) to a peer, on
+    /// the pairwise key and sequence.
+    fn queue_sealed(&mut self, lan: usize, pi: usize, kind: Kind, plain: &[u8], now: Instant) {
         let l = &mut self.lans[lan];
         let Some(p) = l.peers.get_mut(pi) else { return };
         let Some(s) = p.session.as_ref() else { return };
@@ -896,20 +951,42 @@ impl Engine {
             buf: [0; HELLO_LEN],
         };
         let hdr = Header {
-            kind: Kind::Keepalive,
+            kind,
             flags: 0,
             lan: l.spec.id,
             sender: self.id,
             seq,
         };
         write_header(&mut out.buf, &hdr);
-        let Some(n) = s.tx.seal(seq, &mut out.buf, 0) else {
+        let Some(body) = out.buf.get_mut(HEADER_LEN..HEADER_LEN + plain.len()) else {
+            return;
+        };
+        body.copy_from_slice(plain);
+        let Some(n) = s.tx.seal(seq, &mut out.buf, plain.len()) else {
             return;
         };
         out.len = n;
         p.tx_seq += 1;
         p.last_sent = Some(now);
         self.out.push_back(out);
+    }
+
+    /// Nanoseconds since this engine's first tick: the clock of probe timestamps.
+    fn ts(&self, now: Instant) -> u64 {
+        self.epoch
+            .map_or(0, |e| now.saturating_duration_since(e).as_nanos() as u64)
+    }
+
+    fn queue_probe(&mut self, lan: usize, pi: usize, now: Instant) {
+        let Some(p) = self.lans[lan].peers.get_mut(pi) else {
+            return;
+        };
+        p.probe_id = p.probe_id.wrapping_add(1);
+        p.probes_sent += 1;
+        let mut plain = [0u8; 12];
+        plain[..4].copy_from_slice(&p.probe_id.to_be_bytes());
+        plain[4..].copy_from_slice(&self.ts(now).to_be_bytes());
+        self.queue_sealed(lan, pi, Kind::Probe, &plain, now);
     }
 
     /// When `tick` next wants to run.
@@ -920,6 +997,10 @@ impl Engine {
     /// Run timers: hellos, keepalives, dead peers, MAC ageing.
     pub fn tick(&mut self, now: Instant) {
         self.next_tick = Some(now + TICK);
+        self.epoch.get_or_insert(now);
+        // About one probe per second per peer, but at most PROBE_BUDGET a second in all.
+        let up: usize = self.lans.iter().map(|l| l.flood_members.len()).sum();
+        let interval = PROBE_INTERVAL.max(Duration::from_secs_f64(up as f64 / PROBE_BUDGET));
         let t = self.timers;
         for li in 0..self.lans.len() {
             let mut changed = false;
@@ -939,6 +1020,12 @@ impl Engine {
                     if due {
                         self.queue_hello(li, pi, now, true);
                     }
+                } else if p.next_probe.is_none_or(|t| now >= t) {
+                    // Spread peers over the interval so probes do not go out in bursts.
+                    let spread =
+                        interval.mul_f64(0.8 + 0.4 * ((pi * 37 + li * 11) % 100) as f64 / 100.0);
+                    p.next_probe = Some(now + spread);
+                    self.queue_probe(li, pi, now);
                 } else if p
                     .last_sent
                     .is_none_or(|s| now.saturating_duration_since(s) >= t.keepalive_interval)
@@ -1043,6 +1130,9 @@ impl Engine {
                             .map(|h| now.saturating_duration_since(h).as_millis() as u64),
                         traffic: p.traffic,
                         sequence: p.rx_seq.stats(),
+                        rtt: p.rtt.summary(),
+                        probes_sent_total: p.probes_sent,
+                        probes_answered_total: p.probes_answered,
                         loss_rx_ratio: p.rx_seq.stats().loss_ratio(),
                         drops: p.drops.clone(),
                     })

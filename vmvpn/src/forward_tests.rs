@@ -75,6 +75,8 @@ struct Net {
     group: Option<SocketAddr>,
     /// Hosts whose multicast is blocked (they neither send nor receive it).
     blocked: Vec<bool>,
+    /// One-way delay of every hop: each round of deliveries advances the clock by it.
+    hop: Duration,
 }
 
 impl Net {
@@ -92,6 +94,7 @@ impl Net {
             addrs: (0..n).map(addr).collect(),
             group: None,
             blocked: vec![false; n],
+            hop: Duration::ZERO,
         }
     }
 
@@ -138,6 +141,7 @@ impl Net {
             addrs,
             group: Some(group),
             blocked: vec![false; n],
+            hop: Duration::ZERO,
         }
     }
 
@@ -171,6 +175,7 @@ impl Net {
             if self.queue.is_empty() {
                 return;
             }
+            self.now += self.hop;
             for (from, to, bytes) in std::mem::take(&mut self.queue) {
                 self.sent.push((from, to, bytes.clone()));
                 let targets: Vec<(usize, bool)> = if Some(to) == self.group {
@@ -833,4 +838,66 @@ fn loss_reordering_and_duplicates_are_counted_per_peer() {
         "{}",
         p.loss_rx_ratio
     );
+}
+
+#[test]
+fn probes_measure_the_round_trip_without_the_reflectors_clock() {
+    let mut net = Net::new(2);
+    net.hop = Duration::from_millis(3);
+    net.tick();
+    for _ in 0..5 {
+        net.advance(Duration::from_secs(1));
+    }
+    let p = net.lan(0).peers.remove(0);
+    assert!(p.probes_sent_total >= 4, "{p:?}");
+    assert_eq!(p.probes_answered_total, p.probes_sent_total, "{p:?}");
+    // Two hops of 3 ms, nothing else: RTT 6 ms, no jitter.
+    assert_eq!(p.rtt.rtt_p50_us, Some(6_000));
+    assert_eq!(p.rtt.rtt_max_us, Some(6_000));
+    assert_eq!(p.rtt.srtt_us, Some(6_000));
+    assert_eq!(p.rtt.jitter_us, Some(0));
+    // Probes travel on the pairwise sequence: no loss seen.
+    assert_eq!(p.sequence.lost, 0);
+}
+
+#[test]
+fn unanswered_probes_leave_the_estimate_alone() {
+    let mut net = Net::new(2);
+    net.tick();
+    net.advance(Duration::from_secs(2));
+    let before = net.lan(0).peers.remove(0);
+    // Host 1 goes quiet: probes are sent, none answered.
+    for _ in 0..3 {
+        net.now += Duration::from_secs(1);
+        net.hosts[0].tick(net.now);
+        let mut buf = [0u8; 512];
+        while net.hosts[0].poll_transmit(&mut buf).is_some() {}
+    }
+    let after = net.lan(0).peers.remove(0);
+    assert!(after.probes_sent_total >= before.probes_sent_total + 2);
+    assert_eq!(after.probes_answered_total, before.probes_answered_total);
+    assert_eq!(after.rtt, before.rtt);
+}
+
+#[test]
+fn a_data_datagram_flipped_into_a_beacon_is_counted_not_ignored() {
+    // Found by the bit-flip property test: a 16-byte frame makes a 52-byte datagram, the
+    // length of a beacon, and type 1 ^ 4 = 5 is the beacon type.
+    let mut net = Net::new(2);
+    net.tick();
+    net.send(1, &frame(BCAST, mac(2), b"learn"));
+    let f = frame(mac(2), mac(1), &[0, 0]);
+    let mut buf = vec![0u8; buffer_len(MAX_FRAME)];
+    buf[HEADER_LEN..HEADER_LEN + f.len()].copy_from_slice(&f);
+    let n = match net.hosts[0].on_tap_frame(LAN, &mut buf, f.len(), net.now) {
+        TapAction::Unicast(_, n) => n,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(n, crate::wire::BEACON_LEN);
+    let mut d = buf[..n].to_vec();
+    d[1] ^= 4;
+    let before = net.lan(1).drops.total();
+    let r = net.hosts[1].on_datagram(addr(0), false, &mut d, net.now);
+    assert_eq!(r, RxAction::Drop(DropReason::AuthFailure));
+    assert_eq!(net.lan(1).drops.total(), before + 1);
 }

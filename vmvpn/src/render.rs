@@ -40,6 +40,15 @@ fn ago(ms: &Value) -> String {
     }
 }
 
+/// 1234 -> "1.23ms", 56 -> "56µs", null -> "-".
+fn micros(v: &Value) -> String {
+    match v.as_u64() {
+        None => "-".into(),
+        Some(us) if us >= 1000 => format!("{:.2}ms", us as f64 / 1000.0),
+        Some(us) => format!("{us}µs"),
+    }
+}
+
 /// Non-zero drop counters as `reason=count`, or "none".
 fn drops(v: &Value) -> String {
     let parts: Vec<String> = v
@@ -135,7 +144,7 @@ pub fn status(v: &Value) -> String {
         }
         let _ = writeln!(
             o,
-            "  {:<12} {:<10} {:<22} {:<8} {:<11} {:>10} {:>9} {:>9} {:>9} {:>9} {:>7}  DROPS",
+            "  {:<12} {:<10} {:<22} {:<8} {:<11} {:>10} {:>9} {:>9} {:>9} {:>9} {:>7} {:>9} {:>8}  DROPS",
             "PEER",
             "ID",
             "ADDRESS",
@@ -146,7 +155,9 @@ pub fn status(v: &Value) -> String {
             "TX BYTES",
             "RX PKTS",
             "RX BYTES",
-            "RX LOSS"
+            "RX LOSS",
+            "RTT p50",
+            "JITTER"
         );
         for p in l["peers"].as_array().into_iter().flatten() {
             let name = s(&p["name"]);
@@ -155,7 +166,7 @@ pub fn status(v: &Value) -> String {
                 .map_or("-".to_string(), |i| format!("{i:#010x}"));
             let _ = writeln!(
                 o,
-                "  {:<12} {:<10} {:<22} {:<8} {:<11} {:>10} {:>9} {:>9} {:>9} {:>9} {:>6.2}%  {}",
+                "  {:<12} {:<10} {:<22} {:<8} {:<11} {:>10} {:>9} {:>9} {:>9} {:>9} {:>6.2}% {:>9} {:>8}  {}",
                 if name.is_empty() { "?".into() } else { name },
                 id,
                 s(&p["address"]),
@@ -167,6 +178,8 @@ pub fn status(v: &Value) -> String {
                 human(n(&p["rx_packets"])),
                 human(n(&p["rx_bytes"])),
                 p["loss_rx_ratio"].as_f64().unwrap_or(0.0) * 100.0,
+                micros(&p["rtt_p50_us"]),
+                micros(&p["jitter_us"]),
                 drops(&p["drops"])
             );
         }
@@ -246,6 +259,9 @@ mod tests {
                 && t.contains("auth_failure=3"),
             "{t}"
         );
+        assert_eq!(micros(&json!(1234)), "1.23ms");
+        assert_eq!(micros(&json!(56)), "56µs");
+        assert_eq!(micros(&Value::Null), "-");
     }
 
     #[test]

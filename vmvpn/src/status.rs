@@ -3,7 +3,7 @@
 //! Key names are stable and carry their unit where they have one (`_ms`, `_bytes`).
 
 use serde::Serialize;
-use telemetry::{DropCounters, SeqStats, TrafficCounters};
+use telemetry::{DropCounters, RttSummary, SeqStats, TrafficCounters};
 
 use crate::macdb::MacDbStats;
 
@@ -158,6 +158,13 @@ pub struct PeerStatus {
     pub sequence: SeqStats,
     /// Lost / expected, from this peer to us, since the tunnel came up.
     pub loss_rx_ratio: f64,
+    /// RTT from probes inside the tunnel (µs; null before the first answer).
+    #[serde(flatten)]
+    pub rtt: RttSummary,
+    /// Probes sent to this peer.
+    pub probes_sent_total: u64,
+    /// Probes it answered (replies to the latest probe only).
+    pub probes_answered_total: u64,
     /// Drops attributed to this peer, by reason.
     pub drops: DropCounters,
 }

@@ -13,8 +13,8 @@
 //! - `version` is 1. A receiver drops any other version (`bad_header`).
 //! - `type`: 1 data (unicast frame, pairwise key), 2 flood (broadcast/multicast/unknown
 //!   unicast, the sender's group key), 3 hello (handshake, not encrypted, HMAC), 4 keepalive
-//!   (sealed, empty), 5 beacon (multicast presence in a physical subnet, HMAC). Other values
-//!   are dropped as `bad_header`.
+//!   (sealed, empty), 5 beacon (multicast presence in a physical subnet, HMAC), 6 probe and
+//!   7 probe reply (sealed, for RTT). Other values are dropped as `bad_header`.
 //! - `flags`: bit 0 (`RELAY`) on a flood sent to the designated forwarder of another
 //!   subnet, which passes it on inside its subnet. Covered by the AEAD like the rest of the
 //!   header, so a relay copy is sealed on its own, under the next group sequence number.
@@ -73,6 +73,10 @@ pub enum Kind {
     Keepalive = 4,
     /// Multicast presence beacon: shows that multicast works in a physical subnet.
     Beacon = 5,
+    /// RTT probe, sealed: probe id (u32) ‖ sender's send time in ns (u64).
+    Probe = 6,
+    /// Probe reply, sealed: probe id ‖ the probe's send time ‖ the reflector's hold time in ns.
+    ProbeReply = 7,
 }
 
 impl Kind {
@@ -83,6 +87,8 @@ impl Kind {
             3 => Some(Kind::Hello),
             4 => Some(Kind::Keepalive),
             5 => Some(Kind::Beacon),
+            6 => Some(Kind::Probe),
+            7 => Some(Kind::ProbeReply),
             _ => None,
         }
     }
