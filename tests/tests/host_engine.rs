@@ -104,6 +104,7 @@ fn every_vm_pings_every_other_across_hosts_and_subnets() {
             "{p:#}"
         );
         assert!(p["rtt_p50_us"].as_u64().is_some_and(|r| r > 0), "{p:#}");
+        assert!(p["health"] == "ok" || p["health"] == "degraded", "{p:#}");
         assert_eq!(p["drops"]["auth_failure"], 0);
     }
     // The CLI prints the same for people.

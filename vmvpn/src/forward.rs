@@ -63,6 +63,10 @@ pub const TICK: Duration = Duration::from_millis(200);
 const PROBE_INTERVAL: Duration = Duration::from_secs(1);
 /// Probes per second for all peers together (1000 peers: one probe each every 5 s).
 const PROBE_BUDGET: f64 = 200.0;
+/// Probe reply body: id, send time, hold time, received and lost by the reflector.
+const PROBE_REPLY_LEN: usize = 36;
+/// Probes in a row without an answer before a peer counts as down (with nothing else heard).
+const DOWN_AFTER_PROBES: u32 = 3;
 /// Hellos answer at most this often per peer, unless the session changed.
 const HELLO_REPLY_MIN: Duration = Duration::from_millis(200);
 
@@ -168,6 +172,12 @@ struct Peer {
     probe_id: u32,
     probes_sent: u64,
     probes_answered: u64,
+    /// Id of the last probe answered.
+    probes_answered_at: u32,
+    /// Probes in a row that got no answer.
+    unanswered: u32,
+    /// What the peer said it received from us and lost, in its last probe reply.
+    tx_seen: (u64, u64),
 }
 
 impl Peer {
@@ -195,6 +205,9 @@ impl Peer {
             probe_id: 0,
             probes_sent: 0,
             probes_answered: 0,
+            probes_answered_at: 0,
+            unanswered: 0,
+            tx_seen: (0, 0),
         }
     }
 }
@@ -694,28 +707,38 @@ impl Engine {
             Kind::Probe => {
                 // Reflect at once: the reply leaves in this poll round, so the hold time
                 // is what it took between this datagram's arrival and now (zero here).
-                let mut plain = [0u8; 20];
+                // The reply also tells the prober what arrived of its traffic: received and
+                // lost by our count, so it knows its loss towards us (the reverse direction
+                // of ours).
+                let mut plain = [0u8; PROBE_REPLY_LEN];
                 if n == 12 {
                     plain[..12].copy_from_slice(&buf[HEADER_LEN..HEADER_LEN + 12]);
+                    let seen = self.lans[lan].peers[pi].rx_seq.stats();
+                    plain[20..28].copy_from_slice(&seen.received.to_be_bytes());
+                    plain[28..36].copy_from_slice(&seen.lost.to_be_bytes());
                     self.queue_sealed(lan, pi, Kind::ProbeReply, &plain, now);
                 }
                 return RxAction::Consumed;
             }
             Kind::ProbeReply => {
-                if n == 20 {
-                    let b = &buf[HEADER_LEN..HEADER_LEN + 20];
+                if n == PROBE_REPLY_LEN {
+                    let b = &buf[HEADER_LEN..HEADER_LEN + PROBE_REPLY_LEN];
                     let id = u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
-                    let mut t = [0u8; 8];
-                    t.copy_from_slice(&b[4..12]);
-                    let t1 = u64::from_be_bytes(t);
-                    t.copy_from_slice(&b[12..20]);
-                    let hold = u64::from_be_bytes(t);
+                    let word = |i: usize| {
+                        let mut t = [0u8; 8];
+                        t.copy_from_slice(&b[i..i + 8]);
+                        u64::from_be_bytes(t)
+                    };
+                    let (t1, hold) = (word(4), word(12));
                     let rtt = self.ts(now).saturating_sub(t1).saturating_sub(hold);
                     let p = &mut self.lans[lan].peers[pi];
+                    p.tx_seen = (word(20), word(28));
                     // Only replies to our latest probe count (late replies would skew it).
-                    if id == p.probe_id {
+                    if id == p.probe_id && p.probes_answered_at != id {
                         p.rtt.record(rtt);
                         p.probes_answered += 1;
+                        p.probes_answered_at = id;
+                        p.unanswered = 0;
                     }
                 }
                 return RxAction::Consumed;
@@ -981,6 +1004,10 @@ impl Engine {
         let Some(p) = self.lans[lan].peers.get_mut(pi) else {
             return;
         };
+        // The previous probe got no answer (yet): one more unanswered in a row.
+        if p.probes_sent > 0 && p.probes_answered_at != p.probe_id {
+            p.unanswered += 1;
+        }
         p.probe_id = p.probe_id.wrapping_add(1);
         p.probes_sent += 1;
         let mut plain = [0u8; 12];
@@ -1133,6 +1160,11 @@ impl Engine {
                         rtt: p.rtt.summary(),
                         probes_sent_total: p.probes_sent,
                         probes_answered_total: p.probes_answered,
+                        loss_tx_ratio: match p.tx_seen {
+                            (0, 0) => 0.0,
+                            (rx, lost) => lost as f64 / (rx + lost) as f64,
+                        },
+                        health: health(p, now),
                         loss_rx_ratio: p.rx_seq.stats().loss_ratio(),
                         drops: p.drops.clone(),
                     })
@@ -1189,6 +1221,28 @@ impl Engine {
     #[doc(hidden)]
     pub fn group_key_fingerprint(&self, lan: usize) -> Option<u64> {
         self.lans.get(lan).map(|l| l.group_tx.fingerprint())
+    }
+}
+
+/// How a tunnel is doing, from its probes: "unknown" before any answer, "down" after
+/// `DOWN_AFTER_PROBES` unanswered probes in a row with nothing else heard for as long,
+/// "degraded" with any unanswered in a row or loss over 1 % either way, else "ok".
+fn health(p: &Peer, now: Instant) -> &'static str {
+    if !p.up || p.probes_answered == 0 {
+        return "unknown";
+    }
+    let quiet = p
+        .last_heard
+        .is_none_or(|h| now.saturating_duration_since(h) >= PROBE_INTERVAL * DOWN_AFTER_PROBES);
+    if p.unanswered >= DOWN_AFTER_PROBES && quiet {
+        return "down";
+    }
+    let lossy = p.rx_seq.stats().loss_ratio() > 0.01
+        || matches!(p.tx_seen, (rx, lost) if lost * 100 > rx + lost);
+    if p.unanswered > 0 || lossy {
+        "degraded"
+    } else {
+        "ok"
     }
 }
 

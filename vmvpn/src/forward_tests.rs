@@ -838,6 +838,31 @@ fn loss_reordering_and_duplicates_are_counted_per_peer() {
         "{}",
         p.loss_rx_ratio
     );
+    // Probe replies carry host 1's counts back: host 0 knows its loss towards host 1.
+    net.advance(Duration::from_secs(1));
+    net.advance(Duration::from_secs(1));
+    let seen_by_1 = net
+        .lan(1)
+        .peers
+        .into_iter()
+        .find(|p| p.address == addr(0).to_string())
+        .expect("peer");
+    let seen_by_0 = net
+        .lan(0)
+        .peers
+        .into_iter()
+        .find(|p| p.address == addr(1).to_string())
+        .expect("peer");
+    assert!(seen_by_0.loss_tx_ratio > 0.0);
+    // Host 1 counted a packet or two more (host 0's probe replies) after its last report.
+    let lost = seen_by_1.sequence.lost as f64;
+    let reported = seen_by_0.loss_tx_ratio;
+    assert!(
+        (lost / (lost + seen_by_1.sequence.received as f64 - 2.0) - reported).abs() < 1e-3,
+        "host 0 sees {reported}, host 1 counted {:?}",
+        seen_by_1.sequence
+    );
+    assert_eq!(seen_by_0.health, "degraded", "over 1 % loss towards host 1");
 }
 
 #[test]
@@ -866,6 +891,7 @@ fn unanswered_probes_leave_the_estimate_alone() {
     net.tick();
     net.advance(Duration::from_secs(2));
     let before = net.lan(0).peers.remove(0);
+    assert_eq!(before.health, "ok");
     // Host 1 goes quiet: probes are sent, none answered.
     for _ in 0..3 {
         net.now += Duration::from_secs(1);
@@ -877,6 +903,10 @@ fn unanswered_probes_leave_the_estimate_alone() {
     assert!(after.probes_sent_total >= before.probes_sent_total + 2);
     assert_eq!(after.probes_answered_total, before.probes_answered_total);
     assert_eq!(after.rtt, before.rtt);
+    // Three probes in a row unanswered and nothing heard for as long: down.
+    net.now += Duration::from_secs(1);
+    net.hosts[0].tick(net.now);
+    assert_eq!(net.lan(0).peers.remove(0).health, "down");
 }
 
 #[test]

@@ -144,7 +144,7 @@ pub fn status(v: &Value) -> String {
         }
         let _ = writeln!(
             o,
-            "  {:<12} {:<10} {:<22} {:<8} {:<11} {:>10} {:>9} {:>9} {:>9} {:>9} {:>7} {:>9} {:>8}  DROPS",
+            "  {:<12} {:<10} {:<22} {:<8} {:<16} {:>10} {:>9} {:>9} {:>9} {:>9} {:>7} {:>9} {:>8}  DROPS",
             "PEER",
             "ID",
             "ADDRESS",
@@ -166,12 +166,15 @@ pub fn status(v: &Value) -> String {
                 .map_or("-".to_string(), |i| format!("{i:#010x}"));
             let _ = writeln!(
                 o,
-                "  {:<12} {:<10} {:<22} {:<8} {:<11} {:>10} {:>9} {:>9} {:>9} {:>9} {:>6.2}% {:>9} {:>8}  {}",
+                "  {:<12} {:<10} {:<22} {:<8} {:<16} {:>10} {:>9} {:>9} {:>9} {:>9} {:>6.2}% {:>9} {:>8}  {}",
                 if name.is_empty() { "?".into() } else { name },
                 id,
                 s(&p["address"]),
                 s(&p["source"]),
-                s(&p["state"]),
+                match p["health"].as_str() {
+                    Some(h) if p["state"] == "up" => format!("up ({h})"),
+                    _ => s(&p["state"]),
+                },
                 ago(&p["last_heard_ago_ms"]),
                 human(n(&p["tx_packets"])),
                 human(n(&p["tx_bytes"])),

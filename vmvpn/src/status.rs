@@ -165,6 +165,10 @@ pub struct PeerStatus {
     pub probes_sent_total: u64,
     /// Probes it answered (replies to the latest probe only).
     pub probes_answered_total: u64,
+    /// Lost / expected from us to this peer, as the peer counted it (in its probe replies).
+    pub loss_tx_ratio: f64,
+    /// "ok", "degraded", "down" or "unknown" (no probe answered yet), from probes and loss.
+    pub health: &'static str,
     /// Drops attributed to this peer, by reason.
     pub drops: DropCounters,
 }
