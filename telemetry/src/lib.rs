@@ -6,9 +6,11 @@
 pub mod drops;
 pub mod rtt;
 pub mod sequence;
+pub mod series;
 pub mod traffic;
 
 pub use drops::{DropCounters, DropReason};
 pub use rtt::{RttEstimator, RttSummary};
 pub use sequence::{SeqStats, SeqTracker};
+pub use series::{Rates, Series};
 pub use traffic::TrafficCounters;

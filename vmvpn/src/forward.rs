@@ -19,7 +19,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::ops::Range;
 use std::time::{Duration, Instant};
 
-use telemetry::{DropCounters, DropReason, RttEstimator, SeqTracker, TrafficCounters};
+use telemetry::{DropCounters, DropReason, RttEstimator, SeqTracker, Series, TrafficCounters};
 use tracing::info;
 use x25519_dalek::StaticSecret;
 
@@ -178,6 +178,8 @@ struct Peer {
     unanswered: u32,
     /// What the peer said it received from us and lost, in its last probe reply.
     tx_seen: (u64, u64),
+    /// Bytes per second and per minute through this tunnel.
+    series: Series,
 }
 
 impl Peer {
@@ -208,6 +210,7 @@ impl Peer {
             probes_answered_at: 0,
             unanswered: 0,
             tx_seen: (0, 0),
+            series: Series::default(),
         }
     }
 }
@@ -1025,6 +1028,13 @@ impl Engine {
     pub fn tick(&mut self, now: Instant) {
         self.next_tick = Some(now + TICK);
         self.epoch.get_or_insert(now);
+        let second = self.ts(now) / 1_000_000_000;
+        for l in &mut self.lans {
+            for p in &mut l.peers {
+                p.series
+                    .update(second, p.traffic.tx_bytes, p.traffic.rx_bytes);
+            }
+        }
         // About one probe per second per peer, but at most PROBE_BUDGET a second in all.
         let up: usize = self.lans.iter().map(|l| l.flood_members.len()).sum();
         let interval = PROBE_INTERVAL.max(Duration::from_secs_f64(up as f64 / PROBE_BUDGET));
@@ -1165,6 +1175,7 @@ impl Engine {
                             (rx, lost) => lost as f64 / (rx + lost) as f64,
                         },
                         health: health(p, now),
+                        rates: p.series.rates(),
                         loss_rx_ratio: p.rx_seq.stats().loss_ratio(),
                         drops: p.drops.clone(),
                     })

@@ -931,3 +931,29 @@ fn a_data_datagram_flipped_into_a_beacon_is_counted_not_ignored() {
     assert_eq!(r, RxAction::Drop(DropReason::AuthFailure));
     assert_eq!(net.lan(1).drops.total(), before + 1);
 }
+
+#[test]
+fn throughput_rates_come_from_the_tick() {
+    let mut net = Net::new(2);
+    net.tick();
+    net.send(1, &frame(BCAST, mac(2), b"learn"));
+    net.advance(Duration::from_secs(1));
+    // 50 frames of 1014 bytes in one second, then a quiet second.
+    for _ in 0..50 {
+        net.send(0, &frame(mac(2), mac(1), &[7u8; 1000]));
+    }
+    net.advance(Duration::from_secs(1));
+    let p = net.lan(0).peers.remove(0);
+    // Probes and keepalives went too, but only Ethernet frame bytes count as traffic.
+    assert_eq!(p.rates.tx_rate_bps, 50 * 1014 * 8);
+    net.advance(Duration::from_secs(1));
+    let p = net.lan(0).peers.remove(0);
+    assert_eq!(p.rates.tx_rate_bps, 0, "the next second was quiet");
+    assert!(p.rates.tx_rate_60s_bps > 0);
+    assert!(p.rates.peak_to_mean_60s.is_some_and(|r| r > 1.0));
+    let q = net.lan(1).peers.remove(0);
+    assert_eq!(
+        q.rates.rx_rate_60s_bps, p.rates.tx_rate_60s_bps,
+        "what 0 sent, 1 received"
+    );
+}

@@ -3,7 +3,7 @@
 //! Key names are stable and carry their unit where they have one (`_ms`, `_bytes`).
 
 use serde::Serialize;
-use telemetry::{DropCounters, RttSummary, SeqStats, TrafficCounters};
+use telemetry::{DropCounters, Rates, RttSummary, SeqStats, TrafficCounters};
 
 use crate::macdb::MacDbStats;
 
@@ -169,6 +169,9 @@ pub struct PeerStatus {
     pub loss_tx_ratio: f64,
     /// "ok", "degraded", "down" or "unknown" (no probe answered yet), from probes and loss.
     pub health: &'static str,
+    /// Throughput over 1 s and 60 s, and the last minute's peak-to-mean ratio.
+    #[serde(flatten)]
+    pub rates: Rates,
     /// Drops attributed to this peer, by reason.
     pub drops: DropCounters,
 }
