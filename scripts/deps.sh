@@ -11,6 +11,8 @@ command -v bridge >/dev/null 2>&1 || need+=(iproute2)
 # The flooding tests run a DHCP server (no system service) and client inside VM namespaces.
 { command -v dnsmasq || [ -x /usr/sbin/dnsmasq ]; } >/dev/null 2>&1 || need+=(dnsmasq-base)
 command -v busybox >/dev/null 2>&1 || need+=(busybox)
+# CI lints a live metrics scrape with the real promtool (package prometheus; no service runs).
+command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 command -v curl >/dev/null 2>&1 || command -v cargo >/dev/null 2>&1 || need+=(curl ca-certificates)
 if ((${#need[@]})); then
   if [ "$(id -u)" != 0 ]; then

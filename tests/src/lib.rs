@@ -21,6 +21,8 @@ use vmvpn::control::{self, ControlRequest};
 
 /// Data port of every lab host.
 pub const PORT: u16 = 7401;
+/// Where hosts serve Prometheus metrics, inside their namespaces (`.metrics()`).
+pub const METRICS_PORT: u16 = 9401;
 /// The bulletin's port (on the router's 10.77.1.254).
 pub const BULLETIN_PORT: u16 = 7400;
 
@@ -123,6 +125,7 @@ pub struct LabBuilder {
     ipv6: bool,
     flood: Option<String>,
     block_multicast: Vec<usize>,
+    metrics: bool,
 }
 
 impl LabBuilder {
@@ -142,6 +145,12 @@ impl LabBuilder {
     /// Give VMs IPv6 (fd00:100::N/64) and leave IPv6 on everywhere (noisier LANs).
     pub fn ipv6(mut self) -> Self {
         self.ipv6 = true;
+        self
+    }
+
+    /// Serve Prometheus metrics on 127.0.0.1:9401 inside every host's namespace.
+    pub fn metrics(mut self) -> Self {
+        self.metrics = true;
         self
     }
 
@@ -288,6 +297,7 @@ impl Lab {
             ipv6: false,
             flood: None,
             block_multicast: Vec::new(),
+            metrics: false,
         }
     }
 
@@ -522,9 +532,14 @@ impl Lab {
     fn write_configs(&self, b: &LabBuilder, fingerprint: Option<&str>) {
         for (h, host) in &self.hosts {
             let mut cfg = format!(
-                "[host]\nname = \"{h}\"\naddress = \"{}/24\"\nport = {PORT}\ncontrol_socket = \"{}\"\n",
+                "[host]\nname = \"{h}\"\naddress = \"{}/24\"\nport = {PORT}\ncontrol_socket = \"{}\"\n{}",
                 host.ip,
-                host.socket.display()
+                host.socket.display(),
+                if b.metrics {
+                    format!("metrics = \"127.0.0.1:{METRICS_PORT}\"\n")
+                } else {
+                    String::new()
+                }
             );
             for (li, lan) in b
                 .lans

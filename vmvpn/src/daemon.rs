@@ -106,11 +106,6 @@ pub fn up(path: &Path) -> Result<()> {
             warn!(lan = %spec.name, %group, error = %e, "cannot join the multicast group: flooding by unicast");
         }
     }
-    if cfg.host.metrics.is_some() {
-        warn!(
-            "[host] metrics is accepted but not served yet: the Prometheus endpoint comes with the telemetry release"
-        );
-    }
 
     let mut x25519 = [0u8; 32];
     SystemRandom::new()
@@ -173,6 +168,16 @@ pub fn up(path: &Path) -> Result<()> {
         .build()?;
     rt.block_on(async move {
         let listener = control::bind(&sock)?;
+        let metrics = match cfg.host.metrics {
+            Some(addr) => {
+                let l = tokio::net::TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("cannot serve metrics on {addr} ([host] metrics)"))?;
+                info!(%addr, "Prometheus metrics at /metrics");
+                Some(tokio::spawn(vmvpn::metrics::serve(l, handle.clone())))
+            }
+            None => None,
+        };
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         // Built inside the runtime: the QUIC endpoint registers with it.
         let (view, mut member) = match membership {
@@ -219,6 +224,9 @@ pub fn up(path: &Path) -> Result<()> {
         }
         handle.stop();
         server.abort();
+        if let Some(m) = metrics {
+            m.abort();
+        }
         let result = thread.join().map_err(|_| anyhow!("data-plane thread panicked"))?;
         let _ = std::fs::remove_file(&sock);
         if let Err(e) = &result {

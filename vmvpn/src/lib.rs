@@ -11,6 +11,7 @@ pub mod flood;
 pub mod forward;
 pub mod macdb;
 pub mod membership;
+pub mod metrics;
 pub mod netdev;
 pub mod replay;
 pub mod runtime;

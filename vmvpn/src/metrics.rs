@@ -1,0 +1,326 @@
+//! Prometheus text exposition (format 0.0.4) of a status snapshot, and the tiny HTTP
+//! endpoint that serves it on `[host] metrics`.
+//!
+//! Written directly rather than through prometheus-client: that crate emits OpenMetrics
+//! (`# TYPE x counter` with `x_total` samples), which `promtool check metrics`, the check
+//! CI runs, does not accept as 0.0.4 text. Labels are bounded: LAN names, peer addresses
+//! (one per peer) and drop reasons (a fixed set). Units are in the names.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tracing::{debug, warn};
+
+use crate::runtime::{Handle, Request};
+use crate::status::Status;
+
+struct Family<'a> {
+    name: &'a str,
+    kind: &'a str,
+    help: &'a str,
+    samples: Vec<(String, f64)>,
+}
+
+fn esc(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// Render a status snapshot as Prometheus text.
+pub fn render(status: &Status) -> String {
+    // Work from the JSON form: it is the documented contract and already has every field.
+    let v = serde_json::to_value(status).unwrap_or(Value::Null);
+    let mut fams: Vec<Family<'_>> = Vec::new();
+    let mut fam = |name: &'static str, kind: &'static str, help: &'static str| {
+        fams.push(Family {
+            name,
+            kind,
+            help,
+            samples: Vec::new(),
+        });
+        fams.len() - 1
+    };
+    let up = fam("vmvpn_up", "gauge", "1 while the daemon answers.");
+    let host_drops = fam(
+        "vmvpn_host_drops_total",
+        "counter",
+        "Datagrams dropped before a LAN was known, by reason.",
+    );
+    let lan_drops = fam(
+        "vmvpn_lan_drops_total",
+        "counter",
+        "Frames and datagrams dropped on a LAN, by reason.",
+    );
+    let macs = fam("vmvpn_lan_macs", "gauge", "MACs in the LAN's database.");
+    let flood = fam(
+        "vmvpn_lan_flood_frames_total",
+        "counter",
+        "Frames flooded from this host's TAP.",
+    );
+    let peer_up = fam(
+        "vmvpn_peer_up",
+        "gauge",
+        "1 when the tunnel to the peer is up.",
+    );
+    let tx_pk = fam(
+        "vmvpn_peer_tx_packets_total",
+        "counter",
+        "Frames sent to the peer.",
+    );
+    let tx_b = fam(
+        "vmvpn_peer_tx_bytes_total",
+        "counter",
+        "Ethernet frame bytes sent to the peer.",
+    );
+    let rx_pk = fam(
+        "vmvpn_peer_rx_packets_total",
+        "counter",
+        "Frames received from the peer.",
+    );
+    let rx_b = fam(
+        "vmvpn_peer_rx_bytes_total",
+        "counter",
+        "Ethernet frame bytes received from the peer.",
+    );
+    let lost = fam(
+        "vmvpn_peer_rx_lost_packets_total",
+        "counter",
+        "Sequence numbers from the peer never received.",
+    );
+    let reord = fam(
+        "vmvpn_peer_rx_reordered_packets_total",
+        "counter",
+        "Datagrams from the peer that arrived out of order.",
+    );
+    let dup = fam(
+        "vmvpn_peer_rx_duplicate_packets_total",
+        "counter",
+        "Duplicates from the peer dropped by the replay window.",
+    );
+    let loss_rx = fam(
+        "vmvpn_peer_rx_loss_ratio",
+        "gauge",
+        "Lost over expected, peer to this host.",
+    );
+    let loss_tx = fam(
+        "vmvpn_peer_tx_loss_ratio",
+        "gauge",
+        "Lost over expected, this host to the peer, as the peer counted.",
+    );
+    let rtt50 = fam(
+        "vmvpn_peer_rtt_p50_seconds",
+        "gauge",
+        "Median RTT of the last 64 probes.",
+    );
+    let rtt99 = fam(
+        "vmvpn_peer_rtt_p99_seconds",
+        "gauge",
+        "99th percentile RTT of the last 64 probes.",
+    );
+    let srtt = fam(
+        "vmvpn_peer_srtt_seconds",
+        "gauge",
+        "Smoothed RTT (RFC 6298).",
+    );
+    let jitter = fam(
+        "vmvpn_peer_jitter_seconds",
+        "gauge",
+        "RTT jitter (RFC 3550 estimator).",
+    );
+    let tx_rate = fam(
+        "vmvpn_peer_tx_rate_bytes_per_second",
+        "gauge",
+        "Send rate over the last complete second.",
+    );
+    let rx_rate = fam(
+        "vmvpn_peer_rx_rate_bytes_per_second",
+        "gauge",
+        "Receive rate over the last complete second.",
+    );
+    let probes = fam(
+        "vmvpn_peer_probes_sent_total",
+        "counter",
+        "Probes sent to the peer.",
+    );
+    let answered = fam(
+        "vmvpn_peer_probes_answered_total",
+        "counter",
+        "Probes the peer answered.",
+    );
+    let n = |x: &Value| x.as_f64().unwrap_or(0.0);
+    fams[up].samples.push((String::new(), 1.0));
+    for (reason, c) in v["drops"].as_object().into_iter().flatten() {
+        fams[host_drops]
+            .samples
+            .push((format!("reason=\"{}\"", esc(reason)), n(c)));
+    }
+    for l in v["lans"].as_array().into_iter().flatten() {
+        let lan = format!("lan=\"{}\"", esc(l["name"].as_str().unwrap_or("")));
+        for (reason, c) in l["drops"].as_object().into_iter().flatten() {
+            fams[lan_drops]
+                .samples
+                .push((format!("{lan},reason=\"{}\"", esc(reason)), n(c)));
+        }
+        fams[macs].samples.push((lan.clone(), n(&l["macs"])));
+        fams[flood]
+            .samples
+            .push((lan.clone(), n(&l["flood_tx_frames"])));
+        for p in l["peers"].as_array().into_iter().flatten() {
+            let labels = format!(
+                "{lan},peer=\"{}\"",
+                esc(p["address"].as_str().unwrap_or(""))
+            );
+            let mut put = |i: usize, x: f64| fams[i].samples.push((labels.clone(), x));
+            put(peer_up, if p["state"] == "up" { 1.0 } else { 0.0 });
+            put(tx_pk, n(&p["tx_packets"]));
+            put(tx_b, n(&p["tx_bytes"]));
+            put(rx_pk, n(&p["rx_packets"]));
+            put(rx_b, n(&p["rx_bytes"]));
+            put(lost, n(&p["rx_lost_total"]));
+            put(reord, n(&p["rx_reordered_total"]));
+            put(dup, n(&p["rx_duplicates_total"]));
+            put(loss_rx, n(&p["loss_rx_ratio"]));
+            put(loss_tx, n(&p["loss_tx_ratio"]));
+            // Prometheus' base unit is bytes (promtool insists).
+            put(tx_rate, n(&p["tx_rate_bps"]) / 8.0);
+            put(rx_rate, n(&p["rx_rate_bps"]) / 8.0);
+            put(probes, n(&p["probes_sent_total"]));
+            put(answered, n(&p["probes_answered_total"]));
+            // RTT figures only once measured: an absent series beats a false zero.
+            for (i, key) in [
+                (rtt50, "rtt_p50_us"),
+                (rtt99, "rtt_p99_us"),
+                (srtt, "srtt_us"),
+                (jitter, "jitter_us"),
+            ] {
+                if let Some(us) = p[key].as_f64() {
+                    put(i, us / 1e6);
+                }
+            }
+        }
+    }
+    let mut out = String::new();
+    for f in &fams {
+        let _ = writeln!(out, "# HELP {} {}", f.name, f.help);
+        let _ = writeln!(out, "# TYPE {} {}", f.name, f.kind);
+        for (labels, value) in &f.samples {
+            if labels.is_empty() {
+                let _ = writeln!(out, "{} {}", f.name, value);
+            } else {
+                let _ = writeln!(out, "{}{{{}}} {}", f.name, labels, value);
+            }
+        }
+    }
+    out
+}
+
+/// Serve `GET /metrics` until the task is dropped.
+pub async fn serve(listener: TcpListener, dp: Handle) {
+    loop {
+        let (mut conn, peer) = match listener.accept().await {
+            Ok(c) => c,
+            Err(e) => {
+                warn!(error = %e, "metrics accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let dp = dp.clone();
+        tokio::spawn(async move {
+            let mut req = [0u8; 2048];
+            let mut got = 0;
+            // Read the request head (bounded in size and time), then answer and close.
+            let read = tokio::time::timeout(Duration::from_secs(5), async {
+                while got < req.len() {
+                    match conn.read(&mut req[got..]).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(k) => got += k,
+                    }
+                    if req[..got].windows(4).any(|w| w == b"\r\n\r\n") {
+                        break;
+                    }
+                }
+            })
+            .await;
+            if read.is_err() {
+                debug!(%peer, "metrics request timed out");
+                return;
+            }
+            let head = String::from_utf8_lossy(&req[..got]);
+            let (status, ctype, body) =
+                if head.starts_with("GET /metrics ") || head.starts_with("GET /metrics\r") {
+                    let (tx, rx) = tokio::sync::oneshot::channel();
+                    let snapshot = if dp.ask(Request::Status(tx)) {
+                        rx.await.ok()
+                    } else {
+                        None
+                    };
+                    match snapshot {
+                        Some(s) => (
+                            "200 OK",
+                            "text/plain; version=0.0.4; charset=utf-8",
+                            render(&s),
+                        ),
+                        None => (
+                            "503 Service Unavailable",
+                            "text/plain",
+                            "shutting down\n".to_string(),
+                        ),
+                    }
+                } else {
+                    (
+                        "404 Not Found",
+                        "text/plain",
+                        "only GET /metrics is served here\n".to_string(),
+                    )
+                };
+            let resp = format!(
+                "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = conn.write_all(resp.as_bytes()).await;
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::status::{HostStatus, Status};
+    use telemetry::DropCounters;
+
+    #[test]
+    fn renders_help_type_and_labelled_samples() {
+        let s = Status {
+            host: HostStatus {
+                name: "h1".into(),
+                id: 1,
+                listen: "0.0.0.0:7401".into(),
+                uptime_s: 3,
+                version: "0".into(),
+            },
+            drops: DropCounters::default(),
+            lans: Vec::new(),
+            bulletin: None,
+        };
+        let t = render(&s);
+        assert!(t.contains("# TYPE vmvpn_up gauge\nvmvpn_up 1\n"), "{t}");
+        assert!(
+            t.contains("vmvpn_host_drops_total{reason=\"auth_failure\"} 0"),
+            "{t}"
+        );
+        // Every family has HELP and TYPE, counters end in _total.
+        for line in t.lines().filter(|l| l.starts_with("# TYPE")) {
+            let parts: Vec<&str> = line.split(' ').collect();
+            assert_eq!(parts.len(), 4, "{line}");
+            if parts[3] == "counter" {
+                assert!(parts[2].ends_with("_total"), "{line}");
+            }
+        }
+        assert_eq!(esc("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    }
+}
