@@ -708,41 +708,41 @@ impl Engine {
         match h.kind {
             Kind::Keepalive => return RxAction::Consumed,
             Kind::Probe => {
-                // Reflect at once: the reply leaves in this poll round, so the hold time
-                // is what it took between this datagram's arrival and now (zero here).
-                // The reply also tells the prober what arrived of its traffic: received and
-                // lost by our count, so it knows its loss towards us (the reverse direction
-                // of ours).
-                let mut plain = [0u8; PROBE_REPLY_LEN];
-                if n == 12 {
-                    plain[..12].copy_from_slice(&buf[HEADER_LEN..HEADER_LEN + 12]);
-                    let seen = self.lans[lan].peers[pi].rx_seq.stats();
-                    plain[20..28].copy_from_slice(&seen.received.to_be_bytes());
-                    plain[28..36].copy_from_slice(&seen.lost.to_be_bytes());
-                    self.queue_sealed(lan, pi, Kind::ProbeReply, &plain, now);
+                if n != 12 {
+                    return RxAction::Drop(self.lans[lan].drop_at(Some(pi), DropReason::Malformed));
                 }
+                // Reflect at once: the reply leaves in this poll round, so the hold time is
+                // zero. It also carries what we received of the prober's traffic and what
+                // we count as lost, so the prober knows the loss in its own direction.
+                let mut plain = [0u8; PROBE_REPLY_LEN];
+                plain[..12].copy_from_slice(&buf[HEADER_LEN..HEADER_LEN + 12]);
+                let seen = self.lans[lan].peers[pi].rx_seq.stats();
+                plain[20..28].copy_from_slice(&seen.received.to_be_bytes());
+                plain[28..36].copy_from_slice(&seen.lost.to_be_bytes());
+                self.queue_sealed(lan, pi, Kind::ProbeReply, &plain, now);
                 return RxAction::Consumed;
             }
             Kind::ProbeReply => {
-                if n == PROBE_REPLY_LEN {
-                    let b = &buf[HEADER_LEN..HEADER_LEN + PROBE_REPLY_LEN];
-                    let id = u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
-                    let word = |i: usize| {
-                        let mut t = [0u8; 8];
-                        t.copy_from_slice(&b[i..i + 8]);
-                        u64::from_be_bytes(t)
-                    };
-                    let (t1, hold) = (word(4), word(12));
-                    let rtt = self.ts(now).saturating_sub(t1).saturating_sub(hold);
-                    let p = &mut self.lans[lan].peers[pi];
-                    p.tx_seen = (word(20), word(28));
-                    // Only replies to our latest probe count (late replies would skew it).
-                    if id == p.probe_id && p.probes_answered_at != id {
-                        p.rtt.record(rtt);
-                        p.probes_answered += 1;
-                        p.probes_answered_at = id;
-                        p.unanswered = 0;
-                    }
+                if n != PROBE_REPLY_LEN {
+                    return RxAction::Drop(self.lans[lan].drop_at(Some(pi), DropReason::Malformed));
+                }
+                let b = &buf[HEADER_LEN..HEADER_LEN + PROBE_REPLY_LEN];
+                let id = u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
+                let word = |i: usize| {
+                    let mut t = [0u8; 8];
+                    t.copy_from_slice(&b[i..i + 8]);
+                    u64::from_be_bytes(t)
+                };
+                let (t1, hold) = (word(4), word(12));
+                let rtt = self.ts(now).saturating_sub(t1).saturating_sub(hold);
+                let p = &mut self.lans[lan].peers[pi];
+                p.tx_seen = (word(20), word(28));
+                // Only replies to our latest probe count (late replies would skew it).
+                if id == p.probe_id && p.probes_answered_at != id {
+                    p.rtt.record(rtt);
+                    p.probes_answered += 1;
+                    p.probes_answered_at = id;
+                    p.unanswered = 0;
                 }
                 return RxAction::Consumed;
             }

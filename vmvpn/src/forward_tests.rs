@@ -957,3 +957,16 @@ fn throughput_rates_come_from_the_tick() {
         "what 0 sent, 1 received"
     );
 }
+
+#[test]
+fn an_authentic_probe_of_the_wrong_length_is_a_counted_drop() {
+    // What a peer speaking another probe layout would send: sealed, but 3 bytes long.
+    let mut net = Net::new(2);
+    net.tick();
+    let now = net.now;
+    net.hosts[0].queue_sealed(LAN, 0, Kind::Probe, &[1, 2, 3], now);
+    net.hosts[0].queue_sealed(LAN, 0, Kind::ProbeReply, &[0; 7], now);
+    let before = net.lan(1).drops.get(DropReason::Malformed);
+    net.settle();
+    assert_eq!(net.lan(1).drops.get(DropReason::Malformed), before + 2);
+}
