@@ -334,17 +334,7 @@ impl Lab {
             let s = si as u8 + 1;
             let br = format!("br{s}");
             run(&["ip", "-n", &router, "link", "add", &br, "type", "bridge"]);
-            run(&[
-                "ip",
-                "-n",
-                &router,
-                "addr",
-                "add",
-                &format!("10.77.{s}.254/24"),
-                "dev",
-                &br,
-            ]);
-            run(&["ip", "-n", &router, "link", "set", &br, "up"]);
+            addr_up(&router, &br, &format!("10.77.{s}.254/24"));
             for (k, h) in hosts.iter().enumerate() {
                 host_index += 1;
                 let ns = format!("{}-{h}", self.prefix);
@@ -386,17 +376,7 @@ impl Lab {
                         "off",
                     ]);
                 }
-                run(&[
-                    "ip",
-                    "-n",
-                    &ns,
-                    "addr",
-                    "add",
-                    &format!("{ip}/24"),
-                    "dev",
-                    "u0",
-                ]);
-                run(&["ip", "-n", &ns, "link", "set", "u0", "up"]);
+                addr_up(&ns, "u0", &format!("{ip}/24"));
                 run(&[
                     "ip",
                     "-n",
@@ -493,17 +473,7 @@ impl Lab {
             // Distinct per LAN too, so LANs that share a segment have no address in common.
             let ip = Ipv4Addr::new(net[0], net[1], net[2], octet as u8);
             run(&["ip", "-n", &ns, "link", "set", "eth0", "address", &mac]);
-            run(&[
-                "ip",
-                "-n",
-                &ns,
-                "addr",
-                "add",
-                &format!("{ip}/24"),
-                "dev",
-                "eth0",
-            ]);
-            run(&["ip", "-n", &ns, "link", "set", "eth0", "up"]);
+            addr_up(&ns, "eth0", &format!("{ip}/24"));
             let ip6 = self.ipv6.then(|| format!("fd00:{}::{octet}", 100 + li));
             if let Some(a) = &ip6 {
                 run(&[
@@ -1044,6 +1014,12 @@ fn terminate(child: &mut Child, within: Duration) -> Option<ExitStatus> {
     let _ = child.kill();
     let _ = child.wait();
     None
+}
+
+/// Give `dev` in namespace `ns` the address `cidr` and bring it up.
+fn addr_up(ns: &str, dev: &str, cidr: &str) {
+    run(&["ip", "-n", ns, "addr", "add", cidr, "dev", dev]);
+    run(&["ip", "-n", ns, "link", "set", dev, "up"]);
 }
 
 /// Start `bin args…` in namespace `ns`, logging to `log`; the PID is the program's own

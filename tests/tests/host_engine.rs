@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use ring::digest;
 use serde_json::Value;
-use vmvpn_tests::{Lab, PORT};
+use vmvpn_tests::{Lab, PORT, Vm};
 
 const UP_WITHIN: Duration = Duration::from_secs(10);
 
@@ -15,6 +15,25 @@ fn lan<'a>(status: &'a Value, name: &str) -> &'a Value {
         .as_array()
         .and_then(|ls| ls.iter().find(|l| l["name"] == name))
         .unwrap_or_else(|| panic!("no LAN {name} in {status:#}"))
+}
+
+/// Two hosts with one VM each (`routed`: in two subnets), tunnels up and a first ping
+/// through; returns the lab and the two VMs.
+fn two_hosts(tag: &str, routed: bool) -> (Lab, Vm, Vm) {
+    let b = Lab::builder(tag);
+    let b = if routed {
+        b.subnet(&["h1"]).subnet(&["h2"])
+    } else {
+        b.subnet(&["h1", "h2"])
+    };
+    let lab = b.lan("lan1", [192, 168, 100], &["h1", "h2"], 1).start();
+    lab.wait_tunnels("h1", "lan1", 1, UP_WITHIN);
+    let (a, b) = (
+        lab.vm("h1", "lan1", 0).clone(),
+        lab.vm("h2", "lan1", 0).clone(),
+    );
+    assert!(lab.ping(&a, b.ip), "first ping {} -> {}", a.ip, b.ip);
+    (lab, a, b)
 }
 
 /// Three hosts in two routed subnets (h1, h2 | h3), two VMs each.
@@ -218,16 +237,7 @@ fn a_host_with_the_wrong_secret_reaches_no_vm_and_shows_as_auth_failures() {
 
 #[test]
 fn garbage_datagrams_are_counted_and_forwarding_continues() {
-    let lab = Lab::builder("junk")
-        .subnet(&["h1", "h2"])
-        .lan("lan1", [192, 168, 100], &["h1", "h2"], 1)
-        .start();
-    lab.wait_tunnels("h1", "lan1", 1, UP_WITHIN);
-    let (a, b) = (
-        lab.vm("h1", "lan1", 0).clone(),
-        lab.vm("h2", "lan1", 0).clone(),
-    );
-    assert!(lab.ping(&a, b.ip));
+    let (lab, a, b) = two_hosts("junk", false);
     let target = SocketAddr::from((lab.host_ip("h1"), PORT));
     // From h2's namespace: random bytes, truncated headers, a bad version, an unknown LAN,
     // and sealed-looking data from an unknown sender. Bounded: 600 datagrams.
@@ -290,17 +300,7 @@ fn garbage_datagrams_are_counted_and_forwarding_continues() {
 #[test]
 fn tcp_through_the_overlay_arrives_intact() {
     const SIZE: usize = 8 << 20;
-    let lab = Lab::builder("tcp")
-        .subnet(&["h1"])
-        .subnet(&["h2"])
-        .lan("lan1", [192, 168, 100], &["h1", "h2"], 1)
-        .start();
-    lab.wait_tunnels("h1", "lan1", 1, UP_WITHIN);
-    let (a, b) = (
-        lab.vm("h1", "lan1", 0).clone(),
-        lab.vm("h2", "lan1", 0).clone(),
-    );
-    assert!(lab.ping(&a, b.ip));
+    let (lab, a, b) = two_hosts("tcp", true);
     let listen_ip = b.ip;
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let server = lab.in_ns(&b.ns, move || {
@@ -349,16 +349,7 @@ fn tcp_through_the_overlay_arrives_intact() {
 
 #[test]
 fn sigterm_exits_cleanly_and_a_restart_rekeys() {
-    let mut lab = Lab::builder("term")
-        .subnet(&["h1", "h2"])
-        .lan("lan1", [192, 168, 100], &["h1", "h2"], 1)
-        .start();
-    lab.wait_tunnels("h1", "lan1", 1, UP_WITHIN);
-    let (a, b) = (
-        lab.vm("h1", "lan1", 0).clone(),
-        lab.vm("h2", "lan1", 0).clone(),
-    );
-    assert!(lab.ping(&a, b.ip));
+    let (mut lab, a, b) = two_hosts("term", false);
     let h2 = lab.host_ns("h2").to_string();
     assert!(lab.has_link(&h2, "tap0"));
     let st = lab.stop("h2");
