@@ -1,16 +1,22 @@
-//! Telemetry for vmvpn: counters and (later) estimators, time series and exporters.
+//! Telemetry for vmvpn: counters, estimators, time series, per-VM traffic and flows.
 //!
 //! Everything here is plain data updated by the data-plane thread that owns it: no
 //! sockets, no clocks, no locks. The daemon snapshots it for the control socket.
 
 pub mod drops;
+pub mod flows;
+pub mod frame;
 pub mod rtt;
 pub mod sequence;
 pub mod series;
 pub mod traffic;
+pub mod vms;
 
 pub use drops::{DropCounters, DropReason};
-pub use rtt::{RttEstimator, RttSummary};
+pub use flows::{FlowRow, FlowStats, FlowTable};
+pub use frame::{FrameInfo, inspect};
+pub use rtt::{RttBuckets, RttEstimator, RttSummary};
 pub use sequence::{SeqStats, SeqTracker};
 pub use series::{Rates, Series};
 pub use traffic::TrafficCounters;
+pub use vms::{PairRow, VmRow, VmTable, VmTableStats};

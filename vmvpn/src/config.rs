@@ -67,6 +67,9 @@ pub struct Config {
     /// `[[lan]]`, at least one.
     #[serde(rename = "lan", default)]
     pub lans: Vec<LanConfig>,
+    /// `[telemetry]`: what is measured beyond counters.
+    #[serde(default)]
+    pub telemetry: TelemetryConfig,
     #[serde(skip)]
     path: PathBuf,
 }
@@ -94,6 +97,80 @@ pub struct HostConfig {
     pub underlay_mtu: Option<u16>,
     /// Administratively scoped IPv4 range for the LANs' multicast groups.
     pub multicast_range: Option<Spanned<Cidr>>,
+}
+
+/// `[telemetry]`. Everything is on by default; turning parts off is for measuring their
+/// cost or for very constrained hosts.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetryConfig {
+    /// Probe each tunnel about once a second (RTT, jitter, loss each way, health).
+    #[serde(default = "yes")]
+    pub probes: bool,
+    /// Per-VM traffic, the VM matrix and the flow table (looks into each frame).
+    #[serde(default = "yes")]
+    pub flows: bool,
+    /// The underlay link speed in Mbit/s: adds utilisation to status and metrics.
+    pub link_speed_mbps: Option<u64>,
+    /// VMs tracked per LAN (least recently active evicted beyond).
+    #[serde(default = "default_vm_table")]
+    pub vm_table_size: usize,
+    /// Flows tracked per LAN.
+    #[serde(default = "default_flow_table")]
+    pub flow_table_size: usize,
+    /// Seconds without a frame before a flow is forgotten.
+    #[serde(default = "default_flow_idle")]
+    pub flow_idle_s: u64,
+    /// Seconds between reports to the bulletin (0: none); needs `[bulletin]`.
+    #[serde(default = "default_report")]
+    pub report_interval_s: u64,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        TelemetryConfig {
+            probes: true,
+            flows: true,
+            link_speed_mbps: None,
+            vm_table_size: default_vm_table(),
+            flow_table_size: default_flow_table(),
+            flow_idle_s: default_flow_idle(),
+            report_interval_s: default_report(),
+        }
+    }
+}
+
+impl TelemetryConfig {
+    /// What the forwarding core measures.
+    pub fn accounting(&self) -> crate::forward::Accounting {
+        let d = crate::forward::Accounting::default();
+        crate::forward::Accounting {
+            probes: self.probes,
+            flows: self.flows,
+            vms: self.vm_table_size,
+            pairs: self.vm_table_size.saturating_mul(4),
+            flow_cap: self.flow_table_size,
+            flow_idle_s: self.flow_idle_s,
+            port_series: d.port_series,
+            link_speed_bps: self.link_speed_mbps.map(|m| m.saturating_mul(1_000_000)),
+        }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_vm_table() -> usize {
+    telemetry::vms::DEFAULT_VMS
+}
+fn default_flow_table() -> usize {
+    telemetry::flows::DEFAULT_FLOWS
+}
+fn default_flow_idle() -> u64 {
+    telemetry::flows::DEFAULT_IDLE_S
+}
+fn default_report() -> u64 {
+    5
 }
 
 fn default_port() -> u16 {
@@ -482,6 +559,17 @@ peers = ["10.77.1.2:7401", "10.77.1.3:7401"]
         assert_eq!(c.lans[0].flood, crate::flood::FloodMode::Auto);
         let g = c.multicast_group(0, 0x0102_0304, 7401).expect("group");
         assert_eq!(g, SocketAddr::from(([239, 77, 3, 4], 7401)));
+        let t = c.telemetry.accounting();
+        assert!(t.probes && t.flows && t.link_speed_bps.is_none());
+        let c = Config::parse(
+            &format!("{GOOD}\n[telemetry]\nprobes = false\nlink_speed_mbps = 1000\n"),
+            Path::new("host.toml"),
+        )
+        .expect("valid");
+        let t = c.telemetry.accounting();
+        assert!(!t.probes && t.flows && t.link_speed_bps == Some(1_000_000_000));
+        let e = err(&format!("{GOOD}\n[telemetry]\nflow = false\n"));
+        assert!(e.contains("unknown field `flow`"), "{e}");
         let e = err(&GOOD.replace("[host]\n", "[host]\nmulticast_range = \"10.0.0.0/8\"\n"));
         assert!(e.contains("not an IPv4 multicast range"), "{e}");
         let e = err(&GOOD.replace("tap = \"vl1\"", "tap = \"vl1\"\nflood = \"sometimes\""));

@@ -1,6 +1,8 @@
 //! The control socket: one JSON request per line in, one JSON answer per line out.
 //!
-//! Requests: `{"request":"status"}`, `{"request":"macs","lan":"lan1"}` (`lan` optional).
+//! Requests: `{"request":"status"}`, `{"request":"macs","lan":"lan1"}` (`lan` optional),
+//! `{"request":"traffic","lan":"lan1","top":10}` (per-VM traffic, matrix, flows; both
+//! optional), `{"request":"ping","target":"h2"}` (one probe; waits up to 2 s).
 //! Answers: `{"ok": …}` or `{"error": "…"}`.
 
 use std::io::{BufRead, BufReader, Write};
@@ -31,7 +33,24 @@ pub enum ControlRequest {
         #[serde(default)]
         lan: Option<String>,
     },
+    /// Per-VM traffic, the VM matrix and flows.
+    Traffic {
+        /// Only this LAN.
+        #[serde(default)]
+        lan: Option<String>,
+        /// At most this many flows per LAN, busiest first.
+        #[serde(default)]
+        top: Option<usize>,
+    },
+    /// One probe to a peer (name, id, address) or to the peer behind a VM IP.
+    Ping {
+        /// The target.
+        target: String,
+    },
 }
+
+/// How long `ping` waits for its answer.
+pub const PING_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Why the control socket could not be served or reached.
 #[derive(Debug, Error)]
@@ -147,6 +166,44 @@ async fn answer(line: &str, dp: &Handle, bulletin: Option<&SharedView>) -> Value
                 Err(_) => gone(),
             }
         }
+        ControlRequest::Traffic { lan, top } => {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            if !dp.ask(Request::Traffic {
+                lan,
+                top,
+                reply: tx,
+            }) {
+                return gone();
+            }
+            match rx.await {
+                Ok(Ok(rows)) => json!({ "ok": rows }),
+                Ok(Err(e)) => json!({ "error": e }),
+                Err(_) => gone(),
+            }
+        }
+        ControlRequest::Ping { target } => {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            if !dp.ask(Request::Ping { target, reply: tx }) {
+                return gone();
+            }
+            let (sent, pong) = match rx.await {
+                Ok(Ok(x)) => x,
+                Ok(Err(e)) => return json!({ "error": e }),
+                Err(_) => return gone(),
+            };
+            let rtt_us = match tokio::time::timeout(PING_TIMEOUT, pong).await {
+                Ok(Ok(ns)) => Some(ns as f64 / 1000.0),
+                _ => None,
+            };
+            json!({ "ok": {
+                "lan": sent.lan,
+                "peer": sent.peer,
+                "address": sent.address.to_string(),
+                "via_vm": sent.via_vm,
+                "id": sent.id,
+                "rtt_us": rtt_us,
+            }})
+        }
     }
 }
 
@@ -201,6 +258,23 @@ mod tests {
         );
         let m: ControlRequest = serde_json::from_str(r#"{"request":"macs"}"#).expect("de");
         assert_eq!(m, ControlRequest::Macs { lan: None });
+        let m: ControlRequest =
+            serde_json::from_str(r#"{"request":"traffic","top":3}"#).expect("de");
+        assert_eq!(
+            m,
+            ControlRequest::Traffic {
+                lan: None,
+                top: Some(3)
+            }
+        );
+        let m: ControlRequest =
+            serde_json::from_str(r#"{"request":"ping","target":"10.0.0.2"}"#).expect("de");
+        assert_eq!(
+            m,
+            ControlRequest::Ping {
+                target: "10.0.0.2".into()
+            }
+        );
         assert!(serde_json::from_str::<ControlRequest>(r#"{"request":"reboot"}"#).is_err());
     }
 }

@@ -116,7 +116,7 @@ pub fn up(path: &Path) -> Result<()> {
         .map(|d| d.as_nanos() as u64)
         .unwrap_or(0);
     let host_id = cfg.host_id();
-    let engine = Engine::new(
+    let mut engine = Engine::new(
         HostIdentity {
             underlay: Some((underlay_ip, cfg.host.address.prefix)),
             id: host_id,
@@ -127,6 +127,7 @@ pub fn up(path: &Path) -> Result<()> {
         specs,
         Timers::default(),
     );
+    engine.set_accounting(cfg.telemetry.accounting());
     let listen = udp.local_addr()?;
     let host = HostStatus {
         name: cfg.host.name.0.clone(),

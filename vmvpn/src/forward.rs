@@ -19,7 +19,12 @@ use std::net::{IpAddr, SocketAddr};
 use std::ops::Range;
 use std::time::{Duration, Instant};
 
-use telemetry::{DropCounters, DropReason, RttEstimator, SeqTracker, Series, TrafficCounters};
+use telemetry::flows::FlowRow;
+use telemetry::vms::{PairRow, VmRow};
+use telemetry::{
+    DropCounters, DropReason, FlowTable, RttEstimator, SeqTracker, Series, TrafficCounters,
+    VmTable, inspect,
+};
 use tracing::info;
 use x25519_dalek::StaticSecret;
 
@@ -32,6 +37,71 @@ use crate::wire::{
     BEACON_LEN, ETHERNET_HEADER_LEN, FLAG_RELAY, HEADER_LEN, HELLO_BODY_LEN, HELLO_LEN, Header,
     Hello, Kind, NAME_LEN, OVERHEAD, Packet, TAG_LEN, name_field,
 };
+
+/// What the core measures beyond counters (`[telemetry]` in the config).
+#[derive(Debug, Clone, Copy)]
+pub struct Accounting {
+    /// Send probes (RTT, loss each way, health).
+    pub probes: bool,
+    /// Look into frames: per-VM traffic, the VM matrix, flows.
+    pub flows: bool,
+    /// VM table size per LAN.
+    pub vms: usize,
+    /// VM matrix size per LAN.
+    pub pairs: usize,
+    /// Flow table size per LAN.
+    pub flow_cap: usize,
+    /// Flow idle timeout in seconds.
+    pub flow_idle_s: u64,
+    /// Local VM ports with a time series, per LAN.
+    pub port_series: usize,
+    /// The underlay link speed in bits per second, for utilisation.
+    pub link_speed_bps: Option<u64>,
+}
+
+impl Default for Accounting {
+    fn default() -> Self {
+        Accounting {
+            probes: true,
+            flows: true,
+            vms: telemetry::vms::DEFAULT_VMS,
+            pairs: telemetry::vms::DEFAULT_PAIRS,
+            flow_cap: telemetry::flows::DEFAULT_FLOWS,
+            flow_idle_s: telemetry::flows::DEFAULT_IDLE_S,
+            port_series: telemetry::vms::DEFAULT_PORT_SERIES,
+            link_speed_bps: None,
+        }
+    }
+}
+
+/// Probe ids with this bit set are on-demand (`vmvpn ping`), not the periodic ones.
+const PING_BIT: u32 = 0x8000_0000;
+/// Pongs kept for the runtime to collect.
+const PONGS_MAX: usize = 64;
+
+/// A `vmvpn ping` probe that went out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PingSent {
+    /// Its id, matched by [`Pong::id`].
+    pub id: u32,
+    /// LAN name.
+    pub lan: String,
+    /// The peer's name (may be empty before its hello).
+    pub peer: String,
+    /// The peer's underlay address.
+    pub address: SocketAddr,
+    /// The VM MAC the target resolved to, when the target was a VM address.
+    pub via_vm: Option<String>,
+}
+
+/// The answer to a `vmvpn ping` probe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pong {
+    /// The probe's id.
+    pub id: u32,
+    /// Round trip, the reflector's hold time taken off.
+    pub rtt_ns: u64,
+}
 
 /// Timers of the core.
 #[derive(Debug, Clone, Copy)]
@@ -233,6 +303,10 @@ struct Lan {
     next_beacon: Option<Instant>,
     /// This host's id and subnet, for planning.
     me: (u32, Option<(IpAddr, u8)>),
+    /// Per-VM traffic and the VM matrix.
+    vms: VmTable,
+    /// Transport flows between VMs.
+    flows: FlowTable,
 }
 
 impl Lan {
@@ -353,6 +427,11 @@ pub struct Engine {
     relay_len: usize,
     /// The first tick's time: the origin of probe timestamps.
     epoch: Option<Instant>,
+    accounting: Accounting,
+    /// The second (since `epoch`) the last tick ran in.
+    last_second: Option<u64>,
+    ping_seq: u32,
+    pongs: VecDeque<Pong>,
 }
 
 impl Engine {
@@ -375,6 +454,10 @@ impl Engine {
             relay_buf: vec![0u8; buffer_len(lans.iter().map(|l| l.max_frame).max().unwrap_or(0))],
             relay_len: 0,
             epoch: None,
+            accounting: Accounting::default(),
+            last_second: None,
+            ping_seq: 0,
+            pongs: VecDeque::with_capacity(PONGS_MAX),
         };
         for spec in lans {
             let keys = LanKeys::new(&spec.secret);
@@ -397,12 +480,25 @@ impl Engine {
                 next_sweep: None,
                 next_beacon: None,
                 me: (host.id, host.underlay),
+                vms: VmTable::new(1, 1, 0),
+                flows: FlowTable::new(1, 1),
             });
             for addr in statics {
                 engine.add_peer(idx, addr, PeerSource::Static, None);
             }
         }
+        engine.set_accounting(Accounting::default());
         engine
+    }
+
+    /// Choose what is measured (tables are emptied).
+    pub fn set_accounting(&mut self, a: Accounting) {
+        self.accounting = a;
+        for l in &mut self.lans {
+            let on = usize::from(a.flows);
+            l.vms = VmTable::new(a.vms * on, a.pairs * on, a.port_series * on);
+            l.flows = FlowTable::new(a.flow_cap * on, a.flow_idle_s);
+        }
     }
 
     /// This host's id.
@@ -501,6 +597,13 @@ impl Engine {
         }
         let (dst, src) = macs_of(&buf[HEADER_LEN..HEADER_LEN + ETHERNET_HEADER_LEN]);
         l.macs.learn(src, Location::Local, now);
+        if self.accounting.flows
+            && let Some(info) = inspect(&buf[HEADER_LEN..HEADER_LEN + len])
+        {
+            let second = self.last_second.unwrap_or(0);
+            l.vms.observe(&info, len, true, second);
+            l.flows.observe(&info, len, second);
+        }
         let target = if is_group(&dst) {
             None
         } else {
@@ -735,6 +838,13 @@ impl Engine {
                 };
                 let (t1, hold) = (word(4), word(12));
                 let rtt = self.ts(now).saturating_sub(t1).saturating_sub(hold);
+                if id & PING_BIT != 0 {
+                    if self.pongs.len() == PONGS_MAX {
+                        self.pongs.pop_front();
+                    }
+                    self.pongs.push_back(Pong { id, rtt_ns: rtt });
+                    return RxAction::Consumed;
+                }
                 let p = &mut self.lans[lan].peers[pi];
                 p.tx_seen = (word(20), word(28));
                 // Only replies to our latest probe count (late replies would skew it).
@@ -759,6 +869,13 @@ impl Engine {
         }
         l.macs.learn(src, Location::Peer(pi), now);
         l.peers[pi].traffic.rx(n);
+        if self.accounting.flows
+            && let Some(info) = inspect(&buf[frame.clone()])
+        {
+            let second = self.last_second.unwrap_or(0);
+            l.vms.observe(&info, n, false, second);
+            l.flows.observe(&info, n, second);
+        }
         if relay {
             l.flood.relayed_frames += 1;
         }
@@ -1011,7 +1128,7 @@ impl Engine {
         if p.probes_sent > 0 && p.probes_answered_at != p.probe_id {
             p.unanswered += 1;
         }
-        p.probe_id = p.probe_id.wrapping_add(1);
+        p.probe_id = p.probe_id.wrapping_add(1) & !PING_BIT;
         p.probes_sent += 1;
         let mut plain = [0u8; 12];
         plain[..4].copy_from_slice(&p.probe_id.to_be_bytes());
@@ -1029,10 +1146,17 @@ impl Engine {
         self.next_tick = Some(now + TICK);
         self.epoch.get_or_insert(now);
         let second = self.ts(now) / 1_000_000_000;
+        let new_second = self.last_second != Some(second);
+        self.last_second = Some(second);
         for l in &mut self.lans {
             for p in &mut l.peers {
                 p.series
                     .update(second, p.traffic.tx_bytes, p.traffic.rx_bytes);
+                p.rtt.rotate(second);
+            }
+            if new_second {
+                l.vms.tick(second);
+                l.flows.expire(second);
             }
         }
         // About one probe per second per peer, but at most PROBE_BUDGET a second in all.
@@ -1057,7 +1181,7 @@ impl Engine {
                     if due {
                         self.queue_hello(li, pi, now, true);
                     }
-                } else if p.next_probe.is_none_or(|t| now >= t) {
+                } else if self.accounting.probes && p.next_probe.is_none_or(|t| now >= t) {
                     // Spread peers over the interval so probes do not go out in bursts.
                     let spread =
                         interval.mul_f64(0.8 + 0.4 * ((pi * 37 + li * 11) % 100) as f64 / 100.0);
@@ -1153,6 +1277,8 @@ impl Engine {
                     stats: l.flood,
                 },
                 drops: l.drops.clone(),
+                vm_table: l.vms.stats(),
+                flow_table: l.flows.stats(),
                 peers: l
                     .peers
                     .iter()
@@ -1176,6 +1302,14 @@ impl Engine {
                         },
                         health: health(p, now),
                         rates: p.series.rates(),
+                        tx_utilisation_ratio: self
+                            .accounting
+                            .link_speed_bps
+                            .map(|b| p.series.rates().tx_rate_bps as f64 / b.max(1) as f64),
+                        rx_utilisation_ratio: self
+                            .accounting
+                            .link_speed_bps
+                            .map(|b| p.series.rates().rx_rate_bps as f64 / b.max(1) as f64),
                         loss_rx_ratio: p.rx_seq.stats().loss_ratio(),
                         drops: p.drops.clone(),
                     })
@@ -1215,6 +1349,129 @@ impl Engine {
         rows
     }
 
+    /// Send a `vmvpn ping` probe to a target: a peer's name, id or underlay address
+    /// (`ip` or `ip:port`), or a VM's IP address (the probe goes to the peer behind it).
+    pub fn ping(&mut self, target: &str, now: Instant) -> Result<PingSent, String> {
+        let (li, pi, via_vm) = self.resolve(target, now)?;
+        let l = &self.lans[li];
+        let p = &l.peers[pi];
+        if !p.up || p.session.is_none() {
+            return Err(format!(
+                "tunnel to {} ({}) on {} is not up (state: handshaking)",
+                if p.name.is_empty() { "?" } else { &p.name },
+                p.addr,
+                l.spec.name
+            ));
+        }
+        self.ping_seq = self.ping_seq.wrapping_add(1);
+        let id = PING_BIT | (self.ping_seq & !PING_BIT);
+        let mut plain = [0u8; 12];
+        plain[..4].copy_from_slice(&id.to_be_bytes());
+        plain[4..].copy_from_slice(&self.ts(now).to_be_bytes());
+        self.queue_sealed(li, pi, Kind::Probe, &plain, now);
+        let l = &self.lans[li];
+        let p = &l.peers[pi];
+        Ok(PingSent {
+            id,
+            lan: l.spec.name.clone(),
+            peer: p.name.clone(),
+            address: p.addr,
+            via_vm: via_vm.map(|m| fmt_mac(&m)),
+        })
+    }
+
+    fn resolve(&self, target: &str, now: Instant) -> Result<(usize, usize, Option<Mac>), String> {
+        let t = target.trim();
+        // A peer by name, id or address.
+        for (li, l) in self.lans.iter().enumerate() {
+            for (pi, p) in l.peers.iter().enumerate() {
+                let by_addr = t.parse::<SocketAddr>().is_ok_and(|a| a == p.addr)
+                    || t.parse::<IpAddr>().is_ok_and(|ip| ip == p.addr.ip());
+                let by_name = !p.name.is_empty() && p.name == t;
+                let by_id = p.id.is_some_and(|id| t.parse::<u32>() == Ok(id));
+                if by_addr || by_name || by_id {
+                    return Ok((li, pi, None));
+                }
+            }
+        }
+        // A VM by its IP: the MAC from the VM table, the peer from the MAC database.
+        if let Ok(ip) = t.parse::<IpAddr>() {
+            for (li, l) in self.lans.iter().enumerate() {
+                let Some(mac) = l.vms.by_ip(ip) else { continue };
+                return match l.macs.lookup(&mac, now) {
+                    Some(Location::Peer(pi)) => Ok((li, pi, Some(mac))),
+                    Some(Location::Local) => Err(format!(
+                        "{ip} is VM {} on this host (no tunnel to probe)",
+                        fmt_mac(&mac)
+                    )),
+                    None => Err(format!(
+                        "{ip} is VM {} but its MAC has aged out; send it some traffic first",
+                        fmt_mac(&mac)
+                    )),
+                };
+            }
+        }
+        Err(format!(
+            "no peer named {t:?} and no VM seen with that address (try a peer name, id or \
+             underlay address from `vmvpn status`, or a VM IP from `vmvpn vms`)"
+        ))
+    }
+
+    /// The next answer to a `vmvpn ping` probe.
+    pub fn poll_pong(&mut self) -> Option<Pong> {
+        self.pongs.pop_front()
+    }
+
+    /// Per-VM traffic, optionally of one LAN: (LAN name, rows) per LAN.
+    pub fn vm_rows(&self, lan: Option<&str>) -> Vec<(String, Vec<VmRow>)> {
+        let now_s = self.last_second.unwrap_or(0);
+        self.lans
+            .iter()
+            .filter(|l| lan.is_none_or(|n| n == l.spec.name))
+            .map(|l| (l.spec.name.clone(), l.vms.rows(now_s)))
+            .collect()
+    }
+
+    /// The VM matrix as this host saw it, per LAN.
+    pub fn pair_rows(&self, lan: Option<&str>) -> Vec<(String, Vec<PairRow>)> {
+        self.lans
+            .iter()
+            .filter(|l| lan.is_none_or(|n| n == l.spec.name))
+            .map(|l| (l.spec.name.clone(), l.vms.pairs()))
+            .collect()
+    }
+
+    /// Flows, busiest first (at most `top` per LAN), per LAN.
+    pub fn flow_rows(&self, lan: Option<&str>, top: Option<usize>) -> Vec<(String, Vec<FlowRow>)> {
+        let now_s = self.last_second.unwrap_or(0);
+        self.lans
+            .iter()
+            .filter(|l| lan.is_none_or(|n| n == l.spec.name))
+            .map(|l| (l.spec.name.clone(), l.flows.rows(now_s, top)))
+            .collect()
+    }
+
+    /// Cumulative RTT histograms per (LAN, peer address, peer name), for Prometheus.
+    pub fn rtt_buckets(&self) -> Vec<(String, String, String, telemetry::RttBuckets)> {
+        let mut v = Vec::new();
+        for l in &self.lans {
+            for p in &l.peers {
+                v.push((
+                    l.spec.name.clone(),
+                    p.addr.to_string(),
+                    p.name.clone(),
+                    *p.rtt.buckets(),
+                ));
+            }
+        }
+        v
+    }
+
+    /// What is measured.
+    pub fn accounting(&self) -> Accounting {
+        self.accounting
+    }
+
     /// Whether a LAN by this name exists.
     pub fn has_lan(&self, name: &str) -> bool {
         self.lans.iter().any(|l| l.spec.name == name)
@@ -1239,8 +1496,12 @@ impl Engine {
 /// `DOWN_AFTER_PROBES` unanswered probes in a row with nothing else heard for as long,
 /// "degraded" with any unanswered in a row or loss over 1 % either way, else "ok".
 fn health(p: &Peer, now: Instant) -> &'static str {
-    if !p.up || p.probes_answered == 0 {
+    if p.probes_answered == 0 {
         return "unknown";
+    }
+    if !p.up {
+        // It answered before and has gone silent for `dead_after`.
+        return "down";
     }
     let quiet = p
         .last_heard

@@ -970,3 +970,163 @@ fn an_authentic_probe_of_the_wrong_length_is_a_counted_drop() {
     net.settle();
     assert_eq!(net.lan(1).drops.get(DropReason::Malformed), before + 2);
 }
+
+/// An IPv4/TCP frame between two VMs (hand-built: no test-only dependency).
+fn tcp_frame(
+    src: (u8, [u8; 4], u16),
+    dst: (u8, [u8; 4], u16),
+    flags: u8,
+    payload: usize,
+) -> Vec<u8> {
+    let mut ip = vec![0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, 6, 0, 0];
+    ip.extend_from_slice(&src.1);
+    ip.extend_from_slice(&dst.1);
+    let total = (20 + 20 + payload) as u16;
+    ip[2..4].copy_from_slice(&total.to_be_bytes());
+    let mut tcp = Vec::new();
+    tcp.extend_from_slice(&src.2.to_be_bytes());
+    tcp.extend_from_slice(&dst.2.to_be_bytes());
+    tcp.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0, 0x50, flags, 0xff, 0xff, 0, 0, 0, 0]);
+    let mut body = ip;
+    body.extend_from_slice(&tcp);
+    body.extend(std::iter::repeat_n(0u8, payload));
+    frame(mac(dst.0), mac(src.0), &body)
+}
+
+const SYN: u8 = 0x02;
+const ACK: u8 = 0x10;
+const FIN: u8 = 0x01;
+
+#[test]
+fn vm_traffic_matrix_and_flows_are_counted_on_both_hosts() {
+    let mut net = Net::new(2);
+    net.tick();
+    let a = (1, [10, 0, 0, 1], 40000);
+    let b = (2, [10, 0, 0, 2], 5201);
+    // Host 1's VM announces itself so that host 0 knows where mac(2) is.
+    net.send(1, &frame(BCAST, mac(2), b"hello"));
+    net.send(0, &tcp_frame(a, b, SYN, 0));
+    net.send(1, &tcp_frame(b, a, SYN | ACK, 0));
+    for _ in 0..10 {
+        net.send(0, &tcp_frame(a, b, ACK, 1000));
+    }
+    net.advance(Duration::from_secs(1));
+    for h in 0..2 {
+        let vms = net.hosts[h].vm_rows(None).remove(0).1;
+        let va = vms
+            .iter()
+            .find(|v| v.mac == fmt_mac(&mac(1)))
+            .expect("vm a");
+        assert_eq!(va.location, if h == 0 { "local" } else { "remote" });
+        assert_eq!(va.ip.as_deref(), Some("10.0.0.1"));
+        assert_eq!(va.tx_packets, 11, "host {h}: {va:?}");
+        assert_eq!(va.tx_bytes, 54 + 10 * 1054);
+        let pairs = net.hosts[h].pair_rows(None).remove(0).1;
+        let ab = pairs
+            .iter()
+            .find(|p| p.src_mac == fmt_mac(&mac(1)) && p.dst_mac == fmt_mac(&mac(2)))
+            .expect("pair");
+        assert_eq!((ab.packets, ab.at_source), (11, h == 0));
+        let flows = net.hosts[h].flow_rows(None, Some(5)).remove(0).1;
+        assert_eq!(flows.len(), 1, "{flows:?}");
+        let f = &flows[0];
+        assert_eq!(
+            (f.src.as_str(), f.src_port, f.dst_port),
+            ("10.0.0.1", 40000, 5201)
+        );
+        assert_eq!((f.tx_packets, f.rx_packets), (11, 1));
+        assert_eq!(f.tcp_state, Some(telemetry::flows::TcpState::Established));
+        let st = net.lan(h);
+        assert_eq!(st.flow_table.tcp_active, 1);
+        assert_eq!(st.flow_table.tcp_syn_total, 1);
+    }
+    net.send(0, &tcp_frame(a, b, FIN | ACK, 0));
+    net.send(1, &tcp_frame(b, a, FIN | ACK, 0));
+    assert_eq!(net.lan(0).flow_table.tcp_active, 0);
+    assert_eq!(net.lan(1).flow_table.tcp_fin_total, 2);
+}
+
+#[test]
+fn accounting_and_probes_can_be_switched_off() {
+    let mut net = Net::new(2);
+    for h in &mut net.hosts {
+        h.set_accounting(Accounting {
+            probes: false,
+            flows: false,
+            ..Accounting::default()
+        });
+    }
+    net.tick();
+    net.send(1, &frame(BCAST, mac(2), b"hello"));
+    net.send(
+        0,
+        &tcp_frame((1, [10, 0, 0, 1], 1), (2, [10, 0, 0, 2], 2), SYN, 0),
+    );
+    for _ in 0..3 {
+        net.advance(Duration::from_secs(1));
+    }
+    let st = net.lan(0);
+    assert_eq!((st.vm_table.vms, st.flow_table.flows), (0, 0));
+    assert_eq!(st.peers[0].probes_sent_total, 0);
+    assert_eq!(
+        (net.taps[0].len(), net.taps[1].len()),
+        (1, 1),
+        "forwarding is unaffected"
+    );
+}
+
+#[test]
+fn ping_by_peer_name_address_or_vm_ip() {
+    let mut net = Net::new(2);
+    net.hop = Duration::from_millis(2);
+    net.tick();
+    net.send(
+        1,
+        &tcp_frame((2, [10, 0, 0, 2], 1), (1, [10, 0, 0, 1], 2), ACK, 0),
+    );
+    let name = net.lan(0).peers[0].name.clone();
+    for target in [name.as_str(), &addr(1).to_string(), "10.0.0.2"] {
+        let sent = net.hosts[0].ping(target, net.now).expect("ping");
+        assert!(sent.id & PING_BIT != 0);
+        assert_eq!(sent.address, addr(1));
+        assert_eq!(sent.via_vm.is_some(), target == "10.0.0.2", "{target}");
+        net.settle();
+        let pong = net.hosts[0].poll_pong().expect("pong");
+        assert_eq!(
+            pong,
+            Pong {
+                id: sent.id,
+                rtt_ns: 4_000_000
+            }
+        );
+    }
+    // On-demand probes leave the periodic estimator alone.
+    let p = net.lan(0).peers.remove(0);
+    assert_eq!(p.probes_answered_total, p.probes_sent_total);
+    let e = net.hosts[0].ping("nobody", net.now).expect_err("unknown");
+    assert!(e.contains("no peer named \"nobody\""), "{e}");
+    // A VM on this host has no tunnel to probe.
+    net.send(
+        0,
+        &tcp_frame((1, [10, 0, 0, 1], 2), (2, [10, 0, 0, 2], 1), ACK, 0),
+    );
+    let e = net.hosts[0].ping("10.0.0.1", net.now).expect_err("local");
+    assert!(e.contains("on this host"), "{e}");
+}
+
+#[test]
+fn a_peer_that_falls_silent_is_down_not_unknown() {
+    let mut net = Net::new(2);
+    net.tick();
+    net.advance(Duration::from_secs(2));
+    assert_eq!(net.lan(0).peers[0].health, "ok");
+    // Host 1 dies: host 0 keeps ticking, nothing comes back, long past dead_after.
+    for _ in 0..40 {
+        net.now += Duration::from_secs(1);
+        net.hosts[0].tick(net.now);
+        let mut buf = [0u8; 512];
+        while net.hosts[0].poll_transmit(&mut buf).is_some() {}
+    }
+    let p = net.lan(0).peers.remove(0);
+    assert_eq!((p.state, p.health), ("handshaking", "down"));
+}

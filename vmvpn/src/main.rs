@@ -52,6 +52,66 @@ enum Command {
         #[command(flatten)]
         target: Target,
     },
+    /// Per-VM traffic, seen from this host without agents: bytes and packets from and to
+    /// each VM MAC (with its IP), and the VM-to-VM matrix.
+    Vms {
+        /// Only this LAN.
+        #[arg(long)]
+        lan: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Flows between VMs (5-tuples, both directions, TCP state), busiest first.
+    Flows {
+        /// Only the N busiest flows per LAN.
+        #[arg(long)]
+        top: Option<usize>,
+        /// Only this LAN.
+        #[arg(long)]
+        lan: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Tunnels, local VM ports and flows, busiest first, refreshed in place.
+    Top {
+        /// Seconds between refreshes.
+        #[arg(long, default_value_t = 1.0)]
+        interval: f64,
+        /// Rows per section.
+        #[arg(long, default_value_t = 10)]
+        rows: usize,
+        /// Print one screen and exit (no screen clearing).
+        #[arg(long)]
+        once: bool,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Probe a peer through its tunnel and print each round trip, like ping.
+    ///
+    /// TARGET is a peer's name, id or underlay address (as `vmvpn status` shows them), or a
+    /// VM's IP address (as `vmvpn vms` shows it): then the peer behind that VM is probed.
+    /// The probes travel inside the tunnel, sealed, on the same socket as data.
+    Ping {
+        /// Peer name, id or address, or VM IP.
+        target: String,
+        /// Probes to send.
+        #[arg(long, short = 'c', default_value_t = 5)]
+        count: u32,
+        /// Seconds between probes.
+        #[arg(long, short = 'i', default_value_t = 0.5)]
+        interval: f64,
+        /// Print one JSON object per probe.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        target_socket: Target,
+    },
     /// Print a fresh random LAN secret (base64), for a `secret_file`.
     ///
     /// Example: vmvpn keygen > /etc/vmvpn/lan1.key && chmod 600 /etc/vmvpn/lan1.key
@@ -154,6 +214,35 @@ fn run(cli: Cli) -> Result<()> {
             let v = control::request(&target.resolve()?, &ControlRequest::Macs { lan })?;
             print_out(&v, json, render::macs)
         }
+        Command::Vms { lan, json, target } => {
+            let v = control::request(
+                &target.resolve()?,
+                &ControlRequest::Traffic { lan, top: None },
+            )?;
+            print_out(&v, json, render::vms)
+        }
+        Command::Flows {
+            top,
+            lan,
+            json,
+            target,
+        } => {
+            let v = control::request(&target.resolve()?, &ControlRequest::Traffic { lan, top })?;
+            print_out(&v, json, render::flows)
+        }
+        Command::Top {
+            interval,
+            rows,
+            once,
+            target,
+        } => top(&target.resolve()?, interval, rows, once),
+        Command::Ping {
+            target,
+            count,
+            interval,
+            json,
+            target_socket,
+        } => ping(&target_socket.resolve()?, &target, count, interval, json),
         Command::Keygen => {
             println!(
                 "{}",
@@ -201,6 +290,86 @@ fn print_out(
         println!("{}", serde_json::to_string_pretty(v)?);
     } else {
         print!("{}", table(v));
+    }
+    Ok(())
+}
+
+fn top(sock: &Path, interval: f64, rows: usize, once: bool) -> Result<()> {
+    if !(0.1..=3600.0).contains(&interval) {
+        bail!("--interval must be between 0.1 and 3600 seconds");
+    }
+    loop {
+        let st = control::request(sock, &ControlRequest::Status)?;
+        let tr = control::request(
+            sock,
+            &ControlRequest::Traffic {
+                lan: None,
+                top: Some(rows),
+            },
+        )?;
+        let screen = render::top(&st, &tr, rows);
+        if once {
+            print!("{screen}");
+            return Ok(());
+        }
+        // Home and clear, then the screen: refreshes in place like top(1).
+        print!("\x1b[H\x1b[2J{screen}");
+        std::io::Write::flush(&mut std::io::stdout())?;
+        std::thread::sleep(std::time::Duration::from_secs_f64(interval));
+    }
+}
+
+fn ping(sock: &Path, target: &str, count: u32, interval: f64, json: bool) -> Result<()> {
+    if !(0.01..=60.0).contains(&interval) {
+        bail!("--interval must be between 0.01 and 60 seconds");
+    }
+    let mut rtts = Vec::new();
+    for seq in 1..=count.max(1) {
+        let v = control::request(
+            sock,
+            &ControlRequest::Ping {
+                target: target.to_string(),
+            },
+        )?;
+        if json {
+            let mut v = v.clone();
+            v["seq"] = seq.into();
+            println!("{v}");
+        } else {
+            println!("{}", render::pong(&v, seq));
+        }
+        if let Some(us) = v["rtt_us"].as_f64() {
+            rtts.push(us);
+        }
+        if seq < count {
+            std::thread::sleep(std::time::Duration::from_secs_f64(interval));
+        }
+    }
+    if !json {
+        let sent = count.max(1) as usize;
+        let lost = sent - rtts.len();
+        let (min, max) = rtts
+            .iter()
+            .fold((f64::MAX, 0.0f64), |(a, b), &x| (a.min(x), b.max(x)));
+        let avg = rtts.iter().sum::<f64>() / rtts.len().max(1) as f64;
+        println!(
+            "{sent} probes, {} answered, {:.1}% lost{}",
+            rtts.len(),
+            lost as f64 * 100.0 / sent as f64,
+            if rtts.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    "; rtt min/avg/max = {:.3}/{:.3}/{:.3} ms",
+                    min / 1000.0,
+                    avg / 1000.0,
+                    max / 1000.0
+                )
+            }
+        );
+    }
+    if rtts.is_empty() {
+        bail!("no answer from {target}");
     }
     Ok(())
 }

@@ -15,7 +15,9 @@ use tokio::net::TcpListener;
 use tracing::{debug, warn};
 
 use crate::runtime::{Handle, Request};
-use crate::status::Status;
+use crate::status::{LanTraffic, Status};
+use telemetry::RttBuckets;
+use telemetry::rtt::BUCKETS_US;
 
 struct Family<'a> {
     name: &'a str,
@@ -30,8 +32,17 @@ fn esc(v: &str) -> String {
         .replace('\n', "\\n")
 }
 
+/// What a scrape shows beyond the status: local VM ports and RTT histograms.
+#[derive(Debug, Clone, Default)]
+pub struct Extra {
+    /// Per-LAN traffic (only local VM ports are exported: bounded by the series cap).
+    pub traffic: Vec<LanTraffic>,
+    /// (LAN, peer address, peer name, cumulative RTT histogram).
+    pub rtt: Vec<(String, String, String, RttBuckets)>,
+}
+
 /// Render a status snapshot as Prometheus text.
-pub fn render(status: &Status) -> String {
+pub fn render(status: &Status, extra: &Extra) -> String {
     // Work from the JSON form: it is the documented contract and already has every field.
     let v = serde_json::to_value(status).unwrap_or(Value::Null);
     let mut fams: Vec<Family<'_>> = Vec::new();
@@ -151,6 +162,60 @@ pub fn render(status: &Status) -> String {
         "counter",
         "Probes the peer answered.",
     );
+    let tx_util = fam(
+        "vmvpn_peer_tx_utilisation_ratio",
+        "gauge",
+        "Send rate over the configured link speed ([telemetry] link_speed_mbps).",
+    );
+    let rx_util = fam(
+        "vmvpn_peer_rx_utilisation_ratio",
+        "gauge",
+        "Receive rate over the configured link speed.",
+    );
+    let vms = fam("vmvpn_lan_vms", "gauge", "VMs in the LAN's traffic table.");
+    let vm_ev = fam(
+        "vmvpn_lan_vm_evictions_total",
+        "counter",
+        "VMs evicted from the full traffic table.",
+    );
+    let flows = fam("vmvpn_lan_flows", "gauge", "Flows in the LAN's flow table.");
+    let flow_ev = fam(
+        "vmvpn_lan_flow_evictions_total",
+        "counter",
+        "Flows evicted from the full flow table.",
+    );
+    let tcp_open = fam(
+        "vmvpn_lan_tcp_connections",
+        "gauge",
+        "TCP connections between VMs open now (SYN seen or picked up, no FIN/RST).",
+    );
+    let tcp_syn = fam(
+        "vmvpn_lan_tcp_syn_total",
+        "counter",
+        "TCP connection attempts (SYN without ACK) between VMs.",
+    );
+    let tcp_fin = fam("vmvpn_lan_tcp_fin_total", "counter", "TCP FIN segments.");
+    let tcp_rst = fam("vmvpn_lan_tcp_rst_total", "counter", "TCP RST segments.");
+    let port_tx = fam(
+        "vmvpn_vm_port_tx_bytes_total",
+        "counter",
+        "Bytes sent by a local VM port (frames read from the TAP).",
+    );
+    let port_rx = fam(
+        "vmvpn_vm_port_rx_bytes_total",
+        "counter",
+        "Unicast bytes to a local VM port.",
+    );
+    let port_tx_rate = fam(
+        "vmvpn_vm_port_tx_rate_bytes_per_second",
+        "gauge",
+        "Send rate of a local VM port over the last complete second.",
+    );
+    let port_rx_rate = fam(
+        "vmvpn_vm_port_rx_rate_bytes_per_second",
+        "gauge",
+        "Receive rate of a local VM port over the last complete second.",
+    );
     let n = |x: &Value| x.as_f64().unwrap_or(0.0);
     fams[up].samples.push((String::new(), 1.0));
     for (reason, c) in v["drops"].as_object().into_iter().flatten() {
@@ -166,6 +231,19 @@ pub fn render(status: &Status) -> String {
                 .push((format!("{lan},reason=\"{}\"", esc(reason)), n(c)));
         }
         fams[macs].samples.push((lan.clone(), n(&l["macs"])));
+        let (vt, ft) = (&l["vm_table"], &l["flow_table"]);
+        for (i, x) in [
+            (vms, &vt["vms"]),
+            (vm_ev, &vt["vm_evictions_total"]),
+            (flows, &ft["flows"]),
+            (flow_ev, &ft["flows_evicted_total"]),
+            (tcp_open, &ft["tcp_active"]),
+            (tcp_syn, &ft["tcp_syn_total"]),
+            (tcp_fin, &ft["tcp_fin_total"]),
+            (tcp_rst, &ft["tcp_rst_total"]),
+        ] {
+            fams[i].samples.push((lan.clone(), n(x)));
+        }
         fams[flood]
             .samples
             .push((lan.clone(), n(&l["flood_tx_frames"])));
@@ -188,6 +266,13 @@ pub fn render(status: &Status) -> String {
             // Prometheus' base unit is bytes (promtool insists).
             put(tx_rate, n(&p["tx_rate_bps"]) / 8.0);
             put(rx_rate, n(&p["rx_rate_bps"]) / 8.0);
+            if let (Some(t), Some(r)) = (
+                p["tx_utilisation_ratio"].as_f64(),
+                p["rx_utilisation_ratio"].as_f64(),
+            ) {
+                put(tx_util, t);
+                put(rx_util, r);
+            }
             put(probes, n(&p["probes_sent_total"]));
             put(answered, n(&p["probes_answered_total"]));
             // RTT figures only once measured: an absent series beats a false zero.
@@ -203,6 +288,26 @@ pub fn render(status: &Status) -> String {
             }
         }
     }
+    for t in &extra.traffic {
+        let lan = format!("lan=\"{}\"", esc(&t.lan));
+        for vm in t.vms.iter().filter(|v| v.location == "local") {
+            let labels = format!("{lan},mac=\"{}\"", vm.mac);
+            fams[port_tx]
+                .samples
+                .push((labels.clone(), vm.tx_bytes as f64));
+            fams[port_rx]
+                .samples
+                .push((labels.clone(), vm.rx_bytes as f64));
+            if let Some(r) = vm.rates {
+                fams[port_tx_rate]
+                    .samples
+                    .push((labels.clone(), r.tx_rate_bps as f64 / 8.0));
+                fams[port_rx_rate]
+                    .samples
+                    .push((labels, r.rx_rate_bps as f64 / 8.0));
+            }
+        }
+    }
     let mut out = String::new();
     for f in &fams {
         let _ = writeln!(out, "# HELP {} {}", f.name, f.help);
@@ -214,6 +319,25 @@ pub fn render(status: &Status) -> String {
                 let _ = writeln!(out, "{}{{{}}} {}", f.name, labels, value);
             }
         }
+    }
+    let h = "vmvpn_peer_rtt_seconds";
+    let _ = writeln!(
+        out,
+        "# HELP {h} RTT of probes inside the tunnel, since start."
+    );
+    let _ = writeln!(out, "# TYPE {h} histogram");
+    for (lan, peer, _, b) in &extra.rtt {
+        let labels = format!("lan=\"{}\",peer=\"{}\"", esc(lan), esc(peer));
+        for (bound, c) in BUCKETS_US.iter().zip(b.le) {
+            let _ = writeln!(
+                out,
+                "{h}_bucket{{{labels},le=\"{}\"}} {c}",
+                *bound as f64 / 1e6
+            );
+        }
+        let _ = writeln!(out, "{h}_bucket{{{labels},le=\"+Inf\"}} {}", b.count);
+        let _ = writeln!(out, "{h}_sum{{{labels}}} {}", b.sum_ns as f64 / 1e9);
+        let _ = writeln!(out, "{h}_count{{{labels}}} {}", b.count);
     }
     out
 }
@@ -254,16 +378,16 @@ pub async fn serve(listener: TcpListener, dp: Handle) {
             let (status, ctype, body) =
                 if head.starts_with("GET /metrics ") || head.starts_with("GET /metrics\r") {
                     let (tx, rx) = tokio::sync::oneshot::channel();
-                    let snapshot = if dp.ask(Request::Status(tx)) {
+                    let snapshot = if dp.ask(Request::Scrape(tx)) {
                         rx.await.ok()
                     } else {
                         None
                     };
                     match snapshot {
-                        Some(s) => (
+                        Some((s, extra)) => (
                             "200 OK",
                             "text/plain; version=0.0.4; charset=utf-8",
-                            render(&s),
+                            render(&s, &extra),
                         ),
                         None => (
                             "503 Service Unavailable",
@@ -307,7 +431,29 @@ mod tests {
             lans: Vec::new(),
             bulletin: None,
         };
-        let t = render(&s);
+        let mut b = RttBuckets::default();
+        b.le[3] = 2; // two samples <= 1 ms
+        b.le[4..].iter_mut().for_each(|x| *x = 3);
+        b.count = 4;
+        b.sum_ns = 9_000_000_000;
+        let extra = Extra {
+            traffic: Vec::new(),
+            rtt: vec![("lan1".into(), "10.0.0.2:7401".into(), "h2".into(), b)],
+        };
+        let t = render(&s, &extra);
+        assert!(t.contains("# TYPE vmvpn_peer_rtt_seconds histogram"), "{t}");
+        assert!(
+            t.contains(
+                "vmvpn_peer_rtt_seconds_bucket{lan=\"lan1\",peer=\"10.0.0.2:7401\",le=\"0.001\"} 2"
+            ),
+            "{t}"
+        );
+        assert!(
+            t.contains(
+                "vmvpn_peer_rtt_seconds_bucket{lan=\"lan1\",peer=\"10.0.0.2:7401\",le=\"+Inf\"} 4"
+            ) && t.contains("vmvpn_peer_rtt_seconds_sum{lan=\"lan1\",peer=\"10.0.0.2:7401\"} 9"),
+            "{t}"
+        );
         assert!(t.contains("# TYPE vmvpn_up gauge\nvmvpn_up 1\n"), "{t}");
         assert!(
             t.contains("vmvpn_host_drops_total{reason=\"auth_failure\"} 0"),
@@ -317,6 +463,7 @@ mod tests {
         for line in t.lines().filter(|l| l.starts_with("# TYPE")) {
             let parts: Vec<&str> = line.split(' ').collect();
             assert_eq!(parts.len(), 4, "{line}");
+            assert!(t.contains(&format!("# HELP {} ", parts[2])), "{line}");
             if parts[3] == "counter" {
                 assert!(parts[2].ends_with("_total"), "{line}");
             }

@@ -49,6 +49,17 @@ fn micros(v: &Value) -> String {
     }
 }
 
+/// A ratio as a percentage with two decimals ("-" when null).
+fn pct(v: &Value) -> String {
+    v.as_f64()
+        .map_or("-".into(), |r| format!("{:.2}%", r * 100.0))
+}
+
+/// Bits per second: "12.3M" (bit/s).
+fn rate(v: &Value) -> String {
+    human(n(v))
+}
+
 /// Non-zero drop counters as `reason=count`, or "none".
 fn drops(v: &Value) -> String {
     let parts: Vec<String> = v
@@ -144,31 +155,27 @@ pub fn status(v: &Value) -> String {
         }
         let _ = writeln!(
             o,
-            "  {:<12} {:<10} {:<22} {:<8} {:<16} {:>10} {:>9} {:>9} {:>9} {:>9} {:>7} {:>9} {:>8}  DROPS",
+            "  {:<12} {:<21} {:<8} {:<15} {:>6} {:>8} {:>8} {:>8} {:>13} {:>8} {:>8} {:>7} {:>7}  DROPS",
             "PEER",
-            "ID",
             "ADDRESS",
             "SOURCE",
             "STATE",
-            "LAST HEARD",
-            "TX PKTS",
-            "TX BYTES",
-            "RX PKTS",
-            "RX BYTES",
-            "RX LOSS",
+            "HEARD",
             "RTT p50",
-            "JITTER"
+            "RTT p99",
+            "JITTER",
+            "LOSS tx/rx",
+            "TX RATE",
+            "RX RATE",
+            "TX",
+            "RX"
         );
         for p in l["peers"].as_array().into_iter().flatten() {
             let name = s(&p["name"]);
-            let id = p["id"]
-                .as_u64()
-                .map_or("-".to_string(), |i| format!("{i:#010x}"));
             let _ = writeln!(
                 o,
-                "  {:<12} {:<10} {:<22} {:<8} {:<16} {:>10} {:>9} {:>9} {:>9} {:>9} {:>6.2}% {:>9} {:>8}  {}",
+                "  {:<12} {:<21} {:<8} {:<15} {:>6} {:>8} {:>8} {:>8} {:>13} {:>8} {:>8} {:>7} {:>7}  {}",
                 if name.is_empty() { "?".into() } else { name },
-                id,
                 s(&p["address"]),
                 s(&p["source"]),
                 match p["health"].as_str() {
@@ -176,18 +183,261 @@ pub fn status(v: &Value) -> String {
                     _ => s(&p["state"]),
                 },
                 ago(&p["last_heard_ago_ms"]),
-                human(n(&p["tx_packets"])),
-                human(n(&p["tx_bytes"])),
-                human(n(&p["rx_packets"])),
-                human(n(&p["rx_bytes"])),
-                p["loss_rx_ratio"].as_f64().unwrap_or(0.0) * 100.0,
                 micros(&p["rtt_p50_us"]),
+                micros(&p["rtt_p99_us"]),
                 micros(&p["jitter_us"]),
+                format!("{}/{}", pct(&p["loss_tx_ratio"]), pct(&p["loss_rx_ratio"])),
+                rate(&p["tx_rate_bps"]),
+                rate(&p["rx_rate_bps"]),
+                human(n(&p["tx_bytes"])) + "B",
+                human(n(&p["rx_bytes"])) + "B",
                 drops(&p["drops"])
+            );
+        }
+        let (vt, ft) = (&l["vm_table"], &l["flow_table"]);
+        if !vt.is_null() {
+            let _ = writeln!(
+                o,
+                "  VMs {} (evicted {})  pairs {}  flows {} (evicted {})  TCP open {}  SYN {} FIN {} RST {}",
+                n(&vt["vms"]),
+                n(&vt["vm_evictions_total"]),
+                n(&vt["pairs"]),
+                n(&ft["flows"]),
+                n(&ft["flows_evicted_total"]),
+                n(&ft["tcp_active"]),
+                n(&ft["tcp_syn_total"]),
+                n(&ft["tcp_fin_total"]),
+                n(&ft["tcp_rst_total"])
             );
         }
     }
     o
+}
+
+/// `vmvpn vms`: per-VM traffic of each LAN, busiest first.
+pub fn vms(v: &Value) -> String {
+    let mut o = String::new();
+    for l in v.as_array().into_iter().flatten() {
+        let t = &l["vm_table"];
+        let _ = writeln!(
+            o,
+            "LAN {}  {} VMs (evicted {})",
+            s(&l["lan"]),
+            n(&t["vms"]),
+            n(&t["vm_evictions_total"])
+        );
+        let _ = writeln!(
+            o,
+            "  {:<18} {:<26} {:<7} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>6}",
+            "MAC", "IP", "WHERE", "TX PKTS", "TX", "RX PKTS", "RX", "TX RATE", "RX RATE", "IDLE"
+        );
+        for r in l["vms"].as_array().into_iter().flatten() {
+            let _ = writeln!(
+                o,
+                "  {:<18} {:<26} {:<7} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>5}s",
+                s(&r["mac"]),
+                s(&r["ip"]),
+                s(&r["location"]),
+                human(n(&r["tx_packets"])),
+                human(n(&r["tx_bytes"])) + "B",
+                human(n(&r["rx_packets"])),
+                human(n(&r["rx_bytes"])) + "B",
+                r["rates"]
+                    .get("tx_rate_bps")
+                    .map_or("-".into(), rate),
+                r["rates"]
+                    .get("rx_rate_bps")
+                    .map_or("-".into(), rate),
+                n(&r["idle_s"])
+            );
+        }
+        let pairs = l["pairs"].as_array().map_or(&[][..], |a| a.as_slice());
+        if !pairs.is_empty() {
+            let _ = writeln!(o, "  VM matrix (seen here; * counted at the source host)");
+            let _ = writeln!(
+                o,
+                "    {:<26} {:<26} {:>8} {:>8}",
+                "FROM", "TO", "PKTS", "BYTES"
+            );
+            for r in pairs {
+                let end = |mac: &Value, ip: &Value| {
+                    if ip.is_null() { s(mac) } else { s(ip) }
+                };
+                let _ = writeln!(
+                    o,
+                    "    {:<26} {:<26} {:>8} {:>8}{}",
+                    end(&r["src_mac"], &r["src_ip"]),
+                    end(&r["dst_mac"], &r["dst_ip"]),
+                    human(n(&r["packets"])),
+                    human(n(&r["bytes"])) + "B",
+                    if r["at_source"] == true { " *" } else { "" }
+                );
+            }
+        }
+    }
+    o
+}
+
+/// `vmvpn flows`: flows of each LAN, busiest first.
+pub fn flows(v: &Value) -> String {
+    let mut o = String::new();
+    for l in v.as_array().into_iter().flatten() {
+        let t = &l["flow_table"];
+        let _ = writeln!(
+            o,
+            "LAN {}  {} flows (evicted {}, expired {})  TCP open {}  SYN {} FIN {} RST {}",
+            s(&l["lan"]),
+            n(&t["flows"]),
+            n(&t["flows_evicted_total"]),
+            n(&t["flows_expired_total"]),
+            n(&t["tcp_active"]),
+            n(&t["tcp_syn_total"]),
+            n(&t["tcp_fin_total"]),
+            n(&t["tcp_rst_total"])
+        );
+        let _ = writeln!(
+            o,
+            "  {:<6} {:<30} {:<30} {:<11} {:>8} {:>8} {:>8} {:>8} {:>6} {:>5}",
+            "PROTO", "FROM", "TO", "TCP", "TX PKTS", "TX", "RX PKTS", "RX", "AGE", "IDLE"
+        );
+        for r in l["flows"].as_array().into_iter().flatten() {
+            let ep = |ip: &Value, port: &Value| match n(port) {
+                0 => s(ip),
+                p if s(ip).contains(':') => format!("[{}]:{p}", s(ip)),
+                p => format!("{}:{p}", s(ip)),
+            };
+            let _ = writeln!(
+                o,
+                "  {:<6} {:<30} {:<30} {:<11} {:>8} {:>8} {:>8} {:>8} {:>5}s {:>4}s",
+                s(&r["proto"]),
+                ep(&r["src"], &r["src_port"]),
+                ep(&r["dst"], &r["dst_port"]),
+                s(&r["tcp_state"]),
+                human(n(&r["tx_packets"])),
+                human(n(&r["tx_bytes"])) + "B",
+                human(n(&r["rx_packets"])),
+                human(n(&r["rx_bytes"])) + "B",
+                n(&r["age_s"]),
+                n(&r["idle_s"])
+            );
+        }
+    }
+    o
+}
+
+/// `vmvpn top`: one screen of tunnels and the busiest VMs and flows.
+pub fn top(status_v: &Value, traffic: &Value, rows: usize) -> String {
+    let mut o = String::new();
+    let h = &status_v["host"];
+    let _ = writeln!(
+        o,
+        "vmvpn top — host {}  up {}s  (Ctrl-C to quit)\n",
+        s(&h["name"]),
+        n(&h["uptime_s"])
+    );
+    let _ = writeln!(
+        o,
+        "{:<10} {:<12} {:<15} {:>8} {:>8} {:>8} {:>13} {:>9} {:>9}",
+        "LAN", "PEER", "STATE", "RTT p50", "RTT p99", "JITTER", "LOSS tx/rx", "TX RATE", "RX RATE"
+    );
+    let mut peers: Vec<(String, &Value)> = Vec::new();
+    for l in status_v["lans"].as_array().into_iter().flatten() {
+        for p in l["peers"].as_array().into_iter().flatten() {
+            peers.push((s(&l["name"]), p));
+        }
+    }
+    peers.sort_by_key(|(_, p)| std::cmp::Reverse(n(&p["tx_rate_bps"]) + n(&p["rx_rate_bps"])));
+    for (lan, p) in peers.iter().take(rows) {
+        let _ = writeln!(
+            o,
+            "{:<10} {:<12} {:<15} {:>8} {:>8} {:>8} {:>13} {:>9} {:>9}",
+            lan,
+            s(&p["name"]),
+            match p["health"].as_str() {
+                Some(h) if p["state"] == "up" => format!("up ({h})"),
+                _ => s(&p["state"]),
+            },
+            micros(&p["rtt_p50_us"]),
+            micros(&p["rtt_p99_us"]),
+            micros(&p["jitter_us"]),
+            format!("{}/{}", pct(&p["loss_tx_ratio"]), pct(&p["loss_rx_ratio"])),
+            rate(&p["tx_rate_bps"]) + "b/s",
+            rate(&p["rx_rate_bps"]) + "b/s"
+        );
+    }
+    let _ = writeln!(
+        o,
+        "\n{:<10} {:<18} {:<26} {:>9} {:>9}",
+        "LAN", "LOCAL VM", "IP", "TX RATE", "RX RATE"
+    );
+    let mut ports: Vec<(String, &Value)> = Vec::new();
+    for l in traffic.as_array().into_iter().flatten() {
+        for r in l["vms"].as_array().into_iter().flatten() {
+            if r["location"] == "local" {
+                ports.push((s(&l["lan"]), r));
+            }
+        }
+    }
+    let busy = |r: &Value| n(&r["rates"]["tx_rate_bps"]) + n(&r["rates"]["rx_rate_bps"]);
+    ports.sort_by_key(|(_, r)| std::cmp::Reverse(busy(r)));
+    for (lan, r) in ports.iter().take(rows) {
+        let _ = writeln!(
+            o,
+            "{:<10} {:<18} {:<26} {:>9} {:>9}",
+            lan,
+            s(&r["mac"]),
+            s(&r["ip"]),
+            rate(&r["rates"]["tx_rate_bps"]) + "b/s",
+            rate(&r["rates"]["rx_rate_bps"]) + "b/s"
+        );
+    }
+    let _ = writeln!(
+        o,
+        "\n{:<10} {:<6} {:<26} {:<26} {:>9} {:>9}",
+        "LAN", "PROTO", "FROM", "TO", "TX", "RX"
+    );
+    let mut fl: Vec<(String, &Value)> = Vec::new();
+    for l in traffic.as_array().into_iter().flatten() {
+        for r in l["flows"].as_array().into_iter().flatten() {
+            fl.push((s(&l["lan"]), r));
+        }
+    }
+    fl.sort_by_key(|(_, r)| std::cmp::Reverse(n(&r["tx_bytes"]) + n(&r["rx_bytes"])));
+    for (lan, r) in fl.iter().take(rows) {
+        let _ = writeln!(
+            o,
+            "{:<10} {:<6} {:<26} {:<26} {:>9} {:>9}",
+            lan,
+            s(&r["proto"]),
+            format!("{}:{}", s(&r["src"]), n(&r["src_port"])),
+            format!("{}:{}", s(&r["dst"]), n(&r["dst_port"])),
+            human(n(&r["tx_bytes"])) + "B",
+            human(n(&r["rx_bytes"])) + "B"
+        );
+    }
+    o
+}
+
+/// One `vmvpn ping` line.
+pub fn pong(v: &Value, seq: u32) -> String {
+    let who = match (v["peer"].as_str(), v["via_vm"].as_str()) {
+        (Some(p), Some(vm)) if !p.is_empty() => format!("{p} (VM {vm})"),
+        (Some(p), None) if !p.is_empty() => p.to_string(),
+        _ => "?".to_string(),
+    };
+    match v["rtt_us"].as_f64() {
+        Some(us) => format!(
+            "pong from {who} at {} on {}: seq={seq} time={:.3} ms",
+            s(&v["address"]),
+            s(&v["lan"]),
+            us / 1000.0
+        ),
+        None => format!(
+            "no answer from {who} at {} on {}: seq={seq} (timeout)",
+            s(&v["address"]),
+            s(&v["lan"])
+        ),
+    }
 }
 
 /// `vmvpn macs`.
@@ -256,15 +506,79 @@ mod tests {
         );
         assert!(t.contains("LAN lan1") && t.contains("drops: none"), "{t}");
         assert!(
-            t.contains("h2")
-                && t.contains("1.5s")
-                && t.contains("1.2M")
-                && t.contains("auth_failure=3"),
+            t.contains("h2") && t.contains("1.5s") && t.contains("auth_failure=3"),
             "{t}"
         );
         assert_eq!(micros(&json!(1234)), "1.23ms");
         assert_eq!(micros(&json!(56)), "56µs");
         assert_eq!(micros(&Value::Null), "-");
+    }
+
+    #[test]
+    fn peer_columns_show_rtt_loss_and_rates() {
+        let v = json!({"host": {}, "drops": {}, "lans": [{"name": "lan1", "drops": {},
+            "vm_table": {"vms": 4, "vm_evictions_total": 0, "pairs": 2},
+            "flow_table": {"flows": 3, "tcp_active": 1, "tcp_syn_total": 2, "tcp_fin_total": 1,
+                           "tcp_rst_total": 0, "flows_evicted_total": 0},
+            "peers": [{"name": "h2", "address": "10.77.1.2:7401", "state": "up", "health": "ok",
+                       "rtt_p50_us": 20400, "rtt_p99_us": 25100, "jitter_us": 80,
+                       "loss_tx_ratio": 0.05, "loss_rx_ratio": 0.0, "tx_rate_bps": 512000000,
+                       "rx_rate_bps": 1200, "tx_bytes": 1234567, "drops": {}}]}]});
+        let t = status(&v);
+        for want in [
+            "up (ok)",
+            "20.40ms",
+            "25.10ms",
+            "80µs",
+            "5.00%/0.00%",
+            "512.0M",
+            "1.2k",
+            "1.2MB",
+            "TCP open 1",
+        ] {
+            assert!(t.contains(want), "{want} missing in\n{t}");
+        }
+    }
+
+    #[test]
+    fn traffic_views_and_ping_lines() {
+        let v = json!([{"lan": "lan1", "vm_table": {"vms": 2}, "flow_table": {"flows": 1, "tcp_active": 1},
+            "vms": [{"mac": "02:00:00:00:00:01", "ip": "10.0.0.1", "location": "local", "tx_packets": 10,
+                     "tx_bytes": 15000, "rx_packets": 5, "rx_bytes": 300, "idle_s": 0,
+                     "rates": {"tx_rate_bps": 8000000, "rx_rate_bps": 0}}],
+            "pairs": [{"src_mac": "02:00:00:00:00:01", "src_ip": "10.0.0.1", "dst_mac": "02:00:00:00:00:02",
+                       "dst_ip": null, "packets": 10, "bytes": 15000, "at_source": true}],
+            "flows": [{"proto": "tcp", "src": "10.0.0.1", "src_port": 40000, "dst": "10.0.0.2",
+                       "dst_port": 5201, "tx_packets": 10, "tx_bytes": 15000, "rx_packets": 5,
+                       "rx_bytes": 300, "age_s": 3, "idle_s": 0, "tcp_state": "established"}]}]);
+        let t = vms(&v);
+        assert!(
+            t.contains("10.0.0.1")
+                && t.contains("8.0M")
+                && t.contains("02:00:00:00:00:02")
+                && t.contains(" *"),
+            "{t}"
+        );
+        let t = flows(&v);
+        assert!(
+            t.contains("10.0.0.1:40000")
+                && t.contains("10.0.0.2:5201")
+                && t.contains("established"),
+            "{t}"
+        );
+        let st = json!({"host": {"name": "h1"}, "lans": [{"name": "lan1", "peers": [{"name": "h2", "state": "up", "health": "ok", "tx_rate_bps": 5}]}]});
+        let t = top(&st, &v, 5);
+        assert!(
+            t.contains("h2") && t.contains("10.0.0.1:40000") && t.contains("8.0Mb/s"),
+            "{t}"
+        );
+        let p = json!({"lan": "lan1", "peer": "h2", "address": "10.77.2.1:7401", "via_vm": null, "rtt_us": 412.5});
+        assert_eq!(
+            pong(&p, 1),
+            "pong from h2 at 10.77.2.1:7401 on lan1: seq=1 time=0.412 ms"
+        );
+        let p = json!({"lan": "lan1", "peer": "h2", "address": "a", "via_vm": "02:00:00:00:00:02", "rtt_us": null});
+        assert!(pong(&p, 2).contains("no answer from h2 (VM 02:00:00:00:00:02)"));
     }
 
     #[test]

@@ -16,8 +16,8 @@ use quinn_udp::RecvMeta;
 use telemetry::DropReason;
 use tracing::{debug, error, warn};
 
-use crate::forward::{Engine, PeerSource, RxAction, TapAction};
-use crate::status::{HostStatus, MacRow, Status};
+use crate::forward::{Engine, PeerSource, PingSent, RxAction, TapAction};
+use crate::status::{HostStatus, LanTraffic, MacRow, Status};
 use crate::tap::TapDevice;
 use crate::udp::{BATCH, SLOT, Udp};
 use crate::wire::{HEADER_LEN, TAG_LEN};
@@ -31,6 +31,27 @@ pub enum Request {
         Option<String>,
         tokio::sync::oneshot::Sender<Result<Vec<MacRow>, String>>,
     ),
+    /// Per-VM traffic, matrix and flows (at most `top` flows per LAN), optionally of one LAN.
+    Traffic {
+        /// Only this LAN (error if no such LAN).
+        lan: Option<String>,
+        /// At most this many flows per LAN.
+        top: Option<usize>,
+        /// The answer.
+        reply: tokio::sync::oneshot::Sender<Result<Vec<LanTraffic>, String>>,
+    },
+    /// Send one `vmvpn ping` probe; the answer says where it went and carries the channel
+    /// its RTT (ns) will arrive on.
+    Ping {
+        /// Peer name, id or address, or a VM IP.
+        target: String,
+        /// The answer.
+        reply: tokio::sync::oneshot::Sender<
+            Result<(PingSent, tokio::sync::oneshot::Receiver<u64>), String>,
+        >,
+    },
+    /// Everything `GET /metrics` shows.
+    Scrape(tokio::sync::oneshot::Sender<(Status, crate::metrics::Extra)>),
     /// Add or remove a peer of a LAN (from the bulletin); no answer.
     Peer {
         /// LAN name.
@@ -120,6 +141,8 @@ pub struct DataPlane {
     stop: Arc<AtomicBool>,
     host: HostStatus,
     started: Instant,
+    /// `vmvpn ping` probes waiting for their answer: id, when sent, where the RTT goes.
+    pings: Vec<(u32, Instant, tokio::sync::oneshot::Sender<u64>)>,
 }
 
 /// Frames read from one TAP before the loop looks at the others again.
@@ -152,6 +175,7 @@ impl DataPlane {
             stop,
             host,
             started: Instant::now(),
+            pings: Vec::new(),
         };
         Ok((dp, handle))
     }
@@ -203,6 +227,9 @@ impl DataPlane {
             }
             if fds[1].revents != 0 {
                 self.udp_in(&mut rx_area, &mut metas, now);
+                if !self.pings.is_empty() {
+                    self.deliver_pongs(now);
+                }
             }
             for (i, f) in fds[2..].iter().enumerate() {
                 if f.revents & (libc::POLLERR | libc::POLLHUP | libc::POLLNVAL) != 0 {
@@ -347,14 +374,7 @@ impl DataPlane {
         while let Ok(r) = self.requests.try_recv() {
             match r {
                 Request::Status(reply) => {
-                    let mut host = self.host.clone();
-                    host.uptime_s = now.saturating_duration_since(self.started).as_secs();
-                    let _ = reply.send(Status {
-                        host,
-                        drops: self.engine.host_drops().clone(),
-                        lans: self.engine.lan_status(now),
-                        bulletin: None,
-                    });
+                    let _ = reply.send(self.status(now));
                 }
                 Request::Macs(lan, reply) => {
                     let res = match &lan {
@@ -363,6 +383,30 @@ impl DataPlane {
                         }
                         _ => Ok(self.engine.mac_rows(lan.as_deref(), now)),
                     };
+                    let _ = reply.send(res);
+                }
+                Request::Scrape(reply) => {
+                    let extra = crate::metrics::Extra {
+                        traffic: self.traffic(None, Some(0)),
+                        rtt: self.engine.rtt_buckets(),
+                    };
+                    let _ = reply.send((self.status(now), extra));
+                }
+                Request::Traffic { lan, top, reply } => {
+                    let res = match &lan {
+                        Some(name) if !self.engine.has_lan(name) => {
+                            Err(format!("no LAN named {name:?} on this host"))
+                        }
+                        _ => Ok(self.traffic(lan.as_deref(), top)),
+                    };
+                    let _ = reply.send(res);
+                }
+                Request::Ping { target, reply } => {
+                    let res = self.engine.ping(&target, now).map(|sent| {
+                        let (tx, rx) = tokio::sync::oneshot::channel();
+                        self.pings.push((sent.id, now, tx));
+                        (sent, rx)
+                    });
                     let _ = reply.send(res);
                 }
                 Request::Peer {
@@ -381,6 +425,53 @@ impl DataPlane {
                 }
             }
         }
+    }
+}
+
+impl DataPlane {
+    fn status(&self, now: Instant) -> Status {
+        let mut host = self.host.clone();
+        host.uptime_s = now.saturating_duration_since(self.started).as_secs();
+        Status {
+            host,
+            drops: self.engine.host_drops().clone(),
+            lans: self.engine.lan_status(now),
+            bulletin: None,
+        }
+    }
+
+    fn traffic(&self, lan: Option<&str>, top: Option<usize>) -> Vec<LanTraffic> {
+        let status = self.engine.lan_status(Instant::now());
+        let vms = self.engine.vm_rows(lan);
+        let pairs = self.engine.pair_rows(lan);
+        let flows = self.engine.flow_rows(lan, top);
+        vms.into_iter()
+            .zip(pairs)
+            .zip(flows)
+            .map(|(((name, vms), (_, pairs)), (_, flows))| {
+                let st = status.iter().find(|l| l.name == name);
+                LanTraffic {
+                    vm_table: st.map(|l| l.vm_table).unwrap_or_default(),
+                    flow_table: st.map(|l| l.flow_table).unwrap_or_default(),
+                    lan: name,
+                    vms,
+                    pairs,
+                    flows,
+                }
+            })
+            .collect()
+    }
+
+    /// Hand `vmvpn ping` answers to their waiters; forget waiters after 10 s.
+    fn deliver_pongs(&mut self, now: Instant) {
+        while let Some(p) = self.engine.poll_pong() {
+            if let Some(i) = self.pings.iter().position(|(id, _, _)| *id == p.id) {
+                let (_, _, tx) = self.pings.swap_remove(i);
+                let _ = tx.send(p.rtt_ns);
+            }
+        }
+        self.pings
+            .retain(|(_, at, _)| now.saturating_duration_since(*at) < Duration::from_secs(10));
     }
 }
 

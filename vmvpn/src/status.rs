@@ -3,7 +3,10 @@
 //! Key names are stable and carry their unit where they have one (`_ms`, `_bytes`).
 
 use serde::Serialize;
-use telemetry::{DropCounters, Rates, RttSummary, SeqStats, TrafficCounters};
+use telemetry::{
+    DropCounters, FlowRow, FlowStats, PairRow, Rates, RttSummary, SeqStats, TrafficCounters, VmRow,
+    VmTableStats,
+};
 
 use crate::macdb::MacDbStats;
 
@@ -75,6 +78,10 @@ pub struct LanStatus {
     pub flood: FloodStatus,
     /// Drops on this LAN by reason (all peers together, and frames from the TAP).
     pub drops: DropCounters,
+    /// Per-VM traffic table: size and evictions.
+    pub vm_table: VmTableStats,
+    /// Flow table: size, open TCP connections, TCP flag counts, evictions.
+    pub flow_table: FlowStats,
     /// The LAN's peers.
     pub peers: Vec<PeerStatus>,
 }
@@ -172,6 +179,10 @@ pub struct PeerStatus {
     /// Throughput over 1 s and 60 s, and the last minute's peak-to-mean ratio.
     #[serde(flatten)]
     pub rates: Rates,
+    /// tx rate over `[telemetry] link_speed_mbps` (null when no speed is configured).
+    pub tx_utilisation_ratio: Option<f64>,
+    /// rx rate over `[telemetry] link_speed_mbps`.
+    pub rx_utilisation_ratio: Option<f64>,
     /// Drops attributed to this peer, by reason.
     pub drops: DropCounters,
 }
@@ -189,4 +200,21 @@ pub struct MacRow {
     pub peer_name: Option<String>,
     /// Milliseconds since a frame from this MAC was seen.
     pub age_ms: u64,
+}
+
+/// Per-VM traffic of one LAN, as `vmvpn vms`, `vmvpn flows` and the bulletin reports use it.
+#[derive(Debug, Clone, Serialize)]
+pub struct LanTraffic {
+    /// LAN name.
+    pub lan: String,
+    /// VMs seen, busiest first.
+    pub vms: Vec<VmRow>,
+    /// The VM matrix as this host saw it, busiest pair first.
+    pub pairs: Vec<PairRow>,
+    /// Flows, busiest first.
+    pub flows: Vec<FlowRow>,
+    /// VM table counters.
+    pub vm_table: VmTableStats,
+    /// Flow table counters.
+    pub flow_table: FlowStats,
 }

@@ -1,0 +1,366 @@
+//! The flow table: transport 5-tuples between VMs, both directions in one entry, with
+//! idle timeout, TCP connection state from SYN/FIN/RST, and an LRU cap with evictions
+//! counted. Updated per frame on the data-plane thread; allocation only for a new flow.
+
+use std::num::NonZeroUsize;
+
+use lru::LruCache;
+use serde::Serialize;
+
+use crate::frame::{FlowKey, FrameInfo, PROTO_TCP};
+
+/// Default flow table size per LAN.
+pub const DEFAULT_FLOWS: usize = 16384;
+/// Default idle timeout of a flow.
+pub const DEFAULT_IDLE_S: u64 = 120;
+/// A TCP flow that saw FIN or RST is kept this long after its last frame.
+pub const CLOSED_IDLE_S: u64 = 10;
+
+/// TCP state as far as a passive observer can tell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TcpState {
+    /// A SYN without ACK was seen, no answer yet.
+    Opening,
+    /// Both sides talk (SYN-ACK seen, or picked up mid-connection).
+    Established,
+    /// A FIN was seen.
+    Closing,
+    /// RST, or FIN from both sides.
+    Closed,
+}
+
+/// One flow, seen from its initiator (`key.src`).
+#[derive(Debug, Clone, Copy)]
+pub struct Flow {
+    /// Initiator first (the sender of the first frame seen).
+    pub key: FlowKey,
+    /// Frames initiator -> responder.
+    pub fwd_packets: u64,
+    /// Bytes initiator -> responder (Ethernet frame).
+    pub fwd_bytes: u64,
+    /// Frames responder -> initiator.
+    pub rev_packets: u64,
+    /// Bytes responder -> initiator.
+    pub rev_bytes: u64,
+    /// Owner's clock (s) at the first frame.
+    pub first_s: u64,
+    /// Owner's clock (s) at the last frame.
+    pub last_s: u64,
+    /// TCP only.
+    pub tcp: Option<TcpState>,
+    fin_fwd: bool,
+    fin_rev: bool,
+}
+
+/// Table counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct FlowStats {
+    /// Flows in the table now.
+    pub flows: usize,
+    /// TCP flows open now (opening or established).
+    pub tcp_active: usize,
+    /// Flows created.
+    pub flows_created_total: u64,
+    /// Flows ended by idle timeout.
+    pub flows_expired_total: u64,
+    /// Flows evicted to make room (table full).
+    pub flows_evicted_total: u64,
+    /// TCP SYN without ACK (connection attempts).
+    pub tcp_syn_total: u64,
+    /// TCP FIN segments.
+    pub tcp_fin_total: u64,
+    /// TCP RST segments.
+    pub tcp_rst_total: u64,
+}
+
+/// One flow, for views.
+#[derive(Debug, Clone, Serialize)]
+pub struct FlowRow {
+    /// "tcp", "udp", "icmp", "icmpv6" or the protocol number.
+    pub proto: String,
+    /// Initiator address.
+    pub src: String,
+    /// Initiator port (0 without ports).
+    pub src_port: u16,
+    /// Responder address.
+    pub dst: String,
+    /// Responder port.
+    pub dst_port: u16,
+    /// Frames initiator -> responder.
+    pub tx_packets: u64,
+    /// Bytes initiator -> responder.
+    pub tx_bytes: u64,
+    /// Frames responder -> initiator.
+    pub rx_packets: u64,
+    /// Bytes responder -> initiator.
+    pub rx_bytes: u64,
+    /// Seconds since the first frame.
+    pub age_s: u64,
+    /// Seconds since the last frame.
+    pub idle_s: u64,
+    /// TCP state (null for other protocols).
+    pub tcp_state: Option<TcpState>,
+}
+
+/// The flows of one LAN.
+pub struct FlowTable {
+    flows: LruCache<FlowKey, Flow>,
+    idle_s: u64,
+    stats: FlowStats,
+}
+
+impl FlowTable {
+    /// A table of at most `cap` flows, expiring after `idle_s` without a frame.
+    pub fn new(cap: usize, idle_s: u64) -> Self {
+        FlowTable {
+            flows: LruCache::new(NonZeroUsize::new(cap).unwrap_or(NonZeroUsize::MIN)),
+            idle_s: idle_s.max(1),
+            stats: FlowStats::default(),
+        }
+    }
+
+    /// Count one frame (`len` bytes) at the owner's clock `now_s`.
+    pub fn observe(&mut self, f: &FrameInfo, len: usize, now_s: u64) {
+        let Some(key) = f.flow else { return };
+        let bytes = len as u64;
+        let tcp = key.proto == PROTO_TCP;
+        if tcp {
+            self.stats.tcp_syn_total += u64::from(f.tcp.syn && !f.tcp.ack);
+            self.stats.tcp_fin_total += u64::from(f.tcp.fin);
+            self.stats.tcp_rst_total += u64::from(f.tcp.rst);
+        }
+        // Stored under the initiator's orientation: look up both ways.
+        let (forward, entry) = if let Some(e) = self.flows.get_mut(&key) {
+            (true, e)
+        } else if let Some(e) = self.flows.get_mut(&key.reversed()) {
+            (false, e)
+        } else {
+            let fresh = Flow {
+                key,
+                fwd_packets: 0,
+                fwd_bytes: 0,
+                rev_packets: 0,
+                rev_bytes: 0,
+                first_s: now_s,
+                last_s: now_s,
+                tcp: tcp.then_some(if f.tcp.syn && !f.tcp.ack {
+                    TcpState::Opening
+                } else {
+                    TcpState::Established
+                }),
+                fin_fwd: false,
+                fin_rev: false,
+            };
+            self.stats.flows_created_total += 1;
+            if self.flows.push(key, fresh).is_some_and(|(k, _)| k != key) {
+                self.stats.flows_evicted_total += 1;
+            }
+            let Some(e) = self.flows.get_mut(&key) else {
+                return;
+            };
+            (true, e)
+        };
+        entry.last_s = now_s;
+        if forward {
+            entry.fwd_packets += 1;
+            entry.fwd_bytes += bytes;
+        } else {
+            entry.rev_packets += 1;
+            entry.rev_bytes += bytes;
+        }
+        if let Some(state) = entry.tcp.as_mut() {
+            if f.tcp.rst {
+                *state = TcpState::Closed;
+            } else if f.tcp.fin {
+                if forward {
+                    entry.fin_fwd = true;
+                } else {
+                    entry.fin_rev = true;
+                }
+                *state = if entry.fin_fwd && entry.fin_rev {
+                    TcpState::Closed
+                } else {
+                    TcpState::Closing
+                };
+            } else if *state == TcpState::Opening && !forward {
+                *state = TcpState::Established;
+            } else if f.tcp.syn && !f.tcp.ack && forward && *state == TcpState::Closed {
+                // The same 5-tuple reused for a new connection.
+                *state = TcpState::Opening;
+                entry.fin_fwd = false;
+                entry.fin_rev = false;
+            }
+        }
+    }
+
+    /// Expire idle flows (on the owner's tick). Closed TCP flows go after
+    /// [`CLOSED_IDLE_S`].
+    pub fn expire(&mut self, now_s: u64) {
+        let idle = self.idle_s;
+        let gone: Vec<FlowKey> = self
+            .flows
+            .iter()
+            .filter(|(_, f)| {
+                let quiet = now_s.saturating_sub(f.last_s);
+                quiet >= idle || (matches!(f.tcp, Some(TcpState::Closed)) && quiet >= CLOSED_IDLE_S)
+            })
+            .map(|(k, _)| *k)
+            .collect();
+        for k in gone {
+            self.flows.pop(&k);
+            self.stats.flows_expired_total += 1;
+        }
+    }
+
+    /// Counters, with the flows and open TCP connections now.
+    pub fn stats(&self) -> FlowStats {
+        FlowStats {
+            flows: self.flows.len(),
+            tcp_active: self
+                .flows
+                .iter()
+                .filter(|(_, f)| matches!(f.tcp, Some(TcpState::Opening | TcpState::Established)))
+                .count(),
+            ..self.stats
+        }
+    }
+
+    /// Flows, busiest (bytes both ways) first; at most `top` when given.
+    pub fn rows(&self, now_s: u64, top: Option<usize>) -> Vec<FlowRow> {
+        let mut v: Vec<&Flow> = self.flows.iter().map(|(_, f)| f).collect();
+        v.sort_by_key(|f| std::cmp::Reverse(f.fwd_bytes + f.rev_bytes));
+        v.truncate(top.unwrap_or(usize::MAX));
+        v.into_iter()
+            .map(|f| FlowRow {
+                proto: match f.key.proto {
+                    6 => "tcp".into(),
+                    17 => "udp".into(),
+                    1 => "icmp".into(),
+                    58 => "icmpv6".into(),
+                    n => n.to_string(),
+                },
+                src: f.key.src.to_string(),
+                src_port: f.key.sport,
+                dst: f.key.dst.to_string(),
+                dst_port: f.key.dport,
+                tx_packets: f.fwd_packets,
+                tx_bytes: f.fwd_bytes,
+                rx_packets: f.rev_packets,
+                rx_bytes: f.rev_bytes,
+                age_s: now_s.saturating_sub(f.first_s),
+                idle_s: now_s.saturating_sub(f.last_s),
+                tcp_state: f.tcp,
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frame::inspect;
+    use crate::frame::tests::tcp;
+
+    const C: [u8; 4] = [10, 0, 0, 1];
+    const S: [u8; 4] = [10, 0, 0, 2];
+
+    fn seg(t: &mut FlowTable, from_client: bool, flags: &str, now: u64) {
+        let f = if from_client {
+            tcp(C, S, (40000, 80), flags, 10)
+        } else {
+            tcp(S, C, (80, 40000), flags, 10)
+        };
+        let i = inspect(&f).expect("frame");
+        t.observe(&i, f.len(), now);
+    }
+
+    #[test]
+    fn tcp_connection_lifecycle() {
+        let mut t = FlowTable::new(16, 120);
+        seg(&mut t, true, "S", 0);
+        assert_eq!(t.rows(0, None)[0].tcp_state, Some(TcpState::Opening));
+        seg(&mut t, false, "SA", 0);
+        seg(&mut t, true, "A", 1);
+        let s = t.stats();
+        assert_eq!((s.flows, s.tcp_active, s.tcp_syn_total), (1, 1, 1));
+        let r = &t.rows(2, None)[0];
+        assert_eq!(r.tcp_state, Some(TcpState::Established));
+        assert_eq!(
+            (r.src.as_str(), r.src_port, r.dst_port),
+            ("10.0.0.1", 40000, 80)
+        );
+        assert_eq!(
+            (r.tx_packets, r.rx_packets, r.age_s, r.idle_s),
+            (2, 1, 2, 1)
+        );
+        seg(&mut t, true, "FA", 3);
+        assert_eq!(t.rows(3, None)[0].tcp_state, Some(TcpState::Closing));
+        assert_eq!(t.stats().tcp_active, 0);
+        seg(&mut t, false, "FA", 3);
+        assert_eq!(t.rows(3, None)[0].tcp_state, Some(TcpState::Closed));
+        assert_eq!(t.stats().tcp_fin_total, 2);
+        // Closed flows go sooner than idle ones.
+        t.expire(3 + CLOSED_IDLE_S - 1);
+        assert_eq!(t.stats().flows, 1);
+        t.expire(3 + CLOSED_IDLE_S);
+        assert_eq!((t.stats().flows, t.stats().flows_expired_total), (0, 1));
+    }
+
+    #[test]
+    fn rst_closes_and_idle_flows_expire() {
+        let mut t = FlowTable::new(16, 30);
+        seg(&mut t, true, "A", 0);
+        // Picked up mid-connection: established.
+        assert_eq!(t.stats().tcp_active, 1);
+        seg(&mut t, false, "R", 1);
+        assert_eq!((t.stats().tcp_active, t.stats().tcp_rst_total), (0, 1));
+        let mut t = FlowTable::new(16, 30);
+        seg(&mut t, true, "A", 0);
+        t.expire(29);
+        assert_eq!(t.stats().flows, 1);
+        t.expire(30);
+        assert_eq!(t.stats().flows, 0);
+    }
+
+    #[test]
+    fn capped_with_evictions_and_top() {
+        let mut t = FlowTable::new(8, 120);
+        for port in 0..20u16 {
+            let f = tcp(C, S, (1000 + port, 80), "A", usize::from(port));
+            let i = inspect(&f).expect("frame");
+            t.observe(&i, f.len(), 0);
+        }
+        let s = t.stats();
+        assert_eq!(
+            (s.flows, s.flows_created_total, s.flows_evicted_total),
+            (8, 20, 12)
+        );
+        let top = t.rows(0, Some(3));
+        assert_eq!(top.len(), 3);
+        // Busiest first: the largest payloads are the newest (kept) ones.
+        assert_eq!(top[0].src_port, 1019);
+        assert!(top[0].tx_bytes >= top[1].tx_bytes && top[1].tx_bytes >= top[2].tx_bytes);
+    }
+
+    proptest::proptest! {
+        /// Whatever the frames, the table never exceeds its cap, and every frame with a
+        /// flow is counted in exactly one direction of one entry (or its evicted entry).
+        #[test]
+        fn bounded_and_conserving(frames in proptest::collection::vec((0u8..4, 0u8..4, 0u16..6, proptest::bool::ANY), 1..300)) {
+            let mut t = FlowTable::new(5, 1000);
+            let mut counted = 0u64;
+            for (a, b, p, syn) in frames {
+                let f = tcp([10, 0, 0, a], [10, 0, 0, b], (p, 80), if syn { "S" } else { "A" }, 0);
+                let i = inspect(&f).expect("frame");
+                t.observe(&i, f.len(), 0);
+                counted += 1;
+            }
+            let s = t.stats();
+            proptest::prop_assert!(s.flows <= 5);
+            proptest::prop_assert_eq!(s.flows as u64 + s.flows_evicted_total, s.flows_created_total);
+            let in_table: u64 = t.rows(0, None).iter().map(|r| r.tx_packets + r.rx_packets).sum();
+            proptest::prop_assert!(in_table <= counted);
+        }
+    }
+}

@@ -1,0 +1,389 @@
+//! Per-VM traffic without agents: bytes and packets from and to each VM MAC seen on a LAN,
+//! the VM-to-VM matrix, and a time series per local VM port.
+//!
+//! Both tables are LRU-capped: a full table evicts its least recently active entry and
+//! counts the eviction, so memory stays bounded however many MACs a LAN shows.
+
+use std::net::IpAddr;
+use std::num::NonZeroUsize;
+
+use lru::LruCache;
+use serde::Serialize;
+
+use crate::frame::{FrameInfo, Mac, is_group};
+use crate::series::{Rates, Series};
+
+/// Default VM table size per LAN.
+pub const DEFAULT_VMS: usize = 4096;
+/// Default matrix size per LAN.
+pub const DEFAULT_PAIRS: usize = 16384;
+/// Local VM ports that get a time series (about 32 KB each).
+pub const DEFAULT_PORT_SERIES: usize = 64;
+
+/// Traffic of one VM as this host saw it.
+#[derive(Debug, Clone)]
+pub struct VmEntry {
+    /// Its newest usable IPv4 or IPv6 source address.
+    pub ip: Option<IpAddr>,
+    /// Behind this host's TAP (a local VM port) or behind a peer.
+    pub local: bool,
+    /// Frames and bytes the VM sent.
+    pub tx_packets: u64,
+    /// Bytes the VM sent (Ethernet frame).
+    pub tx_bytes: u64,
+    /// Frames addressed to it (unicast).
+    pub rx_packets: u64,
+    /// Bytes addressed to it.
+    pub rx_bytes: u64,
+    /// Owner's clock (s) at its last frame, either way.
+    pub last_s: u64,
+    series: Option<Box<Series>>,
+}
+
+/// Traffic from one VM to another.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PairEntry {
+    /// Frames.
+    pub packets: u64,
+    /// Bytes (Ethernet frame).
+    pub bytes: u64,
+    /// Counted where it entered the overlay (the source VM is local here). The global
+    /// matrix sums only these, so no pair is counted twice.
+    pub at_source: bool,
+}
+
+/// One VM, for views.
+#[derive(Debug, Clone, Serialize)]
+pub struct VmRow {
+    /// MAC, `aa:bb:cc:dd:ee:ff`.
+    pub mac: String,
+    /// Newest IP address seen from it.
+    pub ip: Option<String>,
+    /// "local" (a port of this host) or "remote".
+    pub location: &'static str,
+    /// Frames the VM sent.
+    pub tx_packets: u64,
+    /// Bytes the VM sent.
+    pub tx_bytes: u64,
+    /// Unicast frames to it.
+    pub rx_packets: u64,
+    /// Bytes to it.
+    pub rx_bytes: u64,
+    /// Seconds since its last frame.
+    pub idle_s: u64,
+    /// Rates of a local port (null for remote VMs and ports beyond the series cap).
+    pub rates: Option<Rates>,
+}
+
+/// One cell of the VM matrix.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct PairRow {
+    /// Source MAC.
+    pub src_mac: String,
+    /// Source IP, when known.
+    pub src_ip: Option<String>,
+    /// Destination MAC.
+    pub dst_mac: String,
+    /// Destination IP, when known.
+    pub dst_ip: Option<String>,
+    /// Frames.
+    pub packets: u64,
+    /// Bytes.
+    pub bytes: u64,
+    /// Counted at the source's host.
+    pub at_source: bool,
+}
+
+/// Table counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct VmTableStats {
+    /// VMs in the table.
+    pub vms: usize,
+    /// Pairs in the matrix.
+    pub pairs: usize,
+    /// VMs evicted to make room.
+    pub vm_evictions_total: u64,
+    /// Pairs evicted to make room.
+    pub pair_evictions_total: u64,
+    /// Local ports that got no series because the cap was reached.
+    pub port_series_refused_total: u64,
+}
+
+/// Per-VM traffic of one LAN.
+pub struct VmTable {
+    vms: LruCache<Mac, VmEntry>,
+    pairs: LruCache<(Mac, Mac), PairEntry>,
+    series_cap: usize,
+    series_used: usize,
+    stats: VmTableStats,
+}
+
+impl VmTable {
+    /// Tables of these sizes (each at least 1).
+    pub fn new(vms: usize, pairs: usize, port_series: usize) -> Self {
+        VmTable {
+            vms: LruCache::new(NonZeroUsize::new(vms).unwrap_or(NonZeroUsize::MIN)),
+            pairs: LruCache::new(NonZeroUsize::new(pairs).unwrap_or(NonZeroUsize::MIN)),
+            series_cap: port_series,
+            series_used: 0,
+            stats: VmTableStats::default(),
+        }
+    }
+
+    /// Count one frame. `from_local`: it came from this host's TAP (the source VM is a
+    /// local port); else it arrived through a tunnel for a local VM. `now_s`: the owner's
+    /// clock in seconds.
+    pub fn observe(&mut self, f: &FrameInfo, len: usize, from_local: bool, now_s: u64) {
+        let bytes = len as u64;
+        if is_group(&f.src) {
+            return;
+        }
+        let src = self.entry(f.src, from_local, now_s);
+        src.tx_packets += 1;
+        src.tx_bytes += bytes;
+        src.last_s = now_s;
+        if let Some(ip) = f.src_ip {
+            src.ip = Some(ip);
+        }
+        if is_group(&f.dst) {
+            return;
+        }
+        let dst = self.entry(f.dst, !from_local, now_s);
+        dst.rx_packets += 1;
+        dst.rx_bytes += bytes;
+        dst.last_s = now_s;
+        let key = (f.src, f.dst);
+        if let Some(p) = self.pairs.get_mut(&key) {
+            p.packets += 1;
+            p.bytes += bytes;
+            p.at_source |= from_local;
+        } else {
+            let fresh = PairEntry {
+                packets: 1,
+                bytes,
+                at_source: from_local,
+            };
+            if self.pairs.push(key, fresh).is_some_and(|(k, _)| k != key) {
+                self.stats.pair_evictions_total += 1;
+            }
+        }
+    }
+
+    fn entry(&mut self, mac: Mac, local: bool, now_s: u64) -> &mut VmEntry {
+        if !self.vms.contains(&mac) {
+            let fresh = VmEntry {
+                ip: None,
+                local,
+                tx_packets: 0,
+                tx_bytes: 0,
+                rx_packets: 0,
+                rx_bytes: 0,
+                last_s: now_s,
+                series: None,
+            };
+            if let Some((k, old)) = self.vms.push(mac, fresh)
+                && k != mac
+            {
+                self.stats.vm_evictions_total += 1;
+                if old.series.is_some() {
+                    self.series_used -= 1;
+                }
+            }
+        }
+        let (cap, used) = (self.series_cap, &mut self.series_used);
+        let refused = &mut self.stats.port_series_refused_total;
+        // Present: just pushed or found.
+        let e = self
+            .vms
+            .get_mut(&mac)
+            .unwrap_or_else(|| unreachable!("entry was just inserted"));
+        if local && !e.local {
+            // A MAC first seen as a destination turns out to be a local port.
+            e.local = true;
+        }
+        if e.local && e.series.is_none() {
+            if *used < cap {
+                *used += 1;
+                e.series = Some(Box::default());
+            } else {
+                *refused += 1;
+            }
+        }
+        e
+    }
+
+    /// Feed the local ports' series (on the owner's tick, with its clock in seconds).
+    pub fn tick(&mut self, second: u64) {
+        for (_, e) in self.vms.iter_mut() {
+            if let Some(s) = e.series.as_mut() {
+                s.update(second, e.tx_bytes, e.rx_bytes);
+            }
+        }
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> VmTableStats {
+        VmTableStats {
+            vms: self.vms.len(),
+            pairs: self.pairs.len(),
+            ..self.stats
+        }
+    }
+
+    /// One VM's entry.
+    pub fn get(&self, mac: &Mac) -> Option<&VmEntry> {
+        self.vms.peek(mac)
+    }
+
+    /// The VM with this IP address (newest seen), if any.
+    pub fn by_ip(&self, ip: IpAddr) -> Option<Mac> {
+        self.vms
+            .iter()
+            .find(|(_, e)| e.ip == Some(ip))
+            .map(|(m, _)| *m)
+    }
+
+    /// All VMs, busiest (tx + rx bytes) first.
+    pub fn rows(&self, now_s: u64) -> Vec<VmRow> {
+        let mut v: Vec<VmRow> = self
+            .vms
+            .iter()
+            .map(|(m, e)| VmRow {
+                mac: fmt_mac(m),
+                ip: e.ip.map(|i| i.to_string()),
+                location: if e.local { "local" } else { "remote" },
+                tx_packets: e.tx_packets,
+                tx_bytes: e.tx_bytes,
+                rx_packets: e.rx_packets,
+                rx_bytes: e.rx_bytes,
+                idle_s: now_s.saturating_sub(e.last_s),
+                rates: e.series.as_ref().map(|s| s.rates()),
+            })
+            .collect();
+        v.sort_by_key(|r| std::cmp::Reverse(r.tx_bytes + r.rx_bytes));
+        v
+    }
+
+    /// The matrix, busiest pair first.
+    pub fn pairs(&self) -> Vec<PairRow> {
+        let ip = |m: &Mac| self.vms.peek(m).and_then(|e| e.ip).map(|i| i.to_string());
+        let mut v: Vec<PairRow> = self
+            .pairs
+            .iter()
+            .map(|((s, d), p)| PairRow {
+                src_mac: fmt_mac(s),
+                src_ip: ip(s),
+                dst_mac: fmt_mac(d),
+                dst_ip: ip(d),
+                packets: p.packets,
+                bytes: p.bytes,
+                at_source: p.at_source,
+            })
+            .collect();
+        v.sort_by_key(|r| std::cmp::Reverse(r.bytes));
+        v
+    }
+}
+
+/// `aa:bb:cc:dd:ee:ff`.
+pub fn fmt_mac(m: &Mac) -> String {
+    format!(
+        "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+        m[0], m[1], m[2], m[3], m[4], m[5]
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frame::inspect;
+    use crate::frame::tests::tcp;
+
+    fn info(src: u8, dst: u8) -> FrameInfo {
+        let mut f = FrameInfo {
+            dst: [2, 0, 0, 0, 0, dst],
+            src: [2, 0, 0, 0, 0, src],
+            src_ip: Some(IpAddr::from([10, 0, 0, src])),
+            flow: None,
+            tcp: Default::default(),
+        };
+        if dst == 0xff {
+            f.dst = [0xff; 6];
+        }
+        f
+    }
+
+    #[test]
+    fn counts_both_ends_and_the_pair() {
+        let mut t = VmTable::new(16, 16, 4);
+        let f = inspect(&tcp([10, 0, 0, 1], [10, 0, 0, 2], (1, 2), "A", 100)).expect("frame");
+        t.observe(&f, 154, true, 5);
+        t.observe(&f, 154, true, 6);
+        let a = t.get(&f.src).expect("a");
+        assert_eq!((a.tx_packets, a.tx_bytes, a.local), (2, 308, true));
+        assert_eq!(a.ip, Some(IpAddr::from([10, 0, 0, 1])));
+        let b = t.get(&f.dst).expect("b");
+        assert_eq!((b.rx_packets, b.rx_bytes, b.local), (2, 308, false));
+        let p = t.pairs();
+        assert_eq!(p.len(), 1);
+        assert_eq!((p[0].packets, p[0].bytes, p[0].at_source), (2, 308, true));
+        assert_eq!(p[0].src_ip.as_deref(), Some("10.0.0.1"));
+        assert_eq!(t.by_ip(IpAddr::from([10, 0, 0, 1])), Some(f.src));
+        let rows = t.rows(10);
+        assert_eq!(rows[0].idle_s, 4);
+        assert!(
+            rows.iter()
+                .any(|r| r.location == "local" && r.rates.is_some())
+        );
+        assert!(
+            rows.iter()
+                .any(|r| r.location == "remote" && r.rates.is_none())
+        );
+    }
+
+    #[test]
+    fn broadcasts_count_for_the_sender_only() {
+        let mut t = VmTable::new(16, 16, 4);
+        t.observe(&info(1, 0xff), 60, false, 0);
+        assert_eq!(t.stats().vms, 1);
+        assert_eq!(t.stats().pairs, 0);
+        // A frame arriving through a tunnel: the source is remote, the destination local.
+        t.observe(&info(1, 2), 60, false, 0);
+        assert!(!t.get(&[2, 0, 0, 0, 0, 1]).expect("1").local);
+        assert!(t.get(&[2, 0, 0, 0, 0, 2]).expect("2").local);
+        assert!(!t.pairs()[0].at_source);
+    }
+
+    #[test]
+    fn tables_are_capped_and_evictions_counted() {
+        let mut t = VmTable::new(4, 3, 1);
+        for i in 1..=10u8 {
+            t.observe(&info(i, i + 100), 60, true, u64::from(i));
+        }
+        let s = t.stats();
+        assert_eq!((s.vms, s.pairs), (4, 3));
+        assert_eq!(s.vm_evictions_total, 16);
+        assert_eq!(s.pair_evictions_total, 7);
+        // Series follow their VMs out: never more than the cap in use.
+        assert!(t.series_used <= 1);
+        assert!(s.port_series_refused_total > 0);
+        // The newest survive.
+        assert!(t.get(&[2, 0, 0, 0, 0, 10]).is_some());
+    }
+
+    #[test]
+    fn port_series_gives_rates() {
+        let mut t = VmTable::new(8, 8, 8);
+        for s in 0..5u64 {
+            t.tick(s);
+            t.observe(&info(1, 2), 1250, true, s);
+        }
+        t.tick(5);
+        let r = t.rows(5);
+        let rates = r
+            .iter()
+            .find(|r| r.mac.ends_with(":01"))
+            .and_then(|r| r.rates);
+        assert_eq!(rates.map(|r| r.tx_rate_bps), Some(10_000));
+    }
+}
