@@ -8,7 +8,9 @@ use quinn::{Connection, Endpoint, RecvStream, SendStream};
 use thiserror::Error;
 
 use crate::frames::{self, FrameError};
-use crate::proto::{ClientMsg, MAX_SERVER_FRAME, Record, RefuseCode, Register, ServerMsg, VERSION};
+use crate::proto::{
+    ClientMsg, HostReport, MAX_SERVER_FRAME, Record, RefuseCode, Register, ServerMsg, VERSION,
+};
 use crate::tls::{PinnedVerifier, TlsError, client_config};
 
 /// Why talking to the bulletin failed.
@@ -204,6 +206,21 @@ impl Client {
             ServerMsg::Refused { code, reason } => Err(ClientError::Refused { code, reason }),
             other => Err(ClientError::Protocol(format!(
                 "expected records, got {other:?}"
+            ))),
+        };
+        s.close();
+        r
+    }
+
+    /// Connect and fetch the hosts' latest telemetry reports (`bulletin matrix`).
+    pub async fn matrix(&self, lan: Option<String>) -> Result<Vec<HostReport>, ClientError> {
+        let mut s = self.connect().await?;
+        s.send(&ClientMsg::Matrix { lan }).await?;
+        let r = match s.recv().await? {
+            ServerMsg::Matrix(r) => Ok(r),
+            ServerMsg::Refused { code, reason } => Err(ClientError::Refused { code, reason }),
+            other => Err(ClientError::Protocol(format!(
+                "expected a matrix, got {other:?}"
             ))),
         };
         s.close();

@@ -8,8 +8,10 @@
 pub mod client;
 pub mod config;
 pub mod frames;
+pub mod matrix;
 pub mod proof;
 pub mod proto;
 pub mod registry;
+pub mod reports;
 pub mod server;
 pub mod tls;

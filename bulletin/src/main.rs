@@ -62,6 +62,22 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The global view from the hosts' reports: all-pairs RTT and loss between hosts
+    /// (Pingmesh-style, row -> column) and the VM traffic matrix, per LAN.
+    Matrix {
+        /// The bulletin's address.
+        #[arg(long, env = "VMVPN_BULLETIN")]
+        server: SocketAddr,
+        /// Its certificate fingerprint (`sha256:…`).
+        #[arg(long, env = "VMVPN_BULLETIN_FINGERPRINT")]
+        fingerprint: String,
+        /// Only this LAN.
+        #[arg(long)]
+        lan: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -107,6 +123,21 @@ async fn run(cli: Cli) -> Result<()> {
         } => serve(listen, state_dir, config).await,
         Command::Fingerprint { state_dir } => {
             println!("{}", Identity::fingerprint_in(&state_dir)?);
+            Ok(())
+        }
+        Command::Matrix {
+            server,
+            fingerprint,
+            lan,
+            json,
+        } => {
+            let client = Client::new(server, &fingerprint)?;
+            let m = bulletin::matrix::build(&client.matrix(lan).await?);
+            if json {
+                println!("{}", serde_json::to_string_pretty(&m)?);
+            } else {
+                print!("{}", bulletin::matrix::render(&m));
+            }
             Ok(())
         }
         Command::Ls {

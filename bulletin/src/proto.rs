@@ -20,7 +20,7 @@ pub const MAX_CLIENT_FRAME: usize = 64 * 1024;
 pub const MAX_SERVER_FRAME: usize = 16 * 1024 * 1024;
 
 /// Messages from a host (or `bulletin ls`) to the bulletin.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum ClientMsg {
     /// First message on a stream.
     Hello {
@@ -38,6 +38,77 @@ pub enum ClientMsg {
         /// Only this LAN.
         lan: Option<String>,
     },
+    /// A registered host's telemetry for its LANs (no answer). Replaces its previous one.
+    Report(Vec<LanReport>),
+    /// The latest reports of the registered hosts, of one LAN or all (`bulletin matrix`).
+    Matrix {
+        /// Only this LAN.
+        lan: Option<String>,
+    },
+}
+
+/// What a host measured on one LAN: its tunnels and the VM pairs it saw at their source.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LanReport {
+    /// LAN name.
+    pub lan: String,
+    /// One entry per peer.
+    pub peers: Vec<PeerReport>,
+    /// Busiest VM pairs whose source VM is behind the reporting host.
+    pub pairs: Vec<PairReport>,
+}
+
+/// One tunnel as its host measured it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PeerReport {
+    /// The peer's host id (None before its hello).
+    pub host_id: Option<u32>,
+    /// The peer's name.
+    pub name: String,
+    /// "ok", "degraded", "down" or "unknown".
+    pub health: String,
+    /// Median RTT, µs.
+    pub rtt_p50_us: Option<u64>,
+    /// 99th percentile RTT, µs.
+    pub rtt_p99_us: Option<u64>,
+    /// Loss towards the peer (as the peer counted).
+    pub loss_tx_ratio: f64,
+    /// Loss from the peer.
+    pub loss_rx_ratio: f64,
+    /// Send rate, bit/s.
+    pub tx_rate_bps: u64,
+    /// Receive rate, bit/s.
+    pub rx_rate_bps: u64,
+}
+
+/// Traffic from one VM to another, counted at the source's host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PairReport {
+    /// Source VM MAC.
+    pub src_mac: [u8; 6],
+    /// Source VM IP, when seen.
+    pub src_ip: Option<IpAddr>,
+    /// Destination VM MAC.
+    pub dst_mac: [u8; 6],
+    /// Destination VM IP, when seen.
+    pub dst_ip: Option<IpAddr>,
+    /// Frames.
+    pub packets: u64,
+    /// Bytes.
+    pub bytes: u64,
+}
+
+/// One host's latest report on one LAN, as the bulletin keeps it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HostReport {
+    /// Reporting host's id.
+    pub host_id: u32,
+    /// Reporting host's name.
+    pub name: String,
+    /// Age of the report.
+    pub age_ms: u64,
+    /// The report.
+    pub report: LanReport,
 }
 
 /// A host's registration: the paper's Table 1 fields per LAN, plus identity and proofs.
@@ -69,7 +140,7 @@ pub struct LanJoin {
 }
 
 /// Messages from the bulletin.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum ServerMsg {
     /// Answer to `Hello`: a fresh nonce to prove LAN membership over, and the terms.
     Challenge {
@@ -105,6 +176,8 @@ pub enum ServerMsg {
     Records(Vec<Record>),
     /// A change in one of the host's LANs.
     Event(Event),
+    /// Answer to `Matrix`: the latest report of every registered host, per LAN.
+    Matrix(Vec<HostReport>),
 }
 
 /// Why a request was refused.
@@ -296,6 +369,36 @@ mod tests {
             host_id: 3,
             reason: "lease expired".into(),
         }));
+        let report = LanReport {
+            lan: "lan1".into(),
+            peers: vec![PeerReport {
+                host_id: Some(2),
+                name: "h2".into(),
+                health: "ok".into(),
+                rtt_p50_us: Some(410),
+                rtt_p99_us: None,
+                loss_tx_ratio: 0.05,
+                loss_rx_ratio: 0.0,
+                tx_rate_bps: 1_000_000,
+                rx_rate_bps: 0,
+            }],
+            pairs: vec![PairReport {
+                src_mac: [2, 0, 0, 0, 0, 1],
+                src_ip: Some(IpAddr::from([10, 0, 0, 1])),
+                dst_mac: [2, 0, 0, 0, 0, 2],
+                dst_ip: None,
+                packets: 3,
+                bytes: 180,
+            }],
+        };
+        round_trip(&ClientMsg::Report(vec![report.clone()]));
+        round_trip(&ClientMsg::Matrix { lan: None });
+        round_trip(&ServerMsg::Matrix(vec![HostReport {
+            host_id: 1,
+            name: "h1".into(),
+            age_ms: 1200,
+            report,
+        }]));
     }
 
     #[test]
@@ -307,6 +410,8 @@ mod tests {
             encode(&ServerMsg::Ack { lease_ms: 300 }),
             [0, 0, 0, 3, 3, 0xac, 0x02]
         );
+        // New messages were appended: the old variant indexes are unchanged.
+        assert_eq!(encode(&ClientMsg::Matrix { lan: None }), [0, 0, 0, 2, 6, 0]);
     }
 
     #[test]

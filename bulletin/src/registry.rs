@@ -282,6 +282,18 @@ impl Registry {
         out
     }
 
+    /// Whether this host, on this connection, is registered in this LAN.
+    pub fn is_member(&self, host_id: u32, conn: Option<ConnId>, lan: &str) -> bool {
+        self.hosts
+            .get(&host_id)
+            .is_some_and(|h| h.lans.contains_key(lan) && conn.is_none_or(|c| c == h.conn))
+    }
+
+    /// A registered host's name.
+    pub fn name_of(&self, host_id: u32) -> Option<&str> {
+        self.hosts.get(&host_id).map(|h| h.name.as_str())
+    }
+
     /// Number of registered hosts.
     pub fn host_count(&self) -> usize {
         self.hosts.len()

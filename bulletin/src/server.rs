@@ -21,6 +21,7 @@ use crate::frames::{self, FrameError};
 use crate::proof::Verifier;
 use crate::proto::{ClientMsg, MAX_CLIENT_FRAME, RefuseCode, ServerMsg, VERSION};
 use crate::registry::{ConnId, Outbound, Registry};
+use crate::reports::Reports;
 use crate::tls::{Identity, TlsError};
 
 /// How long a new connection may take to open its stream and say `Hello` (default).
@@ -45,6 +46,7 @@ pub struct ServerOptions {
 
 struct Shared {
     registry: Registry,
+    reports: Reports,
     conns: HashMap<ConnId, mpsc::UnboundedSender<ServerMsg>>,
     next_conn: ConnId,
 }
@@ -120,6 +122,7 @@ impl Server {
         let state = Arc::new(State {
             shared: Mutex::new(Shared {
                 registry: Registry::new(opts.lans, opts.lease_ttl),
+                reports: Reports::default(),
                 conns: HashMap::new(),
                 next_conn: 1,
             }),
@@ -166,6 +169,11 @@ async fn expire_loop(state: Arc<State>) {
         let now = Instant::now();
         let mut s = state.lock();
         let out = s.registry.expire(now);
+        if !out.is_empty() {
+            let s = &mut *s;
+            let reg = &s.registry;
+            s.reports.retain(|l, h| reg.is_member(h, None, l));
+        }
         if !out.is_empty() {
             info!(
                 events = out.len(),
@@ -331,6 +339,31 @@ async fn read_loop(
             }
             ClientMsg::Query { lan } => {
                 ServerMsg::Records(state.lock().registry.records(lan.as_deref(), now))
+            }
+            ClientMsg::Report(reports) => {
+                // Only from a registered host, for its own LANs; no answer either way.
+                if let Some(h) = host {
+                    let mut s = state.lock();
+                    let s = &mut *s;
+                    let name = s.registry.name_of(h).unwrap_or("").to_string();
+                    let reg = &s.registry;
+                    let kept = s.reports.put(
+                        h,
+                        &name,
+                        reports,
+                        |lan| reg.is_member(h, Some(id), lan),
+                        now,
+                    );
+                    debug!(host = %name, lans = kept, "report");
+                }
+                continue;
+            }
+            ClientMsg::Matrix { lan } => {
+                let mut s = state.lock();
+                let s = &mut *s;
+                let reg = &s.registry;
+                s.reports.retain(|l, h| reg.is_member(h, None, l));
+                ServerMsg::Matrix(s.reports.matrix(lan.as_deref(), now))
             }
         };
         if tx.send(reply).is_err() {

@@ -153,6 +153,8 @@ pub fn up(path: &Path) -> Result<()> {
                 prefix: cfg.host.address.prefix,
                 port: listen.port(),
                 lans,
+                report_every: (cfg.telemetry.report_interval_s > 0)
+                    .then(|| Duration::from_secs(cfg.telemetry.report_interval_s)),
             };
             Some((b.server, b.fingerprint.0.clone(), info))
         }

@@ -14,6 +14,7 @@ pub mod membership;
 pub mod metrics;
 pub mod netdev;
 pub mod replay;
+pub mod report;
 pub mod runtime;
 pub mod status;
 pub mod tap;

@@ -35,6 +35,8 @@ pub struct HostInfo {
     pub port: u16,
     /// (LAN name, segment, verifier) of every LAN.
     pub lans: Vec<(String, String, Verifier)>,
+    /// How often to send telemetry reports (None: never).
+    pub report_every: Option<Duration>,
 }
 
 /// The bulletin connection as `vmvpn status` shows it.
@@ -187,6 +189,9 @@ impl Membership {
         heartbeat.tick().await;
         let mut requery = tokio::time::interval(REQUERY);
         requery.tick().await;
+        // Reports start one interval after registering (the data plane has figures by then).
+        let every = self.host.report_every.unwrap_or(Duration::from_secs(3600));
+        let mut report = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
         let ack_within = (terms.heartbeat / 2).max(Duration::from_secs(1));
         let mut awaiting_ack: Option<Instant> = None;
         loop {
@@ -210,6 +215,13 @@ impl Membership {
                     // The restarted bulletin had time to hear from everyone: reconcile fully.
                     self.grace_until = None;
                     if let Err(e) = tx.send(&ClientMsg::Query { lan: None }).await {
+                        return End::Lost(e.to_string());
+                    }
+                }
+                _ = report.tick(), if self.host.report_every.is_some() => {
+                    if let Some(r) = crate::report::collect(&self.dp).await
+                        && let Err(e) = tx.send(&ClientMsg::Report(r)).await
+                    {
                         return End::Lost(e.to_string());
                     }
                 }

@@ -242,12 +242,8 @@ pub fn vms(v: &Value) -> String {
                 human(n(&r["tx_bytes"])) + "B",
                 human(n(&r["rx_packets"])),
                 human(n(&r["rx_bytes"])) + "B",
-                r["rates"]
-                    .get("tx_rate_bps")
-                    .map_or("-".into(), rate),
-                r["rates"]
-                    .get("rx_rate_bps")
-                    .map_or("-".into(), rate),
+                r["rates"].get("tx_rate_bps").map_or("-".into(), rate),
+                r["rates"].get("rx_rate_bps").map_or("-".into(), rate),
                 n(&r["idle_s"])
             );
         }

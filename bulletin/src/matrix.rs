@@ -1,0 +1,290 @@
+//! `bulletin matrix`: the all-pairs tunnel matrix (Pingmesh-style: each row is what one
+//! host measured towards each other host) and the VM traffic matrix, from the hosts'
+//! latest reports.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use crate::proto::HostReport;
+
+/// One measured direction: `from` probed `to`.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Link {
+    /// Reporting host.
+    pub from: String,
+    /// Peer.
+    pub to: String,
+    /// Health as `from` sees it.
+    pub health: String,
+    /// Median RTT, µs.
+    pub rtt_p50_us: Option<u64>,
+    /// 99th percentile RTT, µs.
+    pub rtt_p99_us: Option<u64>,
+    /// Loss from `from` to `to`.
+    pub loss_tx_ratio: f64,
+    /// Loss from `to` to `from`.
+    pub loss_rx_ratio: f64,
+    /// Send rate, bit/s.
+    pub tx_rate_bps: u64,
+    /// Receive rate, bit/s.
+    pub rx_rate_bps: u64,
+}
+
+/// Traffic between two VMs, summed over the hosts that saw it at its source.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct VmFlow {
+    /// Source VM (IP when known, else MAC).
+    pub src: String,
+    /// Source MAC.
+    pub src_mac: String,
+    /// Host the source VM is behind.
+    pub src_host: String,
+    /// Destination VM (IP when known, else MAC).
+    pub dst: String,
+    /// Destination MAC.
+    pub dst_mac: String,
+    /// Frames.
+    pub packets: u64,
+    /// Bytes.
+    pub bytes: u64,
+}
+
+/// The matrices of one LAN.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct LanMatrix {
+    /// LAN name.
+    pub lan: String,
+    /// Hosts that reported, with the age of their report in ms.
+    pub hosts: Vec<(String, u64)>,
+    /// Every measured direction.
+    pub links: Vec<Link>,
+    /// VM pairs, busiest first.
+    pub vms: Vec<VmFlow>,
+}
+
+fn mac(m: &[u8; 6]) -> String {
+    format!(
+        "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+        m[0], m[1], m[2], m[3], m[4], m[5]
+    )
+}
+
+/// Group the reports by LAN.
+pub fn build(reports: &[HostReport]) -> Vec<LanMatrix> {
+    let mut by_lan: BTreeMap<&str, Vec<&HostReport>> = BTreeMap::new();
+    for r in reports {
+        by_lan.entry(r.report.lan.as_str()).or_default().push(r);
+    }
+    by_lan
+        .into_iter()
+        .map(|(lan, rs)| {
+            let mut links = Vec::new();
+            let mut vms = Vec::new();
+            for r in &rs {
+                for p in &r.report.peers {
+                    links.push(Link {
+                        from: r.name.clone(),
+                        to: if p.name.is_empty() {
+                            p.host_id.map_or("?".into(), |i| format!("{i:#010x}"))
+                        } else {
+                            p.name.clone()
+                        },
+                        health: p.health.clone(),
+                        rtt_p50_us: p.rtt_p50_us,
+                        rtt_p99_us: p.rtt_p99_us,
+                        loss_tx_ratio: p.loss_tx_ratio,
+                        loss_rx_ratio: p.loss_rx_ratio,
+                        tx_rate_bps: p.tx_rate_bps,
+                        rx_rate_bps: p.rx_rate_bps,
+                    });
+                }
+                for q in &r.report.pairs {
+                    vms.push(VmFlow {
+                        src: q.src_ip.map_or_else(|| mac(&q.src_mac), |i| i.to_string()),
+                        src_mac: mac(&q.src_mac),
+                        src_host: r.name.clone(),
+                        dst: q.dst_ip.map_or_else(|| mac(&q.dst_mac), |i| i.to_string()),
+                        dst_mac: mac(&q.dst_mac),
+                        packets: q.packets,
+                        bytes: q.bytes,
+                    });
+                }
+            }
+            vms.sort_by_key(|v| std::cmp::Reverse(v.bytes));
+            LanMatrix {
+                lan: lan.to_string(),
+                hosts: rs.iter().map(|r| (r.name.clone(), r.age_ms)).collect(),
+                links,
+                vms,
+            }
+        })
+        .collect()
+}
+
+fn ms(us: Option<u64>) -> String {
+    us.map_or("-".into(), |u| format!("{:.2}", u as f64 / 1000.0))
+}
+
+fn human(x: u64) -> String {
+    const U: [&str; 5] = ["", "k", "M", "G", "T"];
+    let (mut f, mut i) = (x as f64, 0);
+    while f >= 1000.0 && i < U.len() - 1 {
+        f /= 1000.0;
+        i += 1;
+    }
+    if i == 0 {
+        x.to_string()
+    } else {
+        format!("{f:.1}{}", U[i])
+    }
+}
+
+/// Tables for people: per LAN, an RTT grid (p50 in ms), a loss grid (loss from row to
+/// column, %), then the VM pairs.
+pub fn render(m: &[LanMatrix]) -> String {
+    let mut o = String::new();
+    if m.is_empty() {
+        o.push_str("(no reports yet: hosts report every few seconds after registering)\n");
+    }
+    for l in m {
+        let names: Vec<&str> = l.hosts.iter().map(|(n, _)| n.as_str()).collect();
+        let w = names.iter().map(|n| n.len()).max().unwrap_or(4).max(8);
+        let _ = writeln!(
+            o,
+            "LAN {}  {} hosts reporting (oldest report {:.1}s)",
+            l.lan,
+            names.len(),
+            l.hosts.iter().map(|(_, a)| *a).max().unwrap_or(0) as f64 / 1000.0
+        );
+        let cell = |from: &str, to: &str| l.links.iter().find(|k| k.from == from && k.to == to);
+        for (title, f) in [
+            (
+                "RTT p50 (ms), row -> column",
+                &(|k: &Link| ms(k.rtt_p50_us)) as &dyn Fn(&Link) -> String,
+            ),
+            ("loss row -> column (%)", &|k: &Link| {
+                format!("{:.2}", k.loss_tx_ratio * 100.0)
+            }),
+        ] {
+            let _ = write!(o, "  {title}\n  {:<w$}", "");
+            for n in &names {
+                let _ = write!(o, " {n:>w$}");
+            }
+            o.push('\n');
+            for from in &names {
+                let _ = write!(o, "  {from:<w$}");
+                for to in &names {
+                    let c = if from == to {
+                        ".".to_string()
+                    } else {
+                        cell(from, to).map_or("?".into(), |k| {
+                            if k.health == "down" {
+                                "down".into()
+                            } else {
+                                f(k)
+                            }
+                        })
+                    };
+                    let _ = write!(o, " {c:>w$}");
+                }
+                o.push('\n');
+            }
+        }
+        if !l.vms.is_empty() {
+            let _ = writeln!(o, "  VM traffic (counted at the source host)");
+            let _ = writeln!(
+                o,
+                "    {:<26} {:<12} {:<26} {:>9} {:>9}",
+                "FROM", "HOST", "TO", "PKTS", "BYTES"
+            );
+            for v in &l.vms {
+                let _ = writeln!(
+                    o,
+                    "    {:<26} {:<12} {:<26} {:>9} {:>8}B",
+                    v.src,
+                    v.src_host,
+                    v.dst,
+                    human(v.packets),
+                    human(v.bytes)
+                );
+            }
+        }
+    }
+    o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::{LanReport, PairReport, PeerReport};
+
+    fn peer(name: &str, p50: u64, loss: f64, health: &str) -> PeerReport {
+        PeerReport {
+            host_id: Some(1),
+            name: name.into(),
+            health: health.into(),
+            rtt_p50_us: Some(p50),
+            rtt_p99_us: Some(p50 * 2),
+            loss_tx_ratio: loss,
+            loss_rx_ratio: 0.0,
+            tx_rate_bps: 0,
+            rx_rate_bps: 0,
+        }
+    }
+
+    #[test]
+    fn grids_and_vm_pairs() {
+        let reports = vec![
+            HostReport {
+                host_id: 1,
+                name: "h1".into(),
+                age_ms: 500,
+                report: LanReport {
+                    lan: "lan1".into(),
+                    peers: vec![
+                        peer("h2", 20_400, 0.05, "degraded"),
+                        peer("h3", 300, 0.0, "down"),
+                    ],
+                    pairs: vec![PairReport {
+                        src_mac: [2, 0, 0, 0, 0, 1],
+                        src_ip: Some([10, 0, 0, 1].into()),
+                        dst_mac: [2, 0, 0, 0, 0, 2],
+                        dst_ip: None,
+                        packets: 1500,
+                        bytes: 2_000_000,
+                    }],
+                },
+            },
+            HostReport {
+                host_id: 2,
+                name: "h2".into(),
+                age_ms: 2500,
+                report: LanReport {
+                    lan: "lan1".into(),
+                    peers: vec![peer("h1", 20_500, 0.0, "ok")],
+                    pairs: Vec::new(),
+                },
+            },
+        ];
+        let m = build(&reports);
+        assert_eq!(m.len(), 1);
+        assert_eq!(m[0].links.len(), 3);
+        let t = render(&m);
+        for want in [
+            "2 hosts reporting (oldest report 2.5s)",
+            "20.40",
+            "20.50",
+            "5.00",
+            "10.0.0.1",
+            "02:00:00:00:00:02",
+            "2.0MB",
+        ] {
+            assert!(t.contains(want), "{want} missing:\n{t}");
+        }
+        // h3 did not report, so it has no row or column; h2 -> h1 loss is 0.
+        assert!(!t.contains("h3 "), "{t}");
+        assert!(render(&[]).contains("no reports yet"));
+    }
+}

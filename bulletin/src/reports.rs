@@ -1,0 +1,123 @@
+//! The telemetry hosts report: the latest report per (LAN, host), kept only while the host
+//! is registered in that LAN. Sans-IO: the server feeds it and asks it; `now` is an argument.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use crate::proto::{HostReport, LanReport};
+
+/// Peers and pairs kept per report (a host reports its busiest pairs first).
+pub const MAX_PEERS: usize = 1024;
+/// VM pairs kept per report.
+pub const MAX_PAIRS: usize = 256;
+
+/// Latest reports.
+#[derive(Default)]
+pub struct Reports {
+    latest: HashMap<(String, u32), (Instant, String, LanReport)>,
+}
+
+impl Reports {
+    /// Store a host's reports; LANs it is not a member of (`member` says) are ignored.
+    /// Returns how many LAN reports were kept.
+    pub fn put(
+        &mut self,
+        host_id: u32,
+        name: &str,
+        reports: Vec<LanReport>,
+        member: impl Fn(&str) -> bool,
+        now: Instant,
+    ) -> usize {
+        let mut kept = 0;
+        for mut r in reports {
+            if !member(&r.lan) {
+                continue;
+            }
+            r.peers.truncate(MAX_PEERS);
+            r.pairs.truncate(MAX_PAIRS);
+            self.latest
+                .insert((r.lan.clone(), host_id), (now, name.to_string(), r));
+            kept += 1;
+        }
+        kept
+    }
+
+    /// Forget reports of hosts no longer in their LAN.
+    pub fn retain(&mut self, member: impl Fn(&str, u32) -> bool) {
+        self.latest.retain(|(lan, id), _| member(lan, *id));
+    }
+
+    /// Reports of one LAN or all, ordered by LAN then host name.
+    pub fn matrix(&self, lan: Option<&str>, now: Instant) -> Vec<HostReport> {
+        let mut v: Vec<HostReport> = self
+            .latest
+            .iter()
+            .filter(|((l, _), _)| lan.is_none_or(|x| x == l))
+            .map(|((_, id), (at, name, r))| HostReport {
+                host_id: *id,
+                name: name.clone(),
+                age_ms: now.saturating_duration_since(*at).as_millis() as u64,
+                report: r.clone(),
+            })
+            .collect();
+        v.sort_by(|a, b| (&a.report.lan, &a.name).cmp(&(&b.report.lan, &b.name)));
+        v
+    }
+
+    /// Reports held.
+    pub fn len(&self) -> usize {
+        self.latest.len()
+    }
+
+    /// No reports held.
+    pub fn is_empty(&self) -> bool {
+        self.latest.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(lan: &str) -> LanReport {
+        LanReport {
+            lan: lan.into(),
+            peers: Vec::new(),
+            pairs: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn latest_report_per_lan_and_host_members_only() {
+        let mut r = Reports::default();
+        let t0 = Instant::now();
+        let kept = r.put(1, "h1", vec![report("a"), report("b")], |l| l == "a", t0);
+        assert_eq!(kept, 1, "h1 is not in LAN b");
+        r.put(2, "h2", vec![report("a")], |_| true, t0);
+        let mut newer = report("a");
+        newer.peers.push(crate::proto::PeerReport {
+            host_id: Some(2),
+            name: "h2".into(),
+            health: "ok".into(),
+            rtt_p50_us: Some(1),
+            rtt_p99_us: Some(2),
+            loss_tx_ratio: 0.0,
+            loss_rx_ratio: 0.0,
+            tx_rate_bps: 0,
+            rx_rate_bps: 0,
+        });
+        let t1 = t0 + std::time::Duration::from_secs(3);
+        r.put(1, "h1", vec![newer], |_| true, t1);
+        let m = r.matrix(Some("a"), t1);
+        assert_eq!(m.len(), 2);
+        assert_eq!(
+            (m[0].name.as_str(), m[0].report.peers.len(), m[0].age_ms),
+            ("h1", 1, 0)
+        );
+        assert_eq!((m[1].name.as_str(), m[1].age_ms), ("h2", 3000));
+        assert!(r.matrix(Some("b"), t1).is_empty());
+        // h2 left LAN a.
+        r.retain(|_, id| id != 2);
+        assert_eq!(r.len(), 1);
+    }
+}

@@ -1,0 +1,156 @@
+//! Reports to the bulletin for its global view (`bulletin matrix`): per LAN, each tunnel's
+//! health, RTT, loss and rates, and the busiest VM pairs whose source VM is local (so the
+//! bulletin's sum counts every pair once).
+
+use bulletin::proto::{LanReport, PairReport, PeerReport};
+use bulletin::reports::{MAX_PAIRS, MAX_PEERS};
+
+use crate::runtime::{Handle, Request};
+use crate::status::{LanStatus, LanTraffic};
+
+fn parse_mac(s: &str) -> Option<[u8; 6]> {
+    let mut m = [0u8; 6];
+    let mut parts = s.split(':');
+    for b in &mut m {
+        *b = u8::from_str_radix(parts.next()?, 16).ok()?;
+    }
+    parts.next().is_none().then_some(m)
+}
+
+/// The report from a status snapshot and the traffic tables.
+pub fn build(lans: &[LanStatus], traffic: &[LanTraffic]) -> Vec<LanReport> {
+    lans.iter()
+        .map(|l| {
+            let peers = l
+                .peers
+                .iter()
+                .take(MAX_PEERS)
+                .map(|p| PeerReport {
+                    host_id: p.id,
+                    name: p.name.clone(),
+                    health: if p.state == "up" {
+                        p.health.to_string()
+                    } else if p.health == "down" {
+                        "down".into()
+                    } else {
+                        "unknown".into()
+                    },
+                    rtt_p50_us: p.rtt.rtt_p50_us,
+                    rtt_p99_us: p.rtt.rtt_p99_us,
+                    loss_tx_ratio: p.loss_tx_ratio,
+                    loss_rx_ratio: p.loss_rx_ratio,
+                    tx_rate_bps: p.rates.tx_rate_bps,
+                    rx_rate_bps: p.rates.rx_rate_bps,
+                })
+                .collect();
+            let pairs = traffic
+                .iter()
+                .find(|t| t.lan == l.name)
+                .map(|t| {
+                    t.pairs
+                        .iter()
+                        .filter(|p| p.at_source)
+                        .filter_map(|p| {
+                            Some(PairReport {
+                                src_mac: parse_mac(&p.src_mac)?,
+                                src_ip: p.src_ip.as_deref().and_then(|i| i.parse().ok()),
+                                dst_mac: parse_mac(&p.dst_mac)?,
+                                dst_ip: p.dst_ip.as_deref().and_then(|i| i.parse().ok()),
+                                packets: p.packets,
+                                bytes: p.bytes,
+                            })
+                        })
+                        .take(MAX_PAIRS)
+                        .collect()
+                })
+                .unwrap_or_default();
+            LanReport {
+                lan: l.name.clone(),
+                peers,
+                pairs,
+            }
+        })
+        .collect()
+}
+
+/// Ask the data plane and build the report (None while it shuts down).
+pub async fn collect(dp: &Handle) -> Option<Vec<LanReport>> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    if !dp.ask(Request::Status(tx)) {
+        return None;
+    }
+    let status = rx.await.ok()?;
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    if !dp.ask(Request::Traffic {
+        lan: None,
+        top: Some(0),
+        reply: tx,
+    }) {
+        return None;
+    }
+    let traffic = rx.await.ok()?.ok()?;
+    Some(build(&status.lans, &traffic))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn macs_parse_back() {
+        assert_eq!(parse_mac("02:00:0a:ff:00:01"), Some([2, 0, 10, 255, 0, 1]));
+        assert_eq!(parse_mac("02:00"), None);
+        assert_eq!(parse_mac("02:00:0a:ff:00:01:07"), None);
+        assert_eq!(parse_mac("zz:00:0a:ff:00:01"), None);
+    }
+
+    #[test]
+    fn only_pairs_counted_at_their_source_are_reported() {
+        use telemetry::vms::PairRow;
+        let pair = |at_source| PairRow {
+            src_mac: "02:00:00:00:00:01".into(),
+            src_ip: Some("10.0.0.1".into()),
+            dst_mac: "02:00:00:00:00:02".into(),
+            dst_ip: None,
+            packets: 2,
+            bytes: 120,
+            at_source,
+        };
+        let t = LanTraffic {
+            lan: "lan1".into(),
+            vms: Vec::new(),
+            pairs: vec![pair(true), pair(false)],
+            flows: Vec::new(),
+            vm_table: Default::default(),
+            flow_table: Default::default(),
+        };
+        let l = {
+            LanStatus {
+                name: "lan1".into(),
+                id: 1,
+                segment: String::new(),
+                tap: String::new(),
+                mtu: 1418,
+                macs: 0,
+                mac_stats: Default::default(),
+                flood_tx_frames: 0,
+                flood: crate::status::FloodStatus {
+                    mode: "auto",
+                    group: None,
+                    forwarder: false,
+                    subnets: Vec::new(),
+                    stats: Default::default(),
+                },
+                drops: Default::default(),
+                vm_table: Default::default(),
+                flow_table: Default::default(),
+                peers: Vec::new(),
+            }
+        };
+        let r = build(&[l], &[t]);
+        assert_eq!(r.len(), 1);
+        assert_eq!(r[0].pairs.len(), 1);
+        assert_eq!(r[0].pairs[0].src_ip, Some([10, 0, 0, 1].into()));
+        assert_eq!(r[0].pairs[0].dst_ip, None);
+    }
+}
