@@ -13,6 +13,8 @@ command -v bridge >/dev/null 2>&1 || need+=(iproute2)
 command -v busybox >/dev/null 2>&1 || need+=(busybox)
 # CI lints a live metrics scrape with the real promtool (package prometheus; no service runs).
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)
+# The telemetry accuracy tests and the benchmarks drive traffic between VMs with iperf3.
+command -v iperf3 >/dev/null 2>&1 || need+=(iperf3)
 command -v curl >/dev/null 2>&1 || command -v cargo >/dev/null 2>&1 || need+=(curl ca-certificates)
 if ((${#need[@]})); then
   if [ "$(id -u)" != 0 ]; then

@@ -65,7 +65,8 @@ pub struct FrameInfo {
     /// The sender's IP address, when the frame is IP or ARP and the address is usable
     /// (not unspecified; IPv6 link-local addresses are left out).
     pub src_ip: Option<IpAddr>,
-    /// The transport flow, for IPv4/IPv6 frames that are not later fragments.
+    /// The transport flow, for IPv4/IPv6 frames that are not later fragments (a first
+    /// fragment counts, with its ports).
     pub flow: Option<FlowKey>,
     /// TCP flags (all false unless TCP).
     pub tcp: TcpFlags,
@@ -93,21 +94,27 @@ pub fn inspect(frame: &[u8]) -> Option<FrameInfo> {
     let Ok(p) = SlicedPacket::from_ethernet(frame) else {
         return Some(info);
     };
-    let (ip_src, ip_dst, proto) = match &p.net {
+    // The first fragment of a fragmented datagram carries the ports; etherparse does not
+    // parse it as transport, so read them here. Later fragments stay out of flows.
+    let (ip_src, ip_dst, proto, first_fragment) = match &p.net {
         Some(NetSlice::Ipv4(v4)) => {
             let h = v4.header();
+            let pl = v4.payload();
             (
                 IpAddr::V4(h.source_addr()),
                 IpAddr::V4(h.destination_addr()),
                 v4.payload_ip_number().0,
+                (pl.fragmented && h.fragments_offset().value() == 0).then_some(pl.payload),
             )
         }
         Some(NetSlice::Ipv6(v6)) => {
             let h = v6.header();
+            let pl = v6.payload();
             (
                 IpAddr::V6(h.source_addr()),
                 IpAddr::V6(h.destination_addr()),
-                v6.payload().ip_number.0,
+                pl.ip_number.0,
+                None,
             )
         }
         Some(NetSlice::Arp(arp)) => {
@@ -132,8 +139,25 @@ pub fn inspect(frame: &[u8]) -> Option<FrameInfo> {
         Some(TransportSlice::Udp(u)) => (u.source_port(), u.destination_port()),
         // ICMP and others: one flow per address pair and protocol.
         Some(_) => (0, 0),
-        // Later fragments carry no transport header: leave them out of flows.
-        None if matches!(proto, PROTO_TCP | PROTO_UDP) => return Some(info),
+        None if matches!(proto, PROTO_TCP | PROTO_UDP) => match first_fragment {
+            Some(b) if b.len() >= 4 => {
+                if proto == PROTO_TCP && b.len() >= 14 {
+                    let fl = b[13];
+                    info.tcp = TcpFlags {
+                        syn: fl & 0x02 != 0,
+                        ack: fl & 0x10 != 0,
+                        fin: fl & 0x01 != 0,
+                        rst: fl & 0x04 != 0,
+                    };
+                }
+                (
+                    u16::from_be_bytes([b[0], b[1]]),
+                    u16::from_be_bytes([b[2], b[3]]),
+                )
+            }
+            // Later fragments carry no transport header: leave them out of flows.
+            _ => return Some(info),
+        },
         None => (0, 0),
     };
     info.flow = Some(FlowKey {
@@ -230,6 +254,26 @@ pub(crate) mod tests {
             .expect("build");
         let k = inspect(&out).and_then(|i| i.flow).expect("flow");
         assert_eq!((k.proto, k.sport, k.dport), (1, 0, 0));
+    }
+
+    #[test]
+    fn a_first_fragment_has_ports_and_later_ones_no_flow() {
+        let mut f = tcp([10, 0, 0, 1], [10, 0, 0, 2], (1111, 2222), "S", 40);
+        // Set "more fragments" (offset 0): the first fragment of a larger datagram.
+        f[14 + 6] = 0x20;
+        f[14 + 7] = 0;
+        let i = inspect(&f).expect("frame");
+        let k = i.flow.expect("first fragment has a flow");
+        assert_eq!((k.sport, k.dport), (1111, 2222));
+        assert!(i.tcp.syn);
+        // A later fragment (offset 185 * 8).
+        f[14 + 6] = 0x00;
+        f[14 + 7] = 185;
+        let i = inspect(&f).expect("frame");
+        assert_eq!(
+            (i.flow, i.src_ip),
+            (None, Some(IpAddr::from([10, 0, 0, 1])))
+        );
     }
 
     #[test]

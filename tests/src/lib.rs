@@ -9,6 +9,8 @@
 //! the daemons by their recorded PIDs and deletes every namespace it made, even when the
 //! test fails (then it prints the daemons' logs and keeps them on disk).
 
+pub mod linkem;
+
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
@@ -126,9 +128,27 @@ pub struct LabBuilder {
     flood: Option<String>,
     block_multicast: Vec<usize>,
     metrics: bool,
+    emulated: Vec<(String, String, String)>,
+    telemetry: String,
 }
 
 impl LabBuilder {
+    /// Put a link emulator (`vmvpn-linkem`) on `host`'s underlay link, in its own
+    /// namespace between the host and the router, impairing what the host sends (`out`)
+    /// and receives (`inbound`) from the start, e.g. `"delay=20ms"`, `"loss=0.05"`, `""`.
+    /// [`Lab::impair`] changes it later.
+    pub fn emulate(mut self, host: &str, out: &str, inbound: &str) -> Self {
+        self.emulated
+            .push((host.into(), out.into(), inbound.into()));
+        self
+    }
+
+    /// Extra `[telemetry]` keys for every host, e.g. `"probes = false\n"`.
+    pub fn telemetry(mut self, toml: &str) -> Self {
+        self.telemetry.push_str(toml);
+        self
+    }
+
     /// Run a bulletin in the router namespace (lease `ttl_s`, heartbeat `heartbeat_s`); hosts
     /// then list no static peers and find each other through it.
     pub fn bulletin(mut self, ttl_s: u64, heartbeat_s: u64) -> Self {
@@ -217,6 +237,7 @@ impl LabBuilder {
             router: String::new(),
             bulletin: None,
             ipv6: self.ipv6,
+            emulators: BTreeMap::new(),
         };
         lab.build(&self);
         let fingerprint = self
@@ -257,6 +278,8 @@ pub struct Lab {
     router: String,
     bulletin: Option<BulletinProc>,
     ipv6: bool,
+    /// Link emulators by host: (namespace, process).
+    emulators: BTreeMap<String, (String, Option<Child>)>,
 }
 
 /// The lab's bulletin.
@@ -267,6 +290,17 @@ struct BulletinProc {
     config: PathBuf,
     log: PathBuf,
     fingerprint: String,
+}
+
+/// Path of the link emulator (beside `vmvpn`).
+pub fn linkem_bin() -> PathBuf {
+    let bin = vmvpn_bin().with_file_name("vmvpn-linkem");
+    assert!(
+        bin.exists(),
+        "{} not found: build it first (`cargo build --workspace --bins`)",
+        bin.display()
+    );
+    bin
 }
 
 /// Path of the `bulletin` binary under test (beside `vmvpn`, or `BULLETIN_BIN`).
@@ -298,6 +332,8 @@ impl Lab {
             flood: None,
             block_multicast: Vec::new(),
             metrics: false,
+            emulated: Vec::new(),
+            telemetry: String::new(),
         }
     }
 
@@ -341,10 +377,29 @@ impl Lab {
                 self.add_ns(&ns);
                 let ip = Ipv4Addr::new(10, 77, s, k as u8 + 1);
                 let port = format!("p{host_index}");
-                run(&[
-                    "ip", "link", "add", "u0", "netns", &ns, "type", "veth", "peer", "name", &port,
-                    "netns", &router,
-                ]);
+                if let Some((_, out, inbound)) = b.emulated.iter().find(|e| &e.0 == h) {
+                    // host u0 <-> e0 [emulator] e1 <-> router port
+                    let emu = format!("{}-x{host_index}", self.prefix);
+                    self.add_ns(&emu);
+                    run(&[
+                        "ip", "link", "add", "u0", "netns", &ns, "type", "veth", "peer", "name",
+                        "e0", "netns", &emu,
+                    ]);
+                    run(&[
+                        "ip", "link", "add", "e1", "netns", &emu, "type", "veth", "peer", "name",
+                        &port, "netns", &router,
+                    ]);
+                    for e in ["e0", "e1"] {
+                        run(&["ip", "-n", &emu, "link", "set", e, "promisc", "on", "up"]);
+                    }
+                    self.emulators.insert(h.clone(), (emu, None));
+                    self.impair(h, out, inbound);
+                } else {
+                    run(&[
+                        "ip", "link", "add", "u0", "netns", &ns, "type", "veth", "peer", "name",
+                        &port, "netns", &router,
+                    ]);
+                }
                 run(&[
                     "ip", "-n", &router, "link", "set", &port, "master", &br, "up",
                 ]);
@@ -511,6 +566,9 @@ impl Lab {
                     String::new()
                 }
             );
+            if !b.telemetry.is_empty() {
+                cfg += &format!("\n[telemetry]\n{}", b.telemetry);
+            }
             for (li, lan) in b
                 .lans
                 .iter()
@@ -634,6 +692,61 @@ impl Lab {
         b.child = Some(child);
     }
 
+    /// (Re)start `host`'s link emulator with these impairments (`delay=20ms,loss=0.05`;
+    /// empty: none). `out` is the host's sending direction, `inbound` its receiving one.
+    /// Counters start from zero.
+    pub fn impair(&mut self, host: &str, out: &str, inbound: &str) {
+        let dir = self.dir.clone();
+        let (ns, child) = self
+            .emulators
+            .get_mut(host)
+            .unwrap_or_else(|| panic!("{host} has no link emulator (LabBuilder::emulate)"));
+        if let Some(mut c) = child.take() {
+            let _ = terminate(&mut c, Duration::from_secs(5));
+        }
+        let stats = dir.join(format!("linkem-{host}.json"));
+        let _ = std::fs::remove_file(&stats);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join(format!("linkem-{host}.log")))
+            .unwrap_or_else(|e| panic!("log: {e}"));
+        let args: Vec<std::ffi::OsString> = vec![
+            "--a".into(),
+            "e0".into(),
+            "--b".into(),
+            "e1".into(),
+            "--a-to-b".into(),
+            out.into(),
+            "--b-to-a".into(),
+            inbound.into(),
+            "--stats".into(),
+            stats.clone().into(),
+        ];
+        let c = spawn_in_ns(ns, &linkem_bin(), &args, log);
+        let _ = std::fs::write(dir.join(format!("linkem-{host}.pid")), c.id().to_string());
+        *child = Some(c);
+        // Ready once it has written its first counters.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !stats.exists() {
+            assert!(
+                Instant::now() < deadline,
+                "link emulator of {host} did not start: {}",
+                std::fs::read_to_string(dir.join(format!("linkem-{host}.log"))).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The link emulator's counters: `{"a_to_b": {...}, "b_to_a": {...}}` where a_to_b is
+    /// the host's sending direction.
+    pub fn linkem_stats(&self, host: &str) -> Value {
+        let p = self.dir.join(format!("linkem-{host}.json"));
+        let text =
+            std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("read {}: {e}", p.display()));
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("linkem stats: {e}"))
+    }
+
     /// SIGKILL the bulletin (a crash).
     pub fn kill_bulletin(&mut self) {
         if let Some(mut c) = self.bulletin.as_mut().and_then(|b| b.child.take()) {
@@ -652,6 +765,13 @@ impl Lab {
 
     /// `bulletin ls --json`, run in the router namespace with the real CLI.
     pub fn bulletin_ls(&self) -> Value {
+        let out = self.bulletin_cli(&["ls", "--json"]);
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("bulletin ls JSON: {e}"))
+    }
+
+    /// Run the real `bulletin` CLI (`ls`, `matrix`, …) against the lab's bulletin, in the
+    /// router namespace; its stdout (panics if it fails).
+    pub fn bulletin_cli(&self, args: &[&str]) -> String {
         let b = self
             .bulletin
             .as_ref()
@@ -659,22 +779,76 @@ impl Lab {
         let out = Command::new("ip")
             .args(["netns", "exec", &self.router])
             .arg(bulletin_bin())
-            .args([
-                "ls",
-                "--json",
-                "--server",
-                &b.listen,
-                "--fingerprint",
-                &b.fingerprint,
-            ])
+            .args(args)
+            .args(["--server", &b.listen, "--fingerprint", &b.fingerprint])
             .output()
-            .unwrap_or_else(|e| panic!("bulletin ls: {e}"));
+            .unwrap_or_else(|e| panic!("bulletin {args:?}: {e}"));
         assert!(
             out.status.success(),
-            "bulletin ls failed: {}",
+            "bulletin {args:?} failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("bulletin ls JSON: {e}"))
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Run the real `vmvpn` CLI against a host's daemon (`--socket` added); its output.
+    pub fn vmvpn_cli(&self, h: &str, args: &[&str]) -> Output {
+        Command::new(&self.bin)
+            .args(args)
+            .arg("--socket")
+            .arg(self.socket(h))
+            .output()
+            .unwrap_or_else(|e| panic!("vmvpn {args:?}: {e}"))
+    }
+
+    /// Run iperf3 from VM `from` to VM `to` (server started for one test, stopped by its
+    /// PID): the client's JSON report. `args` go to the client (`-t 8`, `-u -b 40M`, …).
+    pub fn iperf3(&self, from: &Vm, to: &Vm, args: &[&str]) -> Value {
+        let mut server = Command::new("ip")
+            .args(["netns", "exec", &to.ns, "iperf3", "-s", "-1", "-p", "5201"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("iperf3 is missing ({e}): run scripts/deps.sh"));
+        // The server listens within a moment; the client retries its connect briefly too.
+        std::thread::sleep(Duration::from_millis(300));
+        let out = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &from.ns,
+                "iperf3",
+                "-c",
+                &to.ip.to_string(),
+                "-p",
+                "5201",
+                "-J",
+            ])
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("iperf3 client: {e}"));
+        if terminate(&mut server, Duration::from_secs(2)).is_none() {
+            eprintln!("lab: iperf3 server needed SIGKILL");
+        }
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "iperf3 gave no JSON ({e}): {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })
+    }
+
+    /// Host `h`'s status entry for its peer named `peer` on `lan`.
+    pub fn peer(&self, h: &str, lan: &str, peer: &str) -> Value {
+        let st = self.status(h);
+        st["lans"]
+            .as_array()
+            .and_then(|ls| ls.iter().find(|l| l["name"] == lan))
+            .and_then(|l| l["peers"].as_array())
+            .and_then(|ps| ps.iter().find(|p| p["name"] == peer))
+            .cloned()
+            .unwrap_or_else(|| panic!("{h} has no peer {peer} on {lan}:\n{st:#}"))
     }
 
     /// SIGKILL a host's daemon (a crash: no unregister).
@@ -1063,6 +1237,11 @@ impl Drop for Lab {
         }
         if let Some(mut c) = self.bulletin.as_mut().and_then(|b| b.child.take()) {
             let _ = terminate(&mut c, Duration::from_secs(5));
+        }
+        for (_, child) in self.emulators.values_mut() {
+            if let Some(mut c) = child.take() {
+                let _ = terminate(&mut c, Duration::from_secs(5));
+            }
         }
         if failing {
             for h in self.hosts.keys() {

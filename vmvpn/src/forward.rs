@@ -239,6 +239,8 @@ struct Peer {
     /// RTT from probes.
     rtt: RttEstimator,
     next_probe: Option<Instant>,
+    /// When the latest periodic probe went out.
+    probe_sent_at: Option<Instant>,
     probe_id: u32,
     probes_sent: u64,
     probes_answered: u64,
@@ -274,6 +276,7 @@ impl Peer {
             rx_seq: SeqTracker::default(),
             rtt: RttEstimator::default(),
             next_probe: None,
+            probe_sent_at: None,
             probe_id: 0,
             probes_sent: 0,
             probes_answered: 0,
@@ -1129,6 +1132,7 @@ impl Engine {
             p.unanswered += 1;
         }
         p.probe_id = p.probe_id.wrapping_add(1) & !PING_BIT;
+        p.probe_sent_at = Some(now);
         p.probes_sent += 1;
         let mut plain = [0u8; 12];
         plain[..4].copy_from_slice(&p.probe_id.to_be_bytes());
@@ -1506,12 +1510,17 @@ fn health(p: &Peer, now: Instant) -> &'static str {
     let quiet = p
         .last_heard
         .is_none_or(|h| now.saturating_duration_since(h) >= PROBE_INTERVAL * DOWN_AFTER_PROBES);
-    if p.unanswered >= DOWN_AFTER_PROBES && quiet {
+    // The latest probe counts as lost once it is a probe interval late.
+    let overdue = p.probes_answered_at != p.probe_id
+        && p.probe_sent_at
+            .is_some_and(|t| now.saturating_duration_since(t) >= PROBE_INTERVAL);
+    let lost_in_row = p.unanswered + u32::from(overdue);
+    if lost_in_row >= DOWN_AFTER_PROBES && quiet {
         return "down";
     }
     let lossy = p.rx_seq.stats().loss_ratio() > 0.01
         || matches!(p.tx_seen, (rx, lost) if lost * 100 > rx + lost);
-    if p.unanswered > 0 || lossy {
+    if lost_in_row > 0 || lossy {
         "degraded"
     } else {
         "ok"

@@ -109,8 +109,12 @@ enum Command {
         /// Print one JSON object per probe.
         #[arg(long)]
         json: bool,
-        #[command(flatten)]
-        target_socket: Target,
+        /// Control socket of the daemon (default: the only one in /run/vmvpn).
+        #[arg(long, env = "VMVPN_SOCKET")]
+        socket: Option<PathBuf>,
+        /// Or its config file (long form only here: -c is the count).
+        #[arg(long, conflicts_with = "socket")]
+        config: Option<PathBuf>,
     },
     /// Print a fresh random LAN secret (base64), for a `secret_file`.
     ///
@@ -241,8 +245,15 @@ fn run(cli: Cli) -> Result<()> {
             count,
             interval,
             json,
-            target_socket,
-        } => ping(&target_socket.resolve()?, &target, count, interval, json),
+            socket,
+            config,
+        } => ping(
+            &Target { socket, config }.resolve()?,
+            &target,
+            count,
+            interval,
+            json,
+        ),
         Command::Keygen => {
             println!(
                 "{}",
@@ -372,4 +383,19 @@ fn ping(sock: &Path, target: &str, count: u32, interval: f64, json: bool) -> Res
         bail!("no answer from {target}");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        // Duplicate flags and similar mistakes panic here instead of at a user's prompt.
+        Cli::command().debug_assert();
+        let cli = Cli::try_parse_from(["vmvpn", "ping", "h2", "-c", "3", "--socket", "/x"])
+            .expect("parses");
+        assert!(matches!(cli.command, Command::Ping { count: 3, .. }));
+    }
 }

@@ -18,6 +18,8 @@ const USAGE: &str = "usage: vmvpn-lab demo | up | flood-cost [JSON-FILE]
   flood-cost  underlay datagrams and bytes per flooded frame for 2 subnets x 5 hosts and
         4 subnets x 10 hosts, flood = auto (multicast + forwarders) and unicast; a markdown
         table on stdout, JSON to the file if given.
+  telemetry-cost [JSON-FILE]  iperf3 TCP VM -> VM with telemetry on and off
+        ([telemetry] probes/flows = false), 3 interleaved rounds; a markdown table.
 
 Needs root (network namespaces, TAP devices). Set VMVPN_LAB_KEEP=1 to keep logs.";
 
@@ -185,11 +187,86 @@ fn flood_cost(json: Option<String>) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// Throughput with telemetry on (default) and off (`probes = false`, `flows = false`),
+/// iperf3 TCP VM -> VM across two routed subnets, interleaved rounds in one run.
+fn telemetry_cost(json: Option<String>, rounds: usize) -> ExitCode {
+    let mut results: Vec<(String, Vec<f64>)> =
+        vec![("on".into(), Vec::new()), ("off".into(), Vec::new())];
+    for round in 0..rounds {
+        for (mode, samples) in results.iter_mut() {
+            let mut b = Lab::builder("tcost").subnet(&["h1"]).subnet(&["h2"]).lan(
+                "lan1",
+                [192, 168, 100],
+                &["h1", "h2"],
+                1,
+            );
+            if mode == "off" {
+                b = b.telemetry("probes = false\nflows = false\n");
+            }
+            let lab = b.start();
+            lab.wait_tunnels("h1", "lan1", 1, Duration::from_secs(20));
+            let (a, z) = (
+                lab.vm("h1", "lan1", 0).clone(),
+                lab.vm("h2", "lan1", 0).clone(),
+            );
+            let _ = lab.ping(&a, z.ip);
+            let r = lab.iperf3(&a, &z, &["-t", "8", "-O", "1"]);
+            let bps = r["end"]["sum_received"]["bits_per_second"]
+                .as_f64()
+                .unwrap_or(0.0);
+            eprintln!(
+                "round {}: telemetry {mode}: {:.3} Gbit/s",
+                round + 1,
+                bps / 1e9
+            );
+            samples.push(bps);
+        }
+    }
+    let med = |v: &[f64]| {
+        let mut v = v.to_vec();
+        v.sort_by(f64::total_cmp);
+        v.get(v.len() / 2).copied().unwrap_or(0.0)
+    };
+    let (on, off) = (med(&results[0].1), med(&results[1].1));
+    println!("| telemetry | iperf3 TCP VM -> VM, median of {rounds} (Gbit/s) | runs |");
+    println!("| --- | --- | --- |");
+    for (mode, v) in &results {
+        println!(
+            "| {mode} | {:.3} | {} |",
+            med(v) / 1e9,
+            v.iter()
+                .map(|x| format!("{:.3}", x / 1e9))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    println!(
+        "\ncost of telemetry: {:.1} % of throughput (on / off = {:.3})",
+        (1.0 - on / off.max(1.0)) * 100.0,
+        on / off.max(1.0)
+    );
+    if let Some(p) = json {
+        let v = serde_json::json!({
+            "bench": "telemetry-cost",
+            "binary": vmvpn_bin().display().to_string(),
+            "rounds": rounds,
+            "on_bps": results[0].1, "off_bps": results[1].1,
+            "on_median_bps": on, "off_median_bps": off, "on_over_off": on / off.max(1.0),
+        });
+        if let Err(e) = std::fs::write(&p, serde_json::to_string_pretty(&v).unwrap_or_default()) {
+            eprintln!("cannot write {p}: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
+    ExitCode::SUCCESS
+}
+
 fn main() -> ExitCode {
     match std::env::args().nth(1).as_deref() {
         Some("demo") => demo(),
         Some("up") => up(),
         Some("flood-cost") => flood_cost(std::env::args().nth(2)),
+        Some("telemetry-cost") => telemetry_cost(std::env::args().nth(2), 3),
         Some("-h" | "--help" | "help") => {
             println!("{USAGE}");
             ExitCode::SUCCESS
