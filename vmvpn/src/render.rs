@@ -165,8 +165,8 @@ pub fn status(v: &Value) -> String {
             "RTT p99",
             "JITTER",
             "LOSS tx/rx",
-            "TX RATE",
-            "RX RATE",
+            "TX bit/s",
+            "RX bit/s",
             "TX",
             "RX"
         );

@@ -11,9 +11,10 @@ use vmvpn_tests::{Lab, vmvpn_bin};
 
 const USAGE: &str = "usage: vmvpn-lab demo | up | flood-cost [JSON-FILE]
 
-  demo  build 3 hosts (h1, h2 in 10.77.1.0/24; h3 in 10.77.2.0/24 behind a router),
-        2 VMs each on LAN lan1 (192.168.100.0/24); ping all 30 VM pairs; print
-        `vmvpn status` of every host; remove everything. Exit 1 if a ping fails.
+  demo  build 3 hosts (h1, h2 in 10.77.1.0/24; h3 in 10.77.2.0/24 behind a router) and
+        a bulletin, 2 VMs each on LAN lan1 (192.168.100.0/24); ping all 30 VM pairs; run
+        iperf3 for 3 s; print `vmvpn status` of every host, `vmvpn vms`, `flows`, `ping`
+        and `bulletin matrix`; remove everything. Exit 1 if a ping fails.
   up    build the same lab and keep it running until Ctrl-C; prints how to use it.
   flood-cost  underlay datagrams and bytes per flooded frame for 2 subnets x 5 hosts and
         4 subnets x 10 hosts, flood = auto (multicast + forwarders) and unicast; a markdown
@@ -28,6 +29,8 @@ fn build() -> Lab {
         .subnet(&["h1", "h2"])
         .subnet(&["h3"])
         .lan("lan1", [192, 168, 100], &["h1", "h2", "h3"], 2)
+        .bulletin(30, 10)
+        .telemetry("report_interval_s = 1\n")
         .start();
     for h in ["h1", "h2", "h3"] {
         lab.wait_tunnels(h, "lan1", 2, Duration::from_secs(10));
@@ -78,10 +81,44 @@ fn demo() -> ExitCode {
         println!();
     }
     println!();
-    for h in ["h1", "h2", "h3"] {
+    // Some traffic for the telemetry views: a 4 s TCP stream from a VM of h1 to one of h3;
+    // the status of h1 is taken while it runs, so its rates show.
+    let (a, z) = (
+        lab.vm("h1", "lan1", 0).clone(),
+        lab.vm("h3", "lan1", 1).clone(),
+    );
+    let (r, during) = std::thread::scope(|s| {
+        let run = s.spawn(|| lab.iperf3(&a, &z, &["-t", "4"]));
+        std::thread::sleep(Duration::from_millis(3000));
+        let during = cli(&lab, "h1", &["status"]);
+        (run.join(), during)
+    });
+    let bps = r
+        .ok()
+        .and_then(|r| r["end"]["sum_received"]["bits_per_second"].as_f64())
+        .unwrap_or(0.0);
+    println!("== iperf3 {} -> {}: {:.1} Mbit/s\n", a.ip, z.ip, bps / 1e6);
+    println!("== vmvpn status on h1, during the iperf3 run\n{during}");
+    std::thread::sleep(Duration::from_millis(1500)); // reports reach the bulletin
+    for h in ["h2", "h3"] {
         println!("== vmvpn status on {h}\n{}", cli(&lab, h, &["status"]));
     }
     println!("== vmvpn macs on h1\n{}", cli(&lab, "h1", &["macs"]));
+    println!("== vmvpn vms on h1\n{}", cli(&lab, "h1", &["vms"]));
+    println!(
+        "== vmvpn flows --top 5 on h1\n{}",
+        cli(&lab, "h1", &["flows", "--top", "5"])
+    );
+    println!(
+        "== vmvpn ping {} on h1 (the host behind that VM)\n{}",
+        z.ip,
+        cli(
+            &lab,
+            "h1",
+            &["ping", &z.ip.to_string(), "-c", "3", "-i", "0.2"]
+        )
+    );
+    println!("== bulletin matrix\n{}", lab.bulletin_cli(&["matrix"]));
     if failed > 0 {
         eprintln!("demo: {failed} of 30 pings failed");
         return ExitCode::FAILURE;
