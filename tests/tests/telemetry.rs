@@ -285,6 +285,13 @@ fn iperf3_throughput_vm_matrix_and_flow_table() {
         (local["location"].clone(), local["ip"].clone()),
         ("local".into(), a.ip.to_string().into())
     );
+    // `vmvpn top --once`: the tunnel, the local port and the flow on one screen.
+    let top = lab.vmvpn_cli("h1", &["top", "--once"]);
+    let top = String::from_utf8_lossy(&top.stdout);
+    assert!(
+        top.contains("h2") && top.contains(&a.mac) && top.contains(&format!("{}:", a.ip)),
+        "{top}"
+    );
     // The flow table has the UDP stream and the TCP control connection (closed by now).
     let flows = lab.vmvpn_cli("h1", &["flows", "--json", "--top", "5"]);
     let flows: Value = serde_json::from_slice(&flows.stdout).expect("flows JSON");

@@ -1130,3 +1130,26 @@ fn a_peer_that_falls_silent_is_down_not_unknown() {
     let p = net.lan(0).peers.remove(0);
     assert_eq!((p.state, p.health), ("handshaking", "down"));
 }
+
+#[test]
+fn utilisation_is_the_rate_over_the_configured_link_speed() {
+    let mut net = Net::new(2);
+    net.hosts[0].set_accounting(Accounting {
+        link_speed_bps: Some(1_000_000),
+        ..Accounting::default()
+    });
+    net.tick();
+    net.send(1, &frame(BCAST, mac(2), b"learn"));
+    net.advance(Duration::from_secs(1));
+    for _ in 0..10 {
+        net.send(0, &frame(mac(2), mac(1), &[7u8; 1236])); // 1250-byte frames
+    }
+    net.advance(Duration::from_secs(1));
+    let p = net.lan(0).peers.remove(0);
+    assert_eq!(p.rates.tx_rate_bps, 100_000);
+    assert_eq!(p.tx_utilisation_ratio, Some(0.1));
+    assert!(
+        net.lan(1).peers[0].tx_utilisation_ratio.is_none(),
+        "no speed configured"
+    );
+}
