@@ -21,6 +21,7 @@ fuzz_target!(|data: &[u8]| {
         tap: "fz0".into(),
         mtu: 1500,
         flood: FloodMode::Auto,
+        cipher: vmvpn::crypto::Cipher::default(),
         group: Some("239.77.0.1:7401".parse().expect("group")),
     };
     let host = HostIdentity {

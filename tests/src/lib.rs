@@ -130,6 +130,7 @@ pub struct LabBuilder {
     metrics: bool,
     emulated: Vec<(String, String, String)>,
     telemetry: String,
+    cipher: Option<String>,
 }
 
 impl LabBuilder {
@@ -140,6 +141,12 @@ impl LabBuilder {
     pub fn emulate(mut self, host: &str, out: &str, inbound: &str) -> Self {
         self.emulated
             .push((host.into(), out.into(), inbound.into()));
+        self
+    }
+
+    /// `[[lan]] cipher = NAME` on every host ("aes-256-gcm" when not set).
+    pub fn cipher(mut self, name: &str) -> Self {
+        self.cipher = Some(name.into());
         self
     }
 
@@ -334,6 +341,7 @@ impl Lab {
             metrics: false,
             emulated: Vec::new(),
             telemetry: String::new(),
+            cipher: None,
         }
     }
 
@@ -601,6 +609,9 @@ impl Lab {
                     peers.join(", "),
                     b.flood.as_deref().unwrap_or("auto")
                 );
+                if let Some(c) = &b.cipher {
+                    cfg += &format!("cipher = \"{c}\"\n");
+                }
             }
             if let Some(fp) = fingerprint {
                 let listen = self.bulletin.as_ref().map_or("", |b| b.listen.as_str());

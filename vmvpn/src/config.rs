@@ -230,6 +230,9 @@ pub struct LanConfig {
     /// Seconds before an unseen MAC is forgotten.
     #[serde(default = "default_mac_age")]
     pub mac_age_s: u64,
+    /// "aes-256-gcm" (default) or "none" (no encryption, no authentication of frames).
+    #[serde(default)]
+    pub cipher: crate::crypto::Cipher,
 }
 
 fn default_mac_capacity() -> usize {

@@ -45,6 +45,29 @@ fn expand<const N: usize>(prk: &hkdf::Prk, info: &[&[u8]]) -> [u8; N] {
     out
 }
 
+/// How a LAN's frames are protected on the wire (`[[lan]] cipher`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Cipher {
+    /// AES-256-GCM: encrypted and authenticated (the default).
+    #[default]
+    Aes256Gcm,
+    /// Neither encrypted nor authenticated: for trusted underlays and for measuring the
+    /// cost of the cipher. The handshake is still authenticated by the LAN secret, and the
+    /// choice is bound into it, so hosts with different ciphers never pair up.
+    None,
+}
+
+impl Cipher {
+    /// The config spelling.
+    pub fn name(self) -> &'static str {
+        match self {
+            Cipher::Aes256Gcm => "aes-256-gcm",
+            Cipher::None => "none",
+        }
+    }
+}
+
 /// Keys derived from one LAN's secret.
 pub struct LanKeys {
     root: hkdf::Prk,
@@ -55,8 +78,17 @@ pub struct LanKeys {
 impl LanKeys {
     /// Derive the LAN's keys from its secret.
     pub fn new(secret: &LanSecret) -> Self {
+        Self::with_cipher(secret, Cipher::Aes256Gcm)
+    }
+
+    /// Derive the LAN's keys for a cipher: the hello key differs per cipher, so a host
+    /// configured with another cipher fails the handshake (counted) instead of pairing.
+    pub fn with_cipher(secret: &LanSecret, cipher: Cipher) -> Self {
         let root = hkdf::Salt::new(hkdf::HKDF_SHA256, b"vmvpn/1 lan").extract(&secret.0);
-        let hello_bytes: [u8; 32] = expand(&root, &[b"vmvpn/1 hello"]);
+        let hello_bytes: [u8; 32] = match cipher {
+            Cipher::Aes256Gcm => expand(&root, &[b"vmvpn/1 hello"]),
+            Cipher::None => expand(&root, &[b"vmvpn/1 hello", b" cipher none"]),
+        };
         let root_salt: [u8; 32] = expand(&root, &[b"vmvpn/1 session salt"]);
         LanKeys {
             root,
@@ -145,10 +177,12 @@ impl LanKeys {
     }
 }
 
-/// An AES-256-GCM key with a short fingerprint (for logs and the nonce-reuse tests).
+/// An AES-256-GCM key with a short fingerprint (for logs and the nonce-reuse tests), or
+/// with `Cipher::None` a pass-through that leaves the bytes as they are and a zero tag.
 pub struct SealKey {
     key: aead::LessSafeKey,
     fingerprint: u64,
+    plain: bool,
 }
 
 fn nonce(seq: u64) -> aead::Nonce {
@@ -160,6 +194,11 @@ fn nonce(seq: u64) -> aead::Nonce {
 impl SealKey {
     /// Wrap 32 key bytes.
     pub fn new(bytes: &[u8; 32]) -> Self {
+        Self::with_cipher(bytes, Cipher::Aes256Gcm)
+    }
+
+    /// Wrap 32 key bytes for a cipher.
+    pub fn with_cipher(bytes: &[u8; 32], cipher: Cipher) -> Self {
         let d = digest::digest(&digest::SHA256, bytes);
         let mut fp = [0u8; 8];
         fp.copy_from_slice(&d.as_ref()[..8]);
@@ -169,6 +208,7 @@ impl SealKey {
         SealKey {
             key: aead::LessSafeKey::new(unbound),
             fingerprint: u64::from_be_bytes(fp),
+            plain: cipher == Cipher::None,
         }
     }
 
@@ -185,6 +225,10 @@ impl SealKey {
         if buf.len() < total {
             return None;
         }
+        if self.plain {
+            buf[HEADER_LEN + len..total].fill(0);
+            return Some(total);
+        }
         let (hdr, rest) = buf.split_at_mut(HEADER_LEN);
         let (plain, tail) = rest.split_at_mut(len);
         let tag = self
@@ -200,6 +244,11 @@ impl SealKey {
     pub fn open(&self, seq: u64, buf: &mut [u8]) -> Option<usize> {
         if buf.len() < HEADER_LEN + TAG_LEN {
             return None;
+        }
+        if self.plain {
+            // No authentication: the zero tag only tells a misconfigured sender apart.
+            let n = buf.len() - HEADER_LEN - TAG_LEN;
+            return buf[HEADER_LEN + n..].iter().all(|b| *b == 0).then_some(n);
         }
         let (hdr, rest) = buf.split_at_mut(HEADER_LEN);
         let plain = self
@@ -308,6 +357,18 @@ mod tests {
         assert_eq!(k.open(5, &mut c[..n]), None);
         let mut c = buf;
         assert_eq!(SealKey::new(&[8u8; 32]).open(5, &mut c[..n]), None);
+        // Cipher none: bytes unchanged, zero tag, round trip.
+        let k = SealKey::with_cipher(&[7u8; 32], Cipher::None);
+        let mut p = vec![0u8; HEADER_LEN + 4 + TAG_LEN];
+        p[HEADER_LEN..HEADER_LEN + 4].copy_from_slice(b"abcd");
+        let n = k.seal(9, &mut p, 4).expect("seal");
+        assert_eq!(&p[HEADER_LEN..HEADER_LEN + 4], b"abcd");
+        assert!(p[HEADER_LEN + 4..n].iter().all(|b| *b == 0));
+        assert_eq!(k.open(9, &mut p[..n]), Some(4));
+        // An AES-sealed datagram is not taken for plaintext.
+        let aes = SealKey::new(&[7u8; 32]);
+        let n = aes.seal(9, &mut p, 4).expect("seal");
+        assert_eq!(k.open(9, &mut p[..n]), None);
     }
 
     #[test]

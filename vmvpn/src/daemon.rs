@@ -86,6 +86,7 @@ pub fn up(path: &Path) -> Result<()> {
             mtu,
             flood: lan.flood,
             group: cfg.multicast_group(i, lan_id(&lan.name.get_ref().0), cfg.host.port),
+            cipher: lan.cipher,
         });
         info!(
             lan = %lan.name.get_ref(),
@@ -93,6 +94,7 @@ pub fn up(path: &Path) -> Result<()> {
             mtu,
             existed = tap.existed(),
             peers = lan.peers.len(),
+            cipher = lan.cipher.name(),
             "LAN joined"
         );
         taps.push(tap);

@@ -28,7 +28,7 @@ use telemetry::{
 use tracing::info;
 use x25519_dalek::StaticSecret;
 
-use crate::crypto::{LanKeys, LanSecret, SealKey, public_of};
+use crate::crypto::{Cipher, LanKeys, LanSecret, SealKey, public_of};
 use crate::flood::{BEACON_INTERVAL_S, BEACON_TIMEOUT_S, FloodMode, Member, Plan, Subnet, plan};
 use crate::macdb::{Location, Mac, MacDb, fmt_mac, is_group};
 use crate::replay::{Replay, ReplayWindow};
@@ -201,6 +201,8 @@ pub struct LanSpec {
     pub flood: FloodMode,
     /// The LAN's multicast group and port on the underlay (None: unicast only).
     pub group: Option<SocketAddr>,
+    /// How frames are protected.
+    pub cipher: Cipher,
 }
 
 struct Session {
@@ -463,8 +465,9 @@ impl Engine {
             pongs: VecDeque::with_capacity(PONGS_MAX),
         };
         for spec in lans {
-            let keys = LanKeys::new(&spec.secret);
-            let group_tx = SealKey::new(&keys.group_key(spec.id, host.id, &public));
+            let keys = LanKeys::with_cipher(&spec.secret, spec.cipher);
+            let group_tx =
+                SealKey::with_cipher(&keys.group_key(spec.id, host.id, &public), spec.cipher);
             let statics = spec.peers.clone();
             let idx = engine.lans.len();
             engine.lan_index.insert(spec.id, idx);
@@ -1004,10 +1007,10 @@ impl Engine {
             let group = l.keys.group_key(l.spec.id, h.sender, &hello.public);
             p.session = Some(Session {
                 peer_public: hello.public,
-                tx: SealKey::new(&tx),
-                rx: SealKey::new(&rx),
+                tx: SealKey::with_cipher(&tx, l.spec.cipher),
+                rx: SealKey::with_cipher(&rx, l.spec.cipher),
                 rx_window: ReplayWindow::default(),
-                group_rx: SealKey::new(&group),
+                group_rx: SealKey::with_cipher(&group, l.spec.cipher),
                 group_window: ReplayWindow::default(),
             });
             p.peer_start = h.seq;

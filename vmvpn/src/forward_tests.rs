@@ -32,6 +32,7 @@ fn spec(secret: u8, peers: Vec<SocketAddr>) -> LanSpec {
         tap: "vl1".into(),
         mtu: 1500,
         flood: FloodMode::Unicast,
+        cipher: crate::crypto::Cipher::default(),
         group: None,
     }
 }
@@ -1152,4 +1153,68 @@ fn utilisation_is_the_rate_over_the_configured_link_speed() {
         net.lan(1).peers[0].tx_utilisation_ratio.is_none(),
         "no speed configured"
     );
+}
+
+fn engine_with_cipher(i: usize, n: usize, cipher: crate::crypto::Cipher) -> Engine {
+    let peers = (0..n).filter(|&j| j != i).map(addr).collect();
+    Engine::new(
+        HostIdentity {
+            id: 100 + i as u32,
+            name: format!("h{i}"),
+            secret: [i as u8 + 1; 32],
+            start_ns: 1000,
+            underlay: Some((addr(i).ip(), 24)),
+        },
+        vec![LanSpec {
+            cipher,
+            ..spec(1, peers)
+        }],
+        Timers::default(),
+    )
+}
+
+#[test]
+fn cipher_none_carries_frames_in_the_clear_and_never_pairs_with_aes() {
+    use crate::crypto::Cipher;
+    let mut net = Net::with(2, |i| engine_with_cipher(i, 2, Cipher::None));
+    net.tick();
+    assert!(net.all_up());
+    net.send(1, &frame(BCAST, mac(2), b"learn"));
+    let payload = b"plain for the benchmark";
+    net.send(0, &frame(mac(2), mac(1), payload));
+    assert_eq!(net.taps[1].last().map(|f| &f[14..]), Some(&payload[..]));
+    let (_, _, d) = net
+        .sent
+        .iter()
+        .rev()
+        .find(|(f, _, _)| *f == 0)
+        .expect("sent");
+    assert!(
+        d.windows(payload.len()).any(|w| w == payload),
+        "not encrypted"
+    );
+    // A flipped bit in the zero tag is refused (a sender with another cipher).
+    let mut bad = d.clone();
+    bad[12..20].copy_from_slice(&1000u64.to_be_bytes()); // a fresh sequence number
+    let last = bad.len() - 1;
+    bad[last] ^= 1;
+    let r = net.hosts[1].on_datagram(addr(0), false, &mut bad, net.now);
+    assert_eq!(r, RxAction::Drop(DropReason::AuthFailure));
+
+    // Mixed ciphers: the hellos do not authenticate, so no tunnel comes up.
+    let mut net = Net::with(2, |i| {
+        engine_with_cipher(
+            i,
+            2,
+            if i == 0 {
+                Cipher::None
+            } else {
+                Cipher::Aes256Gcm
+            },
+        )
+    });
+    net.tick();
+    net.advance(Duration::from_secs(2));
+    assert!(!net.all_up());
+    assert!(net.lan(1).drops.total() > 0);
 }
