@@ -373,3 +373,21 @@ fn sigterm_exits_cleanly_and_a_restart_rekeys() {
         lab.log("h1")
     );
 }
+
+#[test]
+fn a_lan_with_cipher_none_carries_traffic_between_subnets() {
+    let lab = Lab::builder("plain")
+        .subnet(&["h1"])
+        .subnet(&["h2"])
+        .lan("lan1", [192, 168, 74], &["h1", "h2"], 1)
+        .cipher("none")
+        .start();
+    lab.wait_tunnels("h1", "lan1", 1, Duration::from_secs(20));
+    let (a, b) = (lab.vm("h1", "lan1", 0), lab.vm("h2", "lan1", 0));
+    assert!(lab.ping(a, b.ip));
+    assert!(
+        lab.log("h1").contains("cipher=\"none\"") || lab.log("h1").contains("cipher=none"),
+        "{}",
+        lab.log("h1")
+    );
+}

@@ -571,6 +571,19 @@ peers = ["10.77.1.2:7401", "10.77.1.3:7401"]
         .expect("valid");
         let t = c.telemetry.accounting();
         assert!(!t.probes && t.flows && t.link_speed_bps == Some(1_000_000_000));
+        for (name, want) in [
+            ("aes-256-gcm", crate::crypto::Cipher::Aes256Gcm),
+            ("none", crate::crypto::Cipher::None),
+        ] {
+            let text = GOOD.replace(
+                "tap = \"vl1\"",
+                &format!("tap = \"vl1\"\ncipher = \"{name}\""),
+            );
+            let c = Config::parse(&text, Path::new("host.toml")).expect("valid");
+            assert_eq!((c.lans[0].cipher, c.lans[0].cipher.name()), (want, name));
+        }
+        let e = err(&GOOD.replace("tap = \"vl1\"", "tap = \"vl1\"\ncipher = \"rot13\""));
+        assert!(e.contains("aes-256-gcm") && e.contains("none"), "{e}");
         let e = err(&format!("{GOOD}\n[telemetry]\nflow = false\n"));
         assert!(e.contains("unknown field `flow`"), "{e}");
         let e = err(&GOOD.replace("[host]\n", "[host]\nmulticast_range = \"10.0.0.0/8\"\n"));

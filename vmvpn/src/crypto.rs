@@ -51,6 +51,7 @@ fn expand<const N: usize>(prk: &hkdf::Prk, info: &[&[u8]]) -> [u8; N] {
 pub enum Cipher {
     /// AES-256-GCM: encrypted and authenticated (the default).
     #[default]
+    #[serde(rename = "aes-256-gcm")]
     Aes256Gcm,
     /// Neither encrypted nor authenticated: for trusted underlays and for measuring the
     /// cost of the cipher. The handshake is still authenticated by the LAN secret, and the

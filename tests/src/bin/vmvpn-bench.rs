@@ -190,7 +190,8 @@ fn setup(sys: &str, t: &mut Topo, bin_dir: &Path) -> Result<(String, String), St
             }
             wait_for(|| {
                 sh(Some(&a), "ip link show vm0").is_ok() && sh(Some(&b), "ip link show vm0").is_ok()
-            })?;
+            })
+            .map_err(|_| format!("no TAP: {}{}", t.log("ha"), t.log("hb")))?;
             ov(&a, "vm0", A_OV)?;
             ov(&b, "vm0", B_OV)?;
         }
