@@ -1,0 +1,267 @@
+//! `vmvpn-corebench`: the forwarding core alone, without syscalls, so the cost per frame
+//! is known apart from the kernel: known unicast (seal on one engine, open on the other),
+//! with and without per-VM accounting; flooding to 10, 100 and 1000 peers; MAC lookups in
+//! a 100 000-entry database. Wall-clock figures on a shared machine; run it under
+//! `valgrind --tool=callgrind` for instruction counts that do not drift.
+//!
+//! usage: vmvpn-corebench [OUT.json] [--quick]
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use vmvpn::crypto::{Cipher, LanSecret, lan_id};
+use vmvpn::flood::FloodMode;
+use vmvpn::forward::{
+    Accounting, Engine, HostIdentity, LanSpec, RxAction, TapAction, Timers, buffer_len,
+};
+use vmvpn::macdb::{Location, MacDb};
+use vmvpn::wire::HEADER_LEN;
+
+const MAX_FRAME: usize = 1518;
+
+fn addr(i: usize) -> SocketAddr {
+    SocketAddr::from(([10, (i >> 16) as u8, (i >> 8) as u8, i as u8], 7401))
+}
+
+fn engine(i: usize, peers: Vec<SocketAddr>, cipher: Cipher, flows: bool) -> Engine {
+    let mut e = Engine::new(
+        HostIdentity {
+            id: 1000 + i as u32,
+            name: format!("h{i}"),
+            secret: [(i % 251) as u8 + 1; 32],
+            start_ns: 1,
+            underlay: Some((addr(i).ip(), 8)),
+        },
+        vec![LanSpec {
+            name: "lan1".into(),
+            id: lan_id("lan1"),
+            secret: LanSecret([9; 32]),
+            max_frame: MAX_FRAME,
+            peers,
+            mac_capacity: 200_000,
+            mac_max_age: Duration::from_secs(3600),
+            segment: "192.168.0.0/16".into(),
+            tap: "b0".into(),
+            mtu: 1500,
+            flood: FloodMode::Unicast,
+            group: None,
+            cipher,
+        }],
+        Timers::default(),
+    );
+    e.set_accounting(Accounting {
+        flows,
+        probes: false,
+        ..Accounting::default()
+    });
+    e
+}
+
+/// Engine 0 with `n` peers, each peer an engine with engine 0 as its only peer; all
+/// handshakes done by passing datagrams in memory.
+fn star(n: usize, cipher: Cipher, flows: bool) -> Vec<Engine> {
+    let mut hosts = vec![engine(0, (1..=n).map(addr).collect(), cipher, flows)];
+    for i in 1..=n {
+        hosts.push(engine(i, vec![addr(0)], cipher, false));
+    }
+    let index: HashMap<SocketAddr, usize> = (0..=n).map(|i| (addr(i), i)).collect();
+    let now = Instant::now();
+    let mut buf = vec![0u8; 4096];
+    for _ in 0..4 {
+        for h in hosts.iter_mut() {
+            h.tick(now);
+        }
+        let mut queue = Vec::new();
+        for (i, h) in hosts.iter_mut().enumerate() {
+            while let Some((to, len)) = h.poll_transmit(&mut buf) {
+                queue.push((i, to, buf[..len].to_vec()));
+            }
+        }
+        for (from, to, mut d) in queue {
+            if let Some(&j) = index.get(&to) {
+                let _ = hosts[j].on_datagram(addr(from), false, &mut d, now);
+            }
+        }
+    }
+    hosts
+}
+
+/// An IPv4/TCP frame from VM `src` to VM `dst` with `payload` bytes.
+fn tcp_frame(src: u8, dst: u8, payload: usize) -> Vec<u8> {
+    let mut f = vec![2, 0, 0, 0, 0, dst, 2, 0, 0, 0, 0, src, 8, 0];
+    let total = (40 + payload) as u16;
+    f.extend_from_slice(&[
+        0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, 6, 0, 0, 10, 0, 0, src, 10, 0, 0, dst,
+    ]);
+    f[16..18].copy_from_slice(&total.to_be_bytes());
+    f.extend_from_slice(&[
+        0x9c, 0x40, 0x14, 0x51, 0, 0, 0, 1, 0, 0, 0, 0, 0x50, 0x10, 0xff, 0xff, 0, 0, 0, 0,
+    ]);
+    f.resize(14 + 40 + payload, 0);
+    f
+}
+
+fn per_sec(n: u64, d: Duration) -> f64 {
+    n as f64 / d.as_secs_f64()
+}
+
+/// Unicast: seal on host 0, open on host 1, `iters` frames of `payload` bytes.
+fn unicast(cipher: Cipher, flows: bool, payload: usize, iters: u64) -> Value {
+    let mut h = star(1, cipher, flows);
+    let now = Instant::now();
+    let (a, b) = h.split_at_mut(1);
+    let (e0, e1) = (&mut a[0], &mut b[0]);
+    // Teach both sides where the VMs are.
+    let back = tcp_frame(2, 1, 0);
+    let mut buf = vec![0u8; buffer_len(MAX_FRAME)];
+    buf[HEADER_LEN..HEADER_LEN + back.len()].copy_from_slice(&back);
+    let n = match e1.on_tap_frame(0, &mut buf, back.len(), now) {
+        TapAction::Unicast(_, n) => n,
+        TapAction::Flood { len, .. } => len,
+        TapAction::Drop(r) => panic!("learning frame dropped: {r:?}"),
+    };
+    let _ = e0.on_datagram(addr(1), false, &mut buf[..n], now);
+    let f = tcp_frame(1, 2, payload);
+    let (mut sealed_t, mut opened_t) = (Duration::ZERO, Duration::ZERO);
+    let mut delivered = 0u64;
+    for _ in 0..iters {
+        buf[HEADER_LEN..HEADER_LEN + f.len()].copy_from_slice(&f);
+        let t0 = Instant::now();
+        let n = match e0.on_tap_frame(0, &mut buf, f.len(), now) {
+            TapAction::Unicast(_, n) => n,
+            other => panic!("not unicast: {other:?}"),
+        };
+        let t1 = Instant::now();
+        if let RxAction::Tap { .. } = e1.on_datagram(addr(0), false, &mut buf[..n], now) {
+            delivered += 1;
+        }
+        opened_t += t1.elapsed();
+        sealed_t += t1 - t0;
+    }
+    assert_eq!(delivered, iters, "every frame must arrive");
+    json!({
+        "cipher": cipher.name(), "accounting": flows, "frame_bytes": f.len(),
+        "tx_ns_per_frame": sealed_t.as_nanos() as f64 / iters as f64,
+        "rx_ns_per_frame": opened_t.as_nanos() as f64 / iters as f64,
+        "tx_frames_per_s": per_sec(iters, sealed_t),
+        "rx_frames_per_s": per_sec(iters, opened_t),
+        "tx_gbit_per_s": per_sec(iters, sealed_t) * f.len() as f64 * 8.0 / 1e9,
+    })
+}
+
+fn flood(peers: usize, iters: u64) -> Value {
+    let mut h = star(peers, Cipher::Aes256Gcm, true);
+    let now = Instant::now();
+    let e0 = &mut h[0];
+    let mut f = tcp_frame(1, 2, 64);
+    f[..6].copy_from_slice(&[0xff; 6]);
+    let mut buf = vec![0u8; buffer_len(MAX_FRAME)];
+    let mut copies = 0usize;
+    let t0 = Instant::now();
+    for _ in 0..iters {
+        buf[HEADER_LEN..HEADER_LEN + f.len()].copy_from_slice(&f);
+        if let TapAction::Flood { to, .. } = e0.on_tap_frame(0, &mut buf, f.len(), now) {
+            copies += to.len();
+        }
+    }
+    let d = t0.elapsed();
+    assert_eq!(copies, peers * iters as usize, "one copy per peer");
+    json!({"peers": peers, "ns_per_frame": d.as_nanos() as f64 / iters as f64,
+           "frames_per_s": per_sec(iters, d), "copies_per_frame": peers})
+}
+
+fn mac_lookups(entries: usize, iters: u64) -> Value {
+    let now = Instant::now();
+    let mut db = MacDb::new(entries, Duration::from_secs(3600));
+    let mac = |i: usize| {
+        [
+            2,
+            0,
+            (i >> 24) as u8,
+            (i >> 16) as u8,
+            (i >> 8) as u8,
+            i as u8,
+        ]
+    };
+    for i in 0..entries {
+        db.learn(mac(i), Location::Peer(i % 64), now);
+    }
+    let mut x: u64 = 88172645463325252;
+    let mut found = 0u64;
+    let t0 = Instant::now();
+    for _ in 0..iters {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        if db
+            .lookup(&mac((x % entries as u64) as usize), now)
+            .is_some()
+        {
+            found += 1;
+        }
+    }
+    let d = t0.elapsed();
+    assert_eq!(found, iters);
+    json!({"entries": entries, "ns_per_lookup": d.as_nanos() as f64 / iters as f64})
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let quick = args.iter().any(|a| a == "--quick");
+    let k = if quick { 1 } else { 10 };
+    let out = args.get(1).filter(|a| !a.starts_with('-'));
+    let mut uni = Vec::new();
+    for (cipher, flows) in [
+        (Cipher::Aes256Gcm, true),
+        (Cipher::Aes256Gcm, false),
+        (Cipher::None, true),
+        (Cipher::None, false),
+    ] {
+        for payload in [1400, 64] {
+            uni.push(unicast(cipher, flows, payload, 20_000 * k));
+        }
+    }
+    let floods: Vec<Value> = [10, 100, 1000]
+        .iter()
+        .map(|&n| flood(n, 2_000 * k))
+        .collect();
+    let macs = mac_lookups(100_000, 100_000 * k);
+    println!(
+        "| unicast frame | cipher | accounting | seal+send path ns | receive path ns | Gbit/s one core (tx) |"
+    );
+    println!("| --- | --- | --- | --- | --- | --- |");
+    for u in &uni {
+        println!(
+            "| {} B | {} | {} | {:.0} | {:.0} | {:.1} |",
+            u["frame_bytes"],
+            u["cipher"].as_str().unwrap_or(""),
+            if u["accounting"] == true { "on" } else { "off" },
+            u["tx_ns_per_frame"].as_f64().unwrap_or(0.0),
+            u["rx_ns_per_frame"].as_f64().unwrap_or(0.0),
+            u["tx_gbit_per_s"].as_f64().unwrap_or(0.0)
+        );
+    }
+    println!("\n| flood to | ns per frame (core only) | frames/s |\n| --- | --- | --- |");
+    for f in &floods {
+        println!(
+            "| {} peers | {:.0} | {:.0} |",
+            f["peers"],
+            f["ns_per_frame"].as_f64().unwrap_or(0.0),
+            f["frames_per_s"].as_f64().unwrap_or(0.0)
+        );
+    }
+    println!(
+        "\nMAC lookup, {} entries: {:.0} ns",
+        macs["entries"],
+        macs["ns_per_lookup"].as_f64().unwrap_or(0.0)
+    );
+    if let Some(p) = out {
+        let doc = json!({"unicast": uni, "flood": floods, "mac_lookup": macs});
+        if let Err(e) = std::fs::write(p, serde_json::to_string_pretty(&doc).unwrap_or_default()) {
+            eprintln!("cannot write {p}: {e}");
+            std::process::exit(1);
+        }
+    }
+}
