@@ -9,6 +9,7 @@ pub mod control;
 pub mod crypto;
 pub mod flood;
 pub mod forward;
+pub mod gso;
 pub mod macdb;
 pub mod membership;
 pub mod metrics;
