@@ -131,6 +131,7 @@ pub struct LabBuilder {
     emulated: Vec<(String, String, String)>,
     telemetry: String,
     cipher: Option<String>,
+    no_offload: bool,
 }
 
 impl LabBuilder {
@@ -141,6 +142,12 @@ impl LabBuilder {
     pub fn emulate(mut self, host: &str, out: &str, inbound: &str) -> Self {
         self.emulated
             .push((host.into(), out.into(), inbound.into()));
+        self
+    }
+
+    /// `[host] offload = false` on every host (one frame per TAP read and UDP send).
+    pub fn no_offload(mut self) -> Self {
+        self.no_offload = true;
         self
     }
 
@@ -342,6 +349,7 @@ impl Lab {
             emulated: Vec::new(),
             telemetry: String::new(),
             cipher: None,
+            no_offload: false,
         }
     }
 
@@ -574,6 +582,9 @@ impl Lab {
                     String::new()
                 }
             );
+            if b.no_offload {
+                cfg += "offload = false\n";
+            }
             if !b.telemetry.is_empty() {
                 cfg += &format!("\n[telemetry]\n{}", b.telemetry);
             }

@@ -97,6 +97,10 @@ pub struct HostConfig {
     pub underlay_mtu: Option<u16>,
     /// Administratively scoped IPv4 range for the LANs' multicast groups.
     pub multicast_range: Option<Spanned<Cidr>>,
+    /// TAP offloads: the kernel hands over 64 KB TCP frames that vmvpn segments itself,
+    /// and the segments leave in one UDP GSO send. Off: one frame per read and per send.
+    #[serde(default = "yes")]
+    pub offload: bool,
 }
 
 /// `[telemetry]`. Everything is on by default; turning parts off is for measuring their

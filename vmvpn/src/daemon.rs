@@ -72,6 +72,7 @@ pub fn up(path: &Path) -> Result<()> {
             mtu: mtu as u32,
             bridge: lan.bridge.as_ref().map(|b| b.0.as_str()),
             keep: lan.keep_tap,
+            offload: cfg.host.offload,
         })?;
         specs.push(LanSpec {
             name: lan.name.get_ref().0.clone(),

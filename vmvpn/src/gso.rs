@@ -83,11 +83,12 @@ fn add(mut sum: u32, b: &[u8]) -> u32 {
 }
 
 /// Split `frame` (without the virtio header) as `h` says; each output frame is written to
-/// `out` and handed to `emit(out, len)`. Returns how many frames were emitted.
+/// `out[at..]` and handed to `emit(out, len)`. Returns how many frames were emitted.
 pub fn split(
     h: &VnetHdr,
     frame: &mut [u8],
     out: &mut [u8],
+    at: usize,
     mut emit: impl FnMut(&mut [u8], usize),
 ) -> Result<usize, GsoError> {
     let gso = h.gso_type & !GSO_ECN;
@@ -96,7 +97,7 @@ pub fn split(
             complete_csum(h, frame)?;
         }
         let n = frame.len();
-        let dst = out.get_mut(..n).ok_or(GsoError::TooBig)?;
+        let dst = out.get_mut(at..at + n).ok_or(GsoError::TooBig)?;
         dst.copy_from_slice(frame);
         emit(out, n);
         return Ok(1);
@@ -129,7 +130,7 @@ pub fn split(
     while off < payload_len || (payload_len == 0 && count == 0) {
         let chunk = mss.min(payload_len - off);
         let n = hdrs + chunk;
-        let seg = out.get_mut(..n).ok_or(GsoError::TooBig)?;
+        let seg = out.get_mut(at..at + n).ok_or(GsoError::TooBig)?;
         seg[..hdrs].copy_from_slice(&frame[..hdrs]);
         seg[hdrs..].copy_from_slice(&frame[hdrs + off..hdrs + off + chunk]);
         let last = off + chunk >= payload_len;
@@ -232,7 +233,7 @@ mod tests {
         let mut out = vec![0u8; 2048];
         let mut got = Vec::new();
         let mut segs = Vec::new();
-        let n = split(&h, &mut f, &mut out, |b, n| segs.push(b[..n].to_vec())).expect("split");
+        let n = split(&h, &mut f, &mut out, 0, |b, n| segs.push(b[..n].to_vec())).expect("split");
         assert_eq!(n, len.div_ceil(1000).max(1));
         assert_eq!(segs.len(), n);
         for (i, s) in segs.iter().enumerate() {
@@ -298,7 +299,7 @@ mod tests {
         };
         let mut out = vec![0u8; 2048];
         let mut seen = Vec::new();
-        split(&h, &mut f, &mut out, |b, n| seen.push(b[..n].to_vec())).expect("split");
+        split(&h, &mut f, &mut out, 0, |b, n| seen.push(b[..n].to_vec())).expect("split");
         assert_eq!(seen, vec![good]);
     }
 
@@ -308,17 +309,17 @@ mod tests {
         let mut out = vec![0u8; 2048];
         let mut short = f[..30].to_vec();
         assert_eq!(
-            split(&h, &mut short, &mut out, |_, _| {}),
+            split(&h, &mut short, &mut out, 0, |_, _| {}),
             Err(GsoError::Malformed)
         );
         let udp = VnetHdr { gso_type: 3, ..h };
         assert_eq!(
-            split(&udp, &mut f, &mut out, |_, _| {}),
+            split(&udp, &mut f, &mut out, 0, |_, _| {}),
             Err(GsoError::Unsupported)
         );
         let mut tiny = vec![0u8; 100];
         assert_eq!(
-            split(&h, &mut f, &mut tiny, |_, _| {}),
+            split(&h, &mut f, &mut tiny, 0, |_, _| {}),
             Err(GsoError::TooBig)
         );
         assert_eq!(VnetHdr::parse(&[0; 9]), None);
@@ -331,7 +332,7 @@ mod tests {
                         mut frame in proptest::collection::vec(proptest::num::u8::ANY, 0..3000)) {
             let h = VnetHdr::parse(&hdr).expect("10 bytes");
             let mut out = vec![0u8; 1600];
-            let _ = split(&h, &mut frame, &mut out, |_, n| assert!(n <= 1600));
+            let _ = split(&h, &mut frame, &mut out, 0, |_, n| assert!(n <= 1600));
         }
     }
 }

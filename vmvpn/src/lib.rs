@@ -4,6 +4,7 @@
 //! tested without root; the runtime (`tap`, `netdev`, `udp`, `runtime`, `control`) does the
 //! syscalls around them.
 
+pub mod batch;
 pub mod config;
 pub mod control;
 pub mod crypto;

@@ -430,6 +430,7 @@ mod tests {
             drops: DropCounters::default(),
             lans: Vec::new(),
             bulletin: None,
+            offload: Default::default(),
         };
         let mut b = RttBuckets::default();
         b.le[3] = 2; // two samples <= 1 ms

@@ -111,6 +111,21 @@ pub fn status(v: &Value) -> String {
         }
     }
     let _ = writeln!(o, "unattributed drops: {}", drops(&v["drops"]));
+    let off = &v["offload"];
+    if !off.is_null() {
+        let _ = writeln!(
+            o,
+            "offload: TAP TSO {}, {} large frames split into {} segments; UDP GSO up to {} datagrams per send",
+            if off["tap_offload"] == true {
+                "on"
+            } else {
+                "off"
+            },
+            n(&off["tso_frames_total"]),
+            n(&off["tso_segments_total"]),
+            n(&off["gso_max_segments"])
+        );
+    }
     for l in v["lans"].as_array().into_iter().flatten() {
         let _ = writeln!(
             o,

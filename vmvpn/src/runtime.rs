@@ -16,8 +16,10 @@ use quinn_udp::RecvMeta;
 use telemetry::DropReason;
 use tracing::{debug, error, warn};
 
+use crate::batch::GsoBatch;
 use crate::forward::{Engine, PeerSource, PingSent, RxAction, TapAction};
-use crate::status::{HostStatus, LanTraffic, MacRow, Status};
+use crate::gso::{self, VNET_HDR_LEN, VnetHdr};
+use crate::status::{HostStatus, LanTraffic, MacRow, OffloadStats, Status};
 use crate::tap::TapDevice;
 use crate::udp::{BATCH, SLOT, Udp};
 use crate::wire::{HEADER_LEN, TAG_LEN};
@@ -141,6 +143,11 @@ pub struct DataPlane {
     stop: Arc<AtomicBool>,
     host: HostStatus,
     started: Instant,
+    /// Frames read from an offload TAP: virtio-net header + up to 64 KB.
+    big: Vec<u8>,
+    /// Sealed segments on their way to one peer.
+    batch: GsoBatch,
+    offload: OffloadStats,
     /// `vmvpn ping` probes waiting for their answer: id, when sent, where the RTT goes.
     pings: Vec<(u32, Instant, tokio::sync::oneshot::Sender<u64>)>,
 }
@@ -160,6 +167,7 @@ impl DataPlane {
     ) -> io::Result<(Self, Handle)> {
         let (tx, rx) = mpsc::channel();
         let waker = Waker::new()?;
+        let max_gso = udp.max_gso_segments();
         let stop = Arc::new(AtomicBool::new(false));
         let handle = Handle {
             requests: tx,
@@ -176,6 +184,9 @@ impl DataPlane {
             host,
             started: Instant::now(),
             pings: Vec::new(),
+            big: vec![0u8; VNET_HDR_LEN + 65_536],
+            batch: GsoBatch::new(max_gso),
+            offload: OffloadStats::default(),
         };
         Ok((dp, handle))
     }
@@ -300,7 +311,16 @@ impl DataPlane {
         if let RxAction::Tap { lan, frame, relay } =
             self.engine.on_datagram(from, multicast, dgram, now)
         {
-            let ok = self.taps.get(lan).map(|t| t.send(&dgram[frame]));
+            let ok = self.taps.get(lan).map(|t| {
+                if t.offload() && frame.start >= VNET_HDR_LEN {
+                    // An all-zero virtio-net header: a plain frame, checksums complete.
+                    let from = frame.start - VNET_HDR_LEN;
+                    dgram[from..frame.start].fill(0);
+                    t.send(&dgram[from..frame.end])
+                } else {
+                    t.send(&dgram[frame])
+                }
+            });
             if !matches!(ok, Some(Ok(_))) {
                 self.engine.note_drop(Some(lan), DropReason::TapWriteError);
             }
@@ -318,7 +338,67 @@ impl DataPlane {
         }
     }
 
+    /// Frames from an offload TAP: each read may be a 64 KB TCP frame, split into
+    /// segments that go through the core one by one and leave in GSO batches.
+    fn tap_in_offload(&mut self, i: usize, buf: &mut [u8], now: Instant) {
+        for _ in 0..TAP_BUDGET {
+            let n = match self.taps[i].recv(&mut self.big) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    warn!(tap = self.taps[i].name(), error = %e, "TAP read failed");
+                    return;
+                }
+            };
+            let Some(h) = VnetHdr::parse(&self.big[..n]) else {
+                self.engine.note_drop(Some(i), DropReason::Malformed);
+                continue;
+            };
+            let frame = &mut self.big[VNET_HDR_LEN..n];
+            let engine = &mut self.engine;
+            let udp = &self.udp;
+            let batch = &mut self.batch;
+            let mut failed = 0u32;
+            let r = gso::split(&h, frame, buf, HEADER_LEN, |out, len| {
+                match engine.on_tap_frame(i, out, len, now) {
+                    TapAction::Unicast(to, m) => failed += batch.push(udp, to, &out[..m]),
+                    TapAction::Flood {
+                        to,
+                        len,
+                        relay_to,
+                        relay,
+                    } => {
+                        failed += batch.flush(udp);
+                        for a in to {
+                            failed += u32::from(udp.send_to(&out[..len], *a).is_err());
+                        }
+                        for a in relay_to {
+                            failed += u32::from(udp.send_to(relay, *a).is_err());
+                        }
+                    }
+                    TapAction::Drop(_) => {}
+                }
+            });
+            failed += self.batch.flush(&self.udp);
+            match r {
+                Ok(segs) if segs > 1 => {
+                    self.offload.tso_frames_total += 1;
+                    self.offload.tso_segments_total += segs as u64;
+                }
+                Ok(_) => {}
+                Err(_) => self.engine.note_drop(Some(i), DropReason::Malformed),
+            }
+            for _ in 0..failed {
+                self.engine.note_drop(Some(i), DropReason::UdpSendError);
+            }
+        }
+    }
+
     fn tap_in(&mut self, i: usize, buf: &mut [u8], now: Instant) {
+        if self.taps[i].offload() {
+            return self.tap_in_offload(i, buf, now);
+        }
         for _ in 0..TAP_BUDGET {
             let read_room = buf.len() - TAG_LEN;
             let n = match self.taps[i].recv(&mut buf[HEADER_LEN..read_room]) {
@@ -437,6 +517,11 @@ impl DataPlane {
             drops: self.engine.host_drops().clone(),
             lans: self.engine.lan_status(now),
             bulletin: None,
+            offload: OffloadStats {
+                tap_offload: self.taps.iter().any(|t| t.offload()),
+                gso_max_segments: self.udp.max_gso_segments(),
+                ..self.offload
+            },
         }
     }
 

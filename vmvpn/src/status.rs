@@ -21,6 +21,21 @@ pub struct Status {
     pub lans: Vec<LanStatus>,
     /// The bulletin connection (null when the config has no `[bulletin]`).
     pub bulletin: Option<BulletinStatus>,
+    /// TAP offloads and UDP GSO.
+    pub offload: OffloadStats,
+}
+
+/// TAP offloads (`[host] offload`) and UDP GSO at work.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct OffloadStats {
+    /// The TAPs were opened with a virtio-net header and TSO.
+    pub tap_offload: bool,
+    /// Multi-segment (TSO) frames read from the TAPs.
+    pub tso_frames_total: u64,
+    /// Segments they were split into.
+    pub tso_segments_total: u64,
+    /// Datagrams per UDP GSO send at most (1: the kernel cannot segment UDP here).
+    pub gso_max_segments: usize,
 }
 
 /// The bulletin connection.

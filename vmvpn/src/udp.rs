@@ -69,6 +69,24 @@ impl Udp {
     pub fn send_to(&self, buf: &[u8], to: SocketAddr) -> io::Result<usize> {
         self.socket.send_to(buf, to)
     }
+
+    /// Datagrams one GSO send may carry (1 when the kernel cannot segment UDP).
+    pub fn max_gso_segments(&self) -> usize {
+        self.state.max_gso_segments()
+    }
+
+    /// Send `buf` as datagrams of `segment` bytes (the last may be shorter) in one call,
+    /// segmented by the kernel (UDP GSO).
+    pub fn send_gso(&self, buf: &[u8], segment: usize, to: SocketAddr) -> io::Result<()> {
+        let t = quinn_udp::Transmit {
+            destination: to,
+            ecn: None,
+            contents: buf,
+            segment_size: (buf.len() > segment).then_some(segment),
+            src_ip: None,
+        };
+        self.state.send((&self.socket).into(), &t)
+    }
 }
 
 fn set_buffers(s: &Socket, size: usize, force: bool) -> io::Result<()> {

@@ -153,12 +153,13 @@ fn setup(sys: &str, t: &mut Topo, bin_dir: &Path) -> Result<(String, String), St
                 ov(ns, "vx0", ip)?;
             }
         }
-        "vmvpn" | "vmvpn cipher none" => {
-            let cipher = if sys == "vmvpn" {
-                "aes-256-gcm"
-            } else {
+        "vmvpn" | "vmvpn cipher none" | "vmvpn offload off" => {
+            let cipher = if sys == "vmvpn cipher none" {
                 "none"
+            } else {
+                "aes-256-gcm"
             };
+            let offload = sys != "vmvpn offload off";
             let key = dir.join("lan.key");
             let k = Command::new(bin_dir.join("vmvpn"))
                 .arg("keygen")
@@ -170,7 +171,7 @@ fn setup(sys: &str, t: &mut Topo, bin_dir: &Path) -> Result<(String, String), St
                 std::fs::write(
                     &cfg,
                     format!(
-                        "[host]\nname = \"{name}\"\naddress = \"{me}/24\"\ncontrol_socket = \"{}\"\n\n\
+                        "[host]\nname = \"{name}\"\naddress = \"{me}/24\"\ncontrol_socket = \"{}\"\noffload = {offload}\n\n\
                          [[lan]]\nname = \"bench\"\nsegment = \"192.168.99.0/24\"\ntap = \"vm0\"\n\
                          secret_file = \"{}\"\npeers = [\"{peer}:7401\"]\ncipher = \"{cipher}\"\n",
                         dir.join(format!("{name}.sock")).display(),
@@ -450,6 +451,7 @@ fn main() -> std::process::ExitCode {
         "kernel VXLAN",
         "vmvpn",
         "vmvpn cipher none",
+        "vmvpn offload off",
         "tinc 1.0 switch",
         "OpenVPN 2.6 tap",
         "n2n 1.3",
