@@ -123,13 +123,24 @@ impl TapDevice {
             name: o.name.to_string(),
             cause,
         };
-        let dev = if o.offload {
-            Dev::Vnet {
-                fd: open_vnet(o.name).map_err(open_err)?,
-                name: o.name.to_string(),
+        let vnet = if o.offload {
+            match open_vnet(o.name) {
+                Ok(fd) => Some(fd),
+                Err(e) => {
+                    // Older kernels or a TAP held with other flags: carry on without.
+                    tracing::warn!(tap = o.name, error = %e, "TAP offloads unavailable; one frame per read");
+                    None
+                }
             }
         } else {
-            Dev::Plain(Iface::without_packet_info(o.name, Mode::Tap).map_err(open_err)?)
+            None
+        };
+        let dev = match vnet {
+            Some(fd) => Dev::Vnet {
+                fd,
+                name: o.name.to_string(),
+            },
+            None => Dev::Plain(Iface::without_packet_info(o.name, Mode::Tap).map_err(open_err)?),
         };
         let cfg = |what: &str, r: io::Result<()>| {
             r.map_err(|cause| TapError::Configure {
