@@ -132,6 +132,7 @@ pub struct LabBuilder {
     telemetry: String,
     cipher: Option<String>,
     no_offload: bool,
+    extra_peers: usize,
 }
 
 impl LabBuilder {
@@ -148,6 +149,13 @@ impl LabBuilder {
     /// `[host] offload = false` on every host (one frame per TAP read and UDP send).
     pub fn no_offload(mut self) -> Self {
         self.no_offload = true;
+        self
+    }
+
+    /// List `n` more static peers on every host, at unreachable addresses (10.77.200.0/24
+    /// and up): peer-table entries that never come up, for memory measurements.
+    pub fn extra_peers(mut self, n: usize) -> Self {
+        self.extra_peers = n;
         self
     }
 
@@ -306,6 +314,18 @@ struct BulletinProc {
     fingerprint: String,
 }
 
+/// Resident memory of a process in KiB (0 if it is gone).
+pub fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
 /// Path of the link emulator (beside `vmvpn`).
 pub fn linkem_bin() -> PathBuf {
     let bin = vmvpn_bin().with_file_name("vmvpn-linkem");
@@ -350,6 +370,7 @@ impl Lab {
             telemetry: String::new(),
             cipher: None,
             no_offload: false,
+            extra_peers: 0,
         }
     }
 
@@ -595,12 +616,16 @@ impl Lab {
                 .filter(|(_, l)| l.hosts.contains(h))
             {
                 // With a bulletin, no static peers: membership comes from the registry.
-                let peers: Vec<String> = lan
+                let mut peers: Vec<String> = lan
                     .hosts
                     .iter()
                     .filter(|p| *p != h && fingerprint.is_none())
                     .map(|p| format!("\"{}:{PORT}\"", self.hosts[p].ip))
                     .collect();
+                peers.extend(
+                    (0..b.extra_peers)
+                        .map(|k| format!("\"10.77.{}.{}:{PORT}\"", 200 + k / 250, 1 + k % 250)),
+                );
                 let wrong = b
                     .wrong_secret
                     .iter()
@@ -871,6 +896,35 @@ impl Lab {
             .and_then(|ps| ps.iter().find(|p| p["name"] == peer))
             .cloned()
             .unwrap_or_else(|| panic!("{h} has no peer {peer} on {lan}:\n{st:#}"))
+    }
+
+    /// `count` pings from VM `from` to `to`, `interval` seconds apart, quiet output; the
+    /// load is bounded by the count and the interval.
+    pub fn ping_burst(&self, from: &Vm, to: Ipv4Addr, count: u32, interval: &str) -> Output {
+        self.exec(
+            &from.ns,
+            &[
+                "ping",
+                "-n",
+                "-q",
+                "-c",
+                &count.to_string(),
+                "-i",
+                interval,
+                "-W",
+                "1",
+                &to.to_string(),
+            ],
+        )
+    }
+
+    /// The PID of a host's daemon.
+    pub fn pid(&self, h: &str) -> u32 {
+        self.hosts[h]
+            .child
+            .as_ref()
+            .map(Child::id)
+            .unwrap_or_else(|| panic!("vmvpn on {h} is not running"))
     }
 
     /// SIGKILL a host's daemon (a crash: no unregister).

@@ -105,21 +105,7 @@ fn five_percent_loss_one_way_is_reported_in_that_direction_only() {
     let lab = two_hosts("loss", "loss=0.05", "");
     let (a, b) = (lab.vm("h1", "lan1", 0), lab.vm("h2", "lan1", 0));
     // 3000 echo requests h1 -> h2 (5 % lost on the way) and replies back (not impaired).
-    let _ = lab.exec(
-        &a.ns,
-        &[
-            "ping",
-            "-n",
-            "-q",
-            "-c",
-            "3000",
-            "-i",
-            "0.002",
-            "-W",
-            "1",
-            &b.ip.to_string(),
-        ],
-    );
+    let _ = lab.ping_burst(a, b.ip, 3000, "0.002");
     std::thread::sleep(Duration::from_millis(2500)); // probe replies carry the counts back
     let truth = lab.linkem_stats("h1");
     let (dropped, sent_in) = (

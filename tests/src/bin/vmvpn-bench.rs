@@ -353,14 +353,7 @@ fn cpu_ticks(pids: &[u32]) -> u64 {
 }
 
 fn rss_kib(pids: &[u32]) -> u64 {
-    pids.iter()
-        .filter_map(|p| std::fs::read_to_string(format!("/proc/{p}/status")).ok())
-        .filter_map(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
-        })
-        .sum()
+    pids.iter().map(|p| vmvpn_tests::rss_kib(*p)).sum()
 }
 
 fn measure(sys: &str, secs: u64, bin_dir: &Path, round: usize) -> Result<Value, String> {

@@ -7,7 +7,7 @@
 use std::process::{Command, ExitCode};
 use std::time::Duration;
 
-use vmvpn_tests::{Lab, vmvpn_bin};
+use vmvpn_tests::{Lab, rss_kib, vmvpn_bin};
 
 const USAGE: &str = "usage: vmvpn-lab demo | up | flood-cost [JSON-FILE]
 
@@ -19,6 +19,8 @@ const USAGE: &str = "usage: vmvpn-lab demo | up | flood-cost [JSON-FILE]
   flood-cost  underlay datagrams and bytes per flooded frame for 2 subnets x 5 hosts and
         4 subnets x 10 hosts, flood = auto (multicast + forwarders) and unicast; a markdown
         table on stdout, JSON to the file if given.
+  soak [JSON-FILE [MINUTES]]  RSS of a daemon with 100 peers, idle and over a soak of
+        pings (default 10 minutes).
   telemetry-cost [JSON-FILE]  iperf3 TCP VM -> VM with telemetry on and off
         ([telemetry] probes/flows = false), 3 interleaved rounds; a markdown table.
 
@@ -298,12 +300,71 @@ fn telemetry_cost(json: Option<String>, rounds: usize) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// Memory with one LAN and 100 peers (1 up, 99 listed but unreachable), idle and then
+/// over a soak of `minutes` with pings between two VMs (bounded: 20 per second).
+fn soak(json: Option<String>, minutes: u64) -> ExitCode {
+    let lab = Lab::builder("soak")
+        .subnet(&["h1"])
+        .subnet(&["h2"])
+        .lan("lan1", [192, 168, 100], &["h1", "h2"], 1)
+        .extra_peers(99)
+        .start();
+    lab.wait_tunnels("h1", "lan1", 1, Duration::from_secs(20));
+    let pid = lab.pid("h1");
+    let peers = lab.status("h1")["lans"][0]["peers"]
+        .as_array()
+        .map_or(0, Vec::len);
+    std::thread::sleep(Duration::from_secs(5));
+    let idle = rss_kib(pid);
+    println!(
+        "h1: {peers} peers, idle RSS {:.1} MiB",
+        idle as f64 / 1024.0
+    );
+    let (a, z) = (
+        lab.vm("h1", "lan1", 0).clone(),
+        lab.vm("h2", "lan1", 0).clone(),
+    );
+    let mut samples = vec![(0u64, idle)];
+    for m in 1..=minutes {
+        // One minute of pings, 20 a second: 1200 per minute.
+        let _ = lab.ping_burst(&a, z.ip, 1200, "0.05");
+        let r = rss_kib(pid);
+        println!("after {m} min: RSS {:.1} MiB", r as f64 / 1024.0);
+        samples.push((m, r));
+    }
+    let last = samples.last().map_or(idle, |s| s.1);
+    let first_loaded = samples.get(1).map_or(idle, |s| s.1);
+    println!(
+        "\nidle RSS with {peers} peers: {:.1} MiB; growth from minute 1 to {minutes}: {:+.1} MiB",
+        idle as f64 / 1024.0,
+        (last as f64 - first_loaded as f64) / 1024.0
+    );
+    if let Some(p) = json {
+        let v = serde_json::json!({
+            "bench": "soak", "peers": peers, "minutes": minutes,
+            "idle_rss_kib": idle, "rss_kib_by_minute": samples,
+        });
+        if let Err(e) = std::fs::write(&p, serde_json::to_string_pretty(&v).unwrap_or_default()) {
+            eprintln!("cannot write {p}: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
+    ExitCode::SUCCESS
+}
+
 fn main() -> ExitCode {
     match std::env::args().nth(1).as_deref() {
         Some("demo") => demo(),
         Some("up") => up(),
         Some("flood-cost") => flood_cost(std::env::args().nth(2)),
         Some("telemetry-cost") => telemetry_cost(std::env::args().nth(2), 3),
+        Some("soak") => soak(
+            std::env::args().nth(2),
+            std::env::args()
+                .nth(3)
+                .and_then(|m| m.parse().ok())
+                .unwrap_or(10),
+        ),
         Some("-h" | "--help" | "help") => {
             println!("{USAGE}");
             ExitCode::SUCCESS
