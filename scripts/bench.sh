@@ -19,7 +19,7 @@ if ((${#need[@]})); then
   echo "bench: installing ${need[*]}"
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null \
     || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null; } \
-    || echo "bench: could not install ${need[*]}; those systems are skipped" >&2
+    || echo "bench: could not install ${need[*]}; those systems are skipped (and fail under CI=true)" >&2
 fi
 cargo build --workspace --bins --release --locked --quiet
 mkdir -p bench

@@ -48,36 +48,27 @@ enum Command {
     },
     /// List the registry: LAN, segment, host, underlay address and mask, port, observed
     /// address, lease left, last heartbeat.
-    Ls {
-        /// The bulletin's address.
-        #[arg(long, env = "VMVPN_BULLETIN")]
-        server: SocketAddr,
-        /// Its certificate fingerprint (`sha256:…`).
-        #[arg(long, env = "VMVPN_BULLETIN_FINGERPRINT")]
-        fingerprint: String,
-        /// Only this LAN.
-        #[arg(long)]
-        lan: Option<String>,
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
-    },
+    Ls(Query),
     /// The global view from the hosts' reports: all-pairs RTT and loss between hosts
     /// (Pingmesh-style, row -> column) and the VM traffic matrix, per LAN.
-    Matrix {
-        /// The bulletin's address.
-        #[arg(long, env = "VMVPN_BULLETIN")]
-        server: SocketAddr,
-        /// Its certificate fingerprint (`sha256:…`).
-        #[arg(long, env = "VMVPN_BULLETIN_FINGERPRINT")]
-        fingerprint: String,
-        /// Only this LAN.
-        #[arg(long)]
-        lan: Option<String>,
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
-    },
+    Matrix(Query),
+}
+
+/// Which bulletin to ask, and what to print.
+#[derive(clap::Args)]
+struct Query {
+    /// The bulletin's address.
+    #[arg(long, env = "VMVPN_BULLETIN")]
+    server: SocketAddr,
+    /// Its certificate fingerprint (`sha256:…`).
+    #[arg(long, env = "VMVPN_BULLETIN_FINGERPRINT")]
+    fingerprint: String,
+    /// Only this LAN.
+    #[arg(long)]
+    lan: Option<String>,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 fn main() -> ExitCode {
@@ -125,12 +116,12 @@ async fn run(cli: Cli) -> Result<()> {
             println!("{}", Identity::fingerprint_in(&state_dir)?);
             Ok(())
         }
-        Command::Matrix {
+        Command::Matrix(Query {
             server,
             fingerprint,
             lan,
             json,
-        } => {
+        }) => {
             let client = Client::new(server, &fingerprint)?;
             let m = bulletin::matrix::build(&client.matrix(lan).await?);
             if json {
@@ -140,12 +131,12 @@ async fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
-        Command::Ls {
+        Command::Ls(Query {
             server,
             fingerprint,
             lan,
             json,
-        } => {
+        }) => {
             let client = Client::new(server, &fingerprint)?;
             let records = client.query(lan).await?;
             if json {

@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use crate::proto::HostReport;
+use crate::proto::{HostReport, Tunnel};
 
 /// One measured direction: `from` probed `to`.
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -16,20 +16,10 @@ pub struct Link {
     pub from: String,
     /// Peer.
     pub to: String,
-    /// Health as `from` sees it.
-    pub health: String,
-    /// Median RTT, µs.
-    pub rtt_p50_us: Option<u64>,
-    /// 99th percentile RTT, µs.
-    pub rtt_p99_us: Option<u64>,
-    /// Loss from `from` to `to`.
-    pub loss_tx_ratio: f64,
-    /// Loss from `to` to `from`.
-    pub loss_rx_ratio: f64,
-    /// Send rate, bit/s.
-    pub tx_rate_bps: u64,
-    /// Receive rate, bit/s.
-    pub rx_rate_bps: u64,
+    /// Health, RTT, loss (`loss_tx_ratio` is from `from` to `to`) and rates, as `from`
+    /// measured them.
+    #[serde(flatten)]
+    pub tunnel: Tunnel,
 }
 
 /// Traffic between two VMs, summed over the hosts that saw it at its source.
@@ -91,13 +81,7 @@ pub fn build(reports: &[HostReport]) -> Vec<LanMatrix> {
                         } else {
                             p.name.clone()
                         },
-                        health: p.health.clone(),
-                        rtt_p50_us: p.rtt_p50_us,
-                        rtt_p99_us: p.rtt_p99_us,
-                        loss_tx_ratio: p.loss_tx_ratio,
-                        loss_rx_ratio: p.loss_rx_ratio,
-                        tx_rate_bps: p.tx_rate_bps,
-                        rx_rate_bps: p.rx_rate_bps,
+                        tunnel: p.tunnel.clone(),
                     });
                 }
                 for q in &r.report.pairs {
@@ -162,10 +146,10 @@ pub fn render(m: &[LanMatrix]) -> String {
         for (title, f) in [
             (
                 "RTT p50 (ms), row -> column",
-                &(|k: &Link| ms(k.rtt_p50_us)) as &dyn Fn(&Link) -> String,
+                &(|k: &Link| ms(k.tunnel.rtt_p50_us)) as &dyn Fn(&Link) -> String,
             ),
             ("loss row -> column (%)", &|k: &Link| {
-                format!("{:.2}", k.loss_tx_ratio * 100.0)
+                format!("{:.2}", k.tunnel.loss_tx_ratio * 100.0)
             }),
         ] {
             let _ = write!(o, "  {title}\n  {:<w$}", "");
@@ -180,7 +164,7 @@ pub fn render(m: &[LanMatrix]) -> String {
                         ".".to_string()
                     } else {
                         cell(from, to).map_or("?".into(), |k| {
-                            if k.health == "down" {
+                            if k.tunnel.health == "down" {
                                 "down".into()
                             } else {
                                 f(k)
@@ -218,19 +202,21 @@ pub fn render(m: &[LanMatrix]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proto::{LanReport, PairReport, PeerReport};
+    use crate::proto::{LanReport, PairReport, PeerReport, Tunnel};
 
     fn peer(name: &str, p50: u64, loss: f64, health: &str) -> PeerReport {
         PeerReport {
             host_id: Some(1),
             name: name.into(),
-            health: health.into(),
-            rtt_p50_us: Some(p50),
-            rtt_p99_us: Some(p50 * 2),
-            loss_tx_ratio: loss,
-            loss_rx_ratio: 0.0,
-            tx_rate_bps: 0,
-            rx_rate_bps: 0,
+            tunnel: Tunnel {
+                health: health.into(),
+                rtt_p50_us: Some(p50),
+                rtt_p99_us: Some(p50 * 2),
+                loss_tx_ratio: loss,
+                loss_rx_ratio: 0.0,
+                tx_rate_bps: 0,
+                rx_rate_bps: 0,
+            },
         }
     }
 

@@ -65,6 +65,14 @@ pub struct PeerReport {
     pub host_id: Option<u32>,
     /// The peer's name.
     pub name: String,
+    /// What was measured.
+    pub tunnel: Tunnel,
+}
+
+/// The figures of one tunnel, from one end. (Nested, postcard encodes the same bytes as
+/// if the fields stood in `PeerReport` itself.)
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Tunnel {
     /// "ok", "degraded", "down" or "unknown".
     pub health: String,
     /// Median RTT, µs.
@@ -374,13 +382,15 @@ mod tests {
             peers: vec![PeerReport {
                 host_id: Some(2),
                 name: "h2".into(),
-                health: "ok".into(),
-                rtt_p50_us: Some(410),
-                rtt_p99_us: None,
-                loss_tx_ratio: 0.05,
-                loss_rx_ratio: 0.0,
-                tx_rate_bps: 1_000_000,
-                rx_rate_bps: 0,
+                tunnel: Tunnel {
+                    health: "ok".into(),
+                    rtt_p50_us: Some(410),
+                    rtt_p99_us: None,
+                    loss_tx_ratio: 0.05,
+                    loss_rx_ratio: 0.0,
+                    tx_rate_bps: 1_000_000,
+                    rx_rate_bps: 0,
+                },
             }],
             pairs: vec![PairReport {
                 src_mac: [2, 0, 0, 0, 0, 1],

@@ -98,13 +98,15 @@ mod tests {
         newer.peers.push(crate::proto::PeerReport {
             host_id: Some(2),
             name: "h2".into(),
-            health: "ok".into(),
-            rtt_p50_us: Some(1),
-            rtt_p99_us: Some(2),
-            loss_tx_ratio: 0.0,
-            loss_rx_ratio: 0.0,
-            tx_rate_bps: 0,
-            rx_rate_bps: 0,
+            tunnel: crate::proto::Tunnel {
+                health: "ok".into(),
+                rtt_p50_us: Some(1),
+                rtt_p99_us: Some(2),
+                loss_tx_ratio: 0.0,
+                loss_rx_ratio: 0.0,
+                tx_rate_bps: 0,
+                rx_rate_bps: 0,
+            },
         });
         let t1 = t0 + std::time::Duration::from_secs(3);
         r.put(1, "h1", vec![newer], |_| true, t1);

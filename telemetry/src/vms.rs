@@ -55,10 +55,11 @@ pub struct PairEntry {
 /// One VM, for views.
 #[derive(Debug, Clone, Serialize)]
 pub struct VmRow {
-    /// MAC, `aa:bb:cc:dd:ee:ff`.
-    pub mac: String,
+    /// MAC (`aa:bb:cc:dd:ee:ff` in JSON).
+    #[serde(serialize_with = "ser_mac")]
+    pub mac: Mac,
     /// Newest IP address seen from it.
-    pub ip: Option<String>,
+    pub ip: Option<IpAddr>,
     /// "local" (a port of this host) or "remote".
     pub location: &'static str,
     /// Frames the VM sent.
@@ -79,13 +80,15 @@ pub struct VmRow {
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct PairRow {
     /// Source MAC.
-    pub src_mac: String,
+    #[serde(serialize_with = "ser_mac")]
+    pub src_mac: Mac,
     /// Source IP, when known.
-    pub src_ip: Option<String>,
+    pub src_ip: Option<IpAddr>,
     /// Destination MAC.
-    pub dst_mac: String,
+    #[serde(serialize_with = "ser_mac")]
+    pub dst_mac: Mac,
     /// Destination IP, when known.
-    pub dst_ip: Option<String>,
+    pub dst_ip: Option<IpAddr>,
     /// Frames.
     pub packets: u64,
     /// Bytes.
@@ -249,8 +252,8 @@ impl VmTable {
             .vms
             .iter()
             .map(|(m, e)| VmRow {
-                mac: fmt_mac(m),
-                ip: e.ip.map(|i| i.to_string()),
+                mac: *m,
+                ip: e.ip,
                 location: if e.local { "local" } else { "remote" },
                 tx_packets: e.tx_packets,
                 tx_bytes: e.tx_bytes,
@@ -266,14 +269,14 @@ impl VmTable {
 
     /// The matrix, busiest pair first.
     pub fn pairs(&self) -> Vec<PairRow> {
-        let ip = |m: &Mac| self.vms.peek(m).and_then(|e| e.ip).map(|i| i.to_string());
+        let ip = |m: &Mac| self.vms.peek(m).and_then(|e| e.ip);
         let mut v: Vec<PairRow> = self
             .pairs
             .iter()
             .map(|((s, d), p)| PairRow {
-                src_mac: fmt_mac(s),
+                src_mac: *s,
                 src_ip: ip(s),
-                dst_mac: fmt_mac(d),
+                dst_mac: *d,
                 dst_ip: ip(d),
                 packets: p.packets,
                 bytes: p.bytes,
@@ -283,6 +286,10 @@ impl VmTable {
         v.sort_by_key(|r| std::cmp::Reverse(r.bytes));
         v
     }
+}
+
+fn ser_mac<S: serde::Serializer>(m: &Mac, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&fmt_mac(m))
 }
 
 /// `aa:bb:cc:dd:ee:ff`.
@@ -327,7 +334,13 @@ mod tests {
         let p = t.pairs();
         assert_eq!(p.len(), 1);
         assert_eq!((p[0].packets, p[0].bytes, p[0].at_source), (2, 308, true));
-        assert_eq!(p[0].src_ip.as_deref(), Some("10.0.0.1"));
+        assert_eq!(p[0].src_ip, Some(IpAddr::from([10, 0, 0, 1])));
+        // JSON carries them as text.
+        let j = serde_json::to_value(&p[0]).expect("json");
+        assert_eq!(
+            (j["src_mac"].as_str(), j["src_ip"].as_str()),
+            (Some("02:00:00:00:00:0a"), Some("10.0.0.1"))
+        );
         assert_eq!(t.by_ip(IpAddr::from([10, 0, 0, 1])), Some(f.src));
         let rows = t.rows(10);
         assert_eq!(rows[0].idle_s, 4);
@@ -380,10 +393,7 @@ mod tests {
         }
         t.tick(5);
         let r = t.rows(5);
-        let rates = r
-            .iter()
-            .find(|r| r.mac.ends_with(":01"))
-            .and_then(|r| r.rates);
+        let rates = r.iter().find(|r| r.mac[5] == 1).and_then(|r| r.rates);
         assert_eq!(rates.map(|r| r.tx_rate_bps), Some(10_000));
     }
 }

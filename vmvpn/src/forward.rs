@@ -19,8 +19,6 @@ use std::net::{IpAddr, SocketAddr};
 use std::ops::Range;
 use std::time::{Duration, Instant};
 
-use telemetry::flows::FlowRow;
-use telemetry::vms::{PairRow, VmRow};
 use telemetry::{
     DropCounters, DropReason, FlowTable, RttEstimator, SeqTracker, Series, TrafficCounters,
     VmTable, inspect,
@@ -32,7 +30,9 @@ use crate::crypto::{Cipher, LanKeys, LanSecret, SealKey, public_of};
 use crate::flood::{BEACON_INTERVAL_S, BEACON_TIMEOUT_S, FloodMode, Member, Plan, Subnet, plan};
 use crate::macdb::{Location, Mac, MacDb, fmt_mac, is_group};
 use crate::replay::{Replay, ReplayWindow};
-use crate::status::{FloodStats, FloodStatus, LanStatus, MacRow, PeerStatus, SubnetStatus};
+use crate::status::{
+    FloodStats, FloodStatus, LanStatus, LanTraffic, MacRow, PeerStatus, SubnetStatus,
+};
 use crate::wire::{
     BEACON_LEN, ETHERNET_HEADER_LEN, FLAG_RELAY, HEADER_LEN, HELLO_BODY_LEN, HELLO_LEN, Header,
     Hello, Kind, NAME_LEN, OVERHEAD, Packet, TAG_LEN, name_field,
@@ -1429,49 +1429,34 @@ impl Engine {
         self.pongs.pop_front()
     }
 
-    /// Per-VM traffic, optionally of one LAN: (LAN name, rows) per LAN.
-    pub fn vm_rows(&self, lan: Option<&str>) -> Vec<(String, Vec<VmRow>)> {
+    /// Per-VM traffic, the VM matrix as this host saw it, and flows (at most `top` per
+    /// LAN, busiest first), optionally of one LAN.
+    pub fn traffic(&self, lan: Option<&str>, top: Option<usize>) -> Vec<LanTraffic> {
         let now_s = self.last_second.unwrap_or(0);
         self.lans
             .iter()
             .filter(|l| lan.is_none_or(|n| n == l.spec.name))
-            .map(|l| (l.spec.name.clone(), l.vms.rows(now_s)))
+            .map(|l| LanTraffic {
+                lan: l.spec.name.clone(),
+                vms: l.vms.rows(now_s),
+                pairs: l.vms.pairs(),
+                flows: l.flows.rows(now_s, top),
+                vm_table: l.vms.stats(),
+                flow_table: l.flows.stats(),
+            })
             .collect()
     }
 
-    /// The VM matrix as this host saw it, per LAN.
-    pub fn pair_rows(&self, lan: Option<&str>) -> Vec<(String, Vec<PairRow>)> {
+    /// Cumulative RTT histograms per (LAN, peer address), for Prometheus.
+    pub fn rtt_buckets(&self) -> Vec<(String, String, telemetry::RttBuckets)> {
         self.lans
             .iter()
-            .filter(|l| lan.is_none_or(|n| n == l.spec.name))
-            .map(|l| (l.spec.name.clone(), l.vms.pairs()))
+            .flat_map(|l| {
+                l.peers
+                    .iter()
+                    .map(|p| (l.spec.name.clone(), p.addr.to_string(), *p.rtt.buckets()))
+            })
             .collect()
-    }
-
-    /// Flows, busiest first (at most `top` per LAN), per LAN.
-    pub fn flow_rows(&self, lan: Option<&str>, top: Option<usize>) -> Vec<(String, Vec<FlowRow>)> {
-        let now_s = self.last_second.unwrap_or(0);
-        self.lans
-            .iter()
-            .filter(|l| lan.is_none_or(|n| n == l.spec.name))
-            .map(|l| (l.spec.name.clone(), l.flows.rows(now_s, top)))
-            .collect()
-    }
-
-    /// Cumulative RTT histograms per (LAN, peer address, peer name), for Prometheus.
-    pub fn rtt_buckets(&self) -> Vec<(String, String, String, telemetry::RttBuckets)> {
-        let mut v = Vec::new();
-        for l in &self.lans {
-            for p in &l.peers {
-                v.push((
-                    l.spec.name.clone(),
-                    p.addr.to_string(),
-                    p.name.clone(),
-                    *p.rtt.buckets(),
-                ));
-            }
-        }
-        v
     }
 
     /// What is measured.

@@ -1013,22 +1013,20 @@ fn vm_traffic_matrix_and_flows_are_counted_on_both_hosts() {
     }
     net.advance(Duration::from_secs(1));
     for h in 0..2 {
-        let vms = net.hosts[h].vm_rows(None).remove(0).1;
-        let va = vms
-            .iter()
-            .find(|v| v.mac == fmt_mac(&mac(1)))
-            .expect("vm a");
+        let t = net.hosts[h].traffic(None, Some(5)).remove(0);
+        let vms = t.vms;
+        let va = vms.iter().find(|v| v.mac == mac(1)).expect("vm a");
         assert_eq!(va.location, if h == 0 { "local" } else { "remote" });
-        assert_eq!(va.ip.as_deref(), Some("10.0.0.1"));
+        assert_eq!(va.ip, Some(std::net::IpAddr::from([10, 0, 0, 1])));
         assert_eq!(va.tx_packets, 11, "host {h}: {va:?}");
         assert_eq!(va.tx_bytes, 54 + 10 * 1054);
-        let pairs = net.hosts[h].pair_rows(None).remove(0).1;
+        let pairs = t.pairs;
         let ab = pairs
             .iter()
-            .find(|p| p.src_mac == fmt_mac(&mac(1)) && p.dst_mac == fmt_mac(&mac(2)))
+            .find(|p| p.src_mac == mac(1) && p.dst_mac == mac(2))
             .expect("pair");
         assert_eq!((ab.packets, ab.at_source), (11, h == 0));
-        let flows = net.hosts[h].flow_rows(None, Some(5)).remove(0).1;
+        let flows = t.flows;
         assert_eq!(flows.len(), 1, "{flows:?}");
         let f = &flows[0];
         assert_eq!(

@@ -11,8 +11,9 @@ use std::time::{Duration, Instant};
 use lru::LruCache;
 use serde::Serialize;
 
-/// A 6-byte Ethernet address.
-pub type Mac = [u8; 6];
+// One MAC type, group test and formatter for the whole workspace: telemetry's.
+pub use telemetry::frame::{Mac, is_group};
+pub use telemetry::vms::fmt_mac;
 
 /// Where a MAC was learned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,12 +79,6 @@ pub struct MacEntry {
 pub const DEFAULT_MAX_AGE: Duration = Duration::from_secs(300);
 /// Default capacity per LAN.
 pub const DEFAULT_CAPACITY: usize = 8192;
-
-/// Whether a MAC is a group (broadcast or multicast) address.
-#[inline]
-pub fn is_group(mac: &Mac) -> bool {
-    mac[0] & 1 == 1
-}
 
 impl MacDb {
     /// An empty database of at most `capacity` entries (at least 1).
@@ -172,14 +167,6 @@ impl MacDb {
     pub fn stats(&self) -> MacDbStats {
         self.stats
     }
-}
-
-/// `aa:bb:cc:dd:ee:ff`.
-pub fn fmt_mac(m: &Mac) -> String {
-    format!(
-        "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
-        m[0], m[1], m[2], m[3], m[4], m[5]
-    )
 }
 
 #[cfg(test)]

@@ -42,41 +42,17 @@ enum Command {
         target: Target,
     },
     /// Show the MAC database: which VM MAC lives behind which host.
-    Macs {
-        /// Only this LAN.
-        #[arg(long)]
-        lan: Option<String>,
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
-        #[command(flatten)]
-        target: Target,
-    },
+    Macs(View),
     /// Per-VM traffic, seen from this host without agents: bytes and packets from and to
     /// each VM MAC (with its IP), and the VM-to-VM matrix.
-    Vms {
-        /// Only this LAN.
-        #[arg(long)]
-        lan: Option<String>,
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
-        #[command(flatten)]
-        target: Target,
-    },
+    Vms(View),
     /// Flows between VMs (5-tuples, both directions, TCP state), busiest first.
     Flows {
         /// Only the N busiest flows per LAN.
         #[arg(long)]
         top: Option<usize>,
-        /// Only this LAN.
-        #[arg(long)]
-        lan: Option<String>,
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
         #[command(flatten)]
-        target: Target,
+        view: View,
     },
     /// Tunnels, local VM ports and flows, busiest first, refreshed in place.
     Top {
@@ -138,6 +114,19 @@ enum Command {
 }
 
 /// Which daemon to ask.
+/// A table of one LAN or all, from a daemon.
+#[derive(clap::Args)]
+struct View {
+    /// Only this LAN.
+    #[arg(long)]
+    lan: Option<String>,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    target: Target,
+}
+
 #[derive(clap::Args)]
 struct Target {
     /// Control socket of the daemon.
@@ -214,11 +203,11 @@ fn run(cli: Cli) -> Result<()> {
             let v = control::request(&target.resolve()?, &ControlRequest::Status)?;
             print_out(&v, json, render::status)
         }
-        Command::Macs { lan, json, target } => {
+        Command::Macs(View { lan, json, target }) => {
             let v = control::request(&target.resolve()?, &ControlRequest::Macs { lan })?;
             print_out(&v, json, render::macs)
         }
-        Command::Vms { lan, json, target } => {
+        Command::Vms(View { lan, json, target }) => {
             let v = control::request(
                 &target.resolve()?,
                 &ControlRequest::Traffic { lan, top: None },
@@ -227,9 +216,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Flows {
             top,
-            lan,
-            json,
-            target,
+            view: View { lan, json, target },
         } => {
             let v = control::request(&target.resolve()?, &ControlRequest::Traffic { lan, top })?;
             print_out(&v, json, render::flows)

@@ -37,8 +37,8 @@ fn esc(v: &str) -> String {
 pub struct Extra {
     /// Per-LAN traffic (only local VM ports are exported: bounded by the series cap).
     pub traffic: Vec<LanTraffic>,
-    /// (LAN, peer address, peer name, cumulative RTT histogram).
-    pub rtt: Vec<(String, String, String, RttBuckets)>,
+    /// (LAN, peer address, cumulative RTT histogram).
+    pub rtt: Vec<(String, String, RttBuckets)>,
 }
 
 /// Render a status snapshot as Prometheus text.
@@ -291,7 +291,7 @@ pub fn render(status: &Status, extra: &Extra) -> String {
     for t in &extra.traffic {
         let lan = format!("lan=\"{}\"", esc(&t.lan));
         for vm in t.vms.iter().filter(|v| v.location == "local") {
-            let labels = format!("{lan},mac=\"{}\"", vm.mac);
+            let labels = format!("{lan},mac=\"{}\"", telemetry::vms::fmt_mac(&vm.mac));
             fams[port_tx]
                 .samples
                 .push((labels.clone(), vm.tx_bytes as f64));
@@ -326,7 +326,7 @@ pub fn render(status: &Status, extra: &Extra) -> String {
         "# HELP {h} RTT of probes inside the tunnel, since start."
     );
     let _ = writeln!(out, "# TYPE {h} histogram");
-    for (lan, peer, _, b) in &extra.rtt {
+    for (lan, peer, b) in &extra.rtt {
         let labels = format!("lan=\"{}\",peer=\"{}\"", esc(lan), esc(peer));
         for (bound, c) in BUCKETS_US.iter().zip(b.le) {
             let _ = writeln!(
@@ -439,7 +439,7 @@ mod tests {
         b.sum_ns = 9_000_000_000;
         let extra = Extra {
             traffic: Vec::new(),
-            rtt: vec![("lan1".into(), "10.0.0.2:7401".into(), "h2".into(), b)],
+            rtt: vec![("lan1".into(), "10.0.0.2:7401".into(), b)],
         };
         let t = render(&s, &extra);
         assert!(t.contains("# TYPE vmvpn_peer_rtt_seconds histogram"), "{t}");

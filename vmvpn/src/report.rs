@@ -2,20 +2,11 @@
 //! health, RTT, loss and rates, and the busiest VM pairs whose source VM is local (so the
 //! bulletin's sum counts every pair once).
 
-use bulletin::proto::{LanReport, PairReport, PeerReport};
+use bulletin::proto::{LanReport, PairReport, PeerReport, Tunnel};
 use bulletin::reports::{MAX_PAIRS, MAX_PEERS};
 
 use crate::runtime::{Handle, Request};
 use crate::status::{LanStatus, LanTraffic};
-
-fn parse_mac(s: &str) -> Option<[u8; 6]> {
-    let mut m = [0u8; 6];
-    let mut parts = s.split(':');
-    for b in &mut m {
-        *b = u8::from_str_radix(parts.next()?, 16).ok()?;
-    }
-    parts.next().is_none().then_some(m)
-}
 
 /// The report from a status snapshot and the traffic tables.
 pub fn build(lans: &[LanStatus], traffic: &[LanTraffic]) -> Vec<LanReport> {
@@ -28,19 +19,16 @@ pub fn build(lans: &[LanStatus], traffic: &[LanTraffic]) -> Vec<LanReport> {
                 .map(|p| PeerReport {
                     host_id: p.id,
                     name: p.name.clone(),
-                    health: if p.state == "up" {
-                        p.health.to_string()
-                    } else if p.health == "down" {
-                        "down".into()
-                    } else {
-                        "unknown".into()
+                    tunnel: Tunnel {
+                        // Already "down" for a tunnel that answered and died.
+                        health: p.health.to_string(),
+                        rtt_p50_us: p.rtt.rtt_p50_us,
+                        rtt_p99_us: p.rtt.rtt_p99_us,
+                        loss_tx_ratio: p.loss_tx_ratio,
+                        loss_rx_ratio: p.loss_rx_ratio,
+                        tx_rate_bps: p.rates.tx_rate_bps,
+                        rx_rate_bps: p.rates.rx_rate_bps,
                     },
-                    rtt_p50_us: p.rtt.rtt_p50_us,
-                    rtt_p99_us: p.rtt.rtt_p99_us,
-                    loss_tx_ratio: p.loss_tx_ratio,
-                    loss_rx_ratio: p.loss_rx_ratio,
-                    tx_rate_bps: p.rates.tx_rate_bps,
-                    rx_rate_bps: p.rates.rx_rate_bps,
                 })
                 .collect();
             let pairs = traffic
@@ -50,15 +38,13 @@ pub fn build(lans: &[LanStatus], traffic: &[LanTraffic]) -> Vec<LanReport> {
                     t.pairs
                         .iter()
                         .filter(|p| p.at_source)
-                        .filter_map(|p| {
-                            Some(PairReport {
-                                src_mac: parse_mac(&p.src_mac)?,
-                                src_ip: p.src_ip.as_deref().and_then(|i| i.parse().ok()),
-                                dst_mac: parse_mac(&p.dst_mac)?,
-                                dst_ip: p.dst_ip.as_deref().and_then(|i| i.parse().ok()),
-                                packets: p.packets,
-                                bytes: p.bytes,
-                            })
+                        .map(|p| PairReport {
+                            src_mac: p.src_mac,
+                            src_ip: p.src_ip,
+                            dst_mac: p.dst_mac,
+                            dst_ip: p.dst_ip,
+                            packets: p.packets,
+                            bytes: p.bytes,
                         })
                         .take(MAX_PAIRS)
                         .collect()
@@ -97,20 +83,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn macs_parse_back() {
-        assert_eq!(parse_mac("02:00:0a:ff:00:01"), Some([2, 0, 10, 255, 0, 1]));
-        assert_eq!(parse_mac("02:00"), None);
-        assert_eq!(parse_mac("02:00:0a:ff:00:01:07"), None);
-        assert_eq!(parse_mac("zz:00:0a:ff:00:01"), None);
-    }
-
-    #[test]
     fn only_pairs_counted_at_their_source_are_reported() {
         use telemetry::vms::PairRow;
         let pair = |at_source| PairRow {
-            src_mac: "02:00:00:00:00:01".into(),
-            src_ip: Some("10.0.0.1".into()),
-            dst_mac: "02:00:00:00:00:02".into(),
+            src_mac: [2, 0, 0, 0, 0, 1],
+            src_ip: Some([10, 0, 0, 1].into()),
+            dst_mac: [2, 0, 0, 0, 0, 2],
             dst_ip: None,
             packets: 2,
             bytes: 120,

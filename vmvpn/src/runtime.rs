@@ -342,14 +342,8 @@ impl DataPlane {
     /// segments that go through the core one by one and leave in GSO batches.
     fn tap_in_offload(&mut self, i: usize, buf: &mut [u8], now: Instant) {
         for _ in 0..TAP_BUDGET {
-            let n = match self.taps[i].recv(&mut self.big) {
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    warn!(tap = self.taps[i].name(), error = %e, "TAP read failed");
-                    return;
-                }
+            let Some(n) = read_tap(&self.taps[i], &mut self.big) else {
+                return;
             };
             let Some(h) = VnetHdr::parse(&self.big[..n]) else {
                 self.engine.note_drop(Some(i), DropReason::Malformed);
@@ -370,12 +364,7 @@ impl DataPlane {
                         relay,
                     } => {
                         failed += batch.flush(udp);
-                        for a in to {
-                            failed += u32::from(udp.send_to(&out[..len], *a).is_err());
-                        }
-                        for a in relay_to {
-                            failed += u32::from(udp.send_to(relay, *a).is_err());
-                        }
+                        failed += send_flood(udp, &out[..len], to, relay, relay_to);
                     }
                     TapAction::Drop(_) => {}
                 }
@@ -401,41 +390,21 @@ impl DataPlane {
         }
         for _ in 0..TAP_BUDGET {
             let read_room = buf.len() - TAG_LEN;
-            let n = match self.taps[i].recv(&mut buf[HEADER_LEN..read_room]) {
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    warn!(tap = self.taps[i].name(), error = %e, "TAP read failed");
-                    return;
-                }
+            let Some(n) = read_tap(&self.taps[i], &mut buf[HEADER_LEN..read_room]) else {
+                return;
             };
-            let mut failed = 0u32;
-            match self.engine.on_tap_frame(i, buf, n, now) {
+            let failed = match self.engine.on_tap_frame(i, buf, n, now) {
                 TapAction::Unicast(to, len) => {
-                    if self.udp.send_to(&buf[..len], to).is_err() {
-                        failed += 1;
-                    }
+                    u32::from(self.udp.send_to(&buf[..len], to).is_err())
                 }
                 TapAction::Flood {
                     to,
                     len,
                     relay_to,
                     relay,
-                } => {
-                    for a in to {
-                        if self.udp.send_to(&buf[..len], *a).is_err() {
-                            failed += 1;
-                        }
-                    }
-                    for a in relay_to {
-                        if self.udp.send_to(relay, *a).is_err() {
-                            failed += 1;
-                        }
-                    }
-                }
-                TapAction::Drop(_) => {}
-            }
+                } => send_flood(&self.udp, &buf[..len], to, relay, relay_to),
+                TapAction::Drop(_) => 0,
+            };
             for _ in 0..failed {
                 self.engine.note_drop(Some(i), DropReason::UdpSendError);
             }
@@ -457,28 +426,22 @@ impl DataPlane {
                     let _ = reply.send(self.status(now));
                 }
                 Request::Macs(lan, reply) => {
-                    let res = match &lan {
-                        Some(name) if !self.engine.has_lan(name) => {
-                            Err(format!("no LAN named {name:?} on this host"))
-                        }
-                        _ => Ok(self.engine.mac_rows(lan.as_deref(), now)),
-                    };
+                    let res = self
+                        .known_lan(lan.as_deref())
+                        .map(|()| self.engine.mac_rows(lan.as_deref(), now));
                     let _ = reply.send(res);
                 }
                 Request::Scrape(reply) => {
                     let extra = crate::metrics::Extra {
-                        traffic: self.traffic(None, Some(0)),
+                        traffic: self.engine.traffic(None, Some(0)),
                         rtt: self.engine.rtt_buckets(),
                     };
                     let _ = reply.send((self.status(now), extra));
                 }
                 Request::Traffic { lan, top, reply } => {
-                    let res = match &lan {
-                        Some(name) if !self.engine.has_lan(name) => {
-                            Err(format!("no LAN named {name:?} on this host"))
-                        }
-                        _ => Ok(self.traffic(lan.as_deref(), top)),
-                    };
+                    let res = self
+                        .known_lan(lan.as_deref())
+                        .map(|()| self.engine.traffic(lan.as_deref(), top));
                     let _ = reply.send(res);
                 }
                 Request::Ping { target, reply } => {
@@ -509,6 +472,16 @@ impl DataPlane {
 }
 
 impl DataPlane {
+    /// A LAN filter from the control socket: none, or a LAN this host has.
+    fn known_lan(&self, lan: Option<&str>) -> Result<(), String> {
+        match lan {
+            Some(name) if !self.engine.has_lan(name) => {
+                Err(format!("no LAN named {name:?} on this host"))
+            }
+            _ => Ok(()),
+        }
+    }
+
     fn status(&self, now: Instant) -> Status {
         let mut host = self.host.clone();
         host.uptime_s = now.saturating_duration_since(self.started).as_secs();
@@ -525,28 +498,6 @@ impl DataPlane {
         }
     }
 
-    fn traffic(&self, lan: Option<&str>, top: Option<usize>) -> Vec<LanTraffic> {
-        let status = self.engine.lan_status(Instant::now());
-        let vms = self.engine.vm_rows(lan);
-        let pairs = self.engine.pair_rows(lan);
-        let flows = self.engine.flow_rows(lan, top);
-        vms.into_iter()
-            .zip(pairs)
-            .zip(flows)
-            .map(|(((name, vms), (_, pairs)), (_, flows))| {
-                let st = status.iter().find(|l| l.name == name);
-                LanTraffic {
-                    vm_table: st.map(|l| l.vm_table).unwrap_or_default(),
-                    flow_table: st.map(|l| l.flow_table).unwrap_or_default(),
-                    lan: name,
-                    vms,
-                    pairs,
-                    flows,
-                }
-            })
-            .collect()
-    }
-
     /// Hand `vmvpn ping` answers to their waiters; forget waiters after 10 s.
     fn deliver_pongs(&mut self, now: Instant) {
         while let Some(p) = self.engine.poll_pong() {
@@ -558,6 +509,42 @@ impl DataPlane {
         self.pings
             .retain(|(_, at, _)| now.saturating_duration_since(*at) < Duration::from_secs(10));
     }
+}
+
+/// One frame from a TAP, or `None` when nothing more is to be read now (a failure is
+/// logged; the poll loop comes back).
+fn read_tap(tap: &TapDevice, buf: &mut [u8]) -> Option<usize> {
+    loop {
+        match tap.recv(buf) {
+            Ok(n) => return Some(n),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return None,
+            Err(e) => {
+                warn!(tap = tap.name(), error = %e, "TAP read failed");
+                return None;
+            }
+        }
+    }
+}
+
+/// A flooded frame to this subnet's targets and its relay copy to other subnets'
+/// forwarders; the number of sends that failed.
+fn send_flood(
+    udp: &Udp,
+    frame: &[u8],
+    to: &[SocketAddr],
+    relay: &[u8],
+    relay_to: &[SocketAddr],
+) -> u32 {
+    let local = to
+        .iter()
+        .filter(|a| udp.send_to(frame, **a).is_err())
+        .count();
+    let remote = relay_to
+        .iter()
+        .filter(|a| udp.send_to(relay, **a).is_err())
+        .count();
+    (local + remote) as u32
 }
 
 fn pollfd(fd: i32) -> libc::pollfd {
