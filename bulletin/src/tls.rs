@@ -84,7 +84,11 @@ impl Identity {
             .map_err(|e| TlsError::Generate(e.to_string()))?;
         let key = ck.signing_key.serialize_der();
         write_private(&kp, &key).map_err(io("cannot write", &kp))?;
-        std::fs::write(&cp, ck.cert.der()).map_err(io("cannot write", &cp))?;
+        // Written aside and renamed: a concurrent `bulletin fingerprint` sees no certificate
+        // or the whole one, never a partial file (the key is complete before either).
+        let tmp = cp.with_extension("tmp");
+        std::fs::write(&tmp, ck.cert.der()).map_err(io("cannot write", &tmp))?;
+        std::fs::rename(&tmp, &cp).map_err(io("cannot write", &cp))?;
         Ok(Identity {
             cert: ck.cert.der().clone(),
             key: PrivatePkcs8KeyDer::from(key),
@@ -98,6 +102,12 @@ impl Identity {
             path: path.clone(),
             cause,
         })?;
+        if cert.is_empty() {
+            return Err(TlsError::NoCertificate {
+                path,
+                cause: std::io::Error::other("the file is empty"),
+            });
+        }
         Ok(fingerprint(&cert))
     }
 
@@ -276,6 +286,13 @@ mod tests {
             .mode();
         assert_eq!(mode & 0o077, 0, "the key is private");
         assert!(a.server_config().is_ok());
+        assert!(!dir.join(CERT_FILE).with_extension("tmp").exists());
+        // A certificate file caught empty (a writer elsewhere) is no fingerprint.
+        std::fs::write(dir.join(CERT_FILE), b"").expect("truncate");
+        assert!(matches!(
+            Identity::fingerprint_in(&dir),
+            Err(TlsError::NoCertificate { .. })
+        ));
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
