@@ -314,6 +314,16 @@ fn tcp_through_the_overlay_arrives_intact() {
         frames > 0 && segs > frames,
         "the TSO path was not used: {off}"
     );
+    // The receiver merged the segments back into large frames for its TAP.
+    let off = &lab.status("h2")["offload"];
+    let (frames, segs) = (
+        off["gro_frames_total"].as_u64().unwrap_or(0),
+        off["gro_segments_total"].as_u64().unwrap_or(0),
+    );
+    assert!(
+        frames > 0 && segs > frames,
+        "the receive path merged nothing: {off}"
+    );
 }
 
 #[test]
@@ -322,6 +332,7 @@ fn tcp_arrives_intact_without_offloads_too() {
     let off = &lab.status("h1")["offload"];
     assert_eq!(off["tap_offload"], false, "{off}");
     assert_eq!(off["tso_frames_total"], 0, "{off}");
+    assert_eq!(lab.status("h2")["offload"]["gro_frames_total"], 0);
 }
 
 /// 8 MiB of TCP from a VM of h1 to a VM of h2 (routed); the SHA-256 must match.

@@ -7,15 +7,17 @@
 //! The work is one TAP read per 64 KB instead of one per frame, and the sealed segments
 //! leave in one UDP GSO send.
 
+use crate::csum::{fold, pseudo, sum};
+
 /// Size of `struct virtio_net_hdr` (without `num_buffers`).
 pub const VNET_HDR_LEN: usize = 10;
 
 /// `VIRTIO_NET_HDR_F_NEEDS_CSUM`.
-const F_NEEDS_CSUM: u8 = 1;
+pub(crate) const F_NEEDS_CSUM: u8 = 1;
 /// `VIRTIO_NET_HDR_GSO_*`.
 const GSO_NONE: u8 = 0;
-const GSO_TCPV4: u8 = 1;
-const GSO_TCPV6: u8 = 4;
+pub(crate) const GSO_TCPV4: u8 = 1;
+pub(crate) const GSO_TCPV6: u8 = 4;
 const GSO_ECN: u8 = 0x80;
 
 /// The virtio-net header (native endianness: little on every host vmvpn runs on).
@@ -49,6 +51,23 @@ impl VnetHdr {
             csum_offset: u(8),
         })
     }
+
+    /// The 10 bytes.
+    pub fn write(&self, b: &mut [u8; VNET_HDR_LEN]) {
+        b[0] = self.flags;
+        b[1] = self.gso_type;
+        for (i, v) in [
+            self.hdr_len,
+            self.gso_size,
+            self.csum_start,
+            self.csum_offset,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            b[2 + 2 * i..4 + 2 * i].copy_from_slice(&v.to_le_bytes());
+        }
+    }
 }
 
 /// Why a frame could not be split.
@@ -60,26 +79,6 @@ pub enum GsoError {
     Unsupported,
     /// A segment does not fit the output buffer.
     TooBig,
-}
-
-fn fold(mut sum: u32) -> u16 {
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    sum as u16
-}
-
-/// One's-complement sum of `b` (big-endian words) added to `sum`.
-fn add(mut sum: u32, b: &[u8]) -> u32 {
-    let mut chunks = b.chunks_exact(2);
-    for c in &mut chunks {
-        sum += u32::from(u16::from_be_bytes([c[0], c[1]]));
-    }
-    if let [last] = chunks.remainder() {
-        sum += u32::from(*last) << 8;
-    }
-    // Keep it from overflowing on 64 KB inputs.
-    (sum & 0xffff) + (sum >> 16)
 }
 
 /// Split `frame` (without the virtio header) as `h` says; each output frame is written to
@@ -141,7 +140,7 @@ pub fn split(
             seg[ip + 2..ip + 4].copy_from_slice(&total.to_be_bytes());
             seg[ip + 4..ip + 6].copy_from_slice(&id0.wrapping_add(count as u16).to_be_bytes());
             seg[ip + 10..ip + 12].fill(0);
-            let c = !fold(add(0, &seg[ip..ip + ihl]));
+            let c = !fold(sum(0, &seg[ip..ip + ihl]));
             seg[ip + 10..ip + 12].copy_from_slice(&c.to_be_bytes());
         } else {
             let plen = (n - ip - 40) as u16;
@@ -161,13 +160,12 @@ pub fn split(
         // TCP checksum over the pseudo-header and the segment.
         seg[l4 + 16..l4 + 18].fill(0);
         let tcp_len = (n - l4) as u32;
-        let mut sum = if v4 {
-            add(0, &seg[ip + 12..ip + 20])
+        let addrs = if v4 {
+            &seg[ip + 12..ip + 20]
         } else {
-            add(0, &seg[ip + 8..ip + 40])
+            &seg[ip + 8..ip + 40]
         };
-        sum += 6 + tcp_len;
-        let c = !fold(add(sum, &seg[l4..n]));
+        let c = !fold(sum(pseudo(addrs, 6, tcp_len), &seg[l4..n]));
         seg[l4 + 16..l4 + 18].copy_from_slice(&c.to_be_bytes());
         emit(out, n);
         count += 1;
@@ -187,7 +185,7 @@ fn complete_csum(h: &VnetHdr, frame: &mut [u8]) -> Result<(), GsoError> {
     if at + 2 > frame.len() || start > frame.len() {
         return Err(GsoError::Malformed);
     }
-    let c = !fold(add(0, &frame[start..]));
+    let c = !fold(sum(0, &frame[start..]));
     // UDP's "no checksum" is 0: a computed 0 is sent as 0xffff.
     let c = if c == 0 { 0xffff } else { c };
     frame[at..at + 2].copy_from_slice(&c.to_be_bytes());
@@ -287,8 +285,7 @@ mod tests {
         let good = f.clone();
         // What the kernel hands over: the pseudo-header sum in place of the checksum.
         let l4 = 34;
-        let mut ph: u32 = add(0, &f[26..34]);
-        ph += 17 + 19;
+        let ph = pseudo(&f[26..34], 17, 19);
         f[l4 + 6..l4 + 8].copy_from_slice(&fold(ph).to_be_bytes());
         let h = VnetHdr {
             flags: F_NEEDS_CSUM,

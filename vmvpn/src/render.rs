@@ -115,7 +115,7 @@ pub fn status(v: &Value) -> String {
     if !off.is_null() {
         let _ = writeln!(
             o,
-            "offload: TAP TSO {}, {} large frames split into {} segments; UDP GSO up to {} datagrams per send",
+            "offload: TAP TSO {}, {} large frames split into {} segments, {} merged from {} received; UDP GSO up to {} datagrams per send",
             if off["tap_offload"] == true {
                 "on"
             } else {
@@ -123,6 +123,8 @@ pub fn status(v: &Value) -> String {
             },
             n(&off["tso_frames_total"]),
             n(&off["tso_segments_total"]),
+            n(&off["gro_frames_total"]),
+            n(&off["gro_segments_total"]),
             n(&off["gso_max_segments"])
         );
     }

@@ -18,6 +18,7 @@ use tracing::{debug, error, warn};
 
 use crate::batch::GsoBatch;
 use crate::forward::{Engine, PeerSource, PingSent, RxAction, TapAction};
+use crate::gro::Coalescer;
 use crate::gso::{self, VNET_HDR_LEN, VnetHdr};
 use crate::status::{HostStatus, LanTraffic, MacRow, OffloadStats, Status};
 use crate::tap::TapDevice;
@@ -147,6 +148,8 @@ pub struct DataPlane {
     big: Vec<u8>,
     /// Sealed segments on their way to one peer.
     batch: GsoBatch,
+    /// Received TCP segments on their way to an offload TAP, merged.
+    gro: Coalescer,
     offload: OffloadStats,
     /// `vmvpn ping` probes waiting for their answer: id, when sent, where the RTT goes.
     pings: Vec<(u32, Instant, tokio::sync::oneshot::Sender<u64>)>,
@@ -186,6 +189,7 @@ impl DataPlane {
             pings: Vec::new(),
             big: vec![0u8; VNET_HDR_LEN + 65_536],
             batch: GsoBatch::new(max_gso),
+            gro: Coalescer::new(),
             offload: OffloadStats::default(),
         };
         Ok((dp, handle))
@@ -263,6 +267,15 @@ impl DataPlane {
     }
 
     fn udp_in(&mut self, area: &mut [u8], metas: &mut [RecvMeta; BATCH], now: Instant) {
+        self.udp_batches(area, metas, now);
+        // What was merged goes out before the loop sleeps or reads a TAP.
+        let DataPlane {
+            gro, taps, engine, ..
+        } = self;
+        gro.flush(|lan, bytes, segs| write_merged(taps, engine, lan, bytes, segs));
+    }
+
+    fn udp_batches(&mut self, area: &mut [u8], metas: &mut [RecvMeta; BATCH], now: Instant) {
         for _ in 0..UDP_BUDGET {
             let n = {
                 let mut chunks = area.chunks_mut(SLOT);
@@ -311,17 +324,27 @@ impl DataPlane {
         if let RxAction::Tap { lan, frame, relay } =
             self.engine.on_datagram(from, multicast, dgram, now)
         {
-            let ok = self.taps.get(lan).map(|t| {
-                if t.offload() && frame.start >= VNET_HDR_LEN {
-                    // An all-zero virtio-net header: a plain frame, checksums complete.
-                    let from = frame.start - VNET_HDR_LEN;
-                    dgram[from..frame.start].fill(0);
-                    t.send(&dgram[from..frame.end])
-                } else {
-                    t.send(&dgram[frame])
-                }
-            });
-            if !matches!(ok, Some(Ok(_))) {
+            let DataPlane {
+                gro, taps, engine, ..
+            } = self;
+            let tap = taps.get(lan);
+            let taken = tap.is_some_and(TapDevice::offload)
+                && gro.push(lan, &dgram[frame.clone()], |lan, bytes, segs| {
+                    write_merged(taps, engine, lan, bytes, segs)
+                });
+            // Not taken by the coalescer: written now (anything held went first).
+            let ok = taken
+                || tap.is_some_and(|t| {
+                    if t.offload() && frame.start >= VNET_HDR_LEN {
+                        // An all-zero virtio-net header: a plain frame, checksums complete.
+                        let from = frame.start - VNET_HDR_LEN;
+                        dgram[from..frame.start].fill(0);
+                        t.send(&dgram[from..frame.end]).is_ok()
+                    } else {
+                        t.send(&dgram[frame]).is_ok()
+                    }
+                });
+            if !ok {
                 self.engine.note_drop(Some(lan), DropReason::TapWriteError);
             }
             if relay {
@@ -493,6 +516,8 @@ impl DataPlane {
             offload: OffloadStats {
                 tap_offload: self.taps.iter().any(|t| t.offload()),
                 gso_max_segments: self.udp.max_gso_segments(),
+                gro_frames_total: self.gro.stats().frames,
+                gro_segments_total: self.gro.stats().segments,
                 ..self.offload
             },
         }
@@ -523,6 +548,16 @@ fn read_tap(tap: &TapDevice, buf: &mut [u8]) -> Option<usize> {
                 warn!(tap = tap.name(), error = %e, "TAP read failed");
                 return None;
             }
+        }
+    }
+}
+
+/// Write what the coalescer hands over (virtio-net header first); a failed write loses
+/// every segment in it, and each is counted.
+fn write_merged(taps: &[TapDevice], engine: &mut Engine, lan: usize, bytes: &[u8], segs: usize) {
+    if taps.get(lan).is_none_or(|t| t.send(bytes).is_err()) {
+        for _ in 0..segs {
+            engine.note_drop(Some(lan), DropReason::TapWriteError);
         }
     }
 }

@@ -34,6 +34,10 @@ pub struct OffloadStats {
     pub tso_frames_total: u64,
     /// Segments they were split into.
     pub tso_segments_total: u64,
+    /// Frames written to the TAPs as several received segments merged (GRO).
+    pub gro_frames_total: u64,
+    /// Segments they carried.
+    pub gro_segments_total: u64,
     /// Datagrams per UDP GSO send at most (1: the kernel cannot segment UDP here).
     pub gso_max_segments: usize,
 }

@@ -1,0 +1,296 @@
+//! Coalescing is checked as the exact inverse of segmentation: whatever goes in, splitting
+//! what comes out gives back the same frames in the same order.
+
+use super::*;
+use crate::gso::split;
+use etherparse::{PacketBuilder, SlicedPacket, TransportSlice};
+
+const A: [u8; 6] = [2, 0, 0, 0, 0, 1];
+const B: [u8; 6] = [2, 0, 0, 0, 0, 2];
+
+/// The segments a TSO send of `len` bytes at `mss` becomes (PSH on the last), from port
+/// `port`, starting at `seq` (and IPv4 id `seq / mss`), as `gso::split` makes them.
+fn segments(v6: bool, port: u16, seq: u32, len: usize, mss: u16) -> Vec<Vec<u8>> {
+    let b = PacketBuilder::ethernet2(A, B);
+    let b = if v6 {
+        b.ipv6([0xfd; 16], [0xfe; 16], 64)
+    } else {
+        b.ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64)
+    };
+    let payload: Vec<u8> = (0..len)
+        .map(|i| (i * 7 + usize::from(port)) as u8)
+        .collect();
+    let mut f = Vec::new();
+    b.tcp(port, 5201, seq, 512)
+        .ack(7)
+        .psh()
+        .write(&mut f, &payload)
+        .expect("build");
+    if !v6 {
+        // The id runs on from send to send, as a TCP socket's does.
+        f[18..20].copy_from_slice(&((seq / u32::from(mss)) as u16).to_be_bytes());
+    }
+    let l4 = if v6 { 54 } else { 34 };
+    let h = VnetHdr {
+        flags: F_NEEDS_CSUM,
+        gso_type: if v6 { GSO_TCPV6 } else { GSO_TCPV4 },
+        hdr_len: (l4 + 20) as u16,
+        gso_size: mss,
+        csum_start: l4 as u16,
+        csum_offset: 16,
+    };
+    let mut out = vec![0u8; 65_600];
+    let mut segs = Vec::new();
+    split(&h, &mut f, &mut out, 0, |b, n| segs.push(b[..n].to_vec())).expect("split");
+    segs
+}
+
+/// What the TAPs would receive: (lan, virtio header, frame).
+fn coalesce(frames: &[(usize, Vec<u8>)], c: &mut Coalescer) -> Vec<(usize, VnetHdr, Vec<u8>)> {
+    let mut out = Vec::new();
+    for (lan, f) in frames {
+        let mut written = Vec::new();
+        let taken = c.push(*lan, f, |l, b, segs| {
+            assert!(segs >= 1);
+            let h = VnetHdr::parse(b).expect("header");
+            written.push((l, h, b[VNET_HDR_LEN..].to_vec()));
+        });
+        out.append(&mut written);
+        if !taken {
+            out.push((*lan, VnetHdr::default(), f.clone()));
+        }
+    }
+    c.flush(|l, b, _| {
+        out.push((
+            l,
+            VnetHdr::parse(b).expect("header"),
+            b[VNET_HDR_LEN..].to_vec(),
+        ))
+    });
+    out
+}
+
+/// Split every GSO frame back into segments.
+fn expand(written: &[(usize, VnetHdr, Vec<u8>)]) -> Vec<(usize, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut buf = vec![0u8; 70_000];
+    for (lan, h, f) in written {
+        if h.gso_type == 0 {
+            assert_eq!(
+                *h,
+                VnetHdr::default(),
+                "a plain frame has an all-zero header"
+            );
+            out.push((*lan, f.clone()));
+            continue;
+        }
+        let mut f = f.clone();
+        split(h, &mut f, &mut buf, 0, |b, n| {
+            out.push((*lan, b[..n].to_vec()))
+        })
+        .expect("split");
+    }
+    out
+}
+
+/// Equal, or a panic naming the first difference (not megabytes of bytes).
+fn assert_same(got: &[(usize, Vec<u8>)], want: &[(usize, Vec<u8>)]) {
+    if let Some(i) = (0..got.len().max(want.len())).find(|&i| got.get(i) != want.get(i)) {
+        panic!(
+            "frame {i} differs: got {} frames, want {}; got lan/len {:?}, want {:?}",
+            got.len(),
+            want.len(),
+            got.get(i).map(|(l, f)| (l, f.len())),
+            want.get(i).map(|(l, f)| (l, f.len()))
+        );
+    }
+}
+
+fn lan0(segs: Vec<Vec<u8>>) -> Vec<(usize, Vec<u8>)> {
+    segs.into_iter().map(|s| (0, s)).collect()
+}
+
+#[test]
+fn one_tso_send_becomes_one_valid_gso_frame() {
+    for v6 in [false, true] {
+        let input = lan0(segments(v6, 40000, 1_000_000, 20 * 1448 - 300, 1448));
+        assert_eq!(input.len(), 20);
+        let mut c = Coalescer::new();
+        let out = coalesce(&input, &mut c);
+        assert_eq!(out.len(), 1, "v6={v6}");
+        let (_, h, f) = &out[0];
+        let l4 = if v6 { 54 } else { 34 };
+        assert_eq!(h.flags, F_NEEDS_CSUM);
+        assert_eq!(h.gso_type, if v6 { GSO_TCPV6 } else { GSO_TCPV4 });
+        assert_eq!(
+            (h.gso_size, h.hdr_len, h.csum_start, h.csum_offset),
+            (1448, l4 + 20, l4, 16)
+        );
+        assert_eq!(
+            c.stats(),
+            GroStats {
+                frames: 1,
+                segments: 20
+            }
+        );
+        // The merged frame is a valid TCP packet once the kernel completes the checksum.
+        let mut done = f.clone();
+        let l4 = usize::from(l4);
+        let c = !fold(sum(0, &done[l4..]));
+        done[l4 + 16..l4 + 18].copy_from_slice(&c.to_be_bytes());
+        let p = SlicedPacket::from_ethernet(&done).expect("valid frame");
+        let Some(TransportSlice::Tcp(t)) = p.transport else {
+            panic!("not TCP")
+        };
+        assert_eq!(t.sequence_number(), 1_000_000);
+        assert!(t.psh(), "the last segment's PSH");
+        assert_eq!(t.payload().len(), 20 * 1448 - 300);
+        let want = match &p.net {
+            Some(etherparse::NetSlice::Ipv4(ip)) => {
+                let hdr = ip.header().to_header();
+                assert_eq!(hdr.header_checksum, hdr.calc_header_checksum());
+                t.to_header().calc_checksum_ipv4(&hdr, t.payload())
+            }
+            Some(etherparse::NetSlice::Ipv6(ip)) => t
+                .to_header()
+                .calc_checksum_ipv6(&ip.header().to_header(), t.payload()),
+            _ => panic!("no IP"),
+        };
+        assert_eq!(Ok(t.checksum()), want.map_err(|_| ()));
+        assert_same(&expand(&out), &input);
+    }
+}
+
+/// Take PSH off a segment (and fix its checksum), as if the send went on.
+fn clear_psh(f: &mut [u8]) {
+    let l4 = 34;
+    f[l4 + 13] &= !TCP_PSH;
+    f[l4 + 16..l4 + 18].fill(0);
+    let c = !fold(sum(pseudo(&f[26..34], 6, (f.len() - l4) as u32), &f[l4..]));
+    f[l4 + 16..l4 + 18].copy_from_slice(&c.to_be_bytes());
+}
+
+#[test]
+fn frames_stay_within_64_kb() {
+    let mut first = segments(false, 40000, 7, 60_000, 1000);
+    if let Some(last) = first.last_mut() {
+        clear_psh(last);
+    }
+    let mut input = lan0(first);
+    // Ids run on too: `segments` derives them from the sequence number.
+    input.extend(lan0(segments(false, 40000, 7 + 60_000, 30_000, 1000)));
+    let out = coalesce(&input, &mut Coalescer::new());
+    // 65 segments of 1000 bytes fit (65,040 bytes of IP); the 66th starts the next frame.
+    let sizes: Vec<usize> = out.iter().map(|(_, _, f)| f.len() - ETH).collect();
+    assert_eq!(sizes, vec![40 + 65_000, 40 + 25_000]);
+    assert_same(&expand(&out), &input);
+}
+
+#[test]
+fn what_cannot_merge_passes_through_in_order() {
+    let mut c = Coalescer::new();
+    let mut arp = Vec::new();
+    PacketBuilder::ethernet2(A, B)
+        .arp(
+            etherparse::ArpPacket::new(
+                etherparse::ArpHardwareId::ETHERNET,
+                etherparse::EtherType::IPV4,
+                etherparse::ArpOperation::REQUEST,
+                &A,
+                &[10, 0, 0, 1],
+                &[0; 6],
+                &[10, 0, 0, 2],
+            )
+            .expect("arp"),
+        )
+        .write(&mut arp)
+        .expect("build");
+    let mut udp = Vec::new();
+    PacketBuilder::ethernet2(A, B)
+        .ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64)
+        .udp(1, 2)
+        .write(&mut udp, &[9; 1000])
+        .expect("build");
+    let mut syn = Vec::new();
+    PacketBuilder::ethernet2(A, B)
+        .ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64)
+        .tcp(1, 2, 5, 100)
+        .syn()
+        .write(&mut syn, &[])
+        .expect("build");
+    let mut segs = segments(false, 40000, 1, 5000, 1000);
+    // A bad checksum is not merged (nor hidden behind a partial one).
+    let mut bad = segs[2].clone();
+    let last = bad.len() - 1;
+    bad[last] ^= 0xff;
+    segs[2] = bad.clone();
+    let mut input = lan0(segs);
+    input.insert(1, (0, arp.clone()));
+    input.push((1, udp.clone()));
+    input.push((0, syn.clone()));
+    let out = coalesce(&input, &mut c);
+    assert_same(&expand(&out), &input);
+    assert!(out.iter().any(|(_, h, f)| h.gso_type == 0 && *f == bad));
+    for plain in [&arp, &udp, &syn] {
+        assert!(!c.push(0, plain, |_, _, _| {}));
+    }
+}
+
+#[test]
+fn interleaved_flows_and_lans_keep_their_order() {
+    let a = segments(false, 1000, 1, 8000, 1000);
+    let b = segments(true, 2000, 1, 8000, 1000);
+    let mut input = Vec::new();
+    for (i, (x, y)) in a.into_iter().zip(b).enumerate() {
+        input.push((i % 2, x));
+        input.push((0, y));
+    }
+    let out = coalesce(&input, &mut Coalescer::new());
+    assert_same(&expand(&out), &input);
+}
+
+#[test]
+fn a_gap_or_a_reorder_ends_the_run() {
+    let mut segs = segments(false, 1000, 1, 10_000, 1000);
+    segs.swap(3, 4);
+    segs.remove(7);
+    let input = lan0(segs);
+    let mut c = Coalescer::new();
+    let out = coalesce(&input, &mut c);
+    assert_same(&expand(&out), &input);
+    assert!(out.len() >= 3);
+    assert!(c.stats().segments < input.len() as u64);
+}
+
+proptest::proptest! {
+    /// Any mix of flows, lost and reordered segments, LANs, and bytes of no sense:
+    /// splitting what comes out gives back exactly what went in, and nothing panics.
+    #[test]
+    fn coalescing_is_undone_by_segmentation(
+        flows in proptest::collection::vec((proptest::bool::ANY, 1usize..20_000, 200u16..1500), 1..4),
+        shuffle in proptest::collection::vec((0usize..64, 0usize..64), 0..6),
+        drops in proptest::collection::vec(0usize..64, 0..4),
+        lans in proptest::collection::vec(0usize..2, 64),
+        junk in proptest::collection::vec(proptest::collection::vec(proptest::num::u8::ANY, 0..200), 0..4),
+    ) {
+        let mut all: Vec<Vec<u8>> = Vec::new();
+        for (i, (v6, len, mss)) in flows.into_iter().enumerate() {
+            all.extend(segments(v6, 1000 + i as u16, 77, len, mss));
+        }
+        all.extend(junk);
+        for (x, y) in shuffle {
+            let n = all.len();
+            all.swap(x % n, y % n);
+        }
+        for d in drops {
+            if all.len() > 1 {
+                let n = all.len();
+                all.remove(d % n);
+            }
+        }
+        let input: Vec<(usize, Vec<u8>)> =
+            all.into_iter().enumerate().map(|(i, f)| (lans[i % 64], f)).collect();
+        let out = coalesce(&input, &mut Coalescer::new());
+        assert_same(&expand(&out), &input);
+    }
+}
