@@ -333,6 +333,12 @@ fn tcp_arrives_intact_without_offloads_too() {
     assert_eq!(off["tap_offload"], false, "{off}");
     assert_eq!(off["tso_frames_total"], 0, "{off}");
     assert_eq!(lab.status("h2")["offload"]["gro_frames_total"], 0);
+    // Frames read one by one still leave together when several wait for the same peer.
+    let (sends, datagrams) = (
+        off["gso_sends_total"].as_u64().unwrap_or(0),
+        off["gso_datagrams_total"].as_u64().unwrap_or(0),
+    );
+    assert!(sends > 0 && datagrams > sends, "no batched send: {off}");
 }
 
 /// 8 MiB of TCP from a VM of h1 to a VM of h2 (routed); the SHA-256 must match.

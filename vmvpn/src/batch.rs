@@ -18,6 +18,9 @@ pub struct GsoBatch {
     /// A shorter datagram ends a batch.
     closed: bool,
     max_segments: usize,
+    /// GSO sends made, and the datagrams they carried.
+    sends: u64,
+    datagrams: u64,
 }
 
 impl GsoBatch {
@@ -30,7 +33,14 @@ impl GsoBatch {
             count: 0,
             closed: false,
             max_segments: max_segments.clamp(1, 64),
+            sends: 0,
+            datagrams: 0,
         }
+    }
+
+    /// GSO sends of more than one datagram so far, and the datagrams in them.
+    pub fn stats(&self) -> (u64, u64) {
+        (self.sends, self.datagrams)
     }
 
     /// Add one datagram; sends what was gathered first if it cannot join. Returns the
@@ -66,7 +76,10 @@ impl GsoBatch {
         let sent = self.count > 1
             && self.max_segments > 1
             && udp.send_gso(&self.buf, self.seg, to).is_ok();
-        if !sent {
+        if sent {
+            self.sends += 1;
+            self.datagrams += self.count as u64;
+        } else {
             for d in self.buf.chunks(self.seg.max(1)) {
                 if udp.send_to(d, to).is_err() {
                     failed += 1;

@@ -115,7 +115,7 @@ pub fn status(v: &Value) -> String {
     if !off.is_null() {
         let _ = writeln!(
             o,
-            "offload: TAP TSO {}, {} large frames split into {} segments, {} merged from {} received; UDP GSO up to {} datagrams per send",
+            "offload: TAP TSO {}, {} large frames split into {} segments, {} merged from {} received; UDP GSO up to {} datagrams per send, {} sends carried {}",
             if off["tap_offload"] == true {
                 "on"
             } else {
@@ -125,7 +125,9 @@ pub fn status(v: &Value) -> String {
             n(&off["tso_segments_total"]),
             n(&off["gro_frames_total"]),
             n(&off["gro_segments_total"]),
-            n(&off["gso_max_segments"])
+            n(&off["gso_max_segments"]),
+            n(&off["gso_sends_total"]),
+            n(&off["gso_datagrams_total"])
         );
     }
     for l in v["lans"].as_array().into_iter().flatten() {

@@ -368,15 +368,17 @@ impl DataPlane {
     }
 
     /// Frames from an offload TAP: each read may be a 64 KB TCP frame, split into
-    /// segments that go through the core one by one and leave in GSO batches.
+    /// segments that go through the core one by one and leave in GSO batches. A batch
+    /// spans reads (small frames of one size to one peer leave together too) and is sent
+    /// when the round ends.
     fn tap_in_offload(&mut self, i: usize, buf: &mut [u8], now: Instant) {
         let mut bytes = 0;
         for _ in 0..TAP_BUDGET {
             if bytes >= ROUND_BYTES {
-                return;
+                break;
             }
             let Some(n) = read_tap(&self.taps[i], &mut self.big) else {
-                return;
+                break;
             };
             bytes += n;
             let Some(h) = VnetHdr::parse(&self.big[..n]) else {
@@ -403,7 +405,6 @@ impl DataPlane {
                     TapAction::Drop(_) => {}
                 }
             });
-            failed += self.batch.flush(&self.udp);
             match r {
                 Ok(segs) if segs > 1 => {
                     self.offload.tso_frames_total += 1;
@@ -416,6 +417,9 @@ impl DataPlane {
                 self.engine.note_drop(Some(i), DropReason::UdpSendError);
             }
         }
+        for _ in 0..self.batch.flush(&self.udp) {
+            self.engine.note_drop(Some(i), DropReason::UdpSendError);
+        }
     }
 
     fn tap_in(&mut self, i: usize, buf: &mut [u8], now: Instant) {
@@ -425,23 +429,28 @@ impl DataPlane {
         for _ in 0..TAP_BUDGET {
             let read_room = buf.len() - TAG_LEN;
             let Some(n) = read_tap(&self.taps[i], &mut buf[HEADER_LEN..read_room]) else {
-                return;
+                break;
             };
             let failed = match self.engine.on_tap_frame(i, buf, n, now) {
-                TapAction::Unicast(to, len) => {
-                    u32::from(self.udp.send_to(&buf[..len], to).is_err())
-                }
+                // Gathered like the offload path's segments: one send per run to a peer.
+                TapAction::Unicast(to, len) => self.batch.push(&self.udp, to, &buf[..len]),
                 TapAction::Flood {
                     to,
                     len,
                     relay_to,
                     relay,
-                } => send_flood(&self.udp, &buf[..len], to, relay, relay_to),
+                } => {
+                    self.batch.flush(&self.udp)
+                        + send_flood(&self.udp, &buf[..len], to, relay, relay_to)
+                }
                 TapAction::Drop(_) => 0,
             };
             for _ in 0..failed {
                 self.engine.note_drop(Some(i), DropReason::UdpSendError);
             }
+        }
+        for _ in 0..self.batch.flush(&self.udp) {
+            self.engine.note_drop(Some(i), DropReason::UdpSendError);
         }
     }
 
@@ -527,6 +536,8 @@ impl DataPlane {
             offload: OffloadStats {
                 tap_offload: self.taps.iter().any(|t| t.offload()),
                 gso_max_segments: self.udp.max_gso_segments(),
+                gso_sends_total: self.batch.stats().0,
+                gso_datagrams_total: self.batch.stats().1,
                 gro_frames_total: self.gro.stats().frames,
                 gro_segments_total: self.gro.stats().segments,
                 ..self.offload

@@ -40,6 +40,11 @@ pub struct OffloadStats {
     pub gro_segments_total: u64,
     /// Datagrams per UDP GSO send at most (1: the kernel cannot segment UDP here).
     pub gso_max_segments: usize,
+    /// UDP GSO sends of several datagrams (segments of a large frame, or small frames
+    /// read one after another for the same peer).
+    pub gso_sends_total: u64,
+    /// Datagrams they carried.
+    pub gso_datagrams_total: u64,
 }
 
 /// The bulletin connection.
