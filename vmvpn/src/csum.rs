@@ -1,23 +1,26 @@
 //! The Internet checksum (RFC 1071), shared by TCP segmentation (`gso`) and coalescing
-//! (`gro`). Sums 32-bit words into a 64-bit accumulator: the same one's-complement result
-//! as 16-bit words (2^16 ≡ 1 mod 2^16 - 1), with a quarter of the additions.
+//! (`gro`). The sum is byte-order independent (RFC 1071 §2(B)): bytes are added as
+//! little-endian 32-bit words into a 64-bit accumulator, a loop the compiler vectorises,
+//! and the folded result is byte-swapped into network order at the end.
 
 /// Add `b`, read as big-endian 16-bit words from an even offset, to `acc`.
 #[inline]
-pub fn sum(mut acc: u64, b: &[u8]) -> u64 {
+pub fn sum(acc: u64, b: &[u8]) -> u64 {
+    let mut le: u64 = 0;
     let mut words = b.chunks_exact(4);
     for w in &mut words {
-        acc += u64::from(u32::from_be_bytes([w[0], w[1], w[2], w[3]]));
+        le += u64::from(u32::from_le_bytes([w[0], w[1], w[2], w[3]]));
     }
     let rest = words.remainder();
     let mut pairs = rest.chunks_exact(2);
     for p in &mut pairs {
-        acc += u64::from(u16::from_be_bytes([p[0], p[1]]));
+        le += u64::from(u16::from_le_bytes([p[0], p[1]]));
     }
     if let [last] = pairs.remainder() {
-        acc += u64::from(*last) << 8;
+        // The high byte of a big-endian word is the low byte of a little-endian one.
+        le += u64::from(*last);
     }
-    acc
+    acc + u64::from(fold(le).swap_bytes())
 }
 
 /// Fold a sum to 16 bits (not complemented).

@@ -1,7 +1,8 @@
 //! `vmvpn-corebench`: the forwarding core alone, without syscalls, so the cost per frame
 //! is known apart from the kernel: known unicast (seal on one engine, open on the other),
 //! with and without per-VM accounting; flooding to 10, 100 and 1000 peers; MAC lookups in
-//! a 100 000-entry database. Wall-clock figures on a shared machine; run it under
+//! a 100 000-entry database; splitting a 64 KB TSO frame into segments and coalescing
+//! them back (the offload paths). Wall-clock figures on a shared machine; run it under
 //! `valgrind --tool=callgrind` for instruction counts that do not drift.
 //!
 //! usage: vmvpn-corebench [OUT.json] [--quick]
@@ -16,6 +17,8 @@ use vmvpn::flood::FloodMode;
 use vmvpn::forward::{
     Accounting, Engine, HostIdentity, LanSpec, RxAction, TapAction, Timers, buffer_len,
 };
+use vmvpn::gro::Coalescer;
+use vmvpn::gso::{self, VnetHdr};
 use vmvpn::macdb::{Location, MacDb};
 use vmvpn::wire::HEADER_LEN;
 
@@ -101,6 +104,56 @@ fn tcp_frame(src: u8, dst: u8, payload: usize) -> Vec<u8> {
     ]);
     f.resize(14 + 40 + payload, 0);
     f
+}
+
+/// The offload paths on a 64,000-byte TCP frame at MSS 1448: TSO split on the sender
+/// (headers and checksum per segment), GRO coalescing on the receiver (checks, checksum
+/// verification, copy).
+fn offload(iters: u64) -> Value {
+    const PAYLOAD: usize = 64_000;
+    let mut f = tcp_frame(1, 2, PAYLOAD);
+    let h = VnetHdr {
+        flags: 1,
+        gso_type: 1,
+        hdr_len: 54,
+        gso_size: 1448,
+        csum_start: 34,
+        csum_offset: 16,
+    };
+    let mut out = vec![0u8; 2048];
+    let mut segs: Vec<Vec<u8>> = Vec::new();
+    let n = gso::split(&h, &mut f, &mut out, 0, |b, n| segs.push(b[..n].to_vec()))
+        .unwrap_or_else(|e| panic!("split: {e:?}"));
+    let t = Instant::now();
+    let mut bytes = 0usize;
+    for _ in 0..iters {
+        gso::split(&h, &mut f, &mut out, 0, |_, n| bytes += n)
+            .unwrap_or_else(|e| panic!("split: {e:?}"));
+    }
+    let split_t = t.elapsed();
+    assert_eq!(
+        bytes,
+        segs.iter().map(Vec::len).sum::<usize>() * iters as usize
+    );
+    let mut c = Coalescer::new();
+    let mut written = 0usize;
+    let t = Instant::now();
+    for _ in 0..iters {
+        for s in &segs {
+            assert!(c.push(0, s, |_, b, _| written += b.len()));
+        }
+        c.flush(|_, b, _| written += b.len());
+    }
+    let gro_t = t.elapsed();
+    assert_eq!(c.stats().segments, n as u64 * iters, "every segment merged");
+    assert!(written > PAYLOAD * iters as usize);
+    let gbit = |d: Duration| per_sec(iters, d) * PAYLOAD as f64 * 8.0 / 1e9;
+    json!({
+        "payload_bytes": PAYLOAD, "segments": n,
+        "split_us_per_frame": split_t.as_secs_f64() * 1e6 / iters as f64,
+        "coalesce_us_per_frame": gro_t.as_secs_f64() * 1e6 / iters as f64,
+        "split_gbit_per_s": gbit(split_t), "coalesce_gbit_per_s": gbit(gro_t),
+    })
 }
 
 fn per_sec(n: u64, d: Duration) -> f64 {
@@ -228,6 +281,7 @@ fn main() {
         .map(|&n| flood(n, 2_000 * k))
         .collect();
     let macs = mac_lookups(100_000, 100_000 * k);
+    let off = offload(500 * k);
     println!(
         "| unicast frame | cipher | accounting | seal+send path ns | receive path ns | Gbit/s one core (tx) |"
     );
@@ -257,8 +311,16 @@ fn main() {
         macs["entries"],
         macs["ns_per_lookup"].as_f64().unwrap_or(0.0)
     );
+    println!(
+        "\n64 KB TCP frame, {} segments: TSO split {:.1} us ({:.1} Gbit/s), GRO coalesce {:.1} us ({:.1} Gbit/s)",
+        off["segments"],
+        off["split_us_per_frame"].as_f64().unwrap_or(0.0),
+        off["split_gbit_per_s"].as_f64().unwrap_or(0.0),
+        off["coalesce_us_per_frame"].as_f64().unwrap_or(0.0),
+        off["coalesce_gbit_per_s"].as_f64().unwrap_or(0.0)
+    );
     if let Some(p) = out {
-        let doc = json!({"unicast": uni, "flood": floods, "mac_lookup": macs});
+        let doc = json!({"unicast": uni, "flood": floods, "mac_lookup": macs, "offload": off});
         if let Err(e) = std::fs::write(p, serde_json::to_string_pretty(&doc).unwrap_or_default()) {
             eprintln!("cannot write {p}: {e}");
             std::process::exit(1);
