@@ -15,6 +15,8 @@ command -v busybox >/dev/null 2>&1 || need+=(busybox)
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 # The telemetry accuracy tests and the benchmarks drive traffic between VMs with iperf3.
 command -v iperf3 >/dev/null 2>&1 || need+=(iperf3)
+# A test turns checksum offload off on a VM port, so merged frames get checksummed in software.
+{ command -v ethtool || [ -x /usr/sbin/ethtool ]; } >/dev/null 2>&1 || need+=(ethtool)
 command -v curl >/dev/null 2>&1 || command -v cargo >/dev/null 2>&1 || need+=(curl ca-certificates)
 if ((${#need[@]})); then
   if [ "$(id -u)" != 0 ]; then

@@ -303,7 +303,7 @@ fn garbage_datagrams_are_counted_and_forwarding_continues() {
 #[test]
 fn tcp_through_the_overlay_arrives_intact() {
     // With TAP offloads (the default): 64 KB frames split into segments by vmvpn.
-    let lab = tcp_transfer(Lab::builder("tcp"));
+    let lab = tcp_transfer(Lab::builder("tcp"), |_, _| {});
     let off = &lab.status("h1")["offload"];
     assert_eq!(off["tap_offload"], true, "{off}");
     let (frames, segs) = (
@@ -328,7 +328,7 @@ fn tcp_through_the_overlay_arrives_intact() {
 
 #[test]
 fn tcp_arrives_intact_without_offloads_too() {
-    let lab = tcp_transfer(Lab::builder("tcpnoof").no_offload());
+    let lab = tcp_transfer(Lab::builder("tcpnoof").no_offload(), |_, _| {});
     let off = &lab.status("h1")["offload"];
     assert_eq!(off["tap_offload"], false, "{off}");
     assert_eq!(off["tso_frames_total"], 0, "{off}");
@@ -341,10 +341,40 @@ fn tcp_arrives_intact_without_offloads_too() {
     assert!(sends > 0 && datagrams > sends, "no batched send: {off}");
 }
 
-/// 8 MiB of TCP from a VM of h1 to a VM of h2 (routed); the SHA-256 must match.
-fn tcp_transfer(builder: vmvpn_tests::LabBuilder) -> Lab {
+#[test]
+fn merged_frames_survive_a_vm_port_without_offloads() {
+    // The receiving VM's bridge port takes one segment per frame and computes no checksums,
+    // so the kernel splits vmvpn's merged frames again and completes each checksum in
+    // software from the partial one vmvpn wrote, and the VM verifies it. A wrong checksum
+    // convention would lose every merged segment here.
+    let lab = tcp_transfer(Lab::builder("tcpseg"), |lab, b| {
+        let ns = lab.host_ns(&b.host).to_string();
+        for args in [
+            &["ip", "link", "set", "dev", "v0x0", "gso_max_segs", "1"][..],
+            &["ethtool", "-K", "v0x0", "tx", "off"][..],
+        ] {
+            let out = lab.exec(&ns, args);
+            assert!(
+                out.status.success(),
+                "{args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    });
+    let off = &lab.status("h2")["offload"];
+    assert!(
+        off["gro_segments_total"].as_u64().unwrap_or(0)
+            > off["gro_frames_total"].as_u64().unwrap_or(0),
+        "nothing was merged, so nothing was split again: {off}"
+    );
+}
+
+/// 8 MiB of TCP from a VM of h1 to a VM of h2 (routed); the SHA-256 must match. `before`
+/// adjusts the lab (given the receiving VM) first.
+fn tcp_transfer(builder: vmvpn_tests::LabBuilder, before: impl FnOnce(&Lab, &Vm)) -> Lab {
     const SIZE: usize = 8 << 20;
     let (lab, a, b) = two_hosts_with(builder, true);
+    before(&lab, &b);
     let listen_ip = b.ip;
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let server = lab.in_ns(&b.ns, move || {
