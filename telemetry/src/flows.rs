@@ -130,11 +130,10 @@ impl FlowTable {
             self.stats.tcp_fin_total += u64::from(f.tcp.fin);
             self.stats.tcp_rst_total += u64::from(f.tcp.rst);
         }
-        // Stored under the initiator's orientation: look up both ways.
-        let (forward, entry) = if let Some(e) = self.flows.get_mut(&key) {
-            (true, e)
-        } else if let Some(e) = self.flows.get_mut(&key.reversed()) {
-            (false, e)
+        // Keyed by the canonical orientation; the entry keeps the initiator's.
+        let slot = key.canonical();
+        let (forward, entry) = if let Some(e) = self.flows.get_mut(&slot) {
+            (e.key == key, e)
         } else {
             let fresh = Flow {
                 key,
@@ -153,10 +152,10 @@ impl FlowTable {
                 fin_rev: false,
             };
             self.stats.flows_created_total += 1;
-            if self.flows.push(key, fresh).is_some_and(|(k, _)| k != key) {
+            if self.flows.push(slot, fresh).is_some_and(|(k, _)| k != slot) {
                 self.stats.flows_evicted_total += 1;
             }
-            let Some(e) = self.flows.get_mut(&key) else {
+            let Some(e) = self.flows.get_mut(&slot) else {
                 return;
             };
             (true, e)

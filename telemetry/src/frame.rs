@@ -40,6 +40,16 @@ impl FlowKey {
             dport: self.sport,
         }
     }
+
+    /// One orientation for both directions (the lower end first), so a table keyed by
+    /// it finds a flow in one lookup whichever way the frame goes.
+    pub fn canonical(&self) -> FlowKey {
+        if (self.src, self.sport) <= (self.dst, self.dport) {
+            *self
+        } else {
+            self.reversed()
+        }
+    }
 }
 
 /// TCP flags of interest.
@@ -297,6 +307,24 @@ pub(crate) mod tests {
         fn never_panics(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..200)) {
             let r = inspect(&bytes);
             proptest::prop_assert_eq!(r.is_some(), bytes.len() >= 14);
+        }
+
+        /// Both directions of a flow share one canonical key, and it is one of the two.
+        #[test]
+        fn both_directions_share_the_canonical_key(
+            a in proptest::num::u32::ANY, b in proptest::num::u32::ANY,
+            sport in proptest::num::u16::ANY, dport in proptest::num::u16::ANY,
+            proto in proptest::num::u8::ANY,
+        ) {
+            let k = FlowKey {
+                proto,
+                src: IpAddr::from(a.to_be_bytes()),
+                dst: IpAddr::from(b.to_be_bytes()),
+                sport,
+                dport,
+            };
+            proptest::prop_assert_eq!(k.canonical(), k.reversed().canonical());
+            proptest::prop_assert!(k.canonical() == k || k.canonical() == k.reversed());
         }
     }
 }

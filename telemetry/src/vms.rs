@@ -141,20 +141,22 @@ impl VmTable {
         if is_group(&f.src) {
             return;
         }
-        let src = self.entry(f.src, from_local, now_s);
-        src.tx_packets += 1;
-        src.tx_bytes += bytes;
-        src.last_s = now_s;
-        if let Some(ip) = f.src_ip {
-            src.ip = Some(ip);
-        }
+        self.entry(f.src, from_local, now_s, |src| {
+            src.tx_packets += 1;
+            src.tx_bytes += bytes;
+            src.last_s = now_s;
+            if let Some(ip) = f.src_ip {
+                src.ip = Some(ip);
+            }
+        });
         if is_group(&f.dst) {
             return;
         }
-        let dst = self.entry(f.dst, !from_local, now_s);
-        dst.rx_packets += 1;
-        dst.rx_bytes += bytes;
-        dst.last_s = now_s;
+        self.entry(f.dst, !from_local, now_s, |dst| {
+            dst.rx_packets += 1;
+            dst.rx_bytes += bytes;
+            dst.last_s = now_s;
+        });
         let key = (f.src, f.dst);
         if let Some(p) = self.pairs.get_mut(&key) {
             p.packets += 1;
@@ -172,47 +174,37 @@ impl VmTable {
         }
     }
 
-    fn entry(&mut self, mac: Mac, local: bool, now_s: u64) -> &mut VmEntry {
-        if !self.vms.contains(&mac) {
-            let fresh = VmEntry {
-                ip: None,
-                local,
-                tx_packets: 0,
-                tx_bytes: 0,
-                rx_packets: 0,
-                rx_bytes: 0,
-                last_s: now_s,
-                series: None,
-            };
-            if let Some((k, old)) = self.vms.push(mac, fresh)
-                && k != mac
-            {
-                self.stats.vm_evictions_total += 1;
-                if old.series.is_some() {
-                    self.series_used -= 1;
-                }
+    /// Apply `update` to `mac`'s entry, created if missing: one lookup when present (the
+    /// per-frame case).
+    fn entry(&mut self, mac: Mac, local: bool, now_s: u64, update: impl FnOnce(&mut VmEntry)) {
+        let cap = self.series_cap;
+        if let Some(e) = self.vms.get_mut(&mac) {
+            settle(e, local, cap, &mut self.series_used, &mut self.stats);
+            update(e);
+            return;
+        }
+        let fresh = VmEntry {
+            ip: None,
+            local,
+            tx_packets: 0,
+            tx_bytes: 0,
+            rx_packets: 0,
+            rx_bytes: 0,
+            last_s: now_s,
+            series: None,
+        };
+        if let Some((k, old)) = self.vms.push(mac, fresh)
+            && k != mac
+        {
+            self.stats.vm_evictions_total += 1;
+            if old.series.is_some() {
+                self.series_used -= 1;
             }
         }
-        let (cap, used) = (self.series_cap, &mut self.series_used);
-        let refused = &mut self.stats.port_series_refused_total;
-        // Present: just pushed or found.
-        let e = self
-            .vms
-            .get_mut(&mac)
-            .unwrap_or_else(|| unreachable!("entry was just inserted"));
-        if local && !e.local {
-            // A MAC first seen as a destination turns out to be a local port.
-            e.local = true;
+        if let Some(e) = self.vms.get_mut(&mac) {
+            settle(e, local, cap, &mut self.series_used, &mut self.stats);
+            update(e);
         }
-        if e.local && e.series.is_none() {
-            if *used < cap {
-                *used += 1;
-                e.series = Some(Box::default());
-            } else {
-                *refused += 1;
-            }
-        }
-        e
     }
 
     /// Feed the local ports' series (on the owner's tick, with its clock in seconds).
@@ -290,6 +282,23 @@ impl VmTable {
 
 fn ser_mac<S: serde::Serializer>(m: &Mac, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&fmt_mac(m))
+}
+
+/// A MAC seen as a local source becomes a local port, and a local port gets a time series
+/// while fewer than `cap` have one.
+fn settle(e: &mut VmEntry, local: bool, cap: usize, used: &mut usize, stats: &mut VmTableStats) {
+    if local && !e.local {
+        // A MAC first seen as a destination turns out to be a local port.
+        e.local = true;
+    }
+    if e.local && e.series.is_none() {
+        if *used < cap {
+            *used += 1;
+            e.series = Some(Box::default());
+        } else {
+            stats.port_series_refused_total += 1;
+        }
+    }
 }
 
 /// `aa:bb:cc:dd:ee:ff`.
