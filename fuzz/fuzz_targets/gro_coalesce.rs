@@ -1,4 +1,4 @@
-//! Receive coalescing on arbitrary frames: never a panic, and splitting what comes out
+//! Receive coalescing (TCP and UDP) on arbitrary frames: never a panic, and splitting what comes out
 //! gives back exactly what went in, in order. Checksums are fixed up on most frames, or
 //! the coalescer would reject nearly every input before its merge rules are reached.
 #![no_main]
@@ -7,25 +7,27 @@ use vmvpn::csum::{fold, pseudo, sum};
 use vmvpn::gro::Coalescer;
 use vmvpn::gso::{VNET_HDR_LEN, VnetHdr, split};
 
-/// Make the IPv4/TCP or IPv6/TCP checksums of `f` valid where its layout allows.
+/// Make the IPv4 header and the TCP or UDP checksum of `f` valid where its layout allows.
 fn fix(f: &mut [u8]) {
-    let (l4, addrs) = match f.get(12..14) {
+    let (l4, addrs, proto) = match f.get(12..14) {
         Some([0x08, 0x00]) if f.len() >= 34 => {
             f[24..26].fill(0);
             let c = !fold(sum(0, &f[14..34]));
             f[24..26].copy_from_slice(&c.to_be_bytes());
-            (34, 26..34)
+            (34, 26..34, f[23])
         }
-        Some([0x86, 0xdd]) if f.len() >= 54 => (54, 22..54),
+        Some([0x86, 0xdd]) if f.len() >= 54 => (54, 22..54, f[20]),
         _ => return,
     };
-    if f.len() < l4 + 20 {
-        return;
-    }
-    f[l4 + 16..l4 + 18].fill(0);
-    let ph = pseudo(&f[addrs], 6, (f.len() - l4) as u32);
+    let at = match proto {
+        6 if f.len() >= l4 + 20 => l4 + 16,
+        17 if f.len() >= l4 + 8 => l4 + 6,
+        _ => return,
+    };
+    f[at..at + 2].fill(0);
+    let ph = pseudo(&f[addrs], proto, (f.len() - l4) as u32);
     let c = !fold(sum(ph, &f[l4..]));
-    f[l4 + 16..l4 + 18].copy_from_slice(&c.to_be_bytes());
+    f[at..at + 2].copy_from_slice(&c.to_be_bytes());
 }
 
 fuzz_target!(|data: &[u8]| {

@@ -369,6 +369,81 @@ fn merged_frames_survive_a_vm_port_without_offloads() {
     );
 }
 
+#[test]
+fn udp_bursts_are_merged_and_arrive_whole_at_a_vm_port_without_offloads() {
+    // Bursts of datagrams from one connected socket (running IPv4 ids) are merged by the
+    // receiving vmvpn; the VM's port splits and checksums them again in software, and the
+    // VM's stack verifies each datagram.
+    const BURSTS: usize = 64;
+    const PER_BURST: usize = 32;
+    const SIZE: usize = 200;
+    let (lab, a, b) = two_hosts_with(Lab::builder("udpgro"), true);
+    let ns = lab.host_ns(&b.host).to_string();
+    for args in [
+        &["ip", "link", "set", "dev", "v0x0", "gso_max_segs", "1"][..],
+        &["ethtool", "-K", "v0x0", "tx", "off"][..],
+    ] {
+        let out = lab.exec(&ns, args);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let to = SocketAddr::from((b.ip, 5002));
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let receiver = lab.in_ns(&b.ns, move || {
+        let s = UdpSocket::bind(to).expect("bind");
+        s.set_read_timeout(Some(Duration::from_secs(2)))
+            .expect("timeout");
+        ready_tx.send(()).expect("ready");
+        let mut seen = vec![false; BURSTS * PER_BURST];
+        let mut buf = [0u8; 2048];
+        while let Ok(n) = s.recv(&mut buf) {
+            // Each datagram: its index, then bytes derived from it.
+            let i = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
+            let whole = n == SIZE
+                && buf[4..n]
+                    .iter()
+                    .enumerate()
+                    .all(|(k, x)| *x == (i + k) as u8);
+            if whole && i < seen.len() {
+                seen[i] = true;
+            }
+        }
+        seen.iter().filter(|x| **x).count()
+    });
+    ready_rx
+        .recv_timeout(Duration::from_secs(5))
+        .expect("receiver ready");
+    let sender = lab.in_ns(&a.ns, move || {
+        let s = UdpSocket::bind(("0.0.0.0", 0)).expect("bind");
+        s.connect(to).expect("connect");
+        let mut d = [0u8; SIZE];
+        for burst in 0..BURSTS {
+            for j in 0..PER_BURST {
+                let i = burst * PER_BURST + j;
+                d[..4].copy_from_slice(&(i as u32).to_be_bytes());
+                for (k, x) in d[4..].iter_mut().enumerate() {
+                    *x = (i + k) as u8;
+                }
+                s.send(&d).expect("send");
+            }
+            // Paced, so no socket along the way overflows.
+            std::thread::sleep(Duration::from_millis(3));
+        }
+    });
+    sender.join().expect("sender");
+    let whole = receiver.join().expect("receiver");
+    assert_eq!(whole, BURSTS * PER_BURST, "datagrams lost or damaged");
+    let off = &lab.status("h2")["offload"];
+    let (frames, segs) = (
+        off["gro_frames_total"].as_u64().unwrap_or(0),
+        off["gro_segments_total"].as_u64().unwrap_or(0),
+    );
+    assert!(frames > 0 && segs > frames, "no datagrams merged: {off}");
+}
+
 /// 8 MiB of TCP from a VM of h1 to a VM of h2 (routed); the SHA-256 must match. `before`
 /// adjusts the lab (given the receiving VM) first.
 fn tcp_transfer(builder: vmvpn_tests::LabBuilder, before: impl FnOnce(&Lab, &Vm)) -> Lab {

@@ -7,23 +7,31 @@
 //! lengths, IPv4 id, sequence number and checksums. Every segment's checksums are verified
 //! first, because the merged frame's checksum is left for the kernel to trust.
 //!
+//! UDP datagrams of one flow merge the same way (GSO UDP_L4, as for a NIC with UDP GRO):
+//! equal sizes but the last, running IPv4 ids, at most 64 per frame. The kernel splits them
+//! again before any socket that did not ask for UDP GRO sees them, so small packets cost
+//! one TAP write per run instead of one each.
+//!
 //! One flow is held at a time: the segments of one GSO send arrive together, so a second
 //! slot would rarely merge more, and one slot keeps delivery order trivially right.
 
 use crate::csum::{fold, pseudo, sum};
-use crate::gso::{F_NEEDS_CSUM, GSO_TCPV4, GSO_TCPV6, VNET_HDR_LEN, VnetHdr};
+use crate::gso::{F_NEEDS_CSUM, GSO_TCPV4, GSO_TCPV6, GSO_UDP_L4, VNET_HDR_LEN, VnetHdr};
 
 const ETH: usize = 14;
 /// IP lengths are 16-bit: the IPv4 total or the IPv6 payload stays within this.
 const MAX_IP_LEN: usize = 65_535;
 const TCP_ACK: u8 = 0x10;
 const TCP_PSH: u8 = 0x08;
+/// Datagrams per merged UDP frame at most (the kernel's UDP GSO takes up to 128).
+const MAX_UDP_SEGS: usize = 64;
 
-/// A TCP segment that may be merged: its layout, checked.
+/// A TCP segment or UDP datagram that may be merged: its layout, checked.
 #[derive(Debug, Clone, Copy)]
 struct Seg {
     v4: bool,
-    /// Offset of the TCP header.
+    udp: bool,
+    /// Offset of the TCP or UDP header.
     l4: usize,
     /// Offset of the payload.
     hdrs: usize,
@@ -102,7 +110,7 @@ impl Coalescer {
             h.next_seq = h.next_seq.wrapping_add(s.payload as u32);
             h.next_id = h.next_id.wrapping_add(1);
             // A short or pushed segment ends the run, as it ends a TSO frame.
-            if s.psh || s.payload < h.gso_size {
+            if s.psh || s.payload < h.gso_size || (s.udp && h.segs >= MAX_UDP_SEGS) {
                 h.psh |= s.psh;
                 self.flush(write);
             }
@@ -152,20 +160,32 @@ impl Coalescer {
                 ip[4..6].copy_from_slice(&((len - ETH - 40) as u16).to_be_bytes());
                 8..40
             };
-            let ph = fold(pseudo(&ip[addrs], 6, (len - s.l4) as u32));
-            let tcp = &mut frame[s.l4..];
-            if h.psh {
-                tcp[13] |= TCP_PSH;
-            }
+            let l4_len = len - s.l4;
+            let ph = fold(pseudo(
+                &ip[addrs],
+                if s.udp { 17 } else { 6 },
+                l4_len as u32,
+            ));
+            let l4 = &mut frame[s.l4..];
             // Checksum partial: the pseudo-header sum in place, the kernel finishes it.
-            tcp[16..18].copy_from_slice(&ph.to_be_bytes());
+            let (gso_type, csum_offset) = if s.udp {
+                l4[4..6].copy_from_slice(&(l4_len as u16).to_be_bytes());
+                l4[6..8].copy_from_slice(&ph.to_be_bytes());
+                (GSO_UDP_L4, 6)
+            } else {
+                if h.psh {
+                    l4[13] |= TCP_PSH;
+                }
+                l4[16..18].copy_from_slice(&ph.to_be_bytes());
+                (if s.v4 { GSO_TCPV4 } else { GSO_TCPV6 }, 16)
+            };
             let v = VnetHdr {
                 flags: F_NEEDS_CSUM,
-                gso_type: if s.v4 { GSO_TCPV4 } else { GSO_TCPV6 },
+                gso_type,
                 hdr_len: s.hdrs as u16,
                 gso_size: h.gso_size as u16,
                 csum_start: s.l4 as u16,
-                csum_offset: 16,
+                csum_offset,
             };
             if let Ok(hdr) = <&mut [u8; VNET_HDR_LEN]>::try_from(hdr) {
                 v.write(hdr);
@@ -183,46 +203,67 @@ fn be16(b: &[u8], i: usize) -> u16 {
 
 /// The segment's layout if it may be merged: untagged IPv4 without options or fragments,
 /// or IPv6 without extension headers; TCP with payload, ACK set and nothing but PSH
-/// besides; lengths that match the frame; valid checksums.
+/// besides, or UDP with payload and a checksum; lengths that match the frame; valid
+/// checksums.
 fn parse(f: &[u8]) -> Option<Seg> {
-    let (v4, l4, id) = match f.get(12..14)? {
+    let (v4, l4, id, proto) = match f.get(12..14)? {
         [0x08, 0x00] => {
             let ip = f.get(ETH..ETH + 20)?;
             let frag = be16(ip, 6);
             if ip[0] != 0x45
-                || ip[9] != 6
+                || (ip[9] != 6 && ip[9] != 17)
                 || usize::from(be16(ip, 2)) != f.len() - ETH
                 || frag & 0x3fff != 0
                 || fold(sum(0, ip)) != 0xffff
             {
                 return None;
             }
-            (true, ETH + 20, be16(ip, 4))
+            (true, ETH + 20, be16(ip, 4), ip[9])
         }
         [0x86, 0xdd] => {
             let ip = f.get(ETH..ETH + 40)?;
-            if ip[0] >> 4 != 6 || ip[6] != 6 || usize::from(be16(ip, 4)) != f.len() - ETH - 40 {
+            if ip[0] >> 4 != 6
+                || (ip[6] != 6 && ip[6] != 17)
+                || usize::from(be16(ip, 4)) != f.len() - ETH - 40
+            {
                 return None;
             }
-            (false, ETH + 40, 0)
+            (false, ETH + 40, 0, ip[6])
         }
         _ => return None,
     };
-    let tcp = f.get(l4..l4 + 20)?;
-    let hdrs = l4 + usize::from(tcp[12] >> 4) * 4;
-    if hdrs < l4 + 20 || hdrs >= f.len() || tcp[13] & !TCP_PSH != TCP_ACK {
-        return None;
-    }
     let addrs = if v4 {
         &f[ETH + 12..ETH + 20]
     } else {
         &f[ETH + 8..ETH + 40]
     };
-    if fold(sum(pseudo(addrs, 6, (f.len() - l4) as u32), &f[l4..])) != 0xffff {
+    let valid = || fold(sum(pseudo(addrs, proto, (f.len() - l4) as u32), &f[l4..])) == 0xffff;
+    if proto == 17 {
+        let udp = f.get(l4..l4 + 8)?;
+        // A zero checksum is "none" (IPv4): merging would invent one, so it passes as is.
+        let ok = usize::from(be16(udp, 4)) == f.len() - l4
+            && f.len() > l4 + 8
+            && be16(udp, 6) != 0
+            && valid();
+        return ok.then_some(Seg {
+            v4,
+            udp: true,
+            l4,
+            hdrs: l4 + 8,
+            payload: f.len() - l4 - 8,
+            seq: 0,
+            id,
+            psh: false,
+        });
+    }
+    let tcp = f.get(l4..l4 + 20)?;
+    let hdrs = l4 + usize::from(tcp[12] >> 4) * 4;
+    if hdrs < l4 + 20 || hdrs >= f.len() || tcp[13] & !TCP_PSH != TCP_ACK || !valid() {
         return None;
     }
     Some(Seg {
         v4,
+        udp: false,
         l4,
         hdrs,
         payload: f.len() - hdrs,
@@ -237,10 +278,11 @@ fn joins(h: &Held, lan: usize, s: &Seg, f: &[u8], held: &[u8]) -> bool {
     let ip_len = held.len() - ETH - if s.v4 { 0 } else { 40 };
     if h.lan != lan
         || s.v4 != h.seg.v4
+        || s.udp != h.seg.udp
         || s.hdrs != h.seg.hdrs
         || s.payload > h.gso_size
         || ip_len + s.payload > MAX_IP_LEN
-        || s.seq != h.next_seq
+        || (!s.udp && s.seq != h.next_seq)
         // IPv4 ids must run on (as one TSO send's do), so re-segmenting restores them.
         || (s.v4 && s.id != h.next_id)
     {
@@ -256,14 +298,12 @@ fn joins(h: &Held, lan: usize, s: &Seg, f: &[u8], held: &[u8]) -> bool {
         same(ETH..ETH + 4) && same(ETH + 6..ETH + 40)
     };
     let l4 = s.l4;
-    // ports; ack; offset; window; urgent pointer and options (not seq, flags, checksum:
-    // parse allowed only ACK and PSH).
+    // ports (UDP: not length, checksum); TCP: ack, offset, window, urgent pointer and
+    // options (not seq, flags, checksum: parse allowed only ACK and PSH).
     ip_same
         && same(0..ETH)
         && same(l4..l4 + 4)
-        && same(l4 + 8..l4 + 13)
-        && same(l4 + 14..l4 + 16)
-        && same(l4 + 18..s.hdrs)
+        && (s.udp || (same(l4 + 8..l4 + 13) && same(l4 + 14..l4 + 16) && same(l4 + 18..s.hdrs)))
 }
 
 #[cfg(test)]

@@ -18,6 +18,7 @@ pub(crate) const F_NEEDS_CSUM: u8 = 1;
 const GSO_NONE: u8 = 0;
 pub(crate) const GSO_TCPV4: u8 = 1;
 pub(crate) const GSO_TCPV6: u8 = 4;
+pub(crate) const GSO_UDP_L4: u8 = 5;
 const GSO_ECN: u8 = 0x80;
 
 /// The virtio-net header (native endianness: little on every host vmvpn runs on).
@@ -101,7 +102,8 @@ pub fn split(
         emit(out, n);
         return Ok(1);
     }
-    if gso != GSO_TCPV4 && gso != GSO_TCPV6 {
+    let udp = gso == GSO_UDP_L4;
+    if gso != GSO_TCPV4 && gso != GSO_TCPV6 && !udp {
         return Err(GsoError::Unsupported);
     }
     let l4 = usize::from(h.csum_start);
@@ -110,20 +112,35 @@ pub fn split(
         Some(_) => 14,
         None => return Err(GsoError::Malformed),
     };
-    let v4 = gso == GSO_TCPV4;
-    if l4 < ip + if v4 { 20 } else { 40 } || frame.len() < l4 + 20 {
+    // UDP's GSO type says nothing of the IP version: the header does.
+    let v4 = if udp {
+        frame.get(ip).is_some_and(|b| b >> 4 == 4)
+    } else {
+        gso == GSO_TCPV4
+    };
+    let min_l4 = if udp { 8 } else { 20 };
+    if l4 < ip + if v4 { 20 } else { 40 } || frame.len() < l4 + min_l4 {
         return Err(GsoError::Malformed);
     }
-    let thl = usize::from(frame[l4 + 12] >> 4) * 4;
+    let thl = if udp {
+        8
+    } else {
+        usize::from(frame[l4 + 12] >> 4) * 4
+    };
     let hdrs = l4 + thl;
     let mss = usize::from(h.gso_size);
-    if thl < 20 || frame.len() < hdrs || mss == 0 {
+    if thl < min_l4 || frame.len() < hdrs || mss == 0 {
         return Err(GsoError::Malformed);
     }
     let payload_len = frame.len() - hdrs;
-    let seq0 = u32::from_be_bytes([frame[l4 + 4], frame[l4 + 5], frame[l4 + 6], frame[l4 + 7]]);
+    // TCP only (UDP has neither); its header length was checked above.
+    let (seq0, flags0) = if udp {
+        (0, 0)
+    } else {
+        let t = &frame[l4..];
+        (u32::from_be_bytes([t[4], t[5], t[6], t[7]]), t[13])
+    };
     let id0 = u16::from_be_bytes([frame[ip + 4], frame[ip + 5]]);
-    let flags0 = frame[l4 + 13];
     let mut count = 0;
     let mut off = 0;
     while off < payload_len || (payload_len == 0 && count == 0) {
@@ -146,6 +163,28 @@ pub fn split(
             let plen = (n - ip - 40) as u16;
             seg[ip + 4..ip + 6].copy_from_slice(&plen.to_be_bytes());
         }
+        let addrs = if v4 {
+            &seg[ip + 12..ip + 20]
+        } else {
+            &seg[ip + 8..ip + 40]
+        };
+        let l4_len = (n - l4) as u32;
+        let ph = pseudo(addrs, if udp { 17 } else { 6 }, l4_len);
+        if udp {
+            // UDP: length and checksum (a computed 0 is sent as 0xffff).
+            seg[l4 + 4..l4 + 6].copy_from_slice(&(l4_len as u16).to_be_bytes());
+            seg[l4 + 6..l4 + 8].fill(0);
+            let c = !fold(sum(ph, &seg[l4..n]));
+            let c = if c == 0 { 0xffff } else { c };
+            seg[l4 + 6..l4 + 8].copy_from_slice(&c.to_be_bytes());
+            emit(out, n);
+            count += 1;
+            off += chunk;
+            if payload_len == 0 {
+                break;
+            }
+            continue;
+        }
         // TCP: sequence number, flags (FIN/PSH only on the last, CWR only on the first).
         let seq = seq0.wrapping_add(off as u32);
         seg[l4 + 4..l4 + 8].copy_from_slice(&seq.to_be_bytes());
@@ -159,13 +198,7 @@ pub fn split(
         seg[l4 + 13] = fl;
         // TCP checksum over the pseudo-header and the segment.
         seg[l4 + 16..l4 + 18].fill(0);
-        let tcp_len = (n - l4) as u32;
-        let addrs = if v4 {
-            &seg[ip + 12..ip + 20]
-        } else {
-            &seg[ip + 8..ip + 40]
-        };
-        let c = !fold(sum(pseudo(addrs, 6, tcp_len), &seg[l4..n]));
+        let c = !fold(sum(ph, &seg[l4..n]));
         seg[l4 + 16..l4 + 18].copy_from_slice(&c.to_be_bytes());
         emit(out, n);
         count += 1;
