@@ -132,6 +132,7 @@ pub struct LabBuilder {
     telemetry: String,
     cipher: Option<String>,
     no_offload: bool,
+    no_realtime: bool,
     extra_peers: usize,
 }
 
@@ -143,6 +144,12 @@ impl LabBuilder {
     pub fn emulate(mut self, host: &str, out: &str, inbound: &str) -> Self {
         self.emulated
             .push((host.into(), out.into(), inbound.into()));
+        self
+    }
+
+    /// `[host] realtime = false` on every host (the data plane at normal priority).
+    pub fn no_realtime(mut self) -> Self {
+        self.no_realtime = true;
         self
     }
 
@@ -370,6 +377,7 @@ impl Lab {
             telemetry: String::new(),
             cipher: None,
             no_offload: false,
+            no_realtime: false,
             extra_peers: 0,
         }
     }
@@ -605,6 +613,9 @@ impl Lab {
             );
             if b.no_offload {
                 cfg += "offload = false\n";
+            }
+            if b.no_realtime {
+                cfg += "realtime = false\n";
             }
             if !b.telemetry.is_empty() {
                 cfg += &format!("\n[telemetry]\n{}", b.telemetry);

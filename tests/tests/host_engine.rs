@@ -304,7 +304,10 @@ fn garbage_datagrams_are_counted_and_forwarding_continues() {
 fn tcp_through_the_overlay_arrives_intact() {
     // With TAP offloads (the default): 64 KB frames split into segments by vmvpn.
     let lab = tcp_transfer(Lab::builder("tcp"), |_, _| {});
-    let off = &lab.status("h1")["offload"];
+    let st = lab.status("h1");
+    // Root may ask for real-time scheduling, and the default does.
+    assert_eq!(st["host"]["realtime"], true, "{}", st["host"]);
+    let off = &st["offload"];
     assert_eq!(off["tap_offload"], true, "{off}");
     let (frames, segs) = (
         off["tso_frames_total"].as_u64().unwrap_or(0),
@@ -327,8 +330,12 @@ fn tcp_through_the_overlay_arrives_intact() {
 }
 
 #[test]
-fn tcp_arrives_intact_without_offloads_too() {
-    let lab = tcp_transfer(Lab::builder("tcpnoof").no_offload(), |_, _| {});
+fn tcp_arrives_intact_without_offloads_or_realtime_too() {
+    let lab = tcp_transfer(
+        Lab::builder("tcpnoof").no_offload().no_realtime(),
+        |_, _| {},
+    );
+    assert_eq!(lab.status("h1")["host"]["realtime"], false);
     let off = &lab.status("h1")["offload"];
     assert_eq!(off["tap_offload"], false, "{off}");
     assert_eq!(off["tso_frames_total"], 0, "{off}");

@@ -101,6 +101,12 @@ pub struct HostConfig {
     /// and the segments leave in one UDP GSO send. Off: one frame per read and per send.
     #[serde(default = "yes")]
     pub offload: bool,
+    /// Run the data-plane thread with real-time scheduling (SCHED_FIFO, priority 10), as
+    /// the kernel's own forwarding runs ahead of processes: under load, frames do not wait
+    /// a scheduler slice behind busy processes. Needs root or CAP_SYS_NICE (else normal
+    /// priority, with a warning); the kernel's RT throttling keeps 5 % for everyone else.
+    #[serde(default = "yes")]
+    pub realtime: bool,
 }
 
 /// `[telemetry]`. Everything is on by default; turning parts off is for measuring their
@@ -568,6 +574,13 @@ peers = ["10.77.1.2:7401", "10.77.1.3:7401"]
         assert_eq!(g, SocketAddr::from(([239, 77, 3, 4], 7401)));
         let t = c.telemetry.accounting();
         assert!(t.probes && t.flows && t.link_speed_bps.is_none());
+        assert!(c.host.offload && c.host.realtime, "both on by default");
+        let c = Config::parse(
+            &GOOD.replace("[host]\n", "[host]\nrealtime = false\n"),
+            Path::new("host.toml"),
+        )
+        .expect("valid");
+        assert!(!c.host.realtime);
         let c = Config::parse(
             &format!("{GOOD}\n[telemetry]\nprobes = false\nlink_speed_mbps = 1000\n"),
             Path::new("host.toml"),

@@ -138,8 +138,10 @@ pub fn up(path: &Path) -> Result<()> {
         listen: listen.to_string(),
         uptime_s: 0,
         version: env!("CARGO_PKG_VERSION").to_string(),
+        realtime: false,
     };
-    let (dp, handle) = DataPlane::new(engine, udp, taps, host)?;
+    let (mut dp, handle) = DataPlane::new(engine, udp, taps, host)?;
+    dp.want_realtime(cfg.host.realtime);
     let sock = cfg.control_socket();
     let membership = match &cfg.bulletin {
         Some(b) => {

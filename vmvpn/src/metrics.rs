@@ -426,6 +426,7 @@ mod tests {
                 listen: "0.0.0.0:7401".into(),
                 uptime_s: 3,
                 version: "0".into(),
+                realtime: false,
             },
             drops: DropCounters::default(),
             lans: Vec::new(),

@@ -84,12 +84,17 @@ pub fn status(v: &Value) -> String {
     let h = &v["host"];
     let _ = writeln!(
         o,
-        "host {} (id {:#010x})  listening {}  up {}s  vmvpn {}",
+        "host {} (id {:#010x})  listening {}  up {}s  vmvpn {}  data plane {}",
         s(&h["name"]),
         n(&h["id"]),
         s(&h["listen"]),
         n(&h["uptime_s"]),
-        s(&h["version"])
+        s(&h["version"]),
+        if h["realtime"] == true {
+            "real-time"
+        } else {
+            "normal priority"
+        }
     );
     let b = &v["bulletin"];
     if b.is_null() {

@@ -153,6 +153,26 @@ pub struct DataPlane {
     offload: OffloadStats,
     /// `vmvpn ping` probes waiting for their answer: id, when sent, where the RTT goes.
     pings: Vec<(u32, Instant, tokio::sync::oneshot::Sender<u64>)>,
+    /// Ask for real-time scheduling when the thread starts.
+    realtime: bool,
+}
+
+/// SCHED_FIFO priority of the data plane: low among real-time threads, so the kernel's own
+/// (and anything an operator ranks higher) still come first.
+const RT_PRIORITY: i32 = 10;
+
+/// Put the calling thread on SCHED_FIFO at `RT_PRIORITY`.
+fn set_realtime() -> io::Result<()> {
+    let param = libc::sched_param {
+        sched_priority: RT_PRIORITY,
+    };
+    // SAFETY: pthread_self is always valid for the calling thread; param outlives the call.
+    let r = unsafe { libc::pthread_setschedparam(libc::pthread_self(), libc::SCHED_FIFO, &param) };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::from_raw_os_error(r))
+    }
 }
 
 /// Frames read from one TAP before the loop looks at the others again.
@@ -191,6 +211,7 @@ impl DataPlane {
             host,
             started: Instant::now(),
             pings: Vec::new(),
+            realtime: false,
             big: vec![0u8; VNET_HDR_LEN + 65_536],
             batch: GsoBatch::new(max_gso),
             gro: Coalescer::new(),
@@ -199,8 +220,22 @@ impl DataPlane {
         Ok((dp, handle))
     }
 
+    /// Ask for real-time scheduling of the thread that will `run` (see `[host] realtime`).
+    pub fn want_realtime(&mut self, on: bool) {
+        self.realtime = on;
+    }
+
     /// Run until stopped. Returns an error only for a fatal device failure.
     pub fn run(mut self) -> io::Result<()> {
+        if self.realtime {
+            match set_realtime() {
+                Ok(()) => self.host.realtime = true,
+                Err(e) => warn!(
+                    error = %e,
+                    "real-time scheduling refused (needs root or CAP_SYS_NICE); the data plane runs at normal priority, so frames may wait behind busy processes under load"
+                ),
+            }
+        }
         let mut rx_area = vec![0u8; BATCH * SLOT];
         let mut metas = [RecvMeta::default(); BATCH];
         let mut tx_buf = vec![0u8; HEADER_LEN + SLOT + TAG_LEN];

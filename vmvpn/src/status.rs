@@ -77,6 +77,8 @@ pub struct HostStatus {
     pub uptime_s: u64,
     /// vmvpn version.
     pub version: String,
+    /// The data-plane thread runs with real-time scheduling (`[host] realtime`).
+    pub realtime: bool,
 }
 
 /// One LAN.
