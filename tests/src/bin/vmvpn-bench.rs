@@ -169,13 +169,14 @@ fn setup(sys: &str, t: &mut Topo, bin_dir: &Path) -> Result<(String, String), St
                 ov(ns, "vx0", ip)?;
             }
         }
-        "vmvpn" | "vmvpn cipher none" | "vmvpn offload off" => {
+        "vmvpn" | "vmvpn cipher none" | "vmvpn offload off" | "vmvpn realtime off" => {
             let cipher = if sys == "vmvpn cipher none" {
                 "none"
             } else {
                 "aes-256-gcm"
             };
             let offload = sys != "vmvpn offload off";
+            let realtime = sys != "vmvpn realtime off";
             let key = dir.join("lan.key");
             let k = Command::new(bin_dir.join("vmvpn"))
                 .arg("keygen")
@@ -187,7 +188,7 @@ fn setup(sys: &str, t: &mut Topo, bin_dir: &Path) -> Result<(String, String), St
                 std::fs::write(
                     &cfg,
                     format!(
-                        "[host]\nname = \"{name}\"\naddress = \"{me}/24\"\ncontrol_socket = \"{}\"\noffload = {offload}\n\n\
+                        "[host]\nname = \"{name}\"\naddress = \"{me}/24\"\ncontrol_socket = \"{}\"\noffload = {offload}\nrealtime = {realtime}\n\n\
                          [[lan]]\nname = \"bench\"\nsegment = \"192.168.99.0/24\"\ntap = \"vm0\"\n\
                          secret_file = \"{}\"\npeers = [\"{peer}:7401\"]\ncipher = \"{cipher}\"\n",
                         dir.join(format!("{name}.sock")).display(),
@@ -387,8 +388,9 @@ fn measure(sys: &str, secs: u64, bin_dir: &Path, round: usize) -> Result<Value, 
     let a = t.a.clone();
     let srv2 = server.clone();
     let loaded = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_millis(1000));
-        sh(Some(&a), &format!("ping -n -c 20 -i 0.1 {srv2}")).unwrap_or_default()
+        // 40 samples over 4 s, inside the 5 s transfer.
+        std::thread::sleep(Duration::from_millis(500));
+        sh(Some(&a), &format!("ping -n -c 40 -i 0.1 {srv2}")).unwrap_or_default()
     });
     let t0 = Instant::now();
     let one = iperf(&mut t, &server, &format!("-t {secs}"))?;
@@ -461,6 +463,7 @@ fn main() -> std::process::ExitCode {
         "vmvpn",
         "vmvpn cipher none",
         "vmvpn offload off",
+        "vmvpn realtime off",
         "tinc 1.0 switch",
         "OpenVPN 2.6 tap",
         "n2n 1.3",
