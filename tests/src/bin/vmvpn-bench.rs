@@ -387,10 +387,11 @@ fn measure(sys: &str, secs: u64, bin_dir: &Path, round: usize) -> Result<Value, 
     let c0 = cpu_ticks(&daemons);
     let a = t.a.clone();
     let srv2 = server.clone();
+    // A ping every 0.1 s from 0.5 s in to 0.5 s before the transfer ends (40 in 5 s).
+    let pings = (secs * 10).saturating_sub(10).max(5);
     let loaded = std::thread::spawn(move || {
-        // 40 samples over 4 s, inside the 5 s transfer.
         std::thread::sleep(Duration::from_millis(500));
-        sh(Some(&a), &format!("ping -n -c 40 -i 0.1 {srv2}")).unwrap_or_default()
+        sh(Some(&a), &format!("ping -n -c {pings} -i 0.1 {srv2}")).unwrap_or_default()
     });
     let t0 = Instant::now();
     let one = iperf(&mut t, &server, &format!("-t {secs}"))?;
