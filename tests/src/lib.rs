@@ -132,7 +132,7 @@ pub struct LabBuilder {
     telemetry: String,
     cipher: Option<String>,
     no_offload: bool,
-    no_realtime: bool,
+    realtime: bool,
     extra_peers: usize,
 }
 
@@ -147,9 +147,9 @@ impl LabBuilder {
         self
     }
 
-    /// `[host] realtime = false` on every host (the data plane at normal priority).
-    pub fn no_realtime(mut self) -> Self {
-        self.no_realtime = true;
+    /// `[host] realtime = true` on every host (the data plane on SCHED_FIFO).
+    pub fn realtime(mut self) -> Self {
+        self.realtime = true;
         self
     }
 
@@ -377,7 +377,7 @@ impl Lab {
             telemetry: String::new(),
             cipher: None,
             no_offload: false,
-            no_realtime: false,
+            realtime: false,
             extra_peers: 0,
         }
     }
@@ -614,8 +614,8 @@ impl Lab {
             if b.no_offload {
                 cfg += "offload = false\n";
             }
-            if b.no_realtime {
-                cfg += "realtime = false\n";
+            if b.realtime {
+                cfg += "realtime = true\n";
             }
             if !b.telemetry.is_empty() {
                 cfg += &format!("\n[telemetry]\n{}", b.telemetry);

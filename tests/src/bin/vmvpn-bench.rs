@@ -169,14 +169,14 @@ fn setup(sys: &str, t: &mut Topo, bin_dir: &Path) -> Result<(String, String), St
                 ov(ns, "vx0", ip)?;
             }
         }
-        "vmvpn" | "vmvpn cipher none" | "vmvpn offload off" | "vmvpn realtime off" => {
+        "vmvpn" | "vmvpn cipher none" | "vmvpn offload off" | "vmvpn realtime" => {
             let cipher = if sys == "vmvpn cipher none" {
                 "none"
             } else {
                 "aes-256-gcm"
             };
             let offload = sys != "vmvpn offload off";
-            let realtime = sys != "vmvpn realtime off";
+            let realtime = sys == "vmvpn realtime";
             let key = dir.join("lan.key");
             let k = Command::new(bin_dir.join("vmvpn"))
                 .arg("keygen")
@@ -464,7 +464,7 @@ fn main() -> std::process::ExitCode {
         "vmvpn",
         "vmvpn cipher none",
         "vmvpn offload off",
-        "vmvpn realtime off",
+        "vmvpn realtime",
         "tinc 1.0 switch",
         "OpenVPN 2.6 tap",
         "n2n 1.3",
