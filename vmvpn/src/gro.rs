@@ -275,10 +275,12 @@ fn parse(f: &[u8]) -> Option<Seg> {
 
 /// Whether segment `s` (in `f`) continues the held flow (whose frame is `held`).
 fn joins(h: &Held, lan: usize, s: &Seg, f: &[u8], held: &[u8]) -> bool {
-    let ip_len = held.len() - ETH - if s.v4 { 0 } else { 40 };
-    if h.lan != lan
-        || s.v4 != h.seg.v4
-        || s.udp != h.seg.udp
+    if h.lan != lan || s.v4 != h.seg.v4 {
+        return false;
+    }
+    // The length field's view of the held frame (same IP version as `s`, checked above).
+    let ip_len = held.len().saturating_sub(ETH + if s.v4 { 0 } else { 40 });
+    if s.udp != h.seg.udp
         || s.hdrs != h.seg.hdrs
         || s.payload > h.gso_size
         || ip_len + s.payload > MAX_IP_LEN
