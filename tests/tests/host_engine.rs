@@ -318,15 +318,7 @@ fn tcp_through_the_overlay_arrives_intact() {
         "the TSO path was not used: {off}"
     );
     // The receiver merged the segments back into large frames for its TAP.
-    let off = &lab.status("h2")["offload"];
-    let (frames, segs) = (
-        off["gro_frames_total"].as_u64().unwrap_or(0),
-        off["gro_segments_total"].as_u64().unwrap_or(0),
-    );
-    assert!(
-        frames > 0 && segs > frames,
-        "the receive path merged nothing: {off}"
-    );
+    assert_merged(&lab, "h2", "the receive path merged nothing");
 }
 
 #[test]
@@ -352,38 +344,14 @@ fn merged_frames_survive_a_vm_port_without_offloads() {
     // so the kernel splits vmvpn's merged frames again and completes each checksum in
     // software from the partial one vmvpn wrote, and the VM verifies it. A wrong checksum
     // convention would lose every merged segment here.
-    let lab = tcp_transfer(Lab::builder("tcpseg"), |lab, b| {
-        let ns = lab.host_ns(&b.host).to_string();
-        for args in [
-            &["ip", "link", "set", "dev", "v0x0", "gso_max_segs", "1"][..],
-            &["ethtool", "-K", "v0x0", "tx", "off"][..],
-        ] {
-            let out = lab.exec(&ns, args);
-            assert!(
-                out.status.success(),
-                "{args:?}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-    });
-    let off = &lab.status("h2")["offload"];
-    assert!(
-        off["gro_segments_total"].as_u64().unwrap_or(0)
-            > off["gro_frames_total"].as_u64().unwrap_or(0),
-        "nothing was merged, so nothing was split again: {off}"
-    );
+    let lab = tcp_transfer(Lab::builder("tcpseg"), port_without_offloads);
+    assert_merged(&lab, "h2", "nothing was merged, so nothing was split again");
 }
 
-#[test]
-fn udp_bursts_are_merged_and_arrive_whole_at_a_vm_port_without_offloads() {
-    // Bursts of datagrams from one connected socket (running IPv4 ids) are merged by the
-    // receiving vmvpn; the VM's port splits and checksums them again in software, and the
-    // VM's stack verifies each datagram.
-    const BURSTS: usize = 64;
-    const PER_BURST: usize = 32;
-    const SIZE: usize = 200;
-    let (lab, a, b) = two_hosts_with(Lab::builder("udpgro"), true);
-    let ns = lab.host_ns(&b.host).to_string();
+/// The bridge port of `vm` (its first VM on the first LAN) takes one segment per frame
+/// and computes no checksums: the kernel must split and checksum in software.
+fn port_without_offloads(lab: &Lab, vm: &Vm) {
+    let ns = lab.host_ns(&vm.host).to_string();
     for args in [
         &["ip", "link", "set", "dev", "v0x0", "gso_max_segs", "1"][..],
         &["ethtool", "-K", "v0x0", "tx", "off"][..],
@@ -395,6 +363,28 @@ fn udp_bursts_are_merged_and_arrive_whole_at_a_vm_port_without_offloads() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
+}
+
+/// `host` wrote merged frames to its TAP (each of several segments).
+fn assert_merged(lab: &Lab, host: &str, why: &str) {
+    let off = &lab.status(host)["offload"];
+    let (frames, segs) = (
+        off["gro_frames_total"].as_u64().unwrap_or(0),
+        off["gro_segments_total"].as_u64().unwrap_or(0),
+    );
+    assert!(frames > 0 && segs > frames, "{why}: {off}");
+}
+
+#[test]
+fn udp_bursts_are_merged_and_arrive_whole_at_a_vm_port_without_offloads() {
+    // Bursts of datagrams from one connected socket (running IPv4 ids) are merged by the
+    // receiving vmvpn; the VM's port splits and checksums them again in software, and the
+    // VM's stack verifies each datagram.
+    const BURSTS: usize = 64;
+    const PER_BURST: usize = 32;
+    const SIZE: usize = 200;
+    let (lab, a, b) = two_hosts_with(Lab::builder("udpgro"), true);
+    port_without_offloads(&lab, &b);
     let to = SocketAddr::from((b.ip, 5002));
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let receiver = lab.in_ns(&b.ns, move || {
@@ -441,12 +431,7 @@ fn udp_bursts_are_merged_and_arrive_whole_at_a_vm_port_without_offloads() {
     sender.join().expect("sender");
     let whole = receiver.join().expect("receiver");
     assert_eq!(whole, BURSTS * PER_BURST, "datagrams lost or damaged");
-    let off = &lab.status("h2")["offload"];
-    let (frames, segs) = (
-        off["gro_frames_total"].as_u64().unwrap_or(0),
-        off["gro_segments_total"].as_u64().unwrap_or(0),
-    );
-    assert!(frames > 0 && segs > frames, "no datagrams merged: {off}");
+    assert_merged(&lab, "h2", "no datagrams merged");
 }
 
 /// 8 MiB of TCP from a VM of h1 to a VM of h2 (routed); the SHA-256 must match. `before`

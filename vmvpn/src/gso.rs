@@ -170,36 +170,30 @@ pub fn split(
         };
         let l4_len = (n - l4) as u32;
         let ph = pseudo(addrs, if udp { 17 } else { 6 }, l4_len);
-        if udp {
-            // UDP: length and checksum (a computed 0 is sent as 0xffff).
+        let at = if udp {
+            // UDP: the length.
             seg[l4 + 4..l4 + 6].copy_from_slice(&(l4_len as u16).to_be_bytes());
-            seg[l4 + 6..l4 + 8].fill(0);
-            let c = !fold(sum(ph, &seg[l4..n]));
-            let c = if c == 0 { 0xffff } else { c };
-            seg[l4 + 6..l4 + 8].copy_from_slice(&c.to_be_bytes());
-            emit(out, n);
-            count += 1;
-            off += chunk;
-            if payload_len == 0 {
-                break;
+            l4 + 6
+        } else {
+            // TCP: sequence number, flags (FIN/PSH only on the last, CWR only on the first).
+            let seq = seq0.wrapping_add(off as u32);
+            seg[l4 + 4..l4 + 8].copy_from_slice(&seq.to_be_bytes());
+            let mut fl = flags0;
+            if !last {
+                fl &= !(0x01 | 0x08);
             }
-            continue;
-        }
-        // TCP: sequence number, flags (FIN/PSH only on the last, CWR only on the first).
-        let seq = seq0.wrapping_add(off as u32);
-        seg[l4 + 4..l4 + 8].copy_from_slice(&seq.to_be_bytes());
-        let mut fl = flags0;
-        if !last {
-            fl &= !(0x01 | 0x08);
-        }
-        if count > 0 {
-            fl &= !0x80;
-        }
-        seg[l4 + 13] = fl;
-        // TCP checksum over the pseudo-header and the segment.
-        seg[l4 + 16..l4 + 18].fill(0);
+            if count > 0 {
+                fl &= !0x80;
+            }
+            seg[l4 + 13] = fl;
+            l4 + 16
+        };
+        // The checksum over the pseudo-header and the segment; UDP sends a computed 0 as
+        // 0xffff, since its 0 means "no checksum".
+        seg[at..at + 2].fill(0);
         let c = !fold(sum(ph, &seg[l4..n]));
-        seg[l4 + 16..l4 + 18].copy_from_slice(&c.to_be_bytes());
+        let c = if udp && c == 0 { 0xffff } else { c };
+        seg[at..at + 2].copy_from_slice(&c.to_be_bytes());
         emit(out, n);
         count += 1;
         off += chunk;
