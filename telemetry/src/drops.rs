@@ -86,7 +86,13 @@ impl DropCounters {
     /// Count one drop.
     #[inline]
     pub fn bump(&mut self, reason: DropReason) {
-        self.counts[reason as usize] += 1;
+        self.add(reason, 1);
+    }
+
+    /// Count `n` drops (a batch that failed as one).
+    #[inline]
+    pub fn add(&mut self, reason: DropReason, n: u64) {
+        self.counts[reason as usize] += n;
     }
 
     /// How many were dropped for this reason.

@@ -1239,11 +1239,14 @@ impl Engine {
 
     /// Count a send or write failure the runtime saw.
     pub fn note_drop(&mut self, lan: Option<usize>, reason: DropReason) {
+        self.note_drops(lan, reason, 1);
+    }
+
+    /// Count `n` drops (the datagrams of a failed batch, the segments of a failed write).
+    pub fn note_drops(&mut self, lan: Option<usize>, reason: DropReason, n: u64) {
         match lan.and_then(|i| self.lans.get_mut(i)) {
-            Some(l) => {
-                l.drops.bump(reason);
-            }
-            None => self.drops.bump(reason),
+            Some(l) => l.drops.add(reason, n),
+            None => self.drops.add(reason, n),
         }
     }
 

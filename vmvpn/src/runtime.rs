@@ -395,9 +395,8 @@ impl DataPlane {
                     .iter()
                     .filter(|a| self.udp.send_to(bytes, **a).is_err())
                     .count();
-                for _ in 0..failed {
-                    self.engine.note_drop(Some(lan), DropReason::UdpSendError);
-                }
+                self.engine
+                    .note_drops(Some(lan), DropReason::UdpSendError, failed as u64);
             }
         }
     }
@@ -424,21 +423,9 @@ impl DataPlane {
             let engine = &mut self.engine;
             let udp = &self.udp;
             let batch = &mut self.batch;
-            let mut failed = 0u32;
+            let mut failed = 0;
             let r = gso::split(&h, frame, buf, HEADER_LEN, |out, len| {
-                match engine.on_tap_frame(i, out, len, now) {
-                    TapAction::Unicast(to, m) => failed += batch.push(udp, to, &out[..m]),
-                    TapAction::Flood {
-                        to,
-                        len,
-                        relay_to,
-                        relay,
-                    } => {
-                        failed += batch.flush(udp);
-                        failed += send_flood(udp, &out[..len], to, relay, relay_to);
-                    }
-                    TapAction::Drop(_) => {}
-                }
+                failed += send_out(udp, batch, engine.on_tap_frame(i, out, len, now), out);
             });
             match r {
                 Ok(segs) if segs > 1 => {
@@ -448,13 +435,12 @@ impl DataPlane {
                 Ok(_) => {}
                 Err(_) => self.engine.note_drop(Some(i), DropReason::Malformed),
             }
-            for _ in 0..failed {
-                self.engine.note_drop(Some(i), DropReason::UdpSendError);
-            }
+            self.engine
+                .note_drops(Some(i), DropReason::UdpSendError, failed);
         }
-        for _ in 0..self.batch.flush(&self.udp) {
-            self.engine.note_drop(Some(i), DropReason::UdpSendError);
-        }
+        let failed = self.batch.flush(&self.udp);
+        self.engine
+            .note_drops(Some(i), DropReason::UdpSendError, failed.into());
     }
 
     fn tap_in(&mut self, i: usize, buf: &mut [u8], now: Instant) {
@@ -466,27 +452,15 @@ impl DataPlane {
             let Some(n) = read_tap(&self.taps[i], &mut buf[HEADER_LEN..read_room]) else {
                 break;
             };
-            let failed = match self.engine.on_tap_frame(i, buf, n, now) {
-                // Gathered like the offload path's segments: one send per run to a peer.
-                TapAction::Unicast(to, len) => self.batch.push(&self.udp, to, &buf[..len]),
-                TapAction::Flood {
-                    to,
-                    len,
-                    relay_to,
-                    relay,
-                } => {
-                    self.batch.flush(&self.udp)
-                        + send_flood(&self.udp, &buf[..len], to, relay, relay_to)
-                }
-                TapAction::Drop(_) => 0,
-            };
-            for _ in 0..failed {
-                self.engine.note_drop(Some(i), DropReason::UdpSendError);
-            }
+            // Gathered like the offload path's segments: one send per run to a peer.
+            let action = self.engine.on_tap_frame(i, buf, n, now);
+            let failed = send_out(&self.udp, &mut self.batch, action, buf);
+            self.engine
+                .note_drops(Some(i), DropReason::UdpSendError, failed);
         }
-        for _ in 0..self.batch.flush(&self.udp) {
-            self.engine.note_drop(Some(i), DropReason::UdpSendError);
-        }
+        let failed = self.batch.flush(&self.udp);
+        self.engine
+            .note_drops(Some(i), DropReason::UdpSendError, failed.into());
     }
 
     fn flush_control(&mut self, buf: &mut [u8]) {
@@ -561,6 +535,7 @@ impl DataPlane {
     }
 
     fn status(&self, now: Instant) -> Status {
+        let (gso_sends, gso_datagrams) = self.batch.stats();
         let mut host = self.host.clone();
         host.uptime_s = now.saturating_duration_since(self.started).as_secs();
         Status {
@@ -571,8 +546,8 @@ impl DataPlane {
             offload: OffloadStats {
                 tap_offload: self.taps.iter().any(|t| t.offload()),
                 gso_max_segments: self.udp.max_gso_segments(),
-                gso_sends_total: self.batch.stats().0,
-                gso_datagrams_total: self.batch.stats().1,
+                gso_sends_total: gso_sends,
+                gso_datagrams_total: gso_datagrams,
                 gro_frames_total: self.gro.stats().frames,
                 gro_segments_total: self.gro.stats().segments,
                 ..self.offload
@@ -613,10 +588,24 @@ fn read_tap(tap: &TapDevice, buf: &mut [u8]) -> Option<usize> {
 /// every segment in it, and each is counted.
 fn write_merged(taps: &[TapDevice], engine: &mut Engine, lan: usize, bytes: &[u8], segs: usize) {
     if taps.get(lan).is_none_or(|t| t.send(bytes).is_err()) {
-        for _ in 0..segs {
-            engine.note_drop(Some(lan), DropReason::TapWriteError);
-        }
+        engine.note_drops(Some(lan), DropReason::TapWriteError, segs as u64);
     }
+}
+
+/// Send what the core made of a TAP frame (`sealed` holds the datagram): unicast joins the
+/// GSO batch, a flood goes after what the batch held. Returns the datagrams that failed.
+fn send_out(udp: &Udp, batch: &mut GsoBatch, action: TapAction<'_>, sealed: &[u8]) -> u64 {
+    let failed = match action {
+        TapAction::Unicast(to, len) => batch.push(udp, to, &sealed[..len]),
+        TapAction::Flood {
+            to,
+            len,
+            relay_to,
+            relay,
+        } => batch.flush(udp) + send_flood(udp, &sealed[..len], to, relay, relay_to),
+        TapAction::Drop(_) => 0,
+    };
+    failed.into()
 }
 
 /// A flooded frame to this subnet's targets and its relay copy to other subnets'

@@ -200,18 +200,13 @@ impl TapDevice {
             Dev::Plain(i) => i.recv(buf),
             Dev::Vnet { fd, .. } => {
                 // SAFETY: reads into a valid, writable slice.
-                let n = unsafe {
+                syscall_len(unsafe {
                     libc::read(
                         fd.as_raw_fd(),
                         buf.as_mut_ptr() as *mut libc::c_void,
                         buf.len(),
                     )
-                };
-                if n < 0 {
-                    Err(io::Error::last_os_error())
-                } else {
-                    Ok(n as usize)
-                }
+                })
             }
         }
     }
@@ -223,21 +218,21 @@ impl TapDevice {
             Dev::Plain(i) => i.send(frame),
             Dev::Vnet { fd, .. } => {
                 // SAFETY: writes from a valid slice.
-                let n = unsafe {
+                syscall_len(unsafe {
                     libc::write(
                         fd.as_raw_fd(),
                         frame.as_ptr() as *const libc::c_void,
                         frame.len(),
                     )
-                };
-                if n < 0 {
-                    Err(io::Error::last_os_error())
-                } else {
-                    Ok(n as usize)
-                }
+                })
             }
         }
     }
+}
+
+/// A byte count from `read`/`write`, or the error behind -1.
+fn syscall_len(n: isize) -> io::Result<usize> {
+    usize::try_from(n).map_err(|_| io::Error::last_os_error())
 }
 
 impl AsRawFd for TapDevice {
