@@ -8,8 +8,10 @@ use quinn::{Connection, Endpoint, RecvStream, SendStream};
 use thiserror::Error;
 
 use crate::frames::{self, FrameError};
+use crate::proof::Verifier;
 use crate::proto::{
-    ClientMsg, HostReport, MAX_SERVER_FRAME, Record, RefuseCode, Register, ServerMsg, VERSION,
+    ClientMsg, Credential, HostReport, LanProof, MAX_SERVER_FRAME, Record, RefuseCode, Register,
+    ServerMsg, VERSION,
 };
 use crate::tls::{PinnedVerifier, TlsError, client_config};
 
@@ -78,6 +80,22 @@ pub struct Terms {
     pub lease_ttl: Duration,
     /// Heartbeat interval.
     pub heartbeat: Duration,
+}
+
+/// What a reader proves to read the registry (`bulletin ls`, `bulletin matrix`).
+#[derive(Debug, Clone)]
+pub enum ReadAuth {
+    /// No credential: the bulletin refuses reads.
+    None,
+    /// The operator token's verifier: every LAN.
+    Operator(Verifier),
+    /// A LAN's verifier (from its secret): that LAN.
+    Lan {
+        /// LAN name.
+        name: String,
+        /// Its verifier.
+        verifier: Verifier,
+    },
 }
 
 /// An open stream to the bulletin, after the challenge.
@@ -197,9 +215,37 @@ impl Client {
         })
     }
 
-    /// Connect and list the registry (`bulletin ls`).
-    pub async fn query(&self, lan: Option<String>) -> Result<Vec<Record>, ClientError> {
+    /// Connect and prove `auth` (nothing to prove for `ReadAuth::None`).
+    pub async fn connect_reader(&self, auth: &ReadAuth) -> Result<Session, ClientError> {
         let mut s = self.connect().await?;
+        let nonce = s.terms.nonce;
+        let cred = match auth {
+            ReadAuth::None => return Ok(s),
+            ReadAuth::Operator(v) => Credential::Operator {
+                proof: v.prove_operator(&nonce),
+            },
+            ReadAuth::Lan { name, verifier } => Credential::Lans(vec![LanProof {
+                name: name.clone(),
+                proof: verifier.prove(&nonce, 0, name),
+            }]),
+        };
+        s.send(&ClientMsg::Auth(cred)).await?;
+        match s.recv().await? {
+            ServerMsg::Ack { .. } => Ok(s),
+            ServerMsg::Refused { code, reason } => Err(ClientError::Refused { code, reason }),
+            other => Err(ClientError::Protocol(format!(
+                "expected an ack of the credential, got {other:?}"
+            ))),
+        }
+    }
+
+    /// Connect and list the registry (`bulletin ls`).
+    pub async fn query(
+        &self,
+        auth: &ReadAuth,
+        lan: Option<String>,
+    ) -> Result<Vec<Record>, ClientError> {
+        let mut s = self.connect_reader(auth).await?;
         s.send(&ClientMsg::Query { lan }).await?;
         let r = match s.recv().await? {
             ServerMsg::Records(r) => Ok(r),
@@ -213,8 +259,12 @@ impl Client {
     }
 
     /// Connect and fetch the hosts' latest telemetry reports (`bulletin matrix`).
-    pub async fn matrix(&self, lan: Option<String>) -> Result<Vec<HostReport>, ClientError> {
-        let mut s = self.connect().await?;
+    pub async fn matrix(
+        &self,
+        auth: &ReadAuth,
+        lan: Option<String>,
+    ) -> Result<Vec<HostReport>, ClientError> {
+        let mut s = self.connect_reader(auth).await?;
         s.send(&ClientMsg::Matrix { lan }).await?;
         let r = match s.recv().await? {
             ServerMsg::Matrix(r) => Ok(r),

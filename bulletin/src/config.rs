@@ -1,8 +1,12 @@
 //! `bulletin.toml`: which LANs the bulletin serves, and its lease terms.
 //!
 //! ```toml
-//! lease_ttl_s = 30      # a host silent this long is removed (default 30)
-//! heartbeat_s = 10      # hosts heartbeat this often (default 10)
+//! lease_ttl_s = 30      # a host silent this long is removed (default 30; 2..=86400)
+//! heartbeat_s = 10      # hosts heartbeat this often (default 10; 1..=3600)
+//! operator_token_file = "/etc/vmvpn/operator.key"   # reads of every LAN (`bulletin ls`)
+//! max_connections = 4096            # in total (1..=1000000)
+//! max_connections_per_ip = 256      # from one source address (1..=1000000)
+//! max_unauthenticated = 256         # connected, not yet registered or authenticated
 //!
 //! [[lan]]
 //! name = "lan1"
@@ -60,8 +64,86 @@ struct Raw {
     lease_ttl_s: Spanned<u64>,
     #[serde(default = "default_hb")]
     heartbeat_s: Spanned<u64>,
+    operator_token_file: Option<Spanned<PathBuf>>,
+    operator_verifier: Option<Spanned<String>>,
+    #[serde(default = "default_max_conns")]
+    max_connections: Spanned<u64>,
+    #[serde(default = "default_max_per_ip")]
+    max_connections_per_ip: Spanned<u64>,
+    #[serde(default = "default_max_unauth")]
+    max_unauthenticated: Spanned<u64>,
     #[serde(default, rename = "lan")]
     lans: Vec<RawLan>,
+}
+
+/// The documented ranges (README, "Security and limits").
+pub const LEASE_TTL_S: std::ops::RangeInclusive<u64> = 2..=86_400;
+/// Range of `heartbeat_s`.
+pub const HEARTBEAT_S: std::ops::RangeInclusive<u64> = 1..=3_600;
+/// Range of the connection limits.
+pub const CONNECTIONS: std::ops::RangeInclusive<u64> = 1..=1_000_000;
+
+fn default_max_conns() -> Spanned<u64> {
+    Spanned::new(0..0, 4096)
+}
+fn default_max_per_ip() -> Spanned<u64> {
+    Spanned::new(0..0, 256)
+}
+fn default_max_unauth() -> Spanned<u64> {
+    Spanned::new(0..0, 256)
+}
+
+/// Connection limits of the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Connections in total.
+    pub connections: usize,
+    /// Connections from one source IP address.
+    pub per_ip: usize,
+    /// Connections that have not yet registered or authenticated.
+    pub unauthenticated: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            connections: 4096,
+            per_ip: 256,
+            unauthenticated: 256,
+        }
+    }
+}
+
+/// Cut every line of an error message to `max` characters: a config line of a megabyte
+/// must not become a megabyte of log.
+pub fn clip_lines(message: &str, max: usize) -> String {
+    let mut out = String::with_capacity(message.len().min(4096));
+    for (i, line) in message.split('\n').enumerate() {
+        if i > 0 {
+            out.push('\n');
+        }
+        let n = line.chars().count();
+        if n > max {
+            out.extend(line.chars().take(max));
+            out.push_str(&format!("… ({} more characters)", n - max));
+        } else {
+            out.push_str(line);
+        }
+    }
+    out
+}
+
+/// Cut one value for an error message (`"abc…" (N characters)`).
+pub fn clip_value(value: &str, max: usize) -> String {
+    let n = value.chars().count();
+    if n > max {
+        format!(
+            "{:?}… ({n} characters)",
+            value.chars().take(max).collect::<String>()
+        )
+    } else {
+        format!("{value:?}")
+    }
 }
 
 fn default_ttl() -> Spanned<u64> {
@@ -88,6 +170,10 @@ pub struct BulletinConfig {
     pub lease_ttl: Duration,
     /// Heartbeat interval asked of hosts.
     pub heartbeat: Duration,
+    /// Verifier of the operator token (reads of every LAN), when configured.
+    pub operator: Option<Verifier>,
+    /// Connection limits.
+    pub limits: Limits,
 }
 
 impl Default for BulletinConfig {
@@ -96,6 +182,8 @@ impl Default for BulletinConfig {
             lans: HashMap::new(),
             lease_ttl: Duration::from_secs(30),
             heartbeat: Duration::from_secs(10),
+            operator: None,
+            limits: Limits::default(),
         }
     }
 }
@@ -114,7 +202,7 @@ impl BulletinConfig {
     pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
         let raw: Raw = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: path.into(),
-            message: e.to_string(),
+            message: clip_lines(&e.to_string(), 160),
         })?;
         let invalid =
             |span: std::ops::Range<usize>, key: String, message: String| ConfigError::Invalid {
@@ -123,8 +211,53 @@ impl BulletinConfig {
                 key,
                 message,
             };
-        let (ttl, hb) = (*raw.lease_ttl_s.get_ref(), *raw.heartbeat_s.get_ref());
-        if hb == 0 || ttl < 2 * hb {
+        let in_range = |v: &Spanned<u64>, key: &str, r: std::ops::RangeInclusive<u64>| {
+            if r.contains(v.get_ref()) {
+                Ok(*v.get_ref())
+            } else {
+                Err(invalid(
+                    v.span(),
+                    key.into(),
+                    format!(
+                        "{} is out of range: expected {} to {}",
+                        v.get_ref(),
+                        r.start(),
+                        r.end()
+                    ),
+                ))
+            }
+        };
+        let ttl = in_range(&raw.lease_ttl_s, "lease_ttl_s", LEASE_TTL_S)?;
+        let hb = in_range(&raw.heartbeat_s, "heartbeat_s", HEARTBEAT_S)?;
+        let limits = Limits {
+            connections: in_range(&raw.max_connections, "max_connections", CONNECTIONS)? as usize,
+            per_ip: in_range(
+                &raw.max_connections_per_ip,
+                "max_connections_per_ip",
+                CONNECTIONS,
+            )? as usize,
+            unauthenticated: in_range(&raw.max_unauthenticated, "max_unauthenticated", CONNECTIONS)?
+                as usize,
+        };
+        let operator = match (&raw.operator_verifier, &raw.operator_token_file) {
+            (None, None) => None,
+            (Some(v), None) => Some(
+                Verifier::from_base64(v.get_ref())
+                    .map_err(|m| invalid(v.span(), "operator_verifier".into(), m))?,
+            ),
+            (None, Some(f)) => Some(Verifier::from_secret(
+                &crate::proof::read_secret_file(f.get_ref())
+                    .map_err(|m| invalid(f.span(), "operator_token_file".into(), m))?,
+            )),
+            (Some(v), Some(_)) => {
+                return Err(invalid(
+                    v.span(),
+                    "operator_verifier".into(),
+                    "give one of `operator_verifier` and `operator_token_file`, not both".into(),
+                ));
+            }
+        };
+        if ttl < 2 * hb {
             return Err(invalid(
                 raw.lease_ttl_s.span(),
                 "lease_ttl_s".into(),
@@ -139,18 +272,10 @@ impl BulletinConfig {
             let verifier = match (&l.verifier, &l.secret_file) {
                 (Some(v), None) => Verifier::from_base64(v.get_ref())
                     .map_err(|m| invalid(v.span(), format!("lan[{i}].verifier"), m))?,
-                (None, Some(f)) => {
-                    let t = std::fs::read_to_string(f.get_ref()).map_err(|e| {
-                        invalid(
-                            f.span(),
-                            format!("lan[{i}].secret_file"),
-                            format!("cannot read {}: {e}", f.get_ref().display()),
-                        )
-                    })?;
-                    let secret = crate::proof::parse_secret(&t)
-                        .map_err(|m| invalid(f.span(), format!("lan[{i}].secret_file"), m))?;
-                    Verifier::from_secret(&secret)
-                }
+                (None, Some(f)) => Verifier::from_secret(
+                    &crate::proof::read_secret_file(f.get_ref())
+                        .map_err(|m| invalid(f.span(), format!("lan[{i}].secret_file"), m))?,
+                ),
                 _ => {
                     return Err(invalid(
                         l.name.span(),
@@ -171,6 +296,8 @@ impl BulletinConfig {
             lans,
             lease_ttl: Duration::from_secs(ttl),
             heartbeat: Duration::from_secs(hb),
+            operator,
+            limits,
         })
     }
 }
@@ -212,5 +339,63 @@ mod tests {
                 .contains("cannot read /nonexistent/k")
         );
         assert!(err("bogus = 1\n").contains("unknown field `bogus`"));
+    }
+
+    #[test]
+    fn every_number_has_a_range() {
+        for (text, key) in [
+            (
+                "lease_ttl_s = 18446744073709551615\n",
+                "b.toml:1: `lease_ttl_s`",
+            ),
+            ("lease_ttl_s = 0\n", "b.toml:1: `lease_ttl_s`"),
+            ("heartbeat_s = 0\n", "b.toml:1: `heartbeat_s`"),
+            ("heartbeat_s = 99999\n", "b.toml:1: `heartbeat_s`"),
+            ("\nmax_connections = 0\n", "b.toml:2: `max_connections`"),
+            (
+                "max_connections_per_ip = 9999999\n",
+                "b.toml:1: `max_connections_per_ip`",
+            ),
+            (
+                "max_unauthenticated = 0\n",
+                "b.toml:1: `max_unauthenticated`",
+            ),
+        ] {
+            let e = err(text);
+            assert!(e.contains(key) && e.contains("out of range"), "{e}");
+        }
+        let c = BulletinConfig::parse("lease_ttl_s = 86400\nheartbeat_s = 3600\n", Path::new("b"))
+            .expect("the largest values are accepted");
+        assert_eq!(c.lease_ttl, Duration::from_secs(86400));
+        assert_eq!(c.limits, Limits::default());
+    }
+
+    #[test]
+    fn long_lines_are_cut_in_errors() {
+        let e = err(&format!("lease_ttl_s = \"{}\"\n", "x".repeat(100_000)));
+        assert!(e.len() < 2000, "{} bytes", e.len());
+        assert!(e.contains("more characters"), "{e}");
+    }
+
+    #[test]
+    fn the_operator_credential_is_a_verifier_or_a_token_file() {
+        let v = Verifier::from_secret(&[4; 32]);
+        let c = BulletinConfig::parse(
+            &format!("operator_verifier = \"{}\"\n", v.to_base64()),
+            Path::new("b.toml"),
+        )
+        .expect("ok");
+        assert_eq!(c.operator, Some(v));
+        assert!(
+            BulletinConfig::parse("", Path::new("b"))
+                .expect("ok")
+                .operator
+                .is_none()
+        );
+        let e = err("operator_token_file = \"/dev/zero\"\n");
+        assert!(
+            e.contains("b.toml:1: `operator_token_file`") && e.contains("not a regular file"),
+            "{e}"
+        );
     }
 }

@@ -5,8 +5,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
-use bulletin::client::Client;
+use bulletin::client::{Client, ReadAuth};
 use bulletin::config::BulletinConfig;
+use bulletin::proof::Verifier;
 use bulletin::proto::Record;
 use bulletin::server::{Server, ServerOptions};
 use bulletin::tls::Identity;
@@ -63,16 +64,50 @@ struct Query {
     /// Its certificate fingerprint (`sha256:…`).
     #[arg(long, env = "VMVPN_BULLETIN_FINGERPRINT")]
     fingerprint: String,
-    /// Only this LAN.
+    /// Only this LAN (needed with --secret-file).
     #[arg(long)]
     lan: Option<String>,
     /// Print JSON.
     #[arg(long)]
     json: bool,
+    /// The operator token (the file bulletin.toml's `operator_token_file` names): read
+    /// every LAN. Proven over a fresh nonce, never sent.
+    #[arg(
+        long,
+        env = "VMVPN_BULLETIN_TOKEN_FILE",
+        conflicts_with = "secret_file"
+    )]
+    token_file: Option<PathBuf>,
+    /// Or a LAN's secret file: read that LAN (give it with --lan).
+    #[arg(long, requires = "lan")]
+    secret_file: Option<PathBuf>,
+}
+
+impl Query {
+    fn auth(&self) -> Result<ReadAuth> {
+        let read =
+            |p: &PathBuf| bulletin::proof::read_secret_file(p).map_err(|m| anyhow::anyhow!(m));
+        Ok(match (&self.token_file, &self.secret_file, &self.lan) {
+            (Some(t), _, _) => ReadAuth::Operator(Verifier::from_secret(&read(t)?)),
+            (None, Some(f), Some(lan)) => ReadAuth::Lan {
+                name: lan.clone(),
+                verifier: Verifier::from_secret(&read(f)?),
+            },
+            _ => ReadAuth::None,
+        })
+    }
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Serve { .. }) {
+        // A view piped into `head` ends quietly when the pipe closes (as other Unix tools
+        // do), instead of panicking in println!. The server keeps SIGPIPE ignored.
+        // SAFETY: setting a signal disposition to the default, before any thread starts.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     let level = if matches!(cli.command, Command::Serve { .. }) {
         "info"
     } else {
@@ -116,14 +151,11 @@ async fn run(cli: Cli) -> Result<()> {
             println!("{}", Identity::fingerprint_in(&state_dir)?);
             Ok(())
         }
-        Command::Matrix(Query {
-            server,
-            fingerprint,
-            lan,
-            json,
-        }) => {
-            let client = Client::new(server, &fingerprint)?;
-            let m = bulletin::matrix::build(&client.matrix(lan).await?);
+        Command::Matrix(q) => {
+            let auth = q.auth()?;
+            let client = Client::new(q.server, &q.fingerprint)?;
+            let m = bulletin::matrix::build(&client.matrix(&auth, q.lan).await?);
+            let json = q.json;
             if json {
                 println!("{}", serde_json::to_string_pretty(&m)?);
             } else {
@@ -131,14 +163,11 @@ async fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
-        Command::Ls(Query {
-            server,
-            fingerprint,
-            lan,
-            json,
-        }) => {
-            let client = Client::new(server, &fingerprint)?;
-            let records = client.query(lan).await?;
+        Command::Ls(q) => {
+            let auth = q.auth()?;
+            let client = Client::new(q.server, &q.fingerprint)?;
+            let records = client.query(&auth, q.lan).await?;
+            let json = q.json;
             if json {
                 println!(
                     "{}",
@@ -182,6 +211,8 @@ async fn serve(listen: SocketAddr, state_dir: PathBuf, config: Option<PathBuf>) 
             lease_ttl: cfg.lease_ttl,
             heartbeat: cfg.heartbeat,
             hello_timeout: bulletin::server::HELLO_TIMEOUT,
+            operator: cfg.operator.clone(),
+            limits: cfg.limits,
         },
     )?;
     info!(listen = %server.local_addr()?, fingerprint = %identity.fingerprint(), lans = %lans,

@@ -81,6 +81,64 @@ impl Verifier {
     pub fn verify(&self, nonce: &[u8; 32], host_id: u32, lan: &str, proof: &[u8; 32]) -> bool {
         hmac::verify(&self.key(), &Self::message(nonce, host_id, lan), proof).is_ok()
     }
+
+    /// The operator's proof over `nonce`, with the verifier of the operator token. Its own
+    /// label, so it can never pass as a LAN proof nor a LAN proof as it.
+    pub fn prove_operator(&self, nonce: &[u8; 32]) -> [u8; 32] {
+        let mut out = [0u8; 32];
+        out.copy_from_slice(hmac::sign(&self.key(), &Self::operator_message(nonce)).as_ref());
+        out
+    }
+
+    /// Check an operator proof (constant time).
+    pub fn verify_operator(&self, nonce: &[u8; 32], proof: &[u8; 32]) -> bool {
+        hmac::verify(&self.key(), &Self::operator_message(nonce), proof).is_ok()
+    }
+
+    fn operator_message(nonce: &[u8; 32]) -> Vec<u8> {
+        let mut m = Vec::with_capacity(25 + 32);
+        m.extend_from_slice(b"vmvpn/1 bulletin operator");
+        m.extend_from_slice(nonce);
+        m
+    }
+}
+
+/// Largest secret file read: a secret is one line of 44 characters; comments or a
+/// trailing newline fit easily, a device or a log file does not.
+pub const MAX_SECRET_FILE: u64 = 4096;
+
+/// Read a secret file (LAN secret or operator token): a regular file of at most
+/// [`MAX_SECRET_FILE`] bytes, opened without blocking (a FIFO never hangs the caller, and
+/// `/dev/zero` is refused before a byte is read). The error says what is wrong, not where.
+pub fn read_secret_file(path: &std::path::Path) -> Result<[u8; 32], String> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let meta = f
+        .metadata()
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    if !meta.is_file() {
+        return Err(format!(
+            "{} is not a regular file: a secret file holds one line from `vmvpn keygen`",
+            path.display()
+        ));
+    }
+    if meta.len() > MAX_SECRET_FILE {
+        return Err(format!(
+            "{} has {} bytes, more than a secret file's {MAX_SECRET_FILE}: expected one line from `vmvpn keygen`",
+            path.display(),
+            meta.len()
+        ));
+    }
+    let mut text = String::new();
+    f.take(MAX_SECRET_FILE)
+        .read_to_string(&mut text)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    parse_secret(&text).map_err(|m| format!("{}: {m}", path.display()))
 }
 
 /// Parse a LAN secret file (base64 of 32 bytes, as `vmvpn keygen` prints).
@@ -116,6 +174,53 @@ mod tests {
         assert!(!v.verify(&[8; 32], 42, "lan1", &p));
         assert!(!v.verify(&nonce, 43, "lan1", &p));
         assert!(!v.verify(&nonce, 42, "lan2", &p));
+    }
+
+    #[test]
+    fn operator_and_lan_proofs_never_pass_for_each_other() {
+        let v = Verifier::from_secret(&[1; 32]);
+        let nonce = [7; 32];
+        let op = v.prove_operator(&nonce);
+        assert!(v.verify_operator(&nonce, &op));
+        assert!(!v.verify_operator(&[8; 32], &op));
+        assert!(!Verifier::from_secret(&[2; 32]).verify_operator(&nonce, &op));
+        for lan in ["", "lan1"] {
+            assert!(!v.verify(&nonce, 0, lan, &op));
+            assert!(!v.verify_operator(&nonce, &v.prove(&nonce, 0, lan)));
+        }
+    }
+
+    #[test]
+    fn secret_files_must_be_small_regular_files() {
+        let dir = std::env::temp_dir().join(format!("bulletin-secret-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("dir");
+        let good = dir.join("good.key");
+        let text = base64::engine::general_purpose::STANDARD.encode([9u8; 32]);
+        std::fs::write(&good, format!("{text}\n")).expect("write");
+        assert_eq!(read_secret_file(&good), Ok([9u8; 32]));
+        let big = dir.join("big.key");
+        std::fs::write(&big, vec![b'A'; 5000]).expect("write");
+        assert!(read_secret_file(&big).unwrap_err().contains("5000 bytes"));
+        let e = read_secret_file(std::path::Path::new("/dev/zero")).unwrap_err();
+        assert!(e.contains("not a regular file"), "{e}");
+        let fifo = dir.join("fifo");
+        let c = std::ffi::CString::new(fifo.to_string_lossy().as_bytes()).expect("path");
+        // SAFETY: a valid NUL-terminated path; mkfifo only creates a file.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let e = read_secret_file(&fifo).unwrap_err();
+        assert!(e.contains("not a regular file"), "{e}");
+        assert!(
+            read_secret_file(&dir)
+                .unwrap_err()
+                .contains("not a regular file")
+        );
+        assert!(
+            read_secret_file(&dir.join("missing"))
+                .unwrap_err()
+                .contains("cannot read")
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -45,6 +45,30 @@ pub enum ClientMsg {
         /// Only this LAN.
         lan: Option<String>,
     },
+    /// Prove a right to read (`Query`, `Matrix`) without registering: answered by `Ack`
+    /// or `Refused`. Reads show only what the connection's credentials cover.
+    Auth(Credential),
+}
+
+/// A right to read the registry, proven over the connection's nonce (never sent in clear).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Credential {
+    /// The operator token of `bulletin.toml`: every LAN.
+    Operator {
+        /// `Verifier::prove_operator` over the nonce.
+        proof: [u8; 32],
+    },
+    /// LAN secrets: those LANs' records and reports (host id 0 in the proof).
+    Lans(Vec<LanProof>),
+}
+
+/// One LAN's proof in a [`Credential::Lans`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LanProof {
+    /// LAN name.
+    pub name: String,
+    /// `Verifier::prove(nonce, 0, name)`.
+    pub proof: [u8; 32],
 }
 
 /// What a host measured on one LAN: its tunnels and the VM pairs it saw at their source.
@@ -203,6 +227,10 @@ pub enum RefuseCode {
     NotRegistered,
     /// A message out of order or malformed.
     Protocol,
+    /// A read without a credential that covers it (see `ClientMsg::Auth`).
+    Unauthorized,
+    /// The bulletin is at a connection or request limit: retry later.
+    Busy,
 }
 
 /// A registry record: one host in one LAN.
@@ -403,6 +431,11 @@ mod tests {
         };
         round_trip(&ClientMsg::Report(vec![report.clone()]));
         round_trip(&ClientMsg::Matrix { lan: None });
+        round_trip(&ClientMsg::Auth(Credential::Operator { proof: [4; 32] }));
+        round_trip(&ClientMsg::Auth(Credential::Lans(vec![LanProof {
+            name: "lan1".into(),
+            proof: [5; 32],
+        }])));
         round_trip(&ServerMsg::Matrix(vec![HostReport {
             host_id: 1,
             name: "h1".into(),
@@ -422,6 +455,17 @@ mod tests {
         );
         // New messages were appended: the old variant indexes are unchanged.
         assert_eq!(encode(&ClientMsg::Matrix { lan: None }), [0, 0, 0, 2, 6, 0]);
+        assert_eq!(
+            encode(&ClientMsg::Auth(Credential::Lans(Vec::new()))),
+            [0, 0, 0, 3, 7, 1, 0]
+        );
+        assert_eq!(
+            encode(&ServerMsg::Refused {
+                code: RefuseCode::Unauthorized,
+                reason: String::new()
+            }),
+            [0, 0, 0, 3, 2, 6, 0]
+        );
     }
 
     #[test]

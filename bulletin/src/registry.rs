@@ -144,7 +144,7 @@ impl Registry {
                 .iter()
                 .map(|l| (l.name.clone(), l.segment.clone()))
                 .collect(),
-            expires: now + self.ttl,
+            expires: later(now, self.ttl),
             last_heartbeat: now,
             conn,
         };
@@ -189,7 +189,7 @@ impl Registry {
     ) -> Result<Duration, Refusal> {
         match self.hosts.get_mut(&host_id) {
             Some(h) if h.conn == conn && now < h.expires => {
-                h.expires = now + self.ttl;
+                h.expires = later(now, self.ttl);
                 h.last_heartbeat = now;
                 Ok(self.ttl)
             }
@@ -289,6 +289,19 @@ impl Registry {
             .is_some_and(|h| h.lans.contains_key(lan) && conn.is_none_or(|c| c == h.conn))
     }
 
+    /// Whether `proof` proves the secret of `lan` over `nonce` (false for unknown LANs).
+    pub fn verify_proof(
+        &self,
+        lan: &str,
+        nonce: &[u8; 32],
+        host_id: u32,
+        proof: &[u8; 32],
+    ) -> bool {
+        self.lans
+            .get(lan)
+            .is_some_and(|v| v.verify(nonce, host_id, lan, proof))
+    }
+
     /// A registered host's name.
     pub fn name_of(&self, host_id: u32) -> Option<&str> {
         self.hosts.get(&host_id).map(|h| h.name.as_str())
@@ -298,6 +311,12 @@ impl Registry {
     pub fn host_count(&self) -> usize {
         self.hosts.len()
     }
+}
+
+/// `now + d`, saturating: a duration from a config can never overflow a deadline.
+pub fn later(now: Instant, d: Duration) -> Instant {
+    now.checked_add(d)
+        .unwrap_or_else(|| now + Duration::from_secs(1 << 30))
 }
 
 #[cfg(test)]

@@ -3,32 +3,51 @@
 //! Per connection: `Hello` → `Challenge` (fresh nonce, the bulletin's epoch and lease
 //! terms); then `Register` → `Registered` and that host's snapshots, then events as other
 //! hosts join and leave; `Heartbeat` → `Ack`; `Unregister` → `Ack` and leave events to the
-//! others at once; `Query` → `Records` (no registration needed, for `bulletin ls`).
-//! A connection that does not say `Hello` within 10 s, sends an oversized or malformed
-//! frame, or speaks out of turn is closed; registered hosts are not disturbed.
+//! others at once; `Auth` → `Ack` (a right to read without registering); `Query` →
+//! `Records` and `Matrix` → `Matrix`, each limited to the LANs the connection's credentials
+//! cover (registered LANs, proven LANs, or all with the operator token).
+//!
+//! What one client can cost is bounded (see the README's "Security and limits"):
+//! - admission: connections in total, per source address, and not yet authenticated;
+//! - time: `Hello` and the first credential within `hello_timeout`, then a message at least
+//!   every lease (heartbeats come far more often), else the connection is closed;
+//! - memory: replies and events wait in a per-connection outbox of [`OUTBOX_BYTES`]; the
+//!   reader takes no new request while a reply waits for room (QUIC flow control then
+//!   stops the client), and a connection too slow to take its events is closed (the host
+//!   reconnects and resyncs from a snapshot).
+//!
+//! A connection that sends an oversized or malformed frame, or speaks out of turn, is
+//! closed; registered hosts are not disturbed.
 
-use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::collections::{HashMap, HashSet};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use quinn::{Connection, Endpoint, RecvStream, SendStream};
 use ring::rand::{SecureRandom, SystemRandom};
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tracing::{debug, info, warn};
 
+use crate::config::Limits;
 use crate::frames::{self, FrameError};
 use crate::proof::Verifier;
-use crate::proto::{ClientMsg, MAX_CLIENT_FRAME, RefuseCode, ServerMsg, VERSION};
+use crate::proto::{
+    ClientMsg, Credential, MAX_CLIENT_FRAME, RefuseCode, ServerMsg, VERSION, encode,
+};
 use crate::registry::{ConnId, Outbound, Registry};
 use crate::reports::Reports;
 use crate::tls::{Identity, TlsError};
 
 /// How long a new connection may take to open its stream and say `Hello` (default).
 pub const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// Bytes of replies and events that may wait for one connection's writer.
+pub const OUTBOX_BYTES: usize = 4 << 20;
 /// QUIC close codes.
 const CLOSE_PROTOCOL: u32 = 1;
 const CLOSE_SHUTDOWN: u32 = 2;
+const CLOSE_SLOW: u32 = 3;
+const CLOSE_IDLE: u32 = 4;
 
 /// What the server needs to run.
 pub struct ServerOptions {
@@ -40,15 +59,70 @@ pub struct ServerOptions {
     pub lease_ttl: Duration,
     /// Heartbeat interval asked of hosts.
     pub heartbeat: Duration,
-    /// How long a connection may stay silent before its `Hello` (half-open connections).
+    /// How long a connection may take to say `Hello` and then to register or authenticate.
     pub hello_timeout: Duration,
+    /// Verifier of the operator token (reads of every LAN); none: only LAN credentials.
+    pub operator: Option<Verifier>,
+    /// Connection limits.
+    pub limits: Limits,
+}
+
+/// Replies and events on their way to one connection's writer, bounded in bytes.
+#[derive(Clone)]
+struct Outbox {
+    tx: mpsc::UnboundedSender<(Vec<u8>, OwnedSemaphorePermit)>,
+    room: Arc<Semaphore>,
+    conn: Connection,
+}
+
+impl Outbox {
+    fn permits(len: usize) -> u32 {
+        // A frame larger than the whole outbox waits for all of it.
+        len.min(OUTBOX_BYTES) as u32
+    }
+
+    /// Queue a reply, waiting for room: the reader stops reading meanwhile.
+    async fn send(&self, m: &ServerMsg) -> bool {
+        let bytes = encode(m);
+        match self
+            .room
+            .clone()
+            .acquire_many_owned(Self::permits(bytes.len()))
+            .await
+        {
+            Ok(p) => self.tx.send((bytes, p)).is_ok(),
+            Err(_) => false,
+        }
+    }
+
+    /// Queue an event without waiting; false when the connection has no room left.
+    fn try_send(&self, m: &ServerMsg) -> bool {
+        let bytes = encode(m);
+        match self
+            .room
+            .clone()
+            .try_acquire_many_owned(Self::permits(bytes.len()))
+        {
+            Ok(p) => self.tx.send((bytes, p)).is_ok(),
+            Err(_) => false,
+        }
+    }
+}
+
+/// Open connections, for admission.
+#[derive(Default)]
+struct Admission {
+    total: usize,
+    unauthenticated: usize,
+    per_ip: HashMap<IpAddr, usize>,
 }
 
 struct Shared {
     registry: Registry,
     reports: Reports,
-    conns: HashMap<ConnId, mpsc::UnboundedSender<ServerMsg>>,
+    conns: HashMap<ConnId, Outbox>,
     next_conn: ConnId,
+    admission: Admission,
 }
 
 struct State {
@@ -56,6 +130,8 @@ struct State {
     epoch: u64,
     heartbeat: Duration,
     hello_timeout: Duration,
+    operator: Option<Verifier>,
+    limits: Limits,
 }
 
 impl State {
@@ -65,12 +141,91 @@ impl State {
         self.shared.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Push events; a connection with no room for one is closed (it resyncs on reconnect).
     fn dispatch(shared: &Shared, out: Vec<Outbound>) {
         for o in out {
-            if let Some(tx) = shared.conns.get(&o.to) {
-                let _ = tx.send(ServerMsg::Event(o.event));
+            if let Some(ob) = shared.conns.get(&o.to)
+                && !ob.try_send(&ServerMsg::Event(o.event))
+            {
+                warn!(remote = %ob.conn.remote_address(), "connection too slow to take its events: closing it");
+                ob.conn
+                    .close(CLOSE_SLOW.into(), b"too slow: events dropped, reconnect");
             }
         }
+    }
+
+    /// Admit a new connection from `ip`, or say which limit it hits.
+    fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<Slot, &'static str> {
+        let mut s = self.lock();
+        let a = &mut s.admission;
+        if a.total >= self.limits.connections {
+            return Err("max_connections");
+        }
+        if a.unauthenticated >= self.limits.unauthenticated {
+            return Err("max_unauthenticated");
+        }
+        let n = a.per_ip.entry(ip).or_default();
+        if *n >= self.limits.per_ip {
+            return Err("max_connections_per_ip");
+        }
+        *n += 1;
+        a.total += 1;
+        a.unauthenticated += 1;
+        Ok(Slot {
+            state: self.clone(),
+            ip,
+            authenticated: false,
+        })
+    }
+}
+
+/// One admitted connection's place in the counts, given back when dropped.
+struct Slot {
+    state: Arc<State>,
+    ip: IpAddr,
+    authenticated: bool,
+}
+
+impl Slot {
+    fn authenticate(&mut self) {
+        if !self.authenticated {
+            self.authenticated = true;
+            self.state.lock().admission.unauthenticated -= 1;
+        }
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut s = self.state.lock();
+        let a = &mut s.admission;
+        a.total -= 1;
+        if !self.authenticated {
+            a.unauthenticated -= 1;
+        }
+        if let Some(n) = a.per_ip.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                a.per_ip.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// What a connection may read.
+#[derive(Default)]
+struct Access {
+    operator: bool,
+    lans: HashSet<String>,
+}
+
+impl Access {
+    fn covers(&self, lan: &str) -> bool {
+        self.operator || self.lans.contains(lan)
+    }
+
+    fn any(&self) -> bool {
+        self.operator || !self.lans.is_empty()
     }
 }
 
@@ -99,6 +254,15 @@ pub enum ServeError {
     Random,
 }
 
+/// Counts of open connections (for tests and logs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnCounts {
+    /// All admitted connections.
+    pub total: usize,
+    /// Those not yet registered or authenticated.
+    pub unauthenticated: usize,
+}
+
 impl Server {
     /// Bind and start serving (tasks run on the current tokio runtime).
     pub fn start(identity: &Identity, opts: ServerOptions) -> Result<Self, ServeError> {
@@ -106,6 +270,11 @@ impl Server {
         let mut transport = quinn::TransportConfig::default();
         transport.max_concurrent_uni_streams(0u8.into());
         transport.max_concurrent_bidi_streams(1u8.into());
+        // Client frames are at most 64 KB: small receive windows bound what a client can
+        // make the bulletin buffer; the send window bounds what waits unacknowledged.
+        transport.stream_receive_window(quinn::VarInt::from_u32(256 * 1024));
+        transport.receive_window(quinn::VarInt::from_u32(512 * 1024));
+        transport.send_window(2 * 1024 * 1024);
         // Dead hosts' connections go away on their own; their leases are separate.
         transport.max_idle_timeout(Some(quinn::IdleTimeout::from(quinn::VarInt::from_u32(
             (opts.lease_ttl.as_millis().min(u128::from(u32::MAX))) as u32,
@@ -125,10 +294,13 @@ impl Server {
                 reports: Reports::default(),
                 conns: HashMap::new(),
                 next_conn: 1,
+                admission: Admission::default(),
             }),
             epoch: u64::from_be_bytes(e),
             heartbeat: opts.heartbeat,
             hello_timeout: opts.hello_timeout,
+            operator: opts.operator,
+            limits: opts.limits,
         });
         tokio::spawn(expire_loop(state.clone()));
         tokio::spawn(accept_loop(endpoint.clone(), state.clone()));
@@ -148,6 +320,24 @@ impl Server {
     /// Registered hosts now.
     pub fn host_count(&self) -> usize {
         self.state.lock().registry.host_count()
+    }
+
+    /// Open connections now.
+    pub fn conn_counts(&self) -> ConnCounts {
+        let s = self.state.lock();
+        ConnCounts {
+            total: s.admission.total,
+            unauthenticated: s.admission.unauthenticated,
+        }
+    }
+
+    /// Bytes of replies and events waiting in all outboxes now.
+    pub fn queued_bytes(&self) -> usize {
+        let s = self.state.lock();
+        s.conns
+            .values()
+            .map(|o| OUTBOX_BYTES - o.room.available_permits())
+            .sum()
     }
 
     /// Close every connection and stop.
@@ -173,8 +363,6 @@ async fn expire_loop(state: Arc<State>) {
             let s = &mut *s;
             let reg = &s.registry;
             s.reports.retain(|l, h| reg.is_member(h, None, l));
-        }
-        if !out.is_empty() {
             info!(
                 events = out.len(),
                 hosts = s.registry.host_count(),
@@ -187,11 +375,19 @@ async fn expire_loop(state: Arc<State>) {
 
 async fn accept_loop(endpoint: Endpoint, state: Arc<State>) {
     while let Some(incoming) = endpoint.accept().await {
+        let remote = incoming.remote_address();
+        let slot = match state.admit(remote.ip()) {
+            Ok(slot) => slot,
+            Err(limit) => {
+                debug!(%remote, limit, "connection refused: at the limit");
+                incoming.refuse();
+                continue;
+            }
+        };
         let state = state.clone();
         tokio::spawn(async move {
-            let remote = incoming.remote_address();
             match tokio::time::timeout(state.hello_timeout, incoming).await {
-                Ok(Ok(conn)) => serve_conn(conn, state).await,
+                Ok(Ok(conn)) => serve_conn(conn, state, slot).await,
                 Ok(Err(e)) => debug!(%remote, error = %e, "handshake failed"),
                 Err(_) => debug!(%remote, "handshake timed out"),
             }
@@ -199,7 +395,7 @@ async fn accept_loop(endpoint: Endpoint, state: Arc<State>) {
     }
 }
 
-async fn serve_conn(conn: Connection, state: Arc<State>) {
+async fn serve_conn(conn: Connection, state: Arc<State>, mut slot: Slot) {
     let remote = conn.remote_address();
     let opened = tokio::time::timeout(state.hello_timeout, async {
         let (send, mut recv) = conn.accept_bi().await.ok()?;
@@ -215,117 +411,189 @@ async fn serve_conn(conn: Connection, state: Arc<State>) {
         return;
     };
     let (tx, rx) = mpsc::unbounded_channel();
+    let outbox = Outbox {
+        tx,
+        room: Arc::new(Semaphore::new(OUTBOX_BYTES)),
+        conn: conn.clone(),
+    };
     let writer = tokio::spawn(write_loop(send, rx));
     let id = {
         let mut s = state.lock();
         let id = s.next_conn;
         s.next_conn += 1;
-        s.conns.insert(id, tx.clone());
+        s.conns.insert(id, outbox.clone());
         id
     };
     if version != VERSION {
-        let _ = tx.send(ServerMsg::Refused {
-            code: RefuseCode::Version,
-            reason: format!("this bulletin speaks protocol {VERSION}, the host speaks {version}: upgrade one of them"),
-        });
+        outbox
+            .send(&ServerMsg::Refused {
+                code: RefuseCode::Version,
+                reason: format!("this bulletin speaks protocol {VERSION}, the host speaks {version}: upgrade one of them"),
+            })
+            .await;
     } else {
         let mut nonce = [0u8; 32];
         if SystemRandom::new().fill(&mut nonce).is_ok() {
-            let _ = tx.send(ServerMsg::Challenge {
-                version: VERSION,
+            let lease_ttl_ms = state.lock().registry.ttl().as_millis() as u64;
+            outbox
+                .send(&ServerMsg::Challenge {
+                    version: VERSION,
+                    nonce,
+                    epoch: state.epoch,
+                    lease_ttl_ms,
+                    heartbeat_ms: state.heartbeat.as_millis() as u64,
+                })
+                .await;
+            let mut c = ConnCtx {
+                conn: &conn,
+                state: &state,
+                id,
+                outbox: &outbox,
                 nonce,
-                epoch: state.epoch,
-                lease_ttl_ms: state.lock().registry.ttl().as_millis() as u64,
-                heartbeat_ms: state.heartbeat.as_millis() as u64,
-            });
-            if let Err(reason) = read_loop(&conn, recv, &state, id, &tx, nonce).await {
+                slot: &mut slot,
+                host: None,
+                access: Access::default(),
+            };
+            if let Err((code, reason)) = c.read_loop(recv).await {
                 debug!(%remote, %reason, "closing connection");
-                conn.close(CLOSE_PROTOCOL.into(), reason.as_bytes());
+                conn.close(code.into(), reason.as_bytes());
             }
         }
     }
     state.lock().conns.remove(&id);
-    drop(tx);
+    drop(outbox);
     let _ = writer.await;
 }
 
-async fn write_loop(mut send: SendStream, mut rx: mpsc::UnboundedReceiver<ServerMsg>) {
-    while let Some(m) = rx.recv().await {
-        if frames::write(&mut send, &m).await.is_err() {
+async fn write_loop(
+    mut send: SendStream,
+    mut rx: mpsc::UnboundedReceiver<(Vec<u8>, OwnedSemaphorePermit)>,
+) {
+    // The permit is held until the bytes are with QUIC, then the room is given back.
+    while let Some((bytes, _permit)) = rx.recv().await {
+        if send.write_all(&bytes).await.is_err() {
             return;
         }
     }
     let _ = send.finish();
 }
 
-/// Serve one connection's requests until it closes; `Err` is a protocol violation.
-async fn read_loop(
-    conn: &Connection,
-    mut recv: RecvStream,
-    state: &State,
+/// One connection being served.
+struct ConnCtx<'a> {
+    conn: &'a Connection,
+    state: &'a State,
     id: ConnId,
-    tx: &mpsc::UnboundedSender<ServerMsg>,
+    outbox: &'a Outbox,
     nonce: [u8; 32],
-) -> Result<(), String> {
-    let mut host: Option<u32> = None;
-    loop {
-        let msg = match frames::read::<ClientMsg>(&mut recv, MAX_CLIENT_FRAME).await {
-            Ok(m) => m,
-            Err(FrameError::Closed) => return Ok(()),
-            Err(FrameError::Stream(_)) => return Ok(()),
-            Err(FrameError::Codec(e)) => {
-                warn!(remote = %conn.remote_address(), error = %e, "refusing bad message");
-                return Err(e.to_string());
+    slot: &'a mut Slot,
+    /// The host registered on this connection.
+    host: Option<u32>,
+    /// What the connection proved it may read (besides its registered LANs).
+    access: Access,
+}
+
+type Close = (u32, String);
+
+impl ConnCtx<'_> {
+    /// How long the next message may take: short until the connection has proven
+    /// something, then a lease (hosts heartbeat several times per lease).
+    fn idle_limit(&self) -> Duration {
+        if self.slot.authenticated {
+            self.state
+                .lock()
+                .registry
+                .ttl()
+                .max(self.state.hello_timeout)
+        } else {
+            self.state.hello_timeout
+        }
+    }
+
+    /// Serve requests until the connection closes; `Err` closes it with a reason.
+    async fn read_loop(&mut self, mut recv: RecvStream) -> Result<(), Close> {
+        loop {
+            let limit = self.idle_limit();
+            let msg = match tokio::time::timeout(
+                limit,
+                frames::read::<ClientMsg>(&mut recv, MAX_CLIENT_FRAME),
+            )
+            .await
+            {
+                Err(_) => {
+                    return Err((
+                        CLOSE_IDLE,
+                        format!("idle for {} s: closing", limit.as_secs()),
+                    ));
+                }
+                Ok(Ok(m)) => m,
+                Ok(Err(FrameError::Closed | FrameError::Stream(_))) => return Ok(()),
+                Ok(Err(FrameError::Codec(e))) => {
+                    warn!(remote = %self.conn.remote_address(), error = %e, "refusing bad message");
+                    return Err((CLOSE_PROTOCOL, e.to_string()));
+                }
+            };
+            let Some(reply) = self.handle(msg, Instant::now())? else {
+                continue;
+            };
+            // Waits for room: no new request is read while this reply cannot be queued.
+            if !self.outbox.send(&reply).await {
+                return Ok(());
             }
-        };
-        let now = Instant::now();
-        let reply = match msg {
-            ClientMsg::Hello { .. } => return Err("hello twice".into()),
+        }
+    }
+
+    fn refused(code: RefuseCode, reason: impl Into<String>) -> Option<ServerMsg> {
+        Some(ServerMsg::Refused {
+            code,
+            reason: reason.into(),
+        })
+    }
+
+    /// One request: the reply to queue, if any.
+    fn handle(&mut self, msg: ClientMsg, now: Instant) -> Result<Option<ServerMsg>, Close> {
+        let state = self.state;
+        let (id, nonce) = (self.id, self.nonce);
+        let remote = self.conn.remote_address();
+        Ok(match msg {
+            ClientMsg::Hello { .. } => return Err((CLOSE_PROTOCOL, "hello twice".into())),
             ClientMsg::Register(req) => {
                 let mut s = state.lock();
-                match s
-                    .registry
-                    .register(id, &nonce, &req, conn.remote_address(), now)
-                {
+                match s.registry.register(id, &nonce, &req, remote, now) {
                     Ok(out) => {
-                        host = Some(req.host_id);
+                        self.host = Some(req.host_id);
                         info!(host = %req.name, id = format_args!("{:#010x}", req.host_id), addr = %req.underlay,
                               lans = req.lans.len(), hosts = s.registry.host_count(), "registered");
-                        let _ = tx.send(ServerMsg::Registered {
+                        let mut ok = self.outbox.try_send(&ServerMsg::Registered {
                             lease_ms: s.registry.ttl().as_millis() as u64,
                         });
                         for ev in s.registry.snapshots(req.host_id, now) {
-                            let _ = tx.send(ServerMsg::Event(ev));
+                            ok &= self.outbox.try_send(&ServerMsg::Event(ev));
                         }
                         State::dispatch(&s, out);
-                        continue;
+                        drop(s);
+                        self.slot.authenticate();
+                        if !ok {
+                            return Err((CLOSE_SLOW, "snapshot larger than the outbox".into()));
+                        }
+                        None
                     }
                     Err(r) => {
-                        warn!(host = %req.name, remote = %conn.remote_address(), reason = %r.reason, "registration refused");
-                        ServerMsg::Refused {
-                            code: r.code,
-                            reason: r.reason,
-                        }
+                        warn!(host = %req.name, %remote, reason = %r.reason, "registration refused");
+                        Self::refused(r.code, r.reason)
                     }
                 }
             }
-            ClientMsg::Heartbeat => match host {
+            ClientMsg::Heartbeat => match self.host {
                 Some(h) => match state.lock().registry.heartbeat(h, id, now) {
-                    Ok(left) => ServerMsg::Ack {
+                    Ok(left) => Some(ServerMsg::Ack {
                         lease_ms: left.as_millis() as u64,
-                    },
-                    Err(r) => ServerMsg::Refused {
-                        code: r.code,
-                        reason: r.reason,
-                    },
+                    }),
+                    Err(r) => Self::refused(r.code, r.reason),
                 },
-                None => ServerMsg::Refused {
-                    code: RefuseCode::NotRegistered,
-                    reason: "heartbeat before register".into(),
-                },
+                None => Self::refused(RefuseCode::NotRegistered, "heartbeat before register"),
             },
             ClientMsg::Unregister => {
-                if let Some(h) = host.take() {
+                if let Some(h) = self.host.take() {
                     let mut s = state.lock();
                     let out = s.registry.unregister(h, id);
                     info!(
@@ -335,14 +603,30 @@ async fn read_loop(
                     );
                     State::dispatch(&s, out);
                 }
-                ServerMsg::Ack { lease_ms: 0 }
+                Some(ServerMsg::Ack { lease_ms: 0 })
             }
+            ClientMsg::Auth(cred) => match self.authenticate(cred) {
+                Ok(()) => {
+                    self.slot.authenticate();
+                    Some(ServerMsg::Ack { lease_ms: 0 })
+                }
+                Err((code, reason)) => {
+                    warn!(%remote, %reason, "read credential refused");
+                    Self::refused(code, reason)
+                }
+            },
             ClientMsg::Query { lan } => {
-                ServerMsg::Records(state.lock().registry.records(lan.as_deref(), now))
+                if let Some(r) = self.unauthorized(lan.as_deref()) {
+                    return Ok(Some(r));
+                }
+                let s = state.lock();
+                let mut records = s.registry.records(lan.as_deref(), now);
+                records.retain(|r| self.may_read(&s.registry, &r.lan));
+                Some(ServerMsg::Records(records))
             }
             ClientMsg::Report(reports) => {
                 // Only from a registered host, for its own LANs; no answer either way.
-                if let Some(h) = host {
+                if let Some(h) = self.host {
                     let mut s = state.lock();
                     let s = &mut *s;
                     let name = s.registry.name_of(h).unwrap_or("").to_string();
@@ -356,19 +640,86 @@ async fn read_loop(
                     );
                     debug!(host = %name, lans = kept, "report");
                 }
-                continue;
+                None
             }
             ClientMsg::Matrix { lan } => {
+                if let Some(r) = self.unauthorized(lan.as_deref()) {
+                    return Ok(Some(r));
+                }
                 let mut s = state.lock();
                 let s = &mut *s;
                 let reg = &s.registry;
                 s.reports.retain(|l, h| reg.is_member(h, None, l));
-                ServerMsg::Matrix(s.reports.matrix(lan.as_deref(), now))
+                let mut m = s.reports.matrix(lan.as_deref(), now);
+                m.retain(|r| self.may_read(reg, &r.report.lan));
+                Some(ServerMsg::Matrix(m))
             }
-        };
-        if tx.send(reply).is_err() {
-            return Ok(());
+        })
+    }
+
+    /// Check a read credential over this connection's nonce and widen `access`.
+    fn authenticate(&mut self, cred: Credential) -> Result<(), (RefuseCode, String)> {
+        match cred {
+            Credential::Operator { proof } => match &self.state.operator {
+                Some(v) if v.verify_operator(&self.nonce, &proof) => {
+                    self.access.operator = true;
+                    Ok(())
+                }
+                Some(_) => Err((
+                    RefuseCode::BadProof,
+                    "wrong operator token: use the file that bulletin.toml's operator_token_file names".into(),
+                )),
+                None => Err((
+                    RefuseCode::Unauthorized,
+                    "this bulletin has no operator token: set operator_token_file in bulletin.toml, or prove a LAN with --lan and --secret-file".into(),
+                )),
+            },
+            Credential::Lans(proofs) => {
+                if proofs.is_empty() {
+                    return Err((RefuseCode::Protocol, "no LAN in the credential".into()));
+                }
+                let s = self.state.lock();
+                for p in &proofs {
+                    if !s.registry.verify_proof(&p.name, &self.nonce, 0, &p.proof) {
+                        return Err((
+                            RefuseCode::BadProof,
+                            format!(
+                                "no LAN {:?} here, or the wrong secret for it",
+                                crate::config::clip_value(&p.name, 40)
+                            ),
+                        ));
+                    }
+                }
+                drop(s);
+                self.access.lans.extend(proofs.into_iter().map(|p| p.name));
+                Ok(())
+            }
         }
+    }
+
+    /// A refusal when this connection may read nothing (or not the LAN it names).
+    fn unauthorized(&self, lan: Option<&str>) -> Option<ServerMsg> {
+        let allowed = self.access.any() || self.host.is_some();
+        let named_ok = lan.is_none_or(|l| {
+            self.access.covers(l)
+                || self
+                    .host
+                    .is_some_and(|h| self.state.lock().registry.is_member(h, Some(self.id), l))
+        });
+        if allowed && named_ok {
+            return None;
+        }
+        Self::refused(
+            RefuseCode::Unauthorized,
+            "reads need a credential: the operator token (--token-file) or the secret of the LAN (--lan NAME --secret-file FILE)",
+        )
+    }
+
+    fn may_read(&self, reg: &Registry, lan: &str) -> bool {
+        self.access.covers(lan)
+            || self
+                .host
+                .is_some_and(|h| reg.is_member(h, Some(self.id), lan))
     }
 }
 

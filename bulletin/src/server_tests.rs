@@ -5,7 +5,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use super::*;
-use crate::client::{Client, ClientError, SessionRx};
+use crate::client::{Client, ClientError, ReadAuth, SessionRx};
+use crate::config::Limits;
 use crate::proto::{Event, LanJoin, Register, ServerMsg};
 
 struct Harness {
@@ -28,7 +29,14 @@ fn secret(lan: &str) -> [u8; 32] {
     if lan == "lan1" { [1; 32] } else { [2; 32] }
 }
 
+/// The operator token of every harness.
+const OPERATOR: [u8; 32] = [3; 32];
+
 fn harness(ttl: Duration, heartbeat: Duration) -> Harness {
+    harness_with(ttl, heartbeat, Limits::default())
+}
+
+fn harness_with(ttl: Duration, heartbeat: Duration, limits: Limits) -> Harness {
     let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     let dir = std::env::temp_dir().join(format!("bulletin-harness-{}-{n}", std::process::id()));
     let identity = Identity::load_or_create(&dir).expect("identity");
@@ -44,6 +52,8 @@ fn harness(ttl: Duration, heartbeat: Duration) -> Harness {
             lease_ttl: ttl,
             heartbeat,
             hello_timeout: Duration::from_millis(500),
+            operator: Some(Verifier::from_secret(&OPERATOR)),
+            limits,
         },
     )
     .expect("start");
@@ -160,7 +170,7 @@ async fn joins_and_leaves_reach_the_lans_hosts_at_once() {
     );
     let all = Client::new(h.addr, &h.fingerprint)
         .expect("c")
-        .query(None)
+        .query(&ReadAuth::Operator(Verifier::from_secret(&OPERATOR)), None)
         .await
         .expect("query");
     assert_eq!(
@@ -310,4 +320,219 @@ async fn garbage_half_open_and_oversized_input_do_not_disturb_registered_hosts()
 /// Write raw bytes on a session's stream (to forge an oversized length prefix).
 async fn tx_raw(tx: &mut crate::client::SessionTx, bytes: &[u8]) -> bool {
     tx.send_raw(bytes).await.is_ok()
+}
+
+fn operator() -> ReadAuth {
+    ReadAuth::Operator(Verifier::from_secret(&OPERATOR))
+}
+
+fn lan_reader(lan: &str, secret: [u8; 32]) -> ReadAuth {
+    ReadAuth::Lan {
+        name: lan.into(),
+        verifier: Verifier::from_secret(&secret),
+    }
+}
+
+fn refused_code<T: std::fmt::Debug>(r: Result<T, ClientError>) -> crate::proto::RefuseCode {
+    match r {
+        Err(ClientError::Refused { code, .. }) => code,
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn reads_need_a_credential_and_show_only_what_it_covers() {
+    use crate::proto::RefuseCode;
+    let h = harness(Duration::from_secs(30), Duration::from_secs(10));
+    let (_t1, _r1, _) = join(&h, 1, &["lan1"]).await;
+    let (_t2, _r2, _) = join(&h, 2, &["lan2"]).await;
+    let c = Client::new(h.addr, &h.fingerprint).expect("client");
+    // No credential: nothing, neither records nor reports.
+    assert_eq!(
+        refused_code(c.query(&ReadAuth::None, None).await),
+        RefuseCode::Unauthorized
+    );
+    assert_eq!(
+        refused_code(c.matrix(&ReadAuth::None, None).await),
+        RefuseCode::Unauthorized
+    );
+    // The operator sees every LAN.
+    let all = c.query(&operator(), None).await.expect("operator");
+    assert_eq!(
+        all.iter().map(|r| r.host_id).collect::<Vec<_>>(),
+        vec![1, 2]
+    );
+    // A LAN secret shows that LAN only, and names no other.
+    let l1 = c
+        .query(&lan_reader("lan1", secret("lan1")), None)
+        .await
+        .expect("lan1");
+    assert_eq!(l1.iter().map(|r| r.host_id).collect::<Vec<_>>(), vec![1]);
+    assert_eq!(
+        refused_code(
+            c.query(&lan_reader("lan1", secret("lan1")), Some("lan2".into()))
+                .await
+        ),
+        RefuseCode::Unauthorized
+    );
+    // Wrong secrets and tokens are refused as such.
+    assert_eq!(
+        refused_code(c.query(&lan_reader("lan1", [9; 32]), None).await),
+        RefuseCode::BadProof
+    );
+    assert_eq!(
+        refused_code(c.query(&lan_reader("nope", [9; 32]), None).await),
+        RefuseCode::BadProof
+    );
+    let wrong_op = ReadAuth::Operator(Verifier::from_secret(&[9; 32]));
+    assert_eq!(
+        refused_code(c.query(&wrong_op, None).await),
+        RefuseCode::BadProof
+    );
+    // A LAN proof is no operator token, and the reverse.
+    let lan_as_op = ReadAuth::Operator(Verifier::from_secret(&secret("lan1")));
+    assert_eq!(
+        refused_code(c.query(&lan_as_op, None).await),
+        RefuseCode::BadProof
+    );
+    let op_as_lan = lan_reader("lan1", OPERATOR);
+    assert_eq!(
+        refused_code(c.query(&op_as_lan, None).await),
+        RefuseCode::BadProof
+    );
+}
+
+#[tokio::test]
+async fn a_registered_host_reads_its_own_lans_only() {
+    let h = harness(Duration::from_secs(30), Duration::from_secs(10));
+    let (mut t1, mut r1, _) = join(&h, 1, &["lan1"]).await;
+    let (_t2, _r2, _) = join(&h, 2, &["lan2"]).await;
+    t1.send(&crate::proto::ClientMsg::Query { lan: None })
+        .await
+        .expect("send");
+    loop {
+        match tokio::time::timeout(Duration::from_secs(2), r1.recv())
+            .await
+            .expect("answer")
+            .expect("recv")
+        {
+            ServerMsg::Records(r) => {
+                assert_eq!(r.iter().map(|r| r.host_id).collect::<Vec<_>>(), vec![1]);
+                break;
+            }
+            ServerMsg::Event(_) => continue,
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn silent_connections_after_hello_are_closed_and_admission_is_capped() {
+    let limits = Limits {
+        connections: 6,
+        per_ip: 5,
+        unauthenticated: 3,
+    };
+    let h = harness_with(Duration::from_secs(30), Duration::from_secs(10), limits);
+    let c = Client::new(h.addr, &h.fingerprint).expect("client");
+    // Three that say Hello and nothing else fill the unauthenticated slots.
+    let mut lurkers = Vec::new();
+    for _ in 0..3 {
+        lurkers.push(c.connect().await.expect("connect"));
+    }
+    assert_eq!(h.server.conn_counts().unauthenticated, 3);
+    assert!(
+        c.connect().await.is_err(),
+        "a fourth unauthenticated connection is refused"
+    );
+    // They are closed once the hello timeout (500 ms here) passes without a credential.
+    let t = Instant::now();
+    for s in lurkers {
+        let (_tx, mut rx) = s.split();
+        let closed = tokio::time::timeout(Duration::from_secs(3), async {
+            while rx.recv().await.is_ok() {}
+        })
+        .await;
+        assert!(closed.is_ok(), "a silent connection is closed");
+    }
+    assert!(
+        t.elapsed() < Duration::from_secs(2),
+        "closed after {:?}",
+        t.elapsed()
+    );
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        h.server.conn_counts(),
+        ConnCounts {
+            total: 0,
+            unauthenticated: 0
+        }
+    );
+    // Authenticated connections leave the unauthenticated slots free, up to the per-address cap.
+    let mut readers = Vec::new();
+    for _ in 0..5 {
+        readers.push(c.connect_reader(&operator()).await.expect("reader"));
+    }
+    assert_eq!(
+        h.server.conn_counts(),
+        ConnCounts {
+            total: 5,
+            unauthenticated: 0
+        }
+    );
+    assert!(c.connect().await.is_err(), "the per-address cap holds");
+    drop(readers);
+}
+
+#[tokio::test]
+async fn a_pipelined_query_flood_stays_within_the_outbox() {
+    let h = harness(Duration::from_secs(30), Duration::from_secs(10));
+    // Fifty hosts make each answer a few KB.
+    let mut keep = Vec::new();
+    for id in 1..=50 {
+        keep.push(join(&h, id, &["lan1"]).await);
+    }
+    let c = Client::new(h.addr, &h.fingerprint).expect("client");
+    let (mut tx, rx) = c.connect_reader(&operator()).await.expect("reader").split();
+    let until = Instant::now() + Duration::from_secs(3);
+    let mut sent = 0u64;
+    let mut most = 0;
+    while Instant::now() < until {
+        match tokio::time::timeout(
+            Duration::from_millis(200),
+            tx.send(&crate::proto::ClientMsg::Query { lan: None }),
+        )
+        .await
+        {
+            Ok(Ok(())) => sent += 1,
+            Ok(Err(e)) => panic!("{e}"),
+            Err(_) => {} // flow control holds the flooder back: as it should
+        }
+        most = most.max(h.server.queued_bytes());
+    }
+    assert!(sent > 100, "the flood ran ({sent} requests)");
+    assert!(most <= OUTBOX_BYTES + 64 * 1024, "queued {most} bytes");
+    // Registered hosts are still served during the flood.
+    let (t1, r1, _) = &mut keep[0];
+    t1.send(&crate::proto::ClientMsg::Heartbeat)
+        .await
+        .expect("hb");
+    loop {
+        match tokio::time::timeout(Duration::from_secs(2), r1.recv())
+            .await
+            .expect("ack in time")
+            .expect("recv")
+        {
+            ServerMsg::Ack { .. } => break,
+            _ => continue,
+        }
+    }
+    // When the flooder leaves, what it queued is freed.
+    tx.close();
+    drop(rx);
+    let t = Instant::now();
+    while h.server.queued_bytes() > 0 && t.elapsed() < Duration::from_secs(3) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(h.server.queued_bytes(), 0);
 }

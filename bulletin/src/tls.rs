@@ -43,6 +43,12 @@ pub enum TlsError {
         /// OS error.
         cause: std::io::Error,
     },
+    /// The state directory holds an identity that cannot be used as it is.
+    #[error("{message}")]
+    Identity {
+        /// What is wrong, the files named, and how to recover.
+        message: String,
+    },
     /// Certificate generation failed.
     #[error("cannot generate the bulletin certificate: {0}")]
     Generate(String),
@@ -64,35 +70,50 @@ pub struct Identity {
 }
 
 impl Identity {
-    /// Load from `dir`, generating on first use.
+    /// Load from `dir`, generating on first use. Never replaces any part of an identity:
+    /// hosts pin the certificate, so a new one would lock every one of them out. A
+    /// certificate without its key (or the reverse), or a pair that does not match, is
+    /// refused with the files named and how to recover.
     pub fn load_or_create(dir: &Path) -> Result<Self, TlsError> {
-        fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> TlsError + use<> {
-            let path = path.to_path_buf();
-            move |cause| TlsError::Io { what, path, cause }
-        }
         let (cp, kp) = (dir.join(CERT_FILE), dir.join(KEY_FILE));
-        if cp.exists() && kp.exists() {
-            let cert = std::fs::read(&cp).map_err(io("cannot read", &cp))?;
-            let key = std::fs::read(&kp).map_err(io("cannot read", &kp))?;
-            return Ok(Identity {
-                cert: CertificateDer::from(cert),
-                key: PrivatePkcs8KeyDer::from(key),
-            });
+        finish_interrupted_create(dir)?;
+        match (cp.exists(), kp.exists()) {
+            (true, true) => {
+                let cert = std::fs::read(&cp).map_err(io("cannot read", &cp))?;
+                let key = std::fs::read(&kp).map_err(io("cannot read", &kp))?;
+                let id = Identity {
+                    cert: CertificateDer::from(cert),
+                    key: PrivatePkcs8KeyDer::from(key),
+                };
+                // Parse both and check they belong together, naming the files on failure.
+                id.server_config().map_err(|e| TlsError::Identity {
+                    message: format!(
+                        "{} and {} are not a usable certificate and key ({e}); restore both from \
+                         a backup, or remove both to create a new identity (then give every host \
+                         the new `bulletin fingerprint`)",
+                        cp.display(),
+                        kp.display()
+                    ),
+                })?;
+                Ok(id)
+            }
+            (false, false) => create(dir, &cp, &kp),
+            (has_cert, _) => {
+                let (present, missing) = if has_cert { (&cp, &kp) } else { (&kp, &cp) };
+                Err(TlsError::Identity {
+                    message: format!(
+                        "{} exists but {} is missing: the bulletin's identity is incomplete and \
+                         is never replaced on its own (hosts pin its certificate). Restore {} \
+                         from a backup; or, to start a new identity, remove {} and give every \
+                         host the new `bulletin fingerprint`",
+                        present.display(),
+                        missing.display(),
+                        missing.display(),
+                        present.display()
+                    ),
+                })
+            }
         }
-        std::fs::create_dir_all(dir).map_err(io("cannot create state directory", dir))?;
-        let ck = rcgen::generate_simple_self_signed(vec!["vmvpn-bulletin".into()])
-            .map_err(|e| TlsError::Generate(e.to_string()))?;
-        let key = ck.signing_key.serialize_der();
-        write_private(&kp, &key).map_err(io("cannot write", &kp))?;
-        // Written aside and renamed: a concurrent `bulletin fingerprint` sees no certificate
-        // or the whole one, never a partial file (the key is complete before either).
-        let tmp = cp.with_extension("tmp");
-        std::fs::write(&tmp, ck.cert.der()).map_err(io("cannot write", &tmp))?;
-        std::fs::rename(&tmp, &cp).map_err(io("cannot write", &cp))?;
-        Ok(Identity {
-            cert: ck.cert.der().clone(),
-            key: PrivatePkcs8KeyDer::from(key),
-        })
     }
 
     /// Load without creating (for `bulletin fingerprint`).
@@ -135,15 +156,73 @@ impl Identity {
     }
 }
 
-fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> TlsError + use<> {
+    let path = path.to_path_buf();
+    move |cause| TlsError::Io { what, path, cause }
+}
+
+/// Where a new identity is written before it is renamed into place.
+fn staged(final_path: &Path) -> PathBuf {
+    final_path.with_extension("der.new")
+}
+
+/// A new identity: both files are written and synced aside, then renamed key first,
+/// certificate last. A crash leaves either nothing in place, or staged files that
+/// [`finish_interrupted_create`] completes on the next start; never a half that is
+/// mistaken for a whole.
+fn create(dir: &Path, cp: &Path, kp: &Path) -> Result<Identity, TlsError> {
+    std::fs::create_dir_all(dir).map_err(io("cannot create state directory", dir))?;
+    let ck = rcgen::generate_simple_self_signed(vec!["vmvpn-bulletin".into()])
+        .map_err(|e| TlsError::Generate(e.to_string()))?;
+    let key = ck.signing_key.serialize_der();
+    let (kn, cn) = (staged(kp), staged(cp));
+    write_synced(&kn, &key, 0o600).map_err(io("cannot write", &kn))?;
+    write_synced(&cn, ck.cert.der(), 0o644).map_err(io("cannot write", &cn))?;
+    std::fs::rename(&kn, kp).map_err(io("cannot write", kp))?;
+    std::fs::rename(&cn, cp).map_err(io("cannot write", cp))?;
+    sync_dir(dir);
+    Ok(Identity {
+        cert: ck.cert.der().clone(),
+        key: PrivatePkcs8KeyDer::from(key),
+    })
+}
+
+/// Complete a creation that stopped between its renames: the staged certificate is there
+/// and the key is either staged or already in place.
+fn finish_interrupted_create(dir: &Path) -> Result<(), TlsError> {
+    let (cp, kp) = (dir.join(CERT_FILE), dir.join(KEY_FILE));
+    let (cn, kn) = (staged(&cp), staged(&kp));
+    if cp.exists() || !cn.exists() {
+        return Ok(());
+    }
+    if kn.exists() && !kp.exists() {
+        std::fs::rename(&kn, &kp).map_err(io("cannot write", &kp))?;
+    }
+    if kp.exists() && !kn.exists() {
+        std::fs::rename(&cn, &cp).map_err(io("cannot write", &cp))?;
+        sync_dir(dir);
+    }
+    Ok(())
+}
+
+fn write_synced(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let mut f = std::fs::OpenOptions::new()
         .write(true)
-        .create_new(true)
-        .mode(0o600)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
         .open(path)?;
-    f.write_all(bytes)
+    f.write_all(bytes)?;
+    f.sync_all()
+}
+
+fn sync_dir(dir: &Path) {
+    // Best effort: the renames are durable once the directory is synced.
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
 }
 
 /// `sha256:` + hex of SHA-256(der).
@@ -286,13 +365,93 @@ mod tests {
             .mode();
         assert_eq!(mode & 0o077, 0, "the key is private");
         assert!(a.server_config().is_ok());
-        assert!(!dir.join(CERT_FILE).with_extension("tmp").exists());
+        assert!(!staged(&dir.join(CERT_FILE)).exists());
+        assert!(!staged(&dir.join(KEY_FILE)).exists());
         // A certificate file caught empty (a writer elsewhere) is no fingerprint.
         std::fs::write(dir.join(CERT_FILE), b"").expect("truncate");
         assert!(matches!(
             Identity::fingerprint_in(&dir),
             Err(TlsError::NoCertificate { .. })
         ));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    fn fresh_dir(tag: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("bulletin-id-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        dir
+    }
+
+    #[test]
+    fn a_partial_identity_is_refused_and_never_replaced() {
+        for missing in [KEY_FILE, CERT_FILE] {
+            let dir = fresh_dir(missing);
+            let a = Identity::load_or_create(&dir).expect("create");
+            let kept = if missing == KEY_FILE {
+                CERT_FILE
+            } else {
+                KEY_FILE
+            };
+            let before = std::fs::read(dir.join(kept)).expect("read");
+            std::fs::remove_file(dir.join(missing)).expect("rm");
+            let e = Identity::load_or_create(&dir)
+                .err()
+                .expect("refused")
+                .to_string();
+            assert!(
+                e.contains(&dir.join(missing).display().to_string())
+                    && e.contains("is missing")
+                    && e.contains("Restore"),
+                "{e}"
+            );
+            assert_eq!(
+                std::fs::read(dir.join(kept)).expect("read"),
+                before,
+                "untouched"
+            );
+            assert!(!dir.join(missing).exists(), "nothing regenerated");
+            drop(a);
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+    }
+
+    #[test]
+    fn a_mismatched_or_corrupt_identity_names_its_files() {
+        let (d1, d2) = (fresh_dir("m1"), fresh_dir("m2"));
+        Identity::load_or_create(&d1).expect("create");
+        Identity::load_or_create(&d2).expect("create");
+        std::fs::copy(d2.join(KEY_FILE), d1.join(KEY_FILE)).expect("copy");
+        let e = Identity::load_or_create(&d1)
+            .err()
+            .expect("refused")
+            .to_string();
+        assert!(
+            e.contains("cert.der") && e.contains("key.der") && e.contains("restore"),
+            "{e}"
+        );
+        std::fs::write(d2.join(KEY_FILE), b"garbage").expect("write");
+        let e = Identity::load_or_create(&d2)
+            .err()
+            .expect("refused")
+            .to_string();
+        assert!(e.contains("key.der"), "{e}");
+        let _ = std::fs::remove_dir_all(&d1);
+        let _ = std::fs::remove_dir_all(&d2);
+    }
+
+    #[test]
+    fn an_interrupted_creation_is_completed() {
+        let dir = fresh_dir("int");
+        let a = Identity::load_or_create(&dir).expect("create");
+        // As if stopped after writing both staged files, before any rename.
+        std::fs::rename(dir.join(KEY_FILE), staged(&dir.join(KEY_FILE))).expect("mv");
+        std::fs::rename(dir.join(CERT_FILE), staged(&dir.join(CERT_FILE))).expect("mv");
+        let b = Identity::load_or_create(&dir).expect("completed");
+        assert_eq!(a.fingerprint(), b.fingerprint());
+        // As if stopped between the two renames.
+        std::fs::rename(dir.join(CERT_FILE), staged(&dir.join(CERT_FILE))).expect("mv");
+        let c = Identity::load_or_create(&dir).expect("completed");
+        assert_eq!(a.fingerprint(), c.fingerprint());
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -675,7 +675,14 @@ impl Lab {
 
     /// Start the bulletin for the first time: write its config, wait for its fingerprint.
     fn start_bulletin_first(&mut self, b: &LabBuilder, ttl: u64, hb: u64) -> String {
-        let mut cfg = format!("lease_ttl_s = {ttl}\nheartbeat_s = {hb}\n");
+        // The operator token lets the lab read every LAN (`bulletin ls`, `matrix`).
+        let token = self.dir.join("operator.key");
+        std::fs::write(&token, format!("{}\n", "T".repeat(43) + "="))
+            .unwrap_or_else(|e| panic!("write operator token: {e}"));
+        let mut cfg = format!(
+            "lease_ttl_s = {ttl}\nheartbeat_s = {hb}\noperator_token_file = \"{}\"\n",
+            token.display()
+        );
         for lan in &b.lans {
             let text = std::fs::read_to_string(self.dir.join(format!("{}.key", lan.name)))
                 .unwrap_or_default();
@@ -821,6 +828,11 @@ impl Lab {
             .unwrap_or_default()
     }
 
+    /// The operator token file of the lab's bulletin.
+    pub fn operator_token(&self) -> PathBuf {
+        self.dir.join("operator.key")
+    }
+
     /// `bulletin ls --json`, run in the router namespace with the real CLI.
     pub fn bulletin_ls(&self) -> Value {
         let out = self.bulletin_cli(&["ls", "--json"]);
@@ -839,6 +851,8 @@ impl Lab {
             .arg(bulletin_bin())
             .args(args)
             .args(["--server", &b.listen, "--fingerprint", &b.fingerprint])
+            .arg("--token-file")
+            .arg(self.operator_token())
             .output()
             .unwrap_or_else(|e| panic!("bulletin {args:?}: {e}"));
         assert!(
