@@ -195,8 +195,9 @@ impl Client {
             } => Terms {
                 nonce,
                 epoch,
-                lease_ttl: Duration::from_millis(lease_ttl_ms),
-                heartbeat: Duration::from_millis(heartbeat_ms),
+                // Within what any bulletin.toml allows: timers from the wire never overflow.
+                lease_ttl: Duration::from_millis(lease_ttl_ms.clamp(200, 86_400_000)),
+                heartbeat: Duration::from_millis(heartbeat_ms.clamp(100, 3_600_000)),
             },
             ServerMsg::Refused { code, reason } => {
                 return Err(ClientError::Refused { code, reason });

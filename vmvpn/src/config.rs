@@ -23,6 +23,35 @@ pub const DEFAULT_MULTICAST_BASE: std::net::Ipv4Addr = std::net::Ipv4Addr::new(2
 /// Prefix length of the default multicast range.
 pub const DEFAULT_MULTICAST_PREFIX: u8 = 16;
 
+/// The documented range of every number in `host.toml` (README, "Security and limits").
+/// `check` and `up` enforce them alike, so an accepted config never aborts on allocation
+/// or overflows a duration.
+pub mod limits {
+    use std::ops::RangeInclusive;
+    /// `[host] port`: 0 would bind a random port that no peer knows.
+    pub const PORT: RangeInclusive<u64> = 1..=65_535;
+    /// `[host] underlay_mtu`.
+    pub const UNDERLAY_MTU: RangeInclusive<u64> = 576..=65_535;
+    /// `[[lan]] mtu`.
+    pub const TAP_MTU: RangeInclusive<u64> = 576..=65_000;
+    /// `[[lan]] mac_capacity` (the table is allocated up front).
+    pub const MAC_CAPACITY: RangeInclusive<u64> = 1..=1_048_576;
+    /// `[[lan]] mac_age_s`.
+    pub const MAC_AGE_S: RangeInclusive<u64> = 1..=86_400;
+    /// `[telemetry] vm_table_size` (the VM matrix holds four times as many pairs).
+    pub const VM_TABLE: RangeInclusive<u64> = 1..=65_536;
+    /// `[telemetry] flow_table_size`.
+    pub const FLOW_TABLE: RangeInclusive<u64> = 1..=1_048_576;
+    /// `[telemetry] flow_idle_s`.
+    pub const FLOW_IDLE_S: RangeInclusive<u64> = 1..=86_400;
+    /// `[telemetry] report_interval_s` (0: no reports).
+    pub const REPORT_INTERVAL_S: RangeInclusive<u64> = 0..=3_600;
+    /// `[telemetry] link_speed_mbps` (up to 10 Tbit/s).
+    pub const LINK_SPEED_MBPS: RangeInclusive<u64> = 1..=10_000_000;
+    /// Prefix length of `[host] multicast_range`.
+    pub const MULTICAST_PREFIX: RangeInclusive<u64> = 8..=32;
+}
+
 /// Why a config could not be used.
 #[derive(Debug, Error)]
 pub enum ConfigError {
@@ -86,7 +115,7 @@ pub struct HostConfig {
     pub address: Cidr,
     /// UDP data port.
     #[serde(default = "default_port")]
-    pub port: u16,
+    pub port: Spanned<u16>,
     /// Address the data socket binds to (default: all addresses).
     pub bind: Option<IpAddr>,
     /// Control socket path (default `/run/vmvpn/<name>.sock`).
@@ -94,7 +123,7 @@ pub struct HostConfig {
     /// Prometheus endpoint (served from the telemetry release on; accepted now).
     pub metrics: Option<SocketAddr>,
     /// Underlay MTU; detected from the interface holding `address` when absent.
-    pub underlay_mtu: Option<u16>,
+    pub underlay_mtu: Option<Spanned<u16>>,
     /// Administratively scoped IPv4 range for the LANs' multicast groups.
     pub multicast_range: Option<Spanned<Cidr>>,
     /// TAP offloads: the kernel hands over 64 KB TCP frames that vmvpn segments itself,
@@ -124,19 +153,19 @@ pub struct TelemetryConfig {
     #[serde(default = "yes")]
     pub flows: bool,
     /// The underlay link speed in Mbit/s: adds utilisation to status and metrics.
-    pub link_speed_mbps: Option<u64>,
+    pub link_speed_mbps: Option<Spanned<u64>>,
     /// VMs tracked per LAN (least recently active evicted beyond).
     #[serde(default = "default_vm_table")]
-    pub vm_table_size: usize,
+    pub vm_table_size: Spanned<u64>,
     /// Flows tracked per LAN.
     #[serde(default = "default_flow_table")]
-    pub flow_table_size: usize,
+    pub flow_table_size: Spanned<u64>,
     /// Seconds without a frame before a flow is forgotten.
     #[serde(default = "default_flow_idle")]
-    pub flow_idle_s: u64,
+    pub flow_idle_s: Spanned<u64>,
     /// Seconds between reports to the bulletin (0: none); needs `[bulletin]`.
     #[serde(default = "default_report")]
-    pub report_interval_s: u64,
+    pub report_interval_s: Spanned<u64>,
 }
 
 impl Default for TelemetryConfig {
@@ -157,37 +186,50 @@ impl TelemetryConfig {
     /// What the forwarding core measures.
     pub fn accounting(&self) -> crate::forward::Accounting {
         let d = crate::forward::Accounting::default();
+        let vms = usize::try_from(*self.vm_table_size.get_ref()).unwrap_or(usize::MAX);
         crate::forward::Accounting {
             probes: self.probes,
             flows: self.flows,
-            vms: self.vm_table_size,
-            pairs: self.vm_table_size.saturating_mul(4),
-            flow_cap: self.flow_table_size,
-            flow_idle_s: self.flow_idle_s,
+            vms,
+            pairs: vms.saturating_mul(4),
+            flow_cap: usize::try_from(*self.flow_table_size.get_ref()).unwrap_or(usize::MAX),
+            flow_idle_s: *self.flow_idle_s.get_ref(),
             port_series: d.port_series,
-            link_speed_bps: self.link_speed_mbps.map(|m| m.saturating_mul(1_000_000)),
+            link_speed_bps: self
+                .link_speed_mbps
+                .as_ref()
+                .map(|m| m.get_ref().saturating_mul(1_000_000)),
         }
+    }
+
+    /// Seconds between reports to the bulletin, if any.
+    pub fn report_every(&self) -> Option<Duration> {
+        let s = *self.report_interval_s.get_ref();
+        (s > 0).then(|| Duration::from_secs(s))
     }
 }
 
 fn yes() -> bool {
     true
 }
-fn default_vm_table() -> usize {
-    telemetry::vms::DEFAULT_VMS
+fn unspanned<T>(v: T) -> Spanned<T> {
+    Spanned::new(0..0, v)
 }
-fn default_flow_table() -> usize {
-    telemetry::flows::DEFAULT_FLOWS
+fn default_vm_table() -> Spanned<u64> {
+    unspanned(telemetry::vms::DEFAULT_VMS as u64)
 }
-fn default_flow_idle() -> u64 {
-    telemetry::flows::DEFAULT_IDLE_S
+fn default_flow_table() -> Spanned<u64> {
+    unspanned(telemetry::flows::DEFAULT_FLOWS as u64)
 }
-fn default_report() -> u64 {
-    5
+fn default_flow_idle() -> Spanned<u64> {
+    unspanned(telemetry::flows::DEFAULT_IDLE_S)
+}
+fn default_report() -> Spanned<u64> {
+    unspanned(5)
 }
 
-fn default_port() -> u16 {
-    DEFAULT_PORT
+fn default_port() -> Spanned<u16> {
+    unspanned(DEFAULT_PORT)
 }
 
 /// `[bulletin]`.
@@ -239,20 +281,20 @@ pub struct LanConfig {
     pub flood: crate::flood::FloodMode,
     /// MAC database capacity.
     #[serde(default = "default_mac_capacity")]
-    pub mac_capacity: usize,
+    pub mac_capacity: Spanned<u64>,
     /// Seconds before an unseen MAC is forgotten.
     #[serde(default = "default_mac_age")]
-    pub mac_age_s: u64,
+    pub mac_age_s: Spanned<u64>,
     /// "aes-256-gcm" (default) or "none" (no encryption, no authentication of frames).
     #[serde(default)]
     pub cipher: crate::crypto::Cipher,
 }
 
-fn default_mac_capacity() -> usize {
-    crate::macdb::DEFAULT_CAPACITY
+fn default_mac_capacity() -> Spanned<u64> {
+    unspanned(crate::macdb::DEFAULT_CAPACITY as u64)
 }
-fn default_mac_age() -> u64 {
-    crate::macdb::DEFAULT_MAX_AGE.as_secs()
+fn default_mac_age() -> Spanned<u64> {
+    unspanned(crate::macdb::DEFAULT_MAX_AGE.as_secs())
 }
 
 /// A host or LAN name.
@@ -267,7 +309,8 @@ impl<'de> Deserialize<'de> for Name {
                 .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-'));
         if !ok {
             return Err(de::Error::custom(format!(
-                "invalid name {s:?}: expected 1 to 32 characters of A-Z a-z 0-9 . _ -"
+                "invalid name {}: expected 1 to 32 characters of A-Z a-z 0-9 . _ -",
+                bulletin::config::clip_value(&s, 40)
             )));
         }
         Ok(Name(s))
@@ -294,7 +337,8 @@ impl<'de> Deserialize<'de> for IfName {
             && s != "..";
         if !ok {
             return Err(de::Error::custom(format!(
-                "invalid interface name {s:?}: expected 1 to 15 printable characters without '/', ':' or spaces"
+                "invalid interface name {}: expected 1 to 15 printable characters without '/', ':' or spaces",
+                bulletin::config::clip_value(&s, 40)
             )));
         }
         Ok(IfName(s))
@@ -356,7 +400,7 @@ impl Config {
     pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
         let mut cfg: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: path.to_path_buf(),
-            message: e.to_string(),
+            message: bulletin::config::clip_lines(&e.to_string(), 160),
         })?;
         cfg.path = path.to_path_buf();
         cfg.check(text)?;
@@ -379,16 +423,78 @@ impl Config {
         }
     }
 
+    /// `v` within `range`, or an error naming the line and key with the range.
+    fn in_range<T>(
+        &self,
+        text: &str,
+        v: &Spanned<T>,
+        key: String,
+        range: std::ops::RangeInclusive<u64>,
+    ) -> Result<(), ConfigError>
+    where
+        T: Copy + Into<u64> + fmt::Display,
+    {
+        let x: u64 = (*v.get_ref()).into();
+        if range.contains(&x) {
+            return Ok(());
+        }
+        Err(self.invalid(
+            text,
+            v.span(),
+            key,
+            format!(
+                "{} is out of range: expected {} to {}",
+                v.get_ref(),
+                range.start(),
+                range.end()
+            ),
+        ))
+    }
+
     fn check(&self, text: &str) -> Result<(), ConfigError> {
+        use limits::*;
+        self.in_range(text, &self.host.port, "host.port".into(), PORT)?;
+        if let Some(m) = &self.host.underlay_mtu {
+            self.in_range(text, m, "host.underlay_mtu".into(), UNDERLAY_MTU)?;
+        }
+        let t = &self.telemetry;
+        self.in_range(
+            text,
+            &t.vm_table_size,
+            "telemetry.vm_table_size".into(),
+            VM_TABLE,
+        )?;
+        self.in_range(
+            text,
+            &t.flow_table_size,
+            "telemetry.flow_table_size".into(),
+            FLOW_TABLE,
+        )?;
+        self.in_range(
+            text,
+            &t.flow_idle_s,
+            "telemetry.flow_idle_s".into(),
+            FLOW_IDLE_S,
+        )?;
+        self.in_range(
+            text,
+            &t.report_interval_s,
+            "telemetry.report_interval_s".into(),
+            REPORT_INTERVAL_S,
+        )?;
+        if let Some(l) = &t.link_speed_mbps {
+            self.in_range(text, l, "telemetry.link_speed_mbps".into(), LINK_SPEED_MBPS)?;
+        }
         if let Some(r) = &self.host.multicast_range {
             let c = r.get_ref();
-            let ok = matches!(c.addr, IpAddr::V4(a) if a.is_multicast()) && c.prefix >= 4;
+            let ok = matches!(c.addr, IpAddr::V4(a) if a.is_multicast())
+                && MULTICAST_PREFIX.contains(&u64::from(c.prefix));
             if !ok {
                 return Err(self.invalid(
                     text,
                     r.span(),
                     "host.multicast_range".into(),
-                    format!("{c} is not an IPv4 multicast range: expected e.g. 239.77.0.0/16 (administratively scoped)"),
+                    format!("{c} is not an IPv4 multicast range with a prefix of {} to {}: expected e.g. 239.77.0.0/16 (administratively scoped)", MULTICAST_PREFIX.start(), MULTICAST_PREFIX.end()),
                 ));
             }
         }
@@ -425,24 +531,21 @@ impl Config {
                     ));
                 }
             }
-            if let Some(mtu) = &lan.mtu
-                && !(576..=65000).contains(mtu.get_ref())
-            {
-                return Err(self.invalid(
-                    text,
-                    mtu.span(),
-                    format!("lan[{i}].mtu"),
-                    format!("{} is out of range: expected 576 to 65000", mtu.get_ref()),
-                ));
+            if let Some(mtu) = &lan.mtu {
+                self.in_range(text, mtu, format!("lan[{i}].mtu"), TAP_MTU)?;
             }
-            if lan.mac_capacity == 0 {
-                return Err(ConfigError::Invalid {
-                    path: self.path.clone(),
-                    line: text[..lan.name.span().start].matches('\n').count() + 1,
-                    key: format!("lan[{i}].mac_capacity"),
-                    message: "must be at least 1".into(),
-                });
-            }
+            self.in_range(
+                text,
+                &lan.mac_capacity,
+                format!("lan[{i}].mac_capacity"),
+                MAC_CAPACITY,
+            )?;
+            self.in_range(
+                text,
+                &lan.mac_age_s,
+                format!("lan[{i}].mac_age_s"),
+                MAC_AGE_S,
+            )?;
         }
         Ok(())
     }
@@ -491,14 +594,18 @@ impl Config {
                 message,
             }
         };
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            fail(format!(
-                "cannot read {}: {e} (create one with `vmvpn keygen > {}`)",
-                path.display(),
-                path.display()
-            ))
-        })?;
-        parse_secret(&text).map_err(|m| fail(format!("{}: {m}", path.display())))
+        bulletin::proof::read_secret_file(path)
+            .map(LanSecret)
+            .map_err(|m| {
+                if m.starts_with("cannot read") {
+                    fail(format!(
+                        "{m} (create one with `vmvpn keygen > {}`)",
+                        path.display()
+                    ))
+                } else {
+                    fail(m)
+                }
+            })
     }
 
     /// The multicast group of LAN `i` (None: no IPv4 underlay, or flood = "unicast").
@@ -520,7 +627,12 @@ impl Config {
 
     /// MAC ageing of LAN `i`.
     pub fn mac_age(&self, i: usize) -> Duration {
-        Duration::from_secs(self.lans[i].mac_age_s)
+        Duration::from_secs(*self.lans[i].mac_age_s.get_ref())
+    }
+
+    /// MAC database capacity of LAN `i`.
+    pub fn mac_capacity(&self, i: usize) -> usize {
+        usize::try_from(*self.lans[i].mac_capacity.get_ref()).unwrap_or(usize::MAX)
     }
 }
 
@@ -565,7 +677,7 @@ peers = ["10.77.1.2:7401", "10.77.1.3:7401"]
     fn parses_the_documented_example() {
         let c = Config::parse(GOOD, Path::new("host.toml")).expect("valid");
         assert_eq!(c.host.name.0, "h1");
-        assert_eq!(c.host.port, DEFAULT_PORT);
+        assert_eq!(*c.host.port.get_ref(), DEFAULT_PORT);
         assert_eq!(c.host.address.prefix, 24);
         assert_eq!(c.lans[0].peers.len(), 2);
         assert_eq!(c.lans[0].tap.get_ref().0, "vl1");
@@ -616,6 +728,127 @@ peers = ["10.77.1.2:7401", "10.77.1.3:7401"]
             e.contains("unknown variant `sometimes`") && e.contains("line 11"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn every_number_out_of_range_is_refused_with_its_line_and_range() {
+        let cases: &[(&str, &str, &str)] = &[
+            ("[host]\n", "[host]\nport = 0\n", "`host.port`"),
+            (
+                "[host]\n",
+                "[host]\nunderlay_mtu = 100\n",
+                "`host.underlay_mtu`",
+            ),
+            (
+                "[host]\n",
+                "[host]\nmulticast_range = \"239.0.0.0/4\"\n",
+                "`host.multicast_range`",
+            ),
+            (
+                "tap = \"vl1\"",
+                "tap = \"vl1\"\nmac_capacity = 1000000000000",
+                "`lan[0].mac_capacity`",
+            ),
+            (
+                "tap = \"vl1\"",
+                "tap = \"vl1\"\nmac_capacity = 0",
+                "`lan[0].mac_capacity`",
+            ),
+            (
+                "tap = \"vl1\"",
+                "tap = \"vl1\"\nmac_age_s = 18446744073709551615",
+                "`lan[0].mac_age_s`",
+            ),
+            (
+                "tap = \"vl1\"",
+                "tap = \"vl1\"\nmtu = 65001",
+                "`lan[0].mtu`",
+            ),
+        ];
+        for (from, to, key) in cases {
+            let e = err(&GOOD.replace(from, to));
+            assert!(
+                e.contains(key) && (e.contains("out of range") || e.contains("prefix of")),
+                "{key}: {e}"
+            );
+            assert!(e.starts_with("host.toml:"), "{e}");
+        }
+        for (t, key) in [
+            ("vm_table_size = 1000000000000", "`telemetry.vm_table_size`"),
+            (
+                "flow_table_size = 1000000000000",
+                "`telemetry.flow_table_size`",
+            ),
+            ("flow_table_size = 0", "`telemetry.flow_table_size`"),
+            ("flow_idle_s = 0", "`telemetry.flow_idle_s`"),
+            (
+                "report_interval_s = 18446744073709551615",
+                "`telemetry.report_interval_s`",
+            ),
+            ("link_speed_mbps = 0", "`telemetry.link_speed_mbps`"),
+        ] {
+            let e = err(&format!("{GOOD}\n[telemetry]\n{t}\n"));
+            assert!(
+                e.contains(&format!("host.toml:15: {key}")) && e.contains("out of range"),
+                "{e}"
+            );
+        }
+        // The edges of each range are accepted.
+        let edges = format!(
+            "{}\n[telemetry]\nvm_table_size = 65536\nflow_table_size = 1048576\nreport_interval_s = 0\nflow_idle_s = 86400\n",
+            GOOD.replace("[host]\n", "[host]\nport = 65535\nunderlay_mtu = 9000\n")
+                .replace(
+                    "tap = \"vl1\"",
+                    "tap = \"vl1\"\nmac_capacity = 1048576\nmac_age_s = 86400"
+                )
+        );
+        let c = Config::parse(&edges, Path::new("host.toml")).expect("edges are valid");
+        assert_eq!(c.telemetry.report_every(), None);
+        assert_eq!(c.mac_capacity(0), 1_048_576);
+    }
+
+    #[test]
+    fn long_values_are_cut_in_errors() {
+        let e = err(&GOOD.replace(
+            "name = \"h1\"",
+            &format!("name = \"{}\"", "h".repeat(100_000)),
+        ));
+        assert!(
+            e.len() < 2000 && e.contains("100000 characters"),
+            "{} bytes",
+            e.len()
+        );
+        let e = err(&GOOD.replace("vl1", &"v".repeat(100_000)));
+        assert!(e.len() < 2000, "{} bytes", e.len());
+        let e = err(&format!("{GOOD}\nbogus = \"{}\"\n", "x".repeat(100_000)));
+        assert!(
+            e.len() < 2000 && e.contains("more characters"),
+            "{} bytes",
+            e.len()
+        );
+    }
+
+    #[test]
+    fn secret_files_must_be_small_regular_files() {
+        for (path, want) in [
+            ("/dev/zero", "not a regular file"),
+            ("/tmp", "not a regular file"),
+        ] {
+            let c = Config::parse(
+                &GOOD.replace("/etc/vmvpn/lan1.key", path),
+                Path::new("host.toml"),
+            )
+            .expect("valid");
+            let e = c
+                .read_secret(0, Some(GOOD))
+                .map(|_| ())
+                .expect_err("refused")
+                .to_string();
+            assert!(
+                e.contains("host.toml:11: `lan[0].secret_file`") && e.contains(want),
+                "{e}"
+            );
+        }
     }
 
     #[test]

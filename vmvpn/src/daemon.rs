@@ -34,8 +34,8 @@ pub fn up(path: &Path) -> Result<()> {
         .collect();
 
     let underlay_ip = cfg.host.address.addr;
-    let underlay_mtu = match cfg.host.underlay_mtu {
-        Some(m) => u32::from(m),
+    let underlay_mtu = match &cfg.host.underlay_mtu {
+        Some(m) => u32::from(*m.get_ref()),
         None => match netdev::interface_with_address(underlay_ip)? {
             Some(ifname) => {
                 netdev::mtu(&ifname).with_context(|| format!("cannot read the MTU of {ifname}"))?
@@ -51,7 +51,7 @@ pub fn up(path: &Path) -> Result<()> {
         IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
         IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
     });
-    let bind = SocketAddr::new(bind_ip, cfg.host.port);
+    let bind = SocketAddr::new(bind_ip, *cfg.host.port.get_ref());
     let udp = Udp::bind(bind).with_context(|| {
         format!("cannot bind the data port {bind} (is another vmvpn running? set [host] port)")
     })?;
@@ -80,13 +80,13 @@ pub fn up(path: &Path) -> Result<()> {
             secret,
             max_frame: wire::max_frame_len(mtu),
             peers: lan.peers.clone(),
-            mac_capacity: lan.mac_capacity,
+            mac_capacity: cfg.mac_capacity(i),
             mac_max_age: cfg.mac_age(i),
             segment: lan.segment.to_string(),
             tap: tap.name().to_string(),
             mtu,
             flood: lan.flood,
-            group: cfg.multicast_group(i, lan_id(&lan.name.get_ref().0), cfg.host.port),
+            group: cfg.multicast_group(i, lan_id(&lan.name.get_ref().0), *cfg.host.port.get_ref()),
             cipher: lan.cipher,
         });
         info!(
@@ -158,8 +158,7 @@ pub fn up(path: &Path) -> Result<()> {
                 prefix: cfg.host.address.prefix,
                 port: listen.port(),
                 lans,
-                report_every: (cfg.telemetry.report_interval_s > 0)
-                    .then(|| Duration::from_secs(cfg.telemetry.report_interval_s)),
+                report_every: cfg.telemetry.report_every(),
             };
             Some((b.server, b.fingerprint.0.clone(), info))
         }

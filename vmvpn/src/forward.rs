@@ -229,7 +229,12 @@ struct Peer {
     last_sent: Option<Instant>,
     last_hello: Option<Instant>,
     traffic: TrafficCounters,
+    /// Drops of datagrams that authenticated as this peer's.
     drops: DropCounters,
+    /// Datagrams that claimed to be this peer's and were dropped before they
+    /// authenticated (no session, oversize, failed AEAD): anyone who can spoof its address
+    /// and id can move this counter, so it is kept apart from everything the peer did.
+    unauthenticated_drops: u64,
     /// Prefix length of its underlay subnet, when the bulletin said (else ours is assumed).
     prefix: Option<u8>,
     /// When its last multicast beacon arrived.
@@ -272,6 +277,7 @@ impl Peer {
             last_hello: None,
             traffic: TrafficCounters::default(),
             drops: DropCounters::default(),
+            unauthenticated_drops: 0,
             prefix: None,
             beacon_at: None,
             beacons: false,
@@ -359,6 +365,16 @@ impl Lan {
         self.drops.bump(reason);
         if let Some(p) = peer.and_then(|i| self.peers.get_mut(i)) {
             p.drops.bump(reason);
+        }
+        reason
+    }
+
+    /// A drop before the datagram authenticated: the LAN counts it by reason, the peer it
+    /// claims to come from only as unauthenticated (spoofable).
+    fn drop_unauthenticated(&mut self, claimed: Option<usize>, reason: DropReason) -> DropReason {
+        self.drops.bump(reason);
+        if let Some(p) = claimed.and_then(|i| self.peers.get_mut(i)) {
+            p.unauthenticated_drops += 1;
         }
         reason
     }
@@ -760,7 +776,7 @@ impl Engine {
         }
         if buf.len() > HEADER_LEN + l.spec.max_frame + TAG_LEN {
             let peer = l.by_id.get(&h.sender).copied();
-            return RxAction::Drop(l.drop_at(peer, DropReason::Oversize));
+            return RxAction::Drop(l.drop_unauthenticated(peer, DropReason::Oversize));
         }
         let Some(&pi) = l.by_id.get(&h.sender) else {
             // We may have restarted and lost its session: tell a known address our keys.
@@ -772,13 +788,27 @@ impl Engine {
         let p = &mut l.peers[pi];
         let Some(s) = p.session.as_mut() else {
             self.queue_hello(lan, pi, now, false);
-            return RxAction::Drop(self.lans[lan].drop_at(Some(pi), DropReason::NoSession));
+            return RxAction::Drop(
+                self.lans[lan].drop_unauthenticated(Some(pi), DropReason::NoSession),
+            );
         };
         let (key, window) = match h.kind {
             Kind::Flood => (&s.group_rx, &mut s.group_window),
             _ => (&s.rx, &mut s.rx_window),
         };
         let verdict = window.check(h.seq);
+        // Open before anything is counted against the peer: a spoofed copy of a sequence
+        // number must not count as the peer's duplicate. (A replay costs one AEAD open,
+        // as any forged datagram does.)
+        let Some(n) = key.open(h.seq, buf) else {
+            if verdict.is_ok() {
+                // Keys out of step (the peer restarted and its hello was lost): re-hello.
+                self.queue_hello(lan, pi, now, false);
+            }
+            return RxAction::Drop(
+                self.lans[lan].drop_unauthenticated(Some(pi), DropReason::AuthFailure),
+            );
+        };
         if !verdict.is_ok() {
             if h.kind == Kind::Flood {
                 // The same flood by two ways (a forwarder change, mixed multicast): once only.
@@ -788,11 +818,6 @@ impl Engine {
             }
             return RxAction::Drop(l.drop_at(Some(pi), DropReason::Replay));
         }
-        let Some(n) = key.open(h.seq, buf) else {
-            // Keys out of step (the peer restarted and its hello was lost): re-hello.
-            self.queue_hello(lan, pi, now, false);
-            return RxAction::Drop(self.lans[lan].drop_at(Some(pi), DropReason::AuthFailure));
-        };
         window.update(h.seq);
         if h.kind != Kind::Flood {
             // Data and keepalives share one counter per direction: gaps are losses.
@@ -962,13 +987,13 @@ impl Engine {
             .copied()
             .or_else(|| l.peer_by_addr(from));
         let Ok(hello) = Hello::parse(&buf[HEADER_LEN..]) else {
-            return RxAction::Drop(l.drop_at(known, DropReason::BadHeader));
+            return RxAction::Drop(l.drop_unauthenticated(known, DropReason::BadHeader));
         };
         if !l
             .keys
             .verify_hello(&buf[..HEADER_LEN], &hello.signed_body(), &hello.mac)
         {
-            return RxAction::Drop(l.drop_at(known, DropReason::AuthFailure));
+            return RxAction::Drop(l.drop_unauthenticated(known, DropReason::AuthFailure));
         }
         // Authentic from here on: it holds the LAN secret.
         let pi = match l.by_id.get(&h.sender) {
@@ -1322,6 +1347,7 @@ impl Engine {
                             .map(|b| p.series.rates().rx_rate_bps as f64 / b.max(1) as f64),
                         loss_rx_ratio: p.rx_seq.stats().loss_ratio(),
                         drops: p.drops.clone(),
+                        unauthenticated_drops_total: p.unauthenticated_drops,
                     })
                     .collect(),
             })

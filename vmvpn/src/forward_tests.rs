@@ -360,7 +360,9 @@ fn wrong_secret_reaches_nobody_and_counts_auth_failures() {
         .find(|p| p.address == addr(2).to_string())
         .expect("peer 2");
     assert_eq!(p2.state, "handshaking");
-    assert!(p2.drops.get(DropReason::AuthFailure) >= 2, "{:?}", p2.drops);
+    // Failed hellos are unauthenticated: anyone could send them in its name.
+    assert!(p2.unauthenticated_drops_total >= 2, "{p2:?}");
+    assert_eq!(p2.drops.get(DropReason::AuthFailure), 0, "{:?}", p2.drops);
     assert!(l0.drops.get(DropReason::AuthFailure) >= 2);
     assert!(net.lan(2).peers.iter().all(|p| p.state == "handshaking"));
     net.send(2, &frame(BCAST, mac(9), b"intruder"));
@@ -392,6 +394,63 @@ fn replayed_datagrams_are_dropped_and_counted() {
     }
     assert_eq!(net.taps[0].len(), before);
     assert!(net.lan(0).drops.get(DropReason::Replay) >= 2);
+}
+
+#[test]
+fn spoofed_copies_of_a_peers_sequence_numbers_are_not_its_duplicates() {
+    let mut net = Net::new(2);
+    net.tick();
+    net.send(0, &frame(BCAST, mac(1), b"learn me"));
+    net.send(1, &frame(mac(1), mac(2), b"one"));
+    net.send(1, &frame(mac(1), mac(2), b"two"));
+    let data: Vec<_> = net
+        .sent
+        .iter()
+        .filter(|(f, _, b)| *f == 1 && b[1] == Kind::Data as u8)
+        .map(|(_, _, b)| b.clone())
+        .collect();
+    assert!(!data.is_empty());
+    let peer = |net: &Net| {
+        net.lan(0)
+            .peers
+            .into_iter()
+            .find(|p| p.address == addr(1).to_string())
+            .expect("peer 1")
+    };
+    let before = peer(&net);
+    // An attacker who sees the header forges many copies with its own bytes.
+    let mut spoofed = 0;
+    for b in &data {
+        for flip in [HEADER_LEN, b.len() - 1] {
+            let mut forged = b.clone();
+            forged[flip] ^= 0x55;
+            let r = net.hosts[0].on_datagram(addr(1), false, &mut forged, net.now);
+            assert_eq!(r, RxAction::Drop(DropReason::AuthFailure));
+            spoofed += 1;
+        }
+    }
+    let after = peer(&net);
+    assert_eq!(
+        after.sequence.duplicates, before.sequence.duplicates,
+        "forged copies are no duplicates"
+    );
+    assert_eq!(
+        after.drops, before.drops,
+        "nothing counted against the peer itself"
+    );
+    assert_eq!(
+        after.unauthenticated_drops_total,
+        before.unauthenticated_drops_total + spoofed
+    );
+    assert_eq!(net.lan(0).drops.get(DropReason::AuthFailure), spoofed);
+    // A true replay of the peer's own datagram still counts as its duplicate.
+    let mut again = data[0].clone();
+    let r = net.hosts[0].on_datagram(addr(1), false, &mut again, net.now);
+    assert_eq!(r, RxAction::Drop(DropReason::Replay));
+    assert_eq!(
+        peer(&net).sequence.duplicates,
+        before.sequence.duplicates + 1
+    );
 }
 
 #[test]

@@ -173,6 +173,14 @@ impl Target {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Up { .. }) {
+        // A view piped into `head` ends quietly when the pipe closes (exit 141, as other
+        // Unix tools do) instead of panicking in println!. The daemon keeps SIGPIPE ignored.
+        // SAFETY: setting a signal disposition to the default, before any thread starts.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     let default_level = if matches!(cli.command, Command::Up { .. }) {
         "info"
     } else {

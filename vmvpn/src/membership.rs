@@ -191,7 +191,8 @@ impl Membership {
         requery.tick().await;
         // Reports start one interval after registering (the data plane has figures by then).
         let every = self.host.report_every.unwrap_or(Duration::from_secs(3600));
-        let mut report = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        let now = tokio::time::Instant::now();
+        let mut report = tokio::time::interval_at(now.checked_add(every).unwrap_or(now), every);
         let ack_within = (terms.heartbeat / 2).max(Duration::from_secs(1));
         let mut awaiting_ack: Option<Instant> = None;
         loop {

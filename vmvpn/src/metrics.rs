@@ -110,7 +110,12 @@ pub fn render(status: &Status, extra: &Extra) -> String {
     let dup = fam(
         "vmvpn_peer_rx_duplicate_packets_total",
         "counter",
-        "Duplicates from the peer dropped by the replay window.",
+        "Authenticated duplicates from the peer dropped by the replay window.",
+    );
+    let unauth = fam(
+        "vmvpn_peer_unauthenticated_drops_total",
+        "counter",
+        "Datagrams claiming to be the peer's, dropped before they authenticated (spoofable).",
     );
     let loss_rx = fam(
         "vmvpn_peer_rx_loss_ratio",
@@ -261,6 +266,7 @@ pub fn render(status: &Status, extra: &Extra) -> String {
             put(lost, n(&p["rx_lost_total"]));
             put(reord, n(&p["rx_reordered_total"]));
             put(dup, n(&p["rx_duplicates_total"]));
+            put(unauth, n(&p["unauthenticated_drops_total"]));
             put(loss_rx, n(&p["loss_rx_ratio"]));
             put(loss_tx, n(&p["loss_tx_ratio"]));
             // Prometheus' base unit is bytes (promtool insists).

@@ -209,8 +209,11 @@ pub struct PeerStatus {
     pub tx_utilisation_ratio: Option<f64>,
     /// rx rate over `[telemetry] link_speed_mbps`.
     pub rx_utilisation_ratio: Option<f64>,
-    /// Drops attributed to this peer, by reason.
+    /// Drops of datagrams that authenticated as this peer's, by reason.
     pub drops: DropCounters,
+    /// Datagrams that claimed to be this peer's and were dropped before they
+    /// authenticated (spoofable: anyone can send them).
+    pub unauthenticated_drops_total: u64,
 }
 
 /// One row of `vmvpn macs --json`.
