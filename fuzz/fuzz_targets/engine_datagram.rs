@@ -1,42 +1,174 @@
-//! The forwarding core's receive path on arbitrary datagrams: dropped and counted, never a
-//! panic, whatever the header claims.
+//! The forwarding core's receive path, past the handshake. Two engines complete a real
+//! hello exchange once, at start; then each input is one of:
+//! - a frame that host B's VM sends: B seals it and A opens it (the authenticated path:
+//!   MAC learning, per-VM accounting, flows, probes), and what reaches A's TAP must be
+//!   exactly that frame;
+//! - one of B's genuine sealed datagrams (data, flood, probe, keepalive, hello) with bytes
+//!   flipped, cut or replayed: dropped and counted, never delivered;
+//! - raw bytes from B's address.
+//!
+//! Never a panic, and nothing unauthenticated reaches a TAP.
 #![no_main]
+use std::cell::RefCell;
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use libfuzzer_sys::fuzz_target;
 use vmvpn::crypto::{LanSecret, lan_id};
 use vmvpn::flood::FloodMode;
-use vmvpn::forward::{Engine, HostIdentity, LanSpec, RxAction, Timers};
+use vmvpn::forward::{Engine, HostIdentity, LanSpec, RxAction, TapAction, Timers, buffer_len};
+use vmvpn::wire::HEADER_LEN;
 
-fuzz_target!(|data: &[u8]| {
+const MAX_FRAME: usize = 1518;
+
+fn addr(i: usize) -> SocketAddr {
+    SocketAddr::from(([10, 0, 0, i as u8 + 1], 7401))
+}
+
+fn engine(i: usize) -> Engine {
     let spec = LanSpec {
         name: "lan1".into(),
         id: lan_id("lan1"),
         secret: LanSecret([7; 32]),
-        max_frame: 1518,
-        peers: vec!["10.0.0.2:7401".parse().expect("addr")],
-        mac_capacity: 16,
+        max_frame: MAX_FRAME,
+        peers: vec![addr(1 - i)],
+        mac_capacity: 64,
         mac_max_age: Duration::from_secs(300),
         segment: "192.168.0.0/24".into(),
-        tap: "fz0".into(),
+        tap: format!("fz{i}"),
         mtu: 1500,
-        flood: FloodMode::Auto,
+        flood: FloodMode::Unicast,
         cipher: vmvpn::crypto::Cipher::default(),
-        group: Some("239.77.0.1:7401".parse().expect("group")),
+        group: None,
     };
     let host = HostIdentity {
-        id: 1,
-        name: "fuzz".into(),
-        secret: [3; 32],
+        id: 100 + i as u32,
+        name: format!("h{i}"),
+        secret: [i as u8 + 3; 32],
         start_ns: 1,
-        underlay: Some(("10.0.0.1".parse().expect("ip"), 24)),
+        underlay: Some((addr(i).ip(), 24)),
     };
-    let mut e = Engine::new(host, vec![spec], Timers::default());
-    let mut buf = data.to_vec();
-    let from = "10.0.0.2:7401".parse().expect("from");
-    let multicast = data.first().is_some_and(|b| b & 1 == 1);
-    if let RxAction::Tap { frame, .. } = e.on_datagram(from, multicast, &mut buf, Instant::now()) {
-        // Only an authentic frame may reach a TAP; without the peer's keys nothing does.
-        panic!("unauthenticated bytes reached the TAP: {:?}", &buf[frame]);
+    Engine::new(host, vec![spec], Timers::default())
+}
+
+struct World {
+    e: [Engine; 2],
+    now: Instant,
+    /// Genuine datagrams B sent to A, of every kind seen.
+    templates: Vec<Vec<u8>>,
+    buf: Vec<u8>,
+}
+
+impl World {
+    fn new() -> Self {
+        let mut w = World {
+            e: [engine(0), engine(1)],
+            now: Instant::now(),
+            templates: Vec::new(),
+            buf: vec![0u8; buffer_len(MAX_FRAME)],
+        };
+        // Handshake, then a few seconds of probes and keepalives to collect templates.
+        for _ in 0..40 {
+            w.now += Duration::from_millis(100);
+            for e in &mut w.e {
+                e.tick(w.now);
+            }
+            w.exchange(true);
+        }
+        assert!(w.templates.len() >= 3, "the handshake did not complete");
+        w
     }
+
+    /// Deliver everything both engines want to send until quiet.
+    fn exchange(&mut self, collect: bool) {
+        let mut out = [0u8; 2048];
+        for _ in 0..8 {
+            let mut any = false;
+            for from in 0..2 {
+                while let Some((to, n)) = self.e[from].poll_transmit(&mut out) {
+                    any = true;
+                    let dst = usize::from(to == addr(1));
+                    let mut b = out[..n].to_vec();
+                    if collect && from == 1 && self.templates.len() < 64 {
+                        self.templates.push(b.clone());
+                    }
+                    let _ = self.e[dst].on_datagram(addr(from), false, &mut b, self.now);
+                }
+            }
+            if !any {
+                return;
+            }
+        }
+    }
+}
+
+thread_local! {
+    static WORLD: RefCell<Option<World>> = const { RefCell::new(None) };
+}
+
+fuzz_target!(|data: &[u8]| {
+    let Some((&mode, rest)) = data.split_first() else {
+        return;
+    };
+    WORLD.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        let w = slot.get_or_insert_with(World::new);
+        w.now += Duration::from_millis(u64::from(mode >> 2));
+        match mode % 3 {
+            0 => {
+                // B's VM sends `rest` as a frame; A must deliver exactly it, or drop it.
+                let len = rest.len().min(MAX_FRAME);
+                w.buf[HEADER_LEN..HEADER_LEN + len].copy_from_slice(&rest[..len]);
+                let now = w.now;
+                let sealed: Vec<Vec<u8>> = match w.e[1].on_tap_frame(0, &mut w.buf, len, now) {
+                    TapAction::Unicast(_, n) => vec![w.buf[..n].to_vec()],
+                    TapAction::Flood { len: n, to, .. } => {
+                        to.iter().map(|_| w.buf[..n].to_vec()).collect()
+                    }
+                    TapAction::Drop(_) => Vec::new(),
+                };
+                for mut d in sealed {
+                    if let RxAction::Tap { frame, .. } = w.e[0].on_datagram(addr(1), false, &mut d, now) {
+                        assert_eq!(&d[frame], &rest[..len], "A delivered other bytes than B's VM sent");
+                    }
+                }
+            }
+            1 => {
+                // A genuine datagram, flipped, cut or replayed as it is.
+                let Some((&pick, edits)) = rest.split_first() else {
+                    return;
+                };
+                let mut d = w.templates[usize::from(pick) % w.templates.len()].clone();
+                for e in edits.chunks(3) {
+                    match e {
+                        [0, n, ..] => d.truncate(usize::from(*n)),
+                        [p, hi, x] => {
+                            let i = (usize::from(*p) | usize::from(*hi) << 8) % d.len().max(1);
+                            if let Some(b) = d.get_mut(i) {
+                                *b ^= x;
+                            }
+                        }
+                        _ => d.extend_from_slice(e),
+                    }
+                }
+                if let RxAction::Tap { frame, .. } = w.e[0].on_datagram(addr(1), false, &mut d, w.now) {
+                    panic!("a mutated or replayed datagram reached the TAP: {:?}", &d[frame]);
+                }
+            }
+            _ => {
+                let mut d = rest.to_vec();
+                if let RxAction::Tap { frame, .. } = w.e[0].on_datagram(addr(1), mode & 4 != 0, &mut d, w.now) {
+                    panic!("unauthenticated bytes reached the TAP: {:?}", &d[frame]);
+                }
+            }
+        }
+        // Replies, probes and keepalives both ways, and the timers now and then.
+        if mode & 0x80 != 0 {
+            let now = w.now;
+            for e in &mut w.e {
+                e.tick(now);
+            }
+        }
+        w.exchange(false);
+    });
 });

@@ -4,6 +4,12 @@
 //! `{"request":"traffic","lan":"lan1","top":10}` (per-VM traffic, matrix, flows; both
 //! optional), `{"request":"ping","target":"h2"}` (one probe; waits up to 2 s).
 //! Answers: `{"ok": …}` or `{"error": "…"}`.
+//!
+//! Bounded, so that no local client can starve the daemon or the other clients: at most
+//! [`MAX_CLIENTS`] connections are served at once (more get `busy` at once and are closed,
+//! so silent connections never pile up to the file limit), a request line must arrive
+//! within [`READ_TIMEOUT`], at most [`MAX_WORKERS`] requests ask the data plane at a time,
+//! and an answer larger than [`MAX_ANSWER`] becomes an error that says how to narrow it.
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::PermissionsExt;
@@ -13,9 +19,11 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use std::sync::Arc;
 use thiserror::Error;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader as TokioBufReader};
 use tokio::net::UnixListener;
+use tokio::sync::Semaphore;
 use tracing::{debug, warn};
 
 use crate::membership::SharedView;
@@ -51,6 +59,18 @@ pub enum ControlRequest {
 
 /// How long `ping` waits for its answer.
 pub const PING_TIMEOUT: Duration = Duration::from_secs(2);
+/// Connections served at once.
+pub const MAX_CLIENTS: usize = 64;
+/// Requests that ask the data plane at once (each builds a snapshot of its tables).
+pub const MAX_WORKERS: usize = 2;
+/// Time for a client to send its request line, and to take its answer.
+pub const READ_TIMEOUT: Duration = Duration::from_secs(2);
+/// Largest request line.
+pub const MAX_REQUEST: u64 = 64 * 1024;
+/// Largest answer.
+pub const MAX_ANSWER: usize = 32 << 20;
+/// The start of the error a client gets when the daemon serves [`MAX_CLIENTS`] already.
+pub const BUSY: &str = "busy:";
 
 /// Why the control socket could not be served or reached.
 #[derive(Debug, Error)]
@@ -109,8 +129,10 @@ pub fn bind(path: &Path) -> Result<UnixListener, ControlError> {
 
 /// Serve requests until the task is dropped.
 pub async fn serve(listener: UnixListener, dp: Handle, bulletin: Option<SharedView>) {
+    let clients = Arc::new(Semaphore::new(MAX_CLIENTS));
+    let workers = Arc::new(Semaphore::new(MAX_WORKERS));
     loop {
-        let stream = match listener.accept().await {
+        let mut stream = match listener.accept().await {
             Ok((s, _)) => s,
             Err(e) => {
                 warn!(error = %e, "control socket accept failed");
@@ -118,28 +140,75 @@ pub async fn serve(listener: UnixListener, dp: Handle, bulletin: Option<SharedVi
                 continue;
             }
         };
+        let Ok(client) = clients.clone().try_acquire_owned() else {
+            // Answer at once and close: a flood of idle connections costs no descriptors.
+            let busy = format!(
+                "{{\"error\":\"{BUSY} {MAX_CLIENTS} clients are being served; try again\"}}\n"
+            );
+            let _ =
+                tokio::time::timeout(Duration::from_millis(50), stream.write_all(busy.as_bytes()))
+                    .await;
+            continue;
+        };
         let dp = dp.clone();
         let bulletin = bulletin.clone();
+        let workers = workers.clone();
         tokio::spawn(async move {
+            let _client = client;
             let (r, mut w) = stream.into_split();
             let mut line = String::new();
-            let mut reader = TokioBufReader::new(r.take(64 * 1024));
-            if reader.read_line(&mut line).await.is_err() {
-                return;
+            let mut reader = TokioBufReader::new(r.take(MAX_REQUEST));
+            match tokio::time::timeout(READ_TIMEOUT, reader.read_line(&mut line)).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(_)) => return,
+                Err(_) => {
+                    debug!("control client sent no request in time: closing");
+                    return;
+                }
             }
-            let answer = answer(&line, &dp, bulletin.as_ref()).await;
-            let mut out = answer.to_string();
-            out.push('\n');
-            let _ = w.write_all(out.as_bytes()).await;
+            let out = answer_line(&line, &dp, bulletin.as_ref(), &workers).await;
+            let _ = tokio::time::timeout(READ_TIMEOUT, w.write_all(out.as_bytes())).await;
         });
     }
 }
 
-async fn answer(line: &str, dp: &Handle, bulletin: Option<&SharedView>) -> Value {
-    let req: ControlRequest = match serde_json::from_str(line.trim()) {
+/// The answer to one request line, as one line of JSON within [`MAX_ANSWER`].
+pub async fn answer_line(
+    line: &str,
+    dp: &Handle,
+    bulletin: Option<&SharedView>,
+    workers: &Semaphore,
+) -> String {
+    let req = match parse_request(line) {
         Ok(r) => r,
-        Err(e) => return json!({ "error": format!("bad request: {e}") }),
+        Err(e) => return format!("{}\n", json!({ "error": e })),
     };
+    // One snapshot of the tables at a time per worker; the others wait their turn.
+    let Ok(_worker) = workers.acquire().await else {
+        return format!("{}\n", json!({ "error": "control socket closing" }));
+    };
+    let mut out = answer(req, dp, bulletin).await.to_string();
+    if out.len() > MAX_ANSWER {
+        out = json!({ "error": format!(
+            "the answer has {} MiB, more than the control socket's limit of {} MiB: narrow it with --lan or --top",
+            out.len() >> 20, MAX_ANSWER >> 20) })
+        .to_string();
+    }
+    out.push('\n');
+    out
+}
+
+/// Parse one request line; the error is what the client is told.
+pub fn parse_request(line: &str) -> Result<ControlRequest, String> {
+    serde_json::from_str(line.trim()).map_err(|e| {
+        format!(
+            "bad request: {}",
+            bulletin::config::clip_lines(&e.to_string(), 160)
+        )
+    })
+}
+
+async fn answer(req: ControlRequest, dp: &Handle, bulletin: Option<&SharedView>) -> Value {
     let gone = || json!({ "error": "data plane is shutting down" });
     match req {
         ControlRequest::Status => {
@@ -207,8 +276,25 @@ async fn answer(line: &str, dp: &Handle, bulletin: Option<&SharedView>) -> Value
     }
 }
 
-/// Ask a daemon (blocking; for the CLI).
+/// Ask a daemon (blocking; for the CLI). A daemon that is busy with other clients is
+/// asked again for up to 10 s before its answer is returned as the error.
 pub fn request(path: &Path, req: &ControlRequest) -> Result<Value, ControlError> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut wait = Duration::from_millis(20);
+    loop {
+        match request_once(path, req) {
+            Err(ControlError::Answer { message, .. })
+                if message.starts_with(BUSY) && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(wait);
+                wait = (wait * 2).min(Duration::from_millis(500));
+            }
+            other => return other,
+        }
+    }
+}
+
+fn request_once(path: &Path, req: &ControlRequest) -> Result<Value, ControlError> {
     let conn = |cause| ControlError::Connect {
         path: path.to_path_buf(),
         cause,
@@ -223,7 +309,15 @@ pub fn request(path: &Path, req: &ControlRequest) -> Result<Value, ControlError>
     line.push('\n');
     s.write_all(line.as_bytes()).map_err(conn)?;
     let mut answer = String::new();
-    BufReader::new(s).read_line(&mut answer).map_err(conn)?;
+    BufReader::new(s)
+        .read_line(&mut answer)
+        .map_err(|cause| match cause.kind() {
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => ControlError::Answer {
+                path: path.to_path_buf(),
+                message: "no answer within 5 s: the daemon is up but busy or stuck".into(),
+            },
+            _ => conn(cause),
+        })?;
     let bad = |message: String| ControlError::Answer {
         path: path.to_path_buf(),
         message,
@@ -276,5 +370,20 @@ mod tests {
             }
         );
         assert!(serde_json::from_str::<ControlRequest>(r#"{"request":"reboot"}"#).is_err());
+    }
+
+    #[test]
+    fn bad_requests_get_short_clear_errors() {
+        assert_eq!(
+            parse_request("{\"request\":\"status\"}\n"),
+            Ok(ControlRequest::Status)
+        );
+        for bad in ["", "garbage", "{\"request\":\"macs\",\"lan\":7}", "[1,2,3]"] {
+            let e = parse_request(bad).expect_err(bad);
+            assert!(e.starts_with("bad request:"), "{e}");
+        }
+        let huge = format!("{{\"request\":\"{}\"}}", "x".repeat(60_000));
+        let e = parse_request(&huge).expect_err("unknown");
+        assert!(e.len() < 1000, "{} bytes", e.len());
     }
 }
