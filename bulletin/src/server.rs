@@ -42,7 +42,7 @@ use crate::tls::{Identity, TlsError};
 /// How long a new connection may take to open its stream and say `Hello` (default).
 pub const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 /// Bytes of replies and events that may wait for one connection's writer.
-pub const OUTBOX_BYTES: usize = 4 << 20;
+pub const OUTBOX_BYTES: usize = 1 << 20;
 /// QUIC close codes.
 const CLOSE_PROTOCOL: u32 = 1;
 const CLOSE_SHUTDOWN: u32 = 2;

@@ -510,6 +510,7 @@ async fn a_pipelined_query_flood_stays_within_the_outbox() {
         }
         most = most.max(h.server.queued_bytes());
     }
+    eprintln!("flood: {sent} requests sent, at most {most} bytes queued");
     assert!(sent > 100, "the flood ran ({sent} requests)");
     assert!(most <= OUTBOX_BYTES + 64 * 1024, "queued {most} bytes");
     // Registered hosts are still served during the flood.

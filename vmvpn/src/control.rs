@@ -307,7 +307,9 @@ fn request_once(path: &Path, req: &ControlRequest) -> Result<Value, ControlError
         message: e.to_string(),
     })?;
     line.push('\n');
-    s.write_all(line.as_bytes()).map_err(conn)?;
+    // A daemon serving too many clients answers `busy` and closes before it reads: the
+    // write may then fail while its answer is already waiting to be read.
+    let written = s.write_all(line.as_bytes());
     let mut answer = String::new();
     BufReader::new(s)
         .read_line(&mut answer)
@@ -318,6 +320,9 @@ fn request_once(path: &Path, req: &ControlRequest) -> Result<Value, ControlError
             },
             _ => conn(cause),
         })?;
+    if answer.is_empty() {
+        written.map_err(conn)?;
+    }
     let bad = |message: String| ControlError::Answer {
         path: path.to_path_buf(),
         message,
