@@ -677,8 +677,7 @@ impl Lab {
     fn start_bulletin_first(&mut self, b: &LabBuilder, ttl: u64, hb: u64) -> String {
         // The operator token lets the lab read every LAN (`bulletin ls`, `matrix`).
         let token = self.dir.join("operator.key");
-        std::fs::write(&token, format!("{}\n", "T".repeat(43) + "="))
-            .unwrap_or_else(|e| panic!("write operator token: {e}"));
+        write_secret(&token);
         let mut cfg = format!(
             "lease_ttl_s = {ttl}\nheartbeat_s = {hb}\noperator_token_file = \"{}\"\n",
             token.display()
@@ -818,6 +817,19 @@ impl Lab {
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+
+    /// The bulletin's PID, while it runs.
+    pub fn bulletin_pid(&self) -> Option<u32> {
+        self.bulletin
+            .as_ref()
+            .and_then(|b| b.child.as_ref())
+            .map(Child::id)
+    }
+
+    /// Whether a host's daemon runs (as far as this lab started it).
+    pub fn running(&self, h: &str) -> bool {
+        self.hosts.get(h).is_some_and(|x| x.child.is_some())
     }
 
     /// The bulletin's log.

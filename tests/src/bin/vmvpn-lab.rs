@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use vmvpn_tests::{Lab, rss_kib, vmvpn_bin};
 
-const USAGE: &str = "usage: vmvpn-lab demo | up | flood-cost [JSON-FILE]
+const USAGE: &str = "usage: vmvpn-lab demo | up | flood-cost | soak | soak-churn | telemetry-cost
 
   demo  build 3 hosts (h1, h2 in 10.77.1.0/24; h3 in 10.77.2.0/24 behind a router) and
         a bulletin, 2 VMs each on LAN lan1 (192.168.100.0/24); ping all 30 VM pairs; run
@@ -21,6 +21,9 @@ const USAGE: &str = "usage: vmvpn-lab demo | up | flood-cost [JSON-FILE]
         table on stdout, JSON to the file if given.
   soak [JSON-FILE [MINUTES]]  RSS of a daemon with 100 peers, idle and over a soak of
         pings (default 10 minutes).
+  soak-churn [JSON-FILE [MINUTES]]  two stable hosts ping each other (20 a second) while
+        four others join, leave (SIGTERM) and crash (SIGKILL) every 3 s through a bulletin;
+        loss between the stable pair and RSS of their daemons and the bulletin each minute.
   telemetry-cost [JSON-FILE]  iperf3 TCP VM -> VM with telemetry on and off
         ([telemetry] probes/flows = false), 3 interleaved rounds; a markdown table.
 
@@ -352,6 +355,122 @@ fn soak(json: Option<String>, minutes: u64) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+fn soak_churn(json: Option<String>, minutes: u64) -> ExitCode {
+    let churners = ["c1", "c2", "c3", "c4"];
+    let mut lab = Lab::builder("churn")
+        .subnet(&["s1", "c1", "c2"])
+        .subnet(&["s2", "c3", "c4"])
+        .lan(
+            "lan1",
+            [192, 168, 100],
+            &["s1", "s2", "c1", "c2", "c3", "c4"],
+            1,
+        )
+        .bulletin(6, 2)
+        .start();
+    for h in ["s1", "s2"] {
+        lab.wait_tunnels(h, "lan1", 5, Duration::from_secs(20));
+    }
+    let (a, z) = (
+        lab.vm("s1", "lan1", 0).clone(),
+        lab.vm("s2", "lan1", 0).clone(),
+    );
+    let pids = |lab: &Lab| {
+        [
+            ("s1", lab.pid("s1")),
+            ("s2", lab.pid("s2")),
+            ("bulletin", lab.bulletin_pid().unwrap_or(0)),
+        ]
+    };
+    let rss = |lab: &Lab| pids(lab).map(|(n, p)| (n, rss_kib(p)));
+    let start = rss(&lab);
+    println!("start: {start:?} KiB");
+    // Pings all along, from a process of their own: 20 a second for the whole soak.
+    let count = minutes * 60 * 20;
+    let pinger = Command::new("ip")
+        .args([
+            "netns", "exec", &a.ns, "ping", "-n", "-q", "-i", "0.05", "-W", "1",
+        ])
+        .args(["-c", &count.to_string(), &z.ip.to_string()])
+        .output_in_background();
+    let t0 = std::time::Instant::now();
+    let (mut step, mut events) = (0usize, [0u64; 3]);
+    let mut samples = vec![(0u64, start)];
+    while t0.elapsed() < Duration::from_secs(minutes * 60) {
+        std::thread::sleep(Duration::from_secs(3));
+        let h = churners[step % churners.len()];
+        if lab.running(h) {
+            // Alternate a graceful leave and a crash.
+            if (events[0] + events[1]) % 2 == 0 {
+                lab.stop(h);
+                events[0] += 1;
+            } else {
+                lab.kill(h);
+                events[1] += 1;
+            }
+        } else {
+            lab.restart(h);
+            events[2] += 1;
+        }
+        step += 1;
+        let m = t0.elapsed().as_secs() / 60;
+        if m > samples.last().map_or(0, |s| s.0) {
+            let r = rss(&lab);
+            println!(
+                "after {m} min: {r:?} KiB; leaves {}, crashes {}, joins {}",
+                events[0], events[1], events[2]
+            );
+            samples.push((m, r));
+        }
+    }
+    let out = match pinger.and_then(|c| c.wait_with_output()) {
+        Ok(o) => String::from_utf8_lossy(&o.stdout).into_owned(),
+        Err(e) => format!("ping: {e}"),
+    };
+    let summary = out
+        .lines()
+        .find(|l| l.contains("packets transmitted"))
+        .unwrap_or("no ping summary")
+        .to_string();
+    println!("stable pair: {summary}");
+    println!(
+        "churn: {} graceful leaves, {} crashes, {} joins in {minutes} min",
+        events[0], events[1], events[2]
+    );
+    let lost = !summary.contains(" 0% packet loss");
+    if let Some(p) = json {
+        let v = serde_json::json!({
+            "bench": "soak-churn", "minutes": minutes, "ping": summary,
+            "leaves": events[0], "crashes": events[1], "joins": events[2],
+            "rss_kib_by_minute": samples.iter().map(|(m, r)| serde_json::json!({
+                "minute": m, "s1": r[0].1, "s2": r[1].1, "bulletin": r[2].1,
+            })).collect::<Vec<_>>(),
+        });
+        if let Err(e) = std::fs::write(&p, serde_json::to_string_pretty(&v).unwrap_or_default()) {
+            eprintln!("cannot write {p}: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
+    if lost {
+        eprintln!("the stable pair lost pings during the churn");
+        return ExitCode::FAILURE;
+    }
+    ExitCode::SUCCESS
+}
+
+/// `spawn` with stdout captured, for a process that runs while the caller works.
+trait Background {
+    fn output_in_background(&mut self) -> std::io::Result<std::process::Child>;
+}
+
+impl Background for Command {
+    fn output_in_background(&mut self) -> std::io::Result<std::process::Child> {
+        self.stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+    }
+}
+
 fn main() -> ExitCode {
     match std::env::args().nth(1).as_deref() {
         Some("demo") => demo(),
@@ -359,6 +478,13 @@ fn main() -> ExitCode {
         Some("flood-cost") => flood_cost(std::env::args().nth(2)),
         Some("telemetry-cost") => telemetry_cost(std::env::args().nth(2), 3),
         Some("soak") => soak(
+            std::env::args().nth(2),
+            std::env::args()
+                .nth(3)
+                .and_then(|m| m.parse().ok())
+                .unwrap_or(10),
+        ),
+        Some("soak-churn") => soak_churn(
             std::env::args().nth(2),
             std::env::args()
                 .nth(3)
