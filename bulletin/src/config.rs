@@ -114,11 +114,17 @@ impl Default for Limits {
     }
 }
 
-/// Cut every line of an error message to `max` characters: a config line of a megabyte
-/// must not become a megabyte of log.
+/// Cut every line of an error message to `max` characters, and the message to at most
+/// [`MAX_ERROR_LINES`] lines: a config line of a megabyte, or a value full of escaped
+/// newlines, must not become a megabyte of log.
 pub fn clip_lines(message: &str, max: usize) -> String {
     let mut out = String::with_capacity(message.len().min(4096));
+    let total = message.split('\n').count();
     for (i, line) in message.split('\n').enumerate() {
+        if i == MAX_ERROR_LINES {
+            out.push_str(&format!("\n… ({} more lines)", total - i));
+            break;
+        }
         if i > 0 {
             out.push('\n');
         }
@@ -132,6 +138,9 @@ pub fn clip_lines(message: &str, max: usize) -> String {
     }
     out
 }
+
+/// Most lines of an error message kept by [`clip_lines`].
+pub const MAX_ERROR_LINES: usize = 8;
 
 /// Cut one value for an error message (`"abc…" (N characters)`).
 pub fn clip_value(value: &str, max: usize) -> String {

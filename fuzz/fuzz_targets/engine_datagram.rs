@@ -1,8 +1,9 @@
 //! The forwarding core's receive path, past the handshake. Two engines complete a real
 //! hello exchange once, at start; then each input is one of:
-//! - a frame that host B's VM sends: B seals it and A opens it (the authenticated path:
-//!   MAC learning, per-VM accounting, flows, probes), and what reaches A's TAP must be
-//!   exactly that frame;
+//! - a frame that host B's VM sends: B seals it (cut into overlay fragments when it does
+//!   not fit one datagram) and A opens it (the authenticated path: MAC learning, per-VM
+//!   accounting, flows, reassembly), and what reaches A's TAP must be that frame (its
+//!   length; a SYN's MSS may be clamped on the way);
 //! - one of B's genuine sealed datagrams (data, flood, probe, keepalive, hello) with bytes
 //!   flipped, cut or replayed: dropped and counted, never delivered;
 //! - raw bytes from B's address.
@@ -19,7 +20,7 @@ use vmvpn::flood::FloodMode;
 use vmvpn::forward::{Engine, HostIdentity, LanSpec, RxAction, TapAction, Timers, buffer_len};
 use vmvpn::wire::HEADER_LEN;
 
-const MAX_FRAME: usize = 1518;
+const MAX_FRAME: usize = 9018;
 
 fn addr(i: usize) -> SocketAddr {
     SocketAddr::from(([10, 0, 0, i as u8 + 1], 7401))
@@ -36,7 +37,7 @@ fn engine(i: usize) -> Engine {
         mac_max_age: Duration::from_secs(300),
         segment: "192.168.0.0/24".into(),
         tap: format!("fz{i}"),
-        mtu: 1500,
+        mtu: 9000,
         flood: FloodMode::Unicast,
         cipher: vmvpn::crypto::Cipher::default(),
         group: None,
@@ -81,7 +82,7 @@ impl World {
 
     /// Deliver everything both engines want to send until quiet.
     fn exchange(&mut self, collect: bool) {
-        let mut out = [0u8; 2048];
+        let mut out = vec![0u8; 65_536];
         for _ in 0..8 {
             let mut any = false;
             for from in 0..2 {
@@ -122,14 +123,24 @@ fuzz_target!(|data: &[u8]| {
                 let now = w.now;
                 let sealed: Vec<Vec<u8>> = match w.e[1].on_tap_frame(0, &mut w.buf, len, now) {
                     TapAction::Unicast(_, n) => vec![w.buf[..n].to_vec()],
-                    TapAction::Flood { len: n, to, .. } => {
-                        to.iter().map(|_| w.buf[..n].to_vec()).collect()
+                    TapAction::Fragments { len: n, seg, .. } => {
+                        w.buf[..n].chunks(seg).map(<[u8]>::to_vec).collect()
                     }
+                    TapAction::Flood { len: n, seg, to, .. } => to
+                        .iter()
+                        .flat_map(|_| w.buf[..n].chunks(seg).map(<[u8]>::to_vec))
+                        .collect(),
                     TapAction::Drop(_) => Vec::new(),
                 };
                 for mut d in sealed {
-                    if let RxAction::Tap { frame, .. } = w.e[0].on_datagram(addr(1), false, &mut d, now) {
-                        assert_eq!(&d[frame], &rest[..len], "A delivered other bytes than B's VM sent");
+                    match w.e[0].on_datagram(addr(1), false, &mut d, now) {
+                        RxAction::Tap { frame, .. } => {
+                            assert_eq!(d[frame].len(), len, "A delivered a frame of another length");
+                        }
+                        RxAction::TapReassembled { .. } => {
+                            assert_eq!(w.e[0].reassembled().len(), len, "A reassembled a frame of another length");
+                        }
+                        _ => {}
                     }
                 }
             }
@@ -151,14 +162,22 @@ fuzz_target!(|data: &[u8]| {
                         _ => d.extend_from_slice(e),
                     }
                 }
-                if let RxAction::Tap { frame, .. } = w.e[0].on_datagram(addr(1), false, &mut d, w.now) {
-                    panic!("a mutated or replayed datagram reached the TAP: {:?}", &d[frame]);
+                match w.e[0].on_datagram(addr(1), false, &mut d, w.now) {
+                    RxAction::Tap { frame, .. } => {
+                        panic!("a mutated or replayed datagram reached the TAP: {:?}", &d[frame])
+                    }
+                    RxAction::TapReassembled { .. } => panic!("a mutated fragment completed a frame"),
+                    _ => {}
                 }
             }
             _ => {
                 let mut d = rest.to_vec();
-                if let RxAction::Tap { frame, .. } = w.e[0].on_datagram(addr(1), mode & 4 != 0, &mut d, w.now) {
-                    panic!("unauthenticated bytes reached the TAP: {:?}", &d[frame]);
+                match w.e[0].on_datagram(addr(1), mode & 4 != 0, &mut d, w.now) {
+                    RxAction::Tap { frame, .. } => {
+                        panic!("unauthenticated bytes reached the TAP: {:?}", &d[frame])
+                    }
+                    RxAction::TapReassembled { .. } => panic!("unauthenticated bytes completed a frame"),
+                    _ => {}
                 }
             }
         }

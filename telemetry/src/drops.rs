@@ -33,11 +33,19 @@ pub enum DropReason {
     UdpSendError,
     /// The kernel refused a TAP write.
     TapWriteError,
+    /// Overlay fragments of one frame overlapped (the frame is dropped).
+    FragmentOverlap,
+    /// A fragmented frame larger than the TAP allows, or a piece outside its frame.
+    FragmentOversize,
+    /// A fragmented frame that did not complete in time.
+    FragmentTimeout,
+    /// A fragmented frame pushed out of the full reassembly table.
+    FragmentEvicted,
 }
 
 impl DropReason {
     /// All reasons, in counter order.
-    pub const ALL: [DropReason; 12] = [
+    pub const ALL: [DropReason; 16] = [
         DropReason::BadHeader,
         DropReason::UnknownLan,
         DropReason::AuthFailure,
@@ -50,6 +58,10 @@ impl DropReason {
         DropReason::LocalDestination,
         DropReason::UdpSendError,
         DropReason::TapWriteError,
+        DropReason::FragmentOverlap,
+        DropReason::FragmentOversize,
+        DropReason::FragmentTimeout,
+        DropReason::FragmentEvicted,
     ];
 
     /// Stable snake_case name, used as JSON key and metric label.
@@ -67,6 +79,10 @@ impl DropReason {
             DropReason::LocalDestination => "local_destination",
             DropReason::UdpSendError => "udp_send_error",
             DropReason::TapWriteError => "tap_write_error",
+            DropReason::FragmentOverlap => "fragment_overlap",
+            DropReason::FragmentOversize => "fragment_oversize",
+            DropReason::FragmentTimeout => "fragment_timeout",
+            DropReason::FragmentEvicted => "fragment_evicted",
         }
     }
 

@@ -32,8 +32,8 @@ pub mod limits {
     pub const PORT: RangeInclusive<u64> = 1..=65_535;
     /// `[host] underlay_mtu`.
     pub const UNDERLAY_MTU: RangeInclusive<u64> = 576..=65_535;
-    /// `[[lan]] mtu`.
-    pub const TAP_MTU: RangeInclusive<u64> = 576..=65_000;
+    /// `[[lan]] mtu` (up to jumbo frames; larger frames are cut into overlay fragments).
+    pub const TAP_MTU: RangeInclusive<u64> = 576..=9_000;
     /// `[[lan]] mac_capacity` (the table is allocated up front).
     pub const MAC_CAPACITY: RangeInclusive<u64> = 1..=1_048_576;
     /// `[[lan]] mac_age_s`.
@@ -269,7 +269,7 @@ pub struct LanConfig {
     /// Static peers, `ADDRESS:PORT`.
     #[serde(default)]
     pub peers: Vec<SocketAddr>,
-    /// TAP MTU; computed from the underlay MTU when absent.
+    /// TAP MTU; 1500 when absent (576 to 9000).
     pub mtu: Option<Spanned<u16>>,
     /// Linux bridge to attach the TAP to (it must exist).
     pub bridge: Option<IfName>,

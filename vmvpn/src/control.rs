@@ -390,5 +390,9 @@ mod tests {
         let huge = format!("{{\"request\":\"{}\"}}", "x".repeat(60_000));
         let e = parse_request(&huge).expect_err("unknown");
         assert!(e.len() < 1000, "{} bytes", e.len());
+        // Found by the control_request fuzz target: JSON escapes make lines of their own.
+        let lines = format!("{{\"request\":\"{}\"}}", r"\n\u00ff\u00ff".repeat(2000));
+        let e = parse_request(&lines).expect_err("unknown");
+        assert!(e.len() < 2048, "{} bytes", e.len());
     }
 }

@@ -59,14 +59,12 @@ pub fn up(path: &Path) -> Result<()> {
     let mut taps = Vec::new();
     let mut specs = Vec::new();
     for (i, (lan, secret)) in cfg.lans.iter().zip(secrets).enumerate() {
-        let computed = wire::tap_mtu_for(underlay_mtu as usize, underlay_ip.is_ipv6());
+        // VMs keep the standard MTU: a frame that does not fit one datagram to its peer is
+        // cut into overlay fragments, and TCP's MSS is clamped so it never needs to be.
         let mtu = lan
             .mtu
             .as_ref()
-            .map_or(computed, |m| usize::from(*m.get_ref()));
-        if mtu > computed {
-            warn!(lan = %lan.name.get_ref(), mtu, fits = computed, "TAP MTU larger than the underlay allows: full frames will be fragmented by IP");
-        }
+            .map_or(wire::DEFAULT_TAP_MTU, |m| usize::from(*m.get_ref()));
         let tap = TapDevice::open(&TapOptions {
             name: &lan.tap.get_ref().0,
             mtu: mtu as u32,
@@ -131,6 +129,7 @@ pub fn up(path: &Path) -> Result<()> {
         Timers::default(),
     );
     engine.set_accounting(cfg.telemetry.accounting());
+    engine.set_underlay_mtu(u16::try_from(underlay_mtu).unwrap_or(u16::MAX));
     let listen = udp.local_addr()?;
     let host = HostStatus {
         name: cfg.host.name.0.clone(),

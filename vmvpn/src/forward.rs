@@ -28,14 +28,16 @@ use x25519_dalek::StaticSecret;
 
 use crate::crypto::{Cipher, LanKeys, LanSecret, SealKey, public_of};
 use crate::flood::{BEACON_INTERVAL_S, BEACON_TIMEOUT_S, FloodMode, Member, Plan, Subnet, plan};
+use crate::frag::{self, FragHeader, Reassembly, ReassemblyStats};
 use crate::macdb::{Location, Mac, MacDb, fmt_mac, is_group};
+use crate::pmtu::PathMtu;
 use crate::replay::{Replay, ReplayWindow};
 use crate::status::{
     FloodStats, FloodStatus, LanStatus, LanTraffic, MacRow, PeerStatus, SubnetStatus,
 };
 use crate::wire::{
     BEACON_LEN, ETHERNET_HEADER_LEN, FLAG_RELAY, HEADER_LEN, HELLO_BODY_LEN, HELLO_LEN, Header,
-    Hello, Kind, NAME_LEN, OVERHEAD, Packet, TAG_LEN, name_field,
+    Hello, Kind, NAME_LEN, OVERHEAD, PMTU_SEQ_BIT, Packet, TAG_LEN, name_field,
 };
 
 /// What the core measures beyond counters (`[telemetry]` in the config).
@@ -212,6 +214,8 @@ struct Session {
     rx_window: ReplayWindow,
     group_rx: SealKey,
     group_window: ReplayWindow,
+    /// Path MTU probes and acks: a sequence space of their own.
+    pmtu_window: ReplayWindow,
 }
 
 struct Peer {
@@ -259,11 +263,20 @@ struct Peer {
     tx_seen: (u64, u64),
     /// Bytes per second and per minute through this tunnel.
     series: Series,
+    /// The path MTU to it, found by probing.
+    pmtu: PathMtu,
+    /// Sequence of path MTU probes and acks (with [`PMTU_SEQ_BIT`]).
+    pmtu_seq: u64,
+    /// Id of the next frame cut into fragments for it.
+    frag_id: u32,
 }
 
 impl Peer {
-    fn new(addr: SocketAddr, source: PeerSource) -> Self {
+    fn new(addr: SocketAddr, source: PeerSource, underlay_mtu: u16) -> Self {
         Peer {
+            pmtu: PathMtu::new(underlay_mtu),
+            pmtu_seq: 0,
+            frag_id: 0,
             id: None,
             name: String::new(),
             addr,
@@ -318,6 +331,9 @@ struct Lan {
     vms: VmTable,
     /// Transport flows between VMs.
     flows: FlowTable,
+    /// Id of the next flooded frame cut into fragments.
+    group_frag_id: u32,
+    frags: FragCounters,
 }
 
 impl Lan {
@@ -389,16 +405,29 @@ impl Lan {
 pub enum TapAction<'a> {
     /// Send `buf[..len]` to this one peer.
     Unicast(SocketAddr, usize),
+    /// The frame did not fit one datagram to the peer: send `buf[..len]`, which holds
+    /// fragments of `seg` bytes each (the last may be shorter), to this peer.
+    Fragments {
+        /// The peer.
+        to: SocketAddr,
+        /// Bytes of all fragments in `buf`.
+        len: usize,
+        /// Bytes per fragment datagram.
+        seg: usize,
+    },
     /// Send `buf[..len]` to each of `to` (peers and/or the multicast group), and `relay`
-    /// (a separately sealed copy) to each of `relay_to` (designated forwarders).
+    /// (a separately sealed copy) to each of `relay_to` (designated forwarders). Each is
+    /// one datagram, or fragments of `seg` bytes each (the last may be shorter).
     Flood {
         /// This subnet's targets.
         to: &'a [SocketAddr],
-        /// Length of the datagram in `buf`.
+        /// Length of the datagram(s) in `buf`.
         len: usize,
+        /// Bytes per datagram (`len` when the frame was not cut).
+        seg: usize,
         /// Forwarders of other subnets.
         relay_to: &'a [SocketAddr],
-        /// The relay copy.
+        /// The relay copy (datagrams of `seg` bytes each too).
         relay: &'a [u8],
     },
     /// Dropped (already counted).
@@ -416,6 +445,20 @@ pub enum RxAction {
         frame: Range<usize>,
         /// As designated forwarder, also send [`Engine::relay_out`] inside this subnet.
         relay: bool,
+    },
+    /// A frame put back together from fragments: write [`Engine::reassembled`] to the TAP
+    /// of LAN `lan` (and relay, as for `Tap`).
+    TapReassembled {
+        /// Index of the LAN.
+        lan: usize,
+        /// As designated forwarder, also send [`Engine::relay_out`] inside this subnet.
+        relay: bool,
+    },
+    /// Nothing for the TAP (a fragment held, or dropped), but as designated forwarder
+    /// send [`Engine::relay_out`] inside this subnet.
+    Relay {
+        /// Index of the LAN.
+        lan: usize,
     },
     /// A control message, handled; check `poll_transmit`.
     Consumed,
@@ -453,6 +496,22 @@ pub struct Engine {
     last_second: Option<u64>,
     ping_seq: u32,
     pongs: VecDeque<Pong>,
+    /// Frames being put back together from fragments.
+    reassembly: Reassembly,
+    /// Reassembly counters already added to the drop counters.
+    reassembly_seen: ReassemblyStats,
+    /// The underlay MTU: the largest path MTU probed.
+    underlay_mtu: u16,
+    ipv6_underlay: bool,
+    /// Path MTU probes to send: (LAN, peer, IP packet size).
+    pmtu_probes: VecDeque<(usize, usize, u16)>,
+}
+
+/// Frames cut into fragments on one LAN.
+#[derive(Debug, Clone, Copy, Default)]
+struct FragCounters {
+    frames: u64,
+    fragments: u64,
 }
 
 impl Engine {
@@ -479,6 +538,11 @@ impl Engine {
             last_second: None,
             ping_seq: 0,
             pongs: VecDeque::with_capacity(PONGS_MAX),
+            reassembly: Reassembly::new(lans.iter().map(|l| l.max_frame).max().unwrap_or(0)),
+            reassembly_seen: ReassemblyStats::default(),
+            underlay_mtu: 1500,
+            ipv6_underlay: host.underlay.is_some_and(|(ip, _)| ip.is_ipv6()),
+            pmtu_probes: VecDeque::with_capacity(64),
         };
         for spec in lans {
             let keys = LanKeys::with_cipher(&spec.secret, spec.cipher);
@@ -502,6 +566,8 @@ impl Engine {
                 next_sweep: None,
                 next_beacon: None,
                 me: (host.id, host.underlay),
+                group_frag_id: 0,
+                frags: FragCounters::default(),
                 vms: VmTable::new(1, 1, 0),
                 flows: FlowTable::new(1, 1),
             });
@@ -511,6 +577,16 @@ impl Engine {
         }
         engine.set_accounting(Accounting::default());
         engine
+    }
+
+    /// The underlay MTU (the largest path MTU any tunnel can have; 1500 unless set).
+    pub fn set_underlay_mtu(&mut self, mtu: u16) {
+        self.underlay_mtu = mtu;
+        for l in &mut self.lans {
+            for p in &mut l.peers {
+                p.pmtu = PathMtu::new(mtu);
+            }
+        }
     }
 
     /// Choose what is measured (tables are emptied).
@@ -550,7 +626,7 @@ impl Engine {
         };
         let i = match l.peer_by_addr(addr) {
             None => {
-                l.peers.push(Peer::new(addr, source));
+                l.peers.push(Peer::new(addr, source, self.underlay_mtu));
                 l.peers.len() - 1
             }
             Some(i) => {
@@ -640,14 +716,41 @@ impl Engine {
                 let Some(s) = p.session.as_ref().filter(|_| p.up) else {
                     return TapAction::Drop(l.drop_at(Some(i), DropReason::NoSession));
                 };
+                let cap = crate::mss::frame_cap(usize::from(p.pmtu.current()), self.ipv6_underlay);
+                crate::mss::clamp(&mut buf[HEADER_LEN..HEADER_LEN + len], cap);
                 let seq = p.tx_seq;
-                let hdr = Header {
+                let mut hdr = Header {
                     kind: Kind::Data,
                     flags: 0,
                     lan: l.spec.id,
                     sender: self.id,
                     seq,
                 };
+                if len > cap {
+                    // Too large for one datagram to this peer: cut, each piece sealed on
+                    // its own pairwise sequence number.
+                    hdr.kind = Kind::Fragment;
+                    let sealed = frag::plan(len, cap.saturating_sub(frag::FRAG_HEADER_LEN))
+                        .and_then(|(count, piece)| {
+                            let n =
+                                seal_fragments(buf, len, piece, count, p.frag_id, hdr, &s.tx, seq)?;
+                            Some((count, piece, n))
+                        });
+                    let Some((count, piece, n)) = sealed else {
+                        return TapAction::Drop(l.drop_at(Some(i), DropReason::Oversize));
+                    };
+                    p.frag_id = p.frag_id.wrapping_add(1);
+                    p.tx_seq += count as u64;
+                    p.traffic.tx(len);
+                    p.last_sent = Some(now);
+                    l.frags.frames += 1;
+                    l.frags.fragments += count as u64;
+                    return TapAction::Fragments {
+                        to: p.addr,
+                        len: n,
+                        seg: piece + frag::PER_FRAGMENT,
+                    };
+                }
                 write_header(buf, &hdr);
                 let Some(n) = s.tx.seal(seq, buf, len) else {
                     return TapAction::Drop(l.drop_at(Some(i), DropReason::Oversize));
@@ -661,8 +764,27 @@ impl Engine {
                 if l.plan.local.is_empty() && l.plan.relay.is_empty() {
                     return TapAction::Drop(l.drop_at(None, DropReason::NoRoute));
                 }
+                // What fits every flood target in one datagram: the smallest path MTU of
+                // the LAN's tunnels (looked up only for frames larger than any path).
+                let base = crate::mss::frame_cap(
+                    usize::from(crate::pmtu::BASE.min(self.underlay_mtu)),
+                    self.ipv6_underlay,
+                );
+                let cap = if len <= base {
+                    base
+                } else {
+                    let mtu = l
+                        .peers
+                        .iter()
+                        .filter(|p| p.up)
+                        .map(|p| p.pmtu.current())
+                        .min()
+                        .unwrap_or(crate::pmtu::BASE.min(self.underlay_mtu));
+                    crate::mss::frame_cap(usize::from(mtu), self.ipv6_underlay)
+                };
+                crate::mss::clamp(&mut buf[HEADER_LEN..HEADER_LEN + len], cap);
                 // The relay copy carries the RELAY flag, which the AEAD covers: it is
-                // sealed on its own under the next group sequence number.
+                // sealed on its own under the next group sequence number(s).
                 let with_relay = !l.plan.relay.is_empty();
                 if with_relay {
                     let room = self.relay_buf.len();
@@ -680,21 +802,55 @@ impl Engine {
                     sender: self.id,
                     seq,
                 };
-                write_header(buf, &hdr);
-                let Some(n) = l.group_tx.seal(seq, buf, len) else {
-                    return TapAction::Drop(l.drop_at(None, DropReason::Oversize));
-                };
                 self.relay_len = 0;
-                if with_relay {
-                    hdr.seq = seq + 1;
-                    hdr.flags = FLAG_RELAY;
-                    write_header(&mut self.relay_buf, &hdr);
-                    self.relay_len = l
-                        .group_tx
-                        .seal(seq + 1, &mut self.relay_buf, len)
+                let (n, seg, used) = if len > cap {
+                    hdr.kind = Kind::FloodFragment;
+                    let Some((count, piece)) =
+                        frag::plan(len, cap.saturating_sub(frag::FRAG_HEADER_LEN))
+                    else {
+                        return TapAction::Drop(l.drop_at(None, DropReason::Oversize));
+                    };
+                    let id = l.group_frag_id;
+                    let Some(n) = seal_fragments(buf, len, piece, count, id, hdr, &l.group_tx, seq)
+                    else {
+                        return TapAction::Drop(l.drop_at(None, DropReason::Oversize));
+                    };
+                    if with_relay {
+                        hdr.flags = FLAG_RELAY;
+                        let first = seq + count as u64;
+                        self.relay_len = seal_fragments(
+                            &mut self.relay_buf,
+                            len,
+                            piece,
+                            count,
+                            id,
+                            hdr,
+                            &l.group_tx,
+                            first,
+                        )
                         .unwrap_or(0);
-                }
-                l.group_seq += if with_relay { 2 } else { 1 };
+                    }
+                    l.group_frag_id = id.wrapping_add(1);
+                    l.frags.frames += 1;
+                    l.frags.fragments += count as u64;
+                    (n, piece + frag::PER_FRAGMENT, count as u64)
+                } else {
+                    write_header(buf, &hdr);
+                    let Some(n) = l.group_tx.seal(seq, buf, len) else {
+                        return TapAction::Drop(l.drop_at(None, DropReason::Oversize));
+                    };
+                    if with_relay {
+                        hdr.seq = seq + 1;
+                        hdr.flags = FLAG_RELAY;
+                        write_header(&mut self.relay_buf, &hdr);
+                        self.relay_len = l
+                            .group_tx
+                            .seal(seq + 1, &mut self.relay_buf, len)
+                            .unwrap_or(0);
+                    }
+                    (n, n, 1)
+                };
+                l.group_seq += if with_relay { 2 * used } else { used };
                 l.flood.frames += 1;
                 let group = usize::from(l.plan.multicast);
                 l.flood.multicast_datagrams += group as u64;
@@ -709,6 +865,7 @@ impl Engine {
                 TapAction::Flood {
                     to: &l.plan.local,
                     len: n,
+                    seg,
                     relay_to: &l.plan.relay,
                     relay: &self.relay_buf[..self.relay_len],
                 }
@@ -742,9 +899,15 @@ impl Engine {
         match header.kind {
             Kind::Hello => self.on_hello(lan, from, &header, buf, now),
             Kind::Beacon => self.on_beacon(lan, multicast, &header, buf, now),
-            Kind::Data | Kind::Flood | Kind::Keepalive | Kind::Probe | Kind::ProbeReply => {
-                self.on_sealed(lan, from, multicast, &header, buf, now)
-            }
+            Kind::Data
+            | Kind::Flood
+            | Kind::Keepalive
+            | Kind::Probe
+            | Kind::ProbeReply
+            | Kind::Fragment
+            | Kind::FloodFragment
+            | Kind::PmtuProbe
+            | Kind::PmtuAck => self.on_sealed(lan, from, multicast, &header, buf, now),
         }
     }
 
@@ -761,7 +924,8 @@ impl Engine {
         // A relay copy from another subnet, to this subnet's forwarder: pass it on, unchanged
         // (still sealed by the original sender), once it has authenticated. Never a copy
         // that came by multicast or from inside this subnet, so nothing loops.
-        let relay = h.kind == Kind::Flood
+        let group = matches!(h.kind, Kind::Flood | Kind::FloodFragment);
+        let relay = group
             && h.flags & FLAG_RELAY != 0
             && !multicast
             && l.plan.forwarder
@@ -774,7 +938,13 @@ impl Engine {
             self.relay_buf[..buf.len()].copy_from_slice(buf);
             self.relay_len = buf.len();
         }
-        if buf.len() > HEADER_LEN + l.spec.max_frame + TAG_LEN {
+        // Path MTU probes are padded up to the underlay MTU, whatever the TAP's.
+        let largest = if h.kind == Kind::PmtuProbe {
+            usize::from(u16::MAX)
+        } else {
+            HEADER_LEN + l.spec.max_frame + TAG_LEN
+        };
+        if buf.len() > largest {
             let peer = l.by_id.get(&h.sender).copied();
             return RxAction::Drop(l.drop_unauthenticated(peer, DropReason::Oversize));
         }
@@ -792,8 +962,16 @@ impl Engine {
                 self.lans[lan].drop_unauthenticated(Some(pi), DropReason::NoSession),
             );
         };
+        let pmtu = matches!(h.kind, Kind::PmtuProbe | Kind::PmtuAck);
+        if pmtu != (h.seq & PMTU_SEQ_BIT != 0) {
+            // Each sequence space has its own kinds: anything else is forged or broken.
+            return RxAction::Drop(
+                self.lans[lan].drop_unauthenticated(Some(pi), DropReason::BadHeader),
+            );
+        }
         let (key, window) = match h.kind {
-            Kind::Flood => (&s.group_rx, &mut s.group_window),
+            Kind::Flood | Kind::FloodFragment => (&s.group_rx, &mut s.group_window),
+            Kind::PmtuProbe | Kind::PmtuAck => (&s.rx, &mut s.pmtu_window),
             _ => (&s.rx, &mut s.rx_window),
         };
         let verdict = window.check(h.seq);
@@ -810,7 +988,7 @@ impl Engine {
             );
         };
         if !verdict.is_ok() {
-            if h.kind == Kind::Flood {
+            if group {
                 // The same flood by two ways (a forwarder change, mixed multicast): once only.
                 l.flood.duplicates_suppressed += 1;
             } else if verdict == Replay::Duplicate {
@@ -819,18 +997,19 @@ impl Engine {
             return RxAction::Drop(l.drop_at(Some(pi), DropReason::Replay));
         }
         window.update(h.seq);
-        if h.kind != Kind::Flood {
-            // Data and keepalives share one counter per direction: gaps are losses.
+        if !group && !pmtu {
+            // Data, fragments, keepalives and probes share one counter per direction:
+            // gaps are losses.
             p.rx_seq.observe(h.seq);
         }
         p.last_heard = Some(now);
         let mut changed = false;
-        if !p.up && h.kind != Kind::Flood {
+        if !p.up && !group {
             // Only a holder of our public key can seal under the pairwise key.
             p.up = true;
             changed = true;
         }
-        if p.addr != from && h.kind != Kind::Flood {
+        if p.addr != from && !group {
             // Authenticated and fresh under the pairwise key: the peer roamed (NAT
             // rebinding). Floods prove nothing about the address: a forwarder relays them.
             p.addr = from;
@@ -887,30 +1066,179 @@ impl Engine {
                 }
                 return RxAction::Consumed;
             }
+            Kind::PmtuProbe => {
+                // Acknowledge the size it was padded to; its arrival proves the path.
+                if n < 2 {
+                    return RxAction::Drop(self.lans[lan].drop_at(Some(pi), DropReason::Malformed));
+                }
+                let size = [buf[HEADER_LEN], buf[HEADER_LEN + 1]];
+                self.queue_pmtu(lan, pi, Kind::PmtuAck, &size, now);
+                return RxAction::Consumed;
+            }
+            Kind::PmtuAck => {
+                if n != 2 {
+                    return RxAction::Drop(self.lans[lan].drop_at(Some(pi), DropReason::Malformed));
+                }
+                let size = u16::from_be_bytes([buf[HEADER_LEN], buf[HEADER_LEN + 1]]);
+                self.lans[lan].peers[pi].pmtu.on_ack(size, now);
+                return RxAction::Consumed;
+            }
+            Kind::Fragment | Kind::FloodFragment => {
+                return self.on_fragment(lan, pi, h, &buf[HEADER_LEN..HEADER_LEN + n], relay, now);
+            }
             _ => {}
         }
-        let l = &mut self.lans[lan];
-        if n < ETHERNET_HEADER_LEN {
-            return RxAction::Drop(l.drop_at(Some(pi), DropReason::Malformed));
-        }
         let frame = HEADER_LEN..HEADER_LEN + n;
-        let (_, src) = macs_of(&buf[frame.clone()]);
-        if is_group(&src) {
-            return RxAction::Drop(l.drop_at(Some(pi), DropReason::Malformed));
-        }
-        l.macs.learn(src, Location::Peer(pi), now);
-        l.peers[pi].traffic.rx(n);
-        if self.accounting.flows
-            && let Some(info) = inspect(&buf[frame.clone()])
-        {
-            let second = self.last_second.unwrap_or(0);
-            l.vms.observe(&info, n, false, second);
-            l.flows.observe(&info, n, second);
+        let Engine {
+            lans,
+            accounting,
+            last_second,
+            underlay_mtu: _,
+            ipv6_underlay,
+            ..
+        } = self;
+        let l = &mut lans[lan];
+        if let Err(r) = deliver(
+            l,
+            pi,
+            &mut buf[frame.clone()],
+            accounting.flows,
+            last_second.unwrap_or(0),
+            *ipv6_underlay,
+            now,
+        ) {
+            return RxAction::Drop(r);
         }
         if relay {
             l.flood.relayed_frames += 1;
         }
         RxAction::Tap { lan, frame, relay }
+    }
+
+    /// A fragment that authenticated: held until its frame is whole, then delivered.
+    fn on_fragment(
+        &mut self,
+        lan: usize,
+        pi: usize,
+        h: &Header,
+        plain: &[u8],
+        relay: bool,
+        now: Instant,
+    ) -> RxAction {
+        let Some(fh) = FragHeader::parse(plain) else {
+            let r = self.lans[lan].drop_at(Some(pi), DropReason::Malformed);
+            return if relay {
+                RxAction::Relay { lan }
+            } else {
+                RxAction::Drop(r)
+            };
+        };
+        let key = frag::Key {
+            lan,
+            sender: h.sender,
+            flood: h.kind == Kind::FloodFragment,
+            id: fh.id,
+        };
+        let verdict = self
+            .reassembly
+            .push(key, fh, &plain[frag::FRAG_HEADER_LEN..], now);
+        self.count_reassembly_drops(Some(lan));
+        let done = match verdict {
+            frag::Verdict::Complete => {
+                let Engine {
+                    lans,
+                    accounting,
+                    last_second,
+                    reassembly,
+                    ipv6_underlay,
+                    ..
+                } = self;
+                let l = &mut lans[lan];
+                deliver(
+                    l,
+                    pi,
+                    reassembly.frame_mut(),
+                    accounting.flows,
+                    last_second.unwrap_or(0),
+                    *ipv6_underlay,
+                    now,
+                )
+                .is_ok()
+            }
+            frag::Verdict::Held | frag::Verdict::Drop(_) => false,
+        };
+        if relay {
+            self.lans[lan].flood.relayed_frames += u64::from(done);
+        }
+        match (done, relay) {
+            (true, _) => RxAction::TapReassembled { lan, relay },
+            (false, true) => RxAction::Relay { lan },
+            (false, false) => RxAction::Consumed,
+        }
+    }
+
+    /// The frame completed by the last fragment that returned `RxAction::TapReassembled`.
+    pub fn reassembled(&self) -> &[u8] {
+        self.reassembly.frame()
+    }
+
+    /// Add what the reassembly table dropped since last time to the drop counters (of
+    /// `lan` if given, else of the host).
+    fn count_reassembly_drops(&mut self, lan: Option<usize>) {
+        let now = self.reassembly.stats();
+        let was = std::mem::replace(&mut self.reassembly_seen, now);
+        let drops = match lan.and_then(|i| self.lans.get_mut(i)) {
+            Some(l) => &mut l.drops,
+            None => &mut self.drops,
+        };
+        drops.add(
+            DropReason::FragmentOverlap,
+            now.overlap_total - was.overlap_total,
+        );
+        drops.add(
+            DropReason::FragmentOversize,
+            now.oversize_total - was.oversize_total,
+        );
+        drops.add(
+            DropReason::FragmentTimeout,
+            now.timeout_total - was.timeout_total,
+        );
+        drops.add(
+            DropReason::FragmentEvicted,
+            now.evicted_total - was.evicted_total,
+        );
+    }
+
+    /// Queue a path MTU probe or ack to peer `pi`, on its own sequence space.
+    fn queue_pmtu(&mut self, lan: usize, pi: usize, kind: Kind, plain: &[u8], now: Instant) {
+        let l = &mut self.lans[lan];
+        let Some(p) = l.peers.get_mut(pi) else { return };
+        let Some(s) = p.session.as_ref() else { return };
+        let seq = PMTU_SEQ_BIT | p.pmtu_seq;
+        let mut out = Outgoing {
+            to: p.addr,
+            len: 0,
+            buf: [0; HELLO_LEN],
+        };
+        let hdr = Header {
+            kind,
+            flags: 0,
+            lan: l.spec.id,
+            sender: self.id,
+            seq,
+        };
+        write_header(&mut out.buf, &hdr);
+        let Some(body) = out.buf.get_mut(HEADER_LEN..HEADER_LEN + plain.len()) else {
+            return;
+        };
+        body.copy_from_slice(plain);
+        let Some(n) = s.tx.seal(seq, &mut out.buf, plain.len()) else {
+            return;
+        };
+        out.len = n;
+        p.pmtu_seq += 1;
+        p.last_sent = Some(now);
+        self.out.push_back(out);
     }
 
     /// The relay copy to pass on inside this subnet after `RxAction::Tap { relay: true }`.
@@ -1005,7 +1333,8 @@ impl Engine {
             {
                 Some(i) => i,
                 None => {
-                    l.peers.push(Peer::new(from, PeerSource::Hello));
+                    l.peers
+                        .push(Peer::new(from, PeerSource::Hello, self.underlay_mtu));
                     l.peers.len() - 1
                 }
             },
@@ -1037,7 +1366,10 @@ impl Engine {
                 rx_window: ReplayWindow::default(),
                 group_rx: SealKey::with_cipher(&group, l.spec.cipher),
                 group_window: ReplayWindow::default(),
+                pmtu_window: ReplayWindow::default(),
             });
+            // A new run of the peer, maybe elsewhere: find its path again.
+            p.pmtu = PathMtu::new(self.underlay_mtu);
             p.peer_start = h.seq;
             // A new run of the peer numbers from 0 again.
             p.rx_seq.restart();
@@ -1176,6 +1508,8 @@ impl Engine {
     /// Run timers: hellos, keepalives, dead peers, MAC ageing.
     pub fn tick(&mut self, now: Instant) {
         self.next_tick = Some(now + TICK);
+        self.reassembly.expire(now);
+        self.count_reassembly_drops(None);
         self.epoch.get_or_insert(now);
         let second = self.ts(now) / 1_000_000_000;
         let new_second = self.last_second != Some(second);
@@ -1213,7 +1547,15 @@ impl Engine {
                     if due {
                         self.queue_hello(li, pi, now, true);
                     }
-                } else if self.accounting.probes && p.next_probe.is_none_or(|t| now >= t) {
+                    continue;
+                }
+                // Path MTU probes go beside the RTT probes and keepalives, not instead.
+                if let Some(size) = p.pmtu.poll_probe(now)
+                    && self.pmtu_probes.len() < 1024
+                {
+                    self.pmtu_probes.push_back((li, pi, size));
+                }
+                if self.accounting.probes && p.next_probe.is_none_or(|t| now >= t) {
                     // Spread peers over the interval so probes do not go out in bursts.
                     let spread =
                         interval.mul_f64(0.8 + 0.4 * ((pi * 37 + li * 11) % 100) as f64 / 100.0);
@@ -1254,12 +1596,56 @@ impl Engine {
         }
     }
 
-    /// The next control datagram to send (hello or keepalive), copied into `out`.
+    /// The next control datagram to send (hello, keepalive, probe, path MTU probe),
+    /// written into `out` (which needs room for a probe of the underlay MTU).
     pub fn poll_transmit(&mut self, out: &mut [u8]) -> Option<(SocketAddr, usize)> {
-        let m = self.out.pop_front()?;
-        let dst = out.get_mut(..m.len)?;
-        dst.copy_from_slice(&m.buf[..m.len]);
-        Some((m.to, m.len))
+        if let Some(m) = self.out.pop_front() {
+            let dst = out.get_mut(..m.len)?;
+            dst.copy_from_slice(&m.buf[..m.len]);
+            return Some((m.to, m.len));
+        }
+        while let Some((li, pi, size)) = self.pmtu_probes.pop_front() {
+            if let Some(sent) = self.write_pmtu_probe(li, pi, size, out) {
+                return Some(sent);
+            }
+        }
+        None
+    }
+
+    /// A path MTU probe of `size` bytes on the underlay (IP packet), sealed into `out`.
+    fn write_pmtu_probe(
+        &mut self,
+        li: usize,
+        pi: usize,
+        size: u16,
+        out: &mut [u8],
+    ) -> Option<(SocketAddr, usize)> {
+        let ip_udp = if self.ipv6_underlay {
+            crate::wire::UDP_IPV6_OVERHEAD
+        } else {
+            crate::wire::UDP_IPV4_OVERHEAD
+        };
+        let l = self.lans.get_mut(li)?;
+        let p = l.peers.get_mut(pi).filter(|p| p.up)?;
+        let s = p.session.as_ref()?;
+        let plain = usize::from(size).checked_sub(ip_udp + OVERHEAD)?.max(2);
+        let room = out.get_mut(..HEADER_LEN + plain + TAG_LEN)?;
+        let seq = PMTU_SEQ_BIT | p.pmtu_seq;
+        write_header(
+            room,
+            &Header {
+                kind: Kind::PmtuProbe,
+                flags: 0,
+                lan: l.spec.id,
+                sender: self.id,
+                seq,
+            },
+        );
+        room[HEADER_LEN..HEADER_LEN + 2].copy_from_slice(&size.to_be_bytes());
+        room[HEADER_LEN + 2..HEADER_LEN + plain].fill(0);
+        let n = s.tx.seal(seq, room, plain)?;
+        p.pmtu_seq += 1;
+        Some((p.addr, n))
     }
 
     /// Count a send or write failure the runtime saw.
@@ -1273,6 +1659,11 @@ impl Engine {
             Some(l) => l.drops.add(reason, n),
             None => self.drops.add(reason, n),
         }
+    }
+
+    /// The reassembly table's counters (all LANs).
+    pub fn reassembly_stats(&self) -> ReassemblyStats {
+        self.reassembly.stats()
     }
 
     /// Drops not tied to a LAN.
@@ -1314,6 +1705,8 @@ impl Engine {
                 drops: l.drops.clone(),
                 vm_table: l.vms.stats(),
                 flow_table: l.flows.stats(),
+                fragmented_frames_total: l.frags.frames,
+                fragments_sent_total: l.frags.fragments,
                 peers: l
                     .peers
                     .iter()
@@ -1348,6 +1741,12 @@ impl Engine {
                         loss_rx_ratio: p.rx_seq.stats().loss_ratio(),
                         drops: p.drops.clone(),
                         unauthenticated_drops_total: p.unauthenticated_drops,
+                        path_mtu_bytes: p.pmtu.current(),
+                        path_mtu_searching: matches!(
+                            p.pmtu.phase(),
+                            crate::pmtu::Phase::Searching { .. }
+                        ),
+                        path_mtu_black_holes_total: p.pmtu.black_holes,
                     })
                     .collect(),
             })
@@ -1544,15 +1943,79 @@ fn health(p: &Peer, now: Instant) -> &'static str {
     }
 }
 
-/// The buffer size the runtime needs per frame for a given max frame length.
+/// The buffer size the runtime needs per frame for a given max frame length: the frame
+/// sealed, or laid out as fragments in place.
 pub const fn buffer_len(max_frame: usize) -> usize {
-    max_frame + OVERHEAD
+    max_frame + OVERHEAD + frag::MAX_FRAGMENTS * frag::PER_FRAGMENT
+}
+
+/// Seal the frame in `buf[HEADER_LEN..HEADER_LEN + len]` as `count` fragments of `piece`
+/// bytes in place (see `frag::lay_out`), under `key` from sequence `seq` on; the bytes
+/// they take. None if the buffer is too small.
+#[allow(clippy::too_many_arguments)]
+fn seal_fragments(
+    buf: &mut [u8],
+    len: usize,
+    piece: usize,
+    count: usize,
+    frame_id: u32,
+    mut hdr: Header,
+    key: &SealKey,
+    seq: u64,
+) -> Option<usize> {
+    if !frag::lay_out(buf, len, piece, count, frame_id) {
+        return None;
+    }
+    let stride = piece + frag::PER_FRAGMENT;
+    let mut end = 0;
+    for k in 0..count {
+        let at = k * stride;
+        hdr.seq = seq + k as u64;
+        let b = buf.get_mut(at..)?;
+        write_header(b, &hdr);
+        end = at + key.seal(hdr.seq, b, frag::plain_len(len, piece, k))?;
+    }
+    Some(end)
 }
 
 fn write_header(buf: &mut [u8], h: &Header) {
     if let Some(b) = buf.first_chunk_mut::<HEADER_LEN>() {
         h.emit(b);
     }
+}
+
+/// A frame that authenticated from peer `pi`: learn its source, count it, clamp the MSS
+/// of a SYN to the path back to that peer. Err: drop it for this reason (counted).
+fn deliver(
+    l: &mut Lan,
+    pi: usize,
+    frame: &mut [u8],
+    flows: bool,
+    second: u64,
+    ipv6_underlay: bool,
+    now: Instant,
+) -> Result<(), DropReason> {
+    let n = frame.len();
+    if n < ETHERNET_HEADER_LEN {
+        return Err(l.drop_at(Some(pi), DropReason::Malformed));
+    }
+    let (_, src) = macs_of(frame);
+    if is_group(&src) {
+        return Err(l.drop_at(Some(pi), DropReason::Malformed));
+    }
+    l.macs.learn(src, Location::Peer(pi), now);
+    let p = &mut l.peers[pi];
+    p.traffic.rx(n);
+    // The peer clamps what it sends; clamping here too covers a peer that does not.
+    crate::mss::clamp(
+        frame,
+        crate::mss::frame_cap(usize::from(p.pmtu.current()), ipv6_underlay),
+    );
+    if flows && let Some(info) = inspect(frame) {
+        l.vms.observe(&info, n, false, second);
+        l.flows.observe(&info, n, second);
+    }
+    Ok(())
 }
 
 /// Destination and source MAC of a frame of at least 12 bytes.

@@ -112,6 +112,11 @@ pub fn render(status: &Status, extra: &Extra) -> String {
         "counter",
         "Authenticated duplicates from the peer dropped by the replay window.",
     );
+    let pmtu = fam(
+        "vmvpn_peer_path_mtu_bytes",
+        "gauge",
+        "Path MTU to the peer found by the overlay's own probes (IP packet bytes).",
+    );
     let unauth = fam(
         "vmvpn_peer_unauthenticated_drops_total",
         "counter",
@@ -267,6 +272,7 @@ pub fn render(status: &Status, extra: &Extra) -> String {
             put(reord, n(&p["rx_reordered_total"]));
             put(dup, n(&p["rx_duplicates_total"]));
             put(unauth, n(&p["unauthenticated_drops_total"]));
+            put(pmtu, n(&p["path_mtu_bytes"]));
             put(loss_rx, n(&p["loss_rx_ratio"]));
             put(loss_tx, n(&p["loss_tx_ratio"]));
             // Prometheus' base unit is bytes (promtool insists).
@@ -437,6 +443,7 @@ mod tests {
             drops: DropCounters::default(),
             lans: Vec::new(),
             bulletin: None,
+            reassembly: Default::default(),
             offload: Default::default(),
         };
         let mut b = RttBuckets::default();

@@ -135,6 +135,19 @@ pub fn status(v: &Value) -> String {
             n(&off["gso_datagrams_total"])
         );
     }
+    let re = &v["reassembly"];
+    if !re.is_null() {
+        let _ = writeln!(
+            o,
+            "reassembly: {} frames put together from overlay fragments, {} in progress; dropped {} overlapping, {} oversize, {} timed out, {} evicted",
+            n(&re["reassembled_frames_total"]),
+            n(&re["in_progress"]),
+            n(&re["overlap_total"]),
+            n(&re["oversize_total"]),
+            n(&re["timeout_total"]),
+            n(&re["evicted_total"])
+        );
+    }
     for l in v["lans"].as_array().into_iter().flatten() {
         let _ = writeln!(
             o,
@@ -179,12 +192,13 @@ pub fn status(v: &Value) -> String {
         }
         let _ = writeln!(
             o,
-            "  {:<12} {:<21} {:<8} {:<15} {:>6} {:>8} {:>8} {:>8} {:>13} {:>8} {:>8} {:>7} {:>7}  DROPS",
+            "  {:<12} {:<21} {:<8} {:<15} {:>6} {:>5} {:>8} {:>8} {:>8} {:>13} {:>8} {:>8} {:>7} {:>7}  DROPS",
             "PEER",
             "ADDRESS",
             "SOURCE",
             "STATE",
             "HEARD",
+            "PMTU",
             "RTT p50",
             "RTT p99",
             "JITTER",
@@ -198,7 +212,7 @@ pub fn status(v: &Value) -> String {
             let name = s(&p["name"]);
             let _ = writeln!(
                 o,
-                "  {:<12} {:<21} {:<8} {:<15} {:>6} {:>8} {:>8} {:>8} {:>13} {:>8} {:>8} {:>7} {:>7}  {}",
+                "  {:<12} {:<21} {:<8} {:<15} {:>6} {:>5} {:>8} {:>8} {:>8} {:>13} {:>8} {:>8} {:>7} {:>7}  {}",
                 if name.is_empty() { "?".into() } else { name },
                 s(&p["address"]),
                 s(&p["source"]),
@@ -207,6 +221,16 @@ pub fn status(v: &Value) -> String {
                     _ => s(&p["state"]),
                 },
                 ago(&p["last_heard_ago_ms"]),
+                // A search still running shows what data uses meanwhile, marked.
+                format!(
+                    "{}{}",
+                    n(&p["path_mtu_bytes"]),
+                    if p["path_mtu_searching"] == true {
+                        "?"
+                    } else {
+                        ""
+                    }
+                ),
                 micros(&p["rtt_p50_us"]),
                 micros(&p["rtt_p99_us"]),
                 micros(&p["jitter_us"]),
@@ -216,6 +240,14 @@ pub fn status(v: &Value) -> String {
                 human(n(&p["tx_bytes"])) + "B",
                 human(n(&p["rx_bytes"])) + "B",
                 drops(&p["drops"])
+            );
+        }
+        if n(&l["fragmented_frames_total"]) > 0 {
+            let _ = writeln!(
+                o,
+                "  frames larger than a datagram to their peer: {} cut into {} overlay fragments",
+                n(&l["fragmented_frames_total"]),
+                n(&l["fragments_sent_total"])
             );
         }
         let (vt, ft) = (&l["vm_table"], &l["flow_table"]);

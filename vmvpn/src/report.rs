@@ -122,6 +122,8 @@ mod tests {
                 drops: Default::default(),
                 vm_table: Default::default(),
                 flow_table: Default::default(),
+                fragmented_frames_total: 0,
+                fragments_sent_total: 0,
                 peers: Vec::new(),
             }
         };

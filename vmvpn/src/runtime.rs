@@ -239,7 +239,8 @@ impl DataPlane {
         let mut rx_area = vec![0u8; BATCH * SLOT];
         let mut metas = [RecvMeta::default(); BATCH];
         let mut tx_buf = vec![0u8; HEADER_LEN + SLOT + TAG_LEN];
-        let mut ctl_buf = [0u8; 512];
+        // Room for a path MTU probe as large as the underlay allows.
+        let mut ctl_buf = vec![0u8; 65_536];
         let mut fds: Vec<libc::pollfd> = Vec::with_capacity(self.taps.len() + 2);
         fds.push(pollfd(self.waker.0.as_raw_fd()));
         fds.push(pollfd(self.udp.as_raw_fd()));
@@ -362,42 +363,84 @@ impl DataPlane {
             },
             v4 => v4,
         };
-        if let RxAction::Tap { lan, frame, relay } =
-            self.engine.on_datagram(from, multicast, dgram, now)
-        {
-            let DataPlane {
-                gro, taps, engine, ..
-            } = self;
-            let tap = taps.get(lan);
-            let taken = tap.is_some_and(TapDevice::offload)
-                && gro.push(lan, &dgram[frame.clone()], |lan, bytes, segs| {
-                    write_merged(taps, engine, lan, bytes, segs)
-                });
-            // Not taken by the coalescer: written now (anything held went first).
-            let ok = taken
-                || tap.is_some_and(|t| {
-                    if t.offload() && frame.start >= VNET_HDR_LEN {
-                        // An all-zero virtio-net header: a plain frame, checksums complete.
-                        let from = frame.start - VNET_HDR_LEN;
-                        dgram[from..frame.start].fill(0);
-                        t.send(&dgram[from..frame.end]).is_ok()
-                    } else {
-                        t.send(&dgram[frame]).is_ok()
-                    }
-                });
-            if !ok {
-                self.engine.note_drop(Some(lan), DropReason::TapWriteError);
+        let (lan, relay) = match self.engine.on_datagram(from, multicast, dgram, now) {
+            RxAction::TapReassembled { lan, relay } => {
+                self.write_reassembled(lan);
+                (lan, relay)
             }
-            if relay {
-                // As designated forwarder: the sender's sealed bytes, into this subnet.
-                let (to, bytes) = self.engine.relay_out(lan);
-                let failed = to
-                    .iter()
-                    .filter(|a| self.udp.send_to(bytes, **a).is_err())
-                    .count();
-                self.engine
-                    .note_drops(Some(lan), DropReason::UdpSendError, failed as u64);
+            RxAction::Relay { lan } => (lan, true),
+            RxAction::Tap { lan, frame, relay } => {
+                self.write_frame(lan, dgram, frame);
+                (lan, relay)
             }
+            RxAction::Consumed | RxAction::Drop(_) => return,
+        };
+        if relay {
+            // As designated forwarder: the sender's sealed bytes, into this subnet.
+            let (to, bytes) = self.engine.relay_out(lan);
+            let failed = to
+                .iter()
+                .filter(|a| self.udp.send_to(bytes, **a).is_err())
+                .count();
+            self.engine
+                .note_drops(Some(lan), DropReason::UdpSendError, failed as u64);
+        }
+    }
+
+    /// A frame put together from fragments, to its TAP (after what the coalescer holds).
+    fn write_reassembled(&mut self, lan: usize) {
+        let DataPlane {
+            gro,
+            taps,
+            engine,
+            big,
+            ..
+        } = self;
+        gro.flush(|lan, bytes, segs| write_merged(taps, engine, lan, bytes, segs));
+        let frame = engine.reassembled();
+        let Some(tap) = taps.get(lan) else { return };
+        let ok = if tap.offload() {
+            // An all-zero virtio-net header: a plain frame, checksums complete.
+            match big.get_mut(..VNET_HDR_LEN + frame.len()) {
+                Some(b) => {
+                    b[..VNET_HDR_LEN].fill(0);
+                    b[VNET_HDR_LEN..].copy_from_slice(frame);
+                    tap.send(b).is_ok()
+                }
+                None => false,
+            }
+        } else {
+            tap.send(frame).is_ok()
+        };
+        if !ok {
+            engine.note_drop(Some(lan), DropReason::TapWriteError);
+        }
+    }
+
+    /// A frame opened in place in `dgram`, to its TAP or into the coalescer.
+    fn write_frame(&mut self, lan: usize, dgram: &mut [u8], frame: std::ops::Range<usize>) {
+        let DataPlane {
+            gro, taps, engine, ..
+        } = self;
+        let tap = taps.get(lan);
+        let taken = tap.is_some_and(TapDevice::offload)
+            && gro.push(lan, &dgram[frame.clone()], |lan, bytes, segs| {
+                write_merged(taps, engine, lan, bytes, segs)
+            });
+        // Not taken by the coalescer: written now (anything held went first).
+        let ok = taken
+            || tap.is_some_and(|t| {
+                if t.offload() && frame.start >= VNET_HDR_LEN {
+                    // An all-zero virtio-net header: a plain frame, checksums complete.
+                    let from = frame.start - VNET_HDR_LEN;
+                    dgram[from..frame.start].fill(0);
+                    t.send(&dgram[from..frame.end]).is_ok()
+                } else {
+                    t.send(&dgram[frame]).is_ok()
+                }
+            });
+        if !ok {
+            self.engine.note_drop(Some(lan), DropReason::TapWriteError);
         }
     }
 
@@ -552,6 +595,7 @@ impl DataPlane {
                 gro_segments_total: self.gro.stats().segments,
                 ..self.offload
             },
+            reassembly: self.engine.reassembly_stats(),
         }
     }
 
@@ -597,35 +641,45 @@ fn write_merged(taps: &[TapDevice], engine: &mut Engine, lan: usize, bytes: &[u8
 fn send_out(udp: &Udp, batch: &mut GsoBatch, action: TapAction<'_>, sealed: &[u8]) -> u64 {
     let failed = match action {
         TapAction::Unicast(to, len) => batch.push(udp, to, &sealed[..len]),
+        // Fragments are equal-sized but the last: they join the batch like segments.
+        TapAction::Fragments { to, len, seg } => sealed[..len]
+            .chunks(seg.max(1))
+            .map(|d| batch.push(udp, to, d))
+            .sum(),
         TapAction::Flood {
             to,
             len,
+            seg,
             relay_to,
             relay,
-        } => batch.flush(udp) + send_flood(udp, &sealed[..len], to, relay, relay_to),
+        } => batch.flush(udp) + send_flood(udp, &sealed[..len], to, relay, relay_to, seg),
         TapAction::Drop(_) => 0,
     };
     failed.into()
 }
 
-/// A flooded frame to this subnet's targets and its relay copy to other subnets'
-/// forwarders; the number of sends that failed.
+/// A flooded frame (one datagram, or fragments of `seg` bytes) to this subnet's targets
+/// and its relay copy to other subnets' forwarders; the number of sends that failed.
 fn send_flood(
     udp: &Udp,
     frame: &[u8],
     to: &[SocketAddr],
     relay: &[u8],
     relay_to: &[SocketAddr],
+    seg: usize,
 ) -> u32 {
-    let local = to
-        .iter()
-        .filter(|a| udp.send_to(frame, **a).is_err())
-        .count();
-    let remote = relay_to
-        .iter()
-        .filter(|a| udp.send_to(relay, **a).is_err())
-        .count();
-    (local + remote) as u32
+    let send = |bytes: &[u8], targets: &[SocketAddr]| {
+        targets
+            .iter()
+            .map(|a| {
+                bytes
+                    .chunks(seg.max(1))
+                    .filter(|d| udp.send_to(d, *a).is_err())
+                    .count()
+            })
+            .sum::<usize>()
+    };
+    (send(frame, to) + send(relay, relay_to)) as u32
 }
 
 fn pollfd(fd: i32) -> libc::pollfd {

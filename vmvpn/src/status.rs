@@ -23,6 +23,8 @@ pub struct Status {
     pub bulletin: Option<BulletinStatus>,
     /// TAP offloads and UDP GSO.
     pub offload: OffloadStats,
+    /// Frames put back together from overlay fragments (all LANs), and why some were not.
+    pub reassembly: crate::frag::ReassemblyStats,
 }
 
 /// TAP offloads (`[host] offload`) and UDP GSO at work.
@@ -108,6 +110,11 @@ pub struct LanStatus {
     pub vm_table: VmTableStats,
     /// Flow table: size, open TCP connections, TCP flag counts, evictions.
     pub flow_table: FlowStats,
+    /// Frames from the TAP too large for one datagram to their peer, cut into overlay
+    /// fragments (TCP's are not: its MSS is clamped to the path).
+    pub fragmented_frames_total: u64,
+    /// The fragments they were cut into.
+    pub fragments_sent_total: u64,
     /// The LAN's peers.
     pub peers: Vec<PeerStatus>,
 }
@@ -214,6 +221,13 @@ pub struct PeerStatus {
     /// Datagrams that claimed to be this peer's and were dropped before they
     /// authenticated (spoofable: anyone can send them).
     pub unauthenticated_drops_total: u64,
+    /// The path MTU to this peer (IP packet bytes on the underlay), found by probing.
+    /// Frames that do not fit are cut into overlay fragments; TCP SYNs are clamped to it.
+    pub path_mtu_bytes: u16,
+    /// The path MTU search is still running (data uses the size confirmed so far).
+    pub path_mtu_searching: bool,
+    /// Times a confirmed path MTU stopped working (a black hole) and was searched again.
+    pub path_mtu_black_holes_total: u64,
 }
 
 /// One row of `vmvpn macs --json`.

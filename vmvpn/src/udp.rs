@@ -40,6 +40,33 @@ impl Udp {
         s.bind(&addr.into())?;
         let socket: UdpSocket = s.into();
         let state = UdpSocketState::new((&socket).into())?;
+        // Every datagram leaves with DF and is never fragmented by the kernel, whatever its
+        // PMTU cache says: the overlay sizes its datagrams to the path it probes itself
+        // (`pmtu.rs`), and cuts larger frames into its own fragments (`frag.rs`). quinn-udp
+        // sets the same; set here so it does not depend on that.
+        let (level, name, value) = if addr.is_ipv6() {
+            (
+                libc::IPPROTO_IPV6,
+                libc::IPV6_MTU_DISCOVER,
+                libc::IPV6_PMTUDISC_PROBE,
+            )
+        } else {
+            (
+                libc::IPPROTO_IP,
+                libc::IP_MTU_DISCOVER,
+                libc::IP_PMTUDISC_PROBE,
+            )
+        };
+        setsockopt_int(socket.as_raw_fd(), level, name, value)?;
+        if addr.is_ipv6() {
+            // IPv4 peers on a dual-stack socket.
+            let _ = setsockopt_int(
+                socket.as_raw_fd(),
+                libc::IPPROTO_IP,
+                libc::IP_MTU_DISCOVER,
+                libc::IP_PMTUDISC_PROBE,
+            );
+        }
         Ok(Udp { socket, state })
     }
 
@@ -87,6 +114,28 @@ impl Udp {
         };
         self.state.send((&self.socket).into(), &t)
     }
+}
+
+fn setsockopt_int(
+    fd: RawFd,
+    level: libc::c_int,
+    name: libc::c_int,
+    v: libc::c_int,
+) -> io::Result<()> {
+    // SAFETY: setsockopt with a valid int option value and its size.
+    let r = unsafe {
+        libc::setsockopt(
+            fd,
+            level,
+            name,
+            &v as *const libc::c_int as *const libc::c_void,
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 fn set_buffers(s: &Socket, size: usize, force: bool) -> io::Result<()> {

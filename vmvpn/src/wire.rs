@@ -58,6 +58,9 @@ pub const HELLO_LEN: usize = HEADER_LEN + HELLO_BODY_LEN;
 pub const BEACON_LEN: usize = HEADER_LEN + 32;
 /// Flag: a flood for the designated forwarder of the receiver's subnet to pass on.
 pub const FLAG_RELAY: u8 = 0x01;
+/// Path MTU probes and acks use sequence numbers with this bit set, counted apart from
+/// data: a probe too large for the path is lost by design and must not count as loss.
+pub const PMTU_SEQ_BIT: u64 = 1 << 63;
 
 /// Datagram types.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,6 +80,16 @@ pub enum Kind {
     Probe = 6,
     /// Probe reply, sealed: probe id ‖ the probe's send time ‖ the reflector's hold time in ns.
     ProbeReply = 7,
+    /// A piece of a unicast frame too large for one datagram, pairwise key and sequence;
+    /// plaintext: fragment header (`frag.rs`) ‖ piece.
+    Fragment = 8,
+    /// A piece of a flooded frame, the sender's group key and sequence.
+    FloodFragment = 9,
+    /// Path MTU probe, sealed on the pairwise key with a sequence of its own (top bit
+    /// set): size (u16) ‖ zero padding up to that IP packet size.
+    PmtuProbe = 10,
+    /// Acknowledges a path MTU probe: size (u16); same sequence space as the probes.
+    PmtuAck = 11,
 }
 
 impl Kind {
@@ -89,6 +102,10 @@ impl Kind {
             5 => Some(Kind::Beacon),
             6 => Some(Kind::Probe),
             7 => Some(Kind::ProbeReply),
+            8 => Some(Kind::Fragment),
+            9 => Some(Kind::FloodFragment),
+            10 => Some(Kind::PmtuProbe),
+            11 => Some(Kind::PmtuAck),
             _ => None,
         }
     }
@@ -287,6 +304,9 @@ pub fn name_field(name: &str) -> [u8; NAME_LEN] {
     out
 }
 
+/// The TAP MTU unless `[[lan]] mtu` says otherwise: what every VM has by default.
+pub const DEFAULT_TAP_MTU: usize = 1500;
+
 /// The largest Ethernet frame that fits in one datagram for a given TAP MTU.
 pub const fn max_frame_len(tap_mtu: usize) -> usize {
     // +4 so a single 802.1Q tag still fits, as on a Linux bridge port.
@@ -348,8 +368,8 @@ mod tests {
             Some(WireError::Version(2))
         );
         b[0] = 1;
-        b[1] = 9;
-        assert_eq!(Packet::new_checked(&b[..]).err(), Some(WireError::Kind(9)));
+        b[1] = 12;
+        assert_eq!(Packet::new_checked(&b[..]).err(), Some(WireError::Kind(12)));
         // A sealed type without room for the tag.
         b[1] = Kind::Data as u8;
         b.truncate(HEADER_LEN + 3);

@@ -72,7 +72,8 @@ fn star(n: usize, cipher: Cipher, flows: bool) -> Vec<Engine> {
     let index: HashMap<SocketAddr, usize> = (0..=n).map(|i| (addr(i), i)).collect();
     let now = Instant::now();
     let mut buf = vec![0u8; 4096];
-    for _ in 0..4 {
+    // Hellos, then path MTU probes and their acks.
+    for _ in 0..6 {
         for h in hosts.iter_mut() {
             h.tick(now);
         }
@@ -173,6 +174,7 @@ fn unicast(cipher: Cipher, flows: bool, payload: usize, iters: u64) -> Value {
     let n = match e1.on_tap_frame(0, &mut buf, back.len(), now) {
         TapAction::Unicast(_, n) => n,
         TapAction::Flood { len, .. } => len,
+        TapAction::Fragments { .. } => panic!("the learning frame is small"),
         TapAction::Drop(r) => panic!("learning frame dropped: {r:?}"),
     };
     let _ = e0.on_datagram(addr(1), false, &mut buf[..n], now);
