@@ -17,6 +17,10 @@ command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 command -v iperf3 >/dev/null 2>&1 || need+=(iperf3)
 # A test turns checksum offload off on a VM port, so merged frames get checksummed in software.
 { command -v ethtool || [ -x /usr/sbin/ethtool ]; } >/dev/null 2>&1 || need+=(ethtool)
+# The MTU tests make a router link that drops large packets, IP fragments and ICMP.
+{ command -v nft || [ -x /usr/sbin/nft ]; } >/dev/null 2>&1 || need+=(nftables)
+# The hardening test limits a daemon's open files with prlimit (util-linux).
+command -v prlimit >/dev/null 2>&1 || need+=(util-linux)
 command -v curl >/dev/null 2>&1 || command -v cargo >/dev/null 2>&1 || need+=(curl ca-certificates)
 if ((${#need[@]})); then
   if [ "$(id -u)" != 0 ]; then

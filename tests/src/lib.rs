@@ -134,6 +134,8 @@ pub struct LabBuilder {
     no_offload: bool,
     realtime: bool,
     extra_peers: usize,
+    router_rules: Option<String>,
+    router_mtu: Option<u32>,
 }
 
 impl LabBuilder {
@@ -144,6 +146,20 @@ impl LabBuilder {
     pub fn emulate(mut self, host: &str, out: &str, inbound: &str) -> Self {
         self.emulated
             .push((host.into(), out.into(), inbound.into()));
+        self
+    }
+
+    /// nftables rules (`nft -f` text) loaded in the router before any daemon starts, e.g.
+    /// a link that drops what is larger than 1400 bytes, IP fragments and ICMP.
+    pub fn router_rules(mut self, rules: &str) -> Self {
+        self.router_rules = Some(rules.into());
+        self
+    }
+
+    /// The MTU of the router's links into every subnet (hosts keep 1500): a smaller link
+    /// on the path between subnets.
+    pub fn router_mtu(mut self, mtu: u32) -> Self {
+        self.router_mtu = Some(mtu);
         self
     }
 
@@ -372,6 +388,8 @@ impl Lab {
             ipv6: false,
             flood: None,
             block_multicast: Vec::new(),
+            router_rules: None,
+            router_mtu: None,
             metrics: false,
             emulated: Vec::new(),
             telemetry: String::new(),
@@ -410,12 +428,37 @@ impl Lab {
         self.add_ns(&router);
         self.router = router.clone();
         self.sysctl(&router, "net/ipv4/ip_forward", "1");
+        if let Some(rules) = &b.router_rules {
+            let f = self.dir.join("router.nft");
+            std::fs::write(&f, rules).unwrap_or_else(|e| panic!("write {}: {e}", f.display()));
+            run(&[
+                "ip",
+                "netns",
+                "exec",
+                &router,
+                "nft",
+                "-f",
+                &f.display().to_string(),
+            ]);
+        }
         let mut host_index = 0;
         for (si, hosts) in b.subnets.iter().enumerate() {
             let s = si as u8 + 1;
             let br = format!("br{s}");
             run(&["ip", "-n", &router, "link", "add", &br, "type", "bridge"]);
             addr_up(&router, &br, &format!("10.77.{s}.254/24"));
+            if let Some(mtu) = b.router_mtu {
+                run(&[
+                    "ip",
+                    "-n",
+                    &router,
+                    "link",
+                    "set",
+                    &br,
+                    "mtu",
+                    &mtu.to_string(),
+                ]);
+            }
             for (k, h) in hosts.iter().enumerate() {
                 host_index += 1;
                 let ns = format!("{}-{h}", self.prefix);
@@ -838,6 +881,11 @@ impl Lab {
             .as_ref()
             .and_then(|b| std::fs::read_to_string(&b.log).ok())
             .unwrap_or_default()
+    }
+
+    /// The router's namespace.
+    pub fn router_ns(&self) -> &str {
+        &self.router
     }
 
     /// The operator token file of the lab's bulletin.
