@@ -24,6 +24,8 @@ done
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
+# A 30-second smoke run of every fuzz target, two at a time; a crash fails the run.
+bash scripts/fuzz.sh 30
 # The integration tests start the real binaries: build them first.
 cargo build --workspace --bins --locked
 log=$(mktemp)

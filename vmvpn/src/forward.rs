@@ -1211,34 +1211,7 @@ impl Engine {
 
     /// Queue a path MTU probe or ack to peer `pi`, on its own sequence space.
     fn queue_pmtu(&mut self, lan: usize, pi: usize, kind: Kind, plain: &[u8], now: Instant) {
-        let l = &mut self.lans[lan];
-        let Some(p) = l.peers.get_mut(pi) else { return };
-        let Some(s) = p.session.as_ref() else { return };
-        let seq = PMTU_SEQ_BIT | p.pmtu_seq;
-        let mut out = Outgoing {
-            to: p.addr,
-            len: 0,
-            buf: [0; HELLO_LEN],
-        };
-        let hdr = Header {
-            kind,
-            flags: 0,
-            lan: l.spec.id,
-            sender: self.id,
-            seq,
-        };
-        write_header(&mut out.buf, &hdr);
-        let Some(body) = out.buf.get_mut(HEADER_LEN..HEADER_LEN + plain.len()) else {
-            return;
-        };
-        body.copy_from_slice(plain);
-        let Some(n) = s.tx.seal(seq, &mut out.buf, plain.len()) else {
-            return;
-        };
-        out.len = n;
-        p.pmtu_seq += 1;
-        p.last_sent = Some(now);
-        self.out.push_back(out);
+        self.queue_sealed_on(lan, pi, kind, plain, now, true);
     }
 
     /// The relay copy to pass on inside this subnet after `RxAction::Tap { relay: true }`.
@@ -1447,10 +1420,28 @@ impl Engine {
     /// Queue a small sealed control message (keepalive, probe, probe reply) to a peer, on
     /// the pairwise key and sequence.
     fn queue_sealed(&mut self, lan: usize, pi: usize, kind: Kind, plain: &[u8], now: Instant) {
+        self.queue_sealed_on(lan, pi, kind, plain, now, false);
+    }
+
+    /// Seal `plain` for peer `pi` on the pairwise key and queue it: on the data sequence,
+    /// or (`pmtu`) on the path MTU sequence space, whose losses are not counted.
+    fn queue_sealed_on(
+        &mut self,
+        lan: usize,
+        pi: usize,
+        kind: Kind,
+        plain: &[u8],
+        now: Instant,
+        pmtu: bool,
+    ) {
         let l = &mut self.lans[lan];
         let Some(p) = l.peers.get_mut(pi) else { return };
         let Some(s) = p.session.as_ref() else { return };
-        let seq = p.tx_seq;
+        let seq = if pmtu {
+            PMTU_SEQ_BIT | p.pmtu_seq
+        } else {
+            p.tx_seq
+        };
         let mut out = Outgoing {
             to: p.addr,
             len: 0,
@@ -1472,7 +1463,11 @@ impl Engine {
             return;
         };
         out.len = n;
-        p.tx_seq += 1;
+        if pmtu {
+            p.pmtu_seq += 1;
+        } else {
+            p.tx_seq += 1;
+        }
         p.last_sent = Some(now);
         self.out.push_back(out);
     }

@@ -144,20 +144,7 @@ fn set_buffers(s: &Socket, size: usize, force: bool) -> io::Result<()> {
         return s.set_send_buffer_size(size);
     }
     for opt in [libc::SO_RCVBUFFORCE, libc::SO_SNDBUFFORCE] {
-        let v = size as libc::c_int;
-        // SAFETY: setsockopt with a valid int option value and its size.
-        let r = unsafe {
-            libc::setsockopt(
-                s.as_raw_fd(),
-                libc::SOL_SOCKET,
-                opt,
-                &v as *const libc::c_int as *const libc::c_void,
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-        if r < 0 {
-            return Err(io::Error::last_os_error());
-        }
+        setsockopt_int(s.as_raw_fd(), libc::SOL_SOCKET, opt, size as libc::c_int)?;
     }
     Ok(())
 }

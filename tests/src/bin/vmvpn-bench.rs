@@ -181,7 +181,11 @@ fn setup(sys: &str, t: &mut Topo, bin_dir: &Path) -> Result<(String, String), St
             // The default TAP is at MTU 1500 (frames that do not fit a datagram are cut into
             // overlay fragments, TCP's MSS is clamped); 1418 is what fits one datagram on a
             // 1500-byte underlay, the default before, kept to compare.
-            let mtu = if sys == "vmvpn mtu 1418" { "mtu = 1418\n" } else { "" };
+            let mtu = if sys == "vmvpn mtu 1418" {
+                "mtu = 1418\n"
+            } else {
+                ""
+            };
             let key = dir.join("lan.key");
             let k = Command::new(bin_dir.join("vmvpn"))
                 .arg("keygen")
