@@ -24,12 +24,11 @@ table ip vmvt_mtu {
 ";
 
 fn lab(tag: &str, black_hole: Option<u32>) -> Lab {
-    let mut b = Lab::builder(tag).subnet(&["h1"]).subnet(&["h2"]).lan(
-        "lan1",
-        [192, 168, 100],
-        &["h1", "h2"],
-        1,
-    );
+    let mut b = Lab::builder(tag)
+        .subnet(&["h1"])
+        .subnet(&["h2"])
+        .lan("lan1", [192, 168, 100], &["h1", "h2"], 1)
+        .ipv6();
     if let Some(mtu) = black_hole {
         b = b.router_mtu(mtu).router_rules(BLACK_HOLE);
     }
@@ -102,6 +101,20 @@ fn full_size_traffic_arrives(lab: &Lab) {
         assert!(
             ping(lab, x, y, &["-s", "8000"]),
             "8000-byte ping (IP fragments inside the VM LAN)"
+        );
+        // IPv6 inside the VM LAN: a full 1500-byte packet (IPv6 never fragments en route).
+        let v6 = y.ip6.map(|ip| ip.to_string()).unwrap_or_default();
+        let out = lab.exec(
+            &x.ns,
+            &[
+                "ping", "-6", "-n", "-q", "-c", "3", "-i", "0.2", "-W", "2", "-M", "do", "-s",
+                "1452", &v6,
+            ],
+        );
+        assert!(
+            out.status.success(),
+            "IPv6 ping of 1500 bytes: {}",
+            String::from_utf8_lossy(&out.stdout)
         );
     }
     // UDP datagrams of 1472 bytes with DF.
