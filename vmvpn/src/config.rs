@@ -761,7 +761,7 @@ peers = ["10.77.1.2:7401", "10.77.1.3:7401"]
             ),
             (
                 "tap = \"vl1\"",
-                "tap = \"vl1\"\nmtu = 65001",
+                "tap = \"vl1\"\nmtu = 9001",
                 "`lan[0].mtu`",
             ),
         ];
@@ -799,7 +799,7 @@ peers = ["10.77.1.2:7401", "10.77.1.3:7401"]
             GOOD.replace("[host]\n", "[host]\nport = 65535\nunderlay_mtu = 9000\n")
                 .replace(
                     "tap = \"vl1\"",
-                    "tap = \"vl1\"\nmac_capacity = 1048576\nmac_age_s = 86400"
+                    "tap = \"vl1\"\nmac_capacity = 1048576\nmac_age_s = 86400\nmtu = 9000"
                 )
         );
         let c = Config::parse(&edges, Path::new("host.toml")).expect("edges are valid");
