@@ -759,11 +759,7 @@ peers = ["10.77.1.2:7401", "10.77.1.3:7401"]
                 "tap = \"vl1\"\nmac_age_s = 18446744073709551615",
                 "`lan[0].mac_age_s`",
             ),
-            (
-                "tap = \"vl1\"",
-                "tap = \"vl1\"\nmtu = 9001",
-                "`lan[0].mtu`",
-            ),
+            ("tap = \"vl1\"", "tap = \"vl1\"\nmtu = 9001", "`lan[0].mtu`"),
         ];
         for (from, to, key) in cases {
             let e = err(&GOOD.replace(from, to));
