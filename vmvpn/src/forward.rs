@@ -1056,7 +1056,12 @@ impl Engine {
                     return RxAction::Consumed;
                 }
                 let p = &mut self.lans[lan].peers[pi];
-                p.tx_seen = (word(20), word(28));
+                let seen = (word(20), word(28));
+                if seen.1 > p.tx_seen.1 {
+                    // The peer lost some of ours: see whether the path shrank.
+                    p.pmtu.on_loss(now);
+                }
+                p.tx_seen = seen;
                 // Only replies to our latest probe count (late replies would skew it).
                 if id == p.probe_id && p.probes_answered_at != id {
                     p.rtt.record(rtt);

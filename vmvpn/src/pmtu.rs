@@ -6,7 +6,8 @@
 //! until something larger is confirmed. It first tries the underlay MTU itself (the common
 //! answer), then halves the interval between what was confirmed and what failed until the
 //! two are within [`RESOLUTION`] bytes. A size fails after [`TRIES`] unanswered probes.
-//! Once done, the current size is confirmed every [`CONFIRM_EVERY`]; [`TRIES`] failed
+//! Once done, the current size is confirmed every [`CONFIRM_EVERY`], and at once when the
+//! peer reports new loss of our datagrams; [`TRIES`] failed
 //! confirmations in a row (the path shrank, e.g. a reroute) drop back to `base` and search
 //! again, and every [`RAISE_EVERY`] a search looks whether the path grew. Sizes are IP
 //! packet sizes on the underlay.
@@ -168,6 +169,14 @@ impl PathMtu {
         Phase::Complete
     }
 
+    /// The peer reports new loss of what we sent: confirm the current size now rather
+    /// than at the next confirmation (a path that shrank loses every large datagram).
+    pub fn on_loss(&mut self, now: Instant) {
+        if self.phase == Phase::Complete && self.probe.is_none() && self.current > self.base {
+            self.next_confirm = Some(now);
+        }
+    }
+
     /// The peer acknowledged a probe of `size` bytes.
     pub fn on_ack(&mut self, size: u16, now: Instant) {
         self.acks += 1;
@@ -268,6 +277,20 @@ mod tests {
             sizes.iter().take(TRIES as usize).all(|&s| s == 1500),
             "{sizes:?}"
         );
+    }
+
+    #[test]
+    fn loss_brings_the_confirmation_forward() {
+        let mut t = Instant::now();
+        let mut pm = PathMtu::new(1500);
+        search(&mut pm, 1500, &mut t);
+        t += Duration::from_secs(1);
+        assert_eq!(pm.poll_probe(t), None, "no confirmation due yet");
+        pm.on_loss(t);
+        assert_eq!(pm.poll_probe(t), Some(1500), "confirmed at once after loss");
+        // Loss while a probe is out changes nothing.
+        pm.on_loss(t);
+        assert_eq!(pm.poll_probe(t), None);
     }
 
     #[test]
