@@ -213,6 +213,7 @@ async fn serve(listen: SocketAddr, state_dir: PathBuf, config: Option<PathBuf>) 
             hello_timeout: bulletin::server::HELLO_TIMEOUT,
             operator: cfg.operator.clone(),
             limits: cfg.limits,
+            outbox_bytes: bulletin::server::OUTBOX_BYTES,
         },
     )?;
     info!(listen = %server.local_addr()?, fingerprint = %identity.fingerprint(), lans = %lans,

@@ -11,7 +11,7 @@
 //! - admission: connections in total, per source address, and not yet authenticated;
 //! - time: `Hello` and the first credential within `hello_timeout`, then a message at least
 //!   every lease (heartbeats come far more often), else the connection is closed;
-//! - memory: replies and events wait in a per-connection outbox of [`OUTBOX_BYTES`]; the
+//! - memory: replies and events wait in a per-connection outbox ([`OUTBOX_BYTES`]); the
 //!   reader takes no new request while a reply waits for room (QUIC flow control then
 //!   stops the client), and a connection too slow to take its events is closed (the host
 //!   reconnects and resyncs from a snapshot).
@@ -41,7 +41,7 @@ use crate::tls::{Identity, TlsError};
 
 /// How long a new connection may take to open its stream and say `Hello` (default).
 pub const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
-/// Bytes of replies and events that may wait for one connection's writer.
+/// Bytes of replies and events that may wait for one connection's writer (default).
 pub const OUTBOX_BYTES: usize = 1 << 20;
 /// QUIC close codes.
 const CLOSE_PROTOCOL: u32 = 1;
@@ -65,6 +65,8 @@ pub struct ServerOptions {
     pub operator: Option<Verifier>,
     /// Connection limits.
     pub limits: Limits,
+    /// Bytes that may wait for one connection's writer ([`OUTBOX_BYTES`]).
+    pub outbox_bytes: usize,
 }
 
 /// Replies and events on their way to one connection's writer, bounded in bytes.
@@ -72,13 +74,14 @@ pub struct ServerOptions {
 struct Outbox {
     tx: mpsc::UnboundedSender<(Vec<u8>, OwnedSemaphorePermit)>,
     room: Arc<Semaphore>,
+    size: usize,
     conn: Connection,
 }
 
 impl Outbox {
-    fn permits(len: usize) -> u32 {
+    fn permits(&self, len: usize) -> u32 {
         // A frame larger than the whole outbox waits for all of it.
-        len.min(OUTBOX_BYTES) as u32
+        len.min(self.size) as u32
     }
 
     /// Queue a reply, waiting for room: the reader stops reading meanwhile.
@@ -87,7 +90,7 @@ impl Outbox {
         match self
             .room
             .clone()
-            .acquire_many_owned(Self::permits(bytes.len()))
+            .acquire_many_owned(self.permits(bytes.len()))
             .await
         {
             Ok(p) => self.tx.send((bytes, p)).is_ok(),
@@ -101,7 +104,7 @@ impl Outbox {
         match self
             .room
             .clone()
-            .try_acquire_many_owned(Self::permits(bytes.len()))
+            .try_acquire_many_owned(self.permits(bytes.len()))
         {
             Ok(p) => self.tx.send((bytes, p)).is_ok(),
             Err(_) => false,
@@ -132,6 +135,7 @@ struct State {
     hello_timeout: Duration,
     operator: Option<Verifier>,
     limits: Limits,
+    outbox_bytes: usize,
 }
 
 impl State {
@@ -301,6 +305,7 @@ impl Server {
             hello_timeout: opts.hello_timeout,
             operator: opts.operator,
             limits: opts.limits,
+            outbox_bytes: opts.outbox_bytes.max(1024),
         });
         tokio::spawn(expire_loop(state.clone()));
         tokio::spawn(accept_loop(endpoint.clone(), state.clone()));
@@ -336,7 +341,7 @@ impl Server {
         let s = self.state.lock();
         s.conns
             .values()
-            .map(|o| OUTBOX_BYTES - o.room.available_permits())
+            .map(|o| o.size - o.room.available_permits())
             .sum()
     }
 
@@ -413,7 +418,8 @@ async fn serve_conn(conn: Connection, state: Arc<State>, mut slot: Slot) {
     let (tx, rx) = mpsc::unbounded_channel();
     let outbox = Outbox {
         tx,
-        room: Arc::new(Semaphore::new(OUTBOX_BYTES)),
+        room: Arc::new(Semaphore::new(state.outbox_bytes)),
+        size: state.outbox_bytes,
         conn: conn.clone(),
     };
     let writer = tokio::spawn(write_loop(send, rx));

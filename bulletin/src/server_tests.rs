@@ -37,6 +37,10 @@ fn harness(ttl: Duration, heartbeat: Duration) -> Harness {
 }
 
 fn harness_with(ttl: Duration, heartbeat: Duration, limits: Limits) -> Harness {
+    harness_full(ttl, heartbeat, limits, OUTBOX_BYTES)
+}
+
+fn harness_full(ttl: Duration, heartbeat: Duration, limits: Limits, outbox: usize) -> Harness {
     let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     let dir = std::env::temp_dir().join(format!("bulletin-harness-{}-{n}", std::process::id()));
     let identity = Identity::load_or_create(&dir).expect("identity");
@@ -54,6 +58,7 @@ fn harness_with(ttl: Duration, heartbeat: Duration, limits: Limits) -> Harness {
             hello_timeout: Duration::from_millis(500),
             operator: Some(Verifier::from_secret(&OPERATOR)),
             limits,
+            outbox_bytes: outbox,
         },
     )
     .expect("start");
@@ -536,4 +541,72 @@ async fn a_pipelined_query_flood_stays_within_the_outbox() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(h.server.queued_bytes(), 0);
+}
+
+#[tokio::test]
+async fn a_host_too_slow_to_take_its_events_is_disconnected_and_the_rest_go_on() {
+    use crate::proto::ClientMsg;
+    let h = harness_full(
+        Duration::from_secs(30),
+        Duration::from_secs(10),
+        Limits::default(),
+        4096,
+    );
+    // A host whose QUIC receive window is 2 KB and that never reads: once that window and
+    // its 4 KB outbox are full, the next event cannot be queued.
+    let ep = quinn::Endpoint::client("127.0.0.1:0".parse().expect("a")).expect("ep");
+    let (mut cfg, _) = crate::tls::client_config(&h.fingerprint).expect("cfg");
+    let mut t = quinn::TransportConfig::default();
+    t.stream_receive_window(quinn::VarInt::from_u32(2048));
+    t.receive_window(quinn::VarInt::from_u32(2048));
+    cfg.transport_config(std::sync::Arc::new(t));
+    let conn = ep
+        .connect_with(cfg, h.addr, "vmvpn-bulletin")
+        .expect("connect")
+        .await
+        .expect("handshake");
+    let (mut send, mut recv) = conn.open_bi().await.expect("stream");
+    crate::frames::write(&mut send, &ClientMsg::Hello { version: 1 })
+        .await
+        .expect("hello");
+    let nonce = match crate::frames::read::<ServerMsg>(&mut recv, 1 << 20)
+        .await
+        .expect("challenge")
+    {
+        ServerMsg::Challenge { nonce, .. } => nonce,
+        other => panic!("{other:?}"),
+    };
+    crate::frames::write(
+        &mut send,
+        &ClientMsg::Register(register(99, &["lan1"], &nonce, secret)),
+    )
+    .await
+    .expect("register");
+    // A watcher that reads, to see that the others are served throughout.
+    let (_tw, mut rw, _) = join(&h, 1, &["lan1"]).await;
+    // Other hosts come and go: each is an event for the slow host.
+    let mut closed = false;
+    for id in 2..400 {
+        let (mut tx, _rx, _) = join(&h, id, &["lan1"]).await;
+        tx.send(&ClientMsg::Unregister).await.expect("unregister");
+        if tokio::time::timeout(Duration::from_millis(1), conn.closed())
+            .await
+            .is_ok()
+        {
+            closed = true;
+            break;
+        }
+    }
+    assert!(closed, "the slow host was never disconnected");
+    let reason = conn
+        .close_reason()
+        .map(|r| r.to_string())
+        .unwrap_or_default();
+    assert!(reason.contains("too slow"), "{reason}");
+    // The watcher still gets its events and the registry still answers.
+    assert!(matches!(
+        next_event(&mut rw, Duration::from_secs(2)).await,
+        Event::Join(_) | Event::Leave { .. }
+    ));
+    assert!(h.server.host_count() >= 1);
 }
