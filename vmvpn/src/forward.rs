@@ -765,24 +765,22 @@ impl Engine {
                     return TapAction::Drop(l.drop_at(None, DropReason::NoRoute));
                 }
                 // What fits every flood target in one datagram: the smallest path MTU of
-                // the LAN's tunnels (looked up only for frames larger than any path).
-                let base = crate::mss::frame_cap(
-                    usize::from(crate::pmtu::BASE.min(self.underlay_mtu)),
-                    self.ipv6_underlay,
-                );
-                let cap = if len <= base {
-                    base
-                } else {
+                // the LAN's tunnels, looked up only for a SYN or a frame larger than any
+                // path can be.
+                let (base_mtu, v6) = (crate::pmtu::BASE.min(self.underlay_mtu), self.ipv6_underlay);
+                let base = crate::mss::frame_cap(usize::from(base_mtu), v6);
+                let flood_cap = || {
                     let mtu = l
                         .peers
                         .iter()
                         .filter(|p| p.up)
                         .map(|p| p.pmtu.current())
                         .min()
-                        .unwrap_or(crate::pmtu::BASE.min(self.underlay_mtu));
-                    crate::mss::frame_cap(usize::from(mtu), self.ipv6_underlay)
+                        .unwrap_or(base_mtu);
+                    crate::mss::frame_cap(usize::from(mtu), v6)
                 };
-                crate::mss::clamp(&mut buf[HEADER_LEN..HEADER_LEN + len], cap);
+                crate::mss::clamp_with(&mut buf[HEADER_LEN..HEADER_LEN + len], flood_cap);
+                let cap = if len <= base { base } else { flood_cap() };
                 // The relay copy carries the RELAY flag, which the AEAD covers: it is
                 // sealed on its own under the next group sequence number(s).
                 let with_relay = !l.plan.relay.is_empty();

@@ -1429,4 +1429,11 @@ fn a_syn_is_clamped_on_both_sides_of_the_tunnel() {
     net.clear_taps();
     net.send(0, &syn_1460());
     assert_eq!(mss_of(&net.taps[1][0]), 1382);
+    // A SYN to a MAC nobody has learned is flooded, clamped to the smallest path of the
+    // LAN (1500 here), not to the 1280 assumed before any path is known.
+    let mut unknown = syn_1460();
+    unknown[0..6].copy_from_slice(&mac(9));
+    net.clear_taps();
+    net.send(0, &unknown);
+    assert_eq!(mss_of(&net.taps[1][0]), 1382);
 }

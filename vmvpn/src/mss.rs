@@ -13,6 +13,12 @@
 /// Bytes of one Ethernet frame that fit one datagram to the peer; the MSS then is that
 /// minus the Ethernet, IP and TCP headers of the frame itself.
 pub fn clamp(frame: &mut [u8], frame_cap: usize) -> bool {
+    clamp_with(frame, || frame_cap)
+}
+
+/// [`clamp`], with the cap computed only for a SYN that carries an MSS option (the cap of
+/// a flooded frame takes a look at every peer; almost no frame needs it).
+pub fn clamp_with(frame: &mut [u8], frame_cap: impl FnOnce() -> usize) -> bool {
     let Some((l3, v4)) = l3_start(frame) else {
         return false;
     };
@@ -30,10 +36,12 @@ pub fn clamp(frame: &mut [u8], frame_cap: usize) -> bool {
     if doff < 20 || frame.len() < l4 + doff {
         return false;
     }
-    let limit = frame_cap.saturating_sub(l4 + 20).min(usize::from(u16::MAX)) as u16;
     let Some(at) = mss_option(&frame[l4 + 20..l4 + doff]).map(|o| l4 + 20 + o) else {
         return false;
     };
+    let limit = frame_cap()
+        .saturating_sub(l4 + 20)
+        .min(usize::from(u16::MAX)) as u16;
     let old = u16::from_be_bytes([frame[at], frame[at + 1]]);
     if old <= limit {
         return false;
