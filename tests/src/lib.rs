@@ -888,6 +888,13 @@ impl Lab {
         &self.router
     }
 
+    /// The bulletin's address and certificate fingerprint, when the lab has one.
+    pub fn bulletin_addr(&self) -> Option<(&str, &str)> {
+        self.bulletin
+            .as_ref()
+            .map(|b| (b.listen.as_str(), b.fingerprint.as_str()))
+    }
+
     /// The operator token file of the lab's bulletin.
     pub fn operator_token(&self) -> PathBuf {
         self.dir.join("operator.key")

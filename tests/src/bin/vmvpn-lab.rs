@@ -157,6 +157,14 @@ fn up() -> ExitCode {
             lab.vms().last().map_or(v.ip, |w| w.ip)
         );
     }
+    if let Some((addr, fp)) = lab.bulletin_addr() {
+        println!(
+            "\nbulletin: ip netns exec {} {} ls --server {addr} --fingerprint {fp} --token-file {}",
+            lab.router_ns(),
+            vmvpn_bin().with_file_name("bulletin").display(),
+            lab.operator_token().display()
+        );
+    }
     println!("\nCtrl-C (or SIGTERM) removes everything.");
     // Block SIGINT/SIGTERM only now: the daemons, already started, keep default handling.
     // SAFETY: plain signal-mask calls on a local, initialised sigset.
