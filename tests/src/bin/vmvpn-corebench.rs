@@ -59,6 +59,10 @@ fn engine(i: usize, peers: Vec<SocketAddr>, cipher: Cipher, flows: bool) -> Engi
         probes: false,
         ..Accounting::default()
     });
+    // The core alone, with the frame sizes measured before the MTU work: a 1454-byte frame
+    // fits one datagram (on a real 1500-byte path it would be two fragments, and TCP's
+    // segments are clamped to 1436 bytes).
+    e.set_underlay_mtu(1600);
     e
 }
 
