@@ -1437,3 +1437,43 @@ fn a_syn_is_clamped_on_both_sides_of_the_tunnel() {
     net.send(0, &unknown);
     assert_eq!(mss_of(&net.taps[1][0]), 1382);
 }
+
+/// Every key path of a JSON value, arrays as `[]`, sorted.
+fn key_paths(v: &serde_json::Value, at: &str, out: &mut BTreeSet<String>) {
+    match v {
+        serde_json::Value::Object(m) => {
+            for (k, x) in m {
+                let p = format!("{at}.{k}");
+                out.insert(p.clone());
+                key_paths(x, &p, out);
+            }
+        }
+        serde_json::Value::Array(a) => {
+            for x in a {
+                key_paths(x, &format!("{at}[]"), out);
+            }
+        }
+        _ => {}
+    }
+}
+
+#[test]
+fn the_lan_status_json_keys_are_the_documented_ones() {
+    // The README documents these keys and scripts read them: adding one means updating
+    // the README and this list together; removing or renaming one breaks users.
+    let mut net = Net::subnets(&[2, 1], FloodMode::Auto);
+    net.tick();
+    net.advance(Duration::from_secs(2));
+    net.send(0, &frame(BCAST, mac(1), b"hello"));
+    let v = serde_json::to_value(net.hosts[0].lan_status(net.now)).expect("json");
+    let mut keys = BTreeSet::new();
+    key_paths(&v, "lans", &mut keys);
+    let got: Vec<&str> = keys.iter().map(String::as_str).collect();
+    let golden: Vec<&str> = include_str!("status_keys.golden").lines().collect();
+    let missing: Vec<_> = golden.iter().filter(|k| !keys.contains(**k)).collect();
+    let extra: Vec<_> = got.iter().filter(|k| !golden.contains(k)).collect();
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "status keys changed: missing {missing:?}, new {extra:?}"
+    );
+}
