@@ -2,8 +2,9 @@
 # Run every fuzz target (fuzz/fuzz_targets) for SECONDS each, two at a time (one per core),
 # from a copy of its seed corpus; print executions, coverage and crashes per target.
 #   bash scripts/fuzz.sh [SECONDS] [SUMMARY-JSON]     (default 30 s: the smoke run of CI)
+#   FUZZ_TARGETS="engine_datagram control_request" bash scripts/fuzz.sh 1200
 # Exits 1 if any target crashed; the crash input and log are kept under $FUZZ_OUT
-# (default: a fresh directory under /tmp), named in the output.
+# (default: a fresh directory under /tmp, named in the output, removed when all went well).
 set -euo pipefail
 source "$(dirname "$0")/prelude.sh"
 prepare
@@ -17,7 +18,8 @@ mkdir -p "$out"
 cd fuzz
 # Release code with debug assertions: overflow checks stay on, as in the test builds.
 cargo fuzz build -O -a >"$out/build.log" 2>&1 || { tail -n 30 "$out/build.log"; exit 1; }
-targets=$(cargo fuzz list)
+# FUZZ_TARGETS="a b" runs only those.
+targets=${FUZZ_TARGETS:-$(cargo fuzz list)}
 
 run_one() {
   local t=$1
@@ -61,4 +63,7 @@ done
 json="${json%,}]"
 [ -n "$summary" ] && echo "$json" >"../$summary"
 echo "fuzz: $(echo "$targets" | wc -w) targets for ${secs} s each, $failed crashed (logs in $out)"
+if [ "$failed" = 0 ] && [ -z "${FUZZ_OUT:-}" ]; then
+  rm -rf "$out"
+fi
 [ "$failed" = 0 ]
