@@ -115,13 +115,14 @@ impl Default for Limits {
 }
 
 /// Cut every line of an error message to `max` characters, and the message to at most
-/// [`MAX_ERROR_LINES`] lines: a config line of a megabyte, or a value full of escaped
-/// newlines, must not become a megabyte of log.
+/// [`MAX_ERROR_LINES`] lines and [`MAX_ERROR_CHARS`] characters: a config line of a
+/// megabyte, or a value full of escaped newlines, must not become a megabyte of log.
 pub fn clip_lines(message: &str, max: usize) -> String {
     let mut out = String::with_capacity(message.len().min(4096));
     let total = message.split('\n').count();
+    let mut budget = MAX_ERROR_CHARS;
     for (i, line) in message.split('\n').enumerate() {
-        if i == MAX_ERROR_LINES {
+        if i == MAX_ERROR_LINES || budget == 0 {
             out.push_str(&format!("\n… ({} more lines)", total - i));
             break;
         }
@@ -129,11 +130,11 @@ pub fn clip_lines(message: &str, max: usize) -> String {
             out.push('\n');
         }
         let n = line.chars().count();
-        if n > max {
-            out.extend(line.chars().take(max));
-            out.push_str(&format!("… ({} more characters)", n - max));
-        } else {
-            out.push_str(line);
+        let keep = n.min(max).min(budget);
+        out.extend(line.chars().take(keep));
+        budget -= keep;
+        if keep < n {
+            out.push_str(&format!("… ({} more characters)", n - keep));
         }
     }
     out
@@ -141,6 +142,8 @@ pub fn clip_lines(message: &str, max: usize) -> String {
 
 /// Most lines of an error message kept by [`clip_lines`].
 pub const MAX_ERROR_LINES: usize = 8;
+/// Most characters of an error message kept by [`clip_lines`] (besides its notes).
+pub const MAX_ERROR_CHARS: usize = 640;
 
 /// Cut one value for an error message (`"abc…" (N characters)`).
 pub fn clip_value(value: &str, max: usize) -> String {

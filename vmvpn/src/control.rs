@@ -393,6 +393,13 @@ mod tests {
         // Found by the control_request fuzz target: JSON escapes make lines of their own.
         let lines = format!("{{\"request\":\"{}\"}}", r"\n\u00ff\u00ff".repeat(2000));
         let e = parse_request(&lines).expect_err("unknown");
-        assert!(e.len() < 2048, "{} bytes", e.len());
+        assert!(e.chars().count() <= 800, "{} characters", e.chars().count());
+        // And the second shape it found: few lines, each of many 3-byte characters.
+        let wide = format!(
+            "{{\"request\":\"{}\"}}",
+            (r"\n".to_string() + &"\u{fffd}".repeat(300)).repeat(7)
+        );
+        let e = parse_request(&wide).expect_err("unknown");
+        assert!(e.chars().count() <= 800, "{} characters", e.chars().count());
     }
 }
