@@ -498,8 +498,8 @@ pub struct Engine {
     pongs: VecDeque<Pong>,
     /// Frames being put back together from fragments.
     reassembly: Reassembly,
-    /// Reassembly counters already added to the drop counters.
-    reassembly_seen: ReassemblyStats,
+    /// Reassembly drops already added to the drop counters.
+    reassembly_seen: [(frag::FragDrop, u64); 4],
     /// The underlay MTU: the largest path MTU probed.
     underlay_mtu: u16,
     ipv6_underlay: bool,
@@ -539,7 +539,12 @@ impl Engine {
             ping_seq: 0,
             pongs: VecDeque::with_capacity(PONGS_MAX),
             reassembly: Reassembly::new(lans.iter().map(|l| l.max_frame).max().unwrap_or(0)),
-            reassembly_seen: ReassemblyStats::default(),
+            reassembly_seen: [
+                (frag::FragDrop::Overlap, 0),
+                (frag::FragDrop::Oversize, 0),
+                (frag::FragDrop::Timeout, 0),
+                (frag::FragDrop::Evicted, 0),
+            ],
             underlay_mtu: 1500,
             ipv6_underlay: host.underlay.is_some_and(|(ip, _)| ip.is_ipv6()),
             pmtu_probes: VecDeque::with_capacity(64),
@@ -1188,28 +1193,21 @@ impl Engine {
     /// Add what the reassembly table dropped since last time to the drop counters (of
     /// `lan` if given, else of the host).
     fn count_reassembly_drops(&mut self, lan: Option<usize>) {
-        let now = self.reassembly.stats();
+        let now = self.reassembly.dropped();
         let was = std::mem::replace(&mut self.reassembly_seen, now);
         let drops = match lan.and_then(|i| self.lans.get_mut(i)) {
             Some(l) => &mut l.drops,
             None => &mut self.drops,
         };
-        drops.add(
-            DropReason::FragmentOverlap,
-            now.overlap_total - was.overlap_total,
-        );
-        drops.add(
-            DropReason::FragmentOversize,
-            now.oversize_total - was.oversize_total,
-        );
-        drops.add(
-            DropReason::FragmentTimeout,
-            now.timeout_total - was.timeout_total,
-        );
-        drops.add(
-            DropReason::FragmentEvicted,
-            now.evicted_total - was.evicted_total,
-        );
+        for ((why, n), (_, before)) in now.into_iter().zip(was) {
+            let reason = match why {
+                frag::FragDrop::Overlap => DropReason::FragmentOverlap,
+                frag::FragDrop::Oversize => DropReason::FragmentOversize,
+                frag::FragDrop::Timeout => DropReason::FragmentTimeout,
+                frag::FragDrop::Evicted => DropReason::FragmentEvicted,
+            };
+            drops.add(reason, n - before);
+        }
     }
 
     /// Queue a path MTU probe or ack to peer `pi`, on its own sequence space.

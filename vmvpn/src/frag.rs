@@ -201,6 +201,17 @@ impl Reassembly {
         }
     }
 
+    /// Frames dropped so far, by reason (no scan of the slots: cheap per fragment).
+    pub fn dropped(&self) -> [(FragDrop, u64); 4] {
+        let s = &self.stats;
+        [
+            (FragDrop::Overlap, s.overlap_total),
+            (FragDrop::Oversize, s.oversize_total),
+            (FragDrop::Timeout, s.timeout_total),
+            (FragDrop::Evicted, s.evicted_total),
+        ]
+    }
+
     /// The frame completed by the last `push` that returned [`Verdict::Complete`].
     pub fn frame(&self) -> &[u8] {
         match self.done.and_then(|i| self.slots.get(i)) {
