@@ -15,10 +15,10 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use libfuzzer_sys::fuzz_target;
-use vmvpn::crypto::{LanSecret, lan_id};
-use vmvpn::flood::FloodMode;
-use vmvpn::forward::{Engine, HostIdentity, LanSpec, RxAction, TapAction, Timers, buffer_len};
-use vmvpn::wire::HEADER_LEN;
+use vmvpn::proto::crypto::{LanSecret, lan_id};
+use vmvpn::engine::flood::FloodMode;
+use vmvpn::engine::{Engine, HostIdentity, LanSpec, RxAction, TapAction, Timers, buffer_len};
+use vmvpn::proto::HEADER_LEN;
 
 const MAX_FRAME: usize = 9018;
 
@@ -39,7 +39,7 @@ fn engine(i: usize) -> Engine {
         tap: format!("fz{i}"),
         mtu: 9000,
         flood: FloodMode::Unicast,
-        cipher: vmvpn::crypto::Cipher::default(),
+        cipher: vmvpn::proto::crypto::Cipher::default(),
         group: None,
     };
     let host = HostIdentity {

@@ -9,7 +9,8 @@
 use std::time::{Duration, Instant};
 
 use libfuzzer_sys::fuzz_target;
-use vmvpn::frag::{FRAG_HEADER_LEN, FragHeader, Key, Reassembly, SLOTS, Verdict};
+use vmvpn::engine::reassembly::{Key, Reassembly, SLOTS, Verdict};
+use vmvpn::proto::fragment::{FRAG_HEADER_LEN, FragHeader};
 
 const MAX_FRAME: usize = 1518;
 
@@ -21,7 +22,7 @@ fuzz_target!(|data: &[u8]| {
         let mut f = rest.to_vec();
         let cap = 576 + usize::from(sel) * 32;
         let before = f.clone();
-        let changed = vmvpn::mss::clamp(&mut f, cap);
+        let changed = vmvpn::engine::mss::clamp(&mut f, cap);
         if !changed {
             assert_eq!(f, before, "unchanged unless it says so");
         } else {

@@ -3,9 +3,9 @@
 //! the coalescer would reject nearly every input before its merge rules are reached.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use vmvpn::csum::{fold, pseudo, sum};
-use vmvpn::gro::Coalescer;
-use vmvpn::gso::{VNET_HDR_LEN, VnetHdr, split};
+use vmvpn::offload::csum::{fold, pseudo, sum};
+use vmvpn::offload::gro::Coalescer;
+use vmvpn::offload::gso::{VNET_HDR_LEN, VnetHdr, split};
 
 /// Make the IPv4 header and the TCP or UDP checksum of `f` valid where its layout allows.
 fn fix(f: &mut [u8]) {

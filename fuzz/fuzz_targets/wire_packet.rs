@@ -1,7 +1,7 @@
 //! The data-plane header view and the hello body: any bytes, never a panic.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use vmvpn::wire::{HEADER_LEN, Hello, Packet};
+use vmvpn::proto::{HEADER_LEN, Hello, Packet};
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(p) = Packet::new_checked(data) {

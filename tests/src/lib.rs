@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use vmvpn::control::{self, ControlRequest};
+use vmvpn::api::control::{self, ControlRequest};
 
 /// Data port of every lab host.
 pub const PORT: u16 = 7401;

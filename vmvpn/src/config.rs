@@ -14,7 +14,7 @@ use serde::{Deserialize, Deserializer, de};
 use thiserror::Error;
 use toml::Spanned;
 
-use crate::crypto::LanSecret;
+use crate::proto::crypto::LanSecret;
 
 /// Default UDP data port.
 pub const DEFAULT_PORT: u16 = 7401;
@@ -184,10 +184,10 @@ impl Default for TelemetryConfig {
 
 impl TelemetryConfig {
     /// What the forwarding core measures.
-    pub fn accounting(&self) -> crate::forward::Accounting {
-        let d = crate::forward::Accounting::default();
+    pub fn accounting(&self) -> crate::engine::Accounting {
+        let d = crate::engine::Accounting::default();
         let vms = usize::try_from(*self.vm_table_size.get_ref()).unwrap_or(usize::MAX);
-        crate::forward::Accounting {
+        crate::engine::Accounting {
             probes: self.probes,
             flows: self.flows,
             vms,
@@ -278,7 +278,7 @@ pub struct LanConfig {
     pub keep_tap: bool,
     /// How floods travel: "auto" (default), "multicast" or "unicast".
     #[serde(default)]
-    pub flood: crate::flood::FloodMode,
+    pub flood: crate::engine::flood::FloodMode,
     /// MAC database capacity.
     #[serde(default = "default_mac_capacity")]
     pub mac_capacity: Spanned<u64>,
@@ -287,14 +287,14 @@ pub struct LanConfig {
     pub mac_age_s: Spanned<u64>,
     /// "aes-256-gcm" (default) or "none" (no encryption, no authentication of frames).
     #[serde(default)]
-    pub cipher: crate::crypto::Cipher,
+    pub cipher: crate::proto::crypto::Cipher,
 }
 
 fn default_mac_capacity() -> Spanned<u64> {
-    unspanned(crate::macdb::DEFAULT_CAPACITY as u64)
+    unspanned(crate::engine::macdb::DEFAULT_CAPACITY as u64)
 }
 fn default_mac_age() -> Spanned<u64> {
-    unspanned(crate::macdb::DEFAULT_MAX_AGE.as_secs())
+    unspanned(crate::engine::macdb::DEFAULT_MAX_AGE.as_secs())
 }
 
 /// A host or LAN name.
@@ -559,7 +559,7 @@ impl Config {
     pub fn host_id(&self) -> u32 {
         self.host
             .id
-            .unwrap_or_else(|| crate::crypto::host_id(&self.host.name.0))
+            .unwrap_or_else(|| crate::proto::crypto::host_id(&self.host.name.0))
     }
 
     /// The control socket path.
@@ -610,7 +610,7 @@ impl Config {
 
     /// The multicast group of LAN `i` (None: no IPv4 underlay, or flood = "unicast").
     pub fn multicast_group(&self, i: usize, lan_id: u32, port: u16) -> Option<SocketAddr> {
-        if self.lans[i].flood == crate::flood::FloodMode::Unicast
+        if self.lans[i].flood == crate::engine::flood::FloodMode::Unicast
             || !self.host.address.addr.is_ipv4()
         {
             return None;
@@ -622,7 +622,7 @@ impl Config {
             }) => (a, prefix),
             _ => (DEFAULT_MULTICAST_BASE, DEFAULT_MULTICAST_PREFIX),
         };
-        Some(crate::flood::group_for(lan_id, base, prefix, port))
+        Some(crate::engine::flood::group_for(lan_id, base, prefix, port))
     }
 
     /// MAC ageing of LAN `i`.
@@ -681,10 +681,10 @@ peers = ["10.77.1.2:7401", "10.77.1.3:7401"]
         assert_eq!(c.host.address.prefix, 24);
         assert_eq!(c.lans[0].peers.len(), 2);
         assert_eq!(c.lans[0].tap.get_ref().0, "vl1");
-        assert_eq!(c.host_id(), crate::crypto::host_id("h1"));
+        assert_eq!(c.host_id(), crate::proto::crypto::host_id("h1"));
         assert_eq!(c.control_socket(), PathBuf::from("/tmp/h1.sock"));
         assert_eq!(c.mac_age(0), Duration::from_secs(300));
-        assert_eq!(c.lans[0].flood, crate::flood::FloodMode::Auto);
+        assert_eq!(c.lans[0].flood, crate::engine::flood::FloodMode::Auto);
         let g = c.multicast_group(0, 0x0102_0304, 7401).expect("group");
         assert_eq!(g, SocketAddr::from(([239, 77, 3, 4], 7401)));
         let t = c.telemetry.accounting();
@@ -707,8 +707,8 @@ peers = ["10.77.1.2:7401", "10.77.1.3:7401"]
         let t = c.telemetry.accounting();
         assert!(!t.probes && t.flows && t.link_speed_bps == Some(1_000_000_000));
         for (name, want) in [
-            ("aes-256-gcm", crate::crypto::Cipher::Aes256Gcm),
-            ("none", crate::crypto::Cipher::None),
+            ("aes-256-gcm", crate::proto::crypto::Cipher::Aes256Gcm),
+            ("none", crate::proto::crypto::Cipher::None),
         ] {
             let text = GOOD.replace(
                 "tap = \"vl1\"",

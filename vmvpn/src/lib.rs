@@ -1,29 +1,26 @@
 //! vmvpn: the host engine of a layer-2 overlay for virtual machines.
 //!
-//! Sans-IO cores (`wire`, `crypto`, `replay`, `macdb`, `forward`) hold every rule and are
-//! tested without root; the runtime (`tap`, `netdev`, `udp`, `runtime`, `control`) does the
-//! syscalls around them.
+//! The layers, from the wire up. An arrow is an import; none runs back up.
+//!
+//! ```text
+//!  cli/ (the `vmvpn` binary: render, top, ping, daemon start-up)
+//!    │
+//!  api/ (typed status, control socket, /metrics)     membership/ (bulletin client)
+//!    │                                                  │
+//!  io/ (data-plane thread, TAP, UDP) ──► offload/ (GSO, GRO, checksums, batches)
+//!    │
+//!  engine/ (sans-IO core: sessions, data path, floods, probes, timers, MACs, PMTU)
+//!    │
+//!  proto/ (header, hello, probe, beacon, fragments, ciphers, replay window)
+//! ```
+//!
+//! `engine/` and `proto/` hold every rule and are tested without root or sockets; `io/`
+//! does the syscalls around them; `config` is read by all.
 
-pub mod batch;
+pub mod api;
 pub mod config;
-pub mod control;
-pub mod crypto;
-pub mod csum;
-pub mod flood;
-pub mod forward;
-pub mod frag;
-pub mod gro;
-pub mod gso;
-pub mod macdb;
+pub mod engine;
+pub mod io;
 pub mod membership;
-pub mod metrics;
-pub mod mss;
-pub mod netdev;
-pub mod pmtu;
-pub mod replay;
-pub mod report;
-pub mod runtime;
-pub mod status;
-pub mod tap;
-pub mod udp;
-pub mod wire;
+pub mod offload;
+pub mod proto;

@@ -1,15 +1,16 @@
 //! `vmvpn`: the host daemon and its command-line tools.
 
-mod daemon;
-mod render;
+mod cli;
+
+use cli::{daemon, ping, render, top};
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
+use vmvpn::api::control::{self, ControlRequest};
 use vmvpn::config::{Config, generate_secret};
-use vmvpn::control::{self, ControlRequest};
 
 /// Layer-2 overlay for virtual machines across hosts and subnets.
 ///
@@ -234,7 +235,7 @@ fn run(cli: Cli) -> Result<()> {
             rows,
             once,
             target,
-        } => top(&target.resolve()?, interval, rows, once),
+        } => top::run(&target.resolve()?, interval, rows, once),
         Command::Ping {
             target,
             count,
@@ -242,7 +243,7 @@ fn run(cli: Cli) -> Result<()> {
             json,
             socket,
             config,
-        } => ping(
+        } => ping::run(
             &Target { socket, config }.resolve()?,
             &target,
             count,
@@ -296,86 +297,6 @@ fn print_out(
         println!("{}", serde_json::to_string_pretty(v)?);
     } else {
         print!("{}", table(v));
-    }
-    Ok(())
-}
-
-fn top(sock: &Path, interval: f64, rows: usize, once: bool) -> Result<()> {
-    if !(0.1..=3600.0).contains(&interval) {
-        bail!("--interval must be between 0.1 and 3600 seconds");
-    }
-    loop {
-        let st = control::request(sock, &ControlRequest::Status)?;
-        let tr = control::request(
-            sock,
-            &ControlRequest::Traffic {
-                lan: None,
-                top: Some(rows),
-            },
-        )?;
-        let screen = render::top(&st, &tr, rows);
-        if once {
-            print!("{screen}");
-            return Ok(());
-        }
-        // Home and clear, then the screen: refreshes in place like top(1).
-        print!("\x1b[H\x1b[2J{screen}");
-        std::io::Write::flush(&mut std::io::stdout())?;
-        std::thread::sleep(std::time::Duration::from_secs_f64(interval));
-    }
-}
-
-fn ping(sock: &Path, target: &str, count: u32, interval: f64, json: bool) -> Result<()> {
-    if !(0.01..=60.0).contains(&interval) {
-        bail!("--interval must be between 0.01 and 60 seconds");
-    }
-    let mut rtts = Vec::new();
-    for seq in 1..=count.max(1) {
-        let v = control::request(
-            sock,
-            &ControlRequest::Ping {
-                target: target.to_string(),
-            },
-        )?;
-        if json {
-            let mut v = v.clone();
-            v["seq"] = seq.into();
-            println!("{v}");
-        } else {
-            println!("{}", render::pong(&v, seq));
-        }
-        if let Some(us) = v["rtt_us"].as_f64() {
-            rtts.push(us);
-        }
-        if seq < count {
-            std::thread::sleep(std::time::Duration::from_secs_f64(interval));
-        }
-    }
-    if !json {
-        let sent = count.max(1) as usize;
-        let lost = sent - rtts.len();
-        let (min, max) = rtts
-            .iter()
-            .fold((f64::MAX, 0.0f64), |(a, b), &x| (a.min(x), b.max(x)));
-        let avg = rtts.iter().sum::<f64>() / rtts.len().max(1) as f64;
-        println!(
-            "{sent} probes, {} answered, {:.1}% lost{}",
-            rtts.len(),
-            lost as f64 * 100.0 / sent as f64,
-            if rtts.is_empty() {
-                String::new()
-            } else {
-                format!(
-                    "; rtt min/avg/max = {:.3}/{:.3}/{:.3} ms",
-                    min / 1000.0,
-                    avg / 1000.0,
-                    max / 1000.0
-                )
-            }
-        );
-    }
-    if rtts.is_empty() {
-        bail!("no answer from {target}");
     }
     Ok(())
 }

@@ -12,15 +12,15 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use vmvpn::crypto::{Cipher, LanSecret, lan_id};
-use vmvpn::flood::FloodMode;
-use vmvpn::forward::{
+use vmvpn::engine::flood::FloodMode;
+use vmvpn::engine::macdb::{Location, MacDb};
+use vmvpn::engine::{
     Accounting, Engine, HostIdentity, LanSpec, RxAction, TapAction, Timers, buffer_len,
 };
-use vmvpn::gro::Coalescer;
-use vmvpn::gso::{self, VnetHdr};
-use vmvpn::macdb::{Location, MacDb};
-use vmvpn::wire::HEADER_LEN;
+use vmvpn::offload::gro::Coalescer;
+use vmvpn::offload::gso::{self, VnetHdr};
+use vmvpn::proto::HEADER_LEN;
+use vmvpn::proto::crypto::{Cipher, LanSecret, lan_id};
 
 const MAX_FRAME: usize = 1518;
 

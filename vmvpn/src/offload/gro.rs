@@ -15,8 +15,8 @@
 //! One flow is held at a time: the segments of one GSO send arrive together, so a second
 //! slot would rarely merge more, and one slot keeps delivery order trivially right.
 
-use crate::csum::{fold, pseudo, sum};
-use crate::gso::{F_NEEDS_CSUM, GSO_TCPV4, GSO_TCPV6, GSO_UDP_L4, VNET_HDR_LEN, VnetHdr};
+use crate::offload::csum::{fold, pseudo, sum};
+use crate::offload::gso::{F_NEEDS_CSUM, GSO_TCPV4, GSO_TCPV6, GSO_UDP_L4, VNET_HDR_LEN, VnetHdr};
 
 const ETH: usize = 14;
 /// IP lengths are 16-bit: the IPv4 total or the IPv6 payload stays within this.

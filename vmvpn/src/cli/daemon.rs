@@ -10,15 +10,17 @@ use bulletin::proof::Verifier;
 use ring::rand::{SecureRandom, SystemRandom};
 use tokio::signal::unix::{SignalKind, signal};
 use tracing::{info, warn};
+use vmvpn::api::control;
+use vmvpn::api::status::HostStatus;
 use vmvpn::config::Config;
-use vmvpn::crypto::lan_id;
-use vmvpn::forward::{Engine, HostIdentity, LanSpec, Timers};
+use vmvpn::engine::{Engine, HostIdentity, LanSpec, Timers};
+use vmvpn::io::dataplane::{DataPlane, report_fatal};
+use vmvpn::io::netdev;
+use vmvpn::io::tap::{TapDevice, TapOptions};
+use vmvpn::io::udp::Udp;
 use vmvpn::membership::{HostInfo, Membership};
-use vmvpn::runtime::{DataPlane, report_fatal};
-use vmvpn::status::HostStatus;
-use vmvpn::tap::{TapDevice, TapOptions};
-use vmvpn::udp::Udp;
-use vmvpn::{control, netdev, wire};
+use vmvpn::proto as wire;
+use vmvpn::proto::crypto::lan_id;
 
 pub fn up(path: &Path) -> Result<()> {
     let text = std::fs::read_to_string(path)
@@ -180,7 +182,7 @@ pub fn up(path: &Path) -> Result<()> {
                     .await
                     .with_context(|| format!("cannot serve metrics on {addr} ([host] metrics)"))?;
                 info!(%addr, "Prometheus metrics at /metrics");
-                Some(tokio::spawn(vmvpn::metrics::serve(l, handle.clone())))
+                Some(tokio::spawn(vmvpn::api::metrics::serve(l, handle.clone())))
             }
             None => None,
         };

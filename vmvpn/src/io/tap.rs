@@ -7,7 +7,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use thiserror::Error;
 use tun_tap::{Iface, Mode};
 
-use crate::netdev;
+use crate::io::netdev;
 
 /// Why a TAP could not be set up.
 #[derive(Debug, Error)]

@@ -26,8 +26,8 @@ use tokio::net::UnixListener;
 use tokio::sync::Semaphore;
 use tracing::{debug, warn};
 
+use crate::io::dataplane::{Handle, Request};
 use crate::membership::SharedView;
-use crate::runtime::{Handle, Request};
 
 /// A request on the control socket.
 #[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]

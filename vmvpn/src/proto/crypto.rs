@@ -17,7 +17,7 @@
 use ring::{aead, digest, hkdf, hmac};
 use x25519_dalek::{PublicKey, StaticSecret};
 
-use crate::wire::{HEADER_LEN, TAG_LEN};
+use crate::proto::{HEADER_LEN, TAG_LEN};
 
 /// A LAN secret: 32 random bytes, kept in a file as base64.
 #[derive(Clone)]
@@ -291,7 +291,7 @@ pub fn public_of(secret: &StaticSecret) -> [u8; 32] {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wire::Header;
+    use crate::proto::Header;
 
     fn keys(b: u8) -> LanKeys {
         LanKeys::new(&LanSecret([b; 32]))
@@ -337,7 +337,7 @@ mod tests {
         let k = SealKey::new(&[7u8; 32]);
         let mut buf = [0u8; 128];
         let hdr = Header {
-            kind: crate::wire::Kind::Data,
+            kind: crate::proto::Kind::Data,
             flags: 0,
             lan: 1,
             sender: 2,

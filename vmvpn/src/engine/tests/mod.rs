@@ -8,9 +8,9 @@ use proptest::prelude::*;
 use telemetry::DropReason;
 
 use super::*;
-use crate::crypto::LanSecret;
-use crate::flood::FloodMode;
-use crate::wire::{HEADER_LEN, Kind, Packet};
+use crate::engine::flood::FloodMode;
+use crate::proto::crypto::LanSecret;
+use crate::proto::{HEADER_LEN, Kind, Packet};
 
 const MAX_FRAME: usize = 1518;
 const LAN: usize = 0;
@@ -22,7 +22,7 @@ fn addr(i: usize) -> SocketAddr {
 fn spec(secret: u8, peers: Vec<SocketAddr>) -> LanSpec {
     LanSpec {
         name: "lan1".into(),
-        id: crate::crypto::lan_id("lan1"),
+        id: crate::proto::crypto::lan_id("lan1"),
         secret: LanSecret([secret; 32]),
         max_frame: MAX_FRAME,
         peers,
@@ -32,7 +32,7 @@ fn spec(secret: u8, peers: Vec<SocketAddr>) -> LanSpec {
         tap: "vl1".into(),
         mtu: 1500,
         flood: FloodMode::Unicast,
-        cipher: crate::crypto::Cipher::default(),
+        cipher: crate::proto::crypto::Cipher::default(),
         group: None,
     }
 }
@@ -1014,7 +1014,7 @@ fn a_data_datagram_flipped_into_a_beacon_is_counted_not_ignored() {
         TapAction::Unicast(_, n) => n,
         other => panic!("{other:?}"),
     };
-    assert_eq!(n, crate::wire::BEACON_LEN);
+    assert_eq!(n, crate::proto::BEACON_LEN);
     let mut d = buf[..n].to_vec();
     d[1] ^= 4;
     let before = net.lan(1).drops.total();
@@ -1243,7 +1243,7 @@ fn utilisation_is_the_rate_over_the_configured_link_speed() {
     );
 }
 
-fn engine_with_cipher(i: usize, n: usize, cipher: crate::crypto::Cipher) -> Engine {
+fn engine_with_cipher(i: usize, n: usize, cipher: crate::proto::crypto::Cipher) -> Engine {
     let peers = (0..n).filter(|&j| j != i).map(addr).collect();
     Engine::new(
         HostIdentity {
@@ -1263,7 +1263,7 @@ fn engine_with_cipher(i: usize, n: usize, cipher: crate::crypto::Cipher) -> Engi
 
 #[test]
 fn cipher_none_carries_frames_in_the_clear_and_never_pairs_with_aes() {
-    use crate::crypto::Cipher;
+    use crate::proto::crypto::Cipher;
     let mut net = Net::with(2, |i| engine_with_cipher(i, 2, Cipher::None));
     net.tick();
     assert!(net.all_up());
@@ -1316,9 +1316,9 @@ fn syn_1460() -> Vec<u8> {
     f.splice(l4 + 20..l4 + 20, [2u8, 4, 0x05, 0xb4]);
     let ip_len = (f.len() - 14) as u16;
     f[16..18].copy_from_slice(&ip_len.to_be_bytes());
-    let pseudo = crate::csum::pseudo(&f[26..34], 6, (f.len() - l4) as u32);
+    let pseudo = crate::offload::csum::pseudo(&f[26..34], 6, (f.len() - l4) as u32);
     f[l4 + 16..l4 + 18].fill(0);
-    let c = !crate::csum::fold(crate::csum::sum(pseudo, &f[l4..]));
+    let c = !crate::offload::csum::fold(crate::offload::csum::sum(pseudo, &f[l4..]));
     f[l4 + 16..l4 + 18].copy_from_slice(&c.to_be_bytes());
     f
 }
@@ -1328,8 +1328,8 @@ fn mss_of(f: &[u8]) -> u16 {
 }
 
 fn tcp_checksum_ok(f: &[u8]) -> bool {
-    let pseudo = crate::csum::pseudo(&f[26..34], 6, (f.len() - 34) as u32);
-    crate::csum::fold(crate::csum::sum(pseudo, &f[34..])) == 0xffff
+    let pseudo = crate::offload::csum::pseudo(&f[26..34], 6, (f.len() - 34) as u32);
+    crate::offload::csum::fold(crate::offload::csum::sum(pseudo, &f[34..])) == 0xffff
 }
 
 #[test]
@@ -1469,7 +1469,9 @@ fn the_lan_status_json_keys_are_the_documented_ones() {
     let mut keys = BTreeSet::new();
     key_paths(&v, "lans", &mut keys);
     let got: Vec<&str> = keys.iter().map(String::as_str).collect();
-    let golden: Vec<&str> = include_str!("status_keys.golden").lines().collect();
+    let golden: Vec<&str> = include_str!("../../api/status_keys.golden")
+        .lines()
+        .collect();
     let missing: Vec<_> = golden.iter().filter(|k| !keys.contains(**k)).collect();
     let extra: Vec<_> = got.iter().filter(|k| !golden.contains(k)).collect();
     assert!(

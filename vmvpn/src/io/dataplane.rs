@@ -16,14 +16,14 @@ use quinn_udp::RecvMeta;
 use telemetry::DropReason;
 use tracing::{debug, error, warn};
 
-use crate::batch::GsoBatch;
-use crate::forward::{Engine, PeerSource, PingSent, RxAction, TapAction};
-use crate::gro::Coalescer;
-use crate::gso::{self, VNET_HDR_LEN, VnetHdr};
-use crate::status::{HostStatus, LanTraffic, MacRow, OffloadStats, Status};
-use crate::tap::TapDevice;
-use crate::udp::{BATCH, SLOT, Udp};
-use crate::wire::{HEADER_LEN, TAG_LEN};
+use crate::api::status::{HostStatus, LanTraffic, MacRow, OffloadStats, Status};
+use crate::engine::{Engine, PeerSource, PingSent, RxAction, TapAction};
+use crate::io::tap::TapDevice;
+use crate::io::udp::{BATCH, SLOT, Udp};
+use crate::offload::batch::GsoBatch;
+use crate::offload::gro::Coalescer;
+use crate::offload::gso::{self, VNET_HDR_LEN, VnetHdr};
+use crate::proto::{HEADER_LEN, TAG_LEN};
 
 /// A question for the data plane, answered on the enclosed channel.
 pub enum Request {
@@ -54,7 +54,7 @@ pub enum Request {
         >,
     },
     /// Everything `GET /metrics` shows.
-    Scrape(tokio::sync::oneshot::Sender<(Status, crate::metrics::Extra)>),
+    Scrape(tokio::sync::oneshot::Sender<(Status, crate::api::metrics::Extra)>),
     /// Add or remove a peer of a LAN (from the bulletin); no answer.
     Peer {
         /// LAN name.
@@ -527,7 +527,7 @@ impl DataPlane {
                     let _ = reply.send(res);
                 }
                 Request::Scrape(reply) => {
-                    let extra = crate::metrics::Extra {
+                    let extra = crate::api::metrics::Extra {
                         traffic: self.engine.traffic(None, Some(0)),
                         rtt: self.engine.rtt_buckets(),
                     };

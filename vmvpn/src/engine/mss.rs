@@ -133,11 +133,11 @@ fn mss_option(opts: &[u8]) -> Option<usize> {
 /// size on the underlay) and the underlay's IP version.
 pub fn frame_cap(path_mtu: usize, ipv6_underlay: bool) -> usize {
     let ip_udp = if ipv6_underlay {
-        crate::wire::UDP_IPV6_OVERHEAD
+        crate::proto::UDP_IPV6_OVERHEAD
     } else {
-        crate::wire::UDP_IPV4_OVERHEAD
+        crate::proto::UDP_IPV4_OVERHEAD
     };
-    path_mtu.saturating_sub(ip_udp + crate::wire::OVERHEAD)
+    path_mtu.saturating_sub(ip_udp + crate::proto::OVERHEAD)
 }
 
 #[cfg(test)]
@@ -151,11 +151,11 @@ mod tests {
         let l4 = tcp_start(frame, l3, v4).expect("tcp");
         let seg = &frame[l4..];
         let pseudo = if v4 {
-            crate::csum::pseudo(&frame[l3 + 12..l3 + 20], 6, seg.len() as u32)
+            crate::offload::csum::pseudo(&frame[l3 + 12..l3 + 20], 6, seg.len() as u32)
         } else {
-            crate::csum::pseudo(&frame[l3 + 8..l3 + 40], 6, seg.len() as u32)
+            crate::offload::csum::pseudo(&frame[l3 + 8..l3 + 40], 6, seg.len() as u32)
         };
-        crate::csum::fold(crate::csum::sum(pseudo, seg)) == 0xffff
+        crate::offload::csum::fold(crate::offload::csum::sum(pseudo, seg)) == 0xffff
     }
 
     /// A SYN with these options, VLAN tags and IP version, checksummed.
@@ -176,7 +176,7 @@ mod tests {
                 0x45, 0, 0, 0, 0, 1, 0x40, 0, 64, 6, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2,
             ];
             ip[2..4].copy_from_slice(&total.to_be_bytes());
-            let c = !crate::csum::fold(crate::csum::sum(0, &ip));
+            let c = !crate::offload::csum::fold(crate::offload::csum::sum(0, &ip));
             ip[10..12].copy_from_slice(&c.to_be_bytes());
             f.extend_from_slice(&ip);
         } else {
@@ -195,11 +195,11 @@ mod tests {
         f.extend((0..payload).map(|i| i as u8));
         let (l3, v4b) = l3_start(&f).expect("ip");
         let pseudo = if v4b {
-            crate::csum::pseudo(&f[l3 + 12..l3 + 20], 6, (f.len() - l4) as u32)
+            crate::offload::csum::pseudo(&f[l3 + 12..l3 + 20], 6, (f.len() - l4) as u32)
         } else {
-            crate::csum::pseudo(&f[l3 + 8..l3 + 40], 6, (f.len() - l4) as u32)
+            crate::offload::csum::pseudo(&f[l3 + 8..l3 + 40], 6, (f.len() - l4) as u32)
         };
-        let c = !crate::csum::fold(crate::csum::sum(pseudo, &f[l4..]));
+        let c = !crate::offload::csum::fold(crate::offload::csum::sum(pseudo, &f[l4..]));
         f[l4 + 16..l4 + 18].copy_from_slice(&c.to_be_bytes());
         assert!(tcp_csum_ok(&f));
         f

@@ -14,6 +14,12 @@
 //! The per-peer send counter never goes back during a run, and keys change at every
 //! start, so no (key, nonce) pair repeats.
 
+pub mod flood;
+pub mod macdb;
+pub mod mss;
+pub mod pmtu;
+pub mod reassembly;
+
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::ops::Range;
@@ -26,16 +32,19 @@ use telemetry::{
 use tracing::info;
 use x25519_dalek::StaticSecret;
 
-use crate::crypto::{Cipher, LanKeys, LanSecret, SealKey, public_of};
-use crate::flood::{BEACON_INTERVAL_S, BEACON_TIMEOUT_S, FloodMode, Member, Plan, Subnet, plan};
-use crate::frag::{self, FragHeader, Reassembly, ReassemblyStats};
-use crate::macdb::{Location, Mac, MacDb, fmt_mac, is_group};
-use crate::pmtu::PathMtu;
-use crate::replay::{Replay, ReplayWindow};
-use crate::status::{
+use crate::api::status::{
     FloodStats, FloodStatus, LanStatus, LanTraffic, MacRow, PeerStatus, SubnetStatus,
 };
-use crate::wire::{
+use crate::engine::flood::{
+    BEACON_INTERVAL_S, BEACON_TIMEOUT_S, FloodMode, Member, Plan, Subnet, plan,
+};
+use crate::engine::macdb::{Location, Mac, MacDb, fmt_mac, is_group};
+use crate::engine::pmtu::PathMtu;
+use crate::engine::reassembly::{FragDrop, Reassembly, ReassemblyStats, Verdict};
+use crate::proto::crypto::{Cipher, LanKeys, LanSecret, SealKey, public_of};
+use crate::proto::fragment::{self as frag, FragHeader};
+use crate::proto::replay::{Replay, ReplayWindow};
+use crate::proto::{
     BEACON_LEN, ETHERNET_HEADER_LEN, FLAG_RELAY, HEADER_LEN, HELLO_BODY_LEN, HELLO_LEN, Header,
     Hello, Kind, NAME_LEN, OVERHEAD, PMTU_SEQ_BIT, Packet, TAG_LEN, name_field,
 };
@@ -499,7 +508,7 @@ pub struct Engine {
     /// Frames being put back together from fragments.
     reassembly: Reassembly,
     /// Reassembly drops already added to the drop counters.
-    reassembly_seen: [(frag::FragDrop, u64); 4],
+    reassembly_seen: [(FragDrop, u64); 4],
     /// The underlay MTU: the largest path MTU probed.
     underlay_mtu: u16,
     ipv6_underlay: bool,
@@ -540,10 +549,10 @@ impl Engine {
             pongs: VecDeque::with_capacity(PONGS_MAX),
             reassembly: Reassembly::new(lans.iter().map(|l| l.max_frame).max().unwrap_or(0)),
             reassembly_seen: [
-                (frag::FragDrop::Overlap, 0),
-                (frag::FragDrop::Oversize, 0),
-                (frag::FragDrop::Timeout, 0),
-                (frag::FragDrop::Evicted, 0),
+                (FragDrop::Overlap, 0),
+                (FragDrop::Oversize, 0),
+                (FragDrop::Timeout, 0),
+                (FragDrop::Evicted, 0),
             ],
             underlay_mtu: 1500,
             ipv6_underlay: host.underlay.is_some_and(|(ip, _)| ip.is_ipv6()),
@@ -721,8 +730,11 @@ impl Engine {
                 let Some(s) = p.session.as_ref().filter(|_| p.up) else {
                     return TapAction::Drop(l.drop_at(Some(i), DropReason::NoSession));
                 };
-                let cap = crate::mss::frame_cap(usize::from(p.pmtu.current()), self.ipv6_underlay);
-                crate::mss::clamp(&mut buf[HEADER_LEN..HEADER_LEN + len], cap);
+                let cap = crate::engine::mss::frame_cap(
+                    usize::from(p.pmtu.current()),
+                    self.ipv6_underlay,
+                );
+                crate::engine::mss::clamp(&mut buf[HEADER_LEN..HEADER_LEN + len], cap);
                 let seq = p.tx_seq;
                 let mut hdr = Header {
                     kind: Kind::Data,
@@ -772,8 +784,11 @@ impl Engine {
                 // What fits every flood target in one datagram: the smallest path MTU of
                 // the LAN's tunnels, looked up only for a SYN or a frame larger than any
                 // path can be.
-                let (base_mtu, v6) = (crate::pmtu::BASE.min(self.underlay_mtu), self.ipv6_underlay);
-                let base = crate::mss::frame_cap(usize::from(base_mtu), v6);
+                let (base_mtu, v6) = (
+                    crate::engine::pmtu::BASE.min(self.underlay_mtu),
+                    self.ipv6_underlay,
+                );
+                let base = crate::engine::mss::frame_cap(usize::from(base_mtu), v6);
                 let flood_cap = || {
                     let mtu = l
                         .peers
@@ -782,9 +797,9 @@ impl Engine {
                         .map(|p| p.pmtu.current())
                         .min()
                         .unwrap_or(base_mtu);
-                    crate::mss::frame_cap(usize::from(mtu), v6)
+                    crate::engine::mss::frame_cap(usize::from(mtu), v6)
                 };
-                crate::mss::clamp_with(&mut buf[HEADER_LEN..HEADER_LEN + len], flood_cap);
+                crate::engine::mss::clamp_with(&mut buf[HEADER_LEN..HEADER_LEN + len], flood_cap);
                 let cap = if len <= base { base } else { flood_cap() };
                 // The relay copy carries the RELAY flag, which the AEAD covers: it is
                 // sealed on its own under the next group sequence number(s).
@@ -1141,7 +1156,7 @@ impl Engine {
                 RxAction::Drop(r)
             };
         };
-        let key = frag::Key {
+        let key = reassembly::Key {
             lan,
             sender: h.sender,
             flood: h.kind == Kind::FloodFragment,
@@ -1152,7 +1167,7 @@ impl Engine {
             .push(key, fh, &plain[frag::FRAG_HEADER_LEN..], now);
         self.count_reassembly_drops(Some(lan));
         let done = match verdict {
-            frag::Verdict::Complete => {
+            Verdict::Complete => {
                 let Engine {
                     lans,
                     accounting,
@@ -1173,7 +1188,7 @@ impl Engine {
                 )
                 .is_ok()
             }
-            frag::Verdict::Held | frag::Verdict::Drop(_) => false,
+            Verdict::Held | Verdict::Drop(_) => false,
         };
         if relay {
             self.lans[lan].flood.relayed_frames += u64::from(done);
@@ -1201,10 +1216,10 @@ impl Engine {
         };
         for ((why, n), (_, before)) in now.into_iter().zip(was) {
             let reason = match why {
-                frag::FragDrop::Overlap => DropReason::FragmentOverlap,
-                frag::FragDrop::Oversize => DropReason::FragmentOversize,
-                frag::FragDrop::Timeout => DropReason::FragmentTimeout,
-                frag::FragDrop::Evicted => DropReason::FragmentEvicted,
+                FragDrop::Overlap => DropReason::FragmentOverlap,
+                FragDrop::Oversize => DropReason::FragmentOversize,
+                FragDrop::Timeout => DropReason::FragmentTimeout,
+                FragDrop::Evicted => DropReason::FragmentEvicted,
             };
             drops.add(reason, n - before);
         }
@@ -1617,9 +1632,9 @@ impl Engine {
         out: &mut [u8],
     ) -> Option<(SocketAddr, usize)> {
         let ip_udp = if self.ipv6_underlay {
-            crate::wire::UDP_IPV6_OVERHEAD
+            crate::proto::UDP_IPV6_OVERHEAD
         } else {
-            crate::wire::UDP_IPV4_OVERHEAD
+            crate::proto::UDP_IPV4_OVERHEAD
         };
         let l = self.lans.get_mut(li)?;
         let p = l.peers.get_mut(pi).filter(|p| p.up)?;
@@ -1740,7 +1755,7 @@ impl Engine {
                         path_mtu_bytes: p.pmtu.current(),
                         path_mtu_searching: matches!(
                             p.pmtu.phase(),
-                            crate::pmtu::Phase::Searching { .. }
+                            crate::engine::pmtu::Phase::Searching { .. }
                         ),
                         path_mtu_black_holes_total: p.pmtu.black_holes,
                     })
@@ -2003,9 +2018,9 @@ fn deliver(
     let p = &mut l.peers[pi];
     p.traffic.rx(n);
     // The peer clamps what it sends; clamping here too covers a peer that does not.
-    crate::mss::clamp(
+    crate::engine::mss::clamp(
         frame,
-        crate::mss::frame_cap(usize::from(p.pmtu.current()), ipv6_underlay),
+        crate::engine::mss::frame_cap(usize::from(p.pmtu.current()), ipv6_underlay),
     );
     if flows && let Some(info) = inspect(frame) {
         l.vms.observe(&info, n, false, second);
@@ -2027,5 +2042,4 @@ fn macs_of(frame: &[u8]) -> (Mac, Mac) {
 }
 
 #[cfg(test)]
-#[path = "forward_tests.rs"]
 mod tests;

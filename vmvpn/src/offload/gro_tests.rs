@@ -2,7 +2,7 @@
 //! what comes out gives back the same frames in the same order.
 
 use super::*;
-use crate::gso::split;
+use crate::offload::gso::split;
 use etherparse::{PacketBuilder, SlicedPacket, TransportSlice};
 
 const A: [u8; 6] = [2, 0, 0, 0, 0, 1];

@@ -18,8 +18,8 @@ use bulletin::proto::{ClientMsg, Event, LanJoin, Record, RefuseCode, Register, S
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
-use crate::runtime::{Handle, Request};
-use crate::status::BulletinStatus;
+use crate::api::status::BulletinStatus;
+use crate::io::dataplane::{Handle, Request};
 
 /// What this host registers.
 pub struct HostInfo {
@@ -220,7 +220,7 @@ impl Membership {
                     }
                 }
                 _ = report.tick(), if self.host.report_every.is_some() => {
-                    if let Some(r) = crate::report::collect(&self.dp).await
+                    if let Some(r) = crate::membership::report::collect(&self.dp).await
                         && let Err(e) = tx.send(&ClientMsg::Report(r)).await
                     {
                         return End::Lost(e.to_string());

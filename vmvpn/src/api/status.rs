@@ -8,7 +8,7 @@ use telemetry::{
     VmTableStats,
 };
 
-use crate::macdb::MacDbStats;
+use crate::engine::macdb::MacDbStats;
 
 /// The whole host, as `vmvpn status --json` prints it.
 #[derive(Debug, Clone, Serialize)]
@@ -24,7 +24,7 @@ pub struct Status {
     /// TAP offloads and UDP GSO.
     pub offload: OffloadStats,
     /// Frames put back together from overlay fragments (all LANs), and why some were not.
-    pub reassembly: crate::frag::ReassemblyStats,
+    pub reassembly: crate::engine::reassembly::ReassemblyStats,
 }
 
 /// TAP offloads (`[host] offload`) and UDP GSO at work.

@@ -4,7 +4,7 @@
 
 use std::net::SocketAddr;
 
-use crate::udp::Udp;
+use crate::io::udp::Udp;
 
 /// Bytes one GSO send may carry (the kernel's limit is 64 KB of UDP payload).
 const MAX_BYTES: usize = 65_000;

@@ -7,7 +7,7 @@
 //! The work is one TAP read per 64 KB instead of one per frame, and the sealed segments
 //! leave in one UDP GSO send.
 
-use crate::csum::{fold, pseudo, sum};
+use crate::offload::csum::{fold, pseudo, sum};
 
 /// Size of `struct virtio_net_hdr` (without `num_buffers`).
 pub const VNET_HDR_LEN: usize = 10;

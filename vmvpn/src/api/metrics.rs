@@ -14,8 +14,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tracing::{debug, warn};
 
-use crate::runtime::{Handle, Request};
-use crate::status::{LanTraffic, Status};
+use crate::api::status::{LanTraffic, Status};
+use crate::io::dataplane::{Handle, Request};
 use telemetry::RttBuckets;
 use telemetry::rtt::BUCKETS_US;
 
@@ -426,7 +426,7 @@ pub async fn serve(listener: TcpListener, dp: Handle) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::status::{HostStatus, Status};
+    use crate::api::status::{HostStatus, Status};
     use telemetry::DropCounters;
 
     #[test]

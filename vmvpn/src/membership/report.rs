@@ -5,8 +5,8 @@
 use bulletin::proto::{LanReport, PairReport, PeerReport, Tunnel};
 use bulletin::reports::{MAX_PAIRS, MAX_PEERS};
 
-use crate::runtime::{Handle, Request};
-use crate::status::{LanStatus, LanTraffic};
+use crate::api::status::{LanStatus, LanTraffic};
+use crate::io::dataplane::{Handle, Request};
 
 /// The report from a status snapshot and the traffic tables.
 pub fn build(lans: &[LanStatus], traffic: &[LanTraffic]) -> Vec<LanReport> {
@@ -112,7 +112,7 @@ mod tests {
                 macs: 0,
                 mac_stats: Default::default(),
                 flood_tx_frames: 0,
-                flood: crate::status::FloodStatus {
+                flood: crate::api::status::FloodStatus {
                     mode: "auto",
                     group: None,
                     forwarder: false,

@@ -1,0 +1,34 @@
+//! `vmvpn top`: tunnels, local VM ports and flows, busiest first, refreshed in place.
+
+use std::path::Path;
+
+use anyhow::{Result, bail};
+use vmvpn::api::control::{self, ControlRequest};
+
+use super::render;
+
+/// Refresh every `interval` seconds until interrupted (or once).
+pub fn run(sock: &Path, interval: f64, rows: usize, once: bool) -> Result<()> {
+    if !(0.1..=3600.0).contains(&interval) {
+        bail!("--interval must be between 0.1 and 3600 seconds");
+    }
+    loop {
+        let st = control::request(sock, &ControlRequest::Status)?;
+        let tr = control::request(
+            sock,
+            &ControlRequest::Traffic {
+                lan: None,
+                top: Some(rows),
+            },
+        )?;
+        let screen = render::top(&st, &tr, rows);
+        if once {
+            print!("{screen}");
+            return Ok(());
+        }
+        // Home and clear, then the screen: refreshes in place like top(1).
+        print!("\x1b[H\x1b[2J{screen}");
+        std::io::Write::flush(&mut std::io::stdout())?;
+        std::thread::sleep(std::time::Duration::from_secs_f64(interval));
+    }
+}

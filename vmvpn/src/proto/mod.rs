@@ -1,0 +1,13 @@
+//! The data plane's wire format: the datagram header and its kinds, the hello, the probe
+//! and beacon bodies, overlay fragments, the ciphers and the replay window. Pure functions
+//! and checked views over byte slices; nothing here keeps state across packets but the
+//! replay window.
+
+pub mod crypto;
+pub mod fragment;
+pub mod header;
+pub mod hello;
+pub mod replay;
+
+pub use header::*;
+pub use hello::{Hello, name_field};
