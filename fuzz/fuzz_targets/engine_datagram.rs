@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use libfuzzer_sys::fuzz_target;
 use vmvpn::proto::crypto::{LanSecret, lan_id};
 use vmvpn::engine::flood::FloodMode;
-use vmvpn::engine::{Engine, HostIdentity, LanSpec, RxAction, TapAction, Timers, buffer_len};
+use vmvpn::engine::{Engine, HostIdentity, LanId, LanSpec, RxAction, TapAction, Timers, buffer_len};
 use vmvpn::proto::HEADER_LEN;
 
 const MAX_FRAME: usize = 9018;
@@ -72,7 +72,7 @@ impl World {
         for _ in 0..40 {
             w.now += Duration::from_millis(100);
             for e in &mut w.e {
-                e.tick(w.now);
+                e.handle_timeout(w.now);
             }
             w.exchange(true);
         }
@@ -93,7 +93,7 @@ impl World {
                     if collect && from == 1 && self.templates.len() < 64 {
                         self.templates.push(b.clone());
                     }
-                    let _ = self.e[dst].on_datagram(addr(from), false, &mut b, self.now);
+                    let _ = self.e[dst].handle_datagram(addr(from), false, &mut b, self.now);
                 }
             }
             if !any {
@@ -121,7 +121,7 @@ fuzz_target!(|data: &[u8]| {
                 let len = rest.len().min(MAX_FRAME);
                 w.buf[HEADER_LEN..HEADER_LEN + len].copy_from_slice(&rest[..len]);
                 let now = w.now;
-                let sealed: Vec<Vec<u8>> = match w.e[1].on_tap_frame(0, &mut w.buf, len, now) {
+                let sealed: Vec<Vec<u8>> = match w.e[1].handle_tap_frame(LanId(0), &mut w.buf, len, now) {
                     TapAction::Unicast(_, n) => vec![w.buf[..n].to_vec()],
                     TapAction::Fragments { len: n, seg, .. } => {
                         w.buf[..n].chunks(seg).map(<[u8]>::to_vec).collect()
@@ -133,7 +133,7 @@ fuzz_target!(|data: &[u8]| {
                     TapAction::Drop(_) => Vec::new(),
                 };
                 for mut d in sealed {
-                    match w.e[0].on_datagram(addr(1), false, &mut d, now) {
+                    match w.e[0].handle_datagram(addr(1), false, &mut d, now) {
                         RxAction::Tap { frame, .. } => {
                             assert_eq!(d[frame].len(), len, "A delivered a frame of another length");
                         }
@@ -162,7 +162,7 @@ fuzz_target!(|data: &[u8]| {
                         _ => d.extend_from_slice(e),
                     }
                 }
-                match w.e[0].on_datagram(addr(1), false, &mut d, w.now) {
+                match w.e[0].handle_datagram(addr(1), false, &mut d, w.now) {
                     RxAction::Tap { frame, .. } => {
                         panic!("a mutated or replayed datagram reached the TAP: {:?}", &d[frame])
                     }
@@ -172,7 +172,7 @@ fuzz_target!(|data: &[u8]| {
             }
             _ => {
                 let mut d = rest.to_vec();
-                match w.e[0].on_datagram(addr(1), mode & 4 != 0, &mut d, w.now) {
+                match w.e[0].handle_datagram(addr(1), mode & 4 != 0, &mut d, w.now) {
                     RxAction::Tap { frame, .. } => {
                         panic!("unauthenticated bytes reached the TAP: {:?}", &d[frame])
                     }
@@ -185,7 +185,7 @@ fuzz_target!(|data: &[u8]| {
         if mode & 0x80 != 0 {
             let now = w.now;
             for e in &mut w.e {
-                e.tick(now);
+                e.handle_timeout(now);
             }
         }
         w.exchange(false);

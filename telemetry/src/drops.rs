@@ -2,7 +2,7 @@
 //!
 //! The hot path bumps a counter with a `Copy` enum: no allocation, no formatting.
 
-use serde::{Serialize, Serializer, ser::SerializeMap};
+use serde::{Deserialize, Deserializer, Serialize, Serializer, ser::SerializeMap};
 
 /// Every reason vmvpn drops a frame or datagram. Names are stable: they are JSON keys
 /// and will be Prometheus label values.
@@ -127,6 +127,21 @@ impl DropCounters {
             .iter()
             .map(|r| (*r, self.get(*r)))
             .filter(|(_, n)| *n > 0)
+    }
+}
+
+/// Read back from that object; keys this build does not know (a newer daemon's) are
+/// skipped, missing ones are 0.
+impl<'de> Deserialize<'de> for DropCounters {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let map = std::collections::BTreeMap::<String, u64>::deserialize(d)?;
+        let mut c = DropCounters::default();
+        for (k, n) in map {
+            if let Some(r) = DropReason::from_name(&k) {
+                c.add(r, n);
+            }
+        }
+        Ok(c)
     }
 }
 

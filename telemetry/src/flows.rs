@@ -5,7 +5,7 @@
 use std::num::NonZeroUsize;
 
 use lru::LruCache;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::frame::{FlowKey, FrameInfo, PROTO_TCP};
 
@@ -17,7 +17,7 @@ pub const DEFAULT_IDLE_S: u64 = 120;
 pub const CLOSED_IDLE_S: u64 = 10;
 
 /// TCP state as far as a passive observer can tell.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TcpState {
     /// A SYN without ACK was seen, no answer yet.
@@ -54,7 +54,7 @@ pub struct Flow {
 }
 
 /// Table counters.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FlowStats {
     /// Flows in the table now.
     pub flows: usize,
@@ -75,7 +75,7 @@ pub struct FlowStats {
 }
 
 /// One flow, for views.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct FlowRow {
     /// "tcp", "udp", "icmp", "icmpv6" or the protocol number.
     pub proto: String,

@@ -13,10 +13,10 @@ pub mod traffic;
 pub mod vms;
 
 pub use drops::{DropCounters, DropReason};
-pub use flows::{FlowRow, FlowStats, FlowTable};
+pub use flows::{FlowRow, FlowStats, FlowTable, TcpState};
 pub use frame::{FrameInfo, inspect};
 pub use rtt::{RttBuckets, RttEstimator, RttSummary};
 pub use sequence::{SeqStats, SeqTracker};
 pub use series::{Rates, Series};
 pub use traffic::TrafficCounters;
-pub use vms::{PairRow, VmRow, VmTable, VmTableStats};
+pub use vms::{PairRow, VmLocation, VmRow, VmTable, VmTableStats};

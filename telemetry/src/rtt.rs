@@ -8,7 +8,7 @@
 //! hold time taken off (TWAMP-style), so no clocks need to agree.
 
 use hdrhistogram::Histogram;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Length of one percentile window. The summary covers the current window and the one
 /// before it, so it always spans between one and two windows of probes.
@@ -22,7 +22,7 @@ pub const BUCKETS_US: [u64; 14] = [
 ];
 
 /// RTT summary for status, in microseconds.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct RttSummary {
     /// Fewest in the window.
     pub rtt_min_us: Option<u64>,

@@ -7,14 +7,14 @@
 //! never received, as RFC 3550's cumulative loss). Duplicates never get here: the replay
 //! window drops them before, and counts them with [`SeqTracker::duplicate`].
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// How far behind the newest a missing sequence number may still arrive before it counts as
 /// lost.
 pub const WINDOW: u64 = 64;
 
 /// Counters of one direction of one tunnel.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SeqStats {
     /// Datagrams received (authenticated).
     #[serde(rename = "rx_sequenced_total")]

@@ -5,7 +5,7 @@
 //! adds to the counters it already has. Memory is fixed at creation: 600 seconds and 1440
 //! minutes of (tx, rx) bytes, about 32 KB per series.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Seconds kept (10 minutes).
 pub const SECONDS: usize = 600;
@@ -43,7 +43,7 @@ impl Ring {
 }
 
 /// Rates for status.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct Rates {
     /// Bits per second sent, over the last complete second.
     pub tx_rate_bps: u64,

@@ -1,9 +1,9 @@
 //! Packets and bytes in each direction.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Traffic through one tunnel (or one LAN, or one TAP), counted at the overlay.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TrafficCounters {
     /// Datagrams sent to the peer.
     pub tx_packets: u64,

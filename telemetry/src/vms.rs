@@ -8,7 +8,7 @@ use std::net::IpAddr;
 use std::num::NonZeroUsize;
 
 use lru::LruCache;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::frame::{FrameInfo, Mac, is_group};
 use crate::series::{Rates, Series};
@@ -53,15 +53,15 @@ pub struct PairEntry {
 }
 
 /// One VM, for views.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct VmRow {
     /// MAC (`aa:bb:cc:dd:ee:ff` in JSON).
-    #[serde(serialize_with = "ser_mac")]
+    #[serde(serialize_with = "ser_mac", deserialize_with = "de_mac")]
     pub mac: Mac,
     /// Newest IP address seen from it.
     pub ip: Option<IpAddr>,
     /// "local" (a port of this host) or "remote".
-    pub location: &'static str,
+    pub location: VmLocation,
     /// Frames the VM sent.
     pub tx_packets: u64,
     /// Bytes the VM sent.
@@ -77,15 +77,15 @@ pub struct VmRow {
 }
 
 /// One cell of the VM matrix.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct PairRow {
     /// Source MAC.
-    #[serde(serialize_with = "ser_mac")]
+    #[serde(serialize_with = "ser_mac", deserialize_with = "de_mac")]
     pub src_mac: Mac,
     /// Source IP, when known.
     pub src_ip: Option<IpAddr>,
     /// Destination MAC.
-    #[serde(serialize_with = "ser_mac")]
+    #[serde(serialize_with = "ser_mac", deserialize_with = "de_mac")]
     pub dst_mac: Mac,
     /// Destination IP, when known.
     pub dst_ip: Option<IpAddr>,
@@ -98,7 +98,7 @@ pub struct PairRow {
 }
 
 /// Table counters.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VmTableStats {
     /// VMs in the table.
     pub vms: usize,
@@ -246,7 +246,11 @@ impl VmTable {
             .map(|(m, e)| VmRow {
                 mac: *m,
                 ip: e.ip,
-                location: if e.local { "local" } else { "remote" },
+                location: if e.local {
+                    VmLocation::Local
+                } else {
+                    VmLocation::Remote
+                },
                 tx_packets: e.tx_packets,
                 tx_bytes: e.tx_bytes,
                 rx_packets: e.rx_packets,
@@ -282,6 +286,52 @@ impl VmTable {
 
 fn ser_mac<S: serde::Serializer>(m: &Mac, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&fmt_mac(m))
+}
+
+fn de_mac<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Mac, D::Error> {
+    let text = String::deserialize(d)?;
+    parse_mac(&text).ok_or_else(|| serde::de::Error::custom(format!("not a MAC address: {text:?}")))
+}
+
+/// Parse `aa:bb:cc:dd:ee:ff` (as [`fmt_mac`] writes it).
+pub fn parse_mac(text: &str) -> Option<Mac> {
+    let mut m = [0u8; 6];
+    let mut parts = text.split(':');
+    for b in m.iter_mut() {
+        let p = parts.next()?;
+        if p.len() != 2 {
+            return None;
+        }
+        *b = u8::from_str_radix(p, 16).ok()?;
+    }
+    parts.next().is_none().then_some(m)
+}
+
+/// Where a VM is, seen from this host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VmLocation {
+    /// A port of this host (its frames come from the TAP).
+    Local,
+    /// Behind a peer.
+    Remote,
+}
+
+impl VmLocation {
+    /// "local" or "remote", as in JSON.
+    pub fn name(self) -> &'static str {
+        match self {
+            VmLocation::Local => "local",
+            VmLocation::Remote => "remote",
+        }
+    }
+}
+
+/// Compare with the JSON spelling.
+impl PartialEq<&str> for VmLocation {
+    fn eq(&self, other: &&str) -> bool {
+        self.name() == *other
+    }
 }
 
 /// A MAC seen as a local source becomes a local port, and a local port gets a time series
@@ -355,11 +405,11 @@ mod tests {
         assert_eq!(rows[0].idle_s, 4);
         assert!(
             rows.iter()
-                .any(|r| r.location == "local" && r.rates.is_some())
+                .any(|r| r.location == VmLocation::Local && r.rates.is_some())
         );
         assert!(
             rows.iter()
-                .any(|r| r.location == "remote" && r.rates.is_none())
+                .any(|r| r.location == VmLocation::Remote && r.rates.is_none())
         );
     }
 

@@ -24,3 +24,4 @@ pub mod io;
 pub mod membership;
 pub mod offload;
 pub mod proto;
+pub mod status;

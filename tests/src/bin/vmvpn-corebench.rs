@@ -15,7 +15,8 @@ use serde_json::{Value, json};
 use vmvpn::engine::flood::FloodMode;
 use vmvpn::engine::macdb::{Location, MacDb};
 use vmvpn::engine::{
-    Accounting, Engine, HostIdentity, LanSpec, RxAction, TapAction, Timers, buffer_len,
+    Accounting, Engine, HostIdentity, LanId, LanSpec, PeerId, RxAction, TapAction, Timers,
+    buffer_len,
 };
 use vmvpn::offload::gro::Coalescer;
 use vmvpn::offload::gso::{self, VnetHdr};
@@ -79,7 +80,7 @@ fn star(n: usize, cipher: Cipher, flows: bool) -> Vec<Engine> {
     // Hellos, then path MTU probes and their acks.
     for _ in 0..6 {
         for h in hosts.iter_mut() {
-            h.tick(now);
+            h.handle_timeout(now);
         }
         let mut queue = Vec::new();
         for (i, h) in hosts.iter_mut().enumerate() {
@@ -89,7 +90,7 @@ fn star(n: usize, cipher: Cipher, flows: bool) -> Vec<Engine> {
         }
         for (from, to, mut d) in queue {
             if let Some(&j) = index.get(&to) {
-                let _ = hosts[j].on_datagram(addr(from), false, &mut d, now);
+                let _ = hosts[j].handle_datagram(addr(from), false, &mut d, now);
             }
         }
     }
@@ -175,25 +176,25 @@ fn unicast(cipher: Cipher, flows: bool, payload: usize, iters: u64) -> Value {
     let back = tcp_frame(2, 1, 0);
     let mut buf = vec![0u8; buffer_len(MAX_FRAME)];
     buf[HEADER_LEN..HEADER_LEN + back.len()].copy_from_slice(&back);
-    let n = match e1.on_tap_frame(0, &mut buf, back.len(), now) {
+    let n = match e1.handle_tap_frame(LanId(0), &mut buf, back.len(), now) {
         TapAction::Unicast(_, n) => n,
         TapAction::Flood { len, .. } => len,
         TapAction::Fragments { .. } => panic!("the learning frame is small"),
         TapAction::Drop(r) => panic!("learning frame dropped: {r:?}"),
     };
-    let _ = e0.on_datagram(addr(1), false, &mut buf[..n], now);
+    let _ = e0.handle_datagram(addr(1), false, &mut buf[..n], now);
     let f = tcp_frame(1, 2, payload);
     let (mut sealed_t, mut opened_t) = (Duration::ZERO, Duration::ZERO);
     let mut delivered = 0u64;
     for _ in 0..iters {
         buf[HEADER_LEN..HEADER_LEN + f.len()].copy_from_slice(&f);
         let t0 = Instant::now();
-        let n = match e0.on_tap_frame(0, &mut buf, f.len(), now) {
+        let n = match e0.handle_tap_frame(LanId(0), &mut buf, f.len(), now) {
             TapAction::Unicast(_, n) => n,
             other => panic!("not unicast: {other:?}"),
         };
         let t1 = Instant::now();
-        if let RxAction::Tap { .. } = e1.on_datagram(addr(0), false, &mut buf[..n], now) {
+        if let RxAction::Tap { .. } = e1.handle_datagram(addr(0), false, &mut buf[..n], now) {
             delivered += 1;
         }
         opened_t += t1.elapsed();
@@ -221,7 +222,7 @@ fn flood(peers: usize, iters: u64) -> Value {
     let t0 = Instant::now();
     for _ in 0..iters {
         buf[HEADER_LEN..HEADER_LEN + f.len()].copy_from_slice(&f);
-        if let TapAction::Flood { to, .. } = e0.on_tap_frame(0, &mut buf, f.len(), now) {
+        if let TapAction::Flood { to, .. } = e0.handle_tap_frame(LanId(0), &mut buf, f.len(), now) {
             copies += to.len();
         }
     }
@@ -245,7 +246,7 @@ fn mac_lookups(entries: usize, iters: u64) -> Value {
         ]
     };
     for i in 0..entries {
-        db.learn(mac(i), Location::Peer(i % 64), now);
+        db.learn(mac(i), Location::Peer(PeerId((i % 64) as u32)), now);
     }
     let mut x: u64 = 88172645463325252;
     let mut found = 0u64;

@@ -14,8 +14,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tracing::{debug, warn};
 
-use crate::api::status::{LanTraffic, Status};
 use crate::io::dataplane::{Handle, Request};
+use crate::status::{LanTraffic, Status};
 use telemetry::RttBuckets;
 use telemetry::rtt::BUCKETS_US;
 
@@ -302,7 +302,11 @@ pub fn render(status: &Status, extra: &Extra) -> String {
     }
     for t in &extra.traffic {
         let lan = format!("lan=\"{}\"", esc(&t.lan));
-        for vm in t.vms.iter().filter(|v| v.location == "local") {
+        for vm in t
+            .vms
+            .iter()
+            .filter(|v| v.location == telemetry::VmLocation::Local)
+        {
             let labels = format!("{lan},mac=\"{}\"", telemetry::vms::fmt_mac(&vm.mac));
             fams[port_tx]
                 .samples
@@ -426,7 +430,7 @@ pub async fn serve(listener: TcpListener, dp: Handle) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::status::{HostStatus, Status};
+    use crate::status::{HostStatus, Status};
     use telemetry::DropCounters;
 
     #[test]

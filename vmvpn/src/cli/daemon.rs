@@ -11,7 +11,6 @@ use ring::rand::{SecureRandom, SystemRandom};
 use tokio::signal::unix::{SignalKind, signal};
 use tracing::{info, warn};
 use vmvpn::api::control;
-use vmvpn::api::status::HostStatus;
 use vmvpn::config::Config;
 use vmvpn::engine::{Engine, HostIdentity, LanSpec, Timers};
 use vmvpn::io::dataplane::{DataPlane, report_fatal};
@@ -21,6 +20,7 @@ use vmvpn::io::udp::Udp;
 use vmvpn::membership::{HostInfo, Membership};
 use vmvpn::proto as wire;
 use vmvpn::proto::crypto::lan_id;
+use vmvpn::status::HostStatus;
 
 pub fn up(path: &Path) -> Result<()> {
     let text = std::fs::read_to_string(path)

@@ -13,31 +13,7 @@
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 
-use serde::Deserialize;
-
-/// How a LAN floods (`[[lan]] flood`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum FloodMode {
-    /// Multicast where beacons show it works, unicast replication elsewhere.
-    #[default]
-    Auto,
-    /// Multicast in every subnet, whatever the beacons say.
-    Multicast,
-    /// Unicast replication to every peer (no multicast, no forwarders).
-    Unicast,
-}
-
-impl FloodMode {
-    /// The config spelling.
-    pub fn name(self) -> &'static str {
-        match self {
-            FloodMode::Auto => "auto",
-            FloodMode::Multicast => "multicast",
-            FloodMode::Unicast => "unicast",
-        }
-    }
-}
+pub use crate::status::{FloodMode, SubnetMode};
 
 /// A physical subnet: a network address and prefix length.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -97,8 +73,8 @@ pub struct SubnetPlan {
     pub hosts: usize,
     /// The designated forwarder: "self" for this host's subnet when it is the one.
     pub forwarder: String,
-    /// "multicast", "unicast", "mixed" (own subnet) or "relay" (others, via their forwarder).
-    pub mode: &'static str,
+    /// Multicast, unicast, mixed (own subnet) or relay (others, via their forwarder).
+    pub mode: SubnetMode,
     /// Why, for people.
     pub reason: String,
 }
@@ -146,7 +122,7 @@ pub fn plan(
                 subnet: s,
                 hosts: up.iter().filter(|m| m.subnet == s).count(),
                 forwarder: "-".into(),
-                mode: "unicast",
+                mode: SubnetMode::Unicast,
                 reason: reason.clone(),
             })
             .collect();
@@ -170,16 +146,23 @@ pub fn plan(
             .map_or("-".into(), |(_, m)| label(m))
     };
     let (own_mode, own_reason) = match (same.len(), silent.len()) {
-        (0, _) => ("multicast", "no other host of this LAN here".to_string()),
+        (0, _) => (
+            SubnetMode::Multicast,
+            "no other host of this LAN here".to_string(),
+        ),
         (_, 0) if mode == FloodMode::Multicast => {
-            ("multicast", "flood = \"multicast\"".to_string())
+            (SubnetMode::Multicast, "flood = \"multicast\"".to_string())
         }
         (_, 0) => (
-            "multicast",
+            SubnetMode::Multicast,
             "beacons heard from every host here".to_string(),
         ),
         (n, s) => (
-            if s == n { "unicast" } else { "mixed" },
+            if s == n {
+                SubnetMode::Unicast
+            } else {
+                SubnetMode::Mixed
+            },
             format!(
                 "no multicast beacon within {} s from {}",
                 BEACON_TIMEOUT_S,
@@ -221,7 +204,7 @@ pub fn plan(
             subnet: s,
             hosts: in_s.len(),
             forwarder: label(df),
-            mode: "relay",
+            mode: SubnetMode::Relay,
             reason: "one relay copy to the lowest host id up there".into(),
         });
     }
@@ -299,7 +282,7 @@ mod tests {
             "lowest id of subnet 2 is 7"
         );
         assert!(p.forwarder, "3 is the lowest id in subnet 1");
-        assert_eq!(p.subnets[0].mode, "multicast");
+        assert_eq!(p.subnets[0].mode, SubnetMode::Multicast);
         assert_eq!(p.subnets[1].forwarder, "h7 (10.77.2.2:7401)");
     }
 
@@ -309,7 +292,7 @@ mod tests {
         let p = plan((8, my_subnet()), FloodMode::Auto, Some(GROUP), &ms);
         assert_eq!(p.local, vec![GROUP, ms[1].addr]);
         assert!(!p.forwarder);
-        assert_eq!(p.subnets[0].mode, "mixed");
+        assert_eq!(p.subnets[0].mode, SubnetMode::Mixed);
         assert!(
             p.subnets[0].reason.contains("h6"),
             "{}",
@@ -319,7 +302,7 @@ mod tests {
         let p = plan((8, my_subnet()), FloodMode::Auto, Some(GROUP), &ms);
         assert_eq!(p.local, vec![ms[0].addr, ms[1].addr]);
         assert!(!p.multicast);
-        assert_eq!(p.subnets[0].mode, "unicast");
+        assert_eq!(p.subnets[0].mode, SubnetMode::Unicast);
         // Forced multicast ignores beacons.
         let p = plan((8, my_subnet()), FloodMode::Multicast, Some(GROUP), &ms);
         assert_eq!(p.local, vec![GROUP]);

@@ -9,7 +9,8 @@ use std::num::NonZeroUsize;
 use std::time::{Duration, Instant};
 
 use lru::LruCache;
-use serde::Serialize;
+
+use super::ids::PeerId;
 
 // One MAC type, group test and formatter for the whole workspace: telemetry's.
 pub use telemetry::frame::{Mac, is_group};
@@ -20,8 +21,8 @@ pub use telemetry::vms::fmt_mac;
 pub enum Location {
     /// Behind this host's TAP (a local VM).
     Local,
-    /// Behind the peer with this index in the LAN's peer table.
-    Peer(usize),
+    /// Behind this peer of the LAN.
+    Peer(PeerId),
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -30,18 +31,7 @@ struct Entry {
     last_seen: Instant,
 }
 
-/// Counters of the MAC database.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-pub struct MacDbStats {
-    /// New MACs learned.
-    pub learned: u64,
-    /// MACs that moved to another location.
-    pub moves: u64,
-    /// Entries removed because they aged out.
-    pub aged_out: u64,
-    /// Entries evicted because the table was full.
-    pub evicted: u64,
-}
+pub use crate::status::MacDbStats;
 
 /// The MAC database of one LAN.
 pub struct MacDb {
@@ -133,13 +123,13 @@ impl MacDb {
     }
 
     /// Forget every MAC behind a peer (the peer left), and shift indexes above it down.
-    pub fn forget_peer(&mut self, peer: usize) {
+    pub fn forget_peer(&mut self, peer: PeerId) {
         self.table.retain(|_, e| e.at != Location::Peer(peer));
         for (_, e) in self.table.iter_mut() {
             if let Location::Peer(p) = e.at
                 && p > peer
             {
-                e.at = Location::Peer(p - 1);
+                e.at = Location::Peer(PeerId(p.0 - 1));
             }
         }
     }
@@ -182,18 +172,31 @@ mod tests {
         let t0 = Instant::now();
         let mut db = MacDb::new(16, DEFAULT_MAX_AGE);
         assert_eq!(db.lookup(&A, t0), None);
-        assert_eq!(db.learn(A, Location::Peer(1), t0), Some(Learned::New));
-        assert_eq!(db.learn(A, Location::Peer(1), t0), Some(Learned::Refreshed));
-        assert_eq!(db.lookup(&A, t0), Some(Location::Peer(1)));
+        assert_eq!(
+            db.learn(A, Location::Peer(PeerId(1)), t0),
+            Some(Learned::New)
+        );
+        assert_eq!(
+            db.learn(A, Location::Peer(PeerId(1)), t0),
+            Some(Learned::Refreshed)
+        );
+        assert_eq!(db.lookup(&A, t0), Some(Location::Peer(PeerId(1))));
         assert_eq!(db.stats().learned, 1);
     }
 
     #[test]
     fn group_addresses_are_never_learned() {
         let mut db = MacDb::new(16, DEFAULT_MAX_AGE);
-        assert_eq!(db.learn([0xff; 6], Location::Peer(0), Instant::now()), None);
         assert_eq!(
-            db.learn([0x01, 0, 0x5e, 0, 0, 1], Location::Peer(0), Instant::now()),
+            db.learn([0xff; 6], Location::Peer(PeerId(0)), Instant::now()),
+            None
+        );
+        assert_eq!(
+            db.learn(
+                [0x01, 0, 0x5e, 0, 0, 1],
+                Location::Peer(PeerId(0)),
+                Instant::now()
+            ),
             None
         );
         assert!(db.is_empty());
@@ -203,10 +206,10 @@ mod tests {
     fn entries_age_out_after_max_age() {
         let t0 = Instant::now();
         let mut db = MacDb::new(16, Duration::from_secs(300));
-        db.learn(A, Location::Peer(0), t0);
-        db.learn(B, Location::Peer(0), t0 + Duration::from_secs(200));
+        db.learn(A, Location::Peer(PeerId(0)), t0);
+        db.learn(B, Location::Peer(PeerId(0)), t0 + Duration::from_secs(200));
         let t1 = t0 + Duration::from_secs(299);
-        assert_eq!(db.lookup(&A, t1), Some(Location::Peer(0)));
+        assert_eq!(db.lookup(&A, t1), Some(Location::Peer(PeerId(0))));
         let t2 = t0 + Duration::from_secs(300);
         assert_eq!(
             db.lookup(&A, t2),
@@ -215,7 +218,7 @@ mod tests {
         );
         assert_eq!(db.expire(t2), 1);
         assert_eq!(db.len(), 1);
-        assert_eq!(db.lookup(&B, t2), Some(Location::Peer(0)));
+        assert_eq!(db.lookup(&B, t2), Some(Location::Peer(PeerId(0))));
         assert_eq!(db.stats().aged_out, 1);
     }
 
@@ -223,12 +226,12 @@ mod tests {
     fn traffic_refreshes_age_but_lookups_do_not() {
         let t0 = Instant::now();
         let mut db = MacDb::new(16, Duration::from_secs(10));
-        db.learn(A, Location::Peer(0), t0);
+        db.learn(A, Location::Peer(PeerId(0)), t0);
         for s in 1..20 {
             let _ = db.lookup(&A, t0 + Duration::from_secs(s));
         }
         assert_eq!(db.lookup(&A, t0 + Duration::from_secs(10)), None);
-        db.learn(A, Location::Peer(0), t0 + Duration::from_secs(9));
+        db.learn(A, Location::Peer(PeerId(0)), t0 + Duration::from_secs(9));
         assert!(db.lookup(&A, t0 + Duration::from_secs(18)).is_some());
     }
 
@@ -236,10 +239,10 @@ mod tests {
     fn capacity_evicts_least_recently_learned() {
         let t0 = Instant::now();
         let mut db = MacDb::new(2, DEFAULT_MAX_AGE);
-        db.learn(A, Location::Peer(0), t0);
-        db.learn(B, Location::Peer(0), t0);
-        db.learn(A, Location::Peer(0), t0); // A is now the most recent
-        db.learn(C, Location::Peer(0), t0);
+        db.learn(A, Location::Peer(PeerId(0)), t0);
+        db.learn(B, Location::Peer(PeerId(0)), t0);
+        db.learn(A, Location::Peer(PeerId(0)), t0); // A is now the most recent
+        db.learn(C, Location::Peer(PeerId(0)), t0);
         assert_eq!(db.len(), 2);
         assert_eq!(db.lookup(&B, t0), None, "B was least recently learned");
         assert!(db.lookup(&A, t0).is_some() && db.lookup(&C, t0).is_some());
@@ -250,18 +253,18 @@ mod tests {
     fn a_mac_that_appears_elsewhere_moves_at_once() {
         let t0 = Instant::now();
         let mut db = MacDb::new(16, DEFAULT_MAX_AGE);
-        db.learn(A, Location::Peer(0), t0);
+        db.learn(A, Location::Peer(PeerId(0)), t0);
         assert_eq!(
-            db.learn(A, Location::Peer(2), t0),
+            db.learn(A, Location::Peer(PeerId(2)), t0),
             Some(Learned::Moved {
-                from: Location::Peer(0)
+                from: Location::Peer(PeerId(0))
             })
         );
-        assert_eq!(db.lookup(&A, t0), Some(Location::Peer(2)));
+        assert_eq!(db.lookup(&A, t0), Some(Location::Peer(PeerId(2))));
         assert_eq!(
             db.learn(A, Location::Local, t0),
             Some(Learned::Moved {
-                from: Location::Peer(2)
+                from: Location::Peer(PeerId(2))
             })
         );
         assert_eq!(db.lookup(&A, t0), Some(Location::Local));
@@ -272,12 +275,12 @@ mod tests {
     fn forgetting_a_peer_drops_its_macs_and_renumbers() {
         let t0 = Instant::now();
         let mut db = MacDb::new(16, DEFAULT_MAX_AGE);
-        db.learn(A, Location::Peer(0), t0);
-        db.learn(B, Location::Peer(1), t0);
-        db.learn(C, Location::Peer(2), t0);
-        db.forget_peer(1);
-        assert_eq!(db.lookup(&A, t0), Some(Location::Peer(0)));
+        db.learn(A, Location::Peer(PeerId(0)), t0);
+        db.learn(B, Location::Peer(PeerId(1)), t0);
+        db.learn(C, Location::Peer(PeerId(2)), t0);
+        db.forget_peer(PeerId(1));
+        assert_eq!(db.lookup(&A, t0), Some(Location::Peer(PeerId(0))));
         assert_eq!(db.lookup(&B, t0), None);
-        assert_eq!(db.lookup(&C, t0), Some(Location::Peer(1)));
+        assert_eq!(db.lookup(&C, t0), Some(Location::Peer(PeerId(1))));
     }
 }

@@ -63,22 +63,7 @@ struct Slot {
     buf: Vec<u8>,
 }
 
-/// Counters of the reassembly table.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct ReassemblyStats {
-    /// Frames put back together and delivered.
-    pub reassembled_frames_total: u64,
-    /// Frames dropped: pieces that overlapped.
-    pub overlap_total: u64,
-    /// Frames dropped: larger than the TAP allows.
-    pub oversize_total: u64,
-    /// Frames dropped: incomplete after the timeout.
-    pub timeout_total: u64,
-    /// Frames dropped: evicted from a full table.
-    pub evicted_total: u64,
-    /// Frames in progress now.
-    pub in_progress: u64,
-}
+pub use crate::status::ReassemblyStats;
 
 /// The reassembly table: [`SLOTS`] buffers of the largest frame, allocated once.
 pub struct Reassembly {

@@ -16,14 +16,14 @@ use quinn_udp::RecvMeta;
 use telemetry::DropReason;
 use tracing::{debug, error, warn};
 
-use crate::api::status::{HostStatus, LanTraffic, MacRow, OffloadStats, Status};
-use crate::engine::{Engine, PeerSource, PingSent, RxAction, TapAction};
+use crate::engine::{Engine, Event, LanId, PeerSource, PingSent, Relay, RxAction, TapAction};
 use crate::io::tap::TapDevice;
 use crate::io::udp::{BATCH, SLOT, Udp};
 use crate::offload::batch::GsoBatch;
 use crate::offload::gro::Coalescer;
 use crate::offload::gso::{self, VNET_HDR_LEN, VnetHdr};
 use crate::proto::{HEADER_LEN, TAG_LEN};
+use crate::status::{HostStatus, LanTraffic, MacRow, OffloadStats, Status};
 
 /// A question for the data plane, answered on the enclosed channel.
 pub enum Request {
@@ -247,13 +247,13 @@ impl DataPlane {
         for t in &self.taps {
             fds.push(pollfd(t.as_raw_fd()));
         }
-        self.engine.tick(Instant::now());
+        self.engine.handle_timeout(Instant::now());
         self.flush_control(&mut ctl_buf);
         while !self.stop.load(Ordering::SeqCst) {
             let now = Instant::now();
             let timeout = self
                 .engine
-                .next_tick()
+                .poll_timeout()
                 .map_or(Duration::from_millis(200), |t| {
                     t.saturating_duration_since(now)
                 });
@@ -282,9 +282,7 @@ impl DataPlane {
             }
             if fds[1].revents != 0 {
                 self.udp_in(&mut rx_area, &mut metas, now);
-                if !self.pings.is_empty() {
-                    self.deliver_pongs(now);
-                }
+                self.handle_events(now);
             }
             for (i, f) in fds[2..].iter().enumerate() {
                 if f.revents & (libc::POLLERR | libc::POLLHUP | libc::POLLNVAL) != 0 {
@@ -297,8 +295,8 @@ impl DataPlane {
                     self.tap_in(i, &mut tx_buf, now);
                 }
             }
-            if self.engine.next_tick().is_none_or(|t| now >= t) {
-                self.engine.tick(now);
+            if self.engine.poll_timeout().is_none_or(|t| now >= t) {
+                self.engine.handle_timeout(now);
             }
             self.flush_control(&mut ctl_buf);
         }
@@ -363,32 +361,39 @@ impl DataPlane {
             },
             v4 => v4,
         };
-        let (lan, relay) = match self.engine.on_datagram(from, multicast, dgram, now) {
-            RxAction::TapReassembled { lan, relay } => {
-                self.write_reassembled(lan);
-                (lan, relay)
-            }
-            RxAction::Relay { lan } => (lan, true),
-            RxAction::Tap { lan, frame, relay } => {
-                self.write_frame(lan, dgram, frame);
-                (lan, relay)
-            }
+        // As designated forwarder, the sender's sealed bytes go on into this subnet first
+        // (they live in the engine until its next call); then the frame to the TAP.
+        let udp = &self.udp;
+        let relay = |r: Option<Relay<'_>>| {
+            r.map_or(0, |r| {
+                r.to.iter()
+                    .filter(|a| udp.send_to(r.datagram, **a).is_err())
+                    .count() as u64
+            })
+        };
+        let (lan, failed, tap) = match self.engine.handle_datagram(from, multicast, dgram, now) {
+            RxAction::TapReassembled { lan, relay: r } => (lan, relay(r), Some(None)),
+            RxAction::Relay { lan, relay: r } => (lan, relay(Some(r)), None),
+            RxAction::Tap {
+                lan,
+                frame,
+                relay: r,
+            } => (lan, relay(r), Some(Some(frame))),
             RxAction::Consumed | RxAction::Drop(_) => return,
         };
-        if relay {
-            // As designated forwarder: the sender's sealed bytes, into this subnet.
-            let (to, bytes) = self.engine.relay_out(lan);
-            let failed = to
-                .iter()
-                .filter(|a| self.udp.send_to(bytes, **a).is_err())
-                .count();
+        match tap {
+            Some(Some(frame)) => self.write_frame(lan, dgram, frame),
+            Some(None) => self.write_reassembled(lan),
+            None => {}
+        }
+        if failed > 0 {
             self.engine
-                .note_drops(Some(lan), DropReason::UdpSendError, failed as u64);
+                .note_drops(Some(lan), DropReason::UdpSendError, failed);
         }
     }
 
     /// A frame put together from fragments, to its TAP (after what the coalescer holds).
-    fn write_reassembled(&mut self, lan: usize) {
+    fn write_reassembled(&mut self, lan: LanId) {
         let DataPlane {
             gro,
             taps,
@@ -398,7 +403,9 @@ impl DataPlane {
         } = self;
         gro.flush(|lan, bytes, segs| write_merged(taps, engine, lan, bytes, segs));
         let frame = engine.reassembled();
-        let Some(tap) = taps.get(lan) else { return };
+        let Some(tap) = taps.get(lan.index()) else {
+            return;
+        };
         let ok = if tap.offload() {
             // An all-zero virtio-net header: a plain frame, checksums complete.
             match big.get_mut(..VNET_HDR_LEN + frame.len()) {
@@ -418,13 +425,13 @@ impl DataPlane {
     }
 
     /// A frame opened in place in `dgram`, to its TAP or into the coalescer.
-    fn write_frame(&mut self, lan: usize, dgram: &mut [u8], frame: std::ops::Range<usize>) {
+    fn write_frame(&mut self, lan: LanId, dgram: &mut [u8], frame: std::ops::Range<usize>) {
         let DataPlane {
             gro, taps, engine, ..
         } = self;
-        let tap = taps.get(lan);
+        let tap = taps.get(lan.index());
         let taken = tap.is_some_and(TapDevice::offload)
-            && gro.push(lan, &dgram[frame.clone()], |lan, bytes, segs| {
+            && gro.push(lan.index(), &dgram[frame.clone()], |lan, bytes, segs| {
                 write_merged(taps, engine, lan, bytes, segs)
             });
         // Not taken by the coalescer: written now (anything held went first).
@@ -459,7 +466,7 @@ impl DataPlane {
             };
             bytes += n;
             let Some(h) = VnetHdr::parse(&self.big[..n]) else {
-                self.engine.note_drop(Some(i), DropReason::Malformed);
+                self.engine.note_drop(Some(LanId(i)), DropReason::Malformed);
                 continue;
             };
             let frame = &mut self.big[VNET_HDR_LEN..n];
@@ -468,7 +475,12 @@ impl DataPlane {
             let batch = &mut self.batch;
             let mut failed = 0;
             let r = gso::split(&h, frame, buf, HEADER_LEN, |out, len| {
-                failed += send_out(udp, batch, engine.on_tap_frame(i, out, len, now), out);
+                failed += send_out(
+                    udp,
+                    batch,
+                    engine.handle_tap_frame(LanId(i), out, len, now),
+                    out,
+                );
             });
             match r {
                 Ok(segs) if segs > 1 => {
@@ -476,14 +488,14 @@ impl DataPlane {
                     self.offload.tso_segments_total += segs as u64;
                 }
                 Ok(_) => {}
-                Err(_) => self.engine.note_drop(Some(i), DropReason::Malformed),
+                Err(_) => self.engine.note_drop(Some(LanId(i)), DropReason::Malformed),
             }
             self.engine
-                .note_drops(Some(i), DropReason::UdpSendError, failed);
+                .note_drops(Some(LanId(i)), DropReason::UdpSendError, failed);
         }
         let failed = self.batch.flush(&self.udp);
         self.engine
-            .note_drops(Some(i), DropReason::UdpSendError, failed.into());
+            .note_drops(Some(LanId(i)), DropReason::UdpSendError, failed.into());
     }
 
     fn tap_in(&mut self, i: usize, buf: &mut [u8], now: Instant) {
@@ -496,14 +508,14 @@ impl DataPlane {
                 break;
             };
             // Gathered like the offload path's segments: one send per run to a peer.
-            let action = self.engine.on_tap_frame(i, buf, n, now);
+            let action = self.engine.handle_tap_frame(LanId(i), buf, n, now);
             let failed = send_out(&self.udp, &mut self.batch, action, buf);
             self.engine
-                .note_drops(Some(i), DropReason::UdpSendError, failed);
+                .note_drops(Some(LanId(i)), DropReason::UdpSendError, failed);
         }
         let failed = self.batch.flush(&self.udp);
         self.engine
-            .note_drops(Some(i), DropReason::UdpSendError, failed.into());
+            .note_drops(Some(LanId(i)), DropReason::UdpSendError, failed.into());
     }
 
     fn flush_control(&mut self, buf: &mut [u8]) {
@@ -599,16 +611,24 @@ impl DataPlane {
         }
     }
 
-    /// Hand `vmvpn ping` answers to their waiters; forget waiters after 10 s.
-    fn deliver_pongs(&mut self, now: Instant) {
-        while let Some(p) = self.engine.poll_pong() {
-            if let Some(i) = self.pings.iter().position(|(id, _, _)| *id == p.id) {
-                let (_, _, tx) = self.pings.swap_remove(i);
-                let _ = tx.send(p.rtt_ns);
+    /// The engine's events: `vmvpn ping` answers go to their waiters (waiters are
+    /// forgotten after 10 s); tunnel changes are logged by the engine already.
+    fn handle_events(&mut self, now: Instant) {
+        while let Some(e) = self.engine.poll_event() {
+            match e {
+                Event::Pong(p) => {
+                    if let Some(i) = self.pings.iter().position(|(id, _, _)| *id == p.id) {
+                        let (_, _, tx) = self.pings.swap_remove(i);
+                        let _ = tx.send(p.rtt_ns);
+                    }
+                }
+                Event::TunnelUp(_) | Event::TunnelDown(_) => {}
             }
         }
-        self.pings
-            .retain(|(_, at, _)| now.saturating_duration_since(*at) < Duration::from_secs(10));
+        if !self.pings.is_empty() {
+            self.pings
+                .retain(|(_, at, _)| now.saturating_duration_since(*at) < Duration::from_secs(10));
+        }
     }
 }
 
@@ -632,7 +652,7 @@ fn read_tap(tap: &TapDevice, buf: &mut [u8]) -> Option<usize> {
 /// every segment in it, and each is counted.
 fn write_merged(taps: &[TapDevice], engine: &mut Engine, lan: usize, bytes: &[u8], segs: usize) {
     if taps.get(lan).is_none_or(|t| t.send(bytes).is_err()) {
-        engine.note_drops(Some(lan), DropReason::TapWriteError, segs as u64);
+        engine.note_drops(Some(LanId(lan)), DropReason::TapWriteError, segs as u64);
     }
 }
 

@@ -18,8 +18,8 @@ use bulletin::proto::{ClientMsg, Event, LanJoin, Record, RefuseCode, Register, S
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
-use crate::api::status::BulletinStatus;
 use crate::io::dataplane::{Handle, Request};
+use crate::status::{BulletinState, BulletinStatus};
 
 /// What this host registers.
 pub struct HostInfo {
@@ -43,7 +43,7 @@ pub struct HostInfo {
 #[derive(Debug, Clone)]
 pub struct View {
     server: SocketAddr,
-    state: &'static str,
+    state: BulletinState,
     epoch: Option<u64>,
     registered_at: Option<Instant>,
     last_error: Option<String>,
@@ -54,7 +54,7 @@ impl View {
     fn new(server: SocketAddr) -> Self {
         View {
             server,
-            state: "connecting",
+            state: BulletinState::Connecting,
             epoch: None,
             registered_at: None,
             last_error: None,
@@ -144,18 +144,23 @@ impl Membership {
             match end {
                 End::Stopped => return Ok(()),
                 End::Refused(e) if first => {
-                    self.set_view(|v| (v.state, v.last_error) = ("refused", Some(e.to_string())));
+                    self.set_view(|v| {
+                        (v.state, v.last_error) = (BulletinState::Refused, Some(e.to_string()))
+                    });
                     return Err(e);
                 }
                 End::Refused(e) => {
                     error!(error = %e, "bulletin refused this host; keeping known peers and retrying");
-                    self.set_view(|v| (v.state, v.last_error) = ("refused", Some(e.to_string())));
+                    self.set_view(|v| {
+                        (v.state, v.last_error) = (BulletinState::Refused, Some(e.to_string()))
+                    });
                     backoff = BACKOFF_MAX;
                 }
                 End::Lost(why) => {
                     warn!(reason = %why, retry_in_ms = backoff.as_millis() as u64, "bulletin connection lost; keeping known peers");
                     self.set_view(|v| {
-                        (v.state, v.last_error, v.registered_at) = ("unreachable", Some(why), None)
+                        (v.state, v.last_error, v.registered_at) =
+                            (BulletinState::Unreachable, Some(why), None)
                     });
                 }
             }
@@ -168,7 +173,7 @@ impl Membership {
     }
 
     async fn session(&mut self, stop: &mut watch::Receiver<bool>, registered: &mut bool) -> End {
-        self.set_view(|v| v.state = "connecting");
+        self.set_view(|v| v.state = BulletinState::Connecting);
         let connected = tokio::select! {
             r = self.connect_and_register() => r,
             _ = stop.changed() => return End::Stopped,
@@ -280,7 +285,7 @@ impl Membership {
         self.last_epoch = Some(terms.epoch);
         info!(server = %self.client.server(), lans = self.host.lans.len(), "registered with the bulletin");
         self.set_view(|v| {
-            v.state = "registered";
+            v.state = BulletinState::Registered;
             v.epoch = Some(terms.epoch);
             v.registered_at = Some(Instant::now());
             v.last_error = None;

@@ -5,8 +5,8 @@
 use bulletin::proto::{LanReport, PairReport, PeerReport, Tunnel};
 use bulletin::reports::{MAX_PAIRS, MAX_PEERS};
 
-use crate::api::status::{LanStatus, LanTraffic};
 use crate::io::dataplane::{Handle, Request};
+use crate::status::{LanStatus, LanTraffic};
 
 /// The report from a status snapshot and the traffic tables.
 pub fn build(lans: &[LanStatus], traffic: &[LanTraffic]) -> Vec<LanReport> {
@@ -112,8 +112,8 @@ mod tests {
                 macs: 0,
                 mac_stats: Default::default(),
                 flood_tx_frames: 0,
-                flood: crate::api::status::FloodStatus {
-                    mode: "auto",
+                flood: crate::status::FloodStatus {
+                    mode: crate::status::FloodMode::Auto,
                     group: None,
                     forwarder: false,
                     subnets: Vec::new(),

@@ -136,6 +136,16 @@ pub enum WireError {
     /// A hello whose length is not exactly [`HELLO_LEN`].
     #[error("hello of {0} bytes, expected {HELLO_LEN}")]
     HelloLength(usize),
+    /// A sealed body (probe, probe reply, path MTU probe or ack) of the wrong length.
+    #[error("{kind:?} body of {len} bytes, expected {expected}")]
+    BodyLength {
+        /// The datagram's kind.
+        kind: Kind,
+        /// Bytes present.
+        len: usize,
+        /// Bytes expected (at least, for a path MTU probe).
+        expected: usize,
+    },
 }
 
 /// The parsed header fields.

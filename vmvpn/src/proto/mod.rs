@@ -3,10 +3,12 @@
 //! and checked views over byte slices; nothing here keeps state across packets but the
 //! replay window.
 
+pub mod beacon;
 pub mod crypto;
 pub mod fragment;
 pub mod header;
 pub mod hello;
+pub mod probe;
 pub mod replay;
 
 pub use header::*;

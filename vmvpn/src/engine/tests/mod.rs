@@ -9,11 +9,13 @@ use telemetry::DropReason;
 
 use super::*;
 use crate::engine::flood::FloodMode;
+use crate::engine::probes::PING_BIT;
 use crate::proto::crypto::LanSecret;
 use crate::proto::{HEADER_LEN, Kind, Packet};
+use crate::status::LanStatus;
 
 const MAX_FRAME: usize = 1518;
-const LAN: usize = 0;
+const LAN: LanId = LanId(0);
 
 fn addr(i: usize) -> SocketAddr {
     SocketAddr::from(([10, 77, 1, i as u8 + 1], 7401))
@@ -203,31 +205,34 @@ impl Net {
                 };
                 for (dst, multicast) in targets {
                     let mut b = bytes.clone();
-                    let (lan, relay) = match self.hosts[dst].on_datagram(
+                    let copies = |r: Option<Relay<'_>>| -> Vec<(usize, SocketAddr, Vec<u8>)> {
+                        r.map(|r| {
+                            r.to.iter()
+                                .map(|t| (dst, *t, r.datagram.to_vec()))
+                                .collect()
+                        })
+                        .unwrap_or_default()
+                    };
+                    let (frame, relayed) = match self.hosts[dst].handle_datagram(
                         self.addrs[from],
                         multicast,
                         &mut b,
                         self.now,
                     ) {
-                        RxAction::Tap { lan, frame, relay } => {
-                            self.taps[dst].push(b[frame].to_vec());
-                            (lan, relay)
+                        RxAction::Tap { frame, relay, .. } => {
+                            (Some(b[frame].to_vec()), copies(relay))
                         }
-                        RxAction::TapReassembled { lan, relay } => {
-                            self.taps[dst].push(self.hosts[dst].reassembled().to_vec());
-                            (lan, relay)
+                        RxAction::TapReassembled { relay, .. } => {
+                            let c = copies(relay);
+                            (Some(self.hosts[dst].reassembled().to_vec()), c)
                         }
-                        RxAction::Relay { lan } => (lan, true),
-                        _ => (0, false),
+                        RxAction::Relay { relay, .. } => (None, copies(Some(relay))),
+                        _ => continue,
                     };
-                    {
-                        if relay {
-                            let (to, rb) = self.hosts[dst].relay_out(lan);
-                            let copies: Vec<(usize, SocketAddr, Vec<u8>)> =
-                                to.iter().map(|t| (dst, *t, rb.to_vec())).collect();
-                            self.queue.extend(copies);
-                        }
+                    if let Some(f) = frame {
+                        self.taps[dst].push(f);
                     }
+                    self.queue.extend(relayed);
                 }
             }
         }
@@ -236,7 +241,7 @@ impl Net {
 
     fn tick(&mut self) {
         for h in &mut self.hosts {
-            h.tick(self.now);
+            h.handle_timeout(self.now);
         }
         self.settle();
     }
@@ -252,7 +257,7 @@ impl Net {
         buf[HEADER_LEN..HEADER_LEN + f.len()].copy_from_slice(f);
         let now = self.now;
         let out: Vec<(SocketAddr, Vec<u8>)> =
-            match self.hosts[h].on_tap_frame(LAN, &mut buf, f.len(), now) {
+            match self.hosts[h].handle_tap_frame(LAN, &mut buf, f.len(), now) {
                 TapAction::Unicast(to, n) => vec![(to, buf[..n].to_vec())],
                 TapAction::Fragments { to, len, seg } => {
                     buf[..len].chunks(seg).map(|d| (to, d.to_vec())).collect()
@@ -282,7 +287,7 @@ impl Net {
     }
 
     fn lan(&self, h: usize) -> LanStatus {
-        self.hosts[h].lan_status(self.now).remove(LAN)
+        self.hosts[h].lan_status(self.now).remove(LAN.index())
     }
 
     fn all_up(&self) -> bool {
@@ -419,7 +424,7 @@ fn replayed_datagrams_are_dropped_and_counted() {
         .collect();
     assert!(replays.len() >= 2);
     for (_, _, mut bytes) in replays {
-        let r = net.hosts[0].on_datagram(addr(1), false, &mut bytes, net.now);
+        let r = net.hosts[0].handle_datagram(addr(1), false, &mut bytes, net.now);
         assert!(matches!(r, RxAction::Drop(DropReason::Replay)), "{r:?}");
     }
     assert_eq!(net.taps[0].len(), before);
@@ -454,7 +459,7 @@ fn spoofed_copies_of_a_peers_sequence_numbers_are_not_its_duplicates() {
         for flip in [HEADER_LEN, b.len() - 1] {
             let mut forged = b.clone();
             forged[flip] ^= 0x55;
-            let r = net.hosts[0].on_datagram(addr(1), false, &mut forged, net.now);
+            let r = net.hosts[0].handle_datagram(addr(1), false, &mut forged, net.now);
             assert_eq!(r, RxAction::Drop(DropReason::AuthFailure));
             spoofed += 1;
         }
@@ -475,7 +480,7 @@ fn spoofed_copies_of_a_peers_sequence_numbers_are_not_its_duplicates() {
     assert_eq!(net.lan(0).drops.get(DropReason::AuthFailure), spoofed);
     // A true replay of the peer's own datagram still counts as its duplicate.
     let mut again = data[0].clone();
-    let r = net.hosts[0].on_datagram(addr(1), false, &mut again, net.now);
+    let r = net.hosts[0].handle_datagram(addr(1), false, &mut again, net.now);
     assert_eq!(r, RxAction::Drop(DropReason::Replay));
     assert_eq!(
         peer(&net).sequence.duplicates,
@@ -514,7 +519,7 @@ fn restarted_peer_is_rekeyed_and_stale_hellos_are_refused() {
     assert_eq!(net.taps[1].len(), 1);
     // A replayed hello of the previous run must not take the tunnel back to old keys.
     for mut h in old_hellos {
-        let r = net.hosts[0].on_datagram(addr(1), false, &mut h, net.now);
+        let r = net.hosts[0].handle_datagram(addr(1), false, &mut h, net.now);
         assert_eq!(r, RxAction::Drop(DropReason::Replay));
     }
     net.clear_taps();
@@ -594,7 +599,7 @@ fn keepalives_keep_tunnels_up_and_silence_takes_them_down() {
     // Host 1 goes silent: drop everything it would send.
     let silent_for = Timers::default().dead_after + Duration::from_secs(1);
     net.now += silent_for;
-    net.hosts[0].tick(net.now);
+    net.hosts[0].handle_timeout(net.now);
     assert_eq!(net.lan(0).peers[0].state, "handshaking");
 }
 
@@ -614,7 +619,7 @@ proptest! {
         let f = frame(dst, mac(1), &payload);
         let mut buf = vec![0u8; buffer_len(MAX_FRAME)];
         buf[HEADER_LEN..HEADER_LEN + f.len()].copy_from_slice(&f);
-        let n = match net.hosts[0].on_tap_frame(LAN, &mut buf, f.len(), net.now) {
+        let n = match net.hosts[0].handle_tap_frame(LAN, &mut buf, f.len(), net.now) {
             TapAction::Unicast(_, n) | TapAction::Flood { len: n, .. } => n,
             TapAction::Fragments { .. } => return Ok(()),
             TapAction::Drop(r) => panic!("dropped {r:?}"),
@@ -624,20 +629,20 @@ proptest! {
         let mut rejected = 0u64;
         for len in 0..n {
             let mut t = good[..len].to_vec();
-            prop_assert!(matches!(net.hosts[1].on_datagram(addr(0), false, &mut t, net.now), RxAction::Drop(_)));
+            prop_assert!(matches!(net.hosts[1].handle_datagram(addr(0), false, &mut t, net.now), RxAction::Drop(_)));
             rejected += 1;
         }
         for ix in &flips {
             let bit = ix.index(n * 8);
             let mut t = good.clone();
             t[bit / 8] ^= 1 << (bit % 8);
-            prop_assert!(matches!(net.hosts[1].on_datagram(addr(0), false, &mut t, net.now), RxAction::Drop(_)), "bit {bit}");
+            prop_assert!(matches!(net.hosts[1].handle_datagram(addr(0), false, &mut t, net.now), RxAction::Drop(_)), "bit {bit}");
             rejected += 1;
         }
         let drops_after = net.lan(1).drops.total() + net.hosts[1].host_drops().total();
         prop_assert_eq!(drops_after - drops_before, rejected);
         let mut g = good.clone();
-        let ok = net.hosts[1].on_datagram(addr(0), false, &mut g, net.now);
+        let ok = net.hosts[1].handle_datagram(addr(0), false, &mut g, net.now);
         prop_assert!(matches!(ok, RxAction::Tap { .. }), "{:?}", ok);
         if let RxAction::Tap { frame, .. } = ok {
             prop_assert_eq!(&g[frame], &f[..]);
@@ -889,7 +894,7 @@ fn loss_reordering_and_duplicates_are_counted_per_peer() {
         let f = frame(mac(2), mac(1), &i.to_be_bytes());
         let mut buf = vec![0u8; buffer_len(MAX_FRAME)];
         buf[HEADER_LEN..HEADER_LEN + f.len()].copy_from_slice(&f);
-        match net.hosts[0].on_tap_frame(LAN, &mut buf, f.len(), net.now) {
+        match net.hosts[0].handle_tap_frame(LAN, &mut buf, f.len(), net.now) {
             TapAction::Unicast(_, n) => datagrams.push(buf[..n].to_vec()),
             other => panic!("{other:?}"),
         }
@@ -903,7 +908,7 @@ fn loss_reordering_and_duplicates_are_counted_per_peer() {
             continue;
         }
         if matches!(
-            net.hosts[1].on_datagram(addr(0), false, &mut d, net.now),
+            net.hosts[1].handle_datagram(addr(0), false, &mut d, net.now),
             RxAction::Tap { .. }
         ) {
             delivered += 1;
@@ -986,7 +991,7 @@ fn unanswered_probes_leave_the_estimate_alone() {
     // Host 1 goes quiet: probes are sent, none answered.
     for _ in 0..3 {
         net.now += Duration::from_secs(1);
-        net.hosts[0].tick(net.now);
+        net.hosts[0].handle_timeout(net.now);
         let mut buf = [0u8; 512];
         while net.hosts[0].poll_transmit(&mut buf).is_some() {}
     }
@@ -996,7 +1001,7 @@ fn unanswered_probes_leave_the_estimate_alone() {
     assert_eq!(after.rtt, before.rtt);
     // Three probes in a row unanswered and nothing heard for as long: down.
     net.now += Duration::from_secs(1);
-    net.hosts[0].tick(net.now);
+    net.hosts[0].handle_timeout(net.now);
     assert_eq!(net.lan(0).peers.remove(0).health, "down");
 }
 
@@ -1010,7 +1015,7 @@ fn a_data_datagram_flipped_into_a_beacon_is_counted_not_ignored() {
     let f = frame(mac(2), mac(1), &[0, 0]);
     let mut buf = vec![0u8; buffer_len(MAX_FRAME)];
     buf[HEADER_LEN..HEADER_LEN + f.len()].copy_from_slice(&f);
-    let n = match net.hosts[0].on_tap_frame(LAN, &mut buf, f.len(), net.now) {
+    let n = match net.hosts[0].handle_tap_frame(LAN, &mut buf, f.len(), net.now) {
         TapAction::Unicast(_, n) => n,
         other => panic!("{other:?}"),
     };
@@ -1018,7 +1023,7 @@ fn a_data_datagram_flipped_into_a_beacon_is_counted_not_ignored() {
     let mut d = buf[..n].to_vec();
     d[1] ^= 4;
     let before = net.lan(1).drops.total();
-    let r = net.hosts[1].on_datagram(addr(0), false, &mut d, net.now);
+    let r = net.hosts[1].handle_datagram(addr(0), false, &mut d, net.now);
     assert_eq!(r, RxAction::Drop(DropReason::AuthFailure));
     assert_eq!(net.lan(1).drops.total(), before + 1);
 }
@@ -1055,8 +1060,8 @@ fn an_authentic_probe_of_the_wrong_length_is_a_counted_drop() {
     let mut net = Net::new(2);
     net.tick();
     let now = net.now;
-    net.hosts[0].queue_sealed(LAN, 0, Kind::Probe, &[1, 2, 3], now);
-    net.hosts[0].queue_sealed(LAN, 0, Kind::ProbeReply, &[0; 7], now);
+    net.hosts[0].queue_sealed(LAN, PeerId(0), Kind::Probe, &[1, 2, 3], now);
+    net.hosts[0].queue_sealed(LAN, PeerId(0), Kind::ProbeReply, &[0; 7], now);
     let before = net.lan(1).drops.get(DropReason::Malformed);
     net.settle();
     assert_eq!(net.lan(1).drops.get(DropReason::Malformed), before + 2);
@@ -1180,7 +1185,12 @@ fn ping_by_peer_name_address_or_vm_ip() {
         assert_eq!(sent.address, addr(1));
         assert_eq!(sent.via_vm.is_some(), target == "10.0.0.2", "{target}");
         net.settle();
-        let pong = net.hosts[0].poll_pong().expect("pong");
+        let pong = std::iter::from_fn(|| net.hosts[0].poll_event())
+            .find_map(|e| match e {
+                Event::Pong(p) => Some(p),
+                _ => None,
+            })
+            .expect("pong");
         assert_eq!(
             pong,
             Pong {
@@ -1212,12 +1222,12 @@ fn a_peer_that_falls_silent_is_down_not_unknown() {
     // Host 1 dies: host 0 keeps ticking, nothing comes back, long past dead_after.
     for _ in 0..40 {
         net.now += Duration::from_secs(1);
-        net.hosts[0].tick(net.now);
+        net.hosts[0].handle_timeout(net.now);
         let mut buf = [0u8; 512];
         while net.hosts[0].poll_transmit(&mut buf).is_some() {}
     }
     let p = net.lan(0).peers.remove(0);
-    assert_eq!((p.state, p.health), ("handshaking", "down"));
+    assert_eq!((p.state.name(), p.health.name()), ("handshaking", "down"));
 }
 
 #[test]
@@ -1286,7 +1296,7 @@ fn cipher_none_carries_frames_in_the_clear_and_never_pairs_with_aes() {
     bad[12..20].copy_from_slice(&1000u64.to_be_bytes()); // a fresh sequence number
     let last = bad.len() - 1;
     bad[last] ^= 1;
-    let r = net.hosts[1].on_datagram(addr(0), false, &mut bad, net.now);
+    let r = net.hosts[1].handle_datagram(addr(0), false, &mut bad, net.now);
     assert_eq!(r, RxAction::Drop(DropReason::AuthFailure));
 
     // Mixed ciphers: the hellos do not authenticate, so no tunnel comes up.
@@ -1469,9 +1479,7 @@ fn the_lan_status_json_keys_are_the_documented_ones() {
     let mut keys = BTreeSet::new();
     key_paths(&v, "lans", &mut keys);
     let got: Vec<&str> = keys.iter().map(String::as_str).collect();
-    let golden: Vec<&str> = include_str!("../../api/status_keys.golden")
-        .lines()
-        .collect();
+    let golden: Vec<&str> = include_str!("../../status_keys.golden").lines().collect();
     let missing: Vec<_> = golden.iter().filter(|k| !keys.contains(**k)).collect();
     let extra: Vec<_> = got.iter().filter(|k| !golden.contains(k)).collect();
     assert!(

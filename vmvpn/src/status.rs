@@ -1,17 +1,19 @@
 //! What `vmvpn status` and `vmvpn macs` report: the JSON contract of the control socket.
 //!
-//! Key names are stable and carry their unit where they have one (`_ms`, `_bytes`).
+//! Key names are stable and carry their unit where they have one (`_ms`, `_bytes`). The
+//! types serialize and deserialize, so the daemon writes them and the CLI, `/metrics` and
+//! the reports read them back typed: a renamed key fails to build or to parse, never
+//! reads as 0. `status_keys.golden` pins the keys. Pure data: every layer may read it, and
+//! it imports nothing of vmvpn's.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use telemetry::{
     DropCounters, FlowRow, FlowStats, PairRow, Rates, RttSummary, SeqStats, TrafficCounters, VmRow,
     VmTableStats,
 };
 
-use crate::engine::macdb::MacDbStats;
-
 /// The whole host, as `vmvpn status --json` prints it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Status {
     /// This host.
     pub host: HostStatus,
@@ -24,11 +26,11 @@ pub struct Status {
     /// TAP offloads and UDP GSO.
     pub offload: OffloadStats,
     /// Frames put back together from overlay fragments (all LANs), and why some were not.
-    pub reassembly: crate::engine::reassembly::ReassemblyStats,
+    pub reassembly: ReassemblyStats,
 }
 
 /// TAP offloads (`[host] offload`) and UDP GSO at work.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OffloadStats {
     /// The TAPs were opened with a virtio-net header and TSO.
     pub tap_offload: bool,
@@ -50,12 +52,12 @@ pub struct OffloadStats {
 }
 
 /// The bulletin connection.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct BulletinStatus {
     /// The bulletin's address.
     pub server: String,
     /// "connecting", "registered", "unreachable" or "refused".
-    pub state: &'static str,
+    pub state: BulletinState,
     /// The bulletin's start epoch (hex); changes when it restarts.
     pub epoch: Option<String>,
     /// Seconds since this host registered (null when not registered).
@@ -67,7 +69,7 @@ pub struct BulletinStatus {
 }
 
 /// This host's identity.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct HostStatus {
     /// Host name from the config.
     pub name: String,
@@ -84,7 +86,7 @@ pub struct HostStatus {
 }
 
 /// One LAN.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LanStatus {
     /// LAN name.
     pub name: String,
@@ -120,10 +122,10 @@ pub struct LanStatus {
 }
 
 /// Flooding on one LAN.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct FloodStatus {
     /// `[[lan]] flood`: "auto", "multicast" or "unicast".
-    pub mode: &'static str,
+    pub mode: FloodMode,
     /// The LAN's multicast group on the underlay (null: none).
     pub group: Option<String>,
     /// This host is the designated forwarder of its subnet.
@@ -136,7 +138,7 @@ pub struct FloodStatus {
 }
 
 /// How one physical subnet is reached.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SubnetStatus {
     /// The subnet, e.g. "10.77.2.0/24".
     pub subnet: String,
@@ -146,13 +148,13 @@ pub struct SubnetStatus {
     pub forwarder: String,
     /// This host's subnet: "multicast", "unicast" or "mixed"; others: "relay"; or
     /// "unicast" everywhere with flood = "unicast".
-    pub mode: &'static str,
+    pub mode: SubnetMode,
     /// Why.
     pub reason: String,
 }
 
 /// Flood counters of one LAN.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FloodStats {
     /// Frames flooded from this host's TAP.
     #[serde(rename = "frames_total")]
@@ -175,7 +177,7 @@ pub struct FloodStats {
 }
 
 /// One peer of one LAN.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PeerStatus {
     /// Peer host id (null until its first hello).
     pub id: Option<u32>,
@@ -183,11 +185,11 @@ pub struct PeerStatus {
     pub name: String,
     /// Underlay address and port.
     pub address: String,
-    /// Where the entry came from: "static" (config) or "hello" (an authenticated hello
-    /// from an address not in the config).
-    pub source: &'static str,
+    /// Where the entry came from: "static" (config), "hello" (an authenticated hello
+    /// from an address not in the config) or "bulletin".
+    pub source: PeerSource,
     /// "up" (keys agreed both ways) or "handshaking".
-    pub state: &'static str,
+    pub state: PeerState,
     /// Milliseconds since anything authentic was heard from it (null: never).
     pub last_heard_ago_ms: Option<u64>,
     /// Traffic through this tunnel.
@@ -208,7 +210,7 @@ pub struct PeerStatus {
     /// Lost / expected from us to this peer, as the peer counted it (in its probe replies).
     pub loss_tx_ratio: f64,
     /// "ok", "degraded", "down" or "unknown" (no probe answered yet), from probes and loss.
-    pub health: &'static str,
+    pub health: Health,
     /// Throughput over 1 s and 60 s, and the last minute's peak-to-mean ratio.
     #[serde(flatten)]
     pub rates: Rates,
@@ -231,7 +233,7 @@ pub struct PeerStatus {
 }
 
 /// One row of `vmvpn macs --json`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct MacRow {
     /// LAN name.
     pub lan: String,
@@ -246,7 +248,7 @@ pub struct MacRow {
 }
 
 /// Per-VM traffic of one LAN, as `vmvpn vms`, `vmvpn flows` and the bulletin reports use it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LanTraffic {
     /// LAN name.
     pub lan: String,
@@ -261,3 +263,149 @@ pub struct LanTraffic {
     /// Flow table counters.
     pub flow_table: FlowStats,
 }
+
+/// A tunnel's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PeerState {
+    /// Keys agreed both ways: frames flow.
+    Up,
+    /// Hellos go out; nothing is sent to it yet.
+    Handshaking,
+}
+
+/// How a tunnel is doing, from its probes and its loss.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Health {
+    /// Probes answered, loss at most 1 % each way.
+    Ok,
+    /// A probe unanswered in a row, or loss over 1 % either way.
+    Degraded,
+    /// Probes unanswered and nothing else heard, or the tunnel went down.
+    Down,
+    /// No probe answered yet.
+    Unknown,
+}
+
+/// Where a peer entry came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PeerSource {
+    /// The config's static peer list.
+    Static,
+    /// An authenticated hello from an address not in the config.
+    Hello,
+    /// The bulletin board's registry.
+    Bulletin,
+}
+
+/// How a LAN floods (`[[lan]] flood`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum FloodMode {
+    /// Multicast where beacons show it works, unicast replication elsewhere.
+    #[default]
+    Auto,
+    /// Multicast in every subnet, whatever the beacons say.
+    Multicast,
+    /// Unicast replication to every peer (no multicast, no forwarders).
+    Unicast,
+}
+
+/// How floods reach one physical subnet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SubnetMode {
+    /// This host's subnet, by the LAN's multicast group.
+    Multicast,
+    /// By one unicast copy per peer.
+    Unicast,
+    /// The group, plus unicast copies to peers whose beacons do not arrive.
+    Mixed,
+    /// Another subnet: one relay copy to its designated forwarder.
+    Relay,
+}
+
+/// The bulletin connection's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BulletinState {
+    /// Connecting, or waiting to retry.
+    Connecting,
+    /// Registered: peers are learned from it.
+    Registered,
+    /// The last attempt failed; retrying.
+    Unreachable,
+    /// The bulletin refused this host (wrong secret, not allowed); retrying.
+    Refused,
+}
+
+/// Counters of the MAC database.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MacDbStats {
+    /// New MACs learned.
+    pub learned: u64,
+    /// MACs that moved to another location.
+    pub moves: u64,
+    /// Entries removed because they aged out.
+    pub aged_out: u64,
+    /// Entries evicted because the table was full.
+    pub evicted: u64,
+}
+
+/// Counters of the reassembly table.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReassemblyStats {
+    /// Frames put back together and delivered.
+    pub reassembled_frames_total: u64,
+    /// Frames dropped: pieces that overlapped.
+    pub overlap_total: u64,
+    /// Frames dropped: larger than the TAP allows.
+    pub oversize_total: u64,
+    /// Frames dropped: incomplete after the timeout.
+    pub timeout_total: u64,
+    /// Frames dropped: evicted from a full table.
+    pub evicted_total: u64,
+    /// Frames in progress now.
+    pub in_progress: u64,
+}
+
+/// `name()` (the JSON spelling) and `Display` for the contract's enums.
+macro_rules! spelled {
+    ($t:ident { $($v:ident => $s:literal),+ $(,)? }) => {
+        impl $t {
+            /// The spelling in JSON, the config and the tables.
+            pub fn name(self) -> &'static str {
+                match self {
+                    $($t::$v => $s),+
+                }
+            }
+        }
+
+        /// Compare with the JSON spelling: `state == "up"`.
+        impl PartialEq<&str> for $t {
+            fn eq(&self, other: &&str) -> bool {
+                self.name() == *other
+            }
+        }
+
+        impl std::fmt::Display for $t {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.name())
+            }
+        }
+    };
+}
+
+spelled!(PeerState { Up => "up", Handshaking => "handshaking" });
+spelled!(Health { Ok => "ok", Degraded => "degraded", Down => "down", Unknown => "unknown" });
+spelled!(PeerSource { Static => "static", Hello => "hello", Bulletin => "bulletin" });
+spelled!(FloodMode { Auto => "auto", Multicast => "multicast", Unicast => "unicast" });
+spelled!(SubnetMode { Multicast => "multicast", Unicast => "unicast", Mixed => "mixed", Relay => "relay" });
+spelled!(BulletinState {
+    Connecting => "connecting",
+    Registered => "registered",
+    Unreachable => "unreachable",
+    Refused => "refused",
+});

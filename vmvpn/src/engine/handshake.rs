@@ -1,0 +1,182 @@
+//! The handshake: hellos under an HMAC keyed from the LAN secret, and the session they
+//! set up (see the engine's module doc and `PROTOCOL.md`).
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use telemetry::DropReason;
+use tracing::info;
+
+use super::events::{Event, TunnelChange};
+use super::peer::Peer;
+use super::pmtu::PathMtu;
+use super::transmit::Outgoing;
+use super::{Engine, LanId, PeerId, PeerSource, RxAction};
+use crate::proto::crypto::SealKey;
+use crate::proto::replay::ReplayWindow;
+use crate::proto::{HEADER_LEN, HELLO_BODY_LEN, HELLO_LEN, Header, Hello, Kind};
+
+/// Hellos answer at most this often per peer, unless the session changed.
+const HELLO_REPLY_MIN: Duration = Duration::from_millis(200);
+
+/// The keys and replay windows of one run of a peer.
+pub(crate) struct Session {
+    pub(crate) peer_public: [u8; 32],
+    pub(crate) tx: SealKey,
+    pub(crate) rx: SealKey,
+    pub(crate) rx_window: ReplayWindow,
+    pub(crate) group_rx: SealKey,
+    pub(crate) group_window: ReplayWindow,
+    /// Path MTU probes and acks: a sequence space of their own.
+    pub(crate) pmtu_window: ReplayWindow,
+}
+
+impl Engine {
+    pub(super) fn handle_hello(
+        &mut self,
+        lan: LanId,
+        from: SocketAddr,
+        h: &Header,
+        buf: &[u8],
+        now: Instant,
+    ) -> RxAction<'_> {
+        let l = &mut self.lans[lan.index()];
+        let known = l
+            .by_id
+            .get(&h.sender)
+            .copied()
+            .or_else(|| l.peer_by_addr(from));
+        let Ok(hello) = Hello::parse(&buf[HEADER_LEN..]) else {
+            return RxAction::Drop(l.drop_unauthenticated(known, DropReason::BadHeader));
+        };
+        if !l
+            .keys
+            .verify_hello(&buf[..HEADER_LEN], &hello.signed_body(), &hello.mac)
+        {
+            return RxAction::Drop(l.drop_unauthenticated(known, DropReason::AuthFailure));
+        }
+        // Authentic from here on: it holds the LAN secret.
+        let pi = match l.by_id.get(&h.sender) {
+            Some(&i) => i,
+            None => match l
+                .peers
+                .iter()
+                .position(|p| p.addr == from && p.id.is_none())
+            {
+                Some(i) => PeerId::at(i),
+                None => {
+                    l.peers
+                        .push(Peer::new(from, PeerSource::Hello, self.underlay_mtu));
+                    PeerId::at(l.peers.len() - 1)
+                }
+            },
+        };
+        let p = &mut l.peers[pi.index()];
+        let same_key = p
+            .session
+            .as_ref()
+            .is_some_and(|s| s.peer_public == hello.public);
+        let mut new_session = false;
+        let had_session = p.session.is_some();
+        if !same_key {
+            if p.session.is_some() && h.seq <= p.link.peer_start {
+                // An older hello (replayed, or delayed): never go back to old keys.
+                return RxAction::Drop(l.drop_at(Some(pi), DropReason::Replay));
+            }
+            let Some((tx, rx)) = l.keys.session_keys(
+                l.spec.id,
+                (self.id, &self.secret, &self.public),
+                (h.sender, &hello.public),
+            ) else {
+                return RxAction::Drop(l.drop_at(Some(pi), DropReason::AuthFailure));
+            };
+            let group = l.keys.group_key(l.spec.id, h.sender, &hello.public);
+            p.session = Some(Session {
+                peer_public: hello.public,
+                tx: SealKey::with_cipher(&tx, l.spec.cipher),
+                rx: SealKey::with_cipher(&rx, l.spec.cipher),
+                rx_window: ReplayWindow::default(),
+                group_rx: SealKey::with_cipher(&group, l.spec.cipher),
+                group_window: ReplayWindow::default(),
+                pmtu_window: ReplayWindow::default(),
+            });
+            // A new run of the peer, maybe elsewhere: find its path again.
+            p.path.mtu = PathMtu::new(self.underlay_mtu);
+            p.link.peer_start = h.seq;
+            // A new run of the peer numbers from 0 again.
+            p.count.rx_seq.restart();
+            p.link.up = false;
+            new_session = true;
+        }
+        if p.id != Some(h.sender) {
+            p.id = Some(h.sender);
+            l.by_id.insert(h.sender, pi);
+        }
+        p.name = hello.name_str();
+        p.link.last_heard = Some(now);
+        if p.addr != from {
+            p.addr = from;
+        }
+        if new_session && had_session {
+            info!(lan = %l.spec.name, peer = %from, name = %p.name, "peer (re)started: new session keys");
+        }
+        if hello.echo == self.public && !p.link.up {
+            p.link.up = true;
+            info!(lan = %l.spec.name, peer = %from, name = %p.name, "tunnel up");
+            self.events.push(Event::TunnelUp(TunnelChange {
+                lan,
+                peer: from,
+                name: p.name.clone(),
+            }));
+        }
+        let needs_reply = new_session || hello.echo != self.public;
+        l.rebuild_flood();
+        if needs_reply {
+            self.queue_hello(lan, pi, now, new_session);
+        }
+        RxAction::Consumed
+    }
+
+    pub(super) fn queue_hello(&mut self, lan: LanId, pi: PeerId, now: Instant, force: bool) {
+        let l = &mut self.lans[lan.index()];
+        let Some(p) = l.peers.get_mut(pi.index()) else {
+            return;
+        };
+        if !force
+            && p.link
+                .last_hello
+                .is_some_and(|t| now.saturating_duration_since(t) < HELLO_REPLY_MIN)
+        {
+            return;
+        }
+        p.link.last_hello = Some(now);
+        let echo = p.session.as_ref().map_or([0u8; 32], |s| s.peer_public);
+        let hdr = Header {
+            kind: Kind::Hello,
+            flags: 0,
+            lan: l.spec.id,
+            sender: self.id,
+            seq: self.start_ns,
+        };
+        let hdr_bytes = hdr.to_bytes();
+        let mut hello = Hello {
+            public: self.public,
+            echo,
+            name: self.name,
+            mac: [0; 32],
+        };
+        hello.mac = l.keys.hello_mac(&hdr_bytes, &hello.signed_body());
+        let mut out = Outgoing {
+            to: p.addr,
+            len: HELLO_LEN,
+            buf: [0; HELLO_LEN],
+        };
+        out.buf[..HEADER_LEN].copy_from_slice(&hdr_bytes);
+        let body: &mut [u8; HELLO_BODY_LEN] = match (&mut out.buf[HEADER_LEN..]).try_into() {
+            Ok(b) => b,
+            Err(_) => return,
+        };
+        hello.emit(body);
+        self.out.push_back(out);
+    }
+}

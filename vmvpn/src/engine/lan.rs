@@ -1,0 +1,164 @@
+//! One LAN inside the engine: its keys, peers, MAC database, flood plan and counters.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Instant;
+
+use telemetry::{DropCounters, DropReason, FlowTable, VmTable};
+
+use super::LanSpec;
+use super::flood::{Member, Plan, Subnet, plan};
+use super::ids::PeerId;
+use super::macdb::MacDb;
+use super::peer::Peer;
+use crate::proto::crypto::{LanKeys, SealKey};
+use crate::status::FloodStats;
+
+pub(crate) struct Lan {
+    pub(crate) spec: LanSpec,
+    pub(crate) keys: LanKeys,
+    pub(crate) group_tx: SealKey,
+    pub(crate) group_seq: u64,
+    pub(crate) peers: Vec<Peer>,
+    pub(crate) by_id: HashMap<u32, PeerId>,
+    /// Where floods go; rebuilt when peers or beacons change (not per packet).
+    pub(crate) plan: Plan,
+    /// Up peers (each receives a flood one way or another), for per-peer counters.
+    pub(crate) flood_members: Vec<PeerId>,
+    pub(crate) macs: MacDb,
+    pub(crate) drops: DropCounters,
+    pub(crate) flood: FloodStats,
+    pub(crate) next_sweep: Option<Instant>,
+    pub(crate) next_beacon: Option<Instant>,
+    /// This host's id and subnet, for planning.
+    pub(crate) me: (u32, Option<(IpAddr, u8)>),
+    /// Per-VM traffic and the VM matrix.
+    pub(crate) vms: VmTable,
+    /// Transport flows between VMs.
+    pub(crate) flows: FlowTable,
+    /// Id of the next flooded frame cut into fragments.
+    pub(crate) group_frag_id: u32,
+    pub(crate) frags: FragCounters,
+}
+
+/// Frames cut into fragments on one LAN.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct FragCounters {
+    pub(crate) frames: u64,
+    pub(crate) fragments: u64,
+}
+
+impl Lan {
+    pub(crate) fn new(
+        spec: LanSpec,
+        host_id: u32,
+        underlay: Option<(IpAddr, u8)>,
+        public: &[u8; 32],
+    ) -> Self {
+        let keys = LanKeys::with_cipher(&spec.secret, spec.cipher);
+        let group_tx = SealKey::with_cipher(&keys.group_key(spec.id, host_id, public), spec.cipher);
+        Lan {
+            macs: MacDb::new(spec.mac_capacity, spec.mac_max_age),
+            spec,
+            keys,
+            group_tx,
+            group_seq: 0,
+            peers: Vec::new(),
+            by_id: HashMap::new(),
+            plan: Plan::default(),
+            flood_members: Vec::new(),
+            drops: DropCounters::default(),
+            flood: FloodStats::default(),
+            next_sweep: None,
+            next_beacon: None,
+            me: (host_id, underlay),
+            group_frag_id: 0,
+            frags: FragCounters::default(),
+            vms: VmTable::new(1, 1, 0),
+            flows: FlowTable::new(1, 1),
+        }
+    }
+
+    pub(crate) fn peer(&mut self, pi: PeerId) -> Option<&mut Peer> {
+        self.peers.get_mut(pi.index())
+    }
+
+    pub(crate) fn rebuild_flood(&mut self) {
+        let (my_id, underlay) = self.me;
+        let my_prefix = underlay.map_or(32, |(_, p)| p);
+        let members: Vec<Member> = self
+            .peers
+            .iter()
+            .map(|p| Member {
+                id: p.id,
+                addr: p.addr,
+                subnet: Subnet::of(p.addr.ip(), p.prefix.unwrap_or(my_prefix)),
+                up: p.link.up,
+                beacons: p.link.beacons,
+                name: p.name.clone(),
+            })
+            .collect();
+        // Multicast only within an IPv4 subnet, and only with a group.
+        let my_subnet = underlay
+            .filter(|(ip, _)| ip.is_ipv4())
+            .map(|(ip, pfx)| Subnet::of(ip, pfx));
+        self.plan = plan(
+            (my_id, my_subnet),
+            self.spec.flood,
+            self.spec.group,
+            &members,
+        );
+        self.flood_members = self
+            .peers
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| p.link.up)
+            .map(|(i, _)| PeerId::at(i))
+            .collect();
+    }
+
+    /// The peer ids, rebuilt after a peer left (the ones after it moved down).
+    pub(crate) fn reindex(&mut self) {
+        self.by_id = self
+            .peers
+            .iter()
+            .enumerate()
+            .filter_map(|(i, p)| Some((p.id?, PeerId::at(i))))
+            .collect();
+    }
+
+    pub(crate) fn same_subnet(&self, ip: IpAddr) -> bool {
+        self.me
+            .1
+            .is_some_and(|(mine, pfx)| Subnet::of(mine, pfx) == Subnet::of(ip, pfx))
+    }
+
+    pub(crate) fn drop_at(&mut self, peer: Option<PeerId>, reason: DropReason) -> DropReason {
+        self.drops.bump(reason);
+        if let Some(p) = peer.and_then(|i| self.peers.get_mut(i.index())) {
+            p.count.drops.bump(reason);
+        }
+        reason
+    }
+
+    /// A drop before the datagram authenticated: the LAN counts it by reason, the peer it
+    /// claims to come from only as unauthenticated (spoofable).
+    pub(crate) fn drop_unauthenticated(
+        &mut self,
+        claimed: Option<PeerId>,
+        reason: DropReason,
+    ) -> DropReason {
+        self.drops.bump(reason);
+        if let Some(p) = claimed.and_then(|i| self.peers.get_mut(i.index())) {
+            p.count.unauthenticated_drops += 1;
+        }
+        reason
+    }
+
+    pub(crate) fn peer_by_addr(&self, addr: SocketAddr) -> Option<PeerId> {
+        self.peers
+            .iter()
+            .position(|p| p.addr == addr)
+            .map(PeerId::at)
+    }
+}
