@@ -30,6 +30,18 @@ pub enum TcpState {
     Closed,
 }
 
+impl TcpState {
+    /// The spelling in JSON and the tables.
+    pub fn name(self) -> &'static str {
+        match self {
+            TcpState::Opening => "opening",
+            TcpState::Established => "established",
+            TcpState::Closing => "closing",
+            TcpState::Closed => "closed",
+        }
+    }
+}
+
 /// One flow, seen from its initiator (`key.src`).
 #[derive(Debug, Clone, Copy)]
 pub struct Flow {
@@ -75,7 +87,7 @@ pub struct FlowStats {
 }
 
 /// One flow, for views.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct FlowRow {
     /// "tcp", "udp", "icmp", "icmpv6" or the protocol number.
     pub proto: String,

@@ -53,7 +53,7 @@ pub struct PairEntry {
 }
 
 /// One VM, for views.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct VmRow {
     /// MAC (`aa:bb:cc:dd:ee:ff` in JSON).
     #[serde(serialize_with = "ser_mac", deserialize_with = "de_mac")]
@@ -77,7 +77,7 @@ pub struct VmRow {
 }
 
 /// One cell of the VM matrix.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct PairRow {
     /// Source MAC.
     #[serde(serialize_with = "ser_mac", deserialize_with = "de_mac")]
@@ -308,12 +308,13 @@ pub fn parse_mac(text: &str) -> Option<Mac> {
 }
 
 /// Where a VM is, seen from this host.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum VmLocation {
     /// A port of this host (its frames come from the TAP).
     Local,
     /// Behind a peer.
+    #[default]
     Remote,
 }
 

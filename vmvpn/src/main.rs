@@ -11,6 +11,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use vmvpn::api::control::{self, ControlRequest};
 use vmvpn::config::{Config, generate_secret};
+use vmvpn::status::{LanTraffic, MacRow, Status};
 
 /// Layer-2 overlay for virtual machines across hosts and subnets.
 ///
@@ -209,26 +210,28 @@ fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Up { config } => daemon::up(&config),
         Command::Status { json, target } => {
-            let v = control::request(&target.resolve()?, &ControlRequest::Status)?;
+            let v: Status = control::request(&target.resolve()?, &ControlRequest::Status)?;
             print_out(&v, json, render::status)
         }
         Command::Macs(View { lan, json, target }) => {
-            let v = control::request(&target.resolve()?, &ControlRequest::Macs { lan })?;
-            print_out(&v, json, render::macs)
+            let v: Vec<MacRow> =
+                control::request(&target.resolve()?, &ControlRequest::Macs { lan })?;
+            print_out(&v, json, |v| render::macs(v))
         }
         Command::Vms(View { lan, json, target }) => {
-            let v = control::request(
+            let v: Vec<LanTraffic> = control::request(
                 &target.resolve()?,
                 &ControlRequest::Traffic { lan, top: None },
             )?;
-            print_out(&v, json, render::vms)
+            print_out(&v, json, |v| render::vms(v))
         }
         Command::Flows {
             top,
             view: View { lan, json, target },
         } => {
-            let v = control::request(&target.resolve()?, &ControlRequest::Traffic { lan, top })?;
-            print_out(&v, json, render::flows)
+            let v: Vec<LanTraffic> =
+                control::request(&target.resolve()?, &ControlRequest::Traffic { lan, top })?;
+            print_out(&v, json, |v| render::flows(v))
         }
         Command::Top {
             interval,
@@ -288,13 +291,14 @@ fn run(cli: Cli) -> Result<()> {
     }
 }
 
-fn print_out(
-    v: &serde_json::Value,
-    json: bool,
-    table: fn(&serde_json::Value) -> String,
-) -> Result<()> {
+/// The answer as JSON (through `Value`, so keys are sorted as they always were) or as
+/// a table.
+fn print_out<T: serde::Serialize>(v: &T, json: bool, table: impl Fn(&T) -> String) -> Result<()> {
     if json {
-        println!("{}", serde_json::to_string_pretty(v)?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::to_value(v)?)?
+        );
     } else {
         print!("{}", table(v));
     }

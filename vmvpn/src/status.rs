@@ -13,7 +13,7 @@ use telemetry::{
 };
 
 /// The whole host, as `vmvpn status --json` prints it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Status {
     /// This host.
     pub host: HostStatus,
@@ -52,7 +52,7 @@ pub struct OffloadStats {
 }
 
 /// The bulletin connection.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct BulletinStatus {
     /// The bulletin's address.
     pub server: String,
@@ -69,7 +69,7 @@ pub struct BulletinStatus {
 }
 
 /// This host's identity.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct HostStatus {
     /// Host name from the config.
     pub name: String,
@@ -86,7 +86,7 @@ pub struct HostStatus {
 }
 
 /// One LAN.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct LanStatus {
     /// LAN name.
     pub name: String,
@@ -122,7 +122,7 @@ pub struct LanStatus {
 }
 
 /// Flooding on one LAN.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct FloodStatus {
     /// `[[lan]] flood`: "auto", "multicast" or "unicast".
     pub mode: FloodMode,
@@ -138,7 +138,7 @@ pub struct FloodStatus {
 }
 
 /// How one physical subnet is reached.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct SubnetStatus {
     /// The subnet, e.g. "10.77.2.0/24".
     pub subnet: String,
@@ -177,7 +177,7 @@ pub struct FloodStats {
 }
 
 /// One peer of one LAN.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct PeerStatus {
     /// Peer host id (null until its first hello).
     pub id: Option<u32>,
@@ -233,7 +233,7 @@ pub struct PeerStatus {
 }
 
 /// One row of `vmvpn macs --json`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct MacRow {
     /// LAN name.
     pub lan: String,
@@ -248,7 +248,7 @@ pub struct MacRow {
 }
 
 /// Per-VM traffic of one LAN, as `vmvpn vms`, `vmvpn flows` and the bulletin reports use it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct LanTraffic {
     /// LAN name.
     pub lan: String,
@@ -265,17 +265,18 @@ pub struct LanTraffic {
 }
 
 /// A tunnel's state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum PeerState {
     /// Keys agreed both ways: frames flow.
     Up,
     /// Hellos go out; nothing is sent to it yet.
+    #[default]
     Handshaking,
 }
 
 /// How a tunnel is doing, from its probes and its loss.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum Health {
     /// Probes answered, loss at most 1 % each way.
@@ -285,14 +286,16 @@ pub enum Health {
     /// Probes unanswered and nothing else heard, or the tunnel went down.
     Down,
     /// No probe answered yet.
+    #[default]
     Unknown,
 }
 
 /// Where a peer entry came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum PeerSource {
     /// The config's static peer list.
+    #[default]
     Static,
     /// An authenticated hello from an address not in the config.
     Hello,
@@ -314,12 +317,13 @@ pub enum FloodMode {
 }
 
 /// How floods reach one physical subnet.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum SubnetMode {
     /// This host's subnet, by the LAN's multicast group.
     Multicast,
     /// By one unicast copy per peer.
+    #[default]
     Unicast,
     /// The group, plus unicast copies to peers whose beacons do not arrive.
     Mixed,
@@ -328,10 +332,11 @@ pub enum SubnetMode {
 }
 
 /// The bulletin connection's state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum BulletinState {
     /// Connecting, or waiting to retry.
+    #[default]
     Connecting,
     /// Registered: peers are learned from it.
     Registered,
@@ -392,7 +397,7 @@ macro_rules! spelled {
 
         impl std::fmt::Display for $t {
             fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str(self.name())
+                f.pad(self.name())
             }
         }
     };
@@ -409,3 +414,29 @@ spelled!(BulletinState {
     Unreachable => "unreachable",
     Refused => "refused",
 });
+
+/// The answer to one `vmvpn ping` probe.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PingAnswer {
+    /// LAN name.
+    pub lan: String,
+    /// The peer's name (empty before its hello).
+    pub peer: String,
+    /// The peer's underlay address.
+    pub address: String,
+    /// The VM MAC the target resolved to, when the target was a VM address.
+    pub via_vm: Option<String>,
+    /// The probe's id.
+    pub id: u32,
+    /// Round trip in µs (null: no answer within the timeout).
+    pub rtt_us: Option<f64>,
+}
+
+/// What a scrape of `/metrics` shows beyond the status: local VM ports and RTT histograms.
+#[derive(Debug, Clone, Default)]
+pub struct MetricsExtra {
+    /// Per-LAN traffic (only local VM ports are exported: bounded by the series cap).
+    pub traffic: Vec<LanTraffic>,
+    /// (LAN, peer address, cumulative RTT histogram).
+    pub rtt: Vec<(String, String, telemetry::RttBuckets)>,
+}

@@ -17,6 +17,7 @@ use std::os::unix::net::UnixStream as StdUnixStream;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use serde::de::{DeserializeOwned, IgnoredAny};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use std::sync::Arc;
@@ -28,6 +29,7 @@ use tracing::{debug, warn};
 
 use crate::io::dataplane::{Handle, Request};
 use crate::membership::SharedView;
+use crate::status::PingAnswer;
 
 /// A request on the control socket.
 #[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -208,77 +210,78 @@ pub fn parse_request(line: &str) -> Result<ControlRequest, String> {
     })
 }
 
+/// One answer on the control socket: `{"ok": …}` or `{"error": "…"}`.
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "lowercase")]
+pub enum Reply<T> {
+    /// The request's answer.
+    Ok(T),
+    /// What went wrong, for people.
+    Error(String),
+}
+
+/// An answer as JSON (through `Value`, whose keys are sorted: the form the socket has
+/// always had).
+fn reply<T: Serialize>(r: Reply<T>) -> Value {
+    serde_json::to_value(r)
+        .unwrap_or_else(|e| json!({ "error": format!("cannot encode the answer: {e}") }))
+}
+
+fn ok<T: Serialize>(x: T) -> Value {
+    reply(Reply::Ok(x))
+}
+
+fn error(e: impl Into<String>) -> Value {
+    reply::<()>(Reply::Error(e.into()))
+}
+
 async fn answer(req: ControlRequest, dp: &Handle, bulletin: Option<&SharedView>) -> Value {
-    let gone = || json!({ "error": "data plane is shutting down" });
+    let gone = || error("data plane is shutting down");
     match req {
-        ControlRequest::Status => {
-            let (tx, rx) = tokio::sync::oneshot::channel();
-            if !dp.ask(Request::Status(tx)) {
-                return gone();
+        ControlRequest::Status => match dp.call(Request::Status).await {
+            Some(mut s) => {
+                s.bulletin = bulletin.and_then(|v| v.lock().ok().map(|v| v.status()));
+                ok(s)
             }
-            match rx.await {
-                Ok(mut s) => {
-                    s.bulletin = bulletin.and_then(|v| v.lock().ok().map(|v| v.status()));
-                    json!({ "ok": s })
-                }
-                Err(_) => gone(),
-            }
-        }
-        ControlRequest::Macs { lan } => {
-            let (tx, rx) = tokio::sync::oneshot::channel();
-            if !dp.ask(Request::Macs(lan, tx)) {
-                return gone();
-            }
-            match rx.await {
-                Ok(Ok(rows)) => json!({ "ok": rows }),
-                Ok(Err(e)) => json!({ "error": e }),
-                Err(_) => gone(),
-            }
-        }
+            None => gone(),
+        },
+        ControlRequest::Macs { lan } => match dp.call(|tx| Request::Macs(lan, tx)).await {
+            Some(Ok(rows)) => ok(rows),
+            Some(Err(e)) => error(e),
+            None => gone(),
+        },
         ControlRequest::Traffic { lan, top } => {
-            let (tx, rx) = tokio::sync::oneshot::channel();
-            if !dp.ask(Request::Traffic {
-                lan,
-                top,
-                reply: tx,
-            }) {
-                return gone();
-            }
-            match rx.await {
-                Ok(Ok(rows)) => json!({ "ok": rows }),
-                Ok(Err(e)) => json!({ "error": e }),
-                Err(_) => gone(),
+            match dp.call(|reply| Request::Traffic { lan, top, reply }).await {
+                Some(Ok(rows)) => ok(rows),
+                Some(Err(e)) => error(e),
+                None => gone(),
             }
         }
         ControlRequest::Ping { target } => {
-            let (tx, rx) = tokio::sync::oneshot::channel();
-            if !dp.ask(Request::Ping { target, reply: tx }) {
-                return gone();
-            }
-            let (sent, pong) = match rx.await {
-                Ok(Ok(x)) => x,
-                Ok(Err(e)) => return json!({ "error": e }),
-                Err(_) => return gone(),
+            let (sent, pong) = match dp.call(|reply| Request::Ping { target, reply }).await {
+                Some(Ok(x)) => x,
+                Some(Err(e)) => return error(e),
+                None => return gone(),
             };
             let rtt_us = match tokio::time::timeout(PING_TIMEOUT, pong).await {
                 Ok(Ok(ns)) => Some(ns as f64 / 1000.0),
                 _ => None,
             };
-            json!({ "ok": {
-                "lan": sent.lan,
-                "peer": sent.peer,
-                "address": sent.address.to_string(),
-                "via_vm": sent.via_vm,
-                "id": sent.id,
-                "rtt_us": rtt_us,
-            }})
+            ok(PingAnswer {
+                lan: sent.lan,
+                peer: sent.peer,
+                address: sent.address.to_string(),
+                via_vm: sent.via_vm,
+                id: sent.id,
+                rtt_us,
+            })
         }
     }
 }
 
 /// Ask a daemon (blocking; for the CLI). A daemon that is busy with other clients is
 /// asked again for up to 10 s before its answer is returned as the error.
-pub fn request(path: &Path, req: &ControlRequest) -> Result<Value, ControlError> {
+pub fn request<T: DeserializeOwned>(path: &Path, req: &ControlRequest) -> Result<T, ControlError> {
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     let mut wait = Duration::from_millis(20);
     loop {
@@ -294,7 +297,7 @@ pub fn request(path: &Path, req: &ControlRequest) -> Result<Value, ControlError>
     }
 }
 
-fn request_once(path: &Path, req: &ControlRequest) -> Result<Value, ControlError> {
+fn request_once<T: DeserializeOwned>(path: &Path, req: &ControlRequest) -> Result<T, ControlError> {
     let conn = |cause| ControlError::Connect {
         path: path.to_path_buf(),
         cause,
@@ -327,14 +330,17 @@ fn request_once(path: &Path, req: &ControlRequest) -> Result<Value, ControlError
         path: path.to_path_buf(),
         message,
     };
-    let mut v: Value =
-        serde_json::from_str(&answer).map_err(|e| bad(format!("unreadable answer: {e}")))?;
-    if let Some(e) = v.get("error") {
-        return Err(bad(e.as_str().unwrap_or("unknown error").to_string()));
+    // An error first, whatever shape an answer would have had.
+    if let Ok(Reply::Error(e)) = serde_json::from_str::<Reply<IgnoredAny>>(&answer) {
+        return Err(bad(e));
     }
-    v.get_mut("ok")
-        .map(Value::take)
-        .ok_or_else(|| bad("answer without \"ok\"".into()))
+    match serde_json::from_str::<Reply<T>>(&answer) {
+        Ok(Reply::Ok(x)) => Ok(x),
+        Ok(Reply::Error(e)) => Err(bad(e)),
+        Err(e) => Err(bad(format!(
+            "unreadable answer ({e}); is the daemon the same version as this command?"
+        ))),
+    }
 }
 
 #[cfg(test)]

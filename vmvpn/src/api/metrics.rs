@@ -9,15 +9,14 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tracing::{debug, warn};
 
 use crate::io::dataplane::{Handle, Request};
-use crate::status::{LanTraffic, Status};
-use telemetry::RttBuckets;
+use crate::status::{MetricsExtra, PeerState, Status};
 use telemetry::rtt::BUCKETS_US;
+use telemetry::{DropCounters, DropReason};
 
 struct Family<'a> {
     name: &'a str,
@@ -32,19 +31,8 @@ fn esc(v: &str) -> String {
         .replace('\n', "\\n")
 }
 
-/// What a scrape shows beyond the status: local VM ports and RTT histograms.
-#[derive(Debug, Clone, Default)]
-pub struct Extra {
-    /// Per-LAN traffic (only local VM ports are exported: bounded by the series cap).
-    pub traffic: Vec<LanTraffic>,
-    /// (LAN, peer address, cumulative RTT histogram).
-    pub rtt: Vec<(String, String, RttBuckets)>,
-}
-
 /// Render a status snapshot as Prometheus text.
-pub fn render(status: &Status, extra: &Extra) -> String {
-    // Work from the JSON form: it is the documented contract and already has every field.
-    let v = serde_json::to_value(status).unwrap_or(Value::Null);
+pub fn render(status: &Status, extra: &MetricsExtra) -> String {
     let mut fams: Vec<Family<'_>> = Vec::new();
     let mut fam = |name: &'static str, kind: &'static str, help: &'static str| {
         fams.push(Family {
@@ -226,76 +214,78 @@ pub fn render(status: &Status, extra: &Extra) -> String {
         "gauge",
         "Receive rate of a local VM port over the last complete second.",
     );
-    let n = |x: &Value| x.as_f64().unwrap_or(0.0);
+    // Reasons by name: the order the exposition has always had.
+    let by_name = |c: &DropCounters| {
+        let mut v: Vec<(&'static str, u64)> = DropReason::ALL
+            .iter()
+            .map(|r| (r.name(), c.get(*r)))
+            .collect();
+        v.sort_unstable();
+        v
+    };
     fams[up].samples.push((String::new(), 1.0));
-    for (reason, c) in v["drops"].as_object().into_iter().flatten() {
+    for (reason, c) in by_name(&status.drops) {
         fams[host_drops]
             .samples
-            .push((format!("reason=\"{}\"", esc(reason)), n(c)));
+            .push((format!("reason=\"{}\"", esc(reason)), c as f64));
     }
-    for l in v["lans"].as_array().into_iter().flatten() {
-        let lan = format!("lan=\"{}\"", esc(l["name"].as_str().unwrap_or("")));
-        for (reason, c) in l["drops"].as_object().into_iter().flatten() {
+    for l in &status.lans {
+        let lan = format!("lan=\"{}\"", esc(&l.name));
+        for (reason, c) in by_name(&l.drops) {
             fams[lan_drops]
                 .samples
-                .push((format!("{lan},reason=\"{}\"", esc(reason)), n(c)));
+                .push((format!("{lan},reason=\"{}\"", esc(reason)), c as f64));
         }
-        fams[macs].samples.push((lan.clone(), n(&l["macs"])));
-        let (vt, ft) = (&l["vm_table"], &l["flow_table"]);
+        fams[macs].samples.push((lan.clone(), l.macs as f64));
+        let (vt, ft) = (&l.vm_table, &l.flow_table);
         for (i, x) in [
-            (vms, &vt["vms"]),
-            (vm_ev, &vt["vm_evictions_total"]),
-            (flows, &ft["flows"]),
-            (flow_ev, &ft["flows_evicted_total"]),
-            (tcp_open, &ft["tcp_active"]),
-            (tcp_syn, &ft["tcp_syn_total"]),
-            (tcp_fin, &ft["tcp_fin_total"]),
-            (tcp_rst, &ft["tcp_rst_total"]),
+            (vms, vt.vms as f64),
+            (vm_ev, vt.vm_evictions_total as f64),
+            (flows, ft.flows as f64),
+            (flow_ev, ft.flows_evicted_total as f64),
+            (tcp_open, ft.tcp_active as f64),
+            (tcp_syn, ft.tcp_syn_total as f64),
+            (tcp_fin, ft.tcp_fin_total as f64),
+            (tcp_rst, ft.tcp_rst_total as f64),
         ] {
-            fams[i].samples.push((lan.clone(), n(x)));
+            fams[i].samples.push((lan.clone(), x));
         }
         fams[flood]
             .samples
-            .push((lan.clone(), n(&l["flood_tx_frames"])));
-        for p in l["peers"].as_array().into_iter().flatten() {
-            let labels = format!(
-                "{lan},peer=\"{}\"",
-                esc(p["address"].as_str().unwrap_or(""))
-            );
+            .push((lan.clone(), l.flood_tx_frames as f64));
+        for p in &l.peers {
+            let labels = format!("{lan},peer=\"{}\"", esc(&p.address));
             let mut put = |i: usize, x: f64| fams[i].samples.push((labels.clone(), x));
-            put(peer_up, if p["state"] == "up" { 1.0 } else { 0.0 });
-            put(tx_pk, n(&p["tx_packets"]));
-            put(tx_b, n(&p["tx_bytes"]));
-            put(rx_pk, n(&p["rx_packets"]));
-            put(rx_b, n(&p["rx_bytes"]));
-            put(lost, n(&p["rx_lost_total"]));
-            put(reord, n(&p["rx_reordered_total"]));
-            put(dup, n(&p["rx_duplicates_total"]));
-            put(unauth, n(&p["unauthenticated_drops_total"]));
-            put(pmtu, n(&p["path_mtu_bytes"]));
-            put(loss_rx, n(&p["loss_rx_ratio"]));
-            put(loss_tx, n(&p["loss_tx_ratio"]));
+            put(peer_up, if p.state == PeerState::Up { 1.0 } else { 0.0 });
+            put(tx_pk, p.traffic.tx_packets as f64);
+            put(tx_b, p.traffic.tx_bytes as f64);
+            put(rx_pk, p.traffic.rx_packets as f64);
+            put(rx_b, p.traffic.rx_bytes as f64);
+            put(lost, p.sequence.lost as f64);
+            put(reord, p.sequence.reordered as f64);
+            put(dup, p.sequence.duplicates as f64);
+            put(unauth, p.unauthenticated_drops_total as f64);
+            put(pmtu, f64::from(p.path_mtu_bytes));
+            put(loss_rx, p.loss_rx_ratio);
+            put(loss_tx, p.loss_tx_ratio);
             // Prometheus' base unit is bytes (promtool insists).
-            put(tx_rate, n(&p["tx_rate_bps"]) / 8.0);
-            put(rx_rate, n(&p["rx_rate_bps"]) / 8.0);
-            if let (Some(t), Some(r)) = (
-                p["tx_utilisation_ratio"].as_f64(),
-                p["rx_utilisation_ratio"].as_f64(),
-            ) {
+            put(tx_rate, p.rates.tx_rate_bps as f64 / 8.0);
+            put(rx_rate, p.rates.rx_rate_bps as f64 / 8.0);
+            if let (Some(t), Some(r)) = (p.tx_utilisation_ratio, p.rx_utilisation_ratio) {
                 put(tx_util, t);
                 put(rx_util, r);
             }
-            put(probes, n(&p["probes_sent_total"]));
-            put(answered, n(&p["probes_answered_total"]));
+            put(probes, p.probes_sent_total as f64);
+            put(answered, p.probes_answered_total as f64);
             // RTT figures only once measured: an absent series beats a false zero.
-            for (i, key) in [
-                (rtt50, "rtt_p50_us"),
-                (rtt99, "rtt_p99_us"),
-                (srtt, "srtt_us"),
-                (jitter, "jitter_us"),
+            for (i, us) in [
+                (rtt50, p.rtt.rtt_p50_us),
+                (rtt99, p.rtt.rtt_p99_us),
+                (srtt, p.rtt.srtt_us),
+                (jitter, p.rtt.jitter_us),
             ] {
-                if let Some(us) = p[key].as_f64() {
-                    put(i, us / 1e6);
+                if let Some(us) = us {
+                    put(i, us as f64 / 1e6);
                 }
             }
         }
@@ -393,12 +383,7 @@ pub async fn serve(listener: TcpListener, dp: Handle) {
             let head = String::from_utf8_lossy(&req[..got]);
             let (status, ctype, body) =
                 if head.starts_with("GET /metrics ") || head.starts_with("GET /metrics\r") {
-                    let (tx, rx) = tokio::sync::oneshot::channel();
-                    let snapshot = if dp.ask(Request::Scrape(tx)) {
-                        rx.await.ok()
-                    } else {
-                        None
-                    };
+                    let snapshot = dp.call(Request::Scrape).await;
                     match snapshot {
                         Some((s, extra)) => (
                             "200 OK",
@@ -450,12 +435,12 @@ mod tests {
             reassembly: Default::default(),
             offload: Default::default(),
         };
-        let mut b = RttBuckets::default();
+        let mut b = telemetry::RttBuckets::default();
         b.le[3] = 2; // two samples <= 1 ms
         b.le[4..].iter_mut().for_each(|x| *x = 3);
         b.count = 4;
         b.sum_ns = 9_000_000_000;
-        let extra = Extra {
+        let extra = MetricsExtra {
             traffic: Vec::new(),
             rtt: vec![("lan1".into(), "10.0.0.2:7401".into(), b)],
         };

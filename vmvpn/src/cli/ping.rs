@@ -4,6 +4,7 @@ use std::path::Path;
 
 use anyhow::{Result, bail};
 use vmvpn::api::control::{self, ControlRequest};
+use vmvpn::status::PingAnswer;
 
 use super::render;
 
@@ -14,20 +15,20 @@ pub fn run(sock: &Path, target: &str, count: u32, interval: f64, json: bool) -> 
     }
     let mut rtts = Vec::new();
     for seq in 1..=count.max(1) {
-        let v = control::request(
+        let v: PingAnswer = control::request(
             sock,
             &ControlRequest::Ping {
                 target: target.to_string(),
             },
         )?;
         if json {
-            let mut v = v.clone();
-            v["seq"] = seq.into();
-            println!("{v}");
+            let mut j = serde_json::to_value(&v)?;
+            j["seq"] = seq.into();
+            println!("{j}");
         } else {
             println!("{}", render::pong(&v, seq));
         }
-        if let Some(us) = v["rtt_us"].as_f64() {
+        if let Some(us) = v.rtt_us {
             rtts.push(us);
         }
         if seq < count {

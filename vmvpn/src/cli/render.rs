@@ -1,19 +1,16 @@
-//! Tables for people, from the same JSON that `--json` prints.
+//! Tables for people, from the typed status contract (`vmvpn::status`) that `--json`
+//! prints: a renamed field fails to build here instead of showing as 0.
 
 use std::fmt::Write;
+use std::net::IpAddr;
 
-use serde_json::Value;
+use telemetry::vms::fmt_mac;
+use telemetry::{DropCounters, FlowRow, VmLocation, VmRow};
+use vmvpn::status::{LanTraffic, MacRow, PeerState, PeerStatus, PingAnswer, Status};
 
-fn s(v: &Value) -> String {
-    match v {
-        Value::String(s) => s.clone(),
-        Value::Null => "-".into(),
-        other => other.to_string(),
-    }
-}
-
-fn n(v: &Value) -> u64 {
-    v.as_u64().unwrap_or(0)
+/// An optional value, "-" when absent.
+fn opt<T: ToString>(v: Option<T>) -> String {
+    v.map_or_else(|| "-".into(), |x| x.to_string())
 }
 
 /// 1234567 -> "1.2M".
@@ -32,163 +29,155 @@ fn human(x: u64) -> String {
     }
 }
 
-fn ago(ms: &Value) -> String {
-    match ms.as_u64() {
+fn ago(ms: Option<u64>) -> String {
+    match ms {
         None => "never".into(),
         Some(ms) if ms < 10_000 => format!("{:.1}s", ms as f64 / 1000.0),
         Some(ms) => format!("{}s", ms / 1000),
     }
 }
 
-/// 1234 -> "1.23ms", 56 -> "56µs", null -> "-".
-fn micros(v: &Value) -> String {
-    match v.as_u64() {
+/// 1234 -> "1.23ms", 56 -> "56µs", None -> "-".
+fn micros(v: Option<u64>) -> String {
+    match v {
         None => "-".into(),
         Some(us) if us >= 1000 => format!("{:.2}ms", us as f64 / 1000.0),
         Some(us) => format!("{us}µs"),
     }
 }
 
-/// A ratio as a percentage with two decimals ("-" when null).
-fn pct(v: &Value) -> String {
-    v.as_f64()
-        .map_or("-".into(), |r| format!("{:.2}%", r * 100.0))
+/// A ratio as a percentage with two decimals.
+fn pct(r: f64) -> String {
+    format!("{:.2}%", r * 100.0)
 }
 
 /// Bits per second: "12.3M" (bit/s).
-fn rate(v: &Value) -> String {
-    human(n(v))
+fn rate(bps: u64) -> String {
+    human(bps)
 }
 
-/// Non-zero drop counters as `reason=count`, or "none".
-fn drops(v: &Value) -> String {
-    let parts: Vec<String> = v
-        .as_object()
-        .map(|m| {
-            m.iter()
-                .filter(|(_, c)| n(c) > 0)
-                .map(|(k, c)| format!("{k}={}", n(c)))
-                .collect()
-        })
-        .unwrap_or_default();
+/// Non-zero drop counters as `reason=count` (by name), or "none".
+fn drops(c: &DropCounters) -> String {
+    let mut parts: Vec<(&str, u64)> = c.nonzero().map(|(r, n)| (r.name(), n)).collect();
+    parts.sort_unstable();
     if parts.is_empty() {
         "none".into()
     } else {
+        let parts: Vec<String> = parts.iter().map(|(k, n)| format!("{k}={n}")).collect();
         parts.join(" ")
     }
 }
 
+/// "up (ok)" or "handshaking".
+fn state(p: &PeerStatus) -> String {
+    match p.state {
+        PeerState::Up => format!("up ({})", p.health),
+        other => other.to_string(),
+    }
+}
+
 /// `vmvpn status`.
-pub fn status(v: &Value) -> String {
+pub fn status(v: &Status) -> String {
     let mut o = String::new();
-    let h = &v["host"];
+    let h = &v.host;
     let _ = writeln!(
         o,
         "host {} (id {:#010x})  listening {}  up {}s  vmvpn {}  data plane {}",
-        s(&h["name"]),
-        n(&h["id"]),
-        s(&h["listen"]),
-        n(&h["uptime_s"]),
-        s(&h["version"]),
-        if h["realtime"] == true {
+        h.name,
+        h.id,
+        h.listen,
+        h.uptime_s,
+        h.version,
+        if h.realtime {
             "real-time"
         } else {
             "normal priority"
         }
     );
-    let b = &v["bulletin"];
-    if b.is_null() {
-        let _ = writeln!(o, "bulletin: none (static peers only)");
-    } else {
-        let _ = writeln!(
-            o,
-            "bulletin {} {}  epoch {}  registered {}  peers {}",
-            s(&b["server"]),
-            s(&b["state"]),
-            s(&b["epoch"]),
-            b["registered_ago_s"]
-                .as_u64()
-                .map_or("-".to_string(), |x| format!("{x}s ago")),
-            n(&b["peers"])
-        );
-        if let Some(e) = b["last_error"].as_str() {
-            let _ = writeln!(o, "  last error: {e}");
+    match &v.bulletin {
+        None => {
+            let _ = writeln!(o, "bulletin: none (static peers only)");
+        }
+        Some(b) => {
+            let _ = writeln!(
+                o,
+                "bulletin {} {}  epoch {}  registered {}  peers {}",
+                b.server,
+                b.state,
+                opt(b.epoch.as_deref()),
+                b.registered_ago_s
+                    .map_or("-".to_string(), |x| format!("{x}s ago")),
+                b.peers
+            );
+            if let Some(e) = &b.last_error {
+                let _ = writeln!(o, "  last error: {e}");
+            }
         }
     }
-    let _ = writeln!(o, "unattributed drops: {}", drops(&v["drops"]));
-    let off = &v["offload"];
-    if !off.is_null() {
-        let _ = writeln!(
-            o,
-            "offload: TAP TSO {}, {} large frames split into {} segments, {} merged from {} received; UDP GSO up to {} datagrams per send, {} sends carried {}",
-            if off["tap_offload"] == true {
-                "on"
-            } else {
-                "off"
-            },
-            n(&off["tso_frames_total"]),
-            n(&off["tso_segments_total"]),
-            n(&off["gro_frames_total"]),
-            n(&off["gro_segments_total"]),
-            n(&off["gso_max_segments"]),
-            n(&off["gso_sends_total"]),
-            n(&off["gso_datagrams_total"])
-        );
-    }
-    let re = &v["reassembly"];
-    if !re.is_null() {
-        let _ = writeln!(
-            o,
-            "reassembly: {} frames put together from overlay fragments, {} in progress; dropped {} overlapping, {} oversize, {} timed out, {} evicted",
-            n(&re["reassembled_frames_total"]),
-            n(&re["in_progress"]),
-            n(&re["overlap_total"]),
-            n(&re["oversize_total"]),
-            n(&re["timeout_total"]),
-            n(&re["evicted_total"])
-        );
-    }
-    for l in v["lans"].as_array().into_iter().flatten() {
+    let _ = writeln!(o, "unattributed drops: {}", drops(&v.drops));
+    let off = &v.offload;
+    let _ = writeln!(
+        o,
+        "offload: TAP TSO {}, {} large frames split into {} segments, {} merged from {} received; UDP GSO up to {} datagrams per send, {} sends carried {}",
+        if off.tap_offload { "on" } else { "off" },
+        off.tso_frames_total,
+        off.tso_segments_total,
+        off.gro_frames_total,
+        off.gro_segments_total,
+        off.gso_max_segments,
+        off.gso_sends_total,
+        off.gso_datagrams_total
+    );
+    let re = &v.reassembly;
+    let _ = writeln!(
+        o,
+        "reassembly: {} frames put together from overlay fragments, {} in progress; dropped {} overlapping, {} oversize, {} timed out, {} evicted",
+        re.reassembled_frames_total,
+        re.in_progress,
+        re.overlap_total,
+        re.oversize_total,
+        re.timeout_total,
+        re.evicted_total
+    );
+    for l in &v.lans {
         let _ = writeln!(
             o,
             "\nLAN {}  segment {}  TAP {} mtu {}  macs {}  flooded {}  drops: {}",
-            s(&l["name"]),
-            s(&l["segment"]),
-            s(&l["tap"]),
-            n(&l["mtu"]),
-            n(&l["macs"]),
-            n(&l["flood_tx_frames"]),
-            drops(&l["drops"])
+            l.name,
+            l.segment,
+            l.tap,
+            l.mtu,
+            l.macs,
+            l.flood_tx_frames,
+            drops(&l.drops)
         );
-        let f = &l["flood"];
-        if !f.is_null() {
+        let f = &l.flood;
+        let _ = writeln!(
+            o,
+            "  flood {} group {}  {}  sent: {} multicast, {} unicast, {} relay; relayed {}, duplicates {}",
+            f.mode,
+            opt(f.group.as_deref()),
+            if f.forwarder {
+                "forwarder of this subnet"
+            } else {
+                "not forwarder"
+            },
+            f.stats.multicast_datagrams,
+            f.stats.unicast_datagrams,
+            f.stats.relay_datagrams,
+            f.stats.relayed_frames,
+            f.stats.duplicates_suppressed
+        );
+        for sn in &f.subnets {
             let _ = writeln!(
                 o,
-                "  flood {} group {}  {}  sent: {} multicast, {} unicast, {} relay; relayed {}, duplicates {}",
-                s(&f["mode"]),
-                s(&f["group"]),
-                if f["forwarder"].as_bool() == Some(true) {
-                    "forwarder of this subnet"
-                } else {
-                    "not forwarder"
-                },
-                n(&f["multicast_datagrams_total"]),
-                n(&f["unicast_datagrams_total"]),
-                n(&f["relay_datagrams_total"]),
-                n(&f["relayed_frames_total"]),
-                n(&f["duplicates_suppressed_total"])
+                "    {:<18} {} host(s)  {:<9} forwarder {}  ({})",
+                sn.subnet,
+                sn.hosts,
+                sn.mode.name(),
+                sn.forwarder,
+                sn.reason
             );
-            for sn in f["subnets"].as_array().into_iter().flatten() {
-                let _ = writeln!(
-                    o,
-                    "    {:<18} {} host(s)  {:<9} forwarder {}  ({})",
-                    s(&sn["subnet"]),
-                    n(&sn["hosts"]),
-                    s(&sn["mode"]),
-                    s(&sn["forwarder"]),
-                    s(&sn["reason"])
-                );
-            }
         }
         let _ = writeln!(
             o,
@@ -208,121 +197,107 @@ pub fn status(v: &Value) -> String {
             "TX",
             "RX"
         );
-        for p in l["peers"].as_array().into_iter().flatten() {
-            let name = s(&p["name"]);
+        for p in &l.peers {
             let _ = writeln!(
                 o,
                 "  {:<12} {:<21} {:<8} {:<15} {:>6} {:>5} {:>8} {:>8} {:>8} {:>13} {:>8} {:>8} {:>7} {:>7}  {}",
-                if name.is_empty() { "?".into() } else { name },
-                s(&p["address"]),
-                s(&p["source"]),
-                match p["health"].as_str() {
-                    Some(h) if p["state"] == "up" => format!("up ({h})"),
-                    _ => s(&p["state"]),
-                },
-                ago(&p["last_heard_ago_ms"]),
+                if p.name.is_empty() { "?" } else { &p.name },
+                p.address,
+                p.source.name(),
+                state(p),
+                ago(p.last_heard_ago_ms),
                 // A search still running shows what data uses meanwhile, marked.
                 format!(
                     "{}{}",
-                    n(&p["path_mtu_bytes"]),
-                    if p["path_mtu_searching"] == true {
-                        "?"
-                    } else {
-                        ""
-                    }
+                    p.path_mtu_bytes,
+                    if p.path_mtu_searching { "?" } else { "" }
                 ),
-                micros(&p["rtt_p50_us"]),
-                micros(&p["rtt_p99_us"]),
-                micros(&p["jitter_us"]),
-                format!("{}/{}", pct(&p["loss_tx_ratio"]), pct(&p["loss_rx_ratio"])),
-                rate(&p["tx_rate_bps"]),
-                rate(&p["rx_rate_bps"]),
-                human(n(&p["tx_bytes"])) + "B",
-                human(n(&p["rx_bytes"])) + "B",
-                drops(&p["drops"])
+                micros(p.rtt.rtt_p50_us),
+                micros(p.rtt.rtt_p99_us),
+                micros(p.rtt.jitter_us),
+                format!("{}/{}", pct(p.loss_tx_ratio), pct(p.loss_rx_ratio)),
+                rate(p.rates.tx_rate_bps),
+                rate(p.rates.rx_rate_bps),
+                human(p.traffic.tx_bytes) + "B",
+                human(p.traffic.rx_bytes) + "B",
+                drops(&p.drops)
             );
         }
-        if n(&l["fragmented_frames_total"]) > 0 {
+        if l.fragmented_frames_total > 0 {
             let _ = writeln!(
                 o,
                 "  frames larger than a datagram to their peer: {} cut into {} overlay fragments",
-                n(&l["fragmented_frames_total"]),
-                n(&l["fragments_sent_total"])
+                l.fragmented_frames_total, l.fragments_sent_total
             );
         }
-        let (vt, ft) = (&l["vm_table"], &l["flow_table"]);
-        if !vt.is_null() {
-            let _ = writeln!(
-                o,
-                "  VMs {} (evicted {})  pairs {}  flows {} (evicted {})  TCP open {}  SYN {} FIN {} RST {}",
-                n(&vt["vms"]),
-                n(&vt["vm_evictions_total"]),
-                n(&vt["pairs"]),
-                n(&ft["flows"]),
-                n(&ft["flows_evicted_total"]),
-                n(&ft["tcp_active"]),
-                n(&ft["tcp_syn_total"]),
-                n(&ft["tcp_fin_total"]),
-                n(&ft["tcp_rst_total"])
-            );
-        }
+        let (vt, ft) = (&l.vm_table, &l.flow_table);
+        let _ = writeln!(
+            o,
+            "  VMs {} (evicted {})  pairs {}  flows {} (evicted {})  TCP open {}  SYN {} FIN {} RST {}",
+            vt.vms,
+            vt.vm_evictions_total,
+            vt.pairs,
+            ft.flows,
+            ft.flows_evicted_total,
+            ft.tcp_active,
+            ft.tcp_syn_total,
+            ft.tcp_fin_total,
+            ft.tcp_rst_total
+        );
     }
     o
 }
 
 /// `vmvpn vms`: per-VM traffic of each LAN, busiest first.
-pub fn vms(v: &Value) -> String {
+pub fn vms(v: &[LanTraffic]) -> String {
     let mut o = String::new();
-    for l in v.as_array().into_iter().flatten() {
-        let t = &l["vm_table"];
+    for l in v {
+        let t = &l.vm_table;
         let _ = writeln!(
             o,
             "LAN {}  {} VMs (evicted {})",
-            s(&l["lan"]),
-            n(&t["vms"]),
-            n(&t["vm_evictions_total"])
+            l.lan, t.vms, t.vm_evictions_total
         );
         let _ = writeln!(
             o,
             "  {:<18} {:<26} {:<7} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>6}",
             "MAC", "IP", "WHERE", "TX PKTS", "TX", "RX PKTS", "RX", "TX RATE", "RX RATE", "IDLE"
         );
-        for r in l["vms"].as_array().into_iter().flatten() {
+        for r in &l.vms {
             let _ = writeln!(
                 o,
                 "  {:<18} {:<26} {:<7} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>5}s",
-                s(&r["mac"]),
-                s(&r["ip"]),
-                s(&r["location"]),
-                human(n(&r["tx_packets"])),
-                human(n(&r["tx_bytes"])) + "B",
-                human(n(&r["rx_packets"])),
-                human(n(&r["rx_bytes"])) + "B",
-                r["rates"].get("tx_rate_bps").map_or("-".into(), rate),
-                r["rates"].get("rx_rate_bps").map_or("-".into(), rate),
-                n(&r["idle_s"])
+                fmt_mac(&r.mac),
+                opt(r.ip),
+                r.location.name(),
+                human(r.tx_packets),
+                human(r.tx_bytes) + "B",
+                human(r.rx_packets),
+                human(r.rx_bytes) + "B",
+                r.rates.map_or("-".into(), |x| rate(x.tx_rate_bps)),
+                r.rates.map_or("-".into(), |x| rate(x.rx_rate_bps)),
+                r.idle_s
             );
         }
-        let pairs = l["pairs"].as_array().map_or(&[][..], |a| a.as_slice());
-        if !pairs.is_empty() {
+        if !l.pairs.is_empty() {
             let _ = writeln!(o, "  VM matrix (seen here; * counted at the source host)");
             let _ = writeln!(
                 o,
                 "    {:<26} {:<26} {:>8} {:>8}",
                 "FROM", "TO", "PKTS", "BYTES"
             );
-            for r in pairs {
-                let end = |mac: &Value, ip: &Value| {
-                    if ip.is_null() { s(mac) } else { s(ip) }
+            for r in &l.pairs {
+                let end = |mac: &telemetry::frame::Mac, ip: Option<IpAddr>| {
+                    ip.map_or_else(|| fmt_mac(mac), |ip| ip.to_string())
                 };
                 let _ = writeln!(
                     o,
                     "    {:<26} {:<26} {:>8} {:>8}{}",
-                    end(&r["src_mac"], &r["src_ip"]),
-                    end(&r["dst_mac"], &r["dst_ip"]),
-                    human(n(&r["packets"])),
-                    human(n(&r["bytes"])) + "B",
-                    if r["at_source"] == true { " *" } else { "" }
+                    end(&r.src_mac, r.src_ip),
+                    end(&r.dst_mac, r.dst_ip),
+                    human(r.packets),
+                    human(r.bytes) + "B",
+                    if r.at_source { " *" } else { "" }
                 );
             }
         }
@@ -330,47 +305,51 @@ pub fn vms(v: &Value) -> String {
     o
 }
 
+/// `ip:port`, `[v6]:port`, or the address alone without ports.
+fn endpoint(ip: &str, port: u16) -> String {
+    match port {
+        0 => ip.to_string(),
+        p if ip.contains(':') => format!("[{ip}]:{p}"),
+        p => format!("{ip}:{p}"),
+    }
+}
+
 /// `vmvpn flows`: flows of each LAN, busiest first.
-pub fn flows(v: &Value) -> String {
+pub fn flows(v: &[LanTraffic]) -> String {
     let mut o = String::new();
-    for l in v.as_array().into_iter().flatten() {
-        let t = &l["flow_table"];
+    for l in v {
+        let t = &l.flow_table;
         let _ = writeln!(
             o,
             "LAN {}  {} flows (evicted {}, expired {})  TCP open {}  SYN {} FIN {} RST {}",
-            s(&l["lan"]),
-            n(&t["flows"]),
-            n(&t["flows_evicted_total"]),
-            n(&t["flows_expired_total"]),
-            n(&t["tcp_active"]),
-            n(&t["tcp_syn_total"]),
-            n(&t["tcp_fin_total"]),
-            n(&t["tcp_rst_total"])
+            l.lan,
+            t.flows,
+            t.flows_evicted_total,
+            t.flows_expired_total,
+            t.tcp_active,
+            t.tcp_syn_total,
+            t.tcp_fin_total,
+            t.tcp_rst_total
         );
         let _ = writeln!(
             o,
             "  {:<6} {:<30} {:<30} {:<11} {:>8} {:>8} {:>8} {:>8} {:>6} {:>5}",
             "PROTO", "FROM", "TO", "TCP", "TX PKTS", "TX", "RX PKTS", "RX", "AGE", "IDLE"
         );
-        for r in l["flows"].as_array().into_iter().flatten() {
-            let ep = |ip: &Value, port: &Value| match n(port) {
-                0 => s(ip),
-                p if s(ip).contains(':') => format!("[{}]:{p}", s(ip)),
-                p => format!("{}:{p}", s(ip)),
-            };
+        for r in &l.flows {
             let _ = writeln!(
                 o,
                 "  {:<6} {:<30} {:<30} {:<11} {:>8} {:>8} {:>8} {:>8} {:>5}s {:>4}s",
-                s(&r["proto"]),
-                ep(&r["src"], &r["src_port"]),
-                ep(&r["dst"], &r["dst_port"]),
-                s(&r["tcp_state"]),
-                human(n(&r["tx_packets"])),
-                human(n(&r["tx_bytes"])) + "B",
-                human(n(&r["rx_packets"])),
-                human(n(&r["rx_bytes"])) + "B",
-                n(&r["age_s"]),
-                n(&r["idle_s"])
+                r.proto,
+                endpoint(&r.src, r.src_port),
+                endpoint(&r.dst, r.dst_port),
+                opt(r.tcp_state.map(|s| s.name())),
+                human(r.tx_packets),
+                human(r.tx_bytes) + "B",
+                human(r.rx_packets),
+                human(r.rx_bytes) + "B",
+                r.age_s,
+                r.idle_s
             );
         }
     }
@@ -378,43 +357,37 @@ pub fn flows(v: &Value) -> String {
 }
 
 /// `vmvpn top`: one screen of tunnels and the busiest VMs and flows.
-pub fn top(status_v: &Value, traffic: &Value, rows: usize) -> String {
+pub fn top(st: &Status, traffic: &[LanTraffic], rows: usize) -> String {
     let mut o = String::new();
-    let h = &status_v["host"];
     let _ = writeln!(
         o,
         "vmvpn top — host {}  up {}s  (Ctrl-C to quit)\n",
-        s(&h["name"]),
-        n(&h["uptime_s"])
+        st.host.name, st.host.uptime_s
     );
     let _ = writeln!(
         o,
         "{:<10} {:<12} {:<15} {:>8} {:>8} {:>8} {:>13} {:>9} {:>9}",
         "LAN", "PEER", "STATE", "RTT p50", "RTT p99", "JITTER", "LOSS tx/rx", "TX RATE", "RX RATE"
     );
-    let mut peers: Vec<(String, &Value)> = Vec::new();
-    for l in status_v["lans"].as_array().into_iter().flatten() {
-        for p in l["peers"].as_array().into_iter().flatten() {
-            peers.push((s(&l["name"]), p));
-        }
-    }
-    peers.sort_by_key(|(_, p)| std::cmp::Reverse(n(&p["tx_rate_bps"]) + n(&p["rx_rate_bps"])));
+    let mut peers: Vec<(&str, &PeerStatus)> = st
+        .lans
+        .iter()
+        .flat_map(|l| l.peers.iter().map(move |p| (l.name.as_str(), p)))
+        .collect();
+    peers.sort_by_key(|(_, p)| std::cmp::Reverse(p.rates.tx_rate_bps + p.rates.rx_rate_bps));
     for (lan, p) in peers.iter().take(rows) {
         let _ = writeln!(
             o,
             "{:<10} {:<12} {:<15} {:>8} {:>8} {:>8} {:>13} {:>9} {:>9}",
             lan,
-            s(&p["name"]),
-            match p["health"].as_str() {
-                Some(h) if p["state"] == "up" => format!("up ({h})"),
-                _ => s(&p["state"]),
-            },
-            micros(&p["rtt_p50_us"]),
-            micros(&p["rtt_p99_us"]),
-            micros(&p["jitter_us"]),
-            format!("{}/{}", pct(&p["loss_tx_ratio"]), pct(&p["loss_rx_ratio"])),
-            rate(&p["tx_rate_bps"]) + "b/s",
-            rate(&p["rx_rate_bps"]) + "b/s"
+            p.name,
+            state(p),
+            micros(p.rtt.rtt_p50_us),
+            micros(p.rtt.rtt_p99_us),
+            micros(p.rtt.jitter_us),
+            format!("{}/{}", pct(p.loss_tx_ratio), pct(p.loss_rx_ratio)),
+            rate(p.rates.tx_rate_bps) + "b/s",
+            rate(p.rates.rx_rate_bps) + "b/s"
         );
     }
     let _ = writeln!(
@@ -422,25 +395,26 @@ pub fn top(status_v: &Value, traffic: &Value, rows: usize) -> String {
         "\n{:<10} {:<18} {:<26} {:>9} {:>9}",
         "LAN", "LOCAL VM", "IP", "TX RATE", "RX RATE"
     );
-    let mut ports: Vec<(String, &Value)> = Vec::new();
-    for l in traffic.as_array().into_iter().flatten() {
-        for r in l["vms"].as_array().into_iter().flatten() {
-            if r["location"] == "local" {
-                ports.push((s(&l["lan"]), r));
-            }
-        }
-    }
-    let busy = |r: &Value| n(&r["rates"]["tx_rate_bps"]) + n(&r["rates"]["rx_rate_bps"]);
-    ports.sort_by_key(|(_, r)| std::cmp::Reverse(busy(r)));
+    let mut ports: Vec<(&str, &VmRow)> = traffic
+        .iter()
+        .flat_map(|l| l.vms.iter().map(move |r| (l.lan.as_str(), r)))
+        .filter(|(_, r)| r.location == VmLocation::Local)
+        .collect();
+    let rates = |r: &VmRow| r.rates.map_or((0, 0), |x| (x.tx_rate_bps, x.rx_rate_bps));
+    ports.sort_by_key(|(_, r)| {
+        let (t, x) = rates(r);
+        std::cmp::Reverse(t + x)
+    });
     for (lan, r) in ports.iter().take(rows) {
+        let (t, x) = rates(r);
         let _ = writeln!(
             o,
             "{:<10} {:<18} {:<26} {:>9} {:>9}",
             lan,
-            s(&r["mac"]),
-            s(&r["ip"]),
-            rate(&r["rates"]["tx_rate_bps"]) + "b/s",
-            rate(&r["rates"]["rx_rate_bps"]) + "b/s"
+            fmt_mac(&r.mac),
+            opt(r.ip),
+            rate(t) + "b/s",
+            rate(x) + "b/s"
         );
     }
     let _ = writeln!(
@@ -448,67 +422,64 @@ pub fn top(status_v: &Value, traffic: &Value, rows: usize) -> String {
         "\n{:<10} {:<6} {:<26} {:<26} {:>9} {:>9}",
         "LAN", "PROTO", "FROM", "TO", "TX", "RX"
     );
-    let mut fl: Vec<(String, &Value)> = Vec::new();
-    for l in traffic.as_array().into_iter().flatten() {
-        for r in l["flows"].as_array().into_iter().flatten() {
-            fl.push((s(&l["lan"]), r));
-        }
-    }
-    fl.sort_by_key(|(_, r)| std::cmp::Reverse(n(&r["tx_bytes"]) + n(&r["rx_bytes"])));
+    let mut fl: Vec<(&str, &FlowRow)> = traffic
+        .iter()
+        .flat_map(|l| l.flows.iter().map(move |r| (l.lan.as_str(), r)))
+        .collect();
+    fl.sort_by_key(|(_, r)| std::cmp::Reverse(r.tx_bytes + r.rx_bytes));
     for (lan, r) in fl.iter().take(rows) {
         let _ = writeln!(
             o,
             "{:<10} {:<6} {:<26} {:<26} {:>9} {:>9}",
             lan,
-            s(&r["proto"]),
-            format!("{}:{}", s(&r["src"]), n(&r["src_port"])),
-            format!("{}:{}", s(&r["dst"]), n(&r["dst_port"])),
-            human(n(&r["tx_bytes"])) + "B",
-            human(n(&r["rx_bytes"])) + "B"
+            r.proto,
+            format!("{}:{}", r.src, r.src_port),
+            format!("{}:{}", r.dst, r.dst_port),
+            human(r.tx_bytes) + "B",
+            human(r.rx_bytes) + "B"
         );
     }
     o
 }
 
 /// One `vmvpn ping` line.
-pub fn pong(v: &Value, seq: u32) -> String {
-    let who = match (v["peer"].as_str(), v["via_vm"].as_str()) {
-        (Some(p), Some(vm)) if !p.is_empty() => format!("{p} (VM {vm})"),
-        (Some(p), None) if !p.is_empty() => p.to_string(),
+pub fn pong(v: &PingAnswer, seq: u32) -> String {
+    let who = match (v.peer.as_str(), v.via_vm.as_deref()) {
+        (p, Some(vm)) if !p.is_empty() => format!("{p} (VM {vm})"),
+        (p, None) if !p.is_empty() => p.to_string(),
         _ => "?".to_string(),
     };
-    match v["rtt_us"].as_f64() {
+    match v.rtt_us {
         Some(us) => format!(
             "pong from {who} at {} on {}: seq={seq} time={:.3} ms",
-            s(&v["address"]),
-            s(&v["lan"]),
+            v.address,
+            v.lan,
             us / 1000.0
         ),
         None => format!(
             "no answer from {who} at {} on {}: seq={seq} (timeout)",
-            s(&v["address"]),
-            s(&v["lan"])
+            v.address, v.lan
         ),
     }
 }
 
 /// `vmvpn macs`.
-pub fn macs(v: &Value) -> String {
+pub fn macs(v: &[MacRow]) -> String {
     let mut o = String::new();
     let _ = writeln!(
         o,
         "{:<10} {:<18} {:<22} {:<12} {:>8}",
         "LAN", "MAC", "WHERE", "PEER", "AGE"
     );
-    for r in v.as_array().into_iter().flatten() {
+    for r in v {
         let _ = writeln!(
             o,
             "{:<10} {:<18} {:<22} {:<12} {:>7}s",
-            s(&r["lan"]),
-            s(&r["mac"]),
-            s(&r["location"]),
-            s(&r["peer_name"]),
-            n(&r["age_ms"]) / 1000
+            r.lan,
+            r.mac,
+            r.location,
+            opt(r.peer_name.as_deref()),
+            r.age_ms / 1000
         );
     }
     o
@@ -517,31 +488,65 @@ pub fn macs(v: &Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use serde::Serialize;
+    use serde::de::DeserializeOwned;
+    use serde_json::{Value, json};
+    use vmvpn::status::LanStatus;
+
+    /// Lay `over` onto `base`, key by key.
+    fn merge(base: &mut Value, over: Value) {
+        match (base, over) {
+            (Value::Object(b), Value::Object(o)) => {
+                for (k, v) in o {
+                    merge(b.entry(k).or_insert(Value::Null), v);
+                }
+            }
+            (b, o) => *b = o,
+        }
+    }
+
+    /// A fixture: the keys given, on top of a default `T` (so each test names only what
+    /// it looks at, and the whole still parses as the contract).
+    fn fill<T: Default + Serialize + DeserializeOwned>(over: Value) -> Value {
+        let mut b = serde_json::to_value(T::default()).expect("default");
+        merge(&mut b, over);
+        b
+    }
+
+    fn typed<T: Default + Serialize + DeserializeOwned>(over: Value) -> T {
+        serde_json::from_value(fill::<T>(over)).expect("fixture parses as the contract")
+    }
 
     #[test]
     fn status_table_shows_peers_and_nonzero_drops() {
+        let peer = fill::<PeerStatus>(
+            json!({"id": 1, "name": "h2", "address": "10.77.1.2:7401", "source": "static",
+                                 "state": "up", "last_heard_ago_ms": 1500, "tx_packets": 1234567,
+                                 "tx_bytes": 10, "rx_packets": 0, "rx_bytes": 0,
+                                 "drops": {"auth_failure": 3}}),
+        );
         let v = json!({
             "host": {"name": "h1", "id": 305419896, "listen": "0.0.0.0:7401", "uptime_s": 5, "version": "0.1.0"},
             "drops": {"bad_header": 2, "unknown_lan": 0},
-            "lans": [{"name": "lan1", "segment": "192.168.100.0/24", "tap": "vl1", "mtu": 1418, "macs": 3,
+            "lans": [fill::<LanStatus>(json!({"name": "lan1", "segment": "192.168.100.0/24", "tap": "vl1", "mtu": 1418, "macs": 3,
                       "flood_tx_frames": 4, "drops": {"replay": 0},
-                      "peers": [{"id": 1, "name": "h2", "address": "10.77.1.2:7401", "source": "static",
-                                 "state": "up", "last_heard_ago_ms": 1500, "tx_packets": 1234567,
-                                 "tx_bytes": 10, "rx_packets": 0, "rx_bytes": 0,
-                                 "drops": {"auth_failure": 3}}]}]
+                      "peers": [peer]}))]
         });
-        let t = status(&v);
+        let t = status(&typed(v.clone()));
         assert!(t.contains("host h1 (id 0x12345678)"), "{t}");
         assert!(t.contains("unattributed drops: bad_header=2"), "{t}");
         assert!(t.contains("bulletin: none"), "{t}");
         let mut v2 = v.clone();
-        v2["lans"][0]["flood"] = json!({"mode": "auto", "group": "239.77.0.1:7401", "forwarder": true,
+        // Only these keys change; the rest of the flood object stays.
+        merge(
+            &mut v2["lans"][0]["flood"],
+            json!({"mode": "auto", "group": "239.77.0.1:7401", "forwarder": true,
             "multicast_datagrams_total": 5, "unicast_datagrams_total": 0, "relay_datagrams_total": 5,
             "relayed_frames_total": 2, "duplicates_suppressed_total": 0,
             "subnets": [{"subnet": "10.77.1.0/24", "hosts": 2, "mode": "multicast", "forwarder": "self",
-                         "reason": "beacons heard from every host here"}]});
-        let t2 = status(&v2);
+                         "reason": "beacons heard from every host here"}]}),
+        );
+        let t2 = status(&typed(v2));
         assert!(
             t2.contains("flood auto group 239.77.0.1:7401  forwarder of this subnet")
                 && t2.contains("10.77.1.0/24"),
@@ -550,7 +555,7 @@ mod tests {
         let mut v = v;
         v["bulletin"] = json!({"server": "10.77.0.254:7400", "state": "unreachable", "epoch": "00ff",
                                "registered_ago_s": null, "last_error": "timed out", "peers": 4});
-        let t = status(&v);
+        let t = status(&typed(v));
         assert!(
             t.contains("bulletin 10.77.0.254:7400 unreachable")
                 && t.contains("last error: timed out"),
@@ -561,22 +566,25 @@ mod tests {
             t.contains("h2") && t.contains("1.5s") && t.contains("auth_failure=3"),
             "{t}"
         );
-        assert_eq!(micros(&json!(1234)), "1.23ms");
-        assert_eq!(micros(&json!(56)), "56µs");
-        assert_eq!(micros(&Value::Null), "-");
+        assert_eq!(micros(Some(1234)), "1.23ms");
+        assert_eq!(micros(Some(56)), "56µs");
+        assert_eq!(micros(None), "-");
     }
 
     #[test]
     fn peer_columns_show_rtt_loss_and_rates() {
-        let v = json!({"host": {}, "drops": {}, "lans": [{"name": "lan1", "drops": {},
+        let peer = fill::<PeerStatus>(
+            json!({"name": "h2", "address": "10.77.1.2:7401", "state": "up", "health": "ok",
+                       "rtt_p50_us": 20400, "rtt_p99_us": 25100, "jitter_us": 80,
+                       "loss_tx_ratio": 0.05, "loss_rx_ratio": 0.0, "tx_rate_bps": 512000000,
+                       "rx_rate_bps": 1200, "tx_bytes": 1234567, "drops": {}}),
+        );
+        let v = json!({"host": {}, "drops": {}, "lans": [fill::<LanStatus>(json!({"name": "lan1", "drops": {},
             "vm_table": {"vms": 4, "vm_evictions_total": 0, "pairs": 2},
             "flow_table": {"flows": 3, "tcp_active": 1, "tcp_syn_total": 2, "tcp_fin_total": 1,
                            "tcp_rst_total": 0, "flows_evicted_total": 0},
-            "peers": [{"name": "h2", "address": "10.77.1.2:7401", "state": "up", "health": "ok",
-                       "rtt_p50_us": 20400, "rtt_p99_us": 25100, "jitter_us": 80,
-                       "loss_tx_ratio": 0.05, "loss_rx_ratio": 0.0, "tx_rate_bps": 512000000,
-                       "rx_rate_bps": 1200, "tx_bytes": 1234567, "drops": {}}]}]});
-        let t = status(&v);
+            "peers": [peer]}))]});
+        let t = status(&typed(v));
         for want in [
             "up (ok)",
             "20.40ms",
@@ -594,15 +602,20 @@ mod tests {
 
     #[test]
     fn traffic_views_and_ping_lines() {
-        let v = json!([{"lan": "lan1", "vm_table": {"vms": 2}, "flow_table": {"flows": 1, "tcp_active": 1},
-            "vms": [{"mac": "02:00:00:00:00:01", "ip": "10.0.0.1", "location": "local", "tx_packets": 10,
+        let vm = fill::<telemetry::VmRow>(
+            json!({"mac": "02:00:00:00:00:01", "ip": "10.0.0.1", "location": "local", "tx_packets": 10,
                      "tx_bytes": 15000, "rx_packets": 5, "rx_bytes": 300, "idle_s": 0,
-                     "rates": {"tx_rate_bps": 8000000, "rx_rate_bps": 0}}],
+                     "rates": fill::<telemetry::Rates>(json!({"tx_rate_bps": 8000000, "rx_rate_bps": 0}))}),
+        );
+        let v: Vec<LanTraffic> = vec![typed(
+            json!({"lan": "lan1", "vm_table": {"vms": 2}, "flow_table": {"flows": 1, "tcp_active": 1},
+            "vms": [vm],
             "pairs": [{"src_mac": "02:00:00:00:00:01", "src_ip": "10.0.0.1", "dst_mac": "02:00:00:00:00:02",
                        "dst_ip": null, "packets": 10, "bytes": 15000, "at_source": true}],
             "flows": [{"proto": "tcp", "src": "10.0.0.1", "src_port": 40000, "dst": "10.0.0.2",
                        "dst_port": 5201, "tx_packets": 10, "tx_bytes": 15000, "rx_packets": 5,
-                       "rx_bytes": 300, "age_s": 3, "idle_s": 0, "tcp_state": "established"}]}]);
+                       "rx_bytes": 300, "age_s": 3, "idle_s": 0, "tcp_state": "established"}]}),
+        )];
         let t = vms(&v);
         assert!(
             t.contains("10.0.0.1")
@@ -618,24 +631,35 @@ mod tests {
                 && t.contains("established"),
             "{t}"
         );
-        let st = json!({"host": {"name": "h1"}, "lans": [{"name": "lan1", "peers": [{"name": "h2", "state": "up", "health": "ok", "tx_rate_bps": 5}]}]});
+        let peer = fill::<PeerStatus>(
+            json!({"name": "h2", "state": "up", "health": "ok", "tx_rate_bps": 5}),
+        );
+        let st = typed(
+            json!({"host": {"name": "h1"}, "lans": [fill::<LanStatus>(json!({"name": "lan1", "peers": [peer]}))]}),
+        );
         let t = top(&st, &v, 5);
         assert!(
             t.contains("h2") && t.contains("10.0.0.1:40000") && t.contains("8.0Mb/s"),
             "{t}"
         );
-        let p = json!({"lan": "lan1", "peer": "h2", "address": "10.77.2.1:7401", "via_vm": null, "rtt_us": 412.5});
+        let p = typed(
+            json!({"lan": "lan1", "peer": "h2", "address": "10.77.2.1:7401", "via_vm": null, "rtt_us": 412.5}),
+        );
         assert_eq!(
             pong(&p, 1),
             "pong from h2 at 10.77.2.1:7401 on lan1: seq=1 time=0.412 ms"
         );
-        let p = json!({"lan": "lan1", "peer": "h2", "address": "a", "via_vm": "02:00:00:00:00:02", "rtt_us": null});
+        let p = typed(
+            json!({"lan": "lan1", "peer": "h2", "address": "a", "via_vm": "02:00:00:00:00:02", "rtt_us": null}),
+        );
         assert!(pong(&p, 2).contains("no answer from h2 (VM 02:00:00:00:00:02)"));
     }
 
     #[test]
     fn macs_table_lists_rows() {
-        let v = json!([{"lan": "lan1", "mac": "02:00:00:00:00:01", "location": "local", "peer_name": null, "age_ms": 2500}]);
+        let v: Vec<MacRow> = vec![typed(
+            json!({"lan": "lan1", "mac": "02:00:00:00:00:01", "location": "local", "peer_name": null, "age_ms": 2500}),
+        )];
         let t = macs(&v);
         assert!(
             t.contains("02:00:00:00:00:01") && t.contains("local") && t.contains("2s"),

@@ -4,6 +4,7 @@ use std::path::Path;
 
 use anyhow::{Result, bail};
 use vmvpn::api::control::{self, ControlRequest};
+use vmvpn::status::{LanTraffic, Status};
 
 use super::render;
 
@@ -13,8 +14,8 @@ pub fn run(sock: &Path, interval: f64, rows: usize, once: bool) -> Result<()> {
         bail!("--interval must be between 0.1 and 3600 seconds");
     }
     loop {
-        let st = control::request(sock, &ControlRequest::Status)?;
-        let tr = control::request(
+        let st: Status = control::request(sock, &ControlRequest::Status)?;
+        let tr: Vec<LanTraffic> = control::request(
             sock,
             &ControlRequest::Traffic {
                 lan: None,

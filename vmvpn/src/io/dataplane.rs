@@ -23,7 +23,7 @@ use crate::offload::batch::GsoBatch;
 use crate::offload::gro::Coalescer;
 use crate::offload::gso::{self, VNET_HDR_LEN, VnetHdr};
 use crate::proto::{HEADER_LEN, TAG_LEN};
-use crate::status::{HostStatus, LanTraffic, MacRow, OffloadStats, Status};
+use crate::status::{HostStatus, LanTraffic, MacRow, MetricsExtra, OffloadStats, Status};
 
 /// A question for the data plane, answered on the enclosed channel.
 pub enum Request {
@@ -54,7 +54,7 @@ pub enum Request {
         >,
     },
     /// Everything `GET /metrics` shows.
-    Scrape(tokio::sync::oneshot::Sender<(Status, crate::api::metrics::Extra)>),
+    Scrape(tokio::sync::oneshot::Sender<(Status, MetricsExtra)>),
     /// Add or remove a peer of a LAN (from the bulletin); no answer.
     Peer {
         /// LAN name.
@@ -120,11 +120,23 @@ pub struct Handle {
 }
 
 impl Handle {
-    /// Send a request (the answer comes on its channel).
-    pub fn ask(&self, r: Request) -> bool {
+    /// Send a request that has no answer; false when the data plane is gone.
+    pub fn tell(&self, r: Request) -> bool {
         let ok = self.requests.send(r).is_ok();
         self.waker.wake();
         ok
+    }
+
+    /// Ask and wait for the answer; None when the data plane is gone or going.
+    pub async fn call<T>(
+        &self,
+        request: impl FnOnce(tokio::sync::oneshot::Sender<T>) -> Request,
+    ) -> Option<T> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        if !self.tell(request(tx)) {
+            return None;
+        }
+        rx.await.ok()
     }
 
     /// Ask the thread to finish its loop and return.
@@ -539,7 +551,7 @@ impl DataPlane {
                     let _ = reply.send(res);
                 }
                 Request::Scrape(reply) => {
-                    let extra = crate::api::metrics::Extra {
+                    let extra = MetricsExtra {
                         traffic: self.engine.traffic(None, Some(0)),
                         rtt: self.engine.rtt_buckets(),
                     };

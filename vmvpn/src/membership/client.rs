@@ -371,7 +371,7 @@ impl Membership {
             .or_default()
             .insert(r.host_id, addr);
         if let Some(old) = prev.filter(|old| *old != addr) {
-            self.dp.ask(Request::Peer {
+            self.dp.tell(Request::Peer {
                 lan: r.lan.clone(),
                 addr: old,
                 add: false,
@@ -380,7 +380,7 @@ impl Membership {
         }
         if prev != Some(addr) {
             info!(lan = %r.lan, peer = %addr, name = %r.name, "bulletin: peer added");
-            self.dp.ask(Request::Peer {
+            self.dp.tell(Request::Peer {
                 lan: r.lan.clone(),
                 addr,
                 add: true,
@@ -391,7 +391,7 @@ impl Membership {
 
     fn remove(&mut self, lan: &str, host_id: u32) {
         if let Some(addr) = self.known.get_mut(lan).and_then(|m| m.remove(&host_id)) {
-            self.dp.ask(Request::Peer {
+            self.dp.tell(Request::Peer {
                 lan: lan.to_string(),
                 addr,
                 add: false,

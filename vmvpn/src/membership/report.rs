@@ -61,20 +61,15 @@ pub fn build(lans: &[LanStatus], traffic: &[LanTraffic]) -> Vec<LanReport> {
 
 /// Ask the data plane and build the report (None while it shuts down).
 pub async fn collect(dp: &Handle) -> Option<Vec<LanReport>> {
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    if !dp.ask(Request::Status(tx)) {
-        return None;
-    }
-    let status = rx.await.ok()?;
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    if !dp.ask(Request::Traffic {
-        lan: None,
-        top: Some(0),
-        reply: tx,
-    }) {
-        return None;
-    }
-    let traffic = rx.await.ok()?.ok()?;
+    let status = dp.call(Request::Status).await?;
+    let traffic = dp
+        .call(|reply| Request::Traffic {
+            lan: None,
+            top: Some(0),
+            reply,
+        })
+        .await?
+        .ok()?;
     Some(build(&status.lans, &traffic))
 }
 
