@@ -1,5 +1,5 @@
-//! Prometheus text exposition (format 0.0.4) of a status snapshot, and the tiny HTTP
-//! endpoint that serves it on `[host] metrics`.
+//! Prometheus text exposition (format 0.0.4) of a status snapshot, and its route on the
+//! HTTP server of `[host] metrics` (`api::http`).
 //!
 //! Written directly rather than through prometheus-client: that crate emits OpenMetrics
 //! (`# TYPE x counter` with `x_total` samples), which `promtool check metrics`, the check
@@ -7,11 +7,12 @@
 //! (one per peer) and drop reasons (a fixed set). Units are in the names.
 
 use std::fmt::Write as _;
-use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
-use tracing::{debug, warn};
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
 
 use crate::io::dataplane::{Handle, Request};
 use crate::status::{MetricsExtra, PeerState, Status};
@@ -348,68 +349,27 @@ pub fn render(status: &Status, extra: &MetricsExtra) -> String {
     out
 }
 
-/// Serve `GET /metrics` until the task is dropped.
-pub async fn serve(listener: TcpListener, dp: Handle) {
-    loop {
-        let (mut conn, peer) = match listener.accept().await {
-            Ok(c) => c,
-            Err(e) => {
-                warn!(error = %e, "metrics accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let dp = dp.clone();
-        tokio::spawn(async move {
-            let mut req = [0u8; 2048];
-            let mut got = 0;
-            // Read the request head (bounded in size and time), then answer and close.
-            let read = tokio::time::timeout(Duration::from_secs(5), async {
-                while got < req.len() {
-                    match conn.read(&mut req[got..]).await {
-                        Ok(0) | Err(_) => break,
-                        Ok(k) => got += k,
-                    }
-                    if req[..got].windows(4).any(|w| w == b"\r\n\r\n") {
-                        break;
-                    }
-                }
-            })
-            .await;
-            if read.is_err() {
-                debug!(%peer, "metrics request timed out");
-                return;
-            }
-            let head = String::from_utf8_lossy(&req[..got]);
-            let (status, ctype, body) =
-                if head.starts_with("GET /metrics ") || head.starts_with("GET /metrics\r") {
-                    let snapshot = dp.call(Request::Scrape).await;
-                    match snapshot {
-                        Some((s, extra)) => (
-                            "200 OK",
-                            "text/plain; version=0.0.4; charset=utf-8",
-                            render(&s, &extra),
-                        ),
-                        None => (
-                            "503 Service Unavailable",
-                            "text/plain",
-                            "shutting down\n".to_string(),
-                        ),
-                    }
-                } else {
-                    (
-                        "404 Not Found",
-                        "text/plain",
-                        "only GET /metrics is served here\n".to_string(),
-                    )
-                };
-            let resp = format!(
-                "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            );
-            let _ = conn.write_all(resp.as_bytes()).await;
-        });
+/// `GET /metrics`: a snapshot from the data plane, as Prometheus text.
+pub async fn scrape(State(dp): State<Handle>) -> Response {
+    match dp.call(Request::Scrape).await {
+        Some((s, extra)) => (
+            [(
+                header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
+            render(&s, &extra),
+        )
+            .into_response(),
+        None => (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response(),
     }
+}
+
+/// The routes of `[host] metrics`.
+pub fn router(dp: Handle) -> Router {
+    Router::new()
+        .route("/metrics", get(scrape))
+        .fallback(|| async { (StatusCode::NOT_FOUND, "only GET /metrics is served here\n") })
+        .with_state(dp)
 }
 
 #[cfg(test)]

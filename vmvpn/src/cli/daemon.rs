@@ -182,7 +182,10 @@ pub fn up(path: &Path) -> Result<()> {
                     .await
                     .with_context(|| format!("cannot serve metrics on {addr} ([host] metrics)"))?;
                 info!(%addr, "Prometheus metrics at /metrics");
-                Some(tokio::spawn(vmvpn::api::metrics::serve(l, handle.clone())))
+                Some(tokio::spawn(vmvpn::api::http::serve(
+                    l,
+                    vmvpn::api::metrics::router(handle.clone()),
+                )))
             }
             None => None,
         };
