@@ -24,35 +24,36 @@ use toml::Spanned;
 
 use crate::proof::Verifier;
 
-/// Why the bulletin's config cannot be used.
+/// Why a config file (the bulletin's or a host's: `vmvpn` uses this type too) cannot be
+/// used. Every message names the file, and the line and key where there is one.
 #[derive(Debug, Error)]
 pub enum ConfigError {
-    /// Unreadable file.
-    #[error("cannot read {path}: {cause}")]
+    /// The file could not be read.
+    #[error("cannot read config {path}: {cause}")]
     Read {
-        /// File.
+        /// The file.
         path: PathBuf,
-        /// OS error.
+        /// The OS error.
         cause: std::io::Error,
     },
-    /// Syntax or shape (toml's message carries line and column).
+    /// TOML syntax or a value of the wrong shape (the message has line and column).
     #[error("{path}: {message}")]
     Parse {
-        /// File.
+        /// The file.
         path: PathBuf,
-        /// Message.
+        /// toml's message, with line, column and the offending text.
         message: String,
     },
-    /// A value that cannot be used.
+    /// A value that parsed but cannot be used.
     #[error("{path}:{line}: `{key}`: {message}")]
     Invalid {
-        /// File.
+        /// The file.
         path: PathBuf,
-        /// Line.
+        /// 1-based line.
         line: usize,
-        /// Key.
+        /// The key, e.g. `lan[1].tap`.
         key: String,
-        /// What is wrong.
+        /// What is wrong and what is expected.
         message: String,
     },
 }

@@ -9,6 +9,7 @@ pub mod client;
 pub mod config;
 pub mod frames;
 pub mod matrix;
+pub mod process;
 pub mod proof;
 pub mod proto;
 pub mod registry;

@@ -100,27 +100,11 @@ impl Query {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if !matches!(cli.command, Command::Serve { .. }) {
-        // A view piped into `head` ends quietly when the pipe closes (as other Unix tools
-        // do), instead of panicking in println!. The server keeps SIGPIPE ignored.
-        // SAFETY: setting a signal disposition to the default, before any thread starts.
-        unsafe {
-            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-        }
-    }
-    let level = if matches!(cli.command, Command::Serve { .. }) {
-        "info"
+    bulletin::process::start(if matches!(cli.command, Command::Serve { .. }) {
+        bulletin::process::Role::Service
     } else {
-        "warn"
-    };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(ansi)
-        .with_writer(std::io::stderr)
-        .init();
+        bulletin::process::Role::Command
+    });
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use serde::{Deserialize, Deserializer, de};
-use thiserror::Error;
 use toml::Spanned;
 
 use crate::proto::crypto::LanSecret;
@@ -52,38 +51,8 @@ pub mod limits {
     pub const MULTICAST_PREFIX: RangeInclusive<u64> = 8..=32;
 }
 
-/// Why a config could not be used.
-#[derive(Debug, Error)]
-pub enum ConfigError {
-    /// The file could not be read.
-    #[error("cannot read config {path}: {cause}")]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// The OS error.
-        cause: std::io::Error,
-    },
-    /// TOML syntax or a value of the wrong shape (the message has line and column).
-    #[error("{path}: {message}")]
-    Parse {
-        /// The file.
-        path: PathBuf,
-        /// toml's message, with line, column and the offending text.
-        message: String,
-    },
-    /// A value that parsed but cannot be used.
-    #[error("{path}:{line}: `{key}`: {message}")]
-    Invalid {
-        /// The file.
-        path: PathBuf,
-        /// 1-based line.
-        line: usize,
-        /// The key, e.g. `lan[1].tap`.
-        key: String,
-        /// What is wrong and what is expected.
-        message: String,
-    },
-}
+/// Why a config could not be used: the same type as the bulletin's.
+pub use bulletin::config::ConfigError;
 
 /// The whole file.
 #[derive(Debug, Deserialize)]

@@ -175,28 +175,11 @@ impl Target {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if !matches!(cli.command, Command::Up { .. }) {
-        // A view piped into `head` ends quietly when the pipe closes (exit 141, as other
-        // Unix tools do) instead of panicking in println!. The daemon keeps SIGPIPE ignored.
-        // SAFETY: setting a signal disposition to the default, before any thread starts.
-        unsafe {
-            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-        }
-    }
-    let default_level = if matches!(cli.command, Command::Up { .. }) {
-        "info"
+    bulletin::process::start(if matches!(cli.command, Command::Up { .. }) {
+        bulletin::process::Role::Service
     } else {
-        "warn"
-    };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
-    // Colours only on a terminal: logs redirected to files stay plain text.
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(ansi)
-        .with_writer(std::io::stderr)
-        .init();
+        bulletin::process::Role::Command
+    });
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

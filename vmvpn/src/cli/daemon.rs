@@ -22,7 +22,32 @@ use vmvpn::proto as wire;
 use vmvpn::proto::crypto::lan_id;
 use vmvpn::status::HostStatus;
 
+/// Run the daemon until SIGTERM or SIGINT: [`prepare`], [`open`], [`supervise`].
 pub fn up(path: &Path) -> Result<()> {
+    supervise(open(prepare(path)?)?)
+}
+
+/// The config, read and checked, with what it needs from the system (nothing opened yet).
+struct Prepared {
+    cfg: Config,
+    secrets: Vec<vmvpn::proto::crypto::LanSecret>,
+    verifiers: Vec<Verifier>,
+    underlay_mtu: u32,
+}
+
+/// Everything opened and built, ready to run.
+struct Opened {
+    cfg: Config,
+    dp: DataPlane,
+    handle: vmvpn::io::dataplane::Handle,
+    /// (server, fingerprint, what to register) when the config has a `[bulletin]`.
+    membership: Option<(SocketAddr, String, HostInfo)>,
+    listen: SocketAddr,
+    host_id: u32,
+}
+
+/// Read the config and the LAN secrets, and find the underlay MTU.
+fn prepare(path: &Path) -> Result<Prepared> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read config {}", path.display()))?;
     let cfg = Config::parse(&text, path)?;
@@ -48,6 +73,24 @@ pub fn up(path: &Path) -> Result<()> {
             }
         },
     };
+    Ok(Prepared {
+        cfg,
+        secrets,
+        verifiers,
+        underlay_mtu,
+    })
+}
+
+/// Bind the data port, open the TAPs, join the multicast groups, build the engine and the
+/// data plane.
+fn open(prep: Prepared) -> Result<Opened> {
+    let Prepared {
+        cfg,
+        secrets,
+        verifiers,
+        underlay_mtu,
+    } = prep;
+    let underlay_ip = cfg.host.address.addr;
 
     let bind_ip = cfg.host.bind.unwrap_or(match underlay_ip {
         IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
@@ -143,7 +186,6 @@ pub fn up(path: &Path) -> Result<()> {
     };
     let (mut dp, handle) = DataPlane::new(engine, udp, taps, host)?;
     dp.want_realtime(cfg.host.realtime);
-    let sock = cfg.control_socket();
     let membership = match &cfg.bulletin {
         Some(b) => {
             let lans = cfg
@@ -170,7 +212,28 @@ pub fn up(path: &Path) -> Result<()> {
             None
         }
     };
+    Ok(Opened {
+        cfg,
+        dp,
+        handle,
+        membership,
+        listen,
+        host_id,
+    })
+}
 
+/// Serve the control socket, `/metrics` and the bulletin membership, run the data plane
+/// on its own thread, and take everything down on a signal or a failure.
+fn supervise(o: Opened) -> Result<()> {
+    let Opened {
+        cfg,
+        dp,
+        handle,
+        membership,
+        listen,
+        host_id,
+    } = o;
+    let sock = cfg.control_socket();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;

@@ -1,23 +1,21 @@
 //! Membership through the bulletin (seed 004's Membership and node-query modules): register
-//! this host's LANs, keep the lease, and turn the watch stream into peer-table changes.
+//! this host's LANs, keep the lease, and feed the watch stream to the `reconciler`, whose
+//! peer changes go to the data plane.
 //!
 //! While the bulletin is unreachable the data plane keeps every peer it knows; this task
-//! retries with capped backoff and re-registers when the bulletin is back. A restarted
-//! bulletin (new epoch) knows nobody at first, so for one lease period after reconnecting to
-//! a new epoch nothing is removed for being absent from a snapshot; then a full query
-//! reconciles. Explicit leave events always apply.
+//! retries with capped backoff and re-registers when the bulletin is back.
 
-use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bulletin::client::{Client, ClientError, SessionRx, SessionTx};
 use bulletin::proof::Verifier;
-use bulletin::proto::{ClientMsg, Event, LanJoin, Record, RefuseCode, Register, ServerMsg};
+use bulletin::proto::{ClientMsg, LanJoin, RefuseCode, Register, ServerMsg};
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
+use super::reconciler::{PeerChange, Reconciler};
 use crate::io::dataplane::{Handle, Request};
 use crate::status::{BulletinState, BulletinStatus};
 
@@ -84,10 +82,8 @@ pub struct Membership {
     host: HostInfo,
     dp: Handle,
     view: SharedView,
-    /// LAN → host id → data address, as this task told the data plane.
-    known: HashMap<String, HashMap<u32, SocketAddr>>,
-    last_epoch: Option<u64>,
-    grace_until: Option<Instant>,
+    /// What the bulletin said, turned into peer changes.
+    peers: Reconciler,
 }
 
 enum End {
@@ -111,14 +107,13 @@ impl Membership {
     ) -> Result<(Self, SharedView), ClientError> {
         let client = Client::new(server, fingerprint)?;
         let view = Arc::new(Mutex::new(View::new(server)));
+        let lans = host.lans.iter().map(|(n, _, _)| n.clone()).collect();
         let m = Membership {
             client,
+            peers: Reconciler::new(host.id, lans),
             host,
             dp,
             view: view.clone(),
-            known: HashMap::new(),
-            last_epoch: None,
-            grace_until: None,
         };
         Ok((m, view))
     }
@@ -202,7 +197,7 @@ impl Membership {
         let mut awaiting_ack: Option<Instant> = None;
         loop {
             let ack_deadline = awaiting_ack.map(|t| t + ack_within);
-            let grace_end = self.grace_until;
+            let grace_end = self.peers.poll_timeout();
             tokio::select! {
                 _ = stop.changed() => {
                     self.unregister(&mut tx, &mut rx).await;
@@ -219,8 +214,9 @@ impl Membership {
                 }
                 _ = sleep_until(grace_end) => {
                     // The restarted bulletin had time to hear from everyone: reconcile fully.
-                    self.grace_until = None;
-                    if let Err(e) = tx.send(&ClientMsg::Query { lan: None }).await {
+                    if self.peers.handle_timeout(Instant::now())
+                        && let Err(e) = tx.send(&ClientMsg::Query { lan: None }).await
+                    {
                         return End::Lost(e.to_string());
                     }
                 }
@@ -238,8 +234,14 @@ impl Membership {
                 }
                 msg = rx.recv() => match msg {
                     Ok(ServerMsg::Ack { .. }) => awaiting_ack = None,
-                    Ok(ServerMsg::Event(ev)) => self.apply(ev),
-                    Ok(ServerMsg::Records(rs)) => self.reconcile_all(rs),
+                    Ok(ServerMsg::Event(ev)) => {
+                        self.peers.handle_event(ev, Instant::now());
+                        self.push_changes();
+                    }
+                    Ok(ServerMsg::Records(rs)) => {
+                        self.peers.handle_records(rs, Instant::now());
+                        self.push_changes();
+                    }
                     Ok(ServerMsg::Refused { code: RefuseCode::NotRegistered, .. }) => {
                         return End::Lost("lease lapsed at the bulletin; registering again".into());
                     }
@@ -274,15 +276,16 @@ impl Membership {
                 .collect(),
         };
         s.register(reg).await?;
-        if self.last_epoch.is_some_and(|e| e != terms.epoch) {
-            let grace = terms.lease_ttl + terms.heartbeat;
+        let grace = terms.lease_ttl + terms.heartbeat;
+        if self
+            .peers
+            .handle_registered(terms.epoch, grace, Instant::now())
+        {
             info!(
                 grace_s = grace.as_secs(),
                 "bulletin restarted (new epoch): keeping peers it has not heard of yet"
             );
-            self.grace_until = Some(Instant::now() + grace);
         }
-        self.last_epoch = Some(terms.epoch);
         info!(server = %self.client.server(), lans = self.host.lans.len(), "registered with the bulletin");
         self.set_view(|v| {
             v.state = BulletinState::Registered;
@@ -309,99 +312,26 @@ impl Membership {
         tx.close();
     }
 
-    fn apply(&mut self, ev: Event) {
-        match ev {
-            Event::Snapshot { lan, records } => {
-                let removal = self.grace_until.is_none_or(|t| Instant::now() >= t);
-                self.reconcile(&lan, &records, removal);
-            }
-            Event::Join(r) => self.add(&r),
-            Event::Leave {
-                lan,
-                host_id,
-                reason,
-            } => {
-                info!(%lan, id = format_args!("{host_id:#010x}"), %reason, "bulletin: host left");
-                self.remove(&lan, host_id);
-            }
+    /// Tell the data plane what changed, and the view how many peers there are.
+    fn push_changes(&mut self) {
+        while let Some(c) = self.peers.poll_change() {
+            let r = match c {
+                PeerChange::Add { lan, addr, prefix } => Request::Peer {
+                    lan,
+                    addr,
+                    add: true,
+                    prefix: Some(prefix),
+                },
+                PeerChange::Remove { lan, addr } => Request::Peer {
+                    lan,
+                    addr,
+                    add: false,
+                    prefix: None,
+                },
+            };
+            self.dp.tell(r);
         }
-        self.count();
-    }
-
-    fn reconcile_all(&mut self, records: Vec<Record>) {
-        let removal = self.grace_until.is_none_or(|t| Instant::now() >= t);
-        let lans: Vec<String> = self.host.lans.iter().map(|(n, _, _)| n.clone()).collect();
-        for lan in lans {
-            let rs: Vec<Record> = records.iter().filter(|r| r.lan == lan).cloned().collect();
-            self.reconcile(&lan, &rs, removal);
-        }
-        self.count();
-    }
-
-    fn reconcile(&mut self, lan: &str, records: &[Record], removal: bool) {
-        for r in records {
-            self.add(r);
-        }
-        if removal {
-            let present: Vec<u32> = records.iter().map(|r| r.host_id).collect();
-            let gone: Vec<u32> = self
-                .known
-                .get(lan)
-                .map(|m| {
-                    m.keys()
-                        .filter(|id| !present.contains(id))
-                        .copied()
-                        .collect()
-                })
-                .unwrap_or_default();
-            for id in gone {
-                self.remove(lan, id);
-            }
-        }
-    }
-
-    fn add(&mut self, r: &Record) {
-        if r.host_id == self.host.id {
-            return;
-        }
-        let addr = r.data_addr();
-        let prev = self
-            .known
-            .entry(r.lan.clone())
-            .or_default()
-            .insert(r.host_id, addr);
-        if let Some(old) = prev.filter(|old| *old != addr) {
-            self.dp.tell(Request::Peer {
-                lan: r.lan.clone(),
-                addr: old,
-                add: false,
-                prefix: None,
-            });
-        }
-        if prev != Some(addr) {
-            info!(lan = %r.lan, peer = %addr, name = %r.name, "bulletin: peer added");
-            self.dp.tell(Request::Peer {
-                lan: r.lan.clone(),
-                addr,
-                add: true,
-                prefix: Some(r.prefix),
-            });
-        }
-    }
-
-    fn remove(&mut self, lan: &str, host_id: u32) {
-        if let Some(addr) = self.known.get_mut(lan).and_then(|m| m.remove(&host_id)) {
-            self.dp.tell(Request::Peer {
-                lan: lan.to_string(),
-                addr,
-                add: false,
-                prefix: None,
-            });
-        }
-    }
-
-    fn count(&self) {
-        let n = self.known.values().map(HashMap::len).sum();
+        let n = self.peers.peers();
         self.set_view(|v| v.peers = n);
     }
 }

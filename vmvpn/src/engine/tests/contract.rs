@@ -1,0 +1,110 @@
+//! The status contract: the keys the README documents, and a round trip through JSON.
+
+use super::sim::*;
+
+/// Every key path of a JSON value, arrays as `[]`, sorted.
+fn key_paths(v: &serde_json::Value, at: &str, out: &mut BTreeSet<String>) {
+    match v {
+        serde_json::Value::Object(m) => {
+            for (k, x) in m {
+                let p = if at.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{at}.{k}")
+                };
+                out.insert(p.clone());
+                key_paths(x, &p, out);
+            }
+        }
+        serde_json::Value::Array(a) => {
+            for x in a {
+                key_paths(x, &format!("{at}[]"), out);
+            }
+        }
+        _ => {}
+    }
+}
+
+#[test]
+fn the_status_json_keys_are_the_documented_ones() {
+    // The README documents these keys and scripts read them: adding one means updating
+    // the README and this list together; removing or renaming one breaks users.
+    let mut net = Net::subnets(&[2, 1], FloodMode::Auto);
+    net.tick();
+    net.advance(Duration::from_secs(2));
+    net.send(0, &frame(BCAST, mac(1), b"hello"));
+    // The whole status, with a bulletin, so every key is there.
+    let (_, st) = sample_status(&net);
+    let v = serde_json::to_value(&st).expect("json");
+    let mut keys = BTreeSet::new();
+    key_paths(&v, "", &mut keys);
+    let got: Vec<&str> = keys.iter().map(String::as_str).collect();
+    let golden: Vec<&str> = include_str!("../../status_keys.golden").lines().collect();
+    let missing: Vec<_> = golden.iter().filter(|k| !keys.contains(**k)).collect();
+    let extra: Vec<_> = got.iter().filter(|k| !golden.contains(k)).collect();
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "status keys changed: missing {missing:?}, new {extra:?}"
+    );
+}
+
+#[test]
+fn the_status_contract_reads_back_what_it_writes() {
+    // The CLI, /metrics and the reports read the daemon's JSON back into these types: every
+    // key must come back, with its value.
+    let mut net = Net::subnets(&[2, 1], FloodMode::Auto);
+    net.tick();
+    net.advance(Duration::from_secs(2));
+    net.send(0, &frame(BCAST, mac(1), b"hello"));
+    net.advance(Duration::from_secs(2));
+    let (st, st2) = sample_status(&net);
+    fn round_trip<T: serde::Serialize + serde::de::DeserializeOwned>(x: &T) {
+        let v = serde_json::to_value(x).expect("json");
+        let back: T = serde_json::from_value(v.clone()).expect("reads back");
+        assert_eq!(serde_json::to_value(&back).expect("json"), v);
+    }
+    round_trip(&st);
+    round_trip(&st2);
+    round_trip(&net.hosts[0].traffic(None, None));
+    round_trip(&net.hosts[0].mac_rows(None, net.now));
+    // A renamed or missing key is an error, not a zero.
+    let mut v = serde_json::to_value(&st).expect("json");
+    v["lans"][0]["peers"][0]
+        .as_object_mut()
+        .expect("peer")
+        .remove("path_mtu_bytes");
+    let e = serde_json::from_value::<crate::status::Status>(v).expect_err("missing key");
+    assert!(e.to_string().contains("path_mtu_bytes"), "{e}");
+}
+
+/// Host 0's whole status, without and with a bulletin, as the daemon would report it.
+fn sample_status(net: &Net) -> (crate::status::Status, crate::status::Status) {
+    let lans = net.hosts[0].lan_status(net.now);
+    let st = crate::status::Status {
+        host: crate::status::HostStatus {
+            name: "h0".into(),
+            id: 100,
+            listen: "0.0.0.0:7401".into(),
+            uptime_s: 5,
+            version: "x".into(),
+            realtime: false,
+        },
+        drops: net.hosts[0].host_drops().clone(),
+        lans,
+        bulletin: None,
+        offload: crate::status::OffloadStats::default(),
+        reassembly: net.hosts[0].reassembly_stats(),
+    };
+    let st2 = crate::status::Status {
+        bulletin: Some(crate::status::BulletinStatus {
+            server: "10.0.0.1:7400".into(),
+            state: crate::status::BulletinState::Registered,
+            epoch: Some("00ff".into()),
+            registered_ago_s: Some(3),
+            last_error: None,
+            peers: 2,
+        }),
+        ..st.clone()
+    };
+    (st, st2)
+}

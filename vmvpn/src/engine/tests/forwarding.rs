@@ -1,0 +1,160 @@
+//! Frames between VMs: broadcast and learned unicast, local destinations, MAC moves,
+//! peers from the bulletin, and delivery against a reference model.
+
+use super::sim::*;
+
+#[test]
+fn broadcast_reaches_every_other_host_once_and_replies_go_unicast() {
+    let mut net = Net::new(3);
+    net.tick();
+    let arp = frame(BCAST, mac(1), b"who-has");
+    assert_eq!(net.send(0, &arp), None);
+    assert!(net.taps[0].is_empty(), "never back to the sender");
+    assert_eq!(net.taps[1], vec![arp.clone()]);
+    assert_eq!(net.taps[2], vec![arp.clone()]);
+    net.clear_taps();
+    // The reply goes only to host 0, which learned nothing yet about mac(2) but host 1 knows mac(1).
+    let reply = frame(mac(1), mac(2), b"is-at");
+    assert_eq!(net.send(1, &reply), None);
+    assert_eq!(net.taps[0], vec![reply]);
+    assert!(
+        net.taps[2].is_empty(),
+        "known unicast goes to one peer only"
+    );
+    net.clear_taps();
+    let ping = frame(mac(2), mac(1), b"ping");
+    net.send(0, &ping);
+    assert_eq!(net.taps[1], vec![ping]);
+    assert!(net.taps[2].is_empty());
+    let l1 = net.lan(1);
+    assert_eq!(
+        l1.peers
+            .iter()
+            .find(|p| p.address == addr(0).to_string())
+            .map(|p| p.traffic.rx_packets),
+        Some(2)
+    );
+}
+
+#[test]
+fn frame_to_a_local_mac_is_not_sent() {
+    let mut net = Net::new(2);
+    net.tick();
+    net.send(0, &frame(BCAST, mac(1), b"hi"));
+    assert_eq!(
+        net.send(0, &frame(mac(1), mac(3), b"x")),
+        Some(DropReason::LocalDestination)
+    );
+}
+
+#[test]
+fn no_peers_up_is_no_route_and_short_frames_are_malformed() {
+    let mut net = Net::new(2);
+    assert_eq!(
+        net.send(0, &frame(BCAST, mac(1), b"x")),
+        Some(DropReason::NoRoute)
+    );
+    assert_eq!(net.send(0, &[0u8; 10]), Some(DropReason::Malformed));
+    let big = frame(BCAST, mac(1), &vec![0u8; MAX_FRAME]);
+    assert_eq!(net.send(0, &big), Some(DropReason::Oversize));
+    let l = net.lan(0);
+    assert_eq!(l.drops.get(DropReason::NoRoute), 1);
+    assert_eq!(l.drops.get(DropReason::Malformed), 1);
+    assert_eq!(l.drops.get(DropReason::Oversize), 1);
+}
+
+#[test]
+fn mac_that_moves_to_another_host_is_relearned_and_counted() {
+    let mut net = Net::new(3);
+    net.tick();
+    net.send(0, &frame(BCAST, mac(7), b"i am on 0"));
+    net.send(2, &frame(BCAST, mac(7), b"now on 2"));
+    assert_eq!(net.lan(1).mac_stats.moves, 1);
+    net.clear_taps();
+    net.send(1, &frame(mac(7), mac(8), b"where"));
+    assert!(net.taps[0].is_empty());
+    assert_eq!(net.taps[2].len(), 1);
+}
+
+#[test]
+fn bulletin_peers_come_and_go_but_static_peers_stay() {
+    let mut net = Net::new(3);
+    // Host 0 learns a fourth address from the bulletin, then the bulletin says it left.
+    let extra = SocketAddr::from(([10, 77, 9, 9], 7401));
+    net.hosts[0].add_peer(LAN, extra, PeerSource::Bulletin, None);
+    assert!(
+        net.lan(0)
+            .peers
+            .iter()
+            .any(|p| p.address == extra.to_string() && p.source == "bulletin")
+    );
+    net.tick();
+    net.hosts[0].remove_peer(LAN, extra);
+    assert!(
+        !net.lan(0)
+            .peers
+            .iter()
+            .any(|p| p.address == extra.to_string())
+    );
+    // A static peer is never removed by the registry, nor turned into a bulletin one.
+    net.hosts[0].remove_peer(LAN, addr(1));
+    assert_eq!(net.lan(0).peers.len(), 2);
+    net.hosts[1].add_peer(LAN, addr(2), PeerSource::Bulletin, None);
+    let p = net
+        .lan(1)
+        .peers
+        .into_iter()
+        .find(|p| p.address == addr(2).to_string())
+        .expect("peer");
+    assert_eq!(p.source, "static");
+    // Removing a bulletin peer forgets the MACs behind it: frames to them flood again.
+    let mut net = Net::with(2, |i| {
+        let mut e = engine(i, 1, 1, 1000);
+        e.add_peer(LAN, addr(1 - i), PeerSource::Bulletin, None);
+        e
+    });
+    net.tick();
+    net.send(1, &frame(BCAST, mac(5), b"from 1"));
+    assert_eq!(net.lan(0).macs, 1, "the MAC behind host 1");
+    net.hosts[0].remove_peer(LAN, addr(1));
+    assert_eq!(net.lan(0).macs, 0);
+    assert_eq!(
+        net.send(0, &frame(mac(5), mac(6), b"gone")),
+        Some(DropReason::NoRoute)
+    );
+}
+
+proptest! {
+    /// Reference model: who must receive each frame. Each host learns where a MAC lives
+    /// from frames it receives (and its own VMs from its TAP); a frame goes to the one host
+    /// it learned for the destination, to nobody if the destination is local, else to every
+    /// other host; never back to the sender.
+    #[test]
+    fn delivery_matches_the_reference_model(
+        ops in proptest::collection::vec((0usize..3, 0u8..5, proptest::option::of(0u8..5)), 1..60)
+    ) {
+        let mut net = Net::new(3);
+        net.tick();
+        // model[h][mac] = host where h believes mac lives
+        let mut model: Vec<BTreeMap<u8, usize>> = vec![BTreeMap::new(); 3];
+        for (h, src, dst) in ops {
+            net.clear_taps();
+            let dst_mac = dst.map_or(BCAST, |d| mac(d + 10));
+            let src_mac = mac(src + 10);
+            let f = frame(dst_mac, src_mac, &[h as u8]);
+            let r = net.send(h, &f);
+            model[h].insert(src, h);
+            let expected: BTreeSet<usize> = match dst.and_then(|d| model[h].get(&d).copied()) {
+                Some(x) if x == h => BTreeSet::new(),
+                Some(x) => [x].into(),
+                None => (0..3).filter(|&x| x != h).collect(),
+            };
+            let got: BTreeSet<usize> = (0..3).filter(|&x| !net.taps[x].is_empty()).collect();
+            prop_assert_eq!(&got, &expected, "send {:?} from {} (drop {:?})", f, h, r);
+            for &x in &got {
+                prop_assert_eq!(net.taps[x].len(), 1, "exactly once");
+                model[x].insert(src, h);
+            }
+        }
+    }
+}

@@ -1,0 +1,339 @@
+//! Hellos, sessions and their keys: tunnels come up, wrong secrets and replays are
+//! refused, restarts rekey, silence takes tunnels down, and cipher `none`.
+
+use super::sim::*;
+
+#[test]
+fn handshake_brings_every_tunnel_up() {
+    let mut net = Net::new(3);
+    assert!(!net.all_up());
+    net.tick();
+    assert!(net.all_up(), "{:?}", net.lan(0).peers);
+    for h in 0..3 {
+        let l = net.lan(h);
+        assert_eq!(l.peers.len(), 2);
+        for p in &l.peers {
+            assert!(p.id.is_some() && p.name.starts_with('h'), "{p:?}");
+            assert_eq!(p.source, "static");
+        }
+        assert_eq!(l.drops.total(), 0, "{:?}", l.drops);
+    }
+}
+
+#[test]
+fn wrong_secret_reaches_nobody_and_counts_auth_failures() {
+    let mut net = Net::with(3, |i| engine(i, 3, if i == 2 { 9 } else { 1 }, 1000));
+    net.tick();
+    net.advance(Duration::from_secs(2));
+    let l0 = net.lan(0);
+    let p2 = l0
+        .peers
+        .iter()
+        .find(|p| p.address == addr(2).to_string())
+        .expect("peer 2");
+    assert_eq!(p2.state, "handshaking");
+    // Failed hellos are unauthenticated: anyone could send them in its name.
+    assert!(p2.unauthenticated_drops_total >= 2, "{p2:?}");
+    assert_eq!(p2.drops.get(DropReason::AuthFailure), 0, "{:?}", p2.drops);
+    assert!(l0.drops.get(DropReason::AuthFailure) >= 2);
+    assert!(net.lan(2).peers.iter().all(|p| p.state == "handshaking"));
+    net.send(2, &frame(BCAST, mac(9), b"intruder"));
+    assert!(net.taps[0].is_empty() && net.taps[1].is_empty());
+    // The two good hosts still talk.
+    net.send(0, &frame(BCAST, mac(1), b"ok"));
+    assert_eq!(net.taps[1].len(), 1);
+    assert!(net.taps[2].is_empty());
+}
+
+#[test]
+fn replayed_datagrams_are_dropped_and_counted() {
+    let mut net = Net::new(2);
+    net.tick();
+    net.send(0, &frame(BCAST, mac(1), b"a"));
+    net.send(1, &frame(mac(1), mac(2), b"b"));
+    net.send(1, &frame(BCAST, mac(2), b"c"));
+    let before = net.taps[0].len();
+    let replays: Vec<_> = net
+        .sent
+        .iter()
+        .filter(|(f, _, b)| *f == 1 && b[1] != Kind::Hello as u8)
+        .cloned()
+        .collect();
+    assert!(replays.len() >= 2);
+    for (_, _, mut bytes) in replays {
+        let r = net.hosts[0].handle_datagram(addr(1), false, &mut bytes, net.now);
+        assert!(matches!(r, RxAction::Drop(DropReason::Replay)), "{r:?}");
+    }
+    assert_eq!(net.taps[0].len(), before);
+    assert!(net.lan(0).drops.get(DropReason::Replay) >= 2);
+}
+
+#[test]
+fn spoofed_copies_of_a_peers_sequence_numbers_are_not_its_duplicates() {
+    let mut net = Net::new(2);
+    net.tick();
+    net.send(0, &frame(BCAST, mac(1), b"learn me"));
+    net.send(1, &frame(mac(1), mac(2), b"one"));
+    net.send(1, &frame(mac(1), mac(2), b"two"));
+    let data: Vec<_> = net
+        .sent
+        .iter()
+        .filter(|(f, _, b)| *f == 1 && b[1] == Kind::Data as u8)
+        .map(|(_, _, b)| b.clone())
+        .collect();
+    assert!(!data.is_empty());
+    let peer = |net: &Net| {
+        net.lan(0)
+            .peers
+            .into_iter()
+            .find(|p| p.address == addr(1).to_string())
+            .expect("peer 1")
+    };
+    let before = peer(&net);
+    // An attacker who sees the header forges many copies with its own bytes.
+    let mut spoofed = 0;
+    for b in &data {
+        for flip in [HEADER_LEN, b.len() - 1] {
+            let mut forged = b.clone();
+            forged[flip] ^= 0x55;
+            let r = net.hosts[0].handle_datagram(addr(1), false, &mut forged, net.now);
+            assert_eq!(r, RxAction::Drop(DropReason::AuthFailure));
+            spoofed += 1;
+        }
+    }
+    let after = peer(&net);
+    assert_eq!(
+        after.sequence.duplicates, before.sequence.duplicates,
+        "forged copies are no duplicates"
+    );
+    assert_eq!(
+        after.drops, before.drops,
+        "nothing counted against the peer itself"
+    );
+    assert_eq!(
+        after.unauthenticated_drops_total,
+        before.unauthenticated_drops_total + spoofed
+    );
+    assert_eq!(net.lan(0).drops.get(DropReason::AuthFailure), spoofed);
+    // A true replay of the peer's own datagram still counts as its duplicate.
+    let mut again = data[0].clone();
+    let r = net.hosts[0].handle_datagram(addr(1), false, &mut again, net.now);
+    assert_eq!(r, RxAction::Drop(DropReason::Replay));
+    assert_eq!(
+        peer(&net).sequence.duplicates,
+        before.sequence.duplicates + 1
+    );
+}
+
+#[test]
+fn restarted_peer_is_rekeyed_and_stale_hellos_are_refused() {
+    let mut net = Net::new(2);
+    net.tick();
+    let old_hellos: Vec<_> = net
+        .sent
+        .iter()
+        .filter(|(f, _, b)| *f == 1 && b[1] == Kind::Hello as u8)
+        .map(|(_, _, b)| b.clone())
+        .collect();
+    assert!(!old_hellos.is_empty());
+    net.hosts[1] = engine(1, 2, 1, 2000);
+    net.tick();
+    assert!(net.all_up());
+    net.send(0, &frame(BCAST, mac(1), b"after restart"));
+    assert_eq!(net.taps[1].len(), 1);
+    // A replayed hello of the previous run must not take the tunnel back to old keys.
+    for mut h in old_hellos {
+        let r = net.hosts[0].handle_datagram(addr(1), false, &mut h, net.now);
+        assert_eq!(r, RxAction::Drop(DropReason::Replay));
+    }
+    net.clear_taps();
+    net.send(1, &frame(mac(1), mac(2), b"still fine"));
+    assert_eq!(net.taps[0].len(), 1);
+}
+
+#[test]
+fn no_key_nonce_pair_repeats_across_receivers_or_restarts() {
+    let mut seen: HashSet<(u64, u64)> = HashSet::new();
+    let record = |seen: &mut HashSet<(u64, u64)>, net: &Net, from: usize| {
+        for (f, to, b) in &net.sent {
+            if *f != from || b[1] == Kind::Hello as u8 {
+                continue;
+            }
+            let p = Packet::new_checked(&b[..]).expect("own packets parse");
+            let fp = match p.header().kind {
+                Kind::Flood => net.hosts[from].group_key_fingerprint(LAN),
+                _ => net.hosts[from].tx_key_fingerprint(LAN, *to),
+            }
+            .expect("key");
+            // A flood is one datagram sent to several receivers: the same bytes, so count once.
+            if p.header().kind == Kind::Flood && !seen.insert((fp, p.header().seq)) {
+                continue;
+            }
+            if p.header().kind != Kind::Flood {
+                assert!(
+                    seen.insert((fp, p.header().seq)),
+                    "(key, nonce) reused: {fp:x} {}",
+                    p.header().seq
+                );
+            }
+        }
+    };
+    let mut net = Net::new(3);
+    net.tick();
+    for i in 0..5u8 {
+        net.send(0, &frame(BCAST, mac(1), &[i]));
+        net.send(1, &frame(mac(1), mac(2), &[i]));
+        net.send(2, &frame(mac(1), mac(3), &[i]));
+        net.send(0, &frame(mac(2), mac(1), &[i]));
+        net.send(0, &frame(mac(3), mac(1), &[i]));
+    }
+    net.advance(Duration::from_secs(11)); // keepalives too
+    record(&mut seen, &net, 0);
+    let first_run = seen.len();
+    assert!(first_run >= 15, "{first_run}");
+    // Keys differ per receiver.
+    let k1 = net.hosts[0].tx_key_fingerprint(LAN, addr(1));
+    let k2 = net.hosts[0].tx_key_fingerprint(LAN, addr(2));
+    assert_ne!(k1, k2);
+    // Restart host 0 (new run, later start time) and send the same traffic again.
+    net.hosts[0] = engine(0, 3, 1, 5000);
+    net.sent.clear();
+    net.tick();
+    for i in 0..5u8 {
+        net.send(0, &frame(BCAST, mac(1), &[i]));
+        net.send(0, &frame(mac(2), mac(1), &[i]));
+    }
+    record(&mut seen, &net, 0);
+    assert!(seen.len() >= first_run + 10);
+    assert_ne!(
+        net.hosts[0].tx_key_fingerprint(LAN, addr(1)),
+        k1,
+        "restart gives new keys"
+    );
+}
+
+#[test]
+fn keepalives_keep_tunnels_up_and_silence_takes_them_down() {
+    let mut net = Net::new(2);
+    net.tick();
+    for _ in 0..10 {
+        net.advance(Duration::from_secs(10));
+    }
+    assert!(net.all_up(), "keepalives every 10 s keep the tunnel up");
+    // Host 1 goes silent: drop everything it would send.
+    let silent_for = Timers::default().dead_after + Duration::from_secs(1);
+    net.now += silent_for;
+    net.hosts[0].handle_timeout(net.now);
+    assert_eq!(net.lan(0).peers[0].state, "handshaking");
+}
+
+fn engine_with_cipher(i: usize, n: usize, cipher: crate::proto::crypto::Cipher) -> Engine {
+    let peers = (0..n).filter(|&j| j != i).map(addr).collect();
+    Engine::new(
+        HostIdentity {
+            id: 100 + i as u32,
+            name: format!("h{i}"),
+            secret: [i as u8 + 1; 32],
+            start_ns: 1000,
+            underlay: Some((addr(i).ip(), 24)),
+        },
+        vec![LanSpec {
+            cipher,
+            ..spec(1, peers)
+        }],
+        Timers::default(),
+    )
+}
+
+#[test]
+fn cipher_none_carries_frames_in_the_clear_and_never_pairs_with_aes() {
+    use crate::proto::crypto::Cipher;
+    let mut net = Net::with(2, |i| engine_with_cipher(i, 2, Cipher::None));
+    net.tick();
+    assert!(net.all_up());
+    net.send(1, &frame(BCAST, mac(2), b"learn"));
+    let payload = b"plain for the benchmark";
+    net.send(0, &frame(mac(2), mac(1), payload));
+    assert_eq!(net.taps[1].last().map(|f| &f[14..]), Some(&payload[..]));
+    let (_, _, d) = net
+        .sent
+        .iter()
+        .rev()
+        .find(|(f, _, _)| *f == 0)
+        .expect("sent");
+    assert!(
+        d.windows(payload.len()).any(|w| w == payload),
+        "not encrypted"
+    );
+    // A flipped bit in the zero tag is refused (a sender with another cipher).
+    let mut bad = d.clone();
+    bad[12..20].copy_from_slice(&1000u64.to_be_bytes()); // a fresh sequence number
+    let last = bad.len() - 1;
+    bad[last] ^= 1;
+    let r = net.hosts[1].handle_datagram(addr(0), false, &mut bad, net.now);
+    assert_eq!(r, RxAction::Drop(DropReason::AuthFailure));
+
+    // Mixed ciphers: the hellos do not authenticate, so no tunnel comes up.
+    let mut net = Net::with(2, |i| {
+        engine_with_cipher(
+            i,
+            2,
+            if i == 0 {
+                Cipher::None
+            } else {
+                Cipher::Aes256Gcm
+            },
+        )
+    });
+    net.tick();
+    net.advance(Duration::from_secs(2));
+    assert!(!net.all_up());
+    assert!(net.lan(1).drops.total() > 0);
+}
+
+proptest! {
+    /// Every truncation and every single-bit flip of a sealed datagram is rejected and
+    /// counted, never panics, and the genuine datagram is still accepted afterwards.
+    #[test]
+    fn truncations_and_bit_flips_are_rejected_and_counted(
+        payload in proptest::collection::vec(any::<u8>(), 0..64),
+        flips in proptest::collection::vec(any::<prop::sample::Index>(), 1..24),
+        unicast in any::<bool>(),
+    ) {
+        let mut net = Net::new(2);
+        net.tick();
+        net.send(1, &frame(BCAST, mac(2), b"learn"));
+        let dst = if unicast { mac(2) } else { BCAST };
+        let f = frame(dst, mac(1), &payload);
+        let mut buf = vec![0u8; buffer_len(MAX_FRAME)];
+        buf[HEADER_LEN..HEADER_LEN + f.len()].copy_from_slice(&f);
+        let n = match net.hosts[0].handle_tap_frame(LAN, &mut buf, f.len(), net.now) {
+            TapAction::Unicast(_, n) | TapAction::Flood { len: n, .. } => n,
+            TapAction::Fragments { .. } => return Ok(()),
+            TapAction::Drop(r) => panic!("dropped {r:?}"),
+        };
+        let good = buf[..n].to_vec();
+        let drops_before = net.lan(1).drops.total() + net.hosts[1].host_drops().total();
+        let mut rejected = 0u64;
+        for len in 0..n {
+            let mut t = good[..len].to_vec();
+            prop_assert!(matches!(net.hosts[1].handle_datagram(addr(0), false, &mut t, net.now), RxAction::Drop(_)));
+            rejected += 1;
+        }
+        for ix in &flips {
+            let bit = ix.index(n * 8);
+            let mut t = good.clone();
+            t[bit / 8] ^= 1 << (bit % 8);
+            prop_assert!(matches!(net.hosts[1].handle_datagram(addr(0), false, &mut t, net.now), RxAction::Drop(_)), "bit {bit}");
+            rejected += 1;
+        }
+        let drops_after = net.lan(1).drops.total() + net.hosts[1].host_drops().total();
+        prop_assert_eq!(drops_after - drops_before, rejected);
+        let mut g = good.clone();
+        let ok = net.hosts[1].handle_datagram(addr(0), false, &mut g, net.now);
+        prop_assert!(matches!(ok, RxAction::Tap { .. }), "{:?}", ok);
+        if let RxAction::Tap { frame, .. } = ok {
+            prop_assert_eq!(&g[frame], &f[..]);
+        }
+    }
+}

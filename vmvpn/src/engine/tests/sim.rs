@@ -1,0 +1,336 @@
+//! The in-memory network the engine's tests run on: several engines, a clock, and the
+//! datagrams between them (delivered, dropped by MTU, or multicast within a /24).
+
+// What every topic file uses, in one glob.
+pub(super) use std::collections::{BTreeMap, BTreeSet, HashSet};
+pub(super) use std::net::SocketAddr;
+pub(super) use std::time::{Duration, Instant};
+
+pub(super) use proptest::prelude::*;
+pub(super) use telemetry::DropReason;
+
+pub(super) use crate::engine::flood::FloodMode;
+pub(super) use crate::engine::probes::PING_BIT;
+pub(super) use crate::engine::*;
+pub(super) use crate::proto::crypto::LanSecret;
+pub(super) use crate::proto::{HEADER_LEN, Kind, Packet};
+pub(super) use crate::status::LanStatus;
+
+pub(super) const MAX_FRAME: usize = 1518;
+pub(super) const LAN: LanId = LanId(0);
+
+pub(super) fn addr(i: usize) -> SocketAddr {
+    SocketAddr::from(([10, 77, 1, i as u8 + 1], 7401))
+}
+
+pub(super) fn spec(secret: u8, peers: Vec<SocketAddr>) -> LanSpec {
+    LanSpec {
+        name: "lan1".into(),
+        id: crate::proto::crypto::lan_id("lan1"),
+        secret: LanSecret([secret; 32]),
+        max_frame: MAX_FRAME,
+        peers,
+        mac_capacity: 1024,
+        mac_max_age: Duration::from_secs(300),
+        segment: "192.168.100.0/24".into(),
+        tap: "vl1".into(),
+        mtu: 1500,
+        flood: FloodMode::Unicast,
+        cipher: crate::proto::crypto::Cipher::default(),
+        group: None,
+    }
+}
+
+pub(super) fn engine(i: usize, n: usize, secret: u8, start: u64) -> Engine {
+    let peers = (0..n).filter(|&j| j != i).map(addr).collect();
+    Engine::new(
+        HostIdentity {
+            id: 100 + i as u32,
+            name: format!("h{i}"),
+            secret: [(i as u8 + 1) ^ (start as u8).wrapping_mul(31); 32],
+            start_ns: start,
+            underlay: Some((addr(i).ip(), 24)),
+        },
+        vec![spec(secret, peers)],
+        Timers::default(),
+    )
+}
+
+/// Frames a VM would send: Ethernet header plus a payload.
+pub(super) fn frame(dst: [u8; 6], src: [u8; 6], payload: &[u8]) -> Vec<u8> {
+    let mut f = Vec::with_capacity(14 + payload.len());
+    f.extend_from_slice(&dst);
+    f.extend_from_slice(&src);
+    f.extend_from_slice(&[0x08, 0x00]);
+    f.extend_from_slice(payload);
+    f
+}
+
+pub(super) struct Net {
+    pub(super) hosts: Vec<Engine>,
+    pub(super) now: Instant,
+    /// Frames written to each host's TAP.
+    pub(super) taps: Vec<Vec<Vec<u8>>>,
+    /// Every sealed datagram sent, as (sender index, destination, bytes).
+    pub(super) sent: Vec<(usize, SocketAddr, Vec<u8>)>,
+    pub(super) queue: Vec<(usize, SocketAddr, Vec<u8>)>,
+    /// Each host's underlay address.
+    pub(super) addrs: Vec<SocketAddr>,
+    /// The LAN's multicast group, delivered within a /24.
+    pub(super) group: Option<SocketAddr>,
+    /// Hosts whose multicast is blocked (they neither send nor receive it).
+    pub(super) blocked: Vec<bool>,
+    /// One-way delay of every hop: each round of deliveries advances the clock by it.
+    pub(super) hop: Duration,
+    /// Datagrams larger than this (as IPv4 packets: + 28 bytes) vanish without a word,
+    /// as behind a link with a smaller MTU that sends no ICMP.
+    pub(super) path_mtu: Option<usize>,
+}
+
+impl Net {
+    pub(super) fn new(n: usize) -> Self {
+        Net::with(n, |i| engine(i, n, 1, 1000))
+    }
+
+    pub(super) fn with(n: usize, f: impl Fn(usize) -> Engine) -> Self {
+        Net {
+            hosts: (0..n).map(f).collect(),
+            now: Instant::now(),
+            taps: vec![Vec::new(); n],
+            sent: Vec::new(),
+            queue: Vec::new(),
+            addrs: (0..n).map(addr).collect(),
+            group: None,
+            blocked: vec![false; n],
+            hop: Duration::ZERO,
+            path_mtu: None,
+        }
+    }
+
+    /// Hosts in several /24 subnets (10.77.S.K), flooding in `mode` with a group.
+    pub(super) fn subnets(sizes: &[usize], mode: FloodMode) -> Self {
+        let addrs: Vec<SocketAddr> = sizes
+            .iter()
+            .enumerate()
+            .flat_map(|(s, &k)| {
+                (0..k).map(move |h| SocketAddr::from(([10, 77, s as u8 + 1, h as u8 + 1], 7401)))
+            })
+            .collect();
+        let group = SocketAddr::from(([239, 77, 0, 1], 7401));
+        let n = addrs.len();
+        let hosts = (0..n)
+            .map(|i| {
+                // Peers come from the bulletin here, with their prefix, as in a real deployment.
+                let mut sp = spec(1, Vec::new());
+                sp.flood = mode;
+                sp.group = Some(group);
+                let mut e = Engine::new(
+                    HostIdentity {
+                        id: 100 + i as u32,
+                        name: format!("h{i}"),
+                        secret: [i as u8 + 1; 32],
+                        start_ns: 1000,
+                        underlay: Some((addrs[i].ip(), 24)),
+                    },
+                    vec![sp],
+                    Timers::default(),
+                );
+                for (_, a) in addrs.iter().enumerate().filter(|(j, _)| *j != i) {
+                    e.add_peer(LAN, *a, PeerSource::Bulletin, Some(24));
+                }
+                e
+            })
+            .collect();
+        Net {
+            hosts,
+            now: Instant::now(),
+            taps: vec![Vec::new(); n],
+            sent: Vec::new(),
+            queue: Vec::new(),
+            addrs,
+            group: Some(group),
+            blocked: vec![false; n],
+            hop: Duration::ZERO,
+            path_mtu: None,
+        }
+    }
+
+    pub(super) fn same_subnet(&self, a: usize, b: usize) -> bool {
+        let (x, y) = (self.addrs[a].ip(), self.addrs[b].ip());
+        match (x, y) {
+            (std::net::IpAddr::V4(x), std::net::IpAddr::V4(y)) => {
+                x.octets()[..3] == y.octets()[..3]
+            }
+            _ => false,
+        }
+    }
+
+    pub(super) fn index_of(&self, a: SocketAddr) -> Option<usize> {
+        self.addrs.iter().position(|x| *x == a)
+    }
+
+    pub(super) fn drain_transmits(&mut self) {
+        let mut buf = vec![0u8; 65_536];
+        for i in 0..self.hosts.len() {
+            while let Some((to, n)) = self.hosts[i].poll_transmit(&mut buf) {
+                self.queue.push((i, to, buf[..n].to_vec()));
+            }
+        }
+    }
+
+    /// Deliver everything in flight until the network is quiet.
+    pub(super) fn settle(&mut self) {
+        for _ in 0..50 {
+            self.drain_transmits();
+            if self.queue.is_empty() {
+                return;
+            }
+            self.now += self.hop;
+            for (from, to, bytes) in std::mem::take(&mut self.queue) {
+                self.sent.push((from, to, bytes.clone()));
+                if self.path_mtu.is_some_and(|m| bytes.len() + 28 > m) {
+                    continue;
+                }
+                let targets: Vec<(usize, bool)> = if Some(to) == self.group {
+                    if self.blocked[from] {
+                        Vec::new()
+                    } else {
+                        (0..self.hosts.len())
+                            .filter(|&d| d != from && !self.blocked[d] && self.same_subnet(d, from))
+                            .map(|d| (d, true))
+                            .collect()
+                    }
+                } else {
+                    self.index_of(to)
+                        .map(|d| vec![(d, false)])
+                        .unwrap_or_default()
+                };
+                for (dst, multicast) in targets {
+                    let mut b = bytes.clone();
+                    let copies = |r: Option<Relay<'_>>| -> Vec<(usize, SocketAddr, Vec<u8>)> {
+                        r.map(|r| {
+                            r.to.iter()
+                                .map(|t| (dst, *t, r.datagram.to_vec()))
+                                .collect()
+                        })
+                        .unwrap_or_default()
+                    };
+                    let (frame, relayed) = match self.hosts[dst].handle_datagram(
+                        self.addrs[from],
+                        multicast,
+                        &mut b,
+                        self.now,
+                    ) {
+                        RxAction::Tap { frame, relay, .. } => {
+                            (Some(b[frame].to_vec()), copies(relay))
+                        }
+                        RxAction::TapReassembled { relay, .. } => {
+                            let c = copies(relay);
+                            (Some(self.hosts[dst].reassembled().to_vec()), c)
+                        }
+                        RxAction::Relay { relay, .. } => (None, copies(Some(relay))),
+                        _ => continue,
+                    };
+                    if let Some(f) = frame {
+                        self.taps[dst].push(f);
+                    }
+                    self.queue.extend(relayed);
+                }
+            }
+        }
+        panic!("network did not settle");
+    }
+
+    pub(super) fn tick(&mut self) {
+        for h in &mut self.hosts {
+            h.handle_timeout(self.now);
+        }
+        self.settle();
+    }
+
+    pub(super) fn advance(&mut self, d: Duration) {
+        self.now += d;
+        self.tick();
+    }
+
+    /// A VM on host `h` sends `f`; returns the action's kind.
+    pub(super) fn send(&mut self, h: usize, f: &[u8]) -> Option<DropReason> {
+        let mut buf = vec![0u8; buffer_len(MAX_FRAME)];
+        buf[HEADER_LEN..HEADER_LEN + f.len()].copy_from_slice(f);
+        let now = self.now;
+        let out: Vec<(SocketAddr, Vec<u8>)> =
+            match self.hosts[h].handle_tap_frame(LAN, &mut buf, f.len(), now) {
+                TapAction::Unicast(to, n) => vec![(to, buf[..n].to_vec())],
+                TapAction::Fragments { to, len, seg } => {
+                    buf[..len].chunks(seg).map(|d| (to, d.to_vec())).collect()
+                }
+                TapAction::Flood {
+                    to,
+                    len,
+                    seg,
+                    relay_to,
+                    relay,
+                } => to
+                    .iter()
+                    .flat_map(|a| buf[..len].chunks(seg).map(|d| (*a, d.to_vec())))
+                    .chain(
+                        relay_to
+                            .iter()
+                            .flat_map(|a| relay.chunks(seg).map(|d| (*a, d.to_vec()))),
+                    )
+                    .collect(),
+                TapAction::Drop(r) => return Some(r),
+            };
+        for (to, b) in out {
+            self.queue.push((h, to, b));
+        }
+        self.settle();
+        None
+    }
+
+    pub(super) fn lan(&self, h: usize) -> LanStatus {
+        self.hosts[h].lan_status(self.now).remove(LAN.index())
+    }
+
+    pub(super) fn all_up(&self) -> bool {
+        (0..self.hosts.len()).all(|h| self.lan(h).peers.iter().all(|p| p.state == "up"))
+    }
+
+    pub(super) fn clear_taps(&mut self) {
+        for t in &mut self.taps {
+            t.clear();
+        }
+    }
+}
+
+pub(super) fn mac(i: u8) -> [u8; 6] {
+    [2, 0, 0, 0, 0, i]
+}
+pub(super) const BCAST: [u8; 6] = [0xff; 6];
+
+/// An IPv4/TCP frame between two VMs (hand-built: no test-only dependency).
+pub(super) fn tcp_frame(
+    src: (u8, [u8; 4], u16),
+    dst: (u8, [u8; 4], u16),
+    flags: u8,
+    payload: usize,
+) -> Vec<u8> {
+    let mut ip = vec![0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, 6, 0, 0];
+    ip.extend_from_slice(&src.1);
+    ip.extend_from_slice(&dst.1);
+    let total = (20 + 20 + payload) as u16;
+    ip[2..4].copy_from_slice(&total.to_be_bytes());
+    let mut tcp = Vec::new();
+    tcp.extend_from_slice(&src.2.to_be_bytes());
+    tcp.extend_from_slice(&dst.2.to_be_bytes());
+    tcp.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0, 0x50, flags, 0xff, 0xff, 0, 0, 0, 0]);
+    let mut body = ip;
+    body.extend_from_slice(&tcp);
+    body.extend(std::iter::repeat_n(0u8, payload));
+    frame(mac(dst.0), mac(src.0), &body)
+}
+
+/// TCP flags.
+pub(super) const SYN: u8 = 0x02;
+pub(super) const ACK: u8 = 0x10;
+pub(super) const FIN: u8 = 0x01;
