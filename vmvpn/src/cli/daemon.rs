@@ -23,7 +23,7 @@ use vmvpn::proto::crypto::lan_id;
 use vmvpn::status::HostStatus;
 
 /// Run the daemon until SIGTERM or SIGINT: [`prepare`], [`open`], [`supervise`].
-pub fn up(path: &Path) -> Result<()> {
+pub(crate) fn up(path: &Path) -> Result<()> {
     supervise(open(prepare(path)?)?)
 }
 

@@ -1,7 +1,7 @@
 //! The `vmvpn` command line: the daemon's start-up (`daemon`), and the views that ask a
 //! running daemon over its control socket (`render`, `top`, `ping`).
 
-pub mod daemon;
-pub mod ping;
-pub mod render;
-pub mod top;
+pub(crate) mod daemon;
+pub(crate) mod ping;
+pub(crate) mod render;
+pub(crate) mod top;

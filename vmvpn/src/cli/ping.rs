@@ -9,7 +9,7 @@ use vmvpn::status::PingAnswer;
 use super::render;
 
 /// Send `count` probes, print each answer and a summary; an error when none came back.
-pub fn run(sock: &Path, target: &str, count: u32, interval: f64, json: bool) -> Result<()> {
+pub(crate) fn run(sock: &Path, target: &str, count: u32, interval: f64, json: bool) -> Result<()> {
     if !(0.01..=60.0).contains(&interval) {
         bail!("--interval must be between 0.01 and 60 seconds");
     }

@@ -77,7 +77,7 @@ fn state(p: &PeerStatus) -> String {
 }
 
 /// `vmvpn status`.
-pub fn status(v: &Status) -> String {
+pub(crate) fn status(v: &Status) -> String {
     let mut o = String::new();
     let h = &v.host;
     let _ = writeln!(
@@ -249,7 +249,7 @@ pub fn status(v: &Status) -> String {
 }
 
 /// `vmvpn vms`: per-VM traffic of each LAN, busiest first.
-pub fn vms(v: &[LanTraffic]) -> String {
+pub(crate) fn vms(v: &[LanTraffic]) -> String {
     let mut o = String::new();
     for l in v {
         let t = &l.vm_table;
@@ -315,7 +315,7 @@ fn endpoint(ip: &str, port: u16) -> String {
 }
 
 /// `vmvpn flows`: flows of each LAN, busiest first.
-pub fn flows(v: &[LanTraffic]) -> String {
+pub(crate) fn flows(v: &[LanTraffic]) -> String {
     let mut o = String::new();
     for l in v {
         let t = &l.flow_table;
@@ -357,7 +357,7 @@ pub fn flows(v: &[LanTraffic]) -> String {
 }
 
 /// `vmvpn top`: one screen of tunnels and the busiest VMs and flows.
-pub fn top(st: &Status, traffic: &[LanTraffic], rows: usize) -> String {
+pub(crate) fn top(st: &Status, traffic: &[LanTraffic], rows: usize) -> String {
     let mut o = String::new();
     let _ = writeln!(
         o,
@@ -443,7 +443,7 @@ pub fn top(st: &Status, traffic: &[LanTraffic], rows: usize) -> String {
 }
 
 /// One `vmvpn ping` line.
-pub fn pong(v: &PingAnswer, seq: u32) -> String {
+pub(crate) fn pong(v: &PingAnswer, seq: u32) -> String {
     let who = match (v.peer.as_str(), v.via_vm.as_deref()) {
         (p, Some(vm)) if !p.is_empty() => format!("{p} (VM {vm})"),
         (p, None) if !p.is_empty() => p.to_string(),
@@ -464,7 +464,7 @@ pub fn pong(v: &PingAnswer, seq: u32) -> String {
 }
 
 /// `vmvpn macs`.
-pub fn macs(v: &[MacRow]) -> String {
+pub(crate) fn macs(v: &[MacRow]) -> String {
     let mut o = String::new();
     let _ = writeln!(
         o,

@@ -9,7 +9,7 @@ use vmvpn::status::{LanTraffic, Status};
 use super::render;
 
 /// Refresh every `interval` seconds until interrupted (or once).
-pub fn run(sock: &Path, interval: f64, rows: usize, once: bool) -> Result<()> {
+pub(crate) fn run(sock: &Path, interval: f64, rows: usize, once: bool) -> Result<()> {
     if !(0.1..=3600.0).contains(&interval) {
         bail!("--interval must be between 0.1 and 3600 seconds");
     }
