@@ -17,9 +17,9 @@ use telemetry::DropReason;
 use tracing::{debug, error, warn};
 
 use crate::engine::{Engine, Event, LanId, PeerSource, PingSent, Relay, RxAction, TapAction};
+use crate::io::batch::GsoBatch;
 use crate::io::tap::TapDevice;
 use crate::io::udp::{BATCH, SLOT, Udp};
-use crate::offload::batch::GsoBatch;
 use crate::offload::gro::Coalescer;
 use crate::offload::gso::{self, VNET_HDR_LEN, VnetHdr};
 use crate::proto::{HEADER_LEN, TAG_LEN};

@@ -1,7 +1,8 @@
 //! The syscalls around the sans-IO engine: the data-plane thread and its poll loop
-//! (`dataplane`), TAP devices (`tap`), their addresses and MTU (`netdev`), and the UDP
-//! socket with batched and segmented sends (`udp`).
+//! (`dataplane`), TAP devices (`tap`), their addresses and MTU (`netdev`), the UDP
+//! socket (`udp`), and datagrams to one peer grouped into UDP GSO sends (`batch`).
 
+pub mod batch;
 pub mod dataplane;
 pub mod netdev;
 pub mod tap;

@@ -1,8 +1,7 @@
 //! Offloads: splitting the TAP's TSO super-frames into segments (`gso`), merging received
-//! segments for one TAP write (`gro`), their checksums (`csum`), and grouping datagrams to
-//! one peer into UDP GSO sends (`batch`). Pure byte work but `batch`, which sends.
+//! segments for one TAP write (`gro`), and their checksums (`csum`). Pure byte work: the
+//! UDP GSO sends that carry the segments are `io::batch`.
 
-pub mod batch;
 pub mod csum;
 pub mod gro;
 pub mod gso;
