@@ -1,17 +1,20 @@
 //! The data-plane thread: the only owner of the forwarding core, so no packet takes a lock.
 //!
-//! One `poll(2)` loop over the UDP socket, the TAPs and an eventfd that control requests
-//! and shutdown use to wake it. Buffers are allocated once at start; the per-packet path
+//! One epoll loop (mio's `Poll`) over the UDP socket, the TAPs and mio's `Waker`, which
+//! control requests and shutdown use to wake it. Each source is read up to a budget per
+//! turn, so neither direction starves the other. Buffers are allocated once at start; the per-packet path
 //! reads into them, lets the core seal or open in place, and writes out.
 
 use std::io::{self, IoSliceMut};
 use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token};
 use quinn_udp::RecvMeta;
 use telemetry::DropReason;
 use tracing::{debug, error, warn};
@@ -68,54 +71,17 @@ pub enum Request {
     },
 }
 
-/// Wakes the data-plane thread from `poll`.
-#[derive(Clone)]
-pub struct Waker(Arc<OwnedFd>);
-
-impl Waker {
-    /// A new eventfd.
-    pub fn new() -> io::Result<Self> {
-        // SAFETY: eventfd(2) with flags; the result is checked.
-        let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: fd is fresh and owned by nothing else.
-        Ok(Waker(Arc::new(unsafe { OwnedFd::from_raw_fd(fd) })))
-    }
-
-    /// Wake the thread.
-    pub fn wake(&self) {
-        let one: u64 = 1;
-        // SAFETY: writes 8 bytes from a valid u64 to our eventfd. A full counter only means
-        // a wake-up is already pending, so the result is irrelevant.
-        let _ = unsafe {
-            libc::write(
-                self.0.as_raw_fd(),
-                &one as *const u64 as *const libc::c_void,
-                8,
-            )
-        };
-    }
-
-    fn drain(&self) {
-        let mut v: u64 = 0;
-        // SAFETY: reads 8 bytes into a valid u64 from our non-blocking eventfd.
-        let _ = unsafe {
-            libc::read(
-                self.0.as_raw_fd(),
-                &mut v as *mut u64 as *mut libc::c_void,
-                8,
-            )
-        };
-    }
-}
+/// The poll tokens of the data plane's sources.
+const WAKE: Token = Token(0);
+const UDP: Token = Token(1);
+/// TAP `i` has token `TAPS + i`.
+const TAPS: usize = 2;
 
 /// Handle to ask and stop the data plane from other threads.
 #[derive(Clone)]
 pub struct Handle {
     requests: mpsc::Sender<Request>,
-    waker: Waker,
+    waker: Arc<mio::Waker>,
     stop: Arc<AtomicBool>,
 }
 
@@ -123,7 +89,9 @@ impl Handle {
     /// Send a request that has no answer; false when the data plane is gone.
     pub fn tell(&self, r: Request) -> bool {
         let ok = self.requests.send(r).is_ok();
-        self.waker.wake();
+        // A failed wake-up leaves the request for the next turn of the loop (at most its
+        // poll timeout later); nothing is lost.
+        let _ = self.waker.wake();
         ok
     }
 
@@ -142,7 +110,7 @@ impl Handle {
     /// Ask the thread to finish its loop and return.
     pub fn stop(&self) {
         self.stop.store(true, Ordering::SeqCst);
-        self.waker.wake();
+        let _ = self.waker.wake();
     }
 }
 
@@ -151,7 +119,8 @@ pub struct DataPlane {
     engine: Engine,
     udp: Udp,
     taps: Vec<TapDevice>,
-    waker: Waker,
+    /// epoll, through mio: the UDP socket, the TAPs and the waker.
+    poll: Poll,
     requests: mpsc::Receiver<Request>,
     stop: Arc<AtomicBool>,
     host: HostStatus,
@@ -205,19 +174,20 @@ impl DataPlane {
         host: HostStatus,
     ) -> io::Result<(Self, Handle)> {
         let (tx, rx) = mpsc::channel();
-        let waker = Waker::new()?;
+        let poll = Poll::new()?;
+        let waker = Arc::new(mio::Waker::new(poll.registry(), WAKE)?);
         let max_gso = udp.max_gso_segments();
         let stop = Arc::new(AtomicBool::new(false));
         let handle = Handle {
             requests: tx,
-            waker: waker.clone(),
+            waker,
             stop: stop.clone(),
         };
         let dp = DataPlane {
             engine,
             udp,
             taps,
-            waker,
+            poll,
             requests: rx,
             stop,
             host,
@@ -253,58 +223,75 @@ impl DataPlane {
         let mut tx_buf = vec![0u8; HEADER_LEN + SLOT + TAG_LEN];
         // Room for a path MTU probe as large as the underlay allows.
         let mut ctl_buf = vec![0u8; 65_536];
-        let mut fds: Vec<libc::pollfd> = Vec::with_capacity(self.taps.len() + 2);
-        fds.push(pollfd(self.waker.0.as_raw_fd()));
-        fds.push(pollfd(self.udp.as_raw_fd()));
-        for t in &self.taps {
-            fds.push(pollfd(t.as_raw_fd()));
+        let registry = self.poll.registry();
+        registry.register(
+            &mut SourceFd(&self.udp.as_raw_fd()),
+            UDP,
+            Interest::READABLE,
+        )?;
+        for (i, t) in self.taps.iter().enumerate() {
+            registry.register(
+                &mut SourceFd(&t.as_raw_fd()),
+                Token(TAPS + i),
+                Interest::READABLE,
+            )?;
         }
+        let mut events = Events::with_capacity(64);
+        // epoll here is edge-triggered: a source read only up to its budget is still
+        // readable, and no new event will say so. These flags carry it to the next turn,
+        // which then polls without waiting.
+        let mut udp_pending = false;
+        let mut tap_pending = vec![false; self.taps.len()];
         self.engine.handle_timeout(Instant::now());
         self.flush_control(&mut ctl_buf);
         while !self.stop.load(Ordering::SeqCst) {
             let now = Instant::now();
-            let timeout = self
-                .engine
-                .poll_timeout()
-                .map_or(Duration::from_millis(200), |t| {
-                    t.saturating_duration_since(now)
-                });
-            for f in fds.iter_mut() {
-                f.revents = 0;
-            }
-            // SAFETY: fds is a valid array of pollfd for the duration of the call.
-            let r = unsafe {
-                libc::poll(
-                    fds.as_mut_ptr(),
-                    fds.len() as libc::nfds_t,
-                    timeout.as_millis().min(1000) as i32,
-                )
+            let timeout = if udp_pending || tap_pending.iter().any(|p| *p) {
+                Duration::ZERO
+            } else {
+                self.engine
+                    .poll_timeout()
+                    .map_or(Duration::from_millis(200), |t| {
+                        t.saturating_duration_since(now)
+                    })
+                    .min(Duration::from_secs(1))
             };
-            if r < 0 {
-                let e = io::Error::last_os_error();
+            if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
                 }
                 return Err(e);
             }
+            let mut wake = false;
+            for ev in events.iter() {
+                match ev.token() {
+                    WAKE => wake = true,
+                    UDP => udp_pending = true,
+                    Token(t) => {
+                        let i = t - TAPS;
+                        if ev.is_error() || ev.is_read_closed() {
+                            return Err(io::Error::other(format!(
+                                "TAP {} failed or was removed",
+                                self.taps.get(i).map_or("?", |t| t.name())
+                            )));
+                        }
+                        if let Some(p) = tap_pending.get_mut(i) {
+                            *p = true;
+                        }
+                    }
+                }
+            }
             let now = Instant::now();
-            if fds[0].revents != 0 {
-                self.waker.drain();
+            if wake {
                 self.serve_requests(now);
             }
-            if fds[1].revents != 0 {
-                self.udp_in(&mut rx_area, &mut metas, now);
+            if udp_pending {
+                udp_pending = self.udp_in(&mut rx_area, &mut metas, now);
                 self.handle_events(now);
             }
-            for (i, f) in fds[2..].iter().enumerate() {
-                if f.revents & (libc::POLLERR | libc::POLLHUP | libc::POLLNVAL) != 0 {
-                    return Err(io::Error::other(format!(
-                        "TAP {} failed or was removed",
-                        self.taps[i].name()
-                    )));
-                }
-                if f.revents & libc::POLLIN != 0 {
-                    self.tap_in(i, &mut tx_buf, now);
+            for (i, pending) in tap_pending.iter_mut().enumerate() {
+                if *pending {
+                    *pending = self.tap_in(i, &mut tx_buf, now);
                 }
             }
             if self.engine.poll_timeout().is_none_or(|t| now >= t) {
@@ -316,16 +303,24 @@ impl DataPlane {
         Ok(())
     }
 
-    fn udp_in(&mut self, area: &mut [u8], metas: &mut [RecvMeta; BATCH], now: Instant) {
-        self.udp_batches(area, metas, now);
+    /// Datagrams from the underlay, up to the round's budget; true if more may wait.
+    fn udp_in(&mut self, area: &mut [u8], metas: &mut [RecvMeta; BATCH], now: Instant) -> bool {
+        let more = self.udp_batches(area, metas, now);
         // What was merged goes out before the loop sleeps or reads a TAP.
         let DataPlane {
             gro, taps, engine, ..
         } = self;
         gro.flush(|lan, bytes, segs| write_merged(taps, engine, lan, bytes, segs));
+        more
     }
 
-    fn udp_batches(&mut self, area: &mut [u8], metas: &mut [RecvMeta; BATCH], now: Instant) {
+    /// True when the budget ended the round (not an empty socket).
+    fn udp_batches(
+        &mut self,
+        area: &mut [u8],
+        metas: &mut [RecvMeta; BATCH],
+        now: Instant,
+    ) -> bool {
         let mut bytes = 0;
         for _ in 0..UDP_BUDGET {
             let n = {
@@ -334,12 +329,13 @@ impl DataPlane {
                     std::array::from_fn(|_| IoSliceMut::new(chunks.next().unwrap_or(&mut [])));
                 match self.udp.recv(&mut iov, metas) {
                     Ok(n) => n,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                     Err(e) => {
-                        // ICMP errors surface here (e.g. a peer's port unreachable): not fatal.
+                        // ICMP errors surface here (e.g. a peer's port unreachable): not
+                        // fatal, and more datagrams may wait behind it.
                         debug!(error = %e, "udp receive error");
-                        return;
+                        return true;
                     }
                 }
             };
@@ -358,10 +354,14 @@ impl DataPlane {
                 }
             }
             bytes += metas[..n].iter().map(|m| m.len).sum::<usize>();
-            if n < BATCH || bytes >= ROUND_BYTES {
-                return;
+            if n < BATCH {
+                return false;
+            }
+            if bytes >= ROUND_BYTES {
+                return true;
             }
         }
+        true
     }
 
     fn datagram(&mut self, from: SocketAddr, multicast: bool, dgram: &mut [u8], now: Instant) {
@@ -467,13 +467,15 @@ impl DataPlane {
     /// segments that go through the core one by one and leave in GSO batches. A batch
     /// spans reads (small frames of one size to one peer leave together too) and is sent
     /// when the round ends.
-    fn tap_in_offload(&mut self, i: usize, buf: &mut [u8], now: Instant) {
+    fn tap_in_offload(&mut self, i: usize, buf: &mut [u8], now: Instant) -> bool {
         let mut bytes = 0;
+        let mut more = true;
         for _ in 0..TAP_BUDGET {
             if bytes >= ROUND_BYTES {
                 break;
             }
             let Some(n) = read_tap(&self.taps[i], &mut self.big) else {
+                more = false;
                 break;
             };
             bytes += n;
@@ -508,15 +510,19 @@ impl DataPlane {
         let failed = self.batch.flush(&self.udp);
         self.engine
             .note_drops(Some(LanId(i)), DropReason::UdpSendError, failed.into());
+        more
     }
 
-    fn tap_in(&mut self, i: usize, buf: &mut [u8], now: Instant) {
+    /// Frames from TAP `i`, up to the round's budget; true if more may wait.
+    fn tap_in(&mut self, i: usize, buf: &mut [u8], now: Instant) -> bool {
         if self.taps[i].offload() {
             return self.tap_in_offload(i, buf, now);
         }
+        let mut more = true;
         for _ in 0..TAP_BUDGET {
             let read_room = buf.len() - TAG_LEN;
             let Some(n) = read_tap(&self.taps[i], &mut buf[HEADER_LEN..read_room]) else {
+                more = false;
                 break;
             };
             // Gathered like the offload path's segments: one send per run to a peer.
@@ -528,6 +534,7 @@ impl DataPlane {
         let failed = self.batch.flush(&self.udp);
         self.engine
             .note_drops(Some(LanId(i)), DropReason::UdpSendError, failed.into());
+        more
     }
 
     fn flush_control(&mut self, buf: &mut [u8]) {
@@ -712,14 +719,6 @@ fn send_flood(
             .sum::<usize>()
     };
     (send(frame, to) + send(relay, relay_to)) as u32
-}
-
-fn pollfd(fd: i32) -> libc::pollfd {
-    libc::pollfd {
-        fd,
-        events: libc::POLLIN,
-        revents: 0,
-    }
 }
 
 /// Log a fatal data-plane error (used by the daemon when the thread returns one).
