@@ -19,202 +19,240 @@ use crate::status::{MetricsExtra, PeerState, Status};
 use telemetry::rtt::BUCKETS_US;
 use telemetry::{DropCounters, DropReason};
 
-struct Family<'a> {
-    name: &'a str,
-    kind: &'a str,
-    help: &'a str,
-    samples: Vec<(String, f64)>,
-}
-
 fn esc(v: &str) -> String {
     v.replace('\\', "\\\\")
         .replace('"', "\\\"")
         .replace('\n', "\\n")
 }
 
-/// Render a status snapshot as Prometheus text.
-pub fn render(status: &Status, extra: &MetricsExtra) -> String {
-    let mut fams: Vec<Family<'_>> = Vec::new();
-    let mut fam = |name: &'static str, kind: &'static str, help: &'static str| {
-        fams.push(Family {
-            name,
-            kind,
-            help,
-            samples: Vec::new(),
-        });
-        fams.len() - 1
-    };
-    let up = fam("vmvpn_up", "gauge", "1 while the daemon answers.");
-    let host_drops = fam(
+/// Every family of the exposition, in the order written: its name, type and help. The
+/// index is a [`F`].
+const FAMILIES: [(&str, &str, &str); F::COUNT] = [
+    ("vmvpn_up", "gauge", "1 while the daemon answers."),
+    (
         "vmvpn_host_drops_total",
         "counter",
         "Datagrams dropped before a LAN was known, by reason.",
-    );
-    let lan_drops = fam(
+    ),
+    (
         "vmvpn_lan_drops_total",
         "counter",
         "Frames and datagrams dropped on a LAN, by reason.",
-    );
-    let macs = fam("vmvpn_lan_macs", "gauge", "MACs in the LAN's database.");
-    let flood = fam(
+    ),
+    ("vmvpn_lan_macs", "gauge", "MACs in the LAN's database."),
+    (
         "vmvpn_lan_flood_frames_total",
         "counter",
         "Frames flooded from this host's TAP.",
-    );
-    let peer_up = fam(
+    ),
+    (
         "vmvpn_peer_up",
         "gauge",
         "1 when the tunnel to the peer is up.",
-    );
-    let tx_pk = fam(
+    ),
+    (
         "vmvpn_peer_tx_packets_total",
         "counter",
         "Frames sent to the peer.",
-    );
-    let tx_b = fam(
+    ),
+    (
         "vmvpn_peer_tx_bytes_total",
         "counter",
         "Ethernet frame bytes sent to the peer.",
-    );
-    let rx_pk = fam(
+    ),
+    (
         "vmvpn_peer_rx_packets_total",
         "counter",
         "Frames received from the peer.",
-    );
-    let rx_b = fam(
+    ),
+    (
         "vmvpn_peer_rx_bytes_total",
         "counter",
         "Ethernet frame bytes received from the peer.",
-    );
-    let lost = fam(
+    ),
+    (
         "vmvpn_peer_rx_lost_packets_total",
         "counter",
         "Sequence numbers from the peer never received.",
-    );
-    let reord = fam(
+    ),
+    (
         "vmvpn_peer_rx_reordered_packets_total",
         "counter",
         "Datagrams from the peer that arrived out of order.",
-    );
-    let dup = fam(
+    ),
+    (
         "vmvpn_peer_rx_duplicate_packets_total",
         "counter",
         "Authenticated duplicates from the peer dropped by the replay window.",
-    );
-    let pmtu = fam(
+    ),
+    (
         "vmvpn_peer_path_mtu_bytes",
         "gauge",
         "Path MTU to the peer found by the overlay's own probes (IP packet bytes).",
-    );
-    let unauth = fam(
+    ),
+    (
         "vmvpn_peer_unauthenticated_drops_total",
         "counter",
         "Datagrams claiming to be the peer's, dropped before they authenticated (spoofable).",
-    );
-    let loss_rx = fam(
+    ),
+    (
         "vmvpn_peer_rx_loss_ratio",
         "gauge",
         "Lost over expected, peer to this host.",
-    );
-    let loss_tx = fam(
+    ),
+    (
         "vmvpn_peer_tx_loss_ratio",
         "gauge",
         "Lost over expected, this host to the peer, as the peer counted.",
-    );
-    let rtt50 = fam(
+    ),
+    (
         "vmvpn_peer_rtt_p50_seconds",
         "gauge",
         "Median RTT of the last 64 probes.",
-    );
-    let rtt99 = fam(
+    ),
+    (
         "vmvpn_peer_rtt_p99_seconds",
         "gauge",
         "99th percentile RTT of the last 64 probes.",
-    );
-    let srtt = fam(
+    ),
+    (
         "vmvpn_peer_srtt_seconds",
         "gauge",
         "Smoothed RTT (RFC 6298).",
-    );
-    let jitter = fam(
+    ),
+    (
         "vmvpn_peer_jitter_seconds",
         "gauge",
         "RTT jitter (RFC 3550 estimator).",
-    );
-    let tx_rate = fam(
+    ),
+    (
         "vmvpn_peer_tx_rate_bytes_per_second",
         "gauge",
         "Send rate over the last complete second.",
-    );
-    let rx_rate = fam(
+    ),
+    (
         "vmvpn_peer_rx_rate_bytes_per_second",
         "gauge",
         "Receive rate over the last complete second.",
-    );
-    let probes = fam(
+    ),
+    (
         "vmvpn_peer_probes_sent_total",
         "counter",
         "Probes sent to the peer.",
-    );
-    let answered = fam(
+    ),
+    (
         "vmvpn_peer_probes_answered_total",
         "counter",
         "Probes the peer answered.",
-    );
-    let tx_util = fam(
+    ),
+    (
         "vmvpn_peer_tx_utilisation_ratio",
         "gauge",
         "Send rate over the configured link speed ([telemetry] link_speed_mbps).",
-    );
-    let rx_util = fam(
+    ),
+    (
         "vmvpn_peer_rx_utilisation_ratio",
         "gauge",
         "Receive rate over the configured link speed.",
-    );
-    let vms = fam("vmvpn_lan_vms", "gauge", "VMs in the LAN's traffic table.");
-    let vm_ev = fam(
+    ),
+    ("vmvpn_lan_vms", "gauge", "VMs in the LAN's traffic table."),
+    (
         "vmvpn_lan_vm_evictions_total",
         "counter",
         "VMs evicted from the full traffic table.",
-    );
-    let flows = fam("vmvpn_lan_flows", "gauge", "Flows in the LAN's flow table.");
-    let flow_ev = fam(
+    ),
+    ("vmvpn_lan_flows", "gauge", "Flows in the LAN's flow table."),
+    (
         "vmvpn_lan_flow_evictions_total",
         "counter",
         "Flows evicted from the full flow table.",
-    );
-    let tcp_open = fam(
+    ),
+    (
         "vmvpn_lan_tcp_connections",
         "gauge",
         "TCP connections between VMs open now (SYN seen or picked up, no FIN/RST).",
-    );
-    let tcp_syn = fam(
+    ),
+    (
         "vmvpn_lan_tcp_syn_total",
         "counter",
         "TCP connection attempts (SYN without ACK) between VMs.",
-    );
-    let tcp_fin = fam("vmvpn_lan_tcp_fin_total", "counter", "TCP FIN segments.");
-    let tcp_rst = fam("vmvpn_lan_tcp_rst_total", "counter", "TCP RST segments.");
-    let port_tx = fam(
+    ),
+    ("vmvpn_lan_tcp_fin_total", "counter", "TCP FIN segments."),
+    ("vmvpn_lan_tcp_rst_total", "counter", "TCP RST segments."),
+    (
         "vmvpn_vm_port_tx_bytes_total",
         "counter",
         "Bytes sent by a local VM port (frames read from the TAP).",
-    );
-    let port_rx = fam(
+    ),
+    (
         "vmvpn_vm_port_rx_bytes_total",
         "counter",
         "Unicast bytes to a local VM port.",
-    );
-    let port_tx_rate = fam(
+    ),
+    (
         "vmvpn_vm_port_tx_rate_bytes_per_second",
         "gauge",
         "Send rate of a local VM port over the last complete second.",
-    );
-    let port_rx_rate = fam(
+    ),
+    (
         "vmvpn_vm_port_rx_rate_bytes_per_second",
         "gauge",
         "Receive rate of a local VM port over the last complete second.",
-    );
+    ),
+];
+
+/// A family's place in [`FAMILIES`].
+#[derive(Clone, Copy)]
+enum F {
+    Up,
+    HostDrops,
+    LanDrops,
+    Macs,
+    Flood,
+    PeerUp,
+    TxPk,
+    TxB,
+    RxPk,
+    RxB,
+    Lost,
+    Reord,
+    Dup,
+    Pmtu,
+    Unauth,
+    LossRx,
+    LossTx,
+    Rtt50,
+    Rtt99,
+    Srtt,
+    Jitter,
+    TxRate,
+    RxRate,
+    Probes,
+    Answered,
+    TxUtil,
+    RxUtil,
+    Vms,
+    VmEv,
+    Flows,
+    FlowEv,
+    TcpOpen,
+    TcpSyn,
+    TcpFin,
+    TcpRst,
+    PortTx,
+    PortRx,
+    PortTxRate,
+    PortRxRate,
+}
+
+impl F {
+    const COUNT: usize = 39;
+}
+
+/// Render a status snapshot as Prometheus text.
+pub fn render(status: &Status, extra: &MetricsExtra) -> String {
+    // The samples of each family, labels first.
+    let mut fam: [Vec<(String, f64)>; F::COUNT] = std::array::from_fn(|_| Vec::new());
     // Reasons by name: the order the exposition has always had.
     let by_name = |c: &DropCounters| {
         let mut v: Vec<(&'static str, u64)> = DropReason::ALL
@@ -224,66 +262,60 @@ pub fn render(status: &Status, extra: &MetricsExtra) -> String {
         v.sort_unstable();
         v
     };
-    fams[up].samples.push((String::new(), 1.0));
+    fam[F::Up as usize].push((String::new(), 1.0));
     for (reason, c) in by_name(&status.drops) {
-        fams[host_drops]
-            .samples
-            .push((format!("reason=\"{}\"", esc(reason)), c as f64));
+        fam[F::HostDrops as usize].push((format!("reason=\"{}\"", esc(reason)), c as f64));
     }
     for l in &status.lans {
         let lan = format!("lan=\"{}\"", esc(&l.name));
         for (reason, c) in by_name(&l.drops) {
-            fams[lan_drops]
-                .samples
-                .push((format!("{lan},reason=\"{}\"", esc(reason)), c as f64));
+            fam[F::LanDrops as usize].push((format!("{lan},reason=\"{}\"", esc(reason)), c as f64));
         }
-        fams[macs].samples.push((lan.clone(), l.macs as f64));
+        fam[F::Macs as usize].push((lan.clone(), l.macs as f64));
         let (vt, ft) = (&l.vm_table, &l.flow_table);
         for (i, x) in [
-            (vms, vt.vms as f64),
-            (vm_ev, vt.vm_evictions_total as f64),
-            (flows, ft.flows as f64),
-            (flow_ev, ft.flows_evicted_total as f64),
-            (tcp_open, ft.tcp_active as f64),
-            (tcp_syn, ft.tcp_syn_total as f64),
-            (tcp_fin, ft.tcp_fin_total as f64),
-            (tcp_rst, ft.tcp_rst_total as f64),
+            (F::Vms, vt.vms as f64),
+            (F::VmEv, vt.vm_evictions_total as f64),
+            (F::Flows, ft.flows as f64),
+            (F::FlowEv, ft.flows_evicted_total as f64),
+            (F::TcpOpen, ft.tcp_active as f64),
+            (F::TcpSyn, ft.tcp_syn_total as f64),
+            (F::TcpFin, ft.tcp_fin_total as f64),
+            (F::TcpRst, ft.tcp_rst_total as f64),
         ] {
-            fams[i].samples.push((lan.clone(), x));
+            fam[i as usize].push((lan.clone(), x));
         }
-        fams[flood]
-            .samples
-            .push((lan.clone(), l.flood_tx_frames as f64));
+        fam[F::Flood as usize].push((lan.clone(), l.flood_tx_frames as f64));
         for p in &l.peers {
             let labels = format!("{lan},peer=\"{}\"", esc(&p.address));
-            let mut put = |i: usize, x: f64| fams[i].samples.push((labels.clone(), x));
-            put(peer_up, if p.state == PeerState::Up { 1.0 } else { 0.0 });
-            put(tx_pk, p.traffic.tx_packets as f64);
-            put(tx_b, p.traffic.tx_bytes as f64);
-            put(rx_pk, p.traffic.rx_packets as f64);
-            put(rx_b, p.traffic.rx_bytes as f64);
-            put(lost, p.sequence.lost as f64);
-            put(reord, p.sequence.reordered as f64);
-            put(dup, p.sequence.duplicates as f64);
-            put(unauth, p.unauthenticated_drops_total as f64);
-            put(pmtu, f64::from(p.path_mtu_bytes));
-            put(loss_rx, p.loss_rx_ratio);
-            put(loss_tx, p.loss_tx_ratio);
+            let mut put = |f: F, x: f64| fam[f as usize].push((labels.clone(), x));
+            put(F::PeerUp, if p.state == PeerState::Up { 1.0 } else { 0.0 });
+            put(F::TxPk, p.traffic.tx_packets as f64);
+            put(F::TxB, p.traffic.tx_bytes as f64);
+            put(F::RxPk, p.traffic.rx_packets as f64);
+            put(F::RxB, p.traffic.rx_bytes as f64);
+            put(F::Lost, p.sequence.lost as f64);
+            put(F::Reord, p.sequence.reordered as f64);
+            put(F::Dup, p.sequence.duplicates as f64);
+            put(F::Unauth, p.unauthenticated_drops_total as f64);
+            put(F::Pmtu, f64::from(p.path_mtu_bytes));
+            put(F::LossRx, p.loss_rx_ratio);
+            put(F::LossTx, p.loss_tx_ratio);
             // Prometheus' base unit is bytes (promtool insists).
-            put(tx_rate, p.rates.tx_rate_bps as f64 / 8.0);
-            put(rx_rate, p.rates.rx_rate_bps as f64 / 8.0);
+            put(F::TxRate, p.rates.tx_rate_bps as f64 / 8.0);
+            put(F::RxRate, p.rates.rx_rate_bps as f64 / 8.0);
             if let (Some(t), Some(r)) = (p.tx_utilisation_ratio, p.rx_utilisation_ratio) {
-                put(tx_util, t);
-                put(rx_util, r);
+                put(F::TxUtil, t);
+                put(F::RxUtil, r);
             }
-            put(probes, p.probes_sent_total as f64);
-            put(answered, p.probes_answered_total as f64);
+            put(F::Probes, p.probes_sent_total as f64);
+            put(F::Answered, p.probes_answered_total as f64);
             // RTT figures only once measured: an absent series beats a false zero.
             for (i, us) in [
-                (rtt50, p.rtt.rtt_p50_us),
-                (rtt99, p.rtt.rtt_p99_us),
-                (srtt, p.rtt.srtt_us),
-                (jitter, p.rtt.jitter_us),
+                (F::Rtt50, p.rtt.rtt_p50_us),
+                (F::Rtt99, p.rtt.rtt_p99_us),
+                (F::Srtt, p.rtt.srtt_us),
+                (F::Jitter, p.rtt.jitter_us),
             ] {
                 if let Some(us) = us {
                     put(i, us as f64 / 1e6);
@@ -299,31 +331,23 @@ pub fn render(status: &Status, extra: &MetricsExtra) -> String {
             .filter(|v| v.location == telemetry::VmLocation::Local)
         {
             let labels = format!("{lan},mac=\"{}\"", telemetry::vms::fmt_mac(&vm.mac));
-            fams[port_tx]
-                .samples
-                .push((labels.clone(), vm.tx_bytes as f64));
-            fams[port_rx]
-                .samples
-                .push((labels.clone(), vm.rx_bytes as f64));
+            fam[F::PortTx as usize].push((labels.clone(), vm.tx_bytes as f64));
+            fam[F::PortRx as usize].push((labels.clone(), vm.rx_bytes as f64));
             if let Some(r) = vm.rates {
-                fams[port_tx_rate]
-                    .samples
-                    .push((labels.clone(), r.tx_rate_bps as f64 / 8.0));
-                fams[port_rx_rate]
-                    .samples
-                    .push((labels, r.rx_rate_bps as f64 / 8.0));
+                fam[F::PortTxRate as usize].push((labels.clone(), r.tx_rate_bps as f64 / 8.0));
+                fam[F::PortRxRate as usize].push((labels, r.rx_rate_bps as f64 / 8.0));
             }
         }
     }
     let mut out = String::new();
-    for f in &fams {
-        let _ = writeln!(out, "# HELP {} {}", f.name, f.help);
-        let _ = writeln!(out, "# TYPE {} {}", f.name, f.kind);
-        for (labels, value) in &f.samples {
+    for ((name, kind, help), samples) in FAMILIES.iter().zip(&fam) {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} {kind}");
+        for (labels, value) in samples {
             if labels.is_empty() {
-                let _ = writeln!(out, "{} {}", f.name, value);
+                let _ = writeln!(out, "{name} {value}");
             } else {
-                let _ = writeln!(out, "{}{{{}}} {}", f.name, labels, value);
+                let _ = writeln!(out, "{name}{{{labels}}} {value}");
             }
         }
     }

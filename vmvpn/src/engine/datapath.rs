@@ -56,175 +56,22 @@ impl Engine {
         } else {
             l.macs.lookup(&dst, now)
         };
+        let me = Me {
+            id: self.id,
+            ipv6_underlay: self.ipv6_underlay,
+            underlay_mtu: self.underlay_mtu,
+        };
         match target {
             Some(Location::Local) => TapAction::Drop(l.drop_at(None, DropReason::LocalDestination)),
-            Some(Location::Peer(i)) => {
-                let Some(p) = l.peers.get_mut(i.index()) else {
-                    return TapAction::Drop(l.drop_at(None, DropReason::NoRoute));
-                };
-                let Some(s) = p.session.as_ref().filter(|_| p.link.up) else {
-                    return TapAction::Drop(l.drop_at(Some(i), DropReason::NoSession));
-                };
-                let cap = mss::frame_cap(usize::from(p.path.mtu.current()), self.ipv6_underlay);
-                mss::clamp(&mut buf[HEADER_LEN..HEADER_LEN + len], cap);
-                let seq = p.tx_seq;
-                let mut hdr = Header {
-                    kind: Kind::Data,
-                    flags: 0,
-                    lan: l.spec.id,
-                    sender: self.id,
-                    seq,
-                };
-                if len > cap {
-                    // Too large for one datagram to this peer: cut, each piece sealed on
-                    // its own pairwise sequence number.
-                    hdr.kind = Kind::Fragment;
-                    let sealed = frag::plan(len, cap.saturating_sub(frag::FRAG_HEADER_LEN))
-                        .and_then(|(count, piece)| {
-                            let n = seal_fragments(
-                                buf,
-                                len,
-                                piece,
-                                count,
-                                p.path.frag_id,
-                                hdr,
-                                &s.tx,
-                                seq,
-                            )?;
-                            Some((count, piece, n))
-                        });
-                    let Some((count, piece, n)) = sealed else {
-                        return TapAction::Drop(l.drop_at(Some(i), DropReason::Oversize));
-                    };
-                    p.path.frag_id = p.path.frag_id.wrapping_add(1);
-                    p.tx_seq += count as u64;
-                    p.count.traffic.tx(len);
-                    p.link.last_sent = Some(now);
-                    l.frags.frames += 1;
-                    l.frags.fragments += count as u64;
-                    return TapAction::Fragments {
-                        to: p.addr,
-                        len: n,
-                        seg: piece + frag::PER_FRAGMENT,
-                    };
-                }
-                write_header(buf, &hdr);
-                let Some(n) = s.tx.seal(seq, buf, len) else {
-                    return TapAction::Drop(l.drop_at(Some(i), DropReason::Oversize));
-                };
-                p.tx_seq += 1;
-                p.count.traffic.tx(len);
-                p.link.last_sent = Some(now);
-                TapAction::Unicast(p.addr, n)
-            }
-            None => {
-                if l.plan.local.is_empty() && l.plan.relay.is_empty() {
-                    return TapAction::Drop(l.drop_at(None, DropReason::NoRoute));
-                }
-                // What fits every flood target in one datagram: the smallest path MTU of
-                // the LAN's tunnels, looked up only for a SYN or a frame larger than any
-                // path can be.
-                let (base_mtu, v6) = (pmtu::BASE.min(self.underlay_mtu), self.ipv6_underlay);
-                let base = mss::frame_cap(usize::from(base_mtu), v6);
-                let flood_cap = || {
-                    let mtu = l
-                        .peers
-                        .iter()
-                        .filter(|p| p.link.up)
-                        .map(|p| p.path.mtu.current())
-                        .min()
-                        .unwrap_or(base_mtu);
-                    mss::frame_cap(usize::from(mtu), v6)
-                };
-                mss::clamp_with(&mut buf[HEADER_LEN..HEADER_LEN + len], flood_cap);
-                let cap = if len <= base { base } else { flood_cap() };
-                // The relay copy carries the RELAY flag, which the AEAD covers: it is
-                // sealed on its own under the next group sequence number(s).
-                let with_relay = !l.plan.relay.is_empty();
-                if with_relay {
-                    let room = self.relay_buf.len();
-                    if room < HEADER_LEN + len + TAG_LEN {
-                        return TapAction::Drop(l.drop_at(None, DropReason::Oversize));
-                    }
-                    self.relay_buf[HEADER_LEN..HEADER_LEN + len]
-                        .copy_from_slice(&buf[HEADER_LEN..HEADER_LEN + len]);
-                }
-                let seq = l.group_seq;
-                let mut hdr = Header {
-                    kind: Kind::Flood,
-                    flags: 0,
-                    lan: l.spec.id,
-                    sender: self.id,
-                    seq,
-                };
-                self.relay_len = 0;
-                let (n, seg, used) = if len > cap {
-                    hdr.kind = Kind::FloodFragment;
-                    let Some((count, piece)) =
-                        frag::plan(len, cap.saturating_sub(frag::FRAG_HEADER_LEN))
-                    else {
-                        return TapAction::Drop(l.drop_at(None, DropReason::Oversize));
-                    };
-                    let id = l.group_frag_id;
-                    let Some(n) = seal_fragments(buf, len, piece, count, id, hdr, &l.group_tx, seq)
-                    else {
-                        return TapAction::Drop(l.drop_at(None, DropReason::Oversize));
-                    };
-                    if with_relay {
-                        hdr.flags = FLAG_RELAY;
-                        let first = seq + count as u64;
-                        self.relay_len = seal_fragments(
-                            &mut self.relay_buf,
-                            len,
-                            piece,
-                            count,
-                            id,
-                            hdr,
-                            &l.group_tx,
-                            first,
-                        )
-                        .unwrap_or(0);
-                    }
-                    l.group_frag_id = id.wrapping_add(1);
-                    l.frags.frames += 1;
-                    l.frags.fragments += count as u64;
-                    (n, piece + frag::PER_FRAGMENT, count as u64)
-                } else {
-                    write_header(buf, &hdr);
-                    let Some(n) = l.group_tx.seal(seq, buf, len) else {
-                        return TapAction::Drop(l.drop_at(None, DropReason::Oversize));
-                    };
-                    if with_relay {
-                        hdr.seq = seq + 1;
-                        hdr.flags = FLAG_RELAY;
-                        write_header(&mut self.relay_buf, &hdr);
-                        self.relay_len = l
-                            .group_tx
-                            .seal(seq + 1, &mut self.relay_buf, len)
-                            .unwrap_or(0);
-                    }
-                    (n, n, 1)
-                };
-                l.group_seq += if with_relay { 2 * used } else { used };
-                l.flood.frames += 1;
-                let group = usize::from(l.plan.multicast);
-                l.flood.multicast_datagrams += group as u64;
-                l.flood.unicast_datagrams += (l.plan.local.len() - group) as u64;
-                l.flood.relay_datagrams += l.plan.relay.len() as u64;
-                for &i in &l.flood_members {
-                    if let Some(p) = l.peers.get_mut(i.index()) {
-                        p.count.traffic.tx(len);
-                        p.link.last_sent = Some(now);
-                    }
-                }
-                TapAction::Flood {
-                    to: &l.plan.local,
-                    len: n,
-                    seg,
-                    relay_to: &l.plan.relay,
-                    relay: &self.relay_buf[..self.relay_len],
-                }
-            }
+            Some(Location::Peer(i)) => tap_unicast(l, me, i, buf, len, now),
+            None => tap_flood(
+                l,
+                me,
+                (&mut self.relay_buf, &mut self.relay_len),
+                buf,
+                len,
+                now,
+            ),
         }
     }
 
@@ -266,7 +113,10 @@ impl Engine {
         }
     }
 
-    fn handle_sealed(
+    /// Authenticate a sealed datagram in place: the right peer, session, sequence space and
+    /// key, not a replay; then what it proves about the peer (alive, up, its address).
+    /// Err: dropped for this reason (counted).
+    fn open_sealed(
         &mut self,
         lan: LanId,
         from: SocketAddr,
@@ -274,7 +124,7 @@ impl Engine {
         h: &Header,
         buf: &mut [u8],
         now: Instant,
-    ) -> RxAction<'_> {
+    ) -> Result<Opened, DropReason> {
         let l = &mut self.lans[lan.index()];
         // A relay copy from another subnet, to this subnet's forwarder: pass it on, unchanged
         // (still sealed by the original sender), once it has authenticated. Never a copy
@@ -288,7 +138,7 @@ impl Engine {
             && !l.same_subnet(from.ip());
         if relay {
             if buf.len() > self.relay_buf.len() {
-                return RxAction::Drop(l.drop_at(None, DropReason::Oversize));
+                return Err(l.drop_at(None, DropReason::Oversize));
             }
             self.relay_buf[..buf.len()].copy_from_slice(buf);
             self.relay_len = buf.len();
@@ -301,27 +151,27 @@ impl Engine {
         };
         if buf.len() > largest {
             let peer = l.by_id.get(&h.sender).copied();
-            return RxAction::Drop(l.drop_unauthenticated(peer, DropReason::Oversize));
+            return Err(l.drop_unauthenticated(peer, DropReason::Oversize));
         }
         let Some(&pi) = l.by_id.get(&h.sender) else {
             // We may have restarted and lost its session: tell a known address our keys.
             if let Some(pi) = l.peer_by_addr(from) {
                 self.queue_hello(lan, pi, now, false);
             }
-            return RxAction::Drop(self.lans[lan.index()].drop_at(None, DropReason::NoSession));
+            return Err(self.lans[lan.index()].drop_at(None, DropReason::NoSession));
         };
         let p = &mut l.peers[pi.index()];
         let Some(s) = p.session.as_mut() else {
             self.queue_hello(lan, pi, now, false);
-            return RxAction::Drop(
-                self.lans[lan.index()].drop_unauthenticated(Some(pi), DropReason::NoSession),
+            return Err(
+                self.lans[lan.index()].drop_unauthenticated(Some(pi), DropReason::NoSession)
             );
         };
         let pmtu = matches!(h.kind, Kind::PmtuProbe | Kind::PmtuAck);
         if pmtu != (h.seq & PMTU_SEQ_BIT != 0) {
             // Each sequence space has its own kinds: anything else is forged or broken.
-            return RxAction::Drop(
-                self.lans[lan.index()].drop_unauthenticated(Some(pi), DropReason::BadHeader),
+            return Err(
+                self.lans[lan.index()].drop_unauthenticated(Some(pi), DropReason::BadHeader)
             );
         }
         let (key, window) = match h.kind {
@@ -338,8 +188,8 @@ impl Engine {
                 // Keys out of step (the peer restarted and its hello was lost): re-hello.
                 self.queue_hello(lan, pi, now, false);
             }
-            return RxAction::Drop(
-                self.lans[lan.index()].drop_unauthenticated(Some(pi), DropReason::AuthFailure),
+            return Err(
+                self.lans[lan.index()].drop_unauthenticated(Some(pi), DropReason::AuthFailure)
             );
         };
         if !verdict.is_ok() {
@@ -349,7 +199,7 @@ impl Engine {
             } else if verdict == Replay::Duplicate {
                 p.count.rx_seq.duplicate();
             }
-            return RxAction::Drop(l.drop_at(Some(pi), DropReason::Replay));
+            return Err(l.drop_at(Some(pi), DropReason::Replay));
         }
         window.update(h.seq);
         if !group && !pmtu {
@@ -383,6 +233,22 @@ impl Engine {
         if changed {
             l.rebuild_flood();
         }
+        Ok(Opened { pi, n, relay })
+    }
+
+    fn handle_sealed(
+        &mut self,
+        lan: LanId,
+        from: SocketAddr,
+        multicast: bool,
+        h: &Header,
+        buf: &mut [u8],
+        now: Instant,
+    ) -> RxAction<'_> {
+        let Opened { pi, n, relay } = match self.open_sealed(lan, from, multicast, h, buf, now) {
+            Ok(o) => o,
+            Err(r) => return RxAction::Drop(r),
+        };
         match h.kind {
             Kind::Keepalive => return RxAction::Consumed,
             Kind::Probe => {
@@ -546,6 +412,190 @@ impl Engine {
             to: self.lans.get(lan.index()).map_or(&[], |l| &l.plan.local),
             datagram: &self.relay_buf[..self.relay_len],
         }
+    }
+}
+
+/// A sealed datagram that authenticated.
+struct Opened {
+    /// Its peer.
+    pi: PeerId,
+    /// Plaintext bytes after the header.
+    n: usize,
+    /// A relay copy this host passes on as designated forwarder (already copied).
+    relay: bool,
+}
+
+/// What the data path needs of the engine besides the LAN.
+#[derive(Clone, Copy)]
+struct Me {
+    id: u32,
+    ipv6_underlay: bool,
+    underlay_mtu: u16,
+}
+
+/// A frame from the TAP to the one peer behind its destination MAC: sealed in `buf`, or
+/// cut into fragments when it does not fit the path.
+#[inline]
+fn tap_unicast(
+    l: &mut Lan,
+    me: Me,
+    i: PeerId,
+    buf: &mut [u8],
+    len: usize,
+    now: Instant,
+) -> TapAction<'static> {
+    let Some(p) = l.peers.get_mut(i.index()) else {
+        return TapAction::Drop(l.drop_at(None, DropReason::NoRoute));
+    };
+    let Some(s) = p.session.as_ref().filter(|_| p.link.up) else {
+        return TapAction::Drop(l.drop_at(Some(i), DropReason::NoSession));
+    };
+    let cap = mss::frame_cap(usize::from(p.path.mtu.current()), me.ipv6_underlay);
+    mss::clamp(&mut buf[HEADER_LEN..HEADER_LEN + len], cap);
+    let seq = p.tx_seq;
+    let mut hdr = Header {
+        kind: Kind::Data,
+        flags: 0,
+        lan: l.spec.id,
+        sender: me.id,
+        seq,
+    };
+    if len > cap {
+        // Too large for one datagram to this peer: cut, each piece sealed on
+        // its own pairwise sequence number.
+        hdr.kind = Kind::Fragment;
+        let sealed = frag::plan(len, cap.saturating_sub(frag::FRAG_HEADER_LEN)).and_then(
+            |(count, piece)| {
+                let n = seal_fragments(buf, len, piece, count, p.path.frag_id, hdr, &s.tx, seq)?;
+                Some((count, piece, n))
+            },
+        );
+        let Some((count, piece, n)) = sealed else {
+            return TapAction::Drop(l.drop_at(Some(i), DropReason::Oversize));
+        };
+        p.path.frag_id = p.path.frag_id.wrapping_add(1);
+        p.tx_seq += count as u64;
+        p.count.traffic.tx(len);
+        p.link.last_sent = Some(now);
+        l.frags.frames += 1;
+        l.frags.fragments += count as u64;
+        return TapAction::Fragments {
+            to: p.addr,
+            len: n,
+            seg: piece + frag::PER_FRAGMENT,
+        };
+    }
+    write_header(buf, &hdr);
+    let Some(n) = s.tx.seal(seq, buf, len) else {
+        return TapAction::Drop(l.drop_at(Some(i), DropReason::Oversize));
+    };
+    p.tx_seq += 1;
+    p.count.traffic.tx(len);
+    p.link.last_sent = Some(now);
+    TapAction::Unicast(p.addr, n)
+}
+
+/// A frame from the TAP to everyone (broadcast, multicast, unknown unicast): sealed once
+/// under the group key in `buf`, plus a relay copy for other subnets' forwarders.
+#[inline]
+fn tap_flood<'a>(
+    l: &'a mut Lan,
+    me: Me,
+    (relay_buf, relay_len): (&'a mut [u8], &'a mut usize),
+    buf: &mut [u8],
+    len: usize,
+    now: Instant,
+) -> TapAction<'a> {
+    if l.plan.local.is_empty() && l.plan.relay.is_empty() {
+        return TapAction::Drop(l.drop_at(None, DropReason::NoRoute));
+    }
+    // What fits every flood target in one datagram: the smallest path MTU of
+    // the LAN's tunnels, looked up only for a SYN or a frame larger than any
+    // path can be.
+    let (base_mtu, v6) = (pmtu::BASE.min(me.underlay_mtu), me.ipv6_underlay);
+    let base = mss::frame_cap(usize::from(base_mtu), v6);
+    let flood_cap = || {
+        let mtu = l
+            .peers
+            .iter()
+            .filter(|p| p.link.up)
+            .map(|p| p.path.mtu.current())
+            .min()
+            .unwrap_or(base_mtu);
+        mss::frame_cap(usize::from(mtu), v6)
+    };
+    mss::clamp_with(&mut buf[HEADER_LEN..HEADER_LEN + len], flood_cap);
+    let cap = if len <= base { base } else { flood_cap() };
+    // The relay copy carries the RELAY flag, which the AEAD covers: it is
+    // sealed on its own under the next group sequence number(s).
+    let with_relay = !l.plan.relay.is_empty();
+    if with_relay {
+        let room = relay_buf.len();
+        if room < HEADER_LEN + len + TAG_LEN {
+            return TapAction::Drop(l.drop_at(None, DropReason::Oversize));
+        }
+        relay_buf[HEADER_LEN..HEADER_LEN + len].copy_from_slice(&buf[HEADER_LEN..HEADER_LEN + len]);
+    }
+    let seq = l.group_seq;
+    let mut hdr = Header {
+        kind: Kind::Flood,
+        flags: 0,
+        lan: l.spec.id,
+        sender: me.id,
+        seq,
+    };
+    *relay_len = 0;
+    let (n, seg, used) = if len > cap {
+        hdr.kind = Kind::FloodFragment;
+        let Some((count, piece)) = frag::plan(len, cap.saturating_sub(frag::FRAG_HEADER_LEN))
+        else {
+            return TapAction::Drop(l.drop_at(None, DropReason::Oversize));
+        };
+        let id = l.group_frag_id;
+        let Some(n) = seal_fragments(buf, len, piece, count, id, hdr, &l.group_tx, seq) else {
+            return TapAction::Drop(l.drop_at(None, DropReason::Oversize));
+        };
+        if with_relay {
+            hdr.flags = FLAG_RELAY;
+            let first = seq + count as u64;
+            *relay_len = seal_fragments(relay_buf, len, piece, count, id, hdr, &l.group_tx, first)
+                .unwrap_or(0);
+        }
+        l.group_frag_id = id.wrapping_add(1);
+        l.frags.frames += 1;
+        l.frags.fragments += count as u64;
+        (n, piece + frag::PER_FRAGMENT, count as u64)
+    } else {
+        write_header(buf, &hdr);
+        let Some(n) = l.group_tx.seal(seq, buf, len) else {
+            return TapAction::Drop(l.drop_at(None, DropReason::Oversize));
+        };
+        if with_relay {
+            hdr.seq = seq + 1;
+            hdr.flags = FLAG_RELAY;
+            write_header(relay_buf, &hdr);
+            *relay_len = l.group_tx.seal(seq + 1, relay_buf, len).unwrap_or(0);
+        }
+        (n, n, 1)
+    };
+    l.group_seq += if with_relay { 2 * used } else { used };
+    l.flood.frames += 1;
+    let group = usize::from(l.plan.multicast);
+    l.flood.multicast_datagrams += group as u64;
+    l.flood.unicast_datagrams += (l.plan.local.len() - group) as u64;
+    l.flood.relay_datagrams += l.plan.relay.len() as u64;
+    for &i in &l.flood_members {
+        if let Some(p) = l.peers.get_mut(i.index()) {
+            p.count.traffic.tx(len);
+            p.link.last_sent = Some(now);
+        }
+    }
+    TapAction::Flood {
+        to: &l.plan.local,
+        len: n,
+        seg,
+        relay_to: &l.plan.relay,
+        relay: &relay_buf[..*relay_len],
     }
 }
 
