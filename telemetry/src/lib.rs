@@ -3,14 +3,20 @@
 //! Everything here is plain data updated by the data-plane thread that owns it: no
 //! sockets, no clocks, no locks. The daemon snapshots it for the control socket.
 
+pub mod baseline;
+pub mod burstiness;
 pub mod drops;
 pub mod flows;
 pub mod frame;
+pub mod holt_winters;
 pub mod rtt;
 pub mod sequence;
 pub mod series;
 pub mod traffic;
 pub mod vms;
+
+#[cfg(test)]
+mod testing;
 
 pub use drops::{DropCounters, DropReason};
 pub use flows::{FlowRow, FlowStats, FlowTable, TcpState};
