@@ -4,7 +4,8 @@
 //! threshold cannot know that 40 ms is normal on one tunnel and a fault on another.
 //!
 //! A sample is scored against the baseline *before* it is learned, so a step shows up in
-//! full at once and then fades as the baseline follows it.
+//! full at once and then fades as the baseline follows it; outliers are learned slowly
+//! ([`OUTLIER_Z`]).
 
 /// EWMA mean and variance of one series.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -28,6 +29,10 @@ pub struct Score {
 
 /// Samples before a baseline scores anything: with fewer, its variance means little.
 pub const WARM_UP: u64 = 10;
+/// A sample this many deviations out is learned at a tenth of the rate: a fault must not
+/// teach the baseline that it is normal within a few samples (the variance would grow to
+/// swallow it). A lasting change still becomes the new normal, ten times slower.
+pub const OUTLIER_Z: f64 = 3.0;
 
 impl Ewma {
     /// A baseline whose memory is about `span` samples (alpha = 2 / (span + 1)).
@@ -49,10 +54,15 @@ impl Ewma {
         if self.samples == 0 {
             self.mean = x;
         } else {
+            let alpha = if s.z.abs() > OUTLIER_Z {
+                self.alpha / 10.0
+            } else {
+                self.alpha
+            };
             let d = x - self.mean;
-            let incr = self.alpha * d;
+            let incr = alpha * d;
             self.mean += incr;
-            self.var = (1.0 - self.alpha) * (self.var + d * incr);
+            self.var = (1.0 - alpha) * (self.var + d * incr);
         }
         self.samples += 1;
         s

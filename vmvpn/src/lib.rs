@@ -8,6 +8,7 @@
 //!  api/         control socket, HTTP server, /metrics
 //!  membership/  bulletin client around a sans-IO reconciler; traffic reports
 //!  io/          data-plane thread, TAP, netdev, UDP, GSO batches
+//!  alarms/      rules, their evaluation and each alert's life (sans-IO; beside io/)
 //!  config       the host config file
 //!  engine/      sans-IO core: data path, handshake, beacons, probes, timers, MACs, PMTU
 //!  proto/       wire format: header, hello, probe, beacon, fragments, ciphers, replay
@@ -18,6 +19,7 @@
 //! `engine/`, `proto/`, `offload/` and `membership::reconciler` hold every rule and are
 //! tested without root or sockets; `io/` does the syscalls around them.
 
+pub mod alarms;
 pub mod api;
 pub mod config;
 pub mod engine;
@@ -30,12 +32,13 @@ pub mod status;
 #[cfg(test)]
 mod layers {
     /// Each layer's rank, lowest first (layers of one rank do not import each other).
-    const RANKS: [(&str, u8); 9] = [
+    const RANKS: [(&str, u8); 10] = [
         ("status", 0),
         ("proto", 1),
         ("offload", 1),
         ("engine", 2),
         ("config", 3),
+        ("alarms", 4),
         ("io", 4),
         ("membership", 5),
         ("api", 6),
