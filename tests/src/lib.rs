@@ -130,6 +130,7 @@ pub struct LabBuilder {
     metrics: bool,
     emulated: Vec<(String, String, String)>,
     telemetry: String,
+    alarm_rules: Option<String>,
     cipher: Option<String>,
     no_offload: bool,
     realtime: bool,
@@ -191,6 +192,12 @@ impl LabBuilder {
     /// Extra `[telemetry]` keys for every host, e.g. `"probes = false\n"`.
     pub fn telemetry(mut self, toml: &str) -> Self {
         self.telemetry.push_str(toml);
+        self
+    }
+
+    /// An alarm rules file for every host (`[alarms] rules`, at [`Lab::alarm_rules_path`]).
+    pub fn alarm_rules(mut self, rules: &str) -> Self {
+        self.alarm_rules = Some(rules.into());
         self
     }
 
@@ -393,6 +400,7 @@ impl Lab {
             metrics: false,
             emulated: Vec::new(),
             telemetry: String::new(),
+            alarm_rules: None,
             cipher: None,
             no_offload: false,
             realtime: false,
@@ -663,6 +671,11 @@ impl Lab {
             if !b.telemetry.is_empty() {
                 cfg += &format!("\n[telemetry]\n{}", b.telemetry);
             }
+            if let Some(rules) = &b.alarm_rules {
+                let p = self.alarm_rules_path();
+                std::fs::write(&p, rules).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+                cfg += &format!("\n[alarms]\nrules = \"{}\"\n", p.display());
+            }
             for (li, lan) in b
                 .lans
                 .iter()
@@ -852,6 +865,40 @@ impl Lab {
         let text =
             std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("read {}: {e}", p.display()));
         serde_json::from_str(&text).unwrap_or_else(|e| panic!("linkem stats: {e}"))
+    }
+
+    /// A host's config file.
+    pub fn config_path(&self, h: &str) -> PathBuf {
+        self.hosts[h].config.clone()
+    }
+
+    /// The alarm rules file of [`LabBuilder::alarm_rules`].
+    pub fn alarm_rules_path(&self) -> PathBuf {
+        self.dir.join("alarms.toml")
+    }
+
+    /// SIGHUP a host's daemon (it reloads its alarm rules), by its recorded PID.
+    pub fn hup(&self, h: &str) {
+        let pid = self.pid(h);
+        // SAFETY: kill(2) on a PID this lab started and still holds (not yet waited for).
+        let r = unsafe { libc::kill(pid as libc::pid_t, libc::SIGHUP) };
+        assert_eq!(
+            r,
+            0,
+            "SIGHUP {h} ({pid}): {}",
+            std::io::Error::last_os_error()
+        );
+    }
+
+    /// A host's alerts (`vmvpn alerts --json`).
+    pub fn alerts(&self, h: &str) -> Value {
+        let out = self.vmvpn_cli(h, &["alerts", "--json"]);
+        assert!(
+            out.status.success(),
+            "vmvpn alerts on {h}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("alerts JSON: {e}"))
     }
 
     /// SIGKILL the bulletin (a crash).

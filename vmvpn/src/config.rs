@@ -68,6 +68,9 @@ pub struct Config {
     /// `[telemetry]`: what is measured beyond counters.
     #[serde(default)]
     pub telemetry: TelemetryConfig,
+    /// `[alarms]`: the rules the daemon evaluates every second.
+    #[serde(default)]
+    pub alarms: AlarmsConfig,
     #[serde(skip)]
     path: PathBuf,
 }
@@ -108,6 +111,25 @@ pub struct HostConfig {
     /// bulk transfer by 4x; see the README's benchmark).
     #[serde(default)]
     pub realtime: bool,
+}
+
+/// `[alarms]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlarmsConfig {
+    /// A rules file (README, "Alarms"); without it the default rules apply. Reloaded on
+    /// SIGHUP; a file with an error is refused and the running rules stay.
+    pub rules: Option<PathBuf>,
+}
+
+impl AlarmsConfig {
+    /// The rules: the file's, or the default ones.
+    pub fn load(&self) -> Result<Vec<crate::alarms::rules::Rule>, ConfigError> {
+        match &self.rules {
+            Some(p) => crate::alarms::rules::load(p),
+            None => Ok(crate::alarms::rules::defaults()),
+        }
+    }
 }
 
 /// `[telemetry]`. Everything is on by default; turning parts off is for measuring their

@@ -8,8 +8,8 @@
 //!  api/         control socket, HTTP server, /metrics
 //!  membership/  bulletin client around a sans-IO reconciler; traffic reports
 //!  io/          data-plane thread, TAP, netdev, UDP, GSO batches
-//!  alarms/      rules, their evaluation and each alert's life (sans-IO; beside io/)
 //!  config       the host config file
+//!  alarms/      rules, their evaluation and each alert's life (sans-IO)
 //!  engine/      sans-IO core: data path, handshake, beacons, probes, timers, MACs, PMTU
 //!  proto/       wire format: header, hello, probe, beacon, fragments, ciphers, replay
 //!  offload/     TSO split, GRO merge, checksums (pure byte work)
@@ -37,12 +37,12 @@ mod layers {
         ("proto", 1),
         ("offload", 1),
         ("engine", 2),
-        ("config", 3),
-        ("alarms", 4),
-        ("io", 4),
-        ("membership", 5),
-        ("api", 6),
-        ("cli", 7),
+        ("alarms", 3),
+        ("config", 4),
+        ("io", 5),
+        ("membership", 6),
+        ("api", 7),
+        ("cli", 8),
     ];
 
     fn rank(layer: &str) -> Option<u8> {

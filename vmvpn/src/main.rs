@@ -11,7 +11,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use vmvpn::api::control::{self, ControlRequest};
 use vmvpn::config::{Config, generate_secret};
-use vmvpn::status::{LanTraffic, MacRow, Status};
+use vmvpn::status::{AlertView, LanTraffic, MacRow, Status};
 
 /// Layer-2 overlay for virtual machines across hosts and subnets.
 ///
@@ -93,6 +93,17 @@ enum Command {
         /// Or its config file (long form only here: -c is the count).
         #[arg(long, conflicts_with = "socket")]
         config: Option<PathBuf>,
+    },
+    /// Alerts of this host's alarm rules: firing, pending, and resolved in the last while,
+    /// with since when and the value the rule saw.
+    ///
+    /// Rules come from `[alarms] rules` (or the default rules: README, "Alarms").
+    Alerts {
+        /// Print JSON (a list of alerts with labels and annotations).
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        target: Target,
     },
     /// Print a fresh random LAN secret (base64), for a `secret_file`.
     ///
@@ -262,14 +273,20 @@ fn run(cli: Cli) -> Result<()> {
             for i in 0..cfg.lans.len() {
                 cfg.read_secret(i, Some(&text))?;
             }
+            let rules = cfg.alarms.load()?;
             println!(
-                "{}: ok (host {} id {:#010x}, {} LAN(s))",
+                "{}: ok (host {} id {:#010x}, {} LAN(s), {} alarm rule(s))",
                 config.display(),
                 cfg.host.name,
                 cfg.host_id(),
-                cfg.lans.len()
+                cfg.lans.len(),
+                rules.len()
             );
             Ok(())
+        }
+        Command::Alerts { json, target } => {
+            let v: Vec<AlertView> = control::request(&target.resolve()?, &ControlRequest::Alerts)?;
+            print_out(&v, json, |v| render::alerts(v))
         }
     }
 }

@@ -439,4 +439,54 @@ pub struct MetricsExtra {
     pub traffic: Vec<LanTraffic>,
     /// (LAN, peer address, cumulative RTT histogram).
     pub rtt: Vec<(String, String, telemetry::RttBuckets)>,
+    /// Pending and firing alerts (resolved ones are not exported).
+    pub alerts: Vec<AlertView>,
+}
+
+/// How urgent an alert is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    /// For the record.
+    Info,
+    /// Look soon.
+    #[default]
+    Warning,
+    /// Look now.
+    Critical,
+}
+
+/// Where an alert is, as `vmvpn alerts` shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum AlertState {
+    /// Firing: the condition held for the rule's `for`.
+    Firing,
+    /// The condition holds, not yet for long enough.
+    #[default]
+    Pending,
+    /// It fired and has recovered.
+    Resolved,
+}
+
+spelled!(Severity { Info => "info", Warning => "warning", Critical => "critical" });
+spelled!(AlertState { Firing => "firing", Pending => "pending", Resolved => "resolved" });
+
+/// One alert of `vmvpn alerts --json`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct AlertView {
+    /// The rule's name.
+    pub alert: String,
+    /// Pending, firing or resolved.
+    pub state: AlertState,
+    /// Severity.
+    pub severity: Severity,
+    /// `alertname`, `severity`, the rule's labels and the series' labels.
+    pub labels: std::collections::BTreeMap<String, String>,
+    /// Annotations with `{{ $value }}` and `{{ $labels.x }}` filled in.
+    pub annotations: std::collections::BTreeMap<String, String>,
+    /// The value the rule looked at, at the last evaluation.
+    pub value: f64,
+    /// Seconds in this state.
+    pub since_s: u64,
 }

@@ -5,14 +5,14 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
 use telemetry::baseline::Ewma;
 use telemetry::holt_winters::HoltWinters;
 
 use super::expr::{Expr, Rhs, Term};
-use super::rules::{Rule, Severity};
+use super::rules::Rule;
 use super::series::Sample;
 use super::state::{Phase, Transition};
+use crate::status::{AlertState, AlertView};
 
 /// Span of the EWMA baselines, in samples.
 pub const BASELINE_SPAN: f64 = 300.0;
@@ -24,25 +24,6 @@ pub const HW_SEASON: usize = 1440;
 pub const FORGET_AFTER: Duration = Duration::from_secs(600);
 /// Resolved alerts kept for `vmvpn alerts`.
 pub const RESOLVED_KEPT: usize = 64;
-
-/// An alert, for views and notifications.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct AlertView {
-    /// The rule's name.
-    pub alert: String,
-    /// "pending", "firing" or "resolved".
-    pub state: &'static str,
-    /// Severity.
-    pub severity: Severity,
-    /// `alertname`, `severity`, the rule's labels and the series' labels.
-    pub labels: BTreeMap<String, String>,
-    /// Annotations with `{{ $value }}` and `{{ $labels.x }}` filled in.
-    pub annotations: BTreeMap<String, String>,
-    /// The value the rule looked at, at the last evaluation.
-    pub value: f64,
-    /// Seconds in this state.
-    pub since_s: u64,
-}
 
 /// Something to notify.
 #[derive(Debug, Clone, PartialEq)]
@@ -193,7 +174,7 @@ impl Evaluator {
             };
             let mut view = view(&self.rules[i], a, now);
             if t == Transition::Resolved {
-                view.state = "resolved";
+                view.state = AlertState::Resolved;
                 if self.resolved.len() == RESOLVED_KEPT {
                     self.resolved.pop_front();
                 }
@@ -222,7 +203,7 @@ impl Evaluator {
             .filter(|(_, a)| a.phase != Phase::Inactive)
             .map(|((i, _), a)| view(&self.rules[*i], a, now))
             .collect();
-        v.sort_by_key(|a| (a.state != "firing", a.alert.clone()));
+        v.sort_by_key(|a| (a.state, a.alert.clone()));
         v.extend(self.resolved.iter().rev().map(|(at, a)| AlertView {
             since_s: now.saturating_duration_since(*at).as_secs(),
             ..a.clone()
@@ -299,15 +280,7 @@ fn view(r: &Rule, a: &AlertEntry, now: Instant) -> AlertView {
         .collect();
     labels.extend(r.labels.clone());
     labels.insert("alertname".into(), r.alert.clone());
-    labels.insert(
-        "severity".into(),
-        match r.severity {
-            Severity::Info => "info",
-            Severity::Warning => "warning",
-            Severity::Critical => "critical",
-        }
-        .into(),
-    );
+    labels.insert("severity".into(), r.severity.name().into());
     let annotations = r
         .annotations
         .iter()
@@ -315,7 +288,10 @@ fn view(r: &Rule, a: &AlertEntry, now: Instant) -> AlertView {
         .collect();
     AlertView {
         alert: r.alert.clone(),
-        state: a.phase.name(),
+        state: match a.phase {
+            Phase::Firing { .. } => AlertState::Firing,
+            _ => AlertState::Pending,
+        },
         severity: r.severity,
         labels,
         annotations,
@@ -395,7 +371,9 @@ mod tests {
             _ => 0.0,
         };
         for t in 0..140 {
-            for n in ev.handle_snapshot(&[peer("vmvpn_peer_rx_loss_ratio", loss(t))], t0 + S * t) {
+            for n in
+                ev.handle_snapshot(&[peer("vmvpn_peer_rx_loss_ratio_10s", loss(t))], t0 + S * t)
+            {
                 fired.push((t, n.transition, n.alert));
             }
         }
@@ -412,7 +390,10 @@ mod tests {
         );
         let shown = ev.alerts(t0 + S * 140);
         assert_eq!(shown.len(), 1);
-        assert_eq!((shown[0].state, shown[0].since_s), ("resolved", 30));
+        assert_eq!(
+            (shown[0].state, shown[0].since_s),
+            (AlertState::Resolved, 30)
+        );
     }
 
     #[test]
@@ -505,16 +486,16 @@ mod tests {
         let mut ev = Evaluator::new(rules::defaults());
         let t0 = Instant::now();
         for t in 0..35u32 {
-            ev.handle_snapshot(&[peer("vmvpn_peer_rx_loss_ratio", 0.05)], t0 + S * t);
+            ev.handle_snapshot(&[peer("vmvpn_peer_rx_loss_ratio_10s", 0.05)], t0 + S * t);
         }
-        assert_eq!(ev.alerts(t0 + S * 35)[0].state, "firing");
+        assert_eq!(ev.alerts(t0 + S * 35)[0].state, AlertState::Firing);
         ev.set_rules(rules::defaults());
         assert_eq!(
             ev.alerts(t0 + S * 35)[0].state,
             "firing",
             "same rule: same alert"
         );
-        let n = ev.handle_snapshot(&[peer("vmvpn_peer_rx_loss_ratio", 0.05)], t0 + S * 36);
+        let n = ev.handle_snapshot(&[peer("vmvpn_peer_rx_loss_ratio_10s", 0.05)], t0 + S * 36);
         assert!(n.is_empty(), "no second notification: {n:?}");
         ev.set_rules(Vec::new());
         assert!(ev.alerts(t0 + S * 37).is_empty());

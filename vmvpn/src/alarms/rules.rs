@@ -25,7 +25,8 @@ use toml::Spanned;
 use super::expr::{self, Expr};
 use super::series;
 use super::state::Hold;
-use crate::config::ConfigError;
+pub use crate::status::Severity;
+use bulletin::config::ConfigError;
 
 /// The rules that apply without a rules file.
 pub const DEFAULT_RULES: &str = r#"
@@ -38,21 +39,12 @@ annotations = { summary = "peer {{ $labels.name }} ({{ $labels.peer }}) on {{ $l
 
 [[rule]]
 alert = "VmvpnPeerLoss"
-expr = "vmvpn_peer_rx_loss_ratio > 0.02"
+expr = "vmvpn_peer_rx_loss_ratio_10s > 0.02"
 for = "30s"
-clear = "vmvpn_peer_rx_loss_ratio < 0.01"
+clear = "vmvpn_peer_rx_loss_ratio_10s < 0.01"
 keep_firing_for = "30s"
 severity = "warning"
 annotations = { summary = "{{ $value }} of what {{ $labels.name }} sends on {{ $labels.lan }} is lost" }
-
-[[rule]]
-alert = "VmvpnPeerLossTx"
-expr = "vmvpn_peer_tx_loss_ratio > 0.02"
-for = "30s"
-clear = "vmvpn_peer_tx_loss_ratio < 0.01"
-keep_firing_for = "30s"
-severity = "warning"
-annotations = { summary = "{{ $value }} of what this host sends to {{ $labels.name }} on {{ $labels.lan }} is lost" }
 
 [[rule]]
 alert = "VmvpnPeerRttHigh"
@@ -75,19 +67,6 @@ for = "30s"
 severity = "warning"
 annotations = { summary = "{{ $value }} drops/s ({{ $labels.reason }}) on {{ $labels.lan }}" }
 "#;
-
-/// How urgent.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum Severity {
-    /// For the record.
-    Info,
-    /// Look soon.
-    #[default]
-    Warning,
-    /// Look now.
-    Critical,
-}
 
 /// One rule, checked.
 #[derive(Debug, Clone, PartialEq)]
@@ -253,7 +232,7 @@ mod tests {
     #[test]
     fn the_default_rules_parse() {
         let r = parse(DEFAULT_RULES, Path::new("d")).expect("defaults");
-        assert_eq!(r.len(), 6);
+        assert_eq!(r.len(), 5);
         assert_eq!(defaults(), r);
         let loss = r
             .iter()

@@ -1,6 +1,12 @@
 //! The series rules look at, from one status snapshot: the names and labels of `/metrics`
 //! (so a rule reads like a Prometheus rule over them), plus `vmvpn_peer_down`, which is 1
-//! while a peer that answered before has gone silent (health "down").
+//! while a peer that answered before has gone silent (health "down"), and
+//! `vmvpn_peer_rx_loss_ratio_10s`, the loss from a peer over the last 10 s ([`Windows`]):
+//! the status' own ratio counts since the tunnel came up, so it would keep an alert firing
+//! long after a fault ended.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
 
 use crate::status::{Health, LanTraffic, PeerState, Status};
 use telemetry::VmLocation;
@@ -18,8 +24,12 @@ pub struct Sample {
 }
 
 /// Every metric name a rule may use, with what it is.
-pub const METRICS: [(&str, &str); 16] = [
+pub const METRICS: [(&str, &str); 17] = [
     ("vmvpn_peer_up", "1 while the tunnel is up"),
+    (
+        "vmvpn_peer_rx_loss_ratio_10s",
+        "lost over expected, peer to this host, over the last 10 s",
+    ),
     (
         "vmvpn_peer_down",
         "1 while a peer that answered before is silent (health down)",
@@ -84,9 +94,61 @@ pub fn known(metric: &str) -> bool {
     METRICS.iter().any(|(m, _)| *m == metric)
 }
 
-/// Every sample of a snapshot.
-pub fn samples(st: &Status, traffic: &[LanTraffic]) -> Vec<Sample> {
+/// How far back the windowed loss looks.
+pub const LOSS_WINDOW: Duration = Duration::from_secs(10);
+
+/// When, received, lost.
+type Counts = (Instant, u64, u64);
+
+/// Recent sequence counters of each peer, for the windowed loss.
+#[derive(Debug, Default)]
+pub struct Windows {
+    /// (LAN, peer address) → (when, received, lost), oldest first.
+    peers: HashMap<(String, String), VecDeque<Counts>>,
+}
+
+impl Windows {
+    /// Loss over the last [`LOSS_WINDOW`] given the counters now (0 without traffic).
+    fn loss(&mut self, lan: &str, peer: &str, received: u64, lost: u64, now: Instant) -> f64 {
+        let w = self.peers.entry((lan.into(), peer.into())).or_default();
+        // Counters that went back: the peer restarted and numbers from 0 again.
+        if w.back().is_some_and(|(_, r, l)| received < *r || lost < *l) {
+            w.clear();
+        }
+        w.push_back((now, received, lost));
+        // Keep one entry at least a window old, as the base.
+        while w.len() > 2
+            && w.get(1)
+                .is_some_and(|(t, _, _)| now.saturating_duration_since(*t) >= LOSS_WINDOW)
+        {
+            w.pop_front();
+        }
+        let Some(&(_, r0, l0)) = w.front() else {
+            return 0.0;
+        };
+        let (dr, dl) = (received - r0, lost - l0);
+        if dr + dl == 0 {
+            0.0
+        } else {
+            dl as f64 / (dr + dl) as f64
+        }
+    }
+
+    /// Forget peers not in this snapshot.
+    fn retain(&mut self, seen: &[(String, String)]) {
+        self.peers.retain(|k, _| seen.contains(k));
+    }
+}
+
+/// Every sample of a snapshot taken at `now`.
+pub fn samples(
+    st: &Status,
+    traffic: &[LanTraffic],
+    windows: &mut Windows,
+    now: Instant,
+) -> Vec<Sample> {
     let mut out = Vec::new();
+    let mut seen = Vec::new();
     for l in &st.lans {
         let lan = || ("lan", l.name.clone());
         for p in &l.peers {
@@ -107,6 +169,15 @@ pub fn samples(st: &Status, traffic: &[LanTraffic]) -> Vec<Sample> {
                 f64::from(u8::from(p.health == Health::Down)),
             );
             put("vmvpn_peer_rx_loss_ratio", p.loss_rx_ratio);
+            let w = windows.loss(
+                &l.name,
+                &p.address,
+                p.sequence.received,
+                p.sequence.lost,
+                now,
+            );
+            put("vmvpn_peer_rx_loss_ratio_10s", w);
+            seen.push((l.name.clone(), p.address.clone()));
             put("vmvpn_peer_tx_loss_ratio", p.loss_tx_ratio);
             // RTT only once measured: an absent sample beats a false zero.
             for (metric, us) in [
@@ -151,6 +222,7 @@ pub fn samples(st: &Status, traffic: &[LanTraffic]) -> Vec<Sample> {
             value: l.flow_table.tcp_syn_total as f64,
         });
     }
+    windows.retain(&seen);
     for t in traffic {
         for vm in t.vms.iter().filter(|v| v.location == VmLocation::Local) {
             let Some(r) = vm.rates else { continue };
@@ -168,4 +240,37 @@ pub fn samples(st: &Status, traffic: &[LanTraffic]) -> Vec<Sample> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn windowed_loss_forgets_a_fault_that_ended_and_survives_a_restart() {
+        let mut w = Windows::default();
+        let t0 = Instant::now();
+        let s = Duration::from_secs(1);
+        // 100 packets a second; 5 lost a second from 10 s to 20 s.
+        let (mut r, mut l) = (0u64, 0u64);
+        let mut seen = Vec::new();
+        for t in 0..40u32 {
+            if (10..20).contains(&t) {
+                r += 95;
+                l += 5;
+            } else {
+                r += 100;
+            }
+            seen.push((t, w.loss("lan1", "p", r, l, t0 + s * t)));
+        }
+        let at = |t: u32| seen[t as usize].1;
+        assert_eq!(at(9), 0.0);
+        assert!((at(19) - 0.05).abs() < 0.006, "{}", at(19));
+        assert_eq!(at(31), 0.0, "10 s after the fault the window is clean");
+        // The peer restarts: its counters start from 0 again.
+        assert_eq!(w.loss("lan1", "p", 50, 0, t0 + s * 41), 0.0);
+        assert_eq!(w.loss("lan1", "p", 140, 10, t0 + s * 42), 10.0 / 100.0);
+        w.retain(&[]);
+        assert!(w.peers.is_empty());
+    }
 }

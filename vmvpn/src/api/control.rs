@@ -2,7 +2,8 @@
 //!
 //! Requests: `{"request":"status"}`, `{"request":"macs","lan":"lan1"}` (`lan` optional),
 //! `{"request":"traffic","lan":"lan1","top":10}` (per-VM traffic, matrix, flows; both
-//! optional), `{"request":"ping","target":"h2"}` (one probe; waits up to 2 s).
+//! optional), `{"request":"ping","target":"h2"}` (one probe; waits up to 2 s),
+//! `{"request":"alerts"}` (firing, pending and recently resolved alerts).
 //! Answers: `{"ok": …}` or `{"error": "…"}`.
 //!
 //! Bounded, so that no local client can starve the daemon or the other clients: at most
@@ -27,6 +28,7 @@ use tokio::net::UnixListener;
 use tokio::sync::Semaphore;
 use tracing::{debug, warn};
 
+use crate::api::alerting::SharedAlerts;
 use crate::io::dataplane::{Handle, Request};
 use crate::membership::SharedView;
 use crate::status::PingAnswer;
@@ -57,6 +59,8 @@ pub enum ControlRequest {
         /// The target.
         target: String,
     },
+    /// Alerts: firing, pending, and recently resolved.
+    Alerts,
 }
 
 /// How long `ping` waits for its answer.
@@ -130,7 +134,12 @@ pub fn bind(path: &Path) -> Result<UnixListener, ControlError> {
 }
 
 /// Serve requests until the task is dropped.
-pub async fn serve(listener: UnixListener, dp: Handle, bulletin: Option<SharedView>) {
+pub async fn serve(
+    listener: UnixListener,
+    dp: Handle,
+    bulletin: Option<SharedView>,
+    alerts: SharedAlerts,
+) {
     let clients = Arc::new(Semaphore::new(MAX_CLIENTS));
     let workers = Arc::new(Semaphore::new(MAX_WORKERS));
     loop {
@@ -154,6 +163,7 @@ pub async fn serve(listener: UnixListener, dp: Handle, bulletin: Option<SharedVi
         };
         let dp = dp.clone();
         let bulletin = bulletin.clone();
+        let alerts = alerts.clone();
         let workers = workers.clone();
         tokio::spawn(async move {
             let _client = client;
@@ -168,7 +178,7 @@ pub async fn serve(listener: UnixListener, dp: Handle, bulletin: Option<SharedVi
                     return;
                 }
             }
-            let out = answer_line(&line, &dp, bulletin.as_ref(), &workers).await;
+            let out = answer_line(&line, &dp, bulletin.as_ref(), &alerts, &workers).await;
             let _ = tokio::time::timeout(READ_TIMEOUT, w.write_all(out.as_bytes())).await;
         });
     }
@@ -179,6 +189,7 @@ pub async fn answer_line(
     line: &str,
     dp: &Handle,
     bulletin: Option<&SharedView>,
+    alerts: &SharedAlerts,
     workers: &Semaphore,
 ) -> String {
     let req = match parse_request(line) {
@@ -189,7 +200,7 @@ pub async fn answer_line(
     let Ok(_worker) = workers.acquire().await else {
         return format!("{}\n", json!({ "error": "control socket closing" }));
     };
-    let mut out = answer(req, dp, bulletin).await.to_string();
+    let mut out = answer(req, dp, bulletin, alerts).await.to_string();
     if out.len() > MAX_ANSWER {
         out = json!({ "error": format!(
             "the answer has {} MiB, more than the control socket's limit of {} MiB: narrow it with --lan or --top",
@@ -235,9 +246,18 @@ fn error(e: impl Into<String>) -> Value {
     reply::<()>(Reply::Error(e.into()))
 }
 
-async fn answer(req: ControlRequest, dp: &Handle, bulletin: Option<&SharedView>) -> Value {
+async fn answer(
+    req: ControlRequest,
+    dp: &Handle,
+    bulletin: Option<&SharedView>,
+    alerts: &SharedAlerts,
+) -> Value {
     let gone = || error("data plane is shutting down");
     match req {
+        ControlRequest::Alerts => match alerts.lock() {
+            Ok(a) => ok(a.clone()),
+            Err(_) => error("the alarm task failed; see the daemon's log"),
+        },
         ControlRequest::Status => match dp.call(Request::Status).await {
             Some(mut s) => {
                 s.bulletin = bulletin.and_then(|v| v.lock().ok().map(|v| v.status()));

@@ -14,8 +14,9 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
+use crate::api::alerting::SharedAlerts;
 use crate::io::dataplane::{Handle, Request};
-use crate::status::{MetricsExtra, PeerState, Status};
+use crate::status::{AlertState, MetricsExtra, PeerState, Status};
 use telemetry::rtt::BUCKETS_US;
 use telemetry::{DropCounters, DropReason};
 
@@ -370,30 +371,50 @@ pub fn render(status: &Status, extra: &MetricsExtra) -> String {
         let _ = writeln!(out, "{h}_sum{{{labels}}} {}", b.sum_ns as f64 / 1e9);
         let _ = writeln!(out, "{h}_count{{{labels}}} {}", b.count);
     }
+    // Like Prometheus' own ALERTS: one sample per pending or firing alert.
+    let _ = writeln!(
+        out,
+        "# HELP vmvpn_alerts Pending and firing alerts of this host's alarm rules."
+    );
+    let _ = writeln!(out, "# TYPE vmvpn_alerts gauge");
+    for a in &extra.alerts {
+        let mut labels = vec![format!("alertstate=\"{}\"", a.state)];
+        labels.extend(a.labels.iter().map(|(k, v)| format!("{k}=\"{}\"", esc(v))));
+        let _ = writeln!(out, "vmvpn_alerts{{{}}} 1", labels.join(","));
+    }
     out
 }
 
-/// `GET /metrics`: a snapshot from the data plane, as Prometheus text.
-pub async fn scrape(State(dp): State<Handle>) -> Response {
+/// `GET /metrics`: a snapshot from the data plane and the alerts, as Prometheus text.
+pub async fn scrape(State((dp, alerts)): State<(Handle, SharedAlerts)>) -> Response {
     match dp.call(Request::Scrape).await {
-        Some((s, extra)) => (
-            [(
-                header::CONTENT_TYPE,
-                "text/plain; version=0.0.4; charset=utf-8",
-            )],
-            render(&s, &extra),
-        )
-            .into_response(),
+        Some((s, mut extra)) => {
+            if let Ok(a) = alerts.lock() {
+                extra.alerts = a
+                    .iter()
+                    .filter(|a| a.state != AlertState::Resolved)
+                    .cloned()
+                    .collect();
+            }
+            (
+                [(
+                    header::CONTENT_TYPE,
+                    "text/plain; version=0.0.4; charset=utf-8",
+                )],
+                render(&s, &extra),
+            )
+                .into_response()
+        }
         None => (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response(),
     }
 }
 
 /// The routes of `[host] metrics`.
-pub fn router(dp: Handle) -> Router {
+pub fn router(dp: Handle, alerts: SharedAlerts) -> Router {
     Router::new()
         .route("/metrics", get(scrape))
         .fallback(|| async { (StatusCode::NOT_FOUND, "only GET /metrics is served here\n") })
-        .with_state(dp)
+        .with_state((dp, alerts))
 }
 
 #[cfg(test)]
@@ -427,6 +448,15 @@ mod tests {
         let extra = MetricsExtra {
             traffic: Vec::new(),
             rtt: vec![("lan1".into(), "10.0.0.2:7401".into(), b)],
+            alerts: vec![crate::status::AlertView {
+                alert: "VmvpnPeerLoss".into(),
+                state: AlertState::Firing,
+                labels: [("alertname", "VmvpnPeerLoss"), ("peer", "10.0.0.2:7401")]
+                    .into_iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+                ..Default::default()
+            }],
         };
         let t = render(&s, &extra);
         assert!(t.contains("# TYPE vmvpn_peer_rtt_seconds histogram"), "{t}");
@@ -443,6 +473,12 @@ mod tests {
             "{t}"
         );
         assert!(t.contains("# TYPE vmvpn_up gauge\nvmvpn_up 1\n"), "{t}");
+        assert!(
+            t.contains(
+                "vmvpn_alerts{alertstate=\"firing\",alertname=\"VmvpnPeerLoss\",peer=\"10.0.0.2:7401\"} 1"
+            ),
+            "{t}"
+        );
         assert!(
             t.contains("vmvpn_host_drops_total{reason=\"auth_failure\"} 0"),
             "{t}"

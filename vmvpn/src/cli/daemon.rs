@@ -30,6 +30,8 @@ pub(crate) fn up(path: &Path) -> Result<()> {
 /// The config, read and checked, with what it needs from the system (nothing opened yet).
 struct Prepared {
     cfg: Config,
+    /// The alarm rules: the file's, or the default ones.
+    rules: Vec<vmvpn::alarms::rules::Rule>,
     secrets: Vec<vmvpn::proto::crypto::LanSecret>,
     verifiers: Vec<Verifier>,
     underlay_mtu: u32,
@@ -38,6 +40,7 @@ struct Prepared {
 /// Everything opened and built, ready to run.
 struct Opened {
     cfg: Config,
+    rules: Vec<vmvpn::alarms::rules::Rule>,
     dp: DataPlane,
     handle: vmvpn::io::dataplane::Handle,
     /// (server, fingerprint, what to register) when the config has a `[bulletin]`.
@@ -73,8 +76,10 @@ fn prepare(path: &Path) -> Result<Prepared> {
             }
         },
     };
+    let rules = cfg.alarms.load()?;
     Ok(Prepared {
         cfg,
+        rules,
         secrets,
         verifiers,
         underlay_mtu,
@@ -86,6 +91,7 @@ fn prepare(path: &Path) -> Result<Prepared> {
 fn open(prep: Prepared) -> Result<Opened> {
     let Prepared {
         cfg,
+        rules,
         secrets,
         verifiers,
         underlay_mtu,
@@ -214,6 +220,7 @@ fn open(prep: Prepared) -> Result<Opened> {
     };
     Ok(Opened {
         cfg,
+        rules,
         dp,
         handle,
         membership,
@@ -227,6 +234,7 @@ fn open(prep: Prepared) -> Result<Opened> {
 fn supervise(o: Opened) -> Result<()> {
     let Opened {
         cfg,
+        rules,
         dp,
         handle,
         membership,
@@ -239,6 +247,7 @@ fn supervise(o: Opened) -> Result<()> {
         .build()?;
     rt.block_on(async move {
         let listener = control::bind(&sock)?;
+        let alerts = vmvpn::api::alerting::SharedAlerts::default();
         let metrics = match cfg.host.metrics {
             Some(addr) => {
                 let l = tokio::net::TcpListener::bind(addr)
@@ -247,12 +256,13 @@ fn supervise(o: Opened) -> Result<()> {
                 info!(%addr, "Prometheus metrics at /metrics");
                 Some(tokio::spawn(vmvpn::api::http::serve(
                     l,
-                    vmvpn::api::metrics::router(handle.clone()),
+                    vmvpn::api::metrics::router(handle.clone(), alerts.clone()),
                 )))
             }
             None => None,
         };
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let alarm_stop = stop_rx.clone();
         // Built inside the runtime: the QUIC endpoint registers with it.
         let (view, mut member) = match membership {
             Some((server, fingerprint, info)) => {
@@ -267,7 +277,14 @@ fn supervise(o: Opened) -> Result<()> {
             let _ = done_tx.send(());
             r
         })?;
-        let server = tokio::spawn(control::serve(listener, handle.clone(), view));
+        let alarms = tokio::spawn(vmvpn::api::alerting::run(
+            handle.clone(),
+            rules,
+            cfg.alarms.rules.clone(),
+            alerts.clone(),
+            alarm_stop,
+        ));
+        let server = tokio::spawn(control::serve(listener, handle.clone(), view, alerts));
         info!(host = %cfg.host.name, id = format_args!("{host_id:#010x}"), %listen, socket = %sock.display(), "vmvpn up");
         let mut term = signal(SignalKind::terminate())?;
         let mut int = signal(SignalKind::interrupt())?;
@@ -298,6 +315,7 @@ fn supervise(o: Opened) -> Result<()> {
         }
         handle.stop();
         server.abort();
+        alarms.abort();
         if let Some(m) = metrics {
             m.abort();
         }

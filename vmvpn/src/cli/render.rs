@@ -6,7 +6,7 @@ use std::net::IpAddr;
 
 use telemetry::vms::fmt_mac;
 use telemetry::{DropCounters, FlowRow, VmLocation, VmRow};
-use vmvpn::status::{LanTraffic, MacRow, PeerState, PeerStatus, PingAnswer, Status};
+use vmvpn::status::{AlertView, LanTraffic, MacRow, PeerState, PeerStatus, PingAnswer, Status};
 
 /// An optional value, "-" when absent.
 fn opt<T: ToString>(v: Option<T>) -> String {
@@ -461,6 +461,40 @@ pub(crate) fn pong(v: &PingAnswer, seq: u32) -> String {
             v.address, v.lan
         ),
     }
+}
+
+/// `vmvpn alerts`: firing first, then pending, then resolved (newest first).
+pub(crate) fn alerts(v: &[AlertView]) -> String {
+    let mut o = String::new();
+    if v.is_empty() {
+        o.push_str("no alerts (the rules are evaluated every second)\n");
+        return o;
+    }
+    let _ = writeln!(
+        o,
+        "{:<9} {:<9} {:<22} {:>8} {:>10}  {:<40} SUMMARY",
+        "STATE", "SEVERITY", "ALERT", "SINCE", "VALUE", "LABELS"
+    );
+    for a in v {
+        let labels: Vec<String> = a
+            .labels
+            .iter()
+            .filter(|(k, _)| !matches!(k.as_str(), "alertname" | "severity"))
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        let _ = writeln!(
+            o,
+            "{:<9} {:<9} {:<22} {:>7}s {:>10.4}  {:<40} {}",
+            a.state,
+            a.severity,
+            a.alert,
+            a.since_s,
+            a.value,
+            labels.join(","),
+            a.annotations.get("summary").map_or("", String::as_str)
+        );
+    }
+    o
 }
 
 /// `vmvpn macs`.

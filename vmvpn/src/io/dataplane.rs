@@ -561,6 +561,7 @@ impl DataPlane {
                     let extra = MetricsExtra {
                         traffic: self.engine.traffic(None, Some(0)),
                         rtt: self.engine.rtt_buckets(),
+                        alerts: Vec::new(),
                     };
                     let _ = reply.send((self.status(now), extra));
                 }

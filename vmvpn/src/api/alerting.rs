@@ -1,0 +1,106 @@
+//! The daemon's alarm task: every [`EVAL_EVERY`] it takes a snapshot from the data plane,
+//! evaluates the rules on it (`alarms::eval`, sans-IO), logs what fired and resolved, and
+//! keeps the alerts for `vmvpn alerts` and `/metrics`. SIGHUP reloads the rules file; a
+//! file with an error is refused (logged with file and line) and the running rules stay.
+//! It runs beside the data plane and never holds it up: a snapshot is one request.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use crate::alarms::eval::{Evaluator, Notice};
+use crate::alarms::rules::{self, Rule};
+use crate::alarms::series;
+use crate::alarms::state::Transition;
+use crate::io::dataplane::{Handle, Request};
+use crate::status::AlertView;
+
+/// How often the rules are evaluated.
+pub const EVAL_EVERY: Duration = Duration::from_secs(1);
+
+/// The alerts as of the last evaluation, for the views.
+pub type SharedAlerts = Arc<Mutex<Vec<AlertView>>>;
+
+/// Evaluate `rules` until `stop` turns true; `file` is reloaded on SIGHUP.
+pub async fn run(
+    dp: Handle,
+    rules: Vec<Rule>,
+    file: Option<PathBuf>,
+    alerts: SharedAlerts,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut ev = Evaluator::new(rules);
+    let mut windows = series::Windows::default();
+    let mut tick = tokio::time::interval(EVAL_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut hup = match signal(SignalKind::hangup()) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            warn!(error = %e, "cannot watch SIGHUP: the rules file will not be reloaded");
+            None
+        }
+    };
+    loop {
+        tokio::select! {
+            _ = stop.changed() => return,
+            _ = async {
+                match hup.as_mut() {
+                    Some(h) => h.recv().await,
+                    None => std::future::pending().await,
+                }
+            } => reload(&mut ev, file.as_ref()),
+            _ = tick.tick() => {
+                let Some((status, extra)) = dp.call(Request::Scrape).await else {
+                    return;
+                };
+                let now = Instant::now();
+                let samples = series::samples(&status, &extra.traffic, &mut windows, now);
+                for n in ev.handle_snapshot(&samples, now) {
+                    log(&n);
+                }
+                if let Ok(mut a) = alerts.lock() {
+                    *a = ev.alerts(now);
+                }
+            }
+        }
+    }
+}
+
+fn reload(ev: &mut Evaluator, file: Option<&PathBuf>) {
+    let Some(path) = file else {
+        info!("SIGHUP: no [alarms] rules file; the default rules stay");
+        return;
+    };
+    match rules::load(path) {
+        Ok(r) => {
+            info!(file = %path.display(), rules = r.len(), "SIGHUP: alarm rules reloaded");
+            ev.set_rules(r);
+        }
+        Err(e) => warn!(error = %e, "SIGHUP: alarm rules refused; the running rules stay"),
+    }
+}
+
+fn log(n: &Notice) {
+    let a = &n.alert;
+    let summary = a.annotations.get("summary").map_or("", String::as_str);
+    let labels: Vec<String> = a
+        .labels
+        .iter()
+        .filter(|(k, _)| !matches!(k.as_str(), "alertname" | "severity"))
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    match n.transition {
+        Transition::Fired => warn!(
+            alert = %a.alert, severity = %a.severity, value = a.value,
+            labels = %labels.join(","), "alert firing: {summary}"
+        ),
+        Transition::Resolved => info!(
+            alert = %a.alert, labels = %labels.join(","), "alert resolved: {summary}"
+        ),
+        Transition::None | Transition::Pending => {}
+    }
+}
