@@ -13,6 +13,8 @@ command -v bridge >/dev/null 2>&1 || need+=(iproute2)
 command -v busybox >/dev/null 2>&1 || need+=(busybox)
 # CI lints a live metrics scrape with the real promtool (package prometheus; no service runs).
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)
+# The alarm tests push to a real Alertmanager.
+command -v prometheus-alertmanager >/dev/null 2>&1 || need+=(prometheus-alertmanager)
 # The telemetry accuracy tests and the benchmarks drive traffic between VMs with iperf3.
 command -v iperf3 >/dev/null 2>&1 || need+=(iperf3)
 # A test turns checksum offload off on a VM port, so merged frames get checksummed in software.

@@ -131,6 +131,7 @@ pub struct LabBuilder {
     emulated: Vec<(String, String, String)>,
     telemetry: String,
     alarm_rules: Option<String>,
+    alarms: String,
     cipher: Option<String>,
     no_offload: bool,
     realtime: bool,
@@ -198,6 +199,12 @@ impl LabBuilder {
     /// An alarm rules file for every host (`[alarms] rules`, at [`Lab::alarm_rules_path`]).
     pub fn alarm_rules(mut self, rules: &str) -> Self {
         self.alarm_rules = Some(rules.into());
+        self
+    }
+
+    /// More `[alarms]` keys for every host; `{dir}` becomes the lab's directory.
+    pub fn alarms(mut self, toml: &str) -> Self {
+        self.alarms.push_str(toml);
         self
     }
 
@@ -401,6 +408,7 @@ impl Lab {
             emulated: Vec::new(),
             telemetry: String::new(),
             alarm_rules: None,
+            alarms: String::new(),
             cipher: None,
             no_offload: false,
             realtime: false,
@@ -671,11 +679,15 @@ impl Lab {
             if !b.telemetry.is_empty() {
                 cfg += &format!("\n[telemetry]\n{}", b.telemetry);
             }
+            if b.alarm_rules.is_some() || !b.alarms.is_empty() {
+                cfg += "\n[alarms]\n";
+            }
             if let Some(rules) = &b.alarm_rules {
                 let p = self.alarm_rules_path();
                 std::fs::write(&p, rules).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
-                cfg += &format!("\n[alarms]\nrules = \"{}\"\n", p.display());
+                cfg += &format!("rules = \"{}\"\n", p.display());
             }
+            cfg += &b.alarms.replace("{dir}", &self.dir.display().to_string());
             for (li, lan) in b
                 .lans
                 .iter()

@@ -201,3 +201,241 @@ fn a_killed_peer_fires_peer_down_and_a_broken_rules_file_leaves_the_running_rule
     );
     assert_eq!(alert["labels"]["severity"], "critical");
 }
+
+/// What a local webhook receiver got: (when, body).
+type Received = std::sync::Arc<std::sync::Mutex<Vec<(Instant, Value)>>>;
+
+/// A webhook receiver on 127.0.0.1:`port` in `ns`, for `secs` seconds: answers 200 to each
+/// POST and keeps its JSON body.
+fn webhook_receiver(lab: &Lab, ns: &str, port: u16, secs: u64) -> Received {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let got: Received = Default::default();
+    let keep = got.clone();
+    let ready = std::sync::Arc::new(std::sync::Barrier::new(2));
+    let r2 = ready.clone();
+    let _ = lab.in_ns(ns, move || {
+        let l = std::net::TcpListener::bind(("127.0.0.1", port)).expect("bind webhook port");
+        l.set_nonblocking(true).expect("nonblocking");
+        r2.wait();
+        let end = Instant::now() + Duration::from_secs(secs);
+        while Instant::now() < end {
+            let Ok((s, _)) = l.accept() else {
+                std::thread::sleep(Duration::from_millis(20));
+                continue;
+            };
+            let _ = s.set_nonblocking(false);
+            let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+            let mut r = BufReader::new(s);
+            let mut len = 0usize;
+            loop {
+                let mut line = String::new();
+                if r.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    len = v.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut body = vec![0u8; len.min(1 << 20)];
+            if r.read_exact(&mut body).is_ok()
+                && let Ok(v) = serde_json::from_slice(&body)
+            {
+                keep.lock().expect("lock").push((Instant::now(), v));
+            }
+            let _ = r
+                .get_mut()
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+        }
+    });
+    ready.wait();
+    got
+}
+
+/// GET `path` from 127.0.0.1:`port` in `ns`: the JSON body.
+fn get_json(lab: &Lab, ns: &str, port: u16, path: &str) -> Option<Value> {
+    use std::io::{Read, Write};
+    let path = path.to_string();
+    lab.in_ns(ns, move || {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+        write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
+        let mut out = String::new();
+        s.read_to_string(&mut out).ok()?;
+        let body = out.split_once("\r\n\r\n")?.1;
+        serde_json::from_str(body).ok()
+    })
+    .join()
+    .ok()
+    .flatten()
+}
+
+/// Debian's Alertmanager on 127.0.0.1:`port` in `ns`, stopped by its PID when dropped.
+struct Alertmanager(Child);
+
+impl Alertmanager {
+    fn start(lab: &Lab, ns: &str, dir: &std::path::Path, port: u16) -> Self {
+        let cfg = dir.join("alertmanager.yml");
+        std::fs::write(
+            &cfg,
+            "route:\n  receiver: 'null'\nreceivers:\n  - name: 'null'\n",
+        )
+        .expect("alertmanager config");
+        let log = std::fs::File::create(dir.join("alertmanager.log")).expect("log");
+        let c = Command::new("ip")
+            .args(["netns", "exec", ns, "prometheus-alertmanager"])
+            .arg(format!("--config.file={}", cfg.display()))
+            .arg(format!("--storage.path={}", dir.join("am-data").display()))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .arg("--cluster.listen-address=")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("prometheus-alertmanager is missing: run scripts/deps.sh");
+        let am = Alertmanager(c);
+        let t0 = Instant::now();
+        while get_json(lab, ns, port, "/api/v2/status").is_none() {
+            assert!(
+                t0.elapsed() < Duration::from_secs(20),
+                "alertmanager not ready: {}",
+                std::fs::read_to_string(dir.join("alertmanager.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        am
+    }
+}
+
+impl Drop for Alertmanager {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn a_loss_alert_reaches_a_real_alertmanager_a_webhook_and_the_exec_hook_once_each_way() {
+    const AM: u16 = 19093;
+    const HOOK: u16 = 19099;
+    let mut lab = Lab::builder("alarmnote")
+        .subnet(&["h1"])
+        .subnet(&["h2"])
+        .lan("lan1", [192, 168, 76], &["h1", "h2"], 1)
+        .emulate("h1", "", "")
+        .alarm_rules(RULES)
+        .alarms(&format!(
+            "alertmanager = [\"http://127.0.0.1:{AM}\"]\nwebhook = [\"http://127.0.0.1:{HOOK}/hook\"]\nexec = \"{{dir}}/hook.sh\"\n"
+        ))
+        .start();
+    lab.wait_tunnels("h1", "lan1", 1, Duration::from_secs(20));
+    lab.wait_tunnels("h2", "lan1", 1, Duration::from_secs(20));
+    let dir = lab
+        .alarm_rules_path()
+        .parent()
+        .expect("lab dir")
+        .to_path_buf();
+    let ns = lab.host_ns("h2").to_string();
+    let _am = Alertmanager::start(&lab, &ns, &dir, AM);
+    let hooks = webhook_receiver(&lab, &ns, HOOK, 90);
+    let script = dir.join("hook.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\ncat > {}/exec-$(date +%s%N).json\n",
+            dir.display()
+        ),
+    )
+    .expect("hook script");
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod");
+    let execs = |status: &str| -> Vec<Value> {
+        let mut v: Vec<Value> = std::fs::read_dir(&dir)
+            .expect("lab dir")
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with("exec-"))
+            .filter_map(|e| serde_json::from_slice(&std::fs::read(e.path()).ok()?).ok())
+            .collect();
+        v.retain(|j: &Value| j["status"] == status);
+        v
+    };
+    let hooks_in = |status: &str| -> Vec<(Instant, Value)> {
+        hooks
+            .lock()
+            .expect("lock")
+            .iter()
+            .filter(|(_, j)| j["status"] == status && j["groupLabels"]["alertname"] == "TestLoss")
+            .cloned()
+            .collect()
+    };
+    let _ping = Pinger::start(&lab, "h1", "h2", 16_000);
+    lab.impair("h1", "loss=0.05", "");
+    let fault = Instant::now();
+    // Each channel, as soon as it has the alert.
+    let (mut webhook, mut am, mut exec) = (None, None, None);
+    while webhook.is_none() || am.is_none() || exec.is_none() {
+        assert!(
+            fault.elapsed() < Duration::from_secs(5 + 10 + 5),
+            "not delivered everywhere: webhook {webhook:?} alertmanager {am:?} exec {exec:?}\n{}",
+            lab.log("h2")
+        );
+        if webhook.is_none()
+            && let Some((t, _)) = hooks_in("firing").first()
+        {
+            webhook = Some(t.duration_since(fault));
+        }
+        if am.is_none()
+            && get_json(&lab, &ns, AM, "/api/v2/alerts").is_some_and(|a| {
+                a.as_array().is_some_and(|a| {
+                    a.iter().any(|x| {
+                        x["labels"]["alertname"] == "TestLoss"
+                            && x["labels"]["name"] == "h1"
+                            && x["status"]["state"] == "active"
+                    })
+                })
+            })
+        {
+            am = Some(fault.elapsed());
+        }
+        if exec.is_none() && !execs("firing").is_empty() {
+            exec = Some(fault.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    eprintln!(
+        "fault to notification: webhook {:.1} s, alertmanager {:.1} s (as listed by its API), exec {:.1} s",
+        webhook.map_or(0.0, |d| d.as_secs_f64()),
+        am.map_or(0.0, |d| d.as_secs_f64()),
+        exec.map_or(0.0, |d| d.as_secs_f64())
+    );
+    let first = hooks_in("firing");
+    let msg = &first[0].1;
+    assert_eq!(msg["version"], "4");
+    assert_eq!(
+        msg["commonLabels"]["peer"],
+        format!("{}:{PORT}", lab.host_ip("h1"))
+    );
+    assert_eq!(msg["alerts"][0]["labels"]["severity"], "critical");
+    // The loss stops: resolved, once, everywhere.
+    lab.impair("h1", "", "");
+    let healed = Instant::now();
+    while hooks_in("resolved").is_empty() || execs("resolved").is_empty() {
+        assert!(
+            healed.elapsed() < Duration::from_secs(10 + 5 + 10),
+            "not resolved"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(hooks_in("firing").len(), 1, "one firing message");
+    assert_eq!(hooks_in("resolved").len(), 1, "one resolved message");
+    assert_eq!((execs("firing").len(), execs("resolved").len()), (1, 1));
+    // Alertmanager took the resolution: the alert is no longer active there.
+    let active = get_json(&lab, &ns, AM, "/api/v2/alerts")
+        .and_then(|a| a.as_array().cloned())
+        .unwrap_or_default();
+    assert!(
+        !active
+            .iter()
+            .any(|x| x["labels"]["alertname"] == "TestLoss" && x["status"]["state"] == "active"),
+        "{active:#?}"
+    );
+}

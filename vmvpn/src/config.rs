@@ -120,9 +120,47 @@ pub struct AlarmsConfig {
     /// A rules file (README, "Alarms"); without it the default rules apply. Reloaded on
     /// SIGHUP; a file with an error is refused and the running rules stay.
     pub rules: Option<PathBuf>,
+    /// Alertmanager API base URLs (`http://10.0.0.5:9093`): alerts are pushed to
+    /// `/api/v2/alerts` as Prometheus does.
+    #[serde(default)]
+    pub alertmanager: Vec<HttpUrl>,
+    /// Webhook URLs: Alertmanager's webhook JSON (version 4) is POSTed to each.
+    #[serde(default)]
+    pub webhook: Vec<HttpUrl>,
+    /// A program run for each notification, with the webhook JSON on stdin.
+    pub exec: Option<PathBuf>,
+}
+
+/// An `http://` URL, checked while parsing (https needs a TLS client vmvpn does not have
+/// yet: put Alertmanager or a webhook relay on a trusted network, or on localhost).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpUrl(pub hyper::Uri);
+
+impl<'de> Deserialize<'de> for HttpUrl {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        let u: hyper::Uri = s
+            .parse()
+            .map_err(|e| de::Error::custom(format!("`{s}` is not a URL: {e}")))?;
+        if u.scheme_str() != Some("http") || u.host().is_none() {
+            return Err(de::Error::custom(format!(
+                "`{s}`: expected http://HOST:PORT[/path] (https is not supported yet)"
+            )));
+        }
+        Ok(HttpUrl(u))
+    }
 }
 
 impl AlarmsConfig {
+    /// Where notifications go.
+    pub fn receivers(&self) -> crate::alarms::notify::Receivers {
+        crate::alarms::notify::Receivers {
+            alertmanager: self.alertmanager.iter().map(|u| u.0.clone()).collect(),
+            webhook: self.webhook.iter().map(|u| u.0.clone()).collect(),
+            exec: self.exec.clone(),
+        }
+    }
+
     /// The rules: the file's, or the default ones.
     pub fn load(&self) -> Result<Vec<crate::alarms::rules::Rule>, ConfigError> {
         match &self.rules {

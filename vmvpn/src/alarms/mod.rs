@@ -8,6 +8,7 @@
 
 pub mod eval;
 pub mod expr;
+pub mod notify;
 pub mod rules;
 pub mod series;
 pub mod state;

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::signal::unix::{SignalKind, signal};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
 
 use crate::alarms::eval::{Evaluator, Notice};
@@ -31,6 +31,7 @@ pub async fn run(
     rules: Vec<Rule>,
     file: Option<PathBuf>,
     alerts: SharedAlerts,
+    notify: Option<mpsc::Sender<Vec<Notice>>>,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut ev = Evaluator::new(rules);
@@ -59,8 +60,14 @@ pub async fn run(
                 };
                 let now = Instant::now();
                 let samples = series::samples(&status, &extra.traffic, &mut windows, now);
-                for n in ev.handle_snapshot(&samples, now) {
-                    log(&n);
+                let notices = ev.handle_snapshot(&samples, now);
+                for n in &notices {
+                    log(n);
+                }
+                if let Some(tx) = notify.as_ref().filter(|_| !notices.is_empty())
+                    && tx.try_send(notices).is_err()
+                {
+                    warn!("notifications are behind; these alerts were logged but not sent");
                 }
                 if let Ok(mut a) = alerts.lock() {
                     *a = ev.alerts(now);

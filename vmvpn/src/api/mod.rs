@@ -6,3 +6,4 @@ pub mod alerting;
 pub mod control;
 pub mod http;
 pub mod metrics;
+pub mod notifier;

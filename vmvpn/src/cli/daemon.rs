@@ -277,11 +277,25 @@ fn supervise(o: Opened) -> Result<()> {
             let _ = done_tx.send(());
             r
         })?;
+        let receivers = cfg.alarms.receivers();
+        let notify = if receivers.any() {
+            let (tx, rx) = tokio::sync::mpsc::channel(vmvpn::api::notifier::QUEUE);
+            tokio::spawn(vmvpn::api::notifier::run(
+                cfg.host.name.0.clone(),
+                receivers,
+                rx,
+                alarm_stop.clone(),
+            ));
+            Some(tx)
+        } else {
+            None
+        };
         let alarms = tokio::spawn(vmvpn::api::alerting::run(
             handle.clone(),
             rules,
             cfg.alarms.rules.clone(),
             alerts.clone(),
+            notify,
             alarm_stop,
         ));
         let server = tokio::spawn(control::serve(listener, handle.clone(), view, alerts));
