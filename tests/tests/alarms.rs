@@ -269,6 +269,42 @@ fn get_json(lab: &Lab, ns: &str, port: u16, path: &str) -> Option<Value> {
     .flatten()
 }
 
+/// Debian's aiosmtpd as an SMTP sink on 127.0.0.1:`port` in `ns`, printing each message
+/// to `log`; stopped by its PID when dropped.
+struct SmtpSink(Child);
+
+impl SmtpSink {
+    fn start(ns: &str, port: u16, log: &std::path::Path) -> Self {
+        // Debian's interpreter: the `python3` first on PATH may be another one.
+        let out = std::fs::File::create(log).expect("smtp log");
+        let c = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                ns,
+                "/usr/bin/python3",
+                "-u",
+                "-m",
+                "aiosmtpd",
+                "-n",
+            ])
+            .args(["-l", &format!("127.0.0.1:{port}")])
+            .stdout(out)
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("python3-aiosmtpd is missing: run scripts/deps.sh");
+        std::thread::sleep(Duration::from_millis(1500));
+        SmtpSink(c)
+    }
+}
+
+impl Drop for SmtpSink {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Debian's Alertmanager on 127.0.0.1:`port` in `ns`, stopped by its PID when dropped.
 struct Alertmanager(Child);
 
@@ -313,9 +349,10 @@ impl Drop for Alertmanager {
 }
 
 #[test]
-fn a_loss_alert_reaches_a_real_alertmanager_a_webhook_and_the_exec_hook_once_each_way() {
+fn a_loss_alert_reaches_alertmanager_a_webhook_email_and_the_exec_hook_once_each_way() {
     const AM: u16 = 19093;
     const HOOK: u16 = 19099;
+    const SMTP: u16 = 19025;
     let mut lab = Lab::builder("alarmnote")
         .subnet(&["h1"])
         .subnet(&["h2"])
@@ -323,7 +360,7 @@ fn a_loss_alert_reaches_a_real_alertmanager_a_webhook_and_the_exec_hook_once_eac
         .emulate("h1", "", "")
         .alarm_rules(RULES)
         .alarms(&format!(
-            "alertmanager = [\"http://127.0.0.1:{AM}\"]\nwebhook = [\"http://127.0.0.1:{HOOK}/hook\"]\nexec = \"{{dir}}/hook.sh\"\n"
+            "alertmanager = [\"http://127.0.0.1:{AM}\"]\nwebhook = [\"http://127.0.0.1:{HOOK}/hook\"]\nexec = \"{{dir}}/hook.sh\"\n\n[alarms.email]\nsmtp = \"127.0.0.1:{SMTP}\"\nfrom = \"vmvpn@lab.example\"\nto = [\"ops@lab.example\"]\n"
         ))
         .start();
     lab.wait_tunnels("h1", "lan1", 1, Duration::from_secs(20));
@@ -336,6 +373,14 @@ fn a_loss_alert_reaches_a_real_alertmanager_a_webhook_and_the_exec_hook_once_eac
     let ns = lab.host_ns("h2").to_string();
     let _am = Alertmanager::start(&lab, &ns, &dir, AM);
     let hooks = webhook_receiver(&lab, &ns, HOOK, 90);
+    let smtp_log = dir.join("smtp.log");
+    let _smtp = SmtpSink::start(&ns, SMTP, &smtp_log);
+    let mails = |state: &str| -> usize {
+        std::fs::read_to_string(&smtp_log)
+            .unwrap_or_default()
+            .matches(&format!("Subject: [{state}:1] TestLoss on h2"))
+            .count()
+    };
     let script = dir.join("hook.sh");
     std::fs::write(
         &script,
@@ -370,13 +415,16 @@ fn a_loss_alert_reaches_a_real_alertmanager_a_webhook_and_the_exec_hook_once_eac
     lab.impair("h1", "loss=0.05", "");
     let fault = Instant::now();
     // Each channel, as soon as it has the alert.
-    let (mut webhook, mut am, mut exec) = (None, None, None);
-    while webhook.is_none() || am.is_none() || exec.is_none() {
+    let (mut webhook, mut am, mut exec, mut email) = (None, None, None, None);
+    while webhook.is_none() || am.is_none() || exec.is_none() || email.is_none() {
         assert!(
             fault.elapsed() < Duration::from_secs(5 + 10 + 5),
-            "not delivered everywhere: webhook {webhook:?} alertmanager {am:?} exec {exec:?}\n{}",
+            "not delivered everywhere: webhook {webhook:?} alertmanager {am:?} exec {exec:?} email {email:?}\n{}",
             lab.log("h2")
         );
+        if email.is_none() && mails("FIRING") > 0 {
+            email = Some(fault.elapsed());
+        }
         if webhook.is_none()
             && let Some((t, _)) = hooks_in("firing").first()
         {
@@ -401,10 +449,11 @@ fn a_loss_alert_reaches_a_real_alertmanager_a_webhook_and_the_exec_hook_once_eac
         std::thread::sleep(Duration::from_millis(100));
     }
     eprintln!(
-        "fault to notification: webhook {:.1} s, alertmanager {:.1} s (as listed by its API), exec {:.1} s",
+        "fault to notification: webhook {:.1} s, alertmanager {:.1} s (as listed by its API), exec {:.1} s, email {:.1} s",
         webhook.map_or(0.0, |d| d.as_secs_f64()),
         am.map_or(0.0, |d| d.as_secs_f64()),
-        exec.map_or(0.0, |d| d.as_secs_f64())
+        exec.map_or(0.0, |d| d.as_secs_f64()),
+        email.map_or(0.0, |d| d.as_secs_f64())
     );
     let first = hooks_in("firing");
     let msg = &first[0].1;
@@ -417,7 +466,8 @@ fn a_loss_alert_reaches_a_real_alertmanager_a_webhook_and_the_exec_hook_once_eac
     // The loss stops: resolved, once, everywhere.
     lab.impair("h1", "", "");
     let healed = Instant::now();
-    while hooks_in("resolved").is_empty() || execs("resolved").is_empty() {
+    while hooks_in("resolved").is_empty() || execs("resolved").is_empty() || mails("RESOLVED") == 0
+    {
         assert!(
             healed.elapsed() < Duration::from_secs(10 + 5 + 10),
             "not resolved"
@@ -428,6 +478,11 @@ fn a_loss_alert_reaches_a_real_alertmanager_a_webhook_and_the_exec_hook_once_eac
     assert_eq!(hooks_in("firing").len(), 1, "one firing message");
     assert_eq!(hooks_in("resolved").len(), 1, "one resolved message");
     assert_eq!((execs("firing").len(), execs("resolved").len()), (1, 1));
+    assert_eq!(
+        (mails("FIRING"), mails("RESOLVED")),
+        (1, 1),
+        "one email each way"
+    );
     // Alertmanager took the resolution: the alert is no longer active there.
     let active = get_json(&lab, &ns, AM, "/api/v2/alerts")
         .and_then(|a| a.as_array().cloned())

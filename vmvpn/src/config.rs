@@ -129,6 +129,51 @@ pub struct AlarmsConfig {
     pub webhook: Vec<HttpUrl>,
     /// A program run for each notification, with the webhook JSON on stdin.
     pub exec: Option<PathBuf>,
+    /// `[alarms.email]`: one email per notification.
+    pub email: Option<EmailConfig>,
+}
+
+/// `[alarms.email]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmailConfig {
+    /// The SMTP server, `HOST:PORT` (STARTTLS is used where it offers it).
+    pub smtp: SmtpServer,
+    /// The sender, `vmvpn@example.org` or `vmvpn <vmvpn@example.org>`.
+    pub from: MailAddress,
+    /// The recipients.
+    pub to: Vec<MailAddress>,
+}
+
+/// `HOST:PORT`, checked while parsing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SmtpServer(pub String, pub u16);
+
+impl<'de> Deserialize<'de> for SmtpServer {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        let bad = || de::Error::custom(format!("`{s}`: expected HOST:PORT, e.g. \"10.0.0.7:25\""));
+        let (host, port) = s.rsplit_once(':').ok_or_else(bad)?;
+        let port: u16 = port.parse().map_err(|_| bad())?;
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        if host.is_empty() || port == 0 {
+            return Err(bad());
+        }
+        Ok(SmtpServer(host.to_string(), port))
+    }
+}
+
+/// An email address, checked while parsing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MailAddress(pub String);
+
+impl<'de> Deserialize<'de> for MailAddress {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse::<lettre::message::Mailbox>()
+            .map_err(|e| de::Error::custom(format!("`{s}` is not an email address: {e}")))?;
+        Ok(MailAddress(s))
+    }
 }
 
 /// An `http://` URL, checked while parsing (https needs a TLS client vmvpn does not have
@@ -158,6 +203,12 @@ impl AlarmsConfig {
             alertmanager: self.alertmanager.iter().map(|u| u.0.clone()).collect(),
             webhook: self.webhook.iter().map(|u| u.0.clone()).collect(),
             exec: self.exec.clone(),
+            email: self.email.as_ref().map(|e| crate::alarms::notify::Email {
+                host: e.smtp.0.clone(),
+                port: e.smtp.1,
+                from: e.from.0.clone(),
+                to: e.to.iter().map(|t| t.0.clone()).collect(),
+            }),
         }
     }
 

@@ -31,12 +31,30 @@ pub struct Receivers {
     pub webhook: Vec<hyper::Uri>,
     /// A program that gets each message as JSON on stdin.
     pub exec: Option<PathBuf>,
+    /// Email over SMTP.
+    pub email: Option<Email>,
+}
+
+/// Where alarm email goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Email {
+    /// The SMTP server's host name or address.
+    pub host: String,
+    /// Its port.
+    pub port: u16,
+    /// The sender address.
+    pub from: String,
+    /// The recipients.
+    pub to: Vec<String>,
 }
 
 impl Receivers {
     /// Whether there is anywhere to send.
     pub fn any(&self) -> bool {
-        !self.alertmanager.is_empty() || !self.webhook.is_empty() || self.exec.is_some()
+        !self.alertmanager.is_empty()
+            || !self.webhook.is_empty()
+            || self.exec.is_some()
+            || self.email.is_some()
     }
 }
 

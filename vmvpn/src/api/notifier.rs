@@ -17,7 +17,7 @@ use tokio::sync::{Semaphore, mpsc, watch};
 use tracing::{debug, info, warn};
 
 use crate::alarms::eval::Notice;
-use crate::alarms::notify::{AmAlert, Batch, Outbox, Receivers};
+use crate::alarms::notify::{AmAlert, Batch, Email, Outbox, Receivers};
 
 /// Notices waiting for this task at most; beyond, the newest are dropped (and logged).
 pub const QUEUE: usize = 1024;
@@ -52,7 +52,7 @@ pub async fn run(
             _ = sleep_until(wake) => {
                 let now = Instant::now();
                 while let Some(b) = outbox.poll_batch(now) {
-                    send_batch(&http, &to, &slots, b);
+                    send_batch(&http, &to, &slots, &host, b);
                 }
                 if let Some(again) = outbox.poll_resend(now, SystemTime::now()) {
                     for base in &to.alertmanager {
@@ -80,7 +80,7 @@ fn alerts_url(base: &hyper::Uri) -> String {
     format!("{}/api/v2/alerts", base.to_string().trim_end_matches('/'))
 }
 
-fn send_batch(http: &Http, to: &Arc<Receivers>, slots: &Arc<Semaphore>, b: Batch) {
+fn send_batch(http: &Http, to: &Arc<Receivers>, slots: &Arc<Semaphore>, host: &str, b: Batch) {
     info!(
         alert = %b.alertname,
         alerts = b.alerts.len(),
@@ -94,6 +94,28 @@ fn send_batch(http: &Http, to: &Arc<Receivers>, slots: &Arc<Semaphore>, b: Batch
     let hook = json(&b.webhook());
     for url in &to.webhook {
         spawn_post(http, slots, url.to_string(), hook.clone(), "webhook");
+    }
+    if let Some(mail) = &to.email {
+        let (mail, slots, (subject, body)) = (mail.clone(), slots.clone(), b.email(&host));
+        tokio::spawn(async move {
+            let Ok(_slot) = slots.acquire_owned().await else {
+                return;
+            };
+            let mut wait = Duration::from_secs(1);
+            for attempt in 1..=ATTEMPTS {
+                match send_mail(&mail, &subject, &body).await {
+                    Ok(()) => return debug!(attempt, "email: delivered"),
+                    Err(e) if attempt == ATTEMPTS => {
+                        warn!(server = %mail.host, error = %e, "email: not delivered; giving up");
+                    }
+                    Err(e) => {
+                        debug!(error = %e, attempt, "email: failed; retrying");
+                        tokio::time::sleep(wait).await;
+                        wait *= 2;
+                    }
+                }
+            }
+        });
     }
     if let Some(prog) = &to.exec {
         let (prog, slots, hook) = (prog.clone(), slots.clone(), hook.clone());
@@ -166,6 +188,32 @@ async fn post(http: &Http, url: &str, body: Bytes) -> Result<(), String> {
     } else {
         Err(format!("HTTP {status}: {text}"))
     }
+}
+
+/// One email through the SMTP server, with STARTTLS where it offers it.
+async fn send_mail(mail: &Email, subject: &str, body: &str) -> Result<(), String> {
+    use lettre::message::header::ContentType;
+    use lettre::transport::smtp::client::{Tls, TlsParameters};
+    use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+    let mut m = Message::builder()
+        .from(mail.from.parse().map_err(|e| format!("from: {e}"))?)
+        .subject(subject)
+        .header(ContentType::TEXT_PLAIN);
+    for t in &mail.to {
+        m = m.to(t.parse().map_err(|e| format!("to: {e}"))?);
+    }
+    let msg = m.body(body.to_string()).map_err(|e| e.to_string())?;
+    let tls = TlsParameters::new(mail.host.clone()).map_err(|e| e.to_string())?;
+    let transport = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(mail.host.as_str())
+        .port(mail.port)
+        .tls(Tls::Opportunistic(tls))
+        .timeout(Some(SEND_TIMEOUT))
+        .build();
+    transport
+        .send(msg)
+        .await
+        .map(|_| ())
+        .map_err(|e| e.to_string())
 }
 
 async fn exec(prog: &std::path::Path, body: &Bytes) -> Result<(), String> {
