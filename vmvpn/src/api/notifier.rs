@@ -96,7 +96,7 @@ fn send_batch(http: &Http, to: &Arc<Receivers>, slots: &Arc<Semaphore>, host: &s
         spawn_post(http, slots, url.to_string(), hook.clone(), "webhook");
     }
     if let Some(mail) = &to.email {
-        let (mail, slots, (subject, body)) = (mail.clone(), slots.clone(), b.email(&host));
+        let (mail, slots, (subject, body)) = (mail.clone(), slots.clone(), b.email(host));
         tokio::spawn(async move {
             let Ok(_slot) = slots.acquire_owned().await else {
                 return;
