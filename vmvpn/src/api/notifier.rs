@@ -204,6 +204,9 @@ async fn send_mail(mail: &Email, subject: &str, body: &str) -> Result<(), String
     }
     let msg = m.body(body.to_string()).map_err(|e| e.to_string())?;
     let tls = TlsParameters::new(mail.host.clone()).map_err(|e| e.to_string())?;
+    // "dangerous" only in that TLS is not required: STARTTLS is used when the server
+    // offers it (and its certificate must then verify), plain SMTP otherwise, as on an
+    // internal relay.
     let transport = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(mail.host.as_str())
         .port(mail.port)
         .tls(Tls::Opportunistic(tls))
