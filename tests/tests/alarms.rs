@@ -116,6 +116,9 @@ fn loss_fires_on_the_receiver_within_its_hold_and_resolves_once_when_it_stops() 
             .is_some_and(|s| s.starts_with("h1 loses 0.0")),
         "{alert:#}"
     );
+    let t = lab.vmvpn_cli("h2", &["status"]);
+    let t = String::from_utf8_lossy(&t.stdout);
+    assert!(t.contains("alerts: 1 firing (TestLoss)"), "{t}");
     // The sender's direction is clean: nothing on h1.
     assert!(find(&lab.alerts("h1"), "TestLoss", "firing").is_empty());
     // The loss stops: resolved after the 10 s window and keep_firing_for.

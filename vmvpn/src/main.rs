@@ -204,8 +204,15 @@ fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Up { config } => daemon::up(&config),
         Command::Status { json, target } => {
-            let v: Status = control::request(&target.resolve()?, &ControlRequest::Status)?;
-            print_out(&v, json, render::status)
+            let sock = target.resolve()?;
+            let v: Status = control::request(&sock, &ControlRequest::Status)?;
+            print_out(&v, json, render::status)?;
+            if !json
+                && let Ok(a) = control::request::<Vec<AlertView>>(&sock, &ControlRequest::Alerts)
+            {
+                print!("{}", render::alert_line(&a));
+            }
+            Ok(())
         }
         Command::Macs(View { lan, json, target }) => {
             let v: Vec<MacRow> =

@@ -6,7 +6,9 @@ use std::net::IpAddr;
 
 use telemetry::vms::fmt_mac;
 use telemetry::{DropCounters, FlowRow, VmLocation, VmRow};
-use vmvpn::status::{AlertView, LanTraffic, MacRow, PeerState, PeerStatus, PingAnswer, Status};
+use vmvpn::status::{
+    AlertState, AlertView, LanTraffic, MacRow, PeerState, PeerStatus, PingAnswer, Status,
+};
 
 /// An optional value, "-" when absent.
 fn opt<T: ToString>(v: Option<T>) -> String {
@@ -463,6 +465,38 @@ pub(crate) fn pong(v: &PingAnswer, seq: u32) -> String {
     }
 }
 
+/// One line of alerts under `vmvpn status` and `top`: what fires and what is pending.
+pub(crate) fn alert_line(v: &[AlertView]) -> String {
+    let names = |s: AlertState| {
+        let mut n: Vec<&str> = v
+            .iter()
+            .filter(|a| a.state == s)
+            .map(|a| a.alert.as_str())
+            .collect();
+        n.sort_unstable();
+        n.dedup();
+        (v.iter().filter(|a| a.state == s).count(), n.join(", "))
+    };
+    let (firing, fnames) = names(AlertState::Firing);
+    let (pending, pnames) = names(AlertState::Pending);
+    match (firing, pending) {
+        (0, 0) => "\nalerts: none firing (vmvpn alerts)\n".into(),
+        _ => format!(
+            "\nalerts: {firing} firing{}, {pending} pending{} (vmvpn alerts)\n",
+            if fnames.is_empty() {
+                String::new()
+            } else {
+                format!(" ({fnames})")
+            },
+            if pnames.is_empty() {
+                String::new()
+            } else {
+                format!(" ({pnames})")
+            },
+        ),
+    }
+}
+
 /// `vmvpn alerts`: firing first, then pending, then resolved (newest first).
 pub(crate) fn alerts(v: &[AlertView]) -> String {
     let mut o = String::new();
@@ -687,6 +721,33 @@ mod tests {
             json!({"lan": "lan1", "peer": "h2", "address": "a", "via_vm": "02:00:00:00:00:02", "rtt_us": null}),
         );
         assert!(pong(&p, 2).contains("no answer from h2 (VM 02:00:00:00:00:02)"));
+    }
+
+    #[test]
+    fn alerts_show_as_a_line_and_a_table() {
+        let a = |name: &str, state| AlertView {
+            alert: name.into(),
+            state,
+            ..AlertView::default()
+        };
+        assert_eq!(alert_line(&[]), "\nalerts: none firing (vmvpn alerts)\n");
+        let v = [
+            a("B", AlertState::Firing),
+            a("A", AlertState::Firing),
+            a("A", AlertState::Firing),
+            a("C", AlertState::Pending),
+            a("D", AlertState::Resolved),
+        ];
+        assert_eq!(
+            alert_line(&v),
+            "\nalerts: 3 firing (A, B), 1 pending (C) (vmvpn alerts)\n"
+        );
+        let t = alerts(&v);
+        assert!(
+            t.starts_with("STATE") && t.contains("resolved") && t.lines().count() == 6,
+            "{t}"
+        );
+        assert!(alerts(&[]).starts_with("no alerts"));
     }
 
     #[test]

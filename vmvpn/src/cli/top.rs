@@ -4,7 +4,7 @@ use std::path::Path;
 
 use anyhow::{Result, bail};
 use vmvpn::api::control::{self, ControlRequest};
-use vmvpn::status::{LanTraffic, Status};
+use vmvpn::status::{AlertView, LanTraffic, Status};
 
 use super::render;
 
@@ -22,7 +22,11 @@ pub(crate) fn run(sock: &Path, interval: f64, rows: usize, once: bool) -> Result
                 top: Some(rows),
             },
         )?;
-        let screen = render::top(&st, &tr, rows);
+        let mut screen = render::top(&st, &tr, rows);
+        if let Ok(a) = control::request::<Vec<AlertView>>(sock, &ControlRequest::Alerts) {
+            screen += "\n";
+            screen += &render::alert_line(&a);
+        }
         if once {
             print!("{screen}");
             return Ok(());
