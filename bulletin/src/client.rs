@@ -10,8 +10,8 @@ use thiserror::Error;
 use crate::frames::{self, FrameError};
 use crate::proof::Verifier;
 use crate::proto::{
-    ClientMsg, Credential, HostReport, LanProof, MAX_SERVER_FRAME, Record, RefuseCode, Register,
-    ServerMsg, VERSION,
+    ClientMsg, Credential, HostAlerts, HostReport, LanProof, MAX_SERVER_FRAME, MIN_VERSION, Record,
+    RefuseCode, Register, ServerMsg,
 };
 use crate::tls::{PinnedVerifier, TlsError, client_config};
 
@@ -80,6 +80,8 @@ pub struct Terms {
     pub lease_ttl: Duration,
     /// Heartbeat interval.
     pub heartbeat: Duration,
+    /// The protocol version the bulletin speaks (what it takes beyond `MIN_VERSION`).
+    pub version: u16,
 }
 
 /// What a reader proves to read the registry (`bulletin ls`, `bulletin matrix`).
@@ -178,7 +180,13 @@ impl Client {
             server,
             message: e.to_string(),
         })?;
-        frames::write(&mut send, &ClientMsg::Hello { version: VERSION }).await?;
+        frames::write(
+            &mut send,
+            &ClientMsg::Hello {
+                version: MIN_VERSION,
+            },
+        )
+        .await?;
         let first = tokio::time::timeout(
             Duration::from_secs(5),
             frames::read::<ServerMsg>(&mut recv, MAX_SERVER_FRAME),
@@ -187,12 +195,13 @@ impl Client {
         .map_err(|_| ClientError::Protocol("no challenge within 5 s".into()))??;
         let terms = match first {
             ServerMsg::Challenge {
+                version,
                 nonce,
                 epoch,
                 lease_ttl_ms,
                 heartbeat_ms,
-                ..
             } => Terms {
+                version,
                 nonce,
                 epoch,
                 // Within what any bulletin.toml allows: timers from the wire never overflow.
@@ -253,6 +262,25 @@ impl Client {
             ServerMsg::Refused { code, reason } => Err(ClientError::Refused { code, reason }),
             other => Err(ClientError::Protocol(format!(
                 "expected records, got {other:?}"
+            ))),
+        };
+        s.close();
+        r
+    }
+
+    /// Connect and fetch the hosts' latest alerts (`bulletin alerts`).
+    pub async fn alerts(
+        &self,
+        auth: &ReadAuth,
+        lan: Option<String>,
+    ) -> Result<Vec<HostAlerts>, ClientError> {
+        let mut s = self.connect_reader(auth).await?;
+        s.send(&ClientMsg::AlertsQuery { lan }).await?;
+        let r = match s.recv().await? {
+            ServerMsg::Alerts(a) => Ok(a),
+            ServerMsg::Refused { code, reason } => Err(ClientError::Refused { code, reason }),
+            other => Err(ClientError::Protocol(format!(
+                "expected alerts, got {other:?}"
             ))),
         };
         s.close();

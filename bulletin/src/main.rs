@@ -53,6 +53,9 @@ enum Command {
     /// The global view from the hosts' reports: all-pairs RTT and loss between hosts
     /// (Pingmesh-style, row -> column) and the VM traffic matrix, per LAN.
     Matrix(Query),
+    /// The whole overlay's alerts, as the hosts report them: which host raised what, on
+    /// which LAN, since when (needs the hosts' [telemetry] report_interval_s > 0).
+    Alerts(Query),
 }
 
 /// Which bulletin to ask, and what to print.
@@ -147,6 +150,17 @@ async fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
+        Command::Alerts(q) => {
+            let auth = q.auth()?;
+            let client = Client::new(q.server, &q.fingerprint)?;
+            let a = client.alerts(&auth, q.lan).await?;
+            if q.json {
+                println!("{}", serde_json::to_string_pretty(&a)?);
+            } else {
+                print!("{}", alerts_table(&a));
+            }
+            Ok(())
+        }
         Command::Ls(q) => {
             let auth = q.auth()?;
             let client = Client::new(q.server, &q.fingerprint)?;
@@ -211,6 +225,45 @@ async fn serve(listen: SocketAddr, state_dir: PathBuf, config: Option<PathBuf>) 
     server.shutdown().await;
     info!("stopped");
     Ok(())
+}
+
+/// `bulletin alerts` as a table: one line per alert.
+fn alerts_table(hosts: &[bulletin::proto::HostAlerts]) -> String {
+    use std::fmt::Write;
+    let mut o = String::new();
+    let n: usize = hosts.iter().map(|h| h.alerts.alerts.len()).sum();
+    if n == 0 {
+        o.push_str("no alerts reported\n");
+        return o;
+    }
+    let _ = writeln!(
+        o,
+        "{:<10} {:<12} {:<8} {:<9} {:<22} {:>7}  {:<36} SUMMARY",
+        "LAN", "HOST", "STATE", "SEVERITY", "ALERT", "SINCE", "LABELS"
+    );
+    for h in hosts {
+        for a in &h.alerts.alerts {
+            let labels: Vec<String> = a
+                .labels
+                .iter()
+                .filter(|(k, _)| k != "lan")
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
+            let _ = writeln!(
+                o,
+                "{:<10} {:<12} {:<8} {:<9} {:<22} {:>6}s  {:<36} {}",
+                h.alerts.lan,
+                h.name,
+                a.state,
+                a.severity,
+                a.alert,
+                a.since_s + h.age_ms / 1000,
+                labels.join(","),
+                a.summary
+            );
+        }
+    }
+    o
 }
 
 fn record_json(r: &Record) -> serde_json::Value {

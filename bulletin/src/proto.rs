@@ -11,7 +11,13 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 /// Protocol version in `Hello` and `Challenge`.
-pub const VERSION: u16 = 1;
+pub const VERSION: u16 = 2;
+/// The oldest protocol a bulletin still serves, and what a client says in its `Hello`:
+/// version 2 only adds messages (`Alerts`, `AlertsQuery`), which a client sends once the
+/// `Challenge` shows the bulletin knows them. So hosts and bulletins upgrade in any order.
+pub const MIN_VERSION: u16 = 1;
+/// The first version that takes `Alerts`.
+pub const ALERTS_SINCE: u16 = 2;
 /// ALPN of the bulletin's QUIC endpoint.
 pub const ALPN: &[u8] = b"vmvpn-bulletin/1";
 /// Largest frame a client may send (a registration with many LANs is a few KB).
@@ -48,6 +54,55 @@ pub enum ClientMsg {
     /// Prove a right to read (`Query`, `Matrix`) without registering: answered by `Ack`
     /// or `Refused`. Reads show only what the connection's credentials cover.
     Auth(Credential),
+    /// A registered host's pending and firing alerts, per LAN (no answer). Replaces its
+    /// previous ones.
+    Alerts(Vec<LanAlerts>),
+    /// The latest alerts of the registered hosts, of one LAN or all (`bulletin alerts`).
+    AlertsQuery {
+        /// Only this LAN.
+        lan: Option<String>,
+    },
+}
+
+/// One host's alerts on one LAN.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LanAlerts {
+    /// The LAN.
+    pub lan: String,
+    /// Its alerts.
+    pub alerts: Vec<AlertReport>,
+}
+
+/// One alert, as a host reports it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AlertReport {
+    /// The rule's name.
+    pub alert: String,
+    /// "firing" or "pending".
+    pub state: String,
+    /// "info", "warning" or "critical".
+    pub severity: String,
+    /// The series' and the rule's labels (without `alertname` and `severity`).
+    pub labels: Vec<(String, String)>,
+    /// The summary annotation.
+    pub summary: String,
+    /// The value the rule saw.
+    pub value: f64,
+    /// Seconds in this state.
+    pub since_s: u64,
+}
+
+/// A host's latest alerts on one LAN, as `bulletin alerts` gets them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HostAlerts {
+    /// The host.
+    pub host_id: u32,
+    /// Its name.
+    pub name: String,
+    /// Milliseconds since it sent them.
+    pub age_ms: u64,
+    /// The LAN and its alerts.
+    pub alerts: LanAlerts,
 }
 
 /// A right to read the registry, proven over the connection's nonce (never sent in clear).
@@ -210,6 +265,8 @@ pub enum ServerMsg {
     Event(Event),
     /// Answer to `Matrix`: the latest report of every registered host, per LAN.
     Matrix(Vec<HostReport>),
+    /// Answer to `AlertsQuery`: the latest alerts of every registered host, per LAN.
+    Alerts(Vec<HostAlerts>),
 }
 
 /// Why a request was refused.
@@ -381,6 +438,26 @@ mod tests {
         }));
         round_trip(&ClientMsg::Heartbeat);
         round_trip(&ClientMsg::Unregister);
+        let alerts = LanAlerts {
+            lan: "lan1".into(),
+            alerts: vec![AlertReport {
+                alert: "VmvpnPeerDown".into(),
+                state: "firing".into(),
+                severity: "critical".into(),
+                labels: vec![("peer".into(), "10.0.0.2:7401".into())],
+                summary: "h2 is down".into(),
+                value: 1.0,
+                since_s: 12,
+            }],
+        };
+        round_trip(&ClientMsg::Alerts(vec![alerts.clone()]));
+        round_trip(&ClientMsg::AlertsQuery { lan: None });
+        round_trip(&ServerMsg::Alerts(vec![HostAlerts {
+            host_id: 1,
+            name: "h1".into(),
+            age_ms: 5,
+            alerts,
+        }]));
         round_trip(&ClientMsg::Query {
             lan: Some("lan1".into()),
         });

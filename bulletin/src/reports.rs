@@ -4,12 +4,14 @@
 use std::collections::HashMap;
 use std::time::Instant;
 
-use crate::proto::{HostReport, LanReport};
+use crate::proto::{HostAlerts, HostReport, LanAlerts, LanReport};
 
 /// Peers and pairs kept per report (a host reports its busiest pairs first).
 pub const MAX_PEERS: usize = 1024;
 /// VM pairs kept per report.
 pub const MAX_PAIRS: usize = 256;
+/// Alerts kept per host and LAN.
+pub const MAX_ALERTS: usize = 256;
 
 /// Latest reports.
 #[derive(Default)]
@@ -75,6 +77,56 @@ impl Reports {
     }
 }
 
+/// Latest alerts, per (LAN, host), kept like the reports.
+#[derive(Default)]
+pub struct Alerts {
+    latest: HashMap<(String, u32), (Instant, String, LanAlerts)>,
+}
+
+impl Alerts {
+    /// Store a host's alerts; LANs it is not a member of are ignored. A host with no
+    /// alerts left on a LAN sends it empty, which clears it.
+    pub fn put(
+        &mut self,
+        host_id: u32,
+        name: &str,
+        alerts: Vec<LanAlerts>,
+        member: impl Fn(&str) -> bool,
+        now: Instant,
+    ) -> usize {
+        let mut kept = 0;
+        for mut a in alerts.into_iter().filter(|a| member(&a.lan)) {
+            a.alerts.truncate(MAX_ALERTS);
+            self.latest
+                .insert((a.lan.clone(), host_id), (now, name.to_string(), a));
+            kept += 1;
+        }
+        kept
+    }
+
+    /// Forget alerts of hosts no longer in their LAN.
+    pub fn retain(&mut self, member: impl Fn(&str, u32) -> bool) {
+        self.latest.retain(|(lan, id), _| member(lan, *id));
+    }
+
+    /// Alerts of one LAN or all, by LAN then host name; hosts with none left out.
+    pub fn list(&self, lan: Option<&str>, now: Instant) -> Vec<HostAlerts> {
+        let mut v: Vec<HostAlerts> = self
+            .latest
+            .iter()
+            .filter(|((l, _), (_, _, a))| lan.is_none_or(|x| x == l) && !a.alerts.is_empty())
+            .map(|((_, id), (at, name, a))| HostAlerts {
+                host_id: *id,
+                name: name.clone(),
+                age_ms: now.saturating_duration_since(*at).as_millis() as u64,
+                alerts: a.clone(),
+            })
+            .collect();
+        v.sort_by(|a, b| (&a.alerts.lan, &a.name).cmp(&(&b.alerts.lan, &b.name)));
+        v
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -121,5 +173,41 @@ mod tests {
         // h2 left LAN a.
         r.retain(|_, id| id != 2);
         assert_eq!(r.len(), 1);
+    }
+
+    #[test]
+    fn latest_alerts_per_lan_and_host_members_only_and_empty_clears() {
+        let lan = |l: &str, n: usize| LanAlerts {
+            lan: l.into(),
+            alerts: (0..n)
+                .map(|i| crate::proto::AlertReport {
+                    alert: format!("A{i}"),
+                    state: "firing".into(),
+                    severity: "warning".into(),
+                    labels: Vec::new(),
+                    summary: String::new(),
+                    value: 0.0,
+                    since_s: 0,
+                })
+                .collect(),
+        };
+        let mut a = Alerts::default();
+        let t0 = Instant::now();
+        assert_eq!(
+            a.put(1, "h1", vec![lan("a", 2), lan("b", 1)], |l| l == "a", t0),
+            1
+        );
+        a.put(2, "h2", vec![lan("a", 1)], |_| true, t0);
+        let l = a.list(Some("a"), t0);
+        assert_eq!(
+            (l.len(), l[0].name.as_str(), l[0].alerts.alerts.len()),
+            (2, "h1", 2)
+        );
+        a.put(1, "h1", vec![lan("a", 0)], |_| true, t0);
+        assert_eq!(a.list(None, t0).len(), 1, "h1 has none left");
+        a.retain(|_, id| id != 2);
+        assert!(a.list(None, t0).is_empty());
+        a.put(3, "h3", vec![lan("a", 1000)], |_| true, t0);
+        assert_eq!(a.list(None, t0)[0].alerts.alerts.len(), MAX_ALERTS);
     }
 }

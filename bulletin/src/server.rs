@@ -33,7 +33,7 @@ use crate::config::Limits;
 use crate::frames::{self, FrameError};
 use crate::proof::Verifier;
 use crate::proto::{
-    ClientMsg, Credential, MAX_CLIENT_FRAME, RefuseCode, ServerMsg, VERSION, encode,
+    ClientMsg, Credential, MAX_CLIENT_FRAME, MIN_VERSION, RefuseCode, ServerMsg, VERSION, encode,
 };
 use crate::registry::{ConnId, Outbound, Registry};
 use crate::reports::Reports;
@@ -123,6 +123,7 @@ struct Admission {
 struct Shared {
     registry: Registry,
     reports: Reports,
+    alerts: crate::reports::Alerts,
     conns: HashMap<ConnId, Outbox>,
     next_conn: ConnId,
     admission: Admission,
@@ -296,6 +297,7 @@ impl Server {
             shared: Mutex::new(Shared {
                 registry: Registry::new(opts.lans, opts.lease_ttl),
                 reports: Reports::default(),
+                alerts: crate::reports::Alerts::default(),
                 conns: HashMap::new(),
                 next_conn: 1,
                 admission: Admission::default(),
@@ -430,11 +432,11 @@ async fn serve_conn(conn: Connection, state: Arc<State>, mut slot: Slot) {
         s.conns.insert(id, outbox.clone());
         id
     };
-    if version != VERSION {
+    if !(MIN_VERSION..=VERSION).contains(&version) {
         outbox
             .send(&ServerMsg::Refused {
                 code: RefuseCode::Version,
-                reason: format!("this bulletin speaks protocol {VERSION}, the host speaks {version}: upgrade one of them"),
+                reason: format!("this bulletin speaks protocol {MIN_VERSION} to {VERSION}, the host speaks {version}: upgrade one of them"),
             })
             .await;
     } else {
@@ -647,6 +649,32 @@ impl ConnCtx<'_> {
                     debug!(host = %name, lans = kept, "report");
                 }
                 None
+            }
+            ClientMsg::Alerts(alerts) => {
+                // Only from a registered host, for its own LANs; no answer either way.
+                if let Some(h) = self.host {
+                    let mut s = state.lock();
+                    let s = &mut *s;
+                    let name = s.registry.name_of(h).unwrap_or("").to_string();
+                    let reg = &s.registry;
+                    let kept =
+                        s.alerts
+                            .put(h, &name, alerts, |lan| reg.is_member(h, Some(id), lan), now);
+                    debug!(host = %name, lans = kept, "alerts");
+                }
+                None
+            }
+            ClientMsg::AlertsQuery { lan } => {
+                if let Some(r) = self.unauthorized(lan.as_deref()) {
+                    return Ok(Some(r));
+                }
+                let mut s = state.lock();
+                let s = &mut *s;
+                let reg = &s.registry;
+                s.alerts.retain(|l, h| reg.is_member(h, None, l));
+                let mut a = s.alerts.list(lan.as_deref(), now);
+                a.retain(|x| self.may_read(reg, &x.alerts.lan));
+                Some(ServerMsg::Alerts(a))
             }
             ClientMsg::Matrix { lan } => {
                 if let Some(r) = self.unauthorized(lan.as_deref()) {

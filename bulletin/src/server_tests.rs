@@ -610,3 +610,44 @@ async fn a_host_too_slow_to_take_its_events_is_disconnected_and_the_rest_go_on()
     ));
     assert!(h.server.host_count() >= 1);
 }
+
+#[tokio::test]
+async fn hosts_of_protocol_1_and_2_are_served_and_others_refused() {
+    use crate::proto::{ClientMsg, MIN_VERSION, RefuseCode, VERSION};
+    let h = harness_full(
+        Duration::from_secs(30),
+        Duration::from_secs(10),
+        Limits::default(),
+        1 << 20,
+    );
+    let ep = quinn::Endpoint::client("127.0.0.1:0".parse().expect("a")).expect("ep");
+    for (version, served) in [
+        (0, false),
+        (MIN_VERSION, true),
+        (VERSION, true),
+        (VERSION + 1, false),
+    ] {
+        let (cfg, _) = crate::tls::client_config(&h.fingerprint).expect("cfg");
+        let conn = ep
+            .connect_with(cfg, h.addr, "vmvpn-bulletin")
+            .expect("connect")
+            .await
+            .expect("handshake");
+        let (mut send, mut recv) = conn.open_bi().await.expect("stream");
+        crate::frames::write(&mut send, &ClientMsg::Hello { version })
+            .await
+            .expect("hello");
+        let first = crate::frames::read::<ServerMsg>(&mut recv, 1 << 20)
+            .await
+            .expect("answer");
+        match (first, served) {
+            (ServerMsg::Challenge { version: v, .. }, true) => assert_eq!(v, VERSION),
+            (ServerMsg::Refused { code, reason }, false) => {
+                assert_eq!(code, RefuseCode::Version);
+                assert!(reason.contains("upgrade one of them"), "{reason}");
+            }
+            (other, _) => panic!("version {version}: {other:?}"),
+        }
+        conn.close(0u32.into(), b"done");
+    }
+}

@@ -497,3 +497,67 @@ fn a_loss_alert_reaches_alertmanager_a_webhook_email_and_the_exec_hook_once_each
         "{active:#?}"
     );
 }
+
+#[test]
+fn the_bulletin_shows_the_alerts_of_the_whole_overlay() {
+    // A long lease: the dead host stays registered while its peers raise the alarm.
+    let mut lab = Lab::builder("alarmbull")
+        .subnet(&["h1", "h2"])
+        .subnet(&["h3"])
+        .lan("lan1", [192, 168, 77], &["h1", "h2", "h3"], 0)
+        .bulletin(120, 2)
+        .start();
+    for h in ["h1", "h2", "h3"] {
+        lab.wait_tunnels(h, "lan1", 2, Duration::from_secs(30));
+    }
+    let t0 = Instant::now();
+    while ["h1", "h2"]
+        .iter()
+        .any(|h| lab.peer(h, "lan1", "h3")["health"] != "ok")
+    {
+        assert!(t0.elapsed() < Duration::from_secs(10), "no probe answered");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    lab.kill("h3");
+    let killed = Instant::now();
+    let h3 = format!("{}:{PORT}", lab.host_ip("h3"));
+    loop {
+        let out = lab.bulletin_cli(&["alerts", "--json"]);
+        let v: Value = serde_json::from_str(&out).expect("bulletin alerts JSON");
+        let raisers: Vec<&str> = v
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|h| {
+                h["alerts"]["alerts"].as_array().is_some_and(|a| {
+                    a.iter().any(|x| {
+                        x["alert"] == "VmvpnPeerDown"
+                            && x["state"] == "firing"
+                            && x["labels"]
+                                .as_array()
+                                .is_some_and(|l| l.iter().any(|kv| kv[1] == h3.as_str()))
+                    })
+                })
+            })
+            .filter_map(|h| h["name"].as_str())
+            .collect();
+        if raisers.len() == 2 {
+            eprintln!(
+                "bulletin shows h3 down, from h1 and h2, {:.1} s after SIGKILL",
+                killed.elapsed().as_secs_f64()
+            );
+            break;
+        }
+        assert!(
+            killed.elapsed() < Duration::from_secs(25),
+            "bulletin alerts after {:?}: {v:#}",
+            killed.elapsed()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let table = lab.bulletin_cli(&["alerts"]);
+    assert!(
+        table.contains("VmvpnPeerDown") && table.contains("h1") && table.contains("h2"),
+        "{table}"
+    );
+}

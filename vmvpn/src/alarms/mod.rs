@@ -12,3 +12,6 @@ pub mod notify;
 pub mod rules;
 pub mod series;
 pub mod state;
+
+/// The alerts as of the last evaluation, shared with the views and the bulletin reports.
+pub type SharedAlerts = std::sync::Arc<std::sync::Mutex<Vec<crate::status::AlertView>>>;

@@ -5,7 +5,6 @@
 //! It runs beside the data plane and never holds it up: a snapshot is one request.
 
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::signal::unix::{SignalKind, signal};
@@ -17,13 +16,11 @@ use crate::alarms::rules::{self, Rule};
 use crate::alarms::series;
 use crate::alarms::state::Transition;
 use crate::io::dataplane::{Handle, Request};
-use crate::status::AlertView;
 
 /// How often the rules are evaluated.
 pub const EVAL_EVERY: Duration = Duration::from_secs(1);
 
-/// The alerts as of the last evaluation, for the views.
-pub type SharedAlerts = Arc<Mutex<Vec<AlertView>>>;
+pub use crate::alarms::SharedAlerts;
 
 /// Evaluate `rules` until `stop` turns true; `file` is reloaded on SIGHUP.
 pub async fn run(

@@ -266,7 +266,8 @@ fn supervise(o: Opened) -> Result<()> {
         // Built inside the runtime: the QUIC endpoint registers with it.
         let (view, mut member) = match membership {
             Some((server, fingerprint, info)) => {
-                let (m, view) = Membership::new(server, &fingerprint, info, handle.clone())?;
+                let (mut m, view) = Membership::new(server, &fingerprint, info, handle.clone())?;
+                m.report_alerts(alerts.clone());
                 (Some(view), Some(tokio::spawn(m.run(stop_rx))))
             }
             None => (None, None),

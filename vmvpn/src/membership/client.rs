@@ -11,13 +11,16 @@ use std::time::{Duration, Instant};
 
 use bulletin::client::{Client, ClientError, SessionRx, SessionTx};
 use bulletin::proof::Verifier;
-use bulletin::proto::{ClientMsg, LanJoin, RefuseCode, Register, ServerMsg};
+use bulletin::proto::{
+    ALERTS_SINCE, AlertReport, ClientMsg, LanAlerts, LanJoin, RefuseCode, Register, ServerMsg,
+};
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
 use super::reconciler::{PeerChange, Reconciler};
+use crate::alarms::SharedAlerts;
 use crate::io::dataplane::{Handle, Request};
-use crate::status::{BulletinState, BulletinStatus};
+use crate::status::{AlertState, BulletinState, BulletinStatus};
 
 /// What this host registers.
 pub struct HostInfo {
@@ -84,6 +87,8 @@ pub struct Membership {
     view: SharedView,
     /// What the bulletin said, turned into peer changes.
     peers: Reconciler,
+    /// This host's alerts, reported with its telemetry.
+    alerts: Option<SharedAlerts>,
 }
 
 enum End {
@@ -111,11 +116,53 @@ impl Membership {
         let m = Membership {
             client,
             peers: Reconciler::new(host.id, lans),
+            alerts: None,
             host,
             dp,
             view: view.clone(),
         };
         Ok((m, view))
+    }
+
+    /// Report these alerts with the telemetry (to bulletins that take them).
+    pub fn report_alerts(&mut self, alerts: SharedAlerts) {
+        self.alerts = Some(alerts);
+    }
+
+    /// The pending and firing alerts per LAN of this host (every LAN, empty ones too, so
+    /// that the bulletin forgets what cleared).
+    fn alert_reports(&self) -> Option<Vec<LanAlerts>> {
+        let all = self.alerts.as_ref()?.lock().ok()?.clone();
+        Some(
+            self.host
+                .lans
+                .iter()
+                .map(|(lan, _, _)| LanAlerts {
+                    lan: lan.clone(),
+                    alerts: all
+                        .iter()
+                        .filter(|a| {
+                            a.state != AlertState::Resolved
+                                && a.labels.get("lan").is_some_and(|l| l == lan)
+                        })
+                        .map(|a| AlertReport {
+                            alert: a.alert.clone(),
+                            state: a.state.name().into(),
+                            severity: a.severity.name().into(),
+                            labels: a
+                                .labels
+                                .iter()
+                                .filter(|(k, _)| !matches!(k.as_str(), "alertname" | "severity"))
+                                .map(|(k, v)| (k.clone(), v.clone()))
+                                .collect(),
+                            summary: a.annotations.get("summary").cloned().unwrap_or_default(),
+                            value: a.value,
+                            since_s: a.since_s,
+                        })
+                        .collect(),
+                })
+                .collect(),
+        )
     }
 
     fn set_view(&self, f: impl FnOnce(&mut View)) {
@@ -223,6 +270,13 @@ impl Membership {
                 _ = report.tick(), if self.host.report_every.is_some() => {
                     if let Some(r) = crate::membership::report::collect(&self.dp).await
                         && let Err(e) = tx.send(&ClientMsg::Report(r)).await
+                    {
+                        return End::Lost(e.to_string());
+                    }
+                    // Older bulletins do not know the message: sent only to those that do.
+                    if terms.version >= ALERTS_SINCE
+                        && let Some(a) = self.alert_reports()
+                        && let Err(e) = tx.send(&ClientMsg::Alerts(a)).await
                     {
                         return End::Lost(e.to_string());
                     }
