@@ -11,6 +11,8 @@ use serde::{Deserialize, Serialize};
 pub const SECONDS: usize = 600;
 /// Minutes kept (24 hours).
 pub const MINUTES: usize = 1440;
+/// Seconds a Hurst estimate looks back.
+pub const HURST_SECONDS: usize = 512;
 
 #[derive(Debug, Clone)]
 struct Ring {
@@ -119,6 +121,20 @@ impl Series {
         }
     }
 
+    /// The Hurst exponent of the last [`HURST_SECONDS`] seconds of traffic (both ways), by
+    /// rescaled range: how bursty it is across time scales (None with too little traffic).
+    pub fn hurst(&self) -> Option<f64> {
+        let xs: Vec<f64> = self
+            .seconds
+            .last(HURST_SECONDS)
+            .map(|(t, r)| (t + r) as f64)
+            .collect();
+        if xs.iter().filter(|x| **x > 0.0).count() < crate::burstiness::MIN_SAMPLES {
+            return None;
+        }
+        crate::burstiness::hurst_rs(&xs)
+    }
+
     /// The rates.
     pub fn rates(&self) -> Rates {
         let mut r = Rates::default();
@@ -202,5 +218,24 @@ mod tests {
         assert_eq!(s.seconds(10).count(), 0);
         s.update(6, 300, 0);
         assert_eq!(s.seconds(10).collect::<Vec<_>>(), vec![(300, 0)]);
+    }
+
+    #[test]
+    fn hurst_of_a_port_needs_traffic_and_reads_noise_as_memoryless() {
+        let mut s = Series::default();
+        s.update(0, 0, 0);
+        for t in 1..100 {
+            s.update(t, 0, 0);
+        }
+        assert_eq!(s.hurst(), None, "idle");
+        let mut rng = crate::testing::Rng::new(9);
+        let (mut tx, mut rx) = (0u64, 0u64);
+        for t in 100..700 {
+            tx += (50_000.0 + 10_000.0 * rng.normal()).max(0.0) as u64;
+            rx += 1000;
+            s.update(t, tx, rx);
+        }
+        let h = s.hurst().expect("enough traffic");
+        assert!((0.4..0.7).contains(&h), "H of noise {h}");
     }
 }

@@ -74,6 +74,10 @@ pub struct VmRow {
     pub idle_s: u64,
     /// Rates of a local port (null for remote VMs and ports beyond the series cap).
     pub rates: Option<Rates>,
+    /// Hurst exponent of a local port's traffic over the last 512 s (R/S): 0.5 is
+    /// memoryless, towards 1 bursty at every time scale. Null without enough traffic.
+    #[serde(default)]
+    pub hurst: Option<f64>,
 }
 
 /// One cell of the VM matrix.
@@ -257,6 +261,7 @@ impl VmTable {
                 rx_bytes: e.rx_bytes,
                 idle_s: now_s.saturating_sub(e.last_s),
                 rates: e.series.as_ref().map(|s| s.rates()),
+                hurst: e.series.as_ref().and_then(|s| s.hurst()),
             })
             .collect();
         v.sort_by_key(|r| std::cmp::Reverse(r.tx_bytes + r.rx_bytes));

@@ -262,13 +262,24 @@ pub(crate) fn vms(v: &[LanTraffic]) -> String {
         );
         let _ = writeln!(
             o,
-            "  {:<18} {:<26} {:<7} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>6}",
-            "MAC", "IP", "WHERE", "TX PKTS", "TX", "RX PKTS", "RX", "TX RATE", "RX RATE", "IDLE"
+            "  {:<18} {:<26} {:<7} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>6} {:>9} {:>5}",
+            "MAC",
+            "IP",
+            "WHERE",
+            "TX PKTS",
+            "TX",
+            "RX PKTS",
+            "RX",
+            "TX RATE",
+            "RX RATE",
+            "IDLE",
+            "PEAK/MEAN",
+            "H"
         );
         for r in &l.vms {
             let _ = writeln!(
                 o,
-                "  {:<18} {:<26} {:<7} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>5}s",
+                "  {:<18} {:<26} {:<7} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>5}s {:>9} {:>5}",
                 fmt_mac(&r.mac),
                 opt(r.ip),
                 r.location.name(),
@@ -278,7 +289,11 @@ pub(crate) fn vms(v: &[LanTraffic]) -> String {
                 human(r.rx_bytes) + "B",
                 r.rates.map_or("-".into(), |x| rate(x.tx_rate_bps)),
                 r.rates.map_or("-".into(), |x| rate(x.rx_rate_bps)),
-                r.idle_s
+                r.idle_s,
+                r.rates
+                    .and_then(|x| x.peak_to_mean_60s)
+                    .map_or("-".into(), |p| format!("{p:.1}")),
+                r.hurst.map_or("-".into(), |h| format!("{h:.2}"))
             );
         }
         if !l.pairs.is_empty() {
