@@ -561,3 +561,51 @@ fn the_bulletin_shows_the_alerts_of_the_whole_overlay() {
         "{table}"
     );
 }
+
+#[test]
+fn an_rtt_step_of_20ms_trips_the_anomaly_rule_without_a_threshold() {
+    // Only the default anomaly rule: no threshold says what RTT is too much.
+    let rule = r#"
+[[rule]]
+alert = "VmvpnPeerRttAnomaly"
+expr = "anomaly(vmvpn_peer_srtt_seconds) > 4"
+for = "10s"
+severity = "warning"
+"#;
+    let mut lab = Lab::builder("alarmrtt")
+        .subnet(&["h1"])
+        .subnet(&["h2"])
+        .lan("lan1", [192, 168, 78], &["h1", "h2"], 0)
+        .emulate("h1", "", "")
+        .alarm_rules(rule)
+        .start();
+    lab.wait_tunnels("h1", "lan1", 1, Duration::from_secs(20));
+    // The baseline learns the usual RTT first (warm-up: 10 samples).
+    let t0 = Instant::now();
+    while lab.peer("h1", "lan1", "h2")["rtt_samples"]
+        .as_u64()
+        .unwrap_or(0)
+        < 15
+    {
+        assert!(t0.elapsed() < Duration::from_secs(30), "too few probes");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert!(find(&lab.alerts("h1"), "VmvpnPeerRttAnomaly", "firing").is_empty());
+    lab.impair("h1", "delay=20ms", "");
+    let (took, alert) = wait_for(
+        &lab,
+        "h1",
+        "VmvpnPeerRttAnomaly",
+        "firing",
+        Duration::from_secs(30),
+    );
+    eprintln!(
+        "RTT anomaly firing {:.1} s after +20 ms",
+        took.as_secs_f64()
+    );
+    assert_eq!(alert["labels"]["name"], "h2");
+    assert!(
+        alert["value"].as_f64().is_some_and(|z| z > 4.0),
+        "{alert:#}"
+    );
+}

@@ -411,7 +411,7 @@ mod tests {
             // 1 ms ± 50 µs, then +20 ms from t = 300.
             let jitter = f64::from(t % 7) * 1.5e-5;
             let rtt = 0.001 + jitter + if t >= 300 { 0.020 } else { 0.0 };
-            for n in ev.handle_snapshot(&[peer("vmvpn_peer_rtt_p50_seconds", rtt)], t0 + S * t) {
+            for n in ev.handle_snapshot(&[peer("vmvpn_peer_srtt_seconds", rtt)], t0 + S * t) {
                 if n.transition == Transition::Fired && first.is_none() {
                     first = Some(t);
                 }

@@ -55,7 +55,7 @@ annotations = { summary = "RTT p99 to {{ $labels.name }} on {{ $labels.lan }} is
 
 [[rule]]
 alert = "VmvpnPeerRttAnomaly"
-expr = "anomaly(vmvpn_peer_rtt_p50_seconds) > 4"
+expr = "anomaly(vmvpn_peer_srtt_seconds) > 4"
 for = "10s"
 severity = "warning"
 annotations = { summary = "RTT to {{ $labels.name }} on {{ $labels.lan }} left its usual band (z = {{ $value }})" }
@@ -240,6 +240,18 @@ mod tests {
             .expect("loss rule");
         assert_eq!(loss.hold.pending_for, Duration::from_secs(30));
         assert!(loss.clear.is_some());
+    }
+
+    #[test]
+    fn the_readme_shows_the_default_rules_as_they_are() {
+        let readme = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md"),
+        )
+        .expect("README");
+        assert!(
+            readme.contains(DEFAULT_RULES.trim()),
+            "update README's Alarms section"
+        );
     }
 
     #[test]

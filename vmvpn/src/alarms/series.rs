@@ -24,7 +24,7 @@ pub struct Sample {
 }
 
 /// Every metric name a rule may use, with what it is.
-pub const METRICS: [(&str, &str); 17] = [
+pub const METRICS: [(&str, &str); 18] = [
     ("vmvpn_peer_up", "1 while the tunnel is up"),
     (
         "vmvpn_peer_rx_loss_ratio_10s",
@@ -51,6 +51,10 @@ pub const METRICS: [(&str, &str); 17] = [
         "99th percentile RTT of the last 64 probes",
     ),
     ("vmvpn_peer_jitter_seconds", "RTT jitter"),
+    (
+        "vmvpn_peer_srtt_seconds",
+        "smoothed RTT (RFC 6298): follows a change within a few probes",
+    ),
     (
         "vmvpn_peer_tx_rate_bytes_per_second",
         "send rate, last second",
@@ -184,6 +188,7 @@ pub fn samples(
                 ("vmvpn_peer_rtt_p50_seconds", p.rtt.rtt_p50_us),
                 ("vmvpn_peer_rtt_p99_seconds", p.rtt.rtt_p99_us),
                 ("vmvpn_peer_jitter_seconds", p.rtt.jitter_us),
+                ("vmvpn_peer_srtt_seconds", p.rtt.srtt_us),
             ] {
                 if let Some(us) = us {
                     put(metric, us as f64 / 1e6);
