@@ -21,6 +21,11 @@ pub const GROUP_WAIT: Duration = Duration::from_secs(2);
 pub const RESEND_EVERY: Duration = Duration::from_secs(60);
 /// Alerts per message at most; the rest are counted in `truncatedAlerts`.
 pub const MAX_ALERTS: usize = 100;
+/// Messages at most in a burst...
+pub const BURST: u32 = 10;
+/// ...then one per this long: under an alert storm, groups wait and grow instead of
+/// flooding the receivers (nothing is dropped; `vmvpn alerts` is current meanwhile).
+pub const REFILL: Duration = Duration::from_secs(6);
 
 /// Where notifications go.
 #[derive(Debug, Clone, Default)]
@@ -131,6 +136,9 @@ pub struct Outbox {
     next_resend: Option<Instant>,
     /// This host, for `generatorURL`.
     host: String,
+    /// Messages that may leave now, and when the next one is added.
+    tokens: u32,
+    refilled: Option<Instant>,
 }
 
 /// RFC 3339 in UTC, to the millisecond.
@@ -143,6 +151,7 @@ impl Outbox {
     pub fn new(host: &str) -> Self {
         Outbox {
             host: host.into(),
+            tokens: BURST,
             ..Outbox::default()
         }
     }
@@ -198,21 +207,40 @@ impl Outbox {
     /// When [`poll_batch`](Self::poll_batch) or [`poll_resend`](Self::poll_resend) next has
     /// something.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.held
-            .values()
-            .map(|h| h.since + GROUP_WAIT)
-            .chain(self.next_resend)
-            .min()
+        let ready = self.held.values().map(|h| h.since + GROUP_WAIT).min();
+        // Without a token, a ready group waits for the next one.
+        let ready = match (ready, self.tokens, self.refilled) {
+            (Some(r), 0, Some(t)) => Some(r.max(t + REFILL)),
+            (r, _, _) => r,
+        };
+        ready.into_iter().chain(self.next_resend).min()
+    }
+
+    fn refill(&mut self, now: Instant) {
+        let last = *self.refilled.get_or_insert(now);
+        let n = (now.saturating_duration_since(last).as_secs_f64() / REFILL.as_secs_f64()) as u32;
+        if n > 0 {
+            self.tokens = (self.tokens + n).min(BURST);
+            self.refilled = Some(last + REFILL * n);
+        }
+        if self.tokens == BURST {
+            self.refilled = Some(now);
+        }
     }
 
     /// A group whose wait is over.
     pub fn poll_batch(&mut self, now: Instant) -> Option<Batch> {
+        self.refill(now);
+        if self.tokens == 0 {
+            return None;
+        }
         let key = self
             .held
             .iter()
             .find(|(_, h)| now >= h.since + GROUP_WAIT)
             .map(|(k, _)| k.clone())?;
         let held = self.held.remove(&key)?;
+        self.tokens -= 1;
         Some(Batch {
             alertname: key.0,
             firing: key.1,
@@ -398,5 +426,34 @@ mod tests {
             "nothing firing"
         );
         assert_eq!(o.poll_timeout(), None);
+    }
+
+    #[test]
+    fn an_alert_storm_is_slowed_and_merged_not_dropped() {
+        let mut o = Outbox::new("h1");
+        let t0 = Instant::now();
+        let wall = SystemTime::UNIX_EPOCH;
+        let mut sent = Vec::new();
+        // A new rule fires every second for 60 s, each for one more peer.
+        for t in 0..300u32 {
+            let now = t0 + Duration::from_secs(u64::from(t));
+            if t < 60 {
+                let mut n = notice(Transition::Fired, &format!("10.0.0.{t}:7401"));
+                n.alert.alert = format!("Rule{}", t % 20);
+                o.handle_notices(&[n], now, wall);
+            }
+            while let Some(b) = o.poll_batch(now) {
+                sent.push((t, b.alerts.len()));
+            }
+        }
+        let total: usize = sent.iter().map(|(_, n)| n).sum();
+        assert_eq!(total, 60, "every alert left, none dropped");
+        // 10 at once, then one per 6 s.
+        let first_minute = sent.iter().filter(|(t, _)| *t < 60).count();
+        assert!(
+            first_minute <= 10 + 60 / 6,
+            "{first_minute} messages in the first minute"
+        );
+        assert!(sent.len() < 60, "merged: {} messages", sent.len());
     }
 }
