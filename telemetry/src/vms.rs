@@ -37,6 +37,8 @@ pub struct VmEntry {
     pub rx_bytes: u64,
     /// Owner's clock (s) at its last frame, either way.
     pub last_s: u64,
+    /// TCP connections it opened (SYN without ACK): a connection storm or a scan shows.
+    pub tcp_syn: u64,
     series: Option<Box<Series>>,
 }
 
@@ -78,6 +80,9 @@ pub struct VmRow {
     /// memoryless, towards 1 bursty at every time scale. Null without enough traffic.
     #[serde(default)]
     pub hurst: Option<f64>,
+    /// TCP connections it opened (SYN without ACK).
+    #[serde(default)]
+    pub tcp_syn_total: u64,
 }
 
 /// One cell of the VM matrix.
@@ -149,6 +154,7 @@ impl VmTable {
             src.tx_packets += 1;
             src.tx_bytes += bytes;
             src.last_s = now_s;
+            src.tcp_syn += u64::from(f.tcp.syn && !f.tcp.ack);
             if let Some(ip) = f.src_ip {
                 src.ip = Some(ip);
             }
@@ -195,6 +201,7 @@ impl VmTable {
             rx_packets: 0,
             rx_bytes: 0,
             last_s: now_s,
+            tcp_syn: 0,
             series: None,
         };
         if let Some((k, old)) = self.vms.push(mac, fresh)
@@ -262,6 +269,7 @@ impl VmTable {
                 idle_s: now_s.saturating_sub(e.last_s),
                 rates: e.series.as_ref().map(|s| s.rates()),
                 hurst: e.series.as_ref().and_then(|s| s.hurst()),
+                tcp_syn_total: e.tcp_syn,
             })
             .collect();
         v.sort_by_key(|r| std::cmp::Reverse(r.tx_bytes + r.rx_bytes));
@@ -460,5 +468,23 @@ mod tests {
         let r = t.rows(5);
         let rates = r.iter().find(|r| r.mac[5] == 1).and_then(|r| r.rates);
         assert_eq!(rates.map(|r| r.tx_rate_bps), Some(10_000));
+    }
+
+    #[test]
+    fn connections_a_vm_opens_are_counted() {
+        let mut t = VmTable::new(16, 16, 4);
+        let mut syn = info(1, 2);
+        syn.tcp.syn = true;
+        let mut syn_ack = info(2, 1);
+        syn_ack.tcp.syn = true;
+        syn_ack.tcp.ack = true;
+        for _ in 0..3 {
+            t.observe(&syn, 60, true, 1);
+            t.observe(&syn_ack, 60, false, 1);
+        }
+        t.observe(&info(1, 2), 60, true, 1);
+        let rows = t.rows(1);
+        let of = |m: u8| rows.iter().find(|r| r.mac[5] == m).map(|r| r.tcp_syn_total);
+        assert_eq!((of(1), of(2)), (Some(3), Some(0)), "SYN-ACKs open nothing");
     }
 }

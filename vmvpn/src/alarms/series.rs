@@ -24,7 +24,7 @@ pub struct Sample {
 }
 
 /// Every metric name a rule may use, with what it is.
-pub const METRICS: [(&str, &str); 18] = [
+pub const METRICS: [(&str, &str); 19] = [
     ("vmvpn_peer_up", "1 while the tunnel is up"),
     (
         "vmvpn_peer_rx_loss_ratio_10s",
@@ -90,6 +90,10 @@ pub const METRICS: [(&str, &str); 18] = [
     (
         "vmvpn_vm_port_rx_rate_bytes_per_second",
         "receive rate of a local VM port",
+    ),
+    (
+        "vmvpn_vm_tcp_syn_total",
+        "TCP connections a local VM opened (use rate() for its new-connection rate)",
     ),
 ];
 
@@ -230,8 +234,13 @@ pub fn samples(
     windows.retain(&seen);
     for t in traffic {
         for vm in t.vms.iter().filter(|v| v.location == VmLocation::Local) {
-            let Some(r) = vm.rates else { continue };
             let labels = vec![("lan", t.lan.clone()), ("mac", fmt_mac(&vm.mac))];
+            out.push(Sample {
+                metric: "vmvpn_vm_tcp_syn_total",
+                labels: labels.clone(),
+                value: vm.tcp_syn_total as f64,
+            });
+            let Some(r) = vm.rates else { continue };
             out.push(Sample {
                 metric: "vmvpn_vm_port_tx_rate_bytes_per_second",
                 labels: labels.clone(),
