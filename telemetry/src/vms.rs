@@ -39,6 +39,8 @@ pub struct VmEntry {
     pub last_s: u64,
     /// TCP connections it opened (SYN without ACK): a connection storm or a scan shows.
     pub tcp_syn: u64,
+    /// Frames it sent that the overlay could not carry (no route, no session, too large).
+    pub tx_drops: u64,
     series: Option<Box<Series>>,
 }
 
@@ -83,6 +85,9 @@ pub struct VmRow {
     /// TCP connections it opened (SYN without ACK).
     #[serde(default)]
     pub tcp_syn_total: u64,
+    /// Frames it sent that the overlay could not carry (no route, no session, too large).
+    #[serde(default)]
+    pub tx_drops_total: u64,
 }
 
 /// One cell of the VM matrix.
@@ -184,6 +189,13 @@ impl VmTable {
         }
     }
 
+    /// A frame from `mac` was dropped (counted only for a VM already in the table).
+    pub fn note_tx_drop(&mut self, mac: &Mac) {
+        if let Some(e) = self.vms.peek_mut(mac) {
+            e.tx_drops += 1;
+        }
+    }
+
     /// Apply `update` to `mac`'s entry, created if missing: one lookup when present (the
     /// per-frame case).
     fn entry(&mut self, mac: Mac, local: bool, now_s: u64, update: impl FnOnce(&mut VmEntry)) {
@@ -202,6 +214,7 @@ impl VmTable {
             rx_bytes: 0,
             last_s: now_s,
             tcp_syn: 0,
+            tx_drops: 0,
             series: None,
         };
         if let Some((k, old)) = self.vms.push(mac, fresh)
@@ -270,6 +283,7 @@ impl VmTable {
                 rates: e.series.as_ref().map(|s| s.rates()),
                 hurst: e.series.as_ref().and_then(|s| s.hurst()),
                 tcp_syn_total: e.tcp_syn,
+                tx_drops_total: e.tx_drops,
             })
             .collect();
         v.sort_by_key(|r| std::cmp::Reverse(r.tx_bytes + r.rx_bytes));

@@ -24,7 +24,7 @@ pub struct Sample {
 }
 
 /// Every metric name a rule may use, with what it is.
-pub const METRICS: [(&str, &str); 19] = [
+pub const METRICS: [(&str, &str); 20] = [
     ("vmvpn_peer_up", "1 while the tunnel is up"),
     (
         "vmvpn_peer_rx_loss_ratio_10s",
@@ -94,6 +94,10 @@ pub const METRICS: [(&str, &str); 19] = [
     (
         "vmvpn_vm_tcp_syn_total",
         "TCP connections a local VM opened (use rate() for its new-connection rate)",
+    ),
+    (
+        "vmvpn_vm_tx_drops_total",
+        "frames of a local VM the overlay could not carry (use rate())",
     ),
 ];
 
@@ -239,6 +243,11 @@ pub fn samples(
                 metric: "vmvpn_vm_tcp_syn_total",
                 labels: labels.clone(),
                 value: vm.tcp_syn_total as f64,
+            });
+            out.push(Sample {
+                metric: "vmvpn_vm_tx_drops_total",
+                labels: labels.clone(),
+                value: vm.tx_drops_total as f64,
             });
             let Some(r) = vm.rates else { continue };
             out.push(Sample {

@@ -63,7 +63,18 @@ impl Engine {
         };
         match target {
             Some(Location::Local) => TapAction::Drop(l.drop_at(None, DropReason::LocalDestination)),
-            Some(Location::Peer(i)) => tap_unicast(l, me, i, buf, len, now),
+            Some(Location::Peer(i)) => {
+                let a = tap_unicast(l, me, i, buf, len, now);
+                if matches!(a, TapAction::Drop(_)) {
+                    // The VM's frame could not be carried (no session, too large): its own.
+                    l.vms.note_tx_drop(&src);
+                }
+                a
+            }
+            None if l.plan.local.is_empty() && l.plan.relay.is_empty() => {
+                l.vms.note_tx_drop(&src);
+                TapAction::Drop(l.drop_at(None, DropReason::NoRoute))
+            }
             None => tap_flood(
                 l,
                 me,

@@ -158,3 +158,22 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn frames_a_vm_sends_that_cannot_be_carried_count_against_it() {
+    // No timeout yet: no tunnel is up, so nothing can be carried.
+    let mut net = Net::new(2);
+    let f = tcp_frame((1, [10, 0, 0, 1], 40000), (2, [10, 0, 0, 2], 80), SYN, 0);
+    assert_eq!(net.send(0, &f), Some(DropReason::NoRoute));
+    assert_eq!(net.send(0, &f), Some(DropReason::NoRoute));
+    let t = net.hosts[0].traffic(None, None);
+    let vm = t[0].vms.iter().find(|v| v.mac == mac(1)).expect("the VM");
+    assert_eq!((vm.tx_drops_total, vm.tcp_syn_total), (2, 2));
+    // Once the tunnels are up the same frames go through and nothing more is counted.
+    net.tick();
+    net.send(1, &frame(BCAST, mac(2), b"learn"));
+    assert_eq!(net.send(0, &f), None);
+    let t = net.hosts[0].traffic(None, None);
+    let vm = t[0].vms.iter().find(|v| v.mac == mac(1)).expect("the VM");
+    assert_eq!(vm.tx_drops_total, 2);
+}
