@@ -17,6 +17,8 @@ command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 command -v prometheus-alertmanager >/dev/null 2>&1 || need+=(prometheus-alertmanager)
 # ... and mail to an SMTP sink (Debian's own interpreter runs it).
 /usr/bin/python3 -c 'import aiosmtpd' >/dev/null 2>&1 || need+=(python3-aiosmtpd)
+# ... over STARTTLS, with a test CA made by openssl.
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
 # The telemetry accuracy tests and the benchmarks drive traffic between VMs with iperf3.
 command -v iperf3 >/dev/null 2>&1 || need+=(iperf3)
 # A test turns checksum offload off on a VM port, so merged frames get checksummed in software.

@@ -278,6 +278,11 @@ struct SmtpSink(Child);
 
 impl SmtpSink {
     fn start(ns: &str, port: u16, log: &std::path::Path) -> Self {
+        Self::start_with(ns, port, log, &[])
+    }
+
+    /// With `--tlscert`/`--tlskey`: STARTTLS offered and required before any mail.
+    fn start_with(ns: &str, port: u16, log: &std::path::Path, tls: &[&str]) -> Self {
         // Debian's interpreter: the `python3` first on PATH may be another one.
         let out = std::fs::File::create(log).expect("smtp log");
         let c = Command::new("ip")
@@ -292,6 +297,7 @@ impl SmtpSink {
                 "-n",
             ])
             .args(["-l", &format!("127.0.0.1:{port}")])
+            .args(tls)
             .stdout(out)
             .stderr(Stdio::null())
             .spawn()
@@ -607,5 +613,126 @@ severity = "warning"
     assert!(
         alert["value"].as_f64().is_some_and(|z| z > 4.0),
         "{alert:#}"
+    );
+}
+
+/// A CA and a certificate for 127.0.0.1 signed by it, made with openssl in `dir`.
+fn make_certs(dir: &std::path::Path) {
+    let run = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl is missing: run scripts/deps.sh");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "1",
+        "-subj",
+        "/CN=vmvpn test CA",
+    ]);
+    run(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "key.pem",
+        "-out",
+        "req.csr",
+        "-subj",
+        "/CN=127.0.0.1",
+    ]);
+    std::fs::write(
+        dir.join("ext.cnf"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+    )
+    .expect("ext");
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "req.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "cert.pem",
+        "-days",
+        "1",
+        "-extfile",
+        "ext.cnf",
+    ]);
+}
+
+/// A directory removed when dropped, even if the test fails.
+struct TempDir(std::path::PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[test]
+fn alarm_email_goes_over_starttls_to_a_server_that_requires_it() {
+    const SMTP: u16 = 19026;
+    let certs =
+        TempDir(std::env::temp_dir().join(format!("vmvpn-smtp-tls-{}", std::process::id())));
+    let _ = std::fs::remove_dir_all(&certs.0);
+    std::fs::create_dir_all(&certs.0).expect("cert dir");
+    make_certs(&certs.0);
+    let mut lab = Lab::builder("alarmtls")
+        .subnet(&["h1", "h2"])
+        .lan("lan1", [192, 168, 79], &["h1", "h2"], 0)
+        .alarms(&format!(
+            "\n[alarms.email]\nsmtp = \"127.0.0.1:{SMTP}\"\nfrom = \"vmvpn@lab.example\"\nto = [\"ops@lab.example\"]\nca_file = \"{}\"\n",
+            certs.0.join("ca.pem").display()
+        ))
+        .start();
+    lab.wait_tunnels("h1", "lan1", 1, Duration::from_secs(20));
+    let t0 = Instant::now();
+    while lab.peer("h1", "lan1", "h2")["health"] != "ok" {
+        assert!(t0.elapsed() < Duration::from_secs(10), "no probe answered");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let log = certs.0.join("smtp.log");
+    let cert = certs.0.join("cert.pem").display().to_string();
+    let key = certs.0.join("key.pem").display().to_string();
+    let ns = lab.host_ns("h1").to_string();
+    let _smtp = SmtpSink::start_with(&ns, SMTP, &log, &["--tlscert", &cert, "--tlskey", &key]);
+    lab.kill("h2");
+    let killed = Instant::now();
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("Subject: [FIRING:1] VmvpnPeerDown on h1")
+    {
+        assert!(
+            killed.elapsed() < Duration::from_secs(25),
+            "no mail over STARTTLS: {}\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default(),
+            lab.log("h1")
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    eprintln!(
+        "mail over STARTTLS {:.1} s after SIGKILL",
+        killed.elapsed().as_secs_f64()
     );
 }

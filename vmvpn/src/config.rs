@@ -143,6 +143,9 @@ pub struct EmailConfig {
     pub from: MailAddress,
     /// The recipients.
     pub to: Vec<MailAddress>,
+    /// A CA certificate (PEM) to check the server's STARTTLS certificate against, for an
+    /// internal CA; without it, the public roots.
+    pub ca_file: Option<PathBuf>,
 }
 
 /// `HOST:PORT`, checked while parsing.
@@ -208,6 +211,7 @@ impl AlarmsConfig {
                 port: e.smtp.1,
                 from: e.from.0.clone(),
                 to: e.to.iter().map(|t| t.0.clone()).collect(),
+                ca_file: e.ca_file.clone(),
             }),
         }
     }

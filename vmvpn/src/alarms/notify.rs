@@ -51,6 +51,8 @@ pub struct Email {
     pub from: String,
     /// The recipients.
     pub to: Vec<String>,
+    /// A CA (PEM) for the server's certificate instead of the public roots.
+    pub ca_file: Option<PathBuf>,
 }
 
 impl Receivers {

@@ -193,7 +193,7 @@ async fn post(http: &Http, url: &str, body: Bytes) -> Result<(), String> {
 /// One email through the SMTP server, with STARTTLS where it offers it.
 async fn send_mail(mail: &Email, subject: &str, body: &str) -> Result<(), String> {
     use lettre::message::header::ContentType;
-    use lettre::transport::smtp::client::{Tls, TlsParameters};
+    use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
     use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
     let mut m = Message::builder()
         .from(mail.from.parse().map_err(|e| format!("from: {e}"))?)
@@ -203,7 +203,13 @@ async fn send_mail(mail: &Email, subject: &str, body: &str) -> Result<(), String
         m = m.to(t.parse().map_err(|e| format!("to: {e}"))?);
     }
     let msg = m.body(body.to_string()).map_err(|e| e.to_string())?;
-    let tls = TlsParameters::new(mail.host.clone()).map_err(|e| e.to_string())?;
+    let mut tls = TlsParameters::builder(mail.host.clone());
+    if let Some(ca) = &mail.ca_file {
+        let pem = std::fs::read(ca).map_err(|e| format!("{}: {e}", ca.display()))?;
+        let cert = Certificate::from_pem(&pem).map_err(|e| format!("{}: {e}", ca.display()))?;
+        tls = tls.add_root_certificate(cert);
+    }
+    let tls = tls.build_rustls().map_err(|e| e.to_string())?;
     // "dangerous" only in that TLS is not required: STARTTLS is used when the server
     // offers it (and its certificate must then verify), plain SMTP otherwise, as on an
     // internal relay.
