@@ -38,6 +38,19 @@ fn wait_for(lab: &Lab, h: &str, name: &str, state: &str, within: Duration) -> (D
     }
 }
 
+/// Wait until `peer` answers the probes of each of `hosts` on lan1 (health "ok"), so that
+/// "down" can be told from "unknown".
+fn wait_healthy(lab: &Lab, hosts: &[&str], peer: &str) {
+    let t0 = Instant::now();
+    while hosts
+        .iter()
+        .any(|h| lab.peer(h, "lan1", peer)["health"] != "ok")
+    {
+        assert!(t0.elapsed() < Duration::from_secs(10), "no probe answered");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// A steady ping from a VM of `from` to one of `to` (bounded: `count` at 5 ms), stopped by
 /// its PID when dropped.
 struct Pinger(Child);
@@ -156,11 +169,7 @@ fn a_killed_peer_fires_peer_down_and_a_broken_rules_file_leaves_the_running_rule
         .start();
     lab.wait_tunnels("h1", "lan1", 1, Duration::from_secs(20));
     // Probes answered first, so "down" can be told from "unknown".
-    let t0 = Instant::now();
-    while lab.peer("h1", "lan1", "h2")["health"] != "ok" {
-        assert!(t0.elapsed() < Duration::from_secs(10), "no probe answered");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_healthy(&lab, &["h1"], "h2");
     // A broken file on SIGHUP: refused with file and line, the rules stay.
     std::fs::write(
         lab.alarm_rules_path(),
@@ -516,14 +525,7 @@ fn the_bulletin_shows_the_alerts_of_the_whole_overlay() {
     for h in ["h1", "h2", "h3"] {
         lab.wait_tunnels(h, "lan1", 2, Duration::from_secs(30));
     }
-    let t0 = Instant::now();
-    while ["h1", "h2"]
-        .iter()
-        .any(|h| lab.peer(h, "lan1", "h3")["health"] != "ok")
-    {
-        assert!(t0.elapsed() < Duration::from_secs(10), "no probe answered");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_healthy(&lab, &["h1", "h2"], "h3");
     lab.kill("h3");
     let killed = Instant::now();
     let h3 = format!("{}:{PORT}", lab.host_ip("h3"));
@@ -707,11 +709,7 @@ fn alarm_email_goes_over_starttls_to_a_server_that_requires_it() {
         ))
         .start();
     lab.wait_tunnels("h1", "lan1", 1, Duration::from_secs(20));
-    let t0 = Instant::now();
-    while lab.peer("h1", "lan1", "h2")["health"] != "ok" {
-        assert!(t0.elapsed() < Duration::from_secs(10), "no probe answered");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_healthy(&lab, &["h1"], "h2");
     let log = certs.0.join("smtp.log");
     let cert = certs.0.join("cert.pem").display().to_string();
     let key = certs.0.join("key.pem").display().to_string();

@@ -472,6 +472,25 @@ pub enum AlertState {
 spelled!(Severity { Info => "info", Warning => "warning", Critical => "critical" });
 spelled!(AlertState { Firing => "firing", Pending => "pending", Resolved => "resolved" });
 
+impl AlertView {
+    /// The labels that tell this alert from others of its rule (without `alertname` and
+    /// `severity`, which the alert shows apart).
+    pub fn series_labels(&self) -> impl Iterator<Item = (&String, &String)> {
+        self.labels
+            .iter()
+            .filter(|(k, _)| !matches!(k.as_str(), "alertname" | "severity"))
+    }
+
+    /// Those labels as `k=v,k=v`.
+    pub fn labels_text(&self) -> String {
+        let v: Vec<String> = self
+            .series_labels()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        v.join(",")
+    }
+}
+
 /// One alert of `vmvpn alerts --json`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct AlertView {

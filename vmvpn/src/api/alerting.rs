@@ -91,19 +91,14 @@ fn reload(ev: &mut Evaluator, file: Option<&PathBuf>) {
 fn log(n: &Notice) {
     let a = &n.alert;
     let summary = a.annotations.get("summary").map_or("", String::as_str);
-    let labels: Vec<String> = a
-        .labels
-        .iter()
-        .filter(|(k, _)| !matches!(k.as_str(), "alertname" | "severity"))
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect();
+    let labels = a.labels_text();
     match n.transition {
         Transition::Fired => warn!(
             alert = %a.alert, severity = %a.severity, value = a.value,
-            labels = %labels.join(","), "alert firing: {summary}"
+            labels = %labels, "alert firing: {summary}"
         ),
         Transition::Resolved => info!(
-            alert = %a.alert, labels = %labels.join(","), "alert resolved: {summary}"
+            alert = %a.alert, labels = %labels, "alert resolved: {summary}"
         ),
         Transition::None | Transition::Pending => {}
     }

@@ -525,12 +525,6 @@ pub(crate) fn alerts(v: &[AlertView]) -> String {
         "STATE", "SEVERITY", "ALERT", "SINCE", "VALUE", "LABELS"
     );
     for a in v {
-        let labels: Vec<String> = a
-            .labels
-            .iter()
-            .filter(|(k, _)| !matches!(k.as_str(), "alertname" | "severity"))
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect();
         let _ = writeln!(
             o,
             "{:<9} {:<9} {:<22} {:>7}s {:>10.4}  {:<40} {}",
@@ -539,7 +533,7 @@ pub(crate) fn alerts(v: &[AlertView]) -> String {
             a.alert,
             a.since_s,
             a.value,
-            labels.join(","),
+            a.labels_text(),
             a.annotations.get("summary").map_or("", String::as_str)
         );
     }

@@ -150,9 +150,7 @@ impl Membership {
                             state: a.state.name().into(),
                             severity: a.severity.name().into(),
                             labels: a
-                                .labels
-                                .iter()
-                                .filter(|(k, _)| !matches!(k.as_str(), "alertname" | "severity"))
+                                .series_labels()
                                 .map(|(k, v)| (k.clone(), v.clone()))
                                 .collect(),
                             summary: a.annotations.get("summary").cloned().unwrap_or_default(),
