@@ -234,6 +234,52 @@ fn flood(peers: usize, iters: u64) -> Value {
            "frames_per_s": per_sec(iters, d), "copies_per_frame": peers})
 }
 
+/// What the alarm task asks of the data plane once a second (the `/metrics` scrape's
+/// snapshot: every LAN's status, the VM table, the RTT histograms), with `peers` peers and
+/// `vms` VMs; then the alarm evaluation of it, which runs off the data plane.
+fn snapshot(peers: usize, vms: usize, iters: u32) -> Value {
+    let mut h = star(peers, Cipher::Aes256Gcm, true);
+    let now = Instant::now();
+    let e0 = &mut h[0];
+    let mut buf = vec![0u8; buffer_len(MAX_FRAME)];
+    for i in 0..vms {
+        let mut f = tcp_frame(1, 2, 64);
+        f[6..12].copy_from_slice(&[2, 1, 0, 0, (i >> 8) as u8, i as u8]);
+        buf[HEADER_LEN..HEADER_LEN + f.len()].copy_from_slice(&f);
+        let _ = e0.handle_tap_frame(LanId(0), &mut buf, f.len(), now);
+    }
+    let t0 = Instant::now();
+    let mut n = 0usize;
+    let mut last = None;
+    for _ in 0..iters {
+        let lans = e0.lan_status(now);
+        let traffic = e0.traffic(None, Some(0));
+        let rtt = e0.rtt_buckets();
+        n += lans.len() + traffic.len() + rtt.len();
+        last = Some((lans, traffic));
+    }
+    let data_plane = t0.elapsed() / iters;
+    let (lans, traffic) = last.expect("one snapshot");
+    let status = vmvpn::status::Status {
+        lans,
+        ..Default::default()
+    };
+    let mut ev = vmvpn::alarms::eval::Evaluator::new(vmvpn::alarms::rules::defaults());
+    let mut windows = vmvpn::alarms::series::Windows::default();
+    let t0 = Instant::now();
+    let mut samples = 0;
+    for k in 0..iters {
+        let at = now + Duration::from_secs(u64::from(k));
+        let s = vmvpn::alarms::series::samples(&status, &traffic, &mut windows, at);
+        samples = s.len();
+        let _ = ev.handle_snapshot(&s, at);
+    }
+    let eval = t0.elapsed() / iters;
+    assert!(n > 0);
+    json!({"peers": peers, "vms": vms, "data_plane_us": data_plane.as_secs_f64() * 1e6,
+           "alarm_eval_us": eval.as_secs_f64() * 1e6, "samples": samples})
+}
+
 fn mac_lookups(entries: usize, iters: u64) -> Value {
     let now = Instant::now();
     let mut db = MacDb::new(entries, Duration::from_secs(3600));
@@ -290,6 +336,10 @@ fn main() {
         .map(|&n| flood(n, 2_000 * k))
         .collect();
     let macs = mac_lookups(100_000, 100_000 * k);
+    let snaps: Vec<Value> = [(100, 256), (1000, 1024)]
+        .iter()
+        .map(|&(p, v)| snapshot(p, v, 20 * k as u32))
+        .collect();
     let off = offload(500 * k);
     println!(
         "| unicast frame | cipher | accounting | seal+send path ns | receive path ns | Gbit/s one core (tx) |"
@@ -316,6 +366,19 @@ fn main() {
         );
     }
     println!(
+        "\n| snapshot (once a second for the alarms) | on the data plane | alarm evaluation (off it) | samples |\n| --- | --- | --- | --- |"
+    );
+    for s in &snaps {
+        println!(
+            "| {} peers, {} VMs | {:.0} µs | {:.0} µs | {} |",
+            s["peers"],
+            s["vms"],
+            s["data_plane_us"].as_f64().unwrap_or(0.0),
+            s["alarm_eval_us"].as_f64().unwrap_or(0.0),
+            s["samples"]
+        );
+    }
+    println!(
         "\nMAC lookup, {} entries: {:.0} ns",
         macs["entries"],
         macs["ns_per_lookup"].as_f64().unwrap_or(0.0)
@@ -329,7 +392,7 @@ fn main() {
         off["coalesce_gbit_per_s"].as_f64().unwrap_or(0.0)
     );
     if let Some(p) = out {
-        let doc = json!({"unicast": uni, "flood": floods, "mac_lookup": macs, "offload": off});
+        let doc = json!({"unicast": uni, "flood": floods, "mac_lookup": macs, "offload": off, "snapshot": snaps});
         if let Err(e) = std::fs::write(p, serde_json::to_string_pretty(&doc).unwrap_or_default()) {
             eprintln!("cannot write {p}: {e}");
             std::process::exit(1);
