@@ -296,4 +296,46 @@ mod tests {
         w.retain(&[]);
         assert!(w.peers.is_empty());
     }
+
+    #[test]
+    fn every_name_a_rule_may_use_is_produced_and_nothing_else() {
+        use crate::status::{LanStatus, PeerStatus};
+        let mut peer = PeerStatus {
+            address: "10.0.0.2:7401".into(),
+            tx_utilisation_ratio: Some(0.1),
+            rx_utilisation_ratio: Some(0.1),
+            ..PeerStatus::default()
+        };
+        peer.rtt.rtt_p50_us = Some(1);
+        peer.rtt.rtt_p99_us = Some(2);
+        peer.rtt.jitter_us = Some(1);
+        peer.rtt.srtt_us = Some(1);
+        let mut lan = LanStatus {
+            name: "lan1".into(),
+            peers: vec![peer],
+            ..LanStatus::default()
+        };
+        lan.drops.bump(telemetry::DropReason::Replay);
+        let st = Status {
+            lans: vec![lan],
+            ..Status::default()
+        };
+        let vm = telemetry::VmRow {
+            location: VmLocation::Local,
+            rates: Some(telemetry::Rates::default()),
+            ..telemetry::VmRow::default()
+        };
+        let traffic = vec![LanTraffic {
+            lan: "lan1".into(),
+            vms: vec![vm],
+            ..LanTraffic::default()
+        }];
+        let got: std::collections::BTreeSet<&str> =
+            samples(&st, &traffic, &mut Windows::default(), Instant::now())
+                .iter()
+                .map(|s| s.metric)
+                .collect();
+        let known: std::collections::BTreeSet<&str> = METRICS.iter().map(|(m, _)| *m).collect();
+        assert_eq!(got, known);
+    }
 }

@@ -96,25 +96,11 @@ fn send_batch(http: &Http, to: &Arc<Receivers>, slots: &Arc<Semaphore>, host: &s
         spawn_post(http, slots, url.to_string(), hook.clone(), "webhook");
     }
     if let Some(mail) = &to.email {
-        let (mail, slots, (subject, body)) = (mail.clone(), slots.clone(), b.email(host));
-        tokio::spawn(async move {
-            let Ok(_slot) = slots.acquire_owned().await else {
-                return;
-            };
-            let mut wait = Duration::from_secs(1);
-            for attempt in 1..=ATTEMPTS {
-                match send_mail(&mail, &subject, &body).await {
-                    Ok(()) => return debug!(attempt, "email: delivered"),
-                    Err(e) if attempt == ATTEMPTS => {
-                        warn!(server = %mail.host, error = %e, "email: not delivered; giving up");
-                    }
-                    Err(e) => {
-                        debug!(error = %e, attempt, "email: failed; retrying");
-                        tokio::time::sleep(wait).await;
-                        wait *= 2;
-                    }
-                }
-            }
+        let (mail, (subject, body)) = (Arc::new(mail.clone()), b.email(host));
+        let dest = format!("smtp://{}:{}", mail.host, mail.port);
+        spawn_retried(slots, dest, "email", move || {
+            let (mail, subject, body) = (mail.clone(), subject.clone(), body.clone());
+            async move { send_mail(&mail, &subject, &body).await }
         });
     }
     if let Some(prog) = &to.exec {
@@ -132,23 +118,34 @@ fn send_batch(http: &Http, to: &Arc<Receivers>, slots: &Arc<Semaphore>, host: &s
 
 /// POST `body` to `url`, retrying with backoff; logs the outcome.
 fn spawn_post(http: &Http, slots: &Arc<Semaphore>, url: String, body: Bytes, what: &'static str) {
-    let (http, slots) = (http.clone(), slots.clone());
+    let http = http.clone();
+    let target = url.clone();
+    spawn_retried(slots, target, what, move || {
+        let (http, url, body) = (http.clone(), url.clone(), body.clone());
+        async move { post(&http, &url, body).await }
+    });
+}
+
+/// Run `send` in a send slot, up to [`ATTEMPTS`] times, 1, 2, 4 s apart; logs the outcome.
+fn spawn_retried<F, Fut>(slots: &Arc<Semaphore>, dest: String, what: &'static str, send: F)
+where
+    F: Fn() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<(), String>> + Send,
+{
+    let slots = slots.clone();
     tokio::spawn(async move {
         let Ok(_slot) = slots.acquire_owned().await else {
             return;
         };
         let mut wait = Duration::from_secs(1);
         for attempt in 1..=ATTEMPTS {
-            match post(&http, &url, body.clone()).await {
-                Ok(()) => {
-                    debug!(%url, attempt, "{what}: delivered");
-                    return;
-                }
+            match send().await {
+                Ok(()) => return debug!(%dest, attempt, "{what}: delivered"),
                 Err(e) if attempt == ATTEMPTS => {
-                    warn!(%url, error = %e, attempts = ATTEMPTS, "{what}: not delivered; giving up");
+                    warn!(%dest, error = %e, attempts = ATTEMPTS, "{what}: not delivered; giving up");
                 }
                 Err(e) => {
-                    debug!(%url, error = %e, attempt, "{what}: failed; retrying");
+                    debug!(%dest, error = %e, attempt, "{what}: failed; retrying");
                     tokio::time::sleep(wait).await;
                     wait *= 2;
                 }

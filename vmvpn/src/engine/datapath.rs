@@ -507,7 +507,8 @@ fn tap_unicast(
 }
 
 /// A frame from the TAP to everyone (broadcast, multicast, unknown unicast): sealed once
-/// under the group key in `buf`, plus a relay copy for other subnets' forwarders.
+/// under the group key in `buf`, plus a relay copy for other subnets' forwarders. The
+/// LAN's flood plan has at least one target (the caller checks).
 #[inline]
 fn tap_flood<'a>(
     l: &'a mut Lan,
@@ -517,9 +518,6 @@ fn tap_flood<'a>(
     len: usize,
     now: Instant,
 ) -> TapAction<'a> {
-    if l.plan.local.is_empty() && l.plan.relay.is_empty() {
-        return TapAction::Drop(l.drop_at(None, DropReason::NoRoute));
-    }
     // What fits every flood target in one datagram: the smallest path MTU of
     // the LAN's tunnels, looked up only for a SYN or a frame larger than any
     // path can be.
