@@ -19,6 +19,12 @@ command -v prometheus-alertmanager >/dev/null 2>&1 || need+=(prometheus-alertman
 /usr/bin/python3 -c 'import aiosmtpd' >/dev/null 2>&1 || need+=(python3-aiosmtpd)
 # ... over STARTTLS, with a test CA made by openssl.
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
+# The dashboard test loads the page in a real headless Chromium, driven by chromedriver
+# through Selenium (Debian's, under Debian's own interpreter), with a font to render it.
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
+/usr/bin/python3 -c 'import selenium' >/dev/null 2>&1 || need+=(python3-selenium)
+[ -e /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || need+=(fonts-dejavu-core)
 # The telemetry accuracy tests and the benchmarks drive traffic between VMs with iperf3.
 command -v iperf3 >/dev/null 2>&1 || need+=(iperf3)
 # A test turns checksum offload off on a VM port, so merged frames get checksummed in software.

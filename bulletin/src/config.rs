@@ -8,6 +8,10 @@
 //! max_connections_per_ip = 256      # from one source address (1..=1000000)
 //! max_unauthenticated = 256         # connected, not yet registered or authenticated
 //!
+//! [web]                 # the dashboard's login on a non-loopback `--web` listener
+//! user = "admin"
+//! password_file = "/etc/vmvpn/web.password"
+//!
 //! [[lan]]
 //! name = "lan1"
 //! verifier = "…"        # from `vmvpn verifier --secret-file lan1.key`
@@ -75,6 +79,7 @@ struct Raw {
     max_unauthenticated: Spanned<u64>,
     #[serde(default, rename = "lan")]
     lans: Vec<RawLan>,
+    web: Option<Spanned<crate::web::auth::WebConfig>>,
 }
 
 /// The documented ranges (README, "Security and limits").
@@ -187,6 +192,8 @@ pub struct BulletinConfig {
     pub operator: Option<Verifier>,
     /// Connection limits.
     pub limits: Limits,
+    /// The dashboard's credentials (`[web]`), asked on non-loopback listeners.
+    pub web: Option<crate::web::auth::Credentials>,
 }
 
 impl Default for BulletinConfig {
@@ -197,6 +204,7 @@ impl Default for BulletinConfig {
             heartbeat: Duration::from_secs(10),
             operator: None,
             limits: Limits::default(),
+            web: None,
         }
     }
 }
@@ -270,6 +278,13 @@ impl BulletinConfig {
                 ));
             }
         };
+        let web = match &raw.web {
+            Some(w) => Some(
+                crate::web::auth::Credentials::load(w.get_ref())
+                    .map_err(|m| invalid(w.span(), "web.password_file".into(), m))?,
+            ),
+            None => None,
+        };
         if ttl < 2 * hb {
             return Err(invalid(
                 raw.lease_ttl_s.span(),
@@ -311,6 +326,7 @@ impl BulletinConfig {
             heartbeat: Duration::from_secs(hb),
             operator,
             limits,
+            web,
         })
     }
 }

@@ -3,11 +3,12 @@
 //! It holds leases, ages out silent hosts and tells the others at once; it never forwards a
 //! packet. `proto` is the protocol and its codec, `proof` the LAN-membership proof,
 //! `registry` the sans-IO state, `tls` certificates and pinning, `server` and `client` the
-//! QUIC endpoints.
+//! QUIC endpoints, `web` the dashboard on the HTTP stack (`http`) both binaries share.
 
 pub mod client;
 pub mod config;
 pub mod frames;
+pub mod http;
 pub mod matrix;
 pub mod process;
 pub mod proof;
@@ -16,3 +17,4 @@ pub mod registry;
 pub mod reports;
 pub mod server;
 pub mod tls;
+pub mod web;

@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use bulletin::client::{Client, ReadAuth};
@@ -40,6 +41,12 @@ enum Command {
         /// LANs to serve and lease terms (see README); without it no LAN is accepted.
         #[arg(long)]
         config: Option<PathBuf>,
+        /// Serve the web dashboard here (repeat for several listeners). A loopback
+        /// address serves plain HTTP to anyone on this machine; any other address serves
+        /// HTTPS with the bulletin's certificate and asks for the user and password of
+        /// bulletin.toml's `[web]` (it refuses to start without them).
+        #[arg(long, value_name = "ADDR:PORT")]
+        web: Vec<SocketAddr>,
     },
     /// Print the certificate fingerprint (one line, for the hosts' `[bulletin] fingerprint`).
     Fingerprint {
@@ -133,7 +140,8 @@ async fn run(cli: Cli) -> Result<()> {
             listen,
             state_dir,
             config,
-        } => serve(listen, state_dir, config).await,
+            web,
+        } => serve(listen, state_dir, config, web).await,
         Command::Fingerprint { state_dir } => {
             println!("{}", Identity::fingerprint_in(&state_dir)?);
             Ok(())
@@ -181,11 +189,24 @@ async fn run(cli: Cli) -> Result<()> {
     }
 }
 
-async fn serve(listen: SocketAddr, state_dir: PathBuf, config: Option<PathBuf>) -> Result<()> {
+async fn serve(
+    listen: SocketAddr,
+    state_dir: PathBuf,
+    config: Option<PathBuf>,
+    web: Vec<SocketAddr>,
+) -> Result<()> {
     let cfg = match &config {
         Some(p) => BulletinConfig::load(p)?,
         None => BulletinConfig::default(),
     };
+    if cfg.web.is_none()
+        && let Some(a) = web.iter().find(|a| !a.ip().is_loopback())
+    {
+        anyhow::bail!(
+            "--web {a} is not a loopback address: the dashboard there needs a login; add \
+             [web] with user and password_file to the --config file, or listen on 127.0.0.1"
+        );
+    }
     if cfg.lans.is_empty() {
         warn!(
             "no LAN configured: every registration will be refused (pass --config with [[lan]] entries)"
@@ -216,15 +237,80 @@ async fn serve(listen: SocketAddr, state_dir: PathBuf, config: Option<PathBuf>) 
     )?;
     info!(listen = %server.local_addr()?, fingerprint = %identity.fingerprint(), lans = %lans,
           lease_ttl_s = cfg.lease_ttl.as_secs(), heartbeat_s = cfg.heartbeat.as_secs(), "bulletin serving");
+    let dashboard = if web.is_empty() {
+        Vec::new()
+    } else {
+        dashboard(&server, &identity, &web, cfg.web.clone()).await?
+    };
     let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
     tokio::select! {
         _ = term.recv() => info!("SIGTERM: shutting down"),
         _ = int.recv() => info!("SIGINT: shutting down"),
     }
+    for t in dashboard {
+        t.abort();
+    }
     server.shutdown().await;
     info!("stopped");
     Ok(())
+}
+
+/// Start the dashboard: the view built once a second from what the server holds, and a
+/// listener per `--web` address.
+async fn dashboard(
+    server: &Server,
+    identity: &Identity,
+    addrs: &[SocketAddr],
+    credentials: Option<bulletin::web::auth::Credentials>,
+) -> Result<Vec<tokio::task::JoinHandle<()>>> {
+    use bulletin::web::{Feed, global::Global, history::History};
+    let name = identity.fingerprint();
+    let watcher = server.watcher();
+    let mut global = Global::default();
+    let mut history = History::new(bulletin::web::HISTORY_POINTS, bulletin::web::MAX_SERIES);
+    let first = global.update(
+        &watcher.input(&name),
+        &mut history,
+        bulletin::web::unix_ms(),
+    );
+    let feed = Feed::new(first, history);
+    let mut tasks = Vec::new();
+    let f = feed.clone();
+    tasks.push(tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let input = watcher.input(&name);
+            let o = global.update(&input, &mut f.history(), bulletin::web::unix_ms());
+            f.publish(o);
+        }
+    }));
+    let tls = identity.https_config()?;
+    for &addr in addrs {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot serve the dashboard on {addr} (--web)"))?;
+        let remote = !addr.ip().is_loopback();
+        let router = bulletin::web::api::router(
+            feed.clone(),
+            if remote { credentials.clone() } else { None },
+        );
+        let opts = bulletin::http::Options {
+            tls: remote.then(|| tls.clone()),
+            exchange_timeout: bulletin::web::api::EXCHANGE_TIMEOUT,
+        };
+        info!(
+            url = %format!("{}://{addr}/", if remote { "https" } else { "http" }),
+            login = remote,
+            "dashboard"
+        );
+        tasks.push(tokio::spawn(bulletin::http::serve_with(
+            listener, router, opts,
+        )));
+    }
+    Ok(tasks)
 }
 
 /// `bulletin alerts` as a table: one line per alert.

@@ -16,7 +16,30 @@ pub const MAX_ALERTS: usize = 256;
 /// Latest reports.
 #[derive(Default)]
 pub struct Reports {
-    latest: HashMap<(String, u32), (Instant, String, LanReport)>,
+    latest: HashMap<(String, u32), Kept>,
+    /// Reports stored so far: numbers each one, so a reader can tell a new one.
+    count: u64,
+}
+
+struct Kept {
+    at: Instant,
+    /// Time since the report before it from the same host and LAN.
+    interval: Option<std::time::Duration>,
+    seq: u64,
+    name: String,
+    report: LanReport,
+}
+
+/// A stored report with what the dashboard needs besides: how often this host reports
+/// (to tell an overdue report) and its number (to tell a new one).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredReport {
+    /// The report, as `Matrix` returns it.
+    pub host: HostReport,
+    /// Time between this host's last two reports on this LAN, ms.
+    pub interval_ms: Option<u64>,
+    /// Number of this report: larger for a later one.
+    pub seq: u64,
 }
 
 impl Reports {
@@ -37,8 +60,22 @@ impl Reports {
             }
             r.peers.truncate(MAX_PEERS);
             r.pairs.truncate(MAX_PAIRS);
-            self.latest
-                .insert((r.lan.clone(), host_id), (now, name.to_string(), r));
+            self.count += 1;
+            let key = (r.lan.clone(), host_id);
+            let interval = self
+                .latest
+                .get(&key)
+                .map(|k| now.saturating_duration_since(k.at));
+            self.latest.insert(
+                key,
+                Kept {
+                    at: now,
+                    interval,
+                    seq: self.count,
+                    name: name.to_string(),
+                    report: r,
+                },
+            );
             kept += 1;
         }
         kept
@@ -55,14 +92,36 @@ impl Reports {
             .latest
             .iter()
             .filter(|((l, _), _)| lan.is_none_or(|x| x == l))
-            .map(|((_, id), (at, name, r))| HostReport {
+            .map(|((_, id), k)| HostReport {
                 host_id: *id,
-                name: name.clone(),
-                age_ms: now.saturating_duration_since(*at).as_millis() as u64,
-                report: r.clone(),
+                name: k.name.clone(),
+                age_ms: now.saturating_duration_since(k.at).as_millis() as u64,
+                report: k.report.clone(),
             })
             .collect();
         v.sort_by(|a, b| (&a.report.lan, &a.name).cmp(&(&b.report.lan, &b.name)));
+        v
+    }
+
+    /// Every report with its interval and number, ordered as [`Reports::matrix`].
+    pub fn stored(&self, now: Instant) -> Vec<StoredReport> {
+        let mut v: Vec<StoredReport> = self
+            .latest
+            .iter()
+            .map(|((_, id), k)| StoredReport {
+                host: HostReport {
+                    host_id: *id,
+                    name: k.name.clone(),
+                    age_ms: now.saturating_duration_since(k.at).as_millis() as u64,
+                    report: k.report.clone(),
+                },
+                interval_ms: k.interval.map(|d| d.as_millis() as u64),
+                seq: k.seq,
+            })
+            .collect();
+        v.sort_by(|a, b| {
+            (&a.host.report.lan, &a.host.name).cmp(&(&b.host.report.lan, &b.host.name))
+        });
         v
     }
 
@@ -164,6 +223,14 @@ mod tests {
         r.put(1, "h1", vec![newer], |_| true, t1);
         let m = r.matrix(Some("a"), t1);
         assert_eq!(m.len(), 2);
+        let s = r.stored(t1);
+        assert_eq!(
+            s.iter()
+                .map(|x| (x.host.name.as_str(), x.interval_ms, x.seq))
+                .collect::<Vec<_>>(),
+            vec![("h1", Some(3000), 3), ("h2", None, 2)],
+            "h1 reported twice, 3 s apart; every report has a new number"
+        );
         assert_eq!(
             (m[0].name.as_str(), m[0].report.peers.len(), m[0].age_ms),
             ("h1", 1, 0)

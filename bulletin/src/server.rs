@@ -347,11 +347,39 @@ impl Server {
             .sum()
     }
 
+    /// A handle the dashboard reads the registry, reports and alerts through.
+    pub fn watcher(&self) -> Watcher {
+        Watcher(self.state.clone())
+    }
+
     /// Close every connection and stop.
     pub async fn shutdown(self) {
         self.endpoint
             .close(CLOSE_SHUTDOWN.into(), b"bulletin shutting down");
         self.endpoint.wait_idle().await;
+    }
+}
+
+/// What the dashboard reads (`Server::watcher`).
+#[derive(Clone)]
+pub struct Watcher(Arc<State>);
+
+impl Watcher {
+    /// Everything held now, for [`crate::web::global::Global::update`]. Reports and
+    /// alerts of hosts that left are dropped first, as `Matrix` does.
+    pub fn input(&self, name: &str) -> crate::web::global::Input {
+        let now = Instant::now();
+        let mut s = self.0.lock();
+        let s = &mut *s;
+        let reg = &s.registry;
+        s.reports.retain(|l, h| reg.is_member(h, None, l));
+        s.alerts.retain(|l, h| reg.is_member(h, None, l));
+        crate::web::global::Input {
+            name: name.to_string(),
+            records: s.registry.records(None, now),
+            reports: s.reports.stored(now),
+            alerts: s.alerts.list(None, now),
+        }
     }
 }
 

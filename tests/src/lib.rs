@@ -25,6 +25,13 @@ use vmvpn::api::control::{self, ControlRequest};
 pub const PORT: u16 = 7401;
 /// Where hosts serve Prometheus metrics, inside their namespaces (`.metrics()`).
 pub const METRICS_PORT: u16 = 9401;
+/// Where dashboards listen without a login: the bulletin's in the router namespace, each
+/// host's in its own.
+pub const WEB_LOCAL: &str = "127.0.0.1:8080";
+/// Where the bulletin's dashboard listens with HTTPS and a login (the router's address).
+pub const WEB_REMOTE: &str = "10.77.1.254:8443";
+/// The lab dashboard's password (`[web]`, user `admin`).
+pub const WEB_PASSWORD: &str = "lab dashboard password";
 /// The bulletin's port (on the router's 10.77.1.254).
 pub const BULLETIN_PORT: u16 = 7400;
 
@@ -128,6 +135,7 @@ pub struct LabBuilder {
     flood: Option<String>,
     block_multicast: Vec<usize>,
     metrics: bool,
+    web: bool,
     emulated: Vec<(String, String, String)>,
     telemetry: String,
     alarm_rules: Option<String>,
@@ -230,6 +238,14 @@ impl LabBuilder {
     /// Serve Prometheus metrics on 127.0.0.1:9401 inside every host's namespace.
     pub fn metrics(mut self) -> Self {
         self.metrics = true;
+        self
+    }
+
+    /// Dashboards: the bulletin's on [`WEB_LOCAL`] (plain HTTP, no login) and
+    /// [`WEB_REMOTE`] (HTTPS, the login of `[web]`: user `admin`, [`Lab::web_password`]),
+    /// and every host's on [`WEB_LOCAL`] in its own namespace.
+    pub fn web(mut self) -> Self {
+        self.web = true;
         self
     }
 
@@ -349,6 +365,8 @@ struct BulletinProc {
     config: PathBuf,
     log: PathBuf,
     fingerprint: String,
+    /// `--web` listeners.
+    web: Vec<String>,
 }
 
 /// Resident memory of a process in KiB (0 if it is gone).
@@ -405,6 +423,7 @@ impl Lab {
             router_rules: None,
             router_mtu: None,
             metrics: false,
+            web: false,
             emulated: Vec::new(),
             telemetry: String::new(),
             alarm_rules: None,
@@ -670,6 +689,9 @@ impl Lab {
                     String::new()
                 }
             );
+            if b.web {
+                cfg += &format!("web = \"{WEB_LOCAL}\"\n");
+            }
             if b.no_offload {
                 cfg += "offload = false\n";
             }
@@ -758,6 +780,17 @@ impl Lab {
             let v = bulletin::proof::Verifier::from_secret(&secret).to_base64();
             cfg += &format!("\n[[lan]]\nname = \"{}\"\nverifier = \"{v}\"\n", lan.name);
         }
+        let mut web = Vec::new();
+        if b.web {
+            let pw = self.dir.join("web.password");
+            std::fs::write(&pw, format!("{WEB_PASSWORD}\n"))
+                .unwrap_or_else(|e| panic!("write web password: {e}"));
+            cfg += &format!(
+                "\n[web]\nuser = \"admin\"\npassword_file = \"{}\"\n",
+                pw.display()
+            );
+            web = vec![WEB_LOCAL.to_string(), WEB_REMOTE.to_string()];
+        }
         let config = self.dir.join("bulletin.toml");
         std::fs::write(&config, cfg).unwrap_or_else(|e| panic!("write bulletin config: {e}"));
         self.bulletin = Some(BulletinProc {
@@ -767,6 +800,7 @@ impl Lab {
             config,
             log: self.dir.join("bulletin.log"),
             fingerprint: String::new(),
+            web,
         });
         self.start_bulletin();
         let state = self
@@ -819,6 +853,9 @@ impl Lab {
             "--config".into(),
             b.config.clone().into(),
         ]);
+        for w in &b.web {
+            args.extend(["--web".into(), w.into()]);
+        }
         let child = spawn_in_ns(&router, &bulletin_bin(), &args, log);
         let _ = std::fs::write(b.log.with_extension("pid"), child.id().to_string());
         b.child = Some(child);

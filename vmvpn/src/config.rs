@@ -71,6 +71,8 @@ pub struct Config {
     /// `[alarms]`: the rules the daemon evaluates every second.
     #[serde(default)]
     pub alarms: AlarmsConfig,
+    /// `[web]`: the dashboard's login, needed when `[host] web` is not a loopback address.
+    pub web: Option<Spanned<bulletin::web::auth::WebConfig>>,
     #[serde(skip)]
     path: PathBuf,
 }
@@ -92,8 +94,12 @@ pub struct HostConfig {
     pub bind: Option<IpAddr>,
     /// Control socket path (default `/run/vmvpn/<name>.sock`).
     pub control_socket: Option<PathBuf>,
-    /// Prometheus endpoint (served from the telemetry release on; accepted now).
+    /// Prometheus endpoint: `/metrics` over HTTP.
     pub metrics: Option<SocketAddr>,
+    /// The web dashboard of this host's view. A loopback address serves plain HTTP to
+    /// this machine; any other serves HTTPS (a certificate made at start) with the login
+    /// of `[web]`.
+    pub web: Option<Spanned<SocketAddr>>,
     /// Underlay MTU; detected from the interface holding `address` when absent.
     pub underlay_mtu: Option<Spanned<u16>>,
     /// Administratively scoped IPv4 range for the LANs' multicast groups.
@@ -535,8 +541,40 @@ impl Config {
         ))
     }
 
+    /// The dashboard's credentials: none on loopback, `[web]`'s elsewhere (checked).
+    pub fn web_credentials(&self) -> Option<bulletin::web::auth::Credentials> {
+        let remote = self
+            .host
+            .web
+            .as_ref()
+            .is_some_and(|a| !a.get_ref().ip().is_loopback());
+        let w = self.web.as_ref()?;
+        remote
+            .then(|| bulletin::web::auth::Credentials::load(w.get_ref()).ok())
+            .flatten()
+    }
+
     fn check(&self, text: &str) -> Result<(), ConfigError> {
         use limits::*;
+        if let Some(w) = &self.web {
+            bulletin::web::auth::Credentials::load(w.get_ref())
+                .map_err(|m| self.invalid(text, w.span(), "web.password_file".into(), m))?;
+        }
+        if let Some(a) = &self.host.web
+            && !a.get_ref().ip().is_loopback()
+            && self.web.is_none()
+        {
+            return Err(self.invalid(
+                text,
+                a.span(),
+                "host.web".into(),
+                format!(
+                    "{} is not a loopback address: the dashboard there needs a login; add [web] \
+                     with user and password_file, or listen on 127.0.0.1",
+                    a.get_ref()
+                ),
+            ));
+        }
         self.in_range(text, &self.host.port, "host.port".into(), PORT)?;
         if let Some(m) = &self.host.underlay_mtu {
             self.in_range(text, m, "host.underlay_mtu".into(), UNDERLAY_MTU)?;

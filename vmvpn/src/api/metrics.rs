@@ -1,5 +1,5 @@
 //! Prometheus text exposition (format 0.0.4) of a status snapshot, and its route on the
-//! HTTP server of `[host] metrics` (`api::http`).
+//! HTTP server of `[host] metrics` (`bulletin::http`).
 //!
 //! Written directly rather than through prometheus-client: that crate emits OpenMetrics
 //! (`# TYPE x counter` with `x_total` samples), which `promtool check metrics`, the check

@@ -229,6 +229,67 @@ fn open(prep: Prepared) -> Result<Opened> {
     })
 }
 
+/// Serve this host's dashboard on `addr` (`[host] web`): plain HTTP on loopback, else
+/// HTTPS with a certificate made now and the login of `[web]`.
+async fn web(
+    cfg: &Config,
+    addr: std::net::SocketAddr,
+    host_id: u32,
+    handle: &vmvpn::io::dataplane::Handle,
+    alerts: &vmvpn::api::alerting::SharedAlerts,
+) -> Result<Vec<tokio::task::JoinHandle<()>>> {
+    use vmvpn::api::dashboard;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot serve the dashboard on {addr} ([host] web)"))?;
+    let name = cfg.host.name.0.clone();
+    let feed = bulletin::web::Feed::new(
+        dashboard::empty(&name),
+        bulletin::web::history::History::new(
+            bulletin::web::HISTORY_POINTS,
+            bulletin::web::MAX_SERIES,
+        ),
+    );
+    let local = dashboard::Local::new(dashboard::Me {
+        name: name.clone(),
+        id: host_id,
+        underlay: cfg.host.address.addr,
+        prefix: cfg.host.address.prefix,
+    });
+    let builder = tokio::spawn(dashboard::run(
+        local,
+        handle.clone(),
+        alerts.clone(),
+        feed.clone(),
+    ));
+    let remote = !addr.ip().is_loopback();
+    let tls = if remote {
+        let id = bulletin::tls::Identity::ephemeral(&name)?;
+        info!(fingerprint = %id.fingerprint(), "dashboard certificate (made at start; check it in the browser)");
+        Some(id.https_config()?)
+    } else {
+        None
+    };
+    let credentials = cfg.web_credentials();
+    if remote && credentials.is_none() {
+        // Checked with the config; a password file gone since must not open the door.
+        return Err(anyhow!(
+            "[host] web {addr} needs the login of [web]: its password_file is no longer readable"
+        ));
+    }
+    let router = bulletin::web::api::router(feed, credentials);
+    info!(url = %format!("{}://{addr}/", if remote { "https" } else { "http" }), login = remote, "dashboard");
+    let server = tokio::spawn(bulletin::http::serve_with(
+        listener,
+        router,
+        bulletin::http::Options {
+            tls,
+            exchange_timeout: bulletin::web::api::EXCHANGE_TIMEOUT,
+        },
+    ));
+    Ok(vec![builder, server])
+}
+
 /// Serve the control socket, `/metrics` and the bulletin membership, run the data plane
 /// on its own thread, and take everything down on a signal or a failure.
 fn supervise(o: Opened) -> Result<()> {
@@ -254,11 +315,15 @@ fn supervise(o: Opened) -> Result<()> {
                     .await
                     .with_context(|| format!("cannot serve metrics on {addr} ([host] metrics)"))?;
                 info!(%addr, "Prometheus metrics at /metrics");
-                Some(tokio::spawn(vmvpn::api::http::serve(
+                Some(tokio::spawn(bulletin::http::serve(
                     l,
                     vmvpn::api::metrics::router(handle.clone(), alerts.clone()),
                 )))
             }
+            None => None,
+        };
+        let web = match &cfg.host.web {
+            Some(addr) => Some(web(&cfg, *addr.get_ref(), host_id, &handle, &alerts).await?),
             None => None,
         };
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -333,6 +398,9 @@ fn supervise(o: Opened) -> Result<()> {
         alarms.abort();
         if let Some(m) = metrics {
             m.abort();
+        }
+        for t in web.into_iter().flatten() {
+            t.abort();
         }
         let result = thread.join().map_err(|_| anyhow!("data-plane thread panicked"))?;
         let _ = std::fs::remove_file(&sock);

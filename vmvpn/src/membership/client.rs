@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use bulletin::client::{Client, ClientError, SessionRx, SessionTx};
 use bulletin::proof::Verifier;
 use bulletin::proto::{
-    ALERTS_SINCE, AlertReport, ClientMsg, LanAlerts, LanJoin, RefuseCode, Register, ServerMsg,
+    ALERTS_SINCE, ClientMsg, LanAlerts, LanJoin, RefuseCode, Register, ServerMsg,
 };
 use tokio::sync::watch;
 use tracing::{error, info, warn};
@@ -20,7 +20,7 @@ use tracing::{error, info, warn};
 use super::reconciler::{PeerChange, Reconciler};
 use crate::alarms::SharedAlerts;
 use crate::io::dataplane::{Handle, Request};
-use crate::status::{AlertState, BulletinState, BulletinStatus};
+use crate::status::{BulletinState, BulletinStatus};
 
 /// What this host registers.
 pub struct HostInfo {
@@ -133,34 +133,8 @@ impl Membership {
     /// that the bulletin forgets what cleared).
     fn alert_reports(&self) -> Option<Vec<LanAlerts>> {
         let all = self.alerts.as_ref()?.lock().ok()?.clone();
-        Some(
-            self.host
-                .lans
-                .iter()
-                .map(|(lan, _, _)| LanAlerts {
-                    lan: lan.clone(),
-                    alerts: all
-                        .iter()
-                        .filter(|a| {
-                            a.state != AlertState::Resolved
-                                && a.labels.get("lan").is_some_and(|l| l == lan)
-                        })
-                        .map(|a| AlertReport {
-                            alert: a.alert.clone(),
-                            state: a.state.name().into(),
-                            severity: a.severity.name().into(),
-                            labels: a
-                                .series_labels()
-                                .map(|(k, v)| (k.clone(), v.clone()))
-                                .collect(),
-                            summary: a.annotations.get("summary").cloned().unwrap_or_default(),
-                            value: a.value,
-                            since_s: a.since_s,
-                        })
-                        .collect(),
-                })
-                .collect(),
-        )
+        let lans: Vec<&str> = self.host.lans.iter().map(|(l, _, _)| l.as_str()).collect();
+        Some(super::report::alerts(&lans, &all))
     }
 
     fn set_view(&self, f: impl FnOnce(&mut View)) {

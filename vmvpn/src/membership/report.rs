@@ -2,11 +2,11 @@
 //! health, RTT, loss and rates, and the busiest VM pairs whose source VM is local (so the
 //! bulletin's sum counts every pair once).
 
-use bulletin::proto::{LanReport, PairReport, PeerReport, Tunnel};
+use bulletin::proto::{AlertReport, LanAlerts, LanReport, PairReport, PeerReport, Tunnel};
 use bulletin::reports::{MAX_PAIRS, MAX_PEERS};
 
 use crate::io::dataplane::{Handle, Request};
-use crate::status::{LanStatus, LanTraffic};
+use crate::status::{AlertState, AlertView, LanStatus, LanTraffic};
 
 /// The report from a status snapshot and the traffic tables.
 pub fn build(lans: &[LanStatus], traffic: &[LanTraffic]) -> Vec<LanReport> {
@@ -55,6 +55,34 @@ pub fn build(lans: &[LanStatus], traffic: &[LanTraffic]) -> Vec<LanReport> {
                 peers,
                 pairs,
             }
+        })
+        .collect()
+}
+
+/// The pending and firing alerts of each of `lans` (every LAN, empty ones too, so that
+/// the bulletin forgets what cleared).
+pub fn alerts(lans: &[&str], all: &[AlertView]) -> Vec<LanAlerts> {
+    lans.iter()
+        .map(|lan| LanAlerts {
+            lan: lan.to_string(),
+            alerts: all
+                .iter()
+                .filter(|a| {
+                    a.state != AlertState::Resolved && a.labels.get("lan").is_some_and(|l| l == lan)
+                })
+                .map(|a| AlertReport {
+                    alert: a.alert.clone(),
+                    state: a.state.name().into(),
+                    severity: a.severity.name().into(),
+                    labels: a
+                        .series_labels()
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .collect(),
+                    summary: a.annotations.get("summary").cloned().unwrap_or_default(),
+                    value: a.value,
+                    since_s: a.since_s,
+                })
+                .collect(),
         })
         .collect()
 }

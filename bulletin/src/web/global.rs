@@ -1,0 +1,382 @@
+//! The bulletin's dashboard view: the registry, the hosts' latest reports and alerts,
+//! turned into an [`Overview`] once a second, feeding the history as reports arrive.
+//! Sans-IO: the caller passes what the server holds and the time.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::IpAddr;
+
+use crate::proto::{HostAlerts, Record};
+use crate::reports::StoredReport;
+use crate::web::history::{History, SeriesKey};
+use crate::web::view::{
+    AlertRow, HistoryInfo, HostState, HostView, LanView, LinkView, Overview, PairView, Scope,
+    SubnetView, VmView,
+};
+
+/// A report later than its host's interval by more than this marks the host down: about
+/// two missed reports at the usual few seconds, so a killed host shows within the report
+/// interval plus a few seconds, and a report held up by a busy second does not.
+pub const REPORT_GRACE_MS: u64 = 2_000;
+/// Before a host's second report its interval is unknown; this is assumed.
+pub const DEFAULT_INTERVAL_MS: u64 = 10_000;
+/// VM pairs shown per LAN.
+pub const MAX_PAIRS_SHOWN: usize = 256;
+
+/// What the server holds, as the view needs it.
+#[derive(Debug, Clone, Default)]
+pub struct Input {
+    /// The bulletin's certificate fingerprint (names the view).
+    pub name: String,
+    /// Every registration.
+    pub records: Vec<Record>,
+    /// Every host's latest report per LAN.
+    pub reports: Vec<StoredReport>,
+    /// Every host's alerts per LAN.
+    pub alerts: Vec<HostAlerts>,
+}
+
+type PairId = (String, u32, [u8; 6], [u8; 6]);
+
+#[derive(Debug, Clone, Copy)]
+struct PairMemo {
+    bytes: u64,
+    at_ms: u64,
+    rate_bps: Option<u64>,
+}
+
+/// The memory between views: which reports were seen, and the pairs' last byte counts.
+#[derive(Default)]
+pub struct Global {
+    seen: HashMap<(String, u32), u64>,
+    pairs: HashMap<PairId, PairMemo>,
+}
+
+/// `aa:bb:cc:dd:ee:ff`.
+pub fn mac(m: &[u8; 6]) -> String {
+    format!(
+        "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+        m[0], m[1], m[2], m[3], m[4], m[5]
+    )
+}
+
+/// `10.0.1.0/24`: the network of `ip` with `prefix` bits.
+pub fn subnet(ip: IpAddr, prefix: u8) -> String {
+    match ip {
+        IpAddr::V4(a) => {
+            let p = u32::from(prefix.min(32));
+            let m = if p == 0 { 0 } else { u32::MAX << (32 - p) };
+            format!("{}/{p}", std::net::Ipv4Addr::from(u32::from(a) & m))
+        }
+        IpAddr::V6(a) => {
+            let p = u32::from(prefix.min(128));
+            let m = if p == 0 { 0 } else { u128::MAX << (128 - p) };
+            format!("{}/{p}", std::net::Ipv6Addr::from(u128::from(a) & m))
+        }
+    }
+}
+
+fn ms(us: Option<u64>) -> Option<f64> {
+    us.map(|u| u as f64 / 1000.0)
+}
+
+impl Global {
+    /// Build the view at `now_ms` (ms since the Unix epoch), adding the points of reports
+    /// not seen before to `history`.
+    pub fn update(&mut self, input: &Input, history: &mut History, now_ms: u64) -> Overview {
+        let mut step = Vec::new();
+        let mut fresh_lans = HashSet::new();
+        let mut live_pairs = HashSet::new();
+        for r in &input.reports {
+            let h = &r.host;
+            let lan = &h.report.lan;
+            let at_ms = now_ms.saturating_sub(h.age_ms);
+            step.extend(r.interval_ms);
+            for q in &h.report.pairs {
+                live_pairs.insert((lan.clone(), h.host_id, q.src_mac, q.dst_mac));
+            }
+            let key = (lan.clone(), h.host_id);
+            if self.seen.get(&key) == Some(&r.seq) {
+                continue;
+            }
+            self.seen.insert(key, r.seq);
+            fresh_lans.insert(lan.clone());
+            for p in &h.report.peers {
+                let t = &p.tunnel;
+                history.push(
+                    SeriesKey::Tunnel {
+                        lan: lan.clone(),
+                        from: h.name.clone(),
+                        to: peer_name(&p.name, p.host_id),
+                    },
+                    at_ms,
+                    &[
+                        ms(t.rtt_p50_us),
+                        ms(t.rtt_p99_us),
+                        Some(t.loss_tx_ratio),
+                        Some(t.loss_rx_ratio),
+                        Some(t.tx_rate_bps as f64),
+                        Some(t.rx_rate_bps as f64),
+                    ],
+                );
+            }
+            for q in &h.report.pairs {
+                let id = (lan.clone(), h.host_id, q.src_mac, q.dst_mac);
+                let rate_bps = self.pairs.get(&id).and_then(|m| {
+                    // A pair that restarted counting (aged out and back) has no rate yet.
+                    (q.bytes >= m.bytes && at_ms > m.at_ms)
+                        .then(|| (q.bytes - m.bytes) * 8 * 1000 / (at_ms - m.at_ms))
+                });
+                self.pairs.insert(
+                    id,
+                    PairMemo {
+                        bytes: q.bytes,
+                        at_ms,
+                        rate_bps,
+                    },
+                );
+            }
+        }
+        self.pairs.retain(|k, _| live_pairs.contains(k));
+        let reporting: HashSet<(String, u32)> = input
+            .reports
+            .iter()
+            .map(|r| (r.host.report.lan.clone(), r.host.host_id))
+            .collect();
+        self.seen.retain(|k, _| reporting.contains(k));
+        step.sort_unstable();
+        let step_ms = step
+            .get(step.len() / 2)
+            .copied()
+            .unwrap_or(DEFAULT_INTERVAL_MS);
+
+        let mut lans: BTreeMap<&str, Vec<&Record>> = BTreeMap::new();
+        for r in &input.records {
+            lans.entry(&r.lan).or_default().push(r);
+        }
+        for r in &input.reports {
+            lans.entry(&r.host.report.lan).or_default();
+        }
+        let lans = lans
+            .into_iter()
+            .map(|(lan, records)| {
+                let reports: Vec<&StoredReport> = input
+                    .reports
+                    .iter()
+                    .filter(|r| r.host.report.lan == lan)
+                    .collect();
+                self.lan(
+                    lan,
+                    &records,
+                    &reports,
+                    history,
+                    fresh_lans.contains(lan),
+                    now_ms,
+                )
+            })
+            .collect();
+        let mut alerts = Vec::new();
+        for h in &input.alerts {
+            for a in &h.alerts.alerts {
+                alerts.push(AlertRow {
+                    lan: h.alerts.lan.clone(),
+                    host: h.name.clone(),
+                    alert: a.alert.clone(),
+                    state: a.state.clone(),
+                    severity: a.severity.clone(),
+                    labels: a
+                        .labels
+                        .iter()
+                        .filter(|(k, _)| k != "lan")
+                        .cloned()
+                        .collect(),
+                    summary: a.summary.clone(),
+                    value: a.value,
+                    since_s: a.since_s + h.age_ms / 1000,
+                });
+            }
+        }
+        Overview {
+            scope: Scope::Overlay,
+            name: input.name.clone(),
+            at_ms: now_ms,
+            history: HistoryInfo {
+                points: history.capacity(),
+                step_ms,
+            },
+            lans,
+            alerts,
+        }
+    }
+
+    fn lan(
+        &self,
+        lan: &str,
+        records: &[&Record],
+        reports: &[&StoredReport],
+        history: &mut History,
+        fresh: bool,
+        now_ms: u64,
+    ) -> LanView {
+        let links: Vec<LinkView> = reports
+            .iter()
+            .flat_map(|r| {
+                r.host.report.peers.iter().map(|p| LinkView {
+                    from: r.host.name.clone(),
+                    to: peer_name(&p.name, p.host_id),
+                    tunnel: p.tunnel.clone(),
+                })
+            })
+            .collect();
+        let mut hosts: BTreeMap<String, HostView> = BTreeMap::new();
+        for r in records {
+            hosts.insert(
+                r.name.clone(),
+                HostView {
+                    name: r.name.clone(),
+                    id: Some(r.host_id),
+                    underlay: r.underlay.to_string(),
+                    subnet: subnet(r.underlay, r.prefix),
+                    state: HostState::Unreported,
+                    forwarder: false,
+                    report_age_ms: None,
+                },
+            );
+        }
+        for r in reports {
+            let h = &r.host;
+            let v = hosts.entry(h.name.clone()).or_insert_with(|| HostView {
+                name: h.name.clone(),
+                id: Some(h.host_id),
+                underlay: String::new(),
+                subnet: String::new(),
+                state: HostState::Unreported,
+                forwarder: false,
+                report_age_ms: None,
+            });
+            v.report_age_ms = Some(h.age_ms);
+            let due = r.interval_ms.unwrap_or(DEFAULT_INTERVAL_MS) + REPORT_GRACE_MS;
+            v.state = if h.age_ms > due {
+                HostState::Down
+            } else {
+                HostState::Up
+            };
+        }
+        for v in hosts.values_mut() {
+            // Down for every reporting peer that measures it: down, whatever it says.
+            let seen: Vec<&LinkView> = links
+                .iter()
+                .filter(|l| l.to == v.name && l.from != v.name)
+                .collect();
+            if !seen.is_empty() && seen.iter().all(|l| l.tunnel.health == "down") {
+                v.state = HostState::Down;
+            }
+        }
+        // The designated forwarder: lowest id among the subnet's hosts that are not down,
+        // the rule every host applies (vmvpn's engine/flood.rs).
+        let mut subnets: BTreeMap<String, Option<(u32, String)>> = BTreeMap::new();
+        for v in hosts.values() {
+            if v.subnet.is_empty() {
+                continue;
+            }
+            let best = subnets.entry(v.subnet.clone()).or_default();
+            if v.state != HostState::Down
+                && let Some(id) = v.id
+                && best.as_ref().is_none_or(|(b, _)| id < *b)
+            {
+                *best = Some((id, v.name.clone()));
+            }
+        }
+        for v in hosts.values_mut() {
+            v.forwarder = subnets
+                .get(&v.subnet)
+                .and_then(|b| b.as_ref())
+                .is_some_and(|(_, n)| *n == v.name);
+        }
+
+        let mut pairs = Vec::new();
+        let mut vms: BTreeMap<String, VmView> = BTreeMap::new();
+        for r in reports {
+            let h = &r.host;
+            for q in &h.report.pairs {
+                let rate = self
+                    .pairs
+                    .get(&(lan.to_string(), h.host_id, q.src_mac, q.dst_mac))
+                    .and_then(|m| m.rate_bps);
+                let (src_mac, dst_mac) = (mac(&q.src_mac), mac(&q.dst_mac));
+                pairs.push(PairView {
+                    src: q.src_ip.map_or_else(|| src_mac.clone(), |i| i.to_string()),
+                    src_mac: src_mac.clone(),
+                    src_host: h.name.clone(),
+                    dst: q.dst_ip.map_or_else(|| dst_mac.clone(), |i| i.to_string()),
+                    dst_mac: dst_mac.clone(),
+                    packets: q.packets,
+                    bytes: q.bytes,
+                    rate_bps: rate,
+                });
+                let src = vms.entry(src_mac.clone()).or_insert_with(|| vm(&src_mac));
+                src.host = h.name.clone();
+                if let Some(ip) = q.src_ip {
+                    src.ip = Some(ip.to_string());
+                }
+                src.tx_rate_bps += rate.unwrap_or(0);
+                let dst = vms.entry(dst_mac.clone()).or_insert_with(|| vm(&dst_mac));
+                if let Some(ip) = q.dst_ip {
+                    dst.ip.get_or_insert(ip.to_string());
+                }
+                dst.rx_rate_bps += rate.unwrap_or(0);
+            }
+        }
+        pairs.sort_by_key(|p| std::cmp::Reverse((p.rate_bps.unwrap_or(0), p.bytes)));
+        pairs.truncate(MAX_PAIRS_SHOWN);
+        let mut vms: Vec<VmView> = vms.into_values().collect();
+        for v in &mut vms {
+            let key = SeriesKey::Vm {
+                lan: lan.to_string(),
+                mac: v.mac.clone(),
+            };
+            if fresh {
+                history.push(
+                    key.clone(),
+                    now_ms,
+                    &[Some(v.tx_rate_bps as f64), Some(v.rx_rate_bps as f64)],
+                );
+            }
+            v.peak_to_mean = history.peak_to_mean(&key);
+        }
+        vms.sort_by_key(|v| std::cmp::Reverse(v.tx_rate_bps + v.rx_rate_bps));
+        LanView {
+            lan: lan.to_string(),
+            subnets: subnets
+                .into_iter()
+                .map(|(subnet, best)| SubnetView {
+                    subnet,
+                    forwarder: best.map(|(_, n)| n),
+                })
+                .collect(),
+            hosts: hosts.into_values().collect(),
+            links,
+            pairs,
+            vms,
+        }
+    }
+}
+
+fn vm(mac: &str) -> VmView {
+    VmView {
+        mac: mac.to_string(),
+        ip: None,
+        host: String::new(),
+        tx_rate_bps: 0,
+        rx_rate_bps: 0,
+        peak_to_mean: None,
+    }
+}
+
+/// A peer's name, or its id while it has not said its name.
+pub fn peer_name(name: &str, id: Option<u32>) -> String {
+    if name.is_empty() {
+        id.map_or("?".into(), |i| format!("{i:#010x}"))
+    } else {
+        name.to_string()
+    }
+}

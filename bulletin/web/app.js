@@ -1,0 +1,368 @@
+// The vmvpn dashboard: one page, live from /api/v1/events (Server-Sent Events), drawn
+// with plain SVG (topology, heat map) and uPlot (series). No build step, no framework:
+// the file is served as written.
+"use strict";
+
+const SVG = "http://www.w3.org/2000/svg";
+const state = { ov: null, lan: null, metric: "p50", open: null, charts: [], openKey: "" };
+
+// ---- small helpers -------------------------------------------------------------------
+
+function el(tag, attrs, ...kids) {
+  const svg = ["svg", "g", "rect", "circle", "line", "text", "title", "defs", "pattern", "path", "linearGradient", "stop"].includes(tag);
+  const e = svg ? document.createElementNS(SVG, tag) : document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (v === undefined || v === null) continue;
+    if (k === "text") e.textContent = v;
+    else if (k.startsWith("on")) e.addEventListener(k.slice(2), v);
+    else e.setAttribute(k, v);
+  }
+  for (const k of kids) if (k) e.appendChild(typeof k === "string" ? document.createTextNode(k) : k);
+  return e;
+}
+
+function clear(node) { while (node.firstChild) node.removeChild(node.firstChild); return node; }
+
+function human(x, unit) {
+  if (x === null || x === undefined) return "–";
+  const u = ["", "k", "M", "G", "T"];
+  let i = 0;
+  while (Math.abs(x) >= 1000 && i < u.length - 1) { x /= 1000; i++; }
+  return (i === 0 ? String(Math.round(x)) : x.toFixed(1)) + " " + u[i] + unit;
+}
+
+// Same figures as the CLI: µs to ms with three decimals, ratios as percent with two.
+function rttMs(us) { return us === null || us === undefined ? null : us / 1000; }
+function fmtMs(us) { const v = rttMs(us); return v === null ? "–" : v.toFixed(3) + " ms"; }
+function fmtPct(r) { return (r * 100).toFixed(2) + " %"; }
+
+function lanView() {
+  if (!state.ov) return null;
+  return state.ov.lans.find(l => l.lan === state.lan) || null;
+}
+
+function linkTitle(l) {
+  return `${l.from} → ${l.to}\nRTT p50 ${fmtMs(l.rtt_p50_us)} · p99 ${fmtMs(l.rtt_p99_us)}\n` +
+    `loss → ${fmtPct(l.loss_tx_ratio)} · ← ${fmtPct(l.loss_rx_ratio)}\n` +
+    `rate → ${human(l.tx_rate_bps, "bit/s")} · ← ${human(l.rx_rate_bps, "bit/s")}\nhealth ${l.health}`;
+}
+
+const HEALTH_RANK = { ok: 0, unknown: 1, degraded: 2, down: 3 };
+
+// Green through yellow to red over [0, 1].
+function heat(f) {
+  const x = Math.max(0, Math.min(1, f));
+  return `hsl(${Math.round(120 * (1 - x))}, 70%, ${Math.round(48 + 8 * (1 - x))}%)`;
+}
+
+// ---- header ----------------------------------------------------------------------------
+
+function renderHeader() {
+  const ov = state.ov;
+  document.getElementById("scope").textContent =
+    ov.scope === "overlay" ? `overlay · bulletin ${ov.name.slice(0, 23)}…` : `host ${ov.name}`;
+  const sel = document.getElementById("lan");
+  const names = ov.lans.map(l => l.lan);
+  if (!names.includes(state.lan)) state.lan = names[0] || null;
+  if ([...sel.options].map(o => o.value).join() !== names.join()) {
+    clear(sel);
+    for (const n of names) sel.appendChild(el("option", { value: n, text: n }));
+  }
+  if (state.lan) sel.value = state.lan;
+}
+
+// ---- topology --------------------------------------------------------------------------
+
+function renderTopology(lan) {
+  const svg = clear(document.getElementById("topology"));
+  if (!lan || lan.hosts.length === 0) {
+    svg.appendChild(el("text", { x: 380, y: 200, "text-anchor": "middle", class: "subnet-label", text: "no hosts registered on this LAN" }));
+    return;
+  }
+  const W = 760, H = 420;
+  const groups = new Map();
+  for (const h of lan.hosts) {
+    const k = h.subnet || "unknown subnet";
+    if (!groups.has(k)) groups.set(k, []);
+    groups.get(k).push(h);
+  }
+  const keys = [...groups.keys()].sort();
+  const pos = new Map();
+  const circles = [];
+  keys.forEach((k, i) => {
+    const n = keys.length;
+    const a = -Math.PI / 2 + (2 * Math.PI * i) / n;
+    const cx = n === 1 ? W / 2 : W / 2 + W * 0.27 * Math.cos(a);
+    const cy = n === 1 ? H / 2 : H / 2 + H * 0.25 * Math.sin(a);
+    const hs = groups.get(k);
+    const r = hs.length === 1 ? 0 : Math.min(90, 26 + 12 * hs.length);
+    // Hosts of a subnet start across the line to the picture's centre, so that tunnels
+    // to other subnets do not run through them.
+    const start = n === 1 ? -Math.PI / 2 : a + Math.PI / 2;
+    hs.forEach((h, j) => {
+      const b = start + (2 * Math.PI * j) / hs.length;
+      pos.set(h.name, [cx + r * Math.cos(b), cy + r * Math.sin(b)]);
+    });
+    const sn = lan.subnets.find(s => s.subnet === k);
+    circles.push({ k, cx, cy, r: r + 40, df: sn ? sn.forwarder : null });
+  });
+  for (const c of circles) {
+    svg.appendChild(el("circle", { class: "subnet", cx: c.cx, cy: c.cy, r: c.r }));
+    svg.appendChild(el("text", { class: "subnet-label", x: c.cx, y: c.cy - c.r - 6, "text-anchor": "middle",
+      text: `${c.k}${c.df ? " · DF " + c.df : ""}` }));
+  }
+  // One line per host pair, in the worst health either end reports.
+  const pairs = new Map();
+  for (const l of lan.links) {
+    if (!pos.has(l.from) || !pos.has(l.to)) continue;
+    const k = [l.from, l.to].sort().join("\u0000");
+    if (!pairs.has(k)) pairs.set(k, []);
+    pairs.get(k).push(l);
+  }
+  for (const ls of pairs.values()) {
+    const worst = ls.reduce((w, l) => (HEALTH_RANK[l.health] ?? 1) > (HEALTH_RANK[w] ?? 1) ? l.health : w, "ok");
+    const [a, b] = [ls[0].from, ls[0].to];
+    const [x1, y1] = pos.get(a), [x2, y2] = pos.get(b);
+    svg.appendChild(el("line", { class: `tunnel ${worst}`, x1, y1, x2, y2, "data-from": a, "data-to": b,
+      onclick: () => openSeries({ kind: "tunnel", lan: lan.lan, from: a, to: b }) },
+      el("title", { text: ls.map(linkTitle).join("\n\n") })));
+  }
+  for (const h of lan.hosts) {
+    const [x, y] = pos.get(h.name);
+    const age = h.report_age_ms === null ? "no report" : `report ${(h.report_age_ms / 1000).toFixed(1)} s ago`;
+    const id = h.id === null ? "" : "0x" + h.id.toString(16).padStart(8, "0");
+    const g = el("g", { class: "host", "data-host": h.name, "data-state": h.state, "data-forwarder": String(h.forwarder) },
+      el("title", { text: `${h.name} ${id}\n${h.underlay} (${h.subnet})\n${h.state}, ${age}${h.forwarder ? "\ndesignated forwarder" : ""}` }),
+      h.forwarder ? el("circle", { class: "df", cx: x, cy: y, r: 21 }) : null,
+      el("circle", { cx: x, cy: y, r: 16 }),
+      el("text", { x, y: y + 38, text: h.name }),
+      h.forwarder ? el("text", { class: "df-label", x, y: y + 4, text: "DF" }) : null);
+    svg.appendChild(g);
+  }
+}
+
+// ---- heat map --------------------------------------------------------------------------
+
+const METRICS = {
+  p50: { label: "RTT p50", unit: "ms", value: l => rttMs(l.rtt_p50_us), fmt: v => v.toFixed(2) },
+  p99: { label: "RTT p99", unit: "ms", value: l => rttMs(l.rtt_p99_us), fmt: v => v.toFixed(2) },
+  loss: { label: "loss row → column", unit: "%", value: l => l.loss_tx_ratio * 100, fmt: v => v.toFixed(1) },
+};
+
+function renderHeat(lan) {
+  const svg = clear(document.getElementById("heatmap"));
+  const legend = clear(document.getElementById("heat-legend"));
+  const m = METRICS[state.metric];
+  const names = lan ? lan.hosts.map(h => h.name) : [];
+  if (names.length < 2) {
+    svg.setAttribute("width", 300); svg.setAttribute("height", 30);
+    svg.appendChild(el("text", { x: 0, y: 20, text: "a heat map needs two hosts" }));
+    return;
+  }
+  const link = new Map(lan.links.map(l => [l.from + "\u0000" + l.to, l]));
+  const values = lan.links.map(m.value).filter(v => v !== null && !Number.isNaN(v));
+  // The scale starts at 0 and reaches at least 1 ms or 1 %, so a quiet LAN stays green.
+  const max = Math.max(1, ...values);
+  const cs = Math.max(26, Math.min(64, Math.floor(520 / names.length)));
+  const left = 10 + 8 * Math.max(...names.map(n => n.length)), top = left;
+  svg.setAttribute("width", left + cs * names.length + 4);
+  svg.setAttribute("height", top + cs * names.length + 4);
+  svg.appendChild(el("defs", {}, el("pattern", { id: "hatch", width: 6, height: 6, patternUnits: "userSpaceOnUse", patternTransform: "rotate(45)" },
+    el("rect", { width: 6, height: 6, fill: "#f0f0f0" }), el("line", { x1: 0, y1: 0, x2: 0, y2: 6, stroke: "#ccc", "stroke-width": 2 }))));
+  names.forEach((n, i) => {
+    svg.appendChild(el("text", { x: left - 6, y: top + i * cs + cs / 2 + 4, "text-anchor": "end", text: n }));
+    svg.appendChild(el("text", { x: 0, y: 0, "text-anchor": "start",
+      transform: `translate(${left + i * cs + cs / 2 + 4},${top - 6}) rotate(-60)`, text: n }));
+  });
+  names.forEach((from, i) => names.forEach((to, j) => {
+    const x = left + j * cs, y = top + i * cs;
+    const attrs = { x, y, width: cs, height: cs, "data-from": from, "data-to": to };
+    if (from === to) { svg.appendChild(el("rect", { ...attrs, class: "cell self" })); return; }
+    const l = link.get(from + "\u0000" + to);
+    if (!l) {
+      svg.appendChild(el("rect", { ...attrs, class: "cell none" }, el("title", { text: `${from} → ${to}\nno measurement reported` })));
+      return;
+    }
+    const v = m.value(l);
+    const down = l.health === "down";
+    const cls = down ? "cell down" : "cell";
+    const fill = down || v === null ? null : heat(v / max);
+    const open = () => openSeries({ kind: "tunnel", lan: lan.lan, from, to });
+    svg.appendChild(el("rect", { ...attrs, class: cls, fill, "data-value": v === null ? "" : String(v), onclick: open },
+      el("title", { text: linkTitle(l) })));
+    if (!down && v !== null && cs >= 34)
+      svg.appendChild(el("text", { class: "cell-value", x: x + cs / 2, y: y + cs / 2 + 4, text: m.fmt(v) }));
+  }));
+  // The colour scale.
+  const grad = el("linearGradient", { id: "scale" });
+  for (let k = 0; k <= 10; k++) grad.appendChild(el("stop", { offset: `${k * 10}%`, "stop-color": heat(k / 10) }));
+  legend.appendChild(el("defs", {}, grad));
+  legend.appendChild(el("rect", { x: 0, y: 4, width: 240, height: 14, fill: "url(#scale)" }));
+  legend.appendChild(el("text", { x: 0, y: 34, "font-size": 11, text: `0 ${m.unit}` }));
+  legend.appendChild(el("text", { x: 240, y: 34, "font-size": 11, "text-anchor": "end", text: `${m.fmt(max)} ${m.unit}` }));
+  legend.appendChild(el("rect", { x: 262, y: 4, width: 14, height: 14, fill: "#333" }));
+  legend.appendChild(el("text", { x: 282, y: 15, "font-size": 11, text: "down" }));
+  legend.appendChild(el("rect", { x: 322, y: 4, width: 14, height: 14, fill: "#f0f0f0", stroke: "#ccc" }));
+  legend.appendChild(el("text", { x: 342, y: 15, "font-size": 11, text: "no data" }));
+  legend.appendChild(el("text", { x: 120, y: 34, "font-size": 11, "text-anchor": "middle", text: m.label }));
+}
+
+// ---- traffic ---------------------------------------------------------------------------
+
+function table(node, head, rows, onclick) {
+  clear(node);
+  node.appendChild(el("tr", {}, ...head.map(h => el("th", { class: h.num ? "num" : null, text: h.t }))));
+  rows.forEach((r, i) => node.appendChild(el("tr", { class: onclick ? "clickable" : null, onclick: onclick ? () => onclick(i) : null },
+    ...r.map((c, j) => el("td", { class: head[j].num ? "num" : null, text: c })))));
+}
+
+function renderTraffic(lan) {
+  const pairs = lan ? lan.pairs : [], vms = lan ? lan.vms : [];
+  const matrix = clear(document.getElementById("matrix"));
+  if (pairs.length === 0) {
+    matrix.appendChild(el("p", { class: "empty", text: "No VM traffic counted yet." }));
+  } else {
+    // The busiest VMs as rows and columns, bytes in the cells, colour by rate.
+    const top = vms.slice(0, 12).map(v => v.mac);
+    const name = new Map(vms.map(v => [v.mac, v.ip || v.mac]));
+    const cell = new Map(pairs.map(p => [p.src_mac + ">" + p.dst_mac, p]));
+    const maxRate = Math.max(1, ...pairs.map(p => p.rate_bps || 0));
+    const t = el("table", {});
+    t.appendChild(el("tr", {}, el("th", { text: "from \\ to" }), ...top.map(m => el("th", { class: "num", text: name.get(m) }))));
+    for (const s of top) {
+      t.appendChild(el("tr", {}, el("th", { text: name.get(s) }), ...top.map(d => {
+        const p = cell.get(s + ">" + d);
+        if (!p) return el("td", { class: "cell", text: "" });
+        return el("td", { class: "cell num", style: `background:${heat((p.rate_bps || 0) / maxRate)}`,
+          title: `${p.src} → ${p.dst}: ${human(p.bytes, "B")}, ${human(p.rate_bps, "bit/s")}`, text: human(p.bytes, "B") });
+      })));
+    }
+    matrix.appendChild(t);
+  }
+  table(document.getElementById("pairs"),
+    [{ t: "from" }, { t: "host" }, { t: "to" }, { t: "rate", num: true }, { t: "bytes", num: true }, { t: "packets", num: true }],
+    pairs.slice(0, 20).map(p => [p.src, p.src_host, p.dst, human(p.rate_bps, "bit/s"), human(p.bytes, "B"), String(p.packets)]));
+  table(document.getElementById("vms"),
+    [{ t: "VM" }, { t: "MAC" }, { t: "host" }, { t: "sends", num: true }, { t: "receives", num: true }, { t: "peak / mean", num: true }],
+    vms.map(v => [v.ip || "–", v.mac, v.host || "–", human(v.tx_rate_bps, "bit/s"), human(v.rx_rate_bps, "bit/s"),
+      v.peak_to_mean === null ? "–" : v.peak_to_mean.toFixed(2)]),
+    i => openSeries({ kind: "vm", lan: lan.lan, mac: vms[i].mac, label: vms[i].ip || vms[i].mac }));
+}
+
+// ---- alerts ----------------------------------------------------------------------------
+
+function renderAlerts() {
+  const t = document.getElementById("alerts");
+  const rows = state.ov.alerts;
+  if (rows.length === 0) {
+    clear(t).appendChild(el("tr", {}, el("td", { class: "empty", text: "No alert firing or pending." })));
+    return;
+  }
+  table(t, [{ t: "state" }, { t: "severity" }, { t: "alert" }, { t: "host" }, { t: "LAN" }, { t: "labels" }, { t: "since", num: true }, { t: "summary" }],
+    rows.map(a => [a.state, a.severity, a.alert, a.host, a.lan, a.labels.map(([k, v]) => `${k}=${v}`).join(", "), `${a.since_s} s`, a.summary]));
+  [...t.querySelectorAll("tr")].slice(1).forEach((tr, i) => tr.children[1].classList.add("sev-" + rows[i].severity));
+}
+
+// ---- series ----------------------------------------------------------------------------
+
+function seriesUrl(k) {
+  const q = new URLSearchParams({ kind: k.kind, lan: k.lan });
+  if (k.kind === "tunnel") { q.set("from", k.from); q.set("to", k.to); } else q.set("mac", k.mac);
+  return "/api/v1/series?" + q.toString();
+}
+
+function openSeries(k) {
+  state.open = k;
+  document.getElementById("series-section").hidden = false;
+  document.getElementById("series-title").textContent =
+    k.kind === "tunnel" ? `Tunnel ${k.from} → ${k.to} (${k.lan})` : `VM ${k.label || k.mac} (${k.lan})`;
+  refreshSeries(true);
+  document.getElementById("series-section").scrollIntoView({ behavior: "smooth", block: "nearest" });
+}
+
+const CHARTS = {
+  tunnel: [
+    { title: "RTT (ms)", cols: ["rtt_p50_ms", "rtt_p99_ms"], names: ["p50", "p99"], scale: 1 },
+    { title: "loss (%)", cols: ["loss_tx_ratio", "loss_rx_ratio"], names: ["towards peer", "from peer"], scale: 100 },
+    { title: "rate (Mbit/s)", cols: ["tx_rate_bps", "rx_rate_bps"], names: ["sent", "received"], scale: 1e-6 },
+  ],
+  vm: [{ title: "rate (Mbit/s)", cols: ["tx_rate_bps", "rx_rate_bps"], names: ["sends", "receives"], scale: 1e-6 }],
+};
+const COLOURS = ["#1f77b4", "#d62728"];
+
+async function refreshSeries(fresh) {
+  const k = state.open;
+  if (!k) return;
+  const note = document.getElementById("series-note");
+  let data = null;
+  try {
+    const r = await fetch(seriesUrl(k), { cache: "no-store" });
+    if (r.ok) data = await r.json();
+  } catch (e) { data = null; }
+  if (state.open !== k) return;
+  const box = document.getElementById("charts");
+  const key = JSON.stringify(k);
+  if (fresh || state.openKey !== key) {
+    for (const c of state.charts) c.destroy();
+    state.charts = [];
+    clear(box);
+    state.openKey = key;
+  }
+  if (!data || data.t_ms.length === 0) { note.textContent = "No points yet: they arrive with the next reports."; return; }
+  const step = state.ov ? state.ov.history.step_ms / 1000 : 1;
+  const n = data.t_ms.length;
+  note.textContent = `${n} point${n === 1 ? "" : "s"}, about ${step.toFixed(0)} s apart (at most ${state.ov ? state.ov.history.points : "?"} kept).`;
+  const col = new Map(data.columns.map(c => [c.name, c.values]));
+  const x = data.t_ms.map(t => t / 1000);
+  const width = Math.max(320, box.clientWidth - 8);
+  CHARTS[k.kind].forEach((spec, i) => {
+    const ys = spec.cols.map(c => (col.get(c) || []).map(v => v === null ? null : v * spec.scale));
+    if (state.charts[i]) { state.charts[i].setData([x, ...ys]); return; }
+    const div = el("div", { class: "chart" });
+    box.appendChild(div);
+    state.charts[i] = new uPlot({
+      title: spec.title, width, height: 180,
+      series: [{}, ...spec.names.map((n, j) => ({ label: n, stroke: COLOURS[j], width: 1.5, spanGaps: false }))],
+      // A single point would stretch the time axis over years: show a minute around it.
+      scales: { x: { time: true, range: (u, lo, hi) => lo === hi ? [lo - 30, hi + 30] : [lo, hi] } },
+      axes: [{}, { size: 60 }],
+    }, [x, ...ys], div);
+  });
+}
+
+// ---- wiring ----------------------------------------------------------------------------
+
+function render() {
+  if (!state.ov) return;
+  renderHeader();
+  const lan = lanView();
+  renderTopology(lan);
+  renderHeat(lan);
+  renderTraffic(lan);
+  renderAlerts();
+  if (state.open) refreshSeries(false);
+  document.body.dataset.renderedAt = String(state.ov.at_ms);
+}
+
+function connect() {
+  const live = document.getElementById("live");
+  const es = new EventSource("/api/v1/events");
+  es.addEventListener("open", () => { live.dataset.state = "live"; live.textContent = "live"; });
+  es.addEventListener("error", () => { live.dataset.state = "reconnecting"; live.textContent = "reconnecting…"; });
+  es.addEventListener("overview", e => {
+    state.ov = JSON.parse(e.data);
+    live.dataset.state = "live";
+    live.textContent = "live · " + new Date(state.ov.at_ms).toLocaleTimeString();
+    render();
+  });
+}
+
+document.getElementById("lan").addEventListener("change", e => { state.lan = e.target.value; render(); });
+document.getElementById("metric").addEventListener("change", e => { state.metric = e.target.value; render(); });
+document.getElementById("series-close").addEventListener("click", () => {
+  state.open = null;
+  for (const c of state.charts) c.destroy();
+  state.charts = []; state.openKey = "";
+  document.getElementById("series-section").hidden = true;
+});
+connect();

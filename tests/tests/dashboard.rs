@@ -1,0 +1,377 @@
+//! The web dashboard with real daemons in namespaces, looked at in a real browser (Debian's
+//! headless Chromium, driven by chromedriver through `tests/browser/dashboard.py`): three
+//! hosts in two subnets with traffic running; the page loads without a console error, the
+//! heat map has one cell per host pair carrying the value the bulletin reports, the
+//! topology shows every host and each subnet's forwarder, a cell opens its series, a
+//! killed host turns down without a reload; the listener off loopback asks for the login
+//! over HTTPS only; a host serves its own view.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::PathBuf;
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use vmvpn_tests::{Lab, WEB_LOCAL, WEB_PASSWORD, WEB_REMOTE};
+
+/// Seconds between the hosts' reports in this lab.
+const REPORT_S: u64 = 2;
+
+/// The browser driver, in a namespace; stopped by its PID when dropped.
+struct Browser {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+}
+
+impl Browser {
+    fn start(ns: &str, profile: &std::path::Path) -> Self {
+        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("browser/dashboard.py");
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", ns, "/usr/bin/python3"])
+            .arg(&script)
+            .arg(profile)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", script.display()));
+        let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
+            panic!("browser driver without pipes");
+        };
+        Browser {
+            child,
+            stdin,
+            stdout: BufReader::new(stdout),
+        }
+    }
+
+    /// One command, its JSON answer.
+    fn ask(&mut self, cmd: &str) -> Value {
+        writeln!(self.stdin, "{cmd}").unwrap_or_else(|e| panic!("browser driver: {e}"));
+        let mut line = String::new();
+        self.stdout
+            .read_line(&mut line)
+            .unwrap_or_else(|e| panic!("browser driver: {e}"));
+        serde_json::from_str(&line)
+            .unwrap_or_else(|e| panic!("browser driver said {line:?} to {cmd:?}: {e}"))
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = writeln!(self.stdin, "quit");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `curl` in `ns`: (HTTP status, body); status 0 when no HTTP answer came.
+fn curl(lab: &Lab, ns: &str, args: &[&str]) -> (u16, String) {
+    let mut a = vec![
+        "curl",
+        "-s",
+        "-k",
+        "--max-time",
+        "5",
+        "-w",
+        "\n%{http_code}",
+    ];
+    a.extend_from_slice(args);
+    let out = lab.exec(ns, &a);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
+    (code.trim().parse().unwrap_or(0), body.to_string())
+}
+
+/// The bulletin's figure for `from` -> `to`, as the heat map prints it.
+fn reported_p50(matrix: &Value, from: &str, to: &str) -> Option<String> {
+    matrix[0]["links"]
+        .as_array()?
+        .iter()
+        .find(|l| l["from"] == from && l["to"] == to)
+        .and_then(|l| l["rtt_p50_us"].as_u64())
+        .map(|us| format!("RTT p50 {:.3} ms", us as f64 / 1000.0))
+}
+
+#[test]
+fn the_dashboard_shows_the_overlay_live_in_a_real_browser() {
+    let mut lab = Lab::builder("dash")
+        .subnet(&["h1", "h2"])
+        .subnet(&["h3"])
+        .lan("lan1", [192, 168, 77], &["h1", "h2", "h3"], 1)
+        // A long lease: the killed host stays registered, so only its silence tells.
+        .bulletin(120, 2)
+        .telemetry(&format!("report_interval_s = {REPORT_S}\n"))
+        .web()
+        .start();
+    for h in ["h1", "h2", "h3"] {
+        lab.wait_tunnels(h, "lan1", 2, Duration::from_secs(30));
+    }
+    let router = lab.router_ns().to_string();
+    // Traffic between VMs of both subnets while the page is looked at (bounded: 12 s).
+    let (a, b) = (
+        lab.vm("h1", "lan1", 0).clone(),
+        lab.vm("h3", "lan1", 0).clone(),
+    );
+    let pings = {
+        let (ns, to) = (a.ns.clone(), b.ip.to_string());
+        std::thread::spawn(move || {
+            Command::new("ip")
+                .args(["netns", "exec", &ns, "ping", "-n", "-q", "-c", "600"])
+                .args(["-i", "0.02", "-W", "1", &to])
+                .output()
+        })
+    };
+    // Every host has reported every tunnel with an RTT.
+    let t0 = Instant::now();
+    let matrix = loop {
+        let m: Value =
+            serde_json::from_str(&lab.bulletin_cli(&["matrix", "--json"])).expect("matrix JSON");
+        let n = m[0]["links"]
+            .as_array()
+            .map_or(0, |l| l.iter().filter(|x| x["rtt_p50_us"].is_u64()).count());
+        if n == 6 && m[0]["vms"].as_array().is_some_and(|v| !v.is_empty()) {
+            break m;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "no full matrix: {m:#}"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    eprintln!(
+        "matrix: {}",
+        serde_json::to_string(&matrix[0]["links"]).unwrap_or_default()
+    );
+
+    // --- the login off loopback, HTTPS only, from another host's namespace -------------
+    let remote = format!("https://{WEB_REMOTE}/api/v1/overview");
+    let h1 = lab.host_ns("h1").to_string();
+    assert_eq!(
+        curl(&lab, &h1, &[&remote]).0,
+        401,
+        "no login: 401 off loopback"
+    );
+    let head = lab.exec(
+        &h1,
+        &["curl", "-s", "-k", "-D", "-", "-o", "/dev/null", &remote],
+    );
+    assert!(
+        String::from_utf8_lossy(&head.stdout).contains("www-authenticate: Basic realm="),
+        "a browser is asked to log in: {}",
+        String::from_utf8_lossy(&head.stdout)
+    );
+    assert_eq!(
+        curl(&lab, &h1, &["-u", "admin:wrong password!!", &remote]).0,
+        401
+    );
+    assert_eq!(
+        curl(&lab, &h1, &["-u", &format!("root:{WEB_PASSWORD}"), &remote]).0,
+        401
+    );
+    let (code, body) = curl(
+        &lab,
+        &h1,
+        &["-u", &format!("admin:{WEB_PASSWORD}"), &remote],
+    );
+    assert_eq!(code, 200, "{body}");
+    let ov: Value = serde_json::from_str(&body).expect("overview JSON");
+    assert_eq!(ov["scope"], "overlay");
+    let bearer = format!("Authorization: Bearer {WEB_PASSWORD}");
+    assert_eq!(curl(&lab, &h1, &["-H", &bearer, &remote]).0, 200);
+    let plain = format!("http://{WEB_REMOTE}/api/v1/overview");
+    assert_eq!(
+        curl(&lab, &h1, &[&plain]).0,
+        0,
+        "no plain HTTP off loopback"
+    );
+    // Never a LAN secret, nor its verifier, in what the dashboard serves.
+    let secret = std::fs::read_to_string(lab.dir().join("lan1.key")).expect("lan1.key");
+    let secret = secret.trim();
+    let verifier = bulletin::proof::Verifier::from_secret(
+        &bulletin::proof::parse_secret(secret).expect("secret"),
+    )
+    .to_base64();
+    for path in ["/api/v1/overview", "/", "/app.js"] {
+        let (code, body) = curl(&lab, &router, &[&format!("http://{WEB_LOCAL}{path}")]);
+        assert_eq!(code, 200, "{path} on loopback needs no login");
+        assert!(
+            !body.contains(secret) && !body.contains(&verifier),
+            "{path} serves a LAN secret"
+        );
+    }
+    assert_eq!(
+        curl(
+            &lab,
+            &router,
+            &["-X", "POST", &format!("http://{WEB_LOCAL}/api/v1/overview")]
+        )
+        .0,
+        405,
+        "read-only"
+    );
+
+    // --- a host's own view ------------------------------------------------------------
+    let (code, body) = curl(&lab, &h1, &[&format!("http://{WEB_LOCAL}/api/v1/overview")]);
+    assert_eq!(code, 200, "{body}");
+    let mine: Value = serde_json::from_str(&body).expect("host overview JSON");
+    assert_eq!(
+        (mine["scope"].as_str(), mine["name"].as_str()),
+        (Some("host"), Some("h1"))
+    );
+    let hosts: Vec<&str> = mine["lans"][0]["hosts"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|h| h["name"].as_str())
+        .collect();
+    assert_eq!(hosts, vec!["h1", "h2", "h3"], "{mine:#}");
+    assert_eq!(
+        mine["lans"][0]["links"].as_array().map(Vec::len),
+        Some(2),
+        "h1 measures its two tunnels"
+    );
+
+    // --- the page, in Chromium ----------------------------------------------------------
+    let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("dashboard");
+    let _ = std::fs::remove_dir_all(&out);
+    std::fs::create_dir_all(&out).expect("output dir");
+    let mut browser = Browser::start(&router, &lab.dir().join("chromium-profile"));
+    let loaded = browser.ask(&format!("load http://{WEB_LOCAL}/"));
+    assert_eq!(loaded["ok"], true, "{loaded}");
+    let look = browser.ask("look");
+    assert_eq!(
+        look["errors"],
+        serde_json::json!([]),
+        "console errors: {look:#}"
+    );
+    assert_eq!(look["live"], "live", "{look:#}");
+    let mut names: Vec<(String, String)> = look["hosts"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|h| {
+            (
+                h["name"].as_str().unwrap_or("").to_string(),
+                h["state"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        ["h1", "h2", "h3"].map(|h| (h.to_string(), "up".to_string())),
+        "{look:#}"
+    );
+    let forwarders = look["hosts"]
+        .as_array()
+        .map_or(0, |h| h.iter().filter(|h| h["forwarder"] == true).count());
+    assert_eq!(
+        forwarders, 2,
+        "one designated forwarder per subnet: {look:#}"
+    );
+    assert_eq!(look["links"].as_array().map(Vec::len), Some(3), "{look:#}");
+    let subnets = look["subnets"].to_string();
+    assert!(
+        subnets.contains("10.77.1.0/24") && subnets.contains("10.77.2.0/24"),
+        "{subnets}"
+    );
+    assert!(look["vms"].as_u64().unwrap_or(0) >= 2, "VM rows: {look:#}");
+    // One cell per ordered host pair, each with the value the bulletin reports. Reports
+    // change every 2 s, so the page and the CLI are compared until they agree once.
+    let mut agreed = false;
+    for _ in 0..10 {
+        let look = browser.ask("look");
+        let m: Value =
+            serde_json::from_str(&lab.bulletin_cli(&["matrix", "--json"])).expect("matrix JSON");
+        let cells = look["cells"].as_array().cloned().unwrap_or_default();
+        assert_eq!(cells.len(), 6, "{look:#}");
+        let ok = cells.iter().all(|c| {
+            let (f, t) = (
+                c["from"].as_str().unwrap_or(""),
+                c["to"].as_str().unwrap_or(""),
+            );
+            reported_p50(&m, f, t)
+                .is_some_and(|want| c["title"].as_str().unwrap_or("").contains(&want))
+        });
+        if ok {
+            eprintln!(
+                "heat map titles agree with `bulletin matrix`: {}",
+                look["cells"]
+            );
+            agreed = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    assert!(agreed, "the heat map never showed the reported RTTs");
+    let series = browser.ask("click-cell h1 h3");
+    assert!(series["charts"].as_u64().unwrap_or(0) >= 3, "{series:#}");
+    assert!(
+        series["title"].as_str().unwrap_or("").contains("h1 → h3"),
+        "{series:#}"
+    );
+    let shot = out.join("dashboard.png");
+    browser.ask(&format!("shot {}", shot.display()));
+    let png = std::fs::read(&shot).unwrap_or_else(|e| panic!("no screenshot: {e}"));
+    assert!(
+        png.starts_with(b"\x89PNG") && png.len() > 20_000,
+        "a screenshot of the page ({} bytes)",
+        png.len()
+    );
+    eprintln!("screenshot: {}", shot.display());
+
+    // --- a host killed turns down without a reload -----------------------------------------
+    lab.kill("h3");
+    let killed = Instant::now();
+    let limit = REPORT_S + 5;
+    let down = browser.ask(&format!("wait-down h3 {}", limit + 2));
+    let after = killed.elapsed();
+    eprintln!(
+        "h3 shown {} {:.1} s after SIGKILL (report interval {REPORT_S} s)",
+        down["state"],
+        after.as_secs_f64()
+    );
+    assert!(
+        down["state"] == "down" || down["state"] == "gone",
+        "{down:#}"
+    );
+    assert!(
+        after <= Duration::from_secs(limit),
+        "h3 turned down after {after:?}, more than the report interval + 5 s"
+    );
+    assert_eq!(down["marker"], "same page", "the page was reloaded");
+    assert_eq!(
+        down["errors"],
+        serde_json::json!([]),
+        "console errors: {down:#}"
+    );
+    drop(browser);
+    let _ = pings.join();
+}
+
+#[test]
+fn a_dashboard_off_loopback_without_a_login_is_refused_at_start() {
+    let dir = std::env::temp_dir().join(format!("vmvpn-dash-refuse-{}", std::process::id()));
+    let out = Command::new(vmvpn_tests::bulletin_bin())
+        .args(["serve", "--listen", "127.0.0.1:0", "--state-dir"])
+        .arg(&dir)
+        .args(["--web", "192.0.2.1:8443"])
+        .output()
+        .expect("run bulletin");
+    let _ = std::fs::remove_dir_all(&dir);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("192.0.2.1:8443") && err.contains("[web]"),
+        "says why and what to do: {err}"
+    );
+}

@@ -1,0 +1,208 @@
+//! The dashboard of one host (`[host] web`): the same page and API as the bulletin's
+//! (`bulletin::web`), showing what this host sees: its tunnels, its VMs' traffic, its
+//! alerts. The view is built once a second the way the bulletin builds it, from the
+//! report this host would send, so both dashboards read alike; series are kept at 1 s.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use bulletin::proto::{HostAlerts, HostReport, Record};
+use bulletin::reports::StoredReport;
+use bulletin::web::global::{Global, Input, peer_name, subnet};
+use bulletin::web::history::History;
+use bulletin::web::view::{HostState, Overview, Scope};
+use bulletin::web::{Feed, unix_ms};
+
+use crate::alarms::SharedAlerts;
+use crate::io::dataplane::{Handle, Request};
+use crate::membership::report;
+use crate::status::{AlertView, Health, LanTraffic, PeerState, Status};
+
+/// This host, as its dashboard names it.
+#[derive(Debug, Clone)]
+pub struct Me {
+    /// Host name.
+    pub name: String,
+    /// Host id.
+    pub id: u32,
+    /// Underlay address.
+    pub underlay: IpAddr,
+    /// Underlay prefix length.
+    pub prefix: u8,
+}
+
+/// The view of one host over time. Sans-IO: [`Local::update`] takes the snapshots.
+pub struct Local {
+    me: Me,
+    global: Global,
+    seq: u64,
+}
+
+impl Local {
+    /// The view of `me`.
+    pub fn new(me: Me) -> Self {
+        Local {
+            me,
+            global: Global::default(),
+            seq: 0,
+        }
+    }
+
+    /// The view now (`now_ms`: ms since the Unix epoch), feeding `history` one point per
+    /// call.
+    pub fn update(
+        &mut self,
+        status: &Status,
+        traffic: &[LanTraffic],
+        alerts: &[AlertView],
+        history: &mut History,
+        now_ms: u64,
+    ) -> Overview {
+        self.seq += 1;
+        let me = &self.me;
+        let mut records = Vec::new();
+        for l in &status.lans {
+            records.push(record(
+                &l.name,
+                &l.segment,
+                me.id,
+                &me.name,
+                me.underlay,
+                me.prefix,
+                0,
+            ));
+            for p in &l.peers {
+                let addr: Option<SocketAddr> = p.address.parse().ok();
+                let Some(addr) = addr else { continue };
+                // The peer's prefix is that of the flood plan's subnet holding it.
+                let prefix = l
+                    .flood
+                    .subnets
+                    .iter()
+                    .filter_map(|s| s.subnet.rsplit_once('/'))
+                    .filter_map(|(_, p)| p.parse::<u8>().ok())
+                    .find(|p| {
+                        l.flood
+                            .subnets
+                            .iter()
+                            .any(|s| s.subnet == subnet(addr.ip(), *p))
+                    })
+                    .unwrap_or(me.prefix);
+                records.push(record(
+                    &l.name,
+                    &l.segment,
+                    p.id.unwrap_or(0),
+                    &peer_name(&p.name, p.id),
+                    addr.ip(),
+                    prefix,
+                    addr.port(),
+                ));
+            }
+        }
+        let lans: Vec<&str> = status.lans.iter().map(|l| l.name.as_str()).collect();
+        let input = Input {
+            name: me.name.clone(),
+            records,
+            reports: report::build(&status.lans, traffic)
+                .into_iter()
+                .map(|r| StoredReport {
+                    host: HostReport {
+                        host_id: me.id,
+                        name: me.name.clone(),
+                        age_ms: 0,
+                        report: r,
+                    },
+                    interval_ms: Some(1000),
+                    seq: self.seq,
+                })
+                .collect(),
+            alerts: report::alerts(&lans, alerts)
+                .into_iter()
+                .map(|a| HostAlerts {
+                    host_id: me.id,
+                    name: me.name.clone(),
+                    age_ms: 0,
+                    alerts: a,
+                })
+                .collect(),
+        };
+        let mut o = self.global.update(&input, history, now_ms);
+        o.scope = Scope::Host;
+        // Peers send this host no reports: their state is that of the tunnel.
+        for (view, l) in o.lans.iter_mut().zip(&status.lans) {
+            for h in view.hosts.iter_mut().filter(|h| h.name != me.name) {
+                if let Some(p) = l.peers.iter().find(|p| peer_name(&p.name, p.id) == h.name) {
+                    h.state = if p.state == PeerState::Up && p.health != Health::Down {
+                        HostState::Up
+                    } else {
+                        HostState::Down
+                    };
+                }
+            }
+        }
+        o
+    }
+}
+
+fn record(
+    lan: &str,
+    segment: &str,
+    id: u32,
+    name: &str,
+    underlay: IpAddr,
+    prefix: u8,
+    port: u16,
+) -> Record {
+    Record {
+        lan: lan.to_string(),
+        segment: segment.to_string(),
+        host_id: id,
+        name: name.to_string(),
+        underlay,
+        prefix,
+        port,
+        observed: SocketAddr::new(underlay, port),
+        lease_ms: 0,
+        heartbeat_ago_ms: 0,
+    }
+}
+
+/// Build the view every second from the data plane and the alarms, into `feed`.
+pub async fn run(mut local: Local, dp: Handle, alerts: SharedAlerts, feed: Feed) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(status) = dp.call(Request::Status).await else {
+            return;
+        };
+        let Some(Ok(traffic)) = dp
+            .call(|reply| Request::Traffic {
+                lan: None,
+                top: Some(0),
+                reply,
+            })
+            .await
+        else {
+            return;
+        };
+        let alerts = alerts.lock().map(|a| a.clone()).unwrap_or_default();
+        let o = local.update(&status, &traffic, &alerts, &mut feed.history(), unix_ms());
+        feed.publish(o);
+    }
+}
+
+/// An empty view to start from.
+pub fn empty(name: &str) -> Overview {
+    Overview {
+        scope: Scope::Host,
+        name: name.to_string(),
+        at_ms: unix_ms(),
+        history: bulletin::web::view::HistoryInfo {
+            points: bulletin::web::HISTORY_POINTS,
+            step_ms: 1000,
+        },
+        lans: Vec::new(),
+        alerts: Vec::new(),
+    }
+}
