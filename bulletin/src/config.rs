@@ -427,4 +427,20 @@ mod tests {
             "{e}"
         );
     }
+    #[test]
+    fn the_dashboard_login_is_checked_when_loaded() {
+        let e = err("lease_ttl_s = 30\n\n[web]\npassword_file = \"/nonexistent/pw\"\n");
+        assert!(
+            e.contains("b.toml:3: `web.password_file`") && e.contains("/nonexistent/pw"),
+            "{e}"
+        );
+        let e = err("[web]\nuser = \"admin\"\npasword_file = \"x\"\n");
+        assert!(e.contains("pasword_file"), "a typo is named: {e}");
+        assert!(
+            BulletinConfig::parse("", Path::new("b"))
+                .expect("ok")
+                .web
+                .is_none()
+        );
+    }
 }

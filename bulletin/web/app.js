@@ -55,6 +55,12 @@ function heat(f) {
   return `hsl(${Math.round(120 * (1 - x))}, 70%, ${Math.round(48 + 8 * (1 - x))}%)`;
 }
 
+// Traffic is not good or bad: light to dark blue over [0, 1].
+function volume(f) {
+  const x = Math.max(0, Math.min(1, f));
+  return `hsl(210, 75%, ${Math.round(94 - 34 * x)}%)`;
+}
+
 // ---- header ----------------------------------------------------------------------------
 
 function renderHeader() {
@@ -233,7 +239,7 @@ function renderTraffic(lan) {
       t.appendChild(el("tr", {}, el("th", { text: name.get(s) }), ...top.map(d => {
         const p = cell.get(s + ">" + d);
         if (!p) return el("td", { class: "cell", text: "" });
-        return el("td", { class: "cell num", style: `background:${heat((p.rate_bps || 0) / maxRate)}`,
+        return el("td", { class: "cell num", style: `background:${volume((p.rate_bps || 0) / maxRate)}`,
           title: `${p.src} → ${p.dst}: ${human(p.bytes, "B")}, ${human(p.rate_bps, "bit/s")}`, text: human(p.bytes, "B") });
       })));
     }
@@ -324,7 +330,10 @@ async function refreshSeries(fresh) {
       title: spec.title, width, height: 180,
       series: [{}, ...spec.names.map((n, j) => ({ label: n, stroke: COLOURS[j], width: 1.5, spanGaps: false }))],
       // A single point would stretch the time axis over years: show a minute around it.
-      scales: { x: { time: true, range: (u, lo, hi) => lo === hi ? [lo - 30, hi + 30] : [lo, hi] } },
+      scales: { x: { time: true, range: u => {
+        const t = u.data[0];
+        return t.length < 2 ? [t[0] - 30, t[0] + 30] : [t[0], t[t.length - 1]];
+      } } },
       axes: [{}, { size: 60 }],
     }, [x, ...ys], div);
   });

@@ -319,6 +319,8 @@ fn the_dashboard_shows_the_overlay_live_in_a_real_browser() {
         series["title"].as_str().unwrap_or("").contains("h1 → h3"),
         "{series:#}"
     );
+    // A few more reports, so the series and the VM rates have points in the picture.
+    std::thread::sleep(Duration::from_secs(3 * REPORT_S));
     let shot = out.join("dashboard.png");
     browser.ask(&format!("shot {}", shot.display()));
     let png = std::fs::read(&shot).unwrap_or_else(|e| panic!("no screenshot: {e}"));

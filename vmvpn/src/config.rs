@@ -926,6 +926,36 @@ peers = ["10.77.1.2:7401", "10.77.1.3:7401"]
     }
 
     #[test]
+    fn a_dashboard_off_loopback_needs_the_login_of_web() {
+        let local = GOOD.replace("[host]\n", "[host]\nweb = \"127.0.0.1:8080\"\n");
+        let c = Config::parse(&local, Path::new("host.toml")).expect("loopback: no login");
+        assert!(c.web_credentials().is_none());
+        let remote = GOOD.replace("[host]\n", "[host]\nweb = \"0.0.0.0:8443\"\n");
+        let e = err(&remote);
+        assert!(
+            e.contains("`host.web`") && e.contains("[web]") && e.contains("host.toml:"),
+            "{e}"
+        );
+        let dir = std::env::temp_dir().join(format!("vmvpn-cfg-web-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let pw = dir.join("web.password");
+        std::fs::write(&pw, "twelve chars or more\n").expect("write");
+        let with = format!(
+            "{remote}\n[web]\nuser = \"ops\"\npassword_file = \"{}\"\n",
+            pw.display()
+        );
+        let c = Config::parse(&with, Path::new("host.toml")).expect("with [web]");
+        assert!(c.web_credentials().is_some());
+        std::fs::write(&pw, "short\n").expect("write");
+        let e = err(&with);
+        assert!(
+            e.contains("`web.password_file`") && e.contains("at least 12"),
+            "{e}"
+        );
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
     fn long_values_are_cut_in_errors() {
         let e = err(&GOOD.replace(
             "name = \"h1\"",

@@ -160,3 +160,212 @@ async fn events(State(d): State<Dash>) -> Sse<impl Stream<Item = Result<Event, I
     });
     Sse::new(stream).keep_alive(KeepAlive::default())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::web::history::History;
+    use crate::web::view::{HistoryInfo, Scope};
+    use axum::body::Body;
+    use base64::Engine as _;
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+
+    fn feed() -> Feed {
+        let mut h = History::new(10, 10);
+        h.push(
+            SeriesKey::Tunnel {
+                lan: "lan1".into(),
+                from: "h1".into(),
+                to: "h2".into(),
+            },
+            1000,
+            &[
+                Some(0.25),
+                Some(0.5),
+                Some(0.0),
+                Some(0.0),
+                Some(8.0),
+                Some(9.0),
+            ],
+        );
+        Feed::new(
+            Overview {
+                scope: Scope::Overlay,
+                name: "sha256:test".into(),
+                at_ms: 1,
+                history: HistoryInfo {
+                    points: 10,
+                    step_ms: 1000,
+                },
+                lans: Vec::new(),
+                alerts: Vec::new(),
+            },
+            h,
+        )
+    }
+
+    async fn get(r: &Router, path: &str, auth: Option<&str>) -> (StatusCode, String, String) {
+        let mut req = axum::http::Request::get(path);
+        if let Some(a) = auth {
+            req = req.header(header::AUTHORIZATION, a);
+        }
+        let res = r
+            .clone()
+            .oneshot(req.body(Body::empty()).expect("request"))
+            .await
+            .expect("answer");
+        let status = res.status();
+        let ct = res
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        let body = res.into_body().collect().await.expect("body").to_bytes();
+        (status, ct, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    #[tokio::test]
+    async fn pages_api_and_errors_without_credentials() {
+        let r = router(feed(), None);
+        let (s, ct, body) = get(&r, "/", None).await;
+        assert_eq!(
+            (s, ct.as_str()),
+            (StatusCode::OK, "text/html; charset=utf-8")
+        );
+        assert!(body.contains("/app.js") && body.contains("/vendor/uPlot.iife.min.js"));
+        for a in assets::ASSETS {
+            let (s, ct, _) = get(&r, a.path, None).await;
+            assert_eq!(
+                (s, ct.as_str()),
+                (StatusCode::OK, a.content_type),
+                "{}",
+                a.path
+            );
+        }
+        let (s, ct, body) = get(&r, "/api/v1/overview", None).await;
+        assert_eq!((s, ct.as_str()), (StatusCode::OK, "application/json"));
+        let o: Overview = serde_json::from_str(&body).expect("typed overview");
+        assert_eq!(o.name, "sha256:test");
+        let (s, _, body) = get(
+            &r,
+            "/api/v1/series?kind=tunnel&lan=lan1&from=h1&to=h2",
+            None,
+        )
+        .await;
+        assert_eq!(s, StatusCode::OK, "{body}");
+        let d: crate::web::history::SeriesData = serde_json::from_str(&body).expect("series");
+        assert_eq!(
+            (d.t_ms.clone(), d.columns[0].values.clone()),
+            (vec![1000], vec![Some(0.25)])
+        );
+        for (path, want) in [
+            (
+                "/api/v1/series?kind=tunnel&lan=lan1&from=h2&to=h1",
+                StatusCode::NOT_FOUND,
+            ),
+            ("/api/v1/series?kind=vm&lan=lan1", StatusCode::BAD_REQUEST),
+            ("/api/v1/series?kind=nope&lan=lan1", StatusCode::BAD_REQUEST),
+            ("/api/v1/series", StatusCode::BAD_REQUEST),
+            ("/nothing-here", StatusCode::NOT_FOUND),
+        ] {
+            assert_eq!(get(&r, path, None).await.0, want, "{path}");
+        }
+        let res = r
+            .clone()
+            .oneshot(
+                axum::http::Request::post("/api/v1/overview")
+                    .body(Body::empty())
+                    .expect("request"),
+            )
+            .await
+            .expect("answer");
+        assert_eq!(res.status(), StatusCode::METHOD_NOT_ALLOWED, "read-only");
+    }
+
+    #[tokio::test]
+    async fn every_route_asks_for_the_credentials_when_given() {
+        let c = Credentials::new("admin", "a long password here").expect("ok");
+        let r = router(feed(), Some(c));
+        let good = format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode("admin:a long password here")
+        );
+        for path in [
+            "/",
+            "/app.js",
+            "/api/v1/overview",
+            "/api/v1/events",
+            "/nothing",
+        ] {
+            let res = r
+                .clone()
+                .oneshot(
+                    axum::http::Request::get(path)
+                        .body(Body::empty())
+                        .expect("request"),
+                )
+                .await
+                .expect("answer");
+            assert_eq!(res.status(), StatusCode::UNAUTHORIZED, "{path}");
+            assert!(
+                res.headers()
+                    .get(header::WWW_AUTHENTICATE)
+                    .is_some_and(|v| v.as_bytes().starts_with(b"Basic realm=")),
+                "{path}: a browser shows its login"
+            );
+        }
+        assert_eq!(get(&r, "/", Some(&good)).await.0, StatusCode::OK);
+        assert_eq!(
+            get(&r, "/api/v1/overview", Some("Bearer a long password here"))
+                .await
+                .0,
+            StatusCode::OK
+        );
+        assert_eq!(
+            get(&r, "/", Some("Bearer wrong")).await.0,
+            StatusCode::UNAUTHORIZED
+        );
+    }
+
+    async fn next_event(b: &mut Body) -> String {
+        let f = tokio::time::timeout(Duration::from_secs(5), b.frame())
+            .await
+            .expect("an event in time")
+            .expect("a frame")
+            .expect("no error");
+        String::from_utf8_lossy(&f.into_data().expect("data")).into_owned()
+    }
+
+    #[tokio::test]
+    async fn events_start_with_the_overview_and_follow_changes() {
+        let f = feed();
+        let r = router(f.clone(), None);
+        let res = r
+            .oneshot(
+                axum::http::Request::get("/api/v1/events")
+                    .body(Body::empty())
+                    .expect("request"),
+            )
+            .await
+            .expect("answer");
+        assert_eq!(
+            res.headers()
+                .get(header::CONTENT_TYPE)
+                .map(|v| v.as_bytes()),
+            Some(&b"text/event-stream"[..])
+        );
+        let mut body = res.into_body();
+        let first = next_event(&mut body).await;
+        assert!(
+            first.contains("event: overview") && first.contains("sha256:test"),
+            "{first}"
+        );
+        let mut o = (*f.overview()).clone();
+        o.name = "renamed".into();
+        f.publish(o);
+        let second = next_event(&mut body).await;
+        assert!(second.contains("\"name\":\"renamed\""), "{second}");
+    }
+}

@@ -380,3 +380,240 @@ pub fn peer_name(name: &str, id: Option<u32>) -> String {
         name.to_string()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::{
+        AlertReport, HostReport, LanAlerts, LanReport, PairReport, PeerReport, Tunnel,
+    };
+
+    fn record(id: u32, name: &str, ip: [u8; 4]) -> Record {
+        let underlay = IpAddr::from(ip);
+        Record {
+            lan: "lan1".into(),
+            segment: "192.168.7.0/24".into(),
+            host_id: id,
+            name: name.into(),
+            underlay,
+            prefix: 24,
+            port: 7401,
+            observed: std::net::SocketAddr::new(underlay, 7401),
+            lease_ms: 30_000,
+            heartbeat_ago_ms: 0,
+        }
+    }
+
+    fn tunnel(to: &str, p50: u64, health: &str) -> PeerReport {
+        PeerReport {
+            host_id: None,
+            name: to.into(),
+            tunnel: Tunnel {
+                health: health.into(),
+                rtt_p50_us: Some(p50),
+                rtt_p99_us: Some(2 * p50),
+                loss_tx_ratio: 0.01,
+                loss_rx_ratio: 0.0,
+                tx_rate_bps: 1,
+                rx_rate_bps: 2,
+            },
+        }
+    }
+
+    fn report(
+        id: u32,
+        name: &str,
+        age_ms: u64,
+        seq: u64,
+        peers: Vec<PeerReport>,
+        bytes: u64,
+    ) -> StoredReport {
+        StoredReport {
+            host: HostReport {
+                host_id: id,
+                name: name.into(),
+                age_ms,
+                report: LanReport {
+                    lan: "lan1".into(),
+                    peers,
+                    pairs: vec![PairReport {
+                        src_mac: [2, 0, 0, 0, 0, id as u8],
+                        src_ip: Some(IpAddr::from([192, 168, 7, id as u8])),
+                        dst_mac: [2, 0, 0, 0, 0, 9],
+                        dst_ip: None,
+                        packets: 10,
+                        bytes,
+                    }],
+                },
+            },
+            interval_ms: Some(2000),
+            seq,
+        }
+    }
+
+    fn input(reports: Vec<StoredReport>) -> Input {
+        Input {
+            name: "sha256:x".into(),
+            records: vec![
+                record(30, "h1", [10, 0, 1, 1]),
+                record(20, "h2", [10, 0, 1, 2]),
+                record(10, "h3", [10, 0, 2, 1]),
+            ],
+            reports,
+            alerts: vec![HostAlerts {
+                host_id: 30,
+                name: "h1".into(),
+                age_ms: 3000,
+                alerts: LanAlerts {
+                    lan: "lan1".into(),
+                    alerts: vec![AlertReport {
+                        alert: "VmvpnPeerDown".into(),
+                        state: "firing".into(),
+                        severity: "critical".into(),
+                        labels: vec![("lan".into(), "lan1".into()), ("peer".into(), "h3".into())],
+                        summary: "h3 down".into(),
+                        value: 1.0,
+                        since_s: 4,
+                    }],
+                },
+            }],
+        }
+    }
+
+    #[test]
+    fn hosts_subnets_forwarders_links_pairs_and_alerts() {
+        let mut g = Global::default();
+        let mut h = History::new(100, 100);
+        let t = 1_000_000;
+        let first = vec![
+            report(
+                30,
+                "h1",
+                0,
+                1,
+                vec![tunnel("h2", 300, "ok"), tunnel("h3", 900, "ok")],
+                1000,
+            ),
+            report(20, "h2", 0, 2, vec![tunnel("h1", 310, "ok")], 0),
+            report(10, "h3", 0, 3, vec![tunnel("h1", 880, "ok")], 0),
+        ];
+        let o = g.update(&input(first), &mut h, t);
+        assert_eq!(o.scope, Scope::Overlay);
+        let l = &o.lans[0];
+        assert_eq!(
+            l.subnets,
+            vec![
+                SubnetView {
+                    subnet: "10.0.1.0/24".into(),
+                    forwarder: Some("h2".into())
+                },
+                SubnetView {
+                    subnet: "10.0.2.0/24".into(),
+                    forwarder: Some("h3".into())
+                },
+            ],
+            "the lowest id of each subnet"
+        );
+        assert!(l.hosts.iter().all(|x| x.state == HostState::Up), "{l:?}");
+        assert_eq!(l.links.len(), 4);
+        assert_eq!(l.pairs[0].rate_bps, None, "one sample: no rate yet");
+        assert_eq!(o.alerts.len(), 1);
+        assert_eq!(o.alerts[0].since_s, 7, "4 s on the host + 3 s old report");
+        assert_eq!(o.alerts[0].labels, vec![("peer".into(), "h3".into())]);
+
+        // 2 s later: h1 counted 1000 more bytes; h3 fell silent and h1 finds it down.
+        let second = vec![
+            report(
+                30,
+                "h1",
+                0,
+                4,
+                vec![tunnel("h2", 300, "ok"), tunnel("h3", 900, "down")],
+                2000,
+            ),
+            report(20, "h2", 0, 5, vec![tunnel("h1", 310, "ok")], 0),
+            report(10, "h3", 2000, 3, vec![tunnel("h1", 880, "ok")], 0),
+        ];
+        let o = g.update(&input(second.clone()), &mut h, t + 2000);
+        let l = &o.lans[0];
+        let h1_pair = l
+            .pairs
+            .iter()
+            .find(|p| p.src_host == "h1")
+            .expect("h1's pair");
+        assert_eq!(h1_pair.rate_bps, Some(4000), "1000 B in 2 s");
+        let vm = l
+            .vms
+            .iter()
+            .find(|v| v.mac == "02:00:00:00:00:1e")
+            .expect("h1's VM");
+        assert_eq!((vm.tx_rate_bps, vm.host.as_str()), (4000, "h1"));
+        let dst = l
+            .vms
+            .iter()
+            .find(|v| v.mac == "02:00:00:00:00:09")
+            .expect("dst VM");
+        assert_eq!(dst.rx_rate_bps, 4000);
+        let h3 = l.hosts.iter().find(|x| x.name == "h3").expect("h3");
+        assert_eq!(
+            h3.state,
+            HostState::Down,
+            "every peer measuring it finds it down"
+        );
+        assert_eq!(l.subnets[1].forwarder, None, "a down host forwards nothing");
+
+        // A report seen again adds no point; an overdue one marks its host down.
+        let key = SeriesKey::Tunnel {
+            lan: "lan1".into(),
+            from: "h1".into(),
+            to: "h2".into(),
+        };
+        assert_eq!(h.get(&key).map(|d| d.t_ms.len()), Some(2));
+        let o = g.update(&input(second), &mut h, t + 2500);
+        assert_eq!(h.get(&key).map(|d| d.t_ms.len()), Some(2));
+        let mut late = vec![report(20, "h2", 4001, 5, vec![], 0)];
+        late[0].interval_ms = Some(2000);
+        let o2 = g.update(&input(late), &mut h, t + 6000);
+        let h2 = o2.lans[0]
+            .hosts
+            .iter()
+            .find(|x| x.name == "h2")
+            .expect("h2");
+        assert_eq!(
+            h2.state,
+            HostState::Down,
+            "report 4.0 s old at a 2 s interval"
+        );
+        assert_eq!(
+            o.lans[0]
+                .hosts
+                .iter()
+                .find(|x| x.name == "h2")
+                .map(|x| x.state),
+            Some(HostState::Up)
+        );
+        let unreported = g.update(
+            &Input {
+                reports: Vec::new(),
+                ..input(Vec::new())
+            },
+            &mut h,
+            t + 7000,
+        );
+        assert!(
+            unreported.lans[0]
+                .hosts
+                .iter()
+                .all(|x| x.state == HostState::Unreported)
+        );
+    }
+
+    #[test]
+    fn subnets_of_both_families() {
+        assert_eq!(subnet(IpAddr::from([10, 1, 2, 3]), 16), "10.1.0.0/16");
+        assert_eq!(subnet(IpAddr::from([10, 1, 2, 3]), 0), "0.0.0.0/0");
+        assert_eq!(subnet("fd00::1:2".parse().expect("v6"), 64), "fd00::/64");
+        assert_eq!(peer_name("", Some(255)), "0x000000ff");
+        assert_eq!(peer_name("", None), "?");
+    }
+}
