@@ -1,13 +1,18 @@
 //! The flow table: transport 5-tuples between VMs, both directions in one entry, with
 //! idle timeout, TCP connection state from SYN/FIN/RST, and an LRU cap with evictions
 //! counted. Updated per frame on the data-plane thread; allocation only for a new flow.
+//!
+//! With export on ([`FlowTable::set_export`]), every flow that ends (idle, closed,
+//! evicted) and every long one at its active timeout leaves a [`FlowRecord`] of what it
+//! carried since its last record, in a queue of fixed capacity that the exporter empties
+//! (IPFIX, RFC 7011 with RFC 5103 biflows).
 
 use std::num::NonZeroUsize;
 
 use lru::LruCache;
 use serde::{Deserialize, Serialize};
 
-use crate::frame::{FlowKey, FrameInfo, PROTO_TCP};
+use crate::frame::{FlowKey, FrameInfo, Mac, PROTO_TCP, TcpFlags};
 
 /// Default flow table size per LAN.
 pub const DEFAULT_FLOWS: usize = 16384;
@@ -63,6 +68,73 @@ pub struct Flow {
     pub tcp: Option<TcpState>,
     fin_fwd: bool,
     fin_rev: bool,
+    /// Initiator's MAC.
+    pub src_mac: Mac,
+    /// Responder's MAC.
+    pub dst_mac: Mac,
+    /// TCP flags seen from the initiator (FIN 1, SYN 2, RST 4, ACK 16, OR-ed).
+    pub fwd_flags: u8,
+    /// TCP flags seen from the responder.
+    pub rev_flags: u8,
+    /// Counts at the last record (fwd packets, fwd bytes, rev packets, rev bytes), and
+    /// when it was made.
+    exported: ([u64; 4], u64),
+}
+
+/// Why a flow record was made (IPFIX flowEndReason, RFC 5102).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[repr(u8)]
+pub enum EndReason {
+    /// No frame for the idle timeout.
+    Idle = 1,
+    /// Still running at the active timeout: the next record continues it.
+    Active = 2,
+    /// TCP FIN from both sides, or RST.
+    EndOfFlow = 3,
+    /// The exporter stopped (daemon shutdown).
+    Forced = 4,
+    /// Evicted from a full table.
+    LackOfResources = 5,
+}
+
+/// What one flow carried since its last record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FlowRecord {
+    /// The flow, initiator first.
+    pub key: FlowKey,
+    /// Initiator's MAC.
+    pub src_mac: Mac,
+    /// Responder's MAC.
+    pub dst_mac: Mac,
+    /// Frames initiator -> responder.
+    pub packets: u64,
+    /// Ethernet bytes initiator -> responder.
+    pub bytes: u64,
+    /// Frames responder -> initiator.
+    pub rev_packets: u64,
+    /// Ethernet bytes responder -> initiator.
+    pub rev_bytes: u64,
+    /// TCP flags from the initiator, OR-ed.
+    pub flags: u8,
+    /// TCP flags from the responder, OR-ed.
+    pub rev_flags: u8,
+    /// Owner's clock (s) at the first frame this record covers.
+    pub start_s: u64,
+    /// Owner's clock (s) at the last frame.
+    pub end_s: u64,
+    /// Why it was made.
+    pub reason: EndReason,
+}
+
+struct Export {
+    active_s: u64,
+    capacity: usize,
+    records: Vec<FlowRecord>,
+    dropped: u64,
+}
+
+fn flag_bits(t: &TcpFlags) -> u8 {
+    u8::from(t.fin) | u8::from(t.syn) << 1 | u8::from(t.rst) << 2 | u8::from(t.ack) << 4
 }
 
 /// Table counters.
@@ -120,6 +192,7 @@ pub struct FlowTable {
     flows: LruCache<FlowKey, Flow>,
     idle_s: u64,
     stats: FlowStats,
+    export: Option<Export>,
 }
 
 impl FlowTable {
@@ -129,7 +202,73 @@ impl FlowTable {
             flows: LruCache::new(NonZeroUsize::new(cap).unwrap_or(NonZeroUsize::MIN)),
             idle_s: idle_s.max(1),
             stats: FlowStats::default(),
+            export: None,
         }
+    }
+
+    /// Make a record of every flow that ends, and of every flow still running
+    /// `active_s` after its last record, keeping at most `capacity` until taken (more are
+    /// counted as dropped). None: no records.
+    pub fn set_export(&mut self, export: Option<(u64, usize)>) {
+        self.export = export.map(|(active_s, capacity)| Export {
+            active_s: active_s.max(1),
+            capacity,
+            records: Vec::with_capacity(capacity),
+            dropped: 0,
+        });
+    }
+
+    /// Swap the records made so far with `empty` (cleared; it holds the next ones, so an
+    /// exporter that hands back the buffer it got allocates nothing here). Returns the
+    /// records dropped so far.
+    pub fn take_records(&mut self, empty: &mut Vec<FlowRecord>) -> u64 {
+        empty.clear();
+        match self.export.as_mut() {
+            Some(e) => {
+                empty.reserve(e.capacity);
+                std::mem::swap(&mut e.records, empty);
+                e.dropped
+            }
+            None => 0,
+        }
+    }
+
+    /// End every flow now (at shutdown), each with a record.
+    pub fn flush(&mut self) {
+        while let Some((_, f)) = self.flows.pop_lru() {
+            Self::record(&mut self.export, &f, EndReason::Forced);
+        }
+    }
+
+    /// Queue a record of what `f` carried since its last one, if anything.
+    fn record(export: &mut Option<Export>, f: &Flow, reason: EndReason) -> bool {
+        let Some(e) = export.as_mut() else {
+            return false;
+        };
+        let [p, b, rp, rb] = f.exported.0;
+        let r = FlowRecord {
+            key: f.key,
+            src_mac: f.src_mac,
+            dst_mac: f.dst_mac,
+            packets: f.fwd_packets - p,
+            bytes: f.fwd_bytes - b,
+            rev_packets: f.rev_packets - rp,
+            rev_bytes: f.rev_bytes - rb,
+            flags: f.fwd_flags,
+            rev_flags: f.rev_flags,
+            start_s: f.exported.1,
+            end_s: f.last_s,
+            reason,
+        };
+        if r.packets + r.rev_packets == 0 {
+            return false;
+        }
+        if e.records.len() < e.records.capacity() {
+            e.records.push(r);
+        } else {
+            e.dropped += 1;
+        }
+        true
     }
 
     /// Count one frame (`len` bytes) at the owner's clock `now_s`.
@@ -162,10 +301,18 @@ impl FlowTable {
                 }),
                 fin_fwd: false,
                 fin_rev: false,
+                src_mac: f.src,
+                dst_mac: f.dst,
+                fwd_flags: 0,
+                rev_flags: 0,
+                exported: ([0; 4], now_s),
             };
             self.stats.flows_created_total += 1;
-            if self.flows.push(slot, fresh).is_some_and(|(k, _)| k != slot) {
+            if let Some((k, old)) = self.flows.push(slot, fresh)
+                && k != slot
+            {
                 self.stats.flows_evicted_total += 1;
+                Self::record(&mut self.export, &old, EndReason::LackOfResources);
             }
             let Some(e) = self.flows.get_mut(&slot) else {
                 return;
@@ -176,9 +323,11 @@ impl FlowTable {
         if forward {
             entry.fwd_packets += 1;
             entry.fwd_bytes += bytes;
+            entry.fwd_flags |= flag_bits(&f.tcp);
         } else {
             entry.rev_packets += 1;
             entry.rev_bytes += bytes;
+            entry.rev_flags |= flag_bits(&f.tcp);
         }
         if let Some(state) = entry.tcp.as_mut() {
             if f.tcp.rst {
@@ -219,8 +368,30 @@ impl FlowTable {
             .map(|(k, _)| *k)
             .collect();
         for k in gone {
-            self.flows.pop(&k);
+            if let Some(f) = self.flows.pop(&k) {
+                let reason = if matches!(f.tcp, Some(TcpState::Closed)) {
+                    EndReason::EndOfFlow
+                } else {
+                    EndReason::Idle
+                };
+                Self::record(&mut self.export, &f, reason);
+            }
             self.stats.flows_expired_total += 1;
+        }
+        // Long flows: a record at each active timeout, counted from the last one.
+        if let Some(active) = self.export.as_ref().map(|e| e.active_s) {
+            for (_, f) in self.flows.iter_mut() {
+                if now_s.saturating_sub(f.exported.1) >= active {
+                    if Self::record(&mut self.export, f, EndReason::Active) {
+                        f.exported = (
+                            [f.fwd_packets, f.fwd_bytes, f.rev_packets, f.rev_bytes],
+                            now_s,
+                        );
+                    } else {
+                        f.exported.1 = now_s;
+                    }
+                }
+            }
         }
     }
 
@@ -316,6 +487,56 @@ mod tests {
         assert_eq!(t.stats().flows, 1);
         t.expire(3 + CLOSED_IDLE_S);
         assert_eq!((t.stats().flows, t.stats().flows_expired_total), (0, 1));
+    }
+
+    #[test]
+    fn records_of_ended_and_long_flows_add_up_to_the_counts() {
+        let mut t = FlowTable::new(2, 30);
+        t.set_export(Some((60, 3)));
+        seg(&mut t, true, "S", 0);
+        seg(&mut t, false, "SA", 0);
+        for s in 1..=70 {
+            seg(&mut t, true, "A", s);
+        }
+        t.expire(70);
+        let mut got = Vec::new();
+        assert_eq!(t.take_records(&mut got), 0);
+        assert_eq!(got.len(), 1, "one active-timeout record at 60 s");
+        let a = got[0];
+        assert_eq!(a.reason, EndReason::Active);
+        assert_eq!((a.packets, a.rev_packets, a.start_s, a.end_s), (71, 1, 0, 70));
+        assert_eq!((a.flags, a.rev_flags), (0x12, 0x12), "SYN|ACK each way");
+        let client = inspect(&tcp(C, S, (40000, 80), "A", 10)).expect("frame");
+        assert_eq!((a.src_mac, a.dst_mac), (client.src, client.dst), "initiator first");
+        seg(&mut t, true, "FA", 71);
+        seg(&mut t, false, "FA", 71);
+        t.expire(71 + CLOSED_IDLE_S);
+        let mut more = Vec::new();
+        t.take_records(&mut more);
+        assert_eq!(more.len(), 1);
+        let e = more[0];
+        assert_eq!(e.reason, EndReason::EndOfFlow);
+        assert_eq!((e.packets, e.rev_packets, e.start_s), (1, 1, 70));
+        let len = tcp(C, S, (40000, 80), "A", 10).len() as u64;
+        assert_eq!(
+            a.bytes + e.bytes,
+            72 * len,
+            "every frame from the client counted once over both records"
+        );
+        // A full table evicts with a record; a full queue counts a drop.
+        let mut t = FlowTable::new(1, 30);
+        t.set_export(Some((600, 1)));
+        seg(&mut t, true, "A", 0);
+        let f = tcp(C, [10, 0, 0, 3], (1, 2), "A", 10);
+        let i = inspect(&f).expect("frame");
+        t.observe(&i, f.len(), 1);
+        t.observe(&inspect(&tcp(C, [10, 0, 0, 4], (1, 2), "A", 10)).expect("frame"), 64, 2);
+        let mut r = Vec::new();
+        assert_eq!(t.take_records(&mut r), 1, "the second eviction found the queue full");
+        assert_eq!(r[0].reason, EndReason::LackOfResources);
+        t.flush();
+        t.take_records(&mut r);
+        assert_eq!(r.iter().map(|x| x.reason).collect::<Vec<_>>(), vec![EndReason::Forced]);
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! Telemetry for vmvpn: counters, estimators, time series, per-VM traffic and flows.
 //!
 //! Everything here is plain data updated by the data-plane thread that owns it: no
-//! sockets, no clocks, no locks. The daemon snapshots it for the control socket.
+//! sockets, no clocks, no locks. The daemon snapshots it for the control socket. The
+//! standard exports are encoded here too (`sflow`, `ipfix`): bytes only, sent elsewhere.
 
 pub mod baseline;
 pub mod burstiness;
@@ -9,9 +10,11 @@ pub mod drops;
 pub mod flows;
 pub mod frame;
 pub mod holt_winters;
+pub mod ipfix;
 pub mod rtt;
 pub mod sequence;
 pub mod series;
+pub mod sflow;
 pub mod traffic;
 pub mod vms;
 
