@@ -504,10 +504,17 @@ mod tests {
         assert_eq!(got.len(), 1, "one active-timeout record at 60 s");
         let a = got[0];
         assert_eq!(a.reason, EndReason::Active);
-        assert_eq!((a.packets, a.rev_packets, a.start_s, a.end_s), (71, 1, 0, 70));
+        assert_eq!(
+            (a.packets, a.rev_packets, a.start_s, a.end_s),
+            (71, 1, 0, 70)
+        );
         assert_eq!((a.flags, a.rev_flags), (0x12, 0x12), "SYN|ACK each way");
         let client = inspect(&tcp(C, S, (40000, 80), "A", 10)).expect("frame");
-        assert_eq!((a.src_mac, a.dst_mac), (client.src, client.dst), "initiator first");
+        assert_eq!(
+            (a.src_mac, a.dst_mac),
+            (client.src, client.dst),
+            "initiator first"
+        );
         seg(&mut t, true, "FA", 71);
         seg(&mut t, false, "FA", 71);
         t.expire(71 + CLOSED_IDLE_S);
@@ -530,13 +537,24 @@ mod tests {
         let f = tcp(C, [10, 0, 0, 3], (1, 2), "A", 10);
         let i = inspect(&f).expect("frame");
         t.observe(&i, f.len(), 1);
-        t.observe(&inspect(&tcp(C, [10, 0, 0, 4], (1, 2), "A", 10)).expect("frame"), 64, 2);
+        t.observe(
+            &inspect(&tcp(C, [10, 0, 0, 4], (1, 2), "A", 10)).expect("frame"),
+            64,
+            2,
+        );
         let mut r = Vec::new();
-        assert_eq!(t.take_records(&mut r), 1, "the second eviction found the queue full");
+        assert_eq!(
+            t.take_records(&mut r),
+            1,
+            "the second eviction found the queue full"
+        );
         assert_eq!(r[0].reason, EndReason::LackOfResources);
         t.flush();
         t.take_records(&mut r);
-        assert_eq!(r.iter().map(|x| x.reason).collect::<Vec<_>>(), vec![EndReason::Forced]);
+        assert_eq!(
+            r.iter().map(|x| x.reason).collect::<Vec<_>>(),
+            vec![EndReason::Forced]
+        );
     }
 
     #[test]

@@ -316,7 +316,10 @@ mod tests {
                  00000001",
         );
         assert_eq!(&buf[..n], &want[..], "\n{:02x?}", &buf[..n]);
-        assert_eq!(n, header_len(&agent) + flow_sample_len(&f) + COUNTER_SAMPLE_LEN);
+        assert_eq!(
+            n,
+            header_len(&agent) + flow_sample_len(&f) + COUNTER_SAMPLE_LEN
+        );
     }
 
     #[test]

@@ -136,6 +136,7 @@ pub struct LabBuilder {
     block_multicast: Vec<usize>,
     metrics: bool,
     web: bool,
+    tails: Vec<(String, String)>,
     emulated: Vec<(String, String, String)>,
     telemetry: String,
     alarm_rules: Option<String>,
@@ -246,6 +247,13 @@ impl LabBuilder {
     /// and every host's on [`WEB_LOCAL`] in its own namespace.
     pub fn web(mut self) -> Self {
         self.web = true;
+        self
+    }
+
+    /// More config for `host` (whole sections, e.g. `[export.sflow]`), at the end of its
+    /// file.
+    pub fn config_tail(mut self, host: &str, toml: &str) -> Self {
+        self.tails.push((host.into(), toml.into()));
         self
     }
 
@@ -424,6 +432,7 @@ impl Lab {
             router_mtu: None,
             metrics: false,
             web: false,
+            tails: Vec::new(),
             emulated: Vec::new(),
             telemetry: String::new(),
             alarm_rules: None,
@@ -758,6 +767,9 @@ impl Lab {
                     fp.to_string()
                 };
                 cfg += &format!("\n[bulletin]\nserver = \"{listen}\"\nfingerprint = \"{fp}\"\n");
+            }
+            for (_, t) in b.tails.iter().filter(|(x, _)| x == h) {
+                cfg += &format!("\n{t}\n");
             }
             std::fs::write(&host.config, cfg).unwrap_or_else(|e| panic!("write config: {e}"));
         }

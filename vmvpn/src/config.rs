@@ -49,6 +49,18 @@ pub mod limits {
     pub const LINK_SPEED_MBPS: RangeInclusive<u64> = 1..=10_000_000;
     /// Prefix length of `[host] multicast_range`.
     pub const MULTICAST_PREFIX: RangeInclusive<u64> = 8..=32;
+    /// `[export.sflow] sampling_rate` (1: every frame).
+    pub const SAMPLING_RATE: RangeInclusive<u64> = 1..=16_777_215;
+    /// `[export.sflow] polling_interval_s`.
+    pub const POLLING_S: RangeInclusive<u64> = 1..=3_600;
+    /// `[export.ipfix] active_timeout_s`.
+    pub const ACTIVE_TIMEOUT_S: RangeInclusive<u64> = 1..=86_400;
+    /// `[export.ipfix] template_refresh_s`.
+    pub const TEMPLATE_REFRESH_S: RangeInclusive<u64> = 1..=3_600;
+    /// `[export.redis] interval_s`.
+    pub const REDIS_INTERVAL_S: RangeInclusive<u64> = 1..=3_600;
+    /// `[export.redis] stream_maxlen`.
+    pub const STREAM_MAXLEN: RangeInclusive<u64> = 1..=10_000_000;
 }
 
 /// Why a config could not be used: the same type as the bulletin's.
@@ -71,6 +83,9 @@ pub struct Config {
     /// `[alarms]`: the rules the daemon evaluates every second.
     #[serde(default)]
     pub alarms: AlarmsConfig,
+    /// `[export.sflow]`, `[export.ipfix]`, `[export.redis]`: standard exports.
+    #[serde(default)]
+    pub export: ExportConfig,
     /// `[web]`: the dashboard's login, needed when `[host] web` is not a loopback address.
     pub web: Option<Spanned<bulletin::web::auth::WebConfig>>,
     #[serde(skip)]
@@ -117,6 +132,87 @@ pub struct HostConfig {
     /// bulk transfer by 4x; see the README's benchmark).
     #[serde(default)]
     pub realtime: bool,
+}
+
+/// `[export]`: what leaves the host for the collectors operators already run.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExportConfig {
+    /// sFlow v5: sampled frames and interface counters.
+    pub sflow: Option<SflowConfig>,
+    /// IPFIX: a biflow record per flow.
+    pub ipfix: Option<IpfixConfig>,
+    /// The live state into Redis.
+    pub redis: Option<RedisConfig>,
+}
+
+/// `[export.sflow]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SflowConfig {
+    /// Collectors, `ADDR:PORT` (sFlow's port is 6343).
+    pub collectors: Spanned<Vec<SocketAddr>>,
+    /// Sample 1 in this many frames crossing the TAPs (default 512).
+    #[serde(default = "default_sampling")]
+    pub sampling_rate: Spanned<u64>,
+    /// Seconds between counter samples of each TAP and tunnel (default 20).
+    #[serde(default = "default_polling")]
+    pub polling_interval_s: Spanned<u64>,
+    /// The agent address in each datagram (default: `[host] address`).
+    pub agent_address: Option<IpAddr>,
+}
+
+/// `[export.ipfix]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IpfixConfig {
+    /// Collectors, `ADDR:PORT` over UDP (IPFIX's port is 4739).
+    pub collectors: Spanned<Vec<SocketAddr>>,
+    /// A flow still running this long after its last record gets another (default 60).
+    #[serde(default = "default_active")]
+    pub active_timeout_s: Spanned<u64>,
+    /// Templates are sent again this often (default 60; also with the first message).
+    #[serde(default = "default_refresh")]
+    pub template_refresh_s: Spanned<u64>,
+}
+
+/// `[export.redis]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisConfig {
+    /// `redis://[user:password@]HOST[:PORT][/DB]`.
+    pub url: Spanned<String>,
+    /// Seconds between writes of the live state (default 5).
+    #[serde(default = "default_redis_interval")]
+    pub interval_s: Spanned<u64>,
+    /// Prefix of every key (default `vmvpn`).
+    #[serde(default = "default_redis_prefix")]
+    pub prefix: String,
+    /// Entries the event stream keeps, about (default 10000).
+    #[serde(default = "default_stream_len")]
+    pub stream_maxlen: Spanned<u64>,
+}
+
+fn default_sampling() -> Spanned<u64> {
+    unspanned(512)
+}
+fn default_polling() -> Spanned<u64> {
+    unspanned(20)
+}
+fn default_active() -> Spanned<u64> {
+    unspanned(60)
+}
+fn default_refresh() -> Spanned<u64> {
+    unspanned(60)
+}
+fn default_redis_interval() -> Spanned<u64> {
+    unspanned(5)
+}
+fn default_redis_prefix() -> String {
+    "vmvpn".into()
+}
+fn default_stream_len() -> Spanned<u64> {
+    unspanned(10_000)
 }
 
 /// `[alarms]`.
@@ -556,6 +652,76 @@ impl Config {
 
     fn check(&self, text: &str) -> Result<(), ConfigError> {
         use limits::*;
+        let e = &self.export;
+        if let Some(x) = &e.sflow {
+            self.in_range(
+                text,
+                &x.sampling_rate,
+                "export.sflow.sampling_rate".into(),
+                SAMPLING_RATE,
+            )?;
+            self.in_range(
+                text,
+                &x.polling_interval_s,
+                "export.sflow.polling_interval_s".into(),
+                POLLING_S,
+            )?;
+            if x.collectors.get_ref().is_empty() {
+                return Err(self.invalid(
+                    text,
+                    x.collectors.span(),
+                    "export.sflow.collectors".into(),
+                    "name at least one collector, e.g. collectors = [\"10.0.0.9:6343\"]".into(),
+                ));
+            }
+        }
+        if let Some(x) = &e.ipfix {
+            self.in_range(
+                text,
+                &x.active_timeout_s,
+                "export.ipfix.active_timeout_s".into(),
+                ACTIVE_TIMEOUT_S,
+            )?;
+            self.in_range(
+                text,
+                &x.template_refresh_s,
+                "export.ipfix.template_refresh_s".into(),
+                TEMPLATE_REFRESH_S,
+            )?;
+            if x.collectors.get_ref().is_empty() {
+                return Err(self.invalid(
+                    text,
+                    x.collectors.span(),
+                    "export.ipfix.collectors".into(),
+                    "name at least one collector, e.g. collectors = [\"10.0.0.9:4739\"]".into(),
+                ));
+            }
+        }
+        if let Some(x) = &e.redis {
+            self.in_range(
+                text,
+                &x.interval_s,
+                "export.redis.interval_s".into(),
+                REDIS_INTERVAL_S,
+            )?;
+            self.in_range(
+                text,
+                &x.stream_maxlen,
+                "export.redis.stream_maxlen".into(),
+                STREAM_MAXLEN,
+            )?;
+            if !x.url.get_ref().starts_with("redis://") {
+                return Err(self.invalid(
+                    text,
+                    x.url.span(),
+                    "export.redis.url".into(),
+                    format!(
+                        "{}: expected redis://HOST[:PORT][/DB] (TLS, rediss://, is not supported)",
+                        bulletin::config::clip_value(x.url.get_ref(), 80)
+                    ),
+                ));
+            }
+        }
         if let Some(w) = &self.web {
             bulletin::web::auth::Credentials::load(w.get_ref())
                 .map_err(|m| self.invalid(text, w.span(), "web.password_file".into(), m))?;

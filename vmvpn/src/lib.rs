@@ -5,8 +5,9 @@
 //!
 //! ```text
 //!  cli/         the `vmvpn` binary: render, top, ping, daemon start-up
-//!  api/         control socket, HTTP server, /metrics
+//!  api/         control socket, /metrics, the host's dashboard
 //!  membership/  bulletin client around a sans-IO reconciler; traffic reports
+//!  export/      sFlow, IPFIX and Redis exporters beside the data plane
 //!  io/          data-plane thread, TAP, netdev, UDP, GSO batches
 //!  config       the host config file
 //!  alarms/      rules, their evaluation and each alert's life (sans-IO)
@@ -23,6 +24,7 @@ pub mod alarms;
 pub mod api;
 pub mod config;
 pub mod engine;
+pub mod export;
 pub mod io;
 pub mod membership;
 pub mod offload;
@@ -32,7 +34,7 @@ pub mod status;
 #[cfg(test)]
 mod layers {
     /// Each layer's rank, lowest first (layers of one rank do not import each other).
-    const RANKS: [(&str, u8); 10] = [
+    const RANKS: [(&str, u8); 11] = [
         ("status", 0),
         ("proto", 1),
         ("offload", 1),
@@ -41,6 +43,7 @@ mod layers {
         ("config", 4),
         ("io", 5),
         ("membership", 6),
+        ("export", 6),
         ("api", 7),
         ("cli", 8),
     ];

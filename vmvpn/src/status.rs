@@ -27,6 +27,79 @@ pub struct Status {
     pub offload: OffloadStats,
     /// Frames put back together from overlay fragments (all LANs), and why some were not.
     pub reassembly: ReassemblyStats,
+    /// The standard exports (`[export]`); each null when not configured.
+    #[serde(default)]
+    pub export: ExportStatus,
+}
+
+/// The standard exports at work.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ExportStatus {
+    /// sFlow v5 (`[export.sflow]`).
+    pub sflow: Option<SflowStatus>,
+    /// IPFIX (`[export.ipfix]`).
+    pub ipfix: Option<IpfixStatus>,
+    /// Redis (`[export.redis]`).
+    pub redis: Option<RedisStatus>,
+}
+
+/// The sFlow agent.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SflowStatus {
+    /// Collectors, `ADDR:PORT`.
+    pub collectors: Vec<String>,
+    /// 1 in this many frames.
+    pub sampling_rate: u32,
+    /// Datagrams sent (each to every collector counts once).
+    pub datagrams_total: u64,
+    /// Flow samples sent.
+    pub flow_samples_total: u64,
+    /// Counter samples sent.
+    pub counter_samples_total: u64,
+    /// Flow samples lost because the exporter fell behind.
+    pub dropped_samples_total: u64,
+    /// Sends that failed.
+    pub send_errors_total: u64,
+    /// The last send error, if any.
+    pub last_error: Option<String>,
+}
+
+/// The IPFIX exporter.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct IpfixStatus {
+    /// Collectors, `ADDR:PORT`.
+    pub collectors: Vec<String>,
+    /// Messages sent (each to every collector counts once).
+    pub messages_total: u64,
+    /// Flow records sent.
+    pub records_total: u64,
+    /// Messages that carried the templates.
+    pub template_messages_total: u64,
+    /// Flow records lost because the exporter fell behind.
+    pub dropped_records_total: u64,
+    /// Sends that failed.
+    pub send_errors_total: u64,
+    /// The last send error, if any.
+    pub last_error: Option<String>,
+}
+
+/// The Redis sink.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RedisStatus {
+    /// `redis://HOST:PORT/DB`, without a password.
+    pub server: String,
+    /// Connected now.
+    pub connected: bool,
+    /// Live-state writes done (one per interval).
+    pub writes_total: u64,
+    /// Events added to the stream.
+    pub events_total: u64,
+    /// Events lost while Redis was away (the queue holds 10 000).
+    pub dropped_events_total: u64,
+    /// Connections or commands that failed.
+    pub errors_total: u64,
+    /// The last error, if any.
+    pub last_error: Option<String>,
 }
 
 /// TAP offloads (`[host] offload`) and UDP GSO at work.

@@ -134,12 +134,19 @@ pub fn bind(path: &Path) -> Result<UnixListener, ControlError> {
 }
 
 /// Serve requests until the task is dropped.
-pub async fn serve(
-    listener: UnixListener,
-    dp: Handle,
-    bulletin: Option<SharedView>,
-    alerts: SharedAlerts,
-) {
+/// What the answers show besides the data plane's snapshot.
+#[derive(Clone)]
+pub struct Views {
+    /// The bulletin connection, when there is one.
+    pub bulletin: Option<SharedView>,
+    /// The alarms.
+    pub alerts: SharedAlerts,
+    /// The exporters' counts.
+    pub export: crate::export::SharedExport,
+}
+
+/// Serve the control socket until the task is dropped.
+pub async fn serve(listener: UnixListener, dp: Handle, views: Views) {
     let clients = Arc::new(Semaphore::new(MAX_CLIENTS));
     let workers = Arc::new(Semaphore::new(MAX_WORKERS));
     loop {
@@ -162,8 +169,7 @@ pub async fn serve(
             continue;
         };
         let dp = dp.clone();
-        let bulletin = bulletin.clone();
-        let alerts = alerts.clone();
+        let views = views.clone();
         let workers = workers.clone();
         tokio::spawn(async move {
             let _client = client;
@@ -178,20 +184,14 @@ pub async fn serve(
                     return;
                 }
             }
-            let out = answer_line(&line, &dp, bulletin.as_ref(), &alerts, &workers).await;
+            let out = answer_line(&line, &dp, &views, &workers).await;
             let _ = tokio::time::timeout(READ_TIMEOUT, w.write_all(out.as_bytes())).await;
         });
     }
 }
 
 /// The answer to one request line, as one line of JSON within [`MAX_ANSWER`].
-pub async fn answer_line(
-    line: &str,
-    dp: &Handle,
-    bulletin: Option<&SharedView>,
-    alerts: &SharedAlerts,
-    workers: &Semaphore,
-) -> String {
+pub async fn answer_line(line: &str, dp: &Handle, views: &Views, workers: &Semaphore) -> String {
     let req = match parse_request(line) {
         Ok(r) => r,
         Err(e) => return format!("{}\n", json!({ "error": e })),
@@ -200,7 +200,7 @@ pub async fn answer_line(
     let Ok(_worker) = workers.acquire().await else {
         return format!("{}\n", json!({ "error": "control socket closing" }));
     };
-    let mut out = answer(req, dp, bulletin, alerts).await.to_string();
+    let mut out = answer(req, dp, views).await.to_string();
     if out.len() > MAX_ANSWER {
         out = json!({ "error": format!(
             "the answer has {} MiB, more than the control socket's limit of {} MiB: narrow it with --lan or --top",
@@ -246,12 +246,8 @@ fn error(e: impl Into<String>) -> Value {
     reply::<()>(Reply::Error(e.into()))
 }
 
-async fn answer(
-    req: ControlRequest,
-    dp: &Handle,
-    bulletin: Option<&SharedView>,
-    alerts: &SharedAlerts,
-) -> Value {
+async fn answer(req: ControlRequest, dp: &Handle, views: &Views) -> Value {
+    let (bulletin, alerts) = (views.bulletin.as_ref(), &views.alerts);
     let gone = || error("data plane is shutting down");
     match req {
         ControlRequest::Alerts => match alerts.lock() {
@@ -261,6 +257,9 @@ async fn answer(
         ControlRequest::Status => match dp.call(Request::Status).await {
             Some(mut s) => {
                 s.bulletin = bulletin.and_then(|v| v.lock().ok().map(|v| v.status()));
+                if let Ok(e) = views.export.lock() {
+                    s.export = e.clone();
+                }
                 ok(s)
             }
             None => gone(),

@@ -382,13 +382,111 @@ pub fn render(status: &Status, extra: &MetricsExtra) -> String {
         labels.extend(a.labels.iter().map(|(k, v)| format!("{k}=\"{}\"", esc(v))));
         let _ = writeln!(out, "vmvpn_alerts{{{}}} 1", labels.join(","));
     }
+    exports(&mut out, &status.export);
     out
 }
 
+/// The exporters' counts (families only for what is configured).
+fn exports(out: &mut String, e: &crate::status::ExportStatus) {
+    let mut fam = |name: &str, kind: &str, help: &str, samples: &[(&str, u64)]| {
+        if samples.is_empty() {
+            return;
+        }
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for (labels, v) in samples {
+            if labels.is_empty() {
+                let _ = writeln!(out, "{name} {v}");
+            } else {
+                let _ = writeln!(out, "{name}{{{labels}}} {v}");
+            }
+        }
+    };
+    let (sf, ix, rd) = (e.sflow.as_ref(), e.ipfix.as_ref(), e.redis.as_ref());
+    let mut dgrams = Vec::new();
+    let mut errors = Vec::new();
+    let mut dropped = Vec::new();
+    if let Some(x) = sf {
+        dgrams.push(("exporter=\"sflow\"", x.datagrams_total));
+        errors.push(("exporter=\"sflow\"", x.send_errors_total));
+        dropped.push(("exporter=\"sflow\"", x.dropped_samples_total));
+    }
+    if let Some(x) = ix {
+        dgrams.push(("exporter=\"ipfix\"", x.messages_total));
+        errors.push(("exporter=\"ipfix\"", x.send_errors_total));
+        dropped.push(("exporter=\"ipfix\"", x.dropped_records_total));
+    }
+    if let Some(x) = rd {
+        errors.push(("exporter=\"redis\"", x.errors_total));
+        dropped.push(("exporter=\"redis\"", x.dropped_events_total));
+    }
+    fam(
+        "vmvpn_export_datagrams_total",
+        "counter",
+        "sFlow datagrams and IPFIX messages sent, each collector counted.",
+        &dgrams,
+    );
+    fam(
+        "vmvpn_export_errors_total",
+        "counter",
+        "Sends, connections or writes of an exporter that failed.",
+        &errors,
+    );
+    fam(
+        "vmvpn_export_dropped_total",
+        "counter",
+        "Samples, records or events an exporter lost for want of room.",
+        &dropped,
+    );
+    if let Some(x) = sf {
+        fam(
+            "vmvpn_export_sflow_samples_total",
+            "counter",
+            "sFlow samples sent, by kind.",
+            &[
+                ("kind=\"flow\"", x.flow_samples_total),
+                ("kind=\"counter\"", x.counter_samples_total),
+            ],
+        );
+    }
+    if let Some(x) = ix {
+        fam(
+            "vmvpn_export_ipfix_records_total",
+            "counter",
+            "IPFIX flow records sent.",
+            &[("", x.records_total)],
+        );
+    }
+    if let Some(x) = rd {
+        fam(
+            "vmvpn_export_redis_connected",
+            "gauge",
+            "1 while the Redis sink is connected.",
+            &[("", u64::from(x.connected))],
+        );
+        fam(
+            "vmvpn_export_redis_writes_total",
+            "counter",
+            "Writes of the live state to Redis.",
+            &[("", x.writes_total)],
+        );
+        fam(
+            "vmvpn_export_redis_events_total",
+            "counter",
+            "Events added to the Redis stream.",
+            &[("", x.events_total)],
+        );
+    }
+}
+
 /// `GET /metrics`: a snapshot from the data plane and the alerts, as Prometheus text.
-pub async fn scrape(State((dp, alerts)): State<(Handle, SharedAlerts)>) -> Response {
+pub async fn scrape(
+    State((dp, alerts, export)): State<(Handle, SharedAlerts, crate::export::SharedExport)>,
+) -> Response {
     match dp.call(Request::Scrape).await {
-        Some((s, mut extra)) => {
+        Some((mut s, mut extra)) => {
+            if let Ok(e) = export.lock() {
+                s.export = e.clone();
+            }
             if let Ok(a) = alerts.lock() {
                 extra.alerts = a
                     .iter()
@@ -410,11 +508,11 @@ pub async fn scrape(State((dp, alerts)): State<(Handle, SharedAlerts)>) -> Respo
 }
 
 /// The routes of `[host] metrics`.
-pub fn router(dp: Handle, alerts: SharedAlerts) -> Router {
+pub fn router(dp: Handle, alerts: SharedAlerts, export: crate::export::SharedExport) -> Router {
     Router::new()
         .route("/metrics", get(scrape))
         .fallback(|| async { (StatusCode::NOT_FOUND, "only GET /metrics is served here\n") })
-        .with_state((dp, alerts))
+        .with_state((dp, alerts, export))
 }
 
 #[cfg(test)]
@@ -439,6 +537,7 @@ mod tests {
             bulletin: None,
             reassembly: Default::default(),
             offload: Default::default(),
+            export: Default::default(),
         };
         let mut b = telemetry::RttBuckets::default();
         b.le[3] = 2; // two samples <= 1 ms

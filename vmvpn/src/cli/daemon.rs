@@ -180,6 +180,15 @@ fn open(prep: Prepared) -> Result<Opened> {
         Timers::default(),
     );
     engine.set_accounting(cfg.telemetry.accounting());
+    if let Some(s) = &cfg.export.sflow {
+        engine.set_sflow(
+            Some(*s.sampling_rate.get_ref() as u32),
+            vmvpn::export::seed(cfg.host_id(), cfg.host.address.addr),
+        );
+    }
+    if let Some(x) = &cfg.export.ipfix {
+        engine.set_flow_export(Some(*x.active_timeout_s.get_ref()));
+    }
     engine.set_underlay_mtu(u16::try_from(underlay_mtu).unwrap_or(u16::MAX));
     let listen = udp.local_addr()?;
     let host = HostStatus {
@@ -309,6 +318,7 @@ fn supervise(o: Opened) -> Result<()> {
     rt.block_on(async move {
         let listener = control::bind(&sock)?;
         let alerts = vmvpn::api::alerting::SharedAlerts::default();
+        let export = vmvpn::export::SharedExport::default();
         let metrics = match cfg.host.metrics {
             Some(addr) => {
                 let l = tokio::net::TcpListener::bind(addr)
@@ -317,7 +327,7 @@ fn supervise(o: Opened) -> Result<()> {
                 info!(%addr, "Prometheus metrics at /metrics");
                 Some(tokio::spawn(bulletin::http::serve(
                     l,
-                    vmvpn::api::metrics::router(handle.clone(), alerts.clone()),
+                    vmvpn::api::metrics::router(handle.clone(), alerts.clone(), export.clone()),
                 )))
             }
             None => None,
@@ -328,6 +338,7 @@ fn supervise(o: Opened) -> Result<()> {
         };
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let alarm_stop = stop_rx.clone();
+        let exporters = vmvpn::export::start(&cfg, &handle, &alerts, &export, &stop_rx);
         // Built inside the runtime: the QUIC endpoint registers with it.
         let (view, mut member) = match membership {
             Some((server, fingerprint, info)) => {
@@ -364,7 +375,15 @@ fn supervise(o: Opened) -> Result<()> {
             notify,
             alarm_stop,
         ));
-        let server = tokio::spawn(control::serve(listener, handle.clone(), view, alerts));
+        let server = tokio::spawn(control::serve(
+            listener,
+            handle.clone(),
+            control::Views {
+                bulletin: view,
+                alerts,
+                export,
+            },
+        ));
         info!(host = %cfg.host.name, id = format_args!("{host_id:#010x}"), %listen, socket = %sock.display(), "vmvpn up");
         let mut term = signal(SignalKind::terminate())?;
         let mut int = signal(SignalKind::interrupt())?;
@@ -392,6 +411,10 @@ fn supervise(o: Opened) -> Result<()> {
         let _ = stop_tx.send(true);
         if let Some(m) = member {
             let _ = tokio::time::timeout(Duration::from_secs(2), m).await;
+        }
+        // The exporters send their last samples and records (every flow ends) first.
+        for t in exporters {
+            let _ = tokio::time::timeout(Duration::from_secs(2), t).await;
         }
         handle.stop();
         server.abort();

@@ -5,12 +5,14 @@
 use std::net::SocketAddr;
 use std::time::Instant;
 
+use telemetry::sflow::OUTPUT_MULTIPLE;
 use telemetry::{DropReason, inspect};
 
 use super::events::{Event, TunnelChange};
 use super::lan::Lan;
 use super::macdb::{Location, Mac, is_group};
 use super::reassembly::{self, FragDrop, Verdict};
+use super::sampling::{self, Sampler};
 use super::{Engine, LanId, PeerId, Relay, RxAction, TapAction, mss, pmtu};
 use crate::proto::crypto::SealKey;
 use crate::proto::fragment::{self as frag, FragHeader};
@@ -56,6 +58,25 @@ impl Engine {
         } else {
             l.macs.lookup(&dst, now)
         };
+        if let Some(s) = self.sampler.as_mut()
+            && s.tick(&mut l.sampling)
+        {
+            let output = match target {
+                Some(Location::Peer(i)) => {
+                    let p = &l.peers[i.index()];
+                    sampling::tunnel_index(lan, p.id.unwrap_or(i.index() as u32))
+                }
+                Some(Location::Local) => sampling::vm_index(lan, &dst),
+                None => OUTPUT_MULTIPLE | (l.flood_members.len() as u32 & 0x3fff_ffff),
+            };
+            s.take(
+                lan,
+                &mut l.sampling,
+                &buf[HEADER_LEN..HEADER_LEN + len],
+                sampling::vm_index(lan, &src),
+                output,
+            );
+        }
         let me = Me {
             id: self.id,
             ipv6_underlay: self.ipv6_underlay,
@@ -293,6 +314,7 @@ impl Engine {
             last_second,
             underlay_mtu: _,
             ipv6_underlay,
+            sampler,
             ..
         } = self;
         let l = &mut lans[lan.index()];
@@ -307,6 +329,7 @@ impl Engine {
         ) {
             return RxAction::Drop(r);
         }
+        sample_rx(sampler, l, lan, pi, &buf[frame.clone()]);
         if relay {
             l.flood.relayed_frames += 1;
         }
@@ -360,10 +383,11 @@ impl Engine {
                     last_second,
                     reassembly,
                     ipv6_underlay,
+                    sampler,
                     ..
                 } = self;
                 let l = &mut lans[lan.index()];
-                deliver(
+                let ok = deliver(
                     l,
                     pi,
                     reassembly.frame_mut(),
@@ -372,7 +396,11 @@ impl Engine {
                     *ipv6_underlay,
                     now,
                 )
-                .is_ok()
+                .is_ok();
+                if ok {
+                    sample_rx(sampler, l, lan, pi, reassembly.frame_mut());
+                }
+                ok
             }
             Verdict::Held | Verdict::Drop(_) => false,
         };
@@ -675,6 +703,24 @@ fn deliver(
         l.flows.observe(&info, n, second);
     }
     Ok(())
+}
+
+/// sFlow: a frame from the tunnel of `pi` on its way to the TAP (when sampling is on).
+#[inline]
+fn sample_rx(sampler: &mut Option<Sampler>, l: &mut Lan, lan: LanId, pi: PeerId, frame: &[u8]) {
+    if let Some(s) = sampler.as_mut()
+        && s.tick(&mut l.sampling)
+    {
+        let peer = l.peers[pi.index()].id.unwrap_or(pi.index() as u32);
+        let (dst, _) = macs_of(frame);
+        s.take(
+            lan,
+            &mut l.sampling,
+            frame,
+            sampling::tunnel_index(lan, peer),
+            sampling::vm_index(lan, &dst),
+        );
+    }
 }
 
 /// Destination and source MAC of a frame of at least 12 bytes.

@@ -39,6 +39,8 @@ pub(crate) struct Lan {
     /// Id of the next flooded frame cut into fragments.
     pub(crate) group_frag_id: u32,
     pub(crate) frags: FragCounters,
+    /// sFlow's countdown, pool and sequence on this LAN.
+    pub(crate) sampling: super::sampling::LanSampling,
 }
 
 /// Frames cut into fragments on one LAN.
@@ -76,6 +78,7 @@ impl Lan {
             frags: FragCounters::default(),
             vms: VmTable::new(1, 1, 0),
             flows: FlowTable::new(1, 1),
+            sampling: Default::default(),
         }
     }
 

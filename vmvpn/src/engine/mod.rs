@@ -26,6 +26,7 @@ pub mod macdb;
 pub mod mss;
 pub mod pmtu;
 pub mod reassembly;
+pub mod sampling;
 
 mod beacons;
 mod datapath;
@@ -277,6 +278,24 @@ pub struct Engine {
     ipv6_underlay: bool,
     /// Path MTU probes to send: (LAN, peer, IP packet size).
     pmtu_probes: VecDeque<(LanId, PeerId, u16)>,
+    /// sFlow's packet sampling, when configured.
+    sampler: Option<sampling::Sampler>,
+    /// Flow records for IPFIX: (active timeout s, queue per LAN), when configured.
+    flow_export: Option<(u64, usize)>,
+}
+
+/// Flow records held per LAN until the exporter takes them (every 250 ms).
+pub const FLOW_RECORD_QUEUE: usize = 4096;
+
+/// What [`Engine::take_exports`] handed over besides the buffers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ExportTake {
+    /// sFlow samples lost for want of room, so far.
+    pub sample_drops: u32,
+    /// Flow records lost for want of room, so far (all LANs).
+    pub record_drops: u64,
+    /// The engine's clock (s), the one flow records' times are on.
+    pub now_s: u64,
 }
 
 impl Engine {
@@ -314,6 +333,8 @@ impl Engine {
             underlay_mtu: 1500,
             ipv6_underlay: host.underlay.is_some_and(|(ip, _)| ip.is_ipv6()),
             pmtu_probes: VecDeque::with_capacity(64),
+            sampler: None,
+            flow_export: None,
         };
         for spec in lans {
             let statics = spec.peers.clone();
@@ -347,7 +368,60 @@ impl Engine {
             let on = usize::from(a.flows);
             l.vms = VmTable::new(a.vms * on, a.pairs * on, a.port_series * on);
             l.flows = FlowTable::new(a.flow_cap * on, a.flow_idle_s);
+            l.flows.set_export(self.flow_export);
         }
+    }
+
+    /// Sample 1 in `rate` frames crossing the TAPs for sFlow (None: no sampling, and no
+    /// cost per frame). `seed` makes the choice of frames differ between hosts.
+    pub fn set_sflow(&mut self, rate: Option<u32>, seed: u64) {
+        self.sampler = rate.map(|r| sampling::Sampler::new(r, seed));
+    }
+
+    /// Make IPFIX flow records: of flows that end, and of long ones every `active_s`
+    /// (None: none). Needs flow accounting.
+    pub fn set_flow_export(&mut self, active_s: Option<u64>) {
+        self.flow_export = active_s.map(|a| (a, FLOW_RECORD_QUEUE));
+        for l in &mut self.lans {
+            l.flows.set_export(self.flow_export);
+        }
+    }
+
+    /// Hand the sFlow samples and each LAN's flow records to the exporter, swapping them
+    /// with its buffers (`records` has one per LAN), which the next ones fill.
+    pub fn take_exports(
+        &mut self,
+        samples: &mut Vec<telemetry::sflow::FlowSample>,
+        records: &mut [Vec<telemetry::flows::FlowRecord>],
+    ) -> ExportTake {
+        let sample_drops = match self.sampler.as_mut() {
+            Some(s) => s.swap(samples),
+            None => {
+                samples.clear();
+                0
+            }
+        };
+        let mut record_drops = 0;
+        for (l, buf) in self.lans.iter_mut().zip(records.iter_mut()) {
+            record_drops += l.flows.take_records(buf);
+        }
+        ExportTake {
+            sample_drops,
+            record_drops,
+            now_s: self.last_second.unwrap_or(0),
+        }
+    }
+
+    /// End every flow with a record (before a last [`Engine::take_exports`] at shutdown).
+    pub fn flush_flows(&mut self) {
+        for l in &mut self.lans {
+            l.flows.flush();
+        }
+    }
+
+    /// The wire id of every LAN, in order (IPFIX's observation domains).
+    pub fn lan_ids(&self) -> Vec<u32> {
+        self.lans.iter().map(|l| l.spec.id).collect()
     }
 
     /// This host's id.

@@ -58,6 +58,19 @@ pub enum Request {
     },
     /// Everything `GET /metrics` shows.
     Scrape(tokio::sync::oneshot::Sender<(Status, MetricsExtra)>),
+    /// Swap the exporter's empty buffers for the sFlow samples and flow records made
+    /// since the last time (`records` one per LAN; fewer are filled up). With `flush`,
+    /// every flow ends with a record first (at shutdown).
+    TakeExports {
+        /// Empty, to hold the next samples.
+        samples: Vec<telemetry::sflow::FlowSample>,
+        /// Empty, one per LAN, to hold the next records.
+        records: Vec<Vec<telemetry::flows::FlowRecord>>,
+        /// End every flow first.
+        flush: bool,
+        /// The filled ones.
+        reply: tokio::sync::oneshot::Sender<Exports>,
+    },
     /// Add or remove a peer of a LAN (from the bulletin); no answer.
     Peer {
         /// LAN name.
@@ -69,6 +82,17 @@ pub enum Request {
         /// The peer's underlay prefix length, when known.
         prefix: Option<u8>,
     },
+}
+
+/// What [`Request::TakeExports`] answers.
+#[derive(Debug)]
+pub struct Exports {
+    /// sFlow samples, in the order taken.
+    pub samples: Vec<telemetry::sflow::FlowSample>,
+    /// Flow records, one list per LAN in config order.
+    pub records: Vec<Vec<telemetry::flows::FlowRecord>>,
+    /// Drops and the engine's clock.
+    pub take: crate::engine::ExportTake,
 }
 
 /// The poll tokens of the data plane's sources.
@@ -551,6 +575,23 @@ impl DataPlane {
                 Request::Status(reply) => {
                     let _ = reply.send(self.status(now));
                 }
+                Request::TakeExports {
+                    mut samples,
+                    mut records,
+                    flush,
+                    reply,
+                } => {
+                    if flush {
+                        self.engine.flush_flows();
+                    }
+                    records.resize_with(self.engine.lan_count(), Vec::new);
+                    let take = self.engine.take_exports(&mut samples, &mut records);
+                    let _ = reply.send(Exports {
+                        samples,
+                        records,
+                        take,
+                    });
+                }
                 Request::Macs(lan, reply) => {
                     let res = self
                         .known_lan(lan.as_deref())
@@ -628,6 +669,8 @@ impl DataPlane {
                 ..self.offload
             },
             reassembly: self.engine.reassembly_stats(),
+            // Filled in by the control socket and /metrics from the exporters' own counts.
+            export: Default::default(),
         }
     }
 

@@ -94,6 +94,7 @@ fn sample_status(net: &Net) -> (crate::status::Status, crate::status::Status) {
         bulletin: None,
         offload: crate::status::OffloadStats::default(),
         reassembly: net.hosts[0].reassembly_stats(),
+        export: Default::default(),
     };
     let st2 = crate::status::Status {
         bulletin: Some(crate::status::BulletinStatus {
@@ -104,6 +105,24 @@ fn sample_status(net: &Net) -> (crate::status::Status, crate::status::Status) {
             last_error: None,
             peers: 2,
         }),
+        export: crate::status::ExportStatus {
+            sflow: Some(crate::status::SflowStatus {
+                collectors: vec!["10.0.0.9:6343".into()],
+                sampling_rate: 512,
+                last_error: Some("x".into()),
+                ..Default::default()
+            }),
+            ipfix: Some(crate::status::IpfixStatus {
+                collectors: vec!["10.0.0.9:4739".into()],
+                records_total: 3,
+                ..Default::default()
+            }),
+            redis: Some(crate::status::RedisStatus {
+                server: "redis://10.0.0.9:6379/0".into(),
+                connected: true,
+                ..Default::default()
+            }),
+        },
         ..st.clone()
     };
     (st, st2)

@@ -1,0 +1,361 @@
+//! The standard exports read by the collectors operators run, all real and from Debian,
+//! in the lab's router namespace: `tshark` decodes our sFlow and IPFIX with no malformed
+//! mark; pmacct's `sfacctd` (sFlow at 1 in 64) and `nfacctd` (IPFIX) account an iperf3
+//! transfer between two VMs; `redis-server` gets the live state and the event stream,
+//! and a Redis stopped mid-run changes nothing on the data path.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use vmvpn_tests::Lab;
+
+/// A collector started in a namespace, stopped by its PID with SIGINT (pmacct and tshark
+/// flush their output on SIGINT; pmacct ignores SIGTERM).
+struct Proc {
+    child: Option<Child>,
+    name: &'static str,
+}
+
+impl Proc {
+    fn start(name: &'static str, ns: &str, args: &[&str], log: &Path) -> Self {
+        let log = std::fs::File::create(log).unwrap_or_else(|e| panic!("{name} log: {e}"));
+        let child = Command::new("ip")
+            .args(["netns", "exec", ns])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap_or_else(|e| panic!("log: {e}")))
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name} ({e}): run scripts/deps.sh"));
+        Proc {
+            child: Some(child),
+            name,
+        }
+    }
+
+    /// SIGINT, then wait up to 10 s (SIGKILL after).
+    fn stop(&mut self) {
+        let Some(mut c) = self.child.take() else {
+            return;
+        };
+        // SAFETY: kill(2) on the PID of a child this test started and has not reaped.
+        unsafe {
+            libc::kill(c.id() as i32, libc::SIGINT);
+        }
+        let t0 = Instant::now();
+        while t0.elapsed() < Duration::from_secs(10) {
+            if let Ok(Some(_)) = c.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        eprintln!("{} ignored SIGINT for 10 s: killed", self.name);
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn wait_for(what: &str, within: Duration, mut ok: impl FnMut() -> bool) {
+    let t0 = Instant::now();
+    while !ok() {
+        assert!(t0.elapsed() < within, "{what} within {within:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// pmacct's CSV (`print_output: csv`): one map per line, keyed by the header.
+fn csv(path: &Path) -> Vec<std::collections::HashMap<String, String>> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let mut lines = text.lines();
+    let Some(head) = lines.next() else {
+        return Vec::new();
+    };
+    let cols: Vec<String> = head.split(',').map(|c| c.trim().to_lowercase()).collect();
+    lines
+        .map(|l| {
+            cols.iter()
+                .cloned()
+                .zip(l.split(',').map(|x| x.trim().to_string()))
+                .collect()
+        })
+        .collect()
+}
+
+fn pmacct_config(dir: &Path, kind: &str, port: u16, aggregate: &str) -> PathBuf {
+    let out = dir.join(format!("{kind}.csv"));
+    let cfg = dir.join(format!("{kind}.conf"));
+    std::fs::write(
+        &cfg,
+        format!(
+            "daemonize: false\n{kind}_ip: 10.77.1.254\n{kind}_port: {port}\n\
+             {renorm}plugins: print\naggregate: {aggregate}\nprint_output: csv\n\
+             print_output_file: {}\nprint_output_file_append: true\nprint_refresh_time: 1\n",
+            out.display(),
+            renorm = if kind == "sfacctd" {
+                "sfacctd_renormalize: true\n"
+            } else {
+                ""
+            }
+        ),
+    )
+    .unwrap_or_else(|e| panic!("pmacct config: {e}"));
+    cfg
+}
+
+#[test]
+fn sflow_and_ipfix_are_decoded_by_tshark_and_accounted_by_pmacct() {
+    let rate = 64;
+    let mut lab = Lab::builder("exp")
+        .subnet(&["h1"])
+        .subnet(&["h2"])
+        .lan("lan1", [192, 168, 78], &["h1", "h2"], 1)
+        .config_tail(
+            "h1",
+            &format!(
+                "[export.sflow]\ncollectors = [\"10.77.1.254:6343\"]\nsampling_rate = {rate}\n\
+                 polling_interval_s = 2\n\n[export.ipfix]\ncollectors = [\"10.77.1.254:4739\"]\n\
+                 active_timeout_s = 600\n"
+            ),
+        )
+        .start();
+    lab.wait_tunnels("h1", "lan1", 1, Duration::from_secs(20));
+    lab.wait_tunnels("h2", "lan1", 1, Duration::from_secs(20));
+    let dir = lab.dir().to_path_buf();
+    let router = lab.router_ns().to_string();
+    let pcap = dir.join("exports.pcapng");
+    let mut tshark = Proc::start(
+        "tshark",
+        &router,
+        &[
+            "tshark",
+            "-q",
+            "-i",
+            "br1",
+            "-f",
+            "udp port 6343 or udp port 4739",
+            "-w",
+            &pcap.display().to_string(),
+        ],
+        &dir.join("tshark.log"),
+    );
+    let sf_cfg = pmacct_config(&dir, "sfacctd", 6343, "src_host, dst_host");
+    let nf_cfg = pmacct_config(
+        &dir,
+        "nfacctd",
+        4739,
+        "src_host, dst_host, src_port, dst_port, proto",
+    );
+    let mut sfacctd = Proc::start(
+        "sfacctd",
+        &router,
+        &["sfacctd", "-f", &sf_cfg.display().to_string()],
+        &dir.join("sfacctd.log"),
+    );
+    let mut nfacctd = Proc::start(
+        "nfacctd",
+        &router,
+        &["nfacctd", "-f", &nf_cfg.display().to_string()],
+        &dir.join("nfacctd.log"),
+    );
+    wait_for("tshark capturing", Duration::from_secs(15), || {
+        std::fs::metadata(&pcap).is_ok_and(|m| m.len() > 0)
+    });
+    std::thread::sleep(Duration::from_secs(1));
+
+    let (a, b) = (
+        lab.vm("h1", "lan1", 0).clone(),
+        lab.vm("h2", "lan1", 0).clone(),
+    );
+    let iperf = lab.iperf3(&a, &b, &["-n", "400M"]);
+    let sent = iperf["end"]["sum_sent"]["bytes"]
+        .as_u64()
+        .expect("iperf3 bytes");
+    // The data connection is h1's busiest flow; its bytes as vmvpn's flow table counts them.
+    let flows: Value = serde_json::from_slice(&lab.vmvpn_cli("h1", &["flows", "--json"]).stdout)
+        .expect("flows JSON");
+    let data = flows[0]["flows"]
+        .as_array()
+        .and_then(|f| f.iter().max_by_key(|x| x["tx_bytes"].as_u64()))
+        .cloned()
+        .expect("the data flow");
+    let (flow_bytes, flow_packets) = (
+        data["tx_bytes"].as_u64().expect("bytes"),
+        data["tx_packets"].as_u64().expect("packets"),
+    );
+    let sport = data["src_port"].as_u64().expect("port").to_string();
+    // Records as flows end (closed TCP goes 10 s after its last frame), before any stop.
+    wait_for(
+        "IPFIX records of the ended flows",
+        Duration::from_secs(30),
+        || {
+            lab.status("h1")["export"]["ipfix"]["records_total"]
+                .as_u64()
+                .is_some_and(|n| n >= 2)
+        },
+    );
+    let st = lab.status("h1");
+    let lan_id = st["lans"][0]["id"].as_u64().expect("LAN id");
+    eprintln!("h1 export status: {:#}", st["export"]);
+    for k in ["sflow", "ipfix"] {
+        assert_eq!(st["export"][k]["send_errors_total"], 0, "{k}: {st:#}");
+    }
+    assert!(st["export"]["sflow"]["counter_samples_total"].as_u64() > Some(0));
+    lab.stop("h1");
+    std::thread::sleep(Duration::from_secs(2));
+    sfacctd.stop();
+    nfacctd.stop();
+    tshark.stop();
+
+    // --- pmacct: sFlow, scaled by the sampling rate, within 10 % of iperf3's bytes -------
+    let key = |r: &std::collections::HashMap<String, String>| {
+        r.get("src_ip") == Some(&a.ip.to_string()) && r.get("dst_ip") == Some(&b.ip.to_string())
+    };
+    let sampled: u64 = csv(&dir.join("sfacctd.csv"))
+        .iter()
+        .filter(|r| key(r))
+        .filter_map(|r| r.get("bytes")?.parse::<u64>().ok())
+        .sum();
+    let ratio = sampled as f64 / sent as f64;
+    eprintln!(
+        "sFlow 1 in {rate} via sfacctd: {sampled} B; iperf3 {sent} B (ratio {ratio:.4}); \
+         flow table {flow_bytes} B (ratio {:.4})",
+        sampled as f64 / flow_bytes as f64
+    );
+    assert!(
+        (0.9..=1.1).contains(&ratio),
+        "sFlow estimate {ratio:.3} of iperf3's bytes"
+    );
+
+    // --- pmacct: IPFIX octets are the flow table's bytes less the Ethernet headers -------
+    let nf = csv(&dir.join("nfacctd.csv"));
+    let octets: u64 = nf
+        .iter()
+        .filter(|r| key(r) && r.get("src_port") == Some(&sport))
+        .filter_map(|r| r.get("bytes")?.parse::<u64>().ok())
+        .sum();
+    let ip_bytes = flow_bytes - 14 * flow_packets;
+    eprintln!(
+        "IPFIX via nfacctd: {octets} B; flow table {flow_bytes} B in {flow_packets} frames \
+         ({ip_bytes} B of IP); iperf3 payload {sent} B (+{:.2} %)",
+        (octets as f64 / sent as f64 - 1.0) * 100.0
+    );
+    assert_eq!(octets, ip_bytes, "{nf:?}");
+    assert!(
+        octets >= sent && octets as f64 <= sent as f64 * 1.10,
+        "IPFIX octets 0-10 % above iperf3's payload"
+    );
+
+    // --- tshark: nothing malformed; the first sample and record, field by field ---------
+    let p = pcap.display().to_string();
+    let all = Command::new("tshark")
+        .args(["-r", &p, "-V"])
+        .output()
+        .expect("tshark -r");
+    let text = String::from_utf8_lossy(&all.stdout);
+    assert!(all.status.success() && text.contains("InMon sFlow") && text.contains("IPFIX"));
+    // (Warnings may come from the sampled VM frames themselves, e.g. a TCP reset.)
+    for bad in ["Malformed", "Expert Info (Error"] {
+        assert!(!text.contains(bad), "tshark marks {bad:?} in our datagrams");
+    }
+    let fields = |filter: &str, names: &[&str]| -> Vec<String> {
+        let mut args = vec!["-r", &p, "-Y", filter, "-T", "fields"];
+        for n in names {
+            args.extend(["-e", n]);
+        }
+        let out = Command::new("tshark").args(&args).output().expect("tshark");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .next()
+            .unwrap_or("")
+            .split('\t')
+            .map(|v| v.split(',').next().unwrap_or("").to_string())
+            .collect()
+    };
+    let f = fields(
+        "sflow_245.sampletype == 1",
+        &[
+            "sflow_245.version",
+            "sflow_245.agent",
+            "sflow_245.sub_agent_id",
+            "sflow.flow_sample.sampling_rate",
+            "sflow.flow_sample.input_interface",
+            "sflow_245.header_protocol",
+            "sflow_245.header.frame_length",
+            "sflow_245.header.sampled_header_length",
+            "sflow_245.header",
+        ],
+    );
+    eprintln!("first flow sample: {f:?}");
+    assert_eq!(&f[..4], ["5", "10.77.1.1", "0", &rate.to_string()], "{f:?}");
+    let input: u32 = f[4].parse().expect("input ifIndex");
+    assert_eq!(input >> 16, 1, "an interface of LAN 1's block: {input:#x}");
+    assert_eq!(f[5], "1", "Ethernet");
+    let (frame, kept): (u32, u32) = (f[6].parse().expect("len"), f[7].parse().expect("kept"));
+    assert_eq!(kept, frame.min(128));
+    // The sampled header is a VM's frame: its source MAC is one of the two VMs'.
+    let h: String = f[8].chars().filter(|c| c.is_ascii_hexdigit()).collect();
+    let src_mac: Vec<String> = (12..24)
+        .step_by(2)
+        .filter_map(|i| h.get(i..i + 2).map(str::to_string))
+        .collect();
+    assert!(
+        [a.mac.as_str(), b.mac.as_str()].contains(&src_mac.join(":").as_str()),
+        "a VM's frame: {f:?}"
+    );
+    let c = fields(
+        "sflow_245.sampletype == 2",
+        &[
+            "sflow_245.sub_agent_id",
+            "sflow_245.ifindex",
+            "sflow_245.iftype",
+            "sflow_245.ifinoct",
+        ],
+    );
+    eprintln!("first counter sample: {c:?}");
+    assert_eq!(
+        &c[..3],
+        ["1", "65536", "6"],
+        "the TAP of LAN 1 first: {c:?}"
+    );
+    let r = fields(
+        "cflow.flowset_id == 256",
+        &[
+            "cflow.od_id",
+            "cflow.srcaddr",
+            "cflow.dstaddr",
+            "cflow.srcport",
+            "cflow.dstport",
+            "cflow.protocol",
+            "cflow.srcmac",
+            "cflow.octets",
+            "cflow.packets",
+            "cflow.flow_end_reason",
+        ],
+    );
+    eprintln!("first IPFIX record: {r:?}");
+    assert_eq!(
+        r[0],
+        lan_id.to_string(),
+        "the LAN is the observation domain"
+    );
+    assert_eq!(r[1..3], [a.ip.to_string(), b.ip.to_string()]);
+    assert_eq!(r[4..6], ["5201", "6"]);
+    assert_eq!(r[6], a.mac);
+    let (o, n): (u64, u64) = (
+        r[7].parse().expect("octets"),
+        r[8].parse().expect("packets"),
+    );
+    assert!(n > 0 && o >= 40 * n, "{r:?}");
+    assert!(
+        ["1", "3"].contains(&r[9].as_str()),
+        "idle or end of flow: {r:?}"
+    );
+}

@@ -1,0 +1,139 @@
+//! The IPFIX exporter: the data plane's flow records as biflow records (RFC 5103), one
+//! observation domain per LAN (its wire id), templates with the first message of each
+//! domain and again every refresh interval, sequence numbers counting data records (RFC
+//! 7011 §3.1). Octets are IP bytes (the Ethernet header taken off each frame, as RFC
+//! 7012's octetDeltaCount counts); layer2OctetDeltaCount carries the flow table's own
+//! Ethernet bytes.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use telemetry::flows::FlowRecord;
+use telemetry::ipfix::{self, Header, MAX_MESSAGE, Record};
+
+use super::udp::Sockets;
+use crate::engine::ExportTake;
+use crate::status::IpfixStatus;
+
+/// Bytes of an untagged Ethernet header: what a frame has besides its IP packet.
+pub const ETHERNET_HEADER: u64 = 14;
+
+/// One host's IPFIX exporter.
+pub struct Exporter {
+    collectors: Vec<SocketAddr>,
+    refresh: Duration,
+    /// Per observation domain: data records sent, and when templates last went.
+    domains: HashMap<u32, (u32, Option<Instant>)>,
+    status: IpfixStatus,
+    buf: Box<[u8; MAX_MESSAGE]>,
+    /// LAN wire ids, in config order (the records come one list per LAN).
+    lan_ids: Vec<u32>,
+}
+
+/// A flow record as IPFIX carries it; times from the engine's clock (`now_s`) to the
+/// Unix epoch (`unix_ms` now).
+pub fn to_ipfix(r: &FlowRecord, now_s: u64, unix_ms: u64) -> Record {
+    let at = |s: u64| unix_ms.saturating_sub(now_s.saturating_sub(s) * 1000);
+    Record {
+        start_ms: at(r.start_s),
+        end_ms: at(r.end_s),
+        src_mac: r.src_mac,
+        dst_mac: r.dst_mac,
+        src: r.key.src,
+        dst: r.key.dst,
+        sport: r.key.sport,
+        dport: r.key.dport,
+        proto: r.key.proto,
+        flags: u16::from(r.flags),
+        octets: r.bytes.saturating_sub(ETHERNET_HEADER * r.packets),
+        packets: r.packets,
+        l2_octets: r.bytes,
+        reason: r.reason as u8,
+        rev_flags: u16::from(r.rev_flags),
+        rev_octets: r.rev_bytes.saturating_sub(ETHERNET_HEADER * r.rev_packets),
+        rev_packets: r.rev_packets,
+        rev_l2_octets: r.rev_bytes,
+    }
+}
+
+impl Exporter {
+    /// An exporter sending to `collectors`, templates every `refresh`.
+    pub fn new(collectors: Vec<SocketAddr>, refresh: Duration) -> Self {
+        Exporter {
+            status: IpfixStatus {
+                collectors: collectors.iter().map(|c| c.to_string()).collect(),
+                ..IpfixStatus::default()
+            },
+            collectors,
+            refresh,
+            domains: HashMap::new(),
+            buf: Box::new([0; MAX_MESSAGE]),
+            lan_ids: Vec::new(),
+        }
+    }
+
+    /// The LANs' wire ids in config order (the observation domains).
+    pub fn set_lans(&mut self, ids: Vec<u32>) {
+        self.lan_ids = ids;
+    }
+
+    /// The counts so far.
+    pub fn status(&self) -> IpfixStatus {
+        self.status.clone()
+    }
+
+    /// Send the records (one list per LAN).
+    pub fn send_records(
+        &mut self,
+        per_lan: &[Vec<FlowRecord>],
+        take: &ExportTake,
+        sockets: &Sockets,
+    ) {
+        self.status.dropped_records_total = take.record_drops;
+        let unix_ms = bulletin::web::unix_ms();
+        let now = Instant::now();
+        for (k, recs) in per_lan.iter().enumerate() {
+            if recs.is_empty() {
+                continue;
+            }
+            let domain = self.lan_ids.get(k).copied().unwrap_or(k as u32 + 1);
+            let records: Vec<Record> = recs
+                .iter()
+                .map(|r| to_ipfix(r, take.now_s, unix_ms))
+                .collect();
+            let mut rest = &records[..];
+            while !rest.is_empty() {
+                let (sent, last) = self.domains.entry(domain).or_insert((0, None));
+                let templates = last.is_none_or(|t| now.duration_since(t) >= self.refresh);
+                let h = Header {
+                    export_s: (unix_ms / 1000) as u32,
+                    sequence: *sent,
+                    domain,
+                };
+                let Some((len, n)) = ipfix::encode(&mut self.buf[..], &h, templates, rest) else {
+                    return;
+                };
+                if n == 0 {
+                    return;
+                }
+                *sent = sent.wrapping_add(n as u32);
+                if templates {
+                    *last = Some(now);
+                    self.status.template_messages_total += 1;
+                }
+                self.status.records_total += n as u64;
+                for c in &self.collectors {
+                    match sockets.send(&self.buf[..len], *c) {
+                        Ok(()) => self.status.messages_total += 1,
+                        Err(e) => {
+                            self.status.send_errors_total += 1;
+                            self.status.last_error = Some(e);
+                        }
+                    }
+                }
+                rest = &rest[n..];
+            }
+        }
+    }
+}

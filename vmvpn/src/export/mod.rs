@@ -1,0 +1,179 @@
+//! The standard exports (`[export]`): sFlow v5 (`sflow`), IPFIX (`ipfix`) and the live
+//! state in Redis (`redis`). They run as tasks beside the data plane and never block it:
+//! the data plane only counts down to a sample and queues ended flows in buffers of fixed
+//! size, which the exporter swaps for empty ones four times a second
+//! (`Request::TakeExports`). A collector or Redis that is away costs counted errors.
+//!
+//! Their counts are in `status.export` and in `/metrics` (`vmvpn_export_*`).
+
+pub mod ipfix;
+pub mod redis;
+pub mod sflow;
+pub mod udp;
+
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tracing::debug;
+
+use crate::alarms::SharedAlerts;
+use crate::config::Config;
+use crate::io::dataplane::{Exports, Handle, Request};
+use crate::status::ExportStatus;
+
+/// The exporters' counts, read by the control socket and `/metrics`.
+pub type SharedExport = Arc<Mutex<ExportStatus>>;
+
+/// How often the samples and flow records are taken from the data plane.
+pub const TAKE_EVERY: Duration = Duration::from_millis(250);
+
+/// Start the exporters the config asks for; their tasks end when `stop` turns true
+/// (IPFIX ends every flow with a last record first).
+pub fn start(
+    cfg: &Config,
+    dp: &Handle,
+    alerts: &SharedAlerts,
+    shared: &SharedExport,
+    stop: &watch::Receiver<bool>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let mut tasks = Vec::new();
+    let e = &cfg.export;
+    let agent = e
+        .sflow
+        .as_ref()
+        .and_then(|s| s.agent_address)
+        .unwrap_or(cfg.host.address.addr);
+    let sflow = e.sflow.as_ref().map(|s| {
+        sflow::Agent::new(
+            agent,
+            s.collectors.get_ref().clone(),
+            *s.sampling_rate.get_ref() as u32,
+            Duration::from_secs(*s.polling_interval_s.get_ref()),
+            cfg.telemetry.accounting().link_speed_bps.unwrap_or(0),
+        )
+    });
+    let ipfix = e.ipfix.as_ref().map(|x| {
+        ipfix::Exporter::new(
+            x.collectors.get_ref().clone(),
+            Duration::from_secs(*x.template_refresh_s.get_ref()),
+        )
+    });
+    if sflow.is_some() || ipfix.is_some() {
+        tasks.push(tokio::spawn(flows(
+            sflow,
+            ipfix,
+            dp.clone(),
+            shared.clone(),
+            stop.clone(),
+        )));
+    }
+    if let Some(r) = &e.redis {
+        tasks.push(tokio::spawn(redis::run(
+            redis::Setup {
+                url: r.url.get_ref().clone(),
+                interval: Duration::from_secs(*r.interval_s.get_ref()),
+                prefix: r.prefix.clone(),
+                host: cfg.host.name.0.clone(),
+                stream_maxlen: *r.stream_maxlen.get_ref() as usize,
+            },
+            dp.clone(),
+            alerts.clone(),
+            shared.clone(),
+            stop.clone(),
+        )));
+    }
+    tasks
+}
+
+/// The seed of a host's sampling (so hosts do not pick in step).
+pub fn seed(host_id: u32, underlay: IpAddr) -> u64 {
+    let ip = match underlay {
+        IpAddr::V4(a) => u64::from(u32::from(a)),
+        IpAddr::V6(a) => u128::from(a) as u64,
+    };
+    (u64::from(host_id) << 32 ^ ip) | 1
+}
+
+async fn take(dp: &Handle, exports: Exports, flush: bool) -> Option<Exports> {
+    let Exports {
+        samples, records, ..
+    } = exports;
+    dp.call(|reply| Request::TakeExports {
+        samples,
+        records,
+        flush,
+        reply,
+    })
+    .await
+}
+
+/// sFlow's flow and counter samples and IPFIX's records, from one loop.
+async fn flows(
+    mut sflow: Option<sflow::Agent>,
+    mut ipfix: Option<ipfix::Exporter>,
+    dp: Handle,
+    shared: SharedExport,
+    mut stop: watch::Receiver<bool>,
+) {
+    let Some(sockets) = udp::Sockets::open().await else {
+        return;
+    };
+    if let Some(x) = ipfix.as_mut()
+        && let Some(st) = dp.call(Request::Status).await
+    {
+        x.set_lans(st.lans.iter().map(|l| l.id).collect());
+    }
+    // The buffers go back and forth: the data plane fills the ones it holds.
+    let mut bufs = Exports {
+        samples: Vec::with_capacity(crate::engine::sampling::QUEUE),
+        records: Vec::new(),
+        take: Default::default(),
+    };
+    let mut tick = tokio::time::interval(TAKE_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut next_counters = tokio::time::Instant::now();
+    loop {
+        let last = tokio::select! {
+            _ = tick.tick() => false,
+            _ = stop.changed() => true,
+        };
+        let Some(mut got) = take(&dp, bufs, last && ipfix.is_some()).await else {
+            debug!("exporter: the data plane is gone");
+            return;
+        };
+        if let Some(a) = sflow.as_mut() {
+            a.send_flow_samples(&got.samples, got.take.sample_drops, &sockets);
+            if tokio::time::Instant::now() >= next_counters && !last {
+                next_counters += a.polling();
+                if let Some(st) = dp.call(Request::Status).await
+                    && let Some(Ok(tr)) = dp
+                        .call(|reply| Request::Traffic {
+                            lan: None,
+                            top: Some(0),
+                            reply,
+                        })
+                        .await
+                {
+                    a.send_counter_samples(&st, &tr, &sockets);
+                }
+            }
+        }
+        if let Some(x) = ipfix.as_mut() {
+            x.send_records(&got.records, &got.take, &sockets);
+        }
+        if let Ok(mut s) = shared.lock() {
+            s.sflow = sflow.as_ref().map(|a| a.status());
+            s.ipfix = ipfix.as_ref().map(|x| x.status());
+        }
+        for r in &mut got.records {
+            r.clear();
+        }
+        got.samples.clear();
+        bufs = got;
+        if last {
+            return;
+        }
+    }
+}
