@@ -25,6 +25,13 @@ command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
 /usr/bin/python3 -c 'import selenium' >/dev/null 2>&1 || need+=(python3-selenium)
 [ -e /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || need+=(fonts-dejavu-core)
+# The export tests hand our sFlow and IPFIX to real collectors (pmacct, nfdump), decode
+# them with tshark, and write the live state to a Redis server the test starts itself.
+command -v tshark >/dev/null 2>&1 || need+=(tshark)
+{ command -v sfacctd || [ -x /usr/sbin/sfacctd ]; } >/dev/null 2>&1 || need+=(pmacct)
+command -v nfcapd >/dev/null 2>&1 || need+=(nfdump)
+command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+command -v redis-cli >/dev/null 2>&1 || need+=(redis-tools)
 # The telemetry accuracy tests and the benchmarks drive traffic between VMs with iperf3.
 command -v iperf3 >/dev/null 2>&1 || need+=(iperf3)
 # A test turns checksum offload off on a VM port, so merged frames get checksummed in software.
