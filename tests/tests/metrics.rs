@@ -29,6 +29,13 @@ fn a_live_scrape_passes_promtool_and_shows_the_tunnel() {
         .subnet(&["h1", "h2"])
         .lan("lan1", [192, 168, 100], &["h1", "h2"], 1)
         .metrics()
+        // Exporters with nobody listening: their families (and counted errors) are linted.
+        .config_tail(
+            "h1",
+            "[export.sflow]\ncollectors = [\"127.0.0.1:6343\"]\nsampling_rate = 1\n\
+             [export.ipfix]\ncollectors = [\"127.0.0.1:4739\"]\n\
+             [export.redis]\nurl = \"redis://127.0.0.1:1\"\ninterval_s = 1\n",
+        )
         .start();
     lab.wait_tunnels("h1", "lan1", 1, Duration::from_secs(10));
     assert!(lab.ping(lab.vm("h1", "lan1", 0), lab.vm("h2", "lan1", 0).ip));
@@ -40,6 +47,19 @@ fn a_live_scrape_passes_promtool_and_shows_the_tunnel() {
         "{head}"
     );
     let h2 = format!("{}:7401", lab.host_ip("h2"));
+    for family in [
+        "vmvpn_export_datagrams_total{exporter=\"sflow\"}",
+        "vmvpn_export_sflow_samples_total{kind=\"flow\"}",
+        "vmvpn_export_errors_total{exporter=\"redis\"}",
+    ] {
+        let v: f64 = body
+            .lines()
+            .find(|l| l.starts_with(family))
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+            .unwrap_or_else(|| panic!("no {family} in:\n{body}"));
+        assert!(v > 0.0, "{family} {v}");
+    }
+    assert!(body.contains("vmvpn_export_redis_connected 0"), "{body}");
     for metric in [
         "vmvpn_peer_up",
         "vmvpn_peer_tx_packets_total",

@@ -169,8 +169,15 @@ fn per_sec(n: u64, d: Duration) -> f64 {
 }
 
 /// Unicast: seal on host 0, open on host 1, `iters` frames of `payload` bytes.
-fn unicast(cipher: Cipher, flows: bool, payload: usize, iters: u64) -> Value {
+fn unicast(cipher: Cipher, flows: bool, exports: bool, payload: usize, iters: u64) -> Value {
     let mut h = star(1, cipher, flows);
+    if exports {
+        // sFlow at 1 in 1000 and IPFIX records, on both ends (tx samples at e0, rx at e1).
+        for e in &mut h {
+            e.set_sflow(Some(1000), 7);
+            e.set_flow_export(Some(60));
+        }
+    }
     let now = Instant::now();
     let (a, b) = h.split_at_mut(1);
     let (e0, e1) = (&mut a[0], &mut b[0]);
@@ -204,7 +211,7 @@ fn unicast(cipher: Cipher, flows: bool, payload: usize, iters: u64) -> Value {
     }
     assert_eq!(delivered, iters, "every frame must arrive");
     json!({
-        "cipher": cipher.name(), "accounting": flows, "frame_bytes": f.len(),
+        "cipher": cipher.name(), "accounting": flows, "exports": exports, "frame_bytes": f.len(),
         "tx_ns_per_frame": sealed_t.as_nanos() as f64 / iters as f64,
         "rx_ns_per_frame": opened_t.as_nanos() as f64 / iters as f64,
         "tx_frames_per_s": per_sec(iters, sealed_t),
@@ -321,14 +328,16 @@ fn main() {
     let k = if quick { 1 } else { 10 };
     let out = args.get(1).filter(|a| !a.starts_with('-'));
     let mut uni = Vec::new();
-    for (cipher, flows) in [
-        (Cipher::Aes256Gcm, true),
-        (Cipher::Aes256Gcm, false),
-        (Cipher::None, true),
-        (Cipher::None, false),
+    for (cipher, flows, exports) in [
+        (Cipher::Aes256Gcm, true, false),
+        (Cipher::Aes256Gcm, false, false),
+        (Cipher::Aes256Gcm, true, true),
+        (Cipher::None, true, false),
+        (Cipher::None, false, false),
+        (Cipher::None, true, true),
     ] {
         for payload in [1400, 64] {
-            uni.push(unicast(cipher, flows, payload, 20_000 * k));
+            uni.push(unicast(cipher, flows, exports, payload, 20_000 * k));
         }
     }
     let floods: Vec<Value> = [10, 100, 1000]
@@ -350,7 +359,11 @@ fn main() {
             "| {} B | {} | {} | {:.0} | {:.0} | {:.1} |",
             u["frame_bytes"],
             u["cipher"].as_str().unwrap_or(""),
-            if u["accounting"] == true { "on" } else { "off" },
+            match (u["accounting"] == true, u["exports"] == true) {
+                (true, true) => "on + sFlow 1:1000 + IPFIX",
+                (true, false) => "on",
+                _ => "off",
+            },
             u["tx_ns_per_frame"].as_f64().unwrap_or(0.0),
             u["rx_ns_per_frame"].as_f64().unwrap_or(0.0),
             u["tx_gbit_per_s"].as_f64().unwrap_or(0.0)

@@ -116,6 +116,7 @@ pub(crate) fn status(v: &Status) -> String {
             }
         }
     }
+    o.push_str(&exports(&v.export));
     let _ = writeln!(o, "unattributed drops: {}", drops(&v.drops));
     let off = &v.offload;
     let _ = writeln!(
@@ -480,6 +481,57 @@ pub(crate) fn pong(v: &PingAnswer, seq: u32) -> String {
     }
 }
 
+/// One line per configured export, with its counts and its last error.
+pub(crate) fn exports(e: &vmvpn::status::ExportStatus) -> String {
+    let mut o = String::new();
+    let err = |n: u64, last: &Option<String>| match (n, last) {
+        (0, _) => String::new(),
+        (n, Some(l)) => format!(", {n} errors (last: {l})"),
+        (n, None) => format!(", {n} errors"),
+    };
+    if let Some(x) = &e.sflow {
+        let _ = writeln!(
+            o,
+            "export sflow -> {}: 1 in {}, {} datagrams, {} flow and {} counter samples, {} dropped{}",
+            x.collectors.join(" "),
+            x.sampling_rate,
+            x.datagrams_total,
+            x.flow_samples_total,
+            x.counter_samples_total,
+            x.dropped_samples_total,
+            err(x.send_errors_total, &x.last_error)
+        );
+    }
+    if let Some(x) = &e.ipfix {
+        let _ = writeln!(
+            o,
+            "export ipfix -> {}: {} messages, {} records, {} dropped{}",
+            x.collectors.join(" "),
+            x.messages_total,
+            x.records_total,
+            x.dropped_records_total,
+            err(x.send_errors_total, &x.last_error)
+        );
+    }
+    if let Some(x) = &e.redis {
+        let _ = writeln!(
+            o,
+            "export redis -> {}: {}, {} writes, {} events, {} dropped{}",
+            x.server,
+            if x.connected {
+                "connected"
+            } else {
+                "not connected"
+            },
+            x.writes_total,
+            x.events_total,
+            x.dropped_events_total,
+            err(x.errors_total, &x.last_error)
+        );
+    }
+    o
+}
+
 /// One line of alerts under `vmvpn status` and `top`: what fires and what is pending.
 pub(crate) fn alert_line(v: &[AlertView]) -> String {
     let names = |s: AlertState| {
@@ -730,6 +782,40 @@ mod tests {
             json!({"lan": "lan1", "peer": "h2", "address": "a", "via_vm": "02:00:00:00:00:02", "rtt_us": null}),
         );
         assert!(pong(&p, 2).contains("no answer from h2 (VM 02:00:00:00:00:02)"));
+    }
+
+    #[test]
+    fn each_export_shows_as_a_line_with_its_errors() {
+        use vmvpn::status::{ExportStatus, IpfixStatus, RedisStatus, SflowStatus};
+        assert_eq!(exports(&ExportStatus::default()), "");
+        let t = exports(&ExportStatus {
+            sflow: Some(SflowStatus {
+                collectors: vec!["10.0.0.9:6343".into()],
+                sampling_rate: 512,
+                datagrams_total: 3,
+                flow_samples_total: 10,
+                ..SflowStatus::default()
+            }),
+            ipfix: Some(IpfixStatus {
+                collectors: vec!["10.0.0.9:4739".into()],
+                records_total: 7,
+                ..IpfixStatus::default()
+            }),
+            redis: Some(RedisStatus {
+                server: "redis://10.0.0.9:6379".into(),
+                errors_total: 2,
+                last_error: Some("cannot connect: refused".into()),
+                ..RedisStatus::default()
+            }),
+        });
+        for want in [
+            "export sflow -> 10.0.0.9:6343: 1 in 512, 3 datagrams, 10 flow",
+            "export ipfix -> 10.0.0.9:4739: 0 messages, 7 records",
+            "export redis -> redis://10.0.0.9:6379: not connected, 0 writes",
+            "2 errors (last: cannot connect: refused)",
+        ] {
+            assert!(t.contains(want), "{want}:\n{t}");
+        }
     }
 
     #[test]

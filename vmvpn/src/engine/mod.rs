@@ -376,6 +376,9 @@ impl Engine {
     /// cost per frame). `seed` makes the choice of frames differ between hosts.
     pub fn set_sflow(&mut self, rate: Option<u32>, seed: u64) {
         self.sampler = rate.map(|r| sampling::Sampler::new(r, seed));
+        for l in &mut self.lans {
+            l.sampling = Default::default();
+        }
     }
 
     /// Make IPFIX flow records: of flows that end, and of long ones every `active_s`

@@ -147,8 +147,9 @@ mod tests {
             "{picked} picked, {want} expected"
         );
         let mut one = Sampler::new(1, 7);
+        let mut fresh = LanSampling::default();
         assert!(
-            (0..100).all(|_| one.tick(&mut l)),
+            (0..100).all(|_| one.tick(&mut fresh)),
             "1 in 1 takes every frame"
         );
     }

@@ -137,3 +137,44 @@ impl Exporter {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use telemetry::flows::EndReason;
+    use telemetry::frame::FlowKey;
+
+    #[test]
+    fn a_record_in_unix_time_with_ip_and_ethernet_bytes() {
+        let r = FlowRecord {
+            key: FlowKey {
+                proto: 6,
+                src: [10, 0, 0, 1].into(),
+                dst: [10, 0, 0, 2].into(),
+                sport: 40000,
+                dport: 5201,
+            },
+            src_mac: [2, 0, 0, 0, 0, 1],
+            dst_mac: [2, 0, 0, 0, 0, 2],
+            packets: 10,
+            bytes: 10 * 1514,
+            rev_packets: 5,
+            rev_bytes: 5 * 66,
+            flags: 0x12,
+            rev_flags: 0x11,
+            start_s: 100,
+            end_s: 130,
+            reason: EndReason::EndOfFlow,
+        };
+        // The engine is at its second 140, which is 1 000 000 ms on the Unix clock.
+        let x = to_ipfix(&r, 140, 1_000_000);
+        assert_eq!((x.start_ms, x.end_ms), (960_000, 990_000));
+        assert_eq!((x.octets, x.l2_octets), (10 * 1500, 10 * 1514));
+        assert_eq!((x.rev_octets, x.rev_l2_octets), (5 * 52, 5 * 66));
+        assert_eq!((x.flags, x.rev_flags, x.reason), (0x12, 0x11, 3));
+        assert_eq!(
+            (x.src_mac, x.sport, x.dport, x.proto),
+            (r.src_mac, 40000, 5201, 6)
+        );
+    }
+}

@@ -421,3 +421,115 @@ pub async fn run(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::status::{LanStatus, PeerStatus};
+
+    fn status(peer_up: bool) -> Status {
+        Status {
+            lans: vec![LanStatus {
+                name: "lan1".into(),
+                peers: vec![PeerStatus {
+                    name: "h2".into(),
+                    address: "10.0.0.2:7401".into(),
+                    state: if peer_up {
+                        PeerState::Up
+                    } else {
+                        PeerState::Handshaking
+                    },
+                    health: if peer_up { Health::Ok } else { Health::Down },
+                    ..PeerStatus::default()
+                }],
+                ..LanStatus::default()
+            }],
+            ..Status::default()
+        }
+    }
+
+    fn mac(loc: &str) -> MacRow {
+        MacRow {
+            lan: "lan1".into(),
+            mac: "02:00:00:00:00:01".into(),
+            location: loc.into(),
+            peer_name: None,
+            age_ms: 0,
+        }
+    }
+
+    fn alert(state: AlertState) -> AlertView {
+        AlertView {
+            alert: "VmvpnPeerDown".into(),
+            state,
+            labels: [("lan".to_string(), "lan1".to_string())].into(),
+            ..AlertView::default()
+        }
+    }
+
+    #[test]
+    fn events_are_the_changes_between_snapshots() {
+        let mut c = Changes::new();
+        let first = c.diff(&status(true), &[mac("local")], &[], 1);
+        assert!(first.is_empty(), "the first snapshot only sets the memory");
+        assert!(c.diff(&status(true), &[mac("local")], &[], 2).is_empty());
+        let e = c.diff(
+            &status(false),
+            &[mac("10.0.0.2:7401")],
+            &[alert(AlertState::Firing)],
+            3,
+        );
+        let kinds: Vec<&str> = e.iter().map(|x| x.kind).collect();
+        assert_eq!(
+            kinds,
+            vec!["peer_down", "mac_move", "alert_firing"],
+            "{e:?}"
+        );
+        assert_eq!((e[0].lan.as_str(), e[0].subject.as_str()), ("lan1", "h2"));
+        assert_eq!(e[1].detail, "from local to 10.0.0.2:7401");
+        assert_eq!(e[2].subject, "VmvpnPeerDown{lan=lan1}");
+        let e = c.diff(&status(true), &[], &[alert(AlertState::Resolved)], 4);
+        let kinds: Vec<&str> = e.iter().map(|x| x.kind).collect();
+        assert_eq!(kinds, vec!["peer_up", "alert_resolved"]);
+    }
+
+    #[test]
+    fn keys_and_fields_are_the_documented_ones() {
+        let s = Setup {
+            url: "redis://u:secret@10.0.0.9:6379/2".into(),
+            interval: Duration::from_secs(5),
+            prefix: "vmvpn".into(),
+            host: "h1".into(),
+            stream_maxlen: 10,
+        };
+        let h = hashes(&s, &status(true), &[], &[alert(AlertState::Firing)], 7);
+        let keys: Vec<&str> = h.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(
+            keys,
+            vec!["vmvpn:h1", "vmvpn:h1:peer:lan1:h2", "vmvpn:h1:alerts"]
+        );
+        let peer: Vec<&str> = h[1].1.iter().map(|(f, _)| f.as_str()).collect();
+        assert_eq!(
+            peer,
+            vec![
+                "address",
+                "state",
+                "health",
+                "rtt_p50_us",
+                "rtt_p99_us",
+                "loss_tx_ratio",
+                "loss_rx_ratio",
+                "tx_rate_bps",
+                "rx_rate_bps",
+                "path_mtu_bytes",
+                "last_heard_ago_ms"
+            ]
+        );
+        assert!(h[0].1.contains(&("alerts_firing".into(), "1".into())));
+        assert_eq!(
+            server_name(&s.url),
+            "redis://10.0.0.9:6379/2",
+            "no password shown"
+        );
+    }
+}
