@@ -6,6 +6,7 @@ line on stdout:
   load URL            open the page; wait until it has rendered an overview
   look                the heat-map cells, topology hosts and links, alerts, and console errors
   wait-down HOST S    wait up to S seconds, without reloading, for HOST to be down or gone
+  wait-up HOST S      wait up to S seconds, without reloading, for HOST to be shown up
   click-cell A B      click the heat-map cell A -> B; wait for its series charts
   shot PATH           save a screenshot (PNG)
   quit
@@ -99,6 +100,21 @@ def main():
                     match = [h for h in v["hosts"] if h["name"] == host]
                     state = match[0]["state"] if match else "gone"
                     if state in ("down", "gone"):
+                        break
+                    time.sleep(0.2)
+                v = d.execute_script(LOOK)
+                seen_errors += errors(d)
+                out({"state": state, "after_s": round(time.time() - t0, 2),
+                     "marker": v["marker"], "errors": seen_errors})
+            elif cmd[0] == "wait-up":
+                host, limit = cmd[1], float(cmd[2])
+                t0 = time.time()
+                state = None
+                while time.time() - t0 < limit:
+                    v = d.execute_script(LOOK)
+                    match = [h for h in v["hosts"] if h["name"] == host]
+                    state = match[0]["state"] if match else "gone"
+                    if state == "up":
                         break
                     time.sleep(0.2)
                 v = d.execute_script(LOOK)

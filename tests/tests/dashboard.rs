@@ -3,8 +3,8 @@
 //! hosts in two subnets with traffic running; the page loads without a console error, the
 //! heat map has one cell per host pair carrying the value the bulletin reports, the
 //! topology shows every host and each subnet's forwarder, a cell opens its series, a
-//! killed host turns down without a reload; the listener off loopback asks for the login
-//! over HTTPS only; a host serves its own view.
+//! killed host turns down without a reload and up again when restarted; the listener off
+//! loopback asks for the login over HTTPS only; a host serves its own view.
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
@@ -355,6 +355,20 @@ fn the_dashboard_shows_the_overlay_live_in_a_real_browser() {
         down["errors"],
         serde_json::json!([]),
         "console errors: {down:#}"
+    );
+    // It comes back: shown up again, on the same page.
+    lab.restart("h3");
+    let back = browser.ask("wait-up h3 30");
+    eprintln!(
+        "h3 shown {} again {} s after its restart",
+        back["state"], back["after_s"]
+    );
+    assert_eq!(back["state"], "up", "{back:#}");
+    assert_eq!(back["marker"], "same page", "the page was reloaded");
+    assert_eq!(
+        back["errors"],
+        serde_json::json!([]),
+        "console errors: {back:#}"
     );
     drop(browser);
     let _ = pings.join();
