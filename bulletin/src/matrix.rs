@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::proto::{HostReport, Tunnel};
 
@@ -23,7 +23,7 @@ pub struct Link {
 }
 
 /// Traffic between two VMs, summed over the hosts that saw it at its source.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct VmFlow {
     /// Source VM (IP when known, else MAC).
     pub src: String,

@@ -151,6 +151,11 @@ impl Identity {
     /// The HTTPS server configuration of the dashboard: the same certificate, TLS 1.3
     /// only (as the QUIC side; every current browser and curl speak it), ALPN `http/1.1`.
     pub fn https_config(&self) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+        Ok(Arc::new(self.tls13(b"http/1.1")?))
+    }
+
+    /// TLS 1.3 with this certificate and ring, no client certificates: both servers'.
+    fn tls13(&self, alpn: &[u8]) -> Result<rustls::ServerConfig, TlsError> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut tls = rustls::ServerConfig::builder_with_provider(provider)
             .with_protocol_versions(&[&rustls::version::TLS13])
@@ -161,23 +166,13 @@ impl Identity {
                 PrivateKeyDer::Pkcs8(self.key.clone_key()),
             )
             .map_err(|e| TlsError::Config(e.to_string()))?;
-        tls.alpn_protocols = vec![b"http/1.1".to_vec()];
-        Ok(Arc::new(tls))
+        tls.alpn_protocols = vec![alpn.to_vec()];
+        Ok(tls)
     }
 
     /// The QUIC server configuration.
     pub fn server_config(&self) -> Result<quinn::ServerConfig, TlsError> {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut tls = rustls::ServerConfig::builder_with_provider(provider)
-            .with_protocol_versions(&[&rustls::version::TLS13])
-            .map_err(|e| TlsError::Config(e.to_string()))?
-            .with_no_client_auth()
-            .with_single_cert(
-                vec![self.cert.clone()],
-                PrivateKeyDer::Pkcs8(self.key.clone_key()),
-            )
-            .map_err(|e| TlsError::Config(e.to_string()))?;
-        tls.alpn_protocols = vec![ALPN.to_vec()];
+        let tls = self.tls13(ALPN)?;
         let quic = quinn::crypto::rustls::QuicServerConfig::try_from(tls)
             .map_err(|e| TlsError::Config(e.to_string()))?;
         Ok(quinn::ServerConfig::with_crypto(Arc::new(quic)))

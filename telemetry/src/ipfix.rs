@@ -27,6 +27,8 @@
 
 use std::net::IpAddr;
 
+use crate::writer::Writer;
+
 /// Template id of IPv4 records.
 pub const TEMPLATE_V4: u16 = 256;
 /// Template id of IPv6 records.
@@ -127,38 +129,7 @@ pub struct Header {
     pub domain: u32,
 }
 
-struct W<'a> {
-    buf: &'a mut [u8],
-    at: usize,
-}
-
-impl W<'_> {
-    fn bytes(&mut self, b: &[u8]) -> Option<()> {
-        let end = self.at.checked_add(b.len())?;
-        self.buf.get_mut(self.at..end)?.copy_from_slice(b);
-        self.at = end;
-        Some(())
-    }
-    fn u8(&mut self, v: u8) -> Option<()> {
-        self.bytes(&[v])
-    }
-    fn u16(&mut self, v: u16) -> Option<()> {
-        self.bytes(&v.to_be_bytes())
-    }
-    fn u32(&mut self, v: u32) -> Option<()> {
-        self.bytes(&v.to_be_bytes())
-    }
-    fn u64(&mut self, v: u64) -> Option<()> {
-        self.bytes(&v.to_be_bytes())
-    }
-    fn put_u16_at(&mut self, at: usize, v: u16) {
-        if let Some(b) = self.buf.get_mut(at..at + 2) {
-            b.copy_from_slice(&v.to_be_bytes());
-        }
-    }
-}
-
-fn template(w: &mut W<'_>, id: u16, fields: &[(u16, u16, bool)]) -> Option<()> {
+fn template(w: &mut Writer<'_>, id: u16, fields: &[(u16, u16, bool)]) -> Option<()> {
     w.u16(id)?;
     w.u16(fields.len() as u16)?;
     for &(ie, len, reverse) in fields {
@@ -174,14 +145,14 @@ fn template(w: &mut W<'_>, id: u16, fields: &[(u16, u16, bool)]) -> Option<()> {
     Some(())
 }
 
-fn addr(w: &mut W<'_>, a: IpAddr) -> Option<()> {
+fn addr(w: &mut Writer<'_>, a: IpAddr) -> Option<()> {
     match a {
         IpAddr::V4(a) => w.bytes(&a.octets()),
         IpAddr::V6(a) => w.bytes(&a.octets()),
     }
 }
 
-fn record(w: &mut W<'_>, r: &Record) -> Option<()> {
+fn record(w: &mut Writer<'_>, r: &Record) -> Option<()> {
     w.u64(r.start_ms)?;
     w.u64(r.end_ms)?;
     w.bytes(&r.src_mac)?;
@@ -213,10 +184,7 @@ pub fn encode(
     records: &[Record],
 ) -> Option<(usize, usize)> {
     let limit = buf.len().min(usize::from(u16::MAX));
-    let mut w = W {
-        buf: &mut buf[..limit],
-        at: 0,
-    };
+    let mut w = Writer::new(&mut buf[..limit]);
     w.u16(10)?;
     w.u16(0)?; // length, set at the end
     w.u32(h.export_s)?;
@@ -259,14 +227,7 @@ pub fn encode(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn hex(s: &str) -> Vec<u8> {
-        let s: String = s.split_whitespace().collect();
-        (0..s.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex"))
-            .collect()
-    }
+    use crate::writer::hex;
 
     fn rec() -> Record {
         Record {

@@ -17,6 +17,7 @@ pub mod series;
 pub mod sflow;
 pub mod traffic;
 pub mod vms;
+mod writer;
 
 #[cfg(test)]
 mod testing;

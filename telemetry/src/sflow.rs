@@ -9,6 +9,8 @@
 
 use std::net::IpAddr;
 
+use crate::writer::Writer;
+
 /// Bytes of a sampled frame's header kept (the spec's usual 128).
 pub const MAX_HEADER: usize = 128;
 /// `output` of a flow sample: a frame sent to several interfaces (the count in the low
@@ -144,32 +146,6 @@ pub fn header_len(agent: &Agent) -> usize {
     }
 }
 
-/// A cursor writing XDR into a slice; `None` when it does not fit.
-struct W<'a> {
-    buf: &'a mut [u8],
-    at: usize,
-}
-
-impl W<'_> {
-    fn bytes(&mut self, b: &[u8]) -> Option<()> {
-        let end = self.at.checked_add(b.len())?;
-        self.buf.get_mut(self.at..end)?.copy_from_slice(b);
-        self.at = end;
-        Some(())
-    }
-    fn u32(&mut self, v: u32) -> Option<()> {
-        self.bytes(&v.to_be_bytes())
-    }
-    fn u64(&mut self, v: u64) -> Option<()> {
-        self.bytes(&v.to_be_bytes())
-    }
-    fn opaque(&mut self, b: &[u8]) -> Option<()> {
-        self.bytes(b)?;
-        let pad = pad4(b.len()) - b.len();
-        self.bytes(&[0; 3][..pad])
-    }
-}
-
 /// Encode one datagram into `buf`: the header, then the flow samples, then the counter
 /// samples. Returns its length, or `None` when `buf` is too small.
 pub fn encode(
@@ -180,7 +156,7 @@ pub fn encode(
     flows: &[FlowSample],
     counters: &[CounterSample],
 ) -> Option<usize> {
-    let mut w = W { buf, at: 0 };
+    let mut w = Writer::new(buf);
     w.u32(5)?;
     match agent.address {
         IpAddr::V4(a) => {
@@ -255,14 +231,7 @@ pub fn encode(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn hex(s: &str) -> Vec<u8> {
-        let s: String = s.split_whitespace().collect();
-        (0..s.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex"))
-            .collect()
-    }
+    use crate::writer::hex;
 
     /// Checked by hand against sflow_version_5.txt §5, word by word.
     #[test]

@@ -91,30 +91,16 @@ def main():
                 seen_errors += errors(d)
                 v["errors"] = seen_errors
                 out(v)
-            elif cmd[0] == "wait-down":
+            elif cmd[0] in ("wait-down", "wait-up"):
                 host, limit = cmd[1], float(cmd[2])
+                want = ("down", "gone") if cmd[0] == "wait-down" else ("up",)
                 t0 = time.time()
                 state = None
                 while time.time() - t0 < limit:
                     v = d.execute_script(LOOK)
                     match = [h for h in v["hosts"] if h["name"] == host]
                     state = match[0]["state"] if match else "gone"
-                    if state in ("down", "gone"):
-                        break
-                    time.sleep(0.2)
-                v = d.execute_script(LOOK)
-                seen_errors += errors(d)
-                out({"state": state, "after_s": round(time.time() - t0, 2),
-                     "marker": v["marker"], "errors": seen_errors})
-            elif cmd[0] == "wait-up":
-                host, limit = cmd[1], float(cmd[2])
-                t0 = time.time()
-                state = None
-                while time.time() - t0 < limit:
-                    v = d.execute_script(LOOK)
-                    match = [h for h in v["hosts"] if h["name"] == host]
-                    state = match[0]["state"] if match else "gone"
-                    if state == "up":
+                    if state in want:
                         break
                     time.sleep(0.2)
                 v = d.execute_script(LOOK)

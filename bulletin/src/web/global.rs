@@ -5,7 +5,8 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;
 
-use crate::proto::{HostAlerts, Record};
+use crate::matrix::VmFlow;
+use crate::proto::{AlertReport, HostAlerts, Record};
 use crate::reports::StoredReport;
 use crate::web::history::{History, SeriesKey};
 use crate::web::view::{
@@ -180,18 +181,16 @@ impl Global {
                 alerts.push(AlertRow {
                     lan: h.alerts.lan.clone(),
                     host: h.name.clone(),
-                    alert: a.alert.clone(),
-                    state: a.state.clone(),
-                    severity: a.severity.clone(),
-                    labels: a
-                        .labels
-                        .iter()
-                        .filter(|(k, _)| k != "lan")
-                        .cloned()
-                        .collect(),
-                    summary: a.summary.clone(),
-                    value: a.value,
-                    since_s: a.since_s + h.age_ms / 1000,
+                    alert: AlertReport {
+                        labels: a
+                            .labels
+                            .iter()
+                            .filter(|(k, _)| k != "lan")
+                            .cloned()
+                            .collect(),
+                        since_s: a.since_s + h.age_ms / 1000,
+                        ..a.clone()
+                    },
                 });
             }
         }
@@ -304,13 +303,15 @@ impl Global {
                     .and_then(|m| m.rate_bps);
                 let (src_mac, dst_mac) = (mac(&q.src_mac), mac(&q.dst_mac));
                 pairs.push(PairView {
-                    src: q.src_ip.map_or_else(|| src_mac.clone(), |i| i.to_string()),
-                    src_mac: src_mac.clone(),
-                    src_host: h.name.clone(),
-                    dst: q.dst_ip.map_or_else(|| dst_mac.clone(), |i| i.to_string()),
-                    dst_mac: dst_mac.clone(),
-                    packets: q.packets,
-                    bytes: q.bytes,
+                    flow: VmFlow {
+                        src: q.src_ip.map_or_else(|| src_mac.clone(), |i| i.to_string()),
+                        src_mac: src_mac.clone(),
+                        src_host: h.name.clone(),
+                        dst: q.dst_ip.map_or_else(|| dst_mac.clone(), |i| i.to_string()),
+                        dst_mac: dst_mac.clone(),
+                        packets: q.packets,
+                        bytes: q.bytes,
+                    },
                     rate_bps: rate,
                 });
                 let src = vms.entry(src_mac.clone()).or_insert_with(|| vm(&src_mac));
@@ -326,7 +327,7 @@ impl Global {
                 dst.rx_rate_bps += rate.unwrap_or(0);
             }
         }
-        pairs.sort_by_key(|p| std::cmp::Reverse((p.rate_bps.unwrap_or(0), p.bytes)));
+        pairs.sort_by_key(|p| std::cmp::Reverse((p.rate_bps.unwrap_or(0), p.flow.bytes)));
         pairs.truncate(MAX_PAIRS_SHOWN);
         let mut vms: Vec<VmView> = vms.into_values().collect();
         for v in &mut vms {
@@ -518,8 +519,11 @@ mod tests {
         assert_eq!(l.links.len(), 4);
         assert_eq!(l.pairs[0].rate_bps, None, "one sample: no rate yet");
         assert_eq!(o.alerts.len(), 1);
-        assert_eq!(o.alerts[0].since_s, 7, "4 s on the host + 3 s old report");
-        assert_eq!(o.alerts[0].labels, vec![("peer".into(), "h3".into())]);
+        assert_eq!(
+            o.alerts[0].alert.since_s, 7,
+            "4 s on the host + 3 s old report"
+        );
+        assert_eq!(o.alerts[0].alert.labels, vec![("peer".into(), "h3".into())]);
 
         // 2 s later: h1 counted 1000 more bytes; h3 fell silent and h1 finds it down.
         let second = vec![
@@ -539,7 +543,7 @@ mod tests {
         let h1_pair = l
             .pairs
             .iter()
-            .find(|p| p.src_host == "h1")
+            .find(|p| p.flow.src_host == "h1")
             .expect("h1's pair");
         assert_eq!(h1_pair.rate_bps, Some(4000), "1000 B in 2 s");
         let vm = l

@@ -4,7 +4,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::proto::Tunnel;
+use crate::matrix::VmFlow;
+use crate::proto::{AlertReport, Tunnel};
 
 /// Whose view this is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -111,23 +112,12 @@ pub struct LinkView {
     pub tunnel: Tunnel,
 }
 
-/// Traffic from one VM to another.
+/// Traffic from one VM to another: `bulletin matrix`'s pair, with its rate.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PairView {
-    /// Source VM (IP when known, else MAC).
-    pub src: String,
-    /// Source MAC.
-    pub src_mac: String,
-    /// Host the source VM is behind.
-    pub src_host: String,
-    /// Destination VM (IP when known, else MAC).
-    pub dst: String,
-    /// Destination MAC.
-    pub dst_mac: String,
-    /// Frames since counting began.
-    pub packets: u64,
-    /// Bytes since counting began.
-    pub bytes: u64,
+    /// Who, where, and frames and bytes since counting began.
+    #[serde(flatten)]
+    pub flow: VmFlow,
     /// bit/s over the last interval (none before a second sample).
     pub rate_bps: Option<u64>,
 }
@@ -149,25 +139,15 @@ pub struct VmView {
     pub peak_to_mean: Option<f64>,
 }
 
-/// One alert of one host.
+/// One alert of one host: what the host reported, and where.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AlertRow {
     /// LAN.
     pub lan: String,
     /// Host that raised it.
     pub host: String,
-    /// Rule name.
-    pub alert: String,
-    /// "firing" or "pending".
-    pub state: String,
-    /// "critical", "warning" or "info".
-    pub severity: String,
-    /// Labels besides the LAN.
-    pub labels: Vec<(String, String)>,
-    /// The rule's summary, filled in.
-    pub summary: String,
-    /// Value that tripped it.
-    pub value: f64,
-    /// Seconds in this state.
-    pub since_s: u64,
+    /// Rule, state ("firing" or "pending"), severity, labels besides the LAN, summary,
+    /// value, and seconds in this state as of now.
+    #[serde(flatten)]
+    pub alert: AlertReport,
 }

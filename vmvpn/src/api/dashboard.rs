@@ -14,7 +14,7 @@ use bulletin::web::view::{HostState, Overview, Scope};
 use bulletin::web::{Feed, unix_ms};
 
 use crate::alarms::SharedAlerts;
-use crate::io::dataplane::{Handle, Request};
+use crate::io::dataplane::Handle;
 use crate::membership::report;
 use crate::status::{AlertView, Health, LanTraffic, PeerState, Status};
 
@@ -173,17 +173,7 @@ pub async fn run(mut local: Local, dp: Handle, alerts: SharedAlerts, feed: Feed)
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let Some(status) = dp.call(Request::Status).await else {
-            return;
-        };
-        let Some(Ok(traffic)) = dp
-            .call(|reply| Request::Traffic {
-                lan: None,
-                top: Some(0),
-                reply,
-            })
-            .await
-        else {
+        let Some((status, traffic)) = dp.snapshot().await else {
             return;
         };
         let alerts = alerts.lock().map(|a| a.clone()).unwrap_or_default();

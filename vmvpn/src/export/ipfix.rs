@@ -123,14 +123,11 @@ impl Exporter {
                     self.status.template_messages_total += 1;
                 }
                 self.status.records_total += n as u64;
-                for c in &self.collectors {
-                    match sockets.send(&self.buf[..len], *c) {
-                        Ok(()) => self.status.messages_total += 1,
-                        Err(e) => {
-                            self.status.send_errors_total += 1;
-                            self.status.last_error = Some(e);
-                        }
-                    }
+                let (ok, failed, last) = sockets.send_all(&self.buf[..len], &self.collectors);
+                self.status.messages_total += ok;
+                self.status.send_errors_total += failed;
+                if last.is_some() {
+                    self.status.last_error = last;
                 }
                 rest = &rest[n..];
             }

@@ -147,15 +147,7 @@ async fn flows(
             a.send_flow_samples(&got.samples, got.take.sample_drops, &sockets);
             if tokio::time::Instant::now() >= next_counters && !last {
                 next_counters += a.polling();
-                if let Some(st) = dp.call(Request::Status).await
-                    && let Some(Ok(tr)) = dp
-                        .call(|reply| Request::Traffic {
-                            lan: None,
-                            top: Some(0),
-                            reply,
-                        })
-                        .await
-                {
+                if let Some((st, tr)) = dp.snapshot().await {
                     a.send_counter_samples(&st, &tr, &sockets);
                 }
             }

@@ -330,17 +330,7 @@ pub async fn run(
             _ = tick.tick() => {}
             _ = stop.changed() => return,
         }
-        let Some(st) = dp.call(Request::Status).await else {
-            return;
-        };
-        let Some(Ok(traffic)) = dp
-            .call(|reply| Request::Traffic {
-                lan: None,
-                top: Some(0),
-                reply,
-            })
-            .await
-        else {
+        let Some((st, traffic)) = dp.snapshot().await else {
             return;
         };
         let macs = dp

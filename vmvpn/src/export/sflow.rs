@@ -76,14 +76,11 @@ impl Agent {
     }
 
     fn send(&mut self, len: usize, sockets: &Sockets) {
-        for c in &self.collectors {
-            match sockets.send(&self.buf[..len], *c) {
-                Ok(()) => self.status.datagrams_total += 1,
-                Err(e) => {
-                    self.status.send_errors_total += 1;
-                    self.status.last_error = Some(e);
-                }
-            }
+        let (ok, failed, last) = sockets.send_all(&self.buf[..len], &self.collectors);
+        self.status.datagrams_total += ok;
+        self.status.send_errors_total += failed;
+        if last.is_some() {
+            self.status.last_error = last;
         }
     }
 

@@ -24,6 +24,22 @@ impl Sockets {
         Some(Sockets { v4, v6 })
     }
 
+    /// Send `data` to every collector: how many took it, how many sends failed, and the
+    /// last failure.
+    pub fn send_all(&self, data: &[u8], to: &[SocketAddr]) -> (u64, u64, Option<String>) {
+        let (mut ok, mut failed, mut last) = (0, 0, None);
+        for c in to {
+            match self.send(data, *c) {
+                Ok(()) => ok += 1,
+                Err(e) => {
+                    failed += 1;
+                    last = Some(e);
+                }
+            }
+        }
+        (ok, failed, last)
+    }
+
     /// Send `data` to `to` now or not at all; the error, if it failed.
     pub fn send(&self, data: &[u8], to: SocketAddr) -> Result<(), String> {
         let s = if to.is_ipv4() { &self.v4 } else { &self.v6 };

@@ -131,6 +131,21 @@ impl Handle {
         rx.await.ok()
     }
 
+    /// A status snapshot and every LAN's per-VM traffic and VM matrix (no flows), as the
+    /// reports, the dashboard and the exporters read them; None when the data plane is gone.
+    pub async fn snapshot(&self) -> Option<(Status, Vec<LanTraffic>)> {
+        let status = self.call(Request::Status).await?;
+        let traffic = self
+            .call(|reply| Request::Traffic {
+                lan: None,
+                top: Some(0),
+                reply,
+            })
+            .await?
+            .ok()?;
+        Some((status, traffic))
+    }
+
     /// Ask the thread to finish its loop and return.
     pub fn stop(&self) {
         self.stop.store(true, Ordering::SeqCst);

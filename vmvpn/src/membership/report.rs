@@ -5,7 +5,7 @@
 use bulletin::proto::{AlertReport, LanAlerts, LanReport, PairReport, PeerReport, Tunnel};
 use bulletin::reports::{MAX_PAIRS, MAX_PEERS};
 
-use crate::io::dataplane::{Handle, Request};
+use crate::io::dataplane::Handle;
 use crate::status::{AlertState, AlertView, LanStatus, LanTraffic};
 
 /// The report from a status snapshot and the traffic tables.
@@ -89,15 +89,7 @@ pub fn alerts(lans: &[&str], all: &[AlertView]) -> Vec<LanAlerts> {
 
 /// Ask the data plane and build the report (None while it shuts down).
 pub async fn collect(dp: &Handle) -> Option<Vec<LanReport>> {
-    let status = dp.call(Request::Status).await?;
-    let traffic = dp
-        .call(|reply| Request::Traffic {
-            lan: None,
-            top: Some(0),
-            reply,
-        })
-        .await?
-        .ok()?;
+    let (status, traffic) = dp.snapshot().await?;
     Some(build(&status.lans, &traffic))
 }
 
