@@ -357,7 +357,12 @@ function connect() {
   const live = document.getElementById("live");
   const es = new EventSource("/api/v1/events");
   es.addEventListener("open", () => { live.dataset.state = "live"; live.textContent = "live"; });
-  es.addEventListener("error", () => { live.dataset.state = "reconnecting"; live.textContent = "reconnecting…"; });
+  es.addEventListener("error", () => {
+    live.dataset.state = "reconnecting"; live.textContent = "reconnecting…";
+    // The browser retries a dropped stream by itself, but not a refused one (503: too
+    // many live views): then this page tries again in a while.
+    if (es.readyState === EventSource.CLOSED) setTimeout(connect, 5000);
+  });
   es.addEventListener("overview", e => {
     state.ov = JSON.parse(e.data);
     live.dataset.state = "live";

@@ -20,7 +20,6 @@ use axum::middleware::{self, Next};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use futures_util::Stream;
 use serde::Deserialize;
 
 use crate::web::Feed;
@@ -34,11 +33,15 @@ use crate::web::view::Overview;
 pub const EVENTS_LIFETIME: Duration = Duration::from_secs(300);
 /// The exchange timeout a listener serving this router needs (see `http::Options`).
 pub const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(330);
+/// Event streams open at once: half the server's connections, so that open pages cannot
+/// take every slot from the API and the assets (the next stream gets 503 and retries).
+pub const MAX_STREAMS: usize = crate::http::MAX_CONNECTIONS / 2;
 
 #[derive(Clone)]
 struct Dash {
     feed: Feed,
     credentials: Option<Arc<Credentials>>,
+    streams: Arc<tokio::sync::Semaphore>,
 }
 
 /// The dashboard's routes over `feed`; `credentials` are asked for when given.
@@ -46,6 +49,7 @@ pub fn router(feed: Feed, credentials: Option<Credentials>) -> Router {
     let dash = Dash {
         feed,
         credentials: credentials.map(Arc::new),
+        streams: Arc::new(tokio::sync::Semaphore::new(MAX_STREAMS)),
     };
     Router::new()
         .route("/api/v1/overview", get(overview))
@@ -140,7 +144,15 @@ async fn series(State(d): State<Dash>, Query(q): Query<SeriesQuery>) -> Response
     }
 }
 
-async fn events(State(d): State<Dash>) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+async fn events(State(d): State<Dash>) -> Response {
+    let Ok(slot) = d.streams.clone().try_acquire_owned() else {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::RETRY_AFTER, "5")],
+            "503: too many live views are open; this one retries\n",
+        )
+            .into_response();
+    };
     let rx = d.feed.subscribe();
     let end = tokio::time::Instant::now() + EVENTS_LIFETIME;
     let stream = futures_util::stream::unfold((rx, true), move |(mut rx, first)| async move {
@@ -156,9 +168,16 @@ async fn events(State(d): State<Dash>) -> Sse<impl Stream<Item = Result<Event, I
             .retry(Duration::from_secs(1))
             .json_data(&*o)
             .ok()?;
-        Some((Ok(ev), (rx, false)))
+        Some((Ok::<_, Infallible>(ev), (rx, false)))
     });
-    Sse::new(stream).keep_alive(KeepAlive::default())
+    // The slot goes with the stream and comes back when it ends or the client leaves.
+    let stream = futures_util::StreamExt::map(stream, move |e| {
+        let _slot = &slot;
+        e
+    });
+    Sse::new(stream)
+        .keep_alive(KeepAlive::default())
+        .into_response()
 }
 
 #[cfg(test)]
@@ -367,5 +386,32 @@ mod tests {
         f.publish(o);
         let second = next_event(&mut body).await;
         assert!(second.contains("\"name\":\"renamed\""), "{second}");
+    }
+
+    #[tokio::test]
+    async fn live_views_are_capped_and_their_slots_come_back() {
+        let r = router(feed(), None);
+        let open = || {
+            r.clone().oneshot(
+                axum::http::Request::get("/api/v1/events")
+                    .body(Body::empty())
+                    .expect("request"),
+            )
+        };
+        let mut held = Vec::new();
+        for _ in 0..MAX_STREAMS {
+            let res = open().await.expect("answer");
+            assert_eq!(res.status(), StatusCode::OK);
+            held.push(res);
+        }
+        let over = open().await.expect("answer");
+        assert_eq!(over.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            get(&r, "/api/v1/overview", None).await.0,
+            StatusCode::OK,
+            "the API still answers"
+        );
+        drop(held.pop());
+        assert_eq!(open().await.expect("answer").status(), StatusCode::OK);
     }
 }
