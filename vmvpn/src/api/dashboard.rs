@@ -79,13 +79,9 @@ impl Local {
                     .flood
                     .subnets
                     .iter()
-                    .filter_map(|s| s.subnet.rsplit_once('/'))
-                    .filter_map(|(_, p)| p.parse::<u8>().ok())
-                    .find(|p| {
-                        l.flood
-                            .subnets
-                            .iter()
-                            .any(|s| s.subnet == subnet(addr.ip(), *p))
+                    .find_map(|s| {
+                        let p = s.subnet.rsplit_once('/')?.1.parse::<u8>().ok()?;
+                        (subnet(addr.ip(), p) == s.subnet).then_some(p)
                     })
                     .unwrap_or(me.prefix);
                 records.push(record(

@@ -21,7 +21,6 @@ use telemetry::VmLocation;
 pub struct Agent {
     address: IpAddr,
     collectors: Vec<SocketAddr>,
-    rate: u32,
     polling: Duration,
     link_speed: u64,
     started: Instant,
@@ -50,7 +49,6 @@ impl Agent {
                 ..SflowStatus::default()
             },
             collectors,
-            rate,
             polling,
             link_speed,
             started: Instant::now(),
@@ -58,11 +56,6 @@ impl Agent {
             counter_seq: HashMap::new(),
             buf: Box::new([0; MAX_DATAGRAM]),
         }
-    }
-
-    /// The sampling rate.
-    pub fn rate(&self) -> u32 {
-        self.rate
     }
 
     /// Time between counter samples.
