@@ -10,8 +10,8 @@ use thiserror::Error;
 use crate::frames::{self, FrameError};
 use crate::proof::Verifier;
 use crate::proto::{
-    ClientMsg, Credential, HostAlerts, HostReport, LanProof, MAX_SERVER_FRAME, MIN_VERSION, Record,
-    RefuseCode, Register, ServerMsg,
+    BulletinStatus, ClientMsg, Credential, HostAlerts, HostReport, LanProof, MAX_SERVER_FRAME,
+    MIN_VERSION, Record, RefuseCode, Register, STATUS_SINCE, ServerMsg,
 };
 use crate::tls::{PinnedVerifier, TlsError, client_config};
 
@@ -281,6 +281,28 @@ impl Client {
             ServerMsg::Refused { code, reason } => Err(ClientError::Refused { code, reason }),
             other => Err(ClientError::Protocol(format!(
                 "expected alerts, got {other:?}"
+            ))),
+        };
+        s.close();
+        r
+    }
+
+    /// Connect and fetch the bulletin's own state (`bulletin status`).
+    pub async fn status(&self, auth: &ReadAuth) -> Result<BulletinStatus, ClientError> {
+        let mut s = self.connect_reader(auth).await?;
+        if s.terms.version < STATUS_SINCE {
+            s.close();
+            return Err(ClientError::Protocol(format!(
+                "this bulletin speaks protocol {}, and `status` needs {STATUS_SINCE}: upgrade the bulletin",
+                s.terms.version
+            )));
+        }
+        s.send(&ClientMsg::Status).await?;
+        let r = match s.recv().await? {
+            ServerMsg::Status(st) => Ok(st),
+            ServerMsg::Refused { code, reason } => Err(ClientError::Refused { code, reason }),
+            other => Err(ClientError::Protocol(format!(
+                "expected the bulletin's status, got {other:?}"
             ))),
         };
         s.close();

@@ -7,6 +7,8 @@
 //! max_connections = 4096            # in total (1..=1000000)
 //! max_connections_per_ip = 256      # from one source address (1..=1000000)
 //! max_unauthenticated = 256         # connected, not yet registered or authenticated
+//! max_unauthenticated_per_ip = 16   # of those, from one source address
+//! max_web_connections_per_ip = 8    # to a `--web` listener, from one address (1..=64)
 //!
 //! [web]                 # the dashboard's login on a non-loopback `--web` listener
 //! user = "admin"
@@ -77,6 +79,10 @@ struct Raw {
     max_connections_per_ip: Spanned<u64>,
     #[serde(default = "default_max_unauth")]
     max_unauthenticated: Spanned<u64>,
+    #[serde(default = "default_max_unauth_per_ip")]
+    max_unauthenticated_per_ip: Spanned<u64>,
+    #[serde(default = "default_max_web_per_ip")]
+    max_web_connections_per_ip: Spanned<u64>,
     #[serde(default, rename = "lan")]
     lans: Vec<RawLan>,
     web: Option<Spanned<crate::web::auth::WebConfig>>,
@@ -98,6 +104,14 @@ fn default_max_per_ip() -> Spanned<u64> {
 fn default_max_unauth() -> Spanned<u64> {
     Spanned::new(0..0, 256)
 }
+fn default_max_unauth_per_ip() -> Spanned<u64> {
+    Spanned::new(0..0, 16)
+}
+fn default_max_web_per_ip() -> Spanned<u64> {
+    Spanned::new(0..0, crate::http::MAX_CONNECTIONS_PER_IP as u64)
+}
+/// Range of `max_web_connections_per_ip`: at most a listener's whole table.
+pub const WEB_PER_IP: std::ops::RangeInclusive<u64> = 1..=crate::http::MAX_CONNECTIONS as u64;
 
 /// Connection limits of the server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -106,8 +120,11 @@ pub struct Limits {
     pub connections: usize,
     /// Connections from one source IP address.
     pub per_ip: usize,
-    /// Connections that have not yet registered or authenticated.
+    /// Connections that have not yet registered or authenticated (beyond: the oldest of
+    /// them is closed for a newcomer).
     pub unauthenticated: usize,
+    /// Of those, from one source address (beyond: refused).
+    pub unauthenticated_per_ip: usize,
 }
 
 impl Default for Limits {
@@ -116,6 +133,7 @@ impl Default for Limits {
             connections: 4096,
             per_ip: 256,
             unauthenticated: 256,
+            unauthenticated_per_ip: 16,
         }
     }
 }
@@ -194,6 +212,8 @@ pub struct BulletinConfig {
     pub limits: Limits,
     /// The dashboard's credentials (`[web]`), asked on non-loopback listeners.
     pub web: Option<crate::web::auth::Credentials>,
+    /// Connections to one `--web` listener from one address at once.
+    pub web_per_ip: usize,
 }
 
 impl Default for BulletinConfig {
@@ -205,6 +225,7 @@ impl Default for BulletinConfig {
             operator: None,
             limits: Limits::default(),
             web: None,
+            web_per_ip: crate::http::MAX_CONNECTIONS_PER_IP,
         }
     }
 }
@@ -259,6 +280,11 @@ impl BulletinConfig {
             )? as usize,
             unauthenticated: in_range(&raw.max_unauthenticated, "max_unauthenticated", CONNECTIONS)?
                 as usize,
+            unauthenticated_per_ip: in_range(
+                &raw.max_unauthenticated_per_ip,
+                "max_unauthenticated_per_ip",
+                CONNECTIONS,
+            )? as usize,
         };
         let operator = match (&raw.operator_verifier, &raw.operator_token_file) {
             (None, None) => None,
@@ -327,6 +353,11 @@ impl BulletinConfig {
             operator,
             limits,
             web,
+            web_per_ip: in_range(
+                &raw.max_web_connections_per_ip,
+                "max_web_connections_per_ip",
+                WEB_PER_IP,
+            )? as usize,
         })
     }
 }

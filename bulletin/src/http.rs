@@ -3,26 +3,39 @@
 //! response per connection, with bounds a scraper or a browser never reaches but a slow
 //! or hostile client would: the TLS handshake and the request head within
 //! [`HEADER_TIMEOUT`], a whole exchange within [`Options::exchange_timeout`],
-//! [`MAX_CONNECTIONS`] at once.
+//! [`MAX_CONNECTIONS`] at once and [`Options::per_ip`] from one source address.
+//!
+//! Slots are not first come, first served: when all are taken, the oldest connection that
+//! has not yet finished its TLS handshake or sent its request head is closed for the
+//! newcomer, so idle connections held open (slowloris) cannot keep an operator out; a
+//! source that already holds `per_ip` connections is refused at once.
 
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
+use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::sync::Notify;
+use tower::ServiceExt as _;
 use tracing::{debug, warn};
 
 /// Time for a client to finish the TLS handshake, then again to send its request head.
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 /// Time for one whole request and response, unless the caller says otherwise.
 pub const CONNECTION_TIMEOUT: Duration = Duration::from_secs(30);
-/// Connections served at once; more wait in the kernel's backlog.
+/// Connections served at once.
 pub const MAX_CONNECTIONS: usize = 64;
+/// Connections from one source address at once (default of [`Options::per_ip`]): a
+/// browser opens at most six to one server, a scraper one.
+pub const MAX_CONNECTIONS_PER_IP: usize = 8;
 
 /// How a listener serves.
 #[derive(Clone)]
@@ -32,6 +45,10 @@ pub struct Options {
     /// Time for one whole exchange: longer where a response streams (the dashboard's
     /// events), whose stream must end before it.
     pub exchange_timeout: Duration,
+    /// Connections from one source address at once; more are closed at once.
+    pub per_ip: usize,
+    /// Where the listener counts what it refused and evicted.
+    pub stats: Arc<ListenerStats>,
 }
 
 impl Default for Options {
@@ -39,7 +56,132 @@ impl Default for Options {
         Options {
             tls: None,
             exchange_timeout: CONNECTION_TIMEOUT,
+            per_ip: MAX_CONNECTIONS_PER_IP,
+            stats: Arc::default(),
         }
+    }
+}
+
+/// A listener's counts since start (`bulletin status`, the bulletin's `/metrics`).
+#[derive(Debug, Default)]
+pub struct ListenerStats {
+    accepted: AtomicU64,
+    refused_per_ip: AtomicU64,
+    evicted: AtomicU64,
+    open: AtomicU64,
+}
+
+/// [`ListenerStats`] read at one moment.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListenerCounts {
+    /// Connections taken into a slot.
+    pub accepted: u64,
+    /// Connections closed at once: their address held `per_ip` already.
+    pub refused_per_ip: u64,
+    /// Connections closed before their request head to make room for a newcomer.
+    pub evicted: u64,
+    /// Connections open now.
+    pub open: u64,
+}
+
+impl ListenerStats {
+    /// The counts now.
+    pub fn counts(&self) -> ListenerCounts {
+        ListenerCounts {
+            accepted: self.accepted.load(Ordering::Relaxed),
+            refused_per_ip: self.refused_per_ip.load(Ordering::Relaxed),
+            evicted: self.evicted.load(Ordering::Relaxed),
+            open: self.open.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// The listener's connections: which are still waiting for their request head (and may
+/// be evicted), how many each address holds.
+struct Table {
+    max: usize,
+    per_ip_max: usize,
+    next: u64,
+    /// By arrival: (address, still before its request head, eviction signal).
+    conns: BTreeMap<u64, (IpAddr, bool, Arc<Notify>)>,
+    per_ip: HashMap<IpAddr, usize>,
+}
+
+enum Admit {
+    /// Serve it under this id; `Notify` fires if it is evicted later.
+    Yes(u64, Arc<Notify>),
+    /// Its address holds `per_ip` already.
+    PerIp,
+    /// Every slot is taken by a connection past its request head: wait for one.
+    Full,
+}
+
+impl Table {
+    fn admit(&mut self, ip: IpAddr, stats: &ListenerStats) -> Admit {
+        if self.per_ip.get(&ip).copied().unwrap_or(0) >= self.per_ip_max {
+            return Admit::PerIp;
+        }
+        if self.conns.len() >= self.max {
+            let Some(&oldest) = self.conns.iter().find(|(_, c)| c.1).map(|(id, _)| id) else {
+                return Admit::Full;
+            };
+            if let Some((old_ip, _, n)) = self.conns.remove(&oldest) {
+                self.forget(old_ip);
+                n.notify_one();
+                stats.evicted.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        let id = self.next;
+        self.next += 1;
+        let n = Arc::new(Notify::new());
+        self.conns.insert(id, (ip, true, n.clone()));
+        *self.per_ip.entry(ip).or_default() += 1;
+        stats.accepted.fetch_add(1, Ordering::Relaxed);
+        Admit::Yes(id, n)
+    }
+
+    /// The request head arrived: this connection is no longer evicted for newcomers.
+    fn headed(&mut self, id: u64) {
+        if let Some(c) = self.conns.get_mut(&id) {
+            c.1 = false;
+        }
+    }
+
+    fn release(&mut self, id: u64) {
+        if let Some((ip, _, _)) = self.conns.remove(&id) {
+            self.forget(ip);
+        }
+    }
+
+    fn forget(&mut self, ip: IpAddr) {
+        if let Some(n) = self.per_ip.get_mut(&ip) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_ip.remove(&ip);
+            }
+        }
+    }
+}
+
+/// Locks the table; a panic elsewhere never leaves it half-updated (every change is a
+/// few plain assignments), so a poisoned lock is taken as it is.
+fn lock(t: &Mutex<Table>) -> std::sync::MutexGuard<'_, Table> {
+    t.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A connection's slot, given back when its task ends (or is evicted).
+struct Slot {
+    table: Arc<Mutex<Table>>,
+    id: u64,
+    freed: Arc<Notify>,
+    stats: Arc<ListenerStats>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        lock(&self.table).release(self.id);
+        self.stats.open.fetch_sub(1, Ordering::Relaxed);
+        self.freed.notify_one();
     }
 }
 
@@ -50,12 +192,16 @@ pub async fn serve(listener: TcpListener, router: Router) {
 
 /// Serve `router` on `listener` until the task is dropped.
 pub async fn serve_with(listener: TcpListener, router: Router, opts: Options) {
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let table = Arc::new(Mutex::new(Table {
+        max: MAX_CONNECTIONS,
+        per_ip_max: opts.per_ip.max(1),
+        next: 0,
+        conns: BTreeMap::new(),
+        per_ip: HashMap::new(),
+    }));
+    let freed = Arc::new(Notify::new());
     let acceptor = opts.tls.clone().map(tokio_rustls::TlsAcceptor::from);
     loop {
-        let Ok(slot) = slots.clone().acquire_owned().await else {
-            return;
-        };
         let (stream, peer) = match listener.accept().await {
             Ok(c) => c,
             Err(e) => {
@@ -64,7 +210,39 @@ pub async fn serve_with(listener: TcpListener, router: Router, opts: Options) {
                 continue;
             }
         };
-        let router = router.clone();
+        let (id, evicted) = loop {
+            let verdict = lock(&table).admit(peer.ip(), &opts.stats);
+            match verdict {
+                Admit::Yes(id, n) => break (Some(id), n),
+                Admit::PerIp => {
+                    opts.stats.refused_per_ip.fetch_add(1, Ordering::Relaxed);
+                    debug!(%peer, "HTTP connection refused: its address holds its share already");
+                    break (None, Arc::new(Notify::new()));
+                }
+                // Rare: every slot is past its request head (short answers, at most
+                // half of them event streams); one comes free soon.
+                Admit::Full => freed.notified().await,
+            }
+        };
+        let Some(id) = id else {
+            drop(stream);
+            continue;
+        };
+        opts.stats.open.fetch_add(1, Ordering::Relaxed);
+        let slot = Slot {
+            table: table.clone(),
+            id,
+            freed: freed.clone(),
+            stats: opts.stats.clone(),
+        };
+        let t = table.clone();
+        let router =
+            router
+                .clone()
+                .map_request(move |req: hyper::Request<hyper::body::Incoming>| {
+                    lock(&t).headed(id);
+                    req
+                });
         let acceptor = acceptor.clone();
         let limit = opts.exchange_timeout;
         tokio::spawn(async move {
@@ -79,20 +257,34 @@ pub async fn serve_with(listener: TcpListener, router: Router, opts: Options) {
                     },
                 }
             };
-            match tokio::time::timeout(limit, exchange).await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => debug!(%peer, error = %e, "HTTP connection ended with an error"),
-                Err(_) => debug!(%peer, "HTTP connection timed out"),
+            tokio::select! {
+                _ = evicted.notified() => debug!(%peer, "HTTP connection evicted before its request head"),
+                r = tokio::time::timeout(limit, exchange) => match r {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => debug!(%peer, error = %e, "HTTP connection ended with an error"),
+                    Err(_) => debug!(%peer, "HTTP connection timed out"),
+                },
             }
         });
     }
 }
 
+/// Where a listener serves and what it counts, for status views.
+pub type Listener = (SocketAddr, Arc<ListenerStats>);
+
 /// One exchange per connection: the answer ends with the connection, as Prometheus and
 /// one-shot clients (curl, the tests) expect; a browser opens another for its next request.
-async fn exchange<S>(stream: S, router: Router) -> Result<(), String>
+async fn exchange<S, R>(stream: S, router: R) -> Result<(), String>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    R: tower::Service<
+            hyper::Request<hyper::body::Incoming>,
+            Response = axum::response::Response,
+            Error = std::convert::Infallible,
+        > + Clone
+        + Send
+        + 'static,
+    R::Future: Send + 'static,
 {
     http1::Builder::new()
         .timer(TokioTimer::new())
@@ -151,5 +343,87 @@ mod tests {
         );
         assert!(ok.1.starts_with("HTTP/1.1 404"), "{}", ok.1);
         assert!(ok.2.starts_with("HTTP/1.1 431"), "{}", ok.2);
+    }
+
+    /// A connection from `from` (a loopback address) to `to`, holding its slot.
+    async fn hold(from: std::net::Ipv4Addr, to: SocketAddr) -> tokio::net::TcpStream {
+        let s = tokio::net::TcpSocket::new_v4().expect("socket");
+        s.bind((from, 0).into()).expect("bind");
+        s.connect(to).await.expect("connect")
+    }
+
+    /// One request from `from`: its status line, and how long the answer took.
+    async fn timed_get(from: std::net::Ipv4Addr, to: SocketAddr) -> (String, Duration) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let t = std::time::Instant::now();
+        let mut c = hold(from, to).await;
+        c.write_all(b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n")
+            .await
+            .expect("write");
+        let mut out = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(10), c.read_to_end(&mut out)).await;
+        let text = String::from_utf8_lossy(&out);
+        (text.lines().next().unwrap_or("").to_string(), t.elapsed())
+    }
+
+    async fn listener() -> (SocketAddr, Arc<ListenerStats>, tokio::task::JoinHandle<()>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let router = Router::new().route("/x", get(|| async { "hello\n" }));
+        let opts = Options::default();
+        let stats = opts.stats.clone();
+        (
+            addr,
+            stats,
+            tokio::spawn(serve_with(listener, router, opts)),
+        )
+    }
+
+    #[tokio::test]
+    async fn one_address_holding_idle_connections_leaves_the_others_served() {
+        let (addr, stats, server) = listener().await;
+        let attacker = std::net::Ipv4Addr::new(127, 0, 0, 1);
+        let mut idle = Vec::new();
+        for _ in 0..300 {
+            idle.push(hold(attacker, addr).await);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        for _ in 0..5 {
+            let (line, took) = timed_get(std::net::Ipv4Addr::new(127, 0, 0, 2), addr).await;
+            assert!(line.starts_with("HTTP/1.1 200"), "{line:?}");
+            assert!(took < Duration::from_secs(2), "{took:?}");
+        }
+        let c = stats.counts();
+        assert_eq!(
+            c.refused_per_ip,
+            300 - MAX_CONNECTIONS_PER_IP as u64,
+            "{c:?}"
+        );
+        assert_eq!(c.evicted, 0, "{c:?}");
+        server.abort();
+    }
+
+    #[tokio::test]
+    async fn a_full_listener_evicts_the_oldest_connection_without_a_request_head() {
+        let (addr, stats, server) = listener().await;
+        // Every slot taken by idle connections from many addresses, each under its cap.
+        let mut idle = Vec::new();
+        for i in 0..MAX_CONNECTIONS {
+            idle.push(hold(std::net::Ipv4Addr::new(127, 0, 1, i as u8 + 1), addr).await);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(stats.counts().open, MAX_CONNECTIONS as u64);
+        let (line, took) = timed_get(std::net::Ipv4Addr::new(127, 0, 0, 2), addr).await;
+        assert!(line.starts_with("HTTP/1.1 200"), "{line:?}");
+        assert!(took < Duration::from_secs(2), "{took:?}");
+        assert_eq!(stats.counts().evicted, 1);
+        // The oldest idle connection was the one closed.
+        use tokio::io::AsyncReadExt;
+        let mut b = [0u8; 1];
+        let first = tokio::time::timeout(Duration::from_secs(2), idle[0].read(&mut b)).await;
+        assert!(matches!(first, Ok(Ok(0)) | Ok(Err(_))), "{first:?}");
+        let second = tokio::time::timeout(Duration::from_millis(200), idle[1].read(&mut b)).await;
+        assert!(second.is_err(), "the second oldest still waits: {second:?}");
+        server.abort();
     }
 }

@@ -5,6 +5,7 @@
 //! `registry` the sans-IO state, `tls` certificates and pinning, `server` and `client` the
 //! QUIC endpoints, `web` the dashboard on the HTTP stack (`http`) both binaries share.
 
+pub mod admission;
 pub mod client;
 pub mod config;
 pub mod frames;
@@ -16,5 +17,6 @@ pub mod proto;
 pub mod registry;
 pub mod reports;
 pub mod server;
+pub mod status;
 pub mod tls;
 pub mod web;

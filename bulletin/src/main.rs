@@ -63,6 +63,9 @@ enum Command {
     /// The whole overlay's alerts, as the hosts report them: which host raised what, on
     /// which LAN, since when (needs the hosts' [telemetry] report_interval_s > 0).
     Alerts(Query),
+    /// The bulletin itself: hosts, connections (open, not yet authenticated), its
+    /// limits, what admission refused or evicted, its dashboard listeners.
+    Status(Query),
 }
 
 /// Which bulletin to ask, and what to print.
@@ -169,6 +172,17 @@ async fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
+        Command::Status(q) => {
+            let auth = q.auth()?;
+            let client = Client::new(q.server, &q.fingerprint)?;
+            let st = client.status(&auth).await?;
+            if q.json {
+                println!("{}", serde_json::to_string_pretty(&st)?);
+            } else {
+                print!("{}", bulletin::status::render(&st));
+            }
+            Ok(())
+        }
         Command::Ls(q) => {
             let auth = q.auth()?;
             let client = Client::new(q.server, &q.fingerprint)?;
@@ -240,7 +254,7 @@ async fn serve(
     let dashboard = if web.is_empty() {
         Vec::new()
     } else {
-        dashboard(&server, &identity, &web, cfg.web.clone()).await?
+        dashboard(&server, &identity, &web, cfg.web.clone(), cfg.web_per_ip).await?
     };
     let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
@@ -263,6 +277,7 @@ async fn dashboard(
     identity: &Identity,
     addrs: &[SocketAddr],
     credentials: Option<bulletin::web::auth::Credentials>,
+    per_ip_web: usize,
 ) -> Result<Vec<tokio::task::JoinHandle<()>>> {
     use bulletin::web::{Feed, global::Global, history::History};
     let name = identity.fingerprint();
@@ -293,14 +308,26 @@ async fn dashboard(
             .await
             .with_context(|| format!("cannot serve the dashboard on {addr} (--web)"))?;
         let remote = !addr.ip().is_loopback();
-        let router = bulletin::web::api::router(
+        let metrics_of = server.watcher();
+        let metrics = axum::Router::new().route(
+            "/metrics",
+            axum::routing::get(move || {
+                let w = metrics_of.clone();
+                async move { bulletin::status::metrics_response(&w.status()) }
+            }),
+        );
+        let router = bulletin::web::api::router_with(
             feed.clone(),
             if remote { credentials.clone() } else { None },
+            metrics,
         );
         let opts = bulletin::http::Options {
             tls: remote.then(|| tls.clone()),
             exchange_timeout: bulletin::web::api::EXCHANGE_TIMEOUT,
+            per_ip: per_ip_web,
+            stats: Default::default(),
         };
+        server.add_web_listener((addr, opts.stats.clone()));
         info!(
             url = %format!("{}://{addr}/", if remote { "https" } else { "http" }),
             login = remote,

@@ -11,13 +11,15 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 /// Protocol version in `Hello` and `Challenge`.
-pub const VERSION: u16 = 2;
+pub const VERSION: u16 = 3;
 /// The oldest protocol a bulletin still serves, and what a client says in its `Hello`:
 /// version 2 only adds messages (`Alerts`, `AlertsQuery`), which a client sends once the
 /// `Challenge` shows the bulletin knows them. So hosts and bulletins upgrade in any order.
 pub const MIN_VERSION: u16 = 1;
 /// The first version that takes `Alerts`.
 pub const ALERTS_SINCE: u16 = 2;
+/// The first version that answers `Status`.
+pub const STATUS_SINCE: u16 = 3;
 /// ALPN of the bulletin's QUIC endpoint.
 pub const ALPN: &[u8] = b"vmvpn-bulletin/1";
 /// Largest frame a client may send (a registration with many LANs is a few KB).
@@ -62,6 +64,56 @@ pub enum ClientMsg {
         /// Only this LAN.
         lan: Option<String>,
     },
+    /// The bulletin's own state: connections, admission, listeners (`bulletin status`);
+    /// needs a read credential. Since version 3.
+    Status,
+}
+
+/// The bulletin's own state (answer to `ClientMsg::Status`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BulletinStatus {
+    /// Protocol version it speaks.
+    pub version: u16,
+    /// Seconds since it started.
+    pub uptime_s: u64,
+    /// LANs it serves.
+    pub lans: u64,
+    /// Hosts registered now.
+    pub hosts: u64,
+    /// QUIC connections open now.
+    pub connections: u64,
+    /// Of those, not yet registered or authenticated.
+    pub unauthenticated: u64,
+    /// Its limits (bulletin.toml).
+    pub limits: StatusLimits,
+    /// What admission did since start.
+    pub admission: crate::admission::AdmissionCounters,
+    /// Bytes of replies and events waiting in all outboxes now.
+    pub queued_bytes: u64,
+    /// The dashboard listeners (`--web`).
+    pub web: Vec<WebListenerStatus>,
+}
+
+/// The connection limits in force.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusLimits {
+    /// `max_connections`.
+    pub connections: u64,
+    /// `max_connections_per_ip`.
+    pub per_ip: u64,
+    /// `max_unauthenticated`.
+    pub unauthenticated: u64,
+    /// `max_unauthenticated_per_ip`.
+    pub unauthenticated_per_ip: u64,
+}
+
+/// One `--web` listener.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WebListenerStatus {
+    /// Its address.
+    pub listen: String,
+    /// Its counts since start.
+    pub counts: crate::http::ListenerCounts,
 }
 
 /// One host's alerts on one LAN.
@@ -267,6 +319,8 @@ pub enum ServerMsg {
     Matrix(Vec<HostReport>),
     /// Answer to `AlertsQuery`: the latest alerts of every registered host, per LAN.
     Alerts(Vec<HostAlerts>),
+    /// Answer to `Status`. Since version 3.
+    Status(BulletinStatus),
 }
 
 /// Why a request was refused.
@@ -452,6 +506,8 @@ mod tests {
         };
         round_trip(&ClientMsg::Alerts(vec![alerts.clone()]));
         round_trip(&ClientMsg::AlertsQuery { lan: None });
+        round_trip(&ClientMsg::Status);
+        round_trip(&ServerMsg::Status(status()));
         round_trip(&ServerMsg::Alerts(vec![HostAlerts {
             host_id: 1,
             name: "h1".into(),
@@ -543,6 +599,38 @@ mod tests {
             }),
             [0, 0, 0, 3, 2, 6, 0]
         );
+        // Version 3 appends `Status` both ways.
+        assert_eq!(encode(&ClientMsg::Status), [0, 0, 0, 1, 10]);
+        assert_eq!(encode(&ServerMsg::Status(status()))[4], 8);
+    }
+
+    fn status() -> BulletinStatus {
+        BulletinStatus {
+            version: VERSION,
+            uptime_s: 7,
+            lans: 2,
+            hosts: 3,
+            connections: 4,
+            unauthenticated: 1,
+            limits: StatusLimits {
+                connections: 4096,
+                per_ip: 256,
+                unauthenticated: 256,
+                unauthenticated_per_ip: 16,
+            },
+            admission: crate::admission::AdmissionCounters {
+                evicted: 5,
+                ..Default::default()
+            },
+            queued_bytes: 0,
+            web: vec![WebListenerStatus {
+                listen: "127.0.0.1:8080".into(),
+                counts: crate::http::ListenerCounts {
+                    refused_per_ip: 9,
+                    ..Default::default()
+                },
+            }],
+        }
     }
 
     #[test]

@@ -308,6 +308,11 @@ impl Registry {
     }
 
     /// Number of registered hosts.
+    pub fn lan_count(&self) -> usize {
+        self.lans.len()
+    }
+
+    /// Hosts registered now.
     pub fn host_count(&self) -> usize {
         self.hosts.len()
     }

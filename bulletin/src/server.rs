@@ -29,11 +29,13 @@ use ring::rand::{SecureRandom, SystemRandom};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tracing::{debug, info, warn};
 
+use crate::admission::{Admission, AdmissionCounters, Refusal};
 use crate::config::Limits;
 use crate::frames::{self, FrameError};
 use crate::proof::Verifier;
 use crate::proto::{
-    ClientMsg, Credential, MAX_CLIENT_FRAME, MIN_VERSION, RefuseCode, ServerMsg, VERSION, encode,
+    BulletinStatus, ClientMsg, Credential, MAX_CLIENT_FRAME, MIN_VERSION, RefuseCode, ServerMsg,
+    StatusLimits, VERSION, WebListenerStatus, encode,
 };
 use crate::registry::{ConnId, Outbound, Registry};
 use crate::reports::Reports;
@@ -48,6 +50,7 @@ const CLOSE_PROTOCOL: u32 = 1;
 const CLOSE_SHUTDOWN: u32 = 2;
 const CLOSE_SLOW: u32 = 3;
 const CLOSE_IDLE: u32 = 4;
+const CLOSE_EVICTED: u32 = 5;
 
 /// What the server needs to run.
 pub struct ServerOptions {
@@ -112,14 +115,6 @@ impl Outbox {
     }
 }
 
-/// Open connections, for admission.
-#[derive(Default)]
-struct Admission {
-    total: usize,
-    unauthenticated: usize,
-    per_ip: HashMap<IpAddr, usize>,
-}
-
 struct Shared {
     registry: Registry,
     reports: Reports,
@@ -127,6 +122,8 @@ struct Shared {
     conns: HashMap<ConnId, Outbox>,
     next_conn: ConnId,
     admission: Admission,
+    /// The `--web` listeners, for `Status`.
+    web: Vec<crate::http::Listener>,
 }
 
 struct State {
@@ -137,6 +134,7 @@ struct State {
     operator: Option<Verifier>,
     limits: Limits,
     outbox_bytes: usize,
+    started: Instant,
 }
 
 impl State {
@@ -159,35 +157,59 @@ impl State {
         }
     }
 
-    /// Admit a new connection from `ip`, or say which limit it hits.
-    fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<Slot, &'static str> {
-        let mut s = self.lock();
-        let a = &mut s.admission;
-        if a.total >= self.limits.connections {
-            return Err("max_connections");
+    fn status(&self) -> BulletinStatus {
+        let s = self.lock();
+        let l = self.limits;
+        BulletinStatus {
+            version: VERSION,
+            uptime_s: self.started.elapsed().as_secs(),
+            lans: s.registry.lan_count() as u64,
+            hosts: s.registry.host_count() as u64,
+            connections: s.admission.total() as u64,
+            unauthenticated: s.admission.unauthenticated() as u64,
+            limits: StatusLimits {
+                connections: l.connections as u64,
+                per_ip: l.per_ip as u64,
+                unauthenticated: l.unauthenticated as u64,
+                unauthenticated_per_ip: l.unauthenticated_per_ip as u64,
+            },
+            admission: s.admission.counters(),
+            queued_bytes: s
+                .conns
+                .values()
+                .map(|o| (o.size - o.room.available_permits()) as u64)
+                .sum(),
+            web: s
+                .web
+                .iter()
+                .map(|(a, st)| WebListenerStatus {
+                    listen: a.to_string(),
+                    counts: st.counts(),
+                })
+                .collect(),
         }
-        if a.unauthenticated >= self.limits.unauthenticated {
-            return Err("max_unauthenticated");
-        }
-        let n = a.per_ip.entry(ip).or_default();
-        if *n >= self.limits.per_ip {
-            return Err("max_connections_per_ip");
-        }
-        *n += 1;
-        a.total += 1;
-        a.unauthenticated += 1;
+    }
+
+    /// Admit a new connection from `ip`, or say which limit refuses it.
+    fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<Slot, Refusal> {
+        let ticket = self.lock().admission.admit(ip)?;
         Ok(Slot {
             state: self.clone(),
             ip,
+            id: ticket.id,
+            evicted: ticket.evicted,
             authenticated: false,
         })
     }
 }
 
-/// One admitted connection's place in the counts, given back when dropped.
+/// One admitted connection's place in the table, given back when dropped.
 struct Slot {
     state: Arc<State>,
     ip: IpAddr,
+    id: u64,
+    /// Notified when the table evicts this connection (only while unproven).
+    evicted: Arc<tokio::sync::Notify>,
     authenticated: bool,
 }
 
@@ -195,25 +217,14 @@ impl Slot {
     fn authenticate(&mut self) {
         if !self.authenticated {
             self.authenticated = true;
-            self.state.lock().admission.unauthenticated -= 1;
+            self.state.lock().admission.proven(self.id);
         }
     }
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        let mut s = self.state.lock();
-        let a = &mut s.admission;
-        a.total -= 1;
-        if !self.authenticated {
-            a.unauthenticated -= 1;
-        }
-        if let Some(n) = a.per_ip.get_mut(&self.ip) {
-            *n -= 1;
-            if *n == 0 {
-                a.per_ip.remove(&self.ip);
-            }
-        }
+        self.state.lock().admission.release(self.id, self.ip);
     }
 }
 
@@ -266,6 +277,8 @@ pub struct ConnCounts {
     pub total: usize,
     /// Those not yet registered or authenticated.
     pub unauthenticated: usize,
+    /// What admission did since start.
+    pub admission: AdmissionCounters,
 }
 
 impl Server {
@@ -300,7 +313,8 @@ impl Server {
                 alerts: crate::reports::Alerts::default(),
                 conns: HashMap::new(),
                 next_conn: 1,
-                admission: Admission::default(),
+                admission: Admission::new(opts.limits),
+                web: Vec::new(),
             }),
             epoch: u64::from_be_bytes(e),
             heartbeat: opts.heartbeat,
@@ -308,6 +322,7 @@ impl Server {
             operator: opts.operator,
             limits: opts.limits,
             outbox_bytes: opts.outbox_bytes.max(1024),
+            started: Instant::now(),
         });
         tokio::spawn(expire_loop(state.clone()));
         tokio::spawn(accept_loop(endpoint.clone(), state.clone()));
@@ -333,18 +348,20 @@ impl Server {
     pub fn conn_counts(&self) -> ConnCounts {
         let s = self.state.lock();
         ConnCounts {
-            total: s.admission.total,
-            unauthenticated: s.admission.unauthenticated,
+            total: s.admission.total(),
+            unauthenticated: s.admission.unauthenticated(),
+            admission: s.admission.counters(),
         }
     }
 
     /// Bytes of replies and events waiting in all outboxes now.
     pub fn queued_bytes(&self) -> usize {
-        let s = self.state.lock();
-        s.conns
-            .values()
-            .map(|o| o.size - o.room.available_permits())
-            .sum()
+        self.state.status().queued_bytes as usize
+    }
+
+    /// Count this `--web` listener in `bulletin status` and `/metrics`.
+    pub fn add_web_listener(&self, l: crate::http::Listener) {
+        self.state.lock().web.push(l);
     }
 
     /// A handle the dashboard reads the registry, reports and alerts through.
@@ -365,6 +382,11 @@ impl Server {
 pub struct Watcher(Arc<State>);
 
 impl Watcher {
+    /// The bulletin's own state (`bulletin status`, `/metrics`).
+    pub fn status(&self) -> BulletinStatus {
+        self.0.status()
+    }
+
     /// Everything held now, for [`crate::web::global::Global::update`]. Reports and
     /// alerts of hosts that left are dropped first, as `Matrix` does.
     pub fn input(&self, name: &str) -> crate::web::global::Input {
@@ -411,20 +433,48 @@ async fn expire_loop(state: Arc<State>) {
 async fn accept_loop(endpoint: Endpoint, state: Arc<State>) {
     while let Some(incoming) = endpoint.accept().await {
         let remote = incoming.remote_address();
+        // Past half the unproven table, a source must show it receives at its address
+        // (one round trip, no state kept here) before it may take a slot.
+        if !incoming.remote_address_validated() && state.lock().admission.wants_retry() {
+            state.lock().admission.count_retry();
+            if let Err(e) = incoming.retry() {
+                e.into_incoming().ignore();
+            }
+            continue;
+        }
         let slot = match state.admit(remote.ip()) {
             Ok(slot) => slot,
             Err(limit) => {
-                debug!(%remote, limit, "connection refused: at the limit");
+                debug!(%remote, limit = limit.key(), "connection refused: at the limit");
                 incoming.refuse();
                 continue;
             }
         };
         let state = state.clone();
         tokio::spawn(async move {
-            match tokio::time::timeout(state.hello_timeout, incoming).await {
-                Ok(Ok(conn)) => serve_conn(conn, state, slot).await,
-                Ok(Err(e)) => debug!(%remote, error = %e, "handshake failed"),
-                Err(_) => debug!(%remote, "handshake timed out"),
+            let evicted = slot.evicted.clone();
+            let conn = tokio::select! {
+                _ = evicted.notified() => {
+                    debug!(%remote, "evicted during the handshake: newer connections wait for a credential");
+                    return;
+                }
+                r = tokio::time::timeout(state.hello_timeout, incoming) => match r {
+                    Ok(Ok(conn)) => conn,
+                    Ok(Err(e)) => return debug!(%remote, error = %e, "handshake failed"),
+                    Err(_) => return debug!(%remote, "handshake timed out"),
+                },
+            };
+            // Only unproven connections are ever evicted: once this one registers or
+            // authenticates, nothing notifies it any more.
+            tokio::select! {
+                _ = evicted.notified() => {
+                    debug!(%remote, "evicted before proving a credential");
+                    conn.close(
+                        CLOSE_EVICTED.into(),
+                        b"evicted: too many connections wait for a credential; reconnect",
+                    );
+                }
+                () = serve_conn(conn.clone(), state, slot) => {}
             }
         });
     }
@@ -460,6 +510,8 @@ async fn serve_conn(conn: Connection, state: Arc<State>, mut slot: Slot) {
         s.conns.insert(id, outbox.clone());
         id
     };
+    // Out of the table however this ends, eviction (this future dropped) included.
+    let _listed = Listed { state: &state, id };
     if !(MIN_VERSION..=VERSION).contains(&version) {
         outbox
             .send(&ServerMsg::Refused {
@@ -496,9 +548,21 @@ async fn serve_conn(conn: Connection, state: Arc<State>, mut slot: Slot) {
             }
         }
     }
-    state.lock().conns.remove(&id);
+    drop(_listed);
     drop(outbox);
     let _ = writer.await;
+}
+
+/// A connection's entry in `Shared::conns`, removed when dropped.
+struct Listed<'a> {
+    state: &'a State,
+    id: ConnId,
+}
+
+impl Drop for Listed<'_> {
+    fn drop(&mut self) {
+        self.state.lock().conns.remove(&self.id);
+    }
 }
 
 async fn write_loop(
@@ -703,6 +767,12 @@ impl ConnCtx<'_> {
                 let mut a = s.alerts.list(lan.as_deref(), now);
                 a.retain(|x| self.may_read(reg, &x.alerts.lan));
                 Some(ServerMsg::Alerts(a))
+            }
+            ClientMsg::Status => {
+                if let Some(r) = self.unauthorized(None) {
+                    return Ok(Some(r));
+                }
+                Some(ServerMsg::Status(state.status()))
             }
             ClientMsg::Matrix { lan } => {
                 if let Some(r) = self.unauthorized(lan.as_deref()) {

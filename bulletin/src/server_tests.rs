@@ -41,6 +41,16 @@ fn harness_with(ttl: Duration, heartbeat: Duration, limits: Limits) -> Harness {
 }
 
 fn harness_full(ttl: Duration, heartbeat: Duration, limits: Limits, outbox: usize) -> Harness {
+    harness_hello(ttl, heartbeat, limits, outbox, Duration::from_millis(500))
+}
+
+fn harness_hello(
+    ttl: Duration,
+    heartbeat: Duration,
+    limits: Limits,
+    outbox: usize,
+    hello_timeout: Duration,
+) -> Harness {
     let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     let dir = std::env::temp_dir().join(format!("bulletin-harness-{}-{n}", std::process::id()));
     let identity = Identity::load_or_create(&dir).expect("identity");
@@ -55,7 +65,7 @@ fn harness_full(ttl: Duration, heartbeat: Duration, limits: Limits, outbox: usiz
             lans,
             lease_ttl: ttl,
             heartbeat,
-            hello_timeout: Duration::from_millis(500),
+            hello_timeout,
             operator: Some(Verifier::from_secret(&OPERATOR)),
             limits,
             outbox_bytes: outbox,
@@ -437,18 +447,26 @@ async fn silent_connections_after_hello_are_closed_and_admission_is_capped() {
         connections: 6,
         per_ip: 5,
         unauthenticated: 3,
+        unauthenticated_per_ip: 2,
     };
     let h = harness_with(Duration::from_secs(30), Duration::from_secs(10), limits);
     let c = Client::new(h.addr, &h.fingerprint).expect("client");
-    // Three that say Hello and nothing else fill the unauthenticated slots.
+    // Two that say Hello and nothing else fill this address's unauthenticated share.
     let mut lurkers = Vec::new();
-    for _ in 0..3 {
+    for _ in 0..2 {
         lurkers.push(c.connect().await.expect("connect"));
     }
-    assert_eq!(h.server.conn_counts().unauthenticated, 3);
+    assert_eq!(h.server.conn_counts().unauthenticated, 2);
     assert!(
         c.connect().await.is_err(),
-        "a fourth unauthenticated connection is refused"
+        "a third unauthenticated connection from one address is refused"
+    );
+    assert_eq!(
+        h.server
+            .conn_counts()
+            .admission
+            .refused_unauthenticated_per_ip,
+        1
     );
     // They are closed once the hello timeout (500 ms here) passes without a credential.
     let t = Instant::now();
@@ -466,27 +484,87 @@ async fn silent_connections_after_hello_are_closed_and_admission_is_capped() {
         t.elapsed()
     );
     tokio::time::sleep(Duration::from_millis(100)).await;
-    assert_eq!(
-        h.server.conn_counts(),
-        ConnCounts {
-            total: 0,
-            unauthenticated: 0
-        }
-    );
+    let n = h.server.conn_counts();
+    assert_eq!((n.total, n.unauthenticated), (0, 0));
     // Authenticated connections leave the unauthenticated slots free, up to the per-address cap.
     let mut readers = Vec::new();
     for _ in 0..5 {
         readers.push(c.connect_reader(&operator()).await.expect("reader"));
     }
-    assert_eq!(
-        h.server.conn_counts(),
-        ConnCounts {
-            total: 5,
-            unauthenticated: 0
-        }
-    );
+    let n = h.server.conn_counts();
+    assert_eq!((n.total, n.unauthenticated), (5, 0));
     assert!(c.connect().await.is_err(), "the per-address cap holds");
+    assert_eq!(h.server.conn_counts().admission.refused_per_ip, 1);
     drop(readers);
+}
+
+#[tokio::test]
+async fn a_full_unauthenticated_table_evicts_its_oldest_for_a_newcomer_never_a_proven_one() {
+    let limits = Limits {
+        connections: 20,
+        per_ip: 20,
+        unauthenticated: 2,
+        unauthenticated_per_ip: 10,
+    };
+    // A long hello timeout: only eviction can close the lurkers within this test.
+    let h = harness_hello(
+        Duration::from_secs(30),
+        Duration::from_secs(10),
+        limits,
+        OUTBOX_BYTES,
+        Duration::from_secs(20),
+    );
+    let c = Client::new(h.addr, &h.fingerprint).expect("client");
+    let reader = c.connect_reader(&operator()).await.expect("reader");
+    let (mut rtx, mut rrx) = reader.split();
+    let first = c.connect().await.expect("first");
+    let _second = c.connect().await.expect("second");
+    // The table is full; a newcomer is admitted and the oldest silent one closed.
+    let t = Instant::now();
+    let newcomer = c.connect_reader(&operator()).await;
+    assert!(newcomer.is_ok(), "{:?}", newcomer.err());
+    let (_tx, mut rx) = first.split();
+    let closed = tokio::time::timeout(Duration::from_secs(2), async {
+        while rx.recv().await.is_ok() {}
+    })
+    .await;
+    assert!(closed.is_ok(), "the oldest silent connection was closed");
+    assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+    let n = h.server.conn_counts();
+    assert_eq!(n.admission.evicted, 1, "{n:?}");
+    // The authenticated reader, older than all of them, still reads.
+    rtx.send(&ClientMsg::Query { lan: None })
+        .await
+        .expect("send");
+    assert!(matches!(
+        rrx.recv().await.expect("answer"),
+        ServerMsg::Records(_)
+    ));
+}
+
+#[tokio::test]
+async fn past_half_the_unauthenticated_table_new_sources_must_validate_their_address() {
+    let limits = Limits {
+        connections: 20,
+        per_ip: 20,
+        unauthenticated: 4,
+        unauthenticated_per_ip: 10,
+    };
+    let h = harness_with(Duration::from_secs(30), Duration::from_secs(10), limits);
+    let c = Client::new(h.addr, &h.fingerprint).expect("client");
+    let mut lurkers = Vec::new();
+    for _ in 0..3 {
+        lurkers.push(c.connect().await.expect("connect"));
+    }
+    assert_eq!(h.server.conn_counts().admission.retries, 0);
+    // A real client answers the Retry by itself and gets in.
+    let late = c.connect_reader(&operator()).await;
+    assert!(late.is_ok(), "{:?}", late.err());
+    assert_eq!(h.server.conn_counts().admission.retries, 1);
+    let st = c.status(&operator()).await.expect("status");
+    assert_eq!(st.admission.retries, 2);
+    assert_eq!(st.limits.unauthenticated_per_ip, 10);
+    assert!(st.unauthenticated >= 3, "{st:?}");
 }
 
 #[tokio::test]

@@ -1315,6 +1315,53 @@ impl Lab {
         }
     }
 
+    /// A bare namespace on physical subnet `subnet` (1-based) at `10.77.<subnet>.<octet>`,
+    /// with no daemon: an operator's or an attacker's machine. Removed with the lab.
+    pub fn add_client(&mut self, name: &str, subnet: u8, octet: u8) -> String {
+        let ns = format!("{}-{name}", self.prefix);
+        self.add_ns(&ns);
+        let port = format!("c{octet}");
+        run(&[
+            "ip",
+            "link",
+            "add",
+            "u0",
+            "netns",
+            &ns,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &port,
+            "netns",
+            &self.router,
+        ]);
+        let br = format!("br{subnet}");
+        run(&[
+            "ip",
+            "-n",
+            &self.router,
+            "link",
+            "set",
+            &port,
+            "master",
+            &br,
+            "up",
+        ]);
+        addr_up(&ns, "u0", &format!("10.77.{subnet}.{octet}/24"));
+        run(&[
+            "ip",
+            "-n",
+            &ns,
+            "route",
+            "add",
+            "default",
+            "via",
+            &format!("10.77.{subnet}.254"),
+        ]);
+        ns
+    }
+
     /// Run a command in a namespace.
     pub fn exec(&self, ns: &str, args: &[&str]) -> Output {
         Command::new("ip")

@@ -6,7 +6,10 @@
 //!   single answer (what once grew a bulletin by gigabytes).
 //! - `unauth-flood`: the same without a credential.
 //! - `silent`: connections that say `Hello` and then nothing; counts how many the bulletin
-//!   closed, and how many it refused at admission.
+//!   closed, and how many it refused at admission. With `--reopen`, every connection the
+//!   bulletin closes or refuses is opened again at once, until `--seconds` pass.
+//! - `tcp-idle`: plain TCP connections to `--target` (a dashboard) that never send a byte,
+//!   re-opened as soon as the server closes them, until `--seconds` pass.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -23,6 +26,7 @@ enum Mode {
     QueryFlood,
     UnauthFlood,
     Silent,
+    TcpIdle,
 }
 
 /// Abusive bulletin client (tests only).
@@ -31,12 +35,18 @@ enum Mode {
 struct Args {
     /// What to do.
     mode: Mode,
-    /// The bulletin.
+    /// The bulletin (every mode but tcp-idle).
+    #[arg(long, required_unless_present = "target")]
+    server: Option<SocketAddr>,
+    /// Its fingerprint (every mode but tcp-idle).
+    #[arg(long, required_unless_present = "target")]
+    fingerprint: Option<String>,
+    /// tcp-idle: the TCP listener to hold connections to.
     #[arg(long)]
-    server: SocketAddr,
-    /// Its fingerprint.
+    target: Option<SocketAddr>,
+    /// silent: open again every connection the bulletin closes or refuses.
     #[arg(long)]
-    fingerprint: String,
+    reopen: bool,
     /// Operator token file (query-flood).
     #[arg(long)]
     token_file: Option<PathBuf>,
@@ -60,7 +70,18 @@ async fn main() -> Result<()> {
     if a.seconds > 120 || a.connections > 5000 || a.hosts > 5000 {
         bail!("bounded: --seconds <= 120, --connections <= 5000, --hosts <= 5000");
     }
-    let client = Client::new(a.server, &a.fingerprint)?;
+    let until = Instant::now() + Duration::from_secs(a.seconds);
+    if let Mode::TcpIdle = a.mode {
+        let Some(target) = a.target else {
+            bail!("tcp-idle needs --target")
+        };
+        println!("{}", tcp_idle(target, a.connections, until).await);
+        return Ok(());
+    }
+    let (Some(server), Some(fingerprint)) = (a.server, &a.fingerprint) else {
+        bail!("--server and --fingerprint are needed")
+    };
+    let client = Client::new(server, fingerprint)?;
     let mut keep = Vec::new();
     if a.hosts > 0 {
         let Some(f) = &a.secret_file else {
@@ -88,7 +109,6 @@ async fn main() -> Result<()> {
             keep.push(s);
         }
     }
-    let until = Instant::now() + Duration::from_secs(a.seconds);
     let report = match a.mode {
         Mode::QueryFlood | Mode::UnauthFlood => {
             let auth = match (a.mode, &a.token_file) {
@@ -123,6 +143,8 @@ async fn main() -> Result<()> {
             }
             serde_json::json!({ "mode": "flood", "requests_sent": sent })
         }
+        Mode::TcpIdle => serde_json::Value::Null,
+        Mode::Silent if a.reopen => silent_reopen(client, a.connections, until).await,
         Mode::Silent => {
             let (mut opened, mut refused) = (0u64, 0u64);
             let mut rxs = Vec::new();
@@ -160,4 +182,116 @@ async fn main() -> Result<()> {
         s.close();
     }
     Ok(())
+}
+
+/// Keep `n` silent connections open until `until`: each one the bulletin closes, or
+/// refuses, is opened again at once (at most 32 handshakes in flight).
+async fn silent_reopen(client: Client, n: usize, until: Instant) -> serde_json::Value {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+    let opened = Arc::new(AtomicU64::new(0));
+    let refused = Arc::new(AtomicU64::new(0));
+    let closed = Arc::new(AtomicU64::new(0));
+    let gate = Arc::new(tokio::sync::Semaphore::new(32));
+    let client = Arc::new(client);
+    let mut tasks = Vec::new();
+    for _ in 0..n {
+        let (opened, refused, closed, gate, client) = (
+            opened.clone(),
+            refused.clone(),
+            closed.clone(),
+            gate.clone(),
+            client.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            while Instant::now() < until {
+                let permit = gate.acquire().await;
+                let c = tokio::time::timeout_at(until.into(), client.connect()).await;
+                drop(permit);
+                match c {
+                    Err(_) => break,
+                    Ok(Err(_)) => {
+                        refused.fetch_add(1, Relaxed);
+                        // A refusal comes back at once: pace this one a little.
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                    Ok(Ok(s)) => {
+                        opened.fetch_add(1, Relaxed);
+                        let (_tx, mut rx) = s.split();
+                        let r = tokio::time::timeout_at(until.into(), async {
+                            while rx.recv().await.is_ok() {}
+                        })
+                        .await;
+                        if r.is_ok() {
+                            closed.fetch_add(1, Relaxed);
+                        }
+                    }
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+    serde_json::json!({
+        "mode": "silent-reopen",
+        "opened": opened.load(Relaxed),
+        "refused": refused.load(Relaxed),
+        "closed_by_server": closed.load(Relaxed),
+    })
+}
+
+/// Hold `n` idle TCP connections to `target` until `until`, re-opening each one the server
+/// closes (at most 32 connects in flight).
+async fn tcp_idle(target: SocketAddr, n: usize, until: Instant) -> serde_json::Value {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+    use tokio::io::AsyncReadExt;
+    let opened = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicU64::new(0));
+    let closed = Arc::new(AtomicU64::new(0));
+    let gate = Arc::new(tokio::sync::Semaphore::new(32));
+    let mut tasks = Vec::new();
+    for _ in 0..n {
+        let (opened, failed, closed, gate) =
+            (opened.clone(), failed.clone(), closed.clone(), gate.clone());
+        tasks.push(tokio::spawn(async move {
+            while Instant::now() < until {
+                let permit = gate.acquire().await;
+                let c =
+                    tokio::time::timeout_at(until.into(), tokio::net::TcpStream::connect(target))
+                        .await;
+                drop(permit);
+                match c {
+                    Err(_) => break,
+                    Ok(Err(_)) => {
+                        failed.fetch_add(1, Relaxed);
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                    Ok(Ok(mut s)) => {
+                        opened.fetch_add(1, Relaxed);
+                        let mut b = [0u8; 512];
+                        let r = tokio::time::timeout_at(until.into(), async {
+                            while matches!(s.read(&mut b).await, Ok(k) if k > 0) {}
+                        })
+                        .await;
+                        if r.is_ok() {
+                            closed.fetch_add(1, Relaxed);
+                            // Closed at once (refused): pace the next try a little.
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                        }
+                    }
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+    serde_json::json!({
+        "mode": "tcp-idle",
+        "opened": opened.load(Relaxed),
+        "failed": failed.load(Relaxed),
+        "closed_by_server": closed.load(Relaxed),
+    })
 }

@@ -46,6 +46,12 @@ struct Dash {
 
 /// The dashboard's routes over `feed`; `credentials` are asked for when given.
 pub fn router(feed: Feed, credentials: Option<Credentials>) -> Router {
+    router_with(feed, credentials, Router::new())
+}
+
+/// The dashboard's routes and `extra` (the bulletin's `/metrics`), all behind the same
+/// credentials and headers.
+pub fn router_with(feed: Feed, credentials: Option<Credentials>, extra: Router) -> Router {
     let dash = Dash {
         feed,
         credentials: credentials.map(Arc::new),
@@ -56,8 +62,9 @@ pub fn router(feed: Feed, credentials: Option<Credentials>) -> Router {
         .route("/api/v1/series", get(series))
         .route("/api/v1/events", get(events))
         .fallback(get(asset))
-        .layer(middleware::from_fn_with_state(dash.clone(), guard))
-        .with_state(dash)
+        .with_state(dash.clone())
+        .merge(extra)
+        .layer(middleware::from_fn_with_state(dash, guard))
 }
 
 /// Credentials first, then the same headers on every answer: the page runs only its own

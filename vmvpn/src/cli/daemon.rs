@@ -294,6 +294,7 @@ async fn web(
         bulletin::http::Options {
             tls,
             exchange_timeout: bulletin::web::api::EXCHANGE_TIMEOUT,
+            ..Default::default()
         },
     ));
     Ok(vec![builder, server])

@@ -1,0 +1,180 @@
+//! The bulletin's own state as people and Prometheus read it: `bulletin status` (a table)
+//! and `/metrics` on its `--web` listeners (text format 0.0.4; labels are bounded: the
+//! listener addresses given on the command line and the fixed admission limits).
+
+use std::fmt::Write;
+
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+
+use crate::proto::BulletinStatus;
+
+/// `bulletin status` as text.
+pub fn render(s: &BulletinStatus) -> String {
+    let a = &s.admission;
+    let l = &s.limits;
+    let mut o = String::new();
+    let _ = writeln!(
+        o,
+        "bulletin protocol {}, up {} s: {} hosts in {} LANs",
+        s.version, s.uptime_s, s.hosts, s.lans
+    );
+    let _ = writeln!(
+        o,
+        "connections      {} open (limit {}, {} per address), {} not yet authenticated (limit {}, {} per address)",
+        s.connections,
+        l.connections,
+        l.per_ip,
+        s.unauthenticated,
+        l.unauthenticated,
+        l.unauthenticated_per_ip
+    );
+    let _ = writeln!(
+        o,
+        "admission        {} admitted, {} refused (total {}, per address {}, unauthenticated per address {}), {} evicted, {} address checks (Retry)",
+        a.admitted,
+        a.refused_total + a.refused_per_ip + a.refused_unauthenticated_per_ip,
+        a.refused_total,
+        a.refused_per_ip,
+        a.refused_unauthenticated_per_ip,
+        a.evicted,
+        a.retries
+    );
+    let _ = writeln!(o, "queued           {} bytes", s.queued_bytes);
+    for w in &s.web {
+        let c = &w.counts;
+        let _ = writeln!(
+            o,
+            "web {:<21} {} open, {} accepted, {} refused per address, {} evicted",
+            w.listen, c.open, c.accepted, c.refused_per_ip, c.evicted
+        );
+    }
+    o
+}
+
+/// Prometheus text of the bulletin's state.
+pub fn metrics(s: &BulletinStatus) -> String {
+    let mut o = String::new();
+    let mut one = |name: &str, kind: &str, help: &str, rows: &[(String, u64)]| {
+        let _ = writeln!(o, "# HELP {name} {help}");
+        let _ = writeln!(o, "# TYPE {name} {kind}");
+        for (labels, v) in rows {
+            let _ = writeln!(o, "{name}{labels} {v}");
+        }
+    };
+    let plain = |v: u64| vec![(String::new(), v)];
+    one(
+        "bulletin_hosts",
+        "gauge",
+        "Hosts registered now.",
+        &plain(s.hosts),
+    );
+    one(
+        "bulletin_lans",
+        "gauge",
+        "LANs this bulletin serves.",
+        &plain(s.lans),
+    );
+    one(
+        "bulletin_uptime_seconds",
+        "gauge",
+        "Seconds since the bulletin started.",
+        &plain(s.uptime_s),
+    );
+    one(
+        "bulletin_connections",
+        "gauge",
+        "QUIC connections open now.",
+        &plain(s.connections),
+    );
+    one(
+        "bulletin_connections_unauthenticated",
+        "gauge",
+        "QUIC connections open now that have not registered or authenticated.",
+        &plain(s.unauthenticated),
+    );
+    let a = &s.admission;
+    one(
+        "bulletin_connections_admitted_total",
+        "counter",
+        "QUIC connections admitted.",
+        &plain(a.admitted),
+    );
+    one(
+        "bulletin_connections_refused_total",
+        "counter",
+        "QUIC connections refused at admission, by the limit that refused them.",
+        &[
+            ("{limit=\"max_connections\"}".into(), a.refused_total),
+            (
+                "{limit=\"max_connections_per_ip\"}".into(),
+                a.refused_per_ip,
+            ),
+            (
+                "{limit=\"max_unauthenticated_per_ip\"}".into(),
+                a.refused_unauthenticated_per_ip,
+            ),
+        ],
+    );
+    one(
+        "bulletin_connections_evicted_total",
+        "counter",
+        "Unauthenticated QUIC connections closed to make room for newer ones.",
+        &plain(a.evicted),
+    );
+    one(
+        "bulletin_connections_retries_total",
+        "counter",
+        "New QUIC connections asked to validate their address (Retry).",
+        &plain(a.retries),
+    );
+    one(
+        "bulletin_queued_bytes",
+        "gauge",
+        "Bytes of replies and events waiting for connections' writers.",
+        &plain(s.queued_bytes),
+    );
+    let per = |f: fn(&crate::http::ListenerCounts) -> u64| -> Vec<(String, u64)> {
+        s.web
+            .iter()
+            .map(|w| (format!("{{listen=\"{}\"}}", w.listen), f(&w.counts)))
+            .collect()
+    };
+    one(
+        "bulletin_web_connections",
+        "gauge",
+        "Dashboard connections open now, per listener.",
+        &per(|c| c.open),
+    );
+    one(
+        "bulletin_web_connections_accepted_total",
+        "counter",
+        "Dashboard connections taken into a slot, per listener.",
+        &per(|c| c.accepted),
+    );
+    one(
+        "bulletin_web_connections_refused_total",
+        "counter",
+        "Dashboard connections closed at once: their address held its share already.",
+        &per(|c| c.refused_per_ip),
+    );
+    one(
+        "bulletin_web_connections_evicted_total",
+        "counter",
+        "Dashboard connections closed before their request head to make room for a newcomer.",
+        &per(|c| c.evicted),
+    );
+    o
+}
+
+/// `/metrics`' answer.
+pub fn metrics_response(s: &BulletinStatus) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        metrics(s),
+    )
+        .into_response()
+}
