@@ -45,6 +45,53 @@ use crate::tls::{Identity, TlsError};
 pub const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 /// Bytes of replies and events that may wait for one connection's writer (default).
 pub const OUTBOX_BYTES: usize = 1 << 20;
+/// What one connection may have in flight towards the bulletin: one largest frame.
+const STREAM_WINDOW: u32 = 64 * 1024 + 4;
+/// The UDP receive buffer asked for. Every datagram the kernel drops for want of room
+/// can be a new host's handshake packet, which QUIC resends only after its probe timeout
+/// (1 s, then 2, then 4): with the default 208 KiB, a few flooding connections (each
+/// allowed [`STREAM_WINDOW`] in one burst) overflowed it and stalled greetings by seconds.
+const RECEIVE_BUFFER: usize = 4 << 20;
+
+/// Ask for `bytes` of receive buffer, beyond `rmem_max` where we may (CAP_NET_ADMIN);
+/// the size the kernel granted (it reports twice what it books).
+fn grow_receive_buffer(socket: &std::net::UdpSocket, bytes: usize) -> usize {
+    use std::os::fd::AsRawFd;
+    let fd = socket.as_raw_fd();
+    let v = bytes.min(i32::MAX as usize) as libc::c_int;
+    let set = |opt: libc::c_int| {
+        // SAFETY: setsockopt on our own socket with an int value and its size.
+        unsafe {
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                opt,
+                (&v as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        }
+    };
+    if set(libc::SO_RCVBUFFORCE) != 0 && set(libc::SO_RCVBUF) != 0 {
+        warn!(
+            error = %std::io::Error::last_os_error(),
+            "cannot grow the QUIC socket's receive buffer: floods may delay handshakes"
+        );
+    }
+    let mut got: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: getsockopt into an int we own, with its size.
+    let r = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            (&mut got as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    if r == 0 { got.max(0) as usize } else { 0 }
+}
+
 /// QUIC close codes.
 const CLOSE_PROTOCOL: u32 = 1;
 const CLOSE_SHUTDOWN: u32 = 2;
@@ -289,19 +336,30 @@ impl Server {
         transport.max_concurrent_uni_streams(0u8.into());
         transport.max_concurrent_bidi_streams(1u8.into());
         // Client frames are at most 64 KB: small receive windows bound what a client can
-        // make the bulletin buffer; the send window bounds what waits unacknowledged.
-        transport.stream_receive_window(quinn::VarInt::from_u32(256 * 1024));
-        transport.receive_window(quinn::VarInt::from_u32(512 * 1024));
+        // make the bulletin buffer, and what it can send in one burst (see
+        // RECEIVE_BUFFER); the send window bounds what waits unacknowledged.
+        transport.stream_receive_window(quinn::VarInt::from_u32(STREAM_WINDOW));
+        transport.receive_window(quinn::VarInt::from_u32(STREAM_WINDOW));
         transport.send_window(2 * 1024 * 1024);
         // Dead hosts' connections go away on their own; their leases are separate.
         transport.max_idle_timeout(Some(quinn::IdleTimeout::from(quinn::VarInt::from_u32(
             (opts.lease_ttl.as_millis().min(u128::from(u32::MAX))) as u32,
         ))));
         cfg.transport_config(Arc::new(transport));
-        let endpoint = Endpoint::server(cfg, opts.listen).map_err(|cause| ServeError::Bind {
+        let bind_err = |cause| ServeError::Bind {
             addr: opts.listen,
             cause,
-        })?;
+        };
+        let socket = std::net::UdpSocket::bind(opts.listen).map_err(bind_err)?;
+        let rcvbuf = grow_receive_buffer(&socket, RECEIVE_BUFFER);
+        debug!(bytes = rcvbuf, "QUIC socket receive buffer");
+        let endpoint = Endpoint::new(
+            quinn::EndpointConfig::default(),
+            Some(cfg),
+            socket,
+            Arc::new(quinn::TokioRuntime),
+        )
+        .map_err(bind_err)?;
         let mut e = [0u8; 8];
         SystemRandom::new()
             .fill(&mut e)
@@ -541,6 +599,7 @@ async fn serve_conn(conn: Connection, state: Arc<State>, mut slot: Slot) {
                 slot: &mut slot,
                 host: None,
                 access: Access::default(),
+                reads: ReadBudget::new(Instant::now()),
             };
             if let Err((code, reason)) = c.read_loop(recv).await {
                 debug!(%remote, %reason, "closing connection");
@@ -574,6 +633,8 @@ async fn write_loop(
         if send.write_all(&bytes).await.is_err() {
             return;
         }
+        // One frame per turn, for the same reason as the reader's.
+        tokio::task::yield_now().await;
     }
     let _ = send.finish();
 }
@@ -590,6 +651,38 @@ struct ConnCtx<'a> {
     host: Option<u32>,
     /// What the connection proved it may read (besides its registered LANs).
     access: Access,
+    /// Reads of the whole registry or matrix it may still make now.
+    reads: ReadBudget,
+}
+
+/// Whole-registry reads (`Query`, `Matrix`, `AlertsQuery`, `Status`) per connection: a
+/// host re-queries once a minute and `bulletin ls` once, but each answer can be tens of KB
+/// to build and encode, so a client pipelining them would take the bulletin's one thread
+/// from everyone else (handshakes of new hosts included).
+struct ReadBudget {
+    tokens: f64,
+    at: Instant,
+}
+
+/// Reads per second, and how many may come at once.
+const READS_PER_S: f64 = 10.0;
+const READS_BURST: f64 = 20.0;
+
+impl ReadBudget {
+    fn new(now: Instant) -> Self {
+        ReadBudget {
+            tokens: READS_BURST,
+            at: now,
+        }
+    }
+
+    /// Take one read: none, or how long to wait for it.
+    fn take(&mut self, now: Instant) -> Option<Duration> {
+        let dt = now.saturating_duration_since(self.at).as_secs_f64();
+        self.at = now;
+        self.tokens = (self.tokens + dt * READS_PER_S).min(READS_BURST) - 1.0;
+        (self.tokens < 0.0).then(|| Duration::from_secs_f64(-self.tokens / READS_PER_S))
+    }
 }
 
 type Close = (u32, String);
@@ -632,13 +725,29 @@ impl ConnCtx<'_> {
                     return Err((CLOSE_PROTOCOL, e.to_string()));
                 }
             };
-            let Some(reply) = self.handle(msg, Instant::now())? else {
-                continue;
-            };
+            if matches!(
+                msg,
+                ClientMsg::Query { .. }
+                    | ClientMsg::Matrix { .. }
+                    | ClientMsg::AlertsQuery { .. }
+                    | ClientMsg::Status
+            ) && let Some(wait) = self.reads.take(Instant::now())
+            {
+                // Meanwhile nothing is read: QUIC flow control stops a flooding client.
+                tokio::time::sleep(wait).await;
+            }
+            let reply = self.handle(msg, Instant::now())?;
             // Waits for room: no new request is read while this reply cannot be queued.
-            if !self.outbox.send(&reply).await {
+            if let Some(reply) = reply
+                && !self.outbox.send(&reply).await
+            {
                 return Ok(());
             }
+            // One request per turn. quinn's reads complete at once while a client's
+            // pipelined requests wait in its window, and never yield by themselves, so a
+            // flooding connection would otherwise run for its whole window before the
+            // accept loop, a handshake or another host's heartbeat got a turn.
+            tokio::task::yield_now().await;
         }
     }
 

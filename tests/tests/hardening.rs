@@ -155,11 +155,18 @@ fn peak_rss_while(pid: u32, child: Child) -> (Output, u64) {
     (out.wait_with_output().expect("abuse output"), peak)
 }
 
+/// Wait for a process that is stopped by its PID should this panic first.
+fn wait_output(mut p: Proc) -> Output {
+    let inner = std::mem::replace(&mut p.0, Command::new("true").spawn().expect("true"));
+    drop(p);
+    inner.wait_with_output().expect("output")
+}
+
 /// Bound on the bulletin's growth under a flood (README, "Security and limits").
 const FLOOD_BOUND_KIB: u64 = 100 * 1024;
 
 #[test]
-fn a_pipelined_query_flood_and_an_unauthenticated_flood_keep_the_bulletin_small() {
+fn a_pipelined_query_flood_and_an_unauthenticated_flood_keep_the_bulletin_small_and_fair() {
     let b = start_bulletin("flood", "lease_ttl_s = 300\n");
     // Two hundred registered hosts make every answer some 20 KB.
     let setup = b.abuse(&[
@@ -182,7 +189,33 @@ fn a_pipelined_query_flood_and_an_unauthenticated_flood_keep_the_bulletin_small(
     assert!(base > 0);
     for mode in ["query-flood", "unauth-flood"] {
         let flood = b.abuse(&[mode, "--connections", "8", "--seconds", "12"]);
+        // Meanwhile another client connects and registers a host, 20 times in a row: the
+        // flood must not delay its greeting or its registration (each within 1 s).
+        std::thread::sleep(Duration::from_secs(1));
+        let timed = b.abuse(&["register", "--connections", "20", "--seconds", "10"]);
         let (out, peak) = peak_rss_while(b.pid(), flood);
+        let t = Proc(timed);
+        let timed = wait_output(t);
+        assert!(
+            timed.status.success(),
+            "{mode}: register: {}",
+            String::from_utf8_lossy(&timed.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&timed.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&timed.stdout)));
+        let hello: Vec<u64> = serde_json::from_value(v["hello_ms"].clone()).unwrap_or_default();
+        let register: Vec<u64> =
+            serde_json::from_value(v["register_ms"].clone()).unwrap_or_default();
+        eprintln!(
+            "{mode}: a second client's hello took {hello:?} ms, its registration {register:?} ms"
+        );
+        assert_eq!(hello.len(), 20, "{v}");
+        for (h, r) in hello.iter().zip(&register) {
+            assert!(
+                h + r < 1000,
+                "{mode}: hello {h} ms + registration {r} ms: {v}"
+            );
+        }
         let report = String::from_utf8_lossy(&out.stdout);
         assert!(
             out.status.success(),

@@ -8,6 +8,10 @@
 //! - `silent`: connections that say `Hello` and then nothing; counts how many the bulletin
 //!   closed, and how many it refused at admission. With `--reopen`, every connection the
 //!   bulletin closes or refuses is opened again at once, until `--seconds` pass.
+//! - `register`: `--connections` times in a row, a new connection registers a host of
+//!   `lan1` (with --secret-file) and leaves; prints how long each handshake (to the
+//!   challenge) and each registration took, to measure fairness while another client
+//!   floods.
 //! - `tcp-idle`: plain TCP connections to `--target` (a dashboard) that never send a byte,
 //!   re-opened as soon as the server closes them, until `--seconds` pass.
 
@@ -27,6 +31,7 @@ enum Mode {
     UnauthFlood,
     Silent,
     TcpIdle,
+    Register,
 }
 
 /// Abusive bulletin client (tests only).
@@ -119,8 +124,11 @@ async fn main() -> Result<()> {
                 _ => ReadAuth::None,
             };
             let mut tasks = Vec::new();
+            let mut connect_ms = Vec::new();
             for _ in 0..a.connections {
+                let t = Instant::now();
                 let s = client.connect_reader(&auth).await?;
+                connect_ms.push(t.elapsed().as_millis() as u64);
                 let (mut tx, rx) = s.split();
                 tasks.push(tokio::spawn(async move {
                     let _never_read = rx;
@@ -132,6 +140,11 @@ async fn main() -> Result<()> {
                             Ok(Ok(())) => sent += 1,
                             _ => break,
                         }
+                        // quinn's writes complete at once while the window is open and
+                        // never yield by themselves: without this, the flooders starve
+                        // this process's own next handshake (a "no challenge within 5 s"
+                        // that was this client's, not the bulletin's).
+                        tokio::task::yield_now().await;
                     }
                     tx.close();
                     sent
@@ -141,9 +154,55 @@ async fn main() -> Result<()> {
             for t in tasks {
                 sent += t.await.unwrap_or(0);
             }
-            serde_json::json!({ "mode": "flood", "requests_sent": sent })
+            serde_json::json!({ "mode": "flood", "requests_sent": sent, "connect_ms": connect_ms })
         }
         Mode::TcpIdle => serde_json::Value::Null,
+        Mode::Register => {
+            let Some(f) = &a.secret_file else {
+                bail!("register needs --secret-file")
+            };
+            let v = Verifier::from_secret(
+                &bulletin::proof::read_secret_file(f).map_err(|m| anyhow::anyhow!(m))?,
+            );
+            let (mut hello_ms, mut register_ms) = (Vec::new(), Vec::new());
+            for i in 0..a.connections as u32 {
+                let id = 0x5000_0000 + i;
+                let t = Instant::now();
+                let mut s = client.connect().await?;
+                hello_ms.push(t.elapsed().as_millis() as u64);
+                let nonce = s.terms.nonce;
+                let t = Instant::now();
+                s.register(Register {
+                    host_id: id,
+                    name: format!("timed{i}"),
+                    underlay: [127, 0, 0, 2].into(),
+                    prefix: 8,
+                    port: 7401,
+                    lans: vec![LanJoin {
+                        name: "lan1".into(),
+                        segment: "192.168.0.0/16".into(),
+                        proof: v.prove(&nonce, id, "lan1"),
+                    }],
+                })
+                .await?;
+                register_ms.push(t.elapsed().as_millis() as u64);
+                // Leave, and wait until the bulletin says so (a close could overtake it).
+                s.send(&ClientMsg::Unregister).await?;
+                loop {
+                    match tokio::time::timeout(Duration::from_secs(5), s.recv()).await {
+                        Ok(Ok(ServerMsg::Ack { .. })) => break,
+                        Ok(Ok(_)) => continue,
+                        Ok(Err(e)) => return Err(e.into()),
+                        Err(_) => bail!("no answer to unregister within 5 s"),
+                    }
+                }
+                s.close();
+                if Instant::now() >= until {
+                    break;
+                }
+            }
+            serde_json::json!({ "mode": "register", "hello_ms": hello_ms, "register_ms": register_ms })
+        }
         Mode::Silent if a.reopen => silent_reopen(client, a.connections, until).await,
         Mode::Silent => {
             let (mut opened, mut refused) = (0u64, 0u64);
