@@ -137,17 +137,6 @@ impl Identity {
         fingerprint(&self.cert)
     }
 
-    /// A certificate made now and kept in memory only (a host's HTTPS dashboard: no
-    /// host pins it, so a new one per start costs nothing but a browser warning).
-    pub fn ephemeral(name: &str) -> Result<Self, TlsError> {
-        let ck = rcgen::generate_simple_self_signed(vec![name.to_string()])
-            .map_err(|e| TlsError::Generate(e.to_string()))?;
-        Ok(Identity {
-            cert: ck.cert.der().clone(),
-            key: PrivatePkcs8KeyDer::from(ck.signing_key.serialize_der()),
-        })
-    }
-
     /// The HTTPS server configuration of the dashboard: the same certificate, TLS 1.3
     /// only (as the QUIC side; every current browser and curl speak it), ALPN `http/1.1`.
     pub fn https_config(&self) -> Result<Arc<rustls::ServerConfig>, TlsError> {

@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -137,6 +137,7 @@ pub struct LabBuilder {
     metrics: bool,
     web: bool,
     tails: Vec<(String, String)>,
+    host_lines: Vec<(String, String)>,
     emulated: Vec<(String, String, String)>,
     telemetry: String,
     alarm_rules: Option<String>,
@@ -247,6 +248,12 @@ impl LabBuilder {
     /// and every host's on [`WEB_LOCAL`] in its own namespace.
     pub fn web(mut self) -> Self {
         self.web = true;
+        self
+    }
+
+    /// One more line in `host`'s `[host]` section (`{dir}` is the lab's directory).
+    pub fn host_line(mut self, host: &str, line: &str) -> Self {
+        self.host_lines.push((host.into(), line.into()));
         self
     }
 
@@ -414,6 +421,53 @@ pub fn bulletin_bin() -> PathBuf {
     bin
 }
 
+/// What a [`Lab::watch_alerts`] run saw: every pending or firing alert, once per
+/// (host, alert, labels), with the time it was first seen and the largest value.
+#[derive(Debug, Default, Clone)]
+pub struct AlertsSeen {
+    /// `host alert state {labels} value=… summary` lines, first-seen order.
+    pub lines: Vec<String>,
+    /// How many times every host's alerts were read.
+    pub polls: u64,
+}
+
+impl Lab {
+    /// Poll every host's `vmvpn alerts --json` once a second until `stop` is set; what
+    /// was pending or firing at any poll. For "the default rules stay quiet" checks.
+    pub fn watch_alerts(&self, hosts: &[&str], stop: &AtomicBool) -> AlertsSeen {
+        let t0 = Instant::now();
+        let mut seen = AlertsSeen::default();
+        let mut keys = std::collections::BTreeSet::new();
+        while !stop.load(Ordering::SeqCst) {
+            for h in hosts {
+                let out = self.vmvpn_cli(h, &["alerts", "--json"]);
+                let Ok(v) = serde_json::from_slice::<Value>(&out.stdout) else {
+                    continue;
+                };
+                for a in v.as_array().into_iter().flatten() {
+                    let state = a["state"].as_str().unwrap_or("");
+                    if state != "pending" && state != "firing" {
+                        continue;
+                    }
+                    let key = format!("{h} {} {}", a["alert"], a["labels"]);
+                    if keys.insert(key) {
+                        seen.lines.push(format!(
+                            "{:>6.1}s {h} {} {state} value={} {}",
+                            t0.elapsed().as_secs_f64(),
+                            a["alert"].as_str().unwrap_or(""),
+                            a["value"],
+                            a["annotations"]["summary"].as_str().unwrap_or("")
+                        ));
+                    }
+                }
+            }
+            seen.polls += 1;
+            std::thread::sleep(Duration::from_secs(1));
+        }
+        seen
+    }
+}
+
 impl Lab {
     /// Start describing a lab; `tag` names it in namespace names (keep it short).
     pub fn builder(tag: &str) -> LabBuilder {
@@ -433,6 +487,7 @@ impl Lab {
             metrics: false,
             web: false,
             tails: Vec::new(),
+            host_lines: Vec::new(),
             emulated: Vec::new(),
             telemetry: String::new(),
             alarm_rules: None,
@@ -703,6 +758,9 @@ impl Lab {
             }
             if b.no_offload {
                 cfg += "offload = false\n";
+            }
+            for (_, l) in b.host_lines.iter().filter(|(x, _)| x == h) {
+                cfg += &format!("{}\n", l.replace("{dir}", &self.dir.display().to_string()));
             }
             if b.realtime {
                 cfg += "realtime = true\n";
@@ -1584,4 +1642,25 @@ impl Drop for Lab {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
     }
+}
+
+/// The demo's traffic on the demo's lab (h1, h2 and h3 with VMs on `lan1`): every VM pings every other once,
+/// then a full-speed iperf3 TCP stream (8 s) from a VM of h1 to one of h3. Pings that fail
+/// are counted.
+pub fn demo_traffic(lab: &Lab) -> usize {
+    let vms = lab.vms().to_vec();
+    let mut failed = 0;
+    for a in &vms {
+        for b in &vms {
+            if a.ns != b.ns && !lab.ping(a, b.ip) {
+                failed += 1;
+            }
+        }
+    }
+    let (a, z) = (
+        lab.vm("h1", "lan1", 0).clone(),
+        lab.vm("h3", "lan1", 1).clone(),
+    );
+    let _ = lab.iperf3(&a, &z, &["-t", "8"]);
+    failed
 }

@@ -359,6 +359,66 @@ impl Alertmanager {
     }
 }
 
+impl Alertmanager {
+    /// The same over HTTPS with `dir`'s cert.pem and key.pem (see [`make_certs`]); ready
+    /// once its API answers curl checking the test CA.
+    fn start_tls(lab: &Lab, ns: &str, dir: &std::path::Path, port: u16) -> Self {
+        let cfg = dir.join("alertmanager.yml");
+        std::fs::write(
+            &cfg,
+            "route:\n  receiver: 'null'\nreceivers:\n  - name: 'null'\n",
+        )
+        .expect("alertmanager config");
+        let web = dir.join("am-web.yml");
+        std::fs::write(
+            &web,
+            format!(
+                "tls_server_config:\n  cert_file: {}\n  key_file: {}\n",
+                dir.join("cert.pem").display(),
+                dir.join("key.pem").display()
+            ),
+        )
+        .expect("alertmanager web config");
+        let log = std::fs::File::create(dir.join("alertmanager.log")).expect("log");
+        let c = Command::new("ip")
+            .args(["netns", "exec", ns, "prometheus-alertmanager"])
+            .arg(format!("--config.file={}", cfg.display()))
+            .arg(format!("--web.config.file={}", web.display()))
+            .arg(format!("--storage.path={}", dir.join("am-data").display()))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .arg("--cluster.listen-address=")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("prometheus-alertmanager is missing: run scripts/deps.sh");
+        let am = Alertmanager(c);
+        let t0 = Instant::now();
+        while am_tls_alerts(lab, ns, dir, port).is_none() {
+            assert!(
+                t0.elapsed() < Duration::from_secs(20),
+                "alertmanager (TLS) not ready: {}",
+                std::fs::read_to_string(dir.join("alertmanager.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        am
+    }
+}
+
+/// The alerts an HTTPS Alertmanager holds, read with curl trusting only the test CA.
+fn am_tls_alerts(lab: &Lab, ns: &str, dir: &std::path::Path, port: u16) -> Option<Value> {
+    let ca = dir.join("ca.pem").display().to_string();
+    let url = format!("https://127.0.0.1:{port}/api/v2/alerts");
+    let out = lab.exec(
+        ns,
+        &["curl", "-sf", "--max-time", "5", "--cacert", &ca, &url],
+    );
+    out.status
+        .success()
+        .then(|| serde_json::from_slice(&out.stdout).ok())
+        .flatten()
+}
+
 impl Drop for Alertmanager {
     fn drop(&mut self) {
         let _ = self.0.kill();
@@ -572,11 +632,12 @@ fn the_bulletin_shows_the_alerts_of_the_whole_overlay() {
 
 #[test]
 fn an_rtt_step_of_20ms_trips_the_anomaly_rule_without_a_threshold() {
-    // Only the default anomaly rule: no threshold says what RTT is too much.
+    // Only the default anomaly rule (as in rules.rs): no threshold says what RTT is too
+    // much; its band is at least 3 ms wide per deviation, so +20 ms scores 6.7.
     let rule = r#"
 [[rule]]
 alert = "VmvpnPeerRttAnomaly"
-expr = "anomaly(vmvpn_peer_srtt_seconds) > 4"
+expr = "anomaly(vmvpn_peer_srtt_seconds, 0.003) > 4"
 for = "10s"
 severity = "warning"
 "#;
@@ -693,8 +754,9 @@ impl Drop for TempDir {
 }
 
 #[test]
-fn alarm_email_goes_over_starttls_to_a_server_that_requires_it() {
+fn alarm_email_goes_over_starttls_and_alertmanager_over_https_with_an_internal_ca() {
     const SMTP: u16 = 19026;
+    const AM: u16 = 19093;
     let certs =
         TempDir(std::env::temp_dir().join(format!("vmvpn-smtp-tls-{}", std::process::id())));
     let _ = std::fs::remove_dir_all(&certs.0);
@@ -704,8 +766,8 @@ fn alarm_email_goes_over_starttls_to_a_server_that_requires_it() {
         .subnet(&["h1", "h2"])
         .lan("lan1", [192, 168, 79], &["h1", "h2"], 0)
         .alarms(&format!(
-            "\n[alarms.email]\nsmtp = \"127.0.0.1:{SMTP}\"\nfrom = \"vmvpn@lab.example\"\nto = [\"ops@lab.example\"]\nca_file = \"{}\"\n",
-            certs.0.join("ca.pem").display()
+            "alertmanager = [\"https://127.0.0.1:{AM}\"]\nca_file = \"{ca}\"\n\n[alarms.email]\nsmtp = \"127.0.0.1:{SMTP}\"\nfrom = \"vmvpn@lab.example\"\nto = [\"ops@lab.example\"]\nca_file = \"{ca}\"\n",
+            ca = certs.0.join("ca.pem").display()
         ))
         .start();
     lab.wait_tunnels("h1", "lan1", 1, Duration::from_secs(20));
@@ -715,6 +777,7 @@ fn alarm_email_goes_over_starttls_to_a_server_that_requires_it() {
     let key = certs.0.join("key.pem").display().to_string();
     let ns = lab.host_ns("h1").to_string();
     let _smtp = SmtpSink::start_with(&ns, SMTP, &log, &["--tlscert", &cert, "--tlskey", &key]);
+    let _am = Alertmanager::start_tls(&lab, &ns, &certs.0, AM);
     lab.kill("h2");
     let killed = Instant::now();
     while !std::fs::read_to_string(&log)
@@ -732,5 +795,63 @@ fn alarm_email_goes_over_starttls_to_a_server_that_requires_it() {
     eprintln!(
         "mail over STARTTLS {:.1} s after SIGKILL",
         killed.elapsed().as_secs_f64()
+    );
+    // The same alert reached Alertmanager over HTTPS, its certificate checked against
+    // `[alarms] ca_file`.
+    loop {
+        let got = am_tls_alerts(&lab, &ns, &certs.0, AM).unwrap_or_default();
+        if got.as_array().is_some_and(|a| {
+            a.iter()
+                .any(|x| x["labels"]["alertname"] == "VmvpnPeerDown")
+        }) {
+            break;
+        }
+        assert!(
+            killed.elapsed() < Duration::from_secs(30),
+            "no alert in Alertmanager over HTTPS: {got}\n{}",
+            lab.log("h1")
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    eprintln!(
+        "Alertmanager over HTTPS has it {:.1} s after SIGKILL",
+        killed.elapsed().as_secs_f64()
+    );
+}
+
+#[test]
+fn the_default_rules_stay_quiet_through_the_demos_traffic_and_a_quiet_minute() {
+    // The demo's lab and traffic (every VM pings every other, a full-speed iperf3), then a
+    // minute of a few pings: no default rule may go pending, let alone fire.
+    let lab = Lab::builder("quiet")
+        .subnet(&["h1", "h2"])
+        .subnet(&["h3"])
+        .lan("lan1", [192, 168, 79], &["h1", "h2", "h3"], 2)
+        .bulletin(30, 10)
+        .telemetry("report_interval_s = 1\n")
+        .start();
+    for h in ["h1", "h2", "h3"] {
+        lab.wait_tunnels(h, "lan1", 2, Duration::from_secs(10));
+    }
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let (seen, failed) = std::thread::scope(|s| {
+        let watch = s.spawn(|| lab.watch_alerts(&["h1", "h2", "h3"], &stop));
+        let failed = vmvpn_tests::demo_traffic(&lab);
+        let vms = lab.vms().to_vec();
+        for k in 0..6 {
+            let _ = lab.ping_burst(&vms[k], vms[(k + 3) % vms.len()].ip, 3, "0.2");
+            std::thread::sleep(Duration::from_secs(10));
+        }
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        (watch.join(), failed)
+    });
+    let seen = seen.unwrap_or_else(|_| panic!("the alert watcher failed"));
+    eprintln!("{} polls: {:#?}", seen.polls, seen.lines);
+    assert_eq!(failed, 0, "pings failed in the demo's matrix");
+    assert!(seen.polls >= 60, "{} polls", seen.polls);
+    assert!(
+        seen.lines.is_empty(),
+        "default rules went pending in a healthy lab: {:#?}",
+        seen.lines
     );
 }

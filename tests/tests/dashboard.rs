@@ -391,3 +391,57 @@ fn a_dashboard_off_loopback_without_a_login_is_refused_at_start() {
         "says why and what to do: {err}"
     );
 }
+
+#[test]
+fn a_hosts_https_dashboard_keeps_its_certificate_across_restarts() {
+    let pw = std::env::temp_dir().join(format!("vmvpn-dash-pw-{}", std::process::id()));
+    std::fs::write(&pw, format!("{WEB_PASSWORD}\n")).expect("password file");
+    let mut lab = Lab::builder("dashcert")
+        .subnet(&["h1", "h2"])
+        .lan("lan1", [192, 168, 83], &["h1", "h2"], 0)
+        .host_line("h1", "web = \"10.77.1.1:8443\"")
+        .host_line("h1", "state_dir = \"{dir}/h1-state\"")
+        .config_tail(
+            "h1",
+            &format!(
+                "[web]\nuser = \"admin\"\npassword_file = \"{}\"",
+                pw.display()
+            ),
+        )
+        .start();
+    // The fingerprint each start logged.
+    let fingerprints = |lab: &Lab| -> Vec<String> {
+        lab.log("h1")
+            .lines()
+            .filter(|l| l.contains("dashboard certificate"))
+            .filter_map(|l| l.split("fingerprint=").nth(1))
+            .filter_map(|f| f.split_whitespace().next())
+            .map(str::to_string)
+            .collect()
+    };
+    let first = fingerprints(&lab);
+    assert_eq!(first.len(), 1, "{}", lab.log("h1"));
+    assert!(lab.dir().join("h1-state/web/cert.der").exists());
+    lab.stop("h1");
+    lab.restart("h1");
+    let both = fingerprints(&lab);
+    assert_eq!(both.len(), 2, "{}", lab.log("h1"));
+    assert_eq!(both[0], both[1], "a new certificate at the second start");
+    // And it is the one served.
+    let out = lab.exec(
+        lab.host_ns("h2"),
+        &[
+            "curl",
+            "-sk",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "-u",
+            &format!("admin:{WEB_PASSWORD}"),
+            "https://10.77.1.1:8443/api/v1/overview",
+        ],
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "200");
+    let _ = std::fs::remove_file(&pw);
+}

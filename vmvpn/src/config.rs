@@ -111,9 +111,12 @@ pub struct HostConfig {
     pub control_socket: Option<PathBuf>,
     /// Prometheus endpoint: `/metrics` over HTTP.
     pub metrics: Option<SocketAddr>,
+    /// Where this host keeps what must outlive a restart (its dashboard's certificate);
+    /// default `/var/lib/vmvpn/<name>`, created when first needed.
+    pub state_dir: Option<PathBuf>,
     /// The web dashboard of this host's view. A loopback address serves plain HTTP to
-    /// this machine; any other serves HTTPS (a certificate made at start) with the login
-    /// of `[web]`.
+    /// this machine; any other serves HTTPS (with a certificate made once and kept in
+    /// `state_dir`) and the login of `[web]`.
     pub web: Option<Spanned<SocketAddr>>,
     /// Underlay MTU; detected from the interface holding `address` when absent.
     pub underlay_mtu: Option<Spanned<u16>>,
@@ -222,8 +225,8 @@ pub struct AlarmsConfig {
     /// A rules file (README, "Alarms"); without it the default rules apply. Reloaded on
     /// SIGHUP; a file with an error is refused and the running rules stay.
     pub rules: Option<PathBuf>,
-    /// Alertmanager API base URLs (`http://10.0.0.5:9093`): alerts are pushed to
-    /// `/api/v2/alerts` as Prometheus does.
+    /// Alertmanager API base URLs (`http://10.0.0.5:9093`, or `https://`): alerts are
+    /// pushed to `/api/v2/alerts` as Prometheus does.
     #[serde(default)]
     pub alertmanager: Vec<HttpUrl>,
     /// Webhook URLs: Alertmanager's webhook JSON (version 4) is POSTed to each.
@@ -231,6 +234,9 @@ pub struct AlarmsConfig {
     pub webhook: Vec<HttpUrl>,
     /// A program run for each notification, with the webhook JSON on stdin.
     pub exec: Option<PathBuf>,
+    /// A CA certificate (PEM) trusted for `https://` Alertmanager and webhook URLs, for an
+    /// internal CA; the public roots are trusted either way.
+    pub ca_file: Option<Spanned<PathBuf>>,
     /// `[alarms.email]`: one email per notification.
     pub email: Option<EmailConfig>,
 }
@@ -243,7 +249,8 @@ pub struct EmailConfig {
     pub smtp: SmtpServer,
     /// The sender, `vmvpn@example.org` or `vmvpn <vmvpn@example.org>`.
     pub from: MailAddress,
-    /// The recipients.
+    /// The recipients (at least one).
+    #[serde(deserialize_with = "recipients")]
     pub to: Vec<MailAddress>,
     /// A CA certificate (PEM) to check the server's STARTTLS certificate against, for an
     /// internal CA; without it, the public roots.
@@ -281,8 +288,35 @@ impl<'de> Deserialize<'de> for MailAddress {
     }
 }
 
-/// An `http://` URL, checked while parsing (https needs a TLS client vmvpn does not have
-/// yet: put Alertmanager or a webhook relay on a trusted network, or on localhost).
+/// The certificates of a PEM file (`[alarms] ca_file`): at least one, or why not.
+pub fn load_ca_file(
+    path: &Path,
+) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, String> {
+    use rustls::pki_types::pem::PemObject;
+    let certs: Vec<_> = rustls::pki_types::CertificateDer::pem_file_iter(path)
+        .and_then(|i| i.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    if certs.is_empty() {
+        return Err(format!(
+            "{}: no certificate in it (expected PEM, -----BEGIN CERTIFICATE-----)",
+            path.display()
+        ));
+    }
+    Ok(certs)
+}
+
+/// `to` of `[alarms.email]`: an empty list would send every mail to nobody, silently.
+fn recipients<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<MailAddress>, D::Error> {
+    let to = Vec::<MailAddress>::deserialize(d)?;
+    if to.is_empty() {
+        return Err(de::Error::custom(
+            "no recipient: give at least one address, e.g. to = [\"ops@example.org\"], or remove [alarms.email]",
+        ));
+    }
+    Ok(to)
+}
+
+/// An `http://` or `https://` URL, checked while parsing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HttpUrl(pub hyper::Uri);
 
@@ -292,9 +326,9 @@ impl<'de> Deserialize<'de> for HttpUrl {
         let u: hyper::Uri = s
             .parse()
             .map_err(|e| de::Error::custom(format!("`{s}` is not a URL: {e}")))?;
-        if u.scheme_str() != Some("http") || u.host().is_none() {
+        if !matches!(u.scheme_str(), Some("http" | "https")) || u.host().is_none() {
             return Err(de::Error::custom(format!(
-                "`{s}`: expected http://HOST:PORT[/path] (https is not supported yet)"
+                "`{s}`: expected http://HOST:PORT[/path] or https://HOST:PORT[/path]"
             )));
         }
         Ok(HttpUrl(u))
@@ -308,6 +342,7 @@ impl AlarmsConfig {
             alertmanager: self.alertmanager.iter().map(|u| u.0.clone()).collect(),
             webhook: self.webhook.iter().map(|u| u.0.clone()).collect(),
             exec: self.exec.clone(),
+            ca_file: self.ca_file.as_ref().map(|p| p.get_ref().clone()),
             email: self.email.as_ref().map(|e| crate::alarms::notify::Email {
                 host: e.smtp.0.clone(),
                 port: e.smtp.1,
@@ -652,6 +687,10 @@ impl Config {
 
     fn check(&self, text: &str) -> Result<(), ConfigError> {
         use limits::*;
+        if let Some(ca) = &self.alarms.ca_file {
+            load_ca_file(ca.get_ref())
+                .map_err(|m| self.invalid(text, ca.span(), "alarms.ca_file".into(), m))?;
+        }
         let e = &self.export;
         if let Some(x) = &e.sflow {
             self.in_range(
@@ -850,7 +889,15 @@ impl Config {
             .unwrap_or_else(|| crate::proto::crypto::host_id(&self.host.name.0))
     }
 
-    /// The control socket path.
+    /// Where this host keeps state (`[host] state_dir`).
+    pub fn state_dir(&self) -> PathBuf {
+        self.host
+            .state_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(format!("/var/lib/vmvpn/{}", self.host.name)))
+    }
+
+    /// The control socket's path.
     pub fn control_socket(&self) -> PathBuf {
         self.host
             .control_socket
@@ -1089,6 +1136,38 @@ peers = ["10.77.1.2:7401", "10.77.1.3:7401"]
         let c = Config::parse(&edges, Path::new("host.toml")).expect("edges are valid");
         assert_eq!(c.telemetry.report_every(), None);
         assert_eq!(c.mac_capacity(0), 1_048_576);
+    }
+
+    #[test]
+    fn alarm_receivers_take_https_an_internal_ca_and_never_an_empty_recipient_list() {
+        let with = |alarms: &str| format!("{GOOD}\n[alarms]\n{alarms}\n");
+        let c = Config::parse(
+            &with("alertmanager = [\"https://am.example:9093\"]\nwebhook = [\"http://10.0.0.1:80/x\"]"),
+            Path::new("host.toml"),
+        )
+        .expect("https and http");
+        assert_eq!(
+            c.alarms.receivers().alertmanager[0].scheme_str(),
+            Some("https")
+        );
+        let e = err(&with("webhook = [\"ftp://10.0.0.1/x\"]"));
+        assert!(e.contains("https://HOST:PORT"), "{e}");
+        let e = err(&with(
+            "[alarms.email]\nsmtp = \"10.0.0.7:25\"\nfrom = \"v@example.org\"\nto = []",
+        ));
+        assert!(e.contains("no recipient") && e.contains("host.toml"), "{e}");
+        let e = err(&with("ca_file = \"/nonexistent/ca.pem\""));
+        assert!(
+            e.contains("`alarms.ca_file`") && e.contains("/nonexistent/ca.pem"),
+            "{e}"
+        );
+        let dir = std::env::temp_dir().join(format!("vmvpn-cfg-ca-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let ca = dir.join("ca.pem");
+        std::fs::write(&ca, "not a certificate\n").expect("write");
+        let e = err(&with(&format!("ca_file = \"{}\"", ca.display())));
+        assert!(e.contains("no certificate"), "{e}");
+        let _ = std::fs::remove_dir_all(dir);
     }
 
     #[test]

@@ -9,13 +9,17 @@ use std::time::Duration;
 
 use vmvpn_tests::{Lab, rss_kib, vmvpn_bin};
 
-const USAGE: &str = "usage: vmvpn-lab demo | up | flood-cost | soak | soak-churn | telemetry-cost
+const USAGE: &str =
+    "usage: vmvpn-lab demo | up | quiet | flood-cost | soak | soak-churn | telemetry-cost
 
   demo  build 3 hosts (h1, h2 in 10.77.1.0/24; h3 in 10.77.2.0/24 behind a router) and
         a bulletin, 2 VMs each on LAN lan1 (192.168.100.0/24); ping all 30 VM pairs; run
         iperf3 for 3 s; print `vmvpn status` of every host, `vmvpn vms`, `flows`, `ping`
         and `bulletin matrix`; remove everything. Exit 1 if a ping fails.
   up    build the same lab and keep it running until Ctrl-C; prints how to use it.
+  quiet [MINUTES]  the demo's lab, ping matrix and full-speed iperf3 (8 s), then MINUTES
+        (default 10) of quiet with a few pings every 10 s, under the default alarm rules;
+        prints every alert that went pending or fired on any host. Exit 1 if one did.
   flood-cost  underlay datagrams and bytes per flooded frame for 2 subnets x 5 hosts and
         4 subnets x 10 hosts, flood = auto (multicast + forwarders) and unicast; a markdown
         table on stdout, JSON to the file if given.
@@ -479,9 +483,53 @@ impl Background for Command {
     }
 }
 
+/// The demo's traffic, then `minutes` of quiet, while every host's alerts are watched.
+fn quiet(minutes: u64) -> ExitCode {
+    let lab = build();
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let seen = std::thread::scope(|s| {
+        let watch = s.spawn(|| lab.watch_alerts(&["h1", "h2", "h3"], &stop));
+        vmvpn_tests::demo_traffic(&lab);
+        let until = std::time::Instant::now() + Duration::from_secs(60 * minutes);
+        let vms = lab.vms().to_vec();
+        let mut k = 0;
+        while std::time::Instant::now() < until {
+            let (a, b) = (&vms[k % vms.len()], &vms[(k + 3) % vms.len()]);
+            let _ = lab.ping_burst(a, b.ip, 3, "0.2");
+            k += 1;
+            std::thread::sleep(Duration::from_secs(10));
+        }
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        watch.join()
+    });
+    let Ok(seen) = seen else {
+        eprintln!("the alert watcher failed");
+        return ExitCode::FAILURE;
+    };
+    println!(
+        "{} polls of 3 hosts over the demo's traffic and {minutes} quiet minutes: {} alerts went pending or fired",
+        seen.polls,
+        seen.lines.len()
+    );
+    for l in &seen.lines {
+        println!("  {l}");
+    }
+    if seen.lines.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
 fn main() -> ExitCode {
     match std::env::args().nth(1).as_deref() {
         Some("demo") => demo(),
+        Some("quiet") => quiet(
+            std::env::args()
+                .nth(2)
+                .and_then(|m| m.parse().ok())
+                .unwrap_or(10),
+        ),
         Some("up") => up(),
         Some("flood-cost") => flood_cost(std::env::args().nth(2)),
         Some("telemetry-cost") => telemetry_cost(std::env::args().nth(2), 3),

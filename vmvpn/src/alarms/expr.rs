@@ -7,7 +7,10 @@
 //! rate(vmvpn_lan_drops_total) > 10                 a counter's increase per second
 //! vmvpn_peer_rtt_p99_seconds > 3 * baseline(vmvpn_peer_rtt_p99_seconds)
 //!                                                  against the series' own EWMA mean
+//! vmvpn_peer_rtt_p99_seconds > 3 * baseline(vmvpn_peer_rtt_p99_seconds) + 0.05
+//!                                                  ... and by more than 50 ms
 //! anomaly(vmvpn_peer_rtt_p50_seconds) > 4          EWMA z-score band
+//! anomaly(vmvpn_peer_srtt_seconds, 0.003) > 4      ... at least 3 ms wide per deviation
 //! anomaly_hw(vmvpn_vm_port_tx_rate_bytes_per_second) > 4
 //!                                                  Holt-Winters band (daily shape)
 //! ```
@@ -24,8 +27,10 @@ pub enum Term {
     Value(String),
     /// Per-second increase of a counter.
     Rate(String),
-    /// z-score against an EWMA baseline.
-    Anomaly(String),
+    /// z-score against an EWMA baseline, whose deviation counts as at least the second
+    /// field (0: no floor). A series that is nearly flat (a quiet tunnel's RTT varies by
+    /// microseconds) otherwise scores scheduling noise as a fault.
+    Anomaly(String, f64),
     /// Score against a Holt-Winters forecast.
     AnomalyHw(String),
 }
@@ -35,8 +40,9 @@ pub enum Term {
 pub enum Rhs {
     /// A number.
     Number(f64),
-    /// `k * baseline(metric)`: k times the series' EWMA mean.
-    Baseline(f64, String),
+    /// `k * baseline(metric) + c`: k times the series' EWMA mean, plus c (0 when absent),
+    /// so a rule can ask for a change that is large both relatively and absolutely.
+    Baseline(f64, String, f64),
 }
 
 /// A comparison.
@@ -71,7 +77,7 @@ impl Term {
     /// The series' metric name.
     pub fn metric(&self) -> &str {
         match self {
-            Term::Value(m) | Term::Rate(m) | Term::Anomaly(m) | Term::AnomalyHw(m) => m,
+            Term::Value(m) | Term::Rate(m) | Term::Anomaly(m, _) | Term::AnomalyHw(m) => m,
         }
     }
 }
@@ -95,7 +101,8 @@ impl fmt::Display for Expr {
         match &self.lhs {
             Term::Value(m) => write!(f, "{m}")?,
             Term::Rate(m) => write!(f, "rate({m})")?,
-            Term::Anomaly(m) => write!(f, "anomaly({m})")?,
+            Term::Anomaly(m, floor) if *floor > 0.0 => write!(f, "anomaly({m}, {floor})")?,
+            Term::Anomaly(m, _) => write!(f, "anomaly({m})")?,
             Term::AnomalyHw(m) => write!(f, "anomaly_hw({m})")?,
         }
         let op = match self.cmp {
@@ -108,7 +115,8 @@ impl fmt::Display for Expr {
         };
         match &self.rhs {
             Rhs::Number(n) => write!(f, " {op} {n}"),
-            Rhs::Baseline(k, m) => write!(f, " {op} {k} * baseline({m})"),
+            Rhs::Baseline(k, m, c) if *c != 0.0 => write!(f, " {op} {k} * baseline({m}) + {c}"),
+            Rhs::Baseline(k, m, _) => write!(f, " {op} {k} * baseline({m})"),
         }
     }
 }
@@ -159,7 +167,22 @@ pub fn parse(text: &str, known: &dyn Fn(&str) -> bool) -> Result<Expr, String> {
     let lhs = match call(left)? {
         (None, m) => Term::Value(metric(m, known)?),
         (Some("rate"), m) => Term::Rate(metric(m, known)?),
-        (Some("anomaly"), m) => Term::Anomaly(metric(m, known)?),
+        (Some("anomaly"), inner) => match inner.split_once(',') {
+            None => Term::Anomaly(metric(inner, known)?, 0.0),
+            Some((m, floor)) => {
+                let floor = floor.trim();
+                match floor.parse::<f64>() {
+                    Ok(x) if x.is_finite() && x >= 0.0 => {
+                        Term::Anomaly(metric(m.trim(), known)?, x)
+                    }
+                    _ => {
+                        return Err(format!(
+                            "`{floor}`: anomaly's second argument is the smallest deviation, a number of 0 or more"
+                        ));
+                    }
+                }
+            }
+        },
         (Some("anomaly_hw"), m) => Term::AnomalyHw(metric(m, known)?),
         (Some(f), _) => {
             return Err(format!(
@@ -168,6 +191,22 @@ pub fn parse(text: &str, known: &dyn Fn(&str) -> bool) -> Result<Expr, String> {
         }
     };
     let right = right.trim();
+    // `… baseline(m) + c`: the constant after the call's `)`.
+    let (right, offset) = match right.rfind(')') {
+        Some(close) if right[close + 1..].trim().starts_with('+') => {
+            let c = right[close + 1..].trim()[1..].trim();
+            match c.parse::<f64>() {
+                Ok(c) if c.is_finite() => (right[..=close].trim(), c),
+                _ => return Err(format!("`{c}` is not a finite number")),
+            }
+        }
+        Some(close) if !right[close + 1..].trim().is_empty() => {
+            return Err(format!(
+                "`{right}`: expected `k * baseline(metric)`, optionally `+ c`"
+            ));
+        }
+        _ => (right, 0.0),
+    };
     let rhs = if let Ok(n) = right.parse::<f64>() {
         if !n.is_finite() {
             return Err(format!("`{right}` is not a finite number"));
@@ -179,12 +218,12 @@ pub fn parse(text: &str, known: &dyn Fn(&str) -> bool) -> Result<Expr, String> {
             .parse()
             .map_err(|_| format!("`{}` is not a number", k.trim()))?;
         match call(b)? {
-            (Some("baseline"), m) => Rhs::Baseline(k, metric(m, known)?),
+            (Some("baseline"), m) => Rhs::Baseline(k, metric(m, known)?, offset),
             _ => return Err(format!("`{right}`: expected `k * baseline(metric)`")),
         }
     } else {
         match call(right)? {
-            (Some("baseline"), m) => Rhs::Baseline(1.0, metric(m, known)?),
+            (Some("baseline"), m) => Rhs::Baseline(1.0, metric(m, known)?, offset),
             _ => {
                 return Err(format!(
                     "`{right}`: expected a number or `k * baseline(metric)`"
@@ -211,6 +250,8 @@ mod tests {
             "rate(vmvpn_lan_drops_total) > 10",
             "vmvpn_peer_rtt_p99_seconds > 3 * baseline(vmvpn_peer_rtt_p99_seconds)",
             "anomaly(vmvpn_peer_rtt_p50_seconds) >= 4",
+            "anomaly(vmvpn_peer_srtt_seconds, 0.003) > 4",
+            "vmvpn_peer_rtt_p99_seconds > 3 * baseline(vmvpn_peer_rtt_p99_seconds) + 0.05",
             "anomaly_hw(vmvpn_vm_port_tx_rate_bytes_per_second) > 4",
             "vmvpn_peer_rx_loss_ratio <= 0.01",
             "vmvpn_peer_up != 1",
@@ -233,6 +274,13 @@ mod tests {
             ("rate(vmvpn_x > 1", "without its `)`"),
             ("vmvpn x > 1", "not a metric name"),
             ("vmvpn_x > inf", "not a finite number"),
+            ("anomaly(vmvpn_x, -1) > 4", "smallest deviation"),
+            ("anomaly(vmvpn_x, lots) > 4", "smallest deviation"),
+            (
+                "vmvpn_x > 3 * baseline(vmvpn_x) + much",
+                "not a finite number",
+            ),
+            ("vmvpn_x > 3 * baseline(vmvpn_x) * 2", "optionally `+ c`"),
         ] {
             let e = parse(text, &known).expect_err(text);
             assert!(e.contains(want), "{text}: {e}");

@@ -36,6 +36,8 @@ pub struct Receivers {
     pub webhook: Vec<hyper::Uri>,
     /// A program that gets each message as JSON on stdin.
     pub exec: Option<PathBuf>,
+    /// A CA (PEM) trusted for `https://` receivers besides the public roots.
+    pub ca_file: Option<PathBuf>,
     /// Email over SMTP.
     pub email: Option<Email>,
 }

@@ -28,7 +28,32 @@ pub const SEND_TIMEOUT: Duration = Duration::from_secs(5);
 /// Attempts per message (backoff 1 s, 2 s, 4 s between them).
 pub const ATTEMPTS: u32 = 4;
 
-type Http = Client<HttpConnector, Full<Bytes>>;
+type Http = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
+
+/// The HTTP(S) client of every receiver: `https://` URLs are checked against the public
+/// roots and `ca_file`'s certificates, `http://` ones go in the clear.
+fn http_client(ca_file: Option<&std::path::Path>) -> Result<Http, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    if let Some(p) = ca_file {
+        for c in crate::config::load_ca_file(p)? {
+            roots.add(c).map_err(|e| format!("{}: {e}", p.display()))?;
+        }
+    }
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| e.to_string())?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .build();
+    Ok(Client::builder(TokioExecutor::new()).build(https))
+}
 
 /// Group and send notices until `stop` turns true.
 pub async fn run(
@@ -37,7 +62,17 @@ pub async fn run(
     mut notices: mpsc::Receiver<Vec<Notice>>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let http: Http = Client::builder(TokioExecutor::new()).build(HttpConnector::new());
+    let http = match http_client(to.ca_file.as_deref()) {
+        Ok(h) => h,
+        Err(e) => {
+            // `vmvpn check` and start-up read the file already: it changed since.
+            warn!(error = %e, "alarms: cannot use [alarms] ca_file; https receivers get the public roots only");
+            match http_client(None) {
+                Ok(h) => h,
+                Err(e) => return warn!(error = %e, "alarms: no HTTP client: notifications off"),
+            }
+        }
+    };
     let to = Arc::new(to);
     let slots = Arc::new(Semaphore::new(MAX_SENDS));
     let mut outbox = Outbox::new(&host);

@@ -273,8 +273,15 @@ async fn web(
     ));
     let remote = !addr.ip().is_loopback();
     let tls = if remote {
-        let id = bulletin::tls::Identity::ephemeral(&name)?;
-        info!(fingerprint = %id.fingerprint(), "dashboard certificate (made at start; check it in the browser)");
+        // Made once and kept: a browser that accepted it once is not asked again.
+        let dir = cfg.state_dir().join("web");
+        let id = bulletin::tls::Identity::load_or_create(&dir).with_context(|| {
+            format!(
+                "the dashboard's certificate in {} ([host] state_dir)",
+                dir.display()
+            )
+        })?;
+        info!(fingerprint = %id.fingerprint(), dir = %dir.display(), "dashboard certificate (check it in the browser)");
         Some(id.https_config()?)
     } else {
         None
