@@ -390,6 +390,12 @@ impl Engine {
         }
     }
 
+    /// Whether the exporter should come for the samples before its next turn (true once
+    /// per filling; checked once per turn of the data plane's loop, not per frame).
+    pub fn poll_exports_due(&mut self) -> bool {
+        self.sampler.as_mut().is_some_and(|s| s.wants_taking())
+    }
+
     /// Hand the sFlow samples and each LAN's flow records to the exporter, swapping them
     /// with its buffers (`records` has one per LAN), which the next ones fill.
     pub fn take_exports(

@@ -14,8 +14,13 @@ use telemetry::sflow::{FlowSample, MAX_HEADER};
 
 use super::ids::LanId;
 
-/// Samples held until the exporter takes them (it does every 250 ms).
-pub const QUEUE: usize = 1024;
+/// Samples held until the exporter takes them: every 250 ms, and as soon as
+/// [`WAKE_AT`] wait. One saturating stream at 1 in 64 makes 6 000–10 000 samples a
+/// second, more than a queue of 1024 taken four times a second held (a quarter of the
+/// samples were dropped); the room above `WAKE_AT` covers the exporter's wake-up.
+pub const QUEUE: usize = 4096;
+/// Samples waiting at which the data plane wakes the exporter early.
+pub const WAKE_AT: usize = QUEUE / 4;
 
 /// The data source (and TAP interface) of LAN `lan`.
 pub fn tap_index(lan: LanId) -> u32 {
@@ -50,6 +55,8 @@ pub(crate) struct Sampler {
     rng: u64,
     samples: Vec<FlowSample>,
     drops: u32,
+    /// The exporter was told to come early for the samples now waiting.
+    woken: bool,
 }
 
 impl Sampler {
@@ -59,6 +66,7 @@ impl Sampler {
             rng: seed | 1,
             samples: Vec::with_capacity(QUEUE),
             drops: 0,
+            woken: false,
         }
     }
 
@@ -120,9 +128,19 @@ impl Sampler {
         self.samples.push(sample);
     }
 
+    /// True once when [`WAKE_AT`] samples wait, until they are taken.
+    pub(crate) fn wants_taking(&mut self) -> bool {
+        if self.woken || self.samples.len() < WAKE_AT {
+            return false;
+        }
+        self.woken = true;
+        true
+    }
+
     /// Swap the samples with `empty` (cleared; the next ones go there); the samples
     /// dropped for want of room so far.
     pub(crate) fn swap(&mut self, empty: &mut Vec<FlowSample>) -> u32 {
+        self.woken = false;
         empty.clear();
         empty.reserve(QUEUE);
         std::mem::swap(&mut self.samples, empty);
@@ -133,6 +151,28 @@ impl Sampler {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_exporter_is_woken_once_per_filling_and_nothing_is_dropped_below_the_queue() {
+        let mut s = Sampler::new(1, 7);
+        let mut l = LanSampling::default();
+        let lan = LanId(0);
+        let mut woken = 0;
+        // 20 000 samples, taken whenever the sampler asks: none is dropped.
+        for _ in 0..20_000 {
+            assert!(s.tick(&mut l));
+            s.take(lan, &mut l, &[0u8; 60], 1, 2);
+            if s.wants_taking() {
+                woken += 1;
+                assert!(!s.wants_taking(), "once per filling");
+                let mut buf = Vec::new();
+                assert_eq!(s.swap(&mut buf), 0);
+                assert_eq!(buf.len(), WAKE_AT);
+            }
+        }
+        assert_eq!(woken, 20_000 / WAKE_AT);
+        assert_eq!(s.drops, 0);
+    }
 
     #[test]
     fn one_in_n_on_average_and_every_frame_in_the_pool() {

@@ -1,8 +1,8 @@
 //! The standard exports (`[export]`): sFlow v5 (`sflow`), IPFIX (`ipfix`) and the live
 //! state in Redis (`redis`). They run as tasks beside the data plane and never block it:
 //! the data plane only counts down to a sample and queues ended flows in buffers of fixed
-//! size, which the exporter swaps for empty ones four times a second
-//! (`Request::TakeExports`). A collector or Redis that is away costs counted errors.
+//! size, which the exporter swaps for empty ones four times a second, or sooner when the
+//! data plane says samples pile up (`Request::TakeExports`, `Handle::exports_due`). A collector or Redis that is away costs counted errors.
 //!
 //! Their counts are in `status.export` and in `/metrics` (`vmvpn_export_*`).
 
@@ -137,6 +137,8 @@ async fn flows(
     loop {
         let last = tokio::select! {
             _ = tick.tick() => false,
+            // Samples pile up faster than the tick takes them (a saturating stream).
+            () = dp.exports_due() => false,
             _ = stop.changed() => true,
         };
         let Some(mut got) = take(&dp, bufs, last && ipfix.is_some()).await else {

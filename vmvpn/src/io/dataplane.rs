@@ -107,6 +107,8 @@ pub struct Handle {
     requests: mpsc::Sender<Request>,
     waker: Arc<mio::Waker>,
     stop: Arc<AtomicBool>,
+    /// Notified when exports wait to be taken before the exporter's next tick.
+    exports_due: Arc<tokio::sync::Notify>,
 }
 
 impl Handle {
@@ -129,6 +131,11 @@ impl Handle {
             return None;
         }
         rx.await.ok()
+    }
+
+    /// Wait until the data plane says exports are due early (see `engine::sampling`).
+    pub async fn exports_due(&self) {
+        self.exports_due.notified().await
     }
 
     /// A status snapshot and every LAN's per-VM traffic and VM matrix (no flows), as the
@@ -175,6 +182,8 @@ pub struct DataPlane {
     pings: Vec<(u32, Instant, tokio::sync::oneshot::Sender<u64>)>,
     /// Ask for real-time scheduling when the thread starts.
     realtime: bool,
+    /// See [`Handle::exports_due`].
+    exports_due: Arc<tokio::sync::Notify>,
 }
 
 /// SCHED_FIFO priority of the data plane: low among real-time threads, so the kernel's own
@@ -217,10 +226,12 @@ impl DataPlane {
         let waker = Arc::new(mio::Waker::new(poll.registry(), WAKE)?);
         let max_gso = udp.max_gso_segments();
         let stop = Arc::new(AtomicBool::new(false));
+        let exports_due = Arc::new(tokio::sync::Notify::new());
         let handle = Handle {
             requests: tx,
             waker,
             stop: stop.clone(),
+            exports_due: exports_due.clone(),
         };
         let dp = DataPlane {
             engine,
@@ -237,6 +248,7 @@ impl DataPlane {
             batch: GsoBatch::new(max_gso),
             gro: Coalescer::new(),
             offload: OffloadStats::default(),
+            exports_due,
         };
         Ok((dp, handle))
     }
@@ -335,6 +347,9 @@ impl DataPlane {
             }
             if self.engine.poll_timeout().is_none_or(|t| now >= t) {
                 self.engine.handle_timeout(now);
+            }
+            if self.engine.poll_exports_due() {
+                self.exports_due.notify_one();
             }
             self.flush_control(&mut ctl_buf);
         }
