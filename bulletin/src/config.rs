@@ -9,6 +9,7 @@
 //! max_unauthenticated = 256         # connected, not yet registered or authenticated
 //! max_unauthenticated_per_ip = 16   # of those, from one source address
 //! max_web_connections_per_ip = 8    # to a `--web` listener, from one address (1..=64)
+//! max_buffered_mb = 256             # replies and events waiting to be sent, all together
 //!
 //! [web]                 # the dashboard's login on a non-loopback `--web` listener
 //! user = "admin"
@@ -83,6 +84,8 @@ struct Raw {
     max_unauthenticated_per_ip: Spanned<u64>,
     #[serde(default = "default_max_web_per_ip")]
     max_web_connections_per_ip: Spanned<u64>,
+    #[serde(default = "default_max_buffered_mb")]
+    max_buffered_mb: Spanned<u64>,
     #[serde(default, rename = "lan")]
     lans: Vec<RawLan>,
     web: Option<Spanned<crate::web::auth::WebConfig>>,
@@ -110,6 +113,11 @@ fn default_max_unauth_per_ip() -> Spanned<u64> {
 fn default_max_web_per_ip() -> Spanned<u64> {
     Spanned::new(0..0, crate::http::MAX_CONNECTIONS_PER_IP as u64)
 }
+fn default_max_buffered_mb() -> Spanned<u64> {
+    Spanned::new(0..0, (crate::server::BUFFERED_BUDGET >> 20) as u64)
+}
+/// Range of `max_buffered_mb`.
+pub const BUFFERED_MB: std::ops::RangeInclusive<u64> = 16..=65_536;
 /// Range of `max_web_connections_per_ip`: at most a listener's whole table.
 pub const WEB_PER_IP: std::ops::RangeInclusive<u64> = 1..=crate::http::MAX_CONNECTIONS as u64;
 
@@ -214,6 +222,8 @@ pub struct BulletinConfig {
     pub web: Option<crate::web::auth::Credentials>,
     /// Connections to one `--web` listener from one address at once.
     pub web_per_ip: usize,
+    /// Bytes waiting to be sent, all connections together (`max_buffered_mb`).
+    pub buffered: usize,
 }
 
 impl Default for BulletinConfig {
@@ -226,6 +236,7 @@ impl Default for BulletinConfig {
             limits: Limits::default(),
             web: None,
             web_per_ip: crate::http::MAX_CONNECTIONS_PER_IP,
+            buffered: crate::server::BUFFERED_BUDGET,
         }
     }
 }
@@ -358,6 +369,8 @@ impl BulletinConfig {
                 "max_web_connections_per_ip",
                 WEB_PER_IP,
             )? as usize,
+            buffered: (in_range(&raw.max_buffered_mb, "max_buffered_mb", BUFFERED_MB)? << 20)
+                as usize,
         })
     }
 }

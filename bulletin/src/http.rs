@@ -96,72 +96,110 @@ impl ListenerStats {
     }
 }
 
-/// The listener's connections: which are still waiting for their request head (and may
-/// be evicted), how many each address holds.
-struct Table {
+/// A listener's connections: how many each key (source address) holds, and which are
+/// still waiting for their request (and may be evicted for a newcomer when all slots are
+/// taken). The web listeners here and `vmvpn`'s control socket (key `()`) use it.
+#[derive(Debug)]
+pub struct Slots<K> {
     max: usize,
-    per_ip_max: usize,
+    per_key: usize,
     next: u64,
-    /// By arrival: (address, still before its request head, eviction signal).
-    conns: BTreeMap<u64, (IpAddr, bool, Arc<Notify>)>,
-    per_ip: HashMap<IpAddr, usize>,
+    /// By arrival: (key, still waiting for its request, eviction signal).
+    conns: BTreeMap<u64, (K, bool, Arc<Notify>)>,
+    per: HashMap<K, usize>,
 }
 
-enum Admit {
-    /// Serve it under this id; `Notify` fires if it is evicted later.
-    Yes(u64, Arc<Notify>),
-    /// Its address holds `per_ip` already.
-    PerIp,
-    /// Every slot is taken by a connection past its request head: wait for one.
+/// What [`Slots::admit`] decided.
+#[derive(Debug)]
+pub enum Admit {
+    /// Serve it under this id; the `Notify` fires if it is evicted later. `evicted`: an
+    /// older connection was pushed out for it.
+    Yes {
+        /// Its id.
+        id: u64,
+        /// Notified once if this connection is evicted.
+        evict: Arc<Notify>,
+        /// An older connection was evicted to make room.
+        evicted: bool,
+    },
+    /// Its key holds `per_key` connections already.
+    PerKey,
+    /// Every slot is taken by a connection past its request: none may be evicted.
     Full,
 }
 
-impl Table {
-    fn admit(&mut self, ip: IpAddr, stats: &ListenerStats) -> Admit {
-        if self.per_ip.get(&ip).copied().unwrap_or(0) >= self.per_ip_max {
-            return Admit::PerIp;
+impl<K: Copy + Eq + std::hash::Hash> Slots<K> {
+    /// At most `max` connections, `per_key` of them with one key.
+    pub fn new(max: usize, per_key: usize) -> Self {
+        Slots {
+            max: max.max(1),
+            per_key: per_key.max(1),
+            next: 0,
+            conns: BTreeMap::new(),
+            per: HashMap::new(),
         }
+    }
+
+    /// Take a slot for a new connection, evicting the oldest one still waiting for its
+    /// request when all are taken.
+    pub fn admit(&mut self, key: K) -> Admit {
+        if self.per.get(&key).copied().unwrap_or(0) >= self.per_key {
+            return Admit::PerKey;
+        }
+        let mut evicted = false;
         if self.conns.len() >= self.max {
             let Some(&oldest) = self.conns.iter().find(|(_, c)| c.1).map(|(id, _)| id) else {
                 return Admit::Full;
             };
-            if let Some((old_ip, _, n)) = self.conns.remove(&oldest) {
-                self.forget(old_ip);
+            if let Some((old, _, n)) = self.conns.remove(&oldest) {
+                self.forget(old);
                 n.notify_one();
-                stats.evicted.fetch_add(1, Ordering::Relaxed);
+                evicted = true;
             }
         }
         let id = self.next;
         self.next += 1;
-        let n = Arc::new(Notify::new());
-        self.conns.insert(id, (ip, true, n.clone()));
-        *self.per_ip.entry(ip).or_default() += 1;
-        stats.accepted.fetch_add(1, Ordering::Relaxed);
-        Admit::Yes(id, n)
+        let evict = Arc::new(Notify::new());
+        self.conns.insert(id, (key, true, evict.clone()));
+        *self.per.entry(key).or_default() += 1;
+        Admit::Yes { id, evict, evicted }
     }
 
-    /// The request head arrived: this connection is no longer evicted for newcomers.
-    fn headed(&mut self, id: u64) {
+    /// The connection's request arrived: it is no longer evicted for newcomers.
+    pub fn started(&mut self, id: u64) {
         if let Some(c) = self.conns.get_mut(&id) {
             c.1 = false;
         }
     }
 
-    fn release(&mut self, id: u64) {
-        if let Some((ip, _, _)) = self.conns.remove(&id) {
-            self.forget(ip);
+    /// The connection is gone.
+    pub fn release(&mut self, id: u64) {
+        if let Some((k, _, _)) = self.conns.remove(&id) {
+            self.forget(k);
         }
     }
 
-    fn forget(&mut self, ip: IpAddr) {
-        if let Some(n) = self.per_ip.get_mut(&ip) {
+    /// Connections held now.
+    pub fn len(&self) -> usize {
+        self.conns.len()
+    }
+
+    /// None held.
+    pub fn is_empty(&self) -> bool {
+        self.conns.is_empty()
+    }
+
+    fn forget(&mut self, k: K) {
+        if let Some(n) = self.per.get_mut(&k) {
             *n -= 1;
             if *n == 0 {
-                self.per_ip.remove(&ip);
+                self.per.remove(&k);
             }
         }
     }
 }
+
+type Table = Slots<IpAddr>;
 
 /// Locks the table; a panic elsewhere never leaves it half-updated (every change is a
 /// few plain assignments), so a poisoned lock is taken as it is.
@@ -192,13 +230,7 @@ pub async fn serve(listener: TcpListener, router: Router) {
 
 /// Serve `router` on `listener` until the task is dropped.
 pub async fn serve_with(listener: TcpListener, router: Router, opts: Options) {
-    let table = Arc::new(Mutex::new(Table {
-        max: MAX_CONNECTIONS,
-        per_ip_max: opts.per_ip.max(1),
-        next: 0,
-        conns: BTreeMap::new(),
-        per_ip: HashMap::new(),
-    }));
+    let table = Arc::new(Mutex::new(Table::new(MAX_CONNECTIONS, opts.per_ip)));
     let freed = Arc::new(Notify::new());
     let acceptor = opts.tls.clone().map(tokio_rustls::TlsAcceptor::from);
     loop {
@@ -211,10 +243,16 @@ pub async fn serve_with(listener: TcpListener, router: Router, opts: Options) {
             }
         };
         let (id, evicted) = loop {
-            let verdict = lock(&table).admit(peer.ip(), &opts.stats);
+            let verdict = lock(&table).admit(peer.ip());
             match verdict {
-                Admit::Yes(id, n) => break (Some(id), n),
-                Admit::PerIp => {
+                Admit::Yes { id, evict, evicted } => {
+                    opts.stats.accepted.fetch_add(1, Ordering::Relaxed);
+                    if evicted {
+                        opts.stats.evicted.fetch_add(1, Ordering::Relaxed);
+                    }
+                    break (Some(id), evict);
+                }
+                Admit::PerKey => {
                     opts.stats.refused_per_ip.fetch_add(1, Ordering::Relaxed);
                     debug!(%peer, "HTTP connection refused: its address holds its share already");
                     break (None, Arc::new(Notify::new()));
@@ -240,7 +278,7 @@ pub async fn serve_with(listener: TcpListener, router: Router, opts: Options) {
             router
                 .clone()
                 .map_request(move |req: hyper::Request<hyper::body::Incoming>| {
-                    lock(&t).headed(id);
+                    lock(&t).started(id);
                     req
                 });
         let acceptor = acceptor.clone();

@@ -247,6 +247,7 @@ async fn serve(
             operator: cfg.operator.clone(),
             limits: cfg.limits,
             outbox_bytes: bulletin::server::OUTBOX_BYTES,
+            buffered_budget: cfg.buffered,
         },
     )?;
     info!(listen = %server.local_addr()?, fingerprint = %identity.fingerprint(), lans = %lans,

@@ -90,6 +90,13 @@ pub struct BulletinStatus {
     pub admission: crate::admission::AdmissionCounters,
     /// Bytes of replies and events waiting in all outboxes now.
     pub queued_bytes: u64,
+    /// What counts against the memory budget now: the outboxes, and QUIC's send window
+    /// for each connection whose writer waits on it.
+    pub buffered_bytes: u64,
+    /// The budget (`max_buffered_mb`).
+    pub max_buffered_bytes: u64,
+    /// Connections closed because the budget was exceeded, most backlogged first.
+    pub shed_total: u64,
     /// The dashboard listeners (`--web`).
     pub web: Vec<WebListenerStatus>,
 }
@@ -623,6 +630,9 @@ mod tests {
                 ..Default::default()
             },
             queued_bytes: 0,
+            buffered_bytes: 0,
+            max_buffered_bytes: 1 << 28,
+            shed_total: 0,
             web: vec![WebListenerStatus {
                 listen: "127.0.0.1:8080".into(),
                 counts: crate::http::ListenerCounts {

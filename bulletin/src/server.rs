@@ -30,6 +30,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tracing::{debug, info, warn};
 
 use crate::admission::{Admission, AdmissionCounters, Refusal};
+use crate::budget::{Budget, Charge};
 use crate::config::Limits;
 use crate::frames::{self, FrameError};
 use crate::proof::Verifier;
@@ -45,6 +46,12 @@ use crate::tls::{Identity, TlsError};
 pub const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 /// Bytes of replies and events that may wait for one connection's writer (default).
 pub const OUTBOX_BYTES: usize = 1 << 20;
+/// Bytes that may wait for every writer together (default, `max_buffered_mb`): 64 KiB
+/// for each of the default 4096 connections. Hosts that read their events use a few KiB;
+/// only connections that stop reading pile up, and the most backlogged go first.
+pub const BUFFERED_BUDGET: usize = 256 << 20;
+/// What QUIC may hold unacknowledged for one connection.
+const SEND_WINDOW: usize = 2 << 20;
 /// What one connection may have in flight towards the bulletin: one largest frame.
 const STREAM_WINDOW: u32 = 64 * 1024 + 4;
 /// The UDP receive buffer asked for. Every datagram the kernel drops for want of room
@@ -117,15 +124,23 @@ pub struct ServerOptions {
     pub limits: Limits,
     /// Bytes that may wait for one connection's writer ([`OUTBOX_BYTES`]).
     pub outbox_bytes: usize,
+    /// Bytes that may wait for all writers together, QUIC's buffers counted
+    /// ([`BUFFERED_BUDGET`]; see `budget`).
+    pub buffered_budget: usize,
 }
+
+/// A frame on its way to a writer, with the room it holds in its outbox and its charge to
+/// the global budget (both given back when the writer has handed it to QUIC).
+type Queued = (Vec<u8>, OwnedSemaphorePermit, Charge);
 
 /// Replies and events on their way to one connection's writer, bounded in bytes.
 #[derive(Clone)]
 struct Outbox {
-    tx: mpsc::UnboundedSender<(Vec<u8>, OwnedSemaphorePermit)>,
+    tx: mpsc::UnboundedSender<Queued>,
     room: Arc<Semaphore>,
     size: usize,
     conn: Connection,
+    budget: Arc<Budget>,
 }
 
 impl Outbox {
@@ -143,9 +158,17 @@ impl Outbox {
             .acquire_many_owned(self.permits(bytes.len()))
             .await
         {
-            Ok(p) => self.tx.send((bytes, p)).is_ok(),
+            Ok(p) => {
+                let c = self.budget.charge(bytes.len());
+                self.tx.send((bytes, p, c)).is_ok()
+            }
             Err(_) => false,
         }
+    }
+
+    /// Bytes waiting in this outbox.
+    fn backlog(&self) -> usize {
+        self.size - self.room.available_permits()
     }
 
     /// Queue an event without waiting; false when the connection has no room left.
@@ -156,7 +179,10 @@ impl Outbox {
             .clone()
             .try_acquire_many_owned(self.permits(bytes.len()))
         {
-            Ok(p) => self.tx.send((bytes, p)).is_ok(),
+            Ok(p) => {
+                let c = self.budget.charge(bytes.len());
+                self.tx.send((bytes, p, c)).is_ok()
+            }
             Err(_) => false,
         }
     }
@@ -182,6 +208,7 @@ struct State {
     limits: Limits,
     outbox_bytes: usize,
     started: Instant,
+    budget: Arc<Budget>,
 }
 
 impl State {
@@ -192,7 +219,7 @@ impl State {
     }
 
     /// Push events; a connection with no room for one is closed (it resyncs on reconnect).
-    fn dispatch(shared: &Shared, out: Vec<Outbound>) {
+    fn dispatch(&self, shared: &mut Shared, out: Vec<Outbound>) {
         for o in out {
             if let Some(ob) = shared.conns.get(&o.to)
                 && !ob.try_send(&ServerMsg::Event(o.event))
@@ -201,6 +228,39 @@ impl State {
                 ob.conn
                     .close(CLOSE_SLOW.into(), b"too slow: events dropped, reconnect");
             }
+        }
+        self.keep_budget(shared);
+    }
+
+    /// Over the global budget, close the most backlogged connections until their bytes
+    /// would bring it back within (they are taken out of the table at once, so nothing
+    /// more is queued for them; their memory returns as their writers end).
+    fn keep_budget(&self, shared: &mut Shared) {
+        let mut excess = self.budget.excess();
+        if excess == 0 {
+            return;
+        }
+        let mut by_backlog: Vec<(usize, ConnId)> = shared
+            .conns
+            .iter()
+            .map(|(id, o)| (o.backlog(), *id))
+            .collect();
+        by_backlog.sort_unstable_by(|a, b| b.cmp(a));
+        for (backlog, id) in by_backlog {
+            if excess == 0 {
+                break;
+            }
+            let Some(o) = shared.conns.remove(&id) else {
+                continue;
+            };
+            warn!(remote = %o.conn.remote_address(), backlog, "bulletin over its memory budget (max_buffered_mb): closing the most backlogged connection");
+            o.conn.close(
+                CLOSE_SLOW.into(),
+                b"shed: the bulletin is over its memory budget; reconnect",
+            );
+            self.budget.count_shed();
+            // Its outbox, and the QUIC window its writer may be waiting on.
+            excess = excess.saturating_sub(backlog + self.budget.window());
         }
     }
 
@@ -221,11 +281,10 @@ impl State {
                 unauthenticated_per_ip: l.unauthenticated_per_ip as u64,
             },
             admission: s.admission.counters(),
-            queued_bytes: s
-                .conns
-                .values()
-                .map(|o| (o.size - o.room.available_permits()) as u64)
-                .sum(),
+            buffered_bytes: self.budget.used() as u64,
+            max_buffered_bytes: self.budget.limit() as u64,
+            shed_total: self.budget.shed(),
+            queued_bytes: s.conns.values().map(|o| o.backlog() as u64).sum(),
             web: s
                 .web
                 .iter()
@@ -340,7 +399,7 @@ impl Server {
         // RECEIVE_BUFFER); the send window bounds what waits unacknowledged.
         transport.stream_receive_window(quinn::VarInt::from_u32(STREAM_WINDOW));
         transport.receive_window(quinn::VarInt::from_u32(STREAM_WINDOW));
-        transport.send_window(2 * 1024 * 1024);
+        transport.send_window(SEND_WINDOW as u64);
         // Dead hosts' connections go away on their own; their leases are separate.
         transport.max_idle_timeout(Some(quinn::IdleTimeout::from(quinn::VarInt::from_u32(
             (opts.lease_ttl.as_millis().min(u128::from(u32::MAX))) as u32,
@@ -381,6 +440,7 @@ impl Server {
             limits: opts.limits,
             outbox_bytes: opts.outbox_bytes.max(1024),
             started: Instant::now(),
+            budget: Budget::new(opts.buffered_budget, SEND_WINDOW),
         });
         tokio::spawn(expire_loop(state.clone()));
         tokio::spawn(accept_loop(endpoint.clone(), state.clone()));
@@ -410,6 +470,11 @@ impl Server {
             unauthenticated: s.admission.unauthenticated(),
             admission: s.admission.counters(),
         }
+    }
+
+    /// The bulletin's own state (`bulletin status`).
+    pub fn status(&self) -> BulletinStatus {
+        self.state.status()
     }
 
     /// Bytes of replies and events waiting in all outboxes now.
@@ -484,7 +549,7 @@ async fn expire_loop(state: Arc<State>) {
                 "leases expired"
             );
         }
-        State::dispatch(&s, out);
+        state.dispatch(&mut s, out);
     }
 }
 
@@ -559,8 +624,9 @@ async fn serve_conn(conn: Connection, state: Arc<State>, mut slot: Slot) {
         room: Arc::new(Semaphore::new(state.outbox_bytes)),
         size: state.outbox_bytes,
         conn: conn.clone(),
+        budget: state.budget.clone(),
     };
-    let writer = tokio::spawn(write_loop(send, rx));
+    let writer = tokio::spawn(write_loop(send, rx, state.budget.clone()));
     let id = {
         let mut s = state.lock();
         let id = s.next_conn;
@@ -626,11 +692,16 @@ impl Drop for Listed<'_> {
 
 async fn write_loop(
     mut send: SendStream,
-    mut rx: mpsc::UnboundedReceiver<(Vec<u8>, OwnedSemaphorePermit)>,
+    mut rx: mpsc::UnboundedReceiver<Queued>,
+    budget: Arc<Budget>,
 ) {
-    // The permit is held until the bytes are with QUIC, then the room is given back.
-    while let Some((bytes, _permit)) = rx.recv().await {
-        if send.write_all(&bytes).await.is_err() {
+    // The permit and the charge are held until the bytes are with QUIC, then the room is
+    // given back; while QUIC's buffer is full, the wait counts against the budget.
+    while let Some((bytes, _permit, _charge)) = rx.recv().await {
+        let waiting = budget.waiting();
+        let written = send.write_all(&bytes).await;
+        drop(waiting);
+        if written.is_err() {
             return;
         }
         // One frame per turn, for the same reason as the reader's.
@@ -743,6 +814,9 @@ impl ConnCtx<'_> {
             {
                 return Ok(());
             }
+            if self.state.budget.excess() > 0 {
+                self.state.keep_budget(&mut self.state.lock());
+            }
             // One request per turn. quinn's reads complete at once while a client's
             // pipelined requests wait in its window, and never yield by themselves, so a
             // flooding connection would otherwise run for its whole window before the
@@ -778,7 +852,7 @@ impl ConnCtx<'_> {
                         for ev in s.registry.snapshots(req.host_id, now) {
                             ok &= self.outbox.try_send(&ServerMsg::Event(ev));
                         }
-                        State::dispatch(&s, out);
+                        state.dispatch(&mut s, out);
                         drop(s);
                         self.slot.authenticate();
                         if !ok {
@@ -810,7 +884,7 @@ impl ConnCtx<'_> {
                         hosts = s.registry.host_count(),
                         "unregistered"
                     );
-                    State::dispatch(&s, out);
+                    state.dispatch(&mut s, out);
                 }
                 Some(ServerMsg::Ack { lease_ms: 0 })
             }

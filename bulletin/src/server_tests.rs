@@ -51,6 +51,24 @@ fn harness_hello(
     outbox: usize,
     hello_timeout: Duration,
 ) -> Harness {
+    harness_budget(
+        ttl,
+        heartbeat,
+        limits,
+        outbox,
+        hello_timeout,
+        BUFFERED_BUDGET,
+    )
+}
+
+fn harness_budget(
+    ttl: Duration,
+    heartbeat: Duration,
+    limits: Limits,
+    outbox: usize,
+    hello_timeout: Duration,
+    budget: usize,
+) -> Harness {
     let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     let dir = std::env::temp_dir().join(format!("bulletin-harness-{}-{n}", std::process::id()));
     let identity = Identity::load_or_create(&dir).expect("identity");
@@ -69,6 +87,7 @@ fn harness_hello(
             operator: Some(Verifier::from_secret(&OPERATOR)),
             limits,
             outbox_bytes: outbox,
+            buffered_budget: budget,
         },
     )
     .expect("start");
@@ -728,4 +747,73 @@ async fn hosts_of_protocol_1_and_2_are_served_and_others_refused() {
         }
         conn.close(0u32.into(), b"done");
     }
+}
+
+#[tokio::test]
+async fn over_the_memory_budget_the_most_backlogged_connection_is_shed_and_hosts_stay() {
+    // A budget of 1 MiB: a connection whose writer waits on QUIC (its client stopped
+    // reading) counts QUIC's 2 MiB window, so it is shed once its client's window fills.
+    let h = harness_budget(
+        Duration::from_secs(30),
+        Duration::from_secs(10),
+        Limits {
+            per_ip: 1000,
+            ..Limits::default()
+        },
+        OUTBOX_BYTES,
+        Duration::from_millis(500),
+        1 << 20,
+    );
+    // 300 hosts make each answer about 25 KB.
+    let mut keep = Vec::new();
+    for id in 1..=300 {
+        keep.push(join(&h, id, &["lan1"]).await);
+    }
+    let c = Client::new(h.addr, &h.fingerprint).expect("client");
+    let (mut tx, _never_read) = c.connect_reader(&operator()).await.expect("reader").split();
+    let t = Instant::now();
+    let mut closed = false;
+    while t.elapsed() < Duration::from_secs(15) {
+        match tokio::time::timeout(
+            Duration::from_millis(200),
+            tx.send(&crate::proto::ClientMsg::Query { lan: None }),
+        )
+        .await
+        {
+            Ok(Ok(())) | Err(_) => {}
+            Ok(Err(_)) => {
+                closed = true;
+                break;
+            }
+        }
+        if h.server.status().shed_total > 0 {
+            closed = true;
+            break;
+        }
+    }
+    let st = h.server.status();
+    eprintln!(
+        "shed after {:?}: {} shed, {} bytes counted",
+        t.elapsed(),
+        st.shed_total,
+        st.buffered_bytes
+    );
+    assert!(closed && st.shed_total >= 1, "{st:?}");
+    // The hosts, which read nothing during this test either but have little waiting,
+    // are still served.
+    let (t1, r1, _) = &mut keep[0];
+    t1.send(&crate::proto::ClientMsg::Heartbeat)
+        .await
+        .expect("hb");
+    loop {
+        match tokio::time::timeout(Duration::from_secs(2), r1.recv())
+            .await
+            .expect("ack in time")
+            .expect("recv")
+        {
+            ServerMsg::Ack { .. } => break,
+            _ => continue,
+        }
+    }
+    assert_eq!(h.server.host_count(), 300);
 }

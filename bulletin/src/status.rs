@@ -40,7 +40,11 @@ pub fn render(s: &BulletinStatus) -> String {
         a.evicted,
         a.retries
     );
-    let _ = writeln!(o, "queued           {} bytes", s.queued_bytes);
+    let _ = writeln!(
+        o,
+        "buffered         {} bytes in outboxes, {} bytes counted against max_buffered_mb ({} bytes); {} connections shed",
+        s.queued_bytes, s.buffered_bytes, s.max_buffered_bytes, s.shed_total
+    );
     for w in &s.web {
         let c = &w.counts;
         let _ = writeln!(
@@ -133,6 +137,24 @@ pub fn metrics(s: &BulletinStatus) -> String {
         "gauge",
         "Bytes of replies and events waiting for connections' writers.",
         &plain(s.queued_bytes),
+    );
+    one(
+        "bulletin_buffered_bytes",
+        "gauge",
+        "Bytes counted against max_buffered_mb: outboxes, and QUIC's window per waiting writer.",
+        &plain(s.buffered_bytes),
+    );
+    one(
+        "bulletin_buffered_limit_bytes",
+        "gauge",
+        "The memory budget for what waits to be sent (max_buffered_mb).",
+        &plain(s.max_buffered_bytes),
+    );
+    one(
+        "bulletin_connections_shed_total",
+        "counter",
+        "Connections closed because the memory budget was exceeded, most backlogged first.",
+        &plain(s.shed_total),
     );
     let per = |f: fn(&crate::http::ListenerCounts) -> u64| -> Vec<(String, u64)> {
         s.web

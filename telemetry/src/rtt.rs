@@ -99,6 +99,9 @@ pub struct RttEstimator {
     jitter_ns: f64,
     last_ns: Option<u64>,
     buckets: RttBuckets,
+    /// The summary as of the last change (a sample or a window's turn): snapshots read it
+    /// once a second for every tunnel, and computing it merges two 9 KB histograms.
+    summary: RttSummary,
 }
 
 impl Default for RttEstimator {
@@ -111,6 +114,7 @@ impl Default for RttEstimator {
             jitter_ns: 0.0,
             last_ns: None,
             buckets: RttBuckets::default(),
+            summary: RttSummary::default(),
         }
     }
 }
@@ -135,6 +139,7 @@ impl RttEstimator {
             self.jitter_ns += (d - self.jitter_ns) / 16.0;
         }
         self.last_ns = Some(rtt_ns);
+        self.summary = self.compute();
     }
 
     /// Move the window on: call with the owner's clock in seconds (on its tick).
@@ -150,6 +155,7 @@ impl RttEstimator {
             self.previous.reset();
         }
         self.window = w;
+        self.summary = self.compute();
     }
 
     /// Samples in the summary's span (current and previous window).
@@ -163,8 +169,12 @@ impl RttEstimator {
     }
 
     /// The summary over the current and previous window (percentiles to 2 significant
-    /// digits; min and max exact).
+    /// digits; min and max exact), as of the last sample or window turn.
     pub fn summary(&self) -> RttSummary {
+        self.summary
+    }
+
+    fn compute(&self) -> RttSummary {
         let n = self.samples();
         if n == 0 {
             return RttSummary {

@@ -8,7 +8,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
-use crate::status::{Health, LanTraffic, PeerState, Status};
+use crate::engine::figures::{FigureNeeds, Figures};
 use telemetry::VmLocation;
 use telemetry::vms::fmt_mac;
 
@@ -152,71 +152,79 @@ impl Windows {
     }
 }
 
-/// Every sample of a snapshot taken at `now`.
-pub fn samples(
-    st: &Status,
-    traffic: &[LanTraffic],
-    windows: &mut Windows,
-    now: Instant,
-) -> Vec<Sample> {
+/// What the figures must hold for `rules` (the data plane builds only that).
+pub fn needs(rules: &[super::rules::Rule]) -> FigureNeeds {
+    let mut n = FigureNeeds::default();
+    for r in rules {
+        let mut see = |m: &str| {
+            n.peers |= m.starts_with("vmvpn_peer_");
+            n.vms |= m.starts_with("vmvpn_vm_");
+        };
+        see(r.expr.lhs.metric());
+        if let super::expr::Rhs::Baseline(_, m, _) = &r.expr.rhs {
+            see(m);
+        }
+        if let Some(c) = &r.clear {
+            see(c.lhs.metric());
+        }
+    }
+    n
+}
+
+/// Every sample of the figures taken at `now`.
+pub fn samples(f: &Figures, windows: &mut Windows, now: Instant) -> Vec<Sample> {
     let mut out = Vec::new();
     let mut seen = Vec::new();
-    for l in &st.lans {
-        let lan = || ("lan", l.name.clone());
-        for p in &l.peers {
-            let labels = vec![lan(), ("name", p.name.clone()), ("peer", p.address.clone())];
-            let mut put = |metric: &'static str, value: f64| {
-                out.push(Sample {
-                    metric,
-                    labels: labels.clone(),
-                    value,
-                })
-            };
-            put(
-                "vmvpn_peer_up",
-                f64::from(u8::from(p.state == PeerState::Up)),
-            );
-            put(
-                "vmvpn_peer_down",
-                f64::from(u8::from(p.health == Health::Down)),
-            );
-            put("vmvpn_peer_rx_loss_ratio", p.loss_rx_ratio);
-            let w = windows.loss(
-                &l.name,
-                &p.address,
-                p.sequence.received,
-                p.sequence.lost,
-                now,
-            );
-            put("vmvpn_peer_rx_loss_ratio_10s", w);
-            seen.push((l.name.clone(), p.address.clone()));
-            put("vmvpn_peer_tx_loss_ratio", p.loss_tx_ratio);
-            // RTT only once measured: an absent sample beats a false zero.
-            for (metric, us) in [
-                ("vmvpn_peer_rtt_p50_seconds", p.rtt.rtt_p50_us),
-                ("vmvpn_peer_rtt_p99_seconds", p.rtt.rtt_p99_us),
-                ("vmvpn_peer_jitter_seconds", p.rtt.jitter_us),
-                ("vmvpn_peer_srtt_seconds", p.rtt.srtt_us),
-            ] {
-                if let Some(us) = us {
-                    put(metric, us as f64 / 1e6);
-                }
-            }
-            put(
-                "vmvpn_peer_tx_rate_bytes_per_second",
-                p.rates.tx_rate_bps as f64 / 8.0,
-            );
-            put(
-                "vmvpn_peer_rx_rate_bytes_per_second",
-                p.rates.rx_rate_bps as f64 / 8.0,
-            );
-            if let Some(r) = p.tx_utilisation_ratio {
-                put("vmvpn_peer_tx_utilisation_ratio", r);
-            }
-            if let Some(r) = p.rx_utilisation_ratio {
-                put("vmvpn_peer_rx_utilisation_ratio", r);
+    for p in &f.peers {
+        let lan = f.lans.get(p.lan.index()).map_or("", |l| l.name.as_str());
+        let address = p.addr.to_string();
+        let labels = vec![
+            ("lan", lan.to_string()),
+            ("name", p.name.as_str().to_string()),
+            ("peer", address.clone()),
+        ];
+        let mut put = |metric: &'static str, value: f64| {
+            out.push(Sample {
+                metric,
+                labels: labels.clone(),
+                value,
+            })
+        };
+        put("vmvpn_peer_up", f64::from(u8::from(p.up)));
+        put("vmvpn_peer_down", f64::from(u8::from(p.down)));
+        put("vmvpn_peer_rx_loss_ratio", p.loss_rx_ratio);
+        let w = windows.loss(lan, &address, p.received, p.lost, now);
+        put("vmvpn_peer_rx_loss_ratio_10s", w);
+        put("vmvpn_peer_tx_loss_ratio", p.loss_tx_ratio);
+        // RTT only once measured: an absent sample beats a false zero.
+        for (metric, us) in [
+            ("vmvpn_peer_rtt_p50_seconds", p.rtt.rtt_p50_us),
+            ("vmvpn_peer_rtt_p99_seconds", p.rtt.rtt_p99_us),
+            ("vmvpn_peer_jitter_seconds", p.rtt.jitter_us),
+            ("vmvpn_peer_srtt_seconds", p.rtt.srtt_us),
+        ] {
+            if let Some(us) = us {
+                put(metric, us as f64 / 1e6);
             }
         }
+        put(
+            "vmvpn_peer_tx_rate_bytes_per_second",
+            p.rates.tx_rate_bps as f64 / 8.0,
+        );
+        put(
+            "vmvpn_peer_rx_rate_bytes_per_second",
+            p.rates.rx_rate_bps as f64 / 8.0,
+        );
+        if let Some(r) = p.tx_utilisation_ratio {
+            put("vmvpn_peer_tx_utilisation_ratio", r);
+        }
+        if let Some(r) = p.rx_utilisation_ratio {
+            put("vmvpn_peer_rx_utilisation_ratio", r);
+        }
+        seen.push((lan.to_string(), address));
+    }
+    for l in &f.lans {
+        let lan = || ("lan", l.name.clone());
         for (reason, n) in l.drops.nonzero() {
             out.push(Sample {
                 metric: "vmvpn_lan_drops_total",
@@ -227,16 +235,16 @@ pub fn samples(
         out.push(Sample {
             metric: "vmvpn_lan_mac_moves_total",
             labels: vec![lan()],
-            value: l.mac_stats.moves as f64,
+            value: l.mac_moves as f64,
         });
         out.push(Sample {
             metric: "vmvpn_lan_tcp_syn_total",
             labels: vec![lan()],
-            value: l.flow_table.tcp_syn_total as f64,
+            value: l.tcp_syn_total as f64,
         });
     }
     windows.retain(&seen);
-    for t in traffic {
+    for t in &f.traffic {
         for vm in t.vms.iter().filter(|v| v.location == VmLocation::Local) {
             let labels = vec![("lan", t.lan.clone()), ("mac", fmt_mac(&vm.mac))];
             out.push(Sample {
@@ -299,43 +307,61 @@ mod tests {
 
     #[test]
     fn every_name_a_rule_may_use_is_produced_and_nothing_else() {
-        use crate::status::{LanStatus, PeerStatus};
-        let mut peer = PeerStatus {
-            address: "10.0.0.2:7401".into(),
+        use crate::engine::LanId;
+        use crate::engine::figures::{LanFigures, PeerFigures, ShortName};
+        let rtt = telemetry::rtt::RttSummary {
+            rtt_p50_us: Some(1),
+            rtt_p99_us: Some(2),
+            jitter_us: Some(1),
+            srtt_us: Some(1),
+            ..Default::default()
+        };
+        let peer = PeerFigures {
+            lan: LanId(0),
+            addr: "10.0.0.2:7401".parse().expect("addr"),
+            name: ShortName::new("h2"),
+            up: true,
+            down: false,
+            received: 1,
+            lost: 0,
+            loss_rx_ratio: 0.0,
+            loss_tx_ratio: 0.0,
+            rtt,
+            rates: telemetry::Rates::default(),
             tx_utilisation_ratio: Some(0.1),
             rx_utilisation_ratio: Some(0.1),
-            ..PeerStatus::default()
         };
-        peer.rtt.rtt_p50_us = Some(1);
-        peer.rtt.rtt_p99_us = Some(2);
-        peer.rtt.jitter_us = Some(1);
-        peer.rtt.srtt_us = Some(1);
-        let mut lan = LanStatus {
+        let mut lan = LanFigures {
             name: "lan1".into(),
-            peers: vec![peer],
-            ..LanStatus::default()
+            ..LanFigures::default()
         };
         lan.drops.bump(telemetry::DropReason::Replay);
-        let st = Status {
-            lans: vec![lan],
-            ..Status::default()
-        };
         let vm = telemetry::VmRow {
             location: VmLocation::Local,
             rates: Some(telemetry::Rates::default()),
             ..telemetry::VmRow::default()
         };
-        let traffic = vec![LanTraffic {
-            lan: "lan1".into(),
-            vms: vec![vm],
-            ..LanTraffic::default()
-        }];
+        let f = Figures {
+            lans: vec![lan],
+            peers: vec![peer],
+            traffic: vec![crate::status::LanTraffic {
+                lan: "lan1".into(),
+                vms: vec![vm],
+                ..Default::default()
+            }],
+        };
         let got: std::collections::BTreeSet<&str> =
-            samples(&st, &traffic, &mut Windows::default(), Instant::now())
+            samples(&f, &mut Windows::default(), Instant::now())
                 .iter()
                 .map(|s| s.metric)
                 .collect();
         let known: std::collections::BTreeSet<&str> = METRICS.iter().map(|(m, _)| *m).collect();
         assert_eq!(got, known);
+    }
+
+    #[test]
+    fn the_default_rules_need_no_vm_table() {
+        let n = needs(&super::super::rules::defaults());
+        assert!(n.peers && !n.vms, "{n:?}");
     }
 }

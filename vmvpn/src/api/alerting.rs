@@ -1,4 +1,5 @@
-//! The daemon's alarm task: every [`EVAL_EVERY`] it takes a snapshot from the data plane,
+//! The daemon's alarm task: every [`EVAL_EVERY`] it takes the figures its rules read from
+//! the data plane (`engine::figures`: a light snapshot into buffers it hands back),
 //! evaluates the rules on it (`alarms::eval`, sans-IO), logs what fired and resolved, and
 //! keeps the alerts for `vmvpn alerts` and `/metrics`. SIGHUP reloads the rules file; a
 //! file with an error is refused (logged with file and line) and the running rules stay.
@@ -31,8 +32,10 @@ pub async fn run(
     notify: Option<mpsc::Sender<Vec<Notice>>>,
     mut stop: watch::Receiver<bool>,
 ) {
+    let mut needs = series::needs(&rules);
     let mut ev = Evaluator::new(rules);
     let mut windows = series::Windows::default();
+    let mut figures = Box::<crate::engine::figures::Figures>::default();
     let mut tick = tokio::time::interval(EVAL_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut hup = match signal(SignalKind::hangup()) {
@@ -50,13 +53,21 @@ pub async fn run(
                     Some(h) => h.recv().await,
                     None => std::future::pending().await,
                 }
-            } => reload(&mut ev, file.as_ref()),
+            } => {
+                reload(&mut ev, file.as_ref());
+                needs = series::needs(ev.rules());
+            }
             _ = tick.tick() => {
-                let Some((status, extra)) = dp.call(Request::Scrape).await else {
+                let into = std::mem::take(&mut figures);
+                let Some(got) = dp
+                    .call(|reply| Request::AlarmFigures { needs, into, reply })
+                    .await
+                else {
                     return;
                 };
+                figures = got;
                 let now = Instant::now();
-                let samples = series::samples(&status, &extra.traffic, &mut windows, now);
+                let samples = series::samples(&figures, &mut windows, now);
                 let notices = ev.handle_snapshot(&samples, now);
                 for n in &notices {
                     log(n);

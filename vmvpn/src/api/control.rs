@@ -7,10 +7,13 @@
 //! Answers: `{"ok": …}` or `{"error": "…"}`.
 //!
 //! Bounded, so that no local client can starve the daemon or the other clients: at most
-//! [`MAX_CLIENTS`] connections are served at once (more get `busy` at once and are closed,
-//! so silent connections never pile up to the file limit), a request line must arrive
-//! within [`READ_TIMEOUT`], at most [`MAX_WORKERS`] requests ask the data plane at a time,
-//! and an answer larger than [`MAX_ANSWER`] becomes an error that says how to narrow it.
+//! [`MAX_CLIENTS`] connections are served at once; when all are taken, the oldest one that
+//! has not sent its request line is closed for the newcomer (so idle connections never
+//! make `vmvpn status` wait), and only when every one of them is being answered does a
+//! newcomer get `busy` at once (silent connections never pile up to the file limit). A
+//! request line must arrive within [`READ_TIMEOUT`], at most [`MAX_WORKERS`] requests ask
+//! the data plane at a time, and an answer larger than [`MAX_ANSWER`] becomes an error
+//! that says how to narrow it.
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::PermissionsExt;
@@ -21,12 +24,14 @@ use std::time::Duration;
 use serde::de::{DeserializeOwned, IgnoredAny};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use thiserror::Error;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader as TokioBufReader};
 use tokio::net::UnixListener;
 use tokio::sync::Semaphore;
 use tracing::{debug, warn};
+
+use bulletin::http::{Admit, Slots};
 
 use crate::api::alerting::SharedAlerts;
 use crate::io::dataplane::{Handle, Request};
@@ -147,7 +152,8 @@ pub struct Views {
 
 /// Serve the control socket until the task is dropped.
 pub async fn serve(listener: UnixListener, dp: Handle, views: Views) {
-    let clients = Arc::new(Semaphore::new(MAX_CLIENTS));
+    // One key for every client (a Unix socket has no source address): no share per key.
+    let slots = Arc::new(Mutex::new(Slots::<()>::new(MAX_CLIENTS, usize::MAX)));
     let workers = Arc::new(Semaphore::new(MAX_WORKERS));
     loop {
         let mut stream = match listener.accept().await {
@@ -158,36 +164,72 @@ pub async fn serve(listener: UnixListener, dp: Handle, views: Views) {
                 continue;
             }
         };
-        let Ok(client) = clients.clone().try_acquire_owned() else {
-            // Answer at once and close: a flood of idle connections costs no descriptors.
-            let busy = format!(
-                "{{\"error\":\"{BUSY} {MAX_CLIENTS} clients are being served; try again\"}}\n"
-            );
-            let _ =
-                tokio::time::timeout(Duration::from_millis(50), stream.write_all(busy.as_bytes()))
-                    .await;
-            continue;
+        let verdict = lock(&slots).admit(());
+        let (id, evict) = match verdict {
+            Admit::Yes { id, evict, evicted } => {
+                if evicted {
+                    debug!("control socket full: the oldest client without a request was closed");
+                }
+                (id, evict)
+            }
+            Admit::PerKey | Admit::Full => {
+                // Answer at once and close: a flood of connections costs no descriptors.
+                let busy = format!(
+                    "{{\"error\":\"{BUSY} {MAX_CLIENTS} clients are being served; try again\"}}\n"
+                );
+                let _ = tokio::time::timeout(
+                    Duration::from_millis(50),
+                    stream.write_all(busy.as_bytes()),
+                )
+                .await;
+                continue;
+            }
+        };
+        let slot = Slot {
+            slots: slots.clone(),
+            id,
         };
         let dp = dp.clone();
         let views = views.clone();
         let workers = workers.clone();
         tokio::spawn(async move {
-            let _client = client;
             let (r, mut w) = stream.into_split();
             let mut line = String::new();
             let mut reader = TokioBufReader::new(r.take(MAX_REQUEST));
-            match tokio::time::timeout(READ_TIMEOUT, reader.read_line(&mut line)).await {
-                Ok(Ok(_)) => {}
-                Ok(Err(_)) => return,
-                Err(_) => {
-                    debug!("control client sent no request in time: closing");
-                    return;
-                }
+            let read = tokio::time::timeout(READ_TIMEOUT, reader.read_line(&mut line));
+            tokio::select! {
+                _ = evict.notified() => return,
+                r = read => match r {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(_)) => return,
+                    Err(_) => {
+                        debug!("control client sent no request in time: closing");
+                        return;
+                    }
+                },
             }
+            lock(&slot.slots).started(slot.id);
             let out = answer_line(&line, &dp, &views, &workers).await;
             let _ = tokio::time::timeout(READ_TIMEOUT, w.write_all(out.as_bytes())).await;
         });
     }
+}
+
+/// A client's slot, given back when its task ends.
+struct Slot {
+    slots: Arc<Mutex<Slots<()>>>,
+    id: u64,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        lock(&self.slots).release(self.id);
+    }
+}
+
+/// The table's lock; its updates are a few plain assignments, so a poisoned one is whole.
+fn lock(s: &Mutex<Slots<()>>) -> std::sync::MutexGuard<'_, Slots<()>> {
+    s.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// The answer to one request line, as one line of JSON within [`MAX_ANSWER`].

@@ -31,6 +31,7 @@ pub mod sampling;
 mod beacons;
 mod datapath;
 mod events;
+pub mod figures;
 mod handshake;
 mod ids;
 mod lan;

@@ -58,6 +58,16 @@ pub enum Request {
     },
     /// Everything `GET /metrics` shows.
     Scrape(tokio::sync::oneshot::Sender<(Status, MetricsExtra)>),
+    /// The figures the alarm rules read, into the buffers handed over (see
+    /// `engine::figures`): what the alarm task asks once a second.
+    AlarmFigures {
+        /// Which figures.
+        needs: crate::engine::figures::FigureNeeds,
+        /// The last answer's buffers, filled anew.
+        into: Box<crate::engine::figures::Figures>,
+        /// The filled ones.
+        reply: tokio::sync::oneshot::Sender<Box<crate::engine::figures::Figures>>,
+    },
     /// Swap the exporter's empty buffers for the sFlow samples and flow records made
     /// since the last time (`records` one per LAN; fewer are filled up). With `flush`,
     /// every flow ends with a record first (at shutdown).
@@ -635,6 +645,14 @@ impl DataPlane {
                         alerts: Vec::new(),
                     };
                     let _ = reply.send((self.status(now), extra));
+                }
+                Request::AlarmFigures {
+                    needs,
+                    mut into,
+                    reply,
+                } => {
+                    self.engine.alarm_figures(needs, now, &mut into);
+                    let _ = reply.send(into);
                 }
                 Request::Traffic { lan, top, reply } => {
                     let res = self
