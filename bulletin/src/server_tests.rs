@@ -123,6 +123,24 @@ fn register(
     }
 }
 
+/// A heartbeat on a registered host's connection is answered within 2 s (events that
+/// waited before the answer are skipped).
+async fn heartbeat_is_answered(tx: &mut crate::client::SessionTx, rx: &mut SessionRx) {
+    tx.send(&crate::proto::ClientMsg::Heartbeat)
+        .await
+        .expect("hb");
+    loop {
+        match tokio::time::timeout(Duration::from_secs(2), rx.recv())
+            .await
+            .expect("ack in time")
+            .expect("recv")
+        {
+            ServerMsg::Ack { .. } => break,
+            _ => continue,
+        }
+    }
+}
+
 /// Connect and register host `id`; returns the receive half after its snapshots.
 async fn join(
     h: &Harness,
@@ -617,19 +635,7 @@ async fn a_pipelined_query_flood_stays_within_the_outbox() {
     assert!(most <= OUTBOX_BYTES + 64 * 1024, "queued {most} bytes");
     // Registered hosts are still served during the flood.
     let (t1, r1, _) = &mut keep[0];
-    t1.send(&crate::proto::ClientMsg::Heartbeat)
-        .await
-        .expect("hb");
-    loop {
-        match tokio::time::timeout(Duration::from_secs(2), r1.recv())
-            .await
-            .expect("ack in time")
-            .expect("recv")
-        {
-            ServerMsg::Ack { .. } => break,
-            _ => continue,
-        }
-    }
+    heartbeat_is_answered(t1, r1).await;
     // When the flooder leaves, what it queued is freed.
     tx.close();
     drop(rx);
@@ -802,18 +808,6 @@ async fn over_the_memory_budget_the_most_backlogged_connection_is_shed_and_hosts
     // The hosts, which read nothing during this test either but have little waiting,
     // are still served.
     let (t1, r1, _) = &mut keep[0];
-    t1.send(&crate::proto::ClientMsg::Heartbeat)
-        .await
-        .expect("hb");
-    loop {
-        match tokio::time::timeout(Duration::from_secs(2), r1.recv())
-            .await
-            .expect("ack in time")
-            .expect("recv")
-        {
-            ServerMsg::Ack { .. } => break,
-            _ => continue,
-        }
-    }
+    heartbeat_is_answered(t1, r1).await;
     assert_eq!(h.server.host_count(), 300);
 }

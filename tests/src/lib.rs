@@ -618,17 +618,7 @@ impl Lab {
                         "off",
                     ]);
                 }
-                addr_up(&ns, "u0", &format!("{ip}/24"));
-                run(&[
-                    "ip",
-                    "-n",
-                    &ns,
-                    "route",
-                    "add",
-                    "default",
-                    "via",
-                    &format!("10.77.{s}.254"),
-                ]);
+                underlay_up(&ns, &format!("{ip}/24"), s);
                 let socket = self.dir.join(format!("{h}.sock"));
                 let config = self.dir.join(format!("{h}.toml"));
                 let log = self.dir.join(format!("{h}.log"));
@@ -1406,17 +1396,7 @@ impl Lab {
             &br,
             "up",
         ]);
-        addr_up(&ns, "u0", &format!("10.77.{subnet}.{octet}/24"));
-        run(&[
-            "ip",
-            "-n",
-            &ns,
-            "route",
-            "add",
-            "default",
-            "via",
-            &format!("10.77.{subnet}.254"),
-        ]);
+        underlay_up(&ns, &format!("10.77.{subnet}.{octet}/24"), subnet);
         ns
     }
 
@@ -1575,6 +1555,22 @@ fn terminate(child: &mut Child, within: Duration) -> Option<ExitStatus> {
 fn addr_up(ns: &str, dev: &str, cidr: &str) {
     run(&["ip", "-n", ns, "addr", "add", cidr, "dev", dev]);
     run(&["ip", "-n", ns, "link", "set", dev, "up"]);
+}
+
+/// Address a namespace's underlay port `u0` on physical subnet `subnet`, routed through
+/// the router's `10.77.<subnet>.254`.
+fn underlay_up(ns: &str, cidr: &str, subnet: u8) {
+    addr_up(ns, "u0", cidr);
+    run(&[
+        "ip",
+        "-n",
+        ns,
+        "route",
+        "add",
+        "default",
+        "via",
+        &format!("10.77.{subnet}.254"),
+    ]);
 }
 
 /// Start `bin args…` in namespace `ns`, logging to `log`; the PID is the program's own

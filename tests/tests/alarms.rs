@@ -328,47 +328,14 @@ struct Alertmanager(Child);
 
 impl Alertmanager {
     fn start(lab: &Lab, ns: &str, dir: &std::path::Path, port: u16) -> Self {
-        let cfg = dir.join("alertmanager.yml");
-        std::fs::write(
-            &cfg,
-            "route:\n  receiver: 'null'\nreceivers:\n  - name: 'null'\n",
-        )
-        .expect("alertmanager config");
-        let log = std::fs::File::create(dir.join("alertmanager.log")).expect("log");
-        let c = Command::new("ip")
-            .args(["netns", "exec", ns, "prometheus-alertmanager"])
-            .arg(format!("--config.file={}", cfg.display()))
-            .arg(format!("--storage.path={}", dir.join("am-data").display()))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .arg("--cluster.listen-address=")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("prometheus-alertmanager is missing: run scripts/deps.sh");
-        let am = Alertmanager(c);
-        let t0 = Instant::now();
-        while get_json(lab, ns, port, "/api/v2/status").is_none() {
-            assert!(
-                t0.elapsed() < Duration::from_secs(20),
-                "alertmanager not ready: {}",
-                std::fs::read_to_string(dir.join("alertmanager.log")).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
-        am
+        Self::spawn(ns, dir, port, None, || {
+            get_json(lab, ns, port, "/api/v2/status").is_some()
+        })
     }
-}
 
-impl Alertmanager {
     /// The same over HTTPS with `dir`'s cert.pem and key.pem (see [`make_certs`]); ready
     /// once its API answers curl checking the test CA.
     fn start_tls(lab: &Lab, ns: &str, dir: &std::path::Path, port: u16) -> Self {
-        let cfg = dir.join("alertmanager.yml");
-        std::fs::write(
-            &cfg,
-            "route:\n  receiver: 'null'\nreceivers:\n  - name: 'null'\n",
-        )
-        .expect("alertmanager config");
         let web = dir.join("am-web.yml");
         std::fs::write(
             &web,
@@ -379,11 +346,29 @@ impl Alertmanager {
             ),
         )
         .expect("alertmanager web config");
+        Self::spawn(ns, dir, port, Some(&web), || {
+            am_tls_alerts(lab, ns, dir, port).is_some()
+        })
+    }
+
+    fn spawn(
+        ns: &str,
+        dir: &std::path::Path,
+        port: u16,
+        web: Option<&std::path::Path>,
+        ready: impl Fn() -> bool,
+    ) -> Self {
+        let cfg = dir.join("alertmanager.yml");
+        std::fs::write(
+            &cfg,
+            "route:\n  receiver: 'null'\nreceivers:\n  - name: 'null'\n",
+        )
+        .expect("alertmanager config");
         let log = std::fs::File::create(dir.join("alertmanager.log")).expect("log");
         let c = Command::new("ip")
             .args(["netns", "exec", ns, "prometheus-alertmanager"])
             .arg(format!("--config.file={}", cfg.display()))
-            .arg(format!("--web.config.file={}", web.display()))
+            .args(web.map(|w| format!("--web.config.file={}", w.display())))
             .arg(format!("--storage.path={}", dir.join("am-data").display()))
             .arg(format!("--web.listen-address=127.0.0.1:{port}"))
             .arg("--cluster.listen-address=")
@@ -393,10 +378,10 @@ impl Alertmanager {
             .expect("prometheus-alertmanager is missing: run scripts/deps.sh");
         let am = Alertmanager(c);
         let t0 = Instant::now();
-        while am_tls_alerts(lab, ns, dir, port).is_none() {
+        while !ready() {
             assert!(
                 t0.elapsed() < Duration::from_secs(20),
-                "alertmanager (TLS) not ready: {}",
+                "alertmanager not ready: {}",
                 std::fs::read_to_string(dir.join("alertmanager.log")).unwrap_or_default()
             );
             std::thread::sleep(Duration::from_millis(200));

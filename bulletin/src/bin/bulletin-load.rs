@@ -118,9 +118,10 @@ fn start_server(
     let dir = std::env::temp_dir().join(format!("bulletin-load-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)?;
-    // Every simulated host comes from 127.0.0.1: lift the per-address limit.
     let mut cfg = format!(
-        "lease_ttl_s = {}\nheartbeat_s = {}\nmax_connections = 1000000\nmax_connections_per_ip = 1000000\n",
+        // Every simulated host comes from 127.0.0.1: lift the per-address caps (the
+        // unauthenticated one is 16 by default, and registrations run 64 at a time).
+        "lease_ttl_s = {}\nheartbeat_s = {}\nmax_connections = 1000000\nmax_connections_per_ip = 1000000\nmax_unauthenticated_per_ip = 1000000\n",
         args.ttl_s, args.heartbeat_s
     );
     for l in 0..lans {
