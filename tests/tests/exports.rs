@@ -99,6 +99,7 @@ fn pmacct_config(dir: &Path, kind: &str, port: u16, aggregate: &str) -> PathBuf 
              {renorm}plugins: print\naggregate: {aggregate}\nprint_output: csv\n\
              print_output_file: {}\nprint_output_file_append: true\nprint_refresh_time: 1\n",
             out.display(),
+            // The collector keeps its default socket buffer: the agent's bursts must fit.
             renorm = if kind == "sfacctd" {
                 "sfacctd_renormalize: true\n"
             } else {
@@ -210,7 +211,23 @@ fn sflow_and_ipfix_are_decoded_by_tshark_and_accounted_by_pmacct() {
         &["ping", "-6", "-n", "-q", "-c", "3", "-i", "0.2", &ip6],
     );
     assert!(ping6.status.success(), "ping -6: {ping6:?}");
+    let udp_drops = |lab: &Lab| -> u64 {
+        let o = lab.exec(lab.router_ns(), &["cat", "/proc/net/snmp"]);
+        let t = String::from_utf8_lossy(&o.stdout).into_owned();
+        let rows: Vec<&str> = t.lines().filter(|l| l.starts_with("Udp:")).collect();
+        rows.get(1)
+            .and_then(|v| v.split_whitespace().nth(5))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    };
+    let drops0 = udp_drops(&lab);
     let iperf = lab.iperf3(&a, &b, &["-n", "400M"]);
+    let collector_drops = udp_drops(&lab) - drops0;
+    eprintln!("collectors' namespace: {collector_drops} UDP datagrams dropped for want of buffer");
+    assert_eq!(
+        collector_drops, 0,
+        "the collectors' sockets overflowed: the agents send in bursts too large"
+    );
     let sent = iperf["end"]["sum_sent"]["bytes"]
         .as_u64()
         .expect("iperf3 bytes");
