@@ -1640,6 +1640,23 @@ impl Drop for Lab {
     }
 }
 
+/// The demo's lab: h1 and h2 in 10.77.1.0/24, h3 behind the router in 10.77.2.0/24, a
+/// bulletin, two VMs each on `lan1` (`net`.0/24), reports every second; returned once
+/// every host has its two tunnels.
+pub fn demo_lab(tag: &str, net: [u8; 3]) -> Lab {
+    let lab = Lab::builder(tag)
+        .subnet(&["h1", "h2"])
+        .subnet(&["h3"])
+        .lan("lan1", net, &["h1", "h2", "h3"], 2)
+        .bulletin(30, 10)
+        .telemetry("report_interval_s = 1\n")
+        .start();
+    for h in ["h1", "h2", "h3"] {
+        lab.wait_tunnels(h, "lan1", 2, Duration::from_secs(10));
+    }
+    lab
+}
+
 /// The demo's traffic on the demo's lab (h1, h2 and h3 with VMs on `lan1`): every VM pings every other once,
 /// then a full-speed iperf3 TCP stream (8 s) from a VM of h1 to one of h3. Pings that fail
 /// are counted.

@@ -808,16 +808,7 @@ fn alarm_email_goes_over_starttls_and_alertmanager_over_https_with_an_internal_c
 fn the_default_rules_stay_quiet_through_the_demos_traffic_and_a_quiet_minute() {
     // The demo's lab and traffic (every VM pings every other, a full-speed iperf3), then a
     // minute of a few pings: no default rule may go pending, let alone fire.
-    let lab = Lab::builder("quiet")
-        .subnet(&["h1", "h2"])
-        .subnet(&["h3"])
-        .lan("lan1", [192, 168, 79], &["h1", "h2", "h3"], 2)
-        .bulletin(30, 10)
-        .telemetry("report_interval_s = 1\n")
-        .start();
-    for h in ["h1", "h2", "h3"] {
-        lab.wait_tunnels(h, "lan1", 2, Duration::from_secs(10));
-    }
+    let lab = vmvpn_tests::demo_lab("quiet", [192, 168, 79]);
     let stop = std::sync::atomic::AtomicBool::new(false);
     let (seen, failed) = std::thread::scope(|s| {
         let watch = s.spawn(|| lab.watch_alerts(&["h1", "h2", "h3"], &stop));

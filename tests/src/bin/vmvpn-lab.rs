@@ -34,17 +34,7 @@ const USAGE: &str =
 Needs root (network namespaces, TAP devices). Set VMVPN_LAB_KEEP=1 to keep logs.";
 
 fn build() -> Lab {
-    let lab = Lab::builder("lab")
-        .subnet(&["h1", "h2"])
-        .subnet(&["h3"])
-        .lan("lan1", [192, 168, 100], &["h1", "h2", "h3"], 2)
-        .bulletin(30, 10)
-        .telemetry("report_interval_s = 1\n")
-        .start();
-    for h in ["h1", "h2", "h3"] {
-        lab.wait_tunnels(h, "lan1", 2, Duration::from_secs(10));
-    }
-    lab
+    vmvpn_tests::demo_lab("lab", [192, 168, 100])
 }
 
 fn cli(lab: &Lab, h: &str, args: &[&str]) -> String {
