@@ -88,6 +88,12 @@ pub struct VmRow {
     /// Frames it sent that the overlay could not carry (no route, no session, too large).
     #[serde(default)]
     pub tx_drops_total: u64,
+    /// Its name, from libvirt (`[libvirt]` in vmvpn's config); null when unknown.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Its libvirt domain UUID; null when unknown.
+    #[serde(default)]
+    pub uuid: Option<String>,
 }
 
 /// One cell of the VM matrix.
@@ -284,6 +290,8 @@ impl VmTable {
                 hurst: e.series.as_ref().and_then(|s| s.hurst()),
                 tcp_syn_total: e.tcp_syn,
                 tx_drops_total: e.tx_drops,
+                name: None,
+                uuid: None,
             })
             .collect();
         v.sort_by_key(|r| std::cmp::Reverse(r.tx_bytes + r.rx_bytes));

@@ -8,12 +8,14 @@
 //!  api/         control socket, /metrics, the host's dashboard
 //!  membership/  bulletin client around a sans-IO reconciler; traffic reports
 //!  export/      sFlow, IPFIX and Redis exporters beside the data plane
+//!  libvirt/     VM names: virsh's domain XML, a MAC -> name map for the views
 //!  io/          data-plane thread, TAP, netdev, UDP, GSO batches
-//!  config       the host config file
+//!  config/      the host config file, a file per section
 //!  alarms/      rules, their evaluation and each alert's life (sans-IO)
 //!  engine/      sans-IO core: data path, handshake, beacons, probes, timers, MACs, PMTU
 //!  proto/       wire format: header, hello, probe, beacon, fragments, ciphers, replay
 //!  offload/     TSO split, GRO merge, checksums (pure byte work)
+//!  aqm/         CoDel on the receive queue; which frame carries the signal (pure)
 //!  status       the typed status contract: pure data, read by every layer
 //! ```
 //!
@@ -22,10 +24,12 @@
 
 pub mod alarms;
 pub mod api;
+pub mod aqm;
 pub mod config;
 pub mod engine;
 pub mod export;
 pub mod io;
+pub mod libvirt;
 pub mod membership;
 pub mod offload;
 pub mod proto;
@@ -34,15 +38,17 @@ pub mod status;
 #[cfg(test)]
 mod layers {
     /// Each layer's rank, lowest first (layers of one rank do not import each other).
-    const RANKS: [(&str, u8); 11] = [
+    const RANKS: [(&str, u8); 13] = [
         ("status", 0),
         ("proto", 1),
+        ("aqm", 1),
         ("offload", 1),
         ("engine", 2),
         ("alarms", 3),
         ("config", 4),
         ("io", 5),
         ("membership", 6),
+        ("libvirt", 6),
         ("export", 6),
         ("api", 7),
         ("cli", 8),

@@ -109,6 +109,17 @@ enum Command {
     ///
     /// Example: vmvpn keygen > /etc/vmvpn/lan1.key && chmod 600 /etc/vmvpn/lan1.key
     Keygen,
+    /// Print a shell completion script.
+    ///
+    /// Example: vmvpn completions bash > /usr/share/bash-completion/completions/vmvpn
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff), generated from this help.
+    ///
+    /// Example: vmvpn man > /usr/share/man/man1/vmvpn.1
+    Man,
     /// Print a LAN's verifier, for the bulletin's config (`[[lan]] verifier = "…"`).
     ///
     /// The bulletin checks with it that hosts hold the LAN secret; nothing derived from the
@@ -254,6 +265,12 @@ fn run(cli: Cli) -> Result<()> {
             interval,
             json,
         ),
+        Command::Completions { shell } => {
+            bulletin::process::print_completions(<Cli as clap::CommandFactory>::command(), shell);
+            Ok(())
+        }
+        Command::Man => bulletin::process::print_man(<Cli as clap::CommandFactory>::command())
+            .context("writing the man page"),
         Command::Keygen => {
             println!(
                 "{}",

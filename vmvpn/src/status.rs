@@ -25,11 +25,39 @@ pub struct Status {
     pub bulletin: Option<BulletinStatus>,
     /// TAP offloads and UDP GSO.
     pub offload: OffloadStats,
+    /// The receive queue and its CoDel.
+    #[serde(default)]
+    pub queue: QueueStats,
     /// Frames put back together from overlay fragments (all LANs), and why some were not.
     pub reassembly: ReassemblyStats,
     /// The standard exports (`[export]`); each null when not configured.
     #[serde(default)]
     pub export: ExportStatus,
+    /// VM names from libvirt (`[libvirt]`); null when not configured.
+    #[serde(default)]
+    pub libvirt: Option<LibvirtStatus>,
+}
+
+/// Reading VM names from libvirt.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct LibvirtStatus {
+    /// The connection URI.
+    pub uri: String,
+    /// Domains found at the last good refresh.
+    pub domains: usize,
+    /// MACs they hold.
+    pub macs: usize,
+    /// Seconds since the last good refresh (null: none yet).
+    pub refreshed_ago_s: Option<u64>,
+    /// Good refreshes.
+    pub refreshes_total: u64,
+    /// Failed ones.
+    pub errors_total: u64,
+    /// Why the last one failed (null once one works).
+    pub last_error: Option<String>,
+    /// Limits naming a VM (`vm = "…"`) that libvirt does not know: not applied until it does.
+    #[serde(default)]
+    pub unresolved_limits: Vec<String>,
 }
 
 /// The standard exports at work.
@@ -124,6 +152,22 @@ pub struct OffloadStats {
     pub gso_datagrams_total: u64,
 }
 
+/// The data-plane socket's receive queue, kept short by CoDel: when datagrams wait in it
+/// over 5 ms for 100 ms, bulk frames are marked CE (ECN-capable flows) or dropped.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct QueueStats {
+    /// How long the last batch read had waited in the kernel's receive queue.
+    pub rx_sojourn_ms: f64,
+    /// The longest such wait in the last full second.
+    pub rx_sojourn_max_ms: f64,
+    /// CoDel is dropping now (the queue stands over its target).
+    pub aqm_dropping: bool,
+    /// Bulk frames dropped to tell their senders to slow down.
+    pub aqm_drops_total: u64,
+    /// Bulk frames marked CE instead (their flows are ECN-capable).
+    pub aqm_marks_total: u64,
+}
+
 /// The bulletin connection.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct BulletinStatus {
@@ -192,6 +236,9 @@ pub struct LanStatus {
     pub fragments_sent_total: u64,
     /// The LAN's peers.
     pub peers: Vec<PeerStatus>,
+    /// Rate limits (`[[lan.limit]]`), the LAN's first.
+    #[serde(default)]
+    pub limits: Vec<LimitStatus>,
 }
 
 /// Flooding on one LAN.
@@ -247,6 +294,57 @@ pub struct FloodStats {
     /// Flooded frames that arrived twice and were dropped the second time.
     #[serde(rename = "duplicates_suppressed_total")]
     pub duplicates_suppressed: u64,
+}
+
+/// A rate limit of a LAN (`[[lan.limit]]`) and what it did.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LimitStatus {
+    /// The VM's MAC; null: the limit of the whole LAN on this host.
+    pub mac: Option<String>,
+    /// The VM's libvirt name, when the limit named it (`vm = "…"`).
+    #[serde(default)]
+    pub vm: Option<String>,
+    /// What it covers: "in" (to the VM), "out" (from the VM) or "both".
+    pub direction: LimitDirection,
+    /// Bits per second.
+    pub rate_bps: u64,
+    /// Bytes a burst may go over the rate.
+    pub burst_bytes: u64,
+    /// What it let through to the VM and dropped (null when it does not cover "in").
+    pub rx: Option<LimitCounters>,
+    /// What it let through from the VM and dropped (null when it does not cover "out").
+    pub tx: Option<LimitCounters>,
+    /// Milliseconds at the rate its shaping queue holds (null: it polices).
+    pub shape_ms: Option<u32>,
+    /// Frames that waited in the shaping queue before they left.
+    pub delayed_frames_total: u64,
+    /// Bytes waiting there now.
+    pub held_bytes: usize,
+}
+
+/// Which traffic of a VM (or LAN) a limit covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LimitDirection {
+    /// What the VM receives.
+    In,
+    /// What the VM sends.
+    Out,
+    /// Both, each with its own bucket of the same size.
+    Both,
+}
+
+/// What one direction of a limit let through and held back.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LimitCounters {
+    /// Frames let through.
+    pub passed_frames_total: u64,
+    /// Their bytes.
+    pub passed_bytes_total: u64,
+    /// Frames dropped for being over the rate.
+    pub dropped_frames_total: u64,
+    /// Their bytes.
+    pub dropped_bytes_total: u64,
 }
 
 /// One peer of one LAN.
@@ -335,6 +433,9 @@ pub struct LanTraffic {
     pub vm_table: VmTableStats,
     /// Flow table counters.
     pub flow_table: FlowStats,
+    /// Rate limits (`[[lan.limit]]`), the LAN's first.
+    #[serde(default)]
+    pub limits: Vec<LimitStatus>,
 }
 
 /// A tunnel's state.

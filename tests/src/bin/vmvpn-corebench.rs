@@ -1,6 +1,6 @@
 //! `vmvpn-corebench`: the forwarding core alone, without syscalls, so the cost per frame
 //! is known apart from the kernel: known unicast (seal on one engine, open on the other),
-//! with and without per-VM accounting; flooding to 10, 100 and 1000 peers; MAC lookups in
+//! with and without per-VM accounting, and with rate limits checked; flooding to 10, 100 and 1000 peers; MAC lookups in
 //! a 100 000-entry database; splitting a 64 KB TSO frame into segments and coalescing
 //! them back (the offload paths). Wall-clock figures on a shared machine; run it under
 //! `valgrind --tool=callgrind` for instruction counts that do not drift.
@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use vmvpn::engine::flood::FloodMode;
+use vmvpn::engine::limits::{Direction, LimitSpec};
 use vmvpn::engine::macdb::{Location, MacDb};
 use vmvpn::engine::{
     Accounting, Engine, HostIdentity, LanId, LanSpec, PeerId, RxAction, TapAction, Timers,
@@ -29,7 +30,38 @@ fn addr(i: usize) -> SocketAddr {
     SocketAddr::from(([10, (i >> 16) as u8, (i >> 8) as u8, i as u8], 7401))
 }
 
-fn engine(i: usize, peers: Vec<SocketAddr>, cipher: Cipher, flows: bool) -> Engine {
+/// Rate limits on 8 VMs (the two of the unicast runs among them, last) and on the LAN,
+/// each direction, at a rate never reached: what checking them costs.
+fn bench_limits() -> Vec<LimitSpec> {
+    let mut v: Vec<LimitSpec> = (10..16u8)
+        .chain([1, 2])
+        .map(|k| LimitSpec {
+            mac: Some([2, 0, 0, 0, 0, k]),
+            rate_bps: 1 << 50,
+            burst_bytes: 1 << 30,
+            direction: Direction::Both,
+            shape_ms: 0,
+            vm: None,
+        })
+        .collect();
+    v.push(LimitSpec {
+        mac: None,
+        rate_bps: 1 << 50,
+        burst_bytes: 1 << 30,
+        direction: Direction::Both,
+        shape_ms: 0,
+        vm: None,
+    });
+    v
+}
+
+fn engine_limited(
+    i: usize,
+    peers: Vec<SocketAddr>,
+    cipher: Cipher,
+    flows: bool,
+    limits: Vec<LimitSpec>,
+) -> Engine {
     let mut e = Engine::new(
         HostIdentity {
             id: 1000 + i as u32,
@@ -52,6 +84,7 @@ fn engine(i: usize, peers: Vec<SocketAddr>, cipher: Cipher, flows: bool) -> Engi
             flood: FloodMode::Unicast,
             group: None,
             cipher,
+            limits,
         }],
         Timers::default(),
     );
@@ -70,9 +103,21 @@ fn engine(i: usize, peers: Vec<SocketAddr>, cipher: Cipher, flows: bool) -> Engi
 /// Engine 0 with `n` peers, each peer an engine with engine 0 as its only peer; all
 /// handshakes done by passing datagrams in memory.
 fn star(n: usize, cipher: Cipher, flows: bool) -> Vec<Engine> {
-    let mut hosts = vec![engine(0, (1..=n).map(addr).collect(), cipher, flows)];
+    star_limited(n, cipher, flows, false)
+}
+
+/// [`star`], with [`bench_limits`] on every engine when `limited`.
+fn star_limited(n: usize, cipher: Cipher, flows: bool, limited: bool) -> Vec<Engine> {
+    let limits = || if limited { bench_limits() } else { Vec::new() };
+    let mut hosts = vec![engine_limited(
+        0,
+        (1..=n).map(addr).collect(),
+        cipher,
+        flows,
+        limits(),
+    )];
     for i in 1..=n {
-        hosts.push(engine(i, vec![addr(0)], cipher, false));
+        hosts.push(engine_limited(i, vec![addr(0)], cipher, false, limits()));
     }
     let index: HashMap<SocketAddr, usize> = (0..=n).map(|i| (addr(i), i)).collect();
     let mut now = Instant::now();
@@ -169,8 +214,15 @@ fn per_sec(n: u64, d: Duration) -> f64 {
 }
 
 /// Unicast: seal on host 0, open on host 1, `iters` frames of `payload` bytes.
-fn unicast(cipher: Cipher, flows: bool, exports: bool, payload: usize, iters: u64) -> Value {
-    let mut h = star(1, cipher, flows);
+fn unicast(
+    cipher: Cipher,
+    flows: bool,
+    exports: bool,
+    limited: bool,
+    payload: usize,
+    iters: u64,
+) -> Value {
+    let mut h = star_limited(1, cipher, flows, limited);
     if exports {
         // sFlow at 1 in 1000 and IPFIX records, on both ends (tx samples at e0, rx at e1).
         for e in &mut h {
@@ -190,6 +242,7 @@ fn unicast(cipher: Cipher, flows: bool, exports: bool, payload: usize, iters: u6
         TapAction::Flood { len, .. } => len,
         TapAction::Fragments { .. } => panic!("the learning frame is small"),
         TapAction::Drop(r) => panic!("learning frame dropped: {r:?}"),
+        TapAction::Limited => panic!("no limits here"),
     };
     let _ = e0.handle_datagram(addr(1), false, &mut buf[..n], now);
     let f = tcp_frame(1, 2, payload);
@@ -211,7 +264,8 @@ fn unicast(cipher: Cipher, flows: bool, exports: bool, payload: usize, iters: u6
     }
     assert_eq!(delivered, iters, "every frame must arrive");
     json!({
-        "cipher": cipher.name(), "accounting": flows, "exports": exports, "frame_bytes": f.len(),
+        "cipher": cipher.name(), "accounting": flows, "exports": exports, "limits": limited,
+        "frame_bytes": f.len(),
         "tx_ns_per_frame": sealed_t.as_nanos() as f64 / iters as f64,
         "rx_ns_per_frame": opened_t.as_nanos() as f64 / iters as f64,
         "tx_frames_per_s": per_sec(iters, sealed_t),
@@ -336,16 +390,24 @@ fn main() {
     let k = if quick { 1 } else { 10 };
     let out = args.get(1).filter(|a| !a.starts_with('-'));
     let mut uni = Vec::new();
-    for (cipher, flows, exports) in [
-        (Cipher::Aes256Gcm, true, false),
-        (Cipher::Aes256Gcm, false, false),
-        (Cipher::Aes256Gcm, true, true),
-        (Cipher::None, true, false),
-        (Cipher::None, false, false),
-        (Cipher::None, true, true),
+    for (cipher, flows, exports, limited) in [
+        (Cipher::Aes256Gcm, true, false, false),
+        (Cipher::Aes256Gcm, false, false, false),
+        (Cipher::Aes256Gcm, true, true, false),
+        (Cipher::None, true, false, false),
+        (Cipher::None, false, false, false),
+        (Cipher::None, true, true, false),
+        (Cipher::None, false, false, true),
     ] {
         for payload in [1400, 64] {
-            uni.push(unicast(cipher, flows, exports, payload, 20_000 * k));
+            uni.push(unicast(
+                cipher,
+                flows,
+                exports,
+                limited,
+                payload,
+                20_000 * k,
+            ));
         }
     }
     let floods: Vec<Value> = [10, 100, 1000]
@@ -367,9 +429,14 @@ fn main() {
             "| {} B | {} | {} | {:.0} | {:.0} | {:.1} |",
             u["frame_bytes"],
             u["cipher"].as_str().unwrap_or(""),
-            match (u["accounting"] == true, u["exports"] == true) {
-                (true, true) => "on + sFlow 1:1000 + IPFIX",
-                (true, false) => "on",
+            match (
+                u["accounting"] == true,
+                u["exports"] == true,
+                u["limits"] == true
+            ) {
+                (true, true, _) => "on + sFlow 1:1000 + IPFIX",
+                (true, false, _) => "on",
+                (false, _, true) => "off, 8 VM limits + a LAN limit",
                 _ => "off",
             },
             u["tx_ns_per_frame"].as_f64().unwrap_or(0.0),

@@ -472,7 +472,7 @@ mod tests {
         for t in 0..120u32 {
             let v = if t >= 60 { 0.2 } else { 0.01 };
             let samples = if t < 110 {
-                vec![peer("vmvpn_peer_rtt_p99_seconds", v)]
+                vec![peer("vmvpn_peer_srtt_seconds", v)]
             } else {
                 Vec::new()
             };
@@ -482,6 +482,51 @@ mod tests {
         }
         // 20x its baseline (190 ms more) from 60 s, for 30 s; the peer is removed at 110 s.
         assert_eq!(log, [(90, Transition::Fired), (110, Transition::Resolved)]);
+    }
+
+    #[test]
+    fn one_stalled_probe_does_not_hold_the_rtt_rule_for_minutes() {
+        // A 120 ms stall of one probe (a starved scheduler) on a 0.3 ms tunnel. The p99 of
+        // a 60-120 s window is that probe for minutes, which outlasts any `for`: the old
+        // rule on it fired 70 s later (once the window turned, p99 was that probe). The
+        // smoothed RTT forgets it within seconds: the high-RTT rule on it never goes
+        // pending, and the anomaly rule is pending for the two seconds srtt is off.
+        let old = "[[rule]]\nalert = \"Old\"\nexpr = \"vmvpn_peer_rtt_p99_seconds > 3 * baseline(vmvpn_peer_rtt_p99_seconds) + 0.05\"\nfor = \"30s\"\n";
+        let mut rules = rules::defaults();
+        rules.retain(|r| r.alert.starts_with("VmvpnPeerRtt"));
+        rules.extend(rules::parse(old, Path::new("old")).expect("old rule"));
+        let mut ev = Evaluator::new(rules);
+        let mut rtt = telemetry::RttEstimator::default();
+        let t0 = Instant::now();
+        let mut fired = Vec::new();
+        for t in 0..400u32 {
+            let ms = if t == 200 {
+                120.0
+            } else {
+                0.3 + f64::from(t % 3) * 0.01
+            };
+            rtt.record((ms * 1e6) as u64);
+            rtt.rotate(u64::from(t));
+            let s = rtt.summary();
+            let samples: Vec<Sample> = [
+                ("vmvpn_peer_srtt_seconds", s.srtt_us),
+                ("vmvpn_peer_rtt_p99_seconds", s.rtt_p99_us),
+            ]
+            .into_iter()
+            .filter_map(|(m, us)| us.map(|us| peer(m, us as f64 / 1e6)))
+            .collect();
+            for n in ev.handle_snapshot(&samples, t0 + S * t) {
+                if n.transition == Transition::Fired {
+                    fired.push((n.alert.alert.clone(), t));
+                }
+            }
+            let pending: Vec<_> = ev.alerts(t0 + S * t).into_iter().map(|a| a.alert).collect();
+            assert!(
+                !pending.iter().any(|a| a == "VmvpnPeerRttHigh"),
+                "at {t}: {pending:?}"
+            );
+        }
+        assert_eq!(fired, [("Old".to_string(), 270)], "only the old rule fires");
     }
 
     #[test]

@@ -48,10 +48,10 @@ annotations = { summary = "{{ $value }} of what {{ $labels.name }} sends on {{ $
 
 [[rule]]
 alert = "VmvpnPeerRttHigh"
-expr = "vmvpn_peer_rtt_p99_seconds > 3 * baseline(vmvpn_peer_rtt_p99_seconds) + 0.05"
+expr = "vmvpn_peer_srtt_seconds > 3 * baseline(vmvpn_peer_srtt_seconds) + 0.05"
 for = "30s"
 severity = "warning"
-annotations = { summary = "RTT p99 to {{ $labels.name }} on {{ $labels.lan }} is {{ $value }} s, over 3x its usual and 50 ms more" }
+annotations = { summary = "smoothed RTT to {{ $labels.name }} on {{ $labels.lan }} is {{ $value }} s, over 3x its usual and 50 ms more" }
 
 [[rule]]
 alert = "VmvpnPeerRttAnomaly"

@@ -148,6 +148,8 @@ pub struct Views {
     pub alerts: SharedAlerts,
     /// The exporters' counts.
     pub export: crate::export::SharedExport,
+    /// VM names from libvirt, when `[libvirt]` is set.
+    pub libvirt: Option<crate::libvirt::inventory::SharedInventory>,
 }
 
 /// Serve the control socket until the task is dropped.
@@ -302,6 +304,10 @@ async fn answer(req: ControlRequest, dp: &Handle, views: &Views) -> Value {
                 if let Ok(e) = views.export.lock() {
                     s.export = e.clone();
                 }
+                s.libvirt = views
+                    .libvirt
+                    .as_ref()
+                    .and_then(|i| i.lock().ok().map(|i| i.status(std::time::Instant::now())));
                 ok(s)
             }
             None => gone(),
@@ -313,7 +319,14 @@ async fn answer(req: ControlRequest, dp: &Handle, views: &Views) -> Value {
         },
         ControlRequest::Traffic { lan, top } => {
             match dp.call(|reply| Request::Traffic { lan, top, reply }).await {
-                Some(Ok(rows)) => ok(rows),
+                Some(Ok(mut rows)) => {
+                    if let Some(inv) = views.libvirt.as_ref().and_then(|i| i.lock().ok()) {
+                        for l in &mut rows {
+                            inv.label(&mut l.vms);
+                        }
+                    }
+                    ok(rows)
+                }
                 Some(Err(e)) => error(e),
                 None => gone(),
             }

@@ -6,8 +6,8 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use bulletin::proto::{HostAlerts, HostReport, Record};
-use bulletin::reports::StoredReport;
+use bulletin::proto::{HostAlerts, Record};
+use bulletin::reports::{SharedReport, StoredReport};
 use bulletin::web::global::{Global, Input, peer_name, subnet};
 use bulletin::web::history::History;
 use bulletin::web::view::{HostState, Overview, Scope};
@@ -102,11 +102,11 @@ impl Local {
             reports: report::build(&status.lans, traffic)
                 .into_iter()
                 .map(|r| StoredReport {
-                    host: HostReport {
+                    host: SharedReport {
                         host_id: me.id,
                         name: me.name.clone(),
                         age_ms: 0,
-                        report: r,
+                        report: std::sync::Arc::new(r),
                     },
                     interval_ms: Some(1000),
                     seq: self.seq,

@@ -42,6 +42,41 @@ const FAMILIES: [(&str, &str, &str); F::COUNT] = [
     ),
     ("vmvpn_lan_macs", "gauge", "MACs in the LAN's database."),
     (
+        "vmvpn_rx_queue_sojourn_seconds",
+        "gauge",
+        "How long the last datagrams read had waited in the data socket's receive queue.",
+    ),
+    (
+        "vmvpn_aqm_drops_total",
+        "counter",
+        "Bulk frames CoDel dropped to keep the receive queue short.",
+    ),
+    (
+        "vmvpn_limit_rate_bits_per_second",
+        "gauge",
+        "A rate limit's rate (vm=\"all\": the LAN's limit on this host).",
+    ),
+    (
+        "vmvpn_limit_passed_bytes_total",
+        "counter",
+        "Bytes a rate limit let through, by direction (in: to the VM).",
+    ),
+    (
+        "vmvpn_limit_dropped_bytes_total",
+        "counter",
+        "Bytes a rate limit dropped, by direction.",
+    ),
+    (
+        "vmvpn_limit_dropped_frames_total",
+        "counter",
+        "Frames a rate limit dropped, by direction.",
+    ),
+    (
+        "vmvpn_aqm_marks_total",
+        "counter",
+        "Bulk frames CoDel marked CE instead of dropping (ECN-capable flows).",
+    ),
+    (
         "vmvpn_lan_flood_frames_total",
         "counter",
         "Frames flooded from this host's TAP.",
@@ -209,6 +244,13 @@ enum F {
     HostDrops,
     LanDrops,
     Macs,
+    Sojourn,
+    AqmDrops,
+    LimRate,
+    LimPassBytes,
+    LimDropBytes,
+    LimDropFrames,
+    AqmMarks,
     Flood,
     PeerUp,
     TxPk,
@@ -247,7 +289,7 @@ enum F {
 }
 
 impl F {
-    const COUNT: usize = 39;
+    const COUNT: usize = 46;
 }
 
 /// Render a status snapshot as Prometheus text.
@@ -264,6 +306,10 @@ pub fn render(status: &Status, extra: &MetricsExtra) -> String {
         v
     };
     fam[F::Up as usize].push((String::new(), 1.0));
+    let q = &status.queue;
+    fam[F::Sojourn as usize].push((String::new(), q.rx_sojourn_ms / 1e3));
+    fam[F::AqmDrops as usize].push((String::new(), q.aqm_drops_total as f64));
+    fam[F::AqmMarks as usize].push((String::new(), q.aqm_marks_total as f64));
     for (reason, c) in by_name(&status.drops) {
         fam[F::HostDrops as usize].push((format!("reason=\"{}\"", esc(reason)), c as f64));
     }
@@ -273,6 +319,21 @@ pub fn render(status: &Status, extra: &MetricsExtra) -> String {
             fam[F::LanDrops as usize].push((format!("{lan},reason=\"{}\"", esc(reason)), c as f64));
         }
         fam[F::Macs as usize].push((lan.clone(), l.macs as f64));
+        for lim in &l.limits {
+            let vm = lim.mac.as_deref().unwrap_or("all");
+            fam[F::LimRate as usize].push((format!("{lan},vm=\"{vm}\""), lim.rate_bps as f64));
+            for (dir, c) in [("in", lim.rx), ("out", lim.tx)] {
+                let Some(c) = c else { continue };
+                let labels = format!("{lan},vm=\"{vm}\",direction=\"{dir}\"");
+                for (f, v) in [
+                    (F::LimPassBytes, c.passed_bytes_total),
+                    (F::LimDropBytes, c.dropped_bytes_total),
+                    (F::LimDropFrames, c.dropped_frames_total),
+                ] {
+                    fam[f as usize].push((labels.clone(), v as f64));
+                }
+            }
+        }
         let (vt, ft) = (&l.vm_table, &l.flow_table);
         for (i, x) in [
             (F::Vms, vt.vms as f64),
@@ -535,8 +596,10 @@ mod tests {
             drops: DropCounters::default(),
             lans: Vec::new(),
             bulletin: None,
+            libvirt: None,
             reassembly: Default::default(),
             offload: Default::default(),
+            queue: Default::default(),
             export: Default::default(),
         };
         let mut b = telemetry::RttBuckets::default();

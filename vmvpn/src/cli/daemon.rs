@@ -137,6 +137,7 @@ fn open(prep: Prepared) -> Result<Opened> {
             flood: lan.flood,
             group: cfg.multicast_group(i, lan_id(&lan.name.get_ref().0), *cfg.host.port.get_ref()),
             cipher: lan.cipher,
+            limits: lan.limit_specs(),
         });
         info!(
             lan = %lan.name.get_ref(),
@@ -347,6 +348,34 @@ fn supervise(o: Opened) -> Result<()> {
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let alarm_stop = stop_rx.clone();
         let exporters = vmvpn::export::start(&cfg, &handle, &alerts, &export, &stop_rx);
+        let libvirt = cfg.libvirt.as_ref().map(|l| {
+            use vmvpn::libvirt::inventory::{self, Inventory, Reader};
+            let inv = std::sync::Arc::new(std::sync::Mutex::new(Inventory::new(l.uri.get_ref())));
+            let reader = Reader {
+                virsh: l.virsh.clone(),
+                uri: l.uri.get_ref().clone(),
+            };
+            let every = Duration::from_secs(*l.refresh_s.get_ref());
+            let lans: Vec<inventory::LanLimits> = cfg
+                .lans
+                .iter()
+                .map(|lan| inventory::LanLimits {
+                    lan: lan.name.get_ref().0.clone(),
+                    by_mac: lan.limit_specs(),
+                    by_vm: lan.vm_limit_specs(),
+                })
+                .filter(|l| !l.by_vm.is_empty())
+                .collect();
+            let limits = (!lans.is_empty()).then(|| (handle.clone(), lans));
+            tokio::spawn(inventory::run(
+                reader,
+                every,
+                inv.clone(),
+                limits,
+                stop_rx.clone(),
+            ));
+            inv
+        });
         // Built inside the runtime: the QUIC endpoint registers with it.
         let (view, mut member) = match membership {
             Some((server, fingerprint, info)) => {
@@ -390,11 +419,21 @@ fn supervise(o: Opened) -> Result<()> {
                 bulletin: view,
                 alerts,
                 export,
+                libvirt,
             },
         ));
         info!(host = %cfg.host.name, id = format_args!("{host_id:#010x}"), %listen, socket = %sock.display(), "vmvpn up");
         let mut term = signal(SignalKind::terminate())?;
         let mut int = signal(SignalKind::interrupt())?;
+        // systemd (Type=notify): TAPs, data plane and control socket are up. Nothing is
+        // sent without NOTIFY_SOCKET.
+        let ready = format!("{} LANs, data port {listen}", cfg.lans.len());
+        if let Err(e) = sd_notify::notify(&[
+            sd_notify::NotifyState::Ready,
+            sd_notify::NotifyState::Status(&ready),
+        ]) {
+            warn!(error = %e, "cannot tell systemd the daemon is ready");
+        }
         let mut failure: Option<anyhow::Error> = None;
         tokio::select! {
             _ = term.recv() => info!("SIGTERM: shutting down"),
@@ -415,6 +454,7 @@ fn supervise(o: Opened) -> Result<()> {
                 });
             }
         }
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
         // Leave the bulletin first (peers are told at once), then stop forwarding.
         let _ = stop_tx.send(true);
         if let Some(m) = member {

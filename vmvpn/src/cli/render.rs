@@ -131,6 +131,30 @@ pub(crate) fn status(v: &Status) -> String {
         off.gso_sends_total,
         off.gso_datagrams_total
     );
+    if let Some(lv) = &v.libvirt {
+        let _ = writeln!(
+            o,
+            "libvirt {}: {} domains, {} MACs named{}{}",
+            lv.uri,
+            lv.domains,
+            lv.macs,
+            lv.refreshed_ago_s
+                .map_or(String::new(), |s| format!(", read {s}s ago")),
+            lv.last_error
+                .as_ref()
+                .map_or(String::new(), |e| format!("; last read failed: {e}"))
+        );
+    }
+    let q = &v.queue;
+    let _ = writeln!(
+        o,
+        "receive queue: last read waited {:.1} ms, at most {:.1} ms in the last second; CoDel {}, {} bulk frames dropped, {} marked CE",
+        q.rx_sojourn_ms,
+        q.rx_sojourn_max_ms,
+        if q.aqm_dropping { "dropping" } else { "idle" },
+        q.aqm_drops_total,
+        q.aqm_marks_total
+    );
     let re = &v.reassembly;
     let _ = writeln!(
         o,
@@ -261,9 +285,15 @@ pub(crate) fn vms(v: &[LanTraffic]) -> String {
             "LAN {}  {} VMs (evicted {})",
             l.lan, t.vms, t.vm_evictions_total
         );
+        let named = l.vms.iter().any(|r| r.name.is_some());
         let _ = writeln!(
             o,
-            "  {:<18} {:<26} {:<7} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>6} {:>9} {:>5}",
+            "  {}{:<18} {:<26} {:<7} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>6} {:>9} {:>5}",
+            if named {
+                format!("{:<16} ", "NAME")
+            } else {
+                String::new()
+            },
             "MAC",
             "IP",
             "WHERE",
@@ -280,7 +310,12 @@ pub(crate) fn vms(v: &[LanTraffic]) -> String {
         for r in &l.vms {
             let _ = writeln!(
                 o,
-                "  {:<18} {:<26} {:<7} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>5}s {:>9} {:>5}",
+                "  {}{:<18} {:<26} {:<7} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>5}s {:>9} {:>5}",
+                if named {
+                    format!("{:<16} ", r.name.as_deref().unwrap_or("-"))
+                } else {
+                    String::new()
+                },
                 fmt_mac(&r.mac),
                 opt(r.ip),
                 r.location.name(),
@@ -296,6 +331,34 @@ pub(crate) fn vms(v: &[LanTraffic]) -> String {
                     .map_or("-".into(), |p| format!("{p:.1}")),
                 r.hurst.map_or("-".into(), |h| format!("{h:.2}"))
             );
+        }
+        if !l.limits.is_empty() {
+            let _ = writeln!(
+                o,
+                "  Rate limits (policed: frames over the rate are dropped)"
+            );
+            let _ = writeln!(
+                o,
+                "    {:<18} {:<4} {:>9} {:>8} {:>10} {:>10} {:>10} {:>10}",
+                "VM", "DIR", "RATE", "BURST", "PASSED", "BYTES", "DROPPED", "BYTES"
+            );
+            for lim in &l.limits {
+                for (dir, c) in [("in", lim.rx), ("out", lim.tx)] {
+                    let Some(c) = c else { continue };
+                    let _ = writeln!(
+                        o,
+                        "    {:<18} {:<4} {:>9} {:>8} {:>10} {:>10} {:>10} {:>10}",
+                        lim.mac.as_deref().unwrap_or("(whole LAN)"),
+                        dir,
+                        rate(lim.rate_bps),
+                        human(lim.burst_bytes) + "B",
+                        human(c.passed_frames_total),
+                        human(c.passed_bytes_total) + "B",
+                        human(c.dropped_frames_total),
+                        human(c.dropped_bytes_total) + "B"
+                    );
+                }
+            }
         }
         if !l.pairs.is_empty() {
             let _ = writeln!(o, "  VM matrix (seen here; * counted at the source host)");

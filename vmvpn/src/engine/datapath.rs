@@ -10,6 +10,7 @@ use telemetry::{DropReason, inspect};
 
 use super::events::{Event, TunnelChange};
 use super::lan::Lan;
+use super::limits::Admit;
 use super::macdb::{Location, Mac, is_group};
 use super::reassembly::{self, FragDrop, Verdict};
 use super::sampling::{self, Sampler};
@@ -45,6 +46,17 @@ impl Engine {
             return TapAction::Drop(l.drop_at(None, DropReason::Oversize));
         }
         let (dst, src) = macs_of(&buf[HEADER_LEN..HEADER_LEN + ETHERNET_HEADER_LEN]);
+        match l
+            .limits
+            .admit_out(&src, &buf[HEADER_LEN..HEADER_LEN + len], now)
+        {
+            Admit::Pass => {}
+            Admit::Held => return TapAction::Limited,
+            Admit::Drop => {
+                l.vms.note_tx_drop(&src);
+                return TapAction::Limited;
+            }
+        }
         l.macs.learn(src, Location::Local, now);
         if self.accounting.flows
             && let Some(info) = inspect(&buf[HEADER_LEN..HEADER_LEN + len])
@@ -105,6 +117,26 @@ impl Engine {
                 now,
             ),
         }
+    }
+
+    /// A frame a shaping limit held back that may leave now: copied into `buf` where
+    /// [`Engine::handle_tap_frame`] takes it (`buf[HEADER_LEN..]`); its LAN and length.
+    /// Hand it to `handle_tap_frame` next, before any other frame.
+    pub fn poll_shaped(&mut self, buf: &mut [u8], now: Instant) -> Option<(LanId, usize)> {
+        let room = buf.len().checked_sub(TAG_LEN)?;
+        let out = buf.get_mut(HEADER_LEN..room)?;
+        self.lans
+            .iter_mut()
+            .enumerate()
+            .find_map(|(i, l)| l.limits.poll_release(out, now).map(|n| (LanId(i), n)))
+    }
+
+    /// When the next held frame may leave (None: none is held).
+    pub fn poll_shaped_timeout(&self) -> Option<Instant> {
+        self.lans
+            .iter()
+            .filter_map(|l| l.limits.poll_timeout())
+            .min()
     }
 
     /// Handle one datagram from the underlay, opened in place in `buf`. `multicast`: it was
@@ -318,6 +350,18 @@ impl Engine {
             ..
         } = self;
         let l = &mut lans[lan.index()];
+        let (dst, _) = macs_of(&buf[frame.clone()]);
+        if !l.limits.admit_in(&dst, n, now) {
+            // Over the limit here; a flood still goes on to this subnet as forwarder.
+            return if relay {
+                RxAction::Relay {
+                    lan,
+                    relay: self.relay(lan),
+                }
+            } else {
+                RxAction::Consumed
+            };
+        }
         if let Err(r) = deliver(
             l,
             pi,
@@ -387,16 +431,18 @@ impl Engine {
                     ..
                 } = self;
                 let l = &mut lans[lan.index()];
-                let ok = deliver(
-                    l,
-                    pi,
-                    reassembly.frame_mut(),
-                    accounting.flows,
-                    last_second.unwrap_or(0),
-                    *ipv6_underlay,
-                    now,
-                )
-                .is_ok();
+                let (dst, _) = macs_of(reassembly.frame_mut());
+                let ok = l.limits.admit_in(&dst, reassembly.frame_mut().len(), now)
+                    && deliver(
+                        l,
+                        pi,
+                        reassembly.frame_mut(),
+                        accounting.flows,
+                        last_second.unwrap_or(0),
+                        *ipv6_underlay,
+                        now,
+                    )
+                    .is_ok();
                 if ok {
                     sample_rx(sampler, l, lan, pi, reassembly.frame_mut());
                 }

@@ -9,6 +9,7 @@ use telemetry::{DropCounters, DropReason, FlowTable, VmTable};
 use super::LanSpec;
 use super::flood::{Member, Plan, Subnet, plan};
 use super::ids::PeerId;
+use super::limits::Limits;
 use super::macdb::MacDb;
 use super::peer::Peer;
 use crate::proto::crypto::{LanKeys, SealKey};
@@ -41,6 +42,8 @@ pub(crate) struct Lan {
     pub(crate) frags: FragCounters,
     /// sFlow's countdown, pool and sequence on this LAN.
     pub(crate) sampling: super::sampling::LanSampling,
+    /// Rate limits of its VMs and of the LAN.
+    pub(crate) limits: Limits,
 }
 
 /// Frames cut into fragments on one LAN.
@@ -61,6 +64,7 @@ impl Lan {
         let group_tx = SealKey::with_cipher(&keys.group_key(spec.id, host_id, public), spec.cipher);
         Lan {
             macs: MacDb::new(spec.mac_capacity, spec.mac_max_age),
+            limits: Limits::new(&spec.limits, spec.max_frame),
             spec,
             keys,
             group_tx,

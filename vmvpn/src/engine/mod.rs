@@ -22,6 +22,7 @@
 //! start, so no (key, nonce) pair repeats.
 
 pub mod flood;
+pub mod limits;
 pub mod macdb;
 pub mod mss;
 pub mod pmtu;
@@ -165,6 +166,8 @@ pub struct LanSpec {
     pub group: Option<SocketAddr>,
     /// How frames are protected.
     pub cipher: Cipher,
+    /// Rate limits of its VMs and of the whole LAN on this host.
+    pub limits: Vec<limits::LimitSpec>,
 }
 
 /// What to do with a frame read from a TAP.
@@ -199,6 +202,8 @@ pub enum TapAction<'a> {
     },
     /// Dropped (already counted).
     Drop(DropReason),
+    /// Over its VM's or LAN's rate limit: dropped, counted by the limit.
+    Limited,
 }
 
 /// A flood from another subnet that this host, as designated forwarder, passes on inside

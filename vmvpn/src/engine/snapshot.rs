@@ -106,6 +106,7 @@ impl Engine {
                         path_mtu_black_holes_total: p.path.mtu.black_holes,
                     })
                     .collect(),
+                limits: l.limits.status(),
             })
             .collect()
     }
@@ -155,6 +156,7 @@ impl Engine {
                 flows: l.flows.rows(now_s, top),
                 vm_table: l.vms.stats(),
                 flow_table: l.flows.stats(),
+                limits: l.limits.status(),
             })
             .collect()
     }

@@ -21,6 +21,7 @@ use tracing::{debug, error, warn};
 
 use crate::engine::{Engine, Event, LanId, PeerSource, PingSent, Relay, RxAction, TapAction};
 use crate::io::batch::GsoBatch;
+use crate::io::rxqueue::RxQueue;
 use crate::io::tap::TapDevice;
 use crate::io::udp::{BATCH, SLOT, Udp};
 use crate::offload::gro::Coalescer;
@@ -55,6 +56,15 @@ pub enum Request {
         reply: tokio::sync::oneshot::Sender<
             Result<(PingSent, tokio::sync::oneshot::Receiver<u64>), String>,
         >,
+    },
+    /// Put these limits in force on a LAN (unchanged ones keep their state).
+    SetLimits {
+        /// The LAN's name.
+        lan: String,
+        /// Every limit of the LAN, by MAC.
+        specs: Vec<crate::engine::limits::LimitSpec>,
+        /// Error if no such LAN.
+        reply: tokio::sync::oneshot::Sender<Result<(), String>>,
     },
     /// Everything `GET /metrics` shows.
     Scrape(tokio::sync::oneshot::Sender<(Status, MetricsExtra)>),
@@ -188,6 +198,8 @@ pub struct DataPlane {
     /// Received TCP segments on their way to an offload TAP, merged.
     gro: Coalescer,
     offload: OffloadStats,
+    /// CoDel over the socket's receive queue.
+    rxq: RxQueue,
     /// `vmvpn ping` probes waiting for their answer: id, when sent, where the RTT goes.
     pings: Vec<(u32, Instant, tokio::sync::oneshot::Sender<u64>)>,
     /// Ask for real-time scheduling when the thread starts.
@@ -258,6 +270,7 @@ impl DataPlane {
             batch: GsoBatch::new(max_gso),
             gro: Coalescer::new(),
             offload: OffloadStats::default(),
+            rxq: RxQueue::from_env(),
             exports_due,
         };
         Ok((dp, handle))
@@ -310,12 +323,15 @@ impl DataPlane {
             let timeout = if udp_pending || tap_pending.iter().any(|p| *p) {
                 Duration::ZERO
             } else {
-                self.engine
-                    .poll_timeout()
-                    .map_or(Duration::from_millis(200), |t| {
-                        t.saturating_duration_since(now)
-                    })
-                    .min(Duration::from_secs(1))
+                let shaped = self.engine.poll_shaped_timeout();
+                let next = match (self.engine.poll_timeout(), shaped) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+                next.map_or(Duration::from_millis(200), |t| {
+                    t.saturating_duration_since(now)
+                })
+                .min(Duration::from_secs(1))
             };
             if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
                 if e.kind() == io::ErrorKind::Interrupted {
@@ -355,6 +371,7 @@ impl DataPlane {
                     *pending = self.tap_in(i, &mut tx_buf, now);
                 }
             }
+            self.release_shaped(&mut tx_buf, Instant::now());
             if self.engine.poll_timeout().is_none_or(|t| now >= t) {
                 self.engine.handle_timeout(now);
             }
@@ -403,6 +420,10 @@ impl DataPlane {
                     }
                 }
             };
+            if n > 0 {
+                let waited = self.udp.last_rx_sojourn();
+                self.rxq.handle_batch(waited, n < BATCH, n, Instant::now());
+            }
             for (meta, slot) in metas[..n].iter().zip(area.chunks_mut(SLOT)) {
                 let len = meta.len.min(slot.len());
                 // The destination (IP_PKTINFO) tells a multicast copy from a unicast one.
@@ -503,8 +524,15 @@ impl DataPlane {
     /// A frame opened in place in `dgram`, to its TAP or into the coalescer.
     fn write_frame(&mut self, lan: LanId, dgram: &mut [u8], frame: std::ops::Range<usize>) {
         let DataPlane {
-            gro, taps, engine, ..
+            gro,
+            taps,
+            engine,
+            rxq,
+            ..
         } = self;
+        if rxq.drop_frame(&mut dgram[frame.clone()]) {
+            return;
+        }
         let tap = taps.get(lan.index());
         let taken = tap.is_some_and(TapDevice::offload)
             && gro.push(lan.index(), &dgram[frame.clone()], |lan, bytes, segs| {
@@ -601,6 +629,23 @@ impl DataPlane {
         more
     }
 
+    /// Frames that shaping limits held back and may leave now, through the data path.
+    fn release_shaped(&mut self, buf: &mut [u8], now: Instant) {
+        let mut sent = false;
+        while let Some((lan, n)) = self.engine.poll_shaped(buf, now) {
+            let action = self.engine.handle_tap_frame(lan, buf, n, now);
+            let failed = send_out(&self.udp, &mut self.batch, action, buf);
+            self.engine
+                .note_drops(Some(lan), DropReason::UdpSendError, failed);
+            sent = true;
+        }
+        if sent {
+            let failed = self.batch.flush(&self.udp);
+            self.engine
+                .note_drops(None, DropReason::UdpSendError, failed.into());
+        }
+    }
+
     fn flush_control(&mut self, buf: &mut [u8]) {
         while let Some((to, n)) = self.engine.poll_transmit(buf) {
             if self.udp.send_to(&buf[..n], to).is_err() {
@@ -637,6 +682,9 @@ impl DataPlane {
                         .known_lan(lan.as_deref())
                         .map(|()| self.engine.mac_rows(lan.as_deref(), now));
                     let _ = reply.send(res);
+                }
+                Request::SetLimits { lan, specs, reply } => {
+                    let _ = reply.send(self.engine.set_limits(&lan, &specs));
                 }
                 Request::Scrape(reply) => {
                     let extra = MetricsExtra {
@@ -716,9 +764,12 @@ impl DataPlane {
                 gro_segments_total: self.gro.stats().segments,
                 ..self.offload
             },
+            queue: self.rxq.stats(),
             reassembly: self.engine.reassembly_stats(),
             // Filled in by the control socket and /metrics from the exporters' own counts.
             export: Default::default(),
+            // Filled in by the control socket from the libvirt reader.
+            libvirt: None,
         }
     }
 
@@ -784,7 +835,7 @@ fn send_out(udp: &Udp, batch: &mut GsoBatch, action: TapAction<'_>, sealed: &[u8
             relay_to,
             relay,
         } => batch.flush(udp) + send_flood(udp, &sealed[..len], to, relay, relay_to, seg),
-        TapAction::Drop(_) => 0,
+        TapAction::Drop(_) | TapAction::Limited => 0,
     };
     failed.into()
 }

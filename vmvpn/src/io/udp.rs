@@ -6,6 +6,7 @@
 use std::io::{self, IoSliceMut};
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::os::fd::{AsRawFd, RawFd};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use quinn_udp::{RecvMeta, UdpSocketState};
 use socket2::{Domain, Protocol, SockRef, Socket, Type};
@@ -91,6 +92,30 @@ impl Udp {
         self.state.recv((&self.socket).into(), bufs, meta)
     }
 
+    /// How long the datagram read last waited in the kernel's receive queue: now less
+    /// its receive timestamp (`SIOCGSTAMPNS`). The first call turns stamping on (the
+    /// kernel does so from a work queue, a moment later); until stamped datagrams arrive
+    /// it reads zero. One syscall, so once per batch.
+    pub fn last_rx_sojourn(&self) -> Duration {
+        // Not in libc: the timespec flavour (64-bit time on 64-bit targets).
+        const SIOCGSTAMPNS: libc::c_ulong = 0x8907;
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: the ioctl writes one timespec into `ts`, which lives across the call.
+        let r = unsafe { libc::ioctl(self.socket.as_raw_fd(), SIOCGSTAMPNS as _, &mut ts) };
+        if r < 0 {
+            return Duration::ZERO;
+        }
+        let stamp = UNIX_EPOCH
+            + Duration::new(
+                ts.tv_sec.max(0) as u64,
+                ts.tv_nsec.clamp(0, 999_999_999) as u32,
+            );
+        SystemTime::now().duration_since(stamp).unwrap_or_default()
+    }
+
     /// Send one datagram.
     #[inline]
     pub fn send_to(&self, buf: &[u8], to: SocketAddr) -> io::Result<usize> {
@@ -152,5 +177,38 @@ fn set_buffers(s: &Socket, size: usize, force: bool) -> io::Result<()> {
 impl AsRawFd for Udp {
     fn as_raw_fd(&self) -> RawFd {
         self.socket.as_raw_fd()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_receive_timestamp_tells_how_long_a_datagram_waited() {
+        let rx = Udp::bind("127.0.0.1:0".parse().expect("addr")).expect("bind");
+        let to = rx.local_addr().expect("addr");
+        let tx = UdpSocket::bind("127.0.0.1:0").expect("bind");
+        // The first call turns timestamps on.
+        let _ = rx.last_rx_sojourn();
+        // The kernel turns stamping on from a work queue, a moment later.
+        std::thread::sleep(Duration::from_millis(50));
+        tx.send_to(b"one", to).expect("send");
+        std::thread::sleep(Duration::from_millis(40));
+        let mut buf = vec![0u8; SLOT];
+        let mut iov = [IoSliceMut::new(&mut buf)];
+        let mut meta = [RecvMeta::default()];
+        let n = rx.recv(&mut iov, &mut meta).expect("recv");
+        assert_eq!(n, 1);
+        let waited = rx.last_rx_sojourn();
+        assert!(
+            (Duration::from_millis(35)..Duration::from_secs(5)).contains(&waited),
+            "{waited:?}"
+        );
+        tx.send_to(b"two", to).expect("send");
+        std::thread::sleep(Duration::from_millis(5));
+        let n = rx.recv(&mut iov, &mut meta).expect("recv");
+        assert_eq!(n, 1);
+        assert!(rx.last_rx_sojourn() < Duration::from_millis(35));
     }
 }

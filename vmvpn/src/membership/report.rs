@@ -116,6 +116,7 @@ mod tests {
             flows: Vec::new(),
             vm_table: Default::default(),
             flow_table: Default::default(),
+            limits: Vec::new(),
         };
         let l = {
             LanStatus {
@@ -140,6 +141,7 @@ mod tests {
                 fragmented_frames_total: 0,
                 fragments_sent_total: 0,
                 peers: Vec::new(),
+                limits: Vec::new(),
             }
         };
         let r = build(&[l], &[t]);

@@ -79,7 +79,20 @@ fn the_status_contract_reads_back_what_it_writes() {
 
 /// Host 0's whole status, without and with a bulletin, as the daemon would report it.
 fn sample_status(net: &Net) -> (crate::status::Status, crate::status::Status) {
-    let lans = net.hosts[0].lan_status(net.now);
+    let mut lans = net.hosts[0].lan_status(net.now);
+    // A limit, so its keys are pinned too (the simulation sets none).
+    lans[0].limits = crate::engine::limits::Limits::new(
+        &[crate::engine::limits::LimitSpec {
+            mac: Some([2, 0, 0, 0, 0, 1]),
+            rate_bps: 1_000_000,
+            burst_bytes: 65_536,
+            direction: crate::engine::limits::Direction::Both,
+            shape_ms: 50,
+            vm: Some("web1".into()),
+        }],
+        1514,
+    )
+    .status();
     let st = crate::status::Status {
         host: crate::status::HostStatus {
             name: "h0".into(),
@@ -93,8 +106,10 @@ fn sample_status(net: &Net) -> (crate::status::Status, crate::status::Status) {
         lans,
         bulletin: None,
         offload: crate::status::OffloadStats::default(),
+        queue: crate::status::QueueStats::default(),
         reassembly: net.hosts[0].reassembly_stats(),
         export: Default::default(),
+        libvirt: None,
     };
     let st2 = crate::status::Status {
         bulletin: Some(crate::status::BulletinStatus {
@@ -104,6 +119,16 @@ fn sample_status(net: &Net) -> (crate::status::Status, crate::status::Status) {
             registered_ago_s: Some(3),
             last_error: None,
             peers: 2,
+        }),
+        libvirt: Some(crate::status::LibvirtStatus {
+            uri: "test:///default".into(),
+            domains: 1,
+            macs: 1,
+            refreshed_ago_s: Some(3),
+            refreshes_total: 1,
+            errors_total: 0,
+            last_error: None,
+            unresolved_limits: vec!["web9".into()],
         }),
         export: crate::status::ExportStatus {
             sflow: Some(crate::status::SflowStatus {

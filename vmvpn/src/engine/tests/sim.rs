@@ -37,6 +37,7 @@ pub(super) fn spec(secret: u8, peers: Vec<SocketAddr>) -> LanSpec {
         mtu: 1500,
         flood: FloodMode::Unicast,
         cipher: crate::proto::crypto::Cipher::default(),
+        limits: Vec::new(),
         group: None,
     }
 }
@@ -280,6 +281,7 @@ impl Net {
                     )
                     .collect(),
                 TapAction::Drop(r) => return Some(r),
+                TapAction::Limited => panic!("the simulation sets no rate limits"),
             };
         for (to, b) in out {
             self.queue.push((h, to, b));

@@ -1,0 +1,180 @@
+//! VM names from libvirt, with the real `virsh` and libvirt's `test:///` driver (no
+//! hypervisor, no daemon): a node file declares two domains with the MACs of h1's VMs;
+//! h1's `vmvpn vms` shows their names and UUIDs, and a rate limit naming one of them
+//! (`vm = "web1"`) is put in force on its MAC. h2's URI does not connect: h2 says why in
+//! `vmvpn status`, and runs on without names.
+
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use vmvpn_tests::Lab;
+
+/// Removes the node file even when the test fails.
+struct Node(std::path::PathBuf);
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn node_xml(domains: &[(&str, Option<&str>, &str)]) -> String {
+    let mut x = String::from("<node>\n");
+    for (name, uuid, mac) in domains {
+        x += &format!(
+            "  <domain type='test'>\n    <name>{name}</name>\n{}    <memory>1048576</memory>\n    <os><type>hvm</type></os>\n    <devices>\n      <interface type='ethernet'><mac address='{mac}'/></interface>\n    </devices>\n  </domain>\n",
+            uuid.map_or(String::new(), |u| format!("    <uuid>{u}</uuid>\n"))
+        );
+    }
+    x + "</node>\n"
+}
+
+fn vms(lab: &Lab, h: &str) -> Vec<Value> {
+    let out = lab.vmvpn_cli(h, &["vms", "--json"]);
+    let v: Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("vms --json on {h}: {e}"));
+    v[0]["vms"].as_array().cloned().unwrap_or_default()
+}
+
+#[test]
+fn vms_carry_their_libvirt_names_and_a_uri_that_fails_only_says_so() {
+    vmvpn_tests::require_root();
+    let status = std::process::Command::new("virsh")
+        .arg("--version")
+        .output();
+    assert!(
+        status.is_ok_and(|o| o.status.success()),
+        "virsh is missing: run scripts/deps.sh (installs libvirt-clients)"
+    );
+    let dir = std::env::temp_dir().join(format!("vmvpn-libvirt-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let node = Node(dir);
+    let file = node.0.join("node.xml");
+    // The lab's MACs: 02:00:<lan>:<host>:00:<vm>.
+    let (web, db) = ("02:00:00:01:00:00", "02:00:00:01:00:01");
+    std::fs::write(
+        &file,
+        node_xml(&[
+            ("web1", Some("11111111-2222-3333-4444-555555555555"), web),
+            ("db1", None, db),
+        ]),
+    )
+    .expect("node file");
+    let lab = Lab::builder("virt")
+        .subnet(&["h1", "h2"])
+        .lan("lan1", [192, 168, 82], &["h1", "h2"], 2)
+        .config_tail(
+            "h1",
+            &format!(
+                "[libvirt]\nuri = \"test://{}\"\nrefresh_s = 2\n\n[[lan.limit]]\nvm = \"web1\"\nrate_mbps = 10\n\n[[lan.limit]]\nvm = \"ghost\"\nrate_mbps = 10\n",
+                file.display()
+            ),
+        )
+        .config_tail(
+            "h2",
+            "[libvirt]\nuri = \"test:///nonexistent/vmvpn-node.xml\"\nrefresh_s = 2\n",
+        )
+        .start();
+    lab.wait_tunnels("h1", "lan1", 1, Duration::from_secs(20));
+    let (a, b, z) = (
+        lab.vm("h1", "lan1", 0).clone(),
+        lab.vm("h1", "lan1", 1).clone(),
+        lab.vm("h2", "lan1", 0).clone(),
+    );
+    assert_eq!(
+        (a.mac.as_str(), b.mac.as_str()),
+        (web, db),
+        "the lab's MACs changed"
+    );
+    assert!(lab.ping(&a, z.ip) && lab.ping(&b, z.ip));
+
+    let t0 = Instant::now();
+    let rows = loop {
+        let rows = vms(&lab, "h1");
+        let named = |mac: &str| {
+            rows.iter()
+                .any(|r| r["mac"] == mac && r["name"].is_string())
+        };
+        // The limit naming web1 is sent to the data plane right after the names are read.
+        let limited = lab.vmvpn_cli("h1", &["vms", "--json"]).stdout;
+        let limited = serde_json::from_slice::<Value>(&limited).unwrap_or_default()[0]["limits"]
+            .as_array()
+            .is_some_and(|l| !l.is_empty());
+        if named(web) && named(db) && limited {
+            break rows;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "no names on h1 within 20 s: {rows:#?}\nstatus: {}\n{}",
+            lab.status("h1")["libvirt"],
+            lab.log("h1")
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    let row = |mac: &str| {
+        rows.iter()
+            .find(|r| r["mac"] == mac)
+            .cloned()
+            .unwrap_or_default()
+    };
+    assert_eq!(row(web)["name"], "web1");
+    assert_eq!(row(web)["uuid"], "11111111-2222-3333-4444-555555555555");
+    assert_eq!(row(db)["name"], "db1");
+    assert!(row(db)["uuid"].is_string(), "the test driver makes one up");
+    // h2's VM is not in h1's libvirt: it has no name here.
+    assert!(row(&z.mac)["name"].is_null(), "{rows:#?}");
+    let lv = &lab.status("h1")["libvirt"];
+    assert_eq!(lv["domains"], 2, "{lv}");
+    assert_eq!(lv["macs"], 2, "{lv}");
+    assert!(lv["last_error"].is_null(), "{lv}");
+    let text = String::from_utf8_lossy(&lab.vmvpn_cli("h1", &["vms"]).stdout).to_string();
+    assert!(text.contains("NAME") && text.contains("web1"), "{text}");
+    // The limit naming web1 is in force on its MAC; the one naming no VM waits, said so.
+    let out = lab.vmvpn_cli("h1", &["vms", "--json"]);
+    let all: Value = serde_json::from_slice(&out.stdout).expect("vms --json");
+    let limits = all[0]["limits"].as_array().cloned().unwrap_or_default();
+    assert_eq!(limits.len(), 1, "{limits:#?}");
+    assert_eq!(
+        (&limits[0]["mac"], &limits[0]["vm"]),
+        (&Value::from(web), &Value::from("web1"))
+    );
+    assert_eq!(
+        lv["unresolved_limits"],
+        serde_json::json!(["ghost"]),
+        "{lv}"
+    );
+    let r = lab.iperf3(&a, &z, &["-u", "-b", "50M", "-l", "1400", "-t", "4"]);
+    let mbps = r["end"]["sum_received"]["bits_per_second"]
+        .as_f64()
+        .unwrap_or_default()
+        / 1e6;
+    // 10 Mbit/s of whole frames is 9.7 of iperf3's payload.
+    assert!(
+        (9.2..=10.2).contains(&mbps),
+        "web1 limited to 10 Mbit/s sent {mbps:.1}"
+    );
+    let text = String::from_utf8_lossy(&lab.vmvpn_cli("h1", &["status"]).stdout).to_string();
+    assert!(text.contains("2 domains, 2 MACs named"), "{text}");
+
+    // The URI that fails: said in status, the daemon runs on, views work without names.
+    let lv = &lab.status("h2")["libvirt"];
+    assert!(
+        lv["errors_total"].as_u64() >= Some(1)
+            && lv["last_error"]
+                .as_str()
+                .is_some_and(|e| e.contains("virsh") && e.contains("nonexistent")),
+        "{lv}"
+    );
+    assert!(lab.running("h2"));
+    assert!(lab.ping(&z, a.ip));
+    let rows = vms(&lab, "h2");
+    assert!(
+        !rows.is_empty() && rows.iter().all(|r| r["name"].is_null()),
+        "{rows:#?}"
+    );
+    assert!(
+        lab.log("h2").contains("libvirt: cannot read the domains"),
+        "{}",
+        lab.log("h2")
+    );
+}

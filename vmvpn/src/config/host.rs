@@ -1,0 +1,83 @@
+//! `[host]`: who this host is, where it listens, and how its data plane runs.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::*;
+
+/// `[host]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostConfig {
+    /// Host name, 1–32 of `A-Z a-z 0-9 . _ -`.
+    pub name: Name,
+    /// 32-bit host id; derived from the name when absent.
+    pub id: Option<u32>,
+    /// Underlay address with prefix length (its physical subnet), e.g. `10.77.1.1/24`.
+    pub address: Cidr,
+    /// UDP data port.
+    #[serde(default = "default_port")]
+    pub port: Spanned<u16>,
+    /// Address the data socket binds to (default: all addresses).
+    pub bind: Option<IpAddr>,
+    /// Control socket path (default `/run/vmvpn/<name>.sock`).
+    pub control_socket: Option<PathBuf>,
+    /// Prometheus endpoint: `/metrics` over HTTP.
+    pub metrics: Option<SocketAddr>,
+    /// Where this host keeps what must outlive a restart (its dashboard's certificate);
+    /// default `/var/lib/vmvpn/<name>`, created when first needed.
+    pub state_dir: Option<PathBuf>,
+    /// The web dashboard of this host's view. A loopback address serves plain HTTP to
+    /// this machine; any other serves HTTPS (with a certificate made once and kept in
+    /// `state_dir`) and the login of `[web]`.
+    pub web: Option<Spanned<SocketAddr>>,
+    /// Underlay MTU; detected from the interface holding `address` when absent.
+    pub underlay_mtu: Option<Spanned<u16>>,
+    /// Administratively scoped IPv4 range for the LANs' multicast groups.
+    pub multicast_range: Option<Spanned<Cidr>>,
+    /// TAP offloads: the kernel hands over 64 KB TCP frames that vmvpn segments itself,
+    /// and the segments leave in one UDP GSO send. Off: one frame per read and per send.
+    #[serde(default = "yes")]
+    pub offload: bool,
+    /// Run the data-plane thread with real-time scheduling (SCHED_FIFO, priority 10), as
+    /// the kernel's own forwarding runs ahead of processes: under load, frames do not wait
+    /// a scheduler slice behind busy processes. Needs root or CAP_SYS_NICE (else normal
+    /// priority, with a warning); the kernel's RT throttling keeps 5 % for everyone else.
+    /// Off by default: where cores are few it preempts the VMs' own work at every frame
+    /// (on 2 shared cores it halved the small-packet rate while it cut the ping under a
+    /// bulk transfer by 4x; see the README's benchmark).
+    #[serde(default)]
+    pub realtime: bool,
+}
+
+fn default_port() -> Spanned<u16> {
+    unspanned(DEFAULT_PORT)
+}
+
+impl Config {
+    /// `[host]`: numbers in range, a multicast range that is one.
+    pub(super) fn check_host(&self, text: &str) -> Result<(), ConfigError> {
+        use super::limits::*;
+        self.in_range(text, &self.host.port, "host.port".into(), PORT)?;
+        if let Some(m) = &self.host.underlay_mtu {
+            self.in_range(text, m, "host.underlay_mtu".into(), UNDERLAY_MTU)?;
+        }
+        if let Some(r) = &self.host.multicast_range {
+            let c = r.get_ref();
+            let ok = matches!(c.addr, IpAddr::V4(a) if a.is_multicast())
+                && MULTICAST_PREFIX.contains(&u64::from(c.prefix));
+            if !ok {
+                return Err(self.invalid(
+                    text,
+                    r.span(),
+                    "host.multicast_range".into(),
+                    format!("{c} is not an IPv4 multicast range with a prefix of {} to {}: expected e.g. 239.77.0.0/16 (administratively scoped)", MULTICAST_PREFIX.start(), MULTICAST_PREFIX.end()),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
