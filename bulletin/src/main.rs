@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use bulletin::client::{Client, ReadAuth};
@@ -48,6 +48,17 @@ enum Command {
         #[arg(long, value_name = "ADDR:PORT")]
         web: Vec<SocketAddr>,
     },
+    /// Print a shell completion script.
+    ///
+    /// Example: bulletin completions bash > /usr/share/bash-completion/completions/bulletin
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff), generated from this help.
+    ///
+    /// Example: bulletin man > /usr/share/man/man1/bulletin.1
+    Man,
     /// Print the certificate fingerprint (one line, for the hosts' `[bulletin] fingerprint`).
     Fingerprint {
         /// The serve command's --state-dir.
@@ -145,6 +156,12 @@ async fn run(cli: Cli) -> Result<()> {
             config,
             web,
         } => serve(listen, state_dir, config, web).await,
+        Command::Completions { shell } => {
+            bulletin::process::print_completions(<Cli as clap::CommandFactory>::command(), shell);
+            Ok(())
+        }
+        Command::Man => bulletin::process::print_man(<Cli as clap::CommandFactory>::command())
+            .context("writing the man page"),
         Command::Fingerprint { state_dir } => {
             println!("{}", Identity::fingerprint_in(&state_dir)?);
             Ok(())
@@ -259,10 +276,15 @@ async fn serve(
     };
     let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
+    // systemd (Type=notify): serving now. Nothing is sent without NOTIFY_SOCKET.
+    if let Err(e) = sd_notify::notify(&[sd_notify::NotifyState::Ready]) {
+        warn!(error = %e, "cannot tell systemd the bulletin is ready");
+    }
     tokio::select! {
         _ = term.recv() => info!("SIGTERM: shutting down"),
         _ = int.recv() => info!("SIGINT: shutting down"),
     }
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     for t in dashboard {
         t.abort();
     }
@@ -298,9 +320,11 @@ async fn dashboard(
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
+            let t = Instant::now();
             let input = watcher.input(&name);
             let o = global.update(&input, &mut f.history(), bulletin::web::unix_ms());
             f.publish(o);
+            f.record_build(t.elapsed());
         }
     }));
     let tls = identity.https_config()?;
@@ -309,12 +333,12 @@ async fn dashboard(
             .await
             .with_context(|| format!("cannot serve the dashboard on {addr} (--web)"))?;
         let remote = !addr.ip().is_loopback();
-        let metrics_of = server.watcher();
+        let (metrics_of, builds_of) = (server.watcher(), feed.clone());
         let metrics = axum::Router::new().route(
             "/metrics",
             axum::routing::get(move || {
-                let w = metrics_of.clone();
-                async move { bulletin::status::metrics_response(&w.status()) }
+                let (w, f) = (metrics_of.clone(), builds_of.clone());
+                async move { bulletin::status::metrics_response(&w.status(), &f.build_times()) }
             }),
         );
         let router = bulletin::web::api::router_with(

@@ -2,6 +2,7 @@
 //! is registered in that LAN. Sans-IO: the server feeds it and asks it; `now` is an argument.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Instant;
 
 use crate::proto::{HostAlerts, HostReport, LanAlerts, LanReport};
@@ -27,15 +28,29 @@ struct Kept {
     interval: Option<std::time::Duration>,
     seq: u64,
     name: String,
-    report: LanReport,
+    /// Shared with the dashboard's input, which takes every report once a second.
+    report: Arc<LanReport>,
+}
+
+/// A report as the dashboard reads it: [`HostReport`] with the report shared, not copied.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SharedReport {
+    /// Reporting host's id.
+    pub host_id: u32,
+    /// Reporting host's name.
+    pub name: String,
+    /// Age of the report.
+    pub age_ms: u64,
+    /// The report.
+    pub report: Arc<LanReport>,
 }
 
 /// A stored report with what the dashboard needs besides: how often this host reports
 /// (to tell an overdue report) and its number (to tell a new one).
 #[derive(Debug, Clone, PartialEq)]
 pub struct StoredReport {
-    /// The report, as `Matrix` returns it.
-    pub host: HostReport,
+    /// The report, as `Matrix` returns it (shared).
+    pub host: SharedReport,
     /// Time between this host's last two reports on this LAN, ms.
     pub interval_ms: Option<u64>,
     /// Number of this report: larger for a later one.
@@ -73,7 +88,7 @@ impl Reports {
                     interval,
                     seq: self.count,
                     name: name.to_string(),
-                    report: r,
+                    report: Arc::new(r),
                 },
             );
             kept += 1;
@@ -96,7 +111,7 @@ impl Reports {
                 host_id: *id,
                 name: k.name.clone(),
                 age_ms: now.saturating_duration_since(k.at).as_millis() as u64,
-                report: k.report.clone(),
+                report: (*k.report).clone(),
             })
             .collect();
         v.sort_by(|a, b| (&a.report.lan, &a.name).cmp(&(&b.report.lan, &b.name)));
@@ -109,7 +124,7 @@ impl Reports {
             .latest
             .iter()
             .map(|((_, id), k)| StoredReport {
-                host: HostReport {
+                host: SharedReport {
                     host_id: *id,
                     name: k.name.clone(),
                     age_ms: now.saturating_duration_since(k.at).as_millis() as u64,

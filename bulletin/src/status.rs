@@ -190,13 +190,53 @@ pub fn metrics(s: &BulletinStatus) -> String {
 }
 
 /// `/metrics`' answer.
-pub fn metrics_response(s: &BulletinStatus) -> Response {
+pub fn metrics_response(s: &BulletinStatus, builds: &crate::web::BuildTimes) -> Response {
+    let mut text = metrics(s);
+    dashboard_metrics(&mut text, builds);
     (
         [(
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        metrics(s),
+        text,
     )
         .into_response()
+}
+
+/// The dashboard's build time, and the process's heap (glibc's own figures).
+fn dashboard_metrics(o: &mut String, b: &crate::web::BuildTimes) {
+    let n = "bulletin_dashboard_build_seconds";
+    let _ = writeln!(
+        o,
+        "# HELP {n} Time to build the dashboard's view from what the bulletin holds (once a second).\n\
+         # TYPE {n} summary\n{n}_sum {}\n{n}_count {}",
+        b.total.as_secs_f64(),
+        b.count
+    );
+    for (name, help, d) in [
+        (
+            "bulletin_dashboard_build_max_seconds",
+            "The longest build of the dashboard's view so far.",
+            b.max,
+        ),
+        (
+            "bulletin_dashboard_build_last_seconds",
+            "The latest build of the dashboard's view.",
+            b.last,
+        ),
+    ] {
+        let _ = writeln!(
+            o,
+            "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {}",
+            d.as_secs_f64()
+        );
+    }
+    if let Some(h) = crate::process::heap() {
+        let _ = writeln!(
+            o,
+            "# HELP bulletin_heap_bytes Bytes the bulletin holds from the C allocator (malloc'd, not freed).\n\
+             # TYPE bulletin_heap_bytes gauge\nbulletin_heap_bytes {}",
+            h.in_use
+        );
+    }
 }

@@ -1,10 +1,14 @@
-// The vmvpn dashboard: one page, live from /api/v1/events (Server-Sent Events), drawn
-// with plain SVG (topology, heat map) and uPlot (series). No build step, no framework:
-// the file is served as written.
+// The vmvpn dashboard: one page, live from /api/v1/events?lan=L (Server-Sent Events: a
+// snapshot of the LAN shown, then only what changed), drawn with plain SVG (topology,
+// heat map), a canvas for the heat map of a large LAN, and uPlot (series). No build
+// step, no framework: the file is served as written.
 "use strict";
 
 const SVG = "http://www.w3.org/2000/svg";
-const state = { ov: null, lan: null, metric: "p50", open: null, charts: [], openKey: "" };
+// A LAN with more hosts than this is drawn aggregated: hosts as dots, tunnels between
+// subnets (and each unhealthy one), the heat map on a canvas.
+const LARGE = 40;
+const state = { ov: null, lan: null, metric: "p50", open: null, charts: [], openKey: "", es: null, alertsAt: 0 };
 
 // ---- small helpers -------------------------------------------------------------------
 
@@ -37,8 +41,37 @@ function fmtMs(us) { const v = rttMs(us); return v === null ? "–" : v.toFixed(
 function fmtPct(r) { return (r * 100).toFixed(2) + " %"; }
 
 function lanView() {
-  if (!state.ov) return null;
-  return state.ov.lans.find(l => l.lan === state.lan) || null;
+  return state.ov ? state.ov.lan : null;
+}
+
+// ---- snapshot and deltas ---------------------------------------------------------------
+
+// `list` with the entries of `gone` (keys) removed and `upserts` put in.
+function merge(list, upserts, gone, key) {
+  if (!(upserts && upserts.length) && !(gone && gone.length)) return list;
+  const m = new Map(list.map(x => [key(x), x]));
+  for (const g of gone || []) m.delete(g);
+  for (const u of upserts || []) m.set(key(u), u);
+  return [...m.values()];
+}
+
+const byName = (a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0);
+
+function applyDelta(d) {
+  const ov = state.ov;
+  ov.at_ms = d.at_ms;
+  if (d.lans) ov.lans = d.lans;
+  if (d.alerts) { ov.alerts = d.alerts; state.alertsAt = d.at_ms; }
+  if (d.history) ov.history = d.history;
+  const x = d.lan, l = ov.lan;
+  if (!x || !l) return;
+  if (x.subnets) l.subnets = x.subnets;
+  l.hosts = merge(l.hosts, x.hosts, x.hosts_gone, h => h.name).sort(byName);
+  l.links = merge(l.links, x.links, (x.links_gone || []).map(([f, t]) => f + "\u0000" + t), k => k.from + "\u0000" + k.to);
+  l.pairs = merge(l.pairs, x.pairs, (x.pairs_gone || []).map(k => k.join("|")), p => [p.src_host, p.src_mac, p.dst_mac].join("|"))
+    .sort((a, b) => (b.rate_bps || 0) - (a.rate_bps || 0) || b.bytes - a.bytes);
+  l.vms = merge(l.vms, x.vms, x.vms_gone, v => v.mac)
+    .sort((a, b) => (b.tx_rate_bps + b.rx_rate_bps) - (a.tx_rate_bps + a.rx_rate_bps));
 }
 
 function linkTitle(l) {
@@ -68,16 +101,34 @@ function renderHeader() {
   document.getElementById("scope").textContent =
     ov.scope === "overlay" ? `overlay · bulletin ${ov.name.slice(0, 23)}…` : `host ${ov.name}`;
   const sel = document.getElementById("lan");
-  const names = ov.lans.map(l => l.lan);
-  if (!names.includes(state.lan)) state.lan = names[0] || null;
-  if ([...sel.options].map(o => o.value).join() !== names.join()) {
+  const label = l => `${l.lan} · ${l.up}/${l.hosts} up${l.down ? ", " + l.down + " down" : ""}`;
+  const labels = ov.lans.map(label);
+  if ([...sel.options].map(o => o.textContent).join("\n") !== labels.join("\n")) {
     clear(sel);
-    for (const n of names) sel.appendChild(el("option", { value: n, text: n }));
+    ov.lans.forEach((l, i) => sel.appendChild(el("option", { value: l.lan, text: labels[i] })));
   }
-  if (state.lan) sel.value = state.lan;
+  if (ov.lan) { state.lan = ov.lan.lan; sel.value = state.lan; }
 }
 
 // ---- topology --------------------------------------------------------------------------
+
+function hostTitle(h) {
+  const age = h.reported_at_ms === null || h.reported_at_ms === undefined ? "no report"
+    : h.state === "up" ? "reporting" : `last report ${((state.ov.at_ms - h.reported_at_ms) / 1000).toFixed(1)} s ago`;
+  const id = h.id === null ? "" : "0x" + h.id.toString(16).padStart(8, "0");
+  return `${h.name} ${id}\n${h.underlay} (${h.subnet})\n${h.state}, ${age}${h.forwarder ? "\ndesignated forwarder" : ""}`;
+}
+
+// Hosts by physical subnet.
+function bySubnet(hosts) {
+  const groups = new Map();
+  for (const h of hosts) {
+    const k = h.subnet || "unknown subnet";
+    if (!groups.has(k)) groups.set(k, []);
+    groups.get(k).push(h);
+  }
+  return groups;
+}
 
 function renderTopology(lan) {
   const svg = clear(document.getElementById("topology"));
@@ -85,13 +136,9 @@ function renderTopology(lan) {
     svg.appendChild(el("text", { x: 380, y: 200, "text-anchor": "middle", class: "subnet-label", text: "no hosts registered on this LAN" }));
     return;
   }
+  if (lan.hosts.length > LARGE) { renderTopologyLarge(svg, lan); return; }
   const W = 760, H = 420;
-  const groups = new Map();
-  for (const h of lan.hosts) {
-    const k = h.subnet || "unknown subnet";
-    if (!groups.has(k)) groups.set(k, []);
-    groups.get(k).push(h);
-  }
+  const groups = bySubnet(lan.hosts);
   const keys = [...groups.keys()].sort();
   const pos = new Map();
   const circles = [];
@@ -135,15 +182,69 @@ function renderTopology(lan) {
   }
   for (const h of lan.hosts) {
     const [x, y] = pos.get(h.name);
-    const age = h.report_age_ms === null ? "no report" : `report ${(h.report_age_ms / 1000).toFixed(1)} s ago`;
-    const id = h.id === null ? "" : "0x" + h.id.toString(16).padStart(8, "0");
     const g = el("g", { class: "host", "data-host": h.name, "data-state": h.state, "data-forwarder": String(h.forwarder) },
-      el("title", { text: `${h.name} ${id}\n${h.underlay} (${h.subnet})\n${h.state}, ${age}${h.forwarder ? "\ndesignated forwarder" : ""}` }),
+      el("title", { text: hostTitle(h) }),
       h.forwarder ? el("circle", { class: "df", cx: x, cy: y, r: 21 }) : null,
       el("circle", { cx: x, cy: y, r: 16 }),
       el("text", { x, y: y + 38, text: h.name }),
       h.forwarder ? el("text", { class: "df-label", x, y: y + 4, text: "DF" }) : null);
     svg.appendChild(g);
+  }
+}
+
+// A large LAN: each subnet a circle of host dots; one line per subnet pair in the worst
+// health of the tunnels between them, and a line for each unhealthy tunnel (at most 500).
+function renderTopologyLarge(svg, lan) {
+  const W = 760, H = 420;
+  const groups = bySubnet(lan.hosts);
+  const keys = [...groups.keys()].sort();
+  const n = keys.length;
+  const R = n === 1 ? 170 : Math.max(30, Math.min(110, 330 / Math.sqrt(n)));
+  const pos = new Map(), centre = new Map(), subnetOf = new Map();
+  keys.forEach((k, i) => {
+    const a = -Math.PI / 2 + (2 * Math.PI * i) / n;
+    const cx = n === 1 ? W / 2 : W / 2 + (W / 2 - R - 30) * Math.cos(a);
+    const cy = n === 1 ? H / 2 : H / 2 + (H / 2 - R - 20) * Math.sin(a);
+    centre.set(k, [cx, cy]);
+    const hs = groups.get(k);
+    // Dots on a sunflower spiral fill the circle evenly, whatever their number.
+    hs.forEach((h, j) => {
+      const r = (R - 6) * Math.sqrt((j + 0.5) / hs.length), b = j * 2.39996;
+      pos.set(h.name, [cx + r * Math.cos(b), cy + r * Math.sin(b)]);
+      subnetOf.set(h.name, k);
+    });
+    const sn = lan.subnets.find(s => s.subnet === k);
+    svg.appendChild(el("circle", { class: "subnet", cx, cy, r: R + 4 }));
+    svg.appendChild(el("text", { class: "subnet-label", x: cx, y: cy - R - 10, "text-anchor": "middle",
+      text: `${k} · ${hs.length} hosts${sn && sn.forwarder ? " · DF " + sn.forwarder : ""}` }));
+  });
+  const between = new Map(), bad = [];
+  for (const l of lan.links) {
+    const a = subnetOf.get(l.from), b = subnetOf.get(l.to);
+    if (!a || !b) continue;
+    if (l.health === "down" || l.health === "degraded") bad.push(l);
+    if (a === b) continue;
+    const k = [a, b].sort().join("\u0000");
+    const w = between.get(k) || { a, b, worst: "ok", n: 0 };
+    if ((HEALTH_RANK[l.health] ?? 1) > (HEALTH_RANK[w.worst] ?? 1)) w.worst = l.health;
+    w.n++;
+    between.set(k, w);
+  }
+  for (const w of between.values()) {
+    const [x1, y1] = centre.get(w.a), [x2, y2] = centre.get(w.b);
+    svg.appendChild(el("line", { class: `tunnel aggregate ${w.worst}`, x1, y1, x2, y2, "data-from": w.a, "data-to": w.b },
+      el("title", { text: `${w.a} ↔ ${w.b}: ${w.n} tunnel directions, worst ${w.worst}` })));
+  }
+  for (const l of bad.slice(0, 500)) {
+    const [x1, y1] = pos.get(l.from), [x2, y2] = pos.get(l.to);
+    svg.appendChild(el("line", { class: `tunnel ${l.health}`, x1, y1, x2, y2, "data-from": l.from, "data-to": l.to,
+      onclick: () => openSeries({ kind: "tunnel", lan: lan.lan, from: l.from, to: l.to }) }, el("title", { text: linkTitle(l) })));
+  }
+  for (const h of lan.hosts) {
+    const [x, y] = pos.get(h.name);
+    svg.appendChild(el("g", { class: "host small", "data-host": h.name, "data-state": h.state, "data-forwarder": String(h.forwarder) },
+      el("title", { text: hostTitle(h) }),
+      el("circle", { cx: x, cy: y, r: h.forwarder ? 6 : 4, class: h.forwarder ? "df-dot" : null })));
   }
 }
 
@@ -157,9 +258,18 @@ const METRICS = {
 
 function renderHeat(lan) {
   const svg = clear(document.getElementById("heatmap"));
+  const canvas = document.getElementById("heatcanvas");
   const legend = clear(document.getElementById("heat-legend"));
   const m = METRICS[state.metric];
   const names = lan ? lan.hosts.map(h => h.name) : [];
+  const large = names.length > LARGE;
+  svg.style.display = large ? "none" : "";
+  canvas.hidden = !large;
+  if (large) {
+    const max = renderHeatCanvas(canvas, lan, names, m);
+    drawScale(legend, m, max);
+    return;
+  }
   if (names.length < 2) {
     svg.setAttribute("width", 300); svg.setAttribute("height", 30);
     svg.appendChild(el("text", { x: 0, y: 20, text: "a heat map needs two hosts" }));
@@ -199,7 +309,11 @@ function renderHeat(lan) {
     if (!down && v !== null && cs >= 34)
       svg.appendChild(el("text", { class: "cell-value", x: x + cs / 2, y: y + cs / 2 + 4, text: m.fmt(v) }));
   }));
-  // The colour scale.
+  drawScale(legend, m, max);
+}
+
+// The colour scale.
+function drawScale(legend, m, max) {
   const grad = el("linearGradient", { id: "scale" });
   for (let k = 0; k <= 10; k++) grad.appendChild(el("stop", { offset: `${k * 10}%`, "stop-color": heat(k / 10) }));
   legend.appendChild(el("defs", {}, grad));
@@ -211,6 +325,45 @@ function renderHeat(lan) {
   legend.appendChild(el("rect", { x: 322, y: 4, width: 14, height: 14, fill: "#f0f0f0", stroke: "#ccc" }));
   legend.appendChild(el("text", { x: 342, y: 15, "font-size": 11, text: "no data" }));
   legend.appendChild(el("text", { x: 120, y: 34, "font-size": 11, "text-anchor": "middle", text: m.label }));
+}
+
+// A large LAN's heat map: one pixel block per host pair on a canvas (40 000 SVG
+// rectangles take seconds to lay out); the pointer tells which pair, a click opens it.
+function renderHeatCanvas(canvas, lan, names, m) {
+  const n = names.length;
+  const cs = Math.max(2, Math.min(8, Math.floor(900 / n)));
+  const left = 4, top = 4;
+  canvas.width = left + cs * n + 4;
+  canvas.height = top + cs * n + 4;
+  const ctx = canvas.getContext("2d");
+  ctx.fillStyle = "#f0f0f0";
+  ctx.fillRect(left, top, cs * n, cs * n);
+  const index = new Map(names.map((h, i) => [h, i]));
+  const values = lan.links.map(m.value).filter(v => v !== null && !Number.isNaN(v));
+  const max = Math.max(1, ...values.slice(0, 100000));
+  let drawn = 0;
+  for (const l of lan.links) {
+    const i = index.get(l.from), j = index.get(l.to);
+    if (i === undefined || j === undefined) continue;
+    const v = m.value(l);
+    ctx.fillStyle = l.health === "down" ? "#333" : v === null ? "#f0f0f0" : heat(v / max);
+    ctx.fillRect(left + j * cs, top + i * cs, cs, cs);
+    drawn++;
+  }
+  canvas.dataset.cells = String(drawn);
+  const link = new Map(lan.links.map(l => [l.from + "\u0000" + l.to, l]));
+  const at = e => {
+    const r = canvas.getBoundingClientRect();
+    const j = Math.floor((e.clientX - r.left - left) / cs), i = Math.floor((e.clientY - r.top - top) / cs);
+    return i >= 0 && j >= 0 && i < n && j < n && i !== j ? [names[i], names[j]] : null;
+  };
+  canvas.onmousemove = e => {
+    const p = at(e);
+    const l = p && link.get(p[0] + "\u0000" + p[1]);
+    canvas.title = p ? (l ? linkTitle(l) : `${p[0]} → ${p[1]}\nno measurement reported`) : "";
+  };
+  canvas.onclick = e => { const p = at(e); if (p) openSeries({ kind: "tunnel", lan: lan.lan, from: p[0], to: p[1] }); };
+  return max;
 }
 
 // ---- traffic ---------------------------------------------------------------------------
@@ -250,7 +403,7 @@ function renderTraffic(lan) {
     pairs.slice(0, 20).map(p => [p.src, p.src_host, p.dst, human(p.rate_bps, "bit/s"), human(p.bytes, "B"), String(p.packets)]));
   table(document.getElementById("vms"),
     [{ t: "VM" }, { t: "MAC" }, { t: "host" }, { t: "sends", num: true }, { t: "receives", num: true }, { t: "peak / mean", num: true }],
-    vms.map(v => [v.ip || "–", v.mac, v.host || "–", human(v.tx_rate_bps, "bit/s"), human(v.rx_rate_bps, "bit/s"),
+    vms.slice(0, 200).map(v => [v.ip || "–", v.mac, v.host || "–", human(v.tx_rate_bps, "bit/s"), human(v.rx_rate_bps, "bit/s"),
       v.peak_to_mean === null ? "–" : v.peak_to_mean.toFixed(2)]),
     i => openSeries({ kind: "vm", lan: lan.lan, mac: vms[i].mac, label: vms[i].ip || vms[i].mac }));
 }
@@ -265,7 +418,8 @@ function renderAlerts() {
     return;
   }
   table(t, [{ t: "state" }, { t: "severity" }, { t: "alert" }, { t: "host" }, { t: "LAN" }, { t: "labels" }, { t: "since", num: true }, { t: "summary" }],
-    rows.map(a => [a.state, a.severity, a.alert, a.host, a.lan, a.labels.map(([k, v]) => `${k}=${v}`).join(", "), `${a.since_s} s`, a.summary]));
+    rows.map(a => [a.state, a.severity, a.alert, a.host, a.lan, a.labels.map(([k, v]) => `${k}=${v}`).join(", "),
+      `${a.since_s + Math.max(0, Math.round((state.ov.at_ms - state.alertsAt) / 1000))} s`, a.summary]));
   [...t.querySelectorAll("tr")].slice(1).forEach((tr, i) => tr.children[1].classList.add("sev-" + rows[i].severity));
 }
 
@@ -351,27 +505,44 @@ function render() {
   renderAlerts();
   if (state.open) refreshSeries(false);
   document.body.dataset.renderedAt = String(state.ov.at_ms);
+  // Milliseconds from the page's start to its first picture of a LAN (the load bench).
+  if (lan && !document.body.dataset.firstRenderMs) {
+    document.body.dataset.firstRenderMs = String(Math.round(performance.now()));
+    document.body.dataset.firstRenderHosts = String(lan.hosts.length);
+  }
 }
 
 function connect() {
   const live = document.getElementById("live");
-  const es = new EventSource("/api/v1/events");
+  if (state.es) state.es.close();
+  const es = new EventSource("/api/v1/events" + (state.lan ? "?lan=" + encodeURIComponent(state.lan) : ""));
+  state.es = es;
   es.addEventListener("open", () => { live.dataset.state = "live"; live.textContent = "live"; });
   es.addEventListener("error", () => {
     live.dataset.state = "reconnecting"; live.textContent = "reconnecting…";
     // The browser retries a dropped stream by itself, but not a refused one (503: too
     // many live views): then this page tries again in a while.
-    if (es.readyState === EventSource.CLOSED) setTimeout(connect, 5000);
+    if (es.readyState === EventSource.CLOSED && state.es === es) setTimeout(connect, 5000);
   });
-  es.addEventListener("overview", e => {
-    state.ov = JSON.parse(e.data);
+  const shown = () => {
     live.dataset.state = "live";
     live.textContent = "live · " + new Date(state.ov.at_ms).toLocaleTimeString();
     render();
+  };
+  es.addEventListener("snapshot", e => {
+    state.ov = JSON.parse(e.data);
+    state.alertsAt = state.ov.at_ms;
+    shown();
+  });
+  es.addEventListener("delta", e => {
+    if (!state.ov) return;
+    applyDelta(JSON.parse(e.data));
+    shown();
   });
 }
 
-document.getElementById("lan").addEventListener("change", e => { state.lan = e.target.value; render(); });
+// Another LAN: a stream of its own (the server sends only the LAN a page shows).
+document.getElementById("lan").addEventListener("change", e => { state.lan = e.target.value; connect(); });
 document.getElementById("metric").addEventListener("change", e => { state.metric = e.target.value; render(); });
 document.getElementById("series-close").addEventListener("click", () => {
   state.open = null;

@@ -58,6 +58,9 @@ return {
   vms: q('#vms tr').length - 1,
   alerts: q('#alerts tr').map(tr => tr.textContent),
   charts: q('#charts canvas').length,
+  first_render_ms: Number(document.body.dataset.firstRenderMs || 0),
+  first_render_hosts: Number(document.body.dataset.firstRenderHosts || 0),
+  heat_canvas_cells: Number((document.getElementById('heatcanvas') || {dataset: {}}).dataset.cells || 0),
 };
 """
 

@@ -445,3 +445,132 @@ fn a_hosts_https_dashboard_keeps_its_certificate_across_restarts() {
     assert_eq!(String::from_utf8_lossy(&out.stdout), "200");
     let _ = std::fs::remove_file(&pw);
 }
+
+/// A namespace of the test's own with loopback up; deleted when dropped.
+struct Netns(String);
+
+impl Netns {
+    fn new(tag: &str) -> Self {
+        let name = format!("vmvt-{}-{tag}", std::process::id());
+        for args in [
+            vec!["netns", "add", &name],
+            vec!["-n", &name, "link", "set", "lo", "up"],
+        ] {
+            let ok = Command::new("ip")
+                .args(&args)
+                .status()
+                .is_ok_and(|s| s.success());
+            assert!(ok, "ip {args:?} failed");
+        }
+        Netns(name)
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
+/// A child stopped by its PID when dropped.
+struct Stopped(Option<Child>);
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        if let Some(c) = &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+#[test]
+fn a_lan_of_200_hosts_renders_aggregated_in_a_real_browser() {
+    vmvpn_tests::require_root();
+    let ns = Netns::new("dash200");
+    // A real bulletin with 200 simulated hosts in one LAN, each reporting its 199 tunnels
+    // every 5 s, churning, and one page on the event stream (bulletin-load's own checks:
+    // every join and leave reaches every other host).
+    let load = vmvpn_tests::vmvpn_bin().with_file_name("bulletin-load");
+    let child = Command::new("ip")
+        .args(["netns", "exec", &ns.0])
+        .arg(&load)
+        .args(["--mode", "dashboard", "--hosts", "200", "--per-lan", "200"])
+        .args(["--pages", "1", "--warmup-s", "15", "--steady-s", "30"])
+        .args(["--web", WEB_LOCAL])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {}: {e}", load.display()));
+    let mut load_run = Stopped(Some(child));
+    // Every host's report in: the LAN has (nearly) all its 39 800 tunnel directions.
+    let t0 = Instant::now();
+    let links = loop {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &ns.0, "curl", "-s", "--max-time", "5"])
+            .arg(format!("http://{WEB_LOCAL}/api/v1/overview"))
+            .output()
+            .expect("curl");
+        let n = serde_json::from_slice::<Value>(&out.stdout)
+            .ok()
+            .and_then(|o| o["lans"][0]["links"].as_array().map(Vec::len))
+            .unwrap_or(0);
+        if n >= 195 * 194 {
+            break n;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(40),
+            "the LAN never had its tunnels reported ({n})"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    let profile =
+        std::env::temp_dir().join(format!("vmvt-{}-dash200-chromium", std::process::id()));
+    let mut browser = Browser::start(&ns.0, &profile);
+    let loaded = browser.ask(&format!("load http://{WEB_LOCAL}/"));
+    assert_eq!(loaded["ok"], true, "{loaded}");
+    let look = browser.ask("look");
+    drop(browser);
+    let _ = std::fs::remove_dir_all(&profile);
+    assert_eq!(look["errors"], serde_json::json!([]), "console errors");
+    assert_eq!(look["live"], "live");
+    let hosts = look["first_render_hosts"].as_u64().unwrap_or(0);
+    let cells = look["heat_canvas_cells"].as_u64().unwrap_or(0);
+    let shown = look["hosts"].as_array().map_or(0, Vec::len) as u64;
+    eprintln!(
+        "200-host LAN: first picture {} ms after navigation, {hosts} hosts, {cells} heat-map cells ({links} links reported)",
+        look["first_render_ms"]
+    );
+    assert!(
+        hosts >= 195 && shown >= 195,
+        "every host drawn: {hosts}, {shown}"
+    );
+    assert!(
+        cells >= 195 * 194,
+        "the heat map on its canvas has a cell per tunnel: {cells}"
+    );
+    assert!(
+        look["cells"].as_array().is_some_and(Vec::is_empty),
+        "no SVG cells for a large LAN"
+    );
+    let out = load_run
+        .0
+        .take()
+        .and_then(|c| c.wait_with_output().ok())
+        .expect("bulletin-load's output");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "bulletin-load: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: Value = serde_json::from_str(&text).expect("bulletin-load JSON");
+    eprintln!(
+        "page: {} B/s of deltas, snapshot {:?} B; fan-out p99 {} ms",
+        r["page_bytes_per_s_max"], r["page_snapshot_bytes"], r["fanout_ms_p99"]
+    );
+    assert!(
+        r["page_delta_events"][0].as_u64().unwrap_or(0) > 0,
+        "the page got deltas: {r:#}"
+    );
+}

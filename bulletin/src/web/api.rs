@@ -4,8 +4,10 @@
 //! - `GET /api/v1/overview`: the [`Overview`] now;
 //! - `GET /api/v1/series?kind=tunnel&lan=L&from=A&to=B` or `?kind=vm&lan=L&mac=M`: one
 //!   series ([`SeriesData`](crate::web::history::SeriesData)), 404 when not held;
-//! - `GET /api/v1/events`: Server-Sent Events, an `overview` event at once and at every
-//!   change; the stream ends after [`EVENTS_LIFETIME`] and the browser reconnects.
+//! - `GET /api/v1/events?lan=L`: Server-Sent Events for one page: a `snapshot` event at
+//!   once (LAN `L`, or the first, whole; a line per LAN; the alerts), then a `delta` event
+//!   with only what changed ([`delta`](crate::web::delta)); the stream ends after
+//!   [`EVENTS_LIFETIME`] and the browser reconnects.
 //!
 //! With credentials (a non-loopback listener), every route answers 401 without them.
 
@@ -25,6 +27,7 @@ use serde::Deserialize;
 use crate::web::Feed;
 use crate::web::assets;
 use crate::web::auth::Credentials;
+use crate::web::delta::{Page, Send};
 use crate::web::history::SeriesKey;
 use crate::web::view::Overview;
 
@@ -151,7 +154,13 @@ async fn series(State(d): State<Dash>, Query(q): Query<SeriesQuery>) -> Response
     }
 }
 
-async fn events(State(d): State<Dash>) -> Response {
+/// The query of `/api/v1/events`.
+#[derive(Debug, Deserialize)]
+struct EventsQuery {
+    lan: Option<String>,
+}
+
+async fn events(State(d): State<Dash>, Query(q): Query<EventsQuery>) -> Response {
     let Ok(slot) = d.streams.clone().try_acquire_owned() else {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -162,21 +171,35 @@ async fn events(State(d): State<Dash>) -> Response {
     };
     let rx = d.feed.subscribe();
     let end = tokio::time::Instant::now() + EVENTS_LIFETIME;
-    let stream = futures_util::stream::unfold((rx, true), move |(mut rx, first)| async move {
-        if !first {
-            tokio::select! {
-                r = rx.changed() => r.ok()?,
-                _ = tokio::time::sleep_until(end) => return None,
+    let page = Page::new(q.lan.filter(|l| !l.is_empty()));
+    let stream = futures_util::stream::unfold(
+        (rx, page, true),
+        move |(mut rx, mut page, first)| async move {
+            // The first event goes at once; later ones wait for a change worth sending.
+            let mut wait = !first;
+            loop {
+                if wait {
+                    tokio::select! {
+                        r = rx.changed() => r.ok()?,
+                        _ = tokio::time::sleep_until(end) => return None,
+                    }
+                }
+                let o = rx.borrow_and_update().clone();
+                let ev = match page.handle_overview(&o) {
+                    Some(Send::Snapshot(s)) => Event::default()
+                        .event("snapshot")
+                        .retry(Duration::from_secs(1))
+                        .json_data(&*s),
+                    Some(Send::Delta(x)) => Event::default().event("delta").json_data(&*x),
+                    None => {
+                        wait = true;
+                        continue;
+                    }
+                };
+                return Some((Ok::<_, Infallible>(ev.ok()?), (rx, page, false)));
             }
-        }
-        let o = rx.borrow_and_update().clone();
-        let ev = Event::default()
-            .event("overview")
-            .retry(Duration::from_secs(1))
-            .json_data(&*o)
-            .ok()?;
-        Some((Ok::<_, Infallible>(ev), (rx, false)))
-    });
+        },
+    );
     // The slot goes with the stream and comes back when it ends or the client leaves.
     let stream = futures_util::StreamExt::map(stream, move |e| {
         let _slot = &slot;
@@ -365,12 +388,33 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn events_start_with_the_overview_and_follow_changes() {
+    async fn events_start_with_a_snapshot_and_follow_with_deltas() {
+        use crate::web::view::{HostState, HostView, LanView};
         let f = feed();
+        let lan = |name: &str, state| LanView {
+            lan: name.into(),
+            subnets: Vec::new(),
+            hosts: vec![HostView {
+                name: "h1".into(),
+                id: Some(1),
+                underlay: "10.0.0.1".into(),
+                subnet: "10.0.0.0/24".into(),
+                state,
+                forwarder: false,
+                report_age_ms: None,
+                reported_at_ms: None,
+            }],
+            links: Vec::new(),
+            pairs: Vec::new(),
+            vms: Vec::new(),
+        };
+        let mut o = (*f.overview()).clone();
+        o.lans = vec![lan("lan1", HostState::Up), lan("lan2", HostState::Up)];
+        f.publish(o.clone());
         let r = router(f.clone(), None);
         let res = r
             .oneshot(
-                axum::http::Request::get("/api/v1/events")
+                axum::http::Request::get("/api/v1/events?lan=lan2")
                     .body(Body::empty())
                     .expect("request"),
             )
@@ -385,14 +429,30 @@ mod tests {
         let mut body = res.into_body();
         let first = next_event(&mut body).await;
         assert!(
-            first.contains("event: overview") && first.contains("sha256:test"),
-            "{first}"
+            first.contains("event: snapshot")
+                && first.contains("sha256:test")
+                && first.contains("\"lan\":{\"lan\":\"lan2\""),
+            "the LAN asked for, whole: {first}"
         );
-        let mut o = (*f.overview()).clone();
-        o.name = "renamed".into();
-        f.publish(o);
+        // Only the time moves: nothing. A host of another LAN goes down: its line only.
+        o.at_ms += 1000;
+        f.publish(o.clone());
+        o.lans[0] = lan("lan1", HostState::Down);
+        f.publish(o.clone());
         let second = next_event(&mut body).await;
-        assert!(second.contains("\"name\":\"renamed\""), "{second}");
+        assert!(second.contains("event: delta"), "{second}");
+        assert!(
+            second.contains("\"lans\":[") && !second.contains("\"hosts\":[{"),
+            "the lines of the LANs, no host of another LAN: {second}"
+        );
+        // Its own host goes down: that host.
+        o.lans[1] = lan("lan2", HostState::Down);
+        f.publish(o);
+        let third = next_event(&mut body).await;
+        assert!(
+            third.contains("\"hosts\":[{\"name\":\"h1\"") && third.contains("\"state\":\"down\""),
+            "{third}"
+        );
     }
 
     #[tokio::test]

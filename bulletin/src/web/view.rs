@@ -1,6 +1,8 @@
-//! What the dashboard shows, as typed JSON (`GET /api/v1/overview`, and every event of
-//! `GET /api/v1/events`): the same shape from the bulletin (the whole overlay) and from a
-//! host (what that host sees). The README's "Dashboard" section documents it for scripts.
+//! What the dashboard shows, as typed JSON: the whole [`Overview`] (`GET /api/v1/overview`),
+//! and what a page's event stream carries (`GET /api/v1/events?lan=L`): one [`Snapshot`]
+//! of the LAN it shows and a line per LAN, then [`Delta`]s with only what changed. The
+//! same shapes from the bulletin (the whole overlay) and from a host (what that host
+//! sees). The README's "Dashboard" section documents them for scripts.
 
 use serde::{Deserialize, Serialize};
 
@@ -98,6 +100,10 @@ pub struct HostView {
     pub forwarder: bool,
     /// Age of its latest report, ms (none: no report).
     pub report_age_ms: Option<u64>,
+    /// When its latest report arrived, ms since the Unix epoch (none: no report). Event
+    /// streams send a host again only when something else changed: a page works the age
+    /// out from this.
+    pub reported_at_ms: Option<u64>,
 }
 
 /// One measured tunnel direction.
@@ -150,4 +156,118 @@ pub struct AlertRow {
     /// value, and seconds in this state as of now.
     #[serde(flatten)]
     pub alert: AlertReport,
+}
+
+/// One LAN in a line: the LAN picker and the counts of the LANs a page does not show.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LanSummary {
+    /// LAN name.
+    pub lan: String,
+    /// Hosts, and how many are up and down.
+    pub hosts: usize,
+    /// Hosts up.
+    pub up: usize,
+    /// Hosts down.
+    pub down: usize,
+    /// Measured tunnel directions, and how many are degraded or down.
+    pub links: usize,
+    /// Tunnel directions degraded or down.
+    pub unhealthy: usize,
+}
+
+impl LanSummary {
+    /// The line of `l`.
+    pub fn of(l: &LanView) -> Self {
+        let count = |s: HostState| l.hosts.iter().filter(|h| h.state == s).count();
+        LanSummary {
+            lan: l.lan.clone(),
+            hosts: l.hosts.len(),
+            up: count(HostState::Up),
+            down: count(HostState::Down),
+            links: l.links.len(),
+            unhealthy: l
+                .links
+                .iter()
+                .filter(|k| matches!(k.tunnel.health.as_str(), "degraded" | "down"))
+                .count(),
+        }
+    }
+}
+
+/// The first event of a page's stream (`event: snapshot`): everything it shows.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// Bulletin or host.
+    pub scope: Scope,
+    /// The bulletin's fingerprint, or the host's name.
+    pub name: String,
+    /// When the view was built, ms since the Unix epoch.
+    pub at_ms: u64,
+    /// Points each series keeps, and their spacing.
+    pub history: HistoryInfo,
+    /// Every LAN in a line, by name.
+    pub lans: Vec<LanSummary>,
+    /// The LAN the page asked for (or the first), whole; none while there is no LAN.
+    pub lan: Option<LanView>,
+    /// Alerts raised, of every LAN.
+    pub alerts: Vec<AlertRow>,
+}
+
+/// A later event (`event: delta`): only what changed since the page's previous event.
+/// A list that is absent did not change; `*_gone` name what left.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct Delta {
+    /// When the view was built.
+    pub at_ms: u64,
+    /// Every LAN in a line, when a line changed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lans: Option<Vec<LanSummary>>,
+    /// Every alert, when one was raised, cleared or changed state (not for its age).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alerts: Option<Vec<AlertRow>>,
+    /// The series' depth, when it changed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub history: Option<HistoryInfo>,
+    /// What changed in the page's LAN.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lan: Option<LanDelta>,
+}
+
+/// What changed in one LAN: entries added or changed (whole), and the keys of those gone.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct LanDelta {
+    /// Subnets and forwarders, when they changed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subnets: Option<Vec<SubnetView>>,
+    /// Hosts added or changed (state, forwarder, address; not the report's age).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hosts: Vec<HostView>,
+    /// Names of hosts gone.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hosts_gone: Vec<String>,
+    /// Tunnel directions added or changed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub links: Vec<LinkView>,
+    /// `[from, to]` of tunnel directions gone.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub links_gone: Vec<[String; 2]>,
+    /// VM pairs added or changed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pairs: Vec<PairView>,
+    /// `[src_host, src_mac, dst_mac]` of VM pairs gone.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pairs_gone: Vec<[String; 3]>,
+    /// VMs added or changed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub vms: Vec<VmView>,
+    /// MACs of VMs gone.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub vms_gone: Vec<String>,
+}
+
+impl LanDelta {
+    /// Nothing changed.
+    pub fn is_empty(&self) -> bool {
+        self == &LanDelta::default()
+    }
 }

@@ -1,10 +1,14 @@
 //! `bulletin-load`: a load generator for the bulletin, on loopback only.
 //!
 //! Starts a real `bulletin serve` (the binary beside this one) on 127.0.0.1, registers
-//! thousands of simulated hosts over QUIC, then measures: registration rate; the server's
-//! CPU while every host heartbeats; and, for hosts that go silent, the time from their
-//! lease lapsing to the leave event reaching another host of their LAN. Bounded in count
-//! and time; stops the server by its PID and removes its files at the end.
+//! thousands of simulated hosts over QUIC, then measures, in `--mode lapse`: registration
+//! rate; the server's CPU while every host heartbeats; and, for hosts that go silent, the
+//! time from their lease lapsing to the leave event reaching another host of their LAN.
+//! In `--mode dashboard` (`steady`): every host also reports telemetry, hosts churn, and
+//! dashboard pages follow the event stream (see `steady.rs`). Bounded in count and time;
+//! stops the server by its PID and removes its files at the end.
+
+mod steady;
 
 use std::collections::HashMap;
 use std::net::{SocketAddr, UdpSocket};
@@ -17,12 +21,24 @@ use anyhow::{Context, Result, bail};
 use bulletin::client::{Client, SessionRx, SessionTx};
 use bulletin::proof::Verifier;
 use bulletin::proto::{ClientMsg, Event, LanJoin, Register, ServerMsg};
-use clap::Parser;
+use clap::{Parser, ValueEnum};
+
+/// What to measure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Mode {
+    /// Registration, heartbeats, and the leave events of hosts whose lease lapses.
+    Lapse,
+    /// Steady state: reports, churn and open dashboard pages.
+    Dashboard,
+}
 
 /// Load generator for the bulletin (loopback only).
 #[derive(Parser)]
 #[command(name = "bulletin-load", version, about)]
 struct Args {
+    /// What to measure.
+    #[arg(long, value_enum, default_value_t = Mode::Lapse)]
+    mode: Mode,
     /// Simulated hosts.
     #[arg(long, default_value_t = 2000)]
     hosts: usize,
@@ -48,6 +64,26 @@ struct Args {
     /// Also write the results as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Dashboard mode: seconds between a host's telemetry reports.
+    #[arg(long, default_value_t = 5)]
+    report_s: u64,
+    /// Dashboard mode: hosts that leave (and others that rejoin) per minute, percent.
+    #[arg(long, default_value_t = 1.0)]
+    churn_pct_per_min: f64,
+    /// Dashboard mode: pages following the event stream (page i shows LAN i modulo the
+    /// LANs).
+    #[arg(long, default_value_t = 10)]
+    pages: usize,
+    /// Dashboard mode: seconds from the first reports until the measurement starts.
+    #[arg(long, default_value_t = 20)]
+    warmup_s: u64,
+    /// Dashboard mode: seconds measured.
+    #[arg(long, default_value_t = 120)]
+    steady_s: u64,
+    /// Dashboard mode: where the bulletin serves its dashboard (default: a free loopback
+    /// port), e.g. for a browser to look while the load runs.
+    #[arg(long)]
+    web: Option<SocketAddr>,
 }
 
 #[derive(Default)]
@@ -58,6 +94,10 @@ struct Seen {
     leaves: HashMap<u32, Instant>,
     /// Join events received (snapshots not counted).
     events: u64,
+    /// Dashboard mode: (joined, host id) → when each event about it reached a host.
+    fanout: HashMap<(bool, u32), Vec<Instant>>,
+    /// Record `fanout`.
+    record_fanout: bool,
 }
 
 struct ServerProc {
@@ -114,6 +154,7 @@ fn start_server(
     args: &Args,
     verifier: &Verifier,
     lans: usize,
+    web: Option<SocketAddr>,
 ) -> Result<(ServerProc, SocketAddr, String)> {
     let dir = std::env::temp_dir().join(format!("bulletin-load-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
@@ -121,7 +162,7 @@ fn start_server(
     let mut cfg = format!(
         // Every simulated host comes from 127.0.0.1: lift the per-address caps (the
         // unauthenticated one is 16 by default, and registrations run 64 at a time).
-        "lease_ttl_s = {}\nheartbeat_s = {}\nmax_connections = 1000000\nmax_connections_per_ip = 1000000\nmax_unauthenticated_per_ip = 1000000\n",
+        "lease_ttl_s = {}\nheartbeat_s = {}\nmax_connections = 1000000\nmax_connections_per_ip = 1000000\nmax_unauthenticated_per_ip = 1000000\nmax_web_connections_per_ip = 64\n",
         args.ttl_s, args.heartbeat_s
     );
     for l in 0..lans {
@@ -140,6 +181,11 @@ fn start_server(
         .arg(dir.join("state"))
         .arg("--config")
         .arg(dir.join("bulletin.toml"))
+        .args(
+            web.map(|w| ["--web".to_string(), w.to_string()])
+                .into_iter()
+                .flatten(),
+        )
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -168,8 +214,16 @@ async fn reader(mut rx: SessionRx, seen: Arc<Mutex<Seen>>, id: u32) {
             }
             ServerMsg::Event(Event::Leave { host_id, .. }) => {
                 s.leaves.entry(host_id).or_insert(now);
+                if s.record_fanout {
+                    s.fanout.entry((false, host_id)).or_default().push(now);
+                }
             }
-            ServerMsg::Event(Event::Join(_)) => s.events += 1,
+            ServerMsg::Event(Event::Join(r)) => {
+                s.events += 1;
+                if s.record_fanout {
+                    s.fanout.entry((true, r.host_id)).or_default().push(now);
+                }
+            }
             _ => {}
         }
     }
@@ -192,7 +246,22 @@ async fn main() -> Result<()> {
     let lapse = args.lapse.min(lans);
     let secret = [0x5au8; 32];
     let verifier = Verifier::from_secret(&secret);
-    let (server, addr, fp) = start_server(&args, &verifier, lans)?;
+    let web = match (args.mode, args.web) {
+        (Mode::Lapse, _) => None,
+        (Mode::Dashboard, Some(w)) => Some(w),
+        (Mode::Dashboard, None) => Some(SocketAddr::from((
+            [127, 0, 0, 1],
+            std::net::TcpListener::bind("127.0.0.1:0")?
+                .local_addr()?
+                .port(),
+        ))),
+    };
+    if let Some(w) = web
+        && !w.ip().is_loopback()
+    {
+        bail!("--web {w}: the load runs on loopback only");
+    }
+    let (server, addr, fp) = start_server(&args, &verifier, lans, web)?;
     let pid = server.child.id();
     let client = Arc::new(Client::new(addr, &fp)?);
     let seen = Arc::new(Mutex::new(Seen::default()));
@@ -200,60 +269,7 @@ async fn main() -> Result<()> {
     // Phase 1: registration.
     let cpu0 = cpu_seconds(pid)?;
     let t0 = Instant::now();
-    let sem = Arc::new(tokio::sync::Semaphore::new(args.concurrency.max(1)));
-    let mut set = tokio::task::JoinSet::new();
-    for i in 0..args.hosts {
-        let (client, sem, seen, v) = (client.clone(), sem.clone(), seen.clone(), verifier.clone());
-        let lan = format!("lan{}", i / args.per_lan);
-        set.spawn(async move {
-            let _permit = sem.acquire_owned().await?;
-            let id = 1 + i as u32;
-            // As real hosts do, retry a timed-out attempt (counted in the results).
-            let mut retries = 0u32;
-            let s = loop {
-                let attempt = async {
-                    let mut s = client.connect().await?;
-                    let proof = v.prove(&s.terms.nonce, id, &lan);
-                    s.register(Register {
-                        host_id: id,
-                        name: format!("sim{i}"),
-                        underlay: std::net::IpAddr::from([
-                            10,
-                            (i >> 16) as u8,
-                            (i >> 8) as u8,
-                            i as u8,
-                        ]),
-                        prefix: 8,
-                        port: 7401,
-                        lans: vec![LanJoin {
-                            name: lan.clone(),
-                            segment: "192.168.0.0/16".into(),
-                            proof,
-                        }],
-                    })
-                    .await?;
-                    anyhow::Ok(s)
-                };
-                match attempt.await {
-                    Ok(s) => break s,
-                    Err(e) if retries >= 3 => {
-                        return Err(e.context(format!("host {id} after {retries} retries")));
-                    }
-                    Err(_) => retries += 1,
-                }
-            };
-            let (tx, rx) = s.split();
-            tokio::spawn(reader(rx, seen, id));
-            anyhow::Ok((id, i / args.per_lan, tx, retries))
-        });
-    }
-    let mut sessions: Vec<(u32, usize, SessionTx)> = Vec::with_capacity(args.hosts);
-    let mut retries = 0u32;
-    while let Some(r) = set.join_next().await {
-        let (id, lan, tx, tries) = r.context("task")??;
-        retries += tries;
-        sessions.push((id, lan, tx));
-    }
+    let (mut sessions, retries) = register_all(&args, &client, &verifier, &seen).await?;
     let reg_s = t0.elapsed().as_secs_f64();
     let reg_cpu = cpu_seconds(pid)? - cpu0;
     sessions.sort_by_key(|s| s.0);
@@ -261,6 +277,26 @@ async fn main() -> Result<()> {
         "registered {} hosts in {lans} LANs in {reg_s:.2} s",
         sessions.len()
     );
+    if let (Mode::Dashboard, Some(web)) = (args.mode, web) {
+        let registration = serde_json::json!({
+            "register_s": reg_s,
+            "register_per_s": args.hosts as f64 / reg_s,
+            "register_server_cpu_s": reg_cpu,
+            "register_retries": retries,
+        });
+        let ctx = steady::Ctx {
+            args: &args,
+            client: &client,
+            verifier: &verifier,
+            seen: &seen,
+            pid,
+            web,
+            lans,
+        };
+        let result = steady::run(ctx, sessions, registration).await;
+        drop(server);
+        return result;
+    }
     if reg_s >= args.ttl_s as f64 {
         bail!(
             "registration took {reg_s:.1} s, longer than the lease ({} s): raise --ttl-s",
@@ -368,4 +404,84 @@ async fn main() -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// A live simulated host: id, LAN index, sending half.
+type Live = (u32, usize, SessionTx);
+
+/// Register `--hosts` hosts, `--concurrency` at a time, each with a reader recording what
+/// it hears into `seen`. Returns the sessions and the retries it took.
+async fn register_all(
+    args: &Args,
+    client: &Arc<Client>,
+    verifier: &Verifier,
+    seen: &Arc<Mutex<Seen>>,
+) -> Result<(Vec<Live>, u32)> {
+    let sem = Arc::new(tokio::sync::Semaphore::new(args.concurrency.max(1)));
+    let mut set = tokio::task::JoinSet::new();
+    let per_lan = args.per_lan;
+    for i in 0..args.hosts {
+        let (client, sem, seen, v) = (client.clone(), sem.clone(), seen.clone(), verifier.clone());
+        let lan = format!("lan{}", i / per_lan);
+        set.spawn(async move {
+            let _permit = sem.acquire_owned().await?;
+            let id = 1 + i as u32;
+            // As real hosts do, retry a timed-out attempt (counted in the results).
+            let mut retries = 0u32;
+            let s = loop {
+                match register_one(&client, &v, i, &lan).await {
+                    Ok(s) => break s,
+                    Err(e) if retries >= 3 => {
+                        return Err(e.context(format!("host {id} after {retries} retries")));
+                    }
+                    Err(_) => retries += 1,
+                }
+            };
+            let (tx, rx) = s.0.split();
+            tokio::spawn(reader(rx, seen, id));
+            anyhow::Ok((id, i / per_lan, tx, retries))
+        });
+    }
+    let mut sessions: Vec<(u32, usize, SessionTx)> = Vec::with_capacity(args.hosts);
+    let mut retries = 0u32;
+    while let Some(r) = set.join_next().await {
+        let (id, lan, tx, tries) = r.context("task")??;
+        retries += tries;
+        sessions.push((id, lan, tx));
+    }
+    Ok((sessions, retries))
+}
+
+/// Register simulated host `i` (id `i + 1`, named `sim<i>`) in `lan`: its session, and
+/// when its registration was sent.
+async fn register_one(
+    client: &Client,
+    v: &Verifier,
+    i: usize,
+    lan: &str,
+) -> Result<(bulletin::client::Session, Instant)> {
+    let id = 1 + i as u32;
+    let mut s = client.connect().await?;
+    let proof = v.prove(&s.terms.nonce, id, lan);
+    let sent = Instant::now();
+    s.register(Register {
+        host_id: id,
+        name: format!("sim{i}"),
+        // Subnets of 25 hosts, as racks: the dashboard groups a LAN by them.
+        underlay: std::net::IpAddr::from([
+            10,
+            ((i / 25) >> 8) as u8,
+            (i / 25) as u8,
+            (i % 25) as u8 + 1,
+        ]),
+        prefix: 24,
+        port: 7401,
+        lans: vec![LanJoin {
+            name: lan.to_string(),
+            segment: "192.168.0.0/16".into(),
+            proof,
+        }],
+    })
+    .await?;
+    Ok((s, sent))
 }
