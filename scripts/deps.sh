@@ -1,13 +1,21 @@
 #!/usr/bin/env bash
 # Install what vmvpn's build, demo, lab and tests need on Debian. Idempotent: installs only
 # what is missing, so a second run touches nothing. Needs root when something is missing.
+#   bash scripts/deps.sh          everything the test suite needs
+#   bash scripts/deps.sh --demo   only what the demo and the lab need
 set -euo pipefail
+demo_only=false
+[ "${1:-}" = --demo ] && demo_only=true
 
 need=()
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
 command -v ping >/dev/null 2>&1 || need+=(iputils-ping)
 command -v cc >/dev/null 2>&1 || need+=(gcc libc6-dev)
 command -v bridge >/dev/null 2>&1 || need+=(iproute2)
+# The demo's TCP stream between two VMs.
+command -v iperf3 >/dev/null 2>&1 || need+=(iperf3)
+command -v curl >/dev/null 2>&1 || command -v cargo >/dev/null 2>&1 || need+=(curl ca-certificates)
+if ! $demo_only; then
 # The flooding tests run a DHCP server (no system service) and client inside VM namespaces.
 { command -v dnsmasq || [ -x /usr/sbin/dnsmasq ]; } >/dev/null 2>&1 || need+=(dnsmasq-base)
 command -v busybox >/dev/null 2>&1 || need+=(busybox)
@@ -32,15 +40,17 @@ command -v tshark >/dev/null 2>&1 || need+=(tshark)
 command -v nfcapd >/dev/null 2>&1 || need+=(nfdump)
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 command -v redis-cli >/dev/null 2>&1 || need+=(redis-tools)
-# The telemetry accuracy tests and the benchmarks drive traffic between VMs with iperf3.
-command -v iperf3 >/dev/null 2>&1 || need+=(iperf3)
+# The packaging test checks the units with systemd-analyze verify.
+command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
+# VM names come from libvirt through virsh; the tests use its test:/// driver (no daemon).
+command -v virsh >/dev/null 2>&1 || need+=(libvirt-clients)
 # A test turns checksum offload off on a VM port, so merged frames get checksummed in software.
 { command -v ethtool || [ -x /usr/sbin/ethtool ]; } >/dev/null 2>&1 || need+=(ethtool)
 # The MTU tests make a router link that drops large packets, IP fragments and ICMP.
 { command -v nft || [ -x /usr/sbin/nft ]; } >/dev/null 2>&1 || need+=(nftables)
 # The hardening test limits a daemon's open files with prlimit (util-linux).
 command -v prlimit >/dev/null 2>&1 || need+=(util-linux)
-command -v curl >/dev/null 2>&1 || command -v cargo >/dev/null 2>&1 || need+=(curl ca-certificates)
+fi
 if ((${#need[@]})); then
   if [ "$(id -u)" != 0 ]; then
     echo "deps: ${need[*]} missing; run as root to install them" >&2

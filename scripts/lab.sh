@@ -6,6 +6,8 @@
 set -euo pipefail
 source "$(dirname "$0")/prelude.sh"
 need_root lab
-prepare
-cargo build --workspace --bins --locked --quiet
-exec "${CARGO_TARGET_DIR:-target}/debug/vmvpn-lab" up
+prepare --demo
+cargo build --release --locked --quiet -p vmvpn --bin vmvpn -p bulletin --bin bulletin \
+  -p vmvpn-tests --bin vmvpn-lab
+target="${CARGO_TARGET_DIR:-target}/release"
+VMVPN_BIN="$target/vmvpn" BULLETIN_BIN="$target/bulletin" exec "$target/vmvpn-lab" up

@@ -6,8 +6,9 @@ need_root() {
   [ "$(id -u)" = 0 ] || { echo "$1: run as root (network namespaces and TAP devices need it)" >&2; exit 1; }
 }
 
+# `prepare --demo` installs only what the demo and the lab need.
 prepare() {
-  bash scripts/deps.sh
+  bash scripts/deps.sh "$@"
   if [ -d "$HOME/.cargo/bin" ]; then
     export PATH="$HOME/.cargo/bin:$PATH"
   fi

@@ -28,6 +28,8 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 bash scripts/fuzz.sh 30
 # The integration tests start the real binaries: build them first.
 cargo build --workspace --bins --locked
+# The packaging test installs the .deb packages (release build, cargo-deb).
+bash scripts/package.sh
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 set +e

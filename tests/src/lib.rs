@@ -10,6 +10,7 @@
 //! test fails (then it prints the daemons' logs and keeps them on disk).
 
 pub mod linkem;
+pub mod soak;
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
@@ -148,9 +149,16 @@ pub struct LabBuilder {
     extra_peers: usize,
     router_rules: Option<String>,
     router_mtu: Option<u32>,
+    env: Vec<(String, String)>,
 }
 
 impl LabBuilder {
+    /// Set `key=value` in the environment of every daemon (hosts and bulletin).
+    pub fn daemon_env(mut self, key: &str, value: &str) -> Self {
+        self.env.push((key.into(), value.into()));
+        self
+    }
+
     /// Put a link emulator (`vmvpn-linkem`) on `host`'s underlay link, in its own
     /// namespace between the host and the router, impairing what the host sends (`out`)
     /// and receives (`inbound`) from the start, e.g. `"delay=20ms"`, `"loss=0.05"`, `""`.
@@ -326,6 +334,7 @@ impl LabBuilder {
             vms: Vec::new(),
             router: String::new(),
             bulletin: None,
+            env: self.env.clone(),
             ipv6: self.ipv6,
             emulators: BTreeMap::new(),
         };
@@ -367,6 +376,8 @@ pub struct Lab {
     vms: Vec<Vm>,
     router: String,
     bulletin: Option<BulletinProc>,
+    /// Set in every daemon's environment.
+    env: Vec<(String, String)>,
     ipv6: bool,
     /// Link emulators by host: (namespace, process).
     emulators: BTreeMap<String, (String, Option<Child>)>,
@@ -484,6 +495,7 @@ impl Lab {
             block_multicast: Vec::new(),
             router_rules: None,
             router_mtu: None,
+            env: Vec::new(),
             metrics: false,
             web: false,
             tails: Vec::new(),
@@ -916,7 +928,7 @@ impl Lab {
         for w in &b.web {
             args.extend(["--web".into(), w.into()]);
         }
-        let child = spawn_in_ns(&router, &bulletin_bin(), &args, log);
+        let child = spawn_in_ns(&router, &bulletin_bin(), &args, log, &self.env);
         let _ = std::fs::write(b.log.with_extension("pid"), child.id().to_string());
         b.child = Some(child);
     }
@@ -952,7 +964,7 @@ impl Lab {
             "--stats".into(),
             stats.clone().into(),
         ];
-        let c = spawn_in_ns(ns, &linkem_bin(), &args, log);
+        let c = spawn_in_ns(ns, &linkem_bin(), &args, log, &[]);
         let _ = std::fs::write(dir.join(format!("linkem-{host}.pid")), c.id().to_string());
         *child = Some(c);
         // Ready once it has written its first counters.
@@ -1225,7 +1237,7 @@ impl Lab {
             .unwrap_or_else(|e| panic!("log file: {e}"));
         let args: Vec<std::ffi::OsString> =
             vec!["up".into(), "--config".into(), host.config.clone().into()];
-        let child = spawn_in_ns(&host.ns, &bin, &args, log);
+        let child = spawn_in_ns(&host.ns, &bin, &args, log, &self.env);
         // Recorded so a sweep after a killed test run can stop it by PID.
         let _ = std::fs::write(host.log.with_extension("pid"), child.id().to_string());
         host.child = Some(child);
@@ -1575,11 +1587,18 @@ fn underlay_up(ns: &str, cidr: &str, subnet: u8) {
 
 /// Start `bin args…` in namespace `ns`, logging to `log`; the PID is the program's own
 /// (`ip netns exec` execs it).
-fn spawn_in_ns(ns: &str, bin: &Path, args: &[std::ffi::OsString], log: std::fs::File) -> Child {
+fn spawn_in_ns(
+    ns: &str,
+    bin: &Path,
+    args: &[std::ffi::OsString],
+    log: std::fs::File,
+    env: &[(String, String)],
+) -> Child {
     Command::new("ip")
         .args(["netns", "exec", ns])
         .arg(bin)
         .args(args)
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .env(
             "RUST_LOG",
             std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),

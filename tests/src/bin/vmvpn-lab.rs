@@ -358,119 +358,41 @@ fn soak(json: Option<String>, minutes: u64) -> ExitCode {
 }
 
 fn soak_churn(json: Option<String>, minutes: u64) -> ExitCode {
-    let churners = ["c1", "c2", "c3", "c4"];
-    let mut lab = Lab::builder("churn")
-        .subnet(&["s1", "c1", "c2"])
-        .subnet(&["s2", "c3", "c4"])
-        .lan(
-            "lan1",
-            [192, 168, 100],
-            &["s1", "s2", "c1", "c2", "c3", "c4"],
-            1,
-        )
-        .bulletin(6, 2)
-        .start();
-    for h in ["s1", "s2"] {
-        lab.wait_tunnels(h, "lan1", 5, Duration::from_secs(20));
-    }
-    let (a, z) = (
-        lab.vm("s1", "lan1", 0).clone(),
-        lab.vm("s2", "lan1", 0).clone(),
-    );
-    let pids = |lab: &Lab| {
-        [
-            ("s1", lab.pid("s1")),
-            ("s2", lab.pid("s2")),
-            ("bulletin", lab.bulletin_pid().unwrap_or(0)),
-        ]
-    };
-    let rss = |lab: &Lab| pids(lab).map(|(n, p)| (n, rss_kib(p)));
-    let start = rss(&lab);
-    println!("start: {start:?} KiB");
-    // Pings all along, from a process of their own: 20 a second for the whole soak.
-    let count = minutes * 60 * 20;
-    let pinger = Command::new("ip")
-        .args([
-            "netns", "exec", &a.ns, "ping", "-n", "-q", "-i", "0.05", "-W", "1",
-        ])
-        .args(["-c", &count.to_string(), &z.ip.to_string()])
-        .output_in_background();
-    let t0 = std::time::Instant::now();
-    let (mut step, mut events) = (0usize, [0u64; 3]);
-    let mut samples = vec![(0u64, start)];
-    while t0.elapsed() < Duration::from_secs(minutes * 60) {
-        std::thread::sleep(Duration::from_secs(3));
-        let h = churners[step % churners.len()];
-        if lab.running(h) {
-            // Alternate a graceful leave and a crash.
-            if (events[0] + events[1]) % 2 == 0 {
-                lab.stop(h);
-                events[0] += 1;
-            } else {
-                lab.kill(h);
-                events[1] += 1;
-            }
-        } else {
-            lab.restart(h);
-            events[2] += 1;
-        }
-        step += 1;
-        let m = t0.elapsed().as_secs() / 60;
-        if m > samples.last().map_or(0, |s| s.0) {
-            let r = rss(&lab);
-            println!(
-                "after {m} min: {r:?} KiB; leaves {}, crashes {}, joins {}",
-                events[0], events[1], events[2]
-            );
-            samples.push((m, r));
-        }
-    }
-    let out = match pinger.and_then(|c| c.wait_with_output()) {
-        Ok(o) => String::from_utf8_lossy(&o.stdout).into_owned(),
-        Err(e) => format!("ping: {e}"),
-    };
-    let summary = out
-        .lines()
-        .find(|l| l.contains("packets transmitted"))
-        .unwrap_or("no ping summary")
-        .to_string();
-    println!("stable pair: {summary}");
+    vmvpn_tests::soak::heap_log_env();
+    let soak = vmvpn_tests::soak::churn_soak(minutes);
+    println!("stable pair: {}", soak.ping);
     println!(
         "churn: {} graceful leaves, {} crashes, {} joins in {minutes} min",
-        events[0], events[1], events[2]
+        soak.leaves, soak.crashes, soak.joins
     );
-    let lost = !summary.contains(" 0% packet loss");
+    // The last five sixths: the hour's last 50 minutes.
+    let drift = soak.drift(minutes / 6);
+    for d in &drift {
+        println!(
+            "{}: from minute {} RSS {} -> {} KiB (range {:.2} %), heap in use {:?} -> {:?} B ({})",
+            d.process,
+            d.from_minute,
+            d.rss_kib.0,
+            d.rss_kib.1,
+            d.rss_range_pct,
+            d.heap_in_use.0,
+            d.heap_in_use.1,
+            d.heap_growth_pct
+                .map_or("unknown".into(), |g| format!("{g:+.2} %"))
+        );
+    }
     if let Some(p) = json {
-        let v = serde_json::json!({
-            "bench": "soak-churn", "minutes": minutes, "ping": summary,
-            "leaves": events[0], "crashes": events[1], "joins": events[2],
-            "rss_kib_by_minute": samples.iter().map(|(m, r)| serde_json::json!({
-                "minute": m, "s1": r[0].1, "s2": r[1].1, "bulletin": r[2].1,
-            })).collect::<Vec<_>>(),
-        });
+        let v = serde_json::json!({ "bench": "soak-churn", "soak": soak, "drift": drift });
         if let Err(e) = std::fs::write(&p, serde_json::to_string_pretty(&v).unwrap_or_default()) {
             eprintln!("cannot write {p}: {e}");
             return ExitCode::FAILURE;
         }
     }
-    if lost {
+    if soak.lost {
         eprintln!("the stable pair lost pings during the churn");
         return ExitCode::FAILURE;
     }
     ExitCode::SUCCESS
-}
-
-/// `spawn` with stdout captured, for a process that runs while the caller works.
-trait Background {
-    fn output_in_background(&mut self) -> std::io::Result<std::process::Child>;
-}
-
-impl Background for Command {
-    fn output_in_background(&mut self) -> std::io::Result<std::process::Child> {
-        self.stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-    }
 }
 
 /// The demo's traffic, then `minutes` of quiet, while every host's alerts are watched.
