@@ -10,6 +10,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use vmvpn::api::control::{self, ControlRequest};
+use vmvpn::api::reload::ReloadReport;
 use vmvpn::config::{Config, generate_secret};
 use vmvpn::status::{AlertView, LanTraffic, MacRow, Status};
 
@@ -129,7 +130,22 @@ enum Command {
         #[arg(long)]
         secret_file: PathBuf,
     },
-    /// Check a config file and its secret files without starting anything.
+    /// Read the daemon's config file (and alarm rules) again and apply what changed.
+    ///
+    /// Live: a LAN's static peers and rate limits, [telemetry] measurement settings and
+    /// the alarm rules; tunnels not affected keep their sessions. Anything else (host
+    /// name, address or port, a LAN added or removed, a secret, exports) needs a restart:
+    /// then nothing is applied, the running config stays, and the exit status is 1.
+    /// SIGHUP does the same (the outcome is in the daemon's log).
+    Reload {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Check a config file and its secret files without starting anything; when its
+    /// daemon runs, also show what `vmvpn reload` would change.
     Check {
         /// Host configuration file.
         #[arg(long, short, env = "VMVPN_CONFIG")]
@@ -306,6 +322,37 @@ fn run(cli: Cli) -> Result<()> {
                 cfg.lans.len(),
                 rules.len()
             );
+            // A daemon on this config's socket: what would a reload of it change?
+            let sock = cfg.control_socket();
+            if sock.exists() {
+                let dry = ControlRequest::Reload { dry_run: true };
+                match control::request::<ReloadReport>(&sock, &dry) {
+                    Ok(r) => {
+                        let same = |p: &Path| std::fs::canonicalize(p).ok();
+                        if same(Path::new(&r.file)) == same(&config) {
+                            print!("{}", render::reload(&r));
+                        } else {
+                            println!(
+                                "the daemon at {} runs {}: check that file to see what a reload would change",
+                                sock.display(),
+                                r.file
+                            );
+                        }
+                    }
+                    Err(e) => println!("(no reload preview: {e})"),
+                }
+            }
+            Ok(())
+        }
+        Command::Reload { json, target } => {
+            let r: ReloadReport = control::request(
+                &target.resolve()?,
+                &ControlRequest::Reload { dry_run: false },
+            )?;
+            print_out(&r, json, render::reload)?;
+            if let Some(why) = &r.refused {
+                bail!("reload refused: {why}");
+            }
             Ok(())
         }
         Command::Alerts { json, target } => {

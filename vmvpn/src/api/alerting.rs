@@ -1,19 +1,18 @@
 //! The daemon's alarm task: every [`EVAL_EVERY`] it takes the figures its rules read from
 //! the data plane (`engine::figures`: a light snapshot into buffers it hands back),
 //! evaluates the rules on it (`alarms::eval`, sans-IO), logs what fired and resolved, and
-//! keeps the alerts for `vmvpn alerts` and `/metrics`. SIGHUP reloads the rules file; a
-//! file with an error is refused (logged with file and line) and the running rules stay.
+//! keeps the alerts for `vmvpn alerts` and `/metrics`. New rules arrive from a reload
+//! (`api::reload`: SIGHUP or `vmvpn reload`), already read and checked; alerts of rules
+//! that stay keep their state.
 //! It runs beside the data plane and never holds it up: a snapshot is one request.
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
 
 use crate::alarms::eval::{Evaluator, Notice};
-use crate::alarms::rules::{self, Rule};
+use crate::alarms::rules::Rule;
 use crate::alarms::series;
 use crate::alarms::state::Transition;
 use crate::io::dataplane::{Handle, Request};
@@ -23,11 +22,11 @@ pub const EVAL_EVERY: Duration = Duration::from_secs(1);
 
 pub use crate::alarms::SharedAlerts;
 
-/// Evaluate `rules` until `stop` turns true; `file` is reloaded on SIGHUP.
+/// Evaluate `rules` until `stop` turns true; rules from `reloads` replace them.
 pub async fn run(
     dp: Handle,
     rules: Vec<Rule>,
-    file: Option<PathBuf>,
+    mut reloads: mpsc::Receiver<Vec<Rule>>,
     alerts: SharedAlerts,
     notify: Option<mpsc::Sender<Vec<Notice>>>,
     mut stop: watch::Receiver<bool>,
@@ -38,23 +37,11 @@ pub async fn run(
     let mut figures = Box::<crate::engine::figures::Figures>::default();
     let mut tick = tokio::time::interval(EVAL_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut hup = match signal(SignalKind::hangup()) {
-        Ok(s) => Some(s),
-        Err(e) => {
-            warn!(error = %e, "cannot watch SIGHUP: the rules file will not be reloaded");
-            None
-        }
-    };
     loop {
         tokio::select! {
             _ = stop.changed() => return,
-            _ = async {
-                match hup.as_mut() {
-                    Some(h) => h.recv().await,
-                    None => std::future::pending().await,
-                }
-            } => {
-                reload(&mut ev, file.as_ref());
+            Some(r) = reloads.recv() => {
+                ev.set_rules(r);
                 needs = series::needs(ev.rules());
             }
             _ = tick.tick() => {
@@ -82,20 +69,6 @@ pub async fn run(
                 }
             }
         }
-    }
-}
-
-fn reload(ev: &mut Evaluator, file: Option<&PathBuf>) {
-    let Some(path) = file else {
-        info!("SIGHUP: no [alarms] rules file; the default rules stay");
-        return;
-    };
-    match rules::load(path) {
-        Ok(r) => {
-            info!(file = %path.display(), rules = r.len(), "SIGHUP: alarm rules reloaded");
-            ev.set_rules(r);
-        }
-        Err(e) => warn!(error = %e, "SIGHUP: alarm rules refused; the running rules stay"),
     }
 }
 

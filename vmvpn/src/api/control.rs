@@ -3,7 +3,8 @@
 //! Requests: `{"request":"status"}`, `{"request":"macs","lan":"lan1"}` (`lan` optional),
 //! `{"request":"traffic","lan":"lan1","top":10}` (per-VM traffic, matrix, flows; both
 //! optional), `{"request":"ping","target":"h2"}` (one probe; waits up to 2 s),
-//! `{"request":"alerts"}` (firing, pending and recently resolved alerts).
+//! `{"request":"alerts"}` (firing, pending and recently resolved alerts),
+//! `{"request":"reload","dry_run":false}` (read the config again; see `api::reload`).
 //! Answers: `{"ok": …}` or `{"error": "…"}`.
 //!
 //! Bounded, so that no local client can starve the daemon or the other clients: at most
@@ -66,6 +67,12 @@ pub enum ControlRequest {
     },
     /// Alerts: firing, pending, and recently resolved.
     Alerts,
+    /// Read the config file again and apply what changed; with `dry_run`, only say what.
+    Reload {
+        /// Only compare.
+        #[serde(default)]
+        dry_run: bool,
+    },
 }
 
 /// How long `ping` waits for its answer.
@@ -150,6 +157,8 @@ pub struct Views {
     pub export: crate::export::SharedExport,
     /// VM names from libvirt, when `[libvirt]` is set.
     pub libvirt: Option<crate::libvirt::inventory::SharedInventory>,
+    /// Live reconfiguration (none in tests that serve a bare data plane).
+    pub reload: Option<crate::api::reload::SharedReloader>,
 }
 
 /// Serve the control socket until the task is dropped.
@@ -294,6 +303,16 @@ async fn answer(req: ControlRequest, dp: &Handle, views: &Views) -> Value {
     let (bulletin, alerts) = (views.bulletin.as_ref(), &views.alerts);
     let gone = || error("data plane is shutting down");
     match req {
+        ControlRequest::Reload { dry_run } => match &views.reload {
+            Some(r) => {
+                let report = r.lock().await.reload(dry_run).await;
+                if !dry_run {
+                    crate::api::reload::log(&report);
+                }
+                ok(report)
+            }
+            None => error("this daemon cannot reload"),
+        },
         ControlRequest::Alerts => match alerts.lock() {
             Ok(a) => ok(a.clone()),
             Err(_) => error("the alarm task failed; see the daemon's log"),

@@ -11,6 +11,7 @@ use ring::rand::{SecureRandom, SystemRandom};
 use tokio::signal::unix::{SignalKind, signal};
 use tracing::{info, warn};
 use vmvpn::api::control;
+use vmvpn::api::reload::{self, Reloader, SharedReloader};
 use vmvpn::config::Config;
 use vmvpn::engine::{Engine, HostIdentity, LanSpec, Timers};
 use vmvpn::io::dataplane::{DataPlane, report_fatal};
@@ -29,6 +30,9 @@ pub(crate) fn up(path: &Path) -> Result<()> {
 
 /// The config, read and checked, with what it needs from the system (nothing opened yet).
 struct Prepared {
+    /// The file and its text, for reloads.
+    path: std::path::PathBuf,
+    text: String,
     cfg: Config,
     /// The alarm rules: the file's, or the default ones.
     rules: Vec<vmvpn::alarms::rules::Rule>,
@@ -39,6 +43,8 @@ struct Prepared {
 
 /// Everything opened and built, ready to run.
 struct Opened {
+    path: std::path::PathBuf,
+    text: String,
     cfg: Config,
     rules: Vec<vmvpn::alarms::rules::Rule>,
     dp: DataPlane,
@@ -78,6 +84,8 @@ fn prepare(path: &Path) -> Result<Prepared> {
     };
     let rules = cfg.alarms.load()?;
     Ok(Prepared {
+        path: path.to_path_buf(),
+        text,
         cfg,
         rules,
         secrets,
@@ -90,6 +98,8 @@ fn prepare(path: &Path) -> Result<Prepared> {
 /// data plane.
 fn open(prep: Prepared) -> Result<Opened> {
     let Prepared {
+        path,
+        text,
         cfg,
         rules,
         secrets,
@@ -229,6 +239,8 @@ fn open(prep: Prepared) -> Result<Opened> {
         }
     };
     Ok(Opened {
+        path,
+        text,
         cfg,
         rules,
         dp,
@@ -312,6 +324,8 @@ async fn web(
 /// on its own thread, and take everything down on a signal or a failure.
 fn supervise(o: Opened) -> Result<()> {
     let Opened {
+        path,
+        text,
         cfg,
         rules,
         dp,
@@ -356,25 +370,15 @@ fn supervise(o: Opened) -> Result<()> {
                 uri: l.uri.get_ref().clone(),
             };
             let every = Duration::from_secs(*l.refresh_s.get_ref());
-            let lans: Vec<inventory::LanLimits> = cfg
-                .lans
-                .iter()
-                .map(|lan| inventory::LanLimits {
-                    lan: lan.name.get_ref().0.clone(),
-                    by_mac: lan.limit_specs(),
-                    by_vm: lan.vm_limit_specs(),
-                })
-                .filter(|l| !l.by_vm.is_empty())
-                .collect();
-            let limits = (!lans.is_empty()).then(|| (handle.clone(), lans));
+            let (limits_tx, limits_rx) = tokio::sync::watch::channel(Reloader::lan_limits(&cfg));
             tokio::spawn(inventory::run(
                 reader,
                 every,
                 inv.clone(),
-                limits,
+                Some((handle.clone(), limits_rx)),
                 stop_rx.clone(),
             ));
-            inv
+            (inv, limits_tx)
         });
         // Built inside the runtime: the QUIC endpoint registers with it.
         let (view, mut member) = match membership {
@@ -404,14 +408,26 @@ fn supervise(o: Opened) -> Result<()> {
         } else {
             None
         };
+        let (rules_tx, rules_rx) = tokio::sync::mpsc::channel(1);
         let alarms = tokio::spawn(vmvpn::api::alerting::run(
             handle.clone(),
             rules,
-            cfg.alarms.rules.clone(),
+            rules_rx,
             alerts.clone(),
             notify,
             alarm_stop,
         ));
+        let inventory = libvirt.as_ref().map(|(inv, _)| inv.clone());
+        let (host_name, lan_count) = (cfg.host.name.0.clone(), cfg.lans.len());
+        let path_shown = path.display().to_string();
+        let reloader: SharedReloader = std::sync::Arc::new(tokio::sync::Mutex::new(Reloader::new(
+            path,
+            text,
+            cfg,
+            handle.clone(),
+            rules_tx,
+            libvirt,
+        )));
         let server = tokio::spawn(control::serve(
             listener,
             handle.clone(),
@@ -419,26 +435,35 @@ fn supervise(o: Opened) -> Result<()> {
                 bulletin: view,
                 alerts,
                 export,
-                libvirt,
+                libvirt: inventory,
+                reload: Some(reloader.clone()),
             },
         ));
-        info!(host = %cfg.host.name, id = format_args!("{host_id:#010x}"), %listen, socket = %sock.display(), "vmvpn up");
+        info!(host = %host_name, id = format_args!("{host_id:#010x}"), %listen, socket = %sock.display(), "vmvpn up");
         let mut term = signal(SignalKind::terminate())?;
         let mut int = signal(SignalKind::interrupt())?;
         // systemd (Type=notify): TAPs, data plane and control socket are up. Nothing is
         // sent without NOTIFY_SOCKET.
-        let ready = format!("{} LANs, data port {listen}", cfg.lans.len());
+        let ready = format!("{lan_count} LANs, data port {listen}");
         if let Err(e) = sd_notify::notify(&[
             sd_notify::NotifyState::Ready,
             sd_notify::NotifyState::Status(&ready),
         ]) {
             warn!(error = %e, "cannot tell systemd the daemon is ready");
         }
+        let mut hup = signal(SignalKind::hangup())?;
+        let mut done_rx = done_rx;
         let mut failure: Option<anyhow::Error> = None;
-        tokio::select! {
+        loop { tokio::select! {
+            _ = hup.recv() => {
+                info!(file = %path_shown, "SIGHUP: reading the config again");
+                let report = reloader.lock().await.reload(false).await;
+                reload::log(&report);
+                continue;
+            }
             _ = term.recv() => info!("SIGTERM: shutting down"),
             _ = int.recv() => info!("SIGINT: shutting down"),
-            _ = done_rx => failure = Some(anyhow!("data plane stopped unexpectedly")),
+            _ = &mut done_rx => failure = Some(anyhow!("data plane stopped unexpectedly")),
             // Without a bulletin this branch never completes.
             r = async {
                 match member.as_mut() {
@@ -453,7 +478,7 @@ fn supervise(o: Opened) -> Result<()> {
                     Err(e) => anyhow!("bulletin membership task failed: {e}"),
                 });
             }
-        }
+        } break; }
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
         // Leave the bulletin first (peers are told at once), then stop forwarding.
         let _ = stop_tx.send(true);

@@ -677,6 +677,31 @@ pub(crate) fn macs(v: &[MacRow]) -> String {
     o
 }
 
+/// What a reload did or would do: the verdict, then each changed key.
+pub(crate) fn reload(r: &vmvpn::api::reload::ReloadReport) -> String {
+    let mut out = String::new();
+    let verdict = match (&r.refused, r.dry_run) {
+        (Some(why), true) => format!("a reload of {} would be refused: {why}", r.file),
+        (Some(why), false) => format!(
+            "reload of {} refused; the running config stays: {why}",
+            r.file
+        ),
+        (None, _) if r.changes.is_empty() => format!(
+            "{}: no change from the running config ({} alarm rule(s), read again on reload)",
+            r.file, r.rules
+        ),
+        (None, true) => format!("a reload of {} would apply:", r.file),
+        (None, false) => format!("reloaded {}:", r.file),
+    };
+    let _ = writeln!(out, "{verdict}");
+    if r.refused.is_none() {
+        for c in &r.changes {
+            let _ = writeln!(out, "  {c}");
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -18,6 +18,7 @@ use toml::Spanned;
 use crate::proto::crypto::LanSecret;
 
 mod alarms;
+pub mod diff;
 mod export;
 mod host;
 mod lan;

@@ -124,6 +124,14 @@ impl Lan {
             .collect();
     }
 
+    /// Forget peer `pi` and its MACs (the peers after it move down).
+    pub(crate) fn remove_peer(&mut self, pi: PeerId) {
+        self.peers.remove(pi.index());
+        self.macs.forget_peer(pi);
+        self.reindex();
+        self.rebuild_flood();
+    }
+
     /// The peer ids, rebuilt after a peer left (the ones after it moved down).
     pub(crate) fn reindex(&mut self) {
         self.by_id = self

@@ -516,10 +516,25 @@ impl Engine {
             return;
         }
         info!(lan = %l.spec.name, peer = %addr, name = %p.name, "peer removed: left the LAN");
-        l.peers.remove(pi.index());
-        l.macs.forget_peer(pi);
-        l.reindex();
-        l.rebuild_flood();
+        l.remove_peer(pi);
+    }
+
+    /// Remove a static peer the config no longer lists (a reload), with its MACs; a peer
+    /// of another source stays. True when it was removed.
+    pub fn unlist_peer(&mut self, lan: LanId, addr: SocketAddr) -> bool {
+        let Some(l) = self.lans.get_mut(lan.index()) else {
+            return false;
+        };
+        let Some(pi) = l.peer_by_addr(addr) else {
+            return false;
+        };
+        let p = &l.peers[pi.index()];
+        if p.source != PeerSource::Static {
+            return false;
+        }
+        info!(lan = %l.spec.name, peer = %addr, name = %p.name, "peer removed: no longer in the config");
+        l.remove_peer(pi);
+        true
     }
 
     /// Count a send or write failure the runtime saw.

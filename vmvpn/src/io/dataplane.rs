@@ -91,7 +91,8 @@ pub enum Request {
         /// The filled ones.
         reply: tokio::sync::oneshot::Sender<Exports>,
     },
-    /// Add or remove a peer of a LAN (from the bulletin); no answer.
+    /// Add or remove a peer of a LAN; no answer. The bulletin's removals leave static
+    /// peers alone; a reload's (`Static`) remove only those.
     Peer {
         /// LAN name.
         lan: String,
@@ -101,6 +102,15 @@ pub enum Request {
         add: bool,
         /// The peer's underlay prefix length, when known.
         prefix: Option<u8>,
+        /// Who says so: the bulletin, or the config (a reload).
+        source: PeerSource,
+    },
+    /// Measure this from now on (`[telemetry]` reloaded); the VM and flow tables start anew.
+    SetAccounting {
+        /// What is measured.
+        accounting: crate::engine::Accounting,
+        /// Done.
+        reply: tokio::sync::oneshot::Sender<()>,
     },
 }
 
@@ -721,14 +731,21 @@ impl DataPlane {
                     addr,
                     add,
                     prefix,
+                    source,
                 } => {
                     if let Some(i) = self.engine.lan_index(&lan) {
-                        if add {
-                            self.engine.add_peer(i, addr, PeerSource::Bulletin, prefix);
-                        } else {
-                            self.engine.remove_peer(i, addr);
+                        match (add, source) {
+                            (true, _) => self.engine.add_peer(i, addr, source, prefix),
+                            (false, PeerSource::Static) => {
+                                self.engine.unlist_peer(i, addr);
+                            }
+                            (false, _) => self.engine.remove_peer(i, addr),
                         }
                     }
+                }
+                Request::SetAccounting { accounting, reply } => {
+                    self.engine.set_accounting(accounting);
+                    let _ = reply.send(());
                 }
             }
         }

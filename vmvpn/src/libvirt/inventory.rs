@@ -221,12 +221,13 @@ impl Reader {
 }
 
 /// Refresh `shared` from `reader` now and every `every`, until `stop`; after each good
-/// refresh, put the limits naming VMs in force through `dp` where they changed.
+/// refresh, put the limits naming VMs in force through `dp` where they changed. New
+/// limits (a reload) are read from the watch and bring a refresh at once.
 pub async fn run(
     reader: Reader,
     every: Duration,
     shared: SharedInventory,
-    limits: Option<(Handle, Vec<LanLimits>)>,
+    mut limits: Option<(Handle, watch::Receiver<Vec<LanLimits>>)>,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut sent: HashMap<String, Vec<LimitSpec>> = HashMap::new();
@@ -256,14 +257,32 @@ pub async fn run(
         {
             info!(uri = %reader.uri, domains, macs, "libvirt: VM names read");
         }
-        if let Some((dp, lans)) = &limits
+        if let Some((dp, lans)) = &mut limits
             && summary.is_some()
         {
-            apply_limits(dp, lans, &shared, &mut sent).await;
+            let lans: Vec<LanLimits> = lans
+                .borrow_and_update()
+                .iter()
+                .filter(|l| !l.by_vm.is_empty())
+                .cloned()
+                .collect();
+            apply_limits(dp, &lans, &shared, &mut sent).await;
         }
-        tokio::select! {
-            _ = tokio::time::sleep(every) => {}
+        let reloaded = tokio::select! {
+            _ = tokio::time::sleep(every) => None,
             _ = stop.changed() => return,
+            ok = async {
+                match &mut limits {
+                    Some((_, rx)) => rx.changed().await.is_ok(),
+                    None => std::future::pending().await,
+                }
+            } => Some(ok),
+        };
+        match reloaded {
+            // The reload put its own resolution in force; compare with that anew.
+            Some(true) => sent.clear(),
+            Some(false) => limits = None,
+            None => {}
         }
     }
 }

@@ -347,12 +347,14 @@ impl Membership {
                     addr,
                     add: true,
                     prefix: Some(prefix),
+                    source: crate::engine::PeerSource::Bulletin,
                 },
                 PeerChange::Remove { lan, addr } => Request::Peer {
                     lan,
                     addr,
                     add: false,
                     prefix: None,
+                    source: crate::engine::PeerSource::Bulletin,
                 },
             };
             self.dp.tell(r);
