@@ -241,6 +241,22 @@ impl Default for BulletinConfig {
     }
 }
 
+/// What a reload of the bulletin's config may not change, key by key: everything but its
+/// `[[lan]]` tables (compared as TOML, so a key added to the format later is refused too,
+/// never ignored). Empty: the reload may go ahead.
+pub fn reload_refusals(old: &str, new: &str) -> Result<Vec<String>, String> {
+    let parse = |t: &str| t.parse::<toml::Table>().map_err(|e| e.to_string());
+    let (old, new) = (parse(old)?, parse(new)?);
+    let mut keys: Vec<&String> = old.keys().chain(new.keys()).collect();
+    keys.sort();
+    keys.dedup();
+    Ok(keys
+        .into_iter()
+        .filter(|k| k.as_str() != "lan" && old.get(*k) != new.get(*k))
+        .map(|k| format!("{k}: cannot change while the bulletin runs: restart it"))
+        .collect())
+}
+
 impl BulletinConfig {
     /// Read and check a config file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
@@ -397,6 +413,22 @@ mod tests {
         .expect("ok");
         assert_eq!(c.lease_ttl, Duration::from_secs(6));
         assert_eq!(c.lans["lan1"], Verifier::from_secret(&[1; 32]));
+    }
+
+    #[test]
+    fn a_reload_may_change_the_lans_and_nothing_else() {
+        let base = "lease_ttl_s = 30\n[[lan]]\nname = \"a\"\nverifier = \"x\"\n";
+        let more = format!("{base}[[lan]]\nname = \"b\"\nverifier = \"y\"\n");
+        assert_eq!(reload_refusals(base, &more), Ok(vec![]));
+        assert_eq!(reload_refusals(&more, base), Ok(vec![]));
+        let ttl = more.replace("lease_ttl_s = 30", "lease_ttl_s = 60\nheartbeat_s = 5");
+        assert_eq!(
+            reload_refusals(&more, &ttl),
+            Ok(vec![
+                "heartbeat_s: cannot change while the bulletin runs: restart it".to_string(),
+                "lease_ttl_s: cannot change while the bulletin runs: restart it".to_string(),
+            ])
+        );
     }
 
     #[test]

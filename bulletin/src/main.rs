@@ -1,7 +1,7 @@
 //! `bulletin`: the vmvpn registry server and its views.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -226,9 +226,13 @@ async fn serve(
     config: Option<PathBuf>,
     web: Vec<SocketAddr>,
 ) -> Result<()> {
-    let cfg = match &config {
-        Some(p) => BulletinConfig::load(p)?,
-        None => BulletinConfig::default(),
+    let (cfg, mut text) = match &config {
+        Some(p) => {
+            let text = std::fs::read_to_string(p)
+                .with_context(|| format!("cannot read config {}", p.display()))?;
+            (BulletinConfig::parse(&text, p)?, text)
+        }
+        None => (BulletinConfig::default(), String::new()),
     };
     if cfg.web.is_none()
         && let Some(a) = web.iter().find(|a| !a.ip().is_loopback())
@@ -280,9 +284,21 @@ async fn serve(
     if let Err(e) = sd_notify::notify(&[sd_notify::NotifyState::Ready]) {
         warn!(error = %e, "cannot tell systemd the bulletin is ready");
     }
-    tokio::select! {
-        _ = term.recv() => info!("SIGTERM: shutting down"),
-        _ = int.recv() => info!("SIGINT: shutting down"),
+    let mut hup = signal(SignalKind::hangup()).context("SIGHUP handler")?;
+    let mut served: Vec<String> = cfg.lans.keys().cloned().collect();
+    loop {
+        tokio::select! {
+            _ = hup.recv() => {
+                match &config {
+                    Some(p) => reload(p, &mut text, &mut served, &server),
+                    None => info!("SIGHUP: no --config, so nothing to read again"),
+                }
+                continue;
+            }
+            _ = term.recv() => info!("SIGTERM: shutting down"),
+            _ = int.recv() => info!("SIGINT: shutting down"),
+        }
+        break;
     }
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     for t in dashboard {
@@ -291,6 +307,35 @@ async fn serve(
     server.shutdown().await;
     info!("stopped");
     Ok(())
+}
+
+/// SIGHUP: read the config again and serve its LANs (added ones at once; the hosts of
+/// removed ones leave them). Anything else that changed needs a restart: then nothing is
+/// applied and the running config stays.
+fn reload(path: &Path, running: &mut String, served: &mut Vec<String>, server: &Server) {
+    let refuse = |why: String| warn!("SIGHUP: reload refused; the running config stays: {why}");
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) => return refuse(format!("cannot read {}: {e}", path.display())),
+    };
+    let cfg = match BulletinConfig::parse(&text, path) {
+        Ok(c) => c,
+        Err(e) => return refuse(e.to_string()),
+    };
+    match bulletin::config::reload_refusals(running, &text) {
+        Ok(r) if r.is_empty() => {}
+        Ok(r) => return refuse(r.join("; ")),
+        Err(e) => return refuse(e),
+    }
+    let mut now: Vec<String> = cfg.lans.keys().cloned().collect();
+    now.sort();
+    served.sort();
+    let added: Vec<&String> = now.iter().filter(|l| !served.contains(l)).collect();
+    let removed: Vec<&String> = served.iter().filter(|l| !now.contains(l)).collect();
+    info!(added = ?added, removed = ?removed, lans = now.len(), "SIGHUP: config reloaded");
+    server.set_lans(cfg.lans);
+    *served = now;
+    *running = text;
 }
 
 /// Start the dashboard: the view built once a second from what the server holds, and a

@@ -64,6 +64,40 @@ impl Registry {
         }
     }
 
+    /// Serve these LANs from now on (a reload): a LAN removed takes its hosts out of it,
+    /// and the others of the LAN are told each one left; a LAN added takes registrations
+    /// at once. A LAN whose verifier changed keeps its hosts until they register again
+    /// (then they must prove the new secret). Returns the leave events.
+    pub fn set_lans(&mut self, lans: HashMap<String, Verifier>) -> Vec<Outbound> {
+        let gone: Vec<String> = self
+            .lans
+            .keys()
+            .filter(|l| !lans.contains_key(*l))
+            .cloned()
+            .collect();
+        self.lans = lans;
+        let mut out = Vec::new();
+        for lan in gone {
+            let members: Vec<u32> = self
+                .hosts
+                .iter()
+                .filter(|(_, h)| h.lans.contains_key(&lan))
+                .map(|(id, _)| *id)
+                .collect();
+            for id in members {
+                out.extend(self.tell_lan(&lan, id, |_| Event::Leave {
+                    lan: lan.clone(),
+                    host_id: id,
+                    reason: "LAN no longer served by the bulletin".into(),
+                }));
+            }
+            for h in self.hosts.values_mut() {
+                h.lans.remove(&lan);
+            }
+        }
+        out
+    }
+
     /// Lease length.
     pub fn ttl(&self) -> Duration {
         self.ttl
@@ -405,6 +439,52 @@ mod tests {
             }
             e => panic!("{e:?}"),
         }
+    }
+
+    #[test]
+    fn a_lan_removed_by_a_reload_takes_its_hosts_out_and_one_added_takes_registrations() {
+        let t0 = Instant::now();
+        let mut r = registry();
+        r.register(1, &NONCE, &reg(1, &["lan1", "lan2"]), obs(1), t0)
+            .expect("ok");
+        r.register(2, &NONCE, &reg(2, &["lan1", "lan2"]), obs(2), t0)
+            .expect("ok");
+        let lan3 = Verifier::from_secret(&[3; 32]);
+        let mut lans: HashMap<String, Verifier> = [
+            ("lan1".to_string(), Verifier::from_secret(&[1; 32])),
+            ("lan3".to_string(), lan3.clone()),
+        ]
+        .into_iter()
+        .collect();
+        let mut out = r.set_lans(lans.clone());
+        out.sort_by_key(|o| o.to);
+        let leave = |to, host_id| Outbound {
+            to,
+            event: Event::Leave {
+                lan: "lan2".into(),
+                host_id,
+                reason: "LAN no longer served by the bulletin".into(),
+            },
+        };
+        assert_eq!(out, vec![leave(1, 2), leave(2, 1)]);
+        assert!(!r.is_member(1, None, "lan2") && r.is_member(1, None, "lan1"));
+        assert_eq!(r.records(Some("lan2"), t0), vec![]);
+        assert_eq!(r.lan_count(), 2);
+        // lan3 takes a registration now; lan2 refuses one.
+        let mut join3 = reg(3, &["lan1"]);
+        join3.lans.push(LanJoin {
+            name: "lan3".into(),
+            segment: "192.168.0.0/16".into(),
+            proof: lan3.prove(&NONCE, 3, "lan3"),
+        });
+        assert!(r.register(3, &NONCE, &join3, obs(3), t0).is_ok());
+        assert!(
+            r.register(4, &NONCE, &reg(4, &["lan2"]), obs(4), t0)
+                .is_err()
+        );
+        // The same LANs again change nothing.
+        lans.insert("lan3".into(), lan3);
+        assert_eq!(r.set_lans(lans), vec![]);
     }
 
     #[test]

@@ -452,6 +452,19 @@ impl Server {
         self.endpoint.local_addr()
     }
 
+    /// Serve these LANs from now on (SIGHUP): see [`Registry::set_lans`]. The hosts of a
+    /// LAN removed are told nothing themselves (their own config still names it; they keep
+    /// what they know), the others of that LAN hear that each one left.
+    pub fn set_lans(&self, lans: HashMap<String, Verifier>) {
+        let mut guard = self.state.lock();
+        let s = &mut *guard;
+        let out = s.registry.set_lans(lans);
+        let reg = &s.registry;
+        s.reports.retain(|l, h| reg.is_member(h, None, l));
+        s.alerts.retain(|l, h| reg.is_member(h, None, l));
+        self.state.dispatch(s, out);
+    }
+
     /// This run's epoch.
     pub fn epoch(&self) -> u64 {
         self.state.epoch

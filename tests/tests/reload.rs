@@ -3,6 +3,8 @@
 //! force and adds a static peer, SIGHUP removes it again, and a port change is refused
 //! (exit status 1, the reason named, the running port kept). `vmvpn check` shows what a
 //! reload would do. The tunnel between the two hosts never re-keys and loses no ping.
+//! The bulletin, on SIGHUP, stops serving a LAN removed from its config (its hosts leave
+//! it, a ping on another LAN loses nothing), serves one added, and refuses anything else.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -174,4 +176,139 @@ fn reload_applies_peers_limits_and_telemetry_live_and_refuses_a_port_change() {
         .filter(|l| l.contains("tunnel up") && l.contains("name=h2"))
         .count();
     assert_eq!(ups, 1, "the tunnel to h2 re-keyed: {log}");
+}
+
+/// The bulletin's records of `lan`: host names, sorted.
+fn ls_lan(lab: &Lab, lan: &str) -> Vec<String> {
+    let mut v: Vec<String> = lab
+        .bulletin_ls()
+        .as_array()
+        .map(|rs| {
+            rs.iter()
+                .filter(|r| r["lan"] == lan)
+                .filter_map(|r| r["name"].as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+fn hup_bulletin(lab: &Lab) {
+    let pid = lab.bulletin_pid().expect("the bulletin runs");
+    // SAFETY: kill(2) on the PID of the bulletin this lab started and still holds.
+    let r = unsafe { libc::kill(pid as libc::pid_t, libc::SIGHUP) };
+    assert_eq!(r, 0, "SIGHUP the bulletin ({pid})");
+}
+
+fn wait_log(lab: &Lab, what: &str, n: usize) {
+    let t0 = Instant::now();
+    while lab.bulletin_log().matches(what).count() < n {
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "no {what:?} in {}",
+            lab.bulletin_log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn the_bulletin_reloads_its_lans_on_sighup_and_refuses_the_rest() {
+    vmvpn_tests::require_root();
+    let mut lab = Lab::builder("breload")
+        .subnet(&["h1"])
+        .subnet(&["h2"])
+        .lan("lan1", [192, 168, 83], &["h1", "h2"], 1)
+        .lan("lan2", [192, 168, 84], &["h1", "h2"], 0)
+        .bulletin(6, 2)
+        .start();
+    for (h, lan) in [
+        ("h1", "lan1"),
+        ("h2", "lan1"),
+        ("h1", "lan2"),
+        ("h2", "lan2"),
+    ] {
+        lab.wait_tunnels(h, lan, 1, Duration::from_secs(20));
+    }
+    assert_eq!(ls_lan(&lab, "lan2"), ["h1", "h2"]);
+    let (a, b) = (
+        lab.vm("h1", "lan1", 0).clone(),
+        lab.vm("h2", "lan1", 0).clone(),
+    );
+    assert!(lab.ping(&a, b.ip));
+    let (ns, target) = (a.ns.clone(), b.ip.to_string());
+    let pinger = std::thread::spawn(move || {
+        Command::new("ip")
+            .args([
+                "netns", "exec", &ns, "ping", "-n", "-q", "-c", "100", "-i", "0.05", "-W", "1",
+                &target,
+            ])
+            .output()
+            .expect("ping")
+    });
+    let path = lab.dir().join("bulletin.toml");
+    let full = std::fs::read_to_string(&path).expect("bulletin config");
+    let at = full.rfind("[[lan]]").expect("two LANs");
+    let without_lan2 = full[..at].to_string();
+    assert!(full[at..].contains("lan2"), "{full}");
+
+    // A change beside the LANs needs a restart: refused, both LANs stay.
+    std::fs::write(
+        &path,
+        without_lan2.replacen("lease_ttl_s = 6", "lease_ttl_s = 60", 1),
+    )
+    .expect("write");
+    hup_bulletin(&lab);
+    wait_log(&lab, "reload refused", 1);
+    assert!(lab.bulletin_log().contains("lease_ttl_s: cannot change"));
+    // So is a file that does not parse.
+    std::fs::write(&path, format!("{full}\nlease_ttl_s = \"x\"\n")).expect("write");
+    hup_bulletin(&lab);
+    wait_log(&lab, "reload refused", 2);
+    assert_eq!(ls_lan(&lab, "lan2"), ["h1", "h2"]);
+
+    // lan2 removed: its hosts leave it, and each hears that the other left.
+    std::fs::write(&path, &without_lan2).expect("write");
+    hup_bulletin(&lab);
+    wait_log(&lab, "config reloaded", 1);
+    assert!(ls_lan(&lab, "lan2").is_empty(), "{}", lab.bulletin_ls());
+    let t0 = Instant::now();
+    let from_bulletin = |h: &str| {
+        lab.status(h)["lans"][1]["peers"]
+            .as_array()
+            .map(|ps| ps.iter().filter(|p| p["source"] == "bulletin").count())
+            .unwrap_or(0)
+    };
+    while from_bulletin("h1") + from_bulletin("h2") > 0 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(3),
+            "{}",
+            lab.status("h1")["lans"][1]
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(ls_lan(&lab, "lan1"), ["h1", "h2"]);
+    let ping = pinger.join().expect("pinger");
+    let summary = String::from_utf8_lossy(&ping.stdout).to_string();
+    assert!(
+        summary.contains("100 packets transmitted, 100 received"),
+        "lan1 lost pings across the bulletin's reloads: {summary}"
+    );
+
+    // lan2 served again: a host that registers now joins it.
+    std::fs::write(&path, &full).expect("write");
+    hup_bulletin(&lab);
+    wait_log(&lab, "config reloaded", 2);
+    lab.kill("h2");
+    lab.restart("h2");
+    let t0 = Instant::now();
+    while ls_lan(&lab, "lan2") != ["h2"] {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "{}",
+            lab.bulletin_ls()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
