@@ -1,10 +1,12 @@
 //! Rate limits with real daemons, TAPs and iperf3 in namespaces: a VM limited to
 //! 50 Mbit/s, shaped as it sends and policed as it receives, gets 50 Mbit/s of a
-//! 200 Mbit/s UDP stream each way (±5 %); its TCP settles within ±10 % where shaped and
-//! at 0.85-1.05 of the rate where policed (a policer drops, so TCP backs off below the rate:
-//! 0.90-0.93 measured), while another VM of the same host is not touched by the limit
-//! (its counts do not move); the limit's counts show in `vmvpn vms` (text and JSON), and
-//! not among the LAN's drops.
+//! 200 Mbit/s UDP stream each way (±5 %) and its TCP settles within ±10 % each way, while
+//! another VM of the same host is not touched by the limit (its counts do not move); the
+//! limit's counts show in `vmvpn vms` (text and JSON), and not among the LAN's drops.
+//!
+//! The limit counts whole Ethernet frames, iperf3 only its payload, so each rate is
+//! compared with what 50 Mbit/s of frames carries of payload: 1400 of 1442 bytes for
+//! UDP, about 1400 of 1466 for TCP (Ethernet 14, IP 20, TCP with timestamps 32).
 
 use std::time::Duration;
 
@@ -82,15 +84,25 @@ fn a_vm_limited_to_50_mbits_gets_50_and_its_neighbour_is_untouched() {
     eprintln!(
         "limited VM: UDP out (shaped) {out_udp:.1}, UDP in (policed) {in_udp:.1}, TCP out {out_tcp:.1}, TCP in {in_tcp:.1} Mbit/s; its neighbour: UDP out {free_udp:.1} Mbit/s"
     );
-    let within = |x: f64, tol: f64| (x - RATE_MBPS).abs() <= RATE_MBPS * tol;
-    assert!(within(out_udp, 0.05), "UDP out at 200 Mbit/s: {out_udp:.1}");
-    assert!(within(in_udp, 0.05), "UDP in at 200 Mbit/s: {in_udp:.1}");
-    assert!(within(out_tcp, 0.10), "TCP out settled at {out_tcp:.1}");
-    // Policed: every drop costs TCP a window reduction, so it settles under the rate
-    // (46.4 here, 45.0 on a faster CI machine); shaping is what gets within 5 %.
+    let (udp_rate, tcp_rate) = (RATE_MBPS * 1400.0 / 1442.0, RATE_MBPS * 1400.0 / 1466.0);
+    let within = |x: f64, rate: f64, tol: f64| (x - rate).abs() <= rate * tol;
     assert!(
-        (0.85 * RATE_MBPS..=1.05 * RATE_MBPS).contains(&in_tcp),
-        "TCP in (policed) settled at {in_tcp:.1}"
+        within(out_udp, udp_rate, 0.05),
+        "UDP out at 200 Mbit/s: {out_udp:.1} of {udp_rate:.1}"
+    );
+    assert!(
+        within(in_udp, udp_rate, 0.05),
+        "UDP in at 200 Mbit/s: {in_udp:.1} of {udp_rate:.1}"
+    );
+    assert!(
+        within(out_tcp, tcp_rate, 0.10),
+        "TCP out (shaped) settled at {out_tcp:.1} of {tcp_rate:.1}"
+    );
+    // Policed: TCP sees drops rather than delay (about 750 retransmits a second here) yet
+    // settles at 47.5-47.7 on a quiet machine; 45.0 was seen on a faster CI machine.
+    assert!(
+        within(in_tcp, tcp_rate, 0.10),
+        "TCP in (policed) settled at {in_tcp:.1} of {tcp_rate:.1}"
     );
     // Not 200: a debug build on 2 shared cores loses 1-8 % of 200 Mbit/s of UDP with no
     // limit configured at all (the receiving daemon is descheduled for up to 100 ms, its
