@@ -387,6 +387,10 @@ fn settle(e: &mut VmEntry, local: bool, cap: usize, used: &mut usize, stats: &mu
     }
 }
 
+/// Fills in each row's `name` and `uuid` where it knows the MAC (libvirt's domains):
+/// handed to the exporters by the daemon, so they need not know where names come from.
+pub type VmNamer = std::sync::Arc<dyn Fn(&mut [VmRow]) + Send + Sync>;
+
 /// `aa:bb:cc:dd:ee:ff`.
 pub fn fmt_mac(m: &Mac) -> String {
     format!(

@@ -2,12 +2,23 @@
 //! hypervisor, no daemon): a node file declares two domains with the MACs of h1's VMs;
 //! h1's `vmvpn vms` shows their names and UUIDs, and a rate limit naming one of them
 //! (`vm = "web1"`) is put in force on its MAC. h2's URI does not connect: h2 says why in
-//! `vmvpn status`, and runs on without names.
+//! `vmvpn status`, and runs on without names. h1's Redis export carries the names too.
 
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use vmvpn_tests::Lab;
+
+/// A Redis server in the lab's router namespace, stopped by its PID even when the test
+/// fails.
+struct Redis(std::process::Child);
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
 
 /// Removes the node file even when the test fails.
 struct Node(std::path::PathBuf);
@@ -66,7 +77,7 @@ fn vms_carry_their_libvirt_names_and_a_uri_that_fails_only_says_so() {
         .config_tail(
             "h1",
             &format!(
-                "[libvirt]\nuri = \"test://{}\"\nrefresh_s = 2\n\n[[lan.limit]]\nvm = \"web1\"\nrate_mbps = 10\n\n[[lan.limit]]\nvm = \"ghost\"\nrate_mbps = 10\n",
+                "[export.redis]\nurl = \"redis://10.77.1.254:6379\"\ninterval_s = 1\n\n[libvirt]\nuri = \"test://{}\"\nrefresh_s = 2\n\n[[lan.limit]]\nvm = \"web1\"\nrate_mbps = 10\n\n[[lan.limit]]\nvm = \"ghost\"\nrate_mbps = 10\n",
                 file.display()
             ),
         )
@@ -155,6 +166,55 @@ fn vms_carry_their_libvirt_names_and_a_uri_that_fails_only_says_so() {
     );
     let text = String::from_utf8_lossy(&lab.vmvpn_cli("h1", &["status"]).stdout).to_string();
     assert!(text.contains("2 domains, 2 MACs named"), "{text}");
+
+    // The Redis export names the VMs libvirt knows.
+    let _redis = Redis(
+        std::process::Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                lab.router_ns(),
+                "redis-server",
+                "--bind",
+                "10.77.1.254",
+            ])
+            .args(["--port", "6379", "--save", "", "--appendonly", "no"])
+            .args(["--protected-mode", "no"])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server is missing: run scripts/deps.sh"),
+    );
+    let hget = |key: &str, field: &str| {
+        let out = lab.exec(
+            lab.router_ns(),
+            &[
+                "redis-cli",
+                "-h",
+                "10.77.1.254",
+                "-p",
+                "6379",
+                "--raw",
+                "HGET",
+                key,
+                field,
+            ],
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let key = format!("vmvpn:h1:vm:lan1:{web}");
+    let t0 = Instant::now();
+    while hget(&key, "name") != "web1" {
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "no name in Redis for {key}: {:?}; {}",
+            hget(&key, "tx_bytes"),
+            lab.status("h1")["export"]
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    assert_eq!(hget(&key, "uuid"), "11111111-2222-3333-4444-555555555555");
+    // A VM libvirt does not know has no name field.
+    assert_eq!(hget(&format!("vmvpn:h1:vm:lan1:{}", z.mac), "name"), "");
 
     // The URI that fails: said in status, the daemon runs on, views work without names.
     let lv = &lab.status("h2")["libvirt"];

@@ -361,7 +361,6 @@ fn supervise(o: Opened) -> Result<()> {
         };
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let alarm_stop = stop_rx.clone();
-        let exporters = vmvpn::export::start(&cfg, &handle, &alerts, &export, &stop_rx);
         let libvirt = cfg.libvirt.as_ref().map(|l| {
             use vmvpn::libvirt::inventory::{self, Inventory, Reader};
             let inv = std::sync::Arc::new(std::sync::Mutex::new(Inventory::new(l.uri.get_ref())));
@@ -380,6 +379,17 @@ fn supervise(o: Opened) -> Result<()> {
             ));
             (inv, limits_tx)
         });
+        // The exporters name VMs through libvirt's inventory, when there is one.
+        let namer = libvirt.as_ref().map(|(inv, _)| {
+            let inv = inv.clone();
+            let namer: telemetry::vms::VmNamer = std::sync::Arc::new(move |rows| {
+                if let Ok(i) = inv.lock() {
+                    i.label(rows);
+                }
+            });
+            namer
+        });
+        let exporters = vmvpn::export::start(&cfg, &handle, &alerts, &export, &stop_rx, namer);
         // Built inside the runtime: the QUIC endpoint registers with it.
         let (view, mut member) = match membership {
             Some((server, fingerprint, info)) => {

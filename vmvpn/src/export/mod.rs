@@ -37,6 +37,7 @@ pub fn start(
     alerts: &SharedAlerts,
     shared: &SharedExport,
     stop: &watch::Receiver<bool>,
+    namer: Option<telemetry::vms::VmNamer>,
 ) -> Vec<tokio::task::JoinHandle<()>> {
     let mut tasks = Vec::new();
     let e = &cfg.export;
@@ -72,6 +73,7 @@ pub fn start(
     if let Some(r) = &e.redis {
         tasks.push(tokio::spawn(redis::run(
             redis::Setup {
+                namer,
                 url: r.url.get_ref().clone(),
                 interval: Duration::from_secs(*r.interval_s.get_ref()),
                 prefix: r.prefix.clone(),

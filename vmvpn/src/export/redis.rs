@@ -42,6 +42,8 @@ const BACKOFF_MAX: Duration = Duration::from_secs(30);
 
 /// What the sink needs.
 pub struct Setup {
+    /// Names the VMs (`[libvirt]`), when set.
+    pub namer: Option<telemetry::vms::VmNamer>,
     /// `redis://…`.
     pub url: String,
     /// Between writes.
@@ -244,6 +246,13 @@ pub fn hashes(
                 ("tx_packets".into(), v.tx_packets.to_string()),
                 ("rx_packets".into(), v.rx_packets.to_string()),
             ];
+            // libvirt's name and UUID, when it knows the VM.
+            if let Some(n) = &v.name {
+                f.push(("name".into(), n.clone()));
+            }
+            if let Some(u) = &v.uuid {
+                f.push(("uuid".into(), u.clone()));
+            }
             if let Some(r) = &v.rates {
                 f.push(("tx_rate_bps".into(), r.tx_rate_bps.to_string()));
                 f.push(("rx_rate_bps".into(), r.rx_rate_bps.to_string()));
@@ -330,9 +339,14 @@ pub async fn run(
             _ = tick.tick() => {}
             _ = stop.changed() => return,
         }
-        let Some((st, traffic)) = dp.snapshot().await else {
+        let Some((st, mut traffic)) = dp.snapshot().await else {
             return;
         };
+        if let Some(name) = &s.namer {
+            for t in &mut traffic {
+                name(&mut t.vms);
+            }
+        }
         let macs = dp
             .call(|reply| Request::Macs(None, reply))
             .await
@@ -486,6 +500,7 @@ mod tests {
     #[test]
     fn keys_and_fields_are_the_documented_ones() {
         let s = Setup {
+            namer: None,
             url: "redis://u:secret@10.0.0.9:6379/2".into(),
             interval: Duration::from_secs(5),
             prefix: "vmvpn".into(),
