@@ -46,6 +46,31 @@ fn peers(lab: &Lab, h: &str) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// h1's first VM on lan1 pings h2's `count` times, 20 a second, on a thread of its own
+/// (bounded: `count` pings, 1 s wait each at most): the VM, and the ping's output to come.
+fn ping_across(
+    lab: &Lab,
+    count: u32,
+) -> (
+    vmvpn_tests::Vm,
+    std::thread::JoinHandle<std::process::Output>,
+) {
+    let (a, b) = (
+        lab.vm("h1", "lan1", 0).clone(),
+        lab.vm("h2", "lan1", 0).clone(),
+    );
+    assert!(lab.ping(&a, b.ip));
+    let (ns, target, count) = (a.ns.clone(), b.ip.to_string(), count.to_string());
+    let pinger = std::thread::spawn(move || {
+        Command::new("ip")
+            .args(["netns", "exec", &ns, "ping", "-n", "-q", "-c", &count])
+            .args(["-i", "0.05", "-W", "1", &target])
+            .output()
+            .expect("ping")
+    });
+    (a, pinger)
+}
+
 #[test]
 fn reload_applies_peers_limits_and_telemetry_live_and_refuses_a_port_change() {
     vmvpn_tests::require_root();
@@ -56,22 +81,7 @@ fn reload_applies_peers_limits_and_telemetry_live_and_refuses_a_port_change() {
         .start();
     lab.wait_tunnels("h1", "lan1", 1, Duration::from_secs(20));
     lab.wait_tunnels("h2", "lan1", 1, Duration::from_secs(20));
-    let (a, b) = (
-        lab.vm("h1", "lan1", 0).clone(),
-        lab.vm("h2", "lan1", 0).clone(),
-    );
-    assert!(lab.ping(&a, b.ip));
-    let (ns, target) = (a.ns.clone(), b.ip.to_string());
-    // 20 a second all through the reloads: 300 in 15 s.
-    let pinger = std::thread::spawn(move || {
-        Command::new("ip")
-            .args([
-                "netns", "exec", &ns, "ping", "-n", "-q", "-c", "300", "-i", "0.05", "-W", "1",
-                &target,
-            ])
-            .output()
-            .expect("ping")
-    });
+    let (a, pinger) = ping_across(&lab, 300);
     std::thread::sleep(Duration::from_secs(1));
     let rx_before = lab.peer("h1", "lan1", "h2")["rx_packets"]
         .as_u64()
@@ -232,21 +242,7 @@ fn the_bulletin_reloads_its_lans_on_sighup_and_refuses_the_rest() {
         lab.wait_tunnels(h, lan, 1, Duration::from_secs(20));
     }
     assert_eq!(ls_lan(&lab, "lan2"), ["h1", "h2"]);
-    let (a, b) = (
-        lab.vm("h1", "lan1", 0).clone(),
-        lab.vm("h2", "lan1", 0).clone(),
-    );
-    assert!(lab.ping(&a, b.ip));
-    let (ns, target) = (a.ns.clone(), b.ip.to_string());
-    let pinger = std::thread::spawn(move || {
-        Command::new("ip")
-            .args([
-                "netns", "exec", &ns, "ping", "-n", "-q", "-c", "100", "-i", "0.05", "-W", "1",
-                &target,
-            ])
-            .output()
-            .expect("ping")
-    });
+    let (_, pinger) = ping_across(&lab, 100);
     let path = lab.dir().join("bulletin.toml");
     let full = std::fs::read_to_string(&path).expect("bulletin config");
     let at = full.rfind("[[lan]]").expect("two LANs");
