@@ -94,6 +94,25 @@ pub struct VmRow {
     /// Its libvirt domain UUID; null when unknown.
     #[serde(default)]
     pub uuid: Option<String>,
+    /// Its libvirt domain's own figures (state, CPU, memory, disks); null when unknown.
+    #[serde(default)]
+    pub domain: Option<DomainFigures>,
+}
+
+/// A libvirt domain's figures beside its network ones (`virsh domstats`); each is null
+/// where the driver does not give it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct DomainFigures {
+    /// "running", "paused", "shut off", ...
+    pub state: Option<String>,
+    /// CPU time per second of wall time, all vCPUs (1.0: one core busy).
+    pub cpu_cores: Option<f64>,
+    /// Memory the guest has (the balloon's current size).
+    pub memory_bytes: Option<u64>,
+    /// Bytes read from its disks per second.
+    pub block_read_bps: Option<f64>,
+    /// Bytes written to its disks per second.
+    pub block_write_bps: Option<f64>,
 }
 
 /// One cell of the VM matrix.
@@ -292,6 +311,7 @@ impl VmTable {
                 tx_drops_total: e.tx_drops,
                 name: None,
                 uuid: None,
+                domain: None,
             })
             .collect();
         v.sort_by_key(|r| std::cmp::Reverse(r.tx_bytes + r.rx_bytes));

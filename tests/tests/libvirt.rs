@@ -2,7 +2,8 @@
 //! hypervisor, no daemon): a node file declares two domains with the MACs of h1's VMs;
 //! h1's `vmvpn vms` shows their names and UUIDs, and a rate limit naming one of them
 //! (`vm = "web1"`) is put in force on its MAC. h2's URI does not connect: h2 says why in
-//! `vmvpn status`, and runs on without names. h1's Redis export carries the names too.
+//! `vmvpn status`, and runs on without names. h1's Redis export carries the names too,
+//! and `vmvpn vms` the domains' state (the only figure of `domstats` the driver gives).
 
 use std::time::{Duration, Instant};
 
@@ -131,6 +132,11 @@ fn vms_carry_their_libvirt_names_and_a_uri_that_fails_only_says_so() {
     assert_eq!(row(web)["name"], "web1");
     assert_eq!(row(web)["uuid"], "11111111-2222-3333-4444-555555555555");
     assert_eq!(row(db)["name"], "db1");
+    // The domain's own figures: the test driver gives its state only (QEMU gives CPU,
+    // memory and disks too).
+    assert_eq!(row(web)["domain"]["state"], "running", "{rows:#?}");
+    assert!(row(web)["domain"]["cpu_cores"].is_null());
+    assert!(row(&z.mac)["domain"].is_null());
     assert!(row(db)["uuid"].is_string(), "the test driver makes one up");
     // h2's VM is not in h1's libvirt: it has no name here.
     assert!(row(&z.mac)["name"].is_null(), "{rows:#?}");
@@ -140,6 +146,10 @@ fn vms_carry_their_libvirt_names_and_a_uri_that_fails_only_says_so() {
     assert!(lv["last_error"].is_null(), "{lv}");
     let text = String::from_utf8_lossy(&lab.vmvpn_cli("h1", &["vms"]).stdout).to_string();
     assert!(text.contains("NAME") && text.contains("web1"), "{text}");
+    assert!(
+        text.contains("Domains (libvirt)") && text.contains("running"),
+        "{text}"
+    );
     // The limit naming web1 is in force on its MAC; the one naming no VM waits, said so.
     let out = lab.vmvpn_cli("h1", &["vms", "--json"]);
     let all: Value = serde_json::from_slice(&out.stdout).expect("vms --json");

@@ -332,6 +332,33 @@ pub(crate) fn vms(v: &[LanTraffic]) -> String {
                 r.hurst.map_or("-".into(), |h| format!("{h:.2}"))
             );
         }
+        // The domains' own figures, beside the network ones (libvirt's domstats).
+        let domains: Vec<_> = l
+            .vms
+            .iter()
+            .filter_map(|r| Some((r.name.as_deref()?, r.domain.as_ref()?)))
+            .collect();
+        if !domains.is_empty() {
+            let _ = writeln!(o, "  Domains (libvirt)");
+            let _ = writeln!(
+                o,
+                "    {:<16} {:<9} {:>6} {:>8} {:>10} {:>10}",
+                "NAME", "STATE", "CPU", "MEMORY", "DISK READ", "DISK WRITE"
+            );
+            for (name, d) in domains {
+                let bytes_rate = |x: Option<f64>| x.map_or("-".into(), |b| human(b as u64) + "B/s");
+                let _ = writeln!(
+                    o,
+                    "    {:<16} {:<9} {:>6} {:>8} {:>10} {:>10}",
+                    name,
+                    d.state.as_deref().unwrap_or("-"),
+                    d.cpu_cores.map_or("-".into(), |c| format!("{c:.2}")),
+                    d.memory_bytes.map_or("-".into(), |m| human(m) + "B"),
+                    bytes_rate(d.block_read_bps),
+                    bytes_rate(d.block_write_bps)
+                );
+            }
+        }
         if !l.limits.is_empty() {
             let _ = writeln!(
                 o,

@@ -31,6 +31,10 @@ pub struct VmName {
 /// What the last refresh found, and how refreshing goes.
 #[derive(Debug, Default)]
 pub struct Inventory {
+    /// Each domain's last figures sample, by name, and when it was read.
+    samples: HashMap<String, (super::stats::Sample, Instant)>,
+    /// Each domain's figures from the last two samples, by name.
+    figures: HashMap<String, telemetry::vms::DomainFigures>,
     by_mac: HashMap<Mac, VmName>,
     by_name: HashMap<String, Vec<Mac>>,
     domains: usize,
@@ -64,8 +68,22 @@ impl Inventory {
             if let Some(n) = self.name_of(&r.mac) {
                 r.name = Some(n.name.clone());
                 r.uuid = n.uuid.clone();
+                r.domain = self.figures.get(&n.name).cloned();
             }
         }
+    }
+
+    /// Take a reading of the domains' figures (`virsh domstats`), read at `now`.
+    pub fn handle_stats(&mut self, samples: HashMap<String, super::stats::Sample>, now: Instant) {
+        self.figures = samples
+            .iter()
+            .map(|(name, s)| {
+                let f = super::stats::figures(s, now, self.samples.get(name));
+                (name.clone(), f)
+            })
+            .collect();
+        // Domains gone are forgotten with the rest.
+        self.samples = samples.into_iter().map(|(n, s)| (n, (s, now))).collect();
     }
 
     /// How it goes, as `vmvpn status` shows it.
@@ -208,6 +226,11 @@ impl Reader {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
+    /// Every domain's figures; a driver or version that has no `domstats` gives none.
+    pub async fn stats(&self) -> Result<HashMap<String, super::stats::Sample>, LibvirtError> {
+        Ok(super::stats::parse(&self.virsh(&super::stats::ARGS).await?))
+    }
+
     /// Every domain, running or not.
     pub async fn domains(&self) -> Result<Vec<Domain>, LibvirtError> {
         let list = self.virsh(&["list", "--all", "--name"]).await?;
@@ -233,7 +256,17 @@ pub async fn run(
     let mut sent: HashMap<String, Vec<LimitSpec>> = HashMap::new();
     loop {
         let result = reader.domains().await;
+        // The figures beside the names; without them the names still count.
+        let stats = match &result {
+            Ok(_) => reader.stats().await.ok(),
+            Err(_) => None,
+        };
         let now = Instant::now();
+        if let Some(s) = stats
+            && let Ok(mut inv) = shared.lock()
+        {
+            inv.handle_stats(s, now);
+        }
         let summary = result
             .as_ref()
             .ok()

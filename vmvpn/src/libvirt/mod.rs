@@ -1,6 +1,7 @@
 //! VM names from libvirt (seeds 001–003 collect host-side from libvirt): which domain owns
 //! each MAC, so views say `web1`, not `52:54:00:…`. `domain` reads one domain's XML
-//! (pure); `inventory` asks `virsh` for every domain's, now and then, and keeps the map
+//! (pure); `stats` reads `virsh domstats` (state, CPU, memory, disks; pure); `inventory`
+//! asks `virsh` for every domain's XML and figures, now and then, and keeps the map
 //! that the control socket joins onto its VM rows. Nothing here touches the data path.
 //!
 //! `virsh` rather than the `virt` crate: it needs no C library at build time (the crate
@@ -9,6 +10,7 @@
 
 pub mod domain;
 pub mod inventory;
+pub mod stats;
 
 /// Why libvirt could not be read.
 #[derive(Debug, thiserror::Error)]
