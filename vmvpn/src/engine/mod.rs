@@ -517,6 +517,13 @@ impl Engine {
         }
         info!(lan = %l.spec.name, peer = %addr, name = %p.name, "peer removed: left the LAN");
         l.remove_peer(pi);
+        self.forget_queued(lan);
+    }
+
+    /// Path MTU probes queued for a LAN whose peers were renumbered would go to the wrong
+    /// peer: drop them (each peer's search asks again at its next timeout).
+    fn forget_queued(&mut self, lan: LanId) {
+        self.pmtu_probes.retain(|(l, _, _)| *l != lan);
     }
 
     /// Remove a static peer the config no longer lists (a reload), with its MACs; a peer
@@ -534,6 +541,7 @@ impl Engine {
         }
         info!(lan = %l.spec.name, peer = %addr, name = %p.name, "peer removed: no longer in the config");
         l.remove_peer(pi);
+        self.forget_queued(lan);
         true
     }
 

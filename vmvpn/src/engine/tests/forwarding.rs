@@ -107,6 +107,25 @@ fn bulletin_peers_come_and_go_but_static_peers_stay() {
         .find(|p| p.address == addr(2).to_string())
         .expect("peer");
     assert_eq!(p.source, "static");
+    // A reload that no longer lists a static peer removes it; a bulletin peer stays.
+    net.hosts[0].add_peer(LAN, extra, PeerSource::Bulletin, None);
+    assert!(
+        !net.hosts[0].unlist_peer(LAN, extra),
+        "not the config's to remove"
+    );
+    let queued = PeerId::at(net.lan(0).peers.len() - 1);
+    net.hosts[0].pmtu_probes.push_back((LAN, queued, 1400));
+    assert!(net.hosts[0].unlist_peer(LAN, addr(1)));
+    assert!(
+        !net.lan(0)
+            .peers
+            .iter()
+            .any(|p| p.address == addr(1).to_string())
+    );
+    assert!(
+        net.hosts[0].pmtu_probes.is_empty(),
+        "a probe queued by peer number outlived the renumbering"
+    );
     // Removing a bulletin peer forgets the MACs behind it: frames to them flood again.
     let mut net = Net::with(2, |i| {
         let mut e = engine(i, 1, 1, 1000);
