@@ -464,31 +464,34 @@ fn supervise(o: Opened) -> Result<()> {
         let mut hup = signal(SignalKind::hangup())?;
         let mut done_rx = done_rx;
         let mut failure: Option<anyhow::Error> = None;
-        loop { tokio::select! {
-            _ = hup.recv() => {
-                info!(file = %path_shown, "SIGHUP: reading the config again");
-                let report = reloader.lock().await.reload(false).await;
-                reload::log(&report);
-                continue;
-            }
-            _ = term.recv() => info!("SIGTERM: shutting down"),
-            _ = int.recv() => info!("SIGINT: shutting down"),
-            _ = &mut done_rx => failure = Some(anyhow!("data plane stopped unexpectedly")),
-            // Without a bulletin this branch never completes.
-            r = async {
-                match member.as_mut() {
-                    Some(m) => m.await,
-                    None => std::future::pending().await,
+        loop {
+            tokio::select! {
+                _ = hup.recv() => {
+                    info!(file = %path_shown, "SIGHUP: reading the config again");
+                    let report = reloader.lock().await.reload(false).await;
+                    reload::log(&report);
+                    continue;
                 }
-            } => {
-                member = None;
-                failure = Some(match r {
-                    Ok(Ok(())) => anyhow!("bulletin membership stopped unexpectedly"),
-                    Ok(Err(e)) => anyhow::Error::new(e).context("cannot join through the bulletin"),
-                    Err(e) => anyhow!("bulletin membership task failed: {e}"),
-                });
+                _ = term.recv() => info!("SIGTERM: shutting down"),
+                _ = int.recv() => info!("SIGINT: shutting down"),
+                _ = &mut done_rx => failure = Some(anyhow!("data plane stopped unexpectedly")),
+                // Without a bulletin this branch never completes.
+                r = async {
+                    match member.as_mut() {
+                        Some(m) => m.await,
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    member = None;
+                    failure = Some(match r {
+                        Ok(Ok(())) => anyhow!("bulletin membership stopped unexpectedly"),
+                        Ok(Err(e)) => anyhow::Error::new(e).context("cannot join through the bulletin"),
+                        Err(e) => anyhow!("bulletin membership task failed: {e}"),
+                    });
+                }
             }
-        } break; }
+            break;
+        }
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
         // Leave the bulletin first (peers are told at once), then stop forwarding.
         let _ = stop_tx.send(true);
