@@ -65,22 +65,17 @@ struct Candidate {
 }
 
 impl Reloader {
-    /// The daemon started with `text` (from `path`), parsed as `cfg`.
+    /// The daemon started with `text` (from `path`), parsed as `cfg`, with these LAN
+    /// secrets (as read at start, in LAN order).
     pub fn new(
         path: PathBuf,
         text: String,
         cfg: Config,
+        secrets: Vec<[u8; 32]>,
         dp: Handle,
         rules: mpsc::Sender<Vec<Rule>>,
         libvirt: Option<(SharedInventory, watch::Sender<Vec<LanLimits>>)>,
     ) -> Self {
-        let secrets = (0..cfg.lans.len())
-            .map(|i| {
-                cfg.read_secret(i, Some(&text))
-                    .map(|s| s.0)
-                    .unwrap_or([0; 32])
-            })
-            .collect();
         Reloader {
             path,
             text,

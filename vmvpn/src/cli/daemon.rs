@@ -46,6 +46,8 @@ struct Opened {
     path: std::path::PathBuf,
     text: String,
     cfg: Config,
+    /// The LAN secrets as read at start, for a reload to tell whether one changed.
+    secrets: Vec<[u8; 32]>,
     rules: Vec<vmvpn::alarms::rules::Rule>,
     dp: DataPlane,
     handle: vmvpn::io::dataplane::Handle,
@@ -119,6 +121,7 @@ fn open(prep: Prepared) -> Result<Opened> {
 
     let mut taps = Vec::new();
     let mut specs = Vec::new();
+    let secret_bytes: Vec<[u8; 32]> = secrets.iter().map(|s| s.0).collect();
     for (i, (lan, secret)) in cfg.lans.iter().zip(secrets).enumerate() {
         // VMs keep the standard MTU: a frame that does not fit one datagram to its peer is
         // cut into overlay fragments, and TCP's MSS is clamped so it never needs to be.
@@ -242,6 +245,7 @@ fn open(prep: Prepared) -> Result<Opened> {
         path,
         text,
         cfg,
+        secrets: secret_bytes,
         rules,
         dp,
         handle,
@@ -327,6 +331,7 @@ fn supervise(o: Opened) -> Result<()> {
         path,
         text,
         cfg,
+        secrets,
         rules,
         dp,
         handle,
@@ -434,6 +439,7 @@ fn supervise(o: Opened) -> Result<()> {
             path,
             text,
             cfg,
+            secrets,
             handle.clone(),
             rules_tx,
             libvirt,
