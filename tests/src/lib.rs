@@ -150,6 +150,7 @@ pub struct LabBuilder {
     router_rules: Option<String>,
     router_mtu: Option<u32>,
     env: Vec<(String, String)>,
+    later: Vec<String>,
 }
 
 impl LabBuilder {
@@ -309,6 +310,14 @@ impl LabBuilder {
         self
     }
 
+    /// Leave LAN `name` out of the hosts' configs (its bridges and VMs are made, and the
+    /// bulletin serves it): each host's `[[lan]]` section for it is written to
+    /// `{dir}/{host}-{name}.toml` instead, for a test to add with a reload.
+    pub fn lan_later(mut self, name: &str) -> Self {
+        self.later.push(name.into());
+        self
+    }
+
     /// Give `host` a different secret for `lan` than everyone else.
     pub fn wrong_secret(mut self, host: &str, lan: &str) -> Self {
         self.wrong_secret.push((host.into(), lan.into()));
@@ -351,7 +360,7 @@ impl LabBuilder {
                 lab.wait_ready(&h);
             }
         }
-        lab.fit_vm_mtus();
+        lab.fit_vm_mtus(&self.later);
         lab
     }
 }
@@ -496,6 +505,7 @@ impl Lab {
             router_rules: None,
             router_mtu: None,
             env: Vec::new(),
+            later: Vec::new(),
             metrics: false,
             web: false,
             tails: Vec::new(),
@@ -805,7 +815,7 @@ impl Lab {
                     lan.name,
                     if wrong { "-wrong" } else { "" }
                 ));
-                cfg += &format!(
+                let mut section = format!(
                     "\n[[lan]]\nname = \"{}\"\nsegment = \"{}.{}.{}.0/24\"\ntap = \"tap{li}\"\nbridge = \"br{li}\"\nsecret_file = \"{}\"\npeers = [{}]\nflood = \"{}\"\n",
                     lan.name,
                     lan.net[0],
@@ -816,7 +826,14 @@ impl Lab {
                     b.flood.as_deref().unwrap_or("auto")
                 );
                 if let Some(c) = &b.cipher {
-                    cfg += &format!("cipher = \"{c}\"\n");
+                    section += &format!("cipher = \"{c}\"\n");
+                }
+                if b.later.contains(&lan.name) {
+                    let p = self.dir.join(format!("{h}-{}.toml", lan.name));
+                    std::fs::write(&p, section)
+                        .unwrap_or_else(|e| panic!("write {}: {e}", p.display()));
+                } else {
+                    cfg += &section;
                 }
             }
             if let Some(fp) = fingerprint {
@@ -1270,8 +1287,9 @@ impl Lab {
 
     /// Give each VM the MTU of its host's TAP, as an operator must (DHCP option 26 or the
     /// VM's config): a bridge drops frames larger than the port they leave by.
-    fn fit_vm_mtus(&self) {
-        for vm in &self.vms {
+    /// LANs in `later` are not running yet: their VMs keep their MTU.
+    fn fit_vm_mtus(&self, later: &[String]) {
+        for vm in self.vms.iter().filter(|v| !later.contains(&v.lan)) {
             // Hosts expected to exit have no status to read.
             let Some(st) = self.try_status(&vm.host) else {
                 continue;

@@ -5,6 +5,9 @@
 //! reload would do. The tunnel between the two hosts never re-keys and loses no ping.
 //! The bulletin, on SIGHUP, stops serving a LAN removed from its config (its hosts leave
 //! it, a ping on another LAN loses nothing), serves one added, and refuses anything else.
+//! A reload that adds a LAN and removes another, on hosts that meet through the bulletin,
+//! creates and removes their TAPs while a ping on a third LAN loses nothing; a broken one
+//! (a file with an error, a bridge that does not exist) is refused and changes nothing.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -306,5 +309,172 @@ fn the_bulletin_reloads_its_lans_on_sighup_and_refuses_the_rest() {
             lab.bulletin_ls()
         );
         std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The LAN names in `h`'s status, in order.
+fn lan_names(lab: &Lab, h: &str) -> Vec<String> {
+    lab.status(h)["lans"]
+        .as_array()
+        .map(|ls| {
+            ls.iter()
+                .filter_map(|l| l["name"].as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn has_link(lab: &Lab, h: &str, dev: &str) -> bool {
+    Command::new("ip")
+        .args(["-n", lab.host_ns(h), "link", "show", dev])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+}
+
+#[test]
+fn a_reload_adds_a_lan_and_removes_another_while_a_third_loses_nothing() {
+    vmvpn_tests::require_root();
+    let lab = Lab::builder("lanreload")
+        .subnet(&["h1"])
+        .subnet(&["h2"])
+        .lan("lan1", [192, 168, 85], &["h1", "h2"], 1)
+        .lan("lan2", [192, 168, 86], &["h1", "h2"], 1)
+        .lan("lan3", [192, 168, 87], &["h1", "h2"], 1)
+        .lan_later("lan3")
+        .bulletin(6, 2)
+        .start();
+    for (h, lan) in [
+        ("h1", "lan1"),
+        ("h2", "lan1"),
+        ("h1", "lan2"),
+        ("h2", "lan2"),
+    ] {
+        lab.wait_tunnels(h, lan, 1, Duration::from_secs(20));
+    }
+    assert_eq!(lan_names(&lab, "h1"), ["lan1", "lan2"]);
+    assert!(has_link(&lab, "h1", "tap1") && !has_link(&lab, "h1", "tap2"));
+    let (_, pinger) = ping_across(&lab, 300);
+    let rx_before = lab.peer("h1", "lan1", "h2")["rx_packets"]
+        .as_u64()
+        .unwrap_or(0);
+    let added = |h: &str| {
+        std::fs::read_to_string(lab.dir().join(format!("{h}-lan3.toml"))).expect("lan3 section")
+    };
+    let without_lan2 = |t: String| {
+        let at = t
+            .find("\n[[lan]]\nname = \"lan2\"")
+            .expect("lan2 in the config");
+        let end = t[at + 1..].find("\n[").map_or(t.len(), |e| at + 1 + e);
+        format!("{}{}", &t[..at], &t[end..])
+    };
+    let original = std::fs::read_to_string(lab.config_path("h1")).expect("config");
+
+    // Broken: a file with an error is refused whole; nothing changes.
+    edit(&lab, "h1", |t| {
+        format!(
+            "{}{}\n[telemetry]\nprobes = \"maybe\"\n",
+            without_lan2(t),
+            added("h1")
+        )
+    });
+    let out = lab.vmvpn_cli("h1", &["reload"]);
+    assert!(!out.status.success(), "a file with an error was applied");
+    // Broken at apply time: the new LAN's bridge does not exist, so its TAP cannot be set
+    // up; refused before lan2 is touched.
+    std::fs::write(lab.config_path("h1"), &original).expect("write");
+    edit(&lab, "h1", |t| {
+        format!(
+            "{}{}",
+            without_lan2(t),
+            added("h1").replace("br2", "br-none")
+        )
+    });
+    let out = lab.vmvpn_cli("h1", &["reload"]);
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(
+        !out.status.success(),
+        "a LAN on a missing bridge was applied"
+    );
+    assert!(
+        stderr.contains("lan3") && stderr.contains("br-none"),
+        "the reason names the LAN and its bridge: {stderr}"
+    );
+    assert_eq!(lan_names(&lab, "h1"), ["lan1", "lan2"]);
+    assert!(
+        has_link(&lab, "h1", "tap1"),
+        "lan2's TAP went on a refused reload"
+    );
+    assert!(
+        !has_link(&lab, "h1", "tap2"),
+        "the refused LAN's TAP stayed"
+    );
+
+    // The real change on both hosts: lan2 out, lan3 in (h1 by `vmvpn reload`, h2 by SIGHUP).
+    std::fs::write(lab.config_path("h1"), &original).expect("write");
+    for h in ["h1", "h2"] {
+        edit(&lab, h, |t| format!("{}{}", without_lan2(t), added(h)));
+    }
+    let (ok, text) = check(&lab, "h1");
+    assert!(
+        ok && text.contains("lan.lan2: removed, applied live")
+            && text.contains("lan.lan3: added, applied live"),
+        "{text}"
+    );
+    let out = lab.vmvpn_cli("h1", &["reload", "--json"]);
+    let report: Value = serde_json::from_slice(&out.stdout).expect("reload --json");
+    assert!(out.status.success(), "{report}");
+    assert_eq!(report["applied"], true, "{report}");
+    lab.hup("h2");
+    for h in ["h1", "h2"] {
+        let t0 = Instant::now();
+        while lan_names(&lab, h) != ["lan1", "lan3"] {
+            assert!(t0.elapsed() < Duration::from_secs(5), "{h}: {}", lab.log(h));
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        assert!(
+            !has_link(&lab, h, "tap1"),
+            "{h}: the removed LAN's TAP is still there"
+        );
+        assert!(has_link(&lab, h, "tap2"), "{h}: no TAP for the LAN added");
+    }
+    // The new LAN works: the hosts find each other through the bulletin, VMs ping.
+    lab.wait_tunnels("h1", "lan3", 1, Duration::from_secs(10));
+    lab.wait_tunnels("h2", "lan3", 1, Duration::from_secs(10));
+    let (a, b) = (lab.vm("h1", "lan3", 0), lab.vm("h2", "lan3", 0));
+    assert!(lab.ping(a, b.ip), "no ping on the LAN added");
+    // The bulletin heard: both hosts are in lan3, none in lan2.
+    let t0 = Instant::now();
+    while ls_lan(&lab, "lan3") != ["h1", "h2"] || !ls_lan(&lab, "lan2").is_empty() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "{}",
+            lab.bulletin_ls()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    let ping = pinger.join().expect("pinger");
+    let summary = String::from_utf8_lossy(&ping.stdout).to_string();
+    assert!(
+        summary.contains("300 packets transmitted, 300 received"),
+        "lan1 lost pings while LANs came and went: {summary}"
+    );
+    let rx_after = lab.peer("h1", "lan1", "h2")["rx_packets"]
+        .as_u64()
+        .unwrap_or(0);
+    assert!(rx_after > rx_before + 250, "{rx_before} -> {rx_after}");
+    for h in ["h1", "h2"] {
+        let other = if h == "h1" { "h2" } else { "h1" };
+        let ups = lab
+            .log(h)
+            .lines()
+            .filter(|l| {
+                l.contains("tunnel up")
+                    && l.contains("lan=lan1")
+                    && l.contains(&format!("name={other}"))
+            })
+            .count();
+        assert_eq!(ups, 1, "{h}: the lan1 tunnel re-keyed:\n{}", lab.log(h));
     }
 }

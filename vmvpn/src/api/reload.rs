@@ -1,12 +1,14 @@
 //! Live reconfiguration: SIGHUP and `vmvpn reload` read `host.toml` (and the alarm rules
-//! file) again and apply what changed without a restart: a LAN's static peers (the others
-//! keep their sessions: no re-key, nothing lost), its rate limits (unchanged ones keep
-//! their buckets), `[telemetry]` measurement settings and the alarm rules.
+//! file) again and apply what changed without a restart: LANs joined (TAP created) and
+//! left (TAP removed), a LAN's static peers (the others keep their sessions: no re-key,
+//! nothing lost), its rate limits (unchanged ones keep their buckets), `[telemetry]`
+//! measurement settings and the alarm rules.
 //!
-//! All or nothing: a file that does not parse, a rules file with an error, or any change
-//! that needs a restart (host identity and port, a LAN added or removed, its secret,
-//! exports; see `config::diff`) refuses the whole reload with the reason, and the running
-//! config stays. `vmvpn check` asks for a dry run to show what a reload would do.
+//! All or nothing: a file that does not parse, a rules file with an error, any change
+//! that needs a restart (host identity and port, a LAN's own settings such as its TAP or
+//! secret, exports; see `config::diff`), or a new LAN's TAP that cannot be opened refuses
+//! the whole reload with the reason, and the running config stays. `vmvpn check` asks for
+//! a dry run to show what a reload would do.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -20,7 +22,10 @@ use crate::config::Config;
 use crate::config::diff::{self, Apply, Change, ChangeKind};
 use crate::engine::PeerSource;
 use crate::io::dataplane::{Handle, Request};
+use crate::io::tap::TapDevice;
 use crate::libvirt::inventory::{LanLimits, SharedInventory};
+use crate::membership::LanJoins;
+use crate::proto::crypto::LanSecret;
 
 /// What a reload did, or would do (a dry run).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -50,6 +55,8 @@ pub struct Reloader {
     rules: mpsc::Sender<Vec<Rule>>,
     /// With `[libvirt]`: the limits the inventory resolves on each refresh.
     libvirt: Option<(SharedInventory, watch::Sender<Vec<LanLimits>>)>,
+    /// With `[bulletin]`: the LANs this host registers.
+    membership: Option<watch::Sender<LanJoins>>,
 }
 
 /// One reloader for the control socket and the SIGHUP handler.
@@ -84,7 +91,28 @@ impl Reloader {
             dp,
             rules,
             libvirt,
+            membership: None,
         }
+    }
+
+    /// Register LANs joined and left with the bulletin through this sender.
+    pub fn follow_membership(&mut self, lans: watch::Sender<LanJoins>) {
+        self.membership = Some(lans);
+    }
+
+    /// (name, segment, verifier) of each LAN of `cfg`, as the bulletin registration takes them.
+    pub fn lan_joins(cfg: &Config, secrets: &[[u8; 32]]) -> LanJoins {
+        cfg.lans
+            .iter()
+            .zip(secrets)
+            .map(|(l, s)| {
+                (
+                    l.name.get_ref().0.clone(),
+                    l.segment.to_string(),
+                    bulletin::proof::Verifier::from_secret(s),
+                )
+            })
+            .collect()
     }
 
     /// The limits of every LAN of `cfg`, as the inventory takes them.
@@ -187,6 +215,9 @@ impl Reloader {
     async fn apply(&mut self, cand: &Candidate) -> Result<(), String> {
         let gone = || "the data plane is shutting down".to_string();
         let wants = |a: Apply| cand.changes.iter().any(|c| c.apply == Ok(a));
+        if wants(Apply::Lans) {
+            self.apply_lans(cand).await?;
+        }
         let old_lans = &self.cfg.lans;
         for lan in &cand.cfg.lans {
             let name = &lan.name.get_ref().0;
@@ -242,6 +273,83 @@ impl Reloader {
             warn!("reload: the alarm task is gone; rules not replaced");
         } else {
             info!(rules = cand.rules.len(), "reload: alarm rules in force");
+        }
+        Ok(())
+    }
+
+    /// LANs left and joined. Every new TAP is opened first, so one that cannot be (a
+    /// bridge that does not exist, a name held elsewhere) refuses the reload before any
+    /// LAN is touched; a TAP name a leaving LAN still holds is opened after it left.
+    async fn apply_lans(&mut self, cand: &Candidate) -> Result<(), String> {
+        let gone = || "the data plane is shutting down".to_string();
+        let name = |l: &crate::config::LanConfig| l.name.get_ref().0.clone();
+        let leaving: Vec<&crate::config::LanConfig> = self
+            .cfg
+            .lans
+            .iter()
+            .filter(|o| !cand.cfg.lans.iter().any(|n| name(n) == name(o)))
+            .collect();
+        let joining: Vec<usize> = (0..cand.cfg.lans.len())
+            .filter(|&i| {
+                !self
+                    .cfg
+                    .lans
+                    .iter()
+                    .any(|o| name(o) == name(&cand.cfg.lans[i]))
+            })
+            .collect();
+        let freed_by_leaving = |i: usize| {
+            leaving
+                .iter()
+                .any(|o| o.tap.get_ref() == cand.cfg.lans[i].tap.get_ref())
+        };
+        let open = |i: usize| {
+            crate::io::lan::open(&cand.cfg, i, LanSecret(cand.secrets[i]))
+                .map_err(|e| format!("LAN {:?} not joined: {e}", name(&cand.cfg.lans[i])))
+        };
+        let mut opened: Vec<(crate::engine::LanSpec, TapDevice)> = Vec::new();
+        for &i in joining.iter().filter(|&&i| !freed_by_leaving(i)) {
+            // On an error the TAPs opened so far close (and go) as `opened` drops.
+            opened.push(open(i)?);
+        }
+        let multicast_if = match self.cfg.host.address.addr {
+            std::net::IpAddr::V4(a) => Some(a),
+            std::net::IpAddr::V6(_) => None,
+        };
+        for lan in &leaving {
+            let lan = name(lan);
+            self.dp
+                .call(|reply| Request::RemoveLan {
+                    lan: lan.clone(),
+                    multicast_if,
+                    reply,
+                })
+                .await
+                .ok_or_else(gone)??;
+            info!(lan = %lan, "reload: LAN left, its TAP removed");
+        }
+        for &i in joining.iter().filter(|&&i| freed_by_leaving(i)) {
+            opened.push(open(i)?);
+        }
+        for (spec, tap) in opened {
+            let lan = spec.name.clone();
+            let tap_name = tap.name().to_string();
+            self.dp
+                .call(|reply| Request::AddLan {
+                    spec: Box::new(spec),
+                    tap,
+                    multicast_if,
+                    reply,
+                })
+                .await
+                .ok_or_else(gone)??;
+            info!(lan = %lan, tap = %tap_name, "reload: LAN joined");
+        }
+        if let Some(tx) = &self.membership {
+            let _ = tx.send(Self::lan_joins(&cand.cfg, &cand.secrets));
+        }
+        if let Some((_, tx)) = &self.libvirt {
+            let _ = tx.send(Self::lan_limits(&cand.cfg));
         }
         Ok(())
     }

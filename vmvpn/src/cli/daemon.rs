@@ -13,14 +13,11 @@ use tracing::{info, warn};
 use vmvpn::api::control;
 use vmvpn::api::reload::{self, Reloader, SharedReloader};
 use vmvpn::config::Config;
-use vmvpn::engine::{Engine, HostIdentity, LanSpec, Timers};
+use vmvpn::engine::{Engine, HostIdentity, Timers};
 use vmvpn::io::dataplane::{DataPlane, report_fatal};
 use vmvpn::io::netdev;
-use vmvpn::io::tap::{TapDevice, TapOptions};
 use vmvpn::io::udp::Udp;
 use vmvpn::membership::{HostInfo, Membership};
-use vmvpn::proto as wire;
-use vmvpn::proto::crypto::lan_id;
 use vmvpn::status::HostStatus;
 
 /// Run the daemon until SIGTERM or SIGINT: [`prepare`], [`open`], [`supervise`].
@@ -122,45 +119,9 @@ fn open(prep: Prepared) -> Result<Opened> {
     let mut taps = Vec::new();
     let mut specs = Vec::new();
     let secret_bytes: Vec<[u8; 32]> = secrets.iter().map(|s| s.0).collect();
-    for (i, (lan, secret)) in cfg.lans.iter().zip(secrets).enumerate() {
-        // VMs keep the standard MTU: a frame that does not fit one datagram to its peer is
-        // cut into overlay fragments, and TCP's MSS is clamped so it never needs to be.
-        let mtu = lan
-            .mtu
-            .as_ref()
-            .map_or(wire::DEFAULT_TAP_MTU, |m| usize::from(*m.get_ref()));
-        let tap = TapDevice::open(&TapOptions {
-            name: &lan.tap.get_ref().0,
-            mtu: mtu as u32,
-            bridge: lan.bridge.as_ref().map(|b| b.0.as_str()),
-            keep: lan.keep_tap,
-            offload: cfg.host.offload,
-        })?;
-        specs.push(LanSpec {
-            name: lan.name.get_ref().0.clone(),
-            id: lan_id(&lan.name.get_ref().0),
-            secret,
-            max_frame: wire::max_frame_len(mtu),
-            peers: lan.peers.clone(),
-            mac_capacity: cfg.mac_capacity(i),
-            mac_max_age: cfg.mac_age(i),
-            segment: lan.segment.to_string(),
-            tap: tap.name().to_string(),
-            mtu,
-            flood: lan.flood,
-            group: cfg.multicast_group(i, lan_id(&lan.name.get_ref().0), *cfg.host.port.get_ref()),
-            cipher: lan.cipher,
-            limits: lan.limit_specs(),
-        });
-        info!(
-            lan = %lan.name.get_ref(),
-            tap = tap.name(),
-            mtu,
-            existed = tap.existed(),
-            peers = lan.peers.len(),
-            cipher = lan.cipher.name(),
-            "LAN joined"
-        );
+    for (i, secret) in secrets.into_iter().enumerate() {
+        let (spec, tap) = vmvpn::io::lan::open(&cfg, i, secret)?;
+        specs.push(spec);
         taps.push(tap);
     }
     // Join each LAN's group on the interface that holds the underlay address.
@@ -396,13 +357,14 @@ fn supervise(o: Opened) -> Result<()> {
         });
         let exporters = vmvpn::export::start(&cfg, &handle, &alerts, &export, &stop_rx, namer);
         // Built inside the runtime: the QUIC endpoint registers with it.
-        let (view, mut member) = match membership {
+        let (view, mut member, member_lans) = match membership {
             Some((server, fingerprint, info)) => {
                 let (mut m, view) = Membership::new(server, &fingerprint, info, handle.clone())?;
                 m.report_alerts(alerts.clone());
-                (Some(view), Some(tokio::spawn(m.run(stop_rx))))
+                let lans = m.follow_lans();
+                (Some(view), Some(tokio::spawn(m.run(stop_rx))), Some(lans))
             }
-            None => (None, None),
+            None => (None, None, None),
         };
         let (done_tx, done_rx) = tokio::sync::oneshot::channel();
         let thread = std::thread::Builder::new().name("dataplane".into()).spawn(move || {
@@ -435,7 +397,7 @@ fn supervise(o: Opened) -> Result<()> {
         let inventory = libvirt.as_ref().map(|(inv, _)| inv.clone());
         let (host_name, lan_count) = (cfg.host.name.0.clone(), cfg.lans.len());
         let path_shown = path.display().to_string();
-        let reloader: SharedReloader = std::sync::Arc::new(tokio::sync::Mutex::new(Reloader::new(
+        let mut reloader = Reloader::new(
             path,
             text,
             cfg,
@@ -443,7 +405,11 @@ fn supervise(o: Opened) -> Result<()> {
             handle.clone(),
             rules_tx,
             libvirt,
-        )));
+        );
+        if let Some(lans) = member_lans {
+            reloader.follow_membership(lans);
+        }
+        let reloader: SharedReloader = std::sync::Arc::new(tokio::sync::Mutex::new(reloader));
         let server = tokio::spawn(control::serve(
             listener,
             handle.clone(),

@@ -35,6 +35,9 @@ pub enum Apply {
     Telemetry,
     /// The alarm rules file: read again.
     AlarmRules,
+    /// A LAN joined (its TAP created) or left (its TAP removed); the others are not
+    /// disturbed.
+    Lans,
 }
 
 /// One changed key.
@@ -156,9 +159,7 @@ fn lans(old: Option<&Value>, new: Option<&Value>, out: &mut Vec<Change>) {
                 } else {
                     ChangeKind::Added
                 },
-                apply: Err(
-                    "adding or removing a LAN needs a restart of the daemon in this version".into(),
-                ),
+                apply: Ok(Apply::Lans),
             }),
         }
     }
@@ -257,10 +258,9 @@ secret_file = "b.key"
     }
 
     #[test]
-    fn host_identity_lans_and_exports_are_refused_with_the_reason() {
+    fn host_identity_a_lans_own_settings_and_exports_are_refused_with_the_reason() {
         let new = edit("name = \"h1\"", "name = \"h9\"\nport = 7500")
             .replace("tap = \"tap1\"", "tap = \"tap9\"")
-            + "\n[[lan]]\nname = \"c\"\nsegment = \"192.168.3.0/24\"\ntap = \"tap2\"\nsecret_file = \"c.key\"\n"
             + "\n[export.sflow]\ncollector = \"127.0.0.1:6343\"\n";
         let got = changes(BASE, &new).unwrap_or_default();
         let keys: Vec<_> = got.iter().map(|c| c.key.as_str()).collect();
@@ -271,7 +271,6 @@ secret_file = "b.key"
                 "host.name",
                 "host.port",
                 "lan.b.tap",
-                "lan.c"
             ]
         );
         assert!(got.iter().all(|c| !c.is_live()), "{got:?}");
@@ -280,15 +279,25 @@ secret_file = "b.key"
             text[2].contains("REFUSED") && text[2].contains("[host] port"),
             "{text:?}"
         );
-        assert!(text[4].contains("adding or removing a LAN"), "{text:?}");
-        assert_eq!(got[4].kind, ChangeKind::Added);
-        // A LAN gone is refused the same way.
+        assert!(text[3].contains("a LAN's tap"), "{text:?}");
+    }
+
+    #[test]
+    fn a_lan_added_or_removed_is_live_as_one_change() {
+        let new = BASE.to_string()
+            + "\n[[lan]]\nname = \"c\"\nsegment = \"192.168.3.0/24\"\ntap = \"tap2\"\nsecret_file = \"c.key\"\npeers = [\"10.0.0.3:7401\"]\n";
+        let got = changes(BASE, &new).unwrap_or_default();
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert_eq!(
+            (got[0].key.as_str(), got[0].kind, got[0].apply.clone()),
+            ("lan.c", ChangeKind::Added, Ok(Apply::Lans))
+        );
         let fewer = &BASE[..BASE.rfind("[[lan]]").unwrap_or(BASE.len())];
         let gone = changes(BASE, fewer).unwrap_or_default();
         assert_eq!(gone.len(), 1);
         assert_eq!(
-            (gone[0].key.as_str(), gone[0].kind),
-            ("lan.b", ChangeKind::Removed)
+            (gone[0].key.as_str(), gone[0].kind, gone[0].apply.clone()),
+            ("lan.b", ChangeKind::Removed, Ok(Apply::Lans))
         );
     }
 }

@@ -72,4 +72,13 @@ impl Events {
     pub(crate) fn pop(&mut self) -> Option<Event> {
         self.queue.pop_front()
     }
+
+    /// Keep the events `f` maps to something, in order (a LAN removed: its events go,
+    /// later LANs' are renumbered).
+    pub(crate) fn retain_map(&mut self, f: impl FnMut(Event) -> Option<Event>) {
+        self.queue = std::mem::take(&mut self.queue)
+            .into_iter()
+            .filter_map(f)
+            .collect();
+    }
 }

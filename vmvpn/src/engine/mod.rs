@@ -38,6 +38,7 @@ mod ids;
 mod lan;
 mod peer;
 mod probes;
+mod reconfig;
 pub mod snapshot;
 mod timers;
 mod transmit;
@@ -282,6 +283,8 @@ pub struct Engine {
     /// The underlay MTU: the largest path MTU probed.
     underlay_mtu: u16,
     ipv6_underlay: bool,
+    /// This host's underlay address and prefix, for LANs added later.
+    underlay: Option<(IpAddr, u8)>,
     /// Path MTU probes to send: (LAN, peer, IP packet size).
     pmtu_probes: VecDeque<(LanId, PeerId, u16)>,
     /// sFlow's packet sampling, when configured.
@@ -338,6 +341,7 @@ impl Engine {
             ],
             underlay_mtu: 1500,
             ipv6_underlay: host.underlay.is_some_and(|(ip, _)| ip.is_ipv6()),
+            underlay: host.underlay,
             pmtu_probes: VecDeque::with_capacity(64),
             sampler: None,
             flow_export: None,
@@ -437,6 +441,16 @@ impl Engine {
     /// The wire id of every LAN, in order (IPFIX's observation domains).
     pub fn lan_ids(&self) -> Vec<u32> {
         self.lans.iter().map(|l| l.spec.id).collect()
+    }
+
+    /// The wire id of every LAN, in order, without allocating.
+    pub fn lan_ids_iter(&self) -> impl Iterator<Item = u32> + '_ {
+        self.lans.iter().map(|l| l.spec.id)
+    }
+
+    /// A LAN's multicast group on the underlay, if it has one.
+    pub fn lan_group(&self, lan: LanId) -> Option<SocketAddr> {
+        self.lans.get(lan.index()).and_then(|l| l.spec.group)
     }
 
     /// This host's id.

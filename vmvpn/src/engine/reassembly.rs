@@ -94,6 +94,29 @@ impl Reassembly {
         }
     }
 
+    /// Take frames of up to `max_frame` bytes from now on (a LAN with a larger MTU was
+    /// added); never shrinks. Allocates, so only on reconfiguration.
+    pub fn grow(&mut self, max_frame: usize) {
+        if max_frame <= self.max_frame {
+            return;
+        }
+        for s in &mut self.slots {
+            s.buf.resize(max_frame, 0);
+        }
+        self.max_frame = max_frame;
+    }
+
+    /// Forget the frames in progress on LAN `lan` and the LANs after it: a LAN was removed
+    /// and those after it renumbered, so their keys would name the wrong LAN.
+    pub fn forget_lans_from(&mut self, lan: usize) {
+        self.done = None;
+        for s in &mut self.slots {
+            if s.key.is_some_and(|k| k.lan >= lan) {
+                s.key = None;
+            }
+        }
+    }
+
     /// Counters.
     pub fn stats(&self) -> ReassemblyStats {
         ReassemblyStats {

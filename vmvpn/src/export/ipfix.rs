@@ -27,8 +27,6 @@ pub struct Exporter {
     domains: HashMap<u32, (u32, Option<Instant>)>,
     status: IpfixStatus,
     buf: Box<[u8; MAX_MESSAGE]>,
-    /// LAN wire ids, in config order (the records come one list per LAN).
-    lan_ids: Vec<u32>,
 }
 
 /// A flow record as IPFIX carries it; times from the engine's clock (`now_s`) to the
@@ -69,13 +67,7 @@ impl Exporter {
             refresh,
             domains: HashMap::new(),
             buf: Box::new([0; MAX_MESSAGE]),
-            lan_ids: Vec::new(),
         }
-    }
-
-    /// The LANs' wire ids in config order (the observation domains).
-    pub fn set_lans(&mut self, ids: Vec<u32>) {
-        self.lan_ids = ids;
     }
 
     /// The counts so far.
@@ -83,10 +75,12 @@ impl Exporter {
         self.status.clone()
     }
 
-    /// Send the records (one list per LAN).
+    /// Send the records (one list per LAN, `lan_ids` the LANs' wire ids in the same
+    /// order: the observation domains).
     pub fn send_records(
         &mut self,
         per_lan: &[Vec<FlowRecord>],
+        lan_ids: &[u32],
         take: &ExportTake,
         sockets: &Sockets,
     ) {
@@ -97,7 +91,7 @@ impl Exporter {
             if recs.is_empty() {
                 continue;
             }
-            let domain = self.lan_ids.get(k).copied().unwrap_or(k as u32 + 1);
+            let domain = lan_ids.get(k).copied().unwrap_or(k as u32 + 1);
             let records: Vec<Record> = recs
                 .iter()
                 .map(|r| to_ipfix(r, take.now_s, unix_ms))

@@ -100,11 +100,15 @@ pub fn seed(host_id: u32, underlay: IpAddr) -> u64 {
 
 async fn take(dp: &Handle, exports: Exports, flush: bool) -> Option<Exports> {
     let Exports {
-        samples, records, ..
+        samples,
+        records,
+        lan_ids,
+        ..
     } = exports;
     dp.call(|reply| Request::TakeExports {
         samples,
         records,
+        lan_ids,
         flush,
         reply,
     })
@@ -122,15 +126,11 @@ async fn flows(
     let Some(sockets) = udp::Sockets::open().await else {
         return;
     };
-    if let Some(x) = ipfix.as_mut()
-        && let Some(st) = dp.call(Request::Status).await
-    {
-        x.set_lans(st.lans.iter().map(|l| l.id).collect());
-    }
     // The buffers go back and forth: the data plane fills the ones it holds.
     let mut bufs = Exports {
         samples: Vec::with_capacity(crate::engine::sampling::QUEUE),
         records: Vec::new(),
+        lan_ids: Vec::new(),
         take: Default::default(),
     };
     let mut tick = tokio::time::interval(TAKE_EVERY);
@@ -157,7 +157,7 @@ async fn flows(
             }
         }
         if let Some(x) = ipfix.as_mut() {
-            x.send_records(&got.records, &got.take, &sockets);
+            x.send_records(&got.records, &got.lan_ids, &got.take, &sockets);
         }
         if let Ok(mut s) = shared.lock() {
             s.sflow = sflow.as_ref().map(|a| a.status());

@@ -86,6 +86,8 @@ pub enum Request {
         samples: Vec<telemetry::sflow::FlowSample>,
         /// Empty, one per LAN, to hold the next records.
         records: Vec<Vec<telemetry::flows::FlowRecord>>,
+        /// To hold the LANs' wire ids.
+        lan_ids: Vec<u32>,
         /// End every flow first.
         flush: bool,
         /// The filled ones.
@@ -105,6 +107,28 @@ pub enum Request {
         /// Who says so: the bulletin, or the config (a reload).
         source: PeerSource,
     },
+    /// Join a LAN (a reload added it): its TAP, opened, and its core state; the answer
+    /// is an error when the engine already has such a LAN (the TAP is then closed).
+    AddLan {
+        /// The LAN as the core needs it.
+        spec: Box<crate::engine::LanSpec>,
+        /// Its TAP, open.
+        tap: TapDevice,
+        /// Join its multicast group on the interface with this address.
+        multicast_if: Option<std::net::Ipv4Addr>,
+        /// Done, or why not.
+        reply: tokio::sync::oneshot::Sender<Result<(), String>>,
+    },
+    /// Leave a LAN (a reload removed it): its TAP is closed (and so removed unless
+    /// persistent), its peers and tables dropped. Error if no such LAN.
+    RemoveLan {
+        /// The LAN's name.
+        lan: String,
+        /// Leave its multicast group on the interface with this address.
+        multicast_if: Option<std::net::Ipv4Addr>,
+        /// Done, or why not.
+        reply: tokio::sync::oneshot::Sender<Result<(), String>>,
+    },
     /// Measure this from now on (`[telemetry]` reloaded); the VM and flow tables start anew.
     SetAccounting {
         /// What is measured.
@@ -121,6 +145,9 @@ pub struct Exports {
     pub samples: Vec<telemetry::sflow::FlowSample>,
     /// Flow records, one list per LAN in config order.
     pub records: Vec<Vec<telemetry::flows::FlowRecord>>,
+    /// The wire id of each LAN the records are of, in the same order (LANs come and go
+    /// with reloads).
+    pub lan_ids: Vec<u32>,
     /// Drops and the engine's clock.
     pub take: crate::engine::ExportTake,
 }
@@ -216,6 +243,8 @@ pub struct DataPlane {
     realtime: bool,
     /// See [`Handle::exports_due`].
     exports_due: Arc<tokio::sync::Notify>,
+    /// Bumped when a LAN is added or removed: the loop's per-TAP state starts over.
+    lans_changed: u64,
 }
 
 /// SCHED_FIFO priority of the data plane: low among real-time threads, so the kernel's own
@@ -282,6 +311,7 @@ impl DataPlane {
             offload: OffloadStats::default(),
             rxq: RxQueue::from_env(),
             exports_due,
+            lans_changed: 0,
         };
         Ok((dp, handle))
     }
@@ -326,6 +356,7 @@ impl DataPlane {
         // which then polls without waiting.
         let mut udp_pending = false;
         let mut tap_pending = vec![false; self.taps.len()];
+        let mut lans_seen = self.lans_changed;
         self.engine.handle_timeout(Instant::now());
         self.flush_control(&mut ctl_buf);
         while !self.stop.load(Ordering::SeqCst) {
@@ -371,6 +402,12 @@ impl DataPlane {
             let now = Instant::now();
             if wake {
                 self.serve_requests(now);
+                if self.lans_changed != lans_seen {
+                    // TAPs moved to new places: read each once (a read that finds nothing
+                    // costs one syscall), so nothing waits on a flag that moved.
+                    lans_seen = self.lans_changed;
+                    tap_pending = vec![true; self.taps.len()];
+                }
             }
             if udp_pending {
                 udp_pending = self.udp_in(&mut rx_area, &mut metas, now);
@@ -673,6 +710,7 @@ impl DataPlane {
                 Request::TakeExports {
                     mut samples,
                     mut records,
+                    lan_ids,
                     flush,
                     reply,
                 } => {
@@ -681,9 +719,13 @@ impl DataPlane {
                     }
                     records.resize_with(self.engine.lan_count(), Vec::new);
                     let take = self.engine.take_exports(&mut samples, &mut records);
+                    let mut lan_ids = lan_ids;
+                    lan_ids.clear();
+                    lan_ids.extend(self.engine.lan_ids_iter());
                     let _ = reply.send(Exports {
                         samples,
                         records,
+                        lan_ids,
                         take,
                     });
                 }
@@ -747,8 +789,96 @@ impl DataPlane {
                     self.engine.set_accounting(accounting);
                     let _ = reply.send(());
                 }
+                Request::AddLan {
+                    spec,
+                    tap,
+                    multicast_if,
+                    reply,
+                } => {
+                    let _ = reply.send(self.add_lan(*spec, tap, multicast_if));
+                }
+                Request::RemoveLan {
+                    lan,
+                    multicast_if,
+                    reply,
+                } => {
+                    let _ = reply.send(self.remove_lan(&lan, multicast_if));
+                }
             }
         }
+    }
+
+    /// A LAN joined: its TAP is the last one, polled under the next token.
+    fn add_lan(
+        &mut self,
+        spec: crate::engine::LanSpec,
+        tap: TapDevice,
+        multicast_if: Option<std::net::Ipv4Addr>,
+    ) -> Result<(), String> {
+        let (name, group) = (spec.name.clone(), spec.group);
+        let li = self.engine.add_lan(spec)?;
+        let token = Token(TAPS + li.index());
+        if let Err(e) = self.poll.registry().register(
+            &mut SourceFd(&tap.as_raw_fd()),
+            token,
+            Interest::READABLE,
+        ) {
+            self.engine.remove_lan(&name);
+            return Err(format!("cannot poll TAP {}: {e}", tap.name()));
+        }
+        if let (Some(iface), Some(SocketAddr::V4(g))) = (multicast_if, group)
+            && let Err(e) = self.udp.join_multicast(*g.ip(), iface)
+        {
+            warn!(lan = %name, group = %g, error = %e, "cannot join the multicast group: flooding by unicast");
+        }
+        self.taps.push(tap);
+        self.lans_changed += 1;
+        Ok(())
+    }
+
+    /// A LAN left: what was merged for any TAP goes out first, then its TAP closes and
+    /// the TAPs after it move up one place (and poll token).
+    fn remove_lan(
+        &mut self,
+        name: &str,
+        multicast_if: Option<std::net::Ipv4Addr>,
+    ) -> Result<(), String> {
+        let group = self
+            .engine
+            .lan_index(name)
+            .and_then(|li| self.engine.lan_group(li));
+        {
+            let DataPlane {
+                gro, taps, engine, ..
+            } = self;
+            gro.flush(|lan, bytes, segs| write_merged(taps, engine, lan, bytes, segs));
+        }
+        let li = self
+            .engine
+            .remove_lan(name)
+            .ok_or_else(|| format!("no LAN named {name:?} on this host"))?;
+        let tap = self.taps.remove(li.index());
+        let registry = self.poll.registry();
+        if let Err(e) = registry.deregister(&mut SourceFd(&tap.as_raw_fd())) {
+            warn!(tap = tap.name(), error = %e, "cannot stop polling the TAP of a removed LAN");
+        }
+        for (k, t) in self.taps.iter().enumerate().skip(li.index()) {
+            let fd = t.as_raw_fd();
+            if let Err(e) =
+                registry.reregister(&mut SourceFd(&fd), Token(TAPS + k), Interest::READABLE)
+            {
+                warn!(tap = t.name(), error = %e, "cannot renumber a TAP's poll token");
+            }
+        }
+        if let (Some(iface), Some(SocketAddr::V4(g))) = (multicast_if, group)
+            && let Err(e) = self.udp.leave_multicast(*g.ip(), iface)
+        {
+            debug!(lan = %name, group = %g, error = %e, "cannot leave the multicast group");
+        }
+        debug!(tap = tap.name(), "TAP closed");
+        drop(tap);
+        self.lans_changed += 1;
+        Ok(())
     }
 }
 

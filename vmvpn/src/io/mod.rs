@@ -1,9 +1,10 @@
 //! The syscalls around the sans-IO engine: the data-plane thread and its poll loop
-//! (`dataplane`), TAP devices (`tap`), their addresses and MTU (`netdev`), the UDP
+//! (`dataplane`), TAP devices (`tap`) and a LAN's opening (`lan`), their addresses and MTU (`netdev`), the UDP
 //! socket (`udp`) and the CoDel over its receive queue (`rxqueue`), and datagrams to one peer grouped into UDP GSO sends (`batch`).
 
 pub mod batch;
 pub mod dataplane;
+pub mod lan;
 pub mod netdev;
 pub mod rxqueue;
 pub mod tap;

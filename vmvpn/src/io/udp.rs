@@ -82,6 +82,11 @@ impl Udp {
         s.set_multicast_loop_v4(false)
     }
 
+    /// Leave a LAN's multicast group (the LAN was removed).
+    pub fn leave_multicast(&self, group: Ipv4Addr, iface: Ipv4Addr) -> io::Result<()> {
+        SockRef::from(&self.socket).leave_multicast_v4(&group, &iface)
+    }
+
     /// The bound address.
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         self.socket.local_addr()

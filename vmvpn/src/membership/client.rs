@@ -22,6 +22,9 @@ use crate::alarms::SharedAlerts;
 use crate::io::dataplane::{Handle, Request};
 use crate::status::{BulletinState, BulletinStatus};
 
+/// (LAN name, segment, verifier) of each LAN this host registers.
+pub type LanJoins = Vec<(String, String, Verifier)>;
+
 /// What this host registers.
 pub struct HostInfo {
     /// Host id.
@@ -35,7 +38,7 @@ pub struct HostInfo {
     /// Data port.
     pub port: u16,
     /// (LAN name, segment, verifier) of every LAN.
-    pub lans: Vec<(String, String, Verifier)>,
+    pub lans: LanJoins,
     /// How often to send telemetry reports (None: never).
     pub report_every: Option<Duration>,
 }
@@ -89,6 +92,8 @@ pub struct Membership {
     peers: Reconciler,
     /// This host's alerts, reported with its telemetry.
     alerts: Option<SharedAlerts>,
+    /// LANs joined and left by a reload: registered again on the open session.
+    lans: Option<watch::Receiver<LanJoins>>,
 }
 
 enum End {
@@ -117,6 +122,7 @@ impl Membership {
             client,
             peers: Reconciler::new(host.id, lans),
             alerts: None,
+            lans: None,
             host,
             dp,
             view: view.clone(),
@@ -127,6 +133,36 @@ impl Membership {
     /// Report these alerts with the telemetry (to bulletins that take them).
     pub fn report_alerts(&mut self, alerts: SharedAlerts) {
         self.alerts = Some(alerts);
+    }
+
+    /// A sender for this host's LANs as a reload changes them: each change registers
+    /// again on the open session (the bulletin tells the other hosts who joined and left
+    /// which LAN; LANs kept are not disturbed), and every later registration names them.
+    pub fn follow_lans(&mut self) -> watch::Sender<LanJoins> {
+        let (tx, rx) = watch::channel(self.host.lans.clone());
+        self.lans = Some(rx);
+        tx
+    }
+
+    /// The registration of this host, its LAN proofs over the session's `nonce`.
+    fn registration(&self, nonce: &[u8; 32]) -> Register {
+        Register {
+            host_id: self.host.id,
+            name: self.host.name.clone(),
+            underlay: self.host.underlay,
+            prefix: self.host.prefix,
+            port: self.host.port,
+            lans: self
+                .host
+                .lans
+                .iter()
+                .map(|(name, segment, v)| LanJoin {
+                    name: name.clone(),
+                    segment: segment.clone(),
+                    proof: v.prove(nonce, self.host.id, name),
+                })
+                .collect(),
+        }
     }
 
     /// The pending and firing alerts per LAN of this host (every LAN, empty ones too, so
@@ -214,6 +250,9 @@ impl Membership {
         let mut report = tokio::time::interval_at(now.checked_add(every).unwrap_or(now), every);
         let ack_within = (terms.heartbeat / 2).max(Duration::from_secs(1));
         let mut awaiting_ack: Option<Instant> = None;
+        // A registration sent on this session for changed LANs, not yet answered.
+        let mut reregistering = false;
+        let mut lans = self.lans.clone();
         loop {
             let ack_deadline = awaiting_ack.map(|t| t + ack_within);
             let grace_end = self.peers.poll_timeout();
@@ -253,6 +292,27 @@ impl Membership {
                         return End::Lost(e.to_string());
                     }
                 }
+                changed = async {
+                    match lans.as_mut() {
+                        Some(rx) => rx.changed().await,
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    let Some(rx) = lans.as_mut() else { continue };
+                    if changed.is_err() {
+                        lans = None;
+                        continue;
+                    }
+                    self.host.lans = rx.borrow_and_update().clone();
+                    let names: Vec<String> = self.host.lans.iter().map(|(n, _, _)| n.clone()).collect();
+                    info!(lans = ?names, "LANs changed: registering them with the bulletin");
+                    self.peers.set_lans(names);
+                    self.push_changes();
+                    if let Err(e) = tx.send(&ClientMsg::Register(self.registration(&terms.nonce))).await {
+                        return End::Lost(e.to_string());
+                    }
+                    reregistering = true;
+                }
                 _ = requery.tick() => {
                     if let Err(e) = tx.send(&ClientMsg::Query { lan: None }).await {
                         return End::Lost(e.to_string());
@@ -267,6 +327,16 @@ impl Membership {
                     Ok(ServerMsg::Records(rs)) => {
                         self.peers.handle_records(rs, Instant::now());
                         self.push_changes();
+                    }
+                    Ok(ServerMsg::Registered { .. }) if reregistering => {
+                        reregistering = false;
+                        info!(lans = self.host.lans.len(), "registered again with the bulletin");
+                    }
+                    // The bulletin keeps the registration it had: stay with it, say why.
+                    Ok(ServerMsg::Refused { code, reason }) if reregistering && code != RefuseCode::NotRegistered => {
+                        reregistering = false;
+                        error!(?code, %reason, "the bulletin refused the changed LANs; it keeps this host's previous registration");
+                        self.set_view(|v| v.last_error = Some(reason));
                     }
                     Ok(ServerMsg::Refused { code: RefuseCode::NotRegistered, .. }) => {
                         return End::Lost("lease lapsed at the bulletin; registering again".into());
@@ -284,24 +354,7 @@ impl Membership {
     ) -> Result<(SessionTx, SessionRx, bulletin::client::Terms), ClientError> {
         let mut s = self.client.connect().await?;
         let terms = s.terms;
-        let reg = Register {
-            host_id: self.host.id,
-            name: self.host.name.clone(),
-            underlay: self.host.underlay,
-            prefix: self.host.prefix,
-            port: self.host.port,
-            lans: self
-                .host
-                .lans
-                .iter()
-                .map(|(name, segment, v)| LanJoin {
-                    name: name.clone(),
-                    segment: segment.clone(),
-                    proof: v.prove(&terms.nonce, self.host.id, name),
-                })
-                .collect(),
-        };
-        s.register(reg).await?;
+        s.register(self.registration(&terms.nonce)).await?;
         let grace = terms.lease_ttl + terms.heartbeat;
         if self
             .peers

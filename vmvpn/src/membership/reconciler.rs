@@ -61,6 +61,16 @@ impl Reconciler {
         }
     }
 
+    /// This host is now in `lans` (a reload): what it knew of a LAN it left is forgotten
+    /// (the data plane dropped that LAN whole, so no change is handed out for it).
+    pub fn set_lans(&mut self, lans: Vec<String>) {
+        self.known.retain(|l, _| lans.contains(l));
+        self.changes.retain(|c| match c {
+            PeerChange::Add { lan, .. } | PeerChange::Remove { lan, .. } => lans.contains(lan),
+        });
+        self.lans = lans;
+    }
+
     /// Registered with a bulletin of this `epoch`. A different epoch than before is a
     /// restarted bulletin: removals wait for `grace` (its lease plus a heartbeat). True
     /// when that grace began.

@@ -9,3 +9,4 @@ mod forwarding;
 mod handshake;
 mod path_mtu;
 mod probes;
+mod reconfig;
