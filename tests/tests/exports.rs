@@ -651,3 +651,130 @@ fn sflow_keeps_up_with_a_full_speed_stream_on_every_host() {
         );
     }
 }
+
+/// `[export]` in force after a reload: read from a running host's status.
+fn export_status(lab: &Lab, h: &str) -> Value {
+    lab.status(h)["export"].clone()
+}
+
+fn reload(lab: &Lab, h: &str) -> Value {
+    let out = lab.vmvpn_cli(h, &["reload", "--json"]);
+    let report: Value = serde_json::from_slice(&out.stdout).expect("reload --json");
+    assert!(
+        out.status.success() && report["applied"] == true,
+        "{report} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    report
+}
+
+#[test]
+fn export_settings_change_with_a_reload_and_the_tunnel_stays() {
+    let lab = Lab::builder("expreload")
+        .subnet(&["h1"])
+        .subnet(&["h2"])
+        .lan("lan1", [192, 168, 79], &["h1", "h2"], 1)
+        .start();
+    lab.wait_tunnels("h1", "lan1", 1, Duration::from_secs(20));
+    let (a, b) = (lab.vm("h1", "lan1", 0), lab.vm("h2", "lan1", 0));
+    let dir = lab.dir().to_path_buf();
+    let pcap = dir.join("reload.pcapng");
+    let mut tshark = Proc::start(
+        "tshark",
+        lab.router_ns(),
+        &[
+            "tshark",
+            "-q",
+            "-i",
+            "br1",
+            "-f",
+            "udp port 6343 or udp port 4739",
+            "-w",
+            &pcap.display().to_string(),
+        ],
+        &dir.join("tshark.log"),
+    );
+    // tshark takes a moment to open the capture: a first datagram could go unseen.
+    wait_for("tshark capturing", Duration::from_secs(10), || {
+        std::fs::metadata(&pcap).is_ok_and(|m| m.len() > 0)
+    });
+    assert_eq!(export_status(&lab, "h1")["sflow"], Value::Null);
+    let path = lab.config_path("h1");
+    let original = std::fs::read_to_string(&path).expect("config");
+    let sflow = "\n[export.sflow]\ncollectors = [\"10.77.1.254:6343\"]\nsampling_rate = 4\npolling_interval_s = 1\n";
+    let ipfix = "\n[export.ipfix]\ncollectors = [\"10.77.1.254:4739\"]\nactive_timeout_s = 1\n";
+
+    // sFlow added: samples of the VMs' pings leave for the collector.
+    std::fs::write(&path, format!("{original}{sflow}")).expect("write");
+    let report = reload(&lab, "h1");
+    assert!(
+        report["changes"]
+            .as_array()
+            .is_some_and(|c| c.iter().any(|c| c["key"] == "export.sflow.collectors")),
+        "{report}"
+    );
+    assert!(lab.ping_burst(a, b.ip, 40, "0.05").status.success());
+    wait_for(
+        "sFlow samples after the reload",
+        Duration::from_secs(5),
+        || {
+            let s = &export_status(&lab, "h1")["sflow"];
+            s["flow_samples_total"].as_u64().unwrap_or(0) > 0
+                && s["counter_samples_total"].as_u64().unwrap_or(0) > 0
+        },
+    );
+    assert_eq!(export_status(&lab, "h1")["sflow"]["sampling_rate"], 4);
+
+    // sFlow replaced by IPFIX: the agent stops, flow records leave every second.
+    std::fs::write(&path, format!("{original}{ipfix}")).expect("write");
+    reload(&lab, "h1");
+    assert_eq!(export_status(&lab, "h1")["sflow"], Value::Null);
+    assert!(lab.ping_burst(a, b.ip, 40, "0.05").status.success());
+    wait_for(
+        "IPFIX records after the reload",
+        Duration::from_secs(5),
+        || {
+            export_status(&lab, "h1")["ipfix"]["records_total"]
+                .as_u64()
+                .unwrap_or(0)
+                > 0
+        },
+    );
+
+    // No exports at all.
+    std::fs::write(&path, &original).expect("write");
+    reload(&lab, "h1");
+    let e = export_status(&lab, "h1");
+    assert_eq!(
+        (&e["sflow"], &e["ipfix"]),
+        (&Value::Null, &Value::Null),
+        "{e}"
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    tshark.stop();
+
+    // What the collector's wire saw: sFlow from h1, then IPFIX from h1.
+    let p = pcap.display().to_string();
+    let count = |filter: &str| {
+        let out = Command::new("tshark")
+            .args(["-r", &p, "-Y", filter, "-T", "fields", "-e", "frame.number"])
+            .output()
+            .expect("tshark -r");
+        String::from_utf8_lossy(&out.stdout).lines().count()
+    };
+    assert!(
+        count("sflow_245.agent == 10.77.1.1") > 0,
+        "no sFlow on the wire"
+    );
+    assert!(
+        count("cflow && ip.src == 10.77.1.1") > 0,
+        "no IPFIX on the wire"
+    );
+    // The tunnel did not notice: up once, no re-key.
+    let ups = lab
+        .log("h1")
+        .lines()
+        .filter(|l| l.contains("tunnel up"))
+        .count();
+    assert_eq!(ups, 1, "{}", lab.log("h1"));
+}

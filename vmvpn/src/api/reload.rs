@@ -2,11 +2,11 @@
 //! file) again and apply what changed without a restart: LANs joined (TAP created) and
 //! left (TAP removed), a LAN's static peers (the others keep their sessions: no re-key,
 //! nothing lost), its rate limits (unchanged ones keep their buckets), `[telemetry]`
-//! measurement settings and the alarm rules.
+//! measurement settings, `[export]` (the exporters restart) and the alarm rules.
 //!
 //! All or nothing: a file that does not parse, a rules file with an error, any change
 //! that needs a restart (host identity and port, a LAN's own settings such as its TAP or
-//! secret, exports; see `config::diff`), or a new LAN's TAP that cannot be opened refuses
+//! secret; see `config::diff`), or a new LAN's TAP that cannot be opened refuses
 //! the whole reload with the reason, and the running config stays. `vmvpn check` asks for
 //! a dry run to show what a reload would do.
 
@@ -21,6 +21,7 @@ use crate::alarms::rules::Rule;
 use crate::config::Config;
 use crate::config::diff::{self, Apply, Change, ChangeKind};
 use crate::engine::PeerSource;
+use crate::export::Exporters;
 use crate::io::dataplane::{Handle, Request};
 use crate::io::tap::TapDevice;
 use crate::libvirt::inventory::{LanLimits, SharedInventory};
@@ -57,6 +58,8 @@ pub struct Reloader {
     libvirt: Option<(SharedInventory, watch::Sender<Vec<LanLimits>>)>,
     /// With `[bulletin]`: the LANs this host registers.
     membership: Option<watch::Sender<LanJoins>>,
+    /// The exporters, restarted when `[export]` changes.
+    exporters: Option<Exporters>,
 }
 
 /// One reloader for the control socket and the SIGHUP handler.
@@ -92,6 +95,20 @@ impl Reloader {
             rules,
             libvirt,
             membership: None,
+            exporters: None,
+        }
+    }
+
+    /// Restart these exporters when `[export]` changes; stopped by
+    /// [`stop_exporters`](Self::stop_exporters).
+    pub fn own_exporters(&mut self, exporters: Exporters) {
+        self.exporters = Some(exporters);
+    }
+
+    /// Stop the exporters (at shutdown: each sends what it holds first).
+    pub async fn stop_exporters(&mut self) {
+        if let Some(e) = self.exporters.as_mut() {
+            e.stop().await;
         }
     }
 
@@ -259,6 +276,17 @@ impl Reloader {
             if let Some((_, tx)) = &self.libvirt {
                 let _ = tx.send(lans);
             }
+        }
+        if wants(Apply::Exports) {
+            let sampling = crate::export::sampling(&cand.cfg);
+            self.dp
+                .call(|reply| Request::SetSampling { sampling, reply })
+                .await
+                .ok_or_else(gone)?;
+            if let Some(e) = self.exporters.as_mut() {
+                e.restart(&cand.cfg).await;
+            }
+            info!("reload: exporters restarted with the new [export]");
         }
         if wants(Apply::Telemetry) {
             let accounting = cand.cfg.telemetry.accounting();

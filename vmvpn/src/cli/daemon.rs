@@ -155,15 +155,7 @@ fn open(prep: Prepared) -> Result<Opened> {
         Timers::default(),
     );
     engine.set_accounting(cfg.telemetry.accounting());
-    if let Some(s) = &cfg.export.sflow {
-        engine.set_sflow(
-            Some(*s.sampling_rate.get_ref() as u32),
-            vmvpn::export::seed(cfg.host_id(), cfg.host.address.addr),
-        );
-    }
-    if let Some(x) = &cfg.export.ipfix {
-        engine.set_flow_export(Some(*x.active_timeout_s.get_ref()));
-    }
+    engine.set_sampling(vmvpn::export::sampling(&cfg));
     engine.set_underlay_mtu(u16::try_from(underlay_mtu).unwrap_or(u16::MAX));
     let listen = udp.local_addr()?;
     let host = HostStatus {
@@ -355,7 +347,7 @@ fn supervise(o: Opened) -> Result<()> {
             });
             namer
         });
-        let exporters = vmvpn::export::start(&cfg, &handle, &alerts, &export, &stop_rx, namer);
+        let exporters = vmvpn::export::Exporters::start(&cfg, &handle, &alerts, &export, namer);
         // Built inside the runtime: the QUIC endpoint registers with it.
         let (view, mut member, member_lans) = match membership {
             Some((server, fingerprint, info)) => {
@@ -406,6 +398,7 @@ fn supervise(o: Opened) -> Result<()> {
             rules_tx,
             libvirt,
         );
+        reloader.own_exporters(exporters);
         if let Some(lans) = member_lans {
             reloader.follow_membership(lans);
         }
@@ -471,9 +464,7 @@ fn supervise(o: Opened) -> Result<()> {
             let _ = tokio::time::timeout(Duration::from_secs(2), m).await;
         }
         // The exporters send their last samples and records (every flow ends) first.
-        for t in exporters {
-            let _ = tokio::time::timeout(Duration::from_secs(2), t).await;
-        }
+        reloader.lock().await.stop_exporters().await;
         handle.stop();
         server.abort();
         alarms.abort();

@@ -38,6 +38,9 @@ pub enum Apply {
     /// A LAN joined (its TAP created) or left (its TAP removed); the others are not
     /// disturbed.
     Lans,
+    /// `[export]`: the exporters restart with the new settings (IPFIX ends each flow
+    /// with a record first, as at shutdown).
+    Exports,
 }
 
 /// One changed key.
@@ -190,7 +193,7 @@ fn classify(key: &str) -> Result<Apply, String> {
         )),
         ["host", rest, ..] => restart(&format!("[host] {rest}")),
         ["bulletin", ..] => restart("[bulletin]"),
-        ["export", ..] => restart("[export] (the exporters are set up at start)"),
+        ["export", ..] => Ok(Apply::Exports),
         [section, ..] => restart(&format!("[{section}]")),
         [] => restart("the file"),
     }
@@ -238,7 +241,8 @@ secret_file = "b.key"
         let new = edit(
             "peers = [\"10.0.0.2:7401\"]",
             "peers = [\"10.0.0.3:7401\"]\n[[lan.limit]]\nmac = \"02:00:00:00:00:01\"\nrate_mbps = 10",
-        ) + "\n[telemetry]\nflows = false\n[alarms]\nrules = \"r.yml\"\n";
+        ) + "\n[telemetry]\nflows = false\n[alarms]\nrules = \"r.yml\"\n"
+            + "[export.sflow]\ncollectors = [\"127.0.0.1:6343\"]\n";
         let got = changes(BASE, &new).unwrap_or_default();
         let applies: Vec<_> = got
             .iter()
@@ -248,38 +252,34 @@ secret_file = "b.key"
             applies,
             vec![
                 ("alarms.rules", Ok(Apply::AlarmRules)),
+                ("export.sflow.collectors", Ok(Apply::Exports)),
                 ("lan.a.limit", Ok(Apply::Limits)),
                 ("lan.a.peers", Ok(Apply::Peers)),
                 ("telemetry.flows", Ok(Apply::Telemetry)),
             ]
         );
         assert!(got.iter().all(Change::is_live));
-        assert_eq!(got[1].kind, ChangeKind::Added);
+        assert_eq!(got[2].kind, ChangeKind::Added);
     }
 
     #[test]
     fn host_identity_a_lans_own_settings_and_exports_are_refused_with_the_reason() {
         let new = edit("name = \"h1\"", "name = \"h9\"\nport = 7500")
             .replace("tap = \"tap1\"", "tap = \"tap9\"")
-            + "\n[export.sflow]\ncollector = \"127.0.0.1:6343\"\n";
+            + "\n[libvirt]\nuri = \"test:///default\"\n";
         let got = changes(BASE, &new).unwrap_or_default();
         let keys: Vec<_> = got.iter().map(|c| c.key.as_str()).collect();
         assert_eq!(
             keys,
-            vec![
-                "export.sflow.collector",
-                "host.name",
-                "host.port",
-                "lan.b.tap",
-            ]
+            vec!["host.name", "host.port", "lan.b.tap", "libvirt.uri"]
         );
         assert!(got.iter().all(|c| !c.is_live()), "{got:?}");
         let text: Vec<String> = got.iter().map(ToString::to_string).collect();
         assert!(
-            text[2].contains("REFUSED") && text[2].contains("[host] port"),
+            text[1].contains("REFUSED") && text[1].contains("[host] port"),
             "{text:?}"
         );
-        assert!(text[3].contains("a LAN's tap"), "{text:?}");
+        assert!(text[2].contains("a LAN's tap"), "{text:?}");
     }
 
     #[test]

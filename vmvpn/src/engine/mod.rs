@@ -101,6 +101,15 @@ impl Default for Accounting {
     }
 }
 
+/// What the exports ask of the core (`[export]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Sampling {
+    /// sFlow: sample 1 in this many frames, with this seed (hosts pick out of step).
+    pub sflow: Option<(u32, u64)>,
+    /// IPFIX: flow records, long flows every this many seconds.
+    pub ipfix_active_s: Option<u64>,
+}
+
 /// Timers of the core.
 #[derive(Debug, Clone, Copy)]
 pub struct Timers {
@@ -291,6 +300,8 @@ pub struct Engine {
     sampler: Option<sampling::Sampler>,
     /// Flow records for IPFIX: (active timeout s, queue per LAN), when configured.
     flow_export: Option<(u64, usize)>,
+    /// The export settings in force.
+    sampling_settings: Sampling,
 }
 
 /// Flow records held per LAN until the exporter takes them (every 250 ms).
@@ -345,6 +356,7 @@ impl Engine {
             pmtu_probes: VecDeque::with_capacity(64),
             sampler: None,
             flow_export: None,
+            sampling_settings: Sampling::default(),
         };
         for spec in lans {
             let statics = spec.peers.clone();
@@ -398,6 +410,22 @@ impl Engine {
         for l in &mut self.lans {
             l.flows.set_export(self.flow_export);
         }
+    }
+
+    /// What the exports need: sFlow sampling and IPFIX flow records (both as
+    /// [`set_sflow`](Self::set_sflow) and [`set_flow_export`](Self::set_flow_export)).
+    /// Settings that did not change are left alone, so a reload keeps their state.
+    pub fn set_sampling(&mut self, s: Sampling) {
+        if self.sampling_settings.sflow != s.sflow {
+            self.set_sflow(
+                s.sflow.map(|(rate, _)| rate),
+                s.sflow.map_or(1, |(_, seed)| seed),
+            );
+        }
+        if self.sampling_settings.ipfix_active_s != s.ipfix_active_s {
+            self.set_flow_export(s.ipfix_active_s);
+        }
+        self.sampling_settings = s;
     }
 
     /// Whether the exporter should come for the samples before its next turn (true once

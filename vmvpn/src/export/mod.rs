@@ -20,6 +20,7 @@ use tracing::debug;
 
 use crate::alarms::SharedAlerts;
 use crate::config::Config;
+use crate::engine::Sampling;
 use crate::io::dataplane::{Exports, Handle, Request};
 use crate::status::ExportStatus;
 
@@ -29,9 +30,82 @@ pub type SharedExport = Arc<Mutex<ExportStatus>>;
 /// How often the samples and flow records are taken from the data plane.
 pub const TAKE_EVERY: Duration = Duration::from_millis(250);
 
+/// What `cfg`'s `[export]` asks of the data plane.
+pub fn sampling(cfg: &Config) -> Sampling {
+    Sampling {
+        sflow: cfg.export.sflow.as_ref().map(|s| {
+            (
+                *s.sampling_rate.get_ref() as u32,
+                seed(cfg.host_id(), cfg.host.address.addr),
+            )
+        }),
+        ipfix_active_s: cfg
+            .export
+            .ipfix
+            .as_ref()
+            .map(|x| *x.active_timeout_s.get_ref()),
+    }
+}
+
+/// The exporters running, and what starting them again takes (a reload that changes
+/// `[export]` stops them and starts the new ones).
+pub struct Exporters {
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    stop: watch::Sender<bool>,
+    dp: Handle,
+    alerts: SharedAlerts,
+    shared: SharedExport,
+    namer: Option<telemetry::vms::VmNamer>,
+}
+
+impl Exporters {
+    /// Start the exporters `cfg` asks for (none is fine: a reload may add some).
+    pub fn start(
+        cfg: &Config,
+        dp: &Handle,
+        alerts: &SharedAlerts,
+        shared: &SharedExport,
+        namer: Option<telemetry::vms::VmNamer>,
+    ) -> Self {
+        let (stop, rx) = watch::channel(false);
+        Exporters {
+            tasks: start(cfg, dp, alerts, shared, &rx, namer.clone()),
+            stop,
+            dp: dp.clone(),
+            alerts: alerts.clone(),
+            shared: shared.clone(),
+            namer,
+        }
+    }
+
+    /// Stop them: each sends what it holds (IPFIX ends every flow with a record first),
+    /// 2 s at most each.
+    pub async fn stop(&mut self) {
+        let _ = self.stop.send(true);
+        for t in self.tasks.drain(..) {
+            let _ = tokio::time::timeout(Duration::from_secs(2), t).await;
+        }
+    }
+
+    /// Stop them and start the ones `cfg` asks for, with fresh counts.
+    pub async fn restart(&mut self, cfg: &Config) {
+        self.stop().await;
+        if let Ok(mut s) = self.shared.lock() {
+            *s = ExportStatus::default();
+        }
+        *self = Exporters::start(
+            cfg,
+            &self.dp,
+            &self.alerts,
+            &self.shared,
+            self.namer.clone(),
+        );
+    }
+}
+
 /// Start the exporters the config asks for; their tasks end when `stop` turns true
 /// (IPFIX ends every flow with a last record first).
-pub fn start(
+fn start(
     cfg: &Config,
     dp: &Handle,
     alerts: &SharedAlerts,

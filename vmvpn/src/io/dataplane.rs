@@ -107,6 +107,13 @@ pub enum Request {
         /// Who says so: the bulletin, or the config (a reload).
         source: PeerSource,
     },
+    /// Sample for sFlow and make IPFIX records as `[export]` now asks (a reload).
+    SetSampling {
+        /// What the exports need.
+        sampling: crate::engine::Sampling,
+        /// Done.
+        reply: tokio::sync::oneshot::Sender<()>,
+    },
     /// Join a LAN (a reload added it): its TAP, opened, and its core state; the answer
     /// is an error when the engine already has such a LAN (the TAP is then closed).
     AddLan {
@@ -787,6 +794,10 @@ impl DataPlane {
                 }
                 Request::SetAccounting { accounting, reply } => {
                     self.engine.set_accounting(accounting);
+                    let _ = reply.send(());
+                }
+                Request::SetSampling { sampling, reply } => {
+                    self.engine.set_sampling(sampling);
                     let _ = reply.send(());
                 }
                 Request::AddLan {
