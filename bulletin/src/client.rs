@@ -10,8 +10,9 @@ use thiserror::Error;
 use crate::frames::{self, FrameError};
 use crate::proof::Verifier;
 use crate::proto::{
-    BulletinStatus, ClientMsg, Credential, HostAlerts, HostReport, LanProof, MAX_SERVER_FRAME,
-    MIN_VERSION, Record, RefuseCode, Register, STATUS_SINCE, ServerMsg,
+    BulletinStatus, ClientMsg, Credential, HostAlerts, HostReport, HostVmNames, LanProof,
+    MAX_SERVER_FRAME, MIN_VERSION, NAMES_SINCE, Record, RefuseCode, Register, STATUS_SINCE,
+    ServerMsg,
 };
 use crate::tls::{PinnedVerifier, TlsError, client_config};
 
@@ -315,15 +316,43 @@ impl Client {
         auth: &ReadAuth,
         lan: Option<String>,
     ) -> Result<Vec<HostReport>, ClientError> {
+        Ok(self.matrix_named(auth, lan).await?.0)
+    }
+
+    /// The hosts' latest reports and their VM names (none from a bulletin older than
+    /// [`NAMES_SINCE`]), on one connection.
+    pub async fn matrix_named(
+        &self,
+        auth: &ReadAuth,
+        lan: Option<String>,
+    ) -> Result<(Vec<HostReport>, Vec<HostVmNames>), ClientError> {
         let mut s = self.connect_reader(auth).await?;
-        s.send(&ClientMsg::Matrix { lan }).await?;
-        let r = match s.recv().await? {
-            ServerMsg::Matrix(r) => Ok(r),
-            ServerMsg::Refused { code, reason } => Err(ClientError::Refused { code, reason }),
-            other => Err(ClientError::Protocol(format!(
-                "expected a matrix, got {other:?}"
-            ))),
-        };
+        let r = async {
+            s.send(&ClientMsg::Matrix { lan: lan.clone() }).await?;
+            let reports = match s.recv().await? {
+                ServerMsg::Matrix(r) => r,
+                ServerMsg::Refused { code, reason } => {
+                    return Err(ClientError::Refused { code, reason });
+                }
+                other => {
+                    return Err(ClientError::Protocol(format!(
+                        "expected a matrix, got {other:?}"
+                    )));
+                }
+            };
+            if s.terms.version < NAMES_SINCE {
+                return Ok((reports, Vec::new()));
+            }
+            s.send(&ClientMsg::NamesQuery { lan }).await?;
+            match s.recv().await? {
+                ServerMsg::VmNames(n) => Ok((reports, n)),
+                ServerMsg::Refused { code, reason } => Err(ClientError::Refused { code, reason }),
+                other => Err(ClientError::Protocol(format!(
+                    "expected VM names, got {other:?}"
+                ))),
+            }
+        }
+        .await;
         s.close();
         r
     }

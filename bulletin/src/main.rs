@@ -169,7 +169,8 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Matrix(q) => {
             let auth = q.auth()?;
             let client = Client::new(q.server, &q.fingerprint)?;
-            let m = bulletin::matrix::build(&client.matrix(&auth, q.lan).await?);
+            let (reports, names) = client.matrix_named(&auth, q.lan).await?;
+            let m = bulletin::matrix::build(&reports, &bulletin::matrix::names(&names));
             let json = q.json;
             if json {
                 println!("{}", serde_json::to_string_pretty(&m)?);

@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
 
-use crate::proto::{HostReport, Tunnel};
+use crate::proto::{HostReport, HostVmNames, Tunnel};
 
 /// One measured direction: `from` probed `to`.
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -35,6 +35,12 @@ pub struct VmFlow {
     pub dst: String,
     /// Destination MAC.
     pub dst_mac: String,
+    /// Source VM's libvirt name, when its host knows it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub src_name: Option<String>,
+    /// Destination VM's libvirt name, when its host knows it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dst_name: Option<String>,
     /// Frames.
     pub packets: u64,
     /// Bytes.
@@ -61,8 +67,23 @@ fn mac(m: &[u8; 6]) -> String {
     )
 }
 
-/// Group the reports by LAN.
-pub fn build(reports: &[HostReport]) -> Vec<LanMatrix> {
+/// VM names by (LAN, MAC), from every host's libvirt.
+pub type Names = std::collections::HashMap<(String, [u8; 6]), String>;
+
+/// Index the hosts' VM names by (LAN, MAC).
+pub fn names(all: &[HostVmNames]) -> Names {
+    all.iter()
+        .flat_map(|h| {
+            h.names
+                .vms
+                .iter()
+                .map(|v| ((h.names.lan.clone(), v.mac), v.name.clone()))
+        })
+        .collect()
+}
+
+/// Group the reports by LAN, VMs named where a host's libvirt knows them.
+pub fn build(reports: &[HostReport], names: &Names) -> Vec<LanMatrix> {
     let mut by_lan: BTreeMap<&str, Vec<&HostReport>> = BTreeMap::new();
     for r in reports {
         by_lan.entry(r.report.lan.as_str()).or_default().push(r);
@@ -85,12 +106,15 @@ pub fn build(reports: &[HostReport]) -> Vec<LanMatrix> {
                     });
                 }
                 for q in &r.report.pairs {
+                    let name = |m: &[u8; 6]| names.get(&(lan.to_string(), *m)).cloned();
                     vms.push(VmFlow {
                         src: q.src_ip.map_or_else(|| mac(&q.src_mac), |i| i.to_string()),
                         src_mac: mac(&q.src_mac),
                         src_host: r.name.clone(),
                         dst: q.dst_ip.map_or_else(|| mac(&q.dst_mac), |i| i.to_string()),
                         dst_mac: mac(&q.dst_mac),
+                        src_name: name(&q.src_mac),
+                        dst_name: name(&q.dst_mac),
                         packets: q.packets,
                         bytes: q.bytes,
                     });
@@ -183,13 +207,18 @@ pub fn render(m: &[LanMatrix]) -> String {
                 "    {:<26} {:<12} {:<26} {:>9} {:>9}",
                 "FROM", "HOST", "TO", "PKTS", "BYTES"
             );
+            // A VM libvirt names shows as "name (address)".
+            let who = |name: &Option<String>, addr: &str| match name {
+                Some(n) => format!("{n} ({addr})"),
+                None => addr.to_string(),
+            };
             for v in &l.vms {
                 let _ = writeln!(
                     o,
                     "    {:<26} {:<12} {:<26} {:>9} {:>8}B",
-                    v.src,
+                    who(&v.src_name, &v.src),
                     v.src_host,
-                    v.dst,
+                    who(&v.dst_name, &v.dst),
                     human(v.packets),
                     human(v.bytes)
                 );
@@ -254,8 +283,9 @@ mod tests {
                 },
             },
         ];
-        let m = build(&reports);
+        let m = build(&reports, &Names::new());
         assert_eq!(m.len(), 1);
+        assert_eq!(m[0].vms[0].src_name, None);
         assert_eq!(m[0].links.len(), 3);
         let t = render(&m);
         for want in [
@@ -272,5 +302,29 @@ mod tests {
         // h3 did not report, so it has no row or column; h2 -> h1 loss is 0.
         assert!(!t.contains("h3 "), "{t}");
         assert!(render(&[]).contains("no reports yet"));
+        // Named by the hosts' libvirt: the pair shows the names, on that LAN only.
+        let names = names(&[crate::proto::HostVmNames {
+            host_id: 1,
+            name: "h1".into(),
+            names: crate::proto::LanVmNames {
+                lan: "lan1".into(),
+                vms: vec![crate::proto::VmName {
+                    mac: [2, 0, 0, 0, 0, 1],
+                    name: "web1".into(),
+                    uuid: None,
+                }],
+            },
+        }]);
+        let m = build(&reports, &names);
+        let v = &m[0].vms[0];
+        assert_eq!(
+            (v.src_name.as_deref(), v.dst_name.as_deref()),
+            (Some("web1"), None)
+        );
+        let t = render(&m);
+        assert!(t.contains("web1 (10.0.0.1)"), "{t}");
+        let json = serde_json::to_value(v).unwrap_or_default();
+        assert_eq!(json["src_name"], "web1");
+        assert!(json.get("dst_name").is_none(), "unnamed: no key: {json}");
     }
 }

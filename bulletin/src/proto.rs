@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 /// Protocol version in `Hello` and `Challenge`.
-pub const VERSION: u16 = 3;
+pub const VERSION: u16 = 4;
 /// The oldest protocol a bulletin still serves, and what a client says in its `Hello`:
 /// version 2 only adds messages (`Alerts`, `AlertsQuery`), which a client sends once the
 /// `Challenge` shows the bulletin knows them. So hosts and bulletins upgrade in any order.
@@ -20,6 +20,8 @@ pub const MIN_VERSION: u16 = 1;
 pub const ALERTS_SINCE: u16 = 2;
 /// The first version that answers `Status`.
 pub const STATUS_SINCE: u16 = 3;
+/// The first version that takes `VmNames` and answers `NamesQuery`.
+pub const NAMES_SINCE: u16 = 4;
 /// ALPN of the bulletin's QUIC endpoint.
 pub const ALPN: &[u8] = b"vmvpn-bulletin/1";
 /// Largest frame a client may send (a registration with many LANs is a few KB).
@@ -67,6 +69,46 @@ pub enum ClientMsg {
     /// The bulletin's own state: connections, admission, listeners (`bulletin status`);
     /// needs a read credential. Since version 3.
     Status,
+    /// A registered host's VM names (from its libvirt), per LAN (no answer). Replaces its
+    /// previous ones. Since version 4.
+    VmNames(Vec<LanVmNames>),
+    /// The VM names of the registered hosts, of one LAN or all (`bulletin matrix`). Since
+    /// version 4.
+    NamesQuery {
+        /// Only this LAN.
+        lan: Option<String>,
+    },
+}
+
+/// One VM's name as its host's libvirt knows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VmName {
+    /// The VM's MAC on the LAN.
+    pub mac: [u8; 6],
+    /// The libvirt domain name.
+    pub name: String,
+    /// The domain's UUID, when known.
+    pub uuid: Option<String>,
+}
+
+/// A host's named VMs on one LAN.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LanVmNames {
+    /// The LAN.
+    pub lan: String,
+    /// Its VMs behind this host that libvirt names.
+    pub vms: Vec<VmName>,
+}
+
+/// One host's VM names on one LAN, as `NamesQuery` gets them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostVmNames {
+    /// The host.
+    pub host_id: u32,
+    /// Its name.
+    pub name: String,
+    /// The LAN and the names.
+    pub names: LanVmNames,
 }
 
 /// The bulletin's own state (answer to `ClientMsg::Status`).
@@ -328,6 +370,8 @@ pub enum ServerMsg {
     Alerts(Vec<HostAlerts>),
     /// Answer to `Status`. Since version 3.
     Status(BulletinStatus),
+    /// Answer to `NamesQuery`: every registered host's VM names, per LAN. Since version 4.
+    VmNames(Vec<HostVmNames>),
 }
 
 /// Why a request was refused.
@@ -571,6 +615,23 @@ mod tests {
         };
         round_trip(&ClientMsg::Report(vec![report.clone()]));
         round_trip(&ClientMsg::Matrix { lan: None });
+        let names = LanVmNames {
+            lan: "lan1".into(),
+            vms: vec![VmName {
+                mac: [2, 0, 0, 1, 0, 0],
+                name: "web1".into(),
+                uuid: Some("11111111-2222-3333-4444-555555555555".into()),
+            }],
+        };
+        round_trip(&ClientMsg::VmNames(vec![names.clone()]));
+        round_trip(&ClientMsg::NamesQuery {
+            lan: Some("lan1".into()),
+        });
+        round_trip(&ServerMsg::VmNames(vec![HostVmNames {
+            host_id: 7,
+            name: "h1".into(),
+            names,
+        }]));
         round_trip(&ClientMsg::Auth(Credential::Operator { proof: [4; 32] }));
         round_trip(&ClientMsg::Auth(Credential::Lans(vec![LanProof {
             name: "lan1".into(),

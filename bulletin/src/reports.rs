@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::proto::{HostAlerts, HostReport, LanAlerts, LanReport};
+use crate::proto::{HostAlerts, HostReport, HostVmNames, LanAlerts, LanReport, LanVmNames};
 
 /// Peers and pairs kept per report (a host reports its busiest pairs first).
 pub const MAX_PEERS: usize = 1024;
@@ -13,6 +13,10 @@ pub const MAX_PEERS: usize = 1024;
 pub const MAX_PAIRS: usize = 256;
 /// Alerts kept per host and LAN.
 pub const MAX_ALERTS: usize = 256;
+/// VM names kept per host and LAN (as many as the pairs a report holds).
+pub const MAX_NAMES: usize = 256;
+/// Characters kept of a VM name or UUID (libvirt allows long names; views need short).
+pub const MAX_NAME_LEN: usize = 128;
 
 /// Latest reports.
 #[derive(Default)]
@@ -20,6 +24,8 @@ pub struct Reports {
     latest: HashMap<(String, u32), Kept>,
     /// Reports stored so far: numbers each one, so a reader can tell a new one.
     count: u64,
+    /// Each host's VM names per LAN (`VmNames`), kept and pruned with its reports.
+    names: HashMap<(String, u32), (String, Vec<crate::proto::VmName>)>,
 }
 
 struct Kept {
@@ -96,9 +102,62 @@ impl Reports {
         kept
     }
 
-    /// Forget reports of hosts no longer in their LAN.
+    /// Forget reports and VM names of hosts no longer in their LAN.
     pub fn retain(&mut self, member: impl Fn(&str, u32) -> bool) {
         self.latest.retain(|(lan, id), _| member(lan, *id));
+        self.names.retain(|(lan, id), _| member(lan, *id));
+    }
+
+    /// Store a host's VM names (replacing its previous ones on each LAN named); LANs it
+    /// is not a member of are ignored. Returns how many LANs were kept.
+    pub fn put_names(
+        &mut self,
+        host_id: u32,
+        name: &str,
+        lans: Vec<LanVmNames>,
+        member: impl Fn(&str) -> bool,
+    ) -> usize {
+        let clip = |s: &mut String| {
+            if let Some((i, _)) = s.char_indices().nth(MAX_NAME_LEN) {
+                s.truncate(i);
+            }
+        };
+        let mut kept = 0;
+        for mut l in lans {
+            if !member(&l.lan) {
+                continue;
+            }
+            l.vms.truncate(MAX_NAMES);
+            for v in &mut l.vms {
+                clip(&mut v.name);
+                if let Some(u) = v.uuid.as_mut() {
+                    clip(u);
+                }
+            }
+            self.names
+                .insert((l.lan, host_id), (name.to_string(), l.vms));
+            kept += 1;
+        }
+        kept
+    }
+
+    /// VM names of one LAN or all, ordered by LAN then host name.
+    pub fn names(&self, lan: Option<&str>) -> Vec<HostVmNames> {
+        let mut v: Vec<HostVmNames> = self
+            .names
+            .iter()
+            .filter(|((l, _), _)| lan.is_none_or(|x| x == l))
+            .map(|((l, id), (name, vms))| HostVmNames {
+                host_id: *id,
+                name: name.clone(),
+                names: LanVmNames {
+                    lan: l.clone(),
+                    vms: vms.clone(),
+                },
+            })
+            .collect();
+        v.sort_by(|a, b| (&a.names.lan, &a.name).cmp(&(&b.names.lan, &b.name)));
+        v
     }
 
     /// Reports of one LAN or all, ordered by LAN then host name.
@@ -255,6 +314,48 @@ mod tests {
         // h2 left LAN a.
         r.retain(|_, id| id != 2);
         assert_eq!(r.len(), 1);
+    }
+
+    #[test]
+    fn vm_names_per_lan_and_host_members_only_clipped_and_pruned() {
+        let lan = |l: &str, names: &[&str]| LanVmNames {
+            lan: l.into(),
+            vms: names
+                .iter()
+                .enumerate()
+                .map(|(i, n)| crate::proto::VmName {
+                    mac: [2, 0, 0, 0, 0, i as u8],
+                    name: n.to_string(),
+                    uuid: None,
+                })
+                .collect(),
+        };
+        let mut r = Reports::default();
+        let long = "x".repeat(MAX_NAME_LEN + 50);
+        let kept = r.put_names(
+            1,
+            "h1",
+            vec![lan("a", &["web1", &long]), lan("b", &["db1"])],
+            |l| l == "a",
+        );
+        assert_eq!(kept, 1, "h1 is not in LAN b");
+        r.put_names(2, "h2", vec![lan("a", &["db2"])], |_| true);
+        let n = r.names(Some("a"));
+        assert_eq!(
+            n.iter().map(|h| h.name.as_str()).collect::<Vec<_>>(),
+            ["h1", "h2"]
+        );
+        assert_eq!(n[0].names.vms[0].name, "web1");
+        assert_eq!(n[0].names.vms[1].name.chars().count(), MAX_NAME_LEN);
+        // The latest replaces; a host that left the LAN takes its names along.
+        r.put_names(1, "h1", vec![lan("a", &["web9"])], |_| true);
+        assert_eq!(r.names(Some("a"))[0].names.vms.len(), 1);
+        r.retain(|_, id| id != 2);
+        assert_eq!(r.names(None).len(), 1);
+        let many: Vec<String> = (0..MAX_NAMES + 10).map(|i| format!("vm{i}")).collect();
+        let many: Vec<&str> = many.iter().map(String::as_str).collect();
+        r.put_names(3, "h3", vec![lan("c", &many)], |_| true);
+        assert_eq!(r.names(Some("c"))[0].names.vms.len(), MAX_NAMES);
     }
 
     #[test]

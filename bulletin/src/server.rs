@@ -537,6 +537,7 @@ impl Watcher {
             records: s.registry.records(None, now),
             reports: s.reports.stored(now),
             alerts: s.alerts.list(None, now),
+            names: crate::matrix::names(&s.reports.names(None)),
         }
     }
 }
@@ -813,6 +814,7 @@ impl ConnCtx<'_> {
                 msg,
                 ClientMsg::Query { .. }
                     | ClientMsg::Matrix { .. }
+                    | ClientMsg::NamesQuery { .. }
                     | ClientMsg::AlertsQuery { .. }
                     | ClientMsg::Status
             ) && let Some(wait) = self.reads.take(Instant::now())
@@ -951,6 +953,32 @@ impl ConnCtx<'_> {
                     debug!(host = %name, lans = kept, "alerts");
                 }
                 None
+            }
+            ClientMsg::VmNames(names) => {
+                // Only from a registered host, for its own LANs; no answer either way.
+                if let Some(h) = self.host {
+                    let mut s = state.lock();
+                    let s = &mut *s;
+                    let name = s.registry.name_of(h).unwrap_or("").to_string();
+                    let reg = &s.registry;
+                    let kept = s
+                        .reports
+                        .put_names(h, &name, names, |lan| reg.is_member(h, Some(id), lan));
+                    debug!(host = %name, lans = kept, "VM names");
+                }
+                None
+            }
+            ClientMsg::NamesQuery { lan } => {
+                if let Some(r) = self.unauthorized(lan.as_deref()) {
+                    return Ok(Some(r));
+                }
+                let mut s = state.lock();
+                let s = &mut *s;
+                let reg = &s.registry;
+                s.reports.retain(|l, h| reg.is_member(h, None, l));
+                let mut n = s.reports.names(lan.as_deref());
+                n.retain(|x| self.may_read(reg, &x.names.lan));
+                Some(ServerMsg::VmNames(n))
             }
             ClientMsg::AlertsQuery { lan } => {
                 if let Some(r) = self.unauthorized(lan.as_deref()) {

@@ -375,6 +375,11 @@ function table(node, head, rows, onclick) {
     ...r.map((c, j) => el("td", { class: head[j].num ? "num" : null, text: c })))));
 }
 
+// A VM libvirt names shows as "name (address)".
+function named(name, addr) {
+  return name ? `${name} (${addr})` : addr;
+}
+
 function renderTraffic(lan) {
   const pairs = lan ? lan.pairs : [], vms = lan ? lan.vms : [];
   const matrix = clear(document.getElementById("matrix"));
@@ -383,7 +388,7 @@ function renderTraffic(lan) {
   } else {
     // The busiest VMs as rows and columns, bytes in the cells, colour by rate.
     const top = vms.slice(0, 12).map(v => v.mac);
-    const name = new Map(vms.map(v => [v.mac, v.ip || v.mac]));
+    const name = new Map(vms.map(v => [v.mac, v.name || v.ip || v.mac]));
     const cell = new Map(pairs.map(p => [p.src_mac + ">" + p.dst_mac, p]));
     const maxRate = Math.max(1, ...pairs.map(p => p.rate_bps || 0));
     const t = el("table", {});
@@ -393,19 +398,19 @@ function renderTraffic(lan) {
         const p = cell.get(s + ">" + d);
         if (!p) return el("td", { class: "cell", text: "" });
         return el("td", { class: "cell num", style: `background:${volume((p.rate_bps || 0) / maxRate)}`,
-          title: `${p.src} → ${p.dst}: ${human(p.bytes, "B")}, ${human(p.rate_bps, "bit/s")}`, text: human(p.bytes, "B") });
+          title: `${named(p.src_name, p.src)} → ${named(p.dst_name, p.dst)}: ${human(p.bytes, "B")}, ${human(p.rate_bps, "bit/s")}`, text: human(p.bytes, "B") });
       })));
     }
     matrix.appendChild(t);
   }
   table(document.getElementById("pairs"),
     [{ t: "from" }, { t: "host" }, { t: "to" }, { t: "rate", num: true }, { t: "bytes", num: true }, { t: "packets", num: true }],
-    pairs.slice(0, 20).map(p => [p.src, p.src_host, p.dst, human(p.rate_bps, "bit/s"), human(p.bytes, "B"), String(p.packets)]));
+    pairs.slice(0, 20).map(p => [named(p.src_name, p.src), p.src_host, named(p.dst_name, p.dst), human(p.rate_bps, "bit/s"), human(p.bytes, "B"), String(p.packets)]));
   table(document.getElementById("vms"),
-    [{ t: "VM" }, { t: "MAC" }, { t: "host" }, { t: "sends", num: true }, { t: "receives", num: true }, { t: "peak / mean", num: true }],
-    vms.slice(0, 200).map(v => [v.ip || "–", v.mac, v.host || "–", human(v.tx_rate_bps, "bit/s"), human(v.rx_rate_bps, "bit/s"),
+    [{ t: "VM" }, { t: "address" }, { t: "MAC" }, { t: "host" }, { t: "sends", num: true }, { t: "receives", num: true }, { t: "peak / mean", num: true }],
+    vms.slice(0, 200).map(v => [v.name || "–", v.ip || "–", v.mac, v.host || "–", human(v.tx_rate_bps, "bit/s"), human(v.rx_rate_bps, "bit/s"),
       v.peak_to_mean === null ? "–" : v.peak_to_mean.toFixed(2)]),
-    i => openSeries({ kind: "vm", lan: lan.lan, mac: vms[i].mac, label: vms[i].ip || vms[i].mac }));
+    i => openSeries({ kind: "vm", lan: lan.lan, mac: vms[i].mac, label: vms[i].name || vms[i].ip || vms[i].mac }));
 }
 
 // ---- alerts ----------------------------------------------------------------------------

@@ -248,3 +248,99 @@ fn vms_carry_their_libvirt_names_and_a_uri_that_fails_only_says_so() {
         lab.log("h2")
     );
 }
+
+/// The dashboard API's overview from `ns` (plain HTTP on loopback there).
+fn overview(lab: &Lab, ns: &str) -> Value {
+    let url = format!("http://{}/api/v1/overview", vmvpn_tests::WEB_LOCAL);
+    let out = lab.exec(ns, &["curl", "-s", "--max-time", "5", &url]);
+    serde_json::from_slice(&out.stdout).unwrap_or_default()
+}
+
+fn vm_named(view: &Value, name: &str) -> bool {
+    view["lans"][0]["vms"]
+        .as_array()
+        .is_some_and(|vms| vms.iter().any(|v| v["name"] == name))
+}
+
+#[test]
+fn vm_names_reach_the_bulletin_matrix_and_both_dashboards() {
+    vmvpn_tests::require_root();
+    let dir = std::env::temp_dir().join(format!("vmvpn-libvirt-b-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let node = Node(dir);
+    let file = node.0.join("node.xml");
+    let web = "02:00:00:01:00:00";
+    std::fs::write(
+        &file,
+        node_xml(&[("web1", Some("11111111-2222-3333-4444-555555555555"), web)]),
+    )
+    .expect("node file");
+    let lab = Lab::builder("virtb")
+        .subnet(&["h1"])
+        .subnet(&["h2"])
+        .lan("lan1", [192, 168, 88], &["h1", "h2"], 1)
+        .bulletin(6, 2)
+        .telemetry("report_interval_s = 1\n")
+        .web()
+        .config_tail(
+            "h1",
+            &format!(
+                "[libvirt]\nuri = \"test://{}\"\nrefresh_s = 1\n",
+                file.display()
+            ),
+        )
+        .start();
+    lab.wait_tunnels("h1", "lan1", 1, Duration::from_secs(20));
+    let (a, z) = (
+        lab.vm("h1", "lan1", 0).clone(),
+        lab.vm("h2", "lan1", 0).clone(),
+    );
+    assert_eq!(a.mac, web, "the lab's MACs changed");
+    // Traffic both ways, so each host reports the pair it sources (bounded: 100 pings).
+    let burst = lab.ping_burst(&a, z.ip, 100, "0.05");
+    assert!(burst.status.success());
+
+    // The bulletin's matrix: the pair web1 sends names it, by h1's report.
+    let t0 = Instant::now();
+    let pair = loop {
+        let m: Value =
+            serde_json::from_str(&lab.bulletin_cli(&["matrix", "--json"])).expect("matrix JSON");
+        let found = m[0]["vms"]
+            .as_array()
+            .and_then(|v| v.iter().find(|p| p["src_mac"] == web).cloned());
+        if let Some(p) = found.filter(|p| p["src_name"] == "web1") {
+            break p;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "no name in the bulletin's matrix: {m:#}\n{}",
+            lab.log("h1")
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    assert_eq!(pair["src_host"], "h1");
+    // h2's VM has no libvirt behind it: no name, and no key for one.
+    assert!(pair.get("dst_name").is_none(), "{pair}");
+    let text = lab.bulletin_cli(&["matrix"]);
+    assert!(text.contains(&format!("web1 ({})", a.ip)), "{text}");
+
+    // The bulletin's dashboard and h1's own name the VM; both read the same view.
+    let t0 = Instant::now();
+    while !vm_named(&overview(&lab, lab.router_ns()), "web1") {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "bulletin dashboard: {:#}",
+            overview(&lab, lab.router_ns())
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let t0 = Instant::now();
+    while !vm_named(&overview(&lab, lab.host_ns("h1")), "web1") {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "h1's dashboard: {:#}",
+            overview(&lab, lab.host_ns("h1"))
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}

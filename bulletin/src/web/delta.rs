@@ -545,6 +545,8 @@ mod tests {
                 src_host: "h|0".into(),
                 dst: "192.168.1.2".into(),
                 dst_mac: "02:00:00:00:00:02".into(),
+                src_name: None,
+                dst_name: None,
                 packets: 1,
                 bytes: 100,
             },

@@ -34,6 +34,8 @@ pub struct Input {
     pub reports: Vec<StoredReport>,
     /// Every host's alerts per LAN.
     pub alerts: Vec<HostAlerts>,
+    /// VM names by (LAN, MAC), from the hosts' libvirt.
+    pub names: crate::matrix::Names,
 }
 
 type PairId = (String, u32, [u8; 6], [u8; 6]);
@@ -43,6 +45,14 @@ struct PairMemo {
     bytes: u64,
     at_ms: u64,
     rate_bps: Option<u64>,
+}
+
+/// What the input holds of one LAN.
+struct OfLan<'a> {
+    lan: &'a str,
+    records: &'a [&'a Record],
+    reports: &'a [&'a StoredReport],
+    names: &'a crate::matrix::Names,
 }
 
 /// The memory between views: which reports were seen, and the pairs' last byte counts.
@@ -165,14 +175,13 @@ impl Global {
                     .iter()
                     .filter(|r| r.host.report.lan == lan)
                     .collect();
-                self.lan(
+                let of_lan = OfLan {
                     lan,
-                    &records,
-                    &reports,
-                    history,
-                    fresh_lans.contains(lan),
-                    now_ms,
-                )
+                    records: &records,
+                    reports: &reports,
+                    names: &input.names,
+                };
+                self.lan(of_lan, history, fresh_lans.contains(lan), now_ms)
             })
             .collect();
         let mut alerts = Vec::new();
@@ -207,15 +216,13 @@ impl Global {
         }
     }
 
-    fn lan(
-        &self,
-        lan: &str,
-        records: &[&Record],
-        reports: &[&StoredReport],
-        history: &mut History,
-        fresh: bool,
-        now_ms: u64,
-    ) -> LanView {
+    fn lan(&self, of: OfLan<'_>, history: &mut History, fresh: bool, now_ms: u64) -> LanView {
+        let OfLan {
+            lan,
+            records,
+            reports,
+            names,
+        } = of;
         let links: Vec<LinkView> = reports
             .iter()
             .flat_map(|r| {
@@ -311,6 +318,8 @@ impl Global {
                     .get(&(lan.to_string(), h.host_id, q.src_mac, q.dst_mac))
                     .and_then(|m| m.rate_bps);
                 let (src_mac, dst_mac) = (mac(&q.src_mac), mac(&q.dst_mac));
+                let name = |m: &[u8; 6]| names.get(&(lan.to_string(), *m)).cloned();
+                let (src_name, dst_name) = (name(&q.src_mac), name(&q.dst_mac));
                 pairs.push(PairView {
                     flow: VmFlow {
                         src: q.src_ip.map_or_else(|| src_mac.clone(), |i| i.to_string()),
@@ -318,6 +327,8 @@ impl Global {
                         src_host: h.name.clone(),
                         dst: q.dst_ip.map_or_else(|| dst_mac.clone(), |i| i.to_string()),
                         dst_mac: dst_mac.clone(),
+                        src_name: src_name.clone(),
+                        dst_name: dst_name.clone(),
                         packets: q.packets,
                         bytes: q.bytes,
                     },
@@ -325,11 +336,15 @@ impl Global {
                 });
                 let src = vms.entry(src_mac.clone()).or_insert_with(|| vm(&src_mac));
                 src.host = h.name.clone();
+                src.name = src_name;
                 if let Some(ip) = q.src_ip {
                     src.ip = Some(ip.to_string());
                 }
                 src.tx_rate_bps += rate.unwrap_or(0);
                 let dst = vms.entry(dst_mac.clone()).or_insert_with(|| vm(&dst_mac));
+                if dst_name.is_some() {
+                    dst.name = dst_name;
+                }
                 if let Some(ip) = q.dst_ip {
                     dst.ip.get_or_insert(ip.to_string());
                 }
@@ -374,6 +389,7 @@ impl Global {
 fn vm(mac: &str) -> VmView {
     VmView {
         mac: mac.to_string(),
+        name: None,
         ip: None,
         host: String::new(),
         tx_rate_bps: 0,
@@ -468,6 +484,11 @@ mod tests {
                 record(10, "h3", [10, 0, 2, 1]),
             ],
             reports,
+            names: [(
+                ("lan1".to_string(), [2, 0, 0, 0, 0, 30]),
+                "web30".to_string(),
+            )]
+            .into(),
             alerts: vec![HostAlerts {
                 host_id: 30,
                 name: "h1".into(),
@@ -559,6 +580,8 @@ mod tests {
             .find(|v| v.mac == "02:00:00:00:00:1e")
             .expect("h1's VM");
         assert_eq!((vm.tx_rate_bps, vm.host.as_str()), (4000, "h1"));
+        assert_eq!(vm.name.as_deref(), Some("web30"), "named by h1's libvirt");
+        assert_eq!(h1_pair.flow.src_name.as_deref(), Some("web30"));
         let dst = l
             .vms
             .iter()

@@ -133,6 +133,8 @@ pub struct PairView {
 pub struct VmView {
     /// MAC, `aa:bb:cc:dd:ee:ff` (the key of its series).
     pub mac: String,
+    /// Its libvirt name, when its host knows it.
+    pub name: Option<String>,
     /// Newest IP seen, when known.
     pub ip: Option<String>,
     /// Host it is behind, when known.

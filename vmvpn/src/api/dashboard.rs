@@ -36,6 +36,8 @@ pub struct Local {
     me: Me,
     global: Global,
     seq: u64,
+    /// Names this host's VMs (libvirt), when configured.
+    namer: Option<telemetry::vms::VmNamer>,
 }
 
 impl Local {
@@ -45,7 +47,13 @@ impl Local {
             me,
             global: Global::default(),
             seq: 0,
+            namer: None,
         }
+    }
+
+    /// Name this host's VMs with `namer` (libvirt) in the view.
+    pub fn name_vms(&mut self, namer: telemetry::vms::VmNamer) {
+        self.namer = Some(namer);
     }
 
     /// The view now (`now_ms`: ms since the Unix epoch), feeding `history` one point per
@@ -96,7 +104,17 @@ impl Local {
             }
         }
         let lans: Vec<&str> = status.lans.iter().map(|l| l.name.as_str()).collect();
+        let names = report::names(traffic)
+            .into_iter()
+            .flat_map(|l| {
+                let lan = l.lan;
+                l.vms
+                    .into_iter()
+                    .map(move |v| ((lan.clone(), v.mac), v.name))
+            })
+            .collect();
         let input = Input {
+            names,
             name: me.name.clone(),
             records,
             reports: report::build(&status.lans, traffic)
@@ -169,9 +187,12 @@ pub async fn run(mut local: Local, dp: Handle, alerts: SharedAlerts, feed: Feed)
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let Some((status, traffic)) = dp.snapshot().await else {
+        let Some((status, mut traffic)) = dp.snapshot().await else {
             return;
         };
+        if let Some(n) = &local.namer {
+            report::label(&mut traffic, n);
+        }
         let alerts = alerts.lock().map(|a| a.clone()).unwrap_or_default();
         let o = local.update(&status, &traffic, &alerts, &mut feed.history(), unix_ms());
         feed.publish(o);

@@ -216,6 +216,7 @@ async fn web(
     host_id: u32,
     handle: &vmvpn::io::dataplane::Handle,
     alerts: &vmvpn::api::alerting::SharedAlerts,
+    namer: Option<telemetry::vms::VmNamer>,
 ) -> Result<Vec<tokio::task::JoinHandle<()>>> {
     use vmvpn::api::dashboard;
     let listener = tokio::net::TcpListener::bind(addr)
@@ -229,12 +230,15 @@ async fn web(
             bulletin::web::MAX_SERIES,
         ),
     );
-    let local = dashboard::Local::new(dashboard::Me {
+    let mut local = dashboard::Local::new(dashboard::Me {
         name: name.clone(),
         id: host_id,
         underlay: cfg.host.address.addr,
         prefix: cfg.host.address.prefix,
     });
+    if let Some(n) = namer {
+        local.name_vms(n);
+    }
     let builder = tokio::spawn(dashboard::run(
         local,
         handle.clone(),
@@ -313,10 +317,6 @@ fn supervise(o: Opened) -> Result<()> {
             }
             None => None,
         };
-        let web = match &cfg.host.web {
-            Some(addr) => Some(web(&cfg, *addr.get_ref(), host_id, &handle, &alerts).await?),
-            None => None,
-        };
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let alarm_stop = stop_rx.clone();
         let libvirt = cfg.libvirt.as_ref().map(|l| {
@@ -347,12 +347,22 @@ fn supervise(o: Opened) -> Result<()> {
             });
             namer
         });
-        let exporters = vmvpn::export::Exporters::start(&cfg, &handle, &alerts, &export, namer);
+        let web = match &cfg.host.web {
+            Some(addr) => Some(
+                web(&cfg, *addr.get_ref(), host_id, &handle, &alerts, namer.clone()).await?,
+            ),
+            None => None,
+        };
+        let exporters =
+            vmvpn::export::Exporters::start(&cfg, &handle, &alerts, &export, namer.clone());
         // Built inside the runtime: the QUIC endpoint registers with it.
         let (view, mut member, member_lans) = match membership {
             Some((server, fingerprint, info)) => {
                 let (mut m, view) = Membership::new(server, &fingerprint, info, handle.clone())?;
                 m.report_alerts(alerts.clone());
+                if let Some(n) = &namer {
+                    m.report_names(n.clone());
+                }
                 let lans = m.follow_lans();
                 (Some(view), Some(tokio::spawn(m.run(stop_rx))), Some(lans))
             }

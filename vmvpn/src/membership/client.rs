@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use bulletin::client::{Client, ClientError, SessionRx, SessionTx};
 use bulletin::proof::Verifier;
 use bulletin::proto::{
-    ALERTS_SINCE, ClientMsg, LanAlerts, LanJoin, RefuseCode, Register, ServerMsg,
+    ALERTS_SINCE, ClientMsg, LanAlerts, LanJoin, NAMES_SINCE, RefuseCode, Register, ServerMsg,
 };
 use tokio::sync::watch;
 use tracing::{error, info, warn};
@@ -94,6 +94,8 @@ pub struct Membership {
     alerts: Option<SharedAlerts>,
     /// LANs joined and left by a reload: registered again on the open session.
     lans: Option<watch::Receiver<LanJoins>>,
+    /// Names this host's VMs (libvirt), reported with the telemetry.
+    namer: Option<telemetry::vms::VmNamer>,
 }
 
 enum End {
@@ -123,6 +125,7 @@ impl Membership {
             peers: Reconciler::new(host.id, lans),
             alerts: None,
             lans: None,
+            namer: None,
             host,
             dp,
             view: view.clone(),
@@ -133,6 +136,12 @@ impl Membership {
     /// Report these alerts with the telemetry (to bulletins that take them).
     pub fn report_alerts(&mut self, alerts: SharedAlerts) {
         self.alerts = Some(alerts);
+    }
+
+    /// Report the names `namer` gives this host's VMs with the telemetry (to bulletins
+    /// that take them), so the bulletin's views name them too.
+    pub fn report_names(&mut self, namer: telemetry::vms::VmNamer) {
+        self.namer = Some(namer);
     }
 
     /// A sender for this host's LANs as a reload changes them: each change registers
@@ -279,10 +288,17 @@ impl Membership {
                     }
                 }
                 _ = report.tick(), if self.host.report_every.is_some() => {
-                    if let Some(r) = crate::membership::report::collect(&self.dp).await
-                        && let Err(e) = tx.send(&ClientMsg::Report(r)).await
-                    {
-                        return End::Lost(e.to_string());
+                    let namer = self.namer.as_ref().filter(|_| terms.version >= NAMES_SINCE);
+                    if let Some((r, names)) = crate::membership::report::collect(&self.dp, namer).await {
+                        if let Err(e) = tx.send(&ClientMsg::Report(r)).await {
+                            return End::Lost(e.to_string());
+                        }
+                        // One message per LAN: each stays well under the frame limit.
+                        for n in names.into_iter().flatten() {
+                            if let Err(e) = tx.send(&ClientMsg::VmNames(vec![n])).await {
+                                return End::Lost(e.to_string());
+                            }
+                        }
                     }
                     // Older bulletins do not know the message: sent only to those that do.
                     if terms.version >= ALERTS_SINCE

@@ -2,8 +2,11 @@
 //! health, RTT, loss and rates, and the busiest VM pairs whose source VM is local (so the
 //! bulletin's sum counts every pair once).
 
-use bulletin::proto::{AlertReport, LanAlerts, LanReport, PairReport, PeerReport, Tunnel};
-use bulletin::reports::{MAX_PAIRS, MAX_PEERS};
+use bulletin::proto::{
+    AlertReport, LanAlerts, LanReport, LanVmNames, PairReport, PeerReport, Tunnel, VmName,
+};
+use bulletin::reports::{MAX_NAMES, MAX_PAIRS, MAX_PEERS};
+use telemetry::vms::{VmLocation, VmNamer};
 
 use crate::io::dataplane::Handle;
 use crate::status::{AlertState, AlertView, LanStatus, LanTraffic};
@@ -87,10 +90,49 @@ pub fn alerts(lans: &[&str], all: &[AlertView]) -> Vec<LanAlerts> {
         .collect()
 }
 
-/// Ask the data plane and build the report (None while it shuts down).
-pub async fn collect(dp: &Handle) -> Option<Vec<LanReport>> {
-    let (status, traffic) = dp.snapshot().await?;
-    Some(build(&status.lans, &traffic))
+/// Name the VMs of `traffic` that libvirt knows (through `namer`).
+pub fn label(traffic: &mut [LanTraffic], namer: &VmNamer) {
+    for t in traffic {
+        namer(&mut t.vms);
+    }
+}
+
+/// The names of this host's own VMs on each LAN (rows named by [`label`]), for the
+/// bulletin: the VMs behind other hosts are theirs to name.
+pub fn names(traffic: &[LanTraffic]) -> Vec<LanVmNames> {
+    traffic
+        .iter()
+        .map(|t| LanVmNames {
+            lan: t.lan.clone(),
+            vms: t
+                .vms
+                .iter()
+                .filter(|v| v.location == VmLocation::Local)
+                .filter_map(|v| {
+                    Some(VmName {
+                        mac: v.mac,
+                        name: v.name.clone()?,
+                        uuid: v.uuid.clone(),
+                    })
+                })
+                .take(MAX_NAMES)
+                .collect(),
+        })
+        .collect()
+}
+
+/// Ask the data plane and build the report, and with a `namer` the VM names (None while
+/// the data plane shuts down).
+pub async fn collect(
+    dp: &Handle,
+    namer: Option<&VmNamer>,
+) -> Option<(Vec<LanReport>, Option<Vec<LanVmNames>>)> {
+    let (status, mut traffic) = dp.snapshot().await?;
+    let names = namer.map(|n| {
+        label(&mut traffic, n);
+        names(&traffic)
+    });
+    Some((build(&status.lans, &traffic), names))
 }
 
 #[cfg(test)]
