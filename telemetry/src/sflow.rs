@@ -5,7 +5,11 @@
 //!
 //! What vmvpn sends: compact flow samples (format 0:1) with one raw packet header record
 //! (0:1, Ethernet, the first [`MAX_HEADER`] bytes), and compact counter samples (0:2) with
-//! one generic interface counters record (0:1).
+//! one generic interface counters record (0:1). For each VM libvirt names, a counter
+//! sample of sFlow's host structures (sflow.org/sflow_host.txt): `host_descr` (0:2000, the
+//! domain name and UUID), `host_adapters` (0:2001, the VM's port and MAC, so a collector
+//! names the flow samples of that port) and `virt_net_io` (0:2104, its traffic), the
+//! records Host sFlow's hsflowd sends for a libvirt domain.
 
 use std::net::IpAddr;
 
@@ -146,17 +150,77 @@ pub fn header_len(agent: &Agent) -> usize {
     }
 }
 
-/// Encode one datagram into `buf`: the header, then the flow samples, then the counter
-/// samples. Returns its length, or `None` when `buf` is too small.
-pub fn encode(
-    buf: &mut [u8],
+/// A VM's traffic as `virt_net_io` (0:2104) counts it, from the VM's side: `in` is what
+/// it received.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct VirtNetIo {
+    /// Bytes received.
+    pub bytes_in: u64,
+    /// Frames received.
+    pub pkts_in: u32,
+    /// Receive errors.
+    pub errs_in: u32,
+    /// Frames to it dropped.
+    pub drops_in: u32,
+    /// Bytes sent.
+    pub bytes_out: u64,
+    /// Frames sent.
+    pub pkts_out: u32,
+    /// Send errors.
+    pub errs_out: u32,
+    /// Frames from it dropped.
+    pub drops_out: u32,
+}
+
+/// Data source class of a VM's counter samples: a logical entity (as hsflowd's domains).
+pub const DS_CLASS_LOGICAL: u32 = 3;
+/// Longest `host_descr` hostname (the spec's `string hostname<64>`).
+pub const MAX_HOSTNAME: usize = 64;
+
+/// One VM's counter sample of host structures.
+#[derive(Debug, Clone, Copy)]
+pub struct VmSample<'a> {
+    /// Counter sample sequence number of its data source.
+    pub sequence: u32,
+    /// Its data source index (24 bits; class [`DS_CLASS_LOGICAL`]).
+    pub ds_index: u32,
+    /// The domain name (cut to [`MAX_HOSTNAME`] bytes).
+    pub name: &'a str,
+    /// The domain UUID (zeros when unknown).
+    pub uuid: [u8; 16],
+    /// ifIndex of its port, as in the flow samples' input and output.
+    pub if_index: u32,
+    /// Its MAC.
+    pub mac: [u8; 6],
+    /// Its traffic.
+    pub io: VirtNetIo,
+}
+
+/// `name` cut to at most [`MAX_HOSTNAME`] bytes, on a character boundary.
+fn hostname(name: &str) -> &str {
+    let mut end = name.len().min(MAX_HOSTNAME);
+    while !name.is_char_boundary(end) {
+        end -= 1;
+    }
+    &name[..end]
+}
+
+/// Bytes a VM's counter sample takes in a datagram.
+pub fn vm_sample_len(v: &VmSample<'_>) -> usize {
+    // tag + length, 3 words, then host_descr (tag + length, the name, 16 bytes of UUID,
+    // 2 words, an empty string), host_adapters (tag + length, count, one adapter of
+    // ifIndex, MAC count and a MAC padded to 8) and virt_net_io (tag + length, 40 bytes).
+    8 + 12 + (8 + 4 + pad4(hostname(v.name).len()) + 16 + 8 + 4) + (8 + 4 + 8 + 8) + (8 + 40)
+}
+
+/// The datagram header.
+fn header(
+    w: &mut Writer<'_>,
     agent: &Agent,
     sequence: u32,
     uptime_ms: u32,
-    flows: &[FlowSample],
-    counters: &[CounterSample],
-) -> Option<usize> {
-    let mut w = Writer::new(buf);
+    samples: usize,
+) -> Option<()> {
     w.u32(5)?;
     match agent.address {
         IpAddr::V4(a) => {
@@ -171,7 +235,78 @@ pub fn encode(
     w.u32(agent.sub_agent)?;
     w.u32(sequence)?;
     w.u32(uptime_ms)?;
-    w.u32(u32::try_from(flows.len() + counters.len()).ok()?)?;
+    w.u32(u32::try_from(samples).ok()?)
+}
+
+/// Encode one datagram of VM counter samples into `buf`. Returns its length, or `None`
+/// when `buf` is too small.
+pub fn encode_vms(
+    buf: &mut [u8],
+    agent: &Agent,
+    sequence: u32,
+    uptime_ms: u32,
+    vms: &[VmSample<'_>],
+) -> Option<usize> {
+    let mut w = Writer::new(buf);
+    header(&mut w, agent, sequence, uptime_ms, vms.len())?;
+    for v in vms {
+        let name = hostname(v.name);
+        // counters_sample (enterprise 0, format 2)
+        w.u32(2)?;
+        w.u32(u32::try_from(vm_sample_len(v) - 8).ok()?)?;
+        w.u32(v.sequence)?;
+        w.u32(DS_CLASS_LOGICAL << 24 | (v.ds_index & 0x00FF_FFFF))?;
+        w.u32(3)?; // three counter records
+        // host_descr (0:2000)
+        w.u32(2000)?;
+        w.u32(u32::try_from(4 + pad4(name.len()) + 16 + 8 + 4).ok()?)?;
+        w.u32(u32::try_from(name.len()).ok()?)?;
+        w.opaque(name.as_bytes())?;
+        w.bytes(&v.uuid)?;
+        w.u32(0)?; // machine_type: unknown
+        w.u32(0)?; // os_name: unknown
+        w.u32(0)?; // os_release: empty
+        // host_adapters (0:2001): one adapter with one MAC
+        w.u32(2001)?;
+        w.u32(4 + 8 + 8)?;
+        w.u32(1)?;
+        w.u32(v.if_index)?;
+        w.u32(1)?;
+        w.opaque(&v.mac)?;
+        // virt_net_io (0:2104)
+        w.u32(2104)?;
+        w.u32(40)?;
+        let io = &v.io;
+        w.u64(io.bytes_in)?;
+        w.u32(io.pkts_in)?;
+        w.u32(io.errs_in)?;
+        w.u32(io.drops_in)?;
+        w.u64(io.bytes_out)?;
+        w.u32(io.pkts_out)?;
+        w.u32(io.errs_out)?;
+        w.u32(io.drops_out)?;
+    }
+    Some(w.at)
+}
+
+/// Encode one datagram into `buf`: the header, then the flow samples, then the counter
+/// samples. Returns its length, or `None` when `buf` is too small.
+pub fn encode(
+    buf: &mut [u8],
+    agent: &Agent,
+    sequence: u32,
+    uptime_ms: u32,
+    flows: &[FlowSample],
+    counters: &[CounterSample],
+) -> Option<usize> {
+    let mut w = Writer::new(buf);
+    header(
+        &mut w,
+        agent,
+        sequence,
+        uptime_ms,
+        flows.len() + counters.len(),
+    )?;
     for s in flows {
         let hl = usize::from(s.header_len).min(MAX_HEADER);
         // flow_sample (enterprise 0, format 1)
@@ -289,6 +424,55 @@ mod tests {
             n,
             header_len(&agent) + flow_sample_len(&f) + COUNTER_SAMPLE_LEN
         );
+    }
+
+    /// Checked by hand against sflow_host.txt (host_descr, host_adapters, virt_net_io).
+    #[test]
+    fn a_vm_counter_sample_byte_for_byte() {
+        let v = VmSample {
+            sequence: 5,
+            ds_index: 0x1_0002,
+            name: "web1",
+            uuid: [0x11; 16],
+            if_index: 0x1_0002,
+            mac: [2, 0, 0, 1, 0, 0],
+            io: VirtNetIo {
+                bytes_in: 0x1_0000_0000,
+                pkts_in: 3,
+                bytes_out: 200,
+                pkts_out: 2,
+                drops_out: 1,
+                ..VirtNetIo::default()
+            },
+        };
+        let agent = Agent {
+            address: IpAddr::from([10, 77, 1, 1]),
+            sub_agent: 1,
+        };
+        let mut buf = [0u8; MAX_DATAGRAM];
+        let n = encode_vms(&mut buf, &agent, 9, 1000, &[v]).expect("fits");
+        let want = hex(
+            "00000005 00000001 0a4d0101 00000001 00000009 000003e8 00000001
+             00000002 00000084
+               00000005 03010002 00000003
+               000007d0 00000024
+                 00000004 77656231 11111111111111111111111111111111 00000000 00000000
+                 00000000
+               000007d1 00000014
+                 00000001 00010002 00000001 0200000100000000
+               00000838 00000028
+                 0000000100000000 00000003 00000000 00000000
+                 00000000000000c8 00000002 00000000 00000001",
+        );
+        assert_eq!(&buf[..n], &want[..], "\n{:02x?}", &buf[..n]);
+        assert_eq!(n, header_len(&agent) + vm_sample_len(&v));
+        // A name longer than the spec allows is cut, on a character boundary.
+        let long = "é".repeat(40);
+        let cut = VmSample { name: &long, ..v };
+        let n = encode_vms(&mut buf, &agent, 9, 1000, &[cut]).expect("fits");
+        assert_eq!(n, header_len(&agent) + vm_sample_len(&cut));
+        assert_eq!(hostname(&long).len(), 64);
+        assert_eq!(encode_vms(&mut buf[..100], &agent, 9, 1000, &[v]), None);
     }
 
     #[test]

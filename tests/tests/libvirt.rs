@@ -4,6 +4,8 @@
 //! (`vm = "web1"`) is put in force on its MAC. h2's URI does not connect: h2 says why in
 //! `vmvpn status`, and runs on without names. h1's Redis export carries the names too,
 //! and `vmvpn vms` the domains' state (the only figure of `domstats` the driver gives).
+//! On a lab with a bulletin, the names reach `bulletin matrix`, both dashboards and
+//! sFlow (host structures).
 
 use std::time::{Duration, Instant};
 
@@ -285,7 +287,8 @@ fn vm_names_reach_the_bulletin_matrix_and_both_dashboards() {
         .config_tail(
             "h1",
             &format!(
-                "[libvirt]\nuri = \"test://{}\"\nrefresh_s = 1\n",
+                "[libvirt]\nuri = \"test://{}\"\nrefresh_s = 1\n\n[export.sflow]\n\
+                 collectors = [\"10.77.1.254:6343\"]\nsampling_rate = 8\npolling_interval_s = 1\n",
                 file.display()
             ),
         )
@@ -295,6 +298,34 @@ fn vm_names_reach_the_bulletin_matrix_and_both_dashboards() {
         lab.vm("h1", "lan1", 0).clone(),
         lab.vm("h2", "lan1", 0).clone(),
     );
+    // sFlow to a collector address on the router: Wireshark's tshark reads it there.
+    let pcap = node.0.join("sflow.pcapng");
+    let mut tshark = Capture(Some(
+        std::process::Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                lab.router_ns(),
+                "tshark",
+                "-q",
+                "-i",
+                "br1",
+            ])
+            .args(["-f", "udp port 6343", "-w"])
+            .arg(&pcap)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("tshark is missing: run scripts/deps.sh"),
+    ));
+    let t0 = Instant::now();
+    while !std::fs::metadata(&pcap).is_ok_and(|m| m.len() > 0) {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "tshark did not start"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     assert_eq!(a.mac, web, "the lab's MACs changed");
     // Traffic both ways, so each host reports the pair it sources (bounded: 100 pings).
     let burst = lab.ping_burst(&a, z.ip, 100, "0.05");
@@ -342,5 +373,67 @@ fn vm_names_reach_the_bulletin_matrix_and_both_dashboards() {
             overview(&lab, lab.host_ns("h1"))
         );
         std::thread::sleep(Duration::from_millis(300));
+    }
+
+    // sFlow: the VM's counter sample of host structures. No collector Debian ships decodes
+    // them (Wireshark 4.0 calls 0:2000 unknown and then misreads the records after it, a
+    // known Wireshark bug; sflowtool is not packaged), so tshark checks the framing: a
+    // counter sample of a logical entity with three records, the first 0:2000 of 36
+    // bytes, which carries the name; the records themselves are checked byte for byte
+    // against sflow_host.txt in telemetry's unit test.
+    tshark.stop();
+    let out = std::process::Command::new("tshark")
+        .arg("-r")
+        .arg(&pcap)
+        .args(["-V", "-x", "-o", "sflow.enable_dissection:FALSE"])
+        .output()
+        .expect("tshark -r");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("InMon sFlow"),
+        "{text}"
+    );
+    let vm_sample = text
+        .split("Counters sample, seq")
+        .find(|s| s.contains("Source ID type: 3"))
+        .unwrap_or_else(|| panic!("no VM counter sample in the sFlow:\n{text}"));
+    for want in [
+        "Sample length (byte): 132",
+        "Counters records: 3",
+        "Format: Unknown (2000)",
+        "Flow data length (byte): 36",
+    ] {
+        assert!(vm_sample.contains(want), "{want}:\n{vm_sample}");
+    }
+    // The name, in the datagram's bytes (tshark's hex dump shows ASCII on the right).
+    assert!(text.contains("web1"), "no VM name in the sFlow bytes");
+}
+
+/// tshark started by the test, stopped by its PID (SIGINT flushes its file), even when
+/// the test fails.
+struct Capture(Option<std::process::Child>);
+
+impl Capture {
+    fn stop(&mut self) {
+        let Some(mut c) = self.0.take() else { return };
+        // SAFETY: kill(2) on the PID of a child this test started and has not reaped.
+        unsafe {
+            libc::kill(c.id() as i32, libc::SIGINT);
+        }
+        let t0 = Instant::now();
+        while t0.elapsed() < Duration::from_secs(10) {
+            if let Ok(Some(_)) = c.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+}
+
+impl Drop for Capture {
+    fn drop(&mut self) {
+        self.stop();
     }
 }

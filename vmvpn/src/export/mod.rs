@@ -142,6 +142,7 @@ fn start(
             dp.clone(),
             shared.clone(),
             stop.clone(),
+            namer.clone(),
         )));
     }
     if let Some(r) = &e.redis {
@@ -196,6 +197,7 @@ async fn flows(
     dp: Handle,
     shared: SharedExport,
     mut stop: watch::Receiver<bool>,
+    namer: Option<telemetry::vms::VmNamer>,
 ) {
     let Some(sockets) = udp::Sockets::open().await else {
         return;
@@ -225,8 +227,14 @@ async fn flows(
             a.send_flow_samples(&got.samples, got.take.sample_drops, &sockets);
             if tokio::time::Instant::now() >= next_counters && !last {
                 next_counters += a.polling();
-                if let Some((st, tr)) = dp.snapshot().await {
+                if let Some((st, mut tr)) = dp.snapshot().await {
                     a.send_counter_samples(&st, &tr, &sockets);
+                    if let Some(n) = &namer {
+                        for t in &mut tr {
+                            n(&mut t.vms);
+                        }
+                        a.send_vm_samples(&st, &tr, &sockets);
+                    }
                 }
             }
         }

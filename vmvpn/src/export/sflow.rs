@@ -1,19 +1,22 @@
 //! The sFlow agent: packs the data plane's flow samples into datagrams (sub-agent 0) and
 //! makes counter samples of each LAN's TAP and each tunnel every polling interval
-//! (sub-agent 1), as separate sub-agents so each datagram sequence has one writer.
-//! Interface indexes are `engine::sampling`'s.
+//! (sub-agent 1), as separate sub-agents so each datagram sequence has one writer. With
+//! libvirt names, each named VM gets a counter sample of host structures too (its name,
+//! UUID, port and traffic; see `telemetry::sflow`). Interface indexes are
+//! `engine::sampling`'s.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use telemetry::sflow::{
-    self, Agent as Header, CounterSample, FlowSample, IF_TYPE_ETHERNET, IfCounters, MAX_DATAGRAM,
+    self, Agent as Header, CounterSample, DS_CLASS_LOGICAL, FlowSample, IF_TYPE_ETHERNET,
+    IfCounters, MAX_DATAGRAM, VirtNetIo, VmSample,
 };
 
 use super::udp::Sockets;
 use crate::engine::LanId;
-use crate::engine::sampling::{tap_index, tunnel_index};
+use crate::engine::sampling::{tap_index, tunnel_index, vm_index};
 use crate::status::{LanTraffic, PeerState, SflowStatus, Status};
 use telemetry::VmLocation;
 
@@ -145,6 +148,71 @@ impl Agent {
         }
     }
 
+    /// A counter sample of host structures for every local VM that `traffic` names
+    /// (rows labelled by libvirt): name, UUID, port and traffic.
+    pub fn send_vm_samples(&mut self, st: &Status, traffic: &[LanTraffic], sockets: &Sockets) {
+        let mut vms: Vec<VmSample<'_>> = Vec::new();
+        for (k, l) in st.lans.iter().enumerate() {
+            let Some(t) = traffic.iter().find(|t| t.lan == l.name) else {
+                continue;
+            };
+            for v in t.vms.iter().filter(|v| v.location == VmLocation::Local) {
+                let Some(name) = v.name.as_deref() else {
+                    continue;
+                };
+                let index = vm_index(LanId(k), &v.mac);
+                let seq = self
+                    .counter_seq
+                    .entry(DS_CLASS_LOGICAL << 24 | (index & 0x00FF_FFFF))
+                    .or_default();
+                *seq = seq.wrapping_add(1);
+                vms.push(VmSample {
+                    sequence: *seq,
+                    ds_index: index,
+                    name,
+                    uuid: v.uuid.as_deref().map_or([0; 16], uuid_bytes),
+                    if_index: index,
+                    mac: v.mac,
+                    io: VirtNetIo {
+                        bytes_in: v.rx_bytes,
+                        pkts_in: v.rx_packets as u32,
+                        bytes_out: v.tx_bytes,
+                        pkts_out: v.tx_packets as u32,
+                        drops_out: v.tx_drops_total as u32,
+                        ..VirtNetIo::default()
+                    },
+                });
+            }
+        }
+        let header = Header {
+            address: self.address,
+            sub_agent: 1,
+        };
+        let room = MAX_DATAGRAM - sflow::header_len(&header);
+        let mut rest = &vms[..];
+        while !rest.is_empty() {
+            let mut used = 0;
+            let n = rest
+                .iter()
+                .take_while(|v| {
+                    used += sflow::vm_sample_len(v);
+                    used <= room
+                })
+                .count()
+                .max(1);
+            let (chunk, tail) = rest.split_at(n.min(rest.len()));
+            rest = tail;
+            let up = self.uptime_ms();
+            let seq = self.sequence[1].wrapping_add(1);
+            let Some(len) = sflow::encode_vms(&mut self.buf[..], &header, seq, up, chunk) else {
+                return;
+            };
+            self.sequence[1] = seq;
+            self.status.counter_samples_total += chunk.len() as u64;
+            self.send(len, sockets);
+        }
+    }
+
     /// The interface counters of every TAP and tunnel.
     pub fn counters(&self, st: &Status, traffic: &[LanTraffic]) -> Vec<IfCounters> {
         let mut out = Vec::new();
@@ -190,5 +258,40 @@ impl Agent {
             }
         }
         out
+    }
+}
+
+/// A libvirt UUID (`11111111-2222-3333-4444-555555555555`) as its 16 bytes; zeros when it
+/// is not one.
+fn uuid_bytes(s: &str) -> [u8; 16] {
+    let hex: Vec<u8> = s.bytes().filter(|b| *b != b'-').collect();
+    let mut out = [0u8; 16];
+    if hex.len() != 32 {
+        return out;
+    }
+    for (o, pair) in out.iter_mut().zip(hex.chunks(2)) {
+        match std::str::from_utf8(pair)
+            .ok()
+            .and_then(|p| u8::from_str_radix(p, 16).ok())
+        {
+            Some(b) => *o = b,
+            None => return [0; 16],
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod uuid_tests {
+    use super::uuid_bytes;
+
+    #[test]
+    fn uuids_parse_or_are_zero() {
+        let u = uuid_bytes("11111111-2222-3333-4444-555555555555");
+        assert_eq!(u[0], 0x11);
+        assert_eq!(u[4], 0x22);
+        assert_eq!(u[15], 0x55);
+        assert_eq!(uuid_bytes("not-a-uuid"), [0; 16]);
+        assert_eq!(uuid_bytes("zz111111-2222-3333-4444-555555555555"), [0; 16]);
     }
 }
