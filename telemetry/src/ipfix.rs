@@ -24,6 +24,12 @@
 //! | reverse layer2OctetDeltaCount | 352, PEN 29305 | 8 |
 //!
 //! The observation domain is the LAN (its id on the wire).
+//!
+//! VMs libvirt names go as options data records (RFC 7011 §3.4.2.2) of their own
+//! template, scoped by the VM's MAC, as interface names usually go in an interface table:
+//! sourceMacAddress (56, 6 bytes, the scope), virtualStationName (350, variable length)
+//! and virtualStationUUID (349, 16 bytes). A collector joins them to the flow records'
+//! MACs.
 
 use std::net::IpAddr;
 
@@ -33,6 +39,10 @@ use crate::writer::Writer;
 pub const TEMPLATE_V4: u16 = 256;
 /// Template id of IPv6 records.
 pub const TEMPLATE_V6: u16 = 257;
+/// Template id of the VM name options records.
+pub const TEMPLATE_VM_NAMES: u16 = 258;
+/// Longest VM name sent (one length byte, 255 meaning a longer form we do not use).
+pub const MAX_VM_NAME: usize = 254;
 /// RFC 5103's Private Enterprise Number for reverse information elements.
 pub const REVERSE_PEN: u32 = 29305;
 /// Largest message we build (fits an IPv6 UDP datagram on a 1500 MTU).
@@ -173,6 +183,86 @@ fn record(w: &mut Writer<'_>, r: &Record) -> Option<()> {
     w.u64(r.rev_l2_octets)
 }
 
+/// One VM's name for the options records.
+#[derive(Debug, Clone, Copy)]
+pub struct VmName<'a> {
+    /// Its MAC (the scope).
+    pub mac: [u8; 6],
+    /// The domain name (cut to [`MAX_VM_NAME`] bytes).
+    pub name: &'a str,
+    /// The domain UUID (zeros when unknown).
+    pub uuid: [u8; 16],
+}
+
+fn vm_name(name: &str) -> &str {
+    let mut end = name.len().min(MAX_VM_NAME);
+    while !name.is_char_boundary(end) {
+        end -= 1;
+    }
+    &name[..end]
+}
+
+/// Bytes one VM name record takes.
+pub fn vm_name_len(v: &VmName<'_>) -> usize {
+    6 + 1 + vm_name(v.name).len() + 16
+}
+
+fn message_header(w: &mut Writer<'_>, h: &Header) -> Option<()> {
+    w.u16(10)?;
+    w.u16(0)?; // length, set at the end
+    w.u32(h.export_s)?;
+    w.u32(h.sequence)?;
+    w.u32(h.domain)
+}
+
+/// Encode one message of VM names into `buf`: the header, the options template when
+/// `template`, then as many of `vms` as fit in one data set. Returns the message length
+/// and how many records it holds; `None` if not even the header and template fit.
+pub fn encode_vm_names(
+    buf: &mut [u8],
+    h: &Header,
+    template: bool,
+    vms: &[VmName<'_>],
+) -> Option<(usize, usize)> {
+    let limit = buf.len().min(usize::from(u16::MAX));
+    let mut w = Writer::new(&mut buf[..limit]);
+    message_header(&mut w, h)?;
+    if template {
+        // Options template set: id, 3 fields, 1 of them scope.
+        w.u16(3)?;
+        w.u16(4 + 6 + 12)?;
+        w.u16(TEMPLATE_VM_NAMES)?;
+        w.u16(3)?;
+        w.u16(1)?;
+        for (ie, len) in [(56, 6), (350, 0xFFFF), (349, 16)] {
+            w.u16(ie)?;
+            w.u16(len)?;
+        }
+    }
+    let mut done = 0;
+    if !vms.is_empty() && w.at + 4 + vm_name_len(&vms[0]) <= limit {
+        let start = w.at;
+        w.u16(TEMPLATE_VM_NAMES)?;
+        w.u16(0)?;
+        for v in vms {
+            if w.at + vm_name_len(v) > limit {
+                break;
+            }
+            let name = vm_name(v.name);
+            w.bytes(&v.mac)?;
+            w.u8(name.len() as u8)?;
+            w.bytes(name.as_bytes())?;
+            w.bytes(&v.uuid)?;
+            done += 1;
+        }
+        let len = (w.at - start) as u16;
+        w.put_u16_at(start + 2, len);
+    }
+    let total = w.at as u16;
+    w.put_u16_at(2, total);
+    Some((w.at, done))
+}
+
 /// Encode one message into `buf`: the header, both templates when `templates`, then as
 /// many of `records` as fit (one data set per family, in their order). Returns the
 /// message length and how many records it holds; `None` if not even the header and
@@ -185,11 +275,7 @@ pub fn encode(
 ) -> Option<(usize, usize)> {
     let limit = buf.len().min(usize::from(u16::MAX));
     let mut w = Writer::new(&mut buf[..limit]);
-    w.u16(10)?;
-    w.u16(0)?; // length, set at the end
-    w.u32(h.export_s)?;
-    w.u32(h.sequence)?;
-    w.u32(h.domain)?;
+    message_header(&mut w, h)?;
     if templates {
         let start = w.at;
         w.u16(2)?; // template set
@@ -286,6 +372,43 @@ mod tests {
             total = 16 + 188 + 4 + 94,
         ));
         assert_eq!(&buf[..n], &want[..], "\n{:02x?}", &buf[..n]);
+    }
+
+    /// Checked by hand against RFC 7011 §3.4.2.2 (options template) and §7 (a
+    /// variable-length string with one length byte).
+    #[test]
+    fn vm_names_as_options_records_byte_for_byte() {
+        let h = Header {
+            export_s: 0x5f5e_1000,
+            sequence: 7,
+            domain: 0x0102_0304,
+        };
+        let v = VmName {
+            mac: [2, 0, 0, 1, 0, 0],
+            name: "web1",
+            uuid: [0x11; 16],
+        };
+        let mut buf = [0u8; MAX_MESSAGE];
+        let (n, done) = encode_vm_names(&mut buf, &h, true, &[v]).expect("fits");
+        let want = hex("000a 0045 5f5e1000 00000007 01020304
+             0003 0016 0102 0003 0001 0038 0006 015e ffff 015d 0010
+             0102 001f 020000010000 04 77656231 11111111111111111111111111111111");
+        assert_eq!(&buf[..n], &want[..], "\n{:02x?}", &buf[..n]);
+        assert_eq!(done, 1);
+        // Without the template, and names cut to fit one length byte.
+        let long = "ä".repeat(200);
+        let cut = VmName { name: &long, ..v };
+        let (n, done) = encode_vm_names(&mut buf, &h, false, &[cut, v]).expect("fits");
+        assert_eq!(done, 2);
+        assert_eq!(n, 16 + 4 + vm_name_len(&cut) + vm_name_len(&v));
+        assert_eq!(vm_name(&long).len(), 254);
+        // As many as fit the buffer.
+        let many = vec![v; 100];
+        let (n, done) = encode_vm_names(&mut buf[..200], &h, false, &many).expect("fits");
+        assert_eq!(
+            (done, n),
+            ((200 - 20) / vm_name_len(&v), 20 + done * vm_name_len(&v))
+        );
     }
 
     #[test]

@@ -288,7 +288,8 @@ fn vm_names_reach_the_bulletin_matrix_and_both_dashboards() {
             "h1",
             &format!(
                 "[libvirt]\nuri = \"test://{}\"\nrefresh_s = 1\n\n[export.sflow]\n\
-                 collectors = [\"10.77.1.254:6343\"]\nsampling_rate = 8\npolling_interval_s = 1\n",
+                 collectors = [\"10.77.1.254:6343\"]\nsampling_rate = 8\npolling_interval_s = 1\n\n\
+                 [export.ipfix]\ncollectors = [\"10.77.1.254:4739\"]\ntemplate_refresh_s = 1\n",
                 file.display()
             ),
         )
@@ -311,7 +312,7 @@ fn vm_names_reach_the_bulletin_matrix_and_both_dashboards() {
                 "-i",
                 "br1",
             ])
-            .args(["-f", "udp port 6343", "-w"])
+            .args(["-f", "udp port 6343 or udp port 4739", "-w"])
             .arg(&pcap)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
@@ -407,6 +408,35 @@ fn vm_names_reach_the_bulletin_matrix_and_both_dashboards() {
     }
     // The name, in the datagram's bytes (tshark's hex dump shows ASCII on the right).
     assert!(text.contains("web1"), "no VM name in the sFlow bytes");
+
+    // IPFIX: options records naming the VM by its MAC, as tshark decodes them.
+    let out = std::process::Command::new("tshark")
+        .arg("-r")
+        .arg(&pcap)
+        .args(["-Y", "cflow.virtual_station_name", "-T", "fields"])
+        .args(["-e", "cflow.srcmac", "-e", "cflow.virtual_station_name"])
+        .args(["-e", "cflow.virtual_station_uuid"])
+        .output()
+        .expect("tshark -r");
+    let rows = String::from_utf8_lossy(&out.stdout).to_string();
+    let first = rows
+        .lines()
+        .next()
+        .unwrap_or_else(|| panic!("no VM name in IPFIX"));
+    let f: Vec<&str> = first.split('\t').collect();
+    assert_eq!(f.first().copied(), Some(web), "{rows}");
+    assert_eq!(f.get(1).copied(), Some("web1"), "{rows}");
+    assert!(
+        f.get(2)
+            .is_some_and(|u| u.replace([':', '-'], "") == "11111111222233334444555555555555"),
+        "{rows}"
+    );
+    let st = lab.status("h1");
+    assert!(
+        st["export"]["ipfix"]["vm_name_records_total"].as_u64() >= Some(1),
+        "{}",
+        st["export"]
+    );
 }
 
 /// tshark started by the test, stopped by its PID (SIGINT flushes its file), even when

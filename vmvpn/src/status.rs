@@ -103,6 +103,8 @@ pub struct IpfixStatus {
     pub records_total: u64,
     /// Messages that carried the templates.
     pub template_messages_total: u64,
+    /// VM name options records sent (with libvirt).
+    pub vm_name_records_total: u64,
     /// Flow records lost because the exporter fell behind.
     pub dropped_records_total: u64,
     /// Sends that failed.

@@ -516,6 +516,12 @@ fn exports(out: &mut String, e: &crate::status::ExportStatus) {
             "IPFIX flow records sent.",
             &[("", x.records_total)],
         );
+        fam(
+            "vmvpn_export_ipfix_vm_name_records_total",
+            "counter",
+            "IPFIX options records naming VMs (libvirt) sent.",
+            &[("", x.vm_name_records_total)],
+        );
     }
     if let Some(x) = rd {
         fam(

@@ -14,7 +14,7 @@ use telemetry::ipfix::{self, Header, MAX_MESSAGE, Record};
 
 use super::udp::Sockets;
 use crate::engine::ExportTake;
-use crate::status::IpfixStatus;
+use crate::status::{IpfixStatus, LanTraffic, Status};
 
 /// Bytes of an untagged Ethernet header: what a frame has besides its IP packet.
 pub const ETHERNET_HEADER: u64 = 14;
@@ -27,6 +27,8 @@ pub struct Exporter {
     domains: HashMap<u32, (u32, Option<Instant>)>,
     status: IpfixStatus,
     buf: Box<[u8; MAX_MESSAGE]>,
+    /// When the VM names last went.
+    names_sent: Option<Instant>,
 }
 
 /// A flow record as IPFIX carries it; times from the engine's clock (`now_s`) to the
@@ -67,6 +69,64 @@ impl Exporter {
             refresh,
             domains: HashMap::new(),
             buf: Box::new([0; MAX_MESSAGE]),
+            names_sent: None,
+        }
+    }
+
+    /// Whether the VM names are due again (every template refresh interval).
+    pub fn names_due(&self, now: Instant) -> bool {
+        self.names_sent
+            .is_none_or(|t| now.duration_since(t) >= self.refresh)
+    }
+
+    /// Send the VM names libvirt gives this host's VMs, as options records (their
+    /// template with them), one LAN's per observation domain: `traffic` labelled by
+    /// libvirt, `st` for the LANs' wire ids.
+    pub fn send_vm_names(&mut self, st: &Status, traffic: &[LanTraffic], sockets: &Sockets) {
+        let now = Instant::now();
+        self.names_sent = Some(now);
+        let unix_ms = bulletin::web::unix_ms();
+        for l in &st.lans {
+            let Some(t) = traffic.iter().find(|t| t.lan == l.name) else {
+                continue;
+            };
+            let vms: Vec<ipfix::VmName<'_>> = t
+                .vms
+                .iter()
+                .filter(|v| v.location == telemetry::VmLocation::Local)
+                .filter_map(|v| {
+                    Some(ipfix::VmName {
+                        mac: v.mac,
+                        name: v.name.as_deref()?,
+                        uuid: v.uuid.as_deref().map_or([0; 16], super::uuid_bytes),
+                    })
+                })
+                .collect();
+            let mut rest = &vms[..];
+            while !rest.is_empty() {
+                let (sent, _) = self.domains.entry(l.id).or_insert((0, None));
+                let h = Header {
+                    export_s: (unix_ms / 1000) as u32,
+                    sequence: *sent,
+                    domain: l.id,
+                };
+                let Some((len, n)) = ipfix::encode_vm_names(&mut self.buf[..], &h, true, rest)
+                else {
+                    return;
+                };
+                if n == 0 {
+                    return;
+                }
+                *sent = sent.wrapping_add(n as u32);
+                self.status.vm_name_records_total += n as u64;
+                let (ok, failed, last) = sockets.send_all(&self.buf[..len], &self.collectors);
+                self.status.messages_total += ok;
+                self.status.send_errors_total += failed;
+                if last.is_some() {
+                    self.status.last_error = last;
+                }
+                rest = &rest[n..];
+            }
         }
     }
 

@@ -240,6 +240,16 @@ async fn flows(
         }
         if let Some(x) = ipfix.as_mut() {
             x.send_records(&got.records, &got.lan_ids, &got.take, &sockets);
+            // The names libvirt gives the VMs, as options records, every template refresh.
+            if let Some(n) = &namer
+                && x.names_due(std::time::Instant::now())
+                && let Some((st, mut tr)) = dp.snapshot().await
+            {
+                for t in &mut tr {
+                    n(&mut t.vms);
+                }
+                x.send_vm_names(&st, &tr, &sockets);
+            }
         }
         if let Ok(mut s) = shared.lock() {
             s.sflow = sflow.as_ref().map(|a| a.status());
@@ -253,5 +263,40 @@ async fn flows(
         if last {
             return;
         }
+    }
+}
+
+/// A libvirt UUID (`11111111-2222-3333-4444-555555555555`) as its 16 bytes; zeros when it
+/// is not one.
+pub(crate) fn uuid_bytes(s: &str) -> [u8; 16] {
+    let hex: Vec<u8> = s.bytes().filter(|b| *b != b'-').collect();
+    let mut out = [0u8; 16];
+    if hex.len() != 32 {
+        return out;
+    }
+    for (o, pair) in out.iter_mut().zip(hex.chunks(2)) {
+        match std::str::from_utf8(pair)
+            .ok()
+            .and_then(|p| u8::from_str_radix(p, 16).ok())
+        {
+            Some(b) => *o = b,
+            None => return [0; 16],
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod uuid_tests {
+    use super::uuid_bytes;
+
+    #[test]
+    fn uuids_parse_or_are_zero() {
+        let u = uuid_bytes("11111111-2222-3333-4444-555555555555");
+        assert_eq!(u[0], 0x11);
+        assert_eq!(u[4], 0x22);
+        assert_eq!(u[15], 0x55);
+        assert_eq!(uuid_bytes("not-a-uuid"), [0; 16]);
+        assert_eq!(uuid_bytes("zz111111-2222-3333-4444-555555555555"), [0; 16]);
     }
 }
