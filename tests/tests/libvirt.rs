@@ -467,3 +467,85 @@ impl Drop for Capture {
         self.stop();
     }
 }
+
+#[test]
+fn a_domain_event_names_a_new_vm_at_once() {
+    vmvpn_tests::require_root();
+    let dir = std::env::temp_dir().join(format!("vmvpn-libvirt-e-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let node = Node(dir);
+    let file = node.0.join("node.xml");
+    let (web, db) = ("02:00:00:01:00:00", "02:00:00:01:00:01");
+    std::fs::write(&file, node_xml(&[("web1", None, web)])).expect("node file");
+    // The real virsh for every read; for `event`, which the test driver never fires
+    // across processes, one event line each time the test touches the trigger file
+    // (bounded: 60 s, and the daemon's death ends it).
+    let trigger = node.0.join("trigger");
+    let wrapper = node.0.join("virsh");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\nfor a in \"$@\"; do\n  if [ \"$a\" = event ]; then\n    i=0\n    while [ $i -lt 600 ]; do\n      if [ -e {t} ]; then rm -f {t}; echo \"event 'lifecycle' for domain 'db1': Defined Added\"; fi\n      sleep 0.1; i=$((i+1))\n    done\n    exit 0\n  fi\ndone\nexec virsh \"$@\"\n",
+            t = trigger.display()
+        ),
+    )
+    .expect("wrapper");
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    }
+    let lab = Lab::builder("virte")
+        .subnet(&["h1", "h2"])
+        .lan("lan1", [192, 168, 89], &["h1", "h2"], 2)
+        // Periodic refreshes an hour apart: only an event can name db1 in time.
+        .config_tail(
+            "h1",
+            &format!(
+                "[libvirt]\nuri = \"test://{}\"\nrefresh_s = 3600\nvirsh = \"{}\"\n",
+                file.display(),
+                wrapper.display()
+            ),
+        )
+        .start();
+    lab.wait_tunnels("h1", "lan1", 1, Duration::from_secs(20));
+    let (a, b, z) = (
+        lab.vm("h1", "lan1", 0).clone(),
+        lab.vm("h1", "lan1", 1).clone(),
+        lab.vm("h2", "lan1", 0).clone(),
+    );
+    assert_eq!((a.mac.as_str(), b.mac.as_str()), (web, db));
+    assert!(lab.ping(&a, z.ip) && lab.ping(&b, z.ip));
+    let name_of = |mac: &str| {
+        vms(&lab, "h1")
+            .iter()
+            .find(|r| r["mac"] == mac)
+            .map(|r| r["name"].clone())
+            .unwrap_or_default()
+    };
+    let t0 = Instant::now();
+    while name_of(web) != "web1" {
+        assert!(t0.elapsed() < Duration::from_secs(10), "{}", lab.log("h1"));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(name_of(db).is_null(), "db1 is not defined yet");
+
+    // db1 defined: the event brings its name within a few seconds, not an hour.
+    std::fs::write(&file, node_xml(&[("web1", None, web), ("db1", None, db)])).expect("node");
+    std::fs::write(&trigger, "").expect("trigger");
+    let t0 = Instant::now();
+    while name_of(db) != "db1" {
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "no name for db1 after the event: {}\n{}",
+            lab.status("h1")["libvirt"],
+            lab.log("h1")
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let lv = &lab.status("h1")["libvirt"];
+    assert!(lv["events_total"].as_u64() >= Some(1), "{lv}");
+    assert_eq!(
+        lv["refreshes_total"], 2,
+        "one at start, one for the event: {lv}"
+    );
+}

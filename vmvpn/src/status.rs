@@ -53,6 +53,9 @@ pub struct LibvirtStatus {
     pub refreshes_total: u64,
     /// Failed ones.
     pub errors_total: u64,
+    /// Refreshes a domain event asked for (besides the periodic ones).
+    #[serde(default)]
+    pub events_total: u64,
     /// Why the last one failed (null once one works).
     pub last_error: Option<String>,
     /// Limits naming a VM (`vm = "…"`) that libvirt does not know: not applied until it does.

@@ -18,6 +18,17 @@ use crate::status::LibvirtStatus;
 
 /// One `virsh` call may take this long.
 pub const VIRSH_TIMEOUT: Duration = Duration::from_secs(10);
+/// After a domain event, wait this long for the ones that follow it before refreshing.
+pub const EVENT_SETTLE: Duration = Duration::from_millis(200);
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
 
 /// A VM's libvirt identity.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -243,9 +254,10 @@ impl Reader {
     }
 }
 
-/// Refresh `shared` from `reader` now and every `every`, until `stop`; after each good
-/// refresh, put the limits naming VMs in force through `dp` where they changed. New
-/// limits (a reload) are read from the watch and bring a refresh at once.
+/// Refresh `shared` from `reader` now, every `every` and on each domain event, until
+/// `stop`; after each good refresh, put the limits naming VMs in force through `dp` where
+/// they changed. New limits (a reload) are read from the watch and bring a refresh at
+/// once.
 pub async fn run(
     reader: Reader,
     every: Duration,
@@ -254,6 +266,18 @@ pub async fn run(
     mut stop: watch::Receiver<bool>,
 ) {
     let mut sent: HashMap<String, Vec<LimitSpec>> = HashMap::new();
+    let events = Arc::new(tokio::sync::Notify::new());
+    let listener = tokio::spawn(super::events::listen(
+        Reader {
+            virsh: reader.virsh.clone(),
+            uri: reader.uri.clone(),
+        },
+        every,
+        events.clone(),
+        stop.clone(),
+    ));
+    // Ends the listener (and its virsh, killed on drop) with this task.
+    let _listener = AbortOnDrop(listener);
     loop {
         let result = reader.domains().await;
         // The figures beside the names; without them the names still count.
@@ -303,6 +327,14 @@ pub async fn run(
         }
         let reloaded = tokio::select! {
             _ = tokio::time::sleep(every) => None,
+            () = events.notified() => {
+                // A burst of events (a domain defined then started) makes one refresh.
+                tokio::time::sleep(EVENT_SETTLE).await;
+                if let Ok(mut inv) = shared.lock() {
+                    inv.status.events_total += 1;
+                }
+                None
+            }
             _ = stop.changed() => return,
             ok = async {
                 match &mut limits {

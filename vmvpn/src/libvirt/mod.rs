@@ -1,14 +1,15 @@
 //! VM names from libvirt (seeds 001–003 collect host-side from libvirt): which domain owns
 //! each MAC, so views say `web1`, not `52:54:00:…`. `domain` reads one domain's XML
 //! (pure); `stats` reads `virsh domstats` (state, CPU, memory, disks; pure); `inventory`
-//! asks `virsh` for every domain's XML and figures, now and then, and keeps the map
-//! that the control socket joins onto its VM rows. Nothing here touches the data path.
+//! asks `virsh` for every domain's XML and figures, now and then and on each domain
+//! event (`events`), and keeps the map that the control socket joins onto its VM rows. Nothing here touches the data path.
 //!
 //! `virsh` rather than the `virt` crate: it needs no C library at build time (the crate
 //! binds libvirt's, is LGPL, and its current version pins an old libc), and it speaks
 //! every URI libvirt does, `test:///` included.
 
 pub mod domain;
+pub mod events;
 pub mod inventory;
 pub mod stats;
 

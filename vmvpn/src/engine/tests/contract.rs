@@ -127,6 +127,7 @@ fn sample_status(net: &Net) -> (crate::status::Status, crate::status::Status) {
             refreshed_ago_s: Some(3),
             refreshes_total: 1,
             errors_total: 0,
+            events_total: 0,
             last_error: None,
             unresolved_limits: vec!["web9".into()],
         }),
