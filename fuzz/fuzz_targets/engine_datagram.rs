@@ -41,6 +41,7 @@ fn engine(i: usize) -> Engine {
         flood: FloodMode::Unicast,
         cipher: vmvpn::proto::crypto::Cipher::default(),
         limits: Vec::new(),
+        services: Vec::new(),
         group: None,
     };
     let host = HostIdentity {
@@ -131,7 +132,7 @@ fuzz_target!(|data: &[u8]| {
                         .iter()
                         .flat_map(|_| w.buf[..n].chunks(seg).map(<[u8]>::to_vec))
                         .collect(),
-                    TapAction::Drop(_) | TapAction::Limited => Vec::new(),
+                    TapAction::Drop(_) | TapAction::Limited | TapAction::Reply(_) => Vec::new(),
                 };
                 for mut d in sealed {
                     match w.e[0].handle_datagram(addr(1), false, &mut d, now) {

@@ -49,6 +49,9 @@ enum Command {
     /// Per-VM traffic, seen from this host without agents: bytes and packets from and to
     /// each VM MAC (with its IP), and the VM-to-VM matrix.
     Vms(View),
+    /// Service addresses (`[[lan.service]]`) and how this host's VMs used them: each
+    /// backend's MAC, weight, frames, bytes and TCP connections.
+    Services(View),
     /// Flows between VMs (5-tuples, both directions, TCP state), busiest first.
     Flows {
         /// Only the N busiest flows per LAN.
@@ -252,6 +255,37 @@ fn run(cli: Cli) -> Result<()> {
                 &ControlRequest::Traffic { lan, top: None },
             )?;
             print_out(&v, json, |v| render::vms(v))
+        }
+        Command::Services(View { lan, json, target }) => {
+            let st: Status = control::request(&target.resolve()?, &ControlRequest::Status)?;
+            if let Some(l) = &lan
+                && !st.lans.iter().any(|x| &x.name == l)
+            {
+                bail!("no LAN named {l:?} on this host");
+            }
+            let v: Vec<(String, Vec<vmvpn::status::ServiceStatus>)> = st
+                .lans
+                .into_iter()
+                .filter(|l| lan.as_ref().is_none_or(|n| *n == l.name))
+                .map(|l| (l.name, l.services))
+                .collect();
+            if json {
+                /// One LAN's services, as `--json` prints them.
+                #[derive(serde::Serialize)]
+                struct LanServices<'a> {
+                    lan: &'a str,
+                    services: &'a [vmvpn::status::ServiceStatus],
+                }
+                let out: Vec<LanServices> = v
+                    .iter()
+                    .map(|(lan, services)| LanServices { lan, services })
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&out)?);
+                Ok(())
+            } else {
+                print!("{}", render::services(&v));
+                Ok(())
+            }
         }
         Command::Flows {
             top,

@@ -244,6 +244,45 @@ pub struct LanStatus {
     /// Rate limits (`[[lan.limit]]`), the LAN's first.
     #[serde(default)]
     pub limits: Vec<LimitStatus>,
+    /// Service addresses (`[[lan.service]]`).
+    #[serde(default)]
+    pub services: Vec<ServiceStatus>,
+}
+
+/// One service address and its backends, as this host sends to them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceStatus {
+    /// Its name.
+    pub name: String,
+    /// The address clients send to.
+    pub address: String,
+    /// The MAC every host answers ARP for it with.
+    pub mac: String,
+    /// How a backend is chosen ("hash").
+    pub policy: String,
+    /// Frames from this host's VMs that found no backend (dropped).
+    pub no_backend_frames_total: u64,
+    /// ARP requests for the address this host answered.
+    pub arp_answered_total: u64,
+    /// Its backends, in config order.
+    pub backends: Vec<BackendStatus>,
+}
+
+/// One backend, as this host's VMs sent to it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackendStatus {
+    /// As the config names it (an address or a MAC).
+    pub backend: String,
+    /// Its MAC (null: given by address and not seen yet; it takes no flows until then).
+    pub mac: Option<String>,
+    /// Its weight.
+    pub weight: u32,
+    /// Frames sent to it.
+    pub frames_total: u64,
+    /// Their bytes.
+    pub bytes_total: u64,
+    /// TCP connections opened to it.
+    pub connections_total: u64,
 }
 
 /// Flooding on one LAN.

@@ -85,6 +85,7 @@ fn engine_limited(
             group: None,
             cipher,
             limits,
+            services: Vec::new(),
         }],
         Timers::default(),
     );
@@ -242,7 +243,7 @@ fn unicast(
         TapAction::Flood { len, .. } => len,
         TapAction::Fragments { .. } => panic!("the learning frame is small"),
         TapAction::Drop(r) => panic!("learning frame dropped: {r:?}"),
-        TapAction::Limited => panic!("no limits here"),
+        TapAction::Limited | TapAction::Reply(_) => panic!("no limits or services here"),
     };
     let _ = e0.handle_datagram(addr(1), false, &mut buf[..n], now);
     let f = tcp_frame(1, 2, payload);

@@ -77,6 +77,16 @@ const FAMILIES: [(&str, &str, &str); F::COUNT] = [
         "Bulk frames CoDel marked CE instead of dropping (ECN-capable flows).",
     ),
     (
+        "vmvpn_service_connections_total",
+        "counter",
+        "TCP connections this host's VMs opened to a service, by backend.",
+    ),
+    (
+        "vmvpn_service_no_backend_frames_total",
+        "counter",
+        "Frames to a service that found no backend (dropped).",
+    ),
+    (
         "vmvpn_lan_flood_frames_total",
         "counter",
         "Frames flooded from this host's TAP.",
@@ -251,6 +261,8 @@ enum F {
     LimDropBytes,
     LimDropFrames,
     AqmMarks,
+    SvcConns,
+    SvcNoBackend,
     Flood,
     PeerUp,
     TxPk,
@@ -289,7 +301,7 @@ enum F {
 }
 
 impl F {
-    const COUNT: usize = 46;
+    const COUNT: usize = 48;
 }
 
 /// Render a status snapshot as Prometheus text.
@@ -332,6 +344,16 @@ pub fn render(status: &Status, extra: &MetricsExtra) -> String {
                 ] {
                     fam[f as usize].push((labels.clone(), v as f64));
                 }
+            }
+        }
+        for sv in &l.services {
+            let svc = format!("{lan},service=\"{}\"", esc(&sv.name));
+            fam[F::SvcNoBackend as usize].push((svc.clone(), sv.no_backend_frames_total as f64));
+            for b in &sv.backends {
+                fam[F::SvcConns as usize].push((
+                    format!("{svc},backend=\"{}\"", esc(&b.backend)),
+                    b.connections_total as f64,
+                ));
             }
         }
         let (vt, ft) = (&l.vm_table, &l.flow_table);

@@ -276,6 +276,42 @@ pub(crate) fn status(v: &Status) -> String {
 }
 
 /// `vmvpn vms`: per-VM traffic of each LAN, busiest first.
+/// `vmvpn services`: each service's address and virtual MAC, then its backends.
+pub(crate) fn services(v: &[(String, Vec<vmvpn::status::ServiceStatus>)]) -> String {
+    let mut o = String::new();
+    if v.iter().all(|(_, s)| s.is_empty()) {
+        o.push_str("no services: add [[lan.service]] to a LAN (README, \"Load balancing\")\n");
+        return o;
+    }
+    for (lan, list) in v {
+        for s in list {
+            let _ = writeln!(
+                o,
+                "LAN {lan}  service {} at {} (MAC {}, {}): {} ARP answered, {} frames found no backend",
+                s.name, s.address, s.mac, s.policy, s.arp_answered_total, s.no_backend_frames_total
+            );
+            let _ = writeln!(
+                o,
+                "  {:<20} {:<18} {:>6} {:>12} {:>10} {:>12}",
+                "BACKEND", "MAC", "WEIGHT", "CONNECTIONS", "FRAMES", "BYTES"
+            );
+            for b in &s.backends {
+                let _ = writeln!(
+                    o,
+                    "  {:<20} {:<18} {:>6} {:>12} {:>10} {:>12}",
+                    b.backend,
+                    b.mac.as_deref().unwrap_or("(not seen yet)"),
+                    b.weight,
+                    b.connections_total,
+                    b.frames_total,
+                    human(b.bytes_total)
+                );
+            }
+        }
+    }
+    o
+}
+
 pub(crate) fn vms(v: &[LanTraffic]) -> String {
     let mut o = String::new();
     for l in v {

@@ -47,6 +47,9 @@ pub struct LanConfig {
     /// LAN together (no `mac`).
     #[serde(default, rename = "limit")]
     pub limits: Vec<LimitConfig>,
+    /// Service addresses, `[[lan.service]]`, answered by backend VMs of the LAN.
+    #[serde(default, rename = "service")]
+    pub services: Vec<ServiceConfig>,
 }
 
 /// `[[lan.limit]]`: a token bucket for each direction it covers; frames over it are
@@ -190,6 +193,7 @@ impl Config {
                 MAC_AGE_S,
             )?;
             self.check_limits(text, i, lan)?;
+            self.check_services(text, i, lan)?;
         }
         Ok(())
     }

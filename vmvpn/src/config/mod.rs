@@ -25,6 +25,7 @@ mod lan;
 mod libvirt;
 pub mod limits;
 mod registry;
+mod service;
 mod telemetry;
 #[cfg(test)]
 mod tests;
@@ -37,6 +38,7 @@ pub use host::*;
 pub use lan::*;
 pub use libvirt::*;
 pub use registry::*;
+pub use service::*;
 pub use telemetry::*;
 pub use values::*;
 

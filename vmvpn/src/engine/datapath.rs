@@ -14,6 +14,7 @@ use super::limits::Admit;
 use super::macdb::{Location, Mac, is_group};
 use super::reassembly::{self, FragDrop, Verdict};
 use super::sampling::{self, Sampler};
+use super::service::Verdict as ToService;
 use super::{Engine, LanId, PeerId, Relay, RxAction, TapAction, mss, pmtu};
 use crate::proto::crypto::SealKey;
 use crate::proto::fragment::{self as frag, FragHeader};
@@ -44,6 +45,19 @@ impl Engine {
         }
         if len > l.spec.max_frame || buf.len() < HEADER_LEN + len + TAG_LEN {
             return TapAction::Drop(l.drop_at(None, DropReason::Oversize));
+        }
+        // A LAN without services looks at nothing here.
+        if !l.services.is_empty() {
+            match l
+                .services
+                .handle_frame(&mut buf[HEADER_LEN..HEADER_LEN + len])
+            {
+                ToService::Pass | ToService::Rewritten => {}
+                ToService::Answer => return TapAction::Reply(len),
+                ToService::NoBackend => {
+                    return TapAction::Drop(l.drop_at(None, DropReason::NoRoute));
+                }
+            }
         }
         let (dst, src) = macs_of(&buf[HEADER_LEN..HEADER_LEN + ETHERNET_HEADER_LEN]);
         match l

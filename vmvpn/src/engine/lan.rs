@@ -44,6 +44,8 @@ pub(crate) struct Lan {
     pub(crate) sampling: super::sampling::LanSampling,
     /// Rate limits of its VMs and of the LAN.
     pub(crate) limits: Limits,
+    /// Its service addresses.
+    pub(crate) services: super::service::Services,
 }
 
 /// Frames cut into fragments on one LAN.
@@ -65,6 +67,7 @@ impl Lan {
         Lan {
             macs: MacDb::new(spec.mac_capacity, spec.mac_max_age),
             limits: Limits::new(&spec.limits, spec.max_frame),
+            services: super::service::Services::new(&spec.services),
             spec,
             keys,
             group_tx,

@@ -28,6 +28,7 @@ pub mod mss;
 pub mod pmtu;
 pub mod reassembly;
 pub mod sampling;
+pub mod service;
 
 mod beacons;
 mod datapath;
@@ -178,6 +179,8 @@ pub struct LanSpec {
     pub cipher: Cipher,
     /// Rate limits of its VMs and of the whole LAN on this host.
     pub limits: Vec<limits::LimitSpec>,
+    /// Its service addresses (`[[lan.service]]`).
+    pub services: Vec<service::ServiceSpec>,
 }
 
 /// What to do with a frame read from a TAP.
@@ -214,6 +217,9 @@ pub enum TapAction<'a> {
     Drop(DropReason),
     /// Over its VM's or LAN's rate limit: dropped, counted by the limit.
     Limited,
+    /// An answer for the VM (ARP for a service address): write `buf[HEADER_LEN..][..len]`
+    /// back to the TAP.
+    Reply(usize),
 }
 
 /// A flood from another subnet that this host, as designated forwarder, passes on inside

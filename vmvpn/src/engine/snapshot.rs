@@ -107,6 +107,7 @@ impl Engine {
                     })
                     .collect(),
                 limits: l.limits.status(),
+                services: l.services.status(),
             })
             .collect()
     }

@@ -127,6 +127,10 @@ impl Engine {
             if new_second {
                 l.vms.tick(second);
                 l.flows.expire(second);
+                if !l.services.is_empty() {
+                    let vms = &l.vms;
+                    l.services.resolve(|ip| vms.by_ip(ip));
+                }
             }
         }
         // About one probe per second per peer, but at most PROBE_BUDGET a second in all.

@@ -633,14 +633,11 @@ impl DataPlane {
             let engine = &mut self.engine;
             let udp = &self.udp;
             let batch = &mut self.batch;
+            let tap = &self.taps[i];
             let mut failed = 0;
             let r = gso::split(&h, frame, buf, HEADER_LEN, |out, len| {
-                failed += send_out(
-                    udp,
-                    batch,
-                    engine.handle_tap_frame(LanId(i), out, len, now),
-                    out,
-                );
+                let action = engine.handle_tap_frame(LanId(i), out, len, now);
+                failed += send_out(udp, batch, tap, action, out);
             });
             match r {
                 Ok(segs) if segs > 1 => {
@@ -673,7 +670,7 @@ impl DataPlane {
             };
             // Gathered like the offload path's segments: one send per run to a peer.
             let action = self.engine.handle_tap_frame(LanId(i), buf, n, now);
-            let failed = send_out(&self.udp, &mut self.batch, action, buf);
+            let failed = send_out(&self.udp, &mut self.batch, &self.taps[i], action, buf);
             self.engine
                 .note_drops(Some(LanId(i)), DropReason::UdpSendError, failed);
         }
@@ -687,8 +684,11 @@ impl DataPlane {
     fn release_shaped(&mut self, buf: &mut [u8], now: Instant) {
         let mut sent = false;
         while let Some((lan, n)) = self.engine.poll_shaped(buf, now) {
+            let Some(tap) = self.taps.get(lan.index()) else {
+                break;
+            };
             let action = self.engine.handle_tap_frame(lan, buf, n, now);
-            let failed = send_out(&self.udp, &mut self.batch, action, buf);
+            let failed = send_out(&self.udp, &mut self.batch, tap, action, buf);
             self.engine
                 .note_drops(Some(lan), DropReason::UdpSendError, failed);
             sent = true;
@@ -978,8 +978,28 @@ fn write_merged(taps: &[TapDevice], engine: &mut Engine, lan: usize, bytes: &[u8
 
 /// Send what the core made of a TAP frame (`sealed` holds the datagram): unicast joins the
 /// GSO batch, a flood goes after what the batch held. Returns the datagrams that failed.
-fn send_out(udp: &Udp, batch: &mut GsoBatch, action: TapAction<'_>, sealed: &[u8]) -> u64 {
+fn send_out(
+    udp: &Udp,
+    batch: &mut GsoBatch,
+    tap: &TapDevice,
+    action: TapAction<'_>,
+    sealed: &mut [u8],
+) -> u64 {
     let failed = match action {
+        TapAction::Reply(len) => {
+            // Back to the VM: an offload TAP takes a virtio-net header (all zero: no
+            // offload asked) in front, written into the sealing room before the frame.
+            let frame = if tap.offload() {
+                let start = HEADER_LEN - VNET_HDR_LEN;
+                sealed[start..HEADER_LEN].fill(0);
+                &sealed[start..HEADER_LEN + len]
+            } else {
+                &sealed[HEADER_LEN..HEADER_LEN + len]
+            };
+            // An answer lost is asked again by the VM; nothing to count it against.
+            let _ = tap.send(frame);
+            0
+        }
         TapAction::Unicast(to, len) => batch.push(udp, to, &sealed[..len]),
         // Fragments are equal-sized but the last: they join the batch like segments.
         TapAction::Fragments { to, len, seg } => sealed[..len]

@@ -42,6 +42,7 @@ pub fn open(cfg: &Config, i: usize, secret: LanSecret) -> Result<(LanSpec, TapDe
         group: cfg.multicast_group(i, id, *cfg.host.port.get_ref()),
         cipher: lan.cipher,
         limits: lan.limit_specs(),
+        services: lan.service_specs(),
     };
     info!(
         lan = %name,

@@ -184,6 +184,7 @@ mod tests {
                 fragments_sent_total: 0,
                 peers: Vec::new(),
                 limits: Vec::new(),
+                services: Vec::new(),
             }
         };
         let r = build(&[l], &[t]);

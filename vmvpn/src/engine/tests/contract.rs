@@ -93,6 +93,20 @@ fn sample_status(net: &Net) -> (crate::status::Status, crate::status::Status) {
         1514,
     )
     .status();
+    // A service, so its keys are pinned too.
+    lans[0].services =
+        crate::engine::service::Services::new(&[crate::engine::service::ServiceSpec {
+            name: "web".into(),
+            vip: std::net::Ipv4Addr::new(192, 168, 100, 200),
+            vmac: crate::engine::service::virtual_mac("lan1", "web"),
+            backends: vec![crate::engine::service::BackendSpec {
+                mac: Some([2, 0, 0, 0, 0, 1]),
+                ip: None,
+                weight: 1,
+            }],
+            ports: Vec::new(),
+        }])
+        .status();
     let st = crate::status::Status {
         host: crate::status::HostStatus {
             name: "h0".into(),

@@ -38,6 +38,7 @@ pub(super) fn spec(secret: u8, peers: Vec<SocketAddr>) -> LanSpec {
         flood: FloodMode::Unicast,
         cipher: crate::proto::crypto::Cipher::default(),
         limits: Vec::new(),
+        services: Vec::new(),
         group: None,
     }
 }
@@ -282,6 +283,10 @@ impl Net {
                     .collect(),
                 TapAction::Drop(r) => return Some(r),
                 TapAction::Limited => panic!("the simulation sets no rate limits"),
+                TapAction::Reply(n) => {
+                    self.taps[h].push(buf[HEADER_LEN..HEADER_LEN + n].to_vec());
+                    return None;
+                }
             };
         for (to, b) in out {
             self.queue.push((h, to, b));

@@ -1,0 +1,178 @@
+//! Service addresses with real daemons: two backend VMs on two hosts hold the service
+//! address on their loopback (direct server return, as LVS-DR backends do) and run an
+//! HTTP server that answers with its own name; a client VM on a third host opens 1200
+//! new connections to the address. Its host answers ARP for the address with the service's
+//! virtual MAC and sends each new connection to a backend by Maglev hashing: the split
+//! follows the weights within ±15 %, every connection is answered, and each backend
+//! answers the client directly.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use vmvpn_tests::{Lab, Vm};
+
+/// HTTP servers started in the backends' namespaces, stopped by their PIDs.
+struct Servers(Vec<Child>);
+
+impl Drop for Servers {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Give `vm` the service address on its loopback, keep it from answering ARP for it, and
+/// serve `name` over HTTP on it (port 80).
+fn backend(lab: &Lab, vm: &Vm, vip: &str, name: &str, servers: &mut Servers) {
+    let dir = lab.dir().join(format!("www-{name}"));
+    std::fs::create_dir_all(&dir).expect("www dir");
+    std::fs::write(dir.join("index.html"), name).expect("index");
+    // The two lines and the address the README gives for every backend.
+    for sysctl in [
+        "net.ipv4.conf.all.arp_ignore=1",
+        "net.ipv4.conf.all.arp_announce=2",
+    ] {
+        let out = lab.exec(&vm.ns, &["sysctl", "-q", "-w", sysctl]);
+        assert!(out.status.success(), "{sysctl}: {out:?}");
+    }
+    let out = lab.exec(
+        &vm.ns,
+        &["ip", "addr", "add", &format!("{vip}/32"), "dev", "lo"],
+    );
+    assert!(out.status.success(), "{out:?}");
+    let child = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &vm.ns,
+            "/usr/bin/python3",
+            "-m",
+            "http.server",
+        ])
+        .args(["80", "--bind", vip, "--directory"])
+        .arg(&dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("python3 http.server (scripts/deps.sh installs python3)");
+    servers.0.push(child);
+}
+
+#[test]
+fn new_connections_to_a_service_split_by_weight_and_are_answered_directly() {
+    vmvpn_tests::require_root();
+    let vip = "192.168.90.200";
+    let (b1, b2) = ("02:00:00:01:00:00", "02:00:00:02:00:00");
+    let service = format!(
+        "[[lan.service]]\nname = \"web\"\naddress = \"{vip}\"\nbackends = [\"{b1}\", \"{b2}\"]\nweights = [1, 2]\nports = [80]\n"
+    );
+    let lab = Lab::builder("svc")
+        .subnet(&["h1", "h2"])
+        .subnet(&["h3"])
+        .lan("lan1", [192, 168, 90], &["h1", "h2", "h3"], 1)
+        .config_tail("h1", &service)
+        .config_tail("h2", &service)
+        .config_tail("h3", &service)
+        .start();
+    for h in ["h1", "h2", "h3"] {
+        lab.wait_tunnels(h, "lan1", 2, Duration::from_secs(20));
+    }
+    let (v1, v2, client) = (
+        lab.vm("h1", "lan1", 0).clone(),
+        lab.vm("h2", "lan1", 0).clone(),
+        lab.vm("h3", "lan1", 0).clone(),
+    );
+    assert_eq!(
+        (v1.mac.as_str(), v2.mac.as_str()),
+        (b1, b2),
+        "the lab's MACs changed"
+    );
+    // Every host learns where the backends are.
+    assert!(lab.ping(&v1, client.ip) && lab.ping(&v2, client.ip));
+    let mut servers = Servers(Vec::new());
+    backend(&lab, &v1, vip, "b1", &mut servers);
+    backend(&lab, &v2, vip, "b2", &mut servers);
+    // The servers listen once an answer comes (bounded: 10 s).
+    let t0 = Instant::now();
+    loop {
+        let out = lab.exec(
+            &client.ns,
+            &["curl", "-s", "--max-time", "1", &format!("http://{vip}/")],
+        );
+        if out.status.success() && !out.stdout.is_empty() {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "the service does not answer: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            lab.log("h3")
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    // New connections, one curl each (bounded: 2 s each). Hashing splits them as coin
+    // flips weighted 1:2 would: 1200 keep ±15 % at 3.7 standard deviations (300 would
+    // miss it one run in 14).
+    let n = 1200;
+    let script = format!(
+        "for i in $(seq 1 {n}); do curl -s --max-time 2 http://{vip}/ || echo FAIL; echo; done"
+    );
+    let out = lab.exec(&client.ns, &["sh", "-c", &script]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let count = |w: &str| text.lines().filter(|l| l.trim() == w).count();
+    let (n1, n2, failed) = (count("b1"), count("b2"), count("FAIL"));
+    eprintln!("{n} connections: b1 {n1}, b2 {n2}, failed {failed}");
+    assert_eq!(failed, 0, "connections not answered:\n{text}");
+    assert_eq!(n1 + n2, n, "{text}");
+    // Weights 1 and 2: a third and two thirds, each within ±15 %.
+    let (w1, w2) = (n / 3, n * 2 / 3);
+    assert!(
+        n1.abs_diff(w1) * 100 <= w1 * 15,
+        "b1 took {n1} of {n}, weight 1 of 3"
+    );
+    assert!(
+        n2.abs_diff(w2) * 100 <= w2 * 15,
+        "b2 took {n2} of {n}, weight 2 of 3"
+    );
+
+    // `vmvpn services --json` on the client's host counted the same connections (plus
+    // the few that waited for the servers above) and the ARP answers.
+    let out = lab.vmvpn_cli("h3", &["services", "--json"]);
+    assert!(out.status.success(), "{out:?}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("services JSON");
+    let svc = &v[0]["services"][0];
+    assert_eq!(svc["name"], "web", "{v}");
+    assert!(svc["arp_answered_total"].as_u64().unwrap_or(0) >= 1, "{v}");
+    for (i, n) in [(0, n1), (1, n2)] {
+        let c = svc["backends"][i]["connections_total"]
+            .as_u64()
+            .unwrap_or(0) as usize;
+        assert!(
+            (n..=n + 60).contains(&c),
+            "backend {i}: {c} connections for {n}: {v}"
+        );
+    }
+    let text = String::from_utf8_lossy(&lab.vmvpn_cli("h3", &["services"]).stdout).to_string();
+    assert!(text.contains("service web at 192.168.90.200"), "{text}");
+
+    // The client's ARP entry for the address is the service's virtual MAC, not a
+    // backend's: the backends never answered ARP for it.
+    let neigh = lab.exec(&client.ns, &["ip", "neigh", "show", vip]);
+    let neigh = String::from_utf8_lossy(&neigh.stdout).to_string();
+    assert!(neigh.contains("02:5e:"), "{neigh}");
+    // Direct server return: the answers came from the backends' hosts, not through h3's
+    // service: h1 and h2 each sent to h3 about as much as their share.
+    for (h, n) in [("h1", n1), ("h2", n2)] {
+        let tx = lab.peer(h, "lan1", "h3")["tx_packets"]
+            .as_u64()
+            .unwrap_or(0);
+        assert!(
+            tx >= n as u64 * 3,
+            "{h} sent {tx} packets to h3 for {n} connections"
+        );
+    }
+}
