@@ -14,7 +14,7 @@ command -v cc >/dev/null 2>&1 || need+=(gcc libc6-dev)
 command -v bridge >/dev/null 2>&1 || need+=(iproute2)
 # The demo's TCP stream between two VMs.
 command -v iperf3 >/dev/null 2>&1 || need+=(iperf3)
-command -v curl >/dev/null 2>&1 || command -v cargo >/dev/null 2>&1 || need+=(curl ca-certificates)
+command -v curl >/dev/null 2>&1 || need+=(curl ca-certificates)
 if ! $demo_only; then
 # The flooding tests run a DHCP server (no system service) and client inside VM namespaces.
 { command -v dnsmasq || [ -x /usr/sbin/dnsmasq ]; } >/dev/null 2>&1 || need+=(dnsmasq-base)

@@ -132,7 +132,9 @@ fuzz_target!(|data: &[u8]| {
                         .iter()
                         .flat_map(|_| w.buf[..n].chunks(seg).map(<[u8]>::to_vec))
                         .collect(),
-                    TapAction::Drop(_) | TapAction::Limited | TapAction::Reply(_) => Vec::new(),
+                    TapAction::Drop(_) | TapAction::Limited | TapAction::Reply(_) | TapAction::Consumed => {
+                        Vec::new()
+                    }
                 };
                 for mut d in sealed {
                     match w.e[0].handle_datagram(addr(1), false, &mut d, now) {

@@ -158,6 +158,9 @@ pub struct VmTable {
     series_cap: usize,
     series_used: usize,
     stats: VmTableStats,
+    /// Addresses several VMs send from (service addresses, answered directly by each
+    /// backend): never taken as a VM's own.
+    shared: Vec<IpAddr>,
 }
 
 impl VmTable {
@@ -169,7 +172,14 @@ impl VmTable {
             series_cap: port_series,
             series_used: 0,
             stats: VmTableStats::default(),
+            shared: Vec::new(),
         }
+    }
+
+    /// Addresses that are not any one VM's (a LAN's service addresses): frames from them
+    /// still count, but a VM's address stays the one it has of its own.
+    pub fn set_shared(&mut self, ips: Vec<IpAddr>) {
+        self.shared = ips;
     }
 
     /// Count one frame. `from_local`: it came from this host's TAP (the source VM is a
@@ -180,12 +190,13 @@ impl VmTable {
         if is_group(&f.src) {
             return;
         }
+        let own_ip = f.src_ip.filter(|ip| !self.shared.contains(ip));
         self.entry(f.src, from_local, now_s, |src| {
             src.tx_packets += 1;
             src.tx_bytes += bytes;
             src.last_s = now_s;
             src.tcp_syn += u64::from(f.tcp.syn && !f.tcp.ack);
-            if let Some(ip) = f.src_ip {
+            if let Some(ip) = own_ip {
                 src.ip = Some(ip);
             }
         });
@@ -471,6 +482,20 @@ mod tests {
             rows.iter()
                 .any(|r| r.location == VmLocation::Remote && r.rates.is_none())
         );
+    }
+
+    #[test]
+    fn a_shared_service_address_is_not_taken_as_a_vms_own() {
+        let mut t = VmTable::new(16, 16, 4);
+        t.set_shared(vec![IpAddr::from([10, 0, 0, 200])]);
+        let own = inspect(&tcp([10, 0, 0, 1], [10, 0, 0, 2], (1, 2), "A", 10)).expect("frame");
+        t.observe(&own, 64, true, 1);
+        // The backend answers from the service address (direct server return).
+        let dsr = inspect(&tcp([10, 0, 0, 200], [10, 0, 0, 2], (80, 2), "A", 10)).expect("f");
+        t.observe(&dsr, 64, true, 2);
+        let a = t.get(&own.src).expect("a");
+        assert_eq!(a.ip, Some(IpAddr::from([10, 0, 0, 1])));
+        assert_eq!(a.tx_packets, 2, "its frames still count");
     }
 
     #[test]

@@ -61,13 +61,18 @@ fn backend(lab: &Lab, vm: &Vm, vip: &str, name: &str, servers: &mut Servers) {
     servers.0.push(child);
 }
 
+/// `vmvpn services` on host `h`, for failure messages.
+fn services_of(lab: &Lab, h: &str) -> String {
+    String::from_utf8_lossy(&lab.vmvpn_cli(h, &["services"]).stdout).into_owned()
+}
+
 #[test]
 fn new_connections_to_a_service_split_by_weight_and_are_answered_directly() {
     vmvpn_tests::require_root();
     let vip = "192.168.90.200";
     let (b1, b2) = ("02:00:00:01:00:00", "02:00:00:02:00:00");
     let service = format!(
-        "[[lan.service]]\nname = \"web\"\naddress = \"{vip}\"\nbackends = [\"{b1}\", \"{b2}\"]\nweights = [1, 2]\nports = [80]\n"
+        "[[lan.service]]\nname = \"web\"\naddress = \"{vip}\"\nbackends = [\"{b1}\", \"{b2}\"]\nweights = [1, 2]\nports = [80]\npolicy = \"hash\"\n"
     );
     let lab = Lab::builder("svc")
         .subnet(&["h1", "h2"])
@@ -119,14 +124,19 @@ fn new_connections_to_a_service_split_by_weight_and_are_answered_directly() {
     // miss it one run in 14).
     let n = 1200;
     let script = format!(
-        "for i in $(seq 1 {n}); do curl -s --max-time 2 http://{vip}/ || echo FAIL; echo; done"
+        "for i in $(seq 1 {n}); do curl -sS --max-time 2 http://{vip}/ 2>&1 || echo FAIL; echo; done"
     );
     let out = lab.exec(&client.ns, &["sh", "-c", &script]);
     let text = String::from_utf8_lossy(&out.stdout);
     let count = |w: &str| text.lines().filter(|l| l.trim() == w).count();
     let (n1, n2, failed) = (count("b1"), count("b2"), count("FAIL"));
     eprintln!("{n} connections: b1 {n1}, b2 {n2}, failed {failed}");
-    assert_eq!(failed, 0, "connections not answered:\n{text}");
+    assert_eq!(
+        failed,
+        0,
+        "connections not answered:\n{text}\n{}",
+        services_of(&lab, "h3")
+    );
     assert_eq!(n1 + n2, n, "{text}");
     // Weights 1 and 2: a third and two thirds, each within ±15 %.
     let (w1, w2) = (n / 3, n * 2 / 3);

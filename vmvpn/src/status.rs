@@ -250,7 +250,7 @@ pub struct LanStatus {
 }
 
 /// One service address and its backends, as this host sends to them.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ServiceStatus {
     /// Its name.
     pub name: String,
@@ -258,18 +258,22 @@ pub struct ServiceStatus {
     pub address: String,
     /// The MAC every host answers ARP for it with.
     pub mac: String,
-    /// How a backend is chosen ("hash").
+    /// How a backend is chosen ("least-load" or "hash").
     pub policy: String,
+    /// Backends up now (0: the service answers nothing; the default alarm fires).
+    pub backends_up: usize,
     /// Frames from this host's VMs that found no backend (dropped).
     pub no_backend_frames_total: u64,
     /// ARP requests for the address this host answered.
     pub arp_answered_total: u64,
+    /// Flow pins pushed out of the table while in use (their flows choose again).
+    pub pins_evicted_total: u64,
     /// Its backends, in config order.
     pub backends: Vec<BackendStatus>,
 }
 
 /// One backend, as this host's VMs sent to it.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct BackendStatus {
     /// As the config names it (an address or a MAC).
     pub backend: String,
@@ -277,6 +281,26 @@ pub struct BackendStatus {
     pub mac: Option<String>,
     /// Its weight.
     pub weight: u32,
+    /// "up", "down" (its host's probes go unanswered, or its host is down) or "unknown"
+    /// (its MAC not seen yet).
+    pub state: String,
+    /// "local", the peer it is behind, or "unknown".
+    pub location: String,
+    /// Its traffic both ways, Mbit/s: measured here when local, its host's report
+    /// otherwise (0 when no fresh report).
+    pub load_mbps: f64,
+    /// RTT from this host to its host, ms (0: local or not measured).
+    pub rtt_ms: f64,
+    /// New flows this host gave it.
+    pub flows_total: u64,
+    /// Flows to it with a frame in the last 10 s.
+    pub active_flows: u64,
+    /// Flows that left it for another backend because it went down.
+    pub moved_away_total: u64,
+    /// Health probes this host sent it (local backends only).
+    pub probes_total: u64,
+    /// Times this host's probes took it down.
+    pub downs_total: u64,
     /// Frames sent to it.
     pub frames_total: u64,
     /// Their bytes.

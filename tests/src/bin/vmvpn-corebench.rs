@@ -243,7 +243,9 @@ fn unicast(
         TapAction::Flood { len, .. } => len,
         TapAction::Fragments { .. } => panic!("the learning frame is small"),
         TapAction::Drop(r) => panic!("learning frame dropped: {r:?}"),
-        TapAction::Limited | TapAction::Reply(_) => panic!("no limits or services here"),
+        TapAction::Limited | TapAction::Reply(_) | TapAction::Consumed => {
+            panic!("no limits or services here")
+        }
     };
     let _ = e0.handle_datagram(addr(1), false, &mut buf[..n], now);
     let f = tcp_frame(1, 2, payload);

@@ -87,6 +87,26 @@ const FAMILIES: [(&str, &str, &str); F::COUNT] = [
         "Frames to a service that found no backend (dropped).",
     ),
     (
+        "vmvpn_service_backends_up",
+        "gauge",
+        "Backends of a service up now, as this host sees them (0: the service answers nothing).",
+    ),
+    (
+        "vmvpn_service_backend_up",
+        "gauge",
+        "1 if a backend takes new flows (its host's probes answered, its host up), else 0.",
+    ),
+    (
+        "vmvpn_service_backend_flows_total",
+        "counter",
+        "New flows this host gave a backend.",
+    ),
+    (
+        "vmvpn_service_backend_load_mbps",
+        "gauge",
+        "A backend's traffic both ways in Mbit/s, as its host measured and reported it.",
+    ),
+    (
         "vmvpn_lan_flood_frames_total",
         "counter",
         "Frames flooded from this host's TAP.",
@@ -263,6 +283,10 @@ enum F {
     AqmMarks,
     SvcConns,
     SvcNoBackend,
+    SvcUp,
+    SvcBackendUp,
+    SvcFlows,
+    SvcLoad,
     Flood,
     PeerUp,
     TxPk,
@@ -301,7 +325,7 @@ enum F {
 }
 
 impl F {
-    const COUNT: usize = 48;
+    const COUNT: usize = 52;
 }
 
 /// Render a status snapshot as Prometheus text.
@@ -349,11 +373,17 @@ pub fn render(status: &Status, extra: &MetricsExtra) -> String {
         for sv in &l.services {
             let svc = format!("{lan},service=\"{}\"", esc(&sv.name));
             fam[F::SvcNoBackend as usize].push((svc.clone(), sv.no_backend_frames_total as f64));
+            fam[F::SvcUp as usize].push((svc.clone(), sv.backends_up as f64));
             for b in &sv.backends {
-                fam[F::SvcConns as usize].push((
-                    format!("{svc},backend=\"{}\"", esc(&b.backend)),
-                    b.connections_total as f64,
-                ));
+                let labels = format!("{svc},backend=\"{}\"", esc(&b.backend));
+                for (f, v) in [
+                    (F::SvcConns, b.connections_total as f64),
+                    (F::SvcBackendUp, f64::from(u8::from(b.state == "up"))),
+                    (F::SvcFlows, b.flows_total as f64),
+                    (F::SvcLoad, b.load_mbps),
+                ] {
+                    fam[f as usize].push((labels.clone(), v));
+                }
             }
         }
         let (vt, ft) = (&l.vm_table, &l.flow_table);

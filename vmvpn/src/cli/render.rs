@@ -287,23 +287,45 @@ pub(crate) fn services(v: &[(String, Vec<vmvpn::status::ServiceStatus>)]) -> Str
         for s in list {
             let _ = writeln!(
                 o,
-                "LAN {lan}  service {} at {} (MAC {}, {}): {} ARP answered, {} frames found no backend",
-                s.name, s.address, s.mac, s.policy, s.arp_answered_total, s.no_backend_frames_total
+                "LAN {lan}  service {} at {} (MAC {}, {}): {} of {} backends up, {} ARP answered, {} frames found no backend",
+                s.name,
+                s.address,
+                s.mac,
+                s.policy,
+                s.backends_up,
+                s.backends.len(),
+                s.arp_answered_total,
+                s.no_backend_frames_total
             );
             let _ = writeln!(
                 o,
-                "  {:<20} {:<18} {:>6} {:>12} {:>10} {:>12}",
-                "BACKEND", "MAC", "WEIGHT", "CONNECTIONS", "FRAMES", "BYTES"
+                "  {:<20} {:<18} {:<7} {:<16} {:>6} {:>9} {:>8} {:>8} {:>7} {:>12} {:>10}",
+                "BACKEND",
+                "MAC",
+                "STATE",
+                "WHERE",
+                "WEIGHT",
+                "LOAD",
+                "RTT",
+                "FLOWS",
+                "ACTIVE",
+                "CONNECTIONS",
+                "BYTES"
             );
             for b in &s.backends {
                 let _ = writeln!(
                     o,
-                    "  {:<20} {:<18} {:>6} {:>12} {:>10} {:>12}",
+                    "  {:<20} {:<18} {:<7} {:<16} {:>6} {:>9} {:>8} {:>8} {:>7} {:>12} {:>10}",
                     b.backend,
                     b.mac.as_deref().unwrap_or("(not seen yet)"),
+                    b.state,
+                    b.location,
                     b.weight,
+                    format!("{:.1} Mb/s", b.load_mbps),
+                    format!("{:.2} ms", b.rtt_ms),
+                    b.flows_total,
+                    b.active_flows,
                     b.connections_total,
-                    b.frames_total,
                     human(b.bytes_total)
                 );
             }

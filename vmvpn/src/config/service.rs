@@ -8,7 +8,7 @@ use serde::{Deserialize, Deserializer, de};
 use toml::Spanned;
 
 use super::*;
-use crate::engine::service::{BackendSpec, ServiceSpec, virtual_mac};
+use crate::engine::service::{BackendSpec, Policy, ServiceSpec, virtual_mac};
 
 /// Backends a service may have.
 pub const MAX_BACKENDS: usize = 256;
@@ -28,7 +28,8 @@ pub struct ServiceConfig {
     /// Only these destination ports (TCP and UDP); default: every port.
     #[serde(default)]
     pub ports: Vec<u16>,
-    /// How a backend is chosen: "hash" (Maglev consistent hashing of the flow).
+    /// How a backend is chosen: "least-load" (default) or "hash" (Maglev consistent
+    /// hashing of the flow).
     pub policy: Option<Spanned<String>>,
     /// Each backend's share, in `backends` order (default: 1 each).
     pub weights: Option<Spanned<Vec<u32>>>,
@@ -98,6 +99,11 @@ impl ServiceConfig {
                 })
                 .collect(),
             ports: self.ports.clone(),
+            policy: match self.policy.as_ref().map(|p| p.get_ref().as_str()) {
+                Some("hash") => Policy::Hash,
+                // Refused by the check: any other name.
+                _ => Policy::LeastLoad,
+            },
         }
     }
 }
@@ -183,13 +189,13 @@ impl Config {
                 );
             }
             if let Some(p) = &s.policy
-                && p.get_ref() != "hash"
+                && !["hash", "least-load"].contains(&p.get_ref().as_str())
             {
                 return fail(
                     p.span(),
                     "policy",
                     format!(
-                        "{:?}: this version chooses by \"hash\" (Maglev consistent hashing); \"least-load\" is not built yet",
+                        "{:?}: expected \"least-load\" (the default: the lesser loaded of two backends) or \"hash\" (Maglev consistent hashing, weights only)",
                         bulletin::config::clip_value(p.get_ref(), 40)
                     ),
                 );
@@ -322,9 +328,9 @@ secret_file = "/dev/null"
                 "out of range",
             ),
             (
-                "name = \"web\"\naddress = \"192.168.1.200\"\nbackends = [\"192.168.1.2\"]\npolicy = \"least-load\"\n",
+                "name = \"web\"\naddress = \"192.168.1.200\"\nbackends = [\"192.168.1.2\"]\npolicy = \"fastest\"\n",
                 "service[0].policy",
-                "not built yet",
+                "expected \"least-load\"",
             ),
             (
                 "name = \"web\"\naddress = \"192.168.1.200\"\nbackends = [\"nope\"]\n",

@@ -54,6 +54,12 @@ impl Engine {
             {
                 ToService::Pass | ToService::Rewritten => {}
                 ToService::Answer => return TapAction::Reply(len),
+                ToService::Consumed => {
+                    // A probe's answer proves the VM is here.
+                    let (_, src) = macs_of(&buf[HEADER_LEN..HEADER_LEN + ETHERNET_HEADER_LEN]);
+                    l.macs.learn(src, Location::Local, now);
+                    return TapAction::Consumed;
+                }
                 ToService::NoBackend => {
                     return TapAction::Drop(l.drop_at(None, DropReason::NoRoute));
                 }
@@ -187,7 +193,8 @@ impl Engine {
             | Kind::Fragment
             | Kind::FloodFragment
             | Kind::PmtuProbe
-            | Kind::PmtuAck => self.handle_sealed(lan, from, multicast, &header, buf, now),
+            | Kind::PmtuAck
+            | Kind::ServiceState => self.handle_sealed(lan, from, multicast, &header, buf, now),
         }
     }
 
@@ -340,6 +347,16 @@ impl Engine {
             }
             Kind::PmtuAck => {
                 return self.handle_pmtu_ack(lan, pi, &buf[HEADER_LEN..HEADER_LEN + n], now);
+            }
+            Kind::ServiceState => {
+                let l = &mut self.lans[lan.index()];
+                return match l
+                    .services
+                    .handle_report(pi, &buf[HEADER_LEN..HEADER_LEN + n])
+                {
+                    Ok(()) => RxAction::Consumed,
+                    Err(_) => RxAction::Drop(l.drop_at(Some(pi), DropReason::Malformed)),
+                };
             }
             Kind::Fragment | Kind::FloodFragment => {
                 return self.handle_fragment(

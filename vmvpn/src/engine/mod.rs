@@ -220,6 +220,8 @@ pub enum TapAction<'a> {
     /// An answer for the VM (ARP for a service address): write `buf[HEADER_LEN..][..len]`
     /// back to the TAP.
     Reply(usize),
+    /// Taken by the engine (the answer to a service health probe): nothing to send.
+    Consumed,
 }
 
 /// A flood from another subnet that this host, as designated forwarder, passes on inside
@@ -395,6 +397,8 @@ impl Engine {
         for l in &mut self.lans {
             let on = usize::from(a.flows);
             l.vms = VmTable::new(a.vms * on, a.pairs * on, a.port_series * on);
+            l.vms
+                .set_shared(l.spec.services.iter().map(|s| IpAddr::V4(s.vip)).collect());
             l.flows = FlowTable::new(a.flow_cap * on, a.flow_idle_s);
             l.flows.set_export(self.flow_export);
         }

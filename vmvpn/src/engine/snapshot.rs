@@ -107,7 +107,15 @@ impl Engine {
                     })
                     .collect(),
                 limits: l.limits.status(),
-                services: l.services.status(),
+                services: l.services.status(|pi| {
+                    l.peers.get(pi.index()).map_or_else(String::new, |p| {
+                        if p.name.is_empty() {
+                            p.addr.to_string()
+                        } else {
+                            p.name.clone()
+                        }
+                    })
+                }),
             })
             .collect()
     }

@@ -127,12 +127,9 @@ impl Engine {
             if new_second {
                 l.vms.tick(second);
                 l.flows.expire(second);
-                if !l.services.is_empty() {
-                    let vms = &l.vms;
-                    l.services.resolve(|ip| vms.by_ip(ip));
-                }
             }
         }
+        self.run_services(now, second, new_second);
         // About one probe per second per peer, but at most PROBE_BUDGET a second in all.
         let up: usize = self.lans.iter().map(|l| l.flood_members.len()).sum();
         let interval = PROBE_INTERVAL.max(Duration::from_secs_f64(up as f64 / PROBE_BUDGET));

@@ -428,6 +428,7 @@ impl DataPlane {
             self.release_shaped(&mut tx_buf, Instant::now());
             if self.engine.poll_timeout().is_none_or(|t| now >= t) {
                 self.engine.handle_timeout(now);
+                self.tap_writes(&mut tx_buf);
             }
             if self.engine.poll_exports_due() {
                 self.exports_due.notify_one();
@@ -678,6 +679,15 @@ impl DataPlane {
         self.engine
             .note_drops(Some(LanId(i)), DropReason::UdpSendError, failed.into());
         more
+    }
+
+    /// Frames the engine writes to a TAP itself (service health probes).
+    fn tap_writes(&mut self, buf: &mut [u8]) {
+        while let Some((lan, n)) = self.engine.poll_tap_write(buf) {
+            if let Some(tap) = self.taps.get(lan.index()) {
+                send_out(&self.udp, &mut self.batch, tap, TapAction::Reply(n), buf);
+            }
+        }
     }
 
     /// Frames that shaping limits held back and may leave now, through the data path.
@@ -1013,7 +1023,7 @@ fn send_out(
             relay_to,
             relay,
         } => batch.flush(udp) + send_flood(udp, &sealed[..len], to, relay, relay_to, seg),
-        TapAction::Drop(_) | TapAction::Limited => 0,
+        TapAction::Drop(_) | TapAction::Limited | TapAction::Consumed => 0,
     };
     failed.into()
 }

@@ -90,6 +90,10 @@ pub enum Kind {
     PmtuProbe = 10,
     /// Acknowledges a path MTU probe: size (u16); same sequence space as the probes.
     PmtuAck = 11,
+    /// The service backends that run on the sender and their state (`service.rs`),
+    /// sealed on the pairwise key, data sequence space. A host that does not know the
+    /// type drops it, counted; its peers then choose without its figures.
+    ServiceState = 12,
 }
 
 impl Kind {
@@ -106,6 +110,7 @@ impl Kind {
             9 => Some(Kind::FloodFragment),
             10 => Some(Kind::PmtuProbe),
             11 => Some(Kind::PmtuAck),
+            12 => Some(Kind::ServiceState),
             _ => None,
         }
     }
@@ -316,8 +321,8 @@ mod tests {
             Some(WireError::Version(2))
         );
         b[0] = 1;
-        b[1] = 12;
-        assert_eq!(Packet::new_checked(&b[..]).err(), Some(WireError::Kind(12)));
+        b[1] = 13;
+        assert_eq!(Packet::new_checked(&b[..]).err(), Some(WireError::Kind(13)));
         // A sealed type without room for the tag.
         b[1] = Kind::Data as u8;
         b.truncate(HEADER_LEN + 3);

@@ -10,6 +10,7 @@ pub mod header;
 pub mod hello;
 pub mod probe;
 pub mod replay;
+pub mod service;
 
 pub use header::*;
 pub use hello::{Hello, name_field};

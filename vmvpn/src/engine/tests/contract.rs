@@ -105,8 +105,9 @@ fn sample_status(net: &Net) -> (crate::status::Status, crate::status::Status) {
                 weight: 1,
             }],
             ports: Vec::new(),
+            policy: crate::engine::service::Policy::LeastLoad,
         }])
-        .status();
+        .status(|_| String::new());
     let st = crate::status::Status {
         host: crate::status::HostStatus {
             name: "h0".into(),

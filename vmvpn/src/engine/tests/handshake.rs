@@ -311,7 +311,9 @@ proptest! {
             TapAction::Unicast(_, n) | TapAction::Flood { len: n, .. } => n,
             TapAction::Fragments { .. } => return Ok(()),
             TapAction::Drop(r) => panic!("dropped {r:?}"),
-            TapAction::Limited | TapAction::Reply(_) => panic!("no limits or services here"),
+            TapAction::Limited | TapAction::Reply(_) | TapAction::Consumed => {
+            panic!("no limits or services here")
+        },
         };
         let good = buf[..n].to_vec();
         let drops_before = net.lan(1).drops.total() + net.hosts[1].host_drops().total();

@@ -283,6 +283,7 @@ impl Net {
                     .collect(),
                 TapAction::Drop(r) => return Some(r),
                 TapAction::Limited => panic!("the simulation sets no rate limits"),
+                TapAction::Consumed => return None,
                 TapAction::Reply(n) => {
                     self.taps[h].push(buf[HEADER_LEN..HEADER_LEN + n].to_vec());
                     return None;

@@ -1,0 +1,70 @@
+//! Choosing a new flow's backend among those up.
+//!
+//! `hash`: the flow's slot in the Maglev table, or the next slot whose backend is up.
+//!
+//! `least-load`: two candidates drawn from the table at two slots of the flow's hash (so
+//! each is drawn in proportion to its weight), the one with the lower cost taken (the
+//! power of two choices: two hosts deciding at once on the same stale figures split
+//! between the two rather than all rushing to one). A backend's cost is
+//!
+//! ```text
+//! (1 + load in Mbit/s both ways + new flows this host gave it in the last 2 s)
+//!     × (1 + RTT from this host in ms / 10) / weight
+//! ```
+//!
+//! The load is what its host measured and reported within the last
+//! [`REPORT_FRESH_S`](super::REPORT_FRESH_S) seconds (a stale figure counts as 0: the choice
+//! falls back to the new flows and the weights); the new flows count this host's own
+//! choices at once, between two reports.
+
+use super::{Policy, Service, TABLE_SIZE};
+
+/// Slots walked from a drawn one to find a backend that is up.
+const WALK: usize = 64;
+
+impl Service {
+    /// The backend for a new flow with this hash; None when none is up.
+    pub(super) fn choose(&self, hash: u64) -> Option<u16> {
+        let first = self.up_from((hash % TABLE_SIZE as u64) as usize, None)?;
+        if self.spec.policy == Policy::Hash {
+            return Some(first);
+        }
+        let Some(second) = self.up_from(((hash >> 32) % TABLE_SIZE as u64) as usize, Some(first))
+        else {
+            return Some(first);
+        };
+        Some(if self.cost(second) < self.cost(first) {
+            second
+        } else {
+            first
+        })
+    }
+
+    /// The first backend up from `slot` on (other than `not`); any up one when the walk
+    /// finds none (most of a large service down).
+    fn up_from(&self, slot: usize, not: Option<u16>) -> Option<u16> {
+        let ok = |b: u16| {
+            Some(b) != not
+                && self
+                    .backends
+                    .get(usize::from(b))
+                    .is_some_and(|b| b.up && b.mac.is_some())
+        };
+        (0..WALK)
+            .map(|k| self.table[(slot + k) % self.table.len()])
+            .find(|&b| ok(b))
+            .or_else(|| (0..self.backends.len() as u16).find(|&b| ok(b)))
+    }
+
+    /// A backend's cost (lower is better), as the module docs give it.
+    pub(super) fn cost(&self, b: u16) -> f64 {
+        let i = usize::from(b);
+        let (Some(be), Some(spec)) = (self.backends.get(i), self.spec.backends.get(i)) else {
+            return f64::MAX;
+        };
+        let load = f64::from(be.load_kbps) / 1000.0;
+        let recent = f64::from(be.recent[0] + be.recent[1]);
+        let rtt_ms = be.rtt_us as f64 / 1000.0;
+        (1.0 + load + recent) * (1.0 + rtt_ms / 10.0) / f64::from(spec.weight.max(1))
+    }
+}

@@ -1,0 +1,648 @@
+//! Service addresses (seed 002's server groups, in the overlay itself): a LAN's service
+//! has an address (a VIP) that every host answers ARP for from its TAP with one virtual
+//! MAC, the same on every host; a frame a local VM sends to that MAC is rewritten to one
+//! backend VM's MAC, chosen per flow, and goes on as any unicast frame. The backend
+//! answers the client directly (layer-2 direct server return: it holds the VIP on a
+//! loopback and does not answer ARP for it), so nothing else is rewritten and any
+//! protocol works.
+//!
+//! A new flow's backend is chosen by the service's policy (`choice.rs`): Maglev
+//! consistent hashing of the 5-tuple (`maglev.rs`), or the lesser loaded of two
+//! candidates the table draws (power of two choices over the figures the backends' hosts
+//! report). The choice is pinned (`pins.rs`), so the flow's later frames follow it
+//! whatever the figures do, until its backend goes down (`health.rs`): then the flow
+//! moves on its next frame.
+//!
+//! Each host probes the backends that run on it and tells its peers their health and
+//! load ([`Services::report`], [`Services::handle_report`]); a backend whose host is
+//! down is down. No central point: each host decides for the flows its own VMs start.
+//!
+//! Sans-IO: frames in, a rewritten frame, an ARP answer or a probe out; nothing here
+//! allocates per frame (tables are built when the LAN is joined).
+
+mod choice;
+mod flow;
+pub mod health;
+mod maglev;
+mod pins;
+#[cfg(test)]
+mod tests;
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::Instant;
+
+use self::flow::flow_of;
+use self::health::Health;
+pub use self::maglev::{TABLE_SIZE, maglev, virtual_mac};
+use self::pins::Pins;
+use super::PeerId;
+use super::macdb::Mac;
+use crate::proto::WireError;
+use crate::proto::service::{self as wire, BackendReport};
+
+/// How long a peer's report stays fresh: its load figure counts, and its health verdict
+/// stands, this long after it came.
+pub const REPORT_FRESH_S: u64 = 3;
+
+/// How a service chooses a new flow's backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Policy {
+    /// The lesser loaded of two candidates (load, new flows, RTT, weight).
+    #[default]
+    LeastLoad,
+    /// Maglev consistent hashing of the 5-tuple, by weight only.
+    Hash,
+}
+
+impl Policy {
+    /// Its name in the config and status.
+    pub fn name(self) -> &'static str {
+        match self {
+            Policy::LeastLoad => "least-load",
+            Policy::Hash => "hash",
+        }
+    }
+}
+
+/// One backend of a service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackendSpec {
+    /// Its MAC, when the config gives one.
+    pub mac: Option<Mac>,
+    /// Its address, when the config gives one (the MAC is learned from its traffic).
+    pub ip: Option<IpAddr>,
+    /// Its share of new flows, relative to the others'.
+    pub weight: u32,
+}
+
+impl BackendSpec {
+    /// The key its table permutation derives from: the same text on every host.
+    fn key(&self) -> String {
+        match (self.mac, self.ip) {
+            (Some(m), _) => super::macdb::fmt_mac(&m),
+            (None, Some(ip)) => ip.to_string(),
+            (None, None) => String::new(),
+        }
+    }
+}
+
+/// One service of a LAN.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceSpec {
+    /// Its name.
+    pub name: String,
+    /// The address clients send to.
+    pub vip: Ipv4Addr,
+    /// The MAC every host answers ARP for the address with.
+    pub vmac: Mac,
+    /// Its backends.
+    pub backends: Vec<BackendSpec>,
+    /// Only these destination ports (TCP and UDP); empty: every port.
+    pub ports: Vec<u16>,
+    /// How new flows choose.
+    pub policy: Policy,
+}
+
+/// Per backend: frames and bytes sent to it, flows and TCP connections given to it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BackendCounts {
+    /// Frames rewritten to it.
+    pub frames: u64,
+    /// Their bytes.
+    pub bytes: u64,
+    /// TCP connections opened to it (SYN without ACK).
+    pub connections: u64,
+    /// Flows this host gave it.
+    pub flows: u64,
+    /// Flows that left it for another backend because it went down.
+    pub moved_away: u64,
+}
+
+/// Where a backend's MAC is, as the engine knows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Where {
+    /// Not seen yet.
+    #[default]
+    Unknown,
+    /// On this host; its IPv4 address if known, and its bytes both ways so far.
+    Local {
+        /// Its address (the probe's target).
+        ip: Option<Ipv4Addr>,
+        /// Bytes it sent and received, all time.
+        bytes: u64,
+    },
+    /// Behind a peer.
+    Peer {
+        /// The peer.
+        peer: PeerId,
+        /// The tunnel is up.
+        up: bool,
+        /// Smoothed RTT to it, µs.
+        rtt_us: Option<u64>,
+    },
+}
+
+/// A peer's last report of a backend.
+#[derive(Debug, Clone, Copy)]
+struct Report {
+    peer: PeerId,
+    healthy: bool,
+    load_kbps: u32,
+    at_s: u64,
+}
+
+/// A backend as the data path holds it.
+#[derive(Debug, Clone, Default)]
+struct Backend {
+    /// Its MAC as known now (from the config, or learned by its address).
+    mac: Option<Mac>,
+    at: Where,
+    health: Health,
+    report: Option<Report>,
+    /// The verdict new flows and moved flows go by.
+    up: bool,
+    /// Its traffic both ways, kbit/s: measured here when local, reported when not (0
+    /// when the report is stale: an old figure must not steer new flows).
+    load_kbps: u32,
+    rtt_us: u64,
+    /// Bytes at the last second, for the local rate.
+    last_bytes: Option<u64>,
+    /// Flows this host gave it in the current and the previous second.
+    recent: [u32; 2],
+    counts: BackendCounts,
+}
+
+/// What [`Services::handle_frame`] made of a frame from a local VM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Not for a service: forward as it is.
+    Pass,
+    /// To a service: its destination MAC is now this backend's; forward it.
+    Rewritten,
+    /// An ARP request for a service address, turned into its answer in place: write it
+    /// back to the TAP.
+    Answer,
+    /// The answer to one of our health probes: taken, nothing to forward.
+    Consumed,
+    /// To a service with no backend to take it: drop (counted).
+    NoBackend,
+}
+
+/// A service as the data path holds it.
+#[derive(Debug)]
+struct Service {
+    spec: ServiceSpec,
+    /// Backend index per slot.
+    table: Vec<u16>,
+    backends: Vec<Backend>,
+    pins: Pins,
+    /// Frames to the service that found no backend to go to.
+    no_backend: u64,
+    /// ARP requests for the address answered.
+    arp_answered: u64,
+}
+
+/// The services of one LAN.
+#[derive(Debug, Default)]
+pub struct Services {
+    list: Vec<Service>,
+    /// The owner's clock, seconds (from [`tick`](Self::tick)): pins and reports age by it.
+    now_s: u64,
+    /// Probes to write to the TAP: (service, backend).
+    probes: Vec<(u16, u16)>,
+    /// Reports refused (a malformed body).
+    pub bad_reports: u64,
+}
+
+impl Services {
+    /// Build each service's tables (allocates: at join or reload only).
+    pub fn new(specs: &[ServiceSpec]) -> Self {
+        Services {
+            list: specs
+                .iter()
+                .map(|s| Service {
+                    table: maglev(&s.backends),
+                    backends: s
+                        .backends
+                        .iter()
+                        .map(|b| Backend {
+                            mac: b.mac,
+                            ..Backend::default()
+                        })
+                        .collect(),
+                    pins: Pins::new(),
+                    no_backend: 0,
+                    arp_answered: 0,
+                    spec: s.clone(),
+                })
+                .collect(),
+            ..Services::default()
+        }
+    }
+
+    /// Whether the LAN has services (else frames are never looked at).
+    pub fn is_empty(&self) -> bool {
+        self.list.is_empty()
+    }
+
+    /// Learn the MACs of backends given by address, through `mac_of` (the LAN's VM
+    /// table); called once a second, not per frame.
+    pub fn resolve(&mut self, mac_of: impl Fn(IpAddr) -> Option<Mac>) {
+        for s in &mut self.list {
+            for (spec, b) in s.spec.backends.iter().zip(s.backends.iter_mut()) {
+                if spec.mac.is_none()
+                    && let Some(ip) = spec.ip
+                    && let Some(found) = mac_of(ip)
+                {
+                    b.mac = Some(found);
+                }
+            }
+        }
+    }
+
+    /// Every timer tick: where each backend is (`locate`), probes due for the local
+    /// ones, the verdicts, and once a second the local load figures. True when a local
+    /// backend's health changed (its host reports at once, not at the next second).
+    pub fn tick(
+        &mut self,
+        now: Instant,
+        second: u64,
+        new_second: bool,
+        locate: impl Fn(&Mac) -> Where,
+    ) -> bool {
+        self.now_s = second;
+        let mut changed = false;
+        for (si, s) in self.list.iter_mut().enumerate() {
+            for (bi, (b, spec)) in s.backends.iter_mut().zip(&s.spec.backends).enumerate() {
+                b.at = b.mac.as_ref().map_or(Where::Unknown, &locate);
+                // The configured address is the one to probe; else the VM's own.
+                if let (Where::Local { ip, .. }, Some(IpAddr::V4(a))) = (&mut b.at, spec.ip) {
+                    *ip = Some(a);
+                }
+                if let (Where::Unknown, Some(r)) = (b.at, b.report)
+                    && second.saturating_sub(r.at_s) <= REPORT_FRESH_S
+                {
+                    // Not seen here yet, but its host says where it is.
+                    b.at = Where::Peer {
+                        peer: r.peer,
+                        up: true,
+                        rtt_us: None,
+                    };
+                }
+                match b.at {
+                    Where::Local { ip, bytes } => {
+                        if ip.is_some() {
+                            let (due, flipped) = b.health.due(now);
+                            changed |= flipped;
+                            if due && self.probes.len() < 1024 {
+                                self.probes.push((si as u16, bi as u16));
+                            }
+                        }
+                        if new_second {
+                            let last = b.last_bytes.replace(bytes).unwrap_or(bytes);
+                            b.load_kbps = (bytes.saturating_sub(last) * 8 / 1000)
+                                .try_into()
+                                .unwrap_or(u32::MAX);
+                        }
+                        b.rtt_us = 0;
+                        b.up = b.health.healthy;
+                    }
+                    Where::Peer { peer, up, rtt_us } => {
+                        b.last_bytes = None;
+                        let report = b.report.filter(|r| r.peer == peer);
+                        let fresh =
+                            report.filter(|r| second.saturating_sub(r.at_s) <= REPORT_FRESH_S);
+                        b.load_kbps = fresh.map_or(0, |r| r.load_kbps);
+                        b.rtt_us = rtt_us.unwrap_or(0);
+                        // Its host's last word on its health stands while the tunnel
+                        // is up; a host that never reports (an older vmvpn) is trusted.
+                        b.up = up && report.is_none_or(|r| r.healthy);
+                    }
+                    Where::Unknown => {
+                        b.up = false;
+                        b.load_kbps = 0;
+                    }
+                }
+                if new_second {
+                    b.recent = [0, b.recent[0]];
+                }
+            }
+        }
+        changed
+    }
+
+    /// The next health probe to write to the TAP, into `out` (≥ 60 bytes); its length.
+    pub fn poll_probe(&mut self, out: &mut [u8]) -> Option<usize> {
+        while let Some((si, bi)) = self.probes.pop() {
+            let Some(s) = self.list.get(usize::from(si)) else {
+                continue;
+            };
+            let Some(b) = s.backends.get(usize::from(bi)) else {
+                continue;
+            };
+            if let (Some(mac), Where::Local { ip: Some(ip), .. }) = (b.mac, b.at) {
+                return Some(health::write_probe(out, &s.spec.vmac, &mac, ip));
+            }
+        }
+        None
+    }
+
+    /// What this host reports of its local backends, into `out` (≥ 1 + 64 × 17 bytes);
+    /// None when it has none.
+    pub fn report(&self, out: &mut [u8]) -> Option<usize> {
+        let mut entries = [BackendReport {
+            service: [0; 6],
+            backend: [0; 6],
+            healthy: false,
+            load_kbps: 0,
+        }; wire::MAX_ENTRIES];
+        let mut n = 0;
+        for s in &self.list {
+            for b in &s.backends {
+                if let (Some(mac), Where::Local { .. }) = (b.mac, b.at)
+                    && n < wire::MAX_ENTRIES
+                {
+                    entries[n] = BackendReport {
+                        service: s.spec.vmac,
+                        backend: mac,
+                        healthy: b.health.healthy,
+                        load_kbps: b.load_kbps,
+                    };
+                    n += 1;
+                }
+            }
+        }
+        (n > 0).then(|| wire::emit(&entries[..n], out))
+    }
+
+    /// A peer's report of its backends: kept for the next tick's verdicts.
+    pub fn handle_report(&mut self, peer: PeerId, body: &[u8]) -> Result<(), WireError> {
+        let entries = wire::parse(body).inspect_err(|_| self.bad_reports += 1)?;
+        for e in entries {
+            let Some(s) = self.list.iter_mut().find(|s| s.spec.vmac == e.service) else {
+                continue;
+            };
+            if let Some(b) = s.backends.iter_mut().find(|b| b.mac == Some(e.backend)) {
+                let changed = b.report.is_none_or(|r| r.healthy != e.healthy);
+                b.report = Some(Report {
+                    peer,
+                    healthy: e.healthy,
+                    load_kbps: e.load_kbps,
+                    at_s: self.now_s,
+                });
+                // A verdict that changed applies at once, not at the next tick.
+                if changed && matches!(b.at, Where::Peer { peer: p, up: true, .. } if p == peer) {
+                    b.up = e.healthy;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Look at a frame a local VM sent (`frame`, writable): answer ARP for a service
+    /// address, take the answer to a health probe, or send a frame to a service's MAC to
+    /// the flow's backend.
+    pub fn handle_frame(&mut self, frame: &mut [u8]) -> Verdict {
+        if frame.len() < 14 {
+            return Verdict::Pass;
+        }
+        let ethertype = u16::from_be_bytes([frame[12], frame[13]]);
+        if ethertype == 0x0806 {
+            return self.handle_arp(frame);
+        }
+        let now_s = self.now_s as u32;
+        let Some(s) = self.list.iter_mut().find(|s| frame[..6] == s.spec.vmac) else {
+            return Verdict::Pass;
+        };
+        let Some(flow) = flow_of(frame) else {
+            s.no_backend += 1;
+            return Verdict::NoBackend;
+        };
+        if !s.spec.ports.is_empty()
+            && (flow.proto == 6 || flow.proto == 17)
+            && !s.spec.ports.contains(&flow.dport)
+        {
+            s.no_backend += 1;
+            return Verdict::NoBackend;
+        }
+        let hash = flow.hash();
+        let pinned = s.pins.get(hash, now_s);
+        let chosen = match pinned {
+            Some(b) if s.backends.get(usize::from(b)).is_some_and(|b| b.up) => Some(b),
+            _ => {
+                let c = s.choose(hash);
+                if let Some(c) = c {
+                    s.pins.put(hash, c, now_s);
+                    let nb = &mut s.backends[usize::from(c)];
+                    nb.counts.flows += 1;
+                    nb.recent[0] += 1;
+                    if let Some(old) = pinned.and_then(|p| s.backends.get_mut(usize::from(p))) {
+                        old.counts.moved_away += 1;
+                    }
+                }
+                c
+            }
+        };
+        let Some(b) = chosen.and_then(|c| s.backends.get_mut(usize::from(c))) else {
+            s.no_backend += 1;
+            return Verdict::NoBackend;
+        };
+        let Some(mac) = b.mac else {
+            s.no_backend += 1;
+            return Verdict::NoBackend;
+        };
+        frame[..6].copy_from_slice(&mac);
+        b.counts.frames += 1;
+        b.counts.bytes += frame.len() as u64;
+        if flow.syn {
+            b.counts.connections += 1;
+        }
+        Verdict::Rewritten
+    }
+
+    /// ARP from a local VM: a request for a service address (answered in place) or the
+    /// answer to a health probe (taken).
+    fn handle_arp(&mut self, frame: &mut [u8]) -> Verdict {
+        if let Some((to, from)) = health::probe_answer(frame) {
+            let Some(s) = self.list.iter_mut().find(|s| s.spec.vmac == to) else {
+                return Verdict::Pass;
+            };
+            for b in s.backends.iter_mut().filter(|b| b.mac == Some(from)) {
+                b.health.answered();
+                b.up = b.health.healthy;
+            }
+            return Verdict::Consumed;
+        }
+        self.answer_arp(frame)
+    }
+
+    /// An ARP request (Ethernet, IPv4) for a service address: made its reply in place.
+    fn answer_arp(&mut self, frame: &mut [u8]) -> Verdict {
+        const ARP: usize = 14;
+        if frame.len() < ARP + 28
+            || frame[ARP..ARP + 6] != [0, 1, 8, 0, 6, 4]
+            || frame[ARP + 6..ARP + 8] != [0, 1]
+        {
+            return Verdict::Pass;
+        }
+        let target = Ipv4Addr::new(
+            frame[ARP + 24],
+            frame[ARP + 25],
+            frame[ARP + 26],
+            frame[ARP + 27],
+        );
+        let Some(s) = self.list.iter_mut().find(|s| s.spec.vip == target) else {
+            return Verdict::Pass;
+        };
+        let mut asker_mac = [0u8; 6];
+        asker_mac.copy_from_slice(&frame[ARP + 8..ARP + 14]);
+        let mut asker_ip = [0u8; 4];
+        asker_ip.copy_from_slice(&frame[ARP + 14..ARP + 18]);
+        let vmac = s.spec.vmac;
+        frame[..6].copy_from_slice(&asker_mac);
+        frame[6..12].copy_from_slice(&vmac);
+        frame[ARP + 7] = 2; // reply
+        frame[ARP + 8..ARP + 14].copy_from_slice(&vmac);
+        frame[ARP + 14..ARP + 18].copy_from_slice(&target.octets());
+        frame[ARP + 18..ARP + 24].copy_from_slice(&asker_mac);
+        frame[ARP + 24..ARP + 28].copy_from_slice(&asker_ip);
+        s.arp_answered += 1;
+        Verdict::Answer
+    }
+
+    /// Each service as `vmvpn status` shows it; `peer_name` names a peer.
+    pub fn status(
+        &self,
+        peer_name: impl Fn(PeerId) -> String,
+    ) -> Vec<crate::status::ServiceStatus> {
+        use super::macdb::fmt_mac;
+        let now_s = self.now_s as u32;
+        self.list
+            .iter()
+            .map(|s| {
+                let active = s.pins.active(s.backends.len(), now_s, 10);
+                crate::status::ServiceStatus {
+                    name: s.spec.name.clone(),
+                    address: s.spec.vip.to_string(),
+                    mac: fmt_mac(&s.spec.vmac),
+                    policy: s.spec.policy.name().into(),
+                    backends_up: s.backends.iter().filter(|b| b.up).count(),
+                    no_backend_frames_total: s.no_backend,
+                    arp_answered_total: s.arp_answered,
+                    pins_evicted_total: s.pins.evicted,
+                    backends: s
+                        .spec
+                        .backends
+                        .iter()
+                        .zip(&s.backends)
+                        .zip(active)
+                        .map(|((spec, b), active)| crate::status::BackendStatus {
+                            backend: spec.key(),
+                            mac: b.mac.as_ref().map(fmt_mac),
+                            weight: spec.weight,
+                            state: match (b.at, b.up) {
+                                (Where::Unknown, _) => "unknown",
+                                (_, true) => "up",
+                                (_, false) => "down",
+                            }
+                            .into(),
+                            location: match b.at {
+                                Where::Unknown => "unknown".into(),
+                                Where::Local { .. } => "local".into(),
+                                Where::Peer { peer, .. } => peer_name(peer),
+                            },
+                            load_mbps: f64::from(b.load_kbps) / 1000.0,
+                            rtt_ms: b.rtt_us as f64 / 1000.0,
+                            flows_total: b.counts.flows,
+                            active_flows: active,
+                            moved_away_total: b.counts.moved_away,
+                            probes_total: b.health.probes,
+                            downs_total: b.health.downs,
+                            frames_total: b.counts.frames,
+                            bytes_total: b.counts.bytes,
+                            connections_total: b.counts.connections,
+                        })
+                        .collect(),
+                }
+            })
+            .collect()
+    }
+}
+
+impl super::Engine {
+    /// Every tick, each LAN's services: backends located, local ones probed, and this
+    /// host's report of them sent to every peer up once a second, or at once when a
+    /// verdict changed.
+    pub(super) fn run_services(&mut self, now: Instant, second: u64, new_second: bool) {
+        use super::macdb::Location;
+        let mut body = [0u8; 1 + wire::MAX_ENTRIES * wire::ENTRY_LEN];
+        for li in 0..self.lans.len() {
+            let l = &mut self.lans[li];
+            if l.services.is_empty() {
+                continue;
+            }
+            if new_second {
+                let vms = &l.vms;
+                l.services.resolve(|ip| vms.by_ip(ip));
+            }
+            let (macs, vms, peers) = (&l.macs, &l.vms, &l.peers);
+            let changed =
+                l.services
+                    .tick(now, second, new_second, |mac| match macs.lookup(mac, now) {
+                        Some(Location::Local) => {
+                            let e = vms.get(mac);
+                            Where::Local {
+                                ip: e.and_then(|e| match e.ip {
+                                    Some(IpAddr::V4(a)) => Some(a),
+                                    _ => None,
+                                }),
+                                bytes: e.map_or(0, |e| e.tx_bytes + e.rx_bytes),
+                            }
+                        }
+                        Some(Location::Peer(pi)) => {
+                            peers
+                                .get(pi.index())
+                                .map_or(Where::Unknown, |p| Where::Peer {
+                                    peer: pi,
+                                    up: p.link.up,
+                                    rtt_us: p.probe.rtt.summary().srtt_us,
+                                })
+                        }
+                        None => Where::Unknown,
+                    });
+            if !(new_second || changed) {
+                continue;
+            }
+            let Some(n) = l.services.report(&mut body) else {
+                continue;
+            };
+            let up: Vec<PeerId> = (0..l.peers.len())
+                .filter(|&i| l.peers[i].link.up)
+                .map(PeerId::at)
+                .collect();
+            for pi in up {
+                self.queue_sealed(
+                    super::LanId(li),
+                    pi,
+                    crate::proto::Kind::ServiceState,
+                    &body[..n],
+                    now,
+                );
+            }
+        }
+    }
+
+    /// The next frame the engine writes to a TAP itself (a service health probe): into
+    /// `buf[HEADER_LEN..]`, with its LAN and length. Call after
+    /// [`handle_timeout`](super::Engine::handle_timeout) until None.
+    pub fn poll_tap_write(&mut self, buf: &mut [u8]) -> Option<(super::LanId, usize)> {
+        let out = buf.get_mut(crate::proto::HEADER_LEN..)?;
+        if out.len() < health::PROBE_LEN {
+            return None;
+        }
+        self.lans
+            .iter_mut()
+            .enumerate()
+            .find_map(|(i, l)| l.services.poll_probe(out).map(|n| (super::LanId(i), n)))
+    }
+}
