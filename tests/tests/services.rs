@@ -186,3 +186,178 @@ fn new_connections_to_a_service_split_by_weight_and_are_answered_directly() {
         );
     }
 }
+
+/// `n` curls to `vip` one after another (each bounded by `max_s`): how many each backend
+/// answered, and how many failed.
+fn curls(lab: &Lab, client: &Vm, vip: &str, n: usize, max_s: u32) -> (usize, usize, usize) {
+    let script = format!(
+        "for i in $(seq 1 {n}); do curl -s --max-time {max_s} http://{vip}/ || echo FAIL; echo; done"
+    );
+    let out = lab.exec(&client.ns, &["sh", "-c", &script]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let count = |w: &str| text.lines().filter(|l| l.trim() == w).count();
+    (count("b1"), count("b2"), count("FAIL"))
+}
+
+/// Backend `i` of host `h`'s first service, from `vmvpn services --json`.
+fn backend_json(lab: &Lab, h: &str, i: usize) -> serde_json::Value {
+    let out = lab.vmvpn_cli(h, &["services", "--json"]);
+    assert!(out.status.success(), "{out:?}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("services JSON");
+    v[0]["services"][0]["backends"][i].clone()
+}
+
+/// The default policy, least-load, with real load and a real failure: idle backends of
+/// equal weight share 300 new connections within ±15 %; while a bulk transfer from
+/// another VM loads one, at least 70 % of new connections go to the other; when a
+/// backend's VM link goes down, new connections succeed again within 3 s and none go
+/// to it until it is back (and it is back within 3 s of its link).
+#[test]
+fn least_load_shares_avoids_a_loaded_backend_and_fails_over_within_3_s() {
+    vmvpn_tests::require_root();
+    let vip = "192.168.91.201";
+    let (b1, b2) = ("02:00:00:01:00:00", "02:00:00:02:00:00");
+    let service = format!(
+        "[[lan.service]]\nname = \"app\"\naddress = \"{vip}\"\nbackends = [\"{b1}\", \"{b2}\"]\nports = [80]\n"
+    );
+    let lab = Lab::builder("svl")
+        .subnet(&["h1", "h2"])
+        .subnet(&["h3"])
+        .lan("lan1", [192, 168, 91], &["h1", "h2", "h3"], 2)
+        .config_tail("h1", &service)
+        .config_tail("h2", &service)
+        .config_tail("h3", &service)
+        .start();
+    for h in ["h1", "h2", "h3"] {
+        lab.wait_tunnels(h, "lan1", 2, Duration::from_secs(20));
+    }
+    let (v1, v2, client, loader) = (
+        lab.vm("h1", "lan1", 0).clone(),
+        lab.vm("h2", "lan1", 0).clone(),
+        lab.vm("h3", "lan1", 0).clone(),
+        lab.vm("h2", "lan1", 1).clone(),
+    );
+    assert_eq!((v1.mac.as_str(), v2.mac.as_str()), (b1, b2));
+    assert!(lab.ping(&v1, client.ip) && lab.ping(&v2, client.ip));
+    assert!(lab.ping(&loader, v1.ip));
+    let mut servers = Servers(Vec::new());
+    backend(&lab, &v1, vip, "b1", &mut servers);
+    backend(&lab, &v2, vip, "b2", &mut servers);
+    let t0 = Instant::now();
+    while curls(&lab, &client, vip, 1, 1).2 > 0 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "the service does not answer:\n{}",
+            services_of(&lab, "h3")
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    // Idle, equal weights: least-load counts this host's own new flows at once, so the
+    // split is close to even.
+    let (n1, n2, failed) = curls(&lab, &client, vip, 300, 2);
+    eprintln!("idle: b1 {n1}, b2 {n2}, failed {failed}");
+    assert_eq!(failed, 0, "{}", services_of(&lab, "h3"));
+    for n in [n1, n2] {
+        assert!(n.abs_diff(150) * 100 <= 150 * 15, "idle split {n1}/{n2}");
+    }
+
+    // Loaded: another VM (on b2's host) streams to b1 for 10 s; its host measures b1's
+    // traffic and reports it, and the client's host steers new connections away.
+    std::thread::scope(|s| {
+        let bulk = s.spawn(|| lab.iperf3(&loader, &v1, &["-t", "10"]));
+        let t0 = Instant::now();
+        loop {
+            let load = backend_json(&lab, "h3", 0)["load_mbps"]
+                .as_f64()
+                .unwrap_or(0.0);
+            if load > 20.0 {
+                eprintln!("b1's load as h3 sees it: {load:.0} Mbit/s");
+                break;
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(5),
+                "h3 never saw b1's load:\n{}",
+                services_of(&lab, "h3")
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let (n1, n2, failed) = curls(&lab, &client, vip, 100, 3);
+        eprintln!("b1 loaded: b1 {n1}, b2 {n2}, failed {failed}");
+        let table = services_of(&lab, "h3");
+        let sent = bulk.join().expect("iperf3")["end"]["sum_sent"]["bytes"]
+            .as_u64()
+            .unwrap_or(0);
+        assert!(sent > 10_000_000, "the bulk transfer ran: {sent} B");
+        assert_eq!(failed, 0, "{table}");
+        assert!(n2 >= 70, "b1 loaded, b2 idle: {n1}/{n2}\n{table}");
+    });
+
+    // Failover: b2's VM link goes down on its host (its bridge port, as a VM that
+    // stops). Curls of at most 1 s each, one after another, for 6 s, each noting when
+    // it started: the last failure starts within 3 s of the link going down.
+    let h2ns = lab.host_ns("h2").to_string();
+    let timed = |secs: u32| {
+        let script = format!(
+            "end=$(($(date +%s) + {secs})); while [ $(date +%s) -lt $end ]; do \
+             s=$(date +%s.%N); r=$(curl -s --max-time 1 http://{vip}/ || echo FAIL); \
+             echo \"$s $r\"; done"
+        );
+        let out = lab.exec(&client.ns, &["sh", "-c", &script]);
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| {
+                let (t, r) = l.split_once(' ')?;
+                Some((t.parse::<f64>().ok()?, r.trim().to_string()))
+            })
+            .collect::<Vec<_>>()
+    };
+    let now_s = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64())
+    };
+    let down_at = now_s();
+    let out = lab.exec(&h2ns, &["ip", "link", "set", "v0x0", "down"]);
+    assert!(out.status.success(), "{out:?}");
+    let seen = timed(6);
+    let last_fail = seen
+        .iter()
+        .filter(|(_, r)| r != "b1")
+        .map(|(t, _)| t - down_at)
+        .fold(0.0, f64::max);
+    eprintln!(
+        "b2 down: {} connections in 6 s, last failure started {last_fail:.2} s after",
+        seen.len()
+    );
+    assert!(seen.len() >= 10, "{seen:?}");
+    assert!(
+        last_fail <= 3.0,
+        "a connection failed {last_fail:.2} s after b2's link went down: {seen:?}\n{}",
+        services_of(&lab, "h3")
+    );
+    let b = backend_json(&lab, "h3", 1);
+    assert_eq!(b["state"], "down", "{b}");
+    // None go to it while it is down.
+    let flows_down = b["flows_total"].as_u64().unwrap_or(0);
+    let (n1, n2, failed) = curls(&lab, &client, vip, 20, 1);
+    assert_eq!((n1, n2, failed), (20, 0, 0));
+    let after = backend_json(&lab, "h3", 1)["flows_total"]
+        .as_u64()
+        .unwrap_or(0);
+    assert_eq!(flows_down, after, "new flows went to b2 while it was down");
+
+    // Back: its link up, three answered probes; new connections reach it again.
+    let up_at = now_s();
+    let out = lab.exec(&h2ns, &["ip", "link", "set", "v0x0", "up"]);
+    assert!(out.status.success(), "{out:?}");
+    let seen = timed(5);
+    let back = seen.iter().find(|(_, r)| r == "b2").map(|(t, _)| t - up_at);
+    eprintln!("b2 up again: first answer {back:?} s after its link");
+    assert!(
+        back.is_some_and(|t| t <= 3.0),
+        "b2 never came back: {seen:?}\n{}",
+        services_of(&lab, "h3")
+    );
+    assert!(seen.iter().all(|(_, r)| r != "FAIL"), "{seen:?}");
+}
