@@ -4,7 +4,9 @@
 //! new connections to the address. Its host answers ARP for the address with the service's
 //! virtual MAC and sends each new connection to a backend by Maglev hashing: the split
 //! follows the weights within ±15 %, every connection is answered, and each backend
-//! answers the client directly.
+//! answers the client directly. A long transfer keeps its backend through a reload that
+//! moves nearly every slot of the table away from it. A second lab runs the default
+//! policy, least-load, against a backend loaded by iperf3 and one whose link goes down.
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -29,6 +31,8 @@ fn backend(lab: &Lab, vm: &Vm, vip: &str, name: &str, servers: &mut Servers) {
     let dir = lab.dir().join(format!("www-{name}"));
     std::fs::create_dir_all(&dir).expect("www dir");
     std::fs::write(dir.join("index.html"), name).expect("index");
+    // For the long transfer: 24 MiB.
+    std::fs::write(dir.join("big"), vec![0u8; 24 << 20]).expect("big file");
     // The two lines and the address the README gives for every backend.
     for sysctl in [
         "net.ipv4.conf.all.arp_ignore=1",
@@ -185,6 +189,79 @@ fn new_connections_to_a_service_split_by_weight_and_are_answered_directly() {
             "{h} sent {tx} packets to h3 for {n} connections"
         );
     }
+
+    // A long transfer (24 MiB at 3 MB/s, 8 s) keeps its backend while the weights
+    // change under it: every host reloads with the transfer's backend at weight 1 and
+    // the other at 50, so nearly every slot of the table moves away from it. Direct
+    // return means a frame sent to the other backend would be answered with a reset.
+    std::thread::scope(|sc| {
+        let long = sc.spawn(|| {
+            lab.exec(
+                &client.ns,
+                &[
+                    "curl",
+                    "-sS",
+                    "--limit-rate",
+                    "3M",
+                    "--max-time",
+                    "30",
+                    "-o",
+                    "/dev/null",
+                    "-w",
+                    "%{size_download}",
+                    &format!("http://{vip}/big"),
+                ],
+            )
+        });
+        // Which backend serves it: the one whose load h3 sees climb.
+        let t0 = Instant::now();
+        let serving = loop {
+            let v = lab.vmvpn_cli("h3", &["services", "--json"]);
+            let v: serde_json::Value = serde_json::from_slice(&v.stdout).expect("JSON");
+            let load = |i: usize| {
+                v[0]["services"][0]["backends"][i]["load_mbps"]
+                    .as_f64()
+                    .unwrap_or(0.0)
+            };
+            if let Some(i) = (0..2).find(|&i| load(i) > 8.0) {
+                break i;
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(5),
+                "no transfer seen: {v}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        };
+        let weights = if serving == 0 { "[1, 50]" } else { "[50, 1]" };
+        for h in ["h1", "h2", "h3"] {
+            let path = lab.config_path(h);
+            let text = std::fs::read_to_string(&path).expect("config");
+            std::fs::write(
+                &path,
+                text.replace("weights = [1, 2]", &format!("weights = {weights}")),
+            )
+            .expect("config");
+            let out = lab.vmvpn_cli(h, &["reload", "--json"]);
+            assert!(out.status.success(), "reload on {h}: {out:?}");
+        }
+        let out = long.join().expect("curl");
+        let got = String::from_utf8_lossy(&out.stdout).to_string();
+        eprintln!(
+            "long transfer on b{}: {got} B, weights now {weights}",
+            serving + 1
+        );
+        assert!(
+            out.status.success() && got == (24 << 20).to_string(),
+            "the long transfer broke: {got} {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            services_of(&lab, "h3")
+        );
+    });
+    // New connections follow the new weights: nearly all go to the other backend.
+    let (n1, n2, failed) = curls(&lab, &client, vip, 50, 2);
+    eprintln!("after the reload: b1 {n1}, b2 {n2}, failed {failed}");
+    assert_eq!(failed, 0);
+    assert!(n1.min(n2) <= 5, "{n1}/{n2}");
 }
 
 /// `n` curls to `vip` one after another (each bounded by `max_s`): how many each backend

@@ -277,6 +277,23 @@ impl Reloader {
                 let _ = tx.send(lans);
             }
         }
+        if wants(Apply::Services) {
+            for lan in &cand.cfg.lans {
+                let name = lan.name.get_ref().0.clone();
+                if !old_lans.iter().any(|l| l.name.get_ref().0 == name) {
+                    continue; // joined above, with its services
+                }
+                let specs = lan.service_specs();
+                let n = specs.len();
+                let request = |reply| Request::SetServices {
+                    lan: name.clone(),
+                    specs,
+                    reply,
+                };
+                self.dp.call(request).await.ok_or_else(gone)??;
+                info!(lan = %name, services = n, "reload: services in force");
+            }
+        }
         if wants(Apply::Exports) {
             let sampling = crate::export::sampling(&cand.cfg);
             self.dp

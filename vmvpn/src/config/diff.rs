@@ -31,6 +31,9 @@ pub enum Apply {
     Peers,
     /// A LAN's rate limits: replaced; unchanged limits keep their buckets.
     Limits,
+    /// A LAN's services: replaced; a service keeps, for each backend it still has, its
+    /// flows, health and counters.
+    Services,
     /// `[telemetry]` measurement settings: the VM and flow tables start anew.
     Telemetry,
     /// The alarm rules file: read again.
@@ -179,6 +182,7 @@ fn classify(key: &str) -> Result<Apply, String> {
     match parts.as_slice() {
         ["lan", _, "peers", ..] => Ok(Apply::Peers),
         ["lan", _, "limit", ..] => Ok(Apply::Limits),
+        ["lan", _, "service", ..] => Ok(Apply::Services),
         ["lan", _, rest, ..] => restart(&format!("a LAN's {rest}")),
         [
             "telemetry",
@@ -240,7 +244,8 @@ secret_file = "b.key"
     fn peers_limits_telemetry_and_rules_are_live() {
         let new = edit(
             "peers = [\"10.0.0.2:7401\"]",
-            "peers = [\"10.0.0.3:7401\"]\n[[lan.limit]]\nmac = \"02:00:00:00:00:01\"\nrate_mbps = 10",
+            "peers = [\"10.0.0.3:7401\"]\n[[lan.limit]]\nmac = \"02:00:00:00:00:01\"\nrate_mbps = 10\n\
+             [[lan.service]]\nname = \"w\"\naddress = \"10.1.0.9\"\nbackends = [\"10.1.0.2\"]",
         ) + "\n[telemetry]\nflows = false\n[alarms]\nrules = \"r.yml\"\n"
             + "[export.sflow]\ncollectors = [\"127.0.0.1:6343\"]\n";
         let got = changes(BASE, &new).unwrap_or_default();
@@ -255,6 +260,7 @@ secret_file = "b.key"
                 ("export.sflow.collectors", Ok(Apply::Exports)),
                 ("lan.a.limit", Ok(Apply::Limits)),
                 ("lan.a.peers", Ok(Apply::Peers)),
+                ("lan.a.service", Ok(Apply::Services)),
                 ("telemetry.flows", Ok(Apply::Telemetry)),
             ]
         );

@@ -66,6 +66,15 @@ pub enum Request {
         /// Error if no such LAN.
         reply: tokio::sync::oneshot::Sender<Result<(), String>>,
     },
+    /// Put these services in force on a LAN (flows of kept backends stay with them).
+    SetServices {
+        /// The LAN's name.
+        lan: String,
+        /// Every service of the LAN.
+        specs: Vec<crate::engine::service::ServiceSpec>,
+        /// Error if no such LAN.
+        reply: tokio::sync::oneshot::Sender<Result<(), String>>,
+    },
     /// Everything `GET /metrics` shows.
     Scrape(tokio::sync::oneshot::Sender<(Status, MetricsExtra)>),
     /// The figures the alarm rules read, into the buffers handed over (see
@@ -751,6 +760,9 @@ impl DataPlane {
                         .known_lan(lan.as_deref())
                         .map(|()| self.engine.mac_rows(lan.as_deref(), now));
                     let _ = reply.send(res);
+                }
+                Request::SetServices { lan, specs, reply } => {
+                    let _ = reply.send(self.engine.set_services(&lan, &specs));
                 }
                 Request::SetLimits { lan, specs, reply } => {
                     let _ = reply.send(self.engine.set_limits(&lan, &specs));

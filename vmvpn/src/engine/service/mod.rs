@@ -240,6 +240,42 @@ impl Services {
         }
     }
 
+    /// Put `specs` in force (a reload; allocates). A service that keeps its name keeps,
+    /// for each backend it still has (by MAC or address), its flows (pins), health and
+    /// counters: a long transfer stays with its backend while weights or the policy
+    /// change. Flows of a backend that left choose again on their next frame.
+    pub fn replace(&mut self, specs: &[ServiceSpec]) {
+        let mut fresh = Services::new(specs);
+        for s in &mut fresh.list {
+            let Some(i) = self.list.iter().position(|o| o.spec.name == s.spec.name) else {
+                continue;
+            };
+            let mut old = self.list.swap_remove(i);
+            let keys: Vec<String> = s.spec.backends.iter().map(BackendSpec::key).collect();
+            let map: Vec<Option<u16>> = old
+                .spec
+                .backends
+                .iter()
+                .map(|b| {
+                    let k = b.key();
+                    keys.iter().position(|n| *n == k).map(|j| j as u16)
+                })
+                .collect();
+            for (oi, ni) in map.iter().enumerate() {
+                if let (Some(ni), Some(b)) = (ni, old.backends.get_mut(oi)) {
+                    s.backends[usize::from(*ni)] = std::mem::take(b);
+                }
+            }
+            old.pins.remap(&map);
+            s.pins = old.pins;
+            s.no_backend = old.no_backend;
+            s.arp_answered = old.arp_answered;
+        }
+        fresh.now_s = self.now_s;
+        fresh.bad_reports = self.bad_reports;
+        *self = fresh;
+    }
+
     /// Whether the LAN has services (else frames are never looked at).
     pub fn is_empty(&self) -> bool {
         self.list.is_empty()
@@ -570,6 +606,21 @@ impl Services {
 }
 
 impl super::Engine {
+    /// Put `specs` in force as LAN `lan`'s services (a reload): see
+    /// [`Services::replace`].
+    pub fn set_services(&mut self, lan: &str, specs: &[ServiceSpec]) -> Result<(), String> {
+        let l = self
+            .lans
+            .iter_mut()
+            .find(|l| l.spec.name == lan)
+            .ok_or_else(|| format!("no LAN named {lan:?} on this host"))?;
+        l.services.replace(specs);
+        l.spec.services = specs.to_vec();
+        l.vms
+            .set_shared(specs.iter().map(|s| IpAddr::V4(s.vip)).collect());
+        Ok(())
+    }
+
     /// Every tick, each LAN's services: backends located, local ones probed, and this
     /// host's report of them sent to every peer up once a second, or at once when a
     /// verdict changed.

@@ -79,6 +79,17 @@ impl Pins {
         };
     }
 
+    /// The backends were renumbered (a reload): pin `i` moves to `map[i]`; pins of a
+    /// backend that is gone are freed, so their flows choose again on their next frame.
+    pub(super) fn remap(&mut self, map: &[Option<u16>]) {
+        for p in self.slots.iter_mut().filter(|p| p.key != 0) {
+            match map.get(usize::from(p.backend)).copied().flatten() {
+                Some(b) => p.backend = b,
+                None => *p = Pin::default(),
+            }
+        }
+    }
+
     /// Per backend (index), the flows with a frame in the last `within_s` seconds.
     pub(super) fn active(&self, backends: usize, now_s: u32, within_s: u32) -> Vec<u64> {
         let mut n = vec![0u64; backends];
@@ -118,6 +129,12 @@ mod tests {
         assert_eq!(p.get(same_set(2), 1010), Some(1));
         assert_eq!(p.get(same_set(100), 1010), Some(9));
         assert_eq!(p.active(10, 1010, 5)[9], 1);
+        // Renumbered: backend 9 is now 0, backend 1 is gone.
+        let mut map = vec![None; 10];
+        map[9] = Some(0);
+        p.remap(&map);
+        assert_eq!(p.get(same_set(100), 1010), Some(0));
+        assert_eq!(p.get(same_set(2), 1010), None);
         // Idle pins make room without an eviction.
         p.put(same_set(200), 4, 1010 + IDLE_S + 10);
         assert_eq!(p.evicted, 1);

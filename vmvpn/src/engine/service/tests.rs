@@ -371,3 +371,40 @@ fn a_local_backend_is_probed_and_reported() {
     assert!(s.handle_report(PeerId::at(0), &[3, 1, 2]).is_err());
     assert_eq!(s.bad_reports, 1);
 }
+
+#[test]
+fn a_reload_keeps_flows_with_the_backends_that_stay() {
+    let mut s = Services::new(&[spec(backends(3, 1))]);
+    all_up(&mut s, 0);
+    let vmac = virtual_mac("lan1", "web");
+    // 600 flows, each pinned to the backend its first frame chose.
+    let chosen: Vec<Mac> = (0..600u16)
+        .map(|p| {
+            let mut f = tcp(vmac, [192, 168, 1, 9], 20000 + p, 0x02);
+            assert_eq!(s.handle_frame(&mut f), Verdict::Rewritten);
+            f[..6].try_into().expect("a MAC")
+        })
+        .collect();
+    // New weights, backend 2 removed, backend 4 added, the policy changed.
+    let mut b = backends(4, 5);
+    b.remove(1);
+    let mut new = spec(b);
+    new.policy = Policy::LeastLoad;
+    s.replace(&[new]);
+    all_up(&mut s, 1);
+    assert_eq!(counts(&s)[0].flows_total, {
+        chosen.iter().filter(|m| **m == mac(1)).count() as u64
+    });
+    let mut moved = 0;
+    for (p, was) in chosen.iter().enumerate() {
+        let mut g = tcp(vmac, [192, 168, 1, 9], 20000 + p as u16, 0x10);
+        assert_eq!(s.handle_frame(&mut g), Verdict::Rewritten);
+        if *was == mac(2) {
+            assert_ne!(g[..6], mac(2), "backend 2 is gone");
+            moved += 1;
+        } else {
+            assert_eq!(g[..6], was[..], "flow {p} kept its backend");
+        }
+    }
+    assert!((150..=250).contains(&moved), "{moved}");
+}
