@@ -63,6 +63,21 @@ fn backend(lab: &Lab, vm: &Vm, vip: &str, name: &str, servers: &mut Servers) {
         .spawn()
         .expect("python3 http.server (scripts/deps.sh installs python3)");
     servers.0.push(child);
+    // Listening: asked from its own VM, over its loopback (bounded: 10 s). Without this
+    // wait, the first connections to a backend still starting were refused.
+    let t0 = Instant::now();
+    let url = format!("http://{vip}/");
+    while lab
+        .exec(&vm.ns, &["curl", "-s", "--max-time", "1", &url])
+        .stdout
+        != name.as_bytes()
+    {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "{name} does not listen"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 /// `vmvpn services` on host `h`, for failure messages.
@@ -268,11 +283,15 @@ fn new_connections_to_a_service_split_by_weight_and_are_answered_directly() {
 /// answered, and how many failed.
 fn curls(lab: &Lab, client: &Vm, vip: &str, n: usize, max_s: u32) -> (usize, usize, usize) {
     let script = format!(
-        "for i in $(seq 1 {n}); do curl -s --max-time {max_s} http://{vip}/ || echo FAIL; echo; done"
+        "for i in $(seq 1 {n}); do curl -sS --max-time {max_s} http://{vip}/ 2>&1 || echo FAIL; echo; done"
     );
     let out = lab.exec(&client.ns, &["sh", "-c", &script]);
     let text = String::from_utf8_lossy(&out.stdout);
     let count = |w: &str| text.lines().filter(|l| l.trim() == w).count();
+    // What curl said of each failure.
+    for l in text.lines().filter(|l| l.starts_with("curl:")) {
+        eprintln!("{} {l}", client.ns);
+    }
     (count("b1"), count("b2"), count("FAIL"))
 }
 
@@ -437,4 +456,46 @@ fn least_load_shares_avoids_a_loaded_backend_and_fails_over_within_3_s() {
         services_of(&lab, "h3")
     );
     assert!(seen.iter().all(|(_, r)| r != "FAIL"), "{seen:?}");
+
+    // Both down: the default rule VmvpnServiceDown fires (5 s after the verdict), and
+    // frames to the address are dropped and counted, not sent to a dead MAC.
+    let h1ns = lab.host_ns("h1").to_string();
+    for ns in [&h1ns, &h2ns] {
+        let out = lab.exec(ns, &["ip", "link", "set", "v0x0", "down"]);
+        assert!(out.status.success(), "{out:?}");
+    }
+    let t0 = Instant::now();
+    loop {
+        let alerts = lab.alerts("h3");
+        let firing = alerts.as_array().is_some_and(|a| {
+            a.iter().any(|x| {
+                x["alert"] == "VmvpnServiceDown"
+                    && x["state"] == "firing"
+                    && x["labels"]["service"] == "app"
+            })
+        });
+        if firing {
+            eprintln!(
+                "VmvpnServiceDown firing {:.1} s after both links went down",
+                t0.elapsed().as_secs_f64()
+            );
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(15),
+            "no VmvpnServiceDown: {alerts}\n{}",
+            services_of(&lab, "h3")
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let (n1, n2, failed) = curls(&lab, &client, vip, 2, 1);
+    assert_eq!((n1, n2, failed), (0, 0, 2));
+    let out = lab.vmvpn_cli("h3", &["services", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("services JSON");
+    let svc = &v[0]["services"][0];
+    assert_eq!(svc["backends_up"], 0, "{svc}");
+    assert!(
+        svc["no_backend_frames_total"].as_u64().unwrap_or(0) >= 2,
+        "{svc}"
+    );
 }

@@ -66,6 +66,13 @@ expr = "rate(vmvpn_lan_drops_total) > 10"
 for = "30s"
 severity = "warning"
 annotations = { summary = "{{ $value }} drops/s ({{ $labels.reason }}) on {{ $labels.lan }}" }
+
+[[rule]]
+alert = "VmvpnServiceDown"
+expr = "vmvpn_service_backends_up == 0"
+for = "5s"
+severity = "critical"
+annotations = { summary = "service {{ $labels.service }} on {{ $labels.lan }} has no backend up: its new connections are dropped" }
 "#;
 
 /// One rule, checked.
@@ -232,7 +239,7 @@ mod tests {
     #[test]
     fn the_default_rules_parse() {
         let r = parse(DEFAULT_RULES, Path::new("d")).expect("defaults");
-        assert_eq!(r.len(), 5);
+        assert_eq!(r.len(), 6);
         assert_eq!(defaults(), r);
         let loss = r
             .iter()

@@ -24,7 +24,7 @@ pub struct Sample {
 }
 
 /// Every metric name a rule may use, with what it is.
-pub const METRICS: [(&str, &str); 20] = [
+pub const METRICS: [(&str, &str); 22] = [
     ("vmvpn_peer_up", "1 while the tunnel is up"),
     (
         "vmvpn_peer_rx_loss_ratio_10s",
@@ -83,6 +83,11 @@ pub const METRICS: [(&str, &str); 20] = [
         "vmvpn_lan_tcp_syn_total",
         "TCP connection attempts between VMs (use rate())",
     ),
+    (
+        "vmvpn_service_backends_up",
+        "backends of a service that take new flows (up, and located)",
+    ),
+    ("vmvpn_service_backends", "backends a service has"),
     (
         "vmvpn_vm_port_tx_rate_bytes_per_second",
         "send rate of a local VM port",
@@ -242,6 +247,19 @@ pub fn samples(f: &Figures, windows: &mut Windows, now: Instant) -> Vec<Sample> 
             labels: vec![lan()],
             value: l.tcp_syn_total as f64,
         });
+        for (name, up, all) in &l.services {
+            let labels = vec![lan(), ("service", name.clone())];
+            out.push(Sample {
+                metric: "vmvpn_service_backends_up",
+                labels: labels.clone(),
+                value: f64::from(*up),
+            });
+            out.push(Sample {
+                metric: "vmvpn_service_backends",
+                labels,
+                value: f64::from(*all),
+            });
+        }
     }
     windows.retain(&seen);
     for t in &f.traffic {
@@ -333,6 +351,7 @@ mod tests {
         };
         let mut lan = LanFigures {
             name: "lan1".into(),
+            services: vec![("web".into(), 1, 2)],
             ..LanFigures::default()
         };
         lan.drops.bump(telemetry::DropReason::Replay);

@@ -97,6 +97,8 @@ pub struct LanFigures {
     pub mac_moves: u64,
     /// TCP connections opened (SYN without ACK), all VMs.
     pub tcp_syn_total: u64,
+    /// Its services: (name, backends up, backends).
+    pub services: Vec<(String, u32, u32)>,
 }
 
 /// The light snapshot; keep it and hand it back to [`Engine::alarm_figures`].
@@ -123,6 +125,7 @@ impl Engine {
             f.drops = l.drops.clone();
             f.mac_moves = l.macs.stats().moves;
             f.tcp_syn_total = l.flows.stats().tcp_syn_total;
+            l.services.up_counts(&mut f.services);
             if !needs.peers {
                 continue;
             }

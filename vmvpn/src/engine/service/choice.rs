@@ -9,8 +9,11 @@
 //!
 //! ```text
 //! (1 + load in Mbit/s both ways + new flows this host gave it in the last 2 s)
-//!     × (1 + RTT from this host in ms / 10) / weight
+//!     × (1 + max(0, RTT from this host in ms − 5) / 10) / weight
 //! ```
+//!
+//! RTTs under 5 ms (one site; a busy host's probes wander within that) weigh nothing, so
+//! jitter does not skew an even split; a backend 25 ms away costs three times a near one.
 //!
 //! The load is what its host measured and reported within the last
 //! [`REPORT_FRESH_S`](super::REPORT_FRESH_S) seconds (a stale figure counts as 0: the choice
@@ -18,6 +21,9 @@
 //! choices at once, between two reports.
 
 use super::{Policy, Service, TABLE_SIZE};
+
+/// RTTs up to this weigh nothing in the cost.
+const RTT_FREE_MS: f64 = 5.0;
 
 /// Slots walked from a drawn one to find a backend that is up.
 const WALK: usize = 64;
@@ -65,6 +71,7 @@ impl Service {
         let load = f64::from(be.load_kbps) / 1000.0;
         let recent = f64::from(be.recent[0] + be.recent[1]);
         let rtt_ms = be.rtt_us as f64 / 1000.0;
-        (1.0 + load + recent) * (1.0 + rtt_ms / 10.0) / f64::from(spec.weight.max(1))
+        (1.0 + load + recent) * (1.0 + (rtt_ms - RTT_FREE_MS).max(0.0) / 10.0)
+            / f64::from(spec.weight.max(1))
     }
 }

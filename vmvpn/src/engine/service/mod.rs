@@ -276,6 +276,23 @@ impl Services {
         *self = fresh;
     }
 
+    /// Per service, (name, backends up, backends) into `out` (its strings reused: the
+    /// alarm figures, once a second).
+    pub fn up_counts(&self, out: &mut Vec<(String, u32, u32)>) {
+        out.resize_with(self.list.len(), Default::default);
+        for (s, o) in self.list.iter().zip(out.iter_mut()) {
+            if o.0 != s.spec.name {
+                o.0.clone_from(&s.spec.name);
+            }
+            o.1 = s
+                .backends
+                .iter()
+                .filter(|b| b.up && b.mac.is_some())
+                .count() as u32;
+            o.2 = s.backends.len() as u32;
+        }
+    }
+
     /// Whether the LAN has services (else frames are never looked at).
     pub fn is_empty(&self) -> bool {
         self.list.is_empty()

@@ -408,3 +408,23 @@ fn a_reload_keeps_flows_with_the_backends_that_stay() {
     }
     assert!((150..=250).contains(&moved), "{moved}");
 }
+
+#[test]
+fn rtt_within_a_site_weighs_nothing_and_a_far_backend_costs_more() {
+    let mut b = backends(2, 1);
+    b[0].weight = 1;
+    let mut s = Services::new(&[spec(b)]);
+    let at = |rtt: [u64; 2]| {
+        move |m: &Mac| Where::Peer {
+            peer: PeerId::at(0),
+            up: true,
+            rtt_us: Some(rtt[usize::from(*m == mac(2))]),
+        }
+    };
+    s.tick(Instant::now(), 0, true, at([300, 4_000]));
+    let svc = &s.list[0];
+    assert_eq!(svc.cost(0), svc.cost(1), "0.3 ms and 4 ms are one site");
+    s.tick(Instant::now(), 0, false, at([300, 25_000]));
+    let svc = &s.list[0];
+    assert!((svc.cost(1) / svc.cost(0) - 3.0).abs() < 1e-9);
+}
