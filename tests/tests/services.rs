@@ -184,6 +184,14 @@ fn new_connections_to_a_service_split_by_weight_and_are_answered_directly() {
             (n..=n + 60).contains(&c),
             "backend {i}: {c} connections for {n}: {v}"
         );
+        // The curls took well under a minute: the share of the last minute is theirs.
+        let share = svc["backends"][i]["share_last_minute"]
+            .as_f64()
+            .unwrap_or(0.0);
+        assert!(
+            (share - n as f64 / 1200.0).abs() < 0.05,
+            "backend {i}: share {share} for {n} of 1200"
+        );
     }
     let text = String::from_utf8_lossy(&lab.vmvpn_cli("h3", &["services"]).stdout).to_string();
     assert!(text.contains("service web at 192.168.90.200"), "{text}");

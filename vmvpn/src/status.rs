@@ -295,6 +295,10 @@ pub struct BackendStatus {
     pub flows_total: u64,
     /// Flows to it with a frame in the last 10 s.
     pub active_flows: u64,
+    /// New flows this host gave it in the last minute.
+    pub new_flows_last_minute: u64,
+    /// Its share of this host's new flows to the service in the last minute (0 to 1).
+    pub share_last_minute: f64,
     /// Flows that left it for another backend because it went down.
     pub moved_away_total: u64,
     /// Health probes this host sent it (local backends only).

@@ -299,7 +299,7 @@ pub(crate) fn services(v: &[(String, Vec<vmvpn::status::ServiceStatus>)]) -> Str
             );
             let _ = writeln!(
                 o,
-                "  {:<20} {:<18} {:<7} {:<16} {:>6} {:>9} {:>8} {:>8} {:>7} {:>12} {:>10}",
+                "  {:<20} {:<18} {:<7} {:<16} {:>6} {:>9} {:>8} {:>8} {:>7} {:>9} {:>12} {:>10}",
                 "BACKEND",
                 "MAC",
                 "STATE",
@@ -309,13 +309,14 @@ pub(crate) fn services(v: &[(String, Vec<vmvpn::status::ServiceStatus>)]) -> Str
                 "RTT",
                 "FLOWS",
                 "ACTIVE",
+                "SHARE/1m",
                 "CONNECTIONS",
                 "BYTES"
             );
             for b in &s.backends {
                 let _ = writeln!(
                     o,
-                    "  {:<20} {:<18} {:<7} {:<16} {:>6} {:>9} {:>8} {:>8} {:>7} {:>12} {:>10}",
+                    "  {:<20} {:<18} {:<7} {:<16} {:>6} {:>9} {:>8} {:>8} {:>7} {:>9} {:>12} {:>10}",
                     b.backend,
                     b.mac.as_deref().unwrap_or("(not seen yet)"),
                     b.state,
@@ -325,6 +326,7 @@ pub(crate) fn services(v: &[(String, Vec<vmvpn::status::ServiceStatus>)]) -> Str
                     format!("{:.2} ms", b.rtt_ms),
                     b.flows_total,
                     b.active_flows,
+                    format!("{:.0} %", b.share_last_minute * 100.0),
                     b.connections_total,
                     human(b.bytes_total)
                 );

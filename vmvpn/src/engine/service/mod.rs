@@ -169,7 +169,19 @@ struct Backend {
     last_bytes: Option<u64>,
     /// Flows this host gave it in the current and the previous second.
     recent: [u32; 2],
+    /// Flows this host gave it in each second of the last minute, by second % 60.
+    minute: Minute,
     counts: BackendCounts,
+}
+
+/// Counts per second of the last minute (arrays over 32 have no `Default`).
+#[derive(Debug, Clone)]
+struct Minute([u32; 60]);
+
+impl Default for Minute {
+    fn default() -> Self {
+        Minute([0; 60])
+    }
 }
 
 /// What [`Services::handle_frame`] made of a frame from a local VM.
@@ -378,6 +390,7 @@ impl Services {
                 }
                 if new_second {
                     b.recent = [0, b.recent[0]];
+                    b.minute.0[(second % 60) as usize] = 0;
                 }
             }
         }
@@ -489,6 +502,7 @@ impl Services {
                     let nb = &mut s.backends[usize::from(c)];
                     nb.counts.flows += 1;
                     nb.recent[0] += 1;
+                    nb.minute.0[(now_s % 60) as usize] += 1;
                     if let Some(old) = pinned.and_then(|p| s.backends.get_mut(usize::from(p))) {
                         old.counts.moved_away += 1;
                     }
@@ -574,12 +588,18 @@ impl Services {
             .iter()
             .map(|s| {
                 let active = s.pins.active(s.backends.len(), now_s, 10);
+                let minute = |b: &Backend| b.minute.0.iter().map(|&n| u64::from(n)).sum::<u64>();
+                let all: u64 = s.backends.iter().map(minute).sum();
                 crate::status::ServiceStatus {
                     name: s.spec.name.clone(),
                     address: s.spec.vip.to_string(),
                     mac: fmt_mac(&s.spec.vmac),
                     policy: s.spec.policy.name().into(),
-                    backends_up: s.backends.iter().filter(|b| b.up).count(),
+                    backends_up: s
+                        .backends
+                        .iter()
+                        .filter(|b| b.up && b.mac.is_some())
+                        .count(),
                     no_backend_frames_total: s.no_backend,
                     arp_answered_total: s.arp_answered,
                     pins_evicted_total: s.pins.evicted,
@@ -608,6 +628,12 @@ impl Services {
                             rtt_ms: b.rtt_us as f64 / 1000.0,
                             flows_total: b.counts.flows,
                             active_flows: active,
+                            new_flows_last_minute: minute(b),
+                            share_last_minute: if all == 0 {
+                                0.0
+                            } else {
+                                minute(b) as f64 / all as f64
+                            },
                             moved_away_total: b.counts.moved_away,
                             probes_total: b.health.probes,
                             downs_total: b.health.downs,
