@@ -524,7 +524,9 @@ fn the_live_state_and_events_reach_redis_and_a_dead_redis_costs_nothing() {
         .lan("lan1", [192, 168, 79], &["h1", "h2"], 1)
         .config_tail(
             "h1",
-            "[export.redis]\nurl = \"redis://10.77.1.254:6379\"\ninterval_s = 1\n",
+            "[[lan.service]]\nname = \"web\"\naddress = \"192.168.79.200\"\n\
+             backends = [\"02:00:00:02:00:00\"]\n\
+             [export.redis]\nurl = \"redis://10.77.1.254:6379\"\ninterval_s = 1\n",
         )
         .start();
     lab.wait_tunnels("h1", "lan1", 1, Duration::from_secs(20));
@@ -566,6 +568,18 @@ fn the_live_state_and_events_reach_redis_and_a_dead_redis_costs_nothing() {
         redis_cli(&lab, &["HGET", &vm_key, "location"]) == "local"
     });
     eprintln!("Redis: {key} rtt_p50_us = {rtt}, TTL {ttl} s");
+    // The service's backend (h2's VM, located by the pings above), as h1 sees it.
+    let svc_key = "vmvpn:h1:service:lan1:web:02:00:00:02:00:00";
+    wait_for(
+        "the service's backend in Redis",
+        Duration::from_secs(10),
+        || redis_cli(&lab, &["HGET", svc_key, "state"]) == "up",
+    );
+    assert_eq!(redis_cli(&lab, &["HGET", svc_key, "location"]), "h2");
+    assert_eq!(
+        redis_cli(&lab, &["HGET", svc_key, "address"]),
+        "192.168.79.200"
+    );
 
     // Redis goes away: the data path does not notice, the sink counts errors.
     redis.stop();

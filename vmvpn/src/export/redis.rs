@@ -10,6 +10,10 @@
 //!   `path_mtu_bytes`, `last_heard_ago_ms`;
 //! - `P:H:vm:LAN:MAC`: one VM: `ip`, `location`, `tx_bytes`, `rx_bytes`, `tx_packets`,
 //!   `rx_packets`, and for local ones `tx_rate_bps`, `rx_rate_bps`, `peak_to_mean`;
+//! - `P:H:service:LAN:SERVICE:BACKEND`: one backend of a service as this host sees it
+//!   (`BACKEND` is its MAC or address as configured): `address` (the service's),
+//!   `state`, `location`, `weight`, `load_mbps`, `rtt_ms`, `flows_total`, `active_flows`,
+//!   `share_last_minute`, `connections_total`, `bytes_total`;
 //! - `P:H:alerts`: one field per alert (`ALERT{label=value,…}`), its value JSON with
 //!   `state`, `severity`, `value`, `summary`, `since_s`;
 //! - stream `P:events` (capped near `stream_maxlen`): `host`, `kind` (`peer_up`,
@@ -236,6 +240,31 @@ pub fn hashes(
             ));
         }
     }
+    for l in &st.lans {
+        for svc in &l.services {
+            for b in &svc.backends {
+                out.push((
+                    format!("{p}:{h}:service:{}:{}:{}", l.name, svc.name, b.backend),
+                    vec![
+                        ("address".into(), svc.address.clone()),
+                        ("state".into(), b.state.clone()),
+                        ("location".into(), b.location.clone()),
+                        ("weight".into(), b.weight.to_string()),
+                        ("load_mbps".into(), format!("{:.3}", b.load_mbps)),
+                        ("rtt_ms".into(), format!("{:.3}", b.rtt_ms)),
+                        ("flows_total".into(), b.flows_total.to_string()),
+                        ("active_flows".into(), b.active_flows.to_string()),
+                        (
+                            "share_last_minute".into(),
+                            format!("{:.4}", b.share_last_minute),
+                        ),
+                        ("connections_total".into(), b.connections_total.to_string()),
+                        ("bytes_total".into(), b.bytes_total.to_string()),
+                    ],
+                ));
+            }
+        }
+    }
     for t in traffic {
         for v in &t.vms {
             let mut f = vec![
@@ -446,6 +475,16 @@ mod tests {
                     health: if peer_up { Health::Ok } else { Health::Down },
                     ..PeerStatus::default()
                 }],
+                services: vec![crate::status::ServiceStatus {
+                    name: "web".into(),
+                    address: "192.168.1.200".into(),
+                    backends: vec![crate::status::BackendStatus {
+                        backend: "192.168.1.2".into(),
+                        state: "up".into(),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }],
                 ..LanStatus::default()
             }],
             ..Status::default()
@@ -511,8 +550,14 @@ mod tests {
         let keys: Vec<&str> = h.iter().map(|(k, _)| k.as_str()).collect();
         assert_eq!(
             keys,
-            vec!["vmvpn:h1", "vmvpn:h1:peer:lan1:h2", "vmvpn:h1:alerts"]
+            vec![
+                "vmvpn:h1",
+                "vmvpn:h1:peer:lan1:h2",
+                "vmvpn:h1:service:lan1:web:192.168.1.2",
+                "vmvpn:h1:alerts"
+            ]
         );
+        assert!(h[2].1.contains(&("state".into(), "up".into())));
         let peer: Vec<&str> = h[1].1.iter().map(|(f, _)| f.as_str()).collect();
         assert_eq!(
             peer,
