@@ -1,6 +1,7 @@
 //! `vmvpn-corebench`: the forwarding core alone, without syscalls, so the cost per frame
 //! is known apart from the kernel: known unicast (seal on one engine, open on the other),
-//! with and without per-VM accounting, and with rate limits checked; flooding to 10, 100 and 1000 peers; MAC lookups in
+//! with and without per-VM accounting, with rate limits checked, and with a service address
+//! on the LAN (frames to it, and frames not to it); flooding to 10, 100 and 1000 peers; MAC lookups in
 //! a 100 000-entry database; splitting a 64 KB TSO frame into segments and coalescing
 //! them back (the offload paths). Wall-clock figures on a shared machine; run it under
 //! `valgrind --tool=callgrind` for instruction counts that do not drift.
@@ -15,6 +16,7 @@ use serde_json::{Value, json};
 use vmvpn::engine::flood::FloodMode;
 use vmvpn::engine::limits::{Direction, LimitSpec};
 use vmvpn::engine::macdb::{Location, MacDb};
+use vmvpn::engine::service::{BackendSpec, Policy, ServiceSpec, virtual_mac};
 use vmvpn::engine::{
     Accounting, Engine, HostIdentity, LanId, LanSpec, PeerId, RxAction, TapAction, Timers,
     buffer_len,
@@ -55,12 +57,53 @@ fn bench_limits() -> Vec<LimitSpec> {
     v
 }
 
+/// A service on the LAN whose two backends are VMs 2 and 3 (least-load, every port).
+fn bench_service() -> ServiceSpec {
+    ServiceSpec {
+        name: "web".into(),
+        vip: std::net::Ipv4Addr::new(192, 168, 0, 200),
+        vmac: virtual_mac("lan1", "web"),
+        backends: [2u8, 3]
+            .iter()
+            .map(|&k| BackendSpec {
+                mac: Some([2, 0, 0, 0, 0, k]),
+                ip: None,
+                weight: 1,
+            })
+            .collect(),
+        ports: Vec::new(),
+        policy: Policy::LeastLoad,
+    }
+}
+
+/// What a unicast run has of services.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Svc {
+    /// None on the LAN.
+    Off,
+    /// One on the LAN; the frames are not to it.
+    Other,
+    /// One on the LAN; the frames are to it (new flows' first frames and later ones).
+    To,
+}
+
 fn engine_limited(
     i: usize,
     peers: Vec<SocketAddr>,
     cipher: Cipher,
     flows: bool,
     limits: Vec<LimitSpec>,
+) -> Engine {
+    engine_with(i, peers, cipher, flows, limits, Vec::new())
+}
+
+fn engine_with(
+    i: usize,
+    peers: Vec<SocketAddr>,
+    cipher: Cipher,
+    flows: bool,
+    limits: Vec<LimitSpec>,
+    services: Vec<ServiceSpec>,
 ) -> Engine {
     let mut e = Engine::new(
         HostIdentity {
@@ -85,7 +128,7 @@ fn engine_limited(
             group: None,
             cipher,
             limits,
-            services: Vec::new(),
+            services,
         }],
         Timers::default(),
     );
@@ -109,13 +152,24 @@ fn star(n: usize, cipher: Cipher, flows: bool) -> Vec<Engine> {
 
 /// [`star`], with [`bench_limits`] on every engine when `limited`.
 fn star_limited(n: usize, cipher: Cipher, flows: bool, limited: bool) -> Vec<Engine> {
+    star_with(n, cipher, flows, limited, false)
+}
+
+/// [`star_limited`], with [`bench_service`] on engine 0 when `service`.
+fn star_with(n: usize, cipher: Cipher, flows: bool, limited: bool, service: bool) -> Vec<Engine> {
     let limits = || if limited { bench_limits() } else { Vec::new() };
-    let mut hosts = vec![engine_limited(
+    let services = if service {
+        vec![bench_service()]
+    } else {
+        Vec::new()
+    };
+    let mut hosts = vec![engine_with(
         0,
         (1..=n).map(addr).collect(),
         cipher,
         flows,
         limits(),
+        services,
     )];
     for i in 1..=n {
         hosts.push(engine_limited(i, vec![addr(0)], cipher, false, limits()));
@@ -220,10 +274,11 @@ fn unicast(
     flows: bool,
     exports: bool,
     limited: bool,
+    svc: Svc,
     payload: usize,
     iters: u64,
 ) -> Value {
-    let mut h = star_limited(1, cipher, flows, limited);
+    let mut h = star_with(1, cipher, flows, limited, svc != Svc::Off);
     if exports {
         // sFlow at 1 in 1000 and IPFIX records, on both ends (tx samples at e0, rx at e1).
         for e in &mut h {
@@ -248,11 +303,27 @@ fn unicast(
         }
     };
     let _ = e0.handle_datagram(addr(1), false, &mut buf[..n], now);
-    let f = tcp_frame(1, 2, payload);
+    let mut now = now;
+    if svc != Svc::Off {
+        // The backends located (VM 2 behind host 1; VM 3 is never seen, so it is not up):
+        // a timer tick runs the services (past the ticks of the handshakes).
+        now += vmvpn::engine::TICK * 10;
+        e0.handle_timeout(now);
+        while e0.poll_transmit(&mut buf).is_some() {}
+    }
+    let mut f = tcp_frame(1, 2, payload);
+    if svc == Svc::To {
+        f[..6].copy_from_slice(&virtual_mac("lan1", "web"));
+    }
     let (mut sealed_t, mut opened_t) = (Duration::ZERO, Duration::ZERO);
     let mut delivered = 0u64;
-    for _ in 0..iters {
+    for i in 0..iters {
         buf[HEADER_LEN..HEADER_LEN + f.len()].copy_from_slice(&f);
+        if svc == Svc::To && i % 16 == 0 {
+            // Every 16th frame opens a new flow (another source port): a pin is made.
+            let port = (i / 16) as u16;
+            buf[HEADER_LEN + 34..HEADER_LEN + 36].copy_from_slice(&port.to_be_bytes());
+        }
         let t0 = Instant::now();
         let n = match e0.handle_tap_frame(LanId(0), &mut buf, f.len(), now) {
             TapAction::Unicast(_, n) => n,
@@ -268,6 +339,7 @@ fn unicast(
     assert_eq!(delivered, iters, "every frame must arrive");
     json!({
         "cipher": cipher.name(), "accounting": flows, "exports": exports, "limits": limited,
+        "service": match svc { Svc::Off => "none", Svc::Other => "not to it", Svc::To => "to it" },
         "frame_bytes": f.len(),
         "tx_ns_per_frame": sealed_t.as_nanos() as f64 / iters as f64,
         "rx_ns_per_frame": opened_t.as_nanos() as f64 / iters as f64,
@@ -393,14 +465,16 @@ fn main() {
     let k = if quick { 1 } else { 10 };
     let out = args.get(1).filter(|a| !a.starts_with('-'));
     let mut uni = Vec::new();
-    for (cipher, flows, exports, limited) in [
-        (Cipher::Aes256Gcm, true, false, false),
-        (Cipher::Aes256Gcm, false, false, false),
-        (Cipher::Aes256Gcm, true, true, false),
-        (Cipher::None, true, false, false),
-        (Cipher::None, false, false, false),
-        (Cipher::None, true, true, false),
-        (Cipher::None, false, false, true),
+    for (cipher, flows, exports, limited, svc) in [
+        (Cipher::Aes256Gcm, true, false, false, Svc::Off),
+        (Cipher::Aes256Gcm, false, false, false, Svc::Off),
+        (Cipher::Aes256Gcm, true, true, false, Svc::Off),
+        (Cipher::None, true, false, false, Svc::Off),
+        (Cipher::None, false, false, false, Svc::Off),
+        (Cipher::None, true, true, false, Svc::Off),
+        (Cipher::None, false, false, true, Svc::Off),
+        (Cipher::None, false, false, false, Svc::Other),
+        (Cipher::None, false, false, false, Svc::To),
     ] {
         for payload in [1400, 64] {
             uni.push(unicast(
@@ -408,6 +482,7 @@ fn main() {
                 flows,
                 exports,
                 limited,
+                svc,
                 payload,
                 20_000 * k,
             ));
@@ -435,12 +510,14 @@ fn main() {
             match (
                 u["accounting"] == true,
                 u["exports"] == true,
-                u["limits"] == true
+                u["limits"] == true,
+                u["service"].as_str().unwrap_or("none"),
             ) {
-                (true, true, _) => "on + sFlow 1:1000 + IPFIX",
-                (true, false, _) => "on",
-                (false, _, true) => "off, 8 VM limits + a LAN limit",
-                _ => "off",
+                (true, true, _, _) => "on + sFlow 1:1000 + IPFIX".to_string(),
+                (true, false, _, _) => "on".to_string(),
+                (false, _, true, _) => "off, 8 VM limits + a LAN limit".to_string(),
+                (false, _, _, "none") => "off".to_string(),
+                (false, _, _, svc) => format!("off, a service on the LAN, frames {svc}"),
             },
             u["tx_ns_per_frame"].as_f64().unwrap_or(0.0),
             u["rx_ns_per_frame"].as_f64().unwrap_or(0.0),
