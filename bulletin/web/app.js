@@ -70,6 +70,7 @@ function applyDelta(d) {
   l.links = merge(l.links, x.links, (x.links_gone || []).map(([f, t]) => f + "\u0000" + t), k => k.from + "\u0000" + k.to);
   l.pairs = merge(l.pairs, x.pairs, (x.pairs_gone || []).map(k => k.join("|")), p => [p.src_host, p.src_mac, p.dst_mac].join("|"))
     .sort((a, b) => (b.rate_bps || 0) - (a.rate_bps || 0) || b.bytes - a.bytes);
+  if (x.services) l.services = x.services;
   l.vms = merge(l.vms, x.vms, x.vms_gone, v => v.mac)
     .sort((a, b) => (b.tx_rate_bps + b.rx_rate_bps) - (a.tx_rate_bps + a.rx_rate_bps));
 }
@@ -413,6 +414,33 @@ function renderTraffic(lan) {
     i => openSeries({ kind: "vm", lan: lan.lan, mac: vms[i].mac, label: vms[i].name || vms[i].ip || vms[i].mac }));
 }
 
+// ---- services --------------------------------------------------------------------------
+
+// One row per backend; the section shows only where the LAN has services (a host's own
+// dashboard: the bulletin does not hear of them).
+function renderServices(lan) {
+  const list = lan && lan.services ? lan.services : [];
+  document.getElementById("services-section").hidden = list.length === 0;
+  const t = document.getElementById("services");
+  const rows = [], keys = [];
+  for (const s of list) {
+    for (const b of s.backends) {
+      rows.push([`${s.service} (${s.address}, ${s.policy}, ${s.backends_up} of ${s.backends.length} up)`, b.backend, b.state, b.location,
+        String(b.weight), b.load_mbps.toFixed(1) + " Mbit/s", b.rtt_ms.toFixed(2) + " ms", String(b.flows_total), String(b.active_flows),
+        (b.share_last_minute * 100).toFixed(0) + " %"]);
+      keys.push([s.service, b.backend, b.state]);
+    }
+  }
+  table(t, [{ t: "service" }, { t: "backend" }, { t: "state" }, { t: "where" }, { t: "weight", num: true }, { t: "load", num: true },
+    { t: "RTT", num: true }, { t: "flows", num: true }, { t: "active", num: true }, { t: "share, last minute", num: true }], rows);
+  [...t.querySelectorAll("tr")].slice(1).forEach((tr, i) => {
+    tr.dataset.service = keys[i][0];
+    tr.dataset.backend = keys[i][1];
+    tr.dataset.state = keys[i][2];
+    tr.children[2].classList.add("svc-" + keys[i][2]);
+  });
+}
+
 // ---- alerts ----------------------------------------------------------------------------
 
 function renderAlerts() {
@@ -507,6 +535,7 @@ function render() {
   renderTopology(lan);
   renderHeat(lan);
   renderTraffic(lan);
+  renderServices(lan);
   renderAlerts();
   if (state.open) refreshSeries(false);
   document.body.dataset.renderedAt = String(state.ov.at_ms);

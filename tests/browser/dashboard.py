@@ -56,6 +56,10 @@ return {
     from: l.dataset.from, to: l.dataset.to, cls: l.getAttribute('class')})),
   subnets: q('#topology .subnet-label').map(t => t.textContent),
   vms: q('#vms tr').length - 1,
+  services_shown: !document.getElementById('services-section').hidden,
+  services: q('#services tr[data-service]').map(tr => ({
+    service: tr.dataset.service, backend: tr.dataset.backend, state: tr.dataset.state,
+    text: tr.textContent})),
   alerts: q('#alerts tr').map(tr => tr.textContent),
   charts: q('#charts canvas').length,
   first_render_ms: Number(document.body.dataset.firstRenderMs || 0),

@@ -446,6 +446,64 @@ fn a_hosts_https_dashboard_keeps_its_certificate_across_restarts() {
     let _ = std::fs::remove_file(&pw);
 }
 
+/// A host's own dashboard shows its services in a real browser: the panel appears only
+/// where the LAN has services, a backend not seen yet is "unknown", and it turns "up" on
+/// the open page (an event-stream delta, no reload) once its VM is heard from.
+#[test]
+fn a_hosts_dashboard_shows_its_services_in_a_real_browser() {
+    let b2 = "02:00:00:02:00:00";
+    let lab = Lab::builder("dashsvc")
+        .subnet(&["h1", "h2"])
+        .lan("lan1", [192, 168, 86], &["h1", "h2"], 1)
+        .host_line("h1", &format!("web = \"{WEB_LOCAL}\""))
+        .config_tail(
+            "h1",
+            &format!(
+                "[[lan.service]]\nname = \"web\"\naddress = \"192.168.86.200\"\n\
+                 backends = [\"{b2}\"]\n"
+            ),
+        )
+        .start();
+    lab.wait_tunnels("h1", "lan1", 1, Duration::from_secs(20));
+    let h1 = lab.host_ns("h1").to_string();
+    let mut browser = Browser::start(&h1, &lab.dir().join("chromium-profile"));
+    let loaded = browser.ask(&format!("load http://{WEB_LOCAL}/"));
+    assert_eq!(loaded["ok"], true, "{loaded}");
+    let look = browser.ask("look");
+    assert_eq!(look["errors"], serde_json::json!([]), "{look:#}");
+    assert_eq!(look["services_shown"], true, "{look:#}");
+    let rows = look["services"].as_array().cloned().unwrap_or_default();
+    assert_eq!(rows.len(), 1, "{look:#}");
+    assert_eq!(rows[0]["service"], "web");
+    assert_eq!(rows[0]["backend"], b2);
+    assert_eq!(
+        rows[0]["state"], "unknown",
+        "no frame from it yet: {look:#}"
+    );
+    // Its VM speaks: h1 learns where it is; the open page follows.
+    let (v1, v2) = (
+        lab.vm("h1", "lan1", 0).clone(),
+        lab.vm("h2", "lan1", 0).clone(),
+    );
+    assert!(lab.ping(&v1, v2.ip));
+    let t0 = Instant::now();
+    loop {
+        let look = browser.ask("look");
+        let row = look["services"][0].clone();
+        if row["state"] == "up" {
+            assert!(row["text"].as_str().unwrap_or("").contains("h2"), "{row}");
+            assert_eq!(look["marker"], "same page", "no reload: {look:#}");
+            assert_eq!(look["errors"], serde_json::json!([]), "{look:#}");
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "the backend never showed up: {look:#}"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
 /// A namespace of the test's own with loopback up; deleted when dropped.
 struct Netns(String);
 

@@ -407,6 +407,7 @@ mod tests {
             links: Vec::new(),
             pairs: Vec::new(),
             vms: Vec::new(),
+            services: Vec::new(),
         };
         let mut o = (*f.overview()).clone();
         o.lans = vec![lan("lan1", HostState::Up), lan("lan2", HostState::Up)];

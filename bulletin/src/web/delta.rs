@@ -13,7 +13,7 @@ use std::collections::HashMap;
 
 use crate::web::view::{
     AlertRow, Delta, HistoryInfo, HostView, LanDelta, LanSummary, LanView, LinkView, Overview,
-    PairView, Snapshot, SubnetView, VmView,
+    PairView, ServiceView, Snapshot, SubnetView, VmView,
 };
 
 /// Tunnel directions a LAN may have before figures are sent with a dead band.
@@ -41,6 +41,7 @@ pub struct Page {
     links: HashMap<(u32, u32), (Figures, u64)>,
     pairs: Keyed<[String; 3], PairView>,
     vms: Keyed<String, VmView>,
+    services: Vec<ServiceView>,
     /// Counts passes, to find entries a pass did not see.
     pass: u64,
 }
@@ -73,6 +74,7 @@ impl Page {
             links: HashMap::new(),
             pairs: HashMap::new(),
             vms: HashMap::new(),
+            services: Vec::new(),
             pass: 0,
         }
     }
@@ -142,6 +144,7 @@ impl Page {
         self.links.clear();
         self.pairs.clear();
         self.vms.clear();
+        self.services.clear();
     }
 
     /// Compare `l` with what was sent, remember what is sent now.
@@ -199,6 +202,10 @@ impl Page {
             |a, b| same_vm(a, b, banded),
         );
         d.vms_gone = sweep(&mut self.vms, pass);
+        if l.services != self.services {
+            self.services = l.services.clone();
+            d.services = Some(l.services.clone());
+        }
         d
     }
 }
@@ -439,6 +446,7 @@ mod tests {
                 .collect(),
             pairs: Vec::new(),
             vms: Vec::new(),
+            services: Vec::new(),
         }
     }
 
@@ -505,6 +513,42 @@ mod tests {
             q.handle_overview(&overview(vec![lan("a", 2, 100, 0)], 2)),
             Some(Send::Snapshot(s)) if s.lan.as_ref().is_some_and(|l| l.lan == "a")
         ));
+    }
+
+    #[test]
+    fn services_are_sent_whole_when_one_changes() {
+        use crate::web::view::ServiceBackendView;
+        let with = |state: &str| {
+            let mut l = lan("a", 2, 100, 0);
+            l.services = vec![ServiceView {
+                service: "web".into(),
+                address: "192.168.1.200".into(),
+                policy: "least-load".into(),
+                backends_up: usize::from(state == "up"),
+                no_backend_frames_total: 0,
+                backends: vec![ServiceBackendView {
+                    backend: "192.168.1.2".into(),
+                    state: state.into(),
+                    location: "h1".into(),
+                    weight: 1,
+                    load_mbps: 0.0,
+                    rtt_ms: 0.3,
+                    flows_total: 0,
+                    active_flows: 0,
+                    share_last_minute: 0.0,
+                }],
+            }];
+            l
+        };
+        let mut p = Page::new(None);
+        let Some(Send::Snapshot(s)) = p.handle_overview(&overview(vec![with("up")], 1)) else {
+            panic!("a snapshot first");
+        };
+        assert_eq!(s.lan.map(|l| l.services.len()), Some(1));
+        assert_eq!(p.handle_overview(&overview(vec![with("up")], 2)), None);
+        let d = delta(p.handle_overview(&overview(vec![with("down")], 3))).expect("a delta");
+        let sv = d.lan.and_then(|l| l.services).expect("services sent");
+        assert_eq!(sv[0].backends[0].state, "down");
     }
 
     #[test]

@@ -382,6 +382,7 @@ impl Global {
             links,
             pairs,
             vms,
+            services: Vec::new(),
         }
     }
 }

@@ -60,6 +60,50 @@ pub struct LanView {
     pub pairs: Vec<PairView>,
     /// VMs with their rates, busiest first.
     pub vms: Vec<VmView>,
+    /// Service addresses and their backends, as this host sends to them (a host's own
+    /// dashboard; the bulletin does not hear of services, so its view has none).
+    #[serde(default)]
+    pub services: Vec<ServiceView>,
+}
+
+/// One service address of a LAN and its backends.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ServiceView {
+    /// Its name.
+    pub service: String,
+    /// The address clients send to.
+    pub address: String,
+    /// `least-load` or `hash`.
+    pub policy: String,
+    /// Backends that take new flows.
+    pub backends_up: usize,
+    /// Frames to it that found no backend (dropped).
+    pub no_backend_frames_total: u64,
+    /// Its backends, in config order.
+    pub backends: Vec<ServiceBackendView>,
+}
+
+/// One backend of a service.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ServiceBackendView {
+    /// As configured: MAC or address.
+    pub backend: String,
+    /// `up`, `down` or `unknown` (not seen yet).
+    pub state: String,
+    /// `local`, the host it is behind, or `unknown`.
+    pub location: String,
+    /// Its weight.
+    pub weight: u32,
+    /// Its traffic both ways, Mbit/s, as its host measured it.
+    pub load_mbps: f64,
+    /// RTT from this host to its host, ms.
+    pub rtt_ms: f64,
+    /// New flows this host gave it.
+    pub flows_total: u64,
+    /// Those with a frame in the last 10 s.
+    pub active_flows: u64,
+    /// Its share of this host's new flows over the last minute (0 to 1).
+    pub share_last_minute: f64,
 }
 
 /// A physical subnet.
@@ -265,6 +309,9 @@ pub struct LanDelta {
     /// MACs of VMs gone.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub vms_gone: Vec<String>,
+    /// Every service, when one changed (a short list: sent whole).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub services: Option<Vec<ServiceView>>,
 }
 
 impl LanDelta {

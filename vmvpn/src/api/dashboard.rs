@@ -10,7 +10,7 @@ use bulletin::proto::{HostAlerts, Record};
 use bulletin::reports::{SharedReport, StoredReport};
 use bulletin::web::global::{Global, Input, peer_name, subnet};
 use bulletin::web::history::History;
-use bulletin::web::view::{HostState, Overview, Scope};
+use bulletin::web::view::{HostState, Overview, Scope, ServiceBackendView, ServiceView};
 use bulletin::web::{Feed, unix_ms};
 
 use crate::alarms::SharedAlerts;
@@ -142,8 +142,13 @@ impl Local {
         };
         let mut o = self.global.update(&input, history, now_ms);
         o.scope = Scope::Host;
-        // Peers send this host no reports: their state is that of the tunnel.
-        for (view, l) in o.lans.iter_mut().zip(&status.lans) {
+        // Peers send this host no reports: their state is that of the tunnel. (The
+        // view lists LANs by name, the status in join order: matched by name.)
+        for view in o.lans.iter_mut() {
+            let Some(l) = status.lans.iter().find(|l| l.name == view.lan) else {
+                continue;
+            };
+            view.services = l.services.iter().map(service_view).collect();
             for h in view.hosts.iter_mut().filter(|h| h.name != me.name) {
                 if let Some(p) = l.peers.iter().find(|p| peer_name(&p.name, p.id) == h.name) {
                     h.state = if p.state == PeerState::Up && p.health != Health::Down {
@@ -155,6 +160,32 @@ impl Local {
             }
         }
         o
+    }
+}
+
+/// A service as the dashboard shows it.
+fn service_view(s: &crate::status::ServiceStatus) -> ServiceView {
+    ServiceView {
+        service: s.name.clone(),
+        address: s.address.clone(),
+        policy: s.policy.clone(),
+        backends_up: s.backends_up,
+        no_backend_frames_total: s.no_backend_frames_total,
+        backends: s
+            .backends
+            .iter()
+            .map(|b| ServiceBackendView {
+                backend: b.backend.clone(),
+                state: b.state.clone(),
+                location: b.location.clone(),
+                weight: b.weight,
+                load_mbps: b.load_mbps,
+                rtt_ms: b.rtt_ms,
+                flows_total: b.flows_total,
+                active_flows: b.active_flows,
+                share_last_minute: b.share_last_minute,
+            })
+            .collect(),
     }
 }
 
