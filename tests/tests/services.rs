@@ -303,6 +303,24 @@ fn curls(lab: &Lab, client: &Vm, vip: &str, n: usize, max_s: u32) -> (usize, usi
     (count("b1"), count("b2"), count("FAIL"))
 }
 
+/// Curls of at most 1 s each to `vip`, one after another, for `secs` seconds: when each
+/// started (Unix seconds) and who answered ("FAIL" when none).
+fn timed(lab: &Lab, client: &Vm, vip: &str, secs: u32) -> Vec<(f64, String)> {
+    let script = format!(
+        "end=$(($(date +%s) + {secs})); while [ $(date +%s) -lt $end ]; do \
+         s=$(date +%s.%N); r=$(curl -s --max-time 1 http://{vip}/ || echo FAIL); \
+         echo \"$s $r\"; done"
+    );
+    let out = lab.exec(&client.ns, &["sh", "-c", &script]);
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            let (t, r) = l.split_once(' ')?;
+            Some((t.parse::<f64>().ok()?, r.trim().to_string()))
+        })
+        .collect()
+}
+
 /// Backend `i` of host `h`'s first service, from `vmvpn services --json`.
 fn backend_json(lab: &Lab, h: &str, i: usize) -> serde_json::Value {
     let out = lab.vmvpn_cli(h, &["services", "--json"]);
@@ -315,7 +333,8 @@ fn backend_json(lab: &Lab, h: &str, i: usize) -> serde_json::Value {
 /// equal weight share 300 new connections within ±15 %; while a bulk transfer from
 /// another VM loads one, at least 70 % of new connections go to the other; when a
 /// backend's VM link goes down, new connections succeed again within 3 s and none go
-/// to it until it is back (and it is back within 3 s of its link).
+/// to it until it is back (and it is back within 3 s of its link); when its host dies,
+/// within 3 s too; with no backend left, the default alert fires.
 #[test]
 fn least_load_shares_avoids_a_loaded_backend_and_fails_over_within_3_s() {
     vmvpn_tests::require_root();
@@ -324,7 +343,7 @@ fn least_load_shares_avoids_a_loaded_backend_and_fails_over_within_3_s() {
     let service = format!(
         "[[lan.service]]\nname = \"app\"\naddress = \"{vip}\"\nbackends = [\"{b1}\", \"{b2}\"]\nports = [80]\n"
     );
-    let lab = Lab::builder("svl")
+    let mut lab = Lab::builder("svl")
         .subnet(&["h1", "h2"])
         .subnet(&["h3"])
         .lan("lan1", [192, 168, 91], &["h1", "h2", "h3"], 2)
@@ -401,21 +420,6 @@ fn least_load_shares_avoids_a_loaded_backend_and_fails_over_within_3_s() {
     // stops). Curls of at most 1 s each, one after another, for 6 s, each noting when
     // it started: the last failure starts within 3 s of the link going down.
     let h2ns = lab.host_ns("h2").to_string();
-    let timed = |secs: u32| {
-        let script = format!(
-            "end=$(($(date +%s) + {secs})); while [ $(date +%s) -lt $end ]; do \
-             s=$(date +%s.%N); r=$(curl -s --max-time 1 http://{vip}/ || echo FAIL); \
-             echo \"$s $r\"; done"
-        );
-        let out = lab.exec(&client.ns, &["sh", "-c", &script]);
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter_map(|l| {
-                let (t, r) = l.split_once(' ')?;
-                Some((t.parse::<f64>().ok()?, r.trim().to_string()))
-            })
-            .collect::<Vec<_>>()
-    };
     let now_s = || {
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -424,7 +428,7 @@ fn least_load_shares_avoids_a_loaded_backend_and_fails_over_within_3_s() {
     let down_at = now_s();
     let out = lab.exec(&h2ns, &["ip", "link", "set", "v0x0", "down"]);
     assert!(out.status.success(), "{out:?}");
-    let seen = timed(6);
+    let seen = timed(&lab, &client, vip, 6);
     let last_fail = seen
         .iter()
         .filter(|(_, r)| r != "b1")
@@ -455,7 +459,7 @@ fn least_load_shares_avoids_a_loaded_backend_and_fails_over_within_3_s() {
     let up_at = now_s();
     let out = lab.exec(&h2ns, &["ip", "link", "set", "v0x0", "up"]);
     assert!(out.status.success(), "{out:?}");
-    let seen = timed(5);
+    let seen = timed(&lab, &client, vip, 5);
     let back = seen.iter().find(|(_, r)| r == "b2").map(|(t, _)| t - up_at);
     eprintln!("b2 up again: first answer {back:?} s after its link");
     assert!(
@@ -465,13 +469,32 @@ fn least_load_shares_avoids_a_loaded_backend_and_fails_over_within_3_s() {
     );
     assert!(seen.iter().all(|(_, r)| r != "FAIL"), "{seen:?}");
 
-    // Both down: the default rule VmvpnServiceDown fires (5 s after the verdict), and
-    // frames to the address are dropped and counted, not sent to a dead MAC.
+    // b2's host dies (SIGKILL): new connections succeed again within 3 s (its host is
+    // quiet after 1.5 s, and called down by the tunnel's probes after about 3).
+    let killed_at = now_s();
+    lab.kill("h2");
+    let seen = timed(&lab, &client, vip, 6);
+    let last_fail = seen
+        .iter()
+        .filter(|(_, r)| r != "b1")
+        .map(|(t, _)| t - killed_at)
+        .fold(0.0, f64::max);
+    eprintln!(
+        "h2 killed: {} connections in 6 s, last failure started {last_fail:.2} s after",
+        seen.len()
+    );
+    assert!(
+        last_fail <= 3.0,
+        "a connection failed {last_fail:.2} s after h2 died: {seen:?}\n{}",
+        services_of(&lab, "h3")
+    );
+
+    // Both down (b1's link too): the default rule VmvpnServiceDown fires (5 s after the
+    // verdict), and frames to the address are dropped and counted, not sent to a dead
+    // MAC.
     let h1ns = lab.host_ns("h1").to_string();
-    for ns in [&h1ns, &h2ns] {
-        let out = lab.exec(ns, &["ip", "link", "set", "v0x0", "down"]);
-        assert!(out.status.success(), "{out:?}");
-    }
+    let out = lab.exec(&h1ns, &["ip", "link", "set", "v0x0", "down"]);
+    assert!(out.status.success(), "{out:?}");
     let t0 = Instant::now();
     loop {
         let alerts = lab.alerts("h3");

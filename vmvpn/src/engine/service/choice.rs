@@ -31,12 +31,17 @@ const WALK: usize = 64;
 impl Service {
     /// The backend for a new flow with this hash; None when none is up.
     pub(super) fn choose(&self, hash: u64) -> Option<u16> {
-        let first = self.up_from((hash % TABLE_SIZE as u64) as usize, None)?;
+        let slot = (hash % TABLE_SIZE as u64) as usize;
+        // Suspects (hosts quiet a moment) only when nothing else is up.
+        let (first, suspects) = match self.up_from(slot, None, false) {
+            Some(b) => (b, false),
+            None => (self.up_from(slot, None, true)?, true),
+        };
         if self.spec.policy == Policy::Hash {
             return Some(first);
         }
-        let Some(second) = self.up_from(((hash >> 32) % TABLE_SIZE as u64) as usize, Some(first))
-        else {
+        let slot2 = ((hash >> 32) % TABLE_SIZE as u64) as usize;
+        let Some(second) = self.up_from(slot2, Some(first), suspects) else {
             return Some(first);
         };
         Some(if self.cost(second) < self.cost(first) {
@@ -46,15 +51,15 @@ impl Service {
         })
     }
 
-    /// The first backend up from `slot` on (other than `not`); any up one when the walk
-    /// finds none (most of a large service down).
-    fn up_from(&self, slot: usize, not: Option<u16>) -> Option<u16> {
+    /// The first backend up from `slot` on (other than `not`, and not a suspect unless
+    /// `suspects`); any such one when the walk finds none (most of a large service down).
+    fn up_from(&self, slot: usize, not: Option<u16>, suspects: bool) -> Option<u16> {
         let ok = |b: u16| {
             Some(b) != not
                 && self
                     .backends
                     .get(usize::from(b))
-                    .is_some_and(|b| b.up && b.mac.is_some())
+                    .is_some_and(|b| b.up && b.mac.is_some() && (suspects || !b.suspect))
         };
         (0..WALK)
             .map(|k| self.table[(slot + k) % self.table.len()])

@@ -135,12 +135,19 @@ pub enum Where {
     Peer {
         /// The peer.
         peer: PeerId,
-        /// The tunnel is up.
+        /// The tunnel is up and its probes do not find the host down.
         up: bool,
+        /// Nothing heard from its host for [`QUIET`]: new flows go elsewhere while
+        /// another backend is up, but flows pinned to it stay until it is called down.
+        quiet: bool,
         /// Smoothed RTT to it, µs.
         rtt_us: Option<u64>,
     },
 }
+
+/// Silence from a backend's host after which new flows avoid it: its host sends probes
+/// and service reports every second, so 1.5 s without a word means two missed.
+pub const QUIET: std::time::Duration = std::time::Duration::from_millis(1500);
 
 /// A peer's last report of a backend.
 #[derive(Debug, Clone, Copy)]
@@ -161,6 +168,8 @@ struct Backend {
     report: Option<Report>,
     /// The verdict new flows and moved flows go by.
     up: bool,
+    /// Its host has been quiet a moment: new flows avoid it (see [`Where::Peer`]).
+    suspect: bool,
     /// Its traffic both ways, kbit/s: measured here when local, reported when not (0
     /// when the report is stale: an old figure must not steer new flows).
     load_kbps: u32,
@@ -351,6 +360,7 @@ impl Services {
                     b.at = Where::Peer {
                         peer: r.peer,
                         up: true,
+                        quiet: false,
                         rtt_us: None,
                     };
                 }
@@ -371,8 +381,15 @@ impl Services {
                         }
                         b.rtt_us = 0;
                         b.up = b.health.healthy;
+                        b.suspect = false;
                     }
-                    Where::Peer { peer, up, rtt_us } => {
+                    Where::Peer {
+                        peer,
+                        up,
+                        quiet,
+                        rtt_us,
+                    } => {
+                        b.suspect = quiet;
                         b.last_bytes = None;
                         let report = b.report.filter(|r| r.peer == peer);
                         let fresh =
@@ -613,10 +630,11 @@ impl Services {
                             backend: spec.key(),
                             mac: b.mac.as_ref().map(fmt_mac),
                             weight: spec.weight,
-                            state: match (b.at, b.up) {
-                                (Where::Unknown, _) => "unknown",
-                                (_, true) => "up",
-                                (_, false) => "down",
+                            state: match (b.at, b.up, b.suspect) {
+                                (Where::Unknown, _, _) => "unknown",
+                                (_, true, true) => "quiet",
+                                (_, true, false) => "up",
+                                (_, false, _) => "down",
                             }
                             .into(),
                             location: match b.at {
@@ -698,7 +716,11 @@ impl super::Engine {
                                 .get(pi.index())
                                 .map_or(Where::Unknown, |p| Where::Peer {
                                     peer: pi,
-                                    up: p.link.up,
+                                    up: p.link.up && p.health(now) != crate::status::Health::Down,
+                                    quiet: p
+                                        .link
+                                        .last_heard
+                                        .is_none_or(|h| now.saturating_duration_since(h) >= QUIET),
                                     rtt_us: p.probe.rtt.summary().srtt_us,
                                 })
                         }

@@ -32,6 +32,7 @@ fn all_up(s: &mut Services, second: u64) {
     s.tick(Instant::now(), second, true, |_| Where::Peer {
         peer: PeerId::at(0),
         up: true,
+        quiet: false,
         rtt_us: None,
     });
 }
@@ -313,6 +314,7 @@ fn flows_leave_a_backend_its_host_calls_down_and_new_ones_avoid_it() {
     s.tick(Instant::now(), 3, true, |m| Where::Peer {
         peer: PeerId::at(0),
         up: *m != mac(1),
+        quiet: false,
         rtt_us: None,
     });
     assert_eq!(split(&mut s, 100, 20000), vec![0, 100]);
@@ -320,6 +322,7 @@ fn flows_leave_a_backend_its_host_calls_down_and_new_ones_avoid_it() {
     s.tick(Instant::now(), 4, true, |_| Where::Peer {
         peer: PeerId::at(0),
         up: false,
+        quiet: false,
         rtt_us: None,
     });
     assert_eq!(split(&mut s, 10, 30000), vec![0, 0]);
@@ -418,6 +421,7 @@ fn rtt_within_a_site_weighs_nothing_and_a_far_backend_costs_more() {
         move |m: &Mac| Where::Peer {
             peer: PeerId::at(0),
             up: true,
+            quiet: false,
             rtt_us: Some(rtt[usize::from(*m == mac(2))]),
         }
     };
@@ -427,4 +431,37 @@ fn rtt_within_a_site_weighs_nothing_and_a_far_backend_costs_more() {
     s.tick(Instant::now(), 0, false, at([300, 25_000]));
     let svc = &s.list[0];
     assert!((svc.cost(1) / svc.cost(0) - 3.0).abs() < 1e-9);
+}
+
+#[test]
+fn new_flows_avoid_a_backend_whose_host_is_quiet_but_its_flows_stay() {
+    let mut sp = spec(backends(2, 1));
+    sp.policy = Policy::LeastLoad;
+    let mut s = Services::new(&[sp]);
+    all_up(&mut s, 0);
+    let before = split(&mut s, 200, 1000);
+    assert!(before[1] > 50, "{before:?}");
+    // Backend 2's host goes quiet (not yet called down).
+    let quiet = |q2: bool| {
+        move |m: &Mac| Where::Peer {
+            peer: PeerId::at(usize::from(*m == mac(2))),
+            up: true,
+            quiet: q2 && *m == mac(2),
+            rtt_us: None,
+        }
+    };
+    s.tick(Instant::now(), 1, true, quiet(true));
+    assert_eq!(counts(&s)[1].state, "quiet");
+    assert_eq!(split(&mut s, 200, 5000), vec![200, 0], "new flows avoid it");
+    // Its pinned flows stay with it: the same ports again.
+    let again = split(&mut s, 200, 1000);
+    assert_eq!(again, before, "pinned flows kept their backend");
+    // Every backend quiet: they still take new flows (quiet is not down).
+    s.tick(Instant::now(), 2, true, |_| Where::Peer {
+        peer: PeerId::at(0),
+        up: true,
+        quiet: true,
+        rtt_us: None,
+    });
+    assert_eq!(split(&mut s, 10, 9000).iter().sum::<usize>(), 10);
 }
