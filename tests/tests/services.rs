@@ -41,9 +41,11 @@ fn backend(lab: &Lab, vm: &Vm, vip: &str, name: &str, servers: &mut Servers) {
         let out = lab.exec(&vm.ns, &["sysctl", "-q", "-w", sysctl]);
         assert!(out.status.success(), "{sysctl}: {out:?}");
     }
+    let v6 = vip.contains(':');
+    let prefix = if v6 { 128 } else { 32 };
     let out = lab.exec(
         &vm.ns,
-        &["ip", "addr", "add", &format!("{vip}/32"), "dev", "lo"],
+        &["ip", "addr", "add", &format!("{vip}/{prefix}"), "dev", "lo"],
     );
     assert!(out.status.success(), "{out:?}");
     let child = Command::new("ip")
@@ -66,9 +68,13 @@ fn backend(lab: &Lab, vm: &Vm, vip: &str, name: &str, servers: &mut Servers) {
     // Listening: asked from its own VM, over its loopback (bounded: 10 s). Without this
     // wait, the first connections to a backend still starting were refused.
     let t0 = Instant::now();
-    let url = format!("http://{vip}/");
+    let url = if v6 {
+        format!("http://[{vip}]/")
+    } else {
+        format!("http://{vip}/")
+    };
     while lab
-        .exec(&vm.ns, &["curl", "-s", "--max-time", "1", &url])
+        .exec(&vm.ns, &["curl", "-sg", "--max-time", "1", &url])
         .stdout
         != name.as_bytes()
     {
@@ -529,4 +535,61 @@ fn least_load_shares_avoids_a_loaded_backend_and_fails_over_within_3_s() {
         svc["no_backend_frames_total"].as_u64().unwrap_or(0) >= 2,
         "{svc}"
     );
+}
+
+/// An IPv6 service address: the client's host answers its neighbour solicitation with
+/// the service's virtual MAC, and connections to it reach both backends, which answer
+/// directly (an IPv6 address on a backend's loopback is not advertised on its eth0, so
+/// no sysctl is needed).
+#[test]
+fn an_ipv6_service_address_is_resolved_by_neighbour_discovery_and_served() {
+    vmvpn_tests::require_root();
+    let vip = "fd00:100::200";
+    let (b1, b2) = ("02:00:00:01:00:00", "02:00:00:02:00:00");
+    let service = format!(
+        "[[lan.service]]\nname = \"web6\"\naddress = \"{vip}\"\nbackends = [\"{b1}\", \"{b2}\"]\npolicy = \"hash\"\n"
+    );
+    let lab = Lab::builder("sv6")
+        .subnet(&["h1", "h2"])
+        .subnet(&["h3"])
+        .lan("lan1", [192, 168, 92], &["h1", "h2", "h3"], 1)
+        .ipv6()
+        .config_tail("h1", &service)
+        .config_tail("h2", &service)
+        .config_tail("h3", &service)
+        .start();
+    for h in ["h1", "h2", "h3"] {
+        lab.wait_tunnels(h, "lan1", 2, Duration::from_secs(20));
+    }
+    let (v1, v2, client) = (
+        lab.vm("h1", "lan1", 0).clone(),
+        lab.vm("h2", "lan1", 0).clone(),
+        lab.vm("h3", "lan1", 0).clone(),
+    );
+    assert!(lab.ping(&v1, client.ip) && lab.ping(&v2, client.ip));
+    let mut servers = Servers(Vec::new());
+    backend(&lab, &v1, vip, "b1", &mut servers);
+    backend(&lab, &v2, vip, "b2", &mut servers);
+    let n = 200;
+    let script = format!(
+        "for i in $(seq 1 {n}); do curl -sSg --max-time 2 'http://[{vip}]/' 2>&1 || echo FAIL; echo; done"
+    );
+    let out = lab.exec(&client.ns, &["sh", "-c", &script]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let count = |w: &str| text.lines().filter(|l| l.trim() == w).count();
+    let (n1, n2) = (count("b1"), count("b2"));
+    eprintln!("IPv6: {n} connections: b1 {n1}, b2 {n2}");
+    assert_eq!(n1 + n2, n, "{text}\n{}", services_of(&lab, "h3"));
+    // Hashing 1:1: each within ±25 % of half (200 keep it at 3.5 standard deviations).
+    for k in [n1, n2] {
+        assert!(k.abs_diff(n / 2) * 100 <= (n / 2) * 25, "{n1}/{n2}");
+    }
+    let neigh = lab.exec(&client.ns, &["ip", "-6", "neigh", "show", vip]);
+    let neigh = String::from_utf8_lossy(&neigh.stdout).to_string();
+    assert!(
+        neigh.contains("02:5e:"),
+        "the client's neighbour entry: {neigh}"
+    );
+    let table = services_of(&lab, "h3");
+    assert!(table.contains(&format!("service web6 at {vip}")), "{table}");
 }

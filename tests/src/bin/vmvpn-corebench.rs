@@ -61,7 +61,7 @@ fn bench_limits() -> Vec<LimitSpec> {
 fn bench_service() -> ServiceSpec {
     ServiceSpec {
         name: "web".into(),
-        vip: std::net::Ipv4Addr::new(192, 168, 0, 200),
+        vip: std::net::IpAddr::from([192, 168, 0, 200]),
         vmac: virtual_mac("lan1", "web"),
         backends: [2u8, 3]
             .iter()

@@ -21,7 +21,7 @@ pub const MAX_WEIGHT: u32 = 100;
 pub struct ServiceConfig {
     /// Its name, unique in the LAN.
     pub name: Spanned<Name>,
-    /// The address clients send to (IPv4, inside the LAN's segment).
+    /// The address clients send to (IPv4 inside the LAN's segment, or IPv6).
     pub address: Spanned<IpAddr>,
     /// Backend VMs: addresses (their MACs learned from their traffic) or MACs.
     pub backends: Spanned<Vec<BackendAddr>>,
@@ -72,11 +72,7 @@ impl ServiceConfig {
         let weights = self.weights.as_ref().map(|w| w.get_ref().clone());
         ServiceSpec {
             name: name.clone(),
-            vip: match self.address.get_ref() {
-                IpAddr::V4(a) => *a,
-                // Refused by the check: IPv4 only in this version.
-                IpAddr::V6(_) => std::net::Ipv4Addr::UNSPECIFIED,
-            },
+            vip: *self.address.get_ref(),
             vmac: virtual_mac(lan, name),
             backends: self
                 .backends
@@ -171,14 +167,23 @@ impl Config {
                     format!("{vip} is already the address of lan[{i}].service[{k}]"),
                 );
             }
-            if vip.is_ipv6() {
+            if let IpAddr::V6(a) = vip
+                && (a.is_multicast()
+                    || a.is_unspecified()
+                    || a.is_loopback()
+                    || a.segments()[0] & 0xffc0 == 0xfe80)
+            {
                 return fail(
                     s.address.span(),
                     "address",
-                    format!("{vip}: service addresses are IPv4 in this version"),
+                    format!(
+                        "{vip}: an IPv6 service address is a unicast address of the LAN's \
+                         prefix (not multicast, link-local, loopback or ::)"
+                    ),
                 );
             }
-            if !inside(&lan.segment, vip) {
+            // The segment is IPv4; an IPv6 address is checked for its kind above.
+            if vip.is_ipv4() && !inside(&lan.segment, vip) {
                 return fail(
                     s.address.span(),
                     "address",
@@ -214,10 +219,12 @@ impl Config {
                     BackendAddr::Ip(ip) if *ip == vip => {
                         Some("the service's own address: give the VM's address".into())
                     }
-                    BackendAddr::Ip(ip) if !inside(&lan.segment, *ip) => Some(format!(
-                        "outside the LAN's segment {}: a backend is a VM of this LAN",
-                        lan.segment
-                    )),
+                    BackendAddr::Ip(ip) if ip.is_ipv4() && !inside(&lan.segment, *ip) => {
+                        Some(format!(
+                            "outside the LAN's segment {}: a backend is a VM of this LAN",
+                            lan.segment
+                        ))
+                    }
                     _ => None,
                 };
                 if let Some(why) = why {
@@ -281,12 +288,23 @@ secret_file = "/dev/null"
         )
         .unwrap_or_else(|e| panic!("{e}"));
         let s = &cfg.lans[0].service_specs()[0];
-        assert_eq!(s.vip, std::net::Ipv4Addr::new(192, 168, 1, 200));
+        assert_eq!(s.vip, IpAddr::from([192, 168, 1, 200]));
         assert_eq!(s.backends[0].ip, Some([192, 168, 1, 2].into()));
         assert_eq!(s.backends[1].mac, Some([2, 0, 0, 3, 0, 1]));
         assert_eq!((s.backends[0].weight, s.backends[1].weight), (1, 2));
         assert_eq!(s.ports, vec![80]);
         assert_eq!(s.vmac, virtual_mac("a", "web"));
+    }
+
+    #[test]
+    fn an_ipv6_service_address() {
+        let cfg = parse(
+            "name = \"web\"\naddress = \"fd00:100::200\"\nbackends = [\"fd00:100::2\", \"02:00:00:03:00:01\"]\n",
+        )
+        .expect("valid");
+        let s = &cfg.lans[0].service_specs()[0];
+        assert_eq!(s.vip, "fd00:100::200".parse::<IpAddr>().expect("addr"));
+        assert_eq!(s.backends[0].ip, "fd00:100::2".parse().ok());
     }
 
     #[test]
@@ -331,6 +349,16 @@ secret_file = "/dev/null"
                 "name = \"web\"\naddress = \"192.168.1.200\"\nbackends = [\"192.168.1.2\"]\npolicy = \"fastest\"\n",
                 "service[0].policy",
                 "expected \"least-load\"",
+            ),
+            (
+                "name = \"web\"\naddress = \"fe80::200\"\nbackends = [\"192.168.1.2\"]\n",
+                "service[0].address",
+                "link-local",
+            ),
+            (
+                "name = \"web\"\naddress = \"ff02::1\"\nbackends = [\"192.168.1.2\"]\n",
+                "service[0].address",
+                "not multicast",
             ),
             (
                 "name = \"web\"\naddress = \"192.168.1.200\"\nbackends = [\"nope\"]\n",

@@ -398,7 +398,7 @@ impl Engine {
             let on = usize::from(a.flows);
             l.vms = VmTable::new(a.vms * on, a.pairs * on, a.port_series * on);
             l.vms
-                .set_shared(l.spec.services.iter().map(|s| IpAddr::V4(s.vip)).collect());
+                .set_shared(l.spec.services.iter().map(|s| s.vip).collect());
             l.flows = FlowTable::new(a.flow_cap * on, a.flow_idle_s);
             l.flows.set_export(self.flow_export);
         }

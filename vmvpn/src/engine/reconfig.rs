@@ -2,8 +2,6 @@
 //! with everything that named it by position, so the LANs after it keep their peers,
 //! sessions and counters under their new place.
 
-use std::net::IpAddr;
-
 use super::lan::Lan;
 use super::{Engine, Event, LanId, LanSpec, PeerSource, buffer_len};
 use tracing::info;
@@ -35,13 +33,8 @@ impl Engine {
         let a = self.accounting;
         let on = usize::from(a.flows);
         lan.vms = telemetry::VmTable::new(a.vms * on, a.pairs * on, a.port_series * on);
-        lan.vms.set_shared(
-            lan.spec
-                .services
-                .iter()
-                .map(|s| IpAddr::V4(s.vip))
-                .collect(),
-        );
+        lan.vms
+            .set_shared(lan.spec.services.iter().map(|s| s.vip).collect());
         lan.flows = telemetry::FlowTable::new(a.flow_cap * on, a.flow_idle_s);
         lan.flows.set_export(self.flow_export);
         self.lans.push(lan);

@@ -2,11 +2,13 @@
 
 use super::maglev::mix;
 
-/// The parts of an IPv4 frame a flow is known by.
+/// The parts of an IPv4 or IPv6 frame a flow is known by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct Flow {
-    pub(super) src: [u8; 4],
-    pub(super) dst: [u8; 4],
+    /// Addresses: the first 4 bytes for IPv4, all 16 for IPv6 (`alen`).
+    pub(super) src: [u8; 16],
+    pub(super) dst: [u8; 16],
+    pub(super) alen: u8,
     pub(super) proto: u8,
     pub(super) sport: u16,
     pub(super) dport: u16,
@@ -23,8 +25,9 @@ impl Flow {
             h ^= u64::from(b);
             h = h.wrapping_mul(0x0000_0100_0000_01b3);
         };
-        self.src.iter().for_each(|b| eat(*b));
-        self.dst.iter().for_each(|b| eat(*b));
+        let n = usize::from(self.alen);
+        self.src[..n].iter().for_each(|b| eat(*b));
+        self.dst[..n].iter().for_each(|b| eat(*b));
         eat(self.proto);
         self.sport.to_be_bytes().iter().for_each(|b| eat(*b));
         self.dport.to_be_bytes().iter().for_each(|b| eat(*b));
@@ -32,9 +35,18 @@ impl Flow {
     }
 }
 
-/// The flow of an untagged IPv4 frame (ports 0 for other protocols and fragments).
+/// The flow of an untagged IPv4 or IPv6 frame (ports 0 for other protocols, fragments,
+/// and IPv6 packets with extension headers before the transport header).
 pub(super) fn flow_of(frame: &[u8]) -> Option<Flow> {
-    if frame.len() < 34 || frame[12..14] != [0x08, 0x00] {
+    match frame.get(12..14)? {
+        [0x08, 0x00] => flow_of_v4(frame),
+        [0x86, 0xdd] => flow_of_v6(frame),
+        _ => None,
+    }
+}
+
+fn flow_of_v4(frame: &[u8]) -> Option<Flow> {
+    if frame.len() < 34 {
         return None;
     }
     let ip = &frame[14..];
@@ -44,8 +56,49 @@ pub(super) fn flow_of(frame: &[u8]) -> Option<Flow> {
     }
     let proto = ip[9];
     let fragment = u16::from_be_bytes([ip[6], ip[7]]) & 0x1fff != 0;
-    let l4 = &ip[ihl..];
-    let (sport, dport, syn) = if (proto == 6 || proto == 17) && !fragment && l4.len() >= 4 {
+    let (sport, dport, syn) = ports(proto, !fragment, &ip[ihl..]);
+    let mut f = Flow {
+        src: [0; 16],
+        dst: [0; 16],
+        alen: 4,
+        proto,
+        sport,
+        dport,
+        syn,
+    };
+    f.src[..4].copy_from_slice(&ip[12..16]);
+    f.dst[..4].copy_from_slice(&ip[16..20]);
+    Some(f)
+}
+
+fn flow_of_v6(frame: &[u8]) -> Option<Flow> {
+    if frame.len() < 54 {
+        return None;
+    }
+    let ip = &frame[14..];
+    if ip[0] >> 4 != 6 {
+        return None;
+    }
+    let proto = ip[6];
+    let (sport, dport, syn) = ports(proto, true, &ip[40..]);
+    let mut f = Flow {
+        src: [0; 16],
+        dst: [0; 16],
+        alen: 16,
+        proto,
+        sport,
+        dport,
+        syn,
+    };
+    f.src.copy_from_slice(&ip[8..24]);
+    f.dst.copy_from_slice(&ip[24..40]);
+    Some(f)
+}
+
+/// Source and destination port, and whether it is a TCP SYN without ACK, of a TCP or UDP
+/// header at `l4` (zeros for anything else).
+fn ports(proto: u8, whole: bool, l4: &[u8]) -> (u16, u16, bool) {
+    if (proto == 6 || proto == 17) && whole && l4.len() >= 4 {
         let tcp_flags = (proto == 6 && l4.len() >= 14).then(|| l4[13]);
         (
             u16::from_be_bytes([l4[0], l4[1]]),
@@ -54,13 +107,5 @@ pub(super) fn flow_of(frame: &[u8]) -> Option<Flow> {
         )
     } else {
         (0, 0, false)
-    };
-    Some(Flow {
-        src: [ip[12], ip[13], ip[14], ip[15]],
-        dst: [ip[16], ip[17], ip[18], ip[19]],
-        proto,
-        sport,
-        dport,
-        syn,
-    })
+    }
 }

@@ -24,6 +24,7 @@ mod choice;
 mod flow;
 pub mod health;
 mod maglev;
+mod nd;
 mod pins;
 #[cfg(test)]
 mod tests;
@@ -92,7 +93,7 @@ pub struct ServiceSpec {
     /// Its name.
     pub name: String,
     /// The address clients send to.
-    pub vip: Ipv4Addr,
+    pub vip: IpAddr,
     /// The MAC every host answers ARP for the address with.
     pub vmac: Mac,
     /// Its backends.
@@ -493,6 +494,16 @@ impl Services {
         if ethertype == 0x0806 {
             return self.handle_arp(frame);
         }
+        if ethertype == 0x86dd
+            && let Some(target) = nd::solicited(frame)
+        {
+            let Some(s) = self.list.iter_mut().find(|s| s.spec.vip == target) else {
+                return Verdict::Pass;
+            };
+            nd::advertise(frame, &s.spec.vmac);
+            s.arp_answered += 1;
+            return Verdict::Answer;
+        }
         let now_s = self.now_s as u32;
         let Some(s) = self.list.iter_mut().find(|s| frame[..6] == s.spec.vmac) else {
             return Verdict::Pass;
@@ -575,7 +586,11 @@ impl Services {
             frame[ARP + 26],
             frame[ARP + 27],
         );
-        let Some(s) = self.list.iter_mut().find(|s| s.spec.vip == target) else {
+        let Some(s) = self
+            .list
+            .iter_mut()
+            .find(|s| s.spec.vip == IpAddr::V4(target))
+        else {
             return Verdict::Pass;
         };
         let mut asker_mac = [0u8; 6];
@@ -677,8 +692,7 @@ impl super::Engine {
             .ok_or_else(|| format!("no LAN named {lan:?} on this host"))?;
         l.services.replace(specs);
         l.spec.services = specs.to_vec();
-        l.vms
-            .set_shared(specs.iter().map(|s| IpAddr::V4(s.vip)).collect());
+        l.vms.set_shared(specs.iter().map(|s| s.vip).collect());
         Ok(())
     }
 

@@ -19,7 +19,7 @@ fn backends(n: u8, weight: u32) -> Vec<BackendSpec> {
 fn spec(b: Vec<BackendSpec>) -> ServiceSpec {
     ServiceSpec {
         name: "web".into(),
-        vip: Ipv4Addr::new(192, 168, 1, 200),
+        vip: IpAddr::from([192, 168, 1, 200]),
         vmac: virtual_mac("lan1", "web"),
         backends: b,
         ports: Vec::new(),

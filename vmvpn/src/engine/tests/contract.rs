@@ -97,7 +97,7 @@ fn sample_status(net: &Net) -> (crate::status::Status, crate::status::Status) {
     lans[0].services =
         crate::engine::service::Services::new(&[crate::engine::service::ServiceSpec {
             name: "web".into(),
-            vip: std::net::Ipv4Addr::new(192, 168, 100, 200),
+            vip: std::net::IpAddr::from([192, 168, 100, 200]),
             vmac: crate::engine::service::virtual_mac("lan1", "web"),
             backends: vec![crate::engine::service::BackendSpec {
                 mac: Some([2, 0, 0, 0, 0, 1]),
