@@ -15,6 +15,7 @@
 //! joined), and leave as tokens come, so TCP sees delay rather than loss. Only a full
 //! queue drops.
 
+use std::collections::HashMap;
 use std::time::Instant;
 
 use super::macdb::Mac;
@@ -236,13 +237,43 @@ pub enum Admit {
 #[derive(Debug, Clone, Default)]
 pub struct Limits {
     vms: Vec<Limiter>,
+    /// `vms` by MAC, past [`SCAN_MAX`] of them (built with them, never per frame).
+    index: Option<HashMap<Mac, usize>>,
     lan: Option<Limiter>,
     /// The frame now going out was released from a shaping queue: its VM's tokens are
     /// spent already.
     released: bool,
 }
 
+/// Limited VMs up to which a frame's VM is found by comparing MACs in a row (a few
+/// nanoseconds each, cheaper than hashing); past it, through a hash index, so the cost
+/// per frame stays flat however many VMs are limited.
+const SCAN_MAX: usize = 16;
+
 impl Limits {
+    /// The limiter of the VM `mac`, if it has one.
+    #[inline]
+    fn vm_index(&self, mac: &Mac) -> Option<usize> {
+        match &self.index {
+            Some(ix) => ix.get(mac).copied(),
+            None => self
+                .vms
+                .iter()
+                .position(|v| v.spec.mac.as_ref() == Some(mac)),
+        }
+    }
+
+    /// Build the index when there are enough VMs to need one.
+    fn reindex(&mut self) {
+        self.index = (self.vms.len() > SCAN_MAX).then(|| {
+            self.vms
+                .iter()
+                .enumerate()
+                .filter_map(|(i, v)| v.spec.mac.map(|m| (m, i)))
+                .collect()
+        });
+    }
+
     /// The LAN's limits; the last of several for the same MAC (or for the LAN) wins.
     /// `max_frame`: the largest frame a shaping queue must hold.
     pub fn new(specs: &[LimitSpec], max_frame: usize) -> Self {
@@ -256,6 +287,7 @@ impl Limits {
                 }
             }
         }
+        l.reindex();
         l
     }
 
@@ -271,6 +303,7 @@ impl Limits {
         self.vms = fresh.vms.into_iter().map(&mut keep).collect();
         self.lan = fresh.lan.map(keep);
         self.released = false;
+        self.reindex();
     }
 
     /// The specs in force.
@@ -305,22 +338,20 @@ impl Limits {
                 None => Admit::Pass,
             };
         }
-        if let Some(v) = self
-            .vms
-            .iter_mut()
-            .find(|v| v.spec.mac.as_ref() == Some(src))
-            && let Some(held) = v.held.as_mut()
-        {
-            // Behind frames already waiting, or over the rate: wait too (order kept).
-            let waiting = held.count > 0;
-            let fits = !waiting && v.tx.as_mut().is_some_and(|b| b.fits(frame.len(), now));
-            if !fits {
-                if held.push(frame) {
-                    v.delayed += 1;
-                    return Admit::Held;
+        if let Some(i) = self.vm_index(src) {
+            let v = &mut self.vms[i];
+            if let Some(held) = v.held.as_mut() {
+                // Behind frames already waiting, or over the rate: wait too (order kept).
+                let waiting = held.count > 0;
+                let fits = !waiting && v.tx.as_mut().is_some_and(|b| b.fits(frame.len(), now));
+                if !fits {
+                    if held.push(frame) {
+                        v.delayed += 1;
+                        return Admit::Held;
+                    }
+                    v.count_out.count(false, frame.len());
+                    return Admit::Drop;
                 }
-                v.count_out.count(false, frame.len());
-                return Admit::Drop;
             }
         }
         if self.admit(src, frame.len(), now, false) {
@@ -380,8 +411,9 @@ impl Limits {
     }
 
     fn admit(&mut self, mac: &Mac, bytes: usize, now: Instant, inbound: bool) -> bool {
+        let at = self.vm_index(mac);
         let Limits { vms, lan, .. } = self;
-        let vm = vms.iter_mut().find(|v| v.spec.mac.as_ref() == Some(mac));
+        let vm = at.and_then(|i| vms.get_mut(i));
         let mut sides = [
             vm.and_then(|v| v.side(inbound)),
             lan.as_mut().and_then(|v| v.side(inbound)),
@@ -473,6 +505,32 @@ mod tests {
             200 * 1_000_000 * 10 / 12_000
         );
         assert!(tx.dropped_frames_total > tx.passed_frames_total * 2);
+    }
+
+    #[test]
+    fn many_limited_vms_are_found_through_the_index_and_a_reload_keeps_it() {
+        let mac = |k: u16| {
+            let [a, b] = k.to_be_bytes();
+            [2, 0, 0, 9, a, b]
+        };
+        let specs: Vec<LimitSpec> = (0..200u16)
+            .map(|k| limit(Some(mac(k)), 1, 1500, Direction::Out))
+            .collect();
+        let mut l = Limits::new(&specs, 1514);
+        assert!(l.index.is_some(), "200 limits: indexed");
+        // Each limited VM meets its own 1 Mbit/s; a VM without a limit passes.
+        for k in [0u16, 117, 199] {
+            assert!(run(&mut l, &mac(k), 100, 1, false) < 1.1, "VM {k}");
+        }
+        assert!((run(&mut l, &OTHER, 100, 1, false) - 100.0).abs() < 0.1);
+        // A reload down to a few limits scans again; the index follows the new order.
+        l.replace(&specs[190..], 1514);
+        assert!(l.index.is_none());
+        assert!(run(&mut l, &mac(195), 100, 1, false) < 1.1);
+        assert!((run(&mut l, &mac(5), 100, 1, false) - 100.0).abs() < 0.1);
+        l.replace(&specs[..50], 1514);
+        assert_eq!(l.vm_index(&mac(49)), Some(49));
+        assert_eq!(l.vm_index(&mac(50)), None);
     }
 
     #[test]
