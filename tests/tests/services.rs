@@ -68,13 +68,8 @@ fn backend(lab: &Lab, vm: &Vm, vip: &str, name: &str, servers: &mut Servers) {
     // Listening: asked from its own VM, over its loopback (bounded: 10 s). Without this
     // wait, the first connections to a backend still starting were refused.
     let t0 = Instant::now();
-    let url = if v6 {
-        format!("http://[{vip}]/")
-    } else {
-        format!("http://{vip}/")
-    };
     while lab
-        .exec(&vm.ns, &["curl", "-sg", "--max-time", "1", &url])
+        .exec(&vm.ns, &["curl", "-sg", "--max-time", "1", &url(vip)])
         .stdout
         != name.as_bytes()
     {
@@ -84,6 +79,57 @@ fn backend(lab: &Lab, vm: &Vm, vip: &str, name: &str, servers: &mut Servers) {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// The URL of the service at `vip` (brackets around an IPv6 address).
+fn url(vip: &str) -> String {
+    if vip.contains(':') {
+        format!("http://[{vip}]/")
+    } else {
+        format!("http://{vip}/")
+    }
+}
+
+/// Three hosts (h1 and h2 on one subnet, h3 on another) on `lan1` (`net`), `vms` VMs
+/// each, every host carrying `service`, tunnels up: the lab, the backends (the first VM of
+/// h1 and of h2: MACs 02:00:00:01:00:00 and 02:00:00:02:00:00) and the client (h3's),
+/// each backend heard by every host.
+fn service_lab(
+    tag: &str,
+    net: [u8; 3],
+    vms: usize,
+    ipv6: bool,
+    service: &str,
+) -> (Lab, Vm, Vm, Vm) {
+    let mut b = Lab::builder(tag).subnet(&["h1", "h2"]).subnet(&["h3"]).lan(
+        "lan1",
+        net,
+        &["h1", "h2", "h3"],
+        vms,
+    );
+    if ipv6 {
+        b = b.ipv6();
+    }
+    let lab = b
+        .config_tail("h1", service)
+        .config_tail("h2", service)
+        .config_tail("h3", service)
+        .start();
+    for h in ["h1", "h2", "h3"] {
+        lab.wait_tunnels(h, "lan1", 2, Duration::from_secs(20));
+    }
+    let (v1, v2, client) = (
+        lab.vm("h1", "lan1", 0).clone(),
+        lab.vm("h2", "lan1", 0).clone(),
+        lab.vm("h3", "lan1", 0).clone(),
+    );
+    assert_eq!(
+        (v1.mac.as_str(), v2.mac.as_str()),
+        ("02:00:00:01:00:00", "02:00:00:02:00:00"),
+        "the lab's MACs changed"
+    );
+    assert!(lab.ping(&v1, client.ip) && lab.ping(&v2, client.ip));
+    (lab, v1, v2, client)
 }
 
 /// `vmvpn services` on host `h`, for failure messages.
@@ -99,70 +145,24 @@ fn new_connections_to_a_service_split_by_weight_and_are_answered_directly() {
     let service = format!(
         "[[lan.service]]\nname = \"web\"\naddress = \"{vip}\"\nbackends = [\"{b1}\", \"{b2}\"]\nweights = [1, 2]\nports = [80]\npolicy = \"hash\"\n"
     );
-    let lab = Lab::builder("svc")
-        .subnet(&["h1", "h2"])
-        .subnet(&["h3"])
-        .lan("lan1", [192, 168, 90], &["h1", "h2", "h3"], 1)
-        .config_tail("h1", &service)
-        .config_tail("h2", &service)
-        .config_tail("h3", &service)
-        .start();
-    for h in ["h1", "h2", "h3"] {
-        lab.wait_tunnels(h, "lan1", 2, Duration::from_secs(20));
-    }
-    let (v1, v2, client) = (
-        lab.vm("h1", "lan1", 0).clone(),
-        lab.vm("h2", "lan1", 0).clone(),
-        lab.vm("h3", "lan1", 0).clone(),
-    );
-    assert_eq!(
-        (v1.mac.as_str(), v2.mac.as_str()),
-        (b1, b2),
-        "the lab's MACs changed"
-    );
-    // Every host learns where the backends are.
-    assert!(lab.ping(&v1, client.ip) && lab.ping(&v2, client.ip));
+    let (lab, v1, v2, client) = service_lab("svc", [192, 168, 90], 1, false, &service);
     let mut servers = Servers(Vec::new());
     backend(&lab, &v1, vip, "b1", &mut servers);
     backend(&lab, &v2, vip, "b2", &mut servers);
-    // The servers listen once an answer comes (bounded: 10 s).
-    let t0 = Instant::now();
-    loop {
-        let out = lab.exec(
-            &client.ns,
-            &["curl", "-s", "--max-time", "1", &format!("http://{vip}/")],
-        );
-        if out.status.success() && !out.stdout.is_empty() {
-            break;
-        }
-        assert!(
-            t0.elapsed() < Duration::from_secs(10),
-            "the service does not answer: {}\n{}",
-            String::from_utf8_lossy(&out.stderr),
-            lab.log("h3")
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
 
     // New connections, one curl each (bounded: 2 s each). Hashing splits them as coin
     // flips weighted 1:2 would: 1200 keep ±15 % at 3.7 standard deviations (300 would
     // miss it one run in 14).
     let n = 1200;
-    let script = format!(
-        "for i in $(seq 1 {n}); do curl -sS --max-time 2 http://{vip}/ 2>&1 || echo FAIL; echo; done"
-    );
-    let out = lab.exec(&client.ns, &["sh", "-c", &script]);
-    let text = String::from_utf8_lossy(&out.stdout);
-    let count = |w: &str| text.lines().filter(|l| l.trim() == w).count();
-    let (n1, n2, failed) = (count("b1"), count("b2"), count("FAIL"));
+    let (n1, n2, failed) = curls(&lab, &client, vip, n, 2);
     eprintln!("{n} connections: b1 {n1}, b2 {n2}, failed {failed}");
     assert_eq!(
         failed,
         0,
-        "connections not answered:\n{text}\n{}",
+        "connections not answered:\n{}",
         services_of(&lab, "h3")
     );
-    assert_eq!(n1 + n2, n, "{text}");
+    assert_eq!(n1 + n2, n);
     // Weights 1 and 2: a third and two thirds, each within ±15 %.
     let (w1, w2) = (n / 3, n * 2 / 3);
     assert!(
@@ -297,7 +297,8 @@ fn new_connections_to_a_service_split_by_weight_and_are_answered_directly() {
 /// answered, and how many failed.
 fn curls(lab: &Lab, client: &Vm, vip: &str, n: usize, max_s: u32) -> (usize, usize, usize) {
     let script = format!(
-        "for i in $(seq 1 {n}); do curl -sS --max-time {max_s} http://{vip}/ 2>&1 || echo FAIL; echo; done"
+        "for i in $(seq 1 {n}); do curl -sSg --max-time {max_s} '{}' 2>&1 || echo FAIL; echo; done",
+        url(vip)
     );
     let out = lab.exec(&client.ns, &["sh", "-c", &script]);
     let text = String::from_utf8_lossy(&out.stdout);
@@ -314,8 +315,9 @@ fn curls(lab: &Lab, client: &Vm, vip: &str, n: usize, max_s: u32) -> (usize, usi
 fn timed(lab: &Lab, client: &Vm, vip: &str, secs: u32) -> Vec<(f64, String)> {
     let script = format!(
         "end=$(($(date +%s) + {secs})); while [ $(date +%s) -lt $end ]; do \
-         s=$(date +%s.%N); r=$(curl -s --max-time 1 http://{vip}/ || echo FAIL); \
-         echo \"$s $r\"; done"
+         s=$(date +%s.%N); r=$(curl -sg --max-time 1 '{}' || echo FAIL); \
+         echo \"$s $r\"; done",
+        url(vip)
     );
     let out = lab.exec(&client.ns, &["sh", "-c", &script]);
     String::from_utf8_lossy(&out.stdout)
@@ -349,38 +351,12 @@ fn least_load_shares_avoids_a_loaded_backend_and_fails_over_within_3_s() {
     let service = format!(
         "[[lan.service]]\nname = \"app\"\naddress = \"{vip}\"\nbackends = [\"{b1}\", \"{b2}\"]\nports = [80]\n"
     );
-    let mut lab = Lab::builder("svl")
-        .subnet(&["h1", "h2"])
-        .subnet(&["h3"])
-        .lan("lan1", [192, 168, 91], &["h1", "h2", "h3"], 2)
-        .config_tail("h1", &service)
-        .config_tail("h2", &service)
-        .config_tail("h3", &service)
-        .start();
-    for h in ["h1", "h2", "h3"] {
-        lab.wait_tunnels(h, "lan1", 2, Duration::from_secs(20));
-    }
-    let (v1, v2, client, loader) = (
-        lab.vm("h1", "lan1", 0).clone(),
-        lab.vm("h2", "lan1", 0).clone(),
-        lab.vm("h3", "lan1", 0).clone(),
-        lab.vm("h2", "lan1", 1).clone(),
-    );
-    assert_eq!((v1.mac.as_str(), v2.mac.as_str()), (b1, b2));
-    assert!(lab.ping(&v1, client.ip) && lab.ping(&v2, client.ip));
+    let (mut lab, v1, v2, client) = service_lab("svl", [192, 168, 91], 2, false, &service);
+    let loader = lab.vm("h2", "lan1", 1).clone();
     assert!(lab.ping(&loader, v1.ip));
     let mut servers = Servers(Vec::new());
     backend(&lab, &v1, vip, "b1", &mut servers);
     backend(&lab, &v2, vip, "b2", &mut servers);
-    let t0 = Instant::now();
-    while curls(&lab, &client, vip, 1, 1).2 > 0 {
-        assert!(
-            t0.elapsed() < Duration::from_secs(10),
-            "the service does not answer:\n{}",
-            services_of(&lab, "h3")
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
 
     // Idle, equal weights: least-load counts this host's own new flows at once, so the
     // split is close to even.
@@ -549,37 +525,14 @@ fn an_ipv6_service_address_is_resolved_by_neighbour_discovery_and_served() {
     let service = format!(
         "[[lan.service]]\nname = \"web6\"\naddress = \"{vip}\"\nbackends = [\"{b1}\", \"{b2}\"]\npolicy = \"hash\"\n"
     );
-    let lab = Lab::builder("sv6")
-        .subnet(&["h1", "h2"])
-        .subnet(&["h3"])
-        .lan("lan1", [192, 168, 92], &["h1", "h2", "h3"], 1)
-        .ipv6()
-        .config_tail("h1", &service)
-        .config_tail("h2", &service)
-        .config_tail("h3", &service)
-        .start();
-    for h in ["h1", "h2", "h3"] {
-        lab.wait_tunnels(h, "lan1", 2, Duration::from_secs(20));
-    }
-    let (v1, v2, client) = (
-        lab.vm("h1", "lan1", 0).clone(),
-        lab.vm("h2", "lan1", 0).clone(),
-        lab.vm("h3", "lan1", 0).clone(),
-    );
-    assert!(lab.ping(&v1, client.ip) && lab.ping(&v2, client.ip));
+    let (lab, v1, v2, client) = service_lab("sv6", [192, 168, 92], 1, true, &service);
     let mut servers = Servers(Vec::new());
     backend(&lab, &v1, vip, "b1", &mut servers);
     backend(&lab, &v2, vip, "b2", &mut servers);
     let n = 200;
-    let script = format!(
-        "for i in $(seq 1 {n}); do curl -sSg --max-time 2 'http://[{vip}]/' 2>&1 || echo FAIL; echo; done"
-    );
-    let out = lab.exec(&client.ns, &["sh", "-c", &script]);
-    let text = String::from_utf8_lossy(&out.stdout);
-    let count = |w: &str| text.lines().filter(|l| l.trim() == w).count();
-    let (n1, n2) = (count("b1"), count("b2"));
-    eprintln!("IPv6: {n} connections: b1 {n1}, b2 {n2}");
-    assert_eq!(n1 + n2, n, "{text}\n{}", services_of(&lab, "h3"));
+    let (n1, n2, failed) = curls(&lab, &client, vip, n, 2);
+    eprintln!("IPv6: {n} connections: b1 {n1}, b2 {n2}, failed {failed}");
+    assert_eq!(n1 + n2, n, "{}", services_of(&lab, "h3"));
     // Hashing 1:1: each within ±25 % of half (200 keep it at 3.5 standard deviations).
     for k in [n1, n2] {
         assert!(k.abs_diff(n / 2) * 100 <= (n / 2) * 25, "{n1}/{n2}");

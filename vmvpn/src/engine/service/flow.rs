@@ -56,19 +56,13 @@ fn flow_of_v4(frame: &[u8]) -> Option<Flow> {
     }
     let proto = ip[9];
     let fragment = u16::from_be_bytes([ip[6], ip[7]]) & 0x1fff != 0;
-    let (sport, dport, syn) = ports(proto, !fragment, &ip[ihl..]);
-    let mut f = Flow {
-        src: [0; 16],
-        dst: [0; 16],
-        alen: 4,
+    Some(Flow::new(
+        &ip[12..16],
+        &ip[16..20],
         proto,
-        sport,
-        dport,
-        syn,
-    };
-    f.src[..4].copy_from_slice(&ip[12..16]);
-    f.dst[..4].copy_from_slice(&ip[16..20]);
-    Some(f)
+        !fragment,
+        &ip[ihl..],
+    ))
 }
 
 fn flow_of_v6(frame: &[u8]) -> Option<Flow> {
@@ -79,33 +73,30 @@ fn flow_of_v6(frame: &[u8]) -> Option<Flow> {
     if ip[0] >> 4 != 6 {
         return None;
     }
-    let proto = ip[6];
-    let (sport, dport, syn) = ports(proto, true, &ip[40..]);
-    let mut f = Flow {
-        src: [0; 16],
-        dst: [0; 16],
-        alen: 16,
-        proto,
-        sport,
-        dport,
-        syn,
-    };
-    f.src.copy_from_slice(&ip[8..24]);
-    f.dst.copy_from_slice(&ip[24..40]);
-    Some(f)
+    Some(Flow::new(&ip[8..24], &ip[24..40], ip[6], true, &ip[40..]))
 }
 
-/// Source and destination port, and whether it is a TCP SYN without ACK, of a TCP or UDP
-/// header at `l4` (zeros for anything else).
-fn ports(proto: u8, whole: bool, l4: &[u8]) -> (u16, u16, bool) {
-    if (proto == 6 || proto == 17) && whole && l4.len() >= 4 {
-        let tcp_flags = (proto == 6 && l4.len() >= 14).then(|| l4[13]);
-        (
-            u16::from_be_bytes([l4[0], l4[1]]),
-            u16::from_be_bytes([l4[2], l4[3]]),
-            tcp_flags.is_some_and(|f| f & 0x12 == 0x02),
-        )
-    } else {
-        (0, 0, false)
+impl Flow {
+    /// The flow from addresses `src` and `dst` (4 or 16 bytes), protocol `proto` and the
+    /// transport header at `l4`: its ports, and whether it is a TCP SYN without ACK, when
+    /// it is TCP or UDP and `whole` (not a fragment after the first); zeros otherwise.
+    fn new(src: &[u8], dst: &[u8], proto: u8, whole: bool, l4: &[u8]) -> Flow {
+        let mut f = Flow {
+            src: [0; 16],
+            dst: [0; 16],
+            alen: src.len() as u8,
+            proto,
+            sport: 0,
+            dport: 0,
+            syn: false,
+        };
+        f.src[..src.len()].copy_from_slice(src);
+        f.dst[..dst.len()].copy_from_slice(dst);
+        if (proto == 6 || proto == 17) && whole && l4.len() >= 4 {
+            f.sport = u16::from_be_bytes([l4[0], l4[1]]);
+            f.dport = u16::from_be_bytes([l4[2], l4[3]]);
+            f.syn = proto == 6 && l4.len() >= 14 && l4[13] & 0x12 == 0x02;
+        }
+        f
     }
 }
