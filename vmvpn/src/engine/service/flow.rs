@@ -14,6 +14,8 @@ pub(super) struct Flow {
     pub(super) dport: u16,
     /// A TCP SYN without ACK: a new connection.
     pub(super) syn: bool,
+    /// A TCP FIN or RST: the connection is ending.
+    pub(super) fin: bool,
 }
 
 impl Flow {
@@ -89,6 +91,7 @@ impl Flow {
             sport: 0,
             dport: 0,
             syn: false,
+            fin: false,
         };
         f.src[..src.len()].copy_from_slice(src);
         f.dst[..dst.len()].copy_from_slice(dst);
@@ -96,6 +99,7 @@ impl Flow {
             f.sport = u16::from_be_bytes([l4[0], l4[1]]);
             f.dport = u16::from_be_bytes([l4[2], l4[3]]);
             f.syn = proto == 6 && l4.len() >= 14 && l4[13] & 0x12 == 0x02;
+            f.fin = proto == 6 && l4.len() >= 14 && l4[13] & 0x05 != 0;
         }
         f
     }

@@ -520,7 +520,14 @@ impl Services {
             return Verdict::NoBackend;
         }
         let hash = flow.hash();
-        let pinned = s.pins.get(hash, now_s);
+        // A SYN on the 5-tuple of a connection the client closed is a new connection (its
+        // port came round again): it chooses afresh, as its old backend holds nothing of
+        // it. A retransmitted SYN keeps the pin its first one made.
+        let pinned = s
+            .pins
+            .get(hash, now_s)
+            .filter(|&(_, closed)| !(closed && flow.syn))
+            .map(|(b, _)| b);
         let chosen = match pinned {
             Some(b) if s.backends.get(usize::from(b)).is_some_and(|b| b.up) => Some(b),
             _ => {
@@ -538,6 +545,9 @@ impl Services {
                 c
             }
         };
+        if flow.fin {
+            s.pins.close(hash);
+        }
         let Some(b) = chosen.and_then(|c| s.backends.get_mut(usize::from(c))) else {
             s.no_backend += 1;
             return Verdict::NoBackend;

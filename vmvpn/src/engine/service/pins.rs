@@ -20,6 +20,8 @@ struct Pin {
     backend: u16,
     /// The owner's clock (s) at its last frame.
     last_s: u32,
+    /// The client sent a FIN or RST on it: a SYN on the same 5-tuple is a new connection.
+    closed: bool,
 }
 
 /// One service's pins.
@@ -43,15 +45,25 @@ impl Pins {
         start..start + WAYS
     }
 
-    /// The backend `hash`'s flow is pinned to, its use noted at `now_s`.
-    pub(super) fn get(&mut self, hash: u64, now_s: u32) -> Option<u16> {
+    /// The backend `hash`'s flow is pinned to, and whether that connection was closed;
+    /// its use noted at `now_s`.
+    pub(super) fn get(&mut self, hash: u64, now_s: u32) -> Option<(u16, bool)> {
         let key = hash | 1;
         let range = self.set(key);
         let p = self.slots[range]
             .iter_mut()
             .find(|p| p.key == key && now_s.wrapping_sub(p.last_s) < IDLE_S)?;
         p.last_s = now_s;
-        Some(p.backend)
+        Some((p.backend, p.closed))
+    }
+
+    /// The client closed `hash`'s connection (FIN or RST).
+    pub(super) fn close(&mut self, hash: u64) {
+        let key = hash | 1;
+        let range = self.set(key);
+        if let Some(p) = self.slots[range].iter_mut().find(|p| p.key == key) {
+            p.closed = true;
+        }
     }
 
     /// Pin `hash`'s flow to `backend` (a pin it had is replaced).
@@ -76,6 +88,7 @@ impl Pins {
             key,
             backend,
             last_s: now_s,
+            closed: false,
         };
     }
 
@@ -113,7 +126,7 @@ mod tests {
     fn a_pin_holds_until_idle_and_a_full_set_evicts_its_oldest() {
         let mut p = Pins::new();
         p.put(42, 3, 100);
-        assert_eq!(p.get(42, 150), Some(3));
+        assert_eq!(p.get(42, 150), Some((3, false)));
         assert_eq!(p.get(44, 150), None);
         assert_eq!(p.get(42, 150 + IDLE_S), None, "idle too long");
         // Keys of one set: the same bits above bit 0 modulo the sets.
@@ -126,14 +139,16 @@ mod tests {
         p.put(same_set(100), 9, 1010);
         assert_eq!(p.evicted, 1);
         assert_eq!(p.get(same_set(1), 1010), None, "the oldest went");
-        assert_eq!(p.get(same_set(2), 1010), Some(1));
-        assert_eq!(p.get(same_set(100), 1010), Some(9));
+        assert_eq!(p.get(same_set(2), 1010), Some((1, false)));
+        assert_eq!(p.get(same_set(100), 1010), Some((9, false)));
         assert_eq!(p.active(10, 1010, 5)[9], 1);
         // Renumbered: backend 9 is now 0, backend 1 is gone.
         let mut map = vec![None; 10];
         map[9] = Some(0);
         p.remap(&map);
-        assert_eq!(p.get(same_set(100), 1010), Some(0));
+        assert_eq!(p.get(same_set(100), 1010), Some((0, false)));
+        p.close(same_set(100));
+        assert_eq!(p.get(same_set(100), 1010), Some((0, true)));
         assert_eq!(p.get(same_set(2), 1010), None);
         // Idle pins make room without an eviction.
         p.put(same_set(200), 4, 1010 + IDLE_S + 10);

@@ -465,3 +465,33 @@ fn new_flows_avoid_a_backend_whose_host_is_quiet_but_its_flows_stay() {
     });
     assert_eq!(split(&mut s, 10, 9000).iter().sum::<usize>(), 10);
 }
+
+#[test]
+fn a_new_connection_on_a_closed_connections_ports_chooses_afresh() {
+    let mut s = Services::new(&[spec(backends(2, 1))]);
+    all_up(&mut s, 0);
+    let vmac = virtual_mac("lan1", "web");
+    // A port whose first connection went to backend 1.
+    let port = (1000..2000u16)
+        .find(|&p| {
+            let mut f = tcp(vmac, [192, 168, 1, 9], p, 0x02);
+            s.handle_frame(&mut f);
+            f[..6] == mac(1)
+        })
+        .expect("a flow to backend 1");
+    // Now backend 2 takes nearly every slot.
+    let mut b = backends(2, 1);
+    b[1].weight = 100;
+    s.replace(&[spec(b)]);
+    all_up(&mut s, 1);
+    let to = |s: &mut Services, flags: u8| {
+        let mut f = tcp(vmac, [192, 168, 1, 9], port, flags);
+        s.handle_frame(&mut f);
+        f[..6] == mac(1)
+    };
+    assert!(to(&mut s, 0x02), "a retransmitted SYN keeps its backend");
+    assert!(to(&mut s, 0x10), "and so does the connection");
+    assert!(to(&mut s, 0x11), "its FIN too");
+    assert!(!to(&mut s, 0x02), "a SYN after the FIN is a new connection");
+    assert!(!to(&mut s, 0x10), "which keeps its new backend");
+}
