@@ -69,9 +69,11 @@ fn rtt_with_20ms_added_matches_ping_within_1ms() {
         "{q:#}"
     );
     // `vmvpn ping` to the VM's address goes to the peer behind it, through the delay.
+    // Its median is compared, as ping's is: one sample can land on a moment when the
+    // parallel iperf3 test holds both cores (a CI run saw 23.2 ms against ping's 21.1).
     let out = lab.vmvpn_cli(
         "h1",
-        &["ping", &b.ip.to_string(), "-c", "3", "-i", "0.2", "--json"],
+        &["ping", &b.ip.to_string(), "-c", "9", "-i", "0.2", "--json"],
     );
     assert!(
         out.status.success(),
@@ -82,16 +84,20 @@ fn rtt_with_20ms_added_matches_ping_within_1ms() {
         .lines()
         .map(|l| serde_json::from_str(l).expect("JSON line"))
         .collect();
-    assert_eq!(lines.len(), 3);
+    assert_eq!(lines.len(), 9);
+    let mut samples = Vec::new();
     for l in &lines {
         assert_eq!(l["peer"], "h2", "{l}");
         assert_eq!(l["via_vm"], b.mac.as_str(), "{l}");
         let ms = f(&l["rtt_us"]) / 1000.0;
-        assert!(
-            (ms - ping_ms).abs() <= 1.0,
-            "vmvpn ping {ms} vs ping {ping_ms}"
-        );
+        assert!(ms >= 20.0, "the 20 ms delay must show: {l}");
+        samples.push(ms);
     }
+    let ms = median(samples.clone());
+    assert!(
+        (ms - ping_ms).abs() <= 1.0,
+        "vmvpn ping median {ms:.3} ms ({samples:?}) vs ping {ping_ms:.3} ms"
+    );
     let text = lab.vmvpn_cli("h1", &["ping", "h2", "-c", "2", "-i", "0.1"]);
     let text = String::from_utf8_lossy(&text.stdout);
     assert!(
