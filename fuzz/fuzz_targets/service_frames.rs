@@ -11,7 +11,7 @@ use vmvpn::engine::service::{
 };
 
 fuzz_target!(|data: &[u8]| {
-    let spec = |name: &str, vip: &str, policy| ServiceSpec {
+    let spec = |name: &str, vip: &str, from: &str, policy| ServiceSpec {
         name: name.into(),
         vip: vip.parse().expect("address"),
         vmac: virtual_mac("lan1", name),
@@ -24,10 +24,11 @@ fuzz_target!(|data: &[u8]| {
             .collect(),
         ports: vec![80],
         policy,
+        probe_from: Some(from.parse().expect("address")),
     };
     let mut s = Services::new(&[
-        spec("web", "192.168.1.200", Policy::LeastLoad),
-        spec("web6", "fd00::200", Policy::Hash),
+        spec("web", "192.168.1.200", "192.168.1.250", Policy::LeastLoad),
+        spec("web6", "fd00::200", "fd00::250", Policy::Hash),
     ]);
     let t0 = Instant::now();
     s.tick(t0, 0, true, |m| Where::Peer {
@@ -55,7 +56,21 @@ fuzz_target!(|data: &[u8]| {
             assert!(frame[..6] == [2, 0, 0, 1, 0, 0] || frame[..6] == [2, 0, 0, 2, 0, 0]);
         }
         if i % 8 == 0 {
-            s.tick(t0, i as u64, true, |_| Where::Unknown);
+            // Now and then the backends are local: probes go out, answers come in.
+            let local = i % 16 == 8;
+            let at = t0 + std::time::Duration::from_millis(500 * i as u64);
+            s.tick(at, i as u64, true, |m| {
+                if local {
+                    Where::Local {
+                        ip: Some(std::net::IpAddr::from([192, 168, 1, m[3]])),
+                        bytes: i as u64,
+                    }
+                } else {
+                    Where::Unknown
+                }
+            });
+            let mut out = [0u8; 128];
+            while s.poll_probe(&mut out).is_some() {}
         }
     }
     let mut out = [0u8; 2048];

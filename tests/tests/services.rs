@@ -48,6 +48,13 @@ fn backend(lab: &Lab, vm: &Vm, vip: &str, name: &str, servers: &mut Servers) {
         &["ip", "addr", "add", &format!("{vip}/{prefix}"), "dev", "lo"],
     );
     assert!(out.status.success(), "{out:?}");
+    serve(lab, vm, vip, name, servers);
+}
+
+/// Serve `name` over HTTP on `vip` port 80 in `vm` (its files made by [`backend`]), and
+/// wait until it answers.
+fn serve(lab: &Lab, vm: &Vm, vip: &str, name: &str, servers: &mut Servers) {
+    let dir = lab.dir().join(format!("www-{name}"));
     let child = Command::new("ip")
         .args([
             "netns",
@@ -143,7 +150,7 @@ fn new_connections_to_a_service_split_by_weight_and_are_answered_directly() {
     let vip = "192.168.90.200";
     let (b1, b2) = ("02:00:00:01:00:00", "02:00:00:02:00:00");
     let service = format!(
-        "[[lan.service]]\nname = \"web\"\naddress = \"{vip}\"\nbackends = [\"{b1}\", \"{b2}\"]\nweights = [1, 2]\nports = [80]\npolicy = \"hash\"\n"
+        "[[lan.service]]\nname = \"web\"\naddress = \"{vip}\"\nbackends = [\"{b1}\", \"{b2}\"]\nweights = [1, 2]\nports = [80]\npolicy = \"hash\"\nprobe_from = \"192.168.90.250\"\n"
     );
     let (lab, v1, v2, client) = service_lab("svc", [192, 168, 90], 1, false, &service);
     let mut servers = Servers(Vec::new());
@@ -291,6 +298,61 @@ fn new_connections_to_a_service_split_by_weight_and_are_answered_directly() {
     eprintln!("after the reload: b1 {n1}, b2 {n2}, failed {failed}");
     assert_eq!(failed, 0);
     assert!(n1.min(n2) <= 5, "{n1}/{n2}");
+
+    // The TCP check (ports and probe_from): b2's host connects to port 80 of the
+    // service address at b2 twice a second and resets each answer, so b2 keeps no
+    // half-open connection of it.
+    let b = backend_json(&lab, "h2", 1);
+    assert_eq!(b["state"], "up", "{b}");
+    let text = services_of(&lab, "h2");
+    assert!(
+        text.contains("checked by tcp from 192.168.90.250 to port 80"),
+        "{text}"
+    );
+    let half_open = lab.exec(&v2.ns, &["ss", "-Htn", "state", "syn-recv"]);
+    let half_open = String::from_utf8_lossy(&half_open.stdout).to_string();
+    assert!(half_open.lines().count() <= 1, "half-open: {half_open}");
+    // Its server stops while its VM stays up (ARP still answers): only the TCP check
+    // sees it. Down within 3 s on every host, and new connections avoid it.
+    let mut b2 = servers.0.remove(1);
+    let _ = b2.kill();
+    let _ = b2.wait();
+    let down = wait_state(&lab, "h3", 1, "down", Duration::from_secs(6));
+    eprintln!("b2's server stopped: down on h3 after {down:.2} s");
+    assert!(
+        down <= 3.0,
+        "b2 was called down {down:.2} s after its server stopped\n{}",
+        services_of(&lab, "h2")
+    );
+    assert!(lab.ping(&client, v2.ip), "b2's VM itself is up");
+    let (n1, n2, failed) = curls(&lab, &client, vip, 20, 2);
+    assert_eq!((n1, n2, failed), (20, 0, 0), "{}", services_of(&lab, "h3"));
+    // Serving again: up within 3 s.
+    let start_at = Instant::now();
+    serve(&lab, &v2, vip, "b2", &mut servers);
+    let up = wait_state(&lab, "h3", 1, "up", Duration::from_secs(6));
+    eprintln!(
+        "b2's server back: up on h3 {up:.2} s after it listened ({:.2} s after start)",
+        start_at.elapsed().as_secs_f64()
+    );
+    assert!(up <= 3.0, "{}", services_of(&lab, "h2"));
+}
+
+/// Wait (up to `max`) until backend `i` of host `h`'s first service is in `state`: the
+/// seconds it took. Fails the test at `max`.
+fn wait_state(lab: &Lab, h: &str, i: usize, state: &str, max: Duration) -> f64 {
+    let t0 = Instant::now();
+    loop {
+        let b = backend_json(lab, h, i);
+        if b["state"] == state {
+            return t0.elapsed().as_secs_f64();
+        }
+        assert!(
+            t0.elapsed() < max,
+            "backend {i} on {h} not {state} after {max:?}: {b}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 /// `n` curls to `vip` one after another (each bounded by `max_s`): how many each backend

@@ -260,6 +260,10 @@ pub struct ServiceStatus {
     pub mac: String,
     /// How a backend is chosen ("least-load" or "hash").
     pub policy: String,
+    /// How its backends' hosts check them: "tcp from ADDRESS to port N" (with `ports`
+    /// and `probe_from`) or "arp/nd" (their addresses answer).
+    #[serde(default)]
+    pub check: String,
     /// Backends up now (0: the service answers nothing; the default alarm fires).
     pub backends_up: usize,
     /// Frames from this host's VMs that found no backend (dropped).

@@ -73,6 +73,7 @@ fn bench_service() -> ServiceSpec {
             .collect(),
         ports: Vec::new(),
         policy: Policy::LeastLoad,
+        probe_from: None,
     }
 }
 

@@ -287,11 +287,12 @@ pub(crate) fn services(v: &[(String, Vec<vmvpn::status::ServiceStatus>)]) -> Str
         for s in list {
             let _ = writeln!(
                 o,
-                "LAN {lan}  service {} at {} (MAC {}, {}): {} of {} backends up, {} ARP answered, {} frames found no backend",
+                "LAN {lan}  service {} at {} (MAC {}, {}, checked by {}): {} of {} backends up, {} ARP answered, {} frames found no backend",
                 s.name,
                 s.address,
                 s.mac,
                 s.policy,
+                s.check,
                 s.backends_up,
                 s.backends.len(),
                 s.arp_answered_total,

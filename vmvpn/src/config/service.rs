@@ -33,6 +33,10 @@ pub struct ServiceConfig {
     pub policy: Option<Spanned<String>>,
     /// Each backend's share, in `backends` order (default: 1 each).
     pub weights: Option<Spanned<Vec<u32>>>,
+    /// An unused address of the LAN (same family as `address`) that each backend's host
+    /// connects from to check the first of `ports` by TCP; without it, backends are
+    /// checked by ARP or neighbour discovery only.
+    pub probe_from: Option<Spanned<IpAddr>>,
 }
 
 /// A backend as the config names it.
@@ -95,6 +99,7 @@ impl ServiceConfig {
                 })
                 .collect(),
             ports: self.ports.clone(),
+            probe_from: self.probe_from.as_ref().map(|p| *p.get_ref()),
             policy: match self.policy.as_ref().map(|p| p.get_ref().as_str()) {
                 Some("hash") => Policy::Hash,
                 // Refused by the check: any other name.
@@ -109,6 +114,20 @@ impl LanConfig {
     pub fn service_specs(&self) -> Vec<ServiceSpec> {
         let lan = &self.name.get_ref().0;
         self.services.iter().map(|s| s.spec(lan)).collect()
+    }
+}
+
+/// False for an IPv6 address no service may use (multicast, link-local, loopback, ::);
+/// true for the rest and for IPv4.
+fn unicast_v6(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V6(a) => {
+            !(a.is_multicast()
+                || a.is_unspecified()
+                || a.is_loopback()
+                || a.segments()[0] & 0xffc0 == 0xfe80)
+        }
+        IpAddr::V4(_) => true,
     }
 }
 
@@ -167,12 +186,7 @@ impl Config {
                     format!("{vip} is already the address of lan[{i}].service[{k}]"),
                 );
             }
-            if let IpAddr::V6(a) = vip
-                && (a.is_multicast()
-                    || a.is_unspecified()
-                    || a.is_loopback()
-                    || a.segments()[0] & 0xffc0 == 0xfe80)
-            {
+            if !unicast_v6(vip) {
                 return fail(
                     s.address.span(),
                     "address",
@@ -206,6 +220,40 @@ impl Config {
                 );
             }
             let backends = s.backends.get_ref();
+            if let Some(p) = &s.probe_from {
+                let from = *p.get_ref();
+                let others = lan.services.iter().enumerate().filter(|(k, _)| *k != j);
+                let why = if s.ports.is_empty() {
+                    Some("the TCP check connects to the first of ports: set ports too (or leave probe_from out: ARP and neighbour checks need no address)".to_string())
+                } else if from.is_ipv4() != vip.is_ipv4() {
+                    Some(format!("the service address {vip} is of the other family"))
+                } else if from.is_ipv4() && !inside(&lan.segment, from) {
+                    Some(format!("outside the LAN's segment {}", lan.segment))
+                } else if !unicast_v6(from) {
+                    Some("not a unicast address of the LAN's prefix".into())
+                } else if from == vip {
+                    Some("the service's own address: give an address no VM uses".into())
+                } else if backends.contains(&BackendAddr::Ip(from)) {
+                    Some("a backend's address: give an address no VM uses".into())
+                } else if let Some((k, _)) =
+                    others.clone().find(|(_, o)| *o.address.get_ref() == from)
+                {
+                    Some(format!("the address of lan[{i}].service[{k}]"))
+                } else if let Some((k, _)) = others
+                    .clone()
+                    .filter(|(k, _)| *k < j)
+                    .find(|(_, o)| o.probe_from.as_ref().map(|p| *p.get_ref()) == Some(from))
+                {
+                    Some(format!(
+                        "already probe_from of lan[{i}].service[{k}]: one per service"
+                    ))
+                } else {
+                    None
+                };
+                if let Some(why) = why {
+                    return fail(p.span(), "probe_from", format!("{from}: {why}"));
+                }
+            }
             if backends.is_empty() || backends.len() > MAX_BACKENDS {
                 return fail(
                     s.backends.span(),
@@ -297,6 +345,20 @@ secret_file = "/dev/null"
     }
 
     #[test]
+    fn a_tcp_check_from_an_unused_address() {
+        let cfg = parse(
+            "name = \"web\"\naddress = \"192.168.1.200\"\nbackends = [\"192.168.1.2\"]\nports = [8080, 80]\nprobe_from = \"192.168.1.250\"\n",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let s = &cfg.lans[0].service_specs()[0];
+        assert_eq!(s.probe_from, Some(IpAddr::from([192, 168, 1, 250])));
+        assert_eq!(
+            s.tcp_check(),
+            Some((IpAddr::from([192, 168, 1, 250]), 8080))
+        );
+    }
+
+    #[test]
     fn an_ipv6_service_address() {
         let cfg = parse(
             "name = \"web\"\naddress = \"fd00:100::200\"\nbackends = [\"fd00:100::2\", \"02:00:00:03:00:01\"]\n",
@@ -374,6 +436,36 @@ secret_file = "/dev/null"
                 "name = \"web\"\naddress = \"192.168.1.200\"\nbackends = [\"192.168.1.2\"]\n[[lan.service]]\nname = \"db\"\naddress = \"192.168.1.200\"\nbackends = [\"192.168.1.3\"]\n",
                 "service[1].address",
                 "already",
+            ),
+            (
+                "name = \"web\"\naddress = \"192.168.1.200\"\nbackends = [\"192.168.1.2\"]\nprobe_from = \"192.168.1.250\"\n",
+                "service[0].probe_from",
+                "set ports too",
+            ),
+            (
+                "name = \"web\"\naddress = \"192.168.1.200\"\nbackends = [\"192.168.1.2\"]\nports = [80]\nprobe_from = \"fd00::fa\"\n",
+                "service[0].probe_from",
+                "other family",
+            ),
+            (
+                "name = \"web\"\naddress = \"192.168.1.200\"\nbackends = [\"192.168.1.2\"]\nports = [80]\nprobe_from = \"10.0.0.250\"\n",
+                "service[0].probe_from",
+                "outside the LAN's segment",
+            ),
+            (
+                "name = \"web\"\naddress = \"192.168.1.200\"\nbackends = [\"192.168.1.2\"]\nports = [80]\nprobe_from = \"192.168.1.2\"\n",
+                "service[0].probe_from",
+                "a backend's address",
+            ),
+            (
+                "name = \"web\"\naddress = \"192.168.1.200\"\nbackends = [\"192.168.1.2\"]\nports = [80]\nprobe_from = \"192.168.1.200\"\n",
+                "service[0].probe_from",
+                "own address",
+            ),
+            (
+                "name = \"web\"\naddress = \"192.168.1.200\"\nbackends = [\"192.168.1.2\"]\nports = [80]\nprobe_from = \"192.168.1.250\"\n[[lan.service]]\nname = \"db\"\naddress = \"192.168.1.201\"\nbackends = [\"192.168.1.3\"]\nports = [5432]\nprobe_from = \"192.168.1.250\"\n",
+                "service[1].probe_from",
+                "one per service",
             ),
         ] {
             let e = parse(service)

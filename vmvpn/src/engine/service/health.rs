@@ -1,13 +1,9 @@
-//! Backend health, from the backend's own host: an ARP probe for its address every
-//! [`PROBE_EVERY`], written to the TAP as if from the service's virtual MAC (sender
-//! address 0.0.0.0, RFC 5227's probe, so the VM's neighbour table is not touched);
-//! [`DOWN_AFTER`] probes in a row unanswered take it down, [`UP_AFTER`] answered in a
-//! row bring it back. The verdict reaches the other hosts in the service-state reports.
+//! Backend health, from the backend's own host: a probe every [`PROBE_EVERY`] (ARP,
+//! neighbour solicitation or a TCP connect: `probe.rs`); [`DOWN_AFTER`] probes in a row
+//! unanswered take it down, [`UP_AFTER`] answered in a row bring it back. The verdict
+//! reaches the other hosts in the service-state reports.
 
-use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
-
-use crate::engine::macdb::Mac;
 
 /// Time between probes of one backend.
 pub const PROBE_EVERY: Duration = Duration::from_millis(500);
@@ -15,8 +11,6 @@ pub const PROBE_EVERY: Duration = Duration::from_millis(500);
 pub const DOWN_AFTER: u8 = 3;
 /// Probes answered in a row before a down backend is up again.
 pub const UP_AFTER: u8 = 3;
-/// An ARP frame, padded to Ethernet's minimum.
-pub const PROBE_LEN: usize = 60;
 
 /// One local backend's probing.
 #[derive(Debug, Clone, Copy)]
@@ -71,6 +65,23 @@ impl Health {
         (true, changed)
     }
 
+    /// The outstanding probe was refused (a TCP reset): a miss now, not at the next
+    /// probe; true when the verdict changed.
+    pub fn refused(&mut self) -> bool {
+        if !self.outstanding {
+            return false;
+        }
+        self.outstanding = false;
+        self.answers = 0;
+        self.misses = self.misses.saturating_add(1);
+        if self.healthy && self.misses >= DOWN_AFTER {
+            self.healthy = false;
+            self.downs += 1;
+            return true;
+        }
+        false
+    }
+
     /// The answer to the outstanding probe came; true when the verdict changed.
     pub fn answered(&mut self) -> bool {
         if !self.outstanding {
@@ -85,37 +96,6 @@ impl Health {
         }
         false
     }
-}
-
-/// Write an ARP probe for `ip` (at `mac`) from `vmac` into `out` (≥ [`PROBE_LEN`]).
-pub fn write_probe(out: &mut [u8], vmac: &Mac, mac: &Mac, ip: Ipv4Addr) -> usize {
-    let f = &mut out[..PROBE_LEN];
-    f.fill(0);
-    f[..6].copy_from_slice(mac);
-    f[6..12].copy_from_slice(vmac);
-    f[12..14].copy_from_slice(&[0x08, 0x06]);
-    f[14..22].copy_from_slice(&[0, 1, 8, 0, 6, 4, 0, 1]);
-    f[22..28].copy_from_slice(vmac);
-    // Sender address 0.0.0.0 (bytes 28..32), target MAC zero (32..38).
-    f[38..42].copy_from_slice(&ip.octets());
-    PROBE_LEN
-}
-
-/// The answer to a probe from one of `vmacs`: (the service's MAC, the answering VM's).
-pub fn probe_answer(frame: &[u8]) -> Option<(Mac, Mac)> {
-    const ARP: usize = 14;
-    if frame.len() < ARP + 28
-        || frame[12..14] != [0x08, 0x06]
-        || frame[ARP..ARP + 6] != [0, 1, 8, 0, 6, 4]
-        || frame[ARP + 6..ARP + 8] != [0, 2]
-    {
-        return None;
-    }
-    let mut to = [0u8; 6];
-    to.copy_from_slice(&frame[..6]);
-    let mut from = [0u8; 6];
-    from.copy_from_slice(&frame[ARP + 8..ARP + 14]);
-    Some((to, from))
 }
 
 #[cfg(test)]
@@ -143,26 +123,5 @@ mod tests {
         assert!(h.answered(), "the third answer in a row");
         assert!(h.healthy);
         assert!(!h.answered(), "one answer per probe");
-    }
-
-    #[test]
-    fn a_probe_and_its_answer() {
-        let vmac = [2, 0x5e, 1, 2, 3, 4];
-        let vm = [2, 0, 0, 1, 0, 0];
-        let mut f = [0u8; PROBE_LEN];
-        assert_eq!(
-            write_probe(&mut f, &vmac, &vm, Ipv4Addr::new(10, 0, 0, 2)),
-            60
-        );
-        assert_eq!(&f[38..42], &[10, 0, 0, 2]);
-        assert_eq!(probe_answer(&f), None, "a request, not an answer");
-        // What Linux sends back: to the asker, op 2, sender the VM.
-        let mut r = f;
-        r[..6].copy_from_slice(&vmac);
-        r[6..12].copy_from_slice(&vm);
-        r[21] = 2;
-        r[22..28].copy_from_slice(&vm);
-        assert_eq!(probe_answer(&r), Some((vmac, vm)));
-        assert_eq!(probe_answer(&r[..30]), None);
     }
 }

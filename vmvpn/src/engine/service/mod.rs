@@ -26,6 +26,7 @@ pub mod health;
 mod maglev;
 mod nd;
 mod pins;
+pub mod probe;
 #[cfg(test)]
 mod tests;
 
@@ -36,6 +37,7 @@ use self::flow::flow_of;
 use self::health::Health;
 pub use self::maglev::{TABLE_SIZE, maglev, virtual_mac};
 use self::pins::Pins;
+use self::probe::{Answer, Probe};
 use super::PeerId;
 use super::macdb::Mac;
 use crate::proto::WireError;
@@ -102,6 +104,16 @@ pub struct ServiceSpec {
     pub ports: Vec<u16>,
     /// How new flows choose.
     pub policy: Policy,
+    /// The address a TCP health check connects from (with `ports`: to the first port);
+    /// None: backends are checked by ARP or neighbour discovery only.
+    pub probe_from: Option<IpAddr>,
+}
+
+impl ServiceSpec {
+    /// The TCP check's source address and port, when the service has one.
+    pub fn tcp_check(&self) -> Option<(IpAddr, u16)> {
+        Some((self.probe_from?, *self.ports.first()?))
+    }
 }
 
 /// Per backend: frames and bytes sent to it, flows and TCP connections given to it.
@@ -125,10 +137,10 @@ pub enum Where {
     /// Not seen yet.
     #[default]
     Unknown,
-    /// On this host; its IPv4 address if known, and its bytes both ways so far.
+    /// On this host; its address if known, and its bytes both ways so far.
     Local {
-        /// Its address (the probe's target).
-        ip: Option<Ipv4Addr>,
+        /// Its address (the ARP or neighbour probe's target).
+        ip: Option<IpAddr>,
         /// Bytes it sent and received, all time.
         bytes: u64,
     },
@@ -166,6 +178,10 @@ struct Backend {
     mac: Option<Mac>,
     at: Where,
     health: Health,
+    /// The source port of the last TCP check: its answer must come to it.
+    check_port: u16,
+    /// The SYN-ACK of a TCP check to reset: (our port, its acknowledgement).
+    reset: Option<(u16, u32)>,
     report: Option<Report>,
     /// The verdict new flows and moved flows go by.
     up: bool,
@@ -230,10 +246,12 @@ pub struct Services {
     list: Vec<Service>,
     /// The owner's clock, seconds (from [`tick`](Self::tick)): pins and reports age by it.
     now_s: u64,
-    /// Probes to write to the TAP: (service, backend).
-    probes: Vec<(u16, u16)>,
+    /// Probes to write to the TAP: (service, backend, a reset rather than a check).
+    probes: Vec<(u16, u16, bool)>,
     /// Reports refused (a malformed body).
     pub bad_reports: u64,
+    /// A local backend's verdict changed on an answer: its host reports at the next tick.
+    flipped: bool,
 }
 
 impl Services {
@@ -346,12 +364,12 @@ impl Services {
         locate: impl Fn(&Mac) -> Where,
     ) -> bool {
         self.now_s = second;
-        let mut changed = false;
+        let mut changed = std::mem::take(&mut self.flipped);
         for (si, s) in self.list.iter_mut().enumerate() {
             for (bi, (b, spec)) in s.backends.iter_mut().zip(&s.spec.backends).enumerate() {
                 b.at = b.mac.as_ref().map_or(Where::Unknown, &locate);
                 // The configured address is the one to probe; else the VM's own.
-                if let (Where::Local { ip, .. }, Some(IpAddr::V4(a))) = (&mut b.at, spec.ip) {
+                if let (Where::Local { ip, .. }, Some(a)) = (&mut b.at, spec.ip) {
                     *ip = Some(a);
                 }
                 if let (Where::Unknown, Some(r)) = (b.at, b.report)
@@ -367,11 +385,11 @@ impl Services {
                 }
                 match b.at {
                     Where::Local { ip, bytes } => {
-                        if ip.is_some() {
+                        if ip.is_some() || s.spec.tcp_check().is_some() {
                             let (due, flipped) = b.health.due(now);
                             changed |= flipped;
                             if due && self.probes.len() < 1024 {
-                                self.probes.push((si as u16, bi as u16));
+                                self.probes.push((si as u16, bi as u16, false));
                             }
                         }
                         if new_second {
@@ -415,17 +433,60 @@ impl Services {
         changed
     }
 
-    /// The next health probe to write to the TAP, into `out` (≥ 60 bytes); its length.
+    /// The next health probe (or reset of a TCP check's answer) to write to the TAP,
+    /// into `out` (≥ [`probe::PROBE_LEN`] bytes); its length.
     pub fn poll_probe(&mut self, out: &mut [u8]) -> Option<usize> {
-        while let Some((si, bi)) = self.probes.pop() {
-            let Some(s) = self.list.get(usize::from(si)) else {
+        while let Some((si, bi, reset)) = self.probes.pop() {
+            let Some(s) = self.list.get_mut(usize::from(si)) else {
                 continue;
             };
-            let Some(b) = s.backends.get(usize::from(bi)) else {
+            let check = s.spec.tcp_check();
+            let (vip, vmac) = (s.spec.vip, s.spec.vmac);
+            let Some(b) = s.backends.get_mut(usize::from(bi)) else {
                 continue;
             };
-            if let (Some(mac), Where::Local { ip: Some(ip), .. }) = (b.mac, b.at) {
-                return Some(health::write_probe(out, &s.spec.vmac, &mac, ip));
+            let (Some(mac), Where::Local { ip, .. }) = (b.mac, b.at) else {
+                continue;
+            };
+            let p = match (check, reset, ip) {
+                (Some((from, port)), true, _) => {
+                    let Some((sport, seq)) = b.reset.take() else {
+                        continue;
+                    };
+                    Probe::Tcp {
+                        from,
+                        to: vip,
+                        sport,
+                        port,
+                        seq,
+                        rst: true,
+                    }
+                }
+                (Some((from, port)), false, _) => {
+                    // A port of its own per check (an old answer is not this one's), and
+                    // a sequence number nobody can guess from the port.
+                    b.check_port = 49152 + (b.health.probes % 16384) as u16;
+                    Probe::Tcp {
+                        from,
+                        to: vip,
+                        sport: b.check_port,
+                        port,
+                        seq: maglev::mix(
+                            b.health.probes
+                                ^ u64::from_ne_bytes([
+                                    mac[0], mac[1], mac[2], mac[3], mac[4], mac[5], 0, 0,
+                                ]),
+                        ) as u32,
+                        rst: false,
+                    }
+                }
+                (None, _, Some(IpAddr::V4(a))) => Probe::Arp(a),
+                (None, _, Some(IpAddr::V6(a))) => Probe::Nd(a),
+                (None, _, None) => continue,
+            };
+            let n = probe::write(out, &vmac, &mac, p);
+            if n > 0 {
+                return Some(n);
             }
         }
         None
@@ -497,7 +558,11 @@ impl Services {
         if ethertype == 0x86dd
             && let Some(target) = nd::solicited(frame)
         {
-            let Some(s) = self.list.iter_mut().find(|s| s.spec.vip == target) else {
+            let Some(s) = self
+                .list
+                .iter_mut()
+                .find(|s| s.spec.vip == target || s.spec.probe_from == Some(target))
+            else {
                 return Verdict::Pass;
             };
             nd::advertise(frame, &s.spec.vmac);
@@ -505,9 +570,13 @@ impl Services {
             return Verdict::Answer;
         }
         let now_s = self.now_s as u32;
-        let Some(s) = self.list.iter_mut().find(|s| frame[..6] == s.spec.vmac) else {
+        let Some(si) = self.list.iter().position(|s| frame[..6] == s.spec.vmac) else {
             return Verdict::Pass;
         };
+        if let Some(a) = probe::answer(frame, self.list[si].spec.probe_from) {
+            return self.handle_answer(si, a);
+        }
+        let s = &mut self.list[si];
         let Some(flow) = flow_of(frame) else {
             s.no_backend += 1;
             return Verdict::NoBackend;
@@ -568,17 +637,57 @@ impl Services {
     /// ARP from a local VM: a request for a service address (answered in place) or the
     /// answer to a health probe (taken).
     fn handle_arp(&mut self, frame: &mut [u8]) -> Verdict {
-        if let Some((to, from)) = health::probe_answer(frame) {
-            let Some(s) = self.list.iter_mut().find(|s| s.spec.vmac == to) else {
-                return Verdict::Pass;
-            };
-            for b in s.backends.iter_mut().filter(|b| b.mac == Some(from)) {
-                b.health.answered();
-                b.up = b.health.healthy;
-            }
-            return Verdict::Consumed;
+        if let Some(si) = self.list.iter().position(|s| frame[..6] == s.spec.vmac)
+            && let Some(a) = probe::answer(frame, None)
+        {
+            return self.handle_answer(si, a);
         }
         self.answer_arp(frame)
+    }
+
+    /// A local VM's answer to a probe of service `si`: the backend it comes from is
+    /// answered when it answers the probe its health goes by (the TCP check when the
+    /// service has one, else ARP or neighbour discovery of its address). A SYN-ACK is
+    /// reset whoever it is for, so no VM keeps a half-open connection of ours.
+    fn handle_answer(&mut self, si: usize, a: Answer) -> Verdict {
+        let s = &mut self.list[si];
+        let tcp = s.spec.tcp_check().is_some();
+        let (mac, ok) = match a {
+            Answer::Arp(m) | Answer::Nd(m, _) => (m, true),
+            Answer::Tcp {
+                from,
+                sport,
+                accepted,
+                ack,
+            } => {
+                if accepted
+                    && let Some(bi) = s.backends.iter().position(|b| b.mac == Some(from))
+                    && self.probes.len() < 1024
+                {
+                    s.backends[bi].reset = Some((sport, ack));
+                    self.probes.push((si as u16, bi as u16, true));
+                }
+                (from, accepted)
+            }
+        };
+        for (b, spec) in s.backends.iter_mut().zip(&s.spec.backends) {
+            let answers = match a {
+                Answer::Nd(_, target) => !tcp && spec.ip.is_none_or(|ip| ip == IpAddr::V6(target)),
+                Answer::Tcp { sport, .. } => tcp && sport == b.check_port,
+                Answer::Arp(_) => !tcp,
+            };
+            if b.mac != Some(mac) || !answers {
+                continue;
+            }
+            // A refused connection is a miss at once; silence is one at the next probe.
+            self.flipped |= if ok {
+                b.health.answered()
+            } else {
+                b.health.refused()
+            };
+            b.up = b.health.healthy;
+        }
+        Verdict::Consumed
     }
 
     /// An ARP request (Ethernet, IPv4) for a service address: made its reply in place.
@@ -596,11 +705,9 @@ impl Services {
             frame[ARP + 26],
             frame[ARP + 27],
         );
-        let Some(s) = self
-            .list
-            .iter_mut()
-            .find(|s| s.spec.vip == IpAddr::V4(target))
-        else {
+        let Some(s) = self.list.iter_mut().find(|s| {
+            s.spec.vip == IpAddr::V4(target) || s.spec.probe_from == Some(IpAddr::V4(target))
+        }) else {
             return Verdict::Pass;
         };
         let mut asker_mac = [0u8; 6];
@@ -637,6 +744,10 @@ impl Services {
                     address: s.spec.vip.to_string(),
                     mac: fmt_mac(&s.spec.vmac),
                     policy: s.spec.policy.name().into(),
+                    check: match s.spec.tcp_check() {
+                        Some((from, port)) => format!("tcp from {from} to port {port}"),
+                        None => "arp/nd".into(),
+                    },
                     backends_up: s
                         .backends
                         .iter()
@@ -728,10 +839,7 @@ impl super::Engine {
                         Some(Location::Local) => {
                             let e = vms.get(mac);
                             Where::Local {
-                                ip: e.and_then(|e| match e.ip {
-                                    Some(IpAddr::V4(a)) => Some(a),
-                                    _ => None,
-                                }),
+                                ip: e.and_then(|e| e.ip),
                                 bytes: e.map_or(0, |e| e.tx_bytes + e.rx_bytes),
                             }
                         }
@@ -777,7 +885,7 @@ impl super::Engine {
     /// [`handle_timeout`](super::Engine::handle_timeout) until None.
     pub fn poll_tap_write(&mut self, buf: &mut [u8]) -> Option<(super::LanId, usize)> {
         let out = buf.get_mut(crate::proto::HEADER_LEN..)?;
-        if out.len() < health::PROBE_LEN {
+        if out.len() < probe::PROBE_LEN {
             return None;
         }
         self.lans

@@ -78,27 +78,8 @@ pub(super) fn advertise(frame: &mut [u8], vmac: &Mac) {
         icmp[25] = 1;
         icmp[26..32].copy_from_slice(vmac);
     }
-    let sum = checksum(&target, &to, icmp);
+    let sum = super::probe::checksum(&target, &to, 58, icmp);
     icmp[2..4].copy_from_slice(&sum.to_be_bytes());
-}
-
-/// The ICMPv6 checksum of `msg` (its own checksum field zero) from `src` to `dst`.
-fn checksum(src: &[u8; 16], dst: &[u8; 16], msg: &[u8]) -> u16 {
-    let mut sum: u32 = 0;
-    let mut add = |b: &[u8]| {
-        for c in b.chunks(2) {
-            sum += u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]));
-        }
-    };
-    add(src);
-    add(dst);
-    add(&(msg.len() as u32).to_be_bytes());
-    add(&[0, 0, 0, 58]);
-    add(msg);
-    while sum >> 16 != 0 {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
 }
 
 #[cfg(test)]
@@ -153,7 +134,10 @@ mod tests {
         assert_eq!(&f[ICMP + 26..ICMP + 32], &vmac);
         // The checksum verifies: the sum over the message with it is zero.
         let (src, dst): ([u8; 16], [u8; 16]) = (vip.octets(), asker.octets());
-        assert_eq!(checksum(&src, &dst, &f[ICMP..ICMP + 32]), 0);
+        assert_eq!(
+            super::super::probe::checksum(&src, &dst, 58, &f[ICMP..ICMP + 32]),
+            0
+        );
         assert_eq!(
             solicited(&f),
             None,
@@ -176,7 +160,10 @@ mod tests {
         assert_eq!(f[ICMP + 4], 0x20, "not solicited");
         assert_eq!(&f[14 + 4..14 + 6], &[0, 24]);
         let all = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1).octets();
-        assert_eq!(checksum(&vip.octets(), &all, &f[ICMP..ICMP + 24]), 0);
+        assert_eq!(
+            super::super::probe::checksum(&vip.octets(), &all, 58, &f[ICMP..ICMP + 24]),
+            0
+        );
         // Garbage and short frames are not solicitations.
         assert_eq!(solicited(&f[..60]), None);
         assert_eq!(solicited(&[0u8; 100]), None);

@@ -24,6 +24,7 @@ fn spec(b: Vec<BackendSpec>) -> ServiceSpec {
         backends: b,
         ports: Vec::new(),
         policy: Policy::Hash,
+        probe_from: None,
     }
 }
 
@@ -335,7 +336,7 @@ fn a_local_backend_is_probed_and_reported() {
     let mut s = Services::new(&[spec(backends(1, 1))]);
     let t0 = Instant::now();
     let local = |_: &Mac| Where::Local {
-        ip: Some(Ipv4Addr::new(192, 168, 1, 2)),
+        ip: Some(IpAddr::from([192, 168, 1, 2])),
         bytes: 0,
     };
     let vmac = virtual_mac("lan1", "web");
@@ -494,4 +495,149 @@ fn a_new_connection_on_a_closed_connections_ports_chooses_afresh() {
     assert!(to(&mut s, 0x11), "its FIN too");
     assert!(!to(&mut s, 0x02), "a SYN after the FIN is a new connection");
     assert!(!to(&mut s, 0x10), "which keeps its new backend");
+}
+
+/// The backend's answer to the TCP check in `syn` (a frame from `poll_probe`): a
+/// SYN-ACK when `open`, else a reset.
+fn answer_check(syn: &[u8], open: bool) -> Vec<u8> {
+    use etherparse::{NetSlice, PacketBuilder, SlicedPacket, TransportSlice};
+    let p = SlicedPacket::from_ethernet(syn).expect("a probe frame");
+    let (Some(NetSlice::Ipv4(ip)), Some(TransportSlice::Tcp(t))) = (p.net, p.transport) else {
+        panic!("an IPv4 TCP probe: {syn:?}")
+    };
+    assert!(t.syn() && !t.ack(), "a SYN");
+    let (h, mut out) = (ip.header(), Vec::new());
+    let b = PacketBuilder::ethernet2(
+        syn[..6].try_into().expect("MAC"),
+        syn[6..12].try_into().expect("MAC"),
+    )
+    .ipv4(h.destination(), h.source(), 64)
+    .tcp(t.destination_port(), t.source_port(), 1000, 1000)
+    .ack(t.sequence_number().wrapping_add(1));
+    let b = if open { b.syn() } else { b.rst() };
+    b.write(&mut out, &[]).expect("written");
+    out
+}
+
+#[test]
+fn the_tcp_check_connects_to_the_first_port_and_resets_the_answer() {
+    let mut sp = spec(backends(1, 1));
+    sp.ports = vec![8080, 443];
+    sp.probe_from = Some(IpAddr::from([192, 168, 1, 250]));
+    let vmac = sp.vmac;
+    let mut s = Services::new(&[sp]);
+    let t0 = Instant::now();
+    // A backend known by MAC only: the TCP check needs no address of it.
+    let local = |_: &Mac| Where::Local { ip: None, bytes: 0 };
+    let mut out = [0u8; probe::PROBE_LEN];
+    let tick = |s: &mut Services, k: u32| s.tick(t0 + health::PROBE_EVERY * k, 1, false, local);
+    tick(&mut s, 0);
+    let n = s.poll_probe(&mut out).expect("a check");
+    let syn = out[..n].to_vec();
+    assert_eq!((&syn[..6], &syn[6..12]), (&mac(1)[..], &vmac[..]));
+    assert_eq!(
+        &syn[26..34],
+        &[192, 168, 1, 250, 192, 168, 1, 200],
+        "from probe_from to the service"
+    );
+    assert_eq!(
+        u16::from_be_bytes([syn[36], syn[37]]),
+        8080,
+        "the first port"
+    );
+    // The VM asks who has probe_from: this host answers with the service's MAC.
+    let mut arp = vec![0xff; 6];
+    arp.extend_from_slice(&mac(1));
+    arp.extend_from_slice(&[8, 6, 0, 1, 8, 0, 6, 4, 0, 1]);
+    arp.extend_from_slice(&mac(1));
+    arp.extend_from_slice(&[192, 168, 1, 2, 0, 0, 0, 0, 0, 0, 192, 168, 1, 250]);
+    assert_eq!(s.handle_frame(&mut arp), Verdict::Answer);
+    assert_eq!(&arp[22..28], &vmac[..]);
+    // The SYN-ACK: taken, and reset at once (sequence = its acknowledgement).
+    let mut ok = answer_check(&syn, true);
+    assert_eq!(
+        s.handle_frame(&mut ok),
+        Verdict::Consumed,
+        "never forwarded as a flow"
+    );
+    let n = s.poll_probe(&mut out).expect("the reset");
+    let reset = out[..n].to_vec();
+    let p = etherparse::SlicedPacket::from_ethernet(&reset).expect("parses");
+    let Some(etherparse::TransportSlice::Tcp(t)) = p.transport else {
+        panic!("TCP")
+    };
+    let syn_seq = u32::from_be_bytes(syn[38..42].try_into().expect("4 bytes"));
+    assert!(t.rst() && t.sequence_number() == syn_seq.wrapping_add(1));
+    assert_eq!(counts(&s)[0].state, "up");
+    // Refused (the port closed) three checks in a row: down. An ARP answer does not
+    // stand in for the TCP check.
+    for k in 1..=4 {
+        assert!(!tick(&mut s, k) || k == 4);
+        let n = s.poll_probe(&mut out).expect("a check");
+        let mut no = answer_check(&out[..n], false);
+        assert_eq!(s.handle_frame(&mut no), Verdict::Consumed);
+        assert_eq!(s.poll_probe(&mut out), None, "nothing to reset");
+        let mut a = out;
+        a[..6].copy_from_slice(&vmac);
+        a[6..12].copy_from_slice(&mac(1));
+        a[12..14].copy_from_slice(&[8, 6]);
+        a[14..22].copy_from_slice(&[0, 1, 8, 0, 6, 4, 0, 2]);
+        assert_eq!(s.handle_frame(&mut a[..60]), Verdict::Consumed);
+    }
+    assert_eq!(counts(&s)[0].state, "down");
+    // An answer to an older check (another port) does not count, though it is reset.
+    for k in 5..=8 {
+        tick(&mut s, k);
+        assert!(s.poll_probe(&mut out).is_some());
+        let mut stale = answer_check(&syn, true);
+        assert_eq!(s.handle_frame(&mut stale), Verdict::Consumed);
+        assert!(
+            s.poll_probe(&mut out).is_some(),
+            "the stale SYN-ACK is reset"
+        );
+    }
+    assert_eq!(counts(&s)[0].state, "down");
+    // Three answers in a row bring it back.
+    for k in 9..=11 {
+        tick(&mut s, k);
+        let n = s.poll_probe(&mut out).expect("a check");
+        let mut yes = answer_check(&out[..n], true);
+        assert_eq!(s.handle_frame(&mut yes), Verdict::Consumed);
+        while s.poll_probe(&mut out).is_some() {}
+    }
+    assert_eq!(counts(&s)[0].state, "up");
+}
+
+#[test]
+fn an_ipv6_backend_is_checked_by_neighbour_solicitation() {
+    let target: std::net::Ipv6Addr = "fd00::2".parse().expect("address");
+    let mut sp = spec(vec![BackendSpec {
+        mac: None,
+        ip: Some(IpAddr::V6(target)),
+        weight: 1,
+    }]);
+    sp.vip = "fd00::c8".parse().expect("address");
+    let vmac = sp.vmac;
+    let mut s = Services::new(&[sp]);
+    s.resolve(|_| Some(mac(1)));
+    let t0 = Instant::now();
+    let local = |_: &Mac| Where::Local { ip: None, bytes: 0 };
+    let mut out = [0u8; probe::PROBE_LEN];
+    for k in 0..4 {
+        s.tick(t0 + health::PROBE_EVERY * k, 1, false, local);
+        let n = s.poll_probe(&mut out).expect("a solicitation");
+        assert_eq!((n, out[54]), (86, 135));
+        assert_eq!(&out[62..78], &target.octets(), "for the configured address");
+    }
+    assert_eq!(counts(&s)[0].state, "down", "three unanswered");
+    for k in 4..8 {
+        s.tick(t0 + health::PROBE_EVERY * k, 1, false, local);
+        s.poll_probe(&mut out);
+        let mut na = out;
+        na[..6].copy_from_slice(&vmac);
+        na[6..12].copy_from_slice(&mac(1));
+        na[54] = 136;
+        assert_eq!(s.handle_frame(&mut na), Verdict::Consumed);
+    }
+    assert_eq!(counts(&s)[0].state, "up");
 }

@@ -106,6 +106,7 @@ fn sample_status(net: &Net) -> (crate::status::Status, crate::status::Status) {
             }],
             ports: Vec::new(),
             policy: crate::engine::service::Policy::LeastLoad,
+            probe_from: None,
         }])
         .status(|_| String::new());
     let st = crate::status::Status {
