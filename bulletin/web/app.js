@@ -426,13 +426,13 @@ function renderServices(lan) {
   for (const s of list) {
     for (const b of s.backends) {
       rows.push([`${s.service} (${s.address}, ${s.policy}, ${s.backends_up} of ${s.backends.length} up)`, b.backend, b.state, b.location,
-        String(b.weight), b.load_mbps.toFixed(1) + " Mbit/s", b.rtt_ms.toFixed(2) + " ms", String(b.flows_total), String(b.active_flows),
+        String(b.weight), b.load_mbps.toFixed(1) + " Mbit/s", String(b.open_connections ?? 0), b.rtt_ms.toFixed(2) + " ms", String(b.flows_total), String(b.active_flows),
         (b.share_last_minute * 100).toFixed(0) + " %"]);
       keys.push([s.service, b.backend, b.state]);
     }
   }
   table(t, [{ t: "service" }, { t: "backend" }, { t: "state" }, { t: "where" }, { t: "weight", num: true }, { t: "load", num: true },
-    { t: "RTT", num: true }, { t: "flows", num: true }, { t: "active", num: true }, { t: "share, last minute", num: true }], rows);
+    { t: "open", num: true }, { t: "RTT", num: true }, { t: "flows", num: true }, { t: "active", num: true }, { t: "share, last minute", num: true }], rows);
   [...t.querySelectorAll("tr")].slice(1).forEach((tr, i) => {
     tr.dataset.service = keys[i][0];
     tr.dataset.backend = keys[i][1];

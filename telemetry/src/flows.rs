@@ -408,6 +408,23 @@ impl FlowTable {
         }
     }
 
+    /// For each of `macs`, the TCP connections open now (opening or established) with it
+    /// at either end, into `out` (as long as `macs`; zeroed first). Walks the table:
+    /// once a second for a service's local backends, never per frame.
+    pub fn open_tcp_by_mac(&self, macs: &[Mac], out: &mut [u32]) {
+        out.fill(0);
+        for (_, f) in self.flows.iter() {
+            if !matches!(f.tcp, Some(TcpState::Opening | TcpState::Established)) {
+                continue;
+            }
+            for (m, n) in macs.iter().zip(out.iter_mut()) {
+                if f.src_mac == *m || f.dst_mac == *m {
+                    *n += 1;
+                }
+            }
+        }
+    }
+
     /// Flows, busiest (bytes both ways) first; at most `top` when given.
     pub fn rows(&self, now_s: u64, top: Option<usize>) -> Vec<FlowRow> {
         let mut v: Vec<&Flow> = self.flows.iter().map(|(_, f)| f).collect();
@@ -487,6 +504,22 @@ mod tests {
         assert_eq!(t.stats().flows, 1);
         t.expire(3 + CLOSED_IDLE_S);
         assert_eq!((t.stats().flows, t.stats().flows_expired_total), (0, 1));
+    }
+
+    #[test]
+    fn open_connections_by_mac() {
+        use crate::frame::tests::{A, B};
+        let mut t = FlowTable::new(16, 120);
+        for port in [40000, 40001, 40002] {
+            let f = tcp(C, S, (port, 80), "S", 0);
+            t.observe(&inspect(&f).expect("frame"), f.len(), 0);
+        }
+        // One ends (RST); UDP never counts.
+        let f = tcp(C, S, (40001, 80), "R", 0);
+        t.observe(&inspect(&f).expect("frame"), f.len(), 1);
+        let mut out = [7u32; 3];
+        t.open_tcp_by_mac(&[A, B, [2, 9, 9, 9, 9, 9]], &mut out);
+        assert_eq!(out, [2, 2, 0]);
     }
 
     #[test]

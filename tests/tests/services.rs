@@ -449,8 +449,18 @@ fn least_load_shares_avoids_a_loaded_backend_and_fails_over_within_3_s() {
             );
             std::thread::sleep(Duration::from_millis(200));
         }
+        // iperf3's control and data connections to b1, counted by b1's host (h1) and
+        // reported to h3 (b1 is the server: its flow table holds both).
+        let open = backend_json(&lab, "h3", 0)["open_connections"]
+            .as_u64()
+            .unwrap_or(0);
+        assert!(
+            (1..=4).contains(&open),
+            "b1's open connections as h3 sees them: {open}\n{}",
+            services_of(&lab, "h1")
+        );
         let (n1, n2, failed) = curls(&lab, &client, vip, 100, 3);
-        eprintln!("b1 loaded: b1 {n1}, b2 {n2}, failed {failed}");
+        eprintln!("b1 loaded: b1 {n1}, b2 {n2}, failed {failed} (open connections {open})");
         let table = services_of(&lab, "h3");
         let sent = bulk.join().expect("iperf3")["end"]["sum_sent"]["bytes"]
             .as_u64()

@@ -293,6 +293,10 @@ pub struct BackendStatus {
     /// Its traffic both ways, Mbit/s: measured here when local, its host's report
     /// otherwise (0 when no fresh report).
     pub load_mbps: f64,
+    /// TCP connections open with it now, as its host's flow table holds them (0 when
+    /// its host's report is stale).
+    #[serde(default)]
+    pub open_connections: u32,
     /// RTT from this host to its host, ms (0: local or not measured).
     pub rtt_ms: f64,
     /// New flows this host gave it.

@@ -532,6 +532,7 @@ mod tests {
                     location: "h1".into(),
                     weight: 1,
                     load_mbps: 0.0,
+                    open_connections: 0,
                     rtt_ms: 0.3,
                     flows_total: 0,
                     active_flows: 0,

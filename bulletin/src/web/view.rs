@@ -96,6 +96,9 @@ pub struct ServiceBackendView {
     pub weight: u32,
     /// Its traffic both ways, Mbit/s, as its host measured it.
     pub load_mbps: f64,
+    /// TCP connections open with it, as its host counted them.
+    #[serde(default)]
+    pub open_connections: u32,
     /// RTT from this host to its host, ms.
     pub rtt_ms: f64,
     /// New flows this host gave it.

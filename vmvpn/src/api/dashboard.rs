@@ -180,6 +180,7 @@ fn service_view(s: &crate::status::ServiceStatus) -> ServiceView {
                 location: b.location.clone(),
                 weight: b.weight,
                 load_mbps: b.load_mbps,
+                open_connections: b.open_connections,
                 rtt_ms: b.rtt_ms,
                 flows_total: b.flows_total,
                 active_flows: b.active_flows,

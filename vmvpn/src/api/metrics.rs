@@ -107,6 +107,11 @@ const FAMILIES: [(&str, &str, &str); F::COUNT] = [
         "A backend's traffic both ways in Mbit/s, as its host measured and reported it.",
     ),
     (
+        "vmvpn_service_backend_open_connections",
+        "gauge",
+        "TCP connections open with a backend, as its host's flow table holds them.",
+    ),
+    (
         "vmvpn_lan_flood_frames_total",
         "counter",
         "Frames flooded from this host's TAP.",
@@ -287,6 +292,7 @@ enum F {
     SvcBackendUp,
     SvcFlows,
     SvcLoad,
+    SvcOpen,
     Flood,
     PeerUp,
     TxPk,
@@ -325,7 +331,7 @@ enum F {
 }
 
 impl F {
-    const COUNT: usize = 52;
+    const COUNT: usize = 53;
 }
 
 /// Render a status snapshot as Prometheus text.
@@ -381,6 +387,7 @@ pub fn render(status: &Status, extra: &MetricsExtra) -> String {
                     (F::SvcBackendUp, f64::from(u8::from(b.state == "up"))),
                     (F::SvcFlows, b.flows_total as f64),
                     (F::SvcLoad, b.load_mbps),
+                    (F::SvcOpen, f64::from(b.open_connections)),
                 ] {
                     fam[f as usize].push((labels.clone(), v));
                 }

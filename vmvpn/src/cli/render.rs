@@ -300,13 +300,14 @@ pub(crate) fn services(v: &[(String, Vec<vmvpn::status::ServiceStatus>)]) -> Str
             );
             let _ = writeln!(
                 o,
-                "  {:<20} {:<18} {:<7} {:<16} {:>6} {:>9} {:>8} {:>8} {:>7} {:>9} {:>12} {:>10}",
+                "  {:<20} {:<18} {:<7} {:<16} {:>6} {:>9} {:>5} {:>8} {:>8} {:>7} {:>9} {:>12} {:>10}",
                 "BACKEND",
                 "MAC",
                 "STATE",
                 "WHERE",
                 "WEIGHT",
                 "LOAD",
+                "OPEN",
                 "RTT",
                 "FLOWS",
                 "ACTIVE",
@@ -317,13 +318,14 @@ pub(crate) fn services(v: &[(String, Vec<vmvpn::status::ServiceStatus>)]) -> Str
             for b in &s.backends {
                 let _ = writeln!(
                     o,
-                    "  {:<20} {:<18} {:<7} {:<16} {:>6} {:>9} {:>8} {:>8} {:>7} {:>9} {:>12} {:>10}",
+                    "  {:<20} {:<18} {:<7} {:<16} {:>6} {:>9} {:>5} {:>8} {:>8} {:>7} {:>9} {:>12} {:>10}",
                     b.backend,
                     b.mac.as_deref().unwrap_or("(not seen yet)"),
                     b.state,
                     b.location,
                     b.weight,
                     format!("{:.1} Mb/s", b.load_mbps),
+                    b.open_connections,
                     format!("{:.2} ms", b.rtt_ms),
                     b.flows_total,
                     b.active_flows,

@@ -12,7 +12,8 @@
 //!   `rx_packets`, and for local ones `tx_rate_bps`, `rx_rate_bps`, `peak_to_mean`;
 //! - `P:H:service:LAN:SERVICE:BACKEND`: one backend of a service as this host sees it
 //!   (`BACKEND` is its MAC or address as configured): `address` (the service's),
-//!   `state`, `location`, `weight`, `load_mbps`, `rtt_ms`, `flows_total`, `active_flows`,
+//!   `state`, `location`, `weight`, `load_mbps`, `open_connections`, `rtt_ms`,
+//!   `flows_total`, `active_flows`,
 //!   `share_last_minute`, `connections_total`, `bytes_total`;
 //! - `P:H:alerts`: one field per alert (`ALERT{label=value,…}`), its value JSON with
 //!   `state`, `severity`, `value`, `summary`, `since_s`;
@@ -251,6 +252,7 @@ pub fn hashes(
                         ("location".into(), b.location.clone()),
                         ("weight".into(), b.weight.to_string()),
                         ("load_mbps".into(), format!("{:.3}", b.load_mbps)),
+                        ("open_connections".into(), b.open_connections.to_string()),
                         ("rtt_ms".into(), format!("{:.3}", b.rtt_ms)),
                         ("flows_total".into(), b.flows_total.to_string()),
                         ("active_flows".into(), b.active_flows.to_string()),

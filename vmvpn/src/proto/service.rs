@@ -2,7 +2,8 @@
 //! knows of the service backends that run on it, for its peers to choose by (big-endian):
 //!
 //! ```text
-//! count (1) ‖ count × ( service MAC (6) ‖ backend MAC (6) ‖ flags (1) ‖ load, kbit/s (4) )
+//! count (1) ‖ count × ( service MAC (6) ‖ backend MAC (6) ‖ flags (1) ‖ load, kbit/s (4)
+//!                       ‖ open TCP connections (4) )
 //! flags: bit 0 healthy (its host's probes answered); other bits 0, ignored
 //! ```
 //!
@@ -11,7 +12,7 @@
 use super::header::{Kind, WireError};
 
 /// Bytes per entry.
-pub const ENTRY_LEN: usize = 17;
+pub const ENTRY_LEN: usize = 21;
 /// Entries per datagram (about 1 KB: under any path MTU).
 pub const MAX_ENTRIES: usize = 64;
 
@@ -26,6 +27,8 @@ pub struct BackendReport {
     pub healthy: bool,
     /// Its traffic in both directions over the last second, kbit/s.
     pub load_kbps: u32,
+    /// TCP connections open with it now, as its host's flow table holds them.
+    pub open_tcp: u32,
 }
 
 /// Write `entries` (at most [`MAX_ENTRIES`], the rest left out) into `out`, which holds
@@ -39,6 +42,7 @@ pub fn emit(entries: &[BackendReport], out: &mut [u8]) -> usize {
         o[6..12].copy_from_slice(&e.backend);
         o[12] = u8::from(e.healthy);
         o[13..17].copy_from_slice(&e.load_kbps.to_be_bytes());
+        o[17..21].copy_from_slice(&e.open_tcp.to_be_bytes());
     }
     1 + n * ENTRY_LEN
 }
@@ -64,6 +68,7 @@ pub fn parse(b: &[u8]) -> Result<impl Iterator<Item = BackendReport> + '_, WireE
             backend,
             healthy: e[12] & 1 == 1,
             load_kbps: u32::from_be_bytes([e[13], e[14], e[15], e[16]]),
+            open_tcp: u32::from_be_bytes([e[17], e[18], e[19], e[20]]),
         }
     }))
 }
@@ -79,6 +84,7 @@ mod tests {
             backend: [2, 0, 0, 1, 0, 0],
             healthy: true,
             load_kbps: 123_456,
+            open_tcp: 70_000,
         };
         let mut out = [0u8; 1 + MAX_ENTRIES * ENTRY_LEN];
         let n = emit(

@@ -8,14 +8,15 @@
 //! between the two rather than all rushing to one). A backend's cost is
 //!
 //! ```text
-//! (1 + load in Mbit/s both ways + new flows this host gave it in the last 2 s)
+//! (1 + load in Mbit/s both ways + open TCP connections
+//!    + new flows this host gave it in the last 2 s)
 //!     × (1 + max(0, RTT from this host in ms − 5) / 10) / weight
 //! ```
 //!
 //! RTTs under 5 ms (one site; a busy host's probes wander within that) weigh nothing, so
 //! jitter does not skew an even split; a backend 25 ms away costs three times a near one.
 //!
-//! The load is what its host measured and reported within the last
+//! The load and the connections are what its host measured and reported within the last
 //! [`REPORT_FRESH_S`](super::REPORT_FRESH_S) seconds (a stale figure counts as 0: the choice
 //! falls back to the new flows and the weights); the new flows count this host's own
 //! choices at once, between two reports.
@@ -74,7 +75,7 @@ impl Service {
             return f64::MAX;
         };
         let load = f64::from(be.load_kbps) / 1000.0;
-        let recent = f64::from(be.recent[0] + be.recent[1]);
+        let recent = f64::from(be.recent[0] + be.recent[1]) + f64::from(be.open_tcp);
         let rtt_ms = be.rtt_us as f64 / 1000.0;
         (1.0 + load + recent) * (1.0 + (rtt_ms - RTT_FREE_MS).max(0.0) / 10.0)
             / f64::from(spec.weight.max(1))

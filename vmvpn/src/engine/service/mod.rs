@@ -168,6 +168,7 @@ struct Report {
     peer: PeerId,
     healthy: bool,
     load_kbps: u32,
+    open_tcp: u32,
     at_s: u64,
 }
 
@@ -190,6 +191,9 @@ struct Backend {
     /// Its traffic both ways, kbit/s: measured here when local, reported when not (0
     /// when the report is stale: an old figure must not steer new flows).
     load_kbps: u32,
+    /// TCP connections open with it: counted here when local (once a second, by
+    /// [`Services::set_open_tcp`]), reported when not (0 when the report is stale).
+    open_tcp: u32,
     rtt_us: u64,
     /// Bytes at the last second, for the local rate.
     last_bytes: Option<u64>,
@@ -353,6 +357,33 @@ impl Services {
         }
     }
 
+    /// The MACs of the backends on this host (as the last tick located them) into `out`,
+    /// for their open connections to be counted (once a second; `out` reused).
+    pub fn local_backends(&self, out: &mut Vec<Mac>) {
+        out.clear();
+        for b in self.list.iter().flat_map(|s| &s.backends) {
+            if let (Some(m), Where::Local { .. }) = (b.mac, b.at)
+                && !out.contains(&m)
+            {
+                out.push(m);
+            }
+        }
+    }
+
+    /// The open TCP connections of the local backends `macs` (from
+    /// [`local_backends`](Self::local_backends)), counted by the LAN's flow table.
+    pub fn set_open_tcp(&mut self, macs: &[Mac], open: &[u32]) {
+        for b in self.list.iter_mut().flat_map(|s| &mut s.backends) {
+            if let (Some(m), Where::Local { .. }) = (b.mac, b.at) {
+                b.open_tcp = macs
+                    .iter()
+                    .position(|x| *x == m)
+                    .and_then(|i| open.get(i).copied())
+                    .unwrap_or(0);
+            }
+        }
+    }
+
     /// Every timer tick: where each backend is (`locate`), probes due for the local
     /// ones, the verdicts, and once a second the local load figures. True when a local
     /// backend's health changed (its host reports at once, not at the next second).
@@ -414,6 +445,7 @@ impl Services {
                         let fresh =
                             report.filter(|r| second.saturating_sub(r.at_s) <= REPORT_FRESH_S);
                         b.load_kbps = fresh.map_or(0, |r| r.load_kbps);
+                        b.open_tcp = fresh.map_or(0, |r| r.open_tcp);
                         b.rtt_us = rtt_us.unwrap_or(0);
                         // Its host's last word on its health stands while the tunnel
                         // is up; a host that never reports (an older vmvpn) is trusted.
@@ -422,6 +454,7 @@ impl Services {
                     Where::Unknown => {
                         b.up = false;
                         b.load_kbps = 0;
+                        b.open_tcp = 0;
                     }
                 }
                 if new_second {
@@ -500,6 +533,7 @@ impl Services {
             backend: [0; 6],
             healthy: false,
             load_kbps: 0,
+            open_tcp: 0,
         }; wire::MAX_ENTRIES];
         let mut n = 0;
         for s in &self.list {
@@ -512,6 +546,7 @@ impl Services {
                         backend: mac,
                         healthy: b.health.healthy,
                         load_kbps: b.load_kbps,
+                        open_tcp: b.open_tcp,
                     };
                     n += 1;
                 }
@@ -533,6 +568,7 @@ impl Services {
                     peer,
                     healthy: e.healthy,
                     load_kbps: e.load_kbps,
+                    open_tcp: e.open_tcp,
                     at_s: self.now_s,
                 });
                 // A verdict that changed applies at once, not at the next tick.
@@ -779,6 +815,7 @@ impl Services {
                                 Where::Peer { peer, .. } => peer_name(peer),
                             },
                             load_mbps: f64::from(b.load_kbps) / 1000.0,
+                            open_connections: b.open_tcp,
                             rtt_ms: b.rtt_us as f64 / 1000.0,
                             flows_total: b.counts.flows,
                             active_flows: active,
@@ -823,6 +860,7 @@ impl super::Engine {
     pub(super) fn run_services(&mut self, now: Instant, second: u64, new_second: bool) {
         use super::macdb::Location;
         let mut body = [0u8; 1 + wire::MAX_ENTRIES * wire::ENTRY_LEN];
+        let (mut macs, mut open) = (Vec::new(), Vec::new());
         for li in 0..self.lans.len() {
             let l = &mut self.lans[li];
             if l.services.is_empty() {
@@ -831,6 +869,12 @@ impl super::Engine {
             if new_second {
                 let vms = &l.vms;
                 l.services.resolve(|ip| vms.by_ip(ip));
+                // Its backends' open connections, from the flow table (a walk of it,
+                // once a second, not per frame).
+                l.services.local_backends(&mut macs);
+                open.resize(macs.len(), 0);
+                l.flows.open_tcp_by_mac(&macs, &mut open);
+                l.services.set_open_tcp(&macs, &open);
             }
             let (macs, vms, peers) = (&l.macs, &l.vms, &l.peers);
             let changed =

@@ -221,13 +221,18 @@ fn split(s: &mut Services, n: u16, from: u16) -> Vec<usize> {
 }
 
 fn report(s: &mut Services, backend: u8, healthy: bool, load_kbps: u32) {
-    let mut body = [0u8; 1 + 64 * 17];
+    report_open(s, backend, healthy, load_kbps, 0);
+}
+
+fn report_open(s: &mut Services, backend: u8, healthy: bool, load_kbps: u32, open_tcp: u32) {
+    let mut body = [0u8; 1 + wire::MAX_ENTRIES * wire::ENTRY_LEN];
     let n = wire::emit(
         &[BackendReport {
             service: virtual_mac("lan1", "web"),
             backend: mac(backend),
             healthy,
             load_kbps,
+            open_tcp,
         }],
         &mut body,
     );
@@ -341,7 +346,7 @@ fn a_local_backend_is_probed_and_reported() {
     };
     let vmac = virtual_mac("lan1", "web");
     let mut out = [0u8; 128];
-    let mut body = [0u8; 1 + 64 * 17];
+    let mut body = [0u8; 1 + wire::MAX_ENTRIES * wire::ENTRY_LEN];
     assert!(!s.tick(t0, 0, true, local));
     let n = s.poll_probe(&mut out).expect("a probe");
     assert_eq!(
@@ -640,4 +645,51 @@ fn an_ipv6_backend_is_checked_by_neighbour_solicitation() {
         assert_eq!(s.handle_frame(&mut na), Verdict::Consumed);
     }
     assert_eq!(counts(&s)[0].state, "up");
+}
+
+#[test]
+fn least_load_counts_a_backends_open_connections() {
+    let mut sp = spec(backends(2, 1));
+    sp.policy = Policy::LeastLoad;
+    let mut s = Services::new(&[sp]);
+    all_up(&mut s, 100);
+    // Backend 1 holds 200 idle connections (no traffic to speak of), backend 2 none.
+    report_open(&mut s, 1, true, 10, 200);
+    report_open(&mut s, 2, true, 10, 0);
+    all_up(&mut s, 101);
+    assert_eq!(counts(&s)[0].open_connections, 200);
+    // New flows go to backend 2 until the flows it was just given (counted at once)
+    // make up the difference: 300 split about 50 / 250.
+    let picks = split(&mut s, 300, 1000);
+    assert!(
+        (235..=265).contains(&picks[1]),
+        "new flows go to the one with fewer: {picks:?}"
+    );
+    // Stale (no report for 4 s): the count no longer steers.
+    all_up(&mut s, 105);
+    assert_eq!(counts(&s)[0].open_connections, 0);
+    let picks = split(&mut s, 300, 5000);
+    assert!(picks[0] >= 100, "{picks:?}");
+}
+
+#[test]
+fn a_local_backends_open_connections_are_reported() {
+    let mut s = Services::new(&[spec(backends(2, 1))]);
+    let local = |m: &Mac| {
+        if *m == mac(1) {
+            Where::Local { ip: None, bytes: 0 }
+        } else {
+            Where::Unknown
+        }
+    };
+    s.tick(Instant::now(), 0, true, local);
+    let mut macs = Vec::new();
+    s.local_backends(&mut macs);
+    assert_eq!(macs, vec![mac(1)]);
+    s.set_open_tcp(&macs, &[42]);
+    let mut body = [0u8; 1 + wire::MAX_ENTRIES * wire::ENTRY_LEN];
+    let n = s.report(&mut body).expect("a local backend");
+    let e: Vec<_> = wire::parse(&body[..n]).expect("valid").collect();
+    assert_eq!((e.len(), e[0].open_tcp), (1, 42));
+    assert_eq!(counts(&s)[0].open_connections, 42);
 }
