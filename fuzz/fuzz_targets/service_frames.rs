@@ -19,6 +19,7 @@ fuzz_target!(|data: &[u8]| {
             .map(|k| BackendSpec {
                 mac: Some([2, 0, 0, k, 0, 0]),
                 ip: None,
+                vm: None,
                 weight: u32::from(k),
             })
             .collect(),

@@ -4,8 +4,9 @@
 //! (`vm = "web1"`) is put in force on its MAC. h2's URI does not connect: h2 says why in
 //! `vmvpn status`, and runs on without names. h1's Redis export carries the names too,
 //! and `vmvpn vms` the domains' state (the only figure of `domstats` the driver gives).
-//! On a lab with a bulletin, the names reach `bulletin matrix`, both dashboards and
-//! sFlow (host structures).
+//! A service whose backend is named `web1` reaches it from h2, whose libvirt does not
+//! connect (h2 learns the MAC from h1's reports). On a lab with a bulletin, the names
+//! reach `bulletin matrix`, both dashboards and sFlow (host structures).
 
 use std::time::{Duration, Instant};
 
@@ -42,6 +43,10 @@ fn node_xml(domains: &[(&str, Option<&str>, &str)]) -> String {
     }
     x + "</node>\n"
 }
+
+/// A service whose backend is named by its libvirt domain (on every host alike).
+const SERVICE: &str =
+    "[[lan.service]]\nname = \"web\"\naddress = \"192.168.82.200\"\nbackends = [\"web1\"]\n";
 
 fn vms(lab: &Lab, h: &str) -> Vec<Value> {
     let out = lab.vmvpn_cli(h, &["vms", "--json"]);
@@ -80,13 +85,15 @@ fn vms_carry_their_libvirt_names_and_a_uri_that_fails_only_says_so() {
         .config_tail(
             "h1",
             &format!(
-                "[export.redis]\nurl = \"redis://10.77.1.254:6379\"\ninterval_s = 1\n\n[libvirt]\nuri = \"test://{}\"\nrefresh_s = 2\n\n[[lan.limit]]\nvm = \"web1\"\nrate_mbps = 10\n\n[[lan.limit]]\nvm = \"ghost\"\nrate_mbps = 10\n",
+                "[export.redis]\nurl = \"redis://10.77.1.254:6379\"\ninterval_s = 1\n\n[libvirt]\nuri = \"test://{}\"\nrefresh_s = 2\n\n[[lan.limit]]\nvm = \"web1\"\nrate_mbps = 10\n\n[[lan.limit]]\nvm = \"ghost\"\nrate_mbps = 10\n\n{SERVICE}",
                 file.display()
             ),
         )
         .config_tail(
             "h2",
-            "[libvirt]\nuri = \"test:///nonexistent/vmvpn-node.xml\"\nrefresh_s = 2\n",
+            &format!(
+                "[libvirt]\nuri = \"test:///nonexistent/vmvpn-node.xml\"\nrefresh_s = 2\n\n{SERVICE}"
+            ),
         )
         .start();
     lab.wait_tunnels("h1", "lan1", 1, Duration::from_secs(20));
@@ -178,6 +185,56 @@ fn vms_carry_their_libvirt_names_and_a_uri_that_fails_only_says_so() {
     );
     let text = String::from_utf8_lossy(&lab.vmvpn_cli("h1", &["status"]).stdout).to_string();
     assert!(text.contains("2 domains, 2 MACs named"), "{text}");
+
+    // The service's backend "web1": h1 resolves it through libvirt; h2, whose libvirt
+    // does not connect, learns its MAC from h1's service reports. A ping from h2's VM to
+    // the service address goes to web1, which holds the address on its loopback and
+    // answers directly.
+    for cmd in [
+        &["sysctl", "-q", "-w", "net.ipv4.conf.all.arp_ignore=1"][..],
+        &["sysctl", "-q", "-w", "net.ipv4.conf.all.arp_announce=2"],
+        &["ip", "addr", "add", "192.168.82.200/32", "dev", "lo"],
+    ] {
+        let out = lab.exec(&a.ns, cmd);
+        assert!(out.status.success(), "{cmd:?}: {out:?}");
+    }
+    let backend = |h: &str| {
+        let out = lab.vmvpn_cli(h, &["services", "--json"]);
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        v[0]["services"][0]["backends"][0].clone()
+    };
+    let t0 = Instant::now();
+    while !(backend("h2")["mac"] == web && backend("h2")["state"] == "up") {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "h2 never learned web1: {}\nh1: {}",
+            backend("h2"),
+            backend("h1")
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let b1 = backend("h1");
+    assert_eq!(
+        (&b1["backend"], &b1["mac"], &b1["location"]),
+        (
+            &Value::from("web1"),
+            &Value::from(web),
+            &Value::from("local")
+        ),
+        "{b1}"
+    );
+    let ping = lab.exec(
+        &z.ns,
+        &["ping", "-c", "3", "-i", "0.2", "-W", "1", "192.168.82.200"],
+    );
+    assert!(
+        ping.status.success(),
+        "ping to the service: {}\nh2: {}",
+        String::from_utf8_lossy(&ping.stdout),
+        backend("h2")
+    );
+    let frames = backend("h2")["frames_total"].as_u64().unwrap_or(0);
+    assert!(frames >= 3, "h2 sent {frames} frames to web1");
 
     // The Redis export names the VMs libvirt knows.
     let _redis = Redis(

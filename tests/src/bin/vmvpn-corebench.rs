@@ -68,6 +68,7 @@ fn bench_service() -> ServiceSpec {
             .map(|&k| BackendSpec {
                 mac: Some([2, 0, 0, 0, 0, k]),
                 ip: None,
+                vm: None,
                 weight: 1,
             })
             .collect(),

@@ -23,7 +23,9 @@ pub struct ServiceConfig {
     pub name: Spanned<Name>,
     /// The address clients send to (IPv4 inside the LAN's segment, or IPv6).
     pub address: Spanned<IpAddr>,
-    /// Backend VMs: addresses (their MACs learned from their traffic) or MACs.
+    /// Backend VMs: addresses (their MACs learned from their traffic), MACs, or libvirt
+    /// domain names (resolved by the host whose libvirt runs the domain, learned by the
+    /// others from its reports).
     pub backends: Spanned<Vec<BackendAddr>>,
     /// Only these destination ports (TCP and UDP); default: every port.
     #[serde(default)]
@@ -40,13 +42,18 @@ pub struct ServiceConfig {
 }
 
 /// A backend as the config names it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BackendAddr {
     /// By address.
     Ip(IpAddr),
     /// By MAC.
     Mac(MacAddr),
+    /// By libvirt domain name.
+    Vm(String),
 }
+
+/// The longest domain name taken (libvirt has no limit; names are shown in tables).
+const MAX_VM_NAME: usize = 64;
 
 impl FromStr for BackendAddr {
     type Err = String;
@@ -54,12 +61,22 @@ impl FromStr for BackendAddr {
         if let Ok(ip) = s.parse::<IpAddr>() {
             return Ok(BackendAddr::Ip(ip));
         }
-        s.parse::<MacAddr>().map(BackendAddr::Mac).map_err(|_| {
-            format!(
-                "{}: a backend is a VM's address (192.168.100.2) or MAC (02:00:00:03:00:01)",
-                bulletin::config::clip_value(s, 40)
-            )
-        })
+        if let Ok(mac) = s.parse::<MacAddr>() {
+            return Ok(BackendAddr::Mac(mac));
+        }
+        // A domain name: what virsh prints, minus what would be mistaken for an address
+        // or MAC (':'), whitespace and control characters.
+        let name_like = !s.is_empty()
+            && s.len() <= MAX_VM_NAME
+            && s.chars()
+                .all(|c| c.is_alphanumeric() || "-_.+@".contains(c));
+        if name_like {
+            return Ok(BackendAddr::Vm(s.to_string()));
+        }
+        Err(format!(
+            "{}: a backend is a VM's address (192.168.100.2), MAC (02:00:00:03:00:01) or libvirt domain name (web1: letters, digits, - _ . + @, at most {MAX_VM_NAME})",
+            bulletin::config::clip_value(s, 40)
+        ))
     }
 }
 
@@ -86,11 +103,15 @@ impl ServiceConfig {
                 .map(|(k, b)| BackendSpec {
                     mac: match b {
                         BackendAddr::Mac(m) => Some(m.0),
-                        BackendAddr::Ip(_) => None,
+                        _ => None,
                     },
                     ip: match b {
                         BackendAddr::Ip(ip) => Some(*ip),
-                        BackendAddr::Mac(_) => None,
+                        _ => None,
+                    },
+                    vm: match b {
+                        BackendAddr::Vm(n) => Some(n.clone()),
+                        _ => None,
                     },
                     weight: weights
                         .as_ref()
@@ -279,6 +300,7 @@ impl Config {
                     let shown = match b {
                         BackendAddr::Ip(ip) => ip.to_string(),
                         BackendAddr::Mac(m) => m.to_string(),
+                        BackendAddr::Vm(n) => n.clone(),
                     };
                     return fail(s.backends.span(), "backends", format!("{shown}: {why}"));
                 }
@@ -342,6 +364,23 @@ secret_file = "/dev/null"
         assert_eq!((s.backends[0].weight, s.backends[1].weight), (1, 2));
         assert_eq!(s.ports, vec![80]);
         assert_eq!(s.vmac, virtual_mac("a", "web"));
+    }
+
+    #[test]
+    fn a_backend_named_by_its_libvirt_domain() {
+        let cfg = parse(
+            "name = \"web\"\naddress = \"192.168.1.200\"\nbackends = [\"web1\", \"web-2.lab\"]\n",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let s = &cfg.lans[0].service_specs()[0];
+        assert_eq!(s.backends[0].vm.as_deref(), Some("web1"));
+        assert_eq!((s.backends[0].mac, s.backends[0].ip), (None, None));
+        assert_eq!(s.backends[1].vm.as_deref(), Some("web-2.lab"));
+        let e =
+            parse("name = \"web\"\naddress = \"192.168.1.200\"\nbackends = [\"web1\", \"web1\"]\n")
+                .err()
+                .unwrap_or_default();
+        assert!(e.contains("web1: named twice"), "{e}");
     }
 
     #[test]
@@ -423,7 +462,7 @@ secret_file = "/dev/null"
                 "not multicast",
             ),
             (
-                "name = \"web\"\naddress = \"192.168.1.200\"\nbackends = [\"nope\"]\n",
+                "name = \"web\"\naddress = \"192.168.1.200\"\nbackends = [\"no pe\"]\n",
                 "",
                 "a backend is a VM's address",
             ),

@@ -310,6 +310,8 @@ pub struct Engine {
     flow_export: Option<(u64, usize)>,
     /// The export settings in force.
     sampling_settings: Sampling,
+    /// This host's libvirt domains (name, MACs), for services naming their backends.
+    vm_names: Vec<(String, Vec<macdb::Mac>)>,
 }
 
 /// Flow records held per LAN until the exporter takes them (every 250 ms).
@@ -365,6 +367,7 @@ impl Engine {
             sampler: None,
             flow_export: None,
             sampling_settings: Sampling::default(),
+            vm_names: Vec::new(),
         };
         for spec in lans {
             let statics = spec.peers.clone();

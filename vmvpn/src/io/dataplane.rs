@@ -57,6 +57,8 @@ pub enum Request {
             Result<(PingSent, tokio::sync::oneshot::Receiver<u64>), String>,
         >,
     },
+    /// This host's libvirt domains (name, MACs), for service backends named by libvirt.
+    VmNames(Vec<(String, Vec<crate::engine::macdb::Mac>)>),
     /// Put these limits in force on a LAN (unchanged ones keep their state).
     SetLimits {
         /// The LAN's name.
@@ -764,6 +766,7 @@ impl DataPlane {
                 Request::SetServices { lan, specs, reply } => {
                     let _ = reply.send(self.engine.set_services(&lan, &specs));
                 }
+                Request::VmNames(names) => self.engine.set_vm_names(names),
                 Request::SetLimits { lan, specs, reply } => {
                     let _ = reply.send(self.engine.set_limits(&lan, &specs));
                 }

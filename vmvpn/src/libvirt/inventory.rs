@@ -162,6 +162,17 @@ pub struct LanLimits {
 }
 
 impl Inventory {
+    /// Every domain's (name, MACs), by name.
+    pub fn names(&self) -> Vec<(String, Vec<Mac>)> {
+        let mut v: Vec<(String, Vec<Mac>)> = self
+            .by_name
+            .iter()
+            .map(|(n, m)| (n.clone(), m.clone()))
+            .collect();
+        v.sort();
+        v
+    }
+
     /// Each LAN's limits with the VM names resolved (a limit per MAC of the domain), and
     /// the names libvirt does not know.
     pub fn resolve(&self, lans: &[LanLimits]) -> (Vec<(String, Vec<LimitSpec>)>, Vec<String>) {
@@ -266,6 +277,7 @@ pub async fn run(
     mut stop: watch::Receiver<bool>,
 ) {
     let mut sent: HashMap<String, Vec<LimitSpec>> = HashMap::new();
+    let mut names_sent: Option<Vec<(String, Vec<Mac>)>> = None;
     let events = Arc::new(tokio::sync::Notify::new());
     let listener = tokio::spawn(super::events::listen(
         Reader {
@@ -313,6 +325,15 @@ pub async fn run(
             && was_failing
         {
             info!(uri = %reader.uri, domains, macs, "libvirt: VM names read");
+        }
+        // The domains' names for services naming their backends, when they changed.
+        if let Some((dp, _)) = &limits
+            && summary.is_some()
+            && let Ok(names) = shared.lock().map(|inv| inv.names())
+            && names_sent.as_ref() != Some(&names)
+            && dp.tell(Request::VmNames(names.clone()))
+        {
+            names_sent = Some(names);
         }
         if let Some((dp, lans)) = &mut limits
             && summary.is_some()

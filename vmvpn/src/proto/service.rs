@@ -3,7 +3,9 @@
 //!
 //! ```text
 //! count (1) ‖ count × ( service MAC (6) ‖ backend MAC (6) ‖ flags (1) ‖ load, kbit/s (4)
-//!                       ‖ open TCP connections (4) )
+//!                       ‖ open TCP connections (4) ‖ backend key (4) )
+//! backend key: 32-bit FNV-1a of the backend as the config names it (MAC, address or
+//!   libvirt name): a receiver that knows the backend by name only learns its MAC
 //! flags: bit 0 healthy (its host's probes answered); other bits 0, ignored
 //! ```
 //!
@@ -12,9 +14,9 @@
 use super::header::{Kind, WireError};
 
 /// Bytes per entry.
-pub const ENTRY_LEN: usize = 21;
-/// Entries per datagram (about 1 KB: under any path MTU).
-pub const MAX_ENTRIES: usize = 64;
+pub const ENTRY_LEN: usize = 25;
+/// Entries per datagram (1 201 bytes at most: under any path MTU, 1 280 included).
+pub const MAX_ENTRIES: usize = 48;
 
 /// One backend as its host reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,6 +31,8 @@ pub struct BackendReport {
     pub load_kbps: u32,
     /// TCP connections open with it now, as its host's flow table holds them.
     pub open_tcp: u32,
+    /// The hash of the backend as the config names it.
+    pub key: u32,
 }
 
 /// Write `entries` (at most [`MAX_ENTRIES`], the rest left out) into `out`, which holds
@@ -43,6 +47,7 @@ pub fn emit(entries: &[BackendReport], out: &mut [u8]) -> usize {
         o[12] = u8::from(e.healthy);
         o[13..17].copy_from_slice(&e.load_kbps.to_be_bytes());
         o[17..21].copy_from_slice(&e.open_tcp.to_be_bytes());
+        o[21..25].copy_from_slice(&e.key.to_be_bytes());
     }
     1 + n * ENTRY_LEN
 }
@@ -69,6 +74,7 @@ pub fn parse(b: &[u8]) -> Result<impl Iterator<Item = BackendReport> + '_, WireE
             healthy: e[12] & 1 == 1,
             load_kbps: u32::from_be_bytes([e[13], e[14], e[15], e[16]]),
             open_tcp: u32::from_be_bytes([e[17], e[18], e[19], e[20]]),
+            key: u32::from_be_bytes([e[21], e[22], e[23], e[24]]),
         }
     }))
 }
@@ -85,6 +91,7 @@ mod tests {
             healthy: true,
             load_kbps: 123_456,
             open_tcp: 70_000,
+            key: 0xdead_beef,
         };
         let mut out = [0u8; 1 + MAX_ENTRIES * ENTRY_LEN];
         let n = emit(

@@ -74,6 +74,9 @@ pub struct BackendSpec {
     pub mac: Option<Mac>,
     /// Its address, when the config gives one (the MAC is learned from its traffic).
     pub ip: Option<IpAddr>,
+    /// Its libvirt domain name, when the config gives one (the MAC comes from libvirt on
+    /// the host that runs it, and from that host's reports elsewhere).
+    pub vm: Option<String>,
     /// Its share of new flows, relative to the others'.
     pub weight: u32,
 }
@@ -81,11 +84,20 @@ pub struct BackendSpec {
 impl BackendSpec {
     /// The key its table permutation derives from: the same text on every host.
     fn key(&self) -> String {
-        match (self.mac, self.ip) {
-            (Some(m), _) => super::macdb::fmt_mac(&m),
-            (None, Some(ip)) => ip.to_string(),
-            (None, None) => String::new(),
+        match (self.mac, self.ip, &self.vm) {
+            (Some(m), _, _) => super::macdb::fmt_mac(&m),
+            (None, Some(ip), _) => ip.to_string(),
+            (None, None, Some(name)) => name.clone(),
+            (None, None, None) => String::new(),
         }
+    }
+
+    /// Its key's 32-bit FNV-1a: how a report names a backend its receiver may know by
+    /// name only (not yet by MAC).
+    fn key_hash(&self) -> u32 {
+        self.key().bytes().fold(0x811c_9dc5, |h: u32, b| {
+            (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+        })
     }
 }
 
@@ -175,8 +187,13 @@ struct Report {
 /// A backend as the data path holds it.
 #[derive(Debug, Clone, Default)]
 struct Backend {
-    /// Its MAC as known now (from the config, or learned by its address).
+    /// Its MAC as known now (from the config, learned by its address, from libvirt or
+    /// from its host's report).
     mac: Option<Mac>,
+    /// [`BackendSpec::key_hash`].
+    key_hash: u32,
+    /// Named by libvirt on this host (a report does not override it).
+    named_here: bool,
     at: Where,
     health: Health,
     /// The source port of the last TCP check: its answer must come to it.
@@ -271,6 +288,7 @@ impl Services {
                         .iter()
                         .map(|b| Backend {
                             mac: b.mac,
+                            key_hash: b.key_hash(),
                             ..Backend::default()
                         })
                         .collect(),
@@ -343,8 +361,16 @@ impl Services {
     }
 
     /// Learn the MACs of backends given by address, through `mac_of` (the LAN's VM
-    /// table); called once a second, not per frame.
-    pub fn resolve(&mut self, mac_of: impl Fn(IpAddr) -> Option<Mac>) {
+    /// table), and of those given by libvirt name, through `named` (this host's libvirt:
+    /// the domain's MACs, the one on this host first, `here`); called once a second, not
+    /// per frame. A name this host's libvirt does not know is left to the reports of the
+    /// host that runs it.
+    pub fn resolve<'a>(
+        &mut self,
+        mac_of: impl Fn(IpAddr) -> Option<Mac>,
+        named: impl Fn(&str) -> Option<&'a [Mac]>,
+        here: impl Fn(&Mac) -> bool,
+    ) {
         for s in &mut self.list {
             for (spec, b) in s.spec.backends.iter().zip(s.backends.iter_mut()) {
                 if spec.mac.is_none()
@@ -352,6 +378,14 @@ impl Services {
                     && let Some(found) = mac_of(ip)
                 {
                     b.mac = Some(found);
+                }
+                if let Some(name) = &spec.vm {
+                    let macs = named(name).unwrap_or_default();
+                    let found = macs.iter().find(|m| here(m)).or(macs.first());
+                    b.named_here = found.is_some();
+                    if let Some(m) = found {
+                        b.mac = Some(*m);
+                    }
                 }
             }
         }
@@ -525,7 +559,7 @@ impl Services {
         None
     }
 
-    /// What this host reports of its local backends, into `out` (≥ 1 + 64 × 17 bytes);
+    /// What this host reports of its local backends, into `out` (≥ 1 + `MAX_ENTRIES` × `ENTRY_LEN` bytes);
     /// None when it has none.
     pub fn report(&self, out: &mut [u8]) -> Option<usize> {
         let mut entries = [BackendReport {
@@ -534,6 +568,7 @@ impl Services {
             healthy: false,
             load_kbps: 0,
             open_tcp: 0,
+            key: 0,
         }; wire::MAX_ENTRIES];
         let mut n = 0;
         for s in &self.list {
@@ -547,6 +582,7 @@ impl Services {
                         healthy: b.health.healthy,
                         load_kbps: b.load_kbps,
                         open_tcp: b.open_tcp,
+                        key: b.key_hash,
                     };
                     n += 1;
                 }
@@ -562,7 +598,23 @@ impl Services {
             let Some(s) = self.list.iter_mut().find(|s| s.spec.vmac == e.service) else {
                 continue;
             };
-            if let Some(b) = s.backends.iter_mut().find(|b| b.mac == Some(e.backend)) {
+            // By MAC; else a backend named by libvirt that this host cannot name itself,
+            // whose MAC the report gives.
+            let i = s
+                .backends
+                .iter()
+                .position(|b| b.mac == Some(e.backend))
+                .or_else(|| {
+                    s.spec
+                        .backends
+                        .iter()
+                        .zip(&s.backends)
+                        .position(|(spec, b)| {
+                            spec.vm.is_some() && !b.named_here && b.key_hash == e.key
+                        })
+                });
+            if let Some(b) = i.and_then(|i| s.backends.get_mut(i)) {
+                b.mac = Some(e.backend);
                 let changed = b.report.is_none_or(|r| r.healthy != e.healthy);
                 b.report = Some(Report {
                     peer,
@@ -840,6 +892,13 @@ impl Services {
 }
 
 impl super::Engine {
+    /// This host's libvirt domains, (name, MACs), for services whose backends are named
+    /// (from the inventory after each refresh that changed them; applied at the next
+    /// second).
+    pub fn set_vm_names(&mut self, names: Vec<(String, Vec<Mac>)>) {
+        self.vm_names = names;
+    }
+
     /// Put `specs` in force as LAN `lan`'s services (a reload): see
     /// [`Services::replace`].
     pub fn set_services(&mut self, lan: &str, specs: &[ServiceSpec]) -> Result<(), String> {
@@ -867,8 +926,17 @@ impl super::Engine {
                 continue;
             }
             if new_second {
-                let vms = &l.vms;
-                l.services.resolve(|ip| vms.by_ip(ip));
+                let (vms, macs_db, names) = (&l.vms, &l.macs, &self.vm_names);
+                l.services.resolve(
+                    |ip| vms.by_ip(ip),
+                    |name| {
+                        names
+                            .iter()
+                            .find(|(n, _)| n == name)
+                            .map(|(_, m)| m.as_slice())
+                    },
+                    |mac| macs_db.lookup(mac, now) == Some(Location::Local),
+                );
                 // Its backends' open connections, from the flow table (a walk of it,
                 // once a second, not per frame).
                 l.services.local_backends(&mut macs);

@@ -11,6 +11,7 @@ fn backends(n: u8, weight: u32) -> Vec<BackendSpec> {
         .map(|i| BackendSpec {
             mac: Some(mac(i)),
             ip: None,
+            vm: None,
             weight,
         })
         .collect()
@@ -142,6 +143,7 @@ fn backends_by_address_wait_for_their_mac_and_ports_are_kept_to() {
     b[1] = BackendSpec {
         mac: None,
         ip: Some(IpAddr::from([192, 168, 1, 3])),
+        vm: None,
         weight: 1,
     };
     let mut sp = spec(b);
@@ -155,7 +157,11 @@ fn backends_by_address_wait_for_their_mac_and_ports_are_kept_to() {
         assert_eq!(s.handle_frame(&mut f), Verdict::Rewritten);
         assert_eq!(f[..6], mac(1));
     }
-    s.resolve(|ip| (ip == IpAddr::from([192, 168, 1, 3])).then_some(mac(3)));
+    s.resolve(
+        |ip| (ip == IpAddr::from([192, 168, 1, 3])).then_some(mac(3)),
+        |_| None,
+        |_| false,
+    );
     all_up(&mut s, 1);
     let to3 = (0..200u16)
         .filter(|p| {
@@ -233,6 +239,7 @@ fn report_open(s: &mut Services, backend: u8, healthy: bool, load_kbps: u32, ope
             healthy,
             load_kbps,
             open_tcp,
+            key: 0,
         }],
         &mut body,
     );
@@ -619,12 +626,13 @@ fn an_ipv6_backend_is_checked_by_neighbour_solicitation() {
     let mut sp = spec(vec![BackendSpec {
         mac: None,
         ip: Some(IpAddr::V6(target)),
+        vm: None,
         weight: 1,
     }]);
     sp.vip = "fd00::c8".parse().expect("address");
     let vmac = sp.vmac;
     let mut s = Services::new(&[sp]);
-    s.resolve(|_| Some(mac(1)));
+    s.resolve(|_| Some(mac(1)), |_| None, |_| false);
     let t0 = Instant::now();
     let local = |_: &Mac| Where::Local { ip: None, bytes: 0 };
     let mut out = [0u8; probe::PROBE_LEN];
@@ -692,4 +700,62 @@ fn a_local_backends_open_connections_are_reported() {
     let e: Vec<_> = wire::parse(&body[..n]).expect("valid").collect();
     assert_eq!((e.len(), e[0].open_tcp), (1, 42));
     assert_eq!(counts(&s)[0].open_connections, 42);
+}
+
+#[test]
+fn a_backend_named_by_libvirt_is_resolved_on_its_host_and_learned_from_reports_elsewhere() {
+    let named = |name: &str| BackendSpec {
+        mac: None,
+        ip: None,
+        vm: Some(name.into()),
+        weight: 1,
+    };
+    let sp = spec(vec![named("web1"), named("web2")]);
+    // On web1's host: its libvirt names it (two NICs: the one on this LAN is taken).
+    let mut here = Services::new(std::slice::from_ref(&sp));
+    let domains = [
+        ("web1".to_string(), vec![[2, 9, 9, 9, 9, 9], mac(1)]),
+        ("db1".to_string(), vec![mac(7)]),
+    ];
+    let named_here = |n: &str| {
+        domains
+            .iter()
+            .find(|(d, _)| d == n)
+            .map(|(_, m)| m.as_slice())
+    };
+    here.resolve(|_| None, named_here, |m| *m == mac(1));
+    let local = |m: &Mac| {
+        if *m == mac(1) {
+            Where::Local { ip: None, bytes: 0 }
+        } else {
+            Where::Unknown
+        }
+    };
+    here.tick(Instant::now(), 0, true, local);
+    let st = counts(&here);
+    assert_eq!(
+        (st[0].backend.as_str(), st[0].mac.as_deref()),
+        ("web1", Some("02:00:00:01:00:00"))
+    );
+    assert_eq!(
+        (st[1].mac.as_deref(), st[1].state.as_str()),
+        (None, "unknown")
+    );
+    let mut body = [0u8; 1 + wire::MAX_ENTRIES * wire::ENTRY_LEN];
+    let n = here.report(&mut body).expect("web1 is local");
+    // On the client's host, whose libvirt knows neither: web1's MAC comes with the
+    // report, found by the name's hash; web2 stays unknown and takes no flows.
+    let mut there = Services::new(&[sp]);
+    there.resolve(|_| None, |_| None, |_| false);
+    there
+        .handle_report(PeerId::at(0), &body[..n])
+        .expect("valid");
+    all_up(&mut there, 0);
+    let st = counts(&there);
+    assert_eq!(st[0].mac.as_deref(), Some("02:00:00:01:00:00"));
+    assert_eq!(st[0].state, "up");
+    assert_eq!(st[1].state, "unknown");
+    assert_eq!(split(&mut there, 50, 1000), vec![50, 0]);
+    // Both hosts built the same table: the names are the keys.
+    assert_eq!(here.list[0].table, there.list[0].table);
 }

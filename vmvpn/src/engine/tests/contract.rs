@@ -102,6 +102,7 @@ fn sample_status(net: &Net) -> (crate::status::Status, crate::status::Status) {
             backends: vec![crate::engine::service::BackendSpec {
                 mac: Some([2, 0, 0, 0, 0, 1]),
                 ip: None,
+                vm: None,
                 weight: 1,
             }],
             ports: Vec::new(),
