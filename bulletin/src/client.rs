@@ -10,9 +10,9 @@ use thiserror::Error;
 use crate::frames::{self, FrameError};
 use crate::proof::Verifier;
 use crate::proto::{
-    BulletinStatus, ClientMsg, Credential, HostAlerts, HostReport, HostVmNames, LanProof,
-    MAX_SERVER_FRAME, MIN_VERSION, NAMES_SINCE, Record, RefuseCode, Register, STATUS_SINCE,
-    ServerMsg,
+    BulletinStatus, ClientMsg, Credential, HostAlerts, HostReport, HostServices, HostVmNames,
+    LanProof, MAX_SERVER_FRAME, MIN_VERSION, NAMES_SINCE, Record, RefuseCode, Register,
+    SERVICES_SINCE, STATUS_SINCE, ServerMsg,
 };
 use crate::tls::{PinnedVerifier, TlsError, client_config};
 
@@ -319,13 +319,14 @@ impl Client {
         Ok(self.matrix_named(auth, lan).await?.0)
     }
 
-    /// The hosts' latest reports and their VM names (none from a bulletin older than
-    /// [`NAMES_SINCE`]), on one connection.
+    /// The hosts' latest reports, their VM names (none from a bulletin older than
+    /// [`NAMES_SINCE`]) and their services (none from one older than
+    /// [`SERVICES_SINCE`]), on one connection.
     pub async fn matrix_named(
         &self,
         auth: &ReadAuth,
         lan: Option<String>,
-    ) -> Result<(Vec<HostReport>, Vec<HostVmNames>), ClientError> {
+    ) -> Result<(Vec<HostReport>, Vec<HostVmNames>, Vec<HostServices>), ClientError> {
         let mut s = self.connect_reader(auth).await?;
         let r = async {
             s.send(&ClientMsg::Matrix { lan: lan.clone() }).await?;
@@ -341,14 +342,29 @@ impl Client {
                 }
             };
             if s.terms.version < NAMES_SINCE {
-                return Ok((reports, Vec::new()));
+                return Ok((reports, Vec::new(), Vec::new()));
             }
-            s.send(&ClientMsg::NamesQuery { lan }).await?;
+            s.send(&ClientMsg::NamesQuery { lan: lan.clone() }).await?;
+            let names = match s.recv().await? {
+                ServerMsg::VmNames(n) => n,
+                ServerMsg::Refused { code, reason } => {
+                    return Err(ClientError::Refused { code, reason });
+                }
+                other => {
+                    return Err(ClientError::Protocol(format!(
+                        "expected VM names, got {other:?}"
+                    )));
+                }
+            };
+            if s.terms.version < SERVICES_SINCE {
+                return Ok((reports, names, Vec::new()));
+            }
+            s.send(&ClientMsg::ServicesQuery { lan }).await?;
             match s.recv().await? {
-                ServerMsg::VmNames(n) => Ok((reports, n)),
+                ServerMsg::Services(v) => Ok((reports, names, v)),
                 ServerMsg::Refused { code, reason } => Err(ClientError::Refused { code, reason }),
                 other => Err(ClientError::Protocol(format!(
-                    "expected VM names, got {other:?}"
+                    "expected services, got {other:?}"
                 ))),
             }
         }

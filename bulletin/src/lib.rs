@@ -18,6 +18,7 @@ pub mod proto;
 pub mod registry;
 pub mod reports;
 pub mod server;
+pub mod services;
 pub mod status;
 pub mod tls;
 pub mod web;

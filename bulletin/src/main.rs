@@ -169,8 +169,9 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Matrix(q) => {
             let auth = q.auth()?;
             let client = Client::new(q.server, &q.fingerprint)?;
-            let (reports, names) = client.matrix_named(&auth, q.lan).await?;
-            let m = bulletin::matrix::build(&reports, &bulletin::matrix::names(&names));
+            let (reports, names, services) = client.matrix_named(&auth, q.lan).await?;
+            let mut m = bulletin::matrix::build(&reports, &bulletin::matrix::names(&names));
+            bulletin::matrix::add_services(&mut m, bulletin::services::overlay(&services));
             let json = q.json;
             if json {
                 println!("{}", serde_json::to_string_pretty(&m)?);

@@ -58,6 +58,26 @@ pub struct LanMatrix {
     pub links: Vec<Link>,
     /// VM pairs, busiest first.
     pub vms: Vec<VmFlow>,
+    /// Service addresses, merged over the hosts (see `services.rs`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub services: Vec<crate::web::view::ServiceView>,
+}
+
+/// Put each LAN's services in its matrix (a LAN with services but no report yet gets
+/// one of its own).
+pub fn add_services(m: &mut Vec<LanMatrix>, mut services: crate::services::Overlay) {
+    for l in m.iter_mut() {
+        l.services = services.remove(&l.lan).unwrap_or_default();
+    }
+    let mut rest: Vec<_> = services.into_iter().collect();
+    rest.sort_by(|a, b| a.0.cmp(&b.0));
+    m.extend(rest.into_iter().map(|(lan, services)| LanMatrix {
+        lan,
+        hosts: Vec::new(),
+        links: Vec::new(),
+        vms: Vec::new(),
+        services,
+    }));
 }
 
 fn mac(m: &[u8; 6]) -> String {
@@ -126,6 +146,7 @@ pub fn build(reports: &[HostReport], names: &Names) -> Vec<LanMatrix> {
                 hosts: rs.iter().map(|r| (r.name.clone(), r.age_ms)).collect(),
                 links,
                 vms,
+                services: Vec::new(),
             }
         })
         .collect()
@@ -221,6 +242,36 @@ pub fn render(m: &[LanMatrix]) -> String {
                     who(&v.dst_name, &v.dst),
                     human(v.packets),
                     human(v.bytes)
+                );
+            }
+        }
+        for s in &l.services {
+            let _ = writeln!(
+                o,
+                "  service {} at {} ({}): {} of {} backends up",
+                s.service,
+                s.address,
+                s.policy,
+                s.backends_up,
+                s.backends.len()
+            );
+            let _ = writeln!(
+                o,
+                "    {:<20} {:<7} {:<12} {:>6} {:>12} {:>5} {:>9} {:>9}",
+                "BACKEND", "STATE", "HOST", "WEIGHT", "LOAD", "OPEN", "FLOWS", "SHARE/1m"
+            );
+            for b in &s.backends {
+                let _ = writeln!(
+                    o,
+                    "    {:<20} {:<7} {:<12} {:>6} {:>12} {:>5} {:>9} {:>9}",
+                    b.backend,
+                    b.state,
+                    b.location,
+                    b.weight,
+                    format!("{:.1} Mbit/s", b.load_mbps),
+                    b.open_connections,
+                    b.flows_total,
+                    format!("{:.0} %", b.share_last_minute * 100.0)
                 );
             }
         }

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 /// Protocol version in `Hello` and `Challenge`.
-pub const VERSION: u16 = 4;
+pub const VERSION: u16 = 5;
 /// The oldest protocol a bulletin still serves, and what a client says in its `Hello`:
 /// version 2 only adds messages (`Alerts`, `AlertsQuery`), which a client sends once the
 /// `Challenge` shows the bulletin knows them. So hosts and bulletins upgrade in any order.
@@ -22,6 +22,8 @@ pub const ALERTS_SINCE: u16 = 2;
 pub const STATUS_SINCE: u16 = 3;
 /// The first version that takes `VmNames` and answers `NamesQuery`.
 pub const NAMES_SINCE: u16 = 4;
+/// The first version that takes `Services` and answers `ServicesQuery`.
+pub const SERVICES_SINCE: u16 = 5;
 /// ALPN of the bulletin's QUIC endpoint.
 pub const ALPN: &[u8] = b"vmvpn-bulletin/1";
 /// Largest frame a client may send (a registration with many LANs is a few KB).
@@ -78,6 +80,77 @@ pub enum ClientMsg {
         /// Only this LAN.
         lan: Option<String>,
     },
+    /// A registered host's service addresses and their backends as it sees them, per
+    /// LAN (no answer). Replaces its previous ones. Since version 5.
+    Services(Vec<LanServices>),
+    /// The services of the registered hosts, of one LAN or all (`bulletin matrix`, the
+    /// dashboard). Since version 5.
+    ServicesQuery {
+        /// Only this LAN.
+        lan: Option<String>,
+    },
+}
+
+/// A host's services on one LAN, as it sends to them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LanServices {
+    /// The LAN.
+    pub lan: String,
+    /// Its services.
+    pub services: Vec<ServiceReport>,
+}
+
+/// One service address as one host sees it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ServiceReport {
+    /// Its name.
+    pub name: String,
+    /// The address clients send to.
+    pub address: String,
+    /// "least-load" or "hash".
+    pub policy: String,
+    /// Frames from this host's VMs that found no backend.
+    pub no_backend_frames_total: u64,
+    /// Its backends, in config order.
+    pub backends: Vec<ServiceBackendReport>,
+}
+
+/// One backend of a service as one host sees it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ServiceBackendReport {
+    /// As configured: MAC, address or libvirt name.
+    pub backend: String,
+    /// "up", "down", "quiet" or "unknown".
+    pub state: String,
+    /// Behind the reporting host itself (its state and load are that host's own).
+    pub local: bool,
+    /// The host it is behind, as the reporting host knows it ("unknown": not seen).
+    pub location: String,
+    /// Its weight.
+    pub weight: u32,
+    /// Its traffic both ways, Mbit/s.
+    pub load_mbps: f64,
+    /// TCP connections open with it.
+    pub open_connections: u32,
+    /// RTT from the reporting host to its host, ms.
+    pub rtt_ms: f64,
+    /// New flows the reporting host gave it.
+    pub flows_total: u64,
+    /// Of those, with a frame in the last 10 s.
+    pub active_flows: u64,
+    /// New flows the reporting host gave it in the last minute.
+    pub new_flows_last_minute: u64,
+}
+
+/// One host's services on one LAN, as `ServicesQuery` gets them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HostServices {
+    /// The host.
+    pub host_id: u32,
+    /// Its name.
+    pub name: String,
+    /// The LAN and its services.
+    pub services: LanServices,
 }
 
 /// One VM's name as its host's libvirt knows it.
@@ -372,6 +445,8 @@ pub enum ServerMsg {
     Status(BulletinStatus),
     /// Answer to `NamesQuery`: every registered host's VM names, per LAN. Since version 4.
     VmNames(Vec<HostVmNames>),
+    /// Answer to `ServicesQuery`: each host's services per LAN. Since version 5.
+    Services(Vec<HostServices>),
 }
 
 /// Why a request was refused.
@@ -631,6 +706,35 @@ mod tests {
             host_id: 7,
             name: "h1".into(),
             names,
+        }]));
+        let services = LanServices {
+            lan: "lan1".into(),
+            services: vec![ServiceReport {
+                name: "web".into(),
+                address: "192.168.1.200".into(),
+                policy: "least-load".into(),
+                no_backend_frames_total: 3,
+                backends: vec![ServiceBackendReport {
+                    backend: "web1".into(),
+                    state: "up".into(),
+                    local: true,
+                    location: "local".into(),
+                    weight: 2,
+                    load_mbps: 12.5,
+                    open_connections: 4,
+                    rtt_ms: 0.3,
+                    flows_total: 100,
+                    active_flows: 2,
+                    new_flows_last_minute: 9,
+                }],
+            }],
+        };
+        round_trip(&ClientMsg::Services(vec![services.clone()]));
+        round_trip(&ClientMsg::ServicesQuery { lan: None });
+        round_trip(&ServerMsg::Services(vec![HostServices {
+            host_id: 7,
+            name: "h1".into(),
+            services,
         }]));
         round_trip(&ClientMsg::Auth(Credential::Operator { proof: [4; 32] }));
         round_trip(&ClientMsg::Auth(Credential::Lans(vec![LanProof {

@@ -5,7 +5,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::proto::{HostAlerts, HostReport, HostVmNames, LanAlerts, LanReport, LanVmNames};
+use crate::proto::{
+    HostAlerts, HostReport, HostServices, HostVmNames, LanAlerts, LanReport, LanServices,
+    LanVmNames, ServiceReport,
+};
 
 /// Peers and pairs kept per report (a host reports its busiest pairs first).
 pub const MAX_PEERS: usize = 1024;
@@ -17,6 +20,10 @@ pub const MAX_ALERTS: usize = 256;
 pub const MAX_NAMES: usize = 256;
 /// Characters kept of a VM name or UUID (libvirt allows long names; views need short).
 pub const MAX_NAME_LEN: usize = 128;
+/// Services kept per host and LAN.
+pub const MAX_SERVICES: usize = 64;
+/// Backends kept per service (a service has at most 256).
+pub const MAX_BACKENDS: usize = 256;
 
 /// Latest reports.
 #[derive(Default)]
@@ -26,6 +33,8 @@ pub struct Reports {
     count: u64,
     /// Each host's VM names per LAN (`VmNames`), kept and pruned with its reports.
     names: HashMap<(String, u32), (String, Vec<crate::proto::VmName>)>,
+    /// Each host's services per LAN (`Services`), kept and pruned with its reports.
+    services: HashMap<(String, u32), (String, Vec<ServiceReport>)>,
 }
 
 struct Kept {
@@ -106,6 +115,64 @@ impl Reports {
     pub fn retain(&mut self, member: impl Fn(&str, u32) -> bool) {
         self.latest.retain(|(lan, id), _| member(lan, *id));
         self.names.retain(|(lan, id), _| member(lan, *id));
+        self.services.retain(|(lan, id), _| member(lan, *id));
+    }
+
+    /// Store a host's services (replacing its previous ones on each LAN named); LANs it
+    /// is not a member of are ignored. Returns how many LANs were kept.
+    pub fn put_services(
+        &mut self,
+        host_id: u32,
+        name: &str,
+        lans: Vec<LanServices>,
+        member: impl Fn(&str) -> bool,
+    ) -> usize {
+        let clip = |s: &mut String| {
+            if let Some((i, _)) = s.char_indices().nth(MAX_NAME_LEN) {
+                s.truncate(i);
+            }
+        };
+        let mut kept = 0;
+        for mut l in lans {
+            if !member(&l.lan) {
+                continue;
+            }
+            l.services.truncate(MAX_SERVICES);
+            for s in &mut l.services {
+                s.backends.truncate(MAX_BACKENDS);
+                for t in [&mut s.name, &mut s.address, &mut s.policy] {
+                    clip(t);
+                }
+                for b in &mut s.backends {
+                    for t in [&mut b.backend, &mut b.state, &mut b.location] {
+                        clip(t);
+                    }
+                }
+            }
+            self.services
+                .insert((l.lan, host_id), (name.to_string(), l.services));
+            kept += 1;
+        }
+        kept
+    }
+
+    /// Services of one LAN or all, ordered by LAN then host name.
+    pub fn services(&self, lan: Option<&str>) -> Vec<HostServices> {
+        let mut v: Vec<HostServices> = self
+            .services
+            .iter()
+            .filter(|((l, _), _)| lan.is_none_or(|x| x == l))
+            .map(|((l, id), (name, services))| HostServices {
+                host_id: *id,
+                name: name.clone(),
+                services: LanServices {
+                    lan: l.clone(),
+                    services: services.clone(),
+                },
+            })
+            .collect();
+        v.sort_by(|a, b| (&a.services.lan, &a.name).cmp(&(&b.services.lan, &b.name)));
+        v
     }
 
     /// Store a host's VM names (replacing its previous ones on each LAN named); LANs it
@@ -314,6 +381,68 @@ mod tests {
         // h2 left LAN a.
         r.retain(|_, id| id != 2);
         assert_eq!(r.len(), 1);
+    }
+
+    #[test]
+    fn services_per_lan_and_host_members_only_clipped_capped_and_pruned() {
+        use crate::proto::{ServiceBackendReport, ServiceReport};
+        let service = |name: &str, backends: usize| ServiceReport {
+            name: name.into(),
+            address: "192.168.1.200".into(),
+            policy: "hash".into(),
+            no_backend_frames_total: 0,
+            backends: (0..backends)
+                .map(|i| ServiceBackendReport {
+                    backend: format!("web{i}"),
+                    state: "up".into(),
+                    local: false,
+                    location: "h9".into(),
+                    weight: 1,
+                    load_mbps: 0.0,
+                    open_connections: 0,
+                    rtt_ms: 0.0,
+                    flows_total: 0,
+                    active_flows: 0,
+                    new_flows_last_minute: 0,
+                })
+                .collect(),
+        };
+        let lan = |l: &str, s: Vec<ServiceReport>| LanServices {
+            lan: l.into(),
+            services: s,
+        };
+        let mut r = Reports::default();
+        let long = "x".repeat(MAX_NAME_LEN + 50);
+        let kept = r.put_services(
+            1,
+            "h1",
+            vec![
+                lan("a", vec![service(&long, MAX_BACKENDS + 5)]),
+                lan("b", vec![service("db", 1)]),
+            ],
+            |l| l == "a",
+        );
+        assert_eq!(kept, 1, "h1 is not in LAN b");
+        r.put_services(2, "h2", vec![lan("a", vec![service("web", 1)])], |_| true);
+        let v = r.services(Some("a"));
+        assert_eq!(
+            v.iter().map(|h| h.name.as_str()).collect::<Vec<_>>(),
+            ["h1", "h2"]
+        );
+        let s = &v[0].services.services[0];
+        assert_eq!(s.name.chars().count(), MAX_NAME_LEN);
+        assert_eq!(s.backends.len(), MAX_BACKENDS);
+        let many: Vec<ServiceReport> = (0..MAX_SERVICES + 3)
+            .map(|i| service(&format!("s{i}"), 1))
+            .collect();
+        r.put_services(3, "h3", vec![lan("c", many)], |_| true);
+        assert_eq!(
+            r.services(Some("c"))[0].services.services.len(),
+            MAX_SERVICES
+        );
+        // A host that left the LAN takes its services along.
+        r.retain(|_, id| id != 2);
+        assert_eq!(r.services(Some("a")).len(), 1);
     }
 
     #[test]

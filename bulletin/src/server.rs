@@ -538,6 +538,7 @@ impl Watcher {
             reports: s.reports.stored(now),
             alerts: s.alerts.list(None, now),
             names: crate::matrix::names(&s.reports.names(None)),
+            services: crate::services::overlay(&s.reports.services(None)),
         }
     }
 }
@@ -815,6 +816,7 @@ impl ConnCtx<'_> {
                 ClientMsg::Query { .. }
                     | ClientMsg::Matrix { .. }
                     | ClientMsg::NamesQuery { .. }
+                    | ClientMsg::ServicesQuery { .. }
                     | ClientMsg::AlertsQuery { .. }
                     | ClientMsg::Status
             ) && let Some(wait) = self.reads.take(Instant::now())
@@ -967,6 +969,32 @@ impl ConnCtx<'_> {
                     debug!(host = %name, lans = kept, "VM names");
                 }
                 None
+            }
+            ClientMsg::Services(services) => {
+                // Only from a registered host, for its own LANs; no answer either way.
+                if let Some(h) = self.host {
+                    let mut s = state.lock();
+                    let s = &mut *s;
+                    let name = s.registry.name_of(h).unwrap_or("").to_string();
+                    let reg = &s.registry;
+                    let kept = s
+                        .reports
+                        .put_services(h, &name, services, |lan| reg.is_member(h, Some(id), lan));
+                    debug!(host = %name, lans = kept, "services");
+                }
+                None
+            }
+            ClientMsg::ServicesQuery { lan } => {
+                if let Some(r) = self.unauthorized(lan.as_deref()) {
+                    return Ok(Some(r));
+                }
+                let mut s = state.lock();
+                let s = &mut *s;
+                let reg = &s.registry;
+                s.reports.retain(|l, h| reg.is_member(h, None, l));
+                let mut v = s.reports.services(lan.as_deref());
+                v.retain(|x| self.may_read(reg, &x.services.lan));
+                Some(ServerMsg::Services(v))
             }
             ClientMsg::NamesQuery { lan } => {
                 if let Some(r) = self.unauthorized(lan.as_deref()) {

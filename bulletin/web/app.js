@@ -417,7 +417,7 @@ function renderTraffic(lan) {
 // ---- services --------------------------------------------------------------------------
 
 // One row per backend; the section shows only where the LAN has services (a host's own
-// dashboard: the bulletin does not hear of them).
+// view, or on the bulletin's the overlay's: each backend as its own host reports it).
 function renderServices(lan) {
   const list = lan && lan.services ? lan.services : [];
   document.getElementById("services-section").hidden = list.length === 0;

@@ -44,6 +44,10 @@ fn node_xml(domains: &[(&str, Option<&str>, &str)]) -> String {
     x + "</node>\n"
 }
 
+/// The bulletin lab's service (its LAN's segment), backend named by libvirt.
+const SERVICE_B: &str =
+    "[[lan.service]]\nname = \"web\"\naddress = \"192.168.88.200\"\nbackends = [\"web1\"]\n";
+
 /// A service whose backend is named by its libvirt domain (on every host alike).
 const SERVICE: &str =
     "[[lan.service]]\nname = \"web\"\naddress = \"192.168.82.200\"\nbackends = [\"web1\"]\n";
@@ -346,10 +350,12 @@ fn vm_names_reach_the_bulletin_matrix_and_both_dashboards() {
             &format!(
                 "[libvirt]\nuri = \"test://{}\"\nrefresh_s = 1\n\n[export.sflow]\n\
                  collectors = [\"10.77.1.254:6343\"]\nsampling_rate = 8\npolling_interval_s = 1\n\n\
-                 [export.ipfix]\ncollectors = [\"10.77.1.254:4739\"]\ntemplate_refresh_s = 1\n",
-                file.display()
+                 [export.ipfix]\ncollectors = [\"10.77.1.254:4739\"]\ntemplate_refresh_s = 1\n\n{}",
+                file.display(),
+                SERVICE_B
             ),
         )
+        .config_tail("h2", SERVICE_B)
         .start();
     lab.wait_tunnels("h1", "lan1", 1, Duration::from_secs(20));
     let (a, z) = (
@@ -413,9 +419,58 @@ fn vm_names_reach_the_bulletin_matrix_and_both_dashboards() {
     let text = lab.bulletin_cli(&["matrix"]);
     assert!(text.contains(&format!("web1 ({})", a.ip)), "{text}");
 
+    // The service, over the overlay: web1 as its own host (h1) reports it, with the new
+    // flows h2's VM opened to it (pings to the address; web1 does not hold it, so they
+    // go unanswered, but h2 sends them to web1).
+    let _ = lab.exec(
+        &z.ns,
+        &["ping", "-c", "2", "-i", "0.2", "-W", "1", "192.168.88.200"],
+    );
+    let t0 = Instant::now();
+    let svc = loop {
+        let m: Value =
+            serde_json::from_str(&lab.bulletin_cli(&["matrix", "--json"])).expect("matrix JSON");
+        let svc = m[0]["services"][0].clone();
+        if svc["backends"][0]["flows_total"].as_u64().unwrap_or(0) >= 1 {
+            break svc;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "no service flows in the bulletin's matrix: {m:#}"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    let b = &svc["backends"][0];
+    assert_eq!(
+        (
+            &svc["service"],
+            &svc["backends_up"],
+            &b["backend"],
+            &b["state"],
+            &b["location"]
+        ),
+        (
+            &Value::from("web"),
+            &Value::from(1),
+            &Value::from("web1"),
+            &Value::from("up"),
+            &Value::from("h1")
+        ),
+        "{svc:#}"
+    );
+    assert_eq!(b["share_last_minute"], 1.0, "{svc:#}");
+    let text = lab.bulletin_cli(&["matrix"]);
+    assert!(
+        text.contains("service web at 192.168.88.200 (least-load): 1 of 1 backends up"),
+        "{text}"
+    );
+
     // The bulletin's dashboard and h1's own name the VM; both read the same view.
     let t0 = Instant::now();
-    while !vm_named(&overview(&lab, lab.router_ns()), "web1") {
+    while !vm_named(&overview(&lab, lab.router_ns()), "web1")
+        || overview(&lab, lab.router_ns())["lans"][0]["services"][0]["backends"][0]["location"]
+            != "h1"
+    {
         assert!(
             t0.elapsed() < Duration::from_secs(10),
             "bulletin dashboard: {:#}",

@@ -36,6 +36,8 @@ pub struct Input {
     pub alerts: Vec<HostAlerts>,
     /// VM names by (LAN, MAC), from the hosts' libvirt.
     pub names: crate::matrix::Names,
+    /// Each LAN's services, over every host that reports them.
+    pub services: crate::services::Overlay,
 }
 
 type PairId = (String, u32, [u8; 6], [u8; 6]);
@@ -53,6 +55,7 @@ struct OfLan<'a> {
     records: &'a [&'a Record],
     reports: &'a [&'a StoredReport],
     names: &'a crate::matrix::Names,
+    services: &'a crate::services::Overlay,
 }
 
 /// The memory between views: which reports were seen, and the pairs' last byte counts.
@@ -180,6 +183,7 @@ impl Global {
                     records: &records,
                     reports: &reports,
                     names: &input.names,
+                    services: &input.services,
                 };
                 self.lan(of_lan, history, fresh_lans.contains(lan), now_ms)
             })
@@ -222,6 +226,7 @@ impl Global {
             records,
             reports,
             names,
+            services,
         } = of;
         let links: Vec<LinkView> = reports
             .iter()
@@ -382,7 +387,7 @@ impl Global {
             links,
             pairs,
             vms,
-            services: Vec::new(),
+            services: services.get(lan).cloned().unwrap_or_default(),
         }
     }
 }
@@ -490,6 +495,7 @@ mod tests {
                 "web30".to_string(),
             )]
             .into(),
+            services: Default::default(),
             alerts: vec![HostAlerts {
                 host_id: 30,
                 name: "h1".into(),

@@ -139,6 +139,8 @@ impl Local {
                     alerts: a,
                 })
                 .collect(),
+            // A host's own view of its services is set below, from its status.
+            services: Default::default(),
         };
         let mut o = self.global.update(&input, history, now_ms);
         o.scope = Scope::Host;

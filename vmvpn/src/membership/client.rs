@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 use bulletin::client::{Client, ClientError, SessionRx, SessionTx};
 use bulletin::proof::Verifier;
 use bulletin::proto::{
-    ALERTS_SINCE, ClientMsg, LanAlerts, LanJoin, NAMES_SINCE, RefuseCode, Register, ServerMsg,
+    ALERTS_SINCE, ClientMsg, LanAlerts, LanJoin, NAMES_SINCE, RefuseCode, Register, SERVICES_SINCE,
+    ServerMsg,
 };
 use tokio::sync::watch;
 use tracing::{error, info, warn};
@@ -289,14 +290,22 @@ impl Membership {
                 }
                 _ = report.tick(), if self.host.report_every.is_some() => {
                     let namer = self.namer.as_ref().filter(|_| terms.version >= NAMES_SINCE);
-                    if let Some((r, names)) = crate::membership::report::collect(&self.dp, namer).await {
-                        if let Err(e) = tx.send(&ClientMsg::Report(r)).await {
+                    if let Some(c) = crate::membership::report::collect(&self.dp, namer).await {
+                        if let Err(e) = tx.send(&ClientMsg::Report(c.reports)).await {
                             return End::Lost(e.to_string());
                         }
                         // One message per LAN: each stays well under the frame limit.
-                        for n in names.into_iter().flatten() {
+                        for n in c.names.into_iter().flatten() {
                             if let Err(e) = tx.send(&ClientMsg::VmNames(vec![n])).await {
                                 return End::Lost(e.to_string());
+                            }
+                        }
+                        // Only to a bulletin that knows the message.
+                        if terms.version >= SERVICES_SINCE {
+                            for s in c.services {
+                                if let Err(e) = tx.send(&ClientMsg::Services(vec![s])).await {
+                                    return End::Lost(e.to_string());
+                                }
                             }
                         }
                     }

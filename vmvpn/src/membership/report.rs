@@ -3,7 +3,8 @@
 //! bulletin's sum counts every pair once).
 
 use bulletin::proto::{
-    AlertReport, LanAlerts, LanReport, LanVmNames, PairReport, PeerReport, Tunnel, VmName,
+    AlertReport, LanAlerts, LanReport, LanServices, LanVmNames, PairReport, PeerReport,
+    ServiceBackendReport, ServiceReport, Tunnel, VmName,
 };
 use bulletin::reports::{MAX_NAMES, MAX_PAIRS, MAX_PEERS};
 use telemetry::vms::{VmLocation, VmNamer};
@@ -121,18 +122,67 @@ pub fn names(traffic: &[LanTraffic]) -> Vec<LanVmNames> {
         .collect()
 }
 
-/// Ask the data plane and build the report, and with a `namer` the VM names (None while
-/// the data plane shuts down).
-pub async fn collect(
-    dp: &Handle,
-    namer: Option<&VmNamer>,
-) -> Option<(Vec<LanReport>, Option<Vec<LanVmNames>>)> {
+/// The services of each LAN that has any, as this host sends to them, for the bulletin's
+/// overlay-wide view.
+pub fn services(lans: &[LanStatus]) -> Vec<LanServices> {
+    lans.iter()
+        .filter(|l| !l.services.is_empty())
+        .map(|l| LanServices {
+            lan: l.name.clone(),
+            services: l
+                .services
+                .iter()
+                .map(|s| ServiceReport {
+                    name: s.name.clone(),
+                    address: s.address.clone(),
+                    policy: s.policy.clone(),
+                    no_backend_frames_total: s.no_backend_frames_total,
+                    backends: s
+                        .backends
+                        .iter()
+                        .map(|b| ServiceBackendReport {
+                            backend: b.backend.clone(),
+                            state: b.state.clone(),
+                            local: b.location == "local",
+                            location: b.location.clone(),
+                            weight: b.weight,
+                            load_mbps: b.load_mbps,
+                            open_connections: b.open_connections,
+                            rtt_ms: b.rtt_ms,
+                            flows_total: b.flows_total,
+                            active_flows: b.active_flows,
+                            new_flows_last_minute: b.new_flows_last_minute,
+                        })
+                        .collect(),
+                })
+                .collect(),
+        })
+        .collect()
+}
+
+/// What a report tick sends: the report, the VM names (with a namer) and the services.
+pub struct Collected {
+    /// Tunnels and VM pairs per LAN.
+    pub reports: Vec<LanReport>,
+    /// This host's VM names per LAN, when libvirt names them.
+    pub names: Option<Vec<LanVmNames>>,
+    /// Services per LAN (LANs with none left out).
+    pub services: Vec<LanServices>,
+}
+
+/// Ask the data plane and build the report, with a `namer` the VM names, and the
+/// services (None while the data plane shuts down).
+pub async fn collect(dp: &Handle, namer: Option<&VmNamer>) -> Option<Collected> {
     let (status, mut traffic) = dp.snapshot().await?;
     let names = namer.map(|n| {
         label(&mut traffic, n);
         names(&traffic)
     });
-    Some((build(&status.lans, &traffic), names))
+    Some(Collected {
+        reports: build(&status.lans, &traffic),
+        names,
+        services: services(&status.lans),
+    })
 }
 
 #[cfg(test)]
