@@ -32,9 +32,76 @@ pub struct Reports {
     /// Reports stored so far: numbers each one, so a reader can tell a new one.
     count: u64,
     /// Each host's VM names per LAN (`VmNames`), kept and pruned with its reports.
-    names: HashMap<(String, u32), (String, Vec<crate::proto::VmName>)>,
+    names: PerHost<crate::proto::VmName>,
     /// Each host's services per LAN (`Services`), kept and pruned with its reports.
-    services: HashMap<(String, u32), (String, Vec<ServiceReport>)>,
+    services: PerHost<ServiceReport>,
+}
+
+/// What each host last said of each of its LANs (its VM names, its services), with the
+/// host's name: the latest replaces the one before.
+struct PerHost<T>(HashMap<(String, u32), (String, Vec<T>)>);
+
+impl<T> Default for PerHost<T> {
+    fn default() -> Self {
+        PerHost(HashMap::new())
+    }
+}
+
+impl<T: Clone> PerHost<T> {
+    /// Keep `lans` (LAN, items) from host `host_id` named `name`: LANs it is not a member
+    /// of left out, at most `cap` items each, each item made safe to keep by `clip`. How
+    /// many LANs were kept.
+    fn put(
+        &mut self,
+        host_id: u32,
+        name: &str,
+        lans: impl Iterator<Item = (String, Vec<T>)>,
+        member: impl Fn(&str) -> bool,
+        cap: usize,
+        clip: impl Fn(&mut T),
+    ) -> usize {
+        let mut kept = 0;
+        for (lan, mut items) in lans {
+            if !member(&lan) {
+                continue;
+            }
+            items.truncate(cap);
+            items.iter_mut().for_each(&clip);
+            self.0.insert((lan, host_id), (name.to_string(), items));
+            kept += 1;
+        }
+        kept
+    }
+
+    /// Of one LAN or all, each host's as `make(lan, host id, host name, items)` makes it,
+    /// ordered by LAN then host name.
+    fn list<V>(
+        &self,
+        lan: Option<&str>,
+        make: impl Fn(String, u32, String, Vec<T>) -> V,
+    ) -> Vec<V> {
+        let mut v: Vec<(&String, &String, u32, &Vec<T>)> = self
+            .0
+            .iter()
+            .filter(|((l, _), _)| lan.is_none_or(|x| x == l))
+            .map(|((l, id), (name, items))| (l, name, *id, items))
+            .collect();
+        v.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+        v.into_iter()
+            .map(|(l, name, id, items)| make(l.clone(), id, name.clone(), items.clone()))
+            .collect()
+    }
+
+    fn retain(&mut self, member: impl Fn(&str, u32) -> bool) {
+        self.0.retain(|(lan, id), _| member(lan, *id));
+    }
+}
+
+/// Cut `s` to [`MAX_NAME_LEN`] characters.
+fn clip(s: &mut String) {
+    if let Some((i, _)) = s.char_indices().nth(MAX_NAME_LEN) {
+        s.truncate(i);
+    }
 }
 
 struct Kept {
@@ -114,8 +181,8 @@ impl Reports {
     /// Forget reports and VM names of hosts no longer in their LAN.
     pub fn retain(&mut self, member: impl Fn(&str, u32) -> bool) {
         self.latest.retain(|(lan, id), _| member(lan, *id));
-        self.names.retain(|(lan, id), _| member(lan, *id));
-        self.services.retain(|(lan, id), _| member(lan, *id));
+        self.names.retain(&member);
+        self.services.retain(&member);
     }
 
     /// Store a host's services (replacing its previous ones on each LAN named); LANs it
@@ -127,18 +194,9 @@ impl Reports {
         lans: Vec<LanServices>,
         member: impl Fn(&str) -> bool,
     ) -> usize {
-        let clip = |s: &mut String| {
-            if let Some((i, _)) = s.char_indices().nth(MAX_NAME_LEN) {
-                s.truncate(i);
-            }
-        };
-        let mut kept = 0;
-        for mut l in lans {
-            if !member(&l.lan) {
-                continue;
-            }
-            l.services.truncate(MAX_SERVICES);
-            for s in &mut l.services {
+        let lans = lans.into_iter().map(|l| (l.lan, l.services));
+        self.services
+            .put(host_id, name, lans, member, MAX_SERVICES, |s| {
                 s.backends.truncate(MAX_BACKENDS);
                 for t in [&mut s.name, &mut s.address, &mut s.policy] {
                     clip(t);
@@ -148,31 +206,17 @@ impl Reports {
                         clip(t);
                     }
                 }
-            }
-            self.services
-                .insert((l.lan, host_id), (name.to_string(), l.services));
-            kept += 1;
-        }
-        kept
+            })
     }
 
     /// Services of one LAN or all, ordered by LAN then host name.
     pub fn services(&self, lan: Option<&str>) -> Vec<HostServices> {
-        let mut v: Vec<HostServices> = self
-            .services
-            .iter()
-            .filter(|((l, _), _)| lan.is_none_or(|x| x == l))
-            .map(|((l, id), (name, services))| HostServices {
-                host_id: *id,
-                name: name.clone(),
-                services: LanServices {
-                    lan: l.clone(),
-                    services: services.clone(),
-                },
+        self.services
+            .list(lan, |lan, host_id, name, services| HostServices {
+                host_id,
+                name,
+                services: LanServices { lan, services },
             })
-            .collect();
-        v.sort_by(|a, b| (&a.services.lan, &a.name).cmp(&(&b.services.lan, &b.name)));
-        v
     }
 
     /// Store a host's VM names (replacing its previous ones on each LAN named); LANs it
@@ -184,47 +228,22 @@ impl Reports {
         lans: Vec<LanVmNames>,
         member: impl Fn(&str) -> bool,
     ) -> usize {
-        let clip = |s: &mut String| {
-            if let Some((i, _)) = s.char_indices().nth(MAX_NAME_LEN) {
-                s.truncate(i);
+        let lans = lans.into_iter().map(|l| (l.lan, l.vms));
+        self.names.put(host_id, name, lans, member, MAX_NAMES, |v| {
+            clip(&mut v.name);
+            if let Some(u) = v.uuid.as_mut() {
+                clip(u);
             }
-        };
-        let mut kept = 0;
-        for mut l in lans {
-            if !member(&l.lan) {
-                continue;
-            }
-            l.vms.truncate(MAX_NAMES);
-            for v in &mut l.vms {
-                clip(&mut v.name);
-                if let Some(u) = v.uuid.as_mut() {
-                    clip(u);
-                }
-            }
-            self.names
-                .insert((l.lan, host_id), (name.to_string(), l.vms));
-            kept += 1;
-        }
-        kept
+        })
     }
 
     /// VM names of one LAN or all, ordered by LAN then host name.
     pub fn names(&self, lan: Option<&str>) -> Vec<HostVmNames> {
-        let mut v: Vec<HostVmNames> = self
-            .names
-            .iter()
-            .filter(|((l, _), _)| lan.is_none_or(|x| x == l))
-            .map(|((l, id), (name, vms))| HostVmNames {
-                host_id: *id,
-                name: name.clone(),
-                names: LanVmNames {
-                    lan: l.clone(),
-                    vms: vms.clone(),
-                },
-            })
-            .collect();
-        v.sort_by(|a, b| (&a.names.lan, &a.name).cmp(&(&b.names.lan, &b.name)));
-        v
+        self.names.list(lan, |lan, host_id, name, vms| HostVmNames {
+            host_id,
+            name,
+            names: LanVmNames { lan, vms },
+        })
     }
 
     /// Reports of one LAN or all, ordered by LAN then host name.

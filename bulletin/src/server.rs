@@ -957,55 +957,33 @@ impl ConnCtx<'_> {
                 None
             }
             ClientMsg::VmNames(names) => {
-                // Only from a registered host, for its own LANs; no answer either way.
-                if let Some(h) = self.host {
-                    let mut s = state.lock();
-                    let s = &mut *s;
-                    let name = s.registry.name_of(h).unwrap_or("").to_string();
-                    let reg = &s.registry;
-                    let kept = s
-                        .reports
-                        .put_names(h, &name, names, |lan| reg.is_member(h, Some(id), lan));
-                    debug!(host = %name, lans = kept, "VM names");
-                }
+                self.keep_from_host("VM names", |r, h, name, member| {
+                    r.put_names(h, name, names, member)
+                });
                 None
             }
             ClientMsg::Services(services) => {
-                // Only from a registered host, for its own LANs; no answer either way.
-                if let Some(h) = self.host {
-                    let mut s = state.lock();
-                    let s = &mut *s;
-                    let name = s.registry.name_of(h).unwrap_or("").to_string();
-                    let reg = &s.registry;
-                    let kept = s
-                        .reports
-                        .put_services(h, &name, services, |lan| reg.is_member(h, Some(id), lan));
-                    debug!(host = %name, lans = kept, "services");
-                }
+                self.keep_from_host("services", |r, h, name, member| {
+                    r.put_services(h, name, services, member)
+                });
                 None
             }
             ClientMsg::ServicesQuery { lan } => {
                 if let Some(r) = self.unauthorized(lan.as_deref()) {
                     return Ok(Some(r));
                 }
-                let mut s = state.lock();
-                let s = &mut *s;
-                let reg = &s.registry;
-                s.reports.retain(|l, h| reg.is_member(h, None, l));
-                let mut v = s.reports.services(lan.as_deref());
-                v.retain(|x| self.may_read(reg, &x.services.lan));
+                let v = self.read_reports(
+                    lan.as_deref(),
+                    |r, lan| r.services(lan),
+                    |x| &x.services.lan,
+                );
                 Some(ServerMsg::Services(v))
             }
             ClientMsg::NamesQuery { lan } => {
                 if let Some(r) = self.unauthorized(lan.as_deref()) {
                     return Ok(Some(r));
                 }
-                let mut s = state.lock();
-                let s = &mut *s;
-                let reg = &s.registry;
-                s.reports.retain(|l, h| reg.is_member(h, None, l));
-                let mut n = s.reports.names(lan.as_deref());
-                n.retain(|x| self.may_read(reg, &x.names.lan));
+                let n = self.read_reports(lan.as_deref(), |r, lan| r.names(lan), |x| &x.names.lan);
                 Some(ServerMsg::VmNames(n))
             }
             ClientMsg::AlertsQuery { lan } => {
@@ -1030,12 +1008,11 @@ impl ConnCtx<'_> {
                 if let Some(r) = self.unauthorized(lan.as_deref()) {
                     return Ok(Some(r));
                 }
-                let mut s = state.lock();
-                let s = &mut *s;
-                let reg = &s.registry;
-                s.reports.retain(|l, h| reg.is_member(h, None, l));
-                let mut m = s.reports.matrix(lan.as_deref(), now);
-                m.retain(|r| self.may_read(reg, &r.report.lan));
+                let m = self.read_reports(
+                    lan.as_deref(),
+                    |r, lan| r.matrix(lan, now),
+                    |x| &x.report.lan,
+                );
                 Some(ServerMsg::Matrix(m))
             }
         })
@@ -1079,6 +1056,43 @@ impl ConnCtx<'_> {
                 Ok(())
             }
         }
+    }
+
+    /// What a registered host says of its own LANs (VM names, services), kept by `put`
+    /// given the host's id and name and whether it is a member of a LAN; nothing from a
+    /// connection that did not register, and no answer either way.
+    fn keep_from_host(
+        &self,
+        what: &str,
+        put: impl FnOnce(&mut Reports, u32, &str, &dyn Fn(&str) -> bool) -> usize,
+    ) {
+        let Some(h) = self.host else { return };
+        let mut s = self.state.lock();
+        let s = &mut *s;
+        let name = s.registry.name_of(h).unwrap_or("").to_string();
+        let reg = &s.registry;
+        let id = self.id;
+        let kept = put(&mut s.reports, h, &name, &|lan| {
+            reg.is_member(h, Some(id), lan)
+        });
+        debug!(host = %name, lans = kept, "{what}");
+    }
+
+    /// What `get` takes of the reports of one LAN or all, pruned of hosts that left
+    /// their LANs and of what this connection may not read (`lan_of` names each one's LAN).
+    fn read_reports<T>(
+        &self,
+        lan: Option<&str>,
+        get: impl FnOnce(&Reports, Option<&str>) -> Vec<T>,
+        lan_of: impl Fn(&T) -> &String,
+    ) -> Vec<T> {
+        let mut s = self.state.lock();
+        let s = &mut *s;
+        let reg = &s.registry;
+        s.reports.retain(|l, h| reg.is_member(h, None, l));
+        let mut v = get(&s.reports, lan);
+        v.retain(|x| self.may_read(reg, lan_of(x)));
+        v
     }
 
     /// A refusal when this connection may read nothing (or not the LAN it names).

@@ -110,7 +110,12 @@ pub fn overlay(all: &[HostServices]) -> Overlay {
                             ..a.view
                         })
                         .collect();
-                    v.backends_up = v.backends.iter().filter(|b| b.state == "up").count();
+                    // "quiet": up, its host silent a moment (new flows go elsewhere).
+                    v.backends_up = v
+                        .backends
+                        .iter()
+                        .filter(|b| b.state == "up" || b.state == "quiet")
+                        .count();
                     v
                 })
                 .collect();

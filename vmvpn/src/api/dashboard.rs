@@ -6,11 +6,11 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use bulletin::proto::{HostAlerts, Record};
+use bulletin::proto::{HostAlerts, HostServices, Record};
 use bulletin::reports::{SharedReport, StoredReport};
 use bulletin::web::global::{Global, Input, peer_name, subnet};
 use bulletin::web::history::History;
-use bulletin::web::view::{HostState, Overview, Scope, ServiceBackendView, ServiceView};
+use bulletin::web::view::{HostState, Overview, Scope};
 use bulletin::web::{Feed, unix_ms};
 
 use crate::alarms::SharedAlerts;
@@ -139,8 +139,17 @@ impl Local {
                     alerts: a,
                 })
                 .collect(),
-            // A host's own view of its services is set below, from its status.
-            services: Default::default(),
+            // Its services as it sends to them: the bulletin's merge of one host's.
+            services: bulletin::services::overlay(
+                &report::services(&status.lans)
+                    .into_iter()
+                    .map(|services| HostServices {
+                        host_id: me.id,
+                        name: me.name.clone(),
+                        services,
+                    })
+                    .collect::<Vec<_>>(),
+            ),
         };
         let mut o = self.global.update(&input, history, now_ms);
         o.scope = Scope::Host;
@@ -150,7 +159,6 @@ impl Local {
             let Some(l) = status.lans.iter().find(|l| l.name == view.lan) else {
                 continue;
             };
-            view.services = l.services.iter().map(service_view).collect();
             for h in view.hosts.iter_mut().filter(|h| h.name != me.name) {
                 if let Some(p) = l.peers.iter().find(|p| peer_name(&p.name, p.id) == h.name) {
                     h.state = if p.state == PeerState::Up && p.health != Health::Down {
@@ -162,33 +170,6 @@ impl Local {
             }
         }
         o
-    }
-}
-
-/// A service as the dashboard shows it.
-fn service_view(s: &crate::status::ServiceStatus) -> ServiceView {
-    ServiceView {
-        service: s.name.clone(),
-        address: s.address.clone(),
-        policy: s.policy.clone(),
-        backends_up: s.backends_up,
-        no_backend_frames_total: s.no_backend_frames_total,
-        backends: s
-            .backends
-            .iter()
-            .map(|b| ServiceBackendView {
-                backend: b.backend.clone(),
-                state: b.state.clone(),
-                location: b.location.clone(),
-                weight: b.weight,
-                load_mbps: b.load_mbps,
-                open_connections: b.open_connections,
-                rtt_ms: b.rtt_ms,
-                flows_total: b.flows_total,
-                active_flows: b.active_flows,
-                share_last_minute: b.share_last_minute,
-            })
-            .collect(),
     }
 }
 

@@ -49,16 +49,7 @@ impl Health {
         if self.next.is_some_and(|t| now < t) {
             return (false, false);
         }
-        let mut changed = false;
-        if self.outstanding {
-            self.answers = 0;
-            self.misses = self.misses.saturating_add(1);
-            if self.healthy && self.misses >= DOWN_AFTER {
-                self.healthy = false;
-                self.downs += 1;
-                changed = true;
-            }
-        }
+        let changed = self.outstanding && self.miss();
         self.outstanding = true;
         self.probes += 1;
         self.next = Some(now + PROBE_EVERY);
@@ -72,6 +63,11 @@ impl Health {
             return false;
         }
         self.outstanding = false;
+        self.miss()
+    }
+
+    /// One probe missed; true when that takes it down.
+    fn miss(&mut self) -> bool {
         self.answers = 0;
         self.misses = self.misses.saturating_add(1);
         if self.healthy && self.misses >= DOWN_AFTER {
