@@ -56,6 +56,22 @@ pub(crate) struct FragCounters {
 }
 
 impl Lan {
+    /// Start its VM and flow tables anew for `a` (flows exported per `flow_export`).
+    pub(crate) fn measure(&mut self, a: super::Accounting, flow_export: Option<(u64, usize)>) {
+        let on = usize::from(a.flows);
+        self.vms = VmTable::new(a.vms * on, a.pairs * on, a.port_series * on);
+        self.share_service_addresses();
+        self.flows = FlowTable::new(a.flow_cap * on, a.flow_idle_s);
+        self.flows.set_export(flow_export);
+    }
+
+    /// Tell the VM table which addresses are its services' (answered by several VMs, so
+    /// none of them is a VM's own).
+    pub(crate) fn share_service_addresses(&mut self) {
+        self.vms
+            .set_shared(self.spec.services.iter().map(|s| s.vip).collect());
+    }
+
     pub(crate) fn new(
         spec: LanSpec,
         host_id: u32,

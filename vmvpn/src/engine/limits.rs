@@ -51,11 +51,7 @@ pub struct LimitSpec {
 impl super::Engine {
     /// Put new limits in force on the LAN named `lan` (see [`Limits::replace`]).
     pub fn set_limits(&mut self, lan: &str, specs: &[LimitSpec]) -> Result<(), String> {
-        let l = self
-            .lans
-            .iter_mut()
-            .find(|l| l.spec.name == lan)
-            .ok_or_else(|| format!("no LAN named {lan:?} on this host"))?;
+        let l = self.lan_named_mut(lan)?;
         l.limits.replace(specs, l.spec.max_frame);
         l.spec.limits = specs.to_vec();
         Ok(())

@@ -49,7 +49,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::ops::Range;
 use std::time::{Duration, Instant};
 
-use telemetry::{DropCounters, DropReason, FlowTable, VmTable};
+use telemetry::{DropCounters, DropReason};
 use tracing::info;
 use x25519_dalek::StaticSecret;
 
@@ -398,13 +398,16 @@ impl Engine {
     pub fn set_accounting(&mut self, a: Accounting) {
         self.accounting = a;
         for l in &mut self.lans {
-            let on = usize::from(a.flows);
-            l.vms = VmTable::new(a.vms * on, a.pairs * on, a.port_series * on);
-            l.vms
-                .set_shared(l.spec.services.iter().map(|s| s.vip).collect());
-            l.flows = FlowTable::new(a.flow_cap * on, a.flow_idle_s);
-            l.flows.set_export(self.flow_export);
+            l.measure(a, self.flow_export);
         }
+    }
+
+    /// The LAN named `name`, or the error a request naming it gets.
+    pub(crate) fn lan_named_mut(&mut self, name: &str) -> Result<&mut Lan, String> {
+        self.lans
+            .iter_mut()
+            .find(|l| l.spec.name == name)
+            .ok_or_else(|| format!("no LAN named {name:?} on this host"))
     }
 
     /// Sample 1 in `rate` frames crossing the TAPs for sFlow (None: no sampling, and no

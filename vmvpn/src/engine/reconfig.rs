@@ -30,13 +30,7 @@ impl Engine {
         self.lan_index.insert(spec.id, li);
         let (underlay, public) = (self.underlay, self.public);
         let mut lan = Lan::new(spec, self.id, underlay, &public);
-        let a = self.accounting;
-        let on = usize::from(a.flows);
-        lan.vms = telemetry::VmTable::new(a.vms * on, a.pairs * on, a.port_series * on);
-        lan.vms
-            .set_shared(lan.spec.services.iter().map(|s| s.vip).collect());
-        lan.flows = telemetry::FlowTable::new(a.flow_cap * on, a.flow_idle_s);
-        lan.flows.set_export(self.flow_export);
+        lan.measure(self.accounting, self.flow_export);
         self.lans.push(lan);
         for addr in statics {
             self.add_peer(li, addr, PeerSource::Static, None);

@@ -902,14 +902,10 @@ impl super::Engine {
     /// Put `specs` in force as LAN `lan`'s services (a reload): see
     /// [`Services::replace`].
     pub fn set_services(&mut self, lan: &str, specs: &[ServiceSpec]) -> Result<(), String> {
-        let l = self
-            .lans
-            .iter_mut()
-            .find(|l| l.spec.name == lan)
-            .ok_or_else(|| format!("no LAN named {lan:?} on this host"))?;
+        let l = self.lan_named_mut(lan)?;
         l.services.replace(specs);
         l.spec.services = specs.to_vec();
-        l.vms.set_shared(specs.iter().map(|s| s.vip).collect());
+        l.share_service_addresses();
         Ok(())
     }
 
