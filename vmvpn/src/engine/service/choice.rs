@@ -62,8 +62,16 @@ impl Service {
                     .get(usize::from(b))
                     .is_some_and(|b| b.up && b.mac.is_some() && (suspects || !b.suspect))
         };
-        (0..WALK)
-            .map(|k| self.table[(slot + k) % self.table.len()])
+        // The slots from `slot` on, wrapping: two ranges, so no division per slot (a
+        // walk over a service whose backends are mostly down runs all 64).
+        let n = self.table.len();
+        let start = slot % n.max(1);
+        let first = &self.table[start..n.min(start + WALK)];
+        let wrapped = &self.table[..(start + WALK).saturating_sub(n).min(start)];
+        first
+            .iter()
+            .chain(wrapped)
+            .copied()
             .find(|&b| ok(b))
             .or_else(|| (0..self.backends.len() as u16).find(|&b| ok(b)))
     }

@@ -19,21 +19,35 @@ pub(super) struct Flow {
 }
 
 impl Flow {
-    /// A fixed hash (the same on every host, so every host picks alike): FNV-1a over the
-    /// 5-tuple, then a finalizer to spread FNV's low bits.
+    /// Whether it goes to `ip`.
+    pub(super) fn is_to(&self, ip: std::net::IpAddr) -> bool {
+        match ip {
+            std::net::IpAddr::V4(a) => self.alen == 4 && self.dst[..4] == a.octets(),
+            std::net::IpAddr::V6(a) => self.alen == 16 && self.dst == a.octets(),
+        }
+    }
+
+    /// A fixed hash (the same on every host running this build): the 5-tuple read as
+    /// 64-bit words, each mixed in with splitmix64's finalizer (an IPv4 flow is two
+    /// words; FNV-1a a byte at a time cost about 10 ns more per frame to a service).
     pub(super) fn hash(&self) -> u64 {
-        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-        let mut eat = |b: u8| {
-            h ^= u64::from(b);
-            h = h.wrapping_mul(0x0000_0100_0000_01b3);
-        };
         let n = usize::from(self.alen);
-        self.src[..n].iter().for_each(|b| eat(*b));
-        self.dst[..n].iter().for_each(|b| eat(*b));
-        eat(self.proto);
-        self.sport.to_be_bytes().iter().for_each(|b| eat(*b));
-        self.dport.to_be_bytes().iter().for_each(|b| eat(*b));
-        mix(h)
+        let word = |b: &[u8]| {
+            let mut w = [0u8; 8];
+            w[..b.len()].copy_from_slice(b);
+            u64::from_le_bytes(w)
+        };
+        let ports =
+            u64::from(self.proto) << 32 | u64::from(self.sport) << 16 | u64::from(self.dport);
+        let mut h = mix(ports ^ 0x9e37_79b9_7f4a_7c15);
+        if n == 4 {
+            h = mix(h ^ (word(&self.src[..4]) << 32 | word(&self.dst[..4])));
+        } else {
+            for c in self.src[..n].chunks(8).chain(self.dst[..n].chunks(8)) {
+                h = mix(h ^ word(c));
+            }
+        }
+        h
     }
 }
 

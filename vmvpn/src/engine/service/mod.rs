@@ -661,14 +661,19 @@ impl Services {
         let Some(si) = self.list.iter().position(|s| frame[..6] == s.spec.vmac) else {
             return Verdict::Pass;
         };
-        if let Some(a) = probe::answer(frame, self.list[si].spec.probe_from) {
+        let Some(flow) = flow_of(frame) else {
+            self.list[si].no_backend += 1;
+            return Verdict::NoBackend;
+        };
+        // A probe's answer (ICMPv6, or TCP to the probe address): looked at only then, so
+        // a client's frame pays no second parse.
+        let probe_from = self.list[si].spec.probe_from;
+        if (flow.proto == 58 || (flow.proto == 6 && probe_from.is_some_and(|p| flow.is_to(p))))
+            && let Some(a) = probe::answer(frame, probe_from)
+        {
             return self.handle_answer(si, a);
         }
         let s = &mut self.list[si];
-        let Some(flow) = flow_of(frame) else {
-            s.no_backend += 1;
-            return Verdict::NoBackend;
-        };
         if !s.spec.ports.is_empty()
             && (flow.proto == 6 || flow.proto == 17)
             && !s.spec.ports.contains(&flow.dport)
