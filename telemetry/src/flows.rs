@@ -273,8 +273,13 @@ impl FlowTable {
 
     /// Count one frame (`len` bytes) at the owner's clock `now_s`.
     pub fn observe(&mut self, f: &FrameInfo, len: usize, now_s: u64) {
+        self.observe_many(f, 1, len as u64, now_s);
+    }
+
+    /// Count `packets` frames of one flow, `bytes` in all, at once (the segments of one
+    /// TSO frame; `f` carries the union of their flags).
+    pub fn observe_many(&mut self, f: &FrameInfo, packets: u64, bytes: u64, now_s: u64) {
         let Some(key) = f.flow else { return };
-        let bytes = len as u64;
         let tcp = key.proto == PROTO_TCP;
         if tcp {
             self.stats.tcp_syn_total += u64::from(f.tcp.syn && !f.tcp.ack);
@@ -321,11 +326,11 @@ impl FlowTable {
         };
         entry.last_s = now_s;
         if forward {
-            entry.fwd_packets += 1;
+            entry.fwd_packets += packets;
             entry.fwd_bytes += bytes;
             entry.fwd_flags |= flag_bits(&f.tcp);
         } else {
-            entry.rev_packets += 1;
+            entry.rev_packets += packets;
             entry.rev_bytes += bytes;
             entry.rev_flags |= flag_bits(&f.tcp);
         }

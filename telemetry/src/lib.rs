@@ -24,7 +24,7 @@ mod testing;
 
 pub use drops::{DropCounters, DropReason};
 pub use flows::{FlowRow, FlowStats, FlowTable, TcpState};
-pub use frame::{FrameInfo, inspect};
+pub use frame::{FrameInfo, TcpFlags, inspect};
 pub use rtt::{RttBuckets, RttEstimator, RttSummary};
 pub use sequence::{SeqStats, SeqTracker};
 pub use series::{Rates, Series};

@@ -186,13 +186,26 @@ impl VmTable {
     /// local port); else it arrived through a tunnel for a local VM. `now_s`: the owner's
     /// clock in seconds.
     pub fn observe(&mut self, f: &FrameInfo, len: usize, from_local: bool, now_s: u64) {
-        let bytes = len as u64;
+        self.observe_many(f, 1, len as u64, from_local, now_s);
+    }
+
+    /// Count `packets` frames of one flow, `bytes` in all, at once: the segments of one
+    /// TSO frame, whose headers differ only in lengths, sequence numbers and flags (`f`
+    /// carries the union of their flags).
+    pub fn observe_many(
+        &mut self,
+        f: &FrameInfo,
+        packets: u64,
+        bytes: u64,
+        from_local: bool,
+        now_s: u64,
+    ) {
         if is_group(&f.src) {
             return;
         }
         let own_ip = f.src_ip.filter(|ip| !self.shared.contains(ip));
         self.entry(f.src, from_local, now_s, |src| {
-            src.tx_packets += 1;
+            src.tx_packets += packets;
             src.tx_bytes += bytes;
             src.last_s = now_s;
             src.tcp_syn += u64::from(f.tcp.syn && !f.tcp.ack);
@@ -204,18 +217,18 @@ impl VmTable {
             return;
         }
         self.entry(f.dst, !from_local, now_s, |dst| {
-            dst.rx_packets += 1;
+            dst.rx_packets += packets;
             dst.rx_bytes += bytes;
             dst.last_s = now_s;
         });
         let key = (f.src, f.dst);
         if let Some(p) = self.pairs.get_mut(&key) {
-            p.packets += 1;
+            p.packets += packets;
             p.bytes += bytes;
             p.at_source |= from_local;
         } else {
             let fresh = PairEntry {
-                packets: 1,
+                packets,
                 bytes,
                 at_source: from_local,
             };

@@ -77,13 +77,24 @@ impl Engine {
                 return TapAction::Limited;
             }
         }
-        l.macs.learn(src, Location::Local, now);
-        if self.accounting.flows
-            && let Some(info) = inspect(&buf[HEADER_LEN..HEADER_LEN + len])
-        {
-            let second = self.last_second.unwrap_or(0);
-            l.vms.observe(&info, len, true, second);
-            l.flows.observe(&info, len, second);
+        match l.burst.as_mut() {
+            // A TSO frame's later segments: its first learned the MAC, its end counts.
+            Some(b) => {
+                if !b.started() {
+                    l.macs.learn(src, Location::Local, now);
+                }
+                b.add(&buf[HEADER_LEN..HEADER_LEN + len]);
+            }
+            None => {
+                l.macs.learn(src, Location::Local, now);
+                if self.accounting.flows
+                    && let Some(info) = inspect(&buf[HEADER_LEN..HEADER_LEN + len])
+                {
+                    let second = self.last_second.unwrap_or(0);
+                    l.vms.observe(&info, len, true, second);
+                    l.flows.observe(&info, len, second);
+                }
+            }
         }
         let target = if is_group(&dst) {
             None

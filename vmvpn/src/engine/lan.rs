@@ -46,6 +46,8 @@ pub(crate) struct Lan {
     pub(crate) limits: Limits,
     /// Its service addresses.
     pub(crate) services: super::service::Services,
+    /// The TSO frame whose segments are being handled, counted once at its end.
+    pub(crate) burst: Option<super::burst::Burst>,
 }
 
 /// Frames cut into fragments on one LAN.
@@ -102,6 +104,7 @@ impl Lan {
             vms: VmTable::new(1, 1, 0),
             flows: FlowTable::new(1, 1),
             sampling: Default::default(),
+            burst: None,
         }
     }
 

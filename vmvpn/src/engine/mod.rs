@@ -31,6 +31,7 @@ pub mod sampling;
 pub mod service;
 
 mod beacons;
+mod burst;
 mod datapath;
 mod events;
 pub mod figures;

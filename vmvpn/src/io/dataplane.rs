@@ -642,6 +642,10 @@ impl DataPlane {
                 continue;
             };
             let frame = &mut self.big[VNET_HDR_LEN..n];
+            let tso = h.is_gso();
+            if tso {
+                self.engine.begin_burst(LanId(i), frame);
+            }
             let engine = &mut self.engine;
             let udp = &self.udp;
             let batch = &mut self.batch;
@@ -651,6 +655,9 @@ impl DataPlane {
                 let action = engine.handle_tap_frame(LanId(i), out, len, now);
                 failed += send_out(udp, batch, tap, action, out);
             });
+            if tso {
+                self.engine.end_burst(LanId(i));
+            }
             match r {
                 Ok(segs) if segs > 1 => {
                     self.offload.tso_frames_total += 1;

@@ -39,6 +39,11 @@ pub struct VnetHdr {
 }
 
 impl VnetHdr {
+    /// Whether the frame is to be cut into segments (TCP or UDP).
+    pub fn is_gso(&self) -> bool {
+        self.gso_type & !GSO_ECN != GSO_NONE
+    }
+
     /// Parse the first 10 bytes.
     pub fn parse(b: &[u8]) -> Option<VnetHdr> {
         let b: &[u8; VNET_HDR_LEN] = b.get(..VNET_HDR_LEN)?.try_into().ok()?;

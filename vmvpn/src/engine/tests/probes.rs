@@ -323,3 +323,57 @@ fn utilisation_is_the_rate_over_the_configured_link_speed() {
         "no speed configured"
     );
 }
+
+#[test]
+fn a_tso_frame_counted_once_equals_its_segments_counted_one_by_one() {
+    let a = (1, [10, 0, 0, 1], 40000);
+    let b = (2, [10, 0, 0, 2], 5201);
+    // The segments the data plane cuts from one TSO frame: the last carries FIN.
+    let segments: Vec<Vec<u8>> = (0..10)
+        .map(|i| tcp_frame(a, b, if i == 9 { ACK | FIN } else { ACK }, 1000 + i))
+        .collect();
+    let tso = tcp_frame(a, b, ACK | FIN, 10_045);
+    let mut counted = Vec::new();
+    for once in [false, true] {
+        let mut net = Net::new(2);
+        net.tick();
+        net.send(1, &frame(BCAST, mac(2), b"hello"));
+        net.send(0, &tcp_frame(a, b, SYN, 0));
+        if once {
+            net.hosts[0].begin_burst(LAN, &tso);
+        }
+        for s in &segments {
+            assert_eq!(net.send(0, s), None);
+        }
+        if once {
+            // Nothing is counted before the TSO frame's end.
+            let t = net.hosts[0].traffic(None, Some(5)).remove(0);
+            let va = t.vms.iter().find(|v| v.mac == mac(1)).expect("vm a");
+            assert_eq!(va.tx_packets, 1, "the SYN alone");
+            net.hosts[0].end_burst(LAN);
+        }
+        net.advance(Duration::from_secs(1));
+        let t = net.hosts[0].traffic(None, Some(5)).remove(0);
+        let va = t.vms.iter().find(|v| v.mac == mac(1)).expect("vm a");
+        let vb = t.vms.iter().find(|v| v.mac == mac(2)).expect("vm b");
+        let pair = t
+            .pairs
+            .iter()
+            .find(|p| p.src_mac == mac(1) && p.dst_mac == mac(2))
+            .expect("pair");
+        let f = &t.flows[0];
+        let st = net.lan(0);
+        counted.push((
+            (va.tx_packets, va.tx_bytes, vb.rx_packets, vb.rx_bytes),
+            (pair.packets, pair.bytes),
+            (f.tx_packets, f.tx_bytes, f.tcp_state),
+            (st.flow_table.tcp_fin_total, st.flow_table.tcp_active),
+        ));
+        // The receiving host counts each segment it delivers, as before.
+        let t1 = net.hosts[1].traffic(None, Some(5)).remove(0);
+        let v1 = t1.vms.iter().find(|v| v.mac == mac(1)).expect("vm a at 1");
+        assert_eq!(v1.tx_packets, 11);
+    }
+    assert_eq!(counted[0].0.0, 11, "{:?}", counted[0]);
+    assert_eq!(counted[1], counted[0], "once per TSO frame = one by one");
+}
