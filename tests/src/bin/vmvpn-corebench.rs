@@ -28,6 +28,8 @@ use vmvpn::proto::HEADER_LEN;
 use vmvpn::proto::crypto::{Cipher, LanSecret, lan_id};
 
 const MAX_FRAME: usize = 1518;
+/// Datagrams the data plane reads in one `recvmmsg`.
+const RX_BATCH: u64 = vmvpn::io::udp::BATCH as u64;
 
 fn addr(i: usize) -> SocketAddr {
     SocketAddr::from(([10, (i >> 16) as u8, (i >> 8) as u8, i as u8], 7401))
@@ -390,6 +392,10 @@ fn unicast(
         let t1 = Instant::now();
         if let RxAction::Tap { .. } = e1.handle_datagram(addr(0), false, &mut buf[..n], now) {
             delivered += 1;
+        }
+        if i % RX_BATCH == RX_BATCH - 1 {
+            // As the data plane does after each receive batch.
+            e1.end_runs();
         }
         opened_t += t1.elapsed();
         sealed_t += t1 - t0;

@@ -786,9 +786,8 @@ fn deliver(
         frame,
         mss::frame_cap(usize::from(p.path.mtu.current()), ipv6_underlay),
     );
-    if flows && let Some(info) = inspect(frame) {
-        l.vms.observe(&info, n, false, second);
-        l.flows.observe(&info, n, second);
+    if flows {
+        l.count_rx(frame, second);
     }
     Ok(())
 }

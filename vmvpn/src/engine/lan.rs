@@ -48,6 +48,8 @@ pub(crate) struct Lan {
     pub(crate) services: super::service::Services,
     /// The TSO frame whose segments are being handled, counted once at its end.
     pub(crate) burst: Option<super::burst::Burst>,
+    /// Received frames of one flow not yet counted (see `burst.rs`).
+    pub(crate) rx_run: Option<super::burst::Run>,
 }
 
 /// Frames cut into fragments on one LAN.
@@ -61,6 +63,7 @@ impl Lan {
     /// Start its VM and flow tables anew for `a` (flows exported per `flow_export`).
     pub(crate) fn measure(&mut self, a: super::Accounting, flow_export: Option<(u64, usize)>) {
         let on = usize::from(a.flows);
+        (self.burst, self.rx_run) = (None, None);
         self.vms = VmTable::new(a.vms * on, a.pairs * on, a.port_series * on);
         self.share_service_addresses();
         self.flows = FlowTable::new(a.flow_cap * on, a.flow_idle_s);
@@ -105,6 +108,7 @@ impl Lan {
             flows: FlowTable::new(1, 1),
             sampling: Default::default(),
             burst: None,
+            rx_run: None,
         }
     }
 

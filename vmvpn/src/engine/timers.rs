@@ -69,6 +69,8 @@ impl Engine {
 
     /// Run the jobs that are due at `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
+        // Whatever reads the tables below (expiry, exports, services) sees every frame.
+        self.end_runs();
         self.epoch.get_or_insert(now);
         let second = self.ts(now) / 1_000_000_000;
         let new_second = self.last_second != Some(second);

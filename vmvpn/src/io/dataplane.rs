@@ -453,6 +453,7 @@ impl DataPlane {
     /// Datagrams from the underlay, up to the round's budget; true if more may wait.
     fn udp_in(&mut self, area: &mut [u8], metas: &mut [RecvMeta; BATCH], now: Instant) -> bool {
         let more = self.udp_batches(area, metas, now);
+        self.engine.end_runs();
         // What was merged goes out before the loop sleeps or reads a TAP.
         let DataPlane {
             gro, taps, engine, ..

@@ -369,11 +369,66 @@ fn a_tso_frame_counted_once_equals_its_segments_counted_one_by_one() {
             (f.tx_packets, f.tx_bytes, f.tcp_state),
             (st.flow_table.tcp_fin_total, st.flow_table.tcp_active),
         ));
-        // The receiving host counts each segment it delivers, as before.
+        // The receiving host counts the segments it delivers in runs of one flow: the
+        // same figures, and the FIN that ends the run is seen.
         let t1 = net.hosts[1].traffic(None, Some(5)).remove(0);
         let v1 = t1.vms.iter().find(|v| v.mac == mac(1)).expect("vm a at 1");
-        assert_eq!(v1.tx_packets, 11);
+        assert_eq!((v1.tx_packets, v1.tx_bytes), (va.tx_packets, va.tx_bytes));
+        assert_eq!(
+            (
+                t1.flows[0].tx_packets,
+                t1.flows[0].tx_bytes,
+                t1.flows[0].tcp_state
+            ),
+            (f.tx_packets, f.tx_bytes, f.tcp_state)
+        );
+        assert_eq!(net.lan(1).flow_table.tcp_fin_total, 1);
     }
     assert_eq!(counted[0].0.0, 11, "{:?}", counted[0]);
     assert_eq!(counted[1], counted[0], "once per TSO frame = one by one");
+}
+
+#[test]
+fn received_runs_of_interleaved_flows_are_counted_exactly() {
+    let mut net = Net::new(2);
+    net.tick();
+    let b = (2, [10, 0, 0, 2], 5201);
+    net.send(1, &frame(BCAST, mac(2), b"hello"));
+    // Two VMs on host 0 send to one on host 1: runs of 3, 1, 2 and 1 segments.
+    let a = (1, [10, 0, 0, 1], 40000);
+    let c = (3, [10, 0, 0, 3], 40001);
+    // All sealed first, then delivered in one batch, as a receive batch would bring them.
+    let mut batch = Vec::new();
+    for (from, n, len) in [
+        (a, 3, 500),
+        (c, 1, 500),
+        (a, 2, 500),
+        (c, 1, 500),
+        (a, 2, 100),
+    ] {
+        for _ in 0..n {
+            batch.push(tcp_frame(from, b, ACK, len));
+        }
+    }
+    let mut buf = vec![0u8; buffer_len(MAX_FRAME)];
+    for f in &batch {
+        buf[HEADER_LEN..HEADER_LEN + f.len()].copy_from_slice(f);
+        match net.hosts[0].handle_tap_frame(LAN, &mut buf, f.len(), net.now) {
+            TapAction::Unicast(to, n) => net.queue.push((0, to, buf[..n].to_vec())),
+            other => panic!("not unicast: {other:?}"),
+        }
+    }
+    net.settle();
+    let t = net.hosts[1].traffic(None, Some(5)).remove(0);
+    let vm = |m: u8| t.vms.iter().find(|v| v.mac == mac(m)).expect("vm").clone();
+    assert_eq!((vm(1).tx_packets, vm(1).tx_bytes), (7, 5 * 554 + 2 * 154));
+    assert_eq!((vm(3).tx_packets, vm(3).tx_bytes), (2, 2 * 554));
+    assert_eq!(vm(2).rx_packets, 9);
+    let pairs: u64 = t
+        .pairs
+        .iter()
+        .filter(|p| p.dst_mac == mac(2))
+        .map(|p| p.packets)
+        .sum();
+    assert_eq!(pairs, 9);
 }

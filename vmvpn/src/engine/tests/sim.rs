@@ -185,6 +185,10 @@ impl Net {
         for _ in 0..50 {
             self.drain_transmits();
             if self.queue.is_empty() {
+                // As the runtime does after each batch of datagrams.
+                for h in &mut self.hosts {
+                    h.end_runs();
+                }
                 return;
             }
             self.now += self.hop;
