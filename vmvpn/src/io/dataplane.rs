@@ -20,7 +20,7 @@ use telemetry::DropReason;
 use tracing::{debug, error, warn};
 
 use crate::engine::{Engine, Event, LanId, PeerSource, PingSent, Relay, RxAction, TapAction};
-use crate::io::batch::GsoBatch;
+use crate::io::batch::{GsoBatch, ROOM};
 use crate::io::rxqueue::RxQueue;
 use crate::io::tap::TapDevice;
 use crate::io::udp::{BATCH, SLOT, Udp};
@@ -647,15 +647,18 @@ impl DataPlane {
             if tso {
                 self.engine.begin_burst(LanId(i), frame);
             }
-            let engine = &mut self.engine;
-            let udp = &self.udp;
-            let batch = &mut self.batch;
-            let tap = &self.taps[i];
-            let mut failed = 0;
-            let r = gso::split(&h, frame, buf, HEADER_LEN, |out, len| {
-                let action = engine.handle_tap_frame(LanId(i), out, len, now);
-                failed += send_out(udp, batch, tap, action, out);
-            });
+            let mut sink = ToBatch {
+                engine: &mut self.engine,
+                udp: &self.udp,
+                batch: &mut self.batch,
+                tap: &self.taps[i],
+                lan: LanId(i),
+                now,
+                spare: buf,
+                failed: 0,
+            };
+            let r = gso::split_into(&h, frame, HEADER_LEN, &mut sink);
+            let failed = sink.failed;
             if tso {
                 self.engine.end_burst(LanId(i));
             }
@@ -1011,6 +1014,49 @@ fn write_merged(taps: &[TapDevice], engine: &mut Engine, lan: usize, bytes: &[u8
 
 /// Send what the core made of a TAP frame (`sealed` holds the datagram): unicast joins the
 /// GSO batch, a flood goes after what the batch held. Returns the datagrams that failed.
+/// Frames split from one TAP read, each written into the GSO batch's free room, sealed
+/// there in place and committed to the batch: no copy between the split and the send.
+struct ToBatch<'a> {
+    engine: &'a mut Engine,
+    udp: &'a Udp,
+    batch: &'a mut GsoBatch,
+    tap: &'a TapDevice,
+    lan: LanId,
+    now: Instant,
+    /// Where a frame that is not one datagram to one peer (a flood, fragments, a reply
+    /// to the VM) is copied to be sent as before.
+    spare: &'a mut [u8],
+    failed: u64,
+}
+
+impl gso::Segments for ToBatch<'_> {
+    fn room(&mut self) -> &mut [u8] {
+        let room = self.batch.room();
+        let n = room.len().min(ROOM);
+        &mut room[..n]
+    }
+
+    fn emit(&mut self, len: usize) {
+        let room = self.batch.room();
+        let room_len = room.len().min(ROOM);
+        let action = self
+            .engine
+            .handle_tap_frame(self.lan, &mut room[..room_len], len, self.now);
+        if let TapAction::Unicast(to, n) = action {
+            self.failed += u64::from(self.batch.commit(self.udp, to, n));
+            return;
+        }
+        let used = match action {
+            TapAction::Reply(n) => HEADER_LEN + n,
+            TapAction::Fragments { len, .. } | TapAction::Flood { len, .. } => len,
+            _ => 0,
+        };
+        let used = used.min(room_len).min(self.spare.len());
+        self.spare[..used].copy_from_slice(&self.batch.room()[..used]);
+        self.failed += send_out(self.udp, self.batch, self.tap, action, self.spare);
+    }
+}
+
 fn send_out(
     udp: &Udp,
     batch: &mut GsoBatch,

@@ -1,7 +1,8 @@
 //! The one UDP socket of the data plane: all LANs, all peers.
 //!
 //! Receives in batches with `recvmmsg` and UDP GRO through quinn-udp; sends one datagram
-//! per call for now (GSO batching is the benchmark issue's work).
+//! per call (`send_to`) or a run of equal-sized datagrams to one peer in one UDP GSO call
+//! (`send_gso`, which `batch.rs` gathers for).
 
 use std::io::{self, IoSliceMut};
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};

@@ -87,6 +87,31 @@ pub enum GsoError {
     TooBig,
 }
 
+/// Where split frames go: each is written to `room()[at..]`, then `emit(len)` is called,
+/// before `room` is asked again. A sink may hand out a new place each time, so that a
+/// segment is written straight where it will be sent from (the I/O layer's GSO batch).
+pub trait Segments {
+    /// The buffer the next frame is written into, at the offset `split` was given.
+    fn room(&mut self) -> &mut [u8];
+    /// The frame of `len` bytes at `room()[at..]` is complete.
+    fn emit(&mut self, len: usize);
+}
+
+/// One buffer for every frame, handed with the frame's length to a closure.
+struct Buffer<'a, F> {
+    out: &'a mut [u8],
+    emit: F,
+}
+
+impl<F: FnMut(&mut [u8], usize)> Segments for Buffer<'_, F> {
+    fn room(&mut self) -> &mut [u8] {
+        self.out
+    }
+    fn emit(&mut self, len: usize) {
+        (self.emit)(self.out, len)
+    }
+}
+
 /// Split `frame` (without the virtio header) as `h` says; each output frame is written to
 /// `out[at..]` and handed to `emit(out, len)`. Returns how many frames were emitted.
 pub fn split(
@@ -94,7 +119,17 @@ pub fn split(
     frame: &mut [u8],
     out: &mut [u8],
     at: usize,
-    mut emit: impl FnMut(&mut [u8], usize),
+    emit: impl FnMut(&mut [u8], usize),
+) -> Result<usize, GsoError> {
+    split_into(h, frame, at, &mut Buffer { out, emit })
+}
+
+/// `split`, each frame written where `sink` says (see [`Segments`]).
+pub fn split_into(
+    h: &VnetHdr,
+    frame: &mut [u8],
+    at: usize,
+    sink: &mut impl Segments,
 ) -> Result<usize, GsoError> {
     let gso = h.gso_type & !GSO_ECN;
     if gso == GSO_NONE {
@@ -102,9 +137,9 @@ pub fn split(
             complete_csum(h, frame)?;
         }
         let n = frame.len();
-        let dst = out.get_mut(at..at + n).ok_or(GsoError::TooBig)?;
+        let dst = sink.room().get_mut(at..at + n).ok_or(GsoError::TooBig)?;
         dst.copy_from_slice(frame);
-        emit(out, n);
+        sink.emit(n);
         return Ok(1);
     }
     let udp = gso == GSO_UDP_L4;
@@ -151,7 +186,7 @@ pub fn split(
     while off < payload_len || (payload_len == 0 && count == 0) {
         let chunk = mss.min(payload_len - off);
         let n = hdrs + chunk;
-        let seg = out.get_mut(at..at + n).ok_or(GsoError::TooBig)?;
+        let seg = sink.room().get_mut(at..at + n).ok_or(GsoError::TooBig)?;
         seg[..hdrs].copy_from_slice(&frame[..hdrs]);
         seg[hdrs..].copy_from_slice(&frame[hdrs + off..hdrs + off + chunk]);
         let last = off + chunk >= payload_len;
@@ -199,7 +234,7 @@ pub fn split(
         let c = !fold(sum(ph, &seg[l4..n]));
         let c = if udp && c == 0 { 0xffff } else { c };
         seg[at..at + 2].copy_from_slice(&c.to_be_bytes());
-        emit(out, n);
+        sink.emit(n);
         count += 1;
         off += chunk;
         if payload_len == 0 {
