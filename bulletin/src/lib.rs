@@ -1,4 +1,4 @@
-//! The bulletin board: the registry of which host is in which virtual LAN (seed 004 §3.3).
+//! The bulletin board: the registry of which host is in which virtual LAN.
 //!
 //! It holds leases, ages out silent hosts and tells the others at once; it never forwards a
 //! packet. `proto` is the protocol and its codec, `proof` the LAN-membership proof,

@@ -1,6 +1,6 @@
 //! A baseline that learns what is normal for one series (a peer's RTT, a VM's rate) and
 //! says how far a new sample is from it: an exponentially weighted mean and variance
-//! (West's EWMA form), and the sample's z-score against them. Seed 000 §4: a fixed
+//! (West's EWMA form), and the sample's z-score against them. Why: a fixed
 //! threshold cannot know that 40 ms is normal on one tunnel and a fault on another.
 //!
 //! A sample is scored against the baseline *before* it is learned, so a step shows up in

@@ -1,4 +1,4 @@
-//! How bursty a VM's traffic is (seeds 000 and 001): the peak-to-mean ratio of its rate,
+//! How bursty a VM's traffic is (for sizing links and limits): the peak-to-mean ratio of its rate,
 //! and the Hurst exponent H of the rate series, by rescaled range (R/S) and by aggregated
 //! variance. H near 0.5 is memoryless traffic; towards 1 it is self-similar, bursty at every
 //! time scale, and averages out slowly, so a link sized for the mean fills up.

@@ -1,5 +1,5 @@
-//! Holt-Winters forecasting, additive form, for rates with a daily (or any periodic) shape
-//! (seed 000 §4): level, trend and one seasonal term per position in the period. Each
+//! Holt-Winters forecasting, additive form, for rates with a daily (or any periodic) shape,
+//! which a fixed threshold or a plain mean would flag every morning: level, trend and one seasonal term per position in the period. Each
 //! sample is compared with the forecast made before it; the forecast errors get their own
 //! EWMA deviation, so "outside the band" means "further from the forecast than this series
 //! usually is", not a fixed number.

@@ -1,4 +1,4 @@
-//! Broadcast and multicast as in seed 004 §3.4: subnet multicast plus designated
+//! Broadcast and multicast (PROTOCOL.md, *Flooding*): subnet multicast plus designated
 //! forwarders, on real daemons. Two physical subnets joined by a router without multicast
 //! routing: h1, h2, h3 in 10.77.1.0/24 and h4, h5 in 10.77.2.0/24, two VMs per host.
 

@@ -1,4 +1,4 @@
-//! Hardening (issue 11): abusive clients and careless configs against the real binaries.
+//! Hardening: abusive clients and careless configs against the real binaries.
 //! The bulletin runs on loopback with a port of its own; hosts run in the lab's namespaces.
 //! Every process started here is stopped by its PID, every file removed, even on failure.
 

@@ -1,4 +1,4 @@
-//! VMs at the standard MTU 1500 over the overlay (issue 12), with defaults only: TCP at
+//! VMs at the standard MTU 1500 over the overlay, with defaults only: TCP at
 //! full size, DF pings of 1472 bytes, 8000-byte pings, DF UDP datagrams of 1472 bytes. Then
 //! the same over a path with a 1400-byte link that neither signals ("fragmentation
 //! needed" never comes) nor passes IP fragments: a PMTU black hole.

@@ -1,10 +1,10 @@
-//! Alarms (issue 14), the sans-IO core: rules in a file shaped like Prometheus alerting
-//! rules (`rules`), their conditions over vmvpn's own series (`expr`, `series`), each
-//! alert's life with hold times and hysteresis (`state`), and the evaluation of every
-//! rule against status snapshots with baselines, rates and forecasts (`eval`).
-//!
-//! Not yet wired into the daemon: the notifications (Alertmanager, webhook, email, exec),
-//! `vmvpn alerts` and the reports to the bulletin come next.
+//! Alarms, the sans-IO core: rules in a file shaped like Prometheus alerting rules
+//! (`rules`), their conditions over vmvpn's own series (`expr`, `series`), each alert's
+//! life with hold times and hysteresis (`state`), the evaluation of every rule against
+//! status snapshots with baselines, rates and forecasts (`eval`), and what each
+//! notification says and when it is due (`notify`). The daemon's alarm task
+//! (`api/alerting.rs`, `api/notifier.rs`) runs the evaluation and sends the notifications; the README's
+//! *Alarms* section is the operator's view.
 
 pub mod eval;
 pub mod expr;

@@ -6,7 +6,6 @@
 //! Alertmanager itself sends to webhook receivers, which the exec hook gets on stdin too.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime};
 
 use serde::Serialize;
@@ -26,46 +25,6 @@ pub const BURST: u32 = 10;
 /// ...then one per this long: under an alert storm, groups wait and grow instead of
 /// flooding the receivers (nothing is dropped; `vmvpn alerts` is current meanwhile).
 pub const REFILL: Duration = Duration::from_secs(6);
-
-/// Where notifications go.
-#[derive(Debug, Clone, Default)]
-pub struct Receivers {
-    /// Alertmanager base URLs (`http://host:9093`).
-    pub alertmanager: Vec<hyper::Uri>,
-    /// Webhook URLs.
-    pub webhook: Vec<hyper::Uri>,
-    /// A program that gets each message as JSON on stdin.
-    pub exec: Option<PathBuf>,
-    /// A CA (PEM) trusted for `https://` receivers besides the public roots.
-    pub ca_file: Option<PathBuf>,
-    /// Email over SMTP.
-    pub email: Option<Email>,
-}
-
-/// Where alarm email goes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Email {
-    /// The SMTP server's host name or address.
-    pub host: String,
-    /// Its port.
-    pub port: u16,
-    /// The sender address.
-    pub from: String,
-    /// The recipients.
-    pub to: Vec<String>,
-    /// A CA (PEM) for the server's certificate instead of the public roots.
-    pub ca_file: Option<PathBuf>,
-}
-
-impl Receivers {
-    /// Whether there is anywhere to send.
-    pub fn any(&self) -> bool {
-        !self.alertmanager.is_empty()
-            || !self.webhook.is_empty()
-            || self.exec.is_some()
-            || self.email.is_some()
-    }
-}
 
 /// One alert as Alertmanager's API and webhooks carry it.
 #[derive(Debug, Clone, PartialEq, Serialize)]

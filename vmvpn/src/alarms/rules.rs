@@ -16,7 +16,7 @@
 //! ([`DEFAULT_RULES`]) apply.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -221,15 +221,6 @@ pub fn parse(text: &str, path: &Path) -> Result<Vec<Rule>, ConfigError> {
 /// The default rules.
 pub fn defaults() -> Vec<Rule> {
     parse(DEFAULT_RULES, Path::new("(default rules)")).unwrap_or_default()
-}
-
-/// Read and parse a rules file.
-pub fn load(path: &Path) -> Result<Vec<Rule>, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|cause| ConfigError::Read {
-        path: PathBuf::from(path),
-        cause,
-    })?;
-    parse(&text, path)
 }
 
 #[cfg(test)]

@@ -17,7 +17,8 @@ use tokio::sync::{Semaphore, mpsc, watch};
 use tracing::{debug, info, warn};
 
 use crate::alarms::eval::Notice;
-use crate::alarms::notify::{AmAlert, Batch, Email, Outbox, Receivers};
+use crate::alarms::notify::{AmAlert, Batch, Outbox};
+use crate::config::{Email, Receivers};
 
 /// Notices waiting for this task at most; beyond, the newest are dropped (and logged).
 pub const QUEUE: usize = 1024;

@@ -124,15 +124,55 @@ impl<'de> Deserialize<'de> for HttpUrl {
     }
 }
 
+/// Where notifications go.
+#[derive(Debug, Clone, Default)]
+pub struct Receivers {
+    /// Alertmanager base URLs (`http://host:9093`).
+    pub alertmanager: Vec<hyper::Uri>,
+    /// Webhook URLs.
+    pub webhook: Vec<hyper::Uri>,
+    /// A program that gets each message as JSON on stdin.
+    pub exec: Option<PathBuf>,
+    /// A CA (PEM) trusted for `https://` receivers besides the public roots.
+    pub ca_file: Option<PathBuf>,
+    /// Email over SMTP.
+    pub email: Option<Email>,
+}
+
+/// Where alarm email goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Email {
+    /// The SMTP server's host name or address.
+    pub host: String,
+    /// Its port.
+    pub port: u16,
+    /// The sender address.
+    pub from: String,
+    /// The recipients.
+    pub to: Vec<String>,
+    /// A CA (PEM) for the server's certificate instead of the public roots.
+    pub ca_file: Option<PathBuf>,
+}
+
+impl Receivers {
+    /// Whether there is anywhere to send.
+    pub fn any(&self) -> bool {
+        !self.alertmanager.is_empty()
+            || !self.webhook.is_empty()
+            || self.exec.is_some()
+            || self.email.is_some()
+    }
+}
+
 impl AlarmsConfig {
     /// Where notifications go.
-    pub fn receivers(&self) -> crate::alarms::notify::Receivers {
-        crate::alarms::notify::Receivers {
+    pub fn receivers(&self) -> Receivers {
+        Receivers {
             alertmanager: self.alertmanager.iter().map(|u| u.0.clone()).collect(),
             webhook: self.webhook.iter().map(|u| u.0.clone()).collect(),
             exec: self.exec.clone(),
             ca_file: self.ca_file.as_ref().map(|p| p.get_ref().clone()),
-            email: self.email.as_ref().map(|e| crate::alarms::notify::Email {
+            email: self.email.as_ref().map(|e| Email {
                 host: e.smtp.0.clone(),
                 port: e.smtp.1,
                 from: e.from.0.clone(),
@@ -145,7 +185,13 @@ impl AlarmsConfig {
     /// The rules: the file's, or the default ones.
     pub fn load(&self) -> Result<Vec<crate::alarms::rules::Rule>, ConfigError> {
         match &self.rules {
-            Some(p) => crate::alarms::rules::load(p),
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|cause| ConfigError::Read {
+                    path: p.clone(),
+                    cause,
+                })?;
+                crate::alarms::rules::parse(&text, p)
+            }
             None => Ok(crate::alarms::rules::defaults()),
         }
     }

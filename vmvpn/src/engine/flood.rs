@@ -1,4 +1,4 @@
-//! Where a flooded frame goes (seed 004 §3.4): one IP multicast datagram inside this
+//! Where a flooded frame goes (PROTOCOL.md, *Flooding*): one IP multicast datagram inside this
 //! host's physical subnet, plus one unicast datagram to the designated forwarder of every
 //! other subnet that has hosts of the LAN, which passes it on inside its subnet.
 //!

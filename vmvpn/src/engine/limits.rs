@@ -1,4 +1,5 @@
-//! Rate limits per VM and per LAN (seed 000 §3.3.2: hold back greedy or abnormal VMs):
+//! Rate limits per VM and per LAN (so that one greedy or misbehaving VM cannot
+//! take a LAN's or a host's whole capacity):
 //! token buckets that police frames at the TAP, each direction apart. `out` is what a VM
 //! sends (read from the TAP), `in` what it receives (written to the TAP); a LAN-wide limit
 //! covers all of this host's VMs on the LAN together. A frame over its VM's or its LAN's

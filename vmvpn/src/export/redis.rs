@@ -1,4 +1,4 @@
-//! The live state into Redis (seed 002 keeps its monitoring state there), every
+//! The live state into Redis (where other tools read live state from), every
 //! `interval_s`, as hashes that expire after three intervals (a host that stops leaves
 //! no stale figures), and a stream of events. Keys (`P` is `[export.redis] prefix`, `H`
 //! the host name):

@@ -1,4 +1,4 @@
-//! VM names from libvirt (seeds 001–003 collect host-side from libvirt): which domain owns
+//! VM names from libvirt (read on the host, without agents in the VMs): which domain owns
 //! each MAC, so views say `web1`, not `52:54:00:…`. `domain` reads one domain's XML
 //! (pure); `stats` reads `virsh domstats` (state, CPU, memory, disks; pure); `inventory`
 //! asks `virsh` for every domain's XML and figures, now and then and on each domain

@@ -1,4 +1,5 @@
-//! Membership through the bulletin (seed 004's Membership and node-query modules): register
+//! Membership through the bulletin (the registry; PROTOCOL.md and the README's bulletin
+//! section): register
 //! this host's LANs, keep the lease, and feed the watch stream to the `reconciler`, whose
 //! peer changes go to the data plane.
 //!

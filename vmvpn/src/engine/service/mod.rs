@@ -1,4 +1,5 @@
-//! Service addresses (seed 002's server groups, in the overlay itself): a LAN's service
+//! Service addresses (a group of VMs serving one address, balanced in the
+//! overlay itself): a LAN's service
 //! has an address (a VIP) that every host answers ARP for from its TAP with one virtual
 //! MAC, the same on every host; a frame a local VM sends to that MAC is rewritten to one
 //! backend VM's MAC, chosen per flow, and goes on as any unicast frame. The backend

@@ -1,5 +1,5 @@
 //! Flow pins: which backend each flow of a service went to, so its later frames follow
-//! ("requests already being served stay with their VM", seed 002) whatever the load
+//! (a connection already being served stays with its VM, or it breaks) whatever the load
 //! figures or the table do meanwhile. A fixed table, set-associative: a flow's key picks
 //! a set of [`WAYS`] slots; a new flow takes a free or idle slot of its set, else the
 //! set's least recently used one (counted). Allocated once per service; a lookup reads
