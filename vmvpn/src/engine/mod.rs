@@ -303,8 +303,10 @@ pub struct Engine {
     ipv6_underlay: bool,
     /// This host's underlay address and prefix, for LANs added later.
     underlay: Option<(IpAddr, u8)>,
-    /// Path MTU probes to send: (LAN, peer, IP packet size).
-    pmtu_probes: VecDeque<(LanId, PeerId, u16)>,
+    /// Path MTU probes to send: (LAN, the peer's address, IP packet size). The peer is
+    /// named by address, not by `PeerId`: removing a peer renumbers the others, and these
+    /// wait between `handle_timeout` and `poll_transmit`.
+    pmtu_probes: VecDeque<(LanId, SocketAddr, u16)>,
     /// sFlow's packet sampling, when configured.
     sampler: Option<sampling::Sampler>,
     /// Flow records for IPFIX: (active timeout s, queue per LAN), when configured.
@@ -576,13 +578,6 @@ impl Engine {
         }
         info!(lan = %l.spec.name, peer = %addr, name = %p.name, "peer removed: left the LAN");
         l.remove_peer(pi);
-        self.forget_queued(lan);
-    }
-
-    /// Path MTU probes queued for a LAN whose peers were renumbered would go to the wrong
-    /// peer: drop them (each peer's search asks again at its next timeout).
-    fn forget_queued(&mut self, lan: LanId) {
-        self.pmtu_probes.retain(|(l, _, _)| *l != lan);
     }
 
     /// Remove a static peer the config no longer lists (a reload), with its MACs; a peer
@@ -600,7 +595,6 @@ impl Engine {
         }
         info!(lan = %l.spec.name, peer = %addr, name = %p.name, "peer removed: no longer in the config");
         l.remove_peer(pi);
-        self.forget_queued(lan);
         true
     }
 

@@ -170,7 +170,7 @@ impl Engine {
                 if let Some(size) = p.path.mtu.poll_probe(now)
                     && self.pmtu_probes.len() < 1024
                 {
-                    self.pmtu_probes.push_back((lan, pi, size));
+                    self.pmtu_probes.push_back((lan, p.addr, size));
                 }
                 if self.accounting.probes && p.probe.next.is_none_or(|t| now >= t) {
                     // Spread peers over the interval so probes do not go out in bursts.

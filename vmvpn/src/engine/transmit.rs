@@ -108,8 +108,8 @@ impl Engine {
             dst.copy_from_slice(&m.buf[..m.len]);
             return Some((m.to, m.len));
         }
-        while let Some((li, pi, size)) = self.pmtu_probes.pop_front() {
-            if let Some(sent) = self.write_pmtu_probe(li, pi, size, out) {
+        while let Some((li, to, size)) = self.pmtu_probes.pop_front() {
+            if let Some(sent) = self.write_pmtu_probe(li, to, size, out) {
                 return Some(sent);
             }
         }
@@ -120,7 +120,7 @@ impl Engine {
     fn write_pmtu_probe(
         &mut self,
         li: LanId,
-        pi: PeerId,
+        to: SocketAddr,
         size: u16,
         out: &mut [u8],
     ) -> Option<(SocketAddr, usize)> {
@@ -130,6 +130,7 @@ impl Engine {
             UDP_IPV4_OVERHEAD
         };
         let l = self.lans.get_mut(li.index())?;
+        let pi = l.peer_by_addr(to)?;
         let p = l.peers.get_mut(pi.index()).filter(|p| p.link.up)?;
         let s = p.session.as_ref()?;
         let plain = usize::from(size).checked_sub(ip_udp + OVERHEAD)?.max(2);

@@ -113,8 +113,9 @@ fn bulletin_peers_come_and_go_but_static_peers_stay() {
         !net.hosts[0].unlist_peer(LAN, extra),
         "not the config's to remove"
     );
-    let queued = PeerId::at(net.lan(0).peers.len() - 1);
-    net.hosts[0].pmtu_probes.push_back((LAN, queued, 1400));
+    // A path MTU probe queued for addr(2), the second peer, then the first removed: the
+    // probe still goes to addr(2), now the first (the peers after a removed one move down).
+    net.hosts[0].pmtu_probes.push_back((LAN, addr(2), 1400));
     assert!(net.hosts[0].unlist_peer(LAN, addr(1)));
     assert!(
         !net.lan(0)
@@ -122,10 +123,16 @@ fn bulletin_peers_come_and_go_but_static_peers_stay() {
             .iter()
             .any(|p| p.address == addr(1).to_string())
     );
+    let mut out = vec![0u8; 2048];
+    let mut sent = Vec::new();
+    while let Some((to, n)) = net.hosts[0].poll_transmit(&mut out) {
+        sent.push((to, n));
+    }
     assert!(
-        net.hosts[0].pmtu_probes.is_empty(),
-        "a probe queued by peer number outlived the renumbering"
+        sent.contains(&(addr(2), 1400 - 28)),
+        "the probe queued for addr(2) went to it: {sent:?}"
     );
+    assert!(net.hosts[0].pmtu_probes.is_empty());
     // Removing a bulletin peer forgets the MACs behind it: frames to them flood again.
     let mut net = Net::with(2, |i| {
         let mut e = engine(i, 1, 1, 1000);

@@ -42,10 +42,10 @@ fn a_lan_added_comes_up_and_removing_another_keeps_its_session() {
     // A probe queued on the LAN that leaves, and one on the LAN that moves up.
     net.hosts[0]
         .pmtu_probes
-        .push_back((LanId(0), PeerId::at(0), 1400));
+        .push_back((LanId(0), addr(1), 1400));
     net.hosts[0]
         .pmtu_probes
-        .push_back((LanId(1), PeerId::at(0), 1300));
+        .push_back((LanId(1), addr(1), 1300));
 
     for i in 0..2 {
         assert_eq!(net.hosts[i].remove_lan("lan1"), Some(LanId(0)));
@@ -60,7 +60,7 @@ fn a_lan_added_comes_up_and_removing_another_keeps_its_session() {
     );
     assert_eq!(
         net.hosts[0].pmtu_probes.iter().copied().collect::<Vec<_>>(),
-        vec![(LAN, PeerId::at(0), 1300)],
+        vec![(LAN, addr(1), 1300)],
         "queued work follows its LAN to its new place"
     );
     // Frames flow on the LAN kept, now at place 0, without a new handshake.
