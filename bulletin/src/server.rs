@@ -199,6 +199,17 @@ struct Shared {
     web: Vec<crate::http::Listener>,
 }
 
+impl Shared {
+    /// Drop the reports and alerts of hosts no longer members of their LAN (a lease that
+    /// lapsed, a host that left, a LAN no longer served): after every change of
+    /// membership, and before anything is read, so a reader never sees a host that left.
+    fn prune(&mut self) {
+        let reg = &self.registry;
+        self.reports.retain(|l, h| reg.is_member(h, None, l));
+        self.alerts.retain(|l, h| reg.is_member(h, None, l));
+    }
+}
+
 struct State {
     shared: Mutex<Shared>,
     epoch: u64,
@@ -459,9 +470,7 @@ impl Server {
         let mut guard = self.state.lock();
         let s = &mut *guard;
         let out = s.registry.set_lans(lans);
-        let reg = &s.registry;
-        s.reports.retain(|l, h| reg.is_member(h, None, l));
-        s.alerts.retain(|l, h| reg.is_member(h, None, l));
+        s.prune();
         self.state.dispatch(s, out);
     }
 
@@ -528,10 +537,7 @@ impl Watcher {
     pub fn input(&self, name: &str) -> crate::web::global::Input {
         let now = Instant::now();
         let mut s = self.0.lock();
-        let s = &mut *s;
-        let reg = &s.registry;
-        s.reports.retain(|l, h| reg.is_member(h, None, l));
-        s.alerts.retain(|l, h| reg.is_member(h, None, l));
+        s.prune();
         crate::web::global::Input {
             name: name.to_string(),
             records: s.registry.records(None, now),
@@ -555,9 +561,7 @@ async fn expire_loop(state: Arc<State>) {
         let mut s = state.lock();
         let out = s.registry.expire(now);
         if !out.is_empty() {
-            let s = &mut *s;
-            let reg = &s.registry;
-            s.reports.retain(|l, h| reg.is_member(h, None, l));
+            s.prune();
             info!(
                 events = out.len(),
                 hosts = s.registry.host_count(),
@@ -991,11 +995,9 @@ impl ConnCtx<'_> {
                     return Ok(Some(r));
                 }
                 let mut s = state.lock();
-                let s = &mut *s;
-                let reg = &s.registry;
-                s.alerts.retain(|l, h| reg.is_member(h, None, l));
+                s.prune();
                 let mut a = s.alerts.list(lan.as_deref(), now);
-                a.retain(|x| self.may_read(reg, &x.alerts.lan));
+                a.retain(|x| self.may_read(&s.registry, &x.alerts.lan));
                 Some(ServerMsg::Alerts(a))
             }
             ClientMsg::Status => {
@@ -1046,7 +1048,7 @@ impl ConnCtx<'_> {
                             RefuseCode::BadProof,
                             format!(
                                 "no LAN {:?} here, or the wrong secret for it",
-                                crate::config::clip_value(&p.name, 40)
+                                common::config::clip_value(&p.name, 40)
                             ),
                         ));
                     }
@@ -1087,11 +1089,9 @@ impl ConnCtx<'_> {
         lan_of: impl Fn(&T) -> &String,
     ) -> Vec<T> {
         let mut s = self.state.lock();
-        let s = &mut *s;
-        let reg = &s.registry;
-        s.reports.retain(|l, h| reg.is_member(h, None, l));
+        s.prune();
         let mut v = get(&s.reports, lan);
-        v.retain(|x| self.may_read(reg, lan_of(x)));
+        v.retain(|x| self.may_read(&s.registry, lan_of(x)));
         v
     }
 
