@@ -357,7 +357,7 @@ async fn dashboard(
     let first = global.update(
         &watcher.input(&name),
         &mut history,
-        bulletin::web::unix_ms(),
+        common::clock::unix_ms(),
     );
     let feed = Feed::new(first, history);
     let mut tasks = Vec::new();
@@ -369,7 +369,7 @@ async fn dashboard(
             tick.tick().await;
             let t = Instant::now();
             let input = watcher.input(&name);
-            let o = global.update(&input, &mut f.history(), bulletin::web::unix_ms());
+            let o = global.update(&input, &mut f.history(), common::clock::unix_ms());
             f.publish(o);
             f.record_build(t.elapsed());
         }
@@ -461,14 +461,7 @@ fn record_json(r: &Record) -> serde_json::Value {
 
 fn mask(r: &Record) -> String {
     match r.underlay {
-        std::net::IpAddr::V4(_) => {
-            let m = if r.prefix == 0 {
-                0
-            } else {
-                u32::MAX << (32 - u32::from(r.prefix.min(32)))
-            };
-            std::net::Ipv4Addr::from(m).to_string()
-        }
+        std::net::IpAddr::V4(_) => common::net::netmask(r.underlay, r.prefix).to_string(),
         std::net::IpAddr::V6(_) => format!("/{}", r.prefix),
     }
 }

@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
+use common::text;
 use serde::{Deserialize, Serialize};
 
 use crate::proto::{HostReport, HostVmNames, Tunnel};
@@ -80,13 +81,6 @@ pub fn add_services(m: &mut Vec<LanMatrix>, mut services: crate::services::Overl
     }));
 }
 
-fn mac(m: &[u8; 6]) -> String {
-    format!(
-        "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
-        m[0], m[1], m[2], m[3], m[4], m[5]
-    )
-}
-
 /// VM names by (LAN, MAC), from every host's libvirt.
 pub type Names = std::collections::HashMap<(String, [u8; 6]), String>;
 
@@ -128,11 +122,15 @@ pub fn build(reports: &[HostReport], names: &Names) -> Vec<LanMatrix> {
                 for q in &r.report.pairs {
                     let name = |m: &[u8; 6]| names.get(&(lan.to_string(), *m)).cloned();
                     vms.push(VmFlow {
-                        src: q.src_ip.map_or_else(|| mac(&q.src_mac), |i| i.to_string()),
-                        src_mac: mac(&q.src_mac),
+                        src: q
+                            .src_ip
+                            .map_or_else(|| text::mac(&q.src_mac), |i| i.to_string()),
+                        src_mac: text::mac(&q.src_mac),
                         src_host: r.name.clone(),
-                        dst: q.dst_ip.map_or_else(|| mac(&q.dst_mac), |i| i.to_string()),
-                        dst_mac: mac(&q.dst_mac),
+                        dst: q
+                            .dst_ip
+                            .map_or_else(|| text::mac(&q.dst_mac), |i| i.to_string()),
+                        dst_mac: text::mac(&q.dst_mac),
                         src_name: name(&q.src_mac),
                         dst_name: name(&q.dst_mac),
                         packets: q.packets,
@@ -154,20 +152,6 @@ pub fn build(reports: &[HostReport], names: &Names) -> Vec<LanMatrix> {
 
 fn ms(us: Option<u64>) -> String {
     us.map_or("-".into(), |u| format!("{:.2}", u as f64 / 1000.0))
-}
-
-fn human(x: u64) -> String {
-    const U: [&str; 5] = ["", "k", "M", "G", "T"];
-    let (mut f, mut i) = (x as f64, 0);
-    while f >= 1000.0 && i < U.len() - 1 {
-        f /= 1000.0;
-        i += 1;
-    }
-    if i == 0 {
-        x.to_string()
-    } else {
-        format!("{f:.1}{}", U[i])
-    }
 }
 
 /// Tables for people: per LAN, an RTT grid (p50 in ms), a loss grid (loss from row to
@@ -240,8 +224,8 @@ pub fn render(m: &[LanMatrix]) -> String {
                     who(&v.src_name, &v.src),
                     v.src_host,
                     who(&v.dst_name, &v.dst),
-                    human(v.packets),
-                    human(v.bytes)
+                    text::human(v.packets),
+                    text::human(v.bytes)
                 );
             }
         }

@@ -364,26 +364,13 @@ impl VmTable {
 }
 
 fn ser_mac<S: serde::Serializer>(m: &Mac, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&fmt_mac(m))
+    s.serialize_str(&common::text::mac(m))
 }
 
 fn de_mac<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Mac, D::Error> {
     let text = String::deserialize(d)?;
-    parse_mac(&text).ok_or_else(|| serde::de::Error::custom(format!("not a MAC address: {text:?}")))
-}
-
-/// Parse `aa:bb:cc:dd:ee:ff` (as [`fmt_mac`] writes it).
-pub fn parse_mac(text: &str) -> Option<Mac> {
-    let mut m = [0u8; 6];
-    let mut parts = text.split(':');
-    for b in m.iter_mut() {
-        let p = parts.next()?;
-        if p.len() != 2 {
-            return None;
-        }
-        *b = u8::from_str_radix(p, 16).ok()?;
-    }
-    parts.next().is_none().then_some(m)
+    common::text::parse_mac(&text)
+        .ok_or_else(|| serde::de::Error::custom(format!("not a MAC address: {text:?}")))
 }
 
 /// Where a VM is, seen from this host.
@@ -434,14 +421,6 @@ fn settle(e: &mut VmEntry, local: bool, cap: usize, used: &mut usize, stats: &mu
 /// Fills in each row's `name` and `uuid` where it knows the MAC (libvirt's domains):
 /// handed to the exporters by the daemon, so they need not know where names come from.
 pub type VmNamer = std::sync::Arc<dyn Fn(&mut [VmRow]) + Send + Sync>;
-
-/// `aa:bb:cc:dd:ee:ff`.
-pub fn fmt_mac(m: &Mac) -> String {
-    format!(
-        "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
-        m[0], m[1], m[2], m[3], m[4], m[5]
-    )
-}
 
 #[cfg(test)]
 mod tests {

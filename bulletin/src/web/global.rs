@@ -3,7 +3,9 @@
 //! Sans-IO: the caller passes what the server holds and the time.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::net::IpAddr;
+
+use common::net::Subnet;
+use common::text;
 
 use crate::matrix::VmFlow;
 use crate::proto::{AlertReport, HostAlerts, Record};
@@ -63,30 +65,6 @@ struct OfLan<'a> {
 pub struct Global {
     seen: HashMap<(String, u32), u64>,
     pairs: HashMap<PairId, PairMemo>,
-}
-
-/// `aa:bb:cc:dd:ee:ff`.
-pub fn mac(m: &[u8; 6]) -> String {
-    format!(
-        "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
-        m[0], m[1], m[2], m[3], m[4], m[5]
-    )
-}
-
-/// `10.0.1.0/24`: the network of `ip` with `prefix` bits.
-pub fn subnet(ip: IpAddr, prefix: u8) -> String {
-    match ip {
-        IpAddr::V4(a) => {
-            let p = u32::from(prefix.min(32));
-            let m = if p == 0 { 0 } else { u32::MAX << (32 - p) };
-            format!("{}/{p}", std::net::Ipv4Addr::from(u32::from(a) & m))
-        }
-        IpAddr::V6(a) => {
-            let p = u32::from(prefix.min(128));
-            let m = if p == 0 { 0 } else { u128::MAX << (128 - p) };
-            format!("{}/{p}", std::net::Ipv6Addr::from(u128::from(a) & m))
-        }
-    }
 }
 
 fn ms(us: Option<u64>) -> Option<f64> {
@@ -246,7 +224,7 @@ impl Global {
                     name: r.name.clone(),
                     id: Some(r.host_id),
                     underlay: r.underlay.to_string(),
-                    subnet: subnet(r.underlay, r.prefix),
+                    subnet: Subnet::of(r.underlay, r.prefix).to_string(),
                     state: HostState::Unreported,
                     forwarder: false,
                     report_age_ms: None,
@@ -322,7 +300,7 @@ impl Global {
                     .pairs
                     .get(&(lan.to_string(), h.host_id, q.src_mac, q.dst_mac))
                     .and_then(|m| m.rate_bps);
-                let (src_mac, dst_mac) = (mac(&q.src_mac), mac(&q.dst_mac));
+                let (src_mac, dst_mac) = (text::mac(&q.src_mac), text::mac(&q.dst_mac));
                 let name = |m: &[u8; 6]| names.get(&(lan.to_string(), *m)).cloned();
                 let (src_name, dst_name) = (name(&q.src_mac), name(&q.dst_mac));
                 pairs.push(PairView {
@@ -417,6 +395,7 @@ pub fn peer_name(name: &str, id: Option<u32>) -> String {
 mod tests {
     use super::*;
     use crate::proto::{AlertReport, LanAlerts, LanReport, PairReport, PeerReport, Tunnel};
+    use std::net::IpAddr;
 
     fn record(id: u32, name: &str, ip: [u8; 4]) -> Record {
         let underlay = IpAddr::from(ip);
@@ -650,10 +629,7 @@ mod tests {
     }
 
     #[test]
-    fn subnets_of_both_families() {
-        assert_eq!(subnet(IpAddr::from([10, 1, 2, 3]), 16), "10.1.0.0/16");
-        assert_eq!(subnet(IpAddr::from([10, 1, 2, 3]), 0), "0.0.0.0/0");
-        assert_eq!(subnet("fd00::1:2".parse().expect("v6"), 64), "fd00::/64");
+    fn peers_without_a_name() {
         assert_eq!(peer_name("", Some(255)), "0x000000ff");
         assert_eq!(peer_name("", None), "?");
     }

@@ -117,10 +117,3 @@ impl Feed {
         self.history.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
-
-/// Milliseconds since the Unix epoch, now.
-pub fn unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}

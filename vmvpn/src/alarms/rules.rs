@@ -26,7 +26,7 @@ use super::expr::{self, Expr};
 use super::series;
 use super::state::Hold;
 pub use crate::status::Severity;
-use bulletin::config::ConfigError;
+use common::config::ConfigError;
 
 /// The rules that apply without a rules file.
 pub const DEFAULT_RULES: &str = r#"
@@ -145,7 +145,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 pub fn parse(text: &str, path: &Path) -> Result<Vec<Rule>, ConfigError> {
     let raw: RawFile = toml::from_str(text).map_err(|e| ConfigError::Parse {
         path: path.to_path_buf(),
-        message: bulletin::config::clip_lines(&e.to_string(), 160),
+        message: common::config::clip_lines(&e.to_string(), 160),
     })?;
     let line =
         |span: std::ops::Range<usize>| text[..span.start.min(text.len())].matches('\n').count() + 1;

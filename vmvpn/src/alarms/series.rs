@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 
 use crate::engine::figures::{FigureNeeds, Figures};
 use telemetry::VmLocation;
-use telemetry::vms::fmt_mac;
 
 /// One value of one series.
 #[derive(Debug, Clone, PartialEq)]
@@ -264,7 +263,7 @@ pub fn samples(f: &Figures, windows: &mut Windows, now: Instant) -> Vec<Sample> 
     windows.retain(&seen);
     for t in &f.traffic {
         for vm in t.vms.iter().filter(|v| v.location == VmLocation::Local) {
-            let labels = vec![("lan", t.lan.clone()), ("mac", fmt_mac(&vm.mac))];
+            let labels = vec![("lan", t.lan.clone()), ("mac", common::text::mac(&vm.mac))];
             out.push(Sample {
                 metric: "vmvpn_vm_tcp_syn_total",
                 labels: labels.clone(),

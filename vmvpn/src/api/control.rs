@@ -269,7 +269,7 @@ pub fn parse_request(line: &str) -> Result<ControlRequest, String> {
     serde_json::from_str(line.trim()).map_err(|e| {
         format!(
             "bad request: {}",
-            bulletin::config::clip_lines(&e.to_string(), 160)
+            common::config::clip_lines(&e.to_string(), 160)
         )
     })
 }

@@ -8,10 +8,12 @@ use std::time::Duration;
 
 use bulletin::proto::{HostAlerts, HostServices, Record};
 use bulletin::reports::{SharedReport, StoredReport};
-use bulletin::web::global::{Global, Input, peer_name, subnet};
+use bulletin::web::Feed;
+use bulletin::web::global::{Global, Input, peer_name};
 use bulletin::web::history::History;
 use bulletin::web::view::{HostState, Overview, Scope};
-use bulletin::web::{Feed, unix_ms};
+use common::clock::unix_ms;
+use common::net::Subnet;
 
 use crate::alarms::SharedAlerts;
 use crate::io::dataplane::Handle;
@@ -89,7 +91,7 @@ impl Local {
                     .iter()
                     .find_map(|s| {
                         let p = s.subnet.rsplit_once('/')?.1.parse::<u8>().ok()?;
-                        (subnet(addr.ip(), p) == s.subnet).then_some(p)
+                        (Subnet::of(addr.ip(), p).to_string() == s.subnet).then_some(p)
                     })
                     .unwrap_or(me.prefix);
                 records.push(record(

@@ -451,7 +451,7 @@ pub fn render(status: &Status, extra: &MetricsExtra) -> String {
             .iter()
             .filter(|v| v.location == telemetry::VmLocation::Local)
         {
-            let labels = format!("{lan},mac=\"{}\"", telemetry::vms::fmt_mac(&vm.mac));
+            let labels = format!("{lan},mac=\"{}\"", common::text::mac(&vm.mac));
             fam[F::PortTx as usize].push((labels.clone(), vm.tx_bytes as f64));
             fam[F::PortRx as usize].push((labels.clone(), vm.rx_bytes as f64));
             if let Some(r) = vm.rates {

@@ -4,7 +4,7 @@
 use std::fmt::Write;
 use std::net::IpAddr;
 
-use telemetry::vms::fmt_mac;
+use common::text::human;
 use telemetry::{DropCounters, FlowRow, VmLocation, VmRow};
 use vmvpn::status::{
     AlertState, AlertView, LanTraffic, MacRow, PeerState, PeerStatus, PingAnswer, Status,
@@ -13,22 +13,6 @@ use vmvpn::status::{
 /// An optional value, "-" when absent.
 fn opt<T: ToString>(v: Option<T>) -> String {
     v.map_or_else(|| "-".into(), |x| x.to_string())
-}
-
-/// 1234567 -> "1.2M".
-fn human(x: u64) -> String {
-    const UNITS: [&str; 5] = ["", "k", "M", "G", "T"];
-    let mut f = x as f64;
-    let mut u = 0;
-    while f >= 1000.0 && u < UNITS.len() - 1 {
-        f /= 1000.0;
-        u += 1;
-    }
-    if u == 0 {
-        x.to_string()
-    } else {
-        format!("{f:.1}{}", UNITS[u])
-    }
 }
 
 fn ago(ms: Option<u64>) -> String {
@@ -379,7 +363,7 @@ pub(crate) fn vms(v: &[LanTraffic]) -> String {
                 } else {
                     String::new()
                 },
-                fmt_mac(&r.mac),
+                common::text::mac(&r.mac),
                 opt(r.ip),
                 r.location.name(),
                 human(r.tx_packets),
@@ -459,7 +443,7 @@ pub(crate) fn vms(v: &[LanTraffic]) -> String {
             );
             for r in &l.pairs {
                 let end = |mac: &telemetry::frame::Mac, ip: Option<IpAddr>| {
-                    ip.map_or_else(|| fmt_mac(mac), |ip| ip.to_string())
+                    ip.map_or_else(|| common::text::mac(mac), |ip| ip.to_string())
                 };
                 let _ = writeln!(
                     o,
@@ -582,7 +566,7 @@ pub(crate) fn top(st: &Status, traffic: &[LanTraffic], rows: usize) -> String {
             o,
             "{:<10} {:<18} {:<26} {:>9} {:>9}",
             lan,
-            fmt_mac(&r.mac),
+            common::text::mac(&r.mac),
             opt(r.ip),
             rate(t) + "b/s",
             rate(x) + "b/s"

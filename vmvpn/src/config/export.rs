@@ -157,7 +157,7 @@ impl Config {
                     "export.redis.url".into(),
                     format!(
                         "{}: expected redis://HOST[:PORT][/DB] (TLS, rediss://, is not supported)",
-                        bulletin::config::clip_value(x.url.get_ref(), 80)
+                        common::config::clip_value(x.url.get_ref(), 80)
                     ),
                 ));
             }

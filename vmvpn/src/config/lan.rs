@@ -220,10 +220,7 @@ impl Config {
                         text,
                         vm.span(),
                         key("vm"),
-                        format!(
-                            "{:?}: {why}",
-                            bulletin::config::clip_value(vm.get_ref(), 40)
-                        ),
+                        format!("{:?}: {why}", common::config::clip_value(vm.get_ref(), 40)),
                     ));
                 }
             }

@@ -41,7 +41,7 @@ impl Config {
                 "libvirt.uri".into(),
                 format!(
                     "{}: expected a libvirt URI such as qemu:///system or test:///default",
-                    bulletin::config::clip_value(uri, 80)
+                    common::config::clip_value(uri, 80)
                 ),
             ));
         }

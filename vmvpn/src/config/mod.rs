@@ -50,7 +50,7 @@ pub const DEFAULT_MULTICAST_BASE: std::net::Ipv4Addr = std::net::Ipv4Addr::new(2
 pub const DEFAULT_MULTICAST_PREFIX: u8 = 16;
 
 /// Why a config could not be used: the same type as the bulletin's.
-pub use bulletin::config::ConfigError;
+pub use common::config::ConfigError;
 
 /// The whole file.
 #[derive(Debug, Deserialize)]
@@ -101,7 +101,7 @@ impl Config {
     pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
         let mut cfg: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: path.to_path_buf(),
-            message: bulletin::config::clip_lines(&e.to_string(), 160),
+            message: common::config::clip_lines(&e.to_string(), 160),
         })?;
         cfg.path = path.to_path_buf();
         cfg.check(text)?;

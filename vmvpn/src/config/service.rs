@@ -75,7 +75,7 @@ impl FromStr for BackendAddr {
         }
         Err(format!(
             "{}: a backend is a VM's address (192.168.100.2), MAC (02:00:00:03:00:01) or libvirt domain name (web1: letters, digits, - _ . + @, at most {MAX_VM_NAME})",
-            bulletin::config::clip_value(s, 40)
+            common::config::clip_value(s, 40)
         ))
     }
 }
@@ -236,7 +236,7 @@ impl Config {
                     "policy",
                     format!(
                         "{:?}: expected \"least-load\" (the default: the lesser loaded of two backends) or \"hash\" (Maglev consistent hashing, weights only)",
-                        bulletin::config::clip_value(p.get_ref(), 40)
+                        common::config::clip_value(p.get_ref(), 40)
                     ),
                 );
             }

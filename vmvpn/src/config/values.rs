@@ -19,7 +19,7 @@ impl<'de> Deserialize<'de> for Name {
         if !ok {
             return Err(de::Error::custom(format!(
                 "invalid name {}: expected 1 to 32 characters of A-Z a-z 0-9 . _ -",
-                bulletin::config::clip_value(&s, 40)
+                common::config::clip_value(&s, 40)
             )));
         }
         Ok(Name(s))
@@ -47,7 +47,7 @@ impl<'de> Deserialize<'de> for IfName {
         if !ok {
             return Err(de::Error::custom(format!(
                 "invalid interface name {}: expected 1 to 15 printable characters without '/', ':' or spaces",
-                bulletin::config::clip_value(&s, 40)
+                common::config::clip_value(&s, 40)
             )));
         }
         Ok(IfName(s))
@@ -105,7 +105,7 @@ impl FromStr for MacAddr {
         let bad = || {
             format!(
                 "{}: expected a MAC address such as 02:00:00:00:00:01",
-                bulletin::config::clip_value(s, 40)
+                common::config::clip_value(s, 40)
             )
         };
         let mut m = [0u8; 6];

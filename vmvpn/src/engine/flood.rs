@@ -10,42 +10,11 @@
 //!
 //! The plan is rebuilt when peers or beacons change, never per packet.
 
-use std::fmt;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 
 pub use crate::status::{FloodMode, SubnetMode};
 
-/// A physical subnet: a network address and prefix length.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Subnet {
-    net: IpAddr,
-    prefix: u8,
-}
-
-impl Subnet {
-    /// The subnet of `ip` with this prefix length.
-    pub fn of(ip: IpAddr, prefix: u8) -> Self {
-        let net = match ip {
-            IpAddr::V4(a) => {
-                let p = u32::from(prefix.min(32));
-                let mask = if p == 0 { 0 } else { u32::MAX << (32 - p) };
-                IpAddr::from((u32::from(a) & mask).to_be_bytes())
-            }
-            IpAddr::V6(a) => {
-                let p = u32::from(prefix.min(128));
-                let mask = if p == 0 { 0 } else { u128::MAX << (128 - p) };
-                IpAddr::from((u128::from(a) & mask).to_be_bytes())
-            }
-        };
-        Subnet { net, prefix }
-    }
-}
-
-impl fmt::Display for Subnet {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.net, self.prefix)
-    }
-}
+pub use common::net::Subnet;
 
 /// A peer as the planner needs it.
 #[derive(Debug, Clone)]
@@ -247,6 +216,7 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
     use std::collections::BTreeMap;
+    use std::net::IpAddr;
 
     const GROUP: SocketAddr =
         SocketAddr::new(IpAddr::V4(std::net::Ipv4Addr::new(239, 77, 0, 1)), 7401);

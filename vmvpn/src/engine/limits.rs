@@ -433,7 +433,7 @@ impl Limits {
             .iter()
             .chain(&self.vms)
             .map(|l| LimitStatus {
-                mac: l.spec.mac.map(|m| telemetry::vms::fmt_mac(&m)),
+                mac: l.spec.mac.map(|m| common::text::mac(&m)),
                 vm: l.spec.vm.clone(),
                 direction: l.spec.direction,
                 rate_bps: l.spec.rate_bps,

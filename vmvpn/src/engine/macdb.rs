@@ -14,7 +14,6 @@ use super::ids::PeerId;
 
 // One MAC type, group test and formatter for the whole workspace: telemetry's.
 pub use telemetry::frame::{Mac, is_group};
-pub use telemetry::vms::fmt_mac;
 
 /// Where a MAC was learned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use telemetry::DropReason;
 
 use super::events::{Event, PingSent, Pong};
-use super::macdb::{Location, Mac, fmt_mac};
+use super::macdb::{Location, Mac};
 use super::peer::Peer;
 use super::{Engine, LanId, PeerId, RxAction};
 use crate::proto::Kind;
@@ -170,7 +170,7 @@ impl Engine {
             lan: l.spec.name.clone(),
             peer: p.name.clone(),
             address: p.addr,
-            via_vm: via_vm.map(|m| fmt_mac(&m)),
+            via_vm: via_vm.map(|m| common::text::mac(&m)),
         })
     }
 
@@ -196,11 +196,11 @@ impl Engine {
                     Some(Location::Peer(pi)) => Ok((LanId(li), pi, Some(mac))),
                     Some(Location::Local) => Err(format!(
                         "{ip} is VM {} on this host (no tunnel to probe)",
-                        fmt_mac(&mac)
+                        common::text::mac(&mac)
                     )),
                     None => Err(format!(
                         "{ip} is VM {} but its MAC has aged out; send it some traffic first",
-                        fmt_mac(&mac)
+                        common::text::mac(&mac)
                     )),
                 };
             }

@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use telemetry::DropCounters;
 
-use super::macdb::{Location, fmt_mac};
+use super::macdb::Location;
 use super::reassembly::ReassemblyStats;
 use super::{Engine, pmtu};
 use crate::status::{
@@ -141,7 +141,7 @@ impl Engine {
                 };
                 rows.push(MacRow {
                     lan: l.spec.name.clone(),
-                    mac: fmt_mac(&e.mac),
+                    mac: common::text::mac(&e.mac),
                     location,
                     peer_name,
                     age_ms: e.age.as_millis() as u64,

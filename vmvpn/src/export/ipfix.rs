@@ -85,7 +85,7 @@ impl Exporter {
     pub fn send_vm_names(&mut self, st: &Status, traffic: &[LanTraffic], sockets: &Sockets) {
         let now = Instant::now();
         self.names_sent = Some(now);
-        let unix_ms = bulletin::web::unix_ms();
+        let unix_ms = common::clock::unix_ms();
         for l in &st.lans {
             let Some(t) = traffic.iter().find(|t| t.lan == l.name) else {
                 continue;
@@ -145,7 +145,7 @@ impl Exporter {
         sockets: &Sockets,
     ) {
         self.status.dropped_records_total = take.record_drops;
-        let unix_ms = bulletin::web::unix_ms();
+        let unix_ms = common::clock::unix_ms();
         let now = Instant::now();
         for (k, recs) in per_lan.iter().enumerate() {
             if recs.is_empty() {

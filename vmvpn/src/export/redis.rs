@@ -292,7 +292,7 @@ pub fn hashes(
                 }
             }
             out.push((
-                format!("{p}:{h}:vm:{}:{}", t.lan, telemetry::vms::fmt_mac(&v.mac)),
+                format!("{p}:{h}:vm:{}:{}", t.lan, common::text::mac(&v.mac)),
                 f,
             ));
         }
@@ -384,7 +384,7 @@ pub async fn run(
             .and_then(Result::ok)
             .unwrap_or_default();
         let al = alerts.lock().map(|a| a.clone()).unwrap_or_default();
-        let at_ms = bulletin::web::unix_ms();
+        let at_ms = common::clock::unix_ms();
         for e in changes.diff(&st, &macs, &al, at_ms) {
             if events.len() == QUEUE {
                 events.pop_front();

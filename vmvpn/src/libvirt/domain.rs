@@ -40,26 +40,13 @@ pub fn parse(xml: &str) -> Result<Domain, LibvirtError> {
         .filter(|n| n.has_tag_name("devices"))
         .flat_map(|d| d.children().filter(|n| n.has_tag_name("interface")))
         .filter_map(|i| i.children().find(|n| n.has_tag_name("mac")))
-        .filter_map(|m| m.attribute("address").and_then(parse_mac))
+        .filter_map(|m| m.attribute("address").and_then(common::text::parse_mac))
         .collect();
     Ok(Domain {
         name,
         uuid: child_text("uuid"),
         macs,
     })
-}
-
-fn parse_mac(s: &str) -> Option<Mac> {
-    let mut m = [0u8; 6];
-    let mut parts = s.split(':');
-    for b in &mut m {
-        let p = parts.next()?;
-        if p.len() != 2 {
-            return None;
-        }
-        *b = u8::from_str_radix(p, 16).ok()?;
-    }
-    parts.next().is_none().then_some(m)
 }
 
 #[cfg(test)]

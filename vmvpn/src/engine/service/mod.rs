@@ -86,7 +86,7 @@ impl BackendSpec {
     /// The key its table permutation derives from: the same text on every host.
     fn key(&self) -> String {
         match (self.mac, self.ip, &self.vm) {
-            (Some(m), _, _) => super::macdb::fmt_mac(&m),
+            (Some(m), _, _) => common::text::mac(&m),
             (None, Some(ip), _) => ip.to_string(),
             (None, None, Some(name)) => name.clone(),
             (None, None, None) => String::new(),
@@ -825,7 +825,6 @@ impl Services {
         &self,
         peer_name: impl Fn(PeerId) -> String,
     ) -> Vec<crate::status::ServiceStatus> {
-        use super::macdb::fmt_mac;
         let now_s = self.now_s as u32;
         self.list
             .iter()
@@ -836,7 +835,7 @@ impl Services {
                 crate::status::ServiceStatus {
                     name: s.spec.name.clone(),
                     address: s.spec.vip.to_string(),
-                    mac: fmt_mac(&s.spec.vmac),
+                    mac: common::text::mac(&s.spec.vmac),
                     policy: s.spec.policy.name().into(),
                     check: match s.spec.tcp_check() {
                         Some((from, port)) => format!("tcp from {from} to port {port}"),
@@ -858,7 +857,7 @@ impl Services {
                         .zip(active)
                         .map(|((spec, b), active)| crate::status::BackendStatus {
                             backend: spec.key(),
-                            mac: b.mac.as_ref().map(fmt_mac),
+                            mac: b.mac.as_ref().map(common::text::mac),
                             weight: spec.weight,
                             state: match (b.at, b.up, b.suspect) {
                                 (Where::Unknown, _, _) => "unknown",
