@@ -8,7 +8,6 @@ use std::time::Instant;
 use telemetry::sflow::OUTPUT_MULTIPLE;
 use telemetry::{DropReason, inspect};
 
-use super::events::{Event, TunnelChange};
 use super::lan::Lan;
 use super::limits::Admit;
 use super::macdb::{Location, Mac, is_group};
@@ -257,7 +256,7 @@ impl Engine {
             return Err(self.lans[lan.index()].drop_at(None, DropReason::NoSession));
         };
         let p = &mut l.peers[pi.index()];
-        let Some(s) = p.session.as_mut() else {
+        let Some(s) = p.tunnel.session_mut() else {
             self.queue_hello(lan, pi, now, false);
             return Err(
                 self.lans[lan.index()].drop_unauthenticated(Some(pi), DropReason::NoSession)
@@ -305,25 +304,16 @@ impl Engine {
         }
         p.link.last_heard = Some(now);
         let mut changed = false;
-        let came_up = !p.link.up && !group;
-        if came_up {
-            // Only a holder of our public key can seal under the pairwise key.
-            p.link.up = true;
-            changed = true;
-        }
         if p.addr != from && !group {
             // Authenticated and fresh under the pairwise key: the peer roamed (NAT
             // rebinding). Floods prove nothing about the address: a forwarder relays them.
             p.addr = from;
             changed = true;
         }
-        if came_up {
-            let name = p.name.clone();
-            self.events.push(Event::TunnelUp(TunnelChange {
-                lan,
-                peer: from,
-                name,
-            }));
+        // Only a holder of our public key can seal under the pairwise key.
+        if !group && let Some(e) = p.confirm(lan) {
+            self.events.push(e);
+            changed = true;
         }
         let l = &mut self.lans[lan.index()];
         if changed {
@@ -574,7 +564,7 @@ fn tap_unicast(
     let Some(p) = l.peers.get_mut(i.index()) else {
         return TapAction::Drop(l.drop_at(None, DropReason::NoRoute));
     };
-    let Some(s) = p.session.as_ref().filter(|_| p.link.up) else {
+    let Some(s) = p.tunnel.up_session() else {
         return TapAction::Drop(l.drop_at(Some(i), DropReason::NoSession));
     };
     let cap = mss::frame_cap(usize::from(p.path.mtu.current()), me.ipv6_underlay);
@@ -643,7 +633,7 @@ fn tap_flood<'a>(
         let mtu = l
             .peers
             .iter()
-            .filter(|p| p.link.up)
+            .filter(|p| p.tunnel.is_up())
             .map(|p| p.path.mtu.current())
             .min()
             .unwrap_or(base_mtu);

@@ -137,7 +137,7 @@ impl Engine {
                     lan: LanId(i),
                     addr: p.addr,
                     name: ShortName::new(&p.name),
-                    up: p.link.up,
+                    up: p.tunnel.is_up(),
                     down: p.health(now) == Health::Down,
                     received: seq.received,
                     lost: seq.lost,

@@ -7,7 +7,6 @@ use std::time::{Duration, Instant};
 use telemetry::DropReason;
 use tracing::info;
 
-use super::events::{Event, TunnelChange};
 use super::peer::Peer;
 use super::pmtu::PathMtu;
 use super::transmit::Outgoing;
@@ -73,13 +72,13 @@ impl Engine {
         };
         let p = &mut l.peers[pi.index()];
         let same_key = p
-            .session
-            .as_ref()
+            .tunnel
+            .session()
             .is_some_and(|s| s.peer_public == hello.public);
         let mut new_session = false;
-        let had_session = p.session.is_some();
+        let had_session = p.tunnel.session().is_some();
         if !same_key {
-            if p.session.is_some() && h.seq <= p.link.peer_start {
+            if had_session && h.seq <= p.link.peer_start {
                 // An older hello (replayed, or delayed): never go back to old keys.
                 return RxAction::Drop(l.drop_at(Some(pi), DropReason::Replay));
             }
@@ -91,7 +90,7 @@ impl Engine {
                 return RxAction::Drop(l.drop_at(Some(pi), DropReason::AuthFailure));
             };
             let group = l.keys.group_key(l.spec.id, h.sender, &hello.public);
-            p.session = Some(Session {
+            let session = Session {
                 peer_public: hello.public,
                 tx: SealKey::with_cipher(&tx, l.spec.cipher),
                 rx: SealKey::with_cipher(&rx, l.spec.cipher),
@@ -99,13 +98,16 @@ impl Engine {
                 group_rx: SealKey::with_cipher(&group, l.spec.cipher),
                 group_window: ReplayWindow::default(),
                 pmtu_window: ReplayWindow::default(),
-            });
+            };
             // A new run of the peer, maybe elsewhere: find its path again.
             p.path.mtu = PathMtu::new(self.underlay_mtu);
             p.link.peer_start = h.seq;
             // A new run of the peer numbers from 0 again.
             p.count.rx_seq.restart();
-            p.link.up = false;
+            // A tunnel that was up goes down: the peer's old run and its keys are gone.
+            if let Some(e) = p.rekey(lan, session) {
+                self.events.push(e);
+            }
             new_session = true;
         }
         if p.id != Some(h.sender) {
@@ -120,14 +122,11 @@ impl Engine {
         if new_session && had_session {
             info!(lan = %l.spec.name, peer = %from, name = %p.name, "peer (re)started: new session keys");
         }
-        if hello.echo == self.public && !p.link.up {
-            p.link.up = true;
+        if hello.echo == self.public
+            && let Some(e) = p.confirm(lan)
+        {
             info!(lan = %l.spec.name, peer = %from, name = %p.name, "tunnel up");
-            self.events.push(Event::TunnelUp(TunnelChange {
-                lan,
-                peer: from,
-                name: p.name.clone(),
-            }));
+            self.events.push(e);
         }
         let needs_reply = new_session || hello.echo != self.public;
         l.rebuild_flood();
@@ -150,7 +149,7 @@ impl Engine {
             return;
         }
         p.link.last_hello = Some(now);
-        let echo = p.session.as_ref().map_or([0u8; 32], |s| s.peer_public);
+        let echo = p.tunnel.session().map_or([0u8; 32], |s| s.peer_public);
         let hdr = Header {
             kind: Kind::Hello,
             flags: 0,

@@ -126,7 +126,7 @@ impl Lan {
                 id: p.id,
                 addr: p.addr,
                 subnet: Subnet::of(p.addr.ip(), p.prefix.unwrap_or(my_prefix)),
-                up: p.link.up,
+                up: p.tunnel.is_up(),
                 beacons: p.link.beacons,
                 name: p.name.clone(),
             })
@@ -145,7 +145,7 @@ impl Lan {
             .peers
             .iter()
             .enumerate()
-            .filter(|(_, p)| p.link.up)
+            .filter(|(_, p)| p.tunnel.is_up())
             .map(|(i, _)| PeerId::at(i))
             .collect();
     }

@@ -44,6 +44,7 @@ mod reconfig;
 pub mod snapshot;
 mod timers;
 mod transmit;
+mod tunnel;
 
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
@@ -621,7 +622,7 @@ impl Engine {
     pub fn tx_key_fingerprint(&self, lan: LanId, addr: SocketAddr) -> Option<u64> {
         let l = self.lans.get(lan.index())?;
         let p = &l.peers[l.peer_by_addr(addr)?.index()];
-        p.session.as_ref().map(|s| s.tx.fingerprint())
+        p.tunnel.session().map(|s| s.tx.fingerprint())
     }
 
     /// Test and diagnostic hook: fingerprint of this host's group key on a LAN.

@@ -1,4 +1,4 @@
-//! One peer of one LAN: who it is, its session, and three sub-states that change for
+//! One peer of one LAN: who it is, its tunnel (`tunnel.rs`), and three sub-states that change for
 //! different reasons: liveness (what was heard and sent when), probing (RTT, loss each
 //! way), and the path (its MTU, fragment ids). Counters sit apart from all of them.
 
@@ -8,8 +8,8 @@ use std::time::Instant;
 use telemetry::{DropCounters, RttEstimator, SeqTracker, Series, TrafficCounters};
 
 use super::PeerSource;
-use super::handshake::Session;
 use super::pmtu::PathMtu;
+use super::tunnel::Tunnel;
 
 pub(crate) struct Peer {
     pub(crate) id: Option<u32>,
@@ -18,7 +18,7 @@ pub(crate) struct Peer {
     pub(crate) source: PeerSource,
     /// Prefix length of its underlay subnet, when the bulletin said (else ours is assumed).
     pub(crate) prefix: Option<u8>,
-    pub(crate) session: Option<Session>,
+    pub(crate) tunnel: Tunnel,
     /// Our send counter to it: never goes back during our run, whatever its sessions.
     pub(crate) tx_seq: u64,
     pub(crate) link: Liveness,
@@ -27,11 +27,9 @@ pub(crate) struct Peer {
     pub(crate) count: Counters,
 }
 
-/// What was heard and sent when; whether the tunnel is up.
+/// What was heard and sent when.
 #[derive(Default)]
 pub(crate) struct Liveness {
-    /// The peer has proven it holds our current public key.
-    pub(crate) up: bool,
     /// Start time of the newest hello accepted from it.
     pub(crate) peer_start: u64,
     pub(crate) last_heard: Option<Instant>,
@@ -95,7 +93,7 @@ impl Peer {
             addr,
             source,
             prefix: None,
-            session: None,
+            tunnel: Tunnel::Closed,
             tx_seq: 0,
             link: Liveness::default(),
             probe: Probing::default(),

@@ -148,7 +148,7 @@ impl Engine {
         let (li, pi, via_vm) = self.resolve(target, now)?;
         let l = &self.lans[li.index()];
         let p = &l.peers[pi.index()];
-        if !p.link.up || p.session.is_none() {
+        if !p.tunnel.is_up() {
             return Err(format!(
                 "tunnel to {} ({}) on {} is not up (state: handshaking)",
                 if p.name.is_empty() { "?" } else { &p.name },
@@ -220,7 +220,7 @@ impl Peer {
         if self.probe.answered == 0 {
             return Health::Unknown;
         }
-        if !self.link.up {
+        if !self.tunnel.is_up() {
             // It answered before and has gone silent for `dead_after`.
             return Health::Down;
         }

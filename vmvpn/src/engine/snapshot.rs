@@ -67,7 +67,7 @@ impl Engine {
                         name: p.name.clone(),
                         address: p.addr.to_string(),
                         source: p.source,
-                        state: if p.link.up {
+                        state: if p.tunnel.is_up() {
                             PeerState::Up
                         } else {
                             PeerState::Handshaking

@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 
 use tracing::info;
 
-use super::events::{Event, TunnelChange};
 use super::probes::{PROBE_BUDGET, PROBE_INTERVAL};
 use super::{Engine, LanId, PeerId};
 use crate::status::FloodMode;
@@ -144,19 +143,15 @@ impl Engine {
                 let l = &mut self.lans[li];
                 let p = &mut l.peers[i];
                 let heard_ago = p.link.last_heard.map(|h| now.saturating_duration_since(h));
-                if p.link.up && heard_ago.is_none_or(|a| a >= t.dead_after) {
-                    p.link.up = false;
+                if heard_ago.is_none_or(|a| a >= t.dead_after)
+                    && let Some(e) = p.lapse(lan)
+                {
                     changed = true;
                     info!(lan = %l.spec.name, peer = %p.addr, name = %p.name, silent_s = t.dead_after.as_secs(), "tunnel down: nothing heard");
-                    let change = TunnelChange {
-                        lan,
-                        peer: p.addr,
-                        name: p.name.clone(),
-                    };
-                    self.events.push(Event::TunnelDown(change));
+                    self.events.push(e);
                 }
                 let p = &mut self.lans[li].peers[i];
-                if !p.link.up {
+                if !p.tunnel.is_up() {
                     let due = p
                         .link
                         .last_hello

@@ -64,7 +64,7 @@ impl Engine {
         let Some(p) = l.peers.get_mut(pi.index()) else {
             return;
         };
-        let Some(s) = p.session.as_ref() else { return };
+        let Some(s) = p.tunnel.session() else { return };
         let seq = if pmtu {
             PMTU_SEQ_BIT | p.path.pmtu_seq
         } else {
@@ -131,8 +131,8 @@ impl Engine {
         };
         let l = self.lans.get_mut(li.index())?;
         let pi = l.peer_by_addr(to)?;
-        let p = l.peers.get_mut(pi.index()).filter(|p| p.link.up)?;
-        let s = p.session.as_ref()?;
+        let p = l.peers.get_mut(pi.index())?;
+        let s = p.tunnel.up_session()?;
         let plain = usize::from(size).checked_sub(ip_udp + OVERHEAD)?.max(2);
         let room = out.get_mut(..HEADER_LEN + plain + TAG_LEN)?;
         let seq = PMTU_SEQ_BIT | p.path.pmtu_seq;

@@ -961,7 +961,8 @@ impl super::Engine {
                                 .get(pi.index())
                                 .map_or(Where::Unknown, |p| Where::Peer {
                                     peer: pi,
-                                    up: p.link.up && p.health(now) != crate::status::Health::Down,
+                                    up: p.tunnel.is_up()
+                                        && p.health(now) != crate::status::Health::Down,
                                     quiet: p
                                         .link
                                         .last_heard
@@ -978,7 +979,7 @@ impl super::Engine {
                 continue;
             };
             let up: Vec<PeerId> = (0..l.peers.len())
-                .filter(|&i| l.peers[i].link.up)
+                .filter(|&i| l.peers[i].tunnel.is_up())
                 .map(PeerId::at)
                 .collect();
             for pi in up {

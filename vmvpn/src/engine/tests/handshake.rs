@@ -340,3 +340,44 @@ proptest! {
         }
     }
 }
+
+/// The runtime hears of every change into and out of `up`, in order and once: up at the
+/// handshake, down at silence, up again when heard, and down then up when the peer
+/// restarts with new keys (its old run is gone, not still up).
+#[test]
+fn tunnel_events_alternate_up_and_down_through_silence_and_a_restart() {
+    use crate::engine::Event;
+    let kinds = |e: &mut Engine| {
+        let mut v = Vec::new();
+        while let Some(ev) = e.poll_event() {
+            match ev {
+                Event::TunnelUp(c) => v.push(("up", c.peer)),
+                Event::TunnelDown(c) => v.push(("down", c.peer)),
+                Event::Pong(_) => {}
+            }
+        }
+        v
+    };
+    let mut net = Net::new(2);
+    net.tick();
+    assert!(net.all_up());
+    assert_eq!(kinds(&mut net.hosts[0]), vec![("up", addr(1))]);
+    // Silence past dead_after: down, once.
+    net.now += Timers::default().dead_after + Duration::from_secs(1);
+    net.hosts[0].handle_timeout(net.now);
+    net.hosts[0].handle_timeout(net.now + Duration::from_secs(1));
+    assert_eq!(kinds(&mut net.hosts[0]), vec![("down", addr(1))]);
+    // Heard again: up, once.
+    net.tick();
+    net.advance(Duration::from_secs(2));
+    assert!(net.all_up());
+    assert_eq!(kinds(&mut net.hosts[0]), vec![("up", addr(1))]);
+    // The peer restarts (new keys): down, then up with the new session.
+    net.hosts[1] = engine(1, 2, 1, 5000);
+    net.tick();
+    assert!(net.all_up());
+    assert_eq!(
+        kinds(&mut net.hosts[0]),
+        vec![("down", addr(1)), ("up", addr(1))]
+    );
+}
