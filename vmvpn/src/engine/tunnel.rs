@@ -67,16 +67,10 @@ impl Tunnel {
         if !matches!(self, Tunnel::Keyed(_)) {
             return false;
         }
-        match std::mem::take(self) {
-            Tunnel::Keyed(s) => {
-                *self = Tunnel::Up(s);
-                true
-            }
-            other => {
-                *self = other;
-                false
-            }
+        if let Tunnel::Keyed(s) = std::mem::take(self) {
+            *self = Tunnel::Up(s);
         }
+        true
     }
 
     /// Up to keyed (the keys stay, for the peer's next hello); true when it changed.
@@ -84,16 +78,10 @@ impl Tunnel {
         if !self.is_up() {
             return false;
         }
-        match std::mem::take(self) {
-            Tunnel::Up(s) => {
-                *self = Tunnel::Keyed(s);
-                true
-            }
-            other => {
-                *self = other;
-                false
-            }
+        if let Tunnel::Up(s) = std::mem::take(self) {
+            *self = Tunnel::Keyed(s);
         }
+        true
     }
 }
 
