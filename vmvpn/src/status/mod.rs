@@ -3,9 +3,14 @@
 //! Key names are stable and carry their unit where they have one (`_ms`, `_bytes`). The
 //! types serialize and deserialize, so the daemon writes them and the CLI, `/metrics` and
 //! the reports read them back typed: a renamed key fails to build or to parse, never
-//! reads as 0. `status_keys.golden` pins the keys. Pure data: every layer may read it, and
+//! reads as 0. `status/keys.golden` pins the keys
+//! (`VMVPN_BLESS=1` rewrites it), and each type's [`Exposed`] table says which fields
+//! `/metrics` shows and how. Pure data: every layer may read it, and
 //! it imports nothing of vmvpn's.
 
+pub mod metric;
+
+use metric::{Exposed, Metric, counter, gauge};
 use serde::{Deserialize, Serialize};
 use telemetry::{
     DropCounters, FlowRow, FlowStats, PairRow, Rates, RttSummary, SeqStats, TrafficCounters, VmRow,
@@ -36,6 +41,23 @@ pub struct Status {
     /// VM names from libvirt (`[libvirt]`); null when not configured.
     #[serde(default)]
     pub libvirt: Option<LibvirtStatus>,
+}
+
+/// A count as a sample.
+fn n(x: u64) -> Option<f64> {
+    Some(x as f64)
+}
+
+/// µs, when measured, as seconds (Prometheus' base unit).
+fn us(x: Option<u64>) -> Option<f64> {
+    x.map(|us| us as f64 / 1e6)
+}
+
+impl Exposed for Status {
+    const METRICS: &'static [Metric<Self>] =
+        &[gauge("vmvpn_up", "1 while the daemon answers.", |_| {
+            Some(1.0)
+        })];
 }
 
 /// Reading VM names from libvirt.
@@ -95,6 +117,46 @@ pub struct SflowStatus {
     pub last_error: Option<String>,
 }
 
+impl Exposed for SflowStatus {
+    const METRICS: &'static [Metric<Self>] = &[
+        counter(DATAGRAMS, DATAGRAMS_HELP, |x: &SflowStatus| {
+            n(x.datagrams_total)
+        })
+        .labelled(SFLOW),
+        counter(
+            ERRORS,
+            ERRORS_HELP,
+            |x: &SflowStatus| n(x.send_errors_total),
+        )
+        .labelled(SFLOW),
+        counter(DROPPED, DROPPED_HELP, |x: &SflowStatus| {
+            n(x.dropped_samples_total)
+        })
+        .labelled(SFLOW),
+        counter(SAMPLES, SAMPLES_HELP, |x: &SflowStatus| {
+            n(x.flow_samples_total)
+        })
+        .labelled("kind=\"flow\""),
+        counter(SAMPLES, SAMPLES_HELP, |x: &SflowStatus| {
+            n(x.counter_samples_total)
+        })
+        .labelled("kind=\"counter\""),
+    ];
+}
+
+// Families the exporters share, told apart by an `exporter` label.
+const DATAGRAMS: &str = "vmvpn_export_datagrams_total";
+const DATAGRAMS_HELP: &str = "sFlow datagrams and IPFIX messages sent, each collector counted.";
+const ERRORS: &str = "vmvpn_export_errors_total";
+const ERRORS_HELP: &str = "Sends, connections or writes of an exporter that failed.";
+const DROPPED: &str = "vmvpn_export_dropped_total";
+const DROPPED_HELP: &str = "Samples, records or events an exporter lost for want of room.";
+const SAMPLES: &str = "vmvpn_export_sflow_samples_total";
+const SAMPLES_HELP: &str = "sFlow samples sent, by kind.";
+const SFLOW: &str = "exporter=\"sflow\"";
+const IPFIX: &str = "exporter=\"ipfix\"";
+const REDIS: &str = "exporter=\"redis\"";
+
 /// The IPFIX exporter.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct IpfixStatus {
@@ -116,6 +178,35 @@ pub struct IpfixStatus {
     pub last_error: Option<String>,
 }
 
+impl Exposed for IpfixStatus {
+    const METRICS: &'static [Metric<Self>] = &[
+        counter(DATAGRAMS, DATAGRAMS_HELP, |x: &IpfixStatus| {
+            n(x.messages_total)
+        })
+        .labelled(IPFIX),
+        counter(
+            ERRORS,
+            ERRORS_HELP,
+            |x: &IpfixStatus| n(x.send_errors_total),
+        )
+        .labelled(IPFIX),
+        counter(DROPPED, DROPPED_HELP, |x: &IpfixStatus| {
+            n(x.dropped_records_total)
+        })
+        .labelled(IPFIX),
+        counter(
+            "vmvpn_export_ipfix_records_total",
+            "IPFIX flow records sent.",
+            |x| n(x.records_total),
+        ),
+        counter(
+            "vmvpn_export_ipfix_vm_name_records_total",
+            "IPFIX options records naming VMs (libvirt) sent.",
+            |x| n(x.vm_name_records_total),
+        ),
+    ];
+}
+
 /// The Redis sink.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct RedisStatus {
@@ -133,6 +224,31 @@ pub struct RedisStatus {
     pub errors_total: u64,
     /// The last error, if any.
     pub last_error: Option<String>,
+}
+
+impl Exposed for RedisStatus {
+    const METRICS: &'static [Metric<Self>] = &[
+        counter(ERRORS, ERRORS_HELP, |x: &RedisStatus| n(x.errors_total)).labelled(REDIS),
+        counter(DROPPED, DROPPED_HELP, |x: &RedisStatus| {
+            n(x.dropped_events_total)
+        })
+        .labelled(REDIS),
+        gauge(
+            "vmvpn_export_redis_connected",
+            "1 while the Redis sink is connected.",
+            |x| n(u64::from(x.connected)),
+        ),
+        counter(
+            "vmvpn_export_redis_writes_total",
+            "Writes of the live state to Redis.",
+            |x| n(x.writes_total),
+        ),
+        counter(
+            "vmvpn_export_redis_events_total",
+            "Events added to the Redis stream.",
+            |x| n(x.events_total),
+        ),
+    ];
 }
 
 /// TAP offloads (`[host] offload`) and UDP GSO at work.
@@ -171,6 +287,26 @@ pub struct QueueStats {
     pub aqm_drops_total: u64,
     /// Bulk frames marked CE instead (their flows are ECN-capable).
     pub aqm_marks_total: u64,
+}
+
+impl Exposed for QueueStats {
+    const METRICS: &'static [Metric<Self>] = &[
+        gauge(
+            "vmvpn_rx_queue_sojourn_seconds",
+            "How long the last datagrams read had waited in the data socket's receive queue.",
+            |q| Some(q.rx_sojourn_ms / 1e3),
+        ),
+        counter(
+            "vmvpn_aqm_drops_total",
+            "Bulk frames CoDel dropped to keep the receive queue short.",
+            |q| n(q.aqm_drops_total),
+        ),
+        counter(
+            "vmvpn_aqm_marks_total",
+            "Bulk frames CoDel marked CE instead of dropping (ECN-capable flows).",
+            |q| n(q.aqm_marks_total),
+        ),
+    ];
 }
 
 /// The bulletin connection.
@@ -249,6 +385,51 @@ pub struct LanStatus {
     pub services: Vec<ServiceStatus>,
 }
 
+impl Exposed for LanStatus {
+    const METRICS: &'static [Metric<Self>] = &[
+        gauge("vmvpn_lan_macs", "MACs in the LAN's database.", |l| {
+            n(l.macs as u64)
+        }),
+        counter(
+            "vmvpn_lan_flood_frames_total",
+            "Frames flooded from this host's TAP.",
+            |l| n(l.flood_tx_frames),
+        ),
+        gauge("vmvpn_lan_vms", "VMs in the LAN's traffic table.", |l| {
+            n(l.vm_table.vms as u64)
+        }),
+        counter(
+            "vmvpn_lan_vm_evictions_total",
+            "VMs evicted from the full traffic table.",
+            |l| n(l.vm_table.vm_evictions_total),
+        ),
+        gauge("vmvpn_lan_flows", "Flows in the LAN's flow table.", |l| {
+            n(l.flow_table.flows as u64)
+        }),
+        counter(
+            "vmvpn_lan_flow_evictions_total",
+            "Flows evicted from the full flow table.",
+            |l| n(l.flow_table.flows_evicted_total),
+        ),
+        gauge(
+            "vmvpn_lan_tcp_connections",
+            "TCP connections between VMs open now (SYN seen or picked up, no FIN/RST).",
+            |l| n(l.flow_table.tcp_active as u64),
+        ),
+        counter(
+            "vmvpn_lan_tcp_syn_total",
+            "TCP connection attempts (SYN without ACK) between VMs.",
+            |l| n(l.flow_table.tcp_syn_total),
+        ),
+        counter("vmvpn_lan_tcp_fin_total", "TCP FIN segments.", |l| {
+            n(l.flow_table.tcp_fin_total)
+        }),
+        counter("vmvpn_lan_tcp_rst_total", "TCP RST segments.", |l| {
+            n(l.flow_table.tcp_rst_total)
+        }),
+    ];
+}
+
 /// One service address and its backends, as this host sends to them.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ServiceStatus {
@@ -274,6 +455,21 @@ pub struct ServiceStatus {
     pub pins_evicted_total: u64,
     /// Its backends, in config order.
     pub backends: Vec<BackendStatus>,
+}
+
+impl Exposed for ServiceStatus {
+    const METRICS: &'static [Metric<Self>] = &[
+        counter(
+            "vmvpn_service_no_backend_frames_total",
+            "Frames to a service that found no backend (dropped).",
+            |s| n(s.no_backend_frames_total),
+        ),
+        gauge(
+            "vmvpn_service_backends_up",
+            "Backends of a service up now, as this host sees them (0: the service answers nothing).",
+            |s| n(s.backends_up as u64),
+        ),
+    ];
 }
 
 /// One backend, as this host's VMs sent to it.
@@ -319,6 +515,36 @@ pub struct BackendStatus {
     pub bytes_total: u64,
     /// TCP connections opened to it.
     pub connections_total: u64,
+}
+
+impl Exposed for BackendStatus {
+    const METRICS: &'static [Metric<Self>] = &[
+        counter(
+            "vmvpn_service_connections_total",
+            "TCP connections this host's VMs opened to a service, by backend.",
+            |b| n(b.connections_total),
+        ),
+        gauge(
+            "vmvpn_service_backend_up",
+            "1 if a backend takes new flows (its host's probes answered, its host up), else 0.",
+            |b| n(u64::from(b.state == "up")),
+        ),
+        counter(
+            "vmvpn_service_backend_flows_total",
+            "New flows this host gave a backend.",
+            |b| n(b.flows_total),
+        ),
+        gauge(
+            "vmvpn_service_backend_load_mbps",
+            "A backend's traffic both ways in Mbit/s, as its host measured and reported it.",
+            |b| Some(b.load_mbps),
+        ),
+        gauge(
+            "vmvpn_service_backend_open_connections",
+            "TCP connections open with a backend, as its host's flow table holds them.",
+            |b| n(u64::from(b.open_connections)),
+        ),
+    ];
 }
 
 /// Flooding on one LAN.
@@ -402,6 +628,14 @@ pub struct LimitStatus {
     pub held_bytes: usize,
 }
 
+impl Exposed for LimitStatus {
+    const METRICS: &'static [Metric<Self>] = &[gauge(
+        "vmvpn_limit_rate_bits_per_second",
+        "A rate limit's rate (vm=\"all\": the LAN's limit on this host).",
+        |l| n(l.rate_bps),
+    )];
+}
+
 /// Which traffic of a VM (or LAN) a limit covers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -425,6 +659,26 @@ pub struct LimitCounters {
     pub dropped_frames_total: u64,
     /// Their bytes.
     pub dropped_bytes_total: u64,
+}
+
+impl Exposed for LimitCounters {
+    const METRICS: &'static [Metric<Self>] = &[
+        counter(
+            "vmvpn_limit_passed_bytes_total",
+            "Bytes a rate limit let through, by direction (in: to the VM).",
+            |c| n(c.passed_bytes_total),
+        ),
+        counter(
+            "vmvpn_limit_dropped_bytes_total",
+            "Bytes a rate limit dropped, by direction.",
+            |c| n(c.dropped_bytes_total),
+        ),
+        counter(
+            "vmvpn_limit_dropped_frames_total",
+            "Frames a rate limit dropped, by direction.",
+            |c| n(c.dropped_frames_total),
+        ),
+    ];
 }
 
 /// One peer of one LAN.
@@ -483,6 +737,120 @@ pub struct PeerStatus {
     pub path_mtu_black_holes_total: u64,
 }
 
+impl Exposed for PeerStatus {
+    const METRICS: &'static [Metric<Self>] = &[
+        gauge(
+            "vmvpn_peer_up",
+            "1 when the tunnel to the peer is up.",
+            |p| n(u64::from(p.state == PeerState::Up)),
+        ),
+        counter(
+            "vmvpn_peer_tx_packets_total",
+            "Frames sent to the peer.",
+            |p| n(p.traffic.tx_packets),
+        ),
+        counter(
+            "vmvpn_peer_tx_bytes_total",
+            "Ethernet frame bytes sent to the peer.",
+            |p| n(p.traffic.tx_bytes),
+        ),
+        counter(
+            "vmvpn_peer_rx_packets_total",
+            "Frames received from the peer.",
+            |p| n(p.traffic.rx_packets),
+        ),
+        counter(
+            "vmvpn_peer_rx_bytes_total",
+            "Ethernet frame bytes received from the peer.",
+            |p| n(p.traffic.rx_bytes),
+        ),
+        counter(
+            "vmvpn_peer_rx_lost_packets_total",
+            "Sequence numbers from the peer never received.",
+            |p| n(p.sequence.lost),
+        ),
+        counter(
+            "vmvpn_peer_rx_reordered_packets_total",
+            "Datagrams from the peer that arrived out of order.",
+            |p| n(p.sequence.reordered),
+        ),
+        counter(
+            "vmvpn_peer_rx_duplicate_packets_total",
+            "Authenticated duplicates from the peer dropped by the replay window.",
+            |p| n(p.sequence.duplicates),
+        ),
+        gauge(
+            "vmvpn_peer_path_mtu_bytes",
+            "Path MTU to the peer found by the overlay's own probes (IP packet bytes).",
+            |p| n(u64::from(p.path_mtu_bytes)),
+        ),
+        counter(
+            "vmvpn_peer_unauthenticated_drops_total",
+            "Datagrams claiming to be the peer's, dropped before they authenticated (spoofable).",
+            |p| n(p.unauthenticated_drops_total),
+        ),
+        gauge(
+            "vmvpn_peer_rx_loss_ratio",
+            "Lost over expected, peer to this host.",
+            |p| Some(p.loss_rx_ratio),
+        ),
+        gauge(
+            "vmvpn_peer_tx_loss_ratio",
+            "Lost over expected, this host to the peer, as the peer counted.",
+            |p| Some(p.loss_tx_ratio),
+        ),
+        gauge(
+            "vmvpn_peer_rtt_p50_seconds",
+            "Median RTT of the last 64 probes.",
+            |p| us(p.rtt.rtt_p50_us),
+        ),
+        gauge(
+            "vmvpn_peer_rtt_p99_seconds",
+            "99th percentile RTT of the last 64 probes.",
+            |p| us(p.rtt.rtt_p99_us),
+        ),
+        gauge("vmvpn_peer_srtt_seconds", "Smoothed RTT (RFC 6298).", |p| {
+            us(p.rtt.srtt_us)
+        }),
+        gauge(
+            "vmvpn_peer_jitter_seconds",
+            "RTT jitter (RFC 3550 estimator).",
+            |p| us(p.rtt.jitter_us),
+        ),
+        // Prometheus' base unit is bytes (promtool insists).
+        gauge(
+            "vmvpn_peer_tx_rate_bytes_per_second",
+            "Send rate over the last complete second.",
+            |p| Some(p.rates.tx_rate_bps as f64 / 8.0),
+        ),
+        gauge(
+            "vmvpn_peer_rx_rate_bytes_per_second",
+            "Receive rate over the last complete second.",
+            |p| Some(p.rates.rx_rate_bps as f64 / 8.0),
+        ),
+        counter(
+            "vmvpn_peer_probes_sent_total",
+            "Probes sent to the peer.",
+            |p| n(p.probes_sent_total),
+        ),
+        counter(
+            "vmvpn_peer_probes_answered_total",
+            "Probes the peer answered.",
+            |p| n(p.probes_answered_total),
+        ),
+        gauge(
+            "vmvpn_peer_tx_utilisation_ratio",
+            "Send rate over the configured link speed ([telemetry] link_speed_mbps).",
+            |p| p.tx_utilisation_ratio,
+        ),
+        gauge(
+            "vmvpn_peer_rx_utilisation_ratio",
+            "Receive rate over the configured link speed.",
+            |p| p.rx_utilisation_ratio,
+        ),
+    ];
+}
+
 /// One row of `vmvpn macs --json`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct MacRow {
@@ -516,6 +884,34 @@ pub struct LanTraffic {
     /// Rate limits (`[[lan.limit]]`), the LAN's first.
     #[serde(default)]
     pub limits: Vec<LimitStatus>,
+}
+
+/// A local VM port (`/metrics` shows local ports only: the series cap bounds them). Its
+/// fields are telemetry's (`telemetry::VmRow`); its families are declared here, with the
+/// rest of the exposition.
+impl Exposed for VmRow {
+    const METRICS: &'static [Metric<Self>] = &[
+        counter(
+            "vmvpn_vm_port_tx_bytes_total",
+            "Bytes sent by a local VM port (frames read from the TAP).",
+            |v| n(v.tx_bytes),
+        ),
+        counter(
+            "vmvpn_vm_port_rx_bytes_total",
+            "Unicast bytes to a local VM port.",
+            |v| n(v.rx_bytes),
+        ),
+        gauge(
+            "vmvpn_vm_port_tx_rate_bytes_per_second",
+            "Send rate of a local VM port over the last complete second.",
+            |v| v.rates.map(|r| r.tx_rate_bps as f64 / 8.0),
+        ),
+        gauge(
+            "vmvpn_vm_port_rx_rate_bytes_per_second",
+            "Receive rate of a local VM port over the last complete second.",
+            |v| v.rates.map(|r| r.rx_rate_bps as f64 / 8.0),
+        ),
+    ];
 }
 
 /// A tunnel's state.
