@@ -71,7 +71,7 @@ impl Engine {
     fn queue_beacon(&mut self, lan: LanId) {
         let l = &self.lans[lan.index()];
         let Some(group) = l.spec.group else { return };
-        let hb = beacon::beacon_header(l.spec.id, self.id, self.start_ns);
+        let hb = beacon::beacon_header(l.spec.id, self.me.id, self.me.start_ns);
         let mac = l.keys.hello_mac(&hb, &[]);
         let mut out = Outgoing {
             to: group,

@@ -103,7 +103,7 @@ impl super::lan::Lan {
     pub(crate) fn count_rx(&mut self, frame: &[u8], second: u64) {
         let len = frame.len() as u64;
         let key = same_segment_key(frame);
-        if let (Some(k), Some(r)) = (key, self.rx_run.as_mut())
+        if let (Some(k), Some(r)) = (key, self.measure.rx_run.as_mut())
             && r.key == Some(k)
         {
             r.packets += 1;
@@ -113,31 +113,34 @@ impl super::lan::Lan {
         let Some(info) = inspect(frame) else { return };
         // Flags that move a flow's state end a run and count alone, in order.
         let plain = info.flow.is_some() && !(info.tcp.syn || info.tcp.fin || info.tcp.rst);
-        if plain && let Some(r) = self.rx_run.as_mut().filter(|r| r.info == info) {
+        if plain && let Some(r) = self.measure.rx_run.as_mut().filter(|r| r.info == info) {
             r.packets += 1;
             r.bytes += len;
             return;
         }
         self.end_rx_run(second);
         if plain {
-            self.rx_run = Some(Run {
+            self.measure.rx_run = Some(Run {
                 info,
                 key,
                 packets: 1,
                 bytes: len,
             });
         } else {
-            self.vms.observe(&info, frame.len(), false, second);
-            self.flows.observe(&info, frame.len(), second);
+            self.measure.vms.observe(&info, frame.len(), false, second);
+            self.measure.flows.observe(&info, frame.len(), second);
         }
     }
 
     /// Count the run held, if any.
     pub(crate) fn end_rx_run(&mut self, second: u64) {
-        if let Some(r) = self.rx_run.take() {
-            self.vms
+        if let Some(r) = self.measure.rx_run.take() {
+            self.measure
+                .vms
                 .observe_many(&r.info, r.packets, r.bytes, false, second);
-            self.flows.observe_many(&r.info, r.packets, r.bytes, second);
+            self.measure
+                .flows
+                .observe_many(&r.info, r.packets, r.bytes, second);
         }
     }
 }
@@ -147,7 +150,7 @@ impl Engine {
     /// each batch of datagrams, before it reads anything else, so figures read between
     /// batches are whole.
     pub fn end_runs(&mut self) {
-        let second = self.last_second.unwrap_or(0);
+        let second = self.measure.last_second.unwrap_or(0);
         for l in &mut self.lans {
             l.end_rx_run(second);
         }
@@ -157,11 +160,11 @@ impl Engine {
     /// cut) follow through [`Engine::handle_tap_frame`]: count them once, at
     /// [`Engine::end_burst`].
     pub fn begin_burst(&mut self, lan: LanId, frame: &[u8]) {
-        if !self.accounting.flows {
+        if !self.measure.accounting.flows {
             return;
         }
         if let Some(l) = self.lans.get_mut(lan.index()) {
-            l.burst = Some(Burst {
+            l.measure.burst = Some(Burst {
                 flags: inspect(frame).map(|i| i.tcp).unwrap_or_default(),
                 info: None,
                 packets: 0,
@@ -172,15 +175,21 @@ impl Engine {
 
     /// The last segment of the TSO frame begun on `lan` has been handled.
     pub fn end_burst(&mut self, lan: LanId) {
-        let second = self.last_second.unwrap_or(0);
+        let second = self.measure.last_second.unwrap_or(0);
         let Some(l) = self.lans.get_mut(lan.index()) else {
             return;
         };
-        let Some(b) = l.burst.take() else { return };
+        let Some(b) = l.measure.burst.take() else {
+            return;
+        };
         if let Some(mut info) = b.info {
             info.tcp = b.flags;
-            l.vms.observe_many(&info, b.packets, b.bytes, true, second);
-            l.flows.observe_many(&info, b.packets, b.bytes, second);
+            l.measure
+                .vms
+                .observe_many(&info, b.packets, b.bytes, true, second);
+            l.measure
+                .flows
+                .observe_many(&info, b.packets, b.bytes, second);
         }
     }
 }

@@ -11,8 +11,9 @@ use telemetry::{DropReason, inspect};
 use super::lan::Lan;
 use super::limits::Admit;
 use super::macdb::{Location, Mac, is_group};
+use super::measure::Measure;
 use super::reassembly::{self, FragDrop, Verdict};
-use super::sampling::{self, Sampler};
+use super::sampling;
 use super::service::Verdict as ToService;
 use super::{Engine, LanId, PeerId, Relay, RxAction, TapAction, mss, pmtu};
 use crate::proto::crypto::SealKey;
@@ -72,11 +73,11 @@ impl Engine {
             Admit::Pass => {}
             Admit::Held => return TapAction::Limited,
             Admit::Drop => {
-                l.vms.note_tx_drop(&src);
+                l.measure.vms.note_tx_drop(&src);
                 return TapAction::Limited;
             }
         }
-        match l.burst.as_mut() {
+        match l.measure.burst.as_mut() {
             // A TSO frame's later segments: its first learned the MAC, its end counts.
             Some(b) => {
                 if !b.started() {
@@ -86,12 +87,12 @@ impl Engine {
             }
             None => {
                 l.macs.learn(src, Location::Local, now);
-                if self.accounting.flows
+                if self.measure.accounting.flows
                     && let Some(info) = inspect(&buf[HEADER_LEN..HEADER_LEN + len])
                 {
-                    let second = self.last_second.unwrap_or(0);
-                    l.vms.observe(&info, len, true, second);
-                    l.flows.observe(&info, len, second);
+                    let second = self.measure.last_second.unwrap_or(0);
+                    l.measure.vms.observe(&info, len, true, second);
+                    l.measure.flows.observe(&info, len, second);
                 }
             }
         }
@@ -100,8 +101,8 @@ impl Engine {
         } else {
             l.macs.lookup(&dst, now)
         };
-        if let Some(s) = self.sampler.as_mut()
-            && s.tick(&mut l.sampling)
+        if let Some(s) = self.measure.sampler.as_mut()
+            && s.tick(&mut l.measure.sampling)
         {
             let output = match target {
                 Some(Location::Peer(i)) => {
@@ -113,14 +114,14 @@ impl Engine {
             };
             s.take(
                 lan,
-                &mut l.sampling,
+                &mut l.measure.sampling,
                 &buf[HEADER_LEN..HEADER_LEN + len],
                 sampling::vm_index(lan, &src),
                 output,
             );
         }
         let me = Me {
-            id: self.id,
+            id: self.me.id,
             ipv6_underlay: self.ipv6_underlay,
             underlay_mtu: self.underlay_mtu,
         };
@@ -130,12 +131,12 @@ impl Engine {
                 let a = tap_unicast(l, me, i, buf, len, now);
                 if matches!(a, TapAction::Drop(_)) {
                     // The VM's frame could not be carried (no session, too large): its own.
-                    l.vms.note_tx_drop(&src);
+                    l.measure.vms.note_tx_drop(&src);
                 }
                 a
             }
             None if l.plan.local.is_empty() && l.plan.relay.is_empty() => {
-                l.vms.note_tx_drop(&src);
+                l.measure.vms.note_tx_drop(&src);
                 TapAction::Drop(l.drop_at(None, DropReason::NoRoute))
             }
             None => tap_flood(
@@ -189,7 +190,7 @@ impl Engine {
             self.drops.bump(DropReason::UnknownLan);
             return RxAction::Drop(DropReason::UnknownLan);
         };
-        if header.sender == self.id {
+        if header.sender == self.me.id {
             return RxAction::Drop(self.lans[lan.index()].drop_at(None, DropReason::Loop));
         }
         match header.kind {
@@ -372,16 +373,8 @@ impl Engine {
             _ => {}
         }
         let frame = HEADER_LEN..HEADER_LEN + n;
-        let Engine {
-            lans,
-            accounting,
-            last_second,
-            underlay_mtu: _,
-            ipv6_underlay,
-            sampler,
-            ..
-        } = self;
-        let l = &mut lans[lan.index()];
+        let m = &mut self.measure;
+        let l = &mut self.lans[lan.index()];
         let (dst, _) = macs_of(&buf[frame.clone()]);
         if !l.limits.admit_in(&dst, n, now) {
             // Over the limit here; a flood still goes on to this subnet as forwarder.
@@ -394,18 +387,11 @@ impl Engine {
                 RxAction::Consumed
             };
         }
-        if let Err(r) = deliver(
-            l,
-            pi,
-            &mut buf[frame.clone()],
-            accounting.flows,
-            last_second.unwrap_or(0),
-            *ipv6_underlay,
-            now,
-        ) {
+        let under6 = self.ipv6_underlay;
+        if let Err(r) = deliver(l, pi, &mut buf[frame.clone()], m, under6, now) {
             return RxAction::Drop(r);
         }
-        sample_rx(sampler, l, lan, pi, &buf[frame.clone()]);
+        sample_rx(m, l, lan, pi, &buf[frame.clone()]);
         if relay {
             l.flood.relayed_frames += 1;
         }
@@ -453,30 +439,13 @@ impl Engine {
         }
         let done = match verdict {
             Verdict::Complete => {
-                let Engine {
-                    lans,
-                    accounting,
-                    last_second,
-                    reassembly,
-                    ipv6_underlay,
-                    sampler,
-                    ..
-                } = self;
-                let l = &mut lans[lan.index()];
+                let (m, reassembly) = (&mut self.measure, &mut self.reassembly);
+                let l = &mut self.lans[lan.index()];
                 let (dst, _) = macs_of(reassembly.frame_mut());
                 let ok = l.limits.admit_in(&dst, reassembly.frame_mut().len(), now)
-                    && deliver(
-                        l,
-                        pi,
-                        reassembly.frame_mut(),
-                        accounting.flows,
-                        last_second.unwrap_or(0),
-                        *ipv6_underlay,
-                        now,
-                    )
-                    .is_ok();
+                    && deliver(l, pi, reassembly.frame_mut(), m, self.ipv6_underlay, now).is_ok();
                 if ok {
-                    sample_rx(sampler, l, lan, pi, reassembly.frame_mut());
+                    sample_rx(m, l, lan, pi, reassembly.frame_mut());
                 }
                 ok
             }
@@ -755,8 +724,7 @@ fn deliver(
     l: &mut Lan,
     pi: PeerId,
     frame: &mut [u8],
-    flows: bool,
-    second: u64,
+    m: &Measure,
     ipv6_underlay: bool,
     now: Instant,
 ) -> Result<(), DropReason> {
@@ -776,23 +744,23 @@ fn deliver(
         frame,
         mss::frame_cap(usize::from(p.path.mtu.current()), ipv6_underlay),
     );
-    if flows {
-        l.count_rx(frame, second);
+    if m.accounting.flows {
+        l.count_rx(frame, m.second());
     }
     Ok(())
 }
 
 /// sFlow: a frame from the tunnel of `pi` on its way to the TAP (when sampling is on).
 #[inline]
-fn sample_rx(sampler: &mut Option<Sampler>, l: &mut Lan, lan: LanId, pi: PeerId, frame: &[u8]) {
-    if let Some(s) = sampler.as_mut()
-        && s.tick(&mut l.sampling)
+fn sample_rx(m: &mut Measure, l: &mut Lan, lan: LanId, pi: PeerId, frame: &[u8]) {
+    if let Some(s) = m.sampler.as_mut()
+        && s.tick(&mut l.measure.sampling)
     {
         let peer = l.peers[pi.index()].id.unwrap_or(pi.index() as u32);
         let (dst, _) = macs_of(frame);
         s.take(
             lan,
-            &mut l.sampling,
+            &mut l.measure.sampling,
             frame,
             sampling::tunnel_index(lan, peer),
             sampling::vm_index(lan, &dst),

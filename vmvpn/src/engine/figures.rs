@@ -117,14 +117,14 @@ impl Engine {
     pub fn alarm_figures(&self, needs: FigureNeeds, now: Instant, out: &mut Figures) {
         out.lans.resize_with(self.lans.len(), LanFigures::default);
         out.peers.clear();
-        let speed = self.accounting.link_speed_bps;
+        let speed = self.measure.accounting.link_speed_bps;
         for (i, (l, f)) in self.lans.iter().zip(out.lans.iter_mut()).enumerate() {
             if f.name != l.spec.name {
                 f.name.clone_from(&l.spec.name);
             }
             f.drops = l.drops.clone();
             f.mac_moves = l.macs.stats().moves;
-            f.tcp_syn_total = l.flows.stats().tcp_syn_total;
+            f.tcp_syn_total = l.measure.flows.stats().tcp_syn_total;
             l.services.up_counts(&mut f.services);
             if !needs.peers {
                 continue;

@@ -13,10 +13,23 @@ use super::transmit::Outgoing;
 use super::{Engine, LanId, PeerId, PeerSource, RxAction};
 use crate::proto::crypto::SealKey;
 use crate::proto::replay::ReplayWindow;
-use crate::proto::{HEADER_LEN, HELLO_BODY_LEN, HELLO_LEN, Header, Hello, Kind};
+use crate::proto::{HEADER_LEN, HELLO_BODY_LEN, HELLO_LEN, Header, Hello, Kind, NAME_LEN};
+use x25519_dalek::StaticSecret;
 
 /// Hellos answer at most this often per peer, unless the session changed.
 const HELLO_REPLY_MIN: Duration = Duration::from_millis(200);
+
+/// This host as its hellos present it.
+pub(crate) struct Me {
+    pub(crate) id: u32,
+    /// The name, as the hello's fixed-size field.
+    pub(crate) name: [u8; NAME_LEN],
+    /// This run's X25519 key pair.
+    pub(crate) secret: StaticSecret,
+    pub(crate) public: [u8; 32],
+    /// This run's start (ns since the Unix epoch): a newer start means new keys.
+    pub(crate) start_ns: u64,
+}
 
 /// The keys and replay windows of one run of a peer.
 pub(crate) struct Session {
@@ -84,7 +97,7 @@ impl Engine {
             }
             let Some((tx, rx)) = l.keys.session_keys(
                 l.spec.id,
-                (self.id, &self.secret, &self.public),
+                (self.me.id, &self.me.secret, &self.me.public),
                 (h.sender, &hello.public),
             ) else {
                 return RxAction::Drop(l.drop_at(Some(pi), DropReason::AuthFailure));
@@ -122,13 +135,13 @@ impl Engine {
         if new_session && had_session {
             info!(lan = %l.spec.name, peer = %from, name = %p.name, "peer (re)started: new session keys");
         }
-        if hello.echo == self.public
+        if hello.echo == self.me.public
             && let Some(e) = p.confirm(lan)
         {
             info!(lan = %l.spec.name, peer = %from, name = %p.name, "tunnel up");
             self.events.push(e);
         }
-        let needs_reply = new_session || hello.echo != self.public;
+        let needs_reply = new_session || hello.echo != self.me.public;
         l.rebuild_flood();
         if needs_reply {
             self.queue_hello(lan, pi, now, new_session);
@@ -154,14 +167,14 @@ impl Engine {
             kind: Kind::Hello,
             flags: 0,
             lan: l.spec.id,
-            sender: self.id,
-            seq: self.start_ns,
+            sender: self.me.id,
+            seq: self.me.start_ns,
         };
         let hdr_bytes = hdr.to_bytes();
         let mut hello = Hello {
-            public: self.public,
+            public: self.me.public,
             echo,
-            name: self.name,
+            name: self.me.name,
             mac: [0; 32],
         };
         hello.mac = l.keys.hello_mac(&hdr_bytes, &hello.signed_body());

@@ -4,13 +4,14 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
-use telemetry::{DropCounters, DropReason, FlowTable, VmTable};
+use telemetry::{DropCounters, DropReason};
 
 use super::LanSpec;
 use super::flood::{Member, Plan, Subnet, plan};
 use super::ids::PeerId;
 use super::limits::Limits;
 use super::macdb::MacDb;
+use super::measure::LanMeasure;
 use super::peer::Peer;
 use crate::proto::crypto::{LanKeys, SealKey};
 use crate::status::FloodStats;
@@ -33,23 +34,16 @@ pub(crate) struct Lan {
     pub(crate) next_beacon: Option<Instant>,
     /// This host's id and subnet, for planning.
     pub(crate) me: (u32, Option<(IpAddr, u8)>),
-    /// Per-VM traffic and the VM matrix.
-    pub(crate) vms: VmTable,
-    /// Transport flows between VMs.
-    pub(crate) flows: FlowTable,
+    /// What is measured of its traffic (VMs, flows, sFlow, bursts), beside the
+    /// forwarding state above and below.
+    pub(crate) measure: LanMeasure,
     /// Id of the next flooded frame cut into fragments.
     pub(crate) group_frag_id: u32,
     pub(crate) frags: FragCounters,
-    /// sFlow's countdown, pool and sequence on this LAN.
-    pub(crate) sampling: super::sampling::LanSampling,
     /// Rate limits of its VMs and of the LAN.
     pub(crate) limits: Limits,
     /// Its service addresses.
     pub(crate) services: super::service::Services,
-    /// The TSO frame whose segments are being handled, counted once at its end.
-    pub(crate) burst: Option<super::burst::Burst>,
-    /// Received frames of one flow not yet counted (see `burst.rs`).
-    pub(crate) rx_run: Option<super::burst::Run>,
 }
 
 /// Frames cut into fragments on one LAN.
@@ -62,18 +56,15 @@ pub(crate) struct FragCounters {
 impl Lan {
     /// Start its VM and flow tables anew for `a` (flows exported per `flow_export`).
     pub(crate) fn measure(&mut self, a: super::Accounting, flow_export: Option<(u64, usize)>) {
-        let on = usize::from(a.flows);
-        (self.burst, self.rx_run) = (None, None);
-        self.vms = VmTable::new(a.vms * on, a.pairs * on, a.port_series * on);
+        self.measure = LanMeasure::new(a, flow_export);
         self.share_service_addresses();
-        self.flows = FlowTable::new(a.flow_cap * on, a.flow_idle_s);
-        self.flows.set_export(flow_export);
     }
 
     /// Tell the VM table which addresses are its services' (answered by several VMs, so
     /// none of them is a VM's own).
     pub(crate) fn share_service_addresses(&mut self) {
-        self.vms
+        self.measure
+            .vms
             .set_shared(self.spec.services.iter().map(|s| s.vip).collect());
     }
 
@@ -104,11 +95,13 @@ impl Lan {
             me: (host_id, underlay),
             group_frag_id: 0,
             frags: FragCounters::default(),
-            vms: VmTable::new(1, 1, 0),
-            flows: FlowTable::new(1, 1),
-            sampling: Default::default(),
-            burst: None,
-            rx_run: None,
+            measure: LanMeasure::new(
+                super::Accounting {
+                    flows: false,
+                    ..Default::default()
+                },
+                None,
+            ),
         }
     }
 

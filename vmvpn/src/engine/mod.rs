@@ -4,7 +4,8 @@
 //! (frames in and out), `handshake` (hellos, sessions), `beacons` (multicast presence),
 //! `probes` (RTT, loss, `vmvpn ping`, path MTU), `timers` (one table behind
 //! [`Engine::poll_timeout`]), `transmit` (control datagrams out), `snapshot` (status),
-//! with the state in `lan` and `peer`. The verbs are uniform: `handle_*` takes input,
+//! `measure` (the telemetry and export state, beside the forwarding state), with the
+//! state in `lan` and `peer`. The verbs are uniform: `handle_*` takes input,
 //! `poll_*` hands out what to do.
 //!
 //! The runtime hands it "frame read from TAP", "datagram from the underlay" and "timeout";
@@ -38,6 +39,7 @@ pub mod figures;
 mod handshake;
 mod ids;
 mod lan;
+mod measure;
 mod peer;
 mod probes;
 mod reconfig;
@@ -62,7 +64,7 @@ pub use timers::TICK;
 
 use crate::proto::crypto::{Cipher, LanSecret, public_of};
 use crate::proto::fragment as frag;
-use crate::proto::{NAME_LEN, OVERHEAD, name_field};
+use crate::proto::{OVERHEAD, name_field};
 use flood::FloodMode;
 use lan::Lan;
 use peer::Peer;
@@ -272,11 +274,8 @@ pub enum RxAction<'a> {
 
 /// The forwarding core of one host.
 pub struct Engine {
-    id: u32,
-    name: [u8; NAME_LEN],
-    secret: StaticSecret,
-    public: [u8; 32],
-    start_ns: u64,
+    /// Who this host is in hellos: id, name, this run's keys and start.
+    me: handshake::Me,
     timers: Timers,
     lans: Vec<Lan>,
     lan_index: HashMap<u32, LanId>,
@@ -290,9 +289,6 @@ pub struct Engine {
     relay_len: usize,
     /// The first timeout's time: the origin of probe timestamps.
     epoch: Option<Instant>,
-    accounting: Accounting,
-    /// The second (since `epoch`) the last timeout ran in.
-    last_second: Option<u64>,
     ping_seq: u32,
     events: events::Events,
     /// Frames being put back together from fragments.
@@ -308,12 +304,8 @@ pub struct Engine {
     /// named by address, not by `PeerId`: removing a peer renumbers the others, and these
     /// wait between `handle_timeout` and `poll_transmit`.
     pmtu_probes: VecDeque<(LanId, SocketAddr, u16)>,
-    /// sFlow's packet sampling, when configured.
-    sampler: Option<sampling::Sampler>,
-    /// Flow records for IPFIX: (active timeout s, queue per LAN), when configured.
-    flow_export: Option<(u64, usize)>,
-    /// The export settings in force.
-    sampling_settings: Sampling,
+    /// What is measured of the traffic, and the exports' sampler and settings.
+    measure: measure::Measure,
     /// This host's libvirt domains (name, MACs), for services naming their backends.
     vm_names: Vec<(String, Vec<macdb::Mac>)>,
 }
@@ -339,11 +331,13 @@ impl Engine {
         let public = public_of(&secret);
         let max_frame = lans.iter().map(|l| l.max_frame).max().unwrap_or(0);
         let mut engine = Engine {
-            id: host.id,
-            name: name_field(&host.name),
-            secret,
-            public,
-            start_ns: host.start_ns,
+            me: handshake::Me {
+                id: host.id,
+                name: name_field(&host.name),
+                secret,
+                public,
+                start_ns: host.start_ns,
+            },
             timers,
             lans: Vec::with_capacity(lans.len()),
             lan_index: HashMap::new(),
@@ -353,8 +347,6 @@ impl Engine {
             relay_buf: vec![0u8; buffer_len(max_frame)],
             relay_len: 0,
             epoch: None,
-            accounting: Accounting::default(),
-            last_second: None,
             ping_seq: 0,
             events: events::Events::default(),
             reassembly: Reassembly::new(max_frame),
@@ -368,9 +360,7 @@ impl Engine {
             ipv6_underlay: host.underlay.is_some_and(|(ip, _)| ip.is_ipv6()),
             underlay: host.underlay,
             pmtu_probes: VecDeque::with_capacity(64),
-            sampler: None,
-            flow_export: None,
-            sampling_settings: Sampling::default(),
+            measure: measure::Measure::default(),
             vm_names: Vec::new(),
         };
         for spec in lans {
@@ -398,92 +388,12 @@ impl Engine {
         }
     }
 
-    /// Choose what is measured (tables are emptied).
-    pub fn set_accounting(&mut self, a: Accounting) {
-        self.accounting = a;
-        for l in &mut self.lans {
-            l.measure(a, self.flow_export);
-        }
-    }
-
     /// The LAN named `name`, or the error a request naming it gets.
     pub(crate) fn lan_named_mut(&mut self, name: &str) -> Result<&mut Lan, String> {
         self.lans
             .iter_mut()
             .find(|l| l.spec.name == name)
             .ok_or_else(|| format!("no LAN named {name:?} on this host"))
-    }
-
-    /// Sample 1 in `rate` frames crossing the TAPs for sFlow (None: no sampling, and no
-    /// cost per frame). `seed` makes the choice of frames differ between hosts.
-    pub fn set_sflow(&mut self, rate: Option<u32>, seed: u64) {
-        self.sampler = rate.map(|r| sampling::Sampler::new(r, seed));
-        for l in &mut self.lans {
-            l.sampling = Default::default();
-        }
-    }
-
-    /// Make IPFIX flow records: of flows that end, and of long ones every `active_s`
-    /// (None: none). Needs flow accounting.
-    pub fn set_flow_export(&mut self, active_s: Option<u64>) {
-        self.flow_export = active_s.map(|a| (a, FLOW_RECORD_QUEUE));
-        for l in &mut self.lans {
-            l.flows.set_export(self.flow_export);
-        }
-    }
-
-    /// What the exports need: sFlow sampling and IPFIX flow records (both as
-    /// [`set_sflow`](Self::set_sflow) and [`set_flow_export`](Self::set_flow_export)).
-    /// Settings that did not change are left alone, so a reload keeps their state.
-    pub fn set_sampling(&mut self, s: Sampling) {
-        if self.sampling_settings.sflow != s.sflow {
-            self.set_sflow(
-                s.sflow.map(|(rate, _)| rate),
-                s.sflow.map_or(1, |(_, seed)| seed),
-            );
-        }
-        if self.sampling_settings.ipfix_active_s != s.ipfix_active_s {
-            self.set_flow_export(s.ipfix_active_s);
-        }
-        self.sampling_settings = s;
-    }
-
-    /// Whether the exporter should come for the samples before its next turn (true once
-    /// per filling; checked once per turn of the data plane's loop, not per frame).
-    pub fn poll_exports_due(&mut self) -> bool {
-        self.sampler.as_mut().is_some_and(|s| s.wants_taking())
-    }
-
-    /// Hand the sFlow samples and each LAN's flow records to the exporter, swapping them
-    /// with its buffers (`records` has one per LAN), which the next ones fill.
-    pub fn take_exports(
-        &mut self,
-        samples: &mut Vec<telemetry::sflow::FlowSample>,
-        records: &mut [Vec<telemetry::flows::FlowRecord>],
-    ) -> ExportTake {
-        let sample_drops = match self.sampler.as_mut() {
-            Some(s) => s.swap(samples),
-            None => {
-                samples.clear();
-                0
-            }
-        };
-        let mut record_drops = 0;
-        for (l, buf) in self.lans.iter_mut().zip(records.iter_mut()) {
-            record_drops += l.flows.take_records(buf);
-        }
-        ExportTake {
-            sample_drops,
-            record_drops,
-            now_s: self.last_second.unwrap_or(0),
-        }
-    }
-
-    /// End every flow with a record (before a last [`Engine::take_exports`] at shutdown).
-    pub fn flush_flows(&mut self) {
-        for l in &mut self.lans {
-            l.flows.flush();
-        }
     }
 
     /// The wire id of every LAN, in order (IPFIX's observation domains).
@@ -503,7 +413,7 @@ impl Engine {
 
     /// This host's id.
     pub fn id(&self) -> u32 {
-        self.id
+        self.me.id
     }
 
     /// Number of LANs.
@@ -522,11 +432,6 @@ impl Engine {
     /// Whether a LAN by this name exists.
     pub fn has_lan(&self, name: &str) -> bool {
         self.lan_index(name).is_some()
-    }
-
-    /// What is measured.
-    pub fn accounting(&self) -> Accounting {
-        self.accounting
     }
 
     /// Add a peer address to a LAN. The handshake starts at the next timeout. A peer

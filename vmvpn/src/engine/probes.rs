@@ -191,7 +191,9 @@ impl Engine {
         // A VM by its IP: the MAC from the VM table, the peer from the MAC database.
         if let Ok(ip) = t.parse::<IpAddr>() {
             for (li, l) in self.lans.iter().enumerate() {
-                let Some(mac) = l.vms.by_ip(ip) else { continue };
+                let Some(mac) = l.measure.vms.by_ip(ip) else {
+                    continue;
+                };
                 return match l.macs.lookup(&mac, now) {
                     Some(Location::Peer(pi)) => Ok((LanId(li), pi, Some(mac))),
                     Some(Location::Local) => Err(format!(

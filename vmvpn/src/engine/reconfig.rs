@@ -28,9 +28,9 @@ impl Engine {
         let statics = spec.peers.clone();
         let li = LanId(self.lans.len());
         self.lan_index.insert(spec.id, li);
-        let (underlay, public) = (self.underlay, self.public);
-        let mut lan = Lan::new(spec, self.id, underlay, &public);
-        lan.measure(self.accounting, self.flow_export);
+        let (underlay, public) = (self.underlay, self.me.public);
+        let mut lan = Lan::new(spec, self.me.id, underlay, &public);
+        lan.measure(self.measure.accounting, self.measure.flow_export);
         self.lans.push(lan);
         for addr in statics {
             self.add_peer(li, addr, PeerSource::Static, None);

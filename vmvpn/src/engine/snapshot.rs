@@ -55,8 +55,8 @@ impl Engine {
                     stats: l.flood,
                 },
                 drops: l.drops.clone(),
-                vm_table: l.vms.stats(),
-                flow_table: l.flows.stats(),
+                vm_table: l.measure.vms.stats(),
+                flow_table: l.measure.flows.stats(),
                 fragmented_frames_total: l.frags.frames,
                 fragments_sent_total: l.frags.fragments,
                 peers: l
@@ -88,10 +88,12 @@ impl Engine {
                         health: p.health(now),
                         rates: p.count.series.rates(),
                         tx_utilisation_ratio: self
+                            .measure
                             .accounting
                             .link_speed_bps
                             .map(|b| p.count.series.rates().tx_rate_bps as f64 / b.max(1) as f64),
                         rx_utilisation_ratio: self
+                            .measure
                             .accounting
                             .link_speed_bps
                             .map(|b| p.count.series.rates().rx_rate_bps as f64 / b.max(1) as f64),
@@ -154,17 +156,17 @@ impl Engine {
     /// Per-VM traffic, the VM matrix as this host saw it, and flows (at most `top` per
     /// LAN, busiest first), optionally of one LAN.
     pub fn traffic(&self, lan: Option<&str>, top: Option<usize>) -> Vec<LanTraffic> {
-        let now_s = self.last_second.unwrap_or(0);
+        let now_s = self.measure.last_second.unwrap_or(0);
         self.lans
             .iter()
             .filter(|l| lan.is_none_or(|n| n == l.spec.name))
             .map(|l| LanTraffic {
                 lan: l.spec.name.clone(),
-                vms: l.vms.rows(now_s),
-                pairs: l.vms.pairs(),
-                flows: l.flows.rows(now_s, top),
-                vm_table: l.vms.stats(),
-                flow_table: l.flows.stats(),
+                vms: l.measure.vms.rows(now_s),
+                pairs: l.measure.vms.pairs(),
+                flows: l.measure.flows.rows(now_s, top),
+                vm_table: l.measure.vms.stats(),
+                flow_table: l.measure.flows.stats(),
                 limits: l.limits.status(),
             })
             .collect()

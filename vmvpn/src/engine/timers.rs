@@ -72,8 +72,8 @@ impl Engine {
         self.end_runs();
         self.epoch.get_or_insert(now);
         let second = self.ts(now) / 1_000_000_000;
-        let new_second = self.last_second != Some(second);
-        self.last_second = Some(second);
+        let new_second = self.measure.last_second != Some(second);
+        self.measure.last_second = Some(second);
         for job in JOBS {
             if !self.deadlines.due(job, now) {
                 continue;
@@ -126,8 +126,8 @@ impl Engine {
                 p.probe.rtt.rotate(second);
             }
             if new_second {
-                l.vms.tick(second);
-                l.flows.expire(second);
+                l.measure.vms.tick(second);
+                l.measure.flows.expire(second);
             }
         }
         self.run_services(now, second, new_second);
@@ -167,7 +167,7 @@ impl Engine {
                 {
                     self.pmtu_probes.push_back((lan, p.addr, size));
                 }
-                if self.accounting.probes && p.probe.next.is_none_or(|t| now >= t) {
+                if self.measure.accounting.probes && p.probe.next.is_none_or(|t| now >= t) {
                     // Spread peers over the interval so probes do not go out in bursts.
                     let spread =
                         interval.mul_f64(0.8 + 0.4 * ((i * 37 + li * 11) % 100) as f64 / 100.0);

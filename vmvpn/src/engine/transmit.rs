@@ -79,7 +79,7 @@ impl Engine {
             kind,
             flags: 0,
             lan: l.spec.id,
-            sender: self.id,
+            sender: self.me.id,
             seq,
         };
         write_header(&mut out.buf, &hdr);
@@ -142,7 +142,7 @@ impl Engine {
                 kind: Kind::PmtuProbe,
                 flags: 0,
                 lan: l.spec.id,
-                sender: self.id,
+                sender: self.me.id,
                 seq,
             },
         );

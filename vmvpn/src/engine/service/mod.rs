@@ -927,7 +927,7 @@ impl super::Engine {
                 continue;
             }
             if new_second {
-                let (vms, macs_db, names) = (&l.vms, &l.macs, &self.vm_names);
+                let (vms, macs_db, names) = (&l.measure.vms, &l.macs, &self.vm_names);
                 l.services.resolve(
                     |ip| vms.by_ip(ip),
                     |name| {
@@ -942,10 +942,10 @@ impl super::Engine {
                 // once a second, not per frame).
                 l.services.local_backends(&mut macs);
                 open.resize(macs.len(), 0);
-                l.flows.open_tcp_by_mac(&macs, &mut open);
+                l.measure.flows.open_tcp_by_mac(&macs, &mut open);
                 l.services.set_open_tcp(&macs, &open);
             }
-            let (macs, vms, peers) = (&l.macs, &l.vms, &l.peers);
+            let (macs, vms, peers) = (&l.macs, &l.measure.vms, &l.peers);
             let changed =
                 l.services
                     .tick(now, second, new_second, |mac| match macs.lookup(mac, now) {
