@@ -6,6 +6,7 @@
 //! QUIC endpoints, `web` the dashboard on the HTTP stack (`http`) both binaries share.
 
 pub mod admission;
+pub mod board;
 pub mod budget;
 pub mod client;
 pub mod config;

@@ -30,6 +30,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tracing::{debug, info, warn};
 
 use crate::admission::{Admission, AdmissionCounters, Refusal};
+use crate::board::{Board, Said};
 use crate::budget::{Budget, Charge};
 use crate::config::Limits;
 use crate::frames::{self, FrameError};
@@ -189,25 +190,13 @@ impl Outbox {
 }
 
 struct Shared {
-    registry: Registry,
-    reports: Reports,
-    alerts: crate::reports::Alerts,
+    /// The registry and what hosts said, kept consistent by the board itself.
+    board: Board,
     conns: HashMap<ConnId, Outbox>,
     next_conn: ConnId,
     admission: Admission,
     /// The `--web` listeners, for `Status`.
     web: Vec<crate::http::Listener>,
-}
-
-impl Shared {
-    /// Drop the reports and alerts of hosts no longer members of their LAN (a lease that
-    /// lapsed, a host that left, a LAN no longer served): after every change of
-    /// membership, and before anything is read, so a reader never sees a host that left.
-    fn prune(&mut self) {
-        let reg = &self.registry;
-        self.reports.retain(|l, h| reg.is_member(h, None, l));
-        self.alerts.retain(|l, h| reg.is_member(h, None, l));
-    }
 }
 
 struct State {
@@ -281,8 +270,8 @@ impl State {
         BulletinStatus {
             version: VERSION,
             uptime_s: self.started.elapsed().as_secs(),
-            lans: s.registry.lan_count() as u64,
-            hosts: s.registry.host_count() as u64,
+            lans: s.board.registry().lan_count() as u64,
+            hosts: s.board.registry().host_count() as u64,
             connections: s.admission.total() as u64,
             unauthenticated: s.admission.unauthenticated() as u64,
             limits: StatusLimits {
@@ -436,9 +425,7 @@ impl Server {
             .map_err(|_| ServeError::Random)?;
         let state = Arc::new(State {
             shared: Mutex::new(Shared {
-                registry: Registry::new(opts.lans, opts.lease_ttl),
-                reports: Reports::default(),
-                alerts: crate::reports::Alerts::default(),
+                board: Board::new(opts.lans, opts.lease_ttl),
                 conns: HashMap::new(),
                 next_conn: 1,
                 admission: Admission::new(opts.limits),
@@ -469,8 +456,7 @@ impl Server {
     pub fn set_lans(&self, lans: HashMap<String, Verifier>) {
         let mut guard = self.state.lock();
         let s = &mut *guard;
-        let out = s.registry.set_lans(lans);
-        s.prune();
+        let out = s.board.set_lans(lans);
         self.state.dispatch(s, out);
     }
 
@@ -481,7 +467,7 @@ impl Server {
 
     /// Registered hosts now.
     pub fn host_count(&self) -> usize {
-        self.state.lock().registry.host_count()
+        self.state.lock().board.registry().host_count()
     }
 
     /// Open connections now.
@@ -536,22 +522,22 @@ impl Watcher {
     /// alerts of hosts that left are dropped first, as `Matrix` does.
     pub fn input(&self, name: &str) -> crate::web::global::Input {
         let now = Instant::now();
-        let mut s = self.0.lock();
-        s.prune();
+        let s = self.0.lock();
+        let b = &s.board;
         crate::web::global::Input {
             name: name.to_string(),
-            records: s.registry.records(None, now),
-            reports: s.reports.stored(now),
-            alerts: s.alerts.list(None, now),
-            names: crate::matrix::names(&s.reports.names(None)),
-            services: crate::services::overlay(&s.reports.services(None)),
+            records: b.registry().records(None, now),
+            reports: b.reports().stored(now),
+            alerts: b.alerts().list(None, now),
+            names: crate::matrix::names(&b.reports().names(None)),
+            services: crate::services::overlay(&b.reports().services(None)),
         }
     }
 }
 
 async fn expire_loop(state: Arc<State>) {
     loop {
-        let next = state.lock().registry.next_expiry();
+        let next = state.lock().board.registry().next_expiry();
         let now = Instant::now();
         let wait = next
             .map_or(Duration::from_secs(1), |t| t.saturating_duration_since(now))
@@ -559,12 +545,11 @@ async fn expire_loop(state: Arc<State>) {
         tokio::time::sleep(wait).await;
         let now = Instant::now();
         let mut s = state.lock();
-        let out = s.registry.expire(now);
+        let out = s.board.expire(now);
         if !out.is_empty() {
-            s.prune();
             info!(
                 events = out.len(),
-                hosts = s.registry.host_count(),
+                hosts = s.board.registry().host_count(),
                 "leases expired"
             );
         }
@@ -665,7 +650,7 @@ async fn serve_conn(conn: Connection, state: Arc<State>, mut slot: Slot) {
     } else {
         let mut nonce = [0u8; 32];
         if SystemRandom::new().fill(&mut nonce).is_ok() {
-            let lease_ttl_ms = state.lock().registry.ttl().as_millis() as u64;
+            let lease_ttl_ms = state.lock().board.registry().ttl().as_millis() as u64;
             outbox
                 .send(&ServerMsg::Challenge {
                     version: VERSION,
@@ -784,7 +769,8 @@ impl ConnCtx<'_> {
         if self.slot.authenticated {
             self.state
                 .lock()
-                .registry
+                .board
+                .registry()
                 .ttl()
                 .max(self.state.hello_timeout)
         } else {
@@ -862,15 +848,15 @@ impl ConnCtx<'_> {
             ClientMsg::Hello { .. } => return Err((CLOSE_PROTOCOL, "hello twice".into())),
             ClientMsg::Register(req) => {
                 let mut s = state.lock();
-                match s.registry.register(id, &nonce, &req, remote, now) {
+                match s.board.register(id, &nonce, &req, remote, now) {
                     Ok(out) => {
                         self.host = Some(req.host_id);
                         info!(host = %req.name, id = format_args!("{:#010x}", req.host_id), addr = %req.underlay,
-                              lans = req.lans.len(), hosts = s.registry.host_count(), "registered");
+                              lans = req.lans.len(), hosts = s.board.registry().host_count(), "registered");
                         let mut ok = self.outbox.try_send(&ServerMsg::Registered {
-                            lease_ms: s.registry.ttl().as_millis() as u64,
+                            lease_ms: s.board.registry().ttl().as_millis() as u64,
                         });
-                        for ev in s.registry.snapshots(req.host_id, now) {
+                        for ev in s.board.registry().snapshots(req.host_id, now) {
                             ok &= self.outbox.try_send(&ServerMsg::Event(ev));
                         }
                         state.dispatch(&mut s, out);
@@ -888,7 +874,7 @@ impl ConnCtx<'_> {
                 }
             }
             ClientMsg::Heartbeat => match self.host {
-                Some(h) => match state.lock().registry.heartbeat(h, id, now) {
+                Some(h) => match state.lock().board.heartbeat(h, id, now) {
                     Ok(left) => Some(ServerMsg::Ack {
                         lease_ms: left.as_millis() as u64,
                     }),
@@ -899,10 +885,10 @@ impl ConnCtx<'_> {
             ClientMsg::Unregister => {
                 if let Some(h) = self.host.take() {
                     let mut s = state.lock();
-                    let out = s.registry.unregister(h, id);
+                    let out = s.board.unregister(h, id);
                     info!(
                         id = format_args!("{h:#010x}"),
-                        hosts = s.registry.host_count(),
+                        hosts = s.board.registry().host_count(),
                         "unregistered"
                     );
                     state.dispatch(&mut s, out);
@@ -924,52 +910,27 @@ impl ConnCtx<'_> {
                     return Ok(Some(r));
                 }
                 let s = state.lock();
-                let mut records = s.registry.records(lan.as_deref(), now);
-                records.retain(|r| self.may_read(&s.registry, &r.lan));
+                let reg = s.board.registry();
+                let mut records = reg.records(lan.as_deref(), now);
+                records.retain(|r| self.may_read(reg, &r.lan));
                 Some(ServerMsg::Records(records))
             }
+            // What a host says of its own LANs: kept only from a registered host, for
+            // its own LANs; no answer either way.
             ClientMsg::Report(reports) => {
-                // Only from a registered host, for its own LANs; no answer either way.
-                if let Some(h) = self.host {
-                    let mut s = state.lock();
-                    let s = &mut *s;
-                    let name = s.registry.name_of(h).unwrap_or("").to_string();
-                    let reg = &s.registry;
-                    let kept = s.reports.put(
-                        h,
-                        &name,
-                        reports,
-                        |lan| reg.is_member(h, Some(id), lan),
-                        now,
-                    );
-                    debug!(host = %name, lans = kept, "report");
-                }
+                self.keep_from_host("report", Said::Reports(reports), now);
                 None
             }
             ClientMsg::Alerts(alerts) => {
-                // Only from a registered host, for its own LANs; no answer either way.
-                if let Some(h) = self.host {
-                    let mut s = state.lock();
-                    let s = &mut *s;
-                    let name = s.registry.name_of(h).unwrap_or("").to_string();
-                    let reg = &s.registry;
-                    let kept =
-                        s.alerts
-                            .put(h, &name, alerts, |lan| reg.is_member(h, Some(id), lan), now);
-                    debug!(host = %name, lans = kept, "alerts");
-                }
+                self.keep_from_host("alerts", Said::Alerts(alerts), now);
                 None
             }
             ClientMsg::VmNames(names) => {
-                self.keep_from_host("VM names", |r, h, name, member| {
-                    r.put_names(h, name, names, member)
-                });
+                self.keep_from_host("VM names", Said::VmNames(names), now);
                 None
             }
             ClientMsg::Services(services) => {
-                self.keep_from_host("services", |r, h, name, member| {
-                    r.put_services(h, name, services, member)
-                });
+                self.keep_from_host("services", Said::Services(services), now);
                 None
             }
             ClientMsg::ServicesQuery { lan } => {
@@ -994,10 +955,9 @@ impl ConnCtx<'_> {
                 if let Some(r) = self.unauthorized(lan.as_deref()) {
                     return Ok(Some(r));
                 }
-                let mut s = state.lock();
-                s.prune();
-                let mut a = s.alerts.list(lan.as_deref(), now);
-                a.retain(|x| self.may_read(&s.registry, &x.alerts.lan));
+                let s = state.lock();
+                let mut a = s.board.alerts().list(lan.as_deref(), now);
+                a.retain(|x| self.may_read(s.board.registry(), &x.alerts.lan));
                 Some(ServerMsg::Alerts(a))
             }
             ClientMsg::Status => {
@@ -1043,7 +1003,7 @@ impl ConnCtx<'_> {
                 }
                 let s = self.state.lock();
                 for p in &proofs {
-                    if !s.registry.verify_proof(&p.name, &self.nonce, 0, &p.proof) {
+                    if !s.board.registry().verify_proof(&p.name, &self.nonce, 0, &p.proof) {
                         return Err((
                             RefuseCode::BadProof,
                             format!(
@@ -1060,24 +1020,18 @@ impl ConnCtx<'_> {
         }
     }
 
-    /// What a registered host says of its own LANs (VM names, services), kept by `put`
-    /// given the host's id and name and whether it is a member of a LAN; nothing from a
-    /// connection that did not register, and no answer either way.
-    fn keep_from_host(
-        &self,
-        what: &str,
-        put: impl FnOnce(&mut Reports, u32, &str, &dyn Fn(&str) -> bool) -> usize,
-    ) {
+    /// What a registered host says of its own LANs, to the board (which keeps only
+    /// what it says of LANs it is a member of); nothing from a connection that did not
+    /// register.
+    fn keep_from_host(&self, what: &str, said: Said, now: Instant) {
         let Some(h) = self.host else { return };
         let mut s = self.state.lock();
-        let s = &mut *s;
-        let name = s.registry.name_of(h).unwrap_or("").to_string();
-        let reg = &s.registry;
-        let id = self.id;
-        let kept = put(&mut s.reports, h, &name, &|lan| {
-            reg.is_member(h, Some(id), lan)
-        });
-        debug!(host = %name, lans = kept, "{what}");
+        let kept = s.board.put(h, self.id, said, now);
+        debug!(
+            host = s.board.registry().name_of(h).unwrap_or(""),
+            lans = kept,
+            "{what}"
+        );
     }
 
     /// What `get` takes of the reports of one LAN or all, pruned of hosts that left
@@ -1088,10 +1042,9 @@ impl ConnCtx<'_> {
         get: impl FnOnce(&Reports, Option<&str>) -> Vec<T>,
         lan_of: impl Fn(&T) -> &String,
     ) -> Vec<T> {
-        let mut s = self.state.lock();
-        s.prune();
-        let mut v = get(&s.reports, lan);
-        v.retain(|x| self.may_read(&s.registry, lan_of(x)));
+        let s = self.state.lock();
+        let mut v = get(s.board.reports(), lan);
+        v.retain(|x| self.may_read(s.board.registry(), lan_of(x)));
         v
     }
 
@@ -1100,9 +1053,13 @@ impl ConnCtx<'_> {
         let allowed = self.access.any() || self.host.is_some();
         let named_ok = lan.is_none_or(|l| {
             self.access.covers(l)
-                || self
-                    .host
-                    .is_some_and(|h| self.state.lock().registry.is_member(h, Some(self.id), l))
+                || self.host.is_some_and(|h| {
+                    self.state
+                        .lock()
+                        .board
+                        .registry()
+                        .is_member(h, Some(self.id), l)
+                })
         });
         if allowed && named_ok {
             return None;
