@@ -256,37 +256,7 @@ fn run(cli: Cli) -> Result<()> {
             )?;
             print_out(&v, json, |v| render::vms(v))
         }
-        Command::Services(View { lan, json, target }) => {
-            let st: Status = control::request(&target.resolve()?, &ControlRequest::Status)?;
-            if let Some(l) = &lan
-                && !st.lans.iter().any(|x| &x.name == l)
-            {
-                bail!("no LAN named {l:?} on this host");
-            }
-            let v: Vec<(String, Vec<vmvpn::status::ServiceStatus>)> = st
-                .lans
-                .into_iter()
-                .filter(|l| lan.as_ref().is_none_or(|n| *n == l.name))
-                .map(|l| (l.name, l.services))
-                .collect();
-            if json {
-                /// One LAN's services, as `--json` prints them.
-                #[derive(serde::Serialize)]
-                struct LanServices<'a> {
-                    lan: &'a str,
-                    services: &'a [vmvpn::status::ServiceStatus],
-                }
-                let out: Vec<LanServices> = v
-                    .iter()
-                    .map(|(lan, services)| LanServices { lan, services })
-                    .collect();
-                println!("{}", serde_json::to_string_pretty(&out)?);
-                Ok(())
-            } else {
-                print!("{}", render::services(&v));
-                Ok(())
-            }
-        }
+        Command::Services(View { lan, json, target }) => services(lan, json, target),
         Command::Flows {
             top,
             view: View { lan, json, target },
@@ -340,44 +310,7 @@ fn run(cli: Cli) -> Result<()> {
             );
             Ok(())
         }
-        Command::Check { config } => {
-            let text = std::fs::read_to_string(&config)
-                .with_context(|| format!("cannot read config {}", config.display()))?;
-            let cfg = Config::parse(&text, &config)?;
-            for i in 0..cfg.lans.len() {
-                cfg.read_secret(i, Some(&text))?;
-            }
-            let rules = cfg.alarms.load()?;
-            println!(
-                "{}: ok (host {} id {:#010x}, {} LAN(s), {} alarm rule(s))",
-                config.display(),
-                cfg.host.name,
-                cfg.host_id(),
-                cfg.lans.len(),
-                rules.len()
-            );
-            // A daemon on this config's socket: what would a reload of it change?
-            let sock = cfg.control_socket();
-            if sock.exists() {
-                let dry = ControlRequest::Reload { dry_run: true };
-                match control::request::<ReloadReport>(&sock, &dry) {
-                    Ok(r) => {
-                        let same = |p: &Path| std::fs::canonicalize(p).ok();
-                        if same(Path::new(&r.file)) == same(&config) {
-                            print!("{}", render::reload(&r));
-                        } else {
-                            println!(
-                                "the daemon at {} runs {}: check that file to see what a reload would change",
-                                sock.display(),
-                                r.file
-                            );
-                        }
-                    }
-                    Err(e) => println!("(no reload preview: {e})"),
-                }
-            }
-            Ok(())
-        }
+        Command::Check { config } => check(&config),
         Command::Reload { json, target } => {
             let r: ReloadReport = control::request(
                 &target.resolve()?,
@@ -394,6 +327,80 @@ fn run(cli: Cli) -> Result<()> {
             print_out(&v, json, |v| render::alerts(v))
         }
     }
+}
+
+/// `vmvpn services`: each LAN's services (one LAN with `--lan`).
+fn services(lan: Option<String>, json: bool, target: Target) -> Result<()> {
+    let st: Status = control::request(&target.resolve()?, &ControlRequest::Status)?;
+    if let Some(l) = &lan
+        && !st.lans.iter().any(|x| &x.name == l)
+    {
+        bail!("no LAN named {l:?} on this host");
+    }
+    let v: Vec<(String, Vec<vmvpn::status::ServiceStatus>)> = st
+        .lans
+        .into_iter()
+        .filter(|l| lan.as_ref().is_none_or(|n| *n == l.name))
+        .map(|l| (l.name, l.services))
+        .collect();
+    if json {
+        /// One LAN's services, as `--json` prints them.
+        #[derive(serde::Serialize)]
+        struct LanServices<'a> {
+            lan: &'a str,
+            services: &'a [vmvpn::status::ServiceStatus],
+        }
+        let out: Vec<LanServices> = v
+            .iter()
+            .map(|(lan, services)| LanServices { lan, services })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        Ok(())
+    } else {
+        print!("{}", render::services(&v));
+        Ok(())
+    }
+}
+
+/// `vmvpn check`: the config and its secrets and rules read as `up` would, and what a
+/// reload would change in a daemon running it.
+fn check(config: &Path) -> Result<()> {
+    let text = std::fs::read_to_string(config)
+        .with_context(|| format!("cannot read config {}", config.display()))?;
+    let cfg = Config::parse(&text, config)?;
+    for i in 0..cfg.lans.len() {
+        cfg.read_secret(i, Some(&text))?;
+    }
+    let rules = cfg.alarms.load()?;
+    println!(
+        "{}: ok (host {} id {:#010x}, {} LAN(s), {} alarm rule(s))",
+        config.display(),
+        cfg.host.name,
+        cfg.host_id(),
+        cfg.lans.len(),
+        rules.len()
+    );
+    // A daemon on this config's socket: what would a reload of it change?
+    let sock = cfg.control_socket();
+    if sock.exists() {
+        let dry = ControlRequest::Reload { dry_run: true };
+        match control::request::<ReloadReport>(&sock, &dry) {
+            Ok(r) => {
+                let same = |p: &Path| std::fs::canonicalize(p).ok();
+                if same(Path::new(&r.file)) == same(config) {
+                    print!("{}", render::reload(&r));
+                } else {
+                    println!(
+                        "the daemon at {} runs {}: check that file to see what a reload would change",
+                        sock.display(),
+                        r.file
+                    );
+                }
+            }
+            Err(e) => println!("(no reload preview: {e})"),
+        }
+    }
+    Ok(())
 }
 
 /// The answer as JSON (through `Value`, so keys are sorted as they always were) or as

@@ -9,14 +9,17 @@ use anyhow::{Context, Result, anyhow};
 use bulletin::proof::Verifier;
 use ring::rand::{SecureRandom, SystemRandom};
 use tokio::signal::unix::{SignalKind, signal};
+use tokio::task::JoinHandle;
 use tracing::{info, warn};
+use vmvpn::api::alerting::SharedAlerts;
 use vmvpn::api::control;
 use vmvpn::api::reload::{self, Reloader, SharedReloader};
 use vmvpn::config::Config;
 use vmvpn::engine::{Engine, HostIdentity, Timers};
-use vmvpn::io::dataplane::{DataPlane, report_fatal};
+use vmvpn::io::dataplane::{DataPlane, Handle, report_fatal};
 use vmvpn::io::netdev;
 use vmvpn::io::udp::Udp;
+use vmvpn::libvirt::inventory::{LanLimits, SharedInventory};
 use vmvpn::membership::{HostInfo, Membership};
 use vmvpn::status::HostStatus;
 
@@ -304,49 +307,12 @@ fn supervise(o: Opened) -> Result<()> {
         let listener = control::bind(&sock)?;
         let alerts = vmvpn::api::alerting::SharedAlerts::default();
         let export = vmvpn::export::SharedExport::default();
-        let metrics = match cfg.host.metrics {
-            Some(addr) => {
-                let l = tokio::net::TcpListener::bind(addr)
-                    .await
-                    .with_context(|| format!("cannot serve metrics on {addr} ([host] metrics)"))?;
-                info!(%addr, "Prometheus metrics at /metrics");
-                Some(tokio::spawn(bulletin::http::serve(
-                    l,
-                    vmvpn::api::metrics::router(handle.clone(), alerts.clone(), export.clone()),
-                )))
-            }
-            None => None,
-        };
+        let metrics = serve_metrics(&cfg, &handle, &alerts, &export).await?;
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let alarm_stop = stop_rx.clone();
-        let libvirt = cfg.libvirt.as_ref().map(|l| {
-            use vmvpn::libvirt::inventory::{self, Inventory, Reader};
-            let inv = std::sync::Arc::new(std::sync::Mutex::new(Inventory::new(l.uri.get_ref())));
-            let reader = Reader {
-                virsh: l.virsh.clone(),
-                uri: l.uri.get_ref().clone(),
-            };
-            let every = Duration::from_secs(*l.refresh_s.get_ref());
-            let (limits_tx, limits_rx) = tokio::sync::watch::channel(Reloader::lan_limits(&cfg));
-            tokio::spawn(inventory::run(
-                reader,
-                every,
-                inv.clone(),
-                Some((handle.clone(), limits_rx)),
-                stop_rx.clone(),
-            ));
-            (inv, limits_tx)
-        });
+        let libvirt = start_libvirt(&cfg, &handle, &stop_rx);
         // The exporters name VMs through libvirt's inventory, when there is one.
-        let namer = libvirt.as_ref().map(|(inv, _)| {
-            let inv = inv.clone();
-            let namer: telemetry::vms::VmNamer = std::sync::Arc::new(move |rows| {
-                if let Ok(i) = inv.lock() {
-                    i.label(rows);
-                }
-            });
-            namer
-        });
+        let namer = libvirt.as_ref().map(|(inv, _)| namer_of(inv.clone()));
         let web = match &cfg.host.web {
             Some(addr) => Some(
                 web(&cfg, *addr.get_ref(), host_id, &handle, &alerts, namer.clone()).await?,
@@ -374,28 +340,7 @@ fn supervise(o: Opened) -> Result<()> {
             let _ = done_tx.send(());
             r
         })?;
-        let receivers = cfg.alarms.receivers();
-        let notify = if receivers.any() {
-            let (tx, rx) = tokio::sync::mpsc::channel(vmvpn::api::notifier::QUEUE);
-            tokio::spawn(vmvpn::api::notifier::run(
-                cfg.host.name.0.clone(),
-                receivers,
-                rx,
-                alarm_stop.clone(),
-            ));
-            Some(tx)
-        } else {
-            None
-        };
-        let (rules_tx, rules_rx) = tokio::sync::mpsc::channel(1);
-        let alarms = tokio::spawn(vmvpn::api::alerting::run(
-            handle.clone(),
-            rules,
-            rules_rx,
-            alerts.clone(),
-            notify,
-            alarm_stop,
-        ));
+        let (rules_tx, alarms) = start_alarms(&cfg, &handle, rules, &alerts, alarm_stop);
         let inventory = libvirt.as_ref().map(|(inv, _)| inv.clone());
         let (host_name, lan_count) = (cfg.host.name.0.clone(), cfg.lans.len());
         let path_shown = path.display().to_string();
@@ -425,48 +370,14 @@ fn supervise(o: Opened) -> Result<()> {
             },
         ));
         info!(host = %host_name, id = format_args!("{host_id:#010x}"), %listen, socket = %sock.display(), "vmvpn up");
-        let mut term = signal(SignalKind::terminate())?;
-        let mut int = signal(SignalKind::interrupt())?;
-        // systemd (Type=notify): TAPs, data plane and control socket are up. Nothing is
-        // sent without NOTIFY_SOCKET.
-        let ready = format!("{lan_count} LANs, data port {listen}");
-        if let Err(e) = sd_notify::notify(&[
-            sd_notify::NotifyState::Ready,
-            sd_notify::NotifyState::Status(&ready),
-        ]) {
-            warn!(error = %e, "cannot tell systemd the daemon is ready");
-        }
-        let mut hup = signal(SignalKind::hangup())?;
-        let mut done_rx = done_rx;
-        let mut failure: Option<anyhow::Error> = None;
-        loop {
-            tokio::select! {
-                _ = hup.recv() => {
-                    info!(file = %path_shown, "SIGHUP: reading the config again");
-                    let report = reloader.lock().await.reload(false).await;
-                    reload::log(&report);
-                    continue;
-                }
-                _ = term.recv() => info!("SIGTERM: shutting down"),
-                _ = int.recv() => info!("SIGINT: shutting down"),
-                _ = &mut done_rx => failure = Some(anyhow!("data plane stopped unexpectedly")),
-                // Without a bulletin this branch never completes.
-                r = async {
-                    match member.as_mut() {
-                        Some(m) => m.await,
-                        None => std::future::pending().await,
-                    }
-                } => {
-                    member = None;
-                    failure = Some(match r {
-                        Ok(Ok(())) => anyhow!("bulletin membership stopped unexpectedly"),
-                        Ok(Err(e)) => anyhow::Error::new(e).context("cannot join through the bulletin"),
-                        Err(e) => anyhow!("bulletin membership task failed: {e}"),
-                    });
-                }
-            }
-            break;
-        }
+        let failure = wait_for_stop(
+            &format!("{lan_count} LANs, data port {listen}"),
+            &path_shown,
+            &reloader,
+            done_rx,
+            &mut member,
+        )
+        .await?;
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
         // Leave the bulletin first (peers are told at once), then stop forwarding.
         let _ = stop_tx.send(true);
@@ -496,4 +407,143 @@ fn supervise(o: Opened) -> Result<()> {
         info!("stopped");
         Ok(())
     })
+}
+
+/// `[host] metrics`: the Prometheus endpoint, when configured.
+async fn serve_metrics(
+    cfg: &Config,
+    handle: &Handle,
+    alerts: &SharedAlerts,
+    export: &vmvpn::export::SharedExport,
+) -> Result<Option<JoinHandle<()>>> {
+    let Some(addr) = cfg.host.metrics else {
+        return Ok(None);
+    };
+    let l = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot serve metrics on {addr} ([host] metrics)"))?;
+    info!(%addr, "Prometheus metrics at /metrics");
+    Ok(Some(tokio::spawn(bulletin::http::serve(
+        l,
+        vmvpn::api::metrics::router(handle.clone(), alerts.clone(), export.clone()),
+    ))))
+}
+
+/// `[libvirt]`: the inventory, refreshed in the background until `stop`, and the
+/// channel that tells it the limits naming VMs (a reload sends new ones).
+fn start_libvirt(
+    cfg: &Config,
+    handle: &Handle,
+    stop: &tokio::sync::watch::Receiver<bool>,
+) -> Option<(SharedInventory, tokio::sync::watch::Sender<Vec<LanLimits>>)> {
+    use vmvpn::libvirt::inventory::{self, Inventory, Reader};
+    let l = cfg.libvirt.as_ref()?;
+    let inv = std::sync::Arc::new(std::sync::Mutex::new(Inventory::new(l.uri.get_ref())));
+    let reader = Reader {
+        virsh: l.virsh.clone(),
+        uri: l.uri.get_ref().clone(),
+    };
+    let every = Duration::from_secs(*l.refresh_s.get_ref());
+    let (limits_tx, limits_rx) = tokio::sync::watch::channel(Reloader::lan_limits(cfg));
+    tokio::spawn(inventory::run(
+        reader,
+        every,
+        inv.clone(),
+        Some((handle.clone(), limits_rx)),
+        stop.clone(),
+    ));
+    Some((inv, limits_tx))
+}
+
+/// How the exporters and reports name VMs: through libvirt's inventory.
+fn namer_of(inv: SharedInventory) -> telemetry::vms::VmNamer {
+    std::sync::Arc::new(move |rows| {
+        if let Ok(i) = inv.lock() {
+            i.label(rows);
+        }
+    })
+}
+
+/// The alarm task, with its notifier when `[alarms]` names receivers; the sender a
+/// reload hands new rules to.
+fn start_alarms(
+    cfg: &Config,
+    handle: &Handle,
+    rules: Vec<vmvpn::alarms::rules::Rule>,
+    alerts: &SharedAlerts,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> (
+    tokio::sync::mpsc::Sender<Vec<vmvpn::alarms::rules::Rule>>,
+    JoinHandle<()>,
+) {
+    let receivers = cfg.alarms.receivers();
+    let notify = receivers.any().then(|| {
+        let (tx, rx) = tokio::sync::mpsc::channel(vmvpn::api::notifier::QUEUE);
+        tokio::spawn(vmvpn::api::notifier::run(
+            cfg.host.name.0.clone(),
+            receivers,
+            rx,
+            stop.clone(),
+        ));
+        tx
+    });
+    let (rules_tx, rules_rx) = tokio::sync::mpsc::channel(1);
+    let alarms = tokio::spawn(vmvpn::api::alerting::run(
+        handle.clone(),
+        rules,
+        rules_rx,
+        alerts.clone(),
+        notify,
+        stop,
+    ));
+    (rules_tx, alarms)
+}
+
+/// Tell systemd the daemon is ready, then serve SIGHUP (reload) until SIGTERM or SIGINT,
+/// or until the data plane or the bulletin membership stops by itself: that failure,
+/// if it was one.
+async fn wait_for_stop(
+    ready: &str,
+    path_shown: &str,
+    reloader: &SharedReloader,
+    mut done_rx: tokio::sync::oneshot::Receiver<()>,
+    member: &mut Option<JoinHandle<Result<(), bulletin::client::ClientError>>>,
+) -> Result<Option<anyhow::Error>> {
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
+    // systemd (Type=notify): TAPs, data plane and control socket are up. Nothing is
+    // sent without NOTIFY_SOCKET.
+    if let Err(e) = sd_notify::notify(&[
+        sd_notify::NotifyState::Ready,
+        sd_notify::NotifyState::Status(ready),
+    ]) {
+        warn!(error = %e, "cannot tell systemd the daemon is ready");
+    }
+    loop {
+        tokio::select! {
+            _ = hup.recv() => {
+                info!(file = %path_shown, "SIGHUP: reading the config again");
+                let report = reloader.lock().await.reload(false).await;
+                reload::log(&report);
+            }
+            _ = term.recv() => { info!("SIGTERM: shutting down"); return Ok(None) }
+            _ = int.recv() => { info!("SIGINT: shutting down"); return Ok(None) }
+            _ = &mut done_rx => return Ok(Some(anyhow!("data plane stopped unexpectedly"))),
+            // Without a bulletin this branch never completes.
+            r = async {
+                match member.as_mut() {
+                    Some(m) => m.await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                *member = None;
+                return Ok(Some(match r {
+                    Ok(Ok(())) => anyhow!("bulletin membership stopped unexpectedly"),
+                    Ok(Err(e)) => anyhow::Error::new(e).context("cannot join through the bulletin"),
+                    Err(e) => anyhow!("bulletin membership task failed: {e}"),
+                }));
+            }
+        }
+    }
 }

@@ -65,6 +65,15 @@ fn state(p: &PeerStatus) -> String {
 /// `vmvpn status`.
 pub(crate) fn status(v: &Status) -> String {
     let mut o = String::new();
+    host(&mut o, v);
+    for l in &v.lans {
+        lan(&mut o, l);
+    }
+    o
+}
+
+/// The host's lines of `vmvpn status`: itself, its bulletin, exports, offloads, queues.
+fn host(o: &mut String, v: &Status) {
     let h = &v.host;
     let _ = writeln!(
         o,
@@ -150,116 +159,121 @@ pub(crate) fn status(v: &Status) -> String {
         re.timeout_total,
         re.evicted_total
     );
-    for l in &v.lans {
-        let _ = writeln!(
-            o,
-            "\nLAN {}  segment {}  TAP {} mtu {}  macs {}  flooded {}  drops: {}",
-            l.name,
-            l.segment,
-            l.tap,
-            l.mtu,
-            l.macs,
-            l.flood_tx_frames,
-            drops(&l.drops)
-        );
-        let f = &l.flood;
-        let _ = writeln!(
-            o,
-            "  flood {} group {}  {}  sent: {} multicast, {} unicast, {} relay; relayed {}, duplicates {}",
-            f.mode,
-            opt(f.group.as_deref()),
-            if f.forwarder {
-                "forwarder of this subnet"
-            } else {
-                "not forwarder"
-            },
-            f.stats.multicast_datagrams,
-            f.stats.unicast_datagrams,
-            f.stats.relay_datagrams,
-            f.stats.relayed_frames,
-            f.stats.duplicates_suppressed
-        );
-        for sn in &f.subnets {
-            let _ = writeln!(
-                o,
-                "    {:<18} {} host(s)  {:<9} forwarder {}  ({})",
-                sn.subnet,
-                sn.hosts,
-                sn.mode.name(),
-                sn.forwarder,
-                sn.reason
-            );
-        }
-        let _ = writeln!(
-            o,
-            "  {:<12} {:<21} {:<8} {:<15} {:>6} {:>5} {:>8} {:>8} {:>8} {:>13} {:>8} {:>8} {:>7} {:>7}  DROPS",
-            "PEER",
-            "ADDRESS",
-            "SOURCE",
-            "STATE",
-            "HEARD",
-            "PMTU",
-            "RTT p50",
-            "RTT p99",
-            "JITTER",
-            "LOSS tx/rx",
-            "TX bit/s",
-            "RX bit/s",
-            "TX",
-            "RX"
-        );
-        for p in &l.peers {
-            let _ = writeln!(
-                o,
-                "  {:<12} {:<21} {:<8} {:<15} {:>6} {:>5} {:>8} {:>8} {:>8} {:>13} {:>8} {:>8} {:>7} {:>7}  {}",
-                if p.name.is_empty() { "?" } else { &p.name },
-                p.address,
-                p.source.name(),
-                state(p),
-                ago(p.last_heard_ago_ms),
-                // A search still running shows what data uses meanwhile, marked.
-                format!(
-                    "{}{}",
-                    p.path_mtu_bytes,
-                    if p.path_mtu_searching { "?" } else { "" }
-                ),
-                micros(p.rtt.rtt_p50_us),
-                micros(p.rtt.rtt_p99_us),
-                micros(p.rtt.jitter_us),
-                format!("{}/{}", pct(p.loss_tx_ratio), pct(p.loss_rx_ratio)),
-                rate(p.rates.tx_rate_bps),
-                rate(p.rates.rx_rate_bps),
-                human(p.traffic.tx_bytes) + "B",
-                human(p.traffic.rx_bytes) + "B",
-                drops(&p.drops)
-            );
-        }
-        if l.fragmented_frames_total > 0 {
-            let _ = writeln!(
-                o,
-                "  frames larger than a datagram to their peer: {} cut into {} overlay fragments",
-                l.fragmented_frames_total, l.fragments_sent_total
-            );
-        }
-        let (vt, ft) = (&l.vm_table, &l.flow_table);
-        let _ = writeln!(
-            o,
-            "  VMs {} (evicted {})  pairs {}  flows {} (evicted {})  TCP open {}  SYN {} FIN {} RST {}",
-            vt.vms,
-            vt.vm_evictions_total,
-            vt.pairs,
-            ft.flows,
-            ft.flows_evicted_total,
-            ft.tcp_active,
-            ft.tcp_syn_total,
-            ft.tcp_fin_total,
-            ft.tcp_rst_total
-        );
-    }
-    o
 }
 
-/// `vmvpn vms`: per-VM traffic of each LAN, busiest first.
+/// One LAN's lines of `vmvpn status`: its flooding, its peers, its tables.
+fn lan(o: &mut String, l: &vmvpn::status::LanStatus) {
+    let _ = writeln!(
+        o,
+        "\nLAN {}  segment {}  TAP {} mtu {}  macs {}  flooded {}  drops: {}",
+        l.name,
+        l.segment,
+        l.tap,
+        l.mtu,
+        l.macs,
+        l.flood_tx_frames,
+        drops(&l.drops)
+    );
+    let f = &l.flood;
+    let _ = writeln!(
+        o,
+        "  flood {} group {}  {}  sent: {} multicast, {} unicast, {} relay; relayed {}, duplicates {}",
+        f.mode,
+        opt(f.group.as_deref()),
+        if f.forwarder {
+            "forwarder of this subnet"
+        } else {
+            "not forwarder"
+        },
+        f.stats.multicast_datagrams,
+        f.stats.unicast_datagrams,
+        f.stats.relay_datagrams,
+        f.stats.relayed_frames,
+        f.stats.duplicates_suppressed
+    );
+    for sn in &f.subnets {
+        let _ = writeln!(
+            o,
+            "    {:<18} {} host(s)  {:<9} forwarder {}  ({})",
+            sn.subnet,
+            sn.hosts,
+            sn.mode.name(),
+            sn.forwarder,
+            sn.reason
+        );
+    }
+    peers(o, l);
+    if l.fragmented_frames_total > 0 {
+        let _ = writeln!(
+            o,
+            "  frames larger than a datagram to their peer: {} cut into {} overlay fragments",
+            l.fragmented_frames_total, l.fragments_sent_total
+        );
+    }
+    let (vt, ft) = (&l.vm_table, &l.flow_table);
+    let _ = writeln!(
+        o,
+        "  VMs {} (evicted {})  pairs {}  flows {} (evicted {})  TCP open {}  SYN {} FIN {} RST {}",
+        vt.vms,
+        vt.vm_evictions_total,
+        vt.pairs,
+        ft.flows,
+        ft.flows_evicted_total,
+        ft.tcp_active,
+        ft.tcp_syn_total,
+        ft.tcp_fin_total,
+        ft.tcp_rst_total
+    );
+}
+
+/// A LAN's peer table.
+fn peers(o: &mut String, l: &vmvpn::status::LanStatus) {
+    let _ = writeln!(
+        o,
+        "  {:<12} {:<21} {:<8} {:<15} {:>6} {:>5} {:>8} {:>8} {:>8} {:>13} {:>8} {:>8} {:>7} {:>7}  DROPS",
+        "PEER",
+        "ADDRESS",
+        "SOURCE",
+        "STATE",
+        "HEARD",
+        "PMTU",
+        "RTT p50",
+        "RTT p99",
+        "JITTER",
+        "LOSS tx/rx",
+        "TX bit/s",
+        "RX bit/s",
+        "TX",
+        "RX"
+    );
+    for p in &l.peers {
+        let _ = writeln!(
+            o,
+            "  {:<12} {:<21} {:<8} {:<15} {:>6} {:>5} {:>8} {:>8} {:>8} {:>13} {:>8} {:>8} {:>7} {:>7}  {}",
+            if p.name.is_empty() { "?" } else { &p.name },
+            p.address,
+            p.source.name(),
+            state(p),
+            ago(p.last_heard_ago_ms),
+            // A search still running shows what data uses meanwhile, marked.
+            format!(
+                "{}{}",
+                p.path_mtu_bytes,
+                if p.path_mtu_searching { "?" } else { "" }
+            ),
+            micros(p.rtt.rtt_p50_us),
+            micros(p.rtt.rtt_p99_us),
+            micros(p.rtt.jitter_us),
+            format!("{}/{}", pct(p.loss_tx_ratio), pct(p.loss_rx_ratio)),
+            rate(p.rates.tx_rate_bps),
+            rate(p.rates.rx_rate_bps),
+            human(p.traffic.tx_bytes) + "B",
+            human(p.traffic.rx_bytes) + "B",
+            drops(&p.drops)
+        );
+    }
+}
+
 /// `vmvpn services`: each service's address and virtual MAC, then its backends.
 pub(crate) fn services(v: &[(String, Vec<vmvpn::status::ServiceStatus>)]) -> String {
     let mut o = String::new();
@@ -323,6 +337,7 @@ pub(crate) fn services(v: &[(String, Vec<vmvpn::status::ServiceStatus>)]) -> Str
     o
 }
 
+/// `vmvpn vms`: per-VM traffic of each LAN, busiest first.
 pub(crate) fn vms(v: &[LanTraffic]) -> String {
     let mut o = String::new();
     for l in v {

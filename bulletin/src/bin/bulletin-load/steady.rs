@@ -221,15 +221,7 @@ pub(crate) async fn run(
         s.fanout.clear();
         s.record_fanout = true;
     }
-    let pages: Vec<Arc<PageBytes>> = (0..a.pages).map(|_| Arc::default()).collect();
-    for (p, b) in pages.iter().enumerate() {
-        tokio::spawn(page(
-            ctx.web,
-            format!("lan{}", p % ctx.lans),
-            b.clone(),
-            until,
-        ));
-    }
+    let pages = open_pages(&ctx, until);
 
     // Churn: one host leaves every `gap`, and the one that left before it rejoins.
     let churn_gap =
@@ -291,23 +283,7 @@ pub(crate) async fn run(
                 }
                 // The one away rejoins; the next in turn (spread over the LANs) leaves.
                 if let Some(k) = away.take() {
-                    let (client, v, seen, lan) = (
-                        ctx.client.clone(),
-                        ctx.verifier.clone(),
-                        ctx.seen.clone(),
-                        format!("lan{}", lan_of[k]),
-                    );
-                    let done = joined_tx.clone();
-                    tokio::spawn(async move {
-                        match register_one(&client, &v, k, &lan).await {
-                            Ok((s, sent)) => {
-                                let (tx, rx) = s.split();
-                                tokio::spawn(reader(rx, seen, 1 + k as u32));
-                                let _ = done.send((k, tx, sent));
-                            }
-                            Err(e) => eprintln!("rejoin of sim{k} failed: {e:#}"),
-                        }
-                    });
+                    rejoin(&ctx, k, lan_of[k], joined_tx.clone());
                 }
                 let k = (churn_k * 7919) % n;
                 churn_k += 1;
@@ -357,22 +333,7 @@ pub(crate) async fn run(
         .ok()
         .map(|v| v[0]);
     tokio::time::sleep(Duration::from_secs(1)).await;
-    // Fan-out: every delivery of every event caused in the window.
-    let mut lat_ms: Vec<f64> = Vec::new();
-    let (mut delivered, mut expected) = (0usize, 0usize);
-    if let Ok(s) = ctx.seen.lock() {
-        for (key, (at, hosts)) in &caused {
-            expected += hosts;
-            if let Some(got) = s.fanout.get(key) {
-                delivered += got.len();
-                lat_ms.extend(
-                    got.iter()
-                        .map(|t| t.saturating_duration_since(*at).as_secs_f64() * 1e3),
-                );
-            }
-        }
-    }
-    lat_ms.sort_by(f64::total_cmp);
+    let (lat_ms, delivered, expected) = fanout(ctx.seen, &caused);
     let page_bps: Vec<f64> = pages
         .iter()
         .zip(&bytes0)
@@ -425,6 +386,70 @@ pub(crate) async fn run(
         bail!("{delivered} of {expected} join and leave deliveries arrived");
     }
     Ok(())
+}
+
+/// `--pages` dashboard pages following their LAN's events until `until`, spread over
+/// the LANs.
+fn open_pages(ctx: &Ctx<'_>, until: Instant) -> Vec<Arc<PageBytes>> {
+    let pages: Vec<Arc<PageBytes>> = (0..ctx.args.pages).map(|_| Arc::default()).collect();
+    for (p, b) in pages.iter().enumerate() {
+        tokio::spawn(page(
+            ctx.web,
+            format!("lan{}", p % ctx.lans),
+            b.clone(),
+            until,
+        ));
+    }
+    pages
+}
+
+/// Register simulated host `k` again on its LAN in the background; its sending half (and
+/// when its registration was sent) comes back on `done`.
+fn rejoin(ctx: &Ctx<'_>, k: usize, lan: usize, done: Joined) {
+    let (client, v, seen, lan) = (
+        ctx.client.clone(),
+        ctx.verifier.clone(),
+        ctx.seen.clone(),
+        format!("lan{lan}"),
+    );
+    tokio::spawn(async move {
+        match register_one(&client, &v, k, &lan).await {
+            Ok((s, sent)) => {
+                let (tx, rx) = s.split();
+                tokio::spawn(reader(rx, seen, 1 + k as u32));
+                let _ = done.send((k, tx, sent));
+            }
+            Err(e) => eprintln!("rejoin of sim{k} failed: {e:#}"),
+        }
+    });
+}
+
+/// Where a rejoined host's sending half comes back.
+type Joined = tokio::sync::mpsc::UnboundedSender<(usize, SessionTx, Instant)>;
+
+/// Fan-out: every delivery of every event `caused` ((joined, host id) → when, and how
+/// many hosts were to hear of it): the delays in ms, sorted, the deliveries seen and
+/// those expected.
+fn fanout(
+    seen: &Mutex<Seen>,
+    caused: &HashMap<(bool, u32), (Instant, usize)>,
+) -> (Vec<f64>, usize, usize) {
+    let mut lat_ms: Vec<f64> = Vec::new();
+    let (mut delivered, mut expected) = (0usize, 0usize);
+    if let Ok(s) = seen.lock() {
+        for (key, (at, hosts)) in caused {
+            expected += hosts;
+            if let Some(got) = s.fanout.get(key) {
+                delivered += got.len();
+                lat_ms.extend(
+                    got.iter()
+                        .map(|t| t.saturating_duration_since(*at).as_secs_f64() * 1e3),
+                );
+            }
+        }
+    }
+    lat_ms.sort_by(f64::total_cmp);
+    (lat_ms, delivered, expected)
 }
 
 /// Host `i`'s report, with tunnels only to the hosts of its LAN that are registered.
