@@ -142,42 +142,11 @@ impl Board {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proto::{AlertReport, LanJoin};
-    use std::net::IpAddr;
-
-    const NONCE: [u8; 32] = [4; 32];
+    use crate::proto::AlertReport;
+    use crate::registry::tests::{NONCE, lans, obs, reg};
 
     fn board() -> Board {
-        let lans = [("lan1", 1u8), ("lan2", 2)]
-            .into_iter()
-            .map(|(n, s)| (n.to_string(), Verifier::from_secret(&[s; 32])))
-            .collect();
-        Board::new(lans, Duration::from_secs(30))
-    }
-
-    fn reg(id: u32, lans: &[&str]) -> Register {
-        Register {
-            host_id: id,
-            name: format!("h{id}"),
-            underlay: IpAddr::from([10, 77, 1, id as u8]),
-            prefix: 24,
-            port: 7401,
-            lans: lans
-                .iter()
-                .map(|l| {
-                    let secret = if *l == "lan1" { 1u8 } else { 2 };
-                    LanJoin {
-                        name: l.to_string(),
-                        segment: "192.168.0.0/16".into(),
-                        proof: Verifier::from_secret(&[secret; 32]).prove(&NONCE, id, l),
-                    }
-                })
-                .collect(),
-        }
-    }
-
-    fn obs(id: u32) -> SocketAddr {
-        SocketAddr::from(([10, 77, 1, id as u8], 50000))
+        Board::new(lans(), Duration::from_secs(30))
     }
 
     fn report(lan: &str) -> LanReport {

@@ -359,21 +359,27 @@ pub fn later(now: Instant, d: Duration) -> Instant {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::proto::LanJoin;
 
-    const NONCE: [u8; 32] = [4; 32];
+    /// The nonce the test registrations prove over.
+    pub(crate) const NONCE: [u8; 32] = [4; 32];
 
-    fn registry() -> Registry {
-        let lans = [("lan1", 1u8), ("lan2", 2)]
+    /// lan1 (secret all 1s) and lan2 (all 2s).
+    pub(crate) fn lans() -> HashMap<String, Verifier> {
+        [("lan1", 1u8), ("lan2", 2)]
             .into_iter()
             .map(|(n, s)| (n.to_string(), Verifier::from_secret(&[s; 32])))
-            .collect();
-        Registry::new(lans, Duration::from_secs(30))
+            .collect()
     }
 
-    fn reg(id: u32, lans: &[&str]) -> Register {
+    fn registry() -> Registry {
+        Registry::new(lans(), Duration::from_secs(30))
+    }
+
+    /// Host `id` (`h{id}`, 10.77.1.id) joining `lans` with the right secrets.
+    pub(crate) fn reg(id: u32, lans: &[&str]) -> Register {
         Register {
             host_id: id,
             name: format!("h{id}"),
@@ -394,7 +400,8 @@ mod tests {
         }
     }
 
-    fn obs(id: u32) -> SocketAddr {
+    /// Where host `id`'s registration comes from.
+    pub(crate) fn obs(id: u32) -> SocketAddr {
         SocketAddr::from(([10, 77, 1, id as u8], 50000))
     }
 

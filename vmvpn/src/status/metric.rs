@@ -51,13 +51,7 @@ pub const fn counter<T>(
     help: &'static str,
     value: fn(&T) -> Option<f64>,
 ) -> Metric<T> {
-    Metric {
-        name,
-        kind: Kind::Counter,
-        help,
-        labels: "",
-        value,
-    }
+    metric(Kind::Counter, name, help, value)
 }
 
 /// A gauge from `value`.
@@ -66,9 +60,18 @@ pub const fn gauge<T>(
     help: &'static str,
     value: fn(&T) -> Option<f64>,
 ) -> Metric<T> {
+    metric(Kind::Gauge, name, help, value)
+}
+
+const fn metric<T>(
+    kind: Kind,
+    name: &'static str,
+    help: &'static str,
+    value: fn(&T) -> Option<f64>,
+) -> Metric<T> {
     Metric {
         name,
-        kind: Kind::Gauge,
+        kind,
         help,
         labels: "",
         value,
