@@ -2,7 +2,8 @@
 //!
 //! It holds leases, ages out silent hosts and tells the others at once; it never forwards a
 //! packet. `proto` is the protocol and its codec, `proof` the LAN-membership proof,
-//! `registry` the sans-IO state, `tls` certificates and pinning, `server` and `client` the
+//! `registry` the sans-IO leases, `board` the registry with what hosts said of their LANs
+//! (reports, alerts, names, services) kept consistent, `tls` certificates and pinning, `server` and `client` the
 //! QUIC endpoints, `web` the dashboard on the HTTP stack (`http`) both binaries share.
 
 pub mod admission;

@@ -12,11 +12,13 @@
 //!  io/          data-plane thread, TAP, netdev, UDP, GSO batches
 //!  config/      the host config file, a file per section
 //!  alarms/      rules, their evaluation and each alert's life (sans-IO)
-//!  engine/      sans-IO core: data path, handshake, beacons, probes, timers, MACs, PMTU
+//!  engine/      sans-IO core: data path, handshake, beacons, probes, timers, MACs, PMTU,
+//!               and what is measured of the traffic beside them (measure.rs)
 //!  proto/       wire format: header, hello, probe, beacon, fragments, ciphers, replay
 //!  offload/     TSO split, GRO merge, checksums (pure byte work)
 //!  aqm/         CoDel on the receive queue; which frame carries the signal (pure)
-//!  status       the typed status contract: pure data, read by every layer
+//!  status/      the typed status contract: pure data, read by every layer, with each
+//!               type's Prometheus families beside its fields (metric.rs)
 //! ```
 //!
 //! `engine/`, `proto/`, `offload/` and `membership::reconciler` hold every rule and are
