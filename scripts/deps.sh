@@ -48,6 +48,8 @@ command -v virsh >/dev/null 2>&1 || need+=(libvirt-clients)
 { command -v ethtool || [ -x /usr/sbin/ethtool ]; } >/dev/null 2>&1 || need+=(ethtool)
 # The MTU tests make a router link that drops large packets, IP fragments and ICMP.
 { command -v nft || [ -x /usr/sbin/nft ]; } >/dev/null 2>&1 || need+=(nftables)
+# The NAT test flushes the NAT routers' connection tracking mid-transfer.
+{ command -v conntrack || [ -x /usr/sbin/conntrack ]; } >/dev/null 2>&1 || need+=(conntrack)
 # The hardening test limits a daemon's open files with prlimit (util-linux).
 command -v prlimit >/dev/null 2>&1 || need+=(util-linux)
 fi

@@ -151,9 +151,22 @@ pub struct LabBuilder {
     router_mtu: Option<u32>,
     env: Vec<(String, String)>,
     later: Vec<String>,
+    nat: Vec<(usize, String)>,
 }
 
 impl LabBuilder {
+    /// Put physical subnet `subnet` (1-based; not 1, the public one) behind a router of
+    /// its own that masquerades with `options` ("" or "fully-random"), as a home or
+    /// branch router does: its WAN side is `10.77.1.24S` on the public subnet 1, new
+    /// connections from outside are dropped, and the subnet's private addresses are not
+    /// routed from elsewhere. With any NAT, the bulletin runs in a namespace of its own on
+    /// subnet 1 (`10.77.1.250`), so what passes through it can be counted.
+    pub fn nat(mut self, subnet: usize, options: &str) -> Self {
+        assert!(subnet > 1, "subnet 1 is the public side");
+        self.nat.push((subnet, options.to_string()));
+        self
+    }
+
     /// Set `key=value` in the environment of every daemon (hosts and bulletin).
     pub fn daemon_env(mut self, key: &str, value: &str) -> Self {
         self.env.push((key.into(), value.into()));
@@ -346,6 +359,8 @@ impl LabBuilder {
             env: self.env.clone(),
             ipv6: self.ipv6,
             emulators: BTreeMap::new(),
+            nat_routers: BTreeMap::new(),
+            bulletin_ns: String::new(),
         };
         lab.build(&self);
         let fingerprint = self
@@ -390,6 +405,10 @@ pub struct Lab {
     ipv6: bool,
     /// Link emulators by host: (namespace, process).
     emulators: BTreeMap<String, (String, Option<Child>)>,
+    /// NAT routers by subnet (1-based).
+    nat_routers: BTreeMap<usize, String>,
+    /// Where the bulletin runs: the router, or a namespace of its own in NAT labs.
+    bulletin_ns: String,
 }
 
 /// The lab's bulletin.
@@ -518,6 +537,7 @@ impl Lab {
             no_offload: false,
             realtime: false,
             extra_peers: 0,
+            nat: Vec::new(),
         }
     }
 
@@ -562,10 +582,15 @@ impl Lab {
                 &f.display().to_string(),
             ]);
         }
+        self.bulletin_ns = router.clone();
         let mut host_index = 0;
         for (si, hosts) in b.subnets.iter().enumerate() {
             let s = si as u8 + 1;
             let br = format!("br{s}");
+            let router = match b.nat.iter().find(|(n, _)| *n == si + 1) {
+                Some((_, options)) => self.nat_router(si + 1, options),
+                None => router.clone(),
+            };
             run(&["ip", "-n", &router, "link", "add", &br, "type", "bridge"]);
             addr_up(&router, &br, &format!("10.77.{s}.254/24"));
             if let Some(mtu) = b.router_mtu {
@@ -657,6 +682,12 @@ impl Lab {
                     },
                 );
             }
+        }
+        if !b.nat.is_empty() {
+            let ns = format!("{}-b", self.prefix);
+            self.add_ns(&ns);
+            self.attach_public(&ns, "u0", "b0", "10.77.1.250/24");
+            self.bulletin_ns = ns;
         }
         // Secrets and configs.
         for lan in &b.lans {
@@ -751,6 +782,75 @@ impl Lab {
                 ip6: ip6.and_then(|a| a.parse().ok()),
             });
         }
+    }
+
+    /// The NAT router of subnet `subnet`: a namespace whose WAN port is on the public
+    /// subnet 1, masquerading what leaves there with `options`.
+    fn nat_router(&mut self, subnet: usize, options: &str) -> String {
+        let ns = format!("{}-n{subnet}", self.prefix);
+        self.add_ns(&ns);
+        self.sysctl(&ns, "net/ipv4/ip_forward", "1");
+        self.attach_public(
+            &ns,
+            "wan",
+            &format!("n{subnet}"),
+            &format!("10.77.1.{}/24", 240 + subnet),
+        );
+        let rules = format!(
+            "table ip nat {{\n  chain post {{\n    type nat hook postrouting priority 100;\n    oifname \"wan\" masquerade {options}\n  }}\n}}\n\
+             table inet firewall {{\n  chain input {{\n    type filter hook input priority 0;\n    iifname \"wan\" ct state new drop\n  }}\n  \
+             chain forward {{\n    type filter hook forward priority 0;\n    iifname \"wan\" ct state new drop\n  }}\n}}\n"
+        );
+        let f = self.dir.join(format!("nat{subnet}.nft"));
+        std::fs::write(&f, rules).unwrap_or_else(|e| panic!("write {}: {e}", f.display()));
+        run(&[
+            "ip",
+            "netns",
+            "exec",
+            &ns,
+            "nft",
+            "-f",
+            &f.display().to_string(),
+        ]);
+        self.nat_routers.insert(subnet, ns.clone());
+        ns
+    }
+
+    /// Give namespace `ns` a port `dev` on the public subnet 1 (the router's `br1`, its
+    /// other end `port` there) at `cidr`, routed through the router.
+    fn attach_public(&mut self, ns: &str, dev: &str, port: &str, cidr: &str) {
+        // Subnet 1 comes first, so its bridge is there.
+        let router = self.router.clone();
+        run(&[
+            "ip", "link", "add", dev, "netns", ns, "type", "veth", "peer", "name", port, "netns",
+            &router,
+        ]);
+        run(&[
+            "ip", "-n", &router, "link", "set", port, "master", "br1", "up",
+        ]);
+        addr_up(ns, dev, cidr);
+        run(&[
+            "ip",
+            "-n",
+            ns,
+            "route",
+            "add",
+            "default",
+            "via",
+            "10.77.1.254",
+        ]);
+    }
+
+    /// The NAT router of subnet `subnet` (1-based).
+    pub fn nat_ns(&self, subnet: usize) -> &str {
+        self.nat_routers
+            .get(&subnet)
+            .unwrap_or_else(|| panic!("subnet {subnet} has no NAT"))
+    }
+
+    /// The namespace the bulletin runs in.
+    pub fn bulletin_ns(&self) -> &str {
+        &self.bulletin_ns
     }
 
     fn write_configs(&self, b: &LabBuilder, fingerprint: Option<&str>) {
@@ -884,7 +984,11 @@ impl Lab {
         std::fs::write(&config, cfg).unwrap_or_else(|e| panic!("write bulletin config: {e}"));
         self.bulletin = Some(BulletinProc {
             child: None,
-            listen: format!("10.77.1.254:{BULLETIN_PORT}"),
+            listen: if b.nat.is_empty() {
+                format!("10.77.1.254:{BULLETIN_PORT}")
+            } else {
+                format!("10.77.1.250:{BULLETIN_PORT}")
+            },
             state_dir: self.dir.join("bulletin-state"),
             config,
             log: self.dir.join("bulletin.log"),
@@ -923,7 +1027,7 @@ impl Lab {
 
     /// (Re)start the bulletin with its state dir, so its fingerprint stays the same.
     pub fn start_bulletin(&mut self) {
-        let router = self.router.clone();
+        let router = self.bulletin_ns.clone();
         let b = self
             .bulletin
             .as_mut()

@@ -403,6 +403,8 @@ impl Reloader {
         let sent = self.dp.tell(Request::Peer {
             lan: lan.to_string(),
             addr,
+            host_id: None,
+            others: Vec::new(),
             add,
             prefix: None,
             source: PeerSource::Static,

@@ -155,7 +155,10 @@ fn open(prep: Prepared) -> Result<Opened> {
             start_ns,
         },
         specs,
-        Timers::default(),
+        Timers {
+            keepalive_interval: Duration::from_secs(u64::from(*cfg.host.keepalive_s.get_ref())),
+            ..Timers::default()
+        },
     );
     engine.set_accounting(cfg.telemetry.accounting());
     engine.set_sampling(vmvpn::export::sampling(&cfg));

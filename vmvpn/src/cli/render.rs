@@ -230,10 +230,11 @@ fn lan(o: &mut String, l: &vmvpn::status::LanStatus) {
 fn peers(o: &mut String, l: &vmvpn::status::LanStatus) {
     let _ = writeln!(
         o,
-        "  {:<12} {:<21} {:<8} {:<15} {:>6} {:>5} {:>8} {:>8} {:>8} {:>13} {:>8} {:>8} {:>7} {:>7}  DROPS",
+        "  {:<12} {:<21} {:<8} {:<8} {:<15} {:>6} {:>5} {:>8} {:>8} {:>8} {:>13} {:>8} {:>8} {:>7} {:>7}  DROPS",
         "PEER",
         "ADDRESS",
         "SOURCE",
+        "PATH",
         "STATE",
         "HEARD",
         "PMTU",
@@ -249,10 +250,11 @@ fn peers(o: &mut String, l: &vmvpn::status::LanStatus) {
     for p in &l.peers {
         let _ = writeln!(
             o,
-            "  {:<12} {:<21} {:<8} {:<15} {:>6} {:>5} {:>8} {:>8} {:>8} {:>13} {:>8} {:>8} {:>7} {:>7}  {}",
+            "  {:<12} {:<21} {:<8} {:<8} {:<15} {:>6} {:>5} {:>8} {:>8} {:>8} {:>13} {:>8} {:>8} {:>7} {:>7}  {}",
             if p.name.is_empty() { "?" } else { &p.name },
             p.address,
             p.source.name(),
+            p.path.name(),
             state(p),
             ago(p.last_heard_ago_ms),
             // A search still running shows what data uses meanwhile, marked.

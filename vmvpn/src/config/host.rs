@@ -51,6 +51,15 @@ pub struct HostConfig {
     /// bulk transfer by 4x; see the README's benchmark).
     #[serde(default)]
     pub realtime: bool,
+    /// Seconds of silence towards a peer before a keepalive goes to it (probes, sent
+    /// every second while telemetry is on, count as traffic). Below the UDP timeouts of
+    /// NAT routers (commonly 30 s), so a punched path stays open.
+    #[serde(default = "default_keepalive")]
+    pub keepalive_s: Spanned<u16>,
+}
+
+fn default_keepalive() -> Spanned<u16> {
+    unspanned(10)
 }
 
 fn default_port() -> Spanned<u16> {
@@ -62,6 +71,12 @@ impl Config {
     pub(super) fn check_host(&self, text: &str) -> Result<(), ConfigError> {
         use super::limits::*;
         self.in_range(text, &self.host.port, "host.port".into(), PORT)?;
+        self.in_range(
+            text,
+            &self.host.keepalive_s,
+            "host.keepalive_s".into(),
+            KEEPALIVE_S,
+        )?;
         if let Some(m) = &self.host.underlay_mtu {
             self.in_range(text, m, "host.underlay_mtu".into(), UNDERLAY_MTU)?;
         }

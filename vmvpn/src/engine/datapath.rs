@@ -312,7 +312,7 @@ impl Engine {
             changed = true;
         }
         // Only a holder of our public key can seal under the pairwise key.
-        if !group && let Some(e) = p.confirm(lan) {
+        if !group && let Some(e) = p.confirm(lan, now) {
             self.events.push(e);
             changed = true;
         }

@@ -70,11 +70,18 @@ impl Engine {
         // Authentic from here on: it holds the LAN secret.
         let pi = match l.by_id.get(&h.sender) {
             Some(&i) => i,
+            // A peer not yet heard from, at its address, at another of its candidates
+            // (behind NAT, its hellos come from its public mapping), or listed with
+            // this id (behind a NAT that changes ports, from an address nobody knew).
             None => match l
                 .peers
                 .iter()
                 .position(|p| p.addr == from && p.id.is_none())
-            {
+                .or_else(|| {
+                    l.peers.iter().position(|p| {
+                        p.id.is_none() && (p.reach.knows(from) || p.reach.host_id == Some(h.sender))
+                    })
+                }) {
                 Some(i) => PeerId::at(i),
                 None => {
                     l.peers
@@ -129,6 +136,7 @@ impl Engine {
         }
         p.name = hello.name_str();
         p.link.last_heard = Some(now);
+        p.reach.note_answer(from);
         if p.addr != from {
             p.addr = from;
         }
@@ -136,7 +144,7 @@ impl Engine {
             info!(lan = %l.spec.name, peer = %from, name = %p.name, "peer (re)started: new session keys");
         }
         if hello.echo == self.me.public
-            && let Some(e) = p.confirm(lan)
+            && let Some(e) = p.confirm(lan, now)
         {
             info!(lan = %l.spec.name, peer = %from, name = %p.name, "tunnel up");
             self.events.push(e);
@@ -189,6 +197,20 @@ impl Engine {
             Err(_) => return,
         };
         hello.emit(body);
+        p.reach.note_hello(p.addr, now);
+        if !p.tunnel.is_up() {
+            // Until one answers, every candidate gets the same hello: behind NAT, ours
+            // open our mapping for its hellos, and the first authentic answer wins.
+            let others: Vec<SocketAddr> = p.reach.others(p.addr).collect();
+            for to in others {
+                p.reach.note_hello(to, now);
+                self.out.push_back(Outgoing {
+                    to,
+                    len: out.len,
+                    buf: out.buf,
+                });
+            }
+        }
         self.out.push_back(out);
     }
 }

@@ -14,7 +14,7 @@ use super::macdb::MacDb;
 use super::measure::LanMeasure;
 use super::peer::Peer;
 use crate::proto::crypto::{LanKeys, SealKey};
-use crate::status::FloodStats;
+use crate::status::{FloodStats, PathKind};
 
 pub(crate) struct Lan {
     pub(crate) spec: LanSpec,
@@ -118,7 +118,15 @@ impl Lan {
             .map(|p| Member {
                 id: p.id,
                 addr: p.addr,
-                subnet: Subnet::of(p.addr.ip(), p.prefix.unwrap_or(my_prefix)),
+                subnet: match p.reach.path(p.addr) {
+                    PathKind::Direct => Subnet::of(p.addr.ip(), p.prefix.unwrap_or(my_prefix)),
+                    // Behind a NAT: its subnet is private, perhaps numbered like others.
+                    // Peers behind the same NAT share its address, so they form one
+                    // subnet here, with one forwarder, as they do behind it.
+                    PathKind::Punched => {
+                        Subnet::of(p.addr.ip(), if p.addr.is_ipv4() { 32 } else { 128 })
+                    }
+                },
                 up: p.tunnel.is_up(),
                 beacons: p.link.beacons,
                 name: p.name.clone(),
@@ -194,5 +202,15 @@ impl Lan {
             .iter()
             .position(|p| p.addr == addr)
             .map(PeerId::at)
+    }
+
+    /// The peer its source listed at `addr`, wherever it answers now (behind NAT, or
+    /// moved); else one that answers at `addr`.
+    pub(crate) fn peer_listed(&self, addr: SocketAddr) -> Option<PeerId> {
+        self.peers
+            .iter()
+            .position(|p| p.reach.listed() == addr)
+            .map(PeerId::at)
+            .or_else(|| self.peer_by_addr(addr))
     }
 }

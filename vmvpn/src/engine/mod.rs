@@ -42,6 +42,8 @@ mod lan;
 mod measure;
 mod peer;
 mod probes;
+mod reach;
+pub use reach::Reached;
 mod reconfig;
 pub mod snapshot;
 mod timers;
@@ -447,10 +449,37 @@ impl Engine {
         source: PeerSource,
         prefix: Option<u8>,
     ) {
+        self.add_peer_reached(lan, addr, Reached::default(), source, prefix);
+    }
+
+    /// [`add_peer`](Self::add_peer), with what the bulletin knows of reaching it: further
+    /// addresses it may answer at (its NAT's public mapping), where hellos go as well as
+    /// to `addr` until one answers, and its host id, which an authentic hello from any
+    /// address matches. A removal still names `addr`.
+    pub fn add_peer_reached(
+        &mut self,
+        lan: LanId,
+        addr: SocketAddr,
+        reached: Reached,
+        source: PeerSource,
+        prefix: Option<u8>,
+    ) {
+        let others = &reached.others[..];
         let Some(l) = self.lans.get_mut(lan.index()) else {
             return;
         };
-        let i = match l.peer_by_addr(addr) {
+        let found = l.peer_listed(addr).or_else(|| {
+            // Heard from before it was listed: by its id, or at one of its other addresses.
+            l.peers
+                .iter()
+                .position(|p| {
+                    p.source == PeerSource::Hello
+                        && (others.contains(&p.addr)
+                            || reached.host_id.is_some_and(|id| p.id == Some(id)))
+                })
+                .map(PeerId::at)
+        });
+        let i = match found {
             None => {
                 l.peers.push(Peer::new(addr, source, self.underlay_mtu));
                 l.peers.len() - 1
@@ -459,10 +488,13 @@ impl Engine {
                 let p = &mut l.peers[i.index()];
                 if p.source == PeerSource::Hello {
                     p.source = source;
+                    p.reach.relist(addr);
                 }
                 i.index()
             }
         };
+        l.peers[i].reach.set_others(others);
+        l.peers[i].reach.host_id = reached.host_id;
         if prefix.is_some() && l.peers[i].prefix != prefix {
             l.peers[i].prefix = prefix;
             l.rebuild_flood();
@@ -475,7 +507,7 @@ impl Engine {
         let Some(l) = self.lans.get_mut(lan.index()) else {
             return;
         };
-        let Some(pi) = l.peer_by_addr(addr) else {
+        let Some(pi) = l.peer_listed(addr) else {
             return;
         };
         let p = &l.peers[pi.index()];
@@ -492,7 +524,7 @@ impl Engine {
         let Some(l) = self.lans.get_mut(lan.index()) else {
             return false;
         };
-        let Some(pi) = l.peer_by_addr(addr) else {
+        let Some(pi) = l.peer_listed(addr) else {
             return false;
         };
         let p = &l.peers[pi.index()];

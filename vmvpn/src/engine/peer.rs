@@ -1,6 +1,7 @@
-//! One peer of one LAN: who it is, its tunnel (`tunnel.rs`), and three sub-states that change for
-//! different reasons: liveness (what was heard and sent when), probing (RTT, loss each
-//! way), and the path (its MTU, fragment ids). Counters sit apart from all of them.
+//! One peer of one LAN: who it is, its tunnel (`tunnel.rs`), where it can be reached
+//! (`reach.rs`: its candidate addresses), and three sub-states that change for different
+//! reasons: liveness (what was heard and sent when), probing (RTT, loss each way), and
+//! the path (its MTU, fragment ids). Counters sit apart from all of them.
 
 use std::net::SocketAddr;
 use std::time::Instant;
@@ -9,13 +10,17 @@ use telemetry::{DropCounters, RttEstimator, SeqTracker, Series, TrafficCounters}
 
 use super::PeerSource;
 use super::pmtu::PathMtu;
+use super::reach::Reach;
 use super::tunnel::Tunnel;
 
 pub(crate) struct Peer {
     pub(crate) id: Option<u32>,
     pub(crate) name: String,
+    /// Where it answers now (datagrams go there).
     pub(crate) addr: SocketAddr,
     pub(crate) source: PeerSource,
+    /// The address it was listed with, and the other candidates.
+    pub(crate) reach: Reach,
     /// Prefix length of its underlay subnet, when the bulletin said (else ours is assumed).
     pub(crate) prefix: Option<u8>,
     pub(crate) tunnel: Tunnel,
@@ -92,6 +97,7 @@ impl Peer {
             name: String::new(),
             addr,
             source,
+            reach: Reach::new(addr),
             prefix: None,
             tunnel: Tunnel::Closed,
             tx_seq: 0,

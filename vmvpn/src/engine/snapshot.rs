@@ -72,6 +72,9 @@ impl Engine {
                         } else {
                             PeerState::Handshaking
                         },
+                        path: p.reach.path(p.addr),
+                        candidates: p.reach.status(),
+                        path_open_ms: p.reach.opened_in.map(|d| d.as_millis() as u64),
                         last_heard_ago_ms: p
                             .link
                             .last_heard

@@ -5,6 +5,8 @@
 //! Only an up tunnel carries frames. The runtime hears of each change into and out of
 //! `Up` (`Event::TunnelUp`, `Event::TunnelDown`); nothing else sets the state.
 
+use std::time::Instant;
+
 use super::LanId;
 use super::events::{Event, TunnelChange};
 use super::handshake::Session;
@@ -103,16 +105,28 @@ fn change(lan: LanId, p: &Peer, up: bool) -> Event {
 impl Peer {
     /// New session keys from the peer's hello: the event if the tunnel was up.
     pub(crate) fn rekey(&mut self, lan: LanId, s: Session) -> Option<Event> {
-        self.tunnel.rekey(s).then(|| change(lan, self, false))
+        let down = self.tunnel.rekey(s);
+        down.then(|| {
+            self.reach.note_closed();
+            change(lan, self, false)
+        })
     }
 
-    /// The peer proved it holds our key: the event if the tunnel came up.
-    pub(crate) fn confirm(&mut self, lan: LanId) -> Option<Event> {
-        self.tunnel.confirm().then(|| change(lan, self, true))
+    /// The peer proved it holds our key at `now`: the event if the tunnel came up.
+    pub(crate) fn confirm(&mut self, lan: LanId, now: Instant) -> Option<Event> {
+        let up = self.tunnel.confirm();
+        up.then(|| {
+            self.reach.note_open(now);
+            change(lan, self, true)
+        })
     }
 
     /// Nothing heard for too long: the event if the tunnel was up.
     pub(crate) fn lapse(&mut self, lan: LanId) -> Option<Event> {
-        self.tunnel.lapse().then(|| change(lan, self, false))
+        let down = self.tunnel.lapse();
+        down.then(|| {
+            self.reach.note_closed();
+            change(lan, self, false)
+        })
     }
 }

@@ -19,7 +19,9 @@ use quinn_udp::RecvMeta;
 use telemetry::DropReason;
 use tracing::{debug, error, warn};
 
-use crate::engine::{Engine, Event, LanId, PeerSource, PingSent, Relay, RxAction, TapAction};
+use crate::engine::{
+    Engine, Event, LanId, PeerSource, PingSent, Reached, Relay, RxAction, TapAction,
+};
 use crate::io::batch::{GsoBatch, ROOM};
 use crate::io::rxqueue::RxQueue;
 use crate::io::tap::TapDevice;
@@ -111,6 +113,10 @@ pub enum Request {
         lan: String,
         /// The peer's data address.
         addr: SocketAddr,
+        /// Its host id, when the bulletin said.
+        host_id: Option<u32>,
+        /// Further addresses it may answer at (its NAT's public mapping).
+        others: Vec<SocketAddr>,
         /// Add (true) or remove (false).
         add: bool,
         /// The peer's underlay prefix length, when known.
@@ -814,13 +820,18 @@ impl DataPlane {
                 Request::Peer {
                     lan,
                     addr,
+                    host_id,
+                    others,
                     add,
                     prefix,
                     source,
                 } => {
                     if let Some(i) = self.engine.lan_index(&lan) {
                         match (add, source) {
-                            (true, _) => self.engine.add_peer(i, addr, source, prefix),
+                            (true, _) => {
+                                let reach = Reached { host_id, others };
+                                self.engine.add_peer_reached(i, addr, reach, source, prefix)
+                            }
                             (false, PeerSource::Static) => {
                                 self.engine.unlist_peer(i, addr);
                             }

@@ -421,9 +421,17 @@ impl Membership {
     fn push_changes(&mut self) {
         while let Some(c) = self.peers.poll_change() {
             let r = match c {
-                PeerChange::Add { lan, addr, prefix } => Request::Peer {
+                PeerChange::Add {
                     lan,
                     addr,
+                    prefix,
+                    host_id,
+                    others,
+                } => Request::Peer {
+                    lan,
+                    addr,
+                    host_id: Some(host_id),
+                    others,
                     add: true,
                     prefix: Some(prefix),
                     source: crate::engine::PeerSource::Bulletin,
@@ -431,6 +439,8 @@ impl Membership {
                 PeerChange::Remove { lan, addr } => Request::Peer {
                     lan,
                     addr,
+                    host_id: None,
+                    others: Vec::new(),
                     add: false,
                     prefix: None,
                     source: crate::engine::PeerSource::Bulletin,

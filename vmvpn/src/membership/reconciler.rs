@@ -26,6 +26,11 @@ pub enum PeerChange {
         addr: SocketAddr,
         /// Its underlay prefix length.
         prefix: u8,
+        /// Its host id (its hellos say so, from wherever they come).
+        host_id: u32,
+        /// Further addresses it may answer at: its NAT's public mapping, when the
+        /// bulletin saw it register from another address than the one it reports.
+        others: Vec<SocketAddr>,
     },
     /// A peer that left (or moved away from this address).
     Remove {
@@ -41,8 +46,8 @@ pub enum PeerChange {
 pub struct Reconciler {
     me: u32,
     lans: Vec<String>,
-    /// LAN → host id → data address, as the data plane was told.
-    known: HashMap<String, HashMap<u32, SocketAddr>>,
+    /// LAN → host id → data address and other candidates, as the data plane was told.
+    known: HashMap<String, HashMap<u32, (SocketAddr, Vec<SocketAddr>)>>,
     last_epoch: Option<u64>,
     grace_until: Option<Instant>,
     changes: VecDeque<PeerChange>,
@@ -166,34 +171,52 @@ impl Reconciler {
             return;
         }
         let addr = r.data_addr();
+        let others = candidates(r);
         let prev = self
             .known
             .entry(r.lan.clone())
             .or_default()
-            .insert(r.host_id, addr);
-        if let Some(old) = prev.filter(|old| *old != addr) {
+            .insert(r.host_id, (addr, others.clone()));
+        if let Some((old, _)) = prev.as_ref().filter(|(old, _)| *old != addr) {
             self.changes.push_back(PeerChange::Remove {
                 lan: r.lan.clone(),
-                addr: old,
+                addr: *old,
             });
         }
-        if prev != Some(addr) {
-            info!(lan = %r.lan, peer = %addr, name = %r.name, "bulletin: peer added");
+        if prev.as_ref() != Some(&(addr, others.clone())) {
+            info!(lan = %r.lan, peer = %addr, name = %r.name, ?others, "bulletin: peer added");
             self.changes.push_back(PeerChange::Add {
                 lan: r.lan.clone(),
                 addr,
                 prefix: r.prefix,
+                host_id: r.host_id,
+                others,
             });
         }
     }
 
     fn remove(&mut self, lan: &str, host_id: u32) {
-        if let Some(addr) = self.known.get_mut(lan).and_then(|m| m.remove(&host_id)) {
+        if let Some((addr, _)) = self.known.get_mut(lan).and_then(|m| m.remove(&host_id)) {
             self.changes.push_back(PeerChange::Remove {
                 lan: lan.to_string(),
                 addr,
             });
         }
+    }
+}
+
+/// Where else a host may answer than at the address it reports: behind NAT, the
+/// bulletin saw its control connection come from the NAT's public address. The data
+/// socket's own mapping is not seen (the control connection has a socket of its own), so
+/// the candidate is that public address with the data port, which is the data socket's
+/// mapping wherever the NAT keeps source ports (Linux masquerade does, when the port is
+/// free; see the README's "Behind NAT").
+fn candidates(r: &Record) -> Vec<SocketAddr> {
+    let public = SocketAddr::new(r.observed.ip(), r.port);
+    if r.observed.ip() == r.underlay || public == r.data_addr() {
+        Vec::new()
+    } else {
+        vec![public]
     }
 }
 
@@ -221,11 +244,13 @@ mod tests {
         std::iter::from_fn(|| r.poll_change()).collect()
     }
 
-    fn add(lan: &str, last: u8) -> PeerChange {
+    fn add(lan: &str, id: u32, last: u8) -> PeerChange {
         PeerChange::Add {
             lan: lan.into(),
             addr: SocketAddr::from(([10, 0, 0, last], 7401)),
             prefix: 24,
+            host_id: id,
+            others: Vec::new(),
         }
     }
 
@@ -237,6 +262,36 @@ mod tests {
     }
 
     #[test]
+    fn a_host_behind_nat_gets_its_public_address_as_a_candidate() {
+        let now = Instant::now();
+        let mut r = Reconciler::new(1, vec!["a".into()]);
+        let mut behind = rec("a", 2, 2);
+        // It registered from its NAT's address, the control connection on some port.
+        behind.observed = SocketAddr::from(([203, 0, 113, 9], 51234));
+        r.handle_event(Event::Join(behind.clone()), now);
+        let public = SocketAddr::from(([203, 0, 113, 9], 7401));
+        assert_eq!(
+            drain(&mut r),
+            [PeerChange::Add {
+                lan: "a".into(),
+                addr: SocketAddr::from(([10, 0, 0, 2], 7401)),
+                prefix: 24,
+                host_id: 2,
+                others: vec![public],
+            }],
+            "its data port at its public address"
+        );
+        // It moves behind another NAT (same private address): the candidate follows.
+        behind.observed = SocketAddr::from(([198, 51, 100, 7], 40000));
+        r.handle_event(Event::Join(behind), now);
+        let changes = drain(&mut r);
+        assert!(
+            matches!(&changes[..], [PeerChange::Add { others, .. }] if others == &[SocketAddr::from(([198, 51, 100, 7], 7401))]),
+            "{changes:?}"
+        );
+    }
+
+    #[test]
     fn joins_moves_and_leaves_become_peer_changes_once() {
         let now = Instant::now();
         let mut r = Reconciler::new(1, vec!["a".into()]);
@@ -245,11 +300,11 @@ mod tests {
         r.handle_event(Event::Join(rec("a", 2, 2)), now);
         assert_eq!(
             drain(&mut r),
-            [add("a", 2)],
+            [add("a", 2, 2)],
             "ourselves and repeats are no change"
         );
         r.handle_event(Event::Join(rec("a", 2, 3)), now);
-        assert_eq!(drain(&mut r), [remove("a", 2), add("a", 3)]);
+        assert_eq!(drain(&mut r), [remove("a", 2), add("a", 2, 3)]);
         r.handle_event(
             Event::Leave {
                 lan: "a".into(),

@@ -695,6 +695,14 @@ pub struct PeerStatus {
     pub source: PeerSource,
     /// "up" (keys agreed both ways) or "handshaking".
     pub state: PeerState,
+    /// How it is reached: "direct" (at the address it was listed with) or "punched"
+    /// (through its NAT's public mapping, opened by hellos from both sides).
+    pub path: PathKind,
+    /// Every address it may be reached at, the listed one first, with what came of it.
+    pub candidates: Vec<CandidateStatus>,
+    /// How long the latest handshake took, from the first hello to the tunnel up (null
+    /// before it is up).
+    pub path_open_ms: Option<u64>,
     /// Milliseconds since anything authentic was heard from it (null: never).
     pub last_heard_ago_ms: Option<u64>,
     /// Traffic through this tunnel.
@@ -743,6 +751,16 @@ impl Exposed for PeerStatus {
             "vmvpn_peer_up",
             "1 when the tunnel to the peer is up.",
             |p| n(u64::from(p.state == PeerState::Up)),
+        ),
+        gauge(
+            "vmvpn_peer_punched",
+            "1 when the peer is reached through its NAT's public mapping rather than at its listed address.",
+            |p| n(u64::from(p.path == PathKind::Punched)),
+        ),
+        gauge(
+            "vmvpn_peer_path_open_seconds",
+            "How long the latest handshake took, from the first hello to the tunnel up.",
+            |p| p.path_open_ms.map(|m| m as f64 / 1000.0),
         ),
         counter(
             "vmvpn_peer_tx_packets_total",
@@ -925,6 +943,28 @@ pub enum PeerState {
     Handshaking,
 }
 
+/// How a peer is reached (see the README's "Behind NAT").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum PathKind {
+    /// At the address its config or registration names.
+    #[default]
+    Direct,
+    /// At another address: its NAT's public mapping, opened by hellos from both sides.
+    Punched,
+}
+
+/// One address a peer may be reached at.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct CandidateStatus {
+    /// Address and port.
+    pub address: String,
+    /// Hellos sent to it.
+    pub hellos_sent: u64,
+    /// An authentic hello came from it.
+    pub answered: bool,
+}
+
 /// How a tunnel is doing, from its probes and its loss.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
@@ -1055,6 +1095,7 @@ macro_rules! spelled {
 
 spelled!(PeerState { Up => "up", Handshaking => "handshaking" });
 spelled!(Health { Ok => "ok", Degraded => "degraded", Down => "down", Unknown => "unknown" });
+spelled!(PathKind { Direct => "direct", Punched => "punched" });
 spelled!(PeerSource { Static => "static", Hello => "hello", Bulletin => "bulletin" });
 spelled!(FloodMode { Auto => "auto", Multicast => "multicast", Unicast => "unicast" });
 spelled!(SubnetMode { Multicast => "multicast", Unicast => "unicast", Mixed => "mixed", Relay => "relay" });

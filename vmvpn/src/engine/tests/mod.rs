@@ -7,6 +7,7 @@ mod contract;
 mod floods;
 mod forwarding;
 mod handshake;
+mod nat;
 mod path_mtu;
 mod probes;
 mod reconfig;

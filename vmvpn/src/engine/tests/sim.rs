@@ -87,6 +87,13 @@ pub(super) struct Net {
     /// Datagrams larger than this (as IPv4 packets: + 28 bytes) vanish without a word,
     /// as behind a link with a smaller MTU that sends no ICMP.
     pub(super) path_mtu: Option<usize>,
+    /// Hosts behind NAT: the public address their datagrams leave with (port kept).
+    /// Their own address is reachable only from their subnet.
+    pub(super) public: Vec<Option<SocketAddr>>,
+    /// NAT mappings open for answers: (host behind NAT, remote it sent to). Only a
+    /// datagram from that remote comes in (address- and port-dependent filtering, as
+    /// Linux conntrack does).
+    pub(super) mappings: HashSet<(usize, SocketAddr)>,
 }
 
 impl Net {
@@ -106,6 +113,8 @@ impl Net {
             blocked: vec![false; n],
             hop: Duration::ZERO,
             path_mtu: None,
+            public: vec![None; n],
+            mappings: HashSet::new(),
         }
     }
 
@@ -154,6 +163,8 @@ impl Net {
             blocked: vec![false; n],
             hop: Duration::ZERO,
             path_mtu: None,
+            public: vec![None; n],
+            mappings: HashSet::new(),
         }
     }
 
@@ -197,6 +208,9 @@ impl Net {
                 if self.path_mtu.is_some_and(|m| bytes.len() + 28 > m) {
                     continue;
                 }
+                let Some((src, to)) = self.through_nat(from, to) else {
+                    continue;
+                };
                 let targets: Vec<(usize, bool)> = if Some(to) == self.group {
                     if self.blocked[from] {
                         Vec::new()
@@ -221,22 +235,18 @@ impl Net {
                         })
                         .unwrap_or_default()
                     };
-                    let (frame, relayed) = match self.hosts[dst].handle_datagram(
-                        self.addrs[from],
-                        multicast,
-                        &mut b,
-                        self.now,
-                    ) {
-                        RxAction::Tap { frame, relay, .. } => {
-                            (Some(b[frame].to_vec()), copies(relay))
-                        }
-                        RxAction::TapReassembled { relay, .. } => {
-                            let c = copies(relay);
-                            (Some(self.hosts[dst].reassembled().to_vec()), c)
-                        }
-                        RxAction::Relay { relay, .. } => (None, copies(Some(relay))),
-                        _ => continue,
-                    };
+                    let (frame, relayed) =
+                        match self.hosts[dst].handle_datagram(src, multicast, &mut b, self.now) {
+                            RxAction::Tap { frame, relay, .. } => {
+                                (Some(b[frame].to_vec()), copies(relay))
+                            }
+                            RxAction::TapReassembled { relay, .. } => {
+                                let c = copies(relay);
+                                (Some(self.hosts[dst].reassembled().to_vec()), c)
+                            }
+                            RxAction::Relay { relay, .. } => (None, copies(Some(relay))),
+                            _ => continue,
+                        };
                     if let Some(f) = frame {
                         self.taps[dst].push(f);
                     }
@@ -245,6 +255,33 @@ impl Net {
             }
         }
         panic!("network did not settle");
+    }
+
+    /// A datagram from host `from` to `to` through the NATs: the source it arrives with
+    /// and where it goes (a public address becomes the host behind it), or None where a
+    /// NAT drops it.
+    fn through_nat(&mut self, from: usize, to: SocketAddr) -> Option<(SocketAddr, SocketAddr)> {
+        let dst = self.index_of(to);
+        let local = dst.is_some_and(|d| self.same_subnet(d, from));
+        if local || Some(to) == self.group {
+            return Some((self.addrs[from], to));
+        }
+        if dst.is_some_and(|d| self.public[d].is_some()) {
+            // A private address behind another NAT: not routed.
+            return None;
+        }
+        let src = match self.public[from] {
+            Some(p) => {
+                self.mappings.insert((from, to));
+                p
+            }
+            None => self.addrs[from],
+        };
+        match self.public.iter().position(|p| *p == Some(to)) {
+            Some(d) if self.mappings.contains(&(d, src)) => Some((src, self.addrs[d])),
+            Some(_) => None,
+            None => Some((src, to)),
+        }
     }
 
     pub(super) fn tick(&mut self) {
