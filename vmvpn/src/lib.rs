@@ -13,6 +13,7 @@
 //!  config/      the host config file, a file per section
 //!  alarms/      rules, their evaluation and each alert's life (sans-IO)
 //!  engine/      sans-IO core: data path, handshake, beacons, probes, timers, MACs, PMTU,
+//!               where a peer is reached (reach.rs: candidates, NAT punching),
 //!               and what is measured of the traffic beside them (measure.rs)
 //!  proto/       wire format: header, hello, probe, beacon, fragments, ciphers, replay
 //!  offload/     TSO split, GRO merge, checksums (pure byte work)
