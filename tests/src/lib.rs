@@ -828,17 +828,7 @@ impl Lab {
         run(&[
             "ip", "-n", &router, "link", "set", port, "master", "br1", "up",
         ]);
-        addr_up(ns, dev, cidr);
-        run(&[
-            "ip",
-            "-n",
-            ns,
-            "route",
-            "add",
-            "default",
-            "via",
-            "10.77.1.254",
-        ]);
+        routed_up(ns, dev, cidr, "10.77.1.254");
     }
 
     /// The NAT router of subnet `subnet` (1-based).
@@ -1694,17 +1684,13 @@ fn addr_up(ns: &str, dev: &str, cidr: &str) {
 /// Address a namespace's underlay port `u0` on physical subnet `subnet`, routed through
 /// the router's `10.77.<subnet>.254`.
 fn underlay_up(ns: &str, cidr: &str, subnet: u8) {
-    addr_up(ns, "u0", cidr);
-    run(&[
-        "ip",
-        "-n",
-        ns,
-        "route",
-        "add",
-        "default",
-        "via",
-        &format!("10.77.{subnet}.254"),
-    ]);
+    routed_up(ns, "u0", cidr, &format!("10.77.{subnet}.254"));
+}
+
+/// Address `dev` in `ns` and route everything else through `gateway`.
+fn routed_up(ns: &str, dev: &str, cidr: &str, gateway: &str) {
+    addr_up(ns, dev, cidr);
+    run(&["ip", "-n", ns, "route", "add", "default", "via", gateway]);
 }
 
 /// Start `bin args…` in namespace `ns`, logging to `log`; the PID is the program's own

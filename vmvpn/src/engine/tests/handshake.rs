@@ -229,19 +229,13 @@ fn keepalives_keep_tunnels_up_and_silence_takes_them_down() {
 
 fn engine_with_cipher(i: usize, n: usize, cipher: crate::proto::crypto::Cipher) -> Engine {
     let peers = (0..n).filter(|&j| j != i).map(addr).collect();
-    Engine::new(
-        HostIdentity {
-            id: 100 + i as u32,
-            name: format!("h{i}"),
-            secret: [i as u8 + 1; 32],
-            start_ns: 1000,
-            underlay: Some((addr(i).ip(), 24)),
-        },
-        vec![LanSpec {
+    engine_at(
+        i,
+        addr(i),
+        LanSpec {
             cipher,
             ..spec(1, peers)
-        }],
-        Timers::default(),
+        },
     )
 }
 

@@ -15,19 +15,7 @@ fn behind_nat(candidates: bool) -> Net {
         SocketAddr::from(([203, 0, 113, 1], 7401)),
         SocketAddr::from(([198, 51, 100, 2], 7401)),
     ];
-    let mut net = Net::with(2, |i| {
-        Engine::new(
-            HostIdentity {
-                id: 100 + i as u32,
-                name: format!("h{i}"),
-                secret: [i as u8 + 1; 32],
-                start_ns: 1000,
-                underlay: Some((private[i].ip(), 24)),
-            },
-            vec![spec(1, Vec::new())],
-            Timers::default(),
-        )
-    });
+    let mut net = Net::with(2, |i| engine_at(i, private[i], spec(1, Vec::new())));
     net.addrs = private.to_vec();
     net.public = public.iter().copied().map(Some).collect();
     for (i, h) in net.hosts.iter_mut().enumerate() {

@@ -58,6 +58,21 @@ pub(super) fn engine(i: usize, n: usize, secret: u8, start: u64) -> Engine {
     )
 }
 
+/// Host `i` of the tests' usual identity, at `underlay` (a /24), with one LAN.
+pub(super) fn engine_at(i: usize, underlay: SocketAddr, lan: LanSpec) -> Engine {
+    Engine::new(
+        HostIdentity {
+            id: 100 + i as u32,
+            name: format!("h{i}"),
+            secret: [i as u8 + 1; 32],
+            start_ns: 1000,
+            underlay: Some((underlay.ip(), 24)),
+        },
+        vec![lan],
+        Timers::default(),
+    )
+}
+
 /// Frames a VM would send: Ethernet header plus a payload.
 pub(super) fn frame(dst: [u8; 6], src: [u8; 6], payload: &[u8]) -> Vec<u8> {
     let mut f = Vec::with_capacity(14 + payload.len());
@@ -135,17 +150,7 @@ impl Net {
                 let mut sp = spec(1, Vec::new());
                 sp.flood = mode;
                 sp.group = Some(group);
-                let mut e = Engine::new(
-                    HostIdentity {
-                        id: 100 + i as u32,
-                        name: format!("h{i}"),
-                        secret: [i as u8 + 1; 32],
-                        start_ns: 1000,
-                        underlay: Some((addrs[i].ip(), 24)),
-                    },
-                    vec![sp],
-                    Timers::default(),
-                );
+                let mut e = engine_at(i, addrs[i], sp);
                 for (_, a) in addrs.iter().enumerate().filter(|(j, _)| *j != i) {
                     e.add_peer(LAN, *a, PeerSource::Bulletin, Some(24));
                 }
