@@ -15,6 +15,9 @@ command -v bridge >/dev/null 2>&1 || need+=(iproute2)
 # The demo's TCP stream between two VMs.
 command -v iperf3 >/dev/null 2>&1 || need+=(iperf3)
 command -v curl >/dev/null 2>&1 || need+=(curl ca-certificates)
+# The bulletin's etcd store: etcd-client compiles etcd's protobuf API with protoc.
+command -v protoc >/dev/null 2>&1 || need+=(protobuf-compiler)
+[ -e /usr/include/google/protobuf/descriptor.proto ] || need+=(libprotobuf-dev)
 if ! $demo_only; then
 # The flooding tests run a DHCP server (no system service) and client inside VM namespaces.
 { command -v dnsmasq || [ -x /usr/sbin/dnsmasq ]; } >/dev/null 2>&1 || need+=(dnsmasq-base)
@@ -38,6 +41,8 @@ command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
 command -v tshark >/dev/null 2>&1 || need+=(tshark)
 { command -v sfacctd || [ -x /usr/sbin/sfacctd ]; } >/dev/null 2>&1 || need+=(pmacct)
 command -v nfcapd >/dev/null 2>&1 || need+=(nfdump)
+# Several bulletins on one registry: the tests start Debian's etcd (no system service).
+command -v etcd >/dev/null 2>&1 || need+=(etcd-server)
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 command -v redis-cli >/dev/null 2>&1 || need+=(redis-tools)
 # The packaging test checks the units with systemd-analyze verify.

@@ -16,6 +16,7 @@ use crate::proof::Verifier;
 use crate::proto::{LanAlerts, LanReport, LanServices, LanVmNames, Register};
 use crate::registry::{ConnId, Outbound, Refusal, Registry};
 use crate::reports::{Alerts, Reports};
+use crate::store::SharedHost;
 
 /// The registry and what its hosts said, kept consistent.
 pub struct Board {
@@ -129,6 +130,20 @@ impl Board {
             Said::VmNames(n) => self.reports.put_names(host_id, name, n, member),
             Said::Services(s) => self.reports.put_services(host_id, name, s, member),
         }
+    }
+
+    /// A host another bulletin of the shared registry holds: see [`Registry::adopt`].
+    pub fn adopt(&mut self, host: SharedHost, now: Instant) -> Vec<Outbound> {
+        let out = self.registry.adopt(host, now);
+        self.prune();
+        out
+    }
+
+    /// A host gone from the shared registry: see [`Registry::forget`].
+    pub fn forget(&mut self, host_id: u32) -> Vec<Outbound> {
+        let out = self.registry.forget(host_id);
+        self.prune();
+        out
     }
 
     /// Drop what hosts said of LANs they are no longer members of.

@@ -54,6 +54,9 @@ pub enum ClientError {
     /// Unexpected message or broken stream.
     #[error("bulletin protocol: {0}")]
     Protocol(String),
+    /// No bulletin address was given.
+    #[error("no bulletin address: name one in [bulletin] server or servers")]
+    NoServer,
 }
 
 impl From<FrameError> for ClientError {

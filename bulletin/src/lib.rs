@@ -3,7 +3,8 @@
 //! It holds leases, ages out silent hosts and tells the others at once; it never forwards a
 //! packet. `proto` is the protocol and its codec, `proof` the LAN-membership proof,
 //! `registry` the sans-IO leases, `board` the registry with what hosts said of their LANs
-//! (reports, alerts, names, services) kept consistent, `tls` certificates and pinning, `server` and `client` the
+//! (reports, alerts, names, services) kept consistent, `store` the registry shared by several
+//! bulletins in etcd (and its reference model), `tls` certificates and pinning, `server` and `client` the
 //! QUIC endpoints, `web` the dashboard on the HTTP stack (`http`) both binaries share.
 
 pub mod admission;
@@ -22,5 +23,6 @@ pub mod reports;
 pub mod server;
 pub mod services;
 pub mod status;
+pub mod store;
 pub mod tls;
 pub mod web;

@@ -11,6 +11,7 @@ use bulletin::config::BulletinConfig;
 use bulletin::proof::Verifier;
 use bulletin::proto::Record;
 use bulletin::server::{Server, ServerOptions};
+use bulletin::store::etcd::{EtcdOptions, EtcdStore};
 use bulletin::tls::Identity;
 use clap::{Parser, Subcommand};
 use tokio::signal::unix::{SignalKind, signal};
@@ -47,6 +48,11 @@ enum Command {
         /// bulletin.toml's `[web]` (it refuses to start without them).
         #[arg(long, value_name = "ADDR:PORT")]
         web: Vec<SocketAddr>,
+        /// Keep the registry in etcd, shared with every bulletin given the same store, so
+        /// that hosts may list several bulletins and lose one (see the README's "Highly
+        /// available bulletin"). Without it the registry lives in this process alone.
+        #[arg(long, value_name = "etcd://HOST:PORT[,HOST:PORT...]")]
+        store: Option<String>,
     },
     /// Print a shell completion script.
     ///
@@ -155,7 +161,8 @@ async fn run(cli: Cli) -> Result<()> {
             state_dir,
             config,
             web,
-        } => serve(listen, state_dir, config, web).await,
+            store,
+        } => serve(listen, state_dir, config, web, store).await,
         Command::Completions { shell } => {
             bulletin::process::print_completions(<Cli as clap::CommandFactory>::command(), shell);
             Ok(())
@@ -227,7 +234,21 @@ async fn serve(
     state_dir: PathBuf,
     config: Option<PathBuf>,
     web: Vec<SocketAddr>,
+    store: Option<String>,
 ) -> Result<()> {
+    let store = match store {
+        Some(url) => {
+            let o = EtcdOptions::from_url(&url).map_err(anyhow::Error::msg)?;
+            let s = EtcdStore::connect(&o).await.with_context(|| {
+                format!(
+                    "cannot reach etcd at {}: start it, or check --store",
+                    o.endpoints.join(",")
+                )
+            })?;
+            Some(s)
+        }
+        None => None,
+    };
     let (cfg, mut text) = match &config {
         Some(p) => {
             let text = std::fs::read_to_string(p)
@@ -273,6 +294,10 @@ async fn serve(
             buffered_budget: cfg.buffered,
         },
     )?;
+    if let Some(s) = store {
+        server.replicate(s);
+        info!("registry shared in etcd with every bulletin on the same store");
+    }
     info!(listen = %server.local_addr()?, fingerprint = %identity.fingerprint(), lans = %lans,
           lease_ttl_s = cfg.lease_ttl.as_secs(), heartbeat_s = cfg.heartbeat.as_secs(), "bulletin serving");
     let dashboard = if web.is_empty() {

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use crate::proof::Verifier;
 use crate::proto::{Event, Record, RefuseCode, Register};
+use crate::store::SharedHost;
 
 /// Identifies a connection inside the server.
 pub type ConnId = u64;
@@ -33,6 +34,14 @@ fn refuse(code: RefuseCode, reason: String) -> Refusal {
     Refusal { code, reason }
 }
 
+/// Who holds a host's connection: this bulletin (on which connection), or another
+/// bulletin of the same shared registry (its record came from the store).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Holder {
+    Here(ConnId),
+    Elsewhere,
+}
+
 #[derive(Debug, Clone)]
 struct HostEntry {
     name: String,
@@ -44,7 +53,7 @@ struct HostEntry {
     lans: BTreeMap<String, String>,
     expires: Instant,
     last_heartbeat: Instant,
-    conn: ConnId,
+    holder: Holder,
 }
 
 /// The registry.
@@ -180,7 +189,7 @@ impl Registry {
                 .collect(),
             expires: later(now, self.ttl),
             last_heartbeat: now,
-            conn,
+            holder: Holder::Here(conn),
         };
         let mut out = Vec::new();
         for lan in old_lans.keys().filter(|l| !entry.lans.contains_key(*l)) {
@@ -222,7 +231,7 @@ impl Registry {
         now: Instant,
     ) -> Result<Duration, Refusal> {
         match self.hosts.get_mut(&host_id) {
-            Some(h) if h.conn == conn && now < h.expires => {
+            Some(h) if h.holder == Holder::Here(conn) && now < h.expires => {
                 h.expires = later(now, self.ttl);
                 h.last_heartbeat = now;
                 Ok(self.ttl)
@@ -237,7 +246,7 @@ impl Registry {
     /// Remove a host now; its LANs' other hosts are told.
     pub fn unregister(&mut self, host_id: u32, conn: ConnId) -> Vec<Outbound> {
         match self.hosts.get(&host_id) {
-            Some(h) if h.conn == conn => self.remove(host_id, "unregistered"),
+            Some(h) if h.holder == Holder::Here(conn) => self.remove(host_id, "unregistered"),
             _ => Vec::new(),
         }
     }
@@ -262,7 +271,7 @@ impl Registry {
         let lapsed: Vec<u32> = self
             .hosts
             .iter()
-            .filter(|(_, h)| now >= h.expires)
+            .filter(|(_, h)| h.holder != Holder::Elsewhere && now >= h.expires)
             .map(|(id, _)| *id)
             .collect();
         lapsed
@@ -273,16 +282,23 @@ impl Registry {
 
     /// When the next lease lapses.
     pub fn next_expiry(&self) -> Option<Instant> {
-        self.hosts.values().map(|h| h.expires).min()
+        self.hosts
+            .values()
+            .filter(|h| h.holder != Holder::Elsewhere)
+            .map(|h| h.expires)
+            .min()
     }
 
     fn tell_lan(&self, lan: &str, except: u32, event: impl Fn(u32) -> Event) -> Vec<Outbound> {
         self.hosts
             .iter()
             .filter(|(id, h)| **id != except && h.lans.contains_key(lan))
-            .map(|(id, h)| Outbound {
-                to: h.conn,
-                event: event(*id),
+            .filter_map(|(id, h)| match h.holder {
+                Holder::Here(to) => Some(Outbound {
+                    to,
+                    event: event(*id),
+                }),
+                Holder::Elsewhere => None,
             })
             .collect()
     }
@@ -303,6 +319,104 @@ impl Registry {
         })
     }
 
+    /// A host as the shared store keeps it (several bulletins on one registry), or
+    /// none when it is not registered here or is held by another bulletin.
+    pub fn shared(&self, host_id: u32) -> Option<SharedHost> {
+        let h = self.hosts.get(&host_id)?;
+        matches!(h.holder, Holder::Here(_)).then(|| SharedHost {
+            host_id,
+            name: h.name.clone(),
+            underlay: h.underlay,
+            prefix: h.prefix,
+            port: h.port,
+            observed: h.observed,
+            lans: h.lans.clone(),
+        })
+    }
+
+    /// The hosts another bulletin holds.
+    pub fn elsewhere(&self) -> Vec<u32> {
+        self.hosts
+            .iter()
+            .filter(|(_, h)| h.holder == Holder::Elsewhere)
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
+    /// Whether this bulletin holds the host's connection.
+    pub fn holds(&self, host_id: u32) -> bool {
+        self.hosts
+            .get(&host_id)
+            .is_some_and(|h| matches!(h.holder, Holder::Here(_)))
+    }
+
+    /// A host another bulletin of the shared registry holds: kept as it says (its lease
+    /// is the store's; it lapses there, not here), and this bulletin's hosts in its LANs
+    /// hear that it joined, or left the LANs it no longer names. A host this bulletin
+    /// held moved to the other one: its connection here no longer speaks for it. LANs
+    /// this bulletin does not serve are left out.
+    pub fn adopt(&mut self, host: SharedHost, now: Instant) -> Vec<Outbound> {
+        let lans: BTreeMap<String, String> = host
+            .lans
+            .into_iter()
+            .filter(|(l, _)| self.lans.contains_key(l))
+            .collect();
+        let old = self.hosts.remove(&host.host_id);
+        let same = old.as_ref().is_some_and(|o| {
+            o.lans == lans
+                && o.underlay == host.underlay
+                && o.port == host.port
+                && o.observed == host.observed
+                && o.holder == Holder::Elsewhere
+        });
+        let old_lans = old.map(|o| o.lans).unwrap_or_default();
+        let mut out = Vec::new();
+        for lan in old_lans.keys().filter(|l| !lans.contains_key(*l)) {
+            out.extend(self.tell_lan(lan, host.host_id, |_| Event::Leave {
+                lan: lan.clone(),
+                host_id: host.host_id,
+                reason: "left the LAN".into(),
+            }));
+        }
+        if lans.is_empty() {
+            return out;
+        }
+        self.hosts.insert(
+            host.host_id,
+            HostEntry {
+                name: host.name,
+                underlay: host.underlay,
+                prefix: host.prefix,
+                port: host.port,
+                observed: host.observed,
+                lans,
+                expires: later(now, self.ttl),
+                last_heartbeat: now,
+                holder: Holder::Elsewhere,
+            },
+        );
+        if same {
+            return out;
+        }
+        let names: Vec<String> = self.hosts[&host.host_id].lans.keys().cloned().collect();
+        for lan in names {
+            if let Some(rec) = self.record(host.host_id, &lan, now) {
+                out.extend(self.tell_lan(&lan, host.host_id, |_| Event::Join(rec.clone())));
+            }
+        }
+        out
+    }
+
+    /// The store no longer has this host (its lease lapsed there, or it unregistered at
+    /// another bulletin): removed, and this bulletin's hosts in its LANs are told. A host
+    /// this bulletin holds is kept (the caller writes it to the store again).
+    pub fn forget(&mut self, host_id: u32) -> Vec<Outbound> {
+        match self.hosts.get(&host_id) {
+            Some(h) if h.holder == Holder::Elsewhere => self.remove(host_id, "lease expired"),
+            _ => Vec::new(),
+        }
+    }
+
     /// Records of one LAN or all, ordered by LAN then host id.
     pub fn records(&self, lan: Option<&str>, now: Instant) -> Vec<Record> {
         let mut out: Vec<Record> = self
@@ -318,9 +432,9 @@ impl Registry {
 
     /// Whether this host, on this connection, is registered in this LAN.
     pub fn is_member(&self, host_id: u32, conn: Option<ConnId>, lan: &str) -> bool {
-        self.hosts
-            .get(&host_id)
-            .is_some_and(|h| h.lans.contains_key(lan) && conn.is_none_or(|c| c == h.conn))
+        self.hosts.get(&host_id).is_some_and(|h| {
+            h.lans.contains_key(lan) && conn.is_none_or(|c| h.holder == Holder::Here(c))
+        })
     }
 
     /// Whether `proof` proves the secret of `lan` over `nonce` (false for unknown LANs).

@@ -41,6 +41,8 @@ use crate::proto::{
 };
 use crate::registry::{ConnId, Outbound, Registry};
 use crate::reports::Reports;
+use crate::store::replica::{Apply, Change, Replica};
+use crate::store::{SharedHost, Store};
 use crate::tls::{Identity, TlsError};
 
 /// How long a new connection may take to open its stream and say `Hello` (default).
@@ -209,6 +211,8 @@ struct State {
     outbox_bytes: usize,
     started: Instant,
     budget: Arc<Budget>,
+    /// The shared registry's store, where several bulletins serve one registry.
+    replica: std::sync::OnceLock<Replica>,
 }
 
 impl State {
@@ -439,6 +443,7 @@ impl Server {
             outbox_bytes: opts.outbox_bytes.max(1024),
             started: Instant::now(),
             budget: Budget::new(opts.buffered_budget, SEND_WINDOW),
+            replica: std::sync::OnceLock::new(),
         });
         tokio::spawn(expire_loop(state.clone()));
         tokio::spawn(accept_loop(endpoint.clone(), state.clone()));
@@ -458,6 +463,20 @@ impl Server {
         let s = &mut *guard;
         let out = s.board.set_lans(lans);
         self.state.dispatch(s, out);
+    }
+
+    /// Serve the registry shared in `store` with every other bulletin on it: this one's
+    /// hosts are written there, the others' adopted from there (see `store`). Once.
+    pub fn replicate<S: Store>(&self, store: S) {
+        let me = format!("{:016x}", self.state.epoch);
+        let ttl = self.state.lock().board.registry().ttl();
+        let r = crate::store::replica::start(store, me, ttl, BoardApply(self.state.clone()));
+        let _ = self.state.replica.set(r);
+    }
+
+    /// Whether the shared registry's store answers (None: no store, one bulletin).
+    pub fn store_healthy(&self) -> Option<bool> {
+        self.state.replica.get().map(Replica::healthy)
     }
 
     /// This run's epoch.
@@ -532,6 +551,43 @@ impl Watcher {
             names: crate::matrix::names(&b.reports().names(None)),
             services: crate::services::overlay(&b.reports().services(None)),
         }
+    }
+}
+
+/// The replica's changes to the board, pushed to this bulletin's hosts.
+struct BoardApply(Arc<State>);
+
+impl Apply for BoardApply {
+    fn adopt(&self, host: SharedHost) {
+        let mut s = self.0.lock();
+        let out = s.board.adopt(host, Instant::now());
+        self.0.dispatch(&mut s, out);
+    }
+
+    fn forget(&self, host_id: u32) -> bool {
+        let mut s = self.0.lock();
+        if s.board.registry().holds(host_id) {
+            return true;
+        }
+        let out = s.board.forget(host_id);
+        self.0.dispatch(&mut s, out);
+        false
+    }
+
+    fn resync(&self, others: Vec<SharedHost>) {
+        let mut s = self.0.lock();
+        let keep: HashSet<u32> = others.iter().map(|h| h.host_id).collect();
+        let mut out = Vec::new();
+        for id in s.board.registry().elsewhere() {
+            if !keep.contains(&id) {
+                out.extend(s.board.forget(id));
+            }
+        }
+        let now = Instant::now();
+        for h in others {
+            out.extend(s.board.adopt(h, now));
+        }
+        self.0.dispatch(&mut s, out);
     }
 }
 
@@ -847,10 +903,24 @@ impl ConnCtx<'_> {
         Ok(match msg {
             ClientMsg::Hello { .. } => return Err((CLOSE_PROTOCOL, "hello twice".into())),
             ClientMsg::Register(req) => {
+                if let Some(r) = state.replica.get()
+                    && !r.healthy()
+                {
+                    warn!(host = %req.name, %remote, "registration refused: the registry store is unreachable");
+                    return Ok(Self::refused(
+                        RefuseCode::Busy,
+                        "the registry store (etcd) is unreachable: known hosts keep working, registrations wait until it returns; try another bulletin",
+                    ));
+                }
                 let mut s = state.lock();
                 match s.board.register(id, &nonce, &req, remote, now) {
                     Ok(out) => {
                         self.host = Some(req.host_id);
+                        if let (Some(r), Some(h)) =
+                            (state.replica.get(), s.board.registry().shared(req.host_id))
+                        {
+                            r.tell(Change::Hold(h));
+                        }
                         info!(host = %req.name, id = format_args!("{:#010x}", req.host_id), addr = %req.underlay,
                               lans = req.lans.len(), hosts = s.board.registry().host_count(), "registered");
                         let mut ok = self.outbox.try_send(&ServerMsg::Registered {
@@ -875,8 +945,13 @@ impl ConnCtx<'_> {
             }
             ClientMsg::Heartbeat => match self.host {
                 Some(h) => match state.lock().board.heartbeat(h, id, now) {
-                    Ok(left) => Some(ServerMsg::Ack {
-                        lease_ms: left.as_millis() as u64,
+                    Ok(left) => Some({
+                        if let Some(r) = state.replica.get() {
+                            r.tell(Change::Renew(h));
+                        }
+                        ServerMsg::Ack {
+                            lease_ms: left.as_millis() as u64,
+                        }
                     }),
                     Err(r) => Self::refused(r.code, r.reason),
                 },
@@ -886,6 +961,9 @@ impl ConnCtx<'_> {
                 if let Some(h) = self.host.take() {
                     let mut s = state.lock();
                     let out = s.board.unregister(h, id);
+                    if let Some(r) = state.replica.get() {
+                        r.tell(Change::Release(h));
+                    }
                     info!(
                         id = format_args!("{h:#010x}"),
                         hosts = s.board.registry().host_count(),

@@ -35,6 +35,8 @@ pub const WEB_REMOTE: &str = "10.77.1.254:8443";
 pub const WEB_PASSWORD: &str = "lab dashboard password";
 /// The bulletin's port (on the router's 10.77.1.254).
 pub const BULLETIN_PORT: u16 = 7400;
+/// The etcd member of `LabBuilder::shared_bulletins`, on the router's loopback.
+pub const ETCD_CLIENT: &str = "127.0.0.1:23790";
 
 /// A well-formed fingerprint that is not `fp`.
 fn wrong_fingerprint(fp: &str) -> String {
@@ -132,6 +134,8 @@ pub struct LabBuilder {
     wrong_fingerprint: Vec<String>,
     expect_exit: Vec<String>,
     bulletin: Option<(u64, u64)>,
+    /// Two bulletins on one etcd (`LabBuilder::shared_bulletins`).
+    shared: bool,
     ipv6: bool,
     flood: Option<String>,
     block_multicast: Vec<usize>,
@@ -244,6 +248,14 @@ impl LabBuilder {
     /// then list no static peers and find each other through it.
     pub fn bulletin(mut self, ttl_s: u64, heartbeat_s: u64) -> Self {
         self.bulletin = Some((ttl_s, heartbeat_s));
+        self
+    }
+
+    /// Two bulletins in the router namespace serving one registry in etcd (a member
+    /// started there on loopback), sharing one state directory (one fingerprint); hosts
+    /// list both, the first one first. Needs [`LabBuilder::bulletin`].
+    pub fn shared_bulletins(mut self) -> Self {
+        self.shared = true;
         self
     }
 
@@ -361,6 +373,8 @@ impl LabBuilder {
             emulators: BTreeMap::new(),
             nat_routers: BTreeMap::new(),
             bulletin_ns: String::new(),
+            second: None,
+            etcd: None,
         };
         lab.build(&self);
         let fingerprint = self
@@ -409,6 +423,10 @@ pub struct Lab {
     nat_routers: BTreeMap<usize, String>,
     /// Where the bulletin runs: the router, or a namespace of its own in NAT labs.
     bulletin_ns: String,
+    /// The second bulletin of `shared_bulletins`.
+    second: Option<BulletinProc>,
+    /// The etcd member of `shared_bulletins`, and its data directory.
+    etcd: Option<Child>,
 }
 
 /// The lab's bulletin.
@@ -421,6 +439,8 @@ struct BulletinProc {
     fingerprint: String,
     /// `--web` listeners.
     web: Vec<String>,
+    /// `--store`.
+    store: Option<String>,
 }
 
 /// Resident memory of a process in KiB (0 if it is gone).
@@ -518,6 +538,7 @@ impl Lab {
             wrong_fingerprint: Vec::new(),
             expect_exit: Vec::new(),
             bulletin: None,
+            shared: false,
             ipv6: false,
             flood: None,
             block_multicast: Vec::new(),
@@ -933,7 +954,18 @@ impl Lab {
                 } else {
                     fp.to_string()
                 };
-                cfg += &format!("\n[bulletin]\nserver = \"{listen}\"\nfingerprint = \"{fp}\"\n");
+                match self.second.as_ref().map(|b| b.listen.as_str()) {
+                    Some(second) => {
+                        cfg += &format!(
+                            "\n[bulletin]\nservers = [\"{listen}\", \"{second}\"]\nfingerprint = \"{fp}\"\n"
+                        );
+                    }
+                    None => {
+                        cfg += &format!(
+                            "\n[bulletin]\nserver = \"{listen}\"\nfingerprint = \"{fp}\"\n"
+                        );
+                    }
+                }
             }
             for (_, t) in b.tails.iter().filter(|(x, _)| x == h) {
                 cfg += &format!("\n{t}\n");
@@ -984,7 +1016,11 @@ impl Lab {
             log: self.dir.join("bulletin.log"),
             fingerprint: String::new(),
             web,
+            store: b.shared.then(|| format!("etcd://{ETCD_CLIENT}")),
         });
+        if b.shared {
+            self.start_etcd();
+        }
         self.start_bulletin();
         let state = self
             .bulletin
@@ -1004,6 +1040,9 @@ impl Lab {
                 if let Some(b) = self.bulletin.as_mut() {
                     b.fingerprint = fp.clone();
                 }
+                if b.shared {
+                    self.start_second_first(&fp);
+                }
                 return fp;
             }
             assert!(
@@ -1015,13 +1054,142 @@ impl Lab {
         }
     }
 
+    /// The second bulletin of `shared_bulletins`: the first's state directory copied (one
+    /// certificate, one fingerprint), its config, the next port.
+    fn start_second_first(&mut self, fp: &str) {
+        let Some(first) = self.bulletin.as_ref() else {
+            return;
+        };
+        let state_dir = self.dir.join("bulletin2-state");
+        run(&[
+            "cp",
+            "-a",
+            &first.state_dir.display().to_string(),
+            &state_dir.display().to_string(),
+        ]);
+        let ip = first.listen.rsplit_once(':').map_or("", |(ip, _)| ip);
+        self.second = Some(BulletinProc {
+            child: None,
+            listen: format!("{ip}:{}", BULLETIN_PORT + 1),
+            state_dir,
+            config: first.config.clone(),
+            log: self.dir.join("bulletin2.log"),
+            fingerprint: fp.to_string(),
+            web: Vec::new(),
+            store: first.store.clone(),
+        });
+        self.start_second_bulletin();
+    }
+
     /// (Re)start the bulletin with its state dir, so its fingerprint stays the same.
     pub fn start_bulletin(&mut self) {
         let router = self.bulletin_ns.clone();
+        let env = self.env.clone();
         let b = self
             .bulletin
             .as_mut()
             .unwrap_or_else(|| panic!("this lab has no bulletin"));
+        spawn_bulletin(&router, b, &env);
+    }
+
+    /// (Re)start the second bulletin of [`LabBuilder::shared_bulletins`].
+    pub fn start_second_bulletin(&mut self) {
+        let router = self.bulletin_ns.clone();
+        let env = self.env.clone();
+        let b = self
+            .second
+            .as_mut()
+            .unwrap_or_else(|| panic!("this lab has no second bulletin"));
+        spawn_bulletin(&router, b, &env);
+    }
+
+    /// SIGKILL the second bulletin.
+    pub fn kill_second_bulletin(&mut self) {
+        if let Some(mut c) = self.second.as_mut().and_then(|b| b.child.take()) {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// The second bulletin's log.
+    pub fn second_bulletin_log(&self) -> String {
+        self.second
+            .as_ref()
+            .and_then(|b| std::fs::read_to_string(&b.log).ok())
+            .unwrap_or_default()
+    }
+
+    /// The second bulletin's address.
+    pub fn second_bulletin_addr(&self) -> Option<&str> {
+        self.second.as_ref().map(|b| b.listen.as_str())
+    }
+
+    /// Start the lab's etcd member (or again, on the same data) and wait until it serves.
+    pub fn start_etcd(&mut self) {
+        let data = self.dir.join("etcd-data");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("etcd.log"))
+            .unwrap_or_else(|e| panic!("log: {e}"));
+        let peer = "http://127.0.0.1:23800";
+        let client = format!("http://{ETCD_CLIENT}");
+        let args: Vec<std::ffi::OsString> = vec![
+            "--data-dir".into(),
+            data.into(),
+            "--listen-client-urls".into(),
+            client.clone().into(),
+            "--advertise-client-urls".into(),
+            client.clone().into(),
+            "--listen-peer-urls".into(),
+            peer.into(),
+            "--initial-advertise-peer-urls".into(),
+            peer.into(),
+            "--initial-cluster".into(),
+            format!("default={peer}").into(),
+        ];
+        let etcd = Command::new("etcd")
+            .arg("--version")
+            .output()
+            .map(|_| PathBuf::from("etcd"))
+            .unwrap_or_else(|e| {
+                panic!("etcd is missing ({e}): scripts/deps.sh installs etcd-server")
+            });
+        let child = spawn_in_ns(&self.bulletin_ns, &etcd, &args, log, &[]);
+        let _ = std::fs::write(self.dir.join("etcd.pid"), child.id().to_string());
+        self.etcd = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let health = format!("{client}/health");
+        loop {
+            let out = self.exec(
+                &self.bulletin_ns,
+                &["curl", "-sf", "--max-time", "1", &health],
+            );
+            if out.status.success() && String::from_utf8_lossy(&out.stdout).contains("true") {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "etcd did not start: {}",
+                std::fs::read_to_string(self.dir.join("etcd.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// SIGKILL the lab's etcd member.
+    pub fn kill_etcd(&mut self) {
+        if let Some(mut c) = self.etcd.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Start a bulletin in `ns` as `b` describes it, appending to its log.
+fn spawn_bulletin(ns: &str, b: &mut BulletinProc, env: &[(String, String)]) {
+    {
+        // A block of its own: the body moved here from `Lab::start_bulletin` unchanged.
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -1039,11 +1207,16 @@ impl Lab {
         for w in &b.web {
             args.extend(["--web".into(), w.into()]);
         }
-        let child = spawn_in_ns(&router, &bulletin_bin(), &args, log, &self.env);
+        if let Some(s) = &b.store {
+            args.extend(["--store".into(), s.into()]);
+        }
+        let child = spawn_in_ns(ns, &bulletin_bin(), &args, log, env);
         let _ = std::fs::write(b.log.with_extension("pid"), child.id().to_string());
         b.child = Some(child);
     }
+}
 
+impl Lab {
     /// (Re)start `host`'s link emulator with these impairments (`delay=20ms,loss=0.05`;
     /// empty: none). `out` is the host's sending direction, `inbound` its receiving one.
     /// Counters start from zero.
@@ -1739,7 +1912,15 @@ impl Drop for Lab {
                 eprintln!("lab: vmvpn on {h} needed SIGKILL");
             }
         }
-        if let Some(mut c) = self.bulletin.as_mut().and_then(|b| b.child.take()) {
+        for b in [self.bulletin.as_mut(), self.second.as_mut()]
+            .into_iter()
+            .flatten()
+        {
+            if let Some(mut c) = b.child.take() {
+                let _ = terminate(&mut c, Duration::from_secs(5));
+            }
+        }
+        if let Some(mut c) = self.etcd.take() {
             let _ = terminate(&mut c, Duration::from_secs(5));
         }
         for (_, child) in self.emulators.values_mut() {
@@ -1753,6 +1934,12 @@ impl Drop for Lab {
             }
             if self.bulletin.is_some() {
                 eprintln!("---- log of the bulletin ----\n{}", self.bulletin_log());
+            }
+            if self.second.is_some() {
+                eprintln!(
+                    "---- log of the second bulletin ----\n{}",
+                    self.second_bulletin_log()
+                );
             }
         }
         // VMs first, then hosts, then the router: veths go with their namespaces.

@@ -52,7 +52,7 @@ struct Opened {
     dp: DataPlane,
     handle: vmvpn::io::dataplane::Handle,
     /// (server, fingerprint, what to register) when the config has a `[bulletin]`.
-    membership: Option<(SocketAddr, String, HostInfo)>,
+    membership: Option<(Vec<SocketAddr>, String, HostInfo)>,
     listen: SocketAddr,
     host_id: u32,
 }
@@ -191,7 +191,7 @@ fn open(prep: Prepared) -> Result<Opened> {
                 lans,
                 report_every: cfg.telemetry.report_every(),
             };
-            Some((b.server, b.fingerprint.0.clone(), info))
+            Some((b.servers(), b.fingerprint.0.clone(), info))
         }
         None => {
             for l in cfg.lans.iter().filter(|l| l.peers.is_empty()) {
@@ -327,7 +327,7 @@ fn supervise(o: Opened) -> Result<()> {
         // Built inside the runtime: the QUIC endpoint registers with it.
         let (view, mut member, member_lans) = match membership {
             Some((server, fingerprint, info)) => {
-                let (mut m, view) = Membership::new(server, &fingerprint, info, handle.clone())?;
+                let (mut m, view) = Membership::new(&server, &fingerprint, info, handle.clone())?;
                 m.report_alerts(alerts.clone());
                 if let Some(n) = &namer {
                     m.report_names(n.clone());

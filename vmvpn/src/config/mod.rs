@@ -159,6 +159,7 @@ impl Config {
         self.check_host(text)?;
         self.check_telemetry(text)?;
         self.check_libvirt(text)?;
+        self.check_bulletin(text)?;
         self.check_lans(text)
     }
 

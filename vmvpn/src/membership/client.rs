@@ -86,7 +86,10 @@ pub type SharedView = Arc<Mutex<View>>;
 
 /// The membership task's state.
 pub struct Membership {
-    client: Client,
+    /// One per bulletin of the registry, in order of preference.
+    clients: Vec<Client>,
+    /// The one in use.
+    current: usize,
     host: HostInfo,
     dp: Handle,
     view: SharedView,
@@ -112,18 +115,27 @@ const BACKOFF_MAX: Duration = Duration::from_secs(10);
 const REQUERY: Duration = Duration::from_secs(60);
 
 impl Membership {
-    /// Prepare (checks the fingerprint's form; connects later).
+    /// Prepare for these bulletins of one registry, tried in order (checks the
+    /// fingerprint's form; connects later).
     pub fn new(
-        server: SocketAddr,
+        servers: &[SocketAddr],
         fingerprint: &str,
         host: HostInfo,
         dp: Handle,
     ) -> Result<(Self, SharedView), ClientError> {
-        let client = Client::new(server, fingerprint)?;
-        let view = Arc::new(Mutex::new(View::new(server)));
+        let clients = servers
+            .iter()
+            .map(|s| Client::new(*s, fingerprint))
+            .collect::<Result<Vec<_>, _>>()?;
+        let first = clients
+            .first()
+            .map(Client::server)
+            .ok_or(ClientError::NoServer)?;
+        let view = Arc::new(Mutex::new(View::new(first)));
         let lans = host.lans.iter().map(|(n, _, _)| n.clone()).collect();
         let m = Membership {
-            client,
+            clients,
+            current: 0,
             peers: Reconciler::new(host.id, lans),
             alerts: None,
             lans: None,
@@ -202,9 +214,24 @@ impl Membership {
                 first = false;
                 backoff = BACKOFF_MIN;
             }
+            // With several bulletins, the next one is tried at once; the backoff grows
+            // only when a whole round found none.
+            let several = self.clients.len() > 1;
+            if several && !matches!(end, End::Stopped) {
+                self.current = (self.current + 1) % self.clients.len();
+                let next = self.clients[self.current].server();
+                self.set_view(|v| v.server = next);
+            }
+            let busy = matches!(
+                &end,
+                End::Refused(ClientError::Refused {
+                    code: RefuseCode::Busy,
+                    ..
+                })
+            );
             match end {
                 End::Stopped => return Ok(()),
-                End::Refused(e) if first => {
+                End::Refused(e) if first && !(several && busy) => {
                     self.set_view(|v| {
                         (v.state, v.last_error) = (BulletinState::Refused, Some(e.to_string()))
                     });
@@ -215,7 +242,9 @@ impl Membership {
                     self.set_view(|v| {
                         (v.state, v.last_error) = (BulletinState::Refused, Some(e.to_string()))
                     });
-                    backoff = BACKOFF_MAX;
+                    if !several {
+                        backoff = BACKOFF_MAX;
+                    }
                 }
                 End::Lost(why) => {
                     warn!(reason = %why, retry_in_ms = backoff.as_millis() as u64, "bulletin connection lost; keeping known peers");
@@ -225,11 +254,18 @@ impl Membership {
                     });
                 }
             }
+            let wait = if several && self.current != 0 {
+                BACKOFF_MIN / 5
+            } else {
+                backoff
+            };
             tokio::select! {
-                _ = tokio::time::sleep(jitter(backoff)) => {}
+                _ = tokio::time::sleep(jitter(wait)) => {}
                 _ = stop.changed() => return Ok(()),
             }
-            backoff = (backoff * 2).min(BACKOFF_MAX);
+            if !several || self.current == 0 {
+                backoff = (backoff * 2).min(BACKOFF_MAX);
+            }
         }
     }
 
@@ -378,7 +414,7 @@ impl Membership {
     async fn connect_and_register(
         &mut self,
     ) -> Result<(SessionTx, SessionRx, bulletin::client::Terms), ClientError> {
-        let mut s = self.client.connect().await?;
+        let mut s = self.clients[self.current].connect().await?;
         let terms = s.terms;
         s.register(self.registration(&terms.nonce)).await?;
         let grace = terms.lease_ttl + terms.heartbeat;
@@ -391,8 +427,10 @@ impl Membership {
                 "bulletin restarted (new epoch): keeping peers it has not heard of yet"
             );
         }
-        info!(server = %self.client.server(), lans = self.host.lans.len(), "registered with the bulletin");
+        info!(server = %self.clients[self.current].server(), lans = self.host.lans.len(), "registered with the bulletin");
+        let server = self.clients[self.current].server();
         self.set_view(|v| {
+            v.server = server;
             v.state = BulletinState::Registered;
             v.epoch = Some(terms.epoch);
             v.registered_at = Some(Instant::now());

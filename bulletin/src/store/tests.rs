@@ -1,0 +1,173 @@
+//! One contract, two stores: the model and a real etcd (Debian's `etcd-server`, started
+//! here on loopback with a data directory of its own).
+
+use std::collections::BTreeMap;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use tokio::time::{Instant, timeout};
+
+use super::etcd::{EtcdOptions, EtcdStore};
+use super::memory::MemoryStore;
+use super::{Held, SharedHost, Store, StoreEvent};
+
+fn held(id: u32, by: &str) -> Held {
+    Held {
+        by: by.into(),
+        host: SharedHost {
+            host_id: id,
+            name: format!("h{id}"),
+            underlay: [10, 0, 0, id as u8].into(),
+            prefix: 24,
+            port: 7000,
+            observed: ([10, 0, 0, id as u8], 40000).into(),
+            lans: BTreeMap::from([("lan1".to_string(), "default".to_string())]),
+        },
+    }
+}
+
+async fn next(rx: &mut tokio::sync::mpsc::Receiver<StoreEvent>, within: Duration) -> StoreEvent {
+    timeout(within, rx.recv())
+        .await
+        .unwrap_or_else(|_| panic!("no store event within {within:?}"))
+        .unwrap_or_else(|| panic!("the watch ended"))
+}
+
+/// What every store must do.
+async fn contract(s: impl Store) {
+    let (before, rev) = s.list().await.unwrap_or_else(|e| panic!("{e}"));
+    assert!(before.is_empty(), "{before:?}");
+    let mut rx = s.watch(rev).await.unwrap_or_else(|e| panic!("{e}"));
+    let ttl = Duration::from_secs(2);
+    let a = s.grant(ttl).await.unwrap_or_else(|e| panic!("{e}"));
+    s.put(&held(1, "x"), a)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(next(&mut rx, ttl).await, StoreEvent::Put(held(1, "x")));
+    // Another lease cannot delete it: another bulletin took the host since.
+    let b = s.grant(ttl).await.unwrap_or_else(|e| panic!("{e}"));
+    s.delete(1, b).await.unwrap_or_else(|e| panic!("{e}"));
+    // Renewed past its length, it stays.
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(3) {
+        for l in [a, b] {
+            assert!(s.renew(l).await.unwrap_or_else(|e| panic!("{e}")));
+        }
+        tokio::time::sleep(Duration::from_millis(400)).await;
+    }
+    let (now, _) = s.list().await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(now, vec![held(1, "x")]);
+    // Another bulletin takes the host: its record, its lease.
+    s.put(&held(1, "y"), b)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(next(&mut rx, ttl).await, StoreEvent::Put(held(1, "y")));
+    s.delete(1, a).await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        s.list().await.unwrap_or_else(|e| panic!("{e}")).0,
+        vec![held(1, "y")]
+    );
+    // Not renewed, the lease lapses and takes the record with it.
+    let t = Instant::now();
+    assert_eq!(
+        next(&mut rx, Duration::from_secs(6)).await,
+        StoreEvent::Delete(1)
+    );
+    assert!(t.elapsed() < Duration::from_secs(4), "{:?}", t.elapsed());
+    assert!(!s.renew(b).await.unwrap_or_else(|e| panic!("{e}")));
+    // Removed by its own lease.
+    let c = s.grant(ttl).await.unwrap_or_else(|e| panic!("{e}"));
+    s.put(&held(2, "x"), c)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(next(&mut rx, ttl).await, StoreEvent::Put(held(2, "x")));
+    s.delete(2, c).await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(next(&mut rx, ttl).await, StoreEvent::Delete(2));
+    let (after, rev2) = s.list().await.unwrap_or_else(|e| panic!("{e}"));
+    assert!(after.is_empty() && rev2 > rev, "{after:?} at {rev2}");
+}
+
+#[tokio::test]
+async fn the_model_keeps_the_contract() {
+    contract(MemoryStore::new()).await;
+}
+
+/// A single-member etcd on loopback, killed and its directory removed when dropped.
+struct Etcd {
+    child: Child,
+    dir: std::path::PathBuf,
+    client: String,
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or_else(|e| panic!("no free port: {e}"))
+}
+
+fn etcd() -> Option<Etcd> {
+    if Command::new("etcd").arg("--version").output().is_err() {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "etcd is missing: scripts/deps.sh installs etcd-server"
+        );
+        eprintln!("skipped: no etcd (scripts/deps.sh installs etcd-server)");
+        return None;
+    }
+    let (c, p) = (free_port(), free_port());
+    let dir = std::env::temp_dir().join(format!("vmvpn-store-test-{}-{c}", std::process::id()));
+    let client = format!("127.0.0.1:{c}");
+    let child = Command::new("etcd")
+        .arg("--data-dir")
+        .arg(&dir)
+        .args(["--listen-client-urls", &format!("http://{client}")])
+        .args(["--advertise-client-urls", &format!("http://{client}")])
+        .args(["--listen-peer-urls", &format!("http://127.0.0.1:{p}")])
+        .args([
+            "--initial-advertise-peer-urls",
+            &format!("http://127.0.0.1:{p}"),
+        ])
+        .args([
+            "--initial-cluster",
+            &format!("default=http://127.0.0.1:{p}"),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("etcd: {e}"));
+    Some(Etcd { child, dir, client })
+}
+
+#[tokio::test]
+async fn etcd_keeps_the_contract() {
+    let Some(e) = etcd() else { return };
+    let opts =
+        EtcdOptions::from_url(&format!("etcd://{}", e.client)).unwrap_or_else(|e| panic!("{e}"));
+    let t = Instant::now();
+    let store = loop {
+        match EtcdStore::connect(&opts).await {
+            Ok(s) if s.list().await.is_ok() => break s,
+            _ if t.elapsed() > Duration::from_secs(20) => panic!("etcd did not start"),
+            _ => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    };
+    contract(store).await;
+}
+
+#[test]
+fn store_urls_are_checked() {
+    let o = EtcdOptions::from_url("etcd://a:1,b:2").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(o.endpoints, ["a:1", "b:2"]);
+    for bad in ["a:1", "etcd://", "etcd://a", "redis://a:1"] {
+        assert!(EtcdOptions::from_url(bad).is_err(), "{bad}");
+    }
+}

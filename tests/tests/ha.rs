@@ -1,0 +1,205 @@
+//! Two bulletins serving one registry in etcd (`bulletin serve --store`), hosts listing
+//! both (`[bulletin] servers`): the bulletin the hosts use is SIGKILLed while VMs ping 20
+//! times a second (nothing lost) and the hosts move to the survivor; it comes back, a new
+//! host joins through it and the hosts on the other bulletin learn of it within 2 s; a host SIGKILLed afterwards is gone from the
+//! others within the lease (6 s) + 2 s; with etcd down the tunnels keep forwarding and the
+//! registry takes a new host within 10 s of etcd's return. Real etcd (Debian's
+//! etcd-server), real bulletins and daemons in the lab's namespaces.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use vmvpn_tests::{Lab, bulletin_bin};
+
+const TTL_S: u64 = 6;
+
+/// How many peers `h` knows on its first LAN.
+fn peers(lab: &Lab, h: &str) -> usize {
+    lab.try_status(h)
+        .and_then(|s| s["lans"][0]["peers"].as_array().map(Vec::len))
+        .unwrap_or(0)
+}
+
+/// The bulletin `h` is registered with, if it is.
+fn registered_with(lab: &Lab, h: &str) -> Option<String> {
+    let s: Value = lab.try_status(h)?;
+    (s["bulletin"]["state"] == "registered")
+        .then(|| s["bulletin"]["server"].as_str().unwrap_or("").to_string())
+}
+
+/// Host ids in `bulletin ls --json` of the bulletin at `addr` (empty if it does not answer).
+fn listed(lab: &Lab, addr: &str) -> Vec<u64> {
+    let fp = lab
+        .bulletin_addr()
+        .map(|(_, f)| f.to_string())
+        .unwrap_or_default();
+    let out = Command::new("ip")
+        .args(["netns", "exec", lab.bulletin_ns()])
+        .arg(bulletin_bin())
+        .args(["ls", "--json", "--server", addr, "--fingerprint", &fp])
+        .arg("--token-file")
+        .arg(lab.operator_token())
+        .output()
+        .unwrap_or_else(|e| panic!("bulletin ls: {e}"));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    let mut ids: Vec<u64> = v
+        .as_array()
+        .map(|a| a.iter().filter_map(|r| r["host_id"].as_u64()).collect())
+        .unwrap_or_default();
+    ids.sort_unstable();
+    ids.dedup();
+    ids
+}
+
+/// Poll `f` every 50 ms until it holds; how long that took (panics past `within`).
+fn until(what: &str, within: Duration, mut f: impl FnMut() -> bool) -> Duration {
+    let t = Instant::now();
+    while !f() {
+        assert!(t.elapsed() < within, "{what}: not within {within:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    t.elapsed()
+}
+
+/// A ping of `count` echoes at 20 per second in the background: (sent, received).
+fn ping_20_per_s(
+    ns: String,
+    to: std::net::Ipv4Addr,
+    count: u32,
+) -> std::thread::JoinHandle<(u64, u64)> {
+    std::thread::spawn(move || {
+        let out = Command::new("ip")
+            .args([
+                "netns", "exec", &ns, "ping", "-n", "-q", "-i", "0.05", "-W", "1",
+            ])
+            .args(["-c", &count.to_string(), &to.to_string()])
+            .output()
+            .unwrap_or_else(|e| panic!("ping: {e}"));
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let line = text
+            .lines()
+            .find(|l| l.contains("packets transmitted"))
+            .unwrap_or_else(|| panic!("ping said: {text}"));
+        let n: Vec<u64> = line
+            .split(|c: char| !c.is_ascii_digit())
+            .filter_map(|w| w.parse().ok())
+            .collect();
+        (n[0], n[1])
+    })
+}
+
+#[test]
+fn two_bulletins_on_etcd_survive_losing_one_and_etcd_itself() {
+    vmvpn_tests::require_root();
+    let mut lab = Lab::builder("ha")
+        .subnet(&["h1", "h2"])
+        .subnet(&["h3"])
+        .lan("lan1", [192, 168, 131], &["h1", "h2", "h3"], 1)
+        .bulletin(TTL_S, 1)
+        .shared_bulletins()
+        .start();
+    lab.wait_tunnels("h1", "lan1", 2, Duration::from_secs(20));
+    let (first, second) = (
+        lab.bulletin_addr()
+            .map(|(a, _)| a.to_string())
+            .unwrap_or_default(),
+        lab.second_bulletin_addr().unwrap_or_default().to_string(),
+    );
+    for h in ["h1", "h2", "h3"] {
+        assert_eq!(
+            registered_with(&lab, h),
+            Some(first.clone()),
+            "{h} prefers the first"
+        );
+    }
+    // h3 leaves; it comes back through the survivor as the new host.
+    lab.stop("h3");
+    until("h1 forgets h3", Duration::from_secs(5), || {
+        peers(&lab, "h1") == 1
+    });
+    let (v1, v2) = (
+        lab.vm("h1", "lan1", 0).clone(),
+        lab.vm("h2", "lan1", 0).clone(),
+    );
+    assert!(lab.ping(&v1, v2.ip));
+
+    // 1. SIGKILL the bulletin every host uses, under a 20/s ping.
+    let ping = ping_20_per_s(v1.ns.clone(), v2.ip, 200);
+    std::thread::sleep(Duration::from_secs(1));
+    lab.kill_bulletin();
+    let moved = until(
+        "h1 and h2 move to the survivor",
+        Duration::from_secs(15),
+        || {
+            ["h1", "h2"]
+                .iter()
+                .all(|h| registered_with(&lab, h).as_deref() == Some(second.as_str()))
+        },
+    );
+    // The killed bulletin comes back; h3, preferring it, registers there while h1 and h2
+    // stay with the other: they learn of h3 only through etcd.
+    lab.start_bulletin();
+    lab.restart("h3");
+    until(
+        "h3 registers with the first bulletin",
+        Duration::from_secs(20),
+        || registered_with(&lab, "h3").as_deref() == Some(first.as_str()),
+    );
+    // Through the registry, not only through h3's own hellos: the other bulletin lists it.
+    let learned = until(
+        "h1, h2 and the other bulletin learn of h3",
+        Duration::from_secs(2),
+        || peers(&lab, "h1") == 2 && peers(&lab, "h2") == 2 && listed(&lab, &second).len() == 3,
+    );
+    for h in ["h1", "h2"] {
+        assert_eq!(registered_with(&lab, h), Some(second.clone()), "{h} stayed");
+    }
+    let (sent, received) = ping.join().unwrap_or_else(|_| panic!("ping thread"));
+    eprintln!(
+        "bulletin killed: hosts moved in {moved:?}; a new host at the other bulletin learned by all in {learned:?} of registering; ping {received}/{sent}"
+    );
+    assert_eq!(
+        received, sent,
+        "VMs lost pings while the bulletin failed over"
+    );
+    lab.wait_tunnels("h1", "lan1", 2, Duration::from_secs(5));
+
+    // 2. A host SIGKILLed is gone from every host within the lease + 2 s.
+    lab.kill("h3");
+    let gone = until(
+        "h3 gone from h1 and h2",
+        Duration::from_secs(TTL_S + 2),
+        || peers(&lab, "h1") == 1 && peers(&lab, "h2") == 1 && listed(&lab, &second).len() == 2,
+    );
+    eprintln!("a SIGKILLed host left every host in {gone:?} (lease {TTL_S} s)");
+
+    // 3. etcd down: the tunnels keep forwarding; the registry catches up when it returns.
+    lab.kill_etcd();
+    let ping = ping_20_per_s(v1.ns.clone(), v2.ip, 60);
+    let (sent, received) = ping.join().unwrap_or_else(|_| panic!("ping thread"));
+    assert_eq!(received, sent, "VMs lost pings with etcd down");
+    assert_eq!(peers(&lab, "h1"), 1, "h1 kept its peer");
+    lab.start_etcd();
+    let back = Instant::now();
+    lab.restart("h3");
+    until(
+        "h3 registers after etcd's return",
+        Duration::from_secs(10),
+        || registered_with(&lab, "h3").is_some(),
+    );
+    until(
+        "h1 learns of h3 after etcd's return",
+        Duration::from_secs(10),
+        || peers(&lab, "h1") == 2,
+    );
+    let caught_up = back.elapsed();
+    eprintln!("etcd back: the registry took a new host in {caught_up:?}");
+    assert!(caught_up < Duration::from_secs(10), "{caught_up:?}");
+    assert!(
+        lab.second_bulletin_log()
+            .contains("registry store unreachable"),
+        "the survivor said the store was away:\n{}",
+        lab.second_bulletin_log()
+    );
+}
