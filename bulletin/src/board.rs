@@ -16,7 +16,7 @@ use crate::proof::Verifier;
 use crate::proto::{LanAlerts, LanReport, LanServices, LanVmNames, Register};
 use crate::registry::{ConnId, Outbound, Refusal, Registry};
 use crate::reports::{Alerts, Reports};
-use crate::store::SharedHost;
+use crate::store::{SharedHost, SharedSaid};
 
 /// The registry and what its hosts said, kept consistent.
 pub struct Board {
@@ -26,6 +26,7 @@ pub struct Board {
 }
 
 /// What a host said of its LANs, as one of the `put_*` calls takes it.
+#[derive(Debug, Clone)]
 pub enum Said {
     /// Telemetry reports (`Report`).
     Reports(Vec<LanReport>),
@@ -35,6 +36,29 @@ pub enum Said {
     VmNames(Vec<LanVmNames>),
     /// Service addresses and backends (`Services`).
     Services(Vec<LanServices>),
+}
+
+impl Said {
+    /// One entry per LAN, as the shared registry keeps it.
+    pub fn shared(&self) -> Vec<SharedSaid> {
+        match self {
+            Said::Reports(v) => v.iter().cloned().map(SharedSaid::Report).collect(),
+            Said::Alerts(v) => v.iter().cloned().map(SharedSaid::Alerts).collect(),
+            Said::VmNames(v) => v.iter().cloned().map(SharedSaid::Names).collect(),
+            Said::Services(v) => v.iter().cloned().map(SharedSaid::Services).collect(),
+        }
+    }
+}
+
+impl From<SharedSaid> for Said {
+    fn from(s: SharedSaid) -> Self {
+        match s {
+            SharedSaid::Report(r) => Said::Reports(vec![r]),
+            SharedSaid::Alerts(a) => Said::Alerts(vec![a]),
+            SharedSaid::Names(n) => Said::VmNames(vec![n]),
+            SharedSaid::Services(s) => Said::Services(vec![s]),
+        }
+    }
 }
 
 impl Board {
@@ -144,6 +168,22 @@ impl Board {
         let out = self.registry.forget(host_id);
         self.prune();
         out
+    }
+
+    /// Keep what a host another bulletin holds said there (ignored for hosts this one
+    /// holds: their own word comes here directly). How many LANs were kept.
+    pub fn put_shared(&mut self, host_id: u32, said: SharedSaid, now: Instant) -> usize {
+        let reg = &self.registry;
+        let Some(name) = reg.name_of(host_id).filter(|_| !reg.holds(host_id)) else {
+            return 0;
+        };
+        let member = |lan: &str| reg.is_member(host_id, None, lan);
+        match Said::from(said) {
+            Said::Reports(r) => self.reports.put(host_id, name, r, member, now),
+            Said::Alerts(a) => self.alerts.put(host_id, name, a, member, now),
+            Said::VmNames(n) => self.reports.put_names(host_id, name, n, member),
+            Said::Services(s) => self.reports.put_services(host_id, name, s, member),
+        }
     }
 
     /// Drop what hosts said of LANs they are no longer members of.

@@ -214,6 +214,10 @@ pub struct BulletinStatus {
     pub shed_total: u64,
     /// The dashboard listeners (`--web`).
     pub web: Vec<WebListenerStatus>,
+    /// The shared registry's store (`--store`): none without one, else whether it answers.
+    /// Shown in `/metrics` on `--web` and the log; not sent (protocol 5 has no room for it).
+    #[serde(skip)]
+    pub store_up: Option<bool>,
 }
 
 /// The connection limits in force.
@@ -805,6 +809,7 @@ mod tests {
                     ..Default::default()
                 },
             }],
+            store_up: None,
         }
     }
 

@@ -42,7 +42,7 @@ use crate::proto::{
 use crate::registry::{ConnId, Outbound, Registry};
 use crate::reports::Reports;
 use crate::store::replica::{Apply, Change, Replica};
-use crate::store::{SharedHost, Store};
+use crate::store::{SharedHost, SharedSaid, Store};
 use crate::tls::{Identity, TlsError};
 
 /// How long a new connection may take to open its stream and say `Hello` (default).
@@ -297,6 +297,7 @@ impl State {
                     counts: st.counts(),
                 })
                 .collect(),
+            store_up: self.replica.get().map(Replica::healthy),
         }
     }
 
@@ -572,6 +573,13 @@ impl Apply for BoardApply {
         let out = s.board.forget(host_id);
         self.0.dispatch(&mut s, out);
         false
+    }
+
+    fn said(&self, host_id: u32, said: SharedSaid) {
+        self.0
+            .lock()
+            .board
+            .put_shared(host_id, said, Instant::now());
     }
 
     fn resync(&self, others: Vec<SharedHost>) {
@@ -1103,8 +1111,14 @@ impl ConnCtx<'_> {
     /// register.
     fn keep_from_host(&self, what: &str, said: Said, now: Instant) {
         let Some(h) = self.host else { return };
+        let shared = self.state.replica.get().map(|r| (r, said.shared()));
         let mut s = self.state.lock();
         let kept = s.board.put(h, self.id, said, now);
+        if let Some((r, said)) = shared
+            && kept > 0
+        {
+            r.tell(Change::Said(h, said));
+        }
         debug!(
             host = s.board.registry().name_of(h).unwrap_or(""),
             lans = kept,

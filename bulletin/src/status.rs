@@ -156,6 +156,14 @@ pub fn metrics(s: &BulletinStatus) -> String {
         "Connections closed because the memory budget was exceeded, most backlogged first.",
         &plain(s.shed_total),
     );
+    if let Some(up) = s.store_up {
+        one(
+            "bulletin_store_up",
+            "gauge",
+            "1 while the shared registry's store (etcd, --store) answers; registrations are refused while 0.",
+            &plain(u64::from(up)),
+        );
+    }
     let per = |f: fn(&crate::http::ListenerCounts) -> u64| -> Vec<(String, u64)> {
         s.web
             .iter()

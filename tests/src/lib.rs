@@ -35,8 +35,11 @@ pub const WEB_REMOTE: &str = "10.77.1.254:8443";
 pub const WEB_PASSWORD: &str = "lab dashboard password";
 /// The bulletin's port (on the router's 10.77.1.254).
 pub const BULLETIN_PORT: u16 = 7400;
-/// The etcd member of `LabBuilder::shared_bulletins`, on the router's loopback.
-pub const ETCD_CLIENT: &str = "127.0.0.1:23790";
+/// The etcd cluster of `LabBuilder::shared_bulletins`, on the router's loopback: members,
+/// the first one's client and peer ports (the others' follow).
+pub const ETCD_MEMBERS: usize = 3;
+const ETCD_CLIENT_PORT: u16 = 23790;
+const ETCD_PEER_PORT: u16 = 23800;
 
 /// A well-formed fingerprint that is not `fp`.
 fn wrong_fingerprint(fp: &str) -> String {
@@ -251,8 +254,8 @@ impl LabBuilder {
         self
     }
 
-    /// Two bulletins in the router namespace serving one registry in etcd (a member
-    /// started there on loopback), sharing one state directory (one fingerprint); hosts
+    /// Two bulletins in the router namespace serving one registry in etcd (a cluster of
+    /// [`ETCD_MEMBERS`] started there on loopback), sharing one state directory (one fingerprint); hosts
     /// list both, the first one first. Needs [`LabBuilder::bulletin`].
     pub fn shared_bulletins(mut self) -> Self {
         self.shared = true;
@@ -374,7 +377,7 @@ impl LabBuilder {
             nat_routers: BTreeMap::new(),
             bulletin_ns: String::new(),
             second: None,
-            etcd: None,
+            etcd: Vec::new(),
         };
         lab.build(&self);
         let fingerprint = self
@@ -425,8 +428,8 @@ pub struct Lab {
     bulletin_ns: String,
     /// The second bulletin of `shared_bulletins`.
     second: Option<BulletinProc>,
-    /// The etcd member of `shared_bulletins`, and its data directory.
-    etcd: Option<Child>,
+    /// The etcd members of `shared_bulletins`.
+    etcd: Vec<Option<Child>>,
 }
 
 /// The lab's bulletin.
@@ -1016,7 +1019,7 @@ impl Lab {
             log: self.dir.join("bulletin.log"),
             fingerprint: String::new(),
             web,
-            store: b.shared.then(|| format!("etcd://{ETCD_CLIENT}")),
+            store: b.shared.then(Lab::etcd_url),
         });
         if b.shared {
             self.start_etcd();
@@ -1124,30 +1127,9 @@ impl Lab {
         self.second.as_ref().map(|b| b.listen.as_str())
     }
 
-    /// Start the lab's etcd member (or again, on the same data) and wait until it serves.
+    /// Start the lab's etcd cluster, three members on the router's loopback (or those
+    /// not running, again on their data), and wait until it serves.
     pub fn start_etcd(&mut self) {
-        let data = self.dir.join("etcd-data");
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.join("etcd.log"))
-            .unwrap_or_else(|e| panic!("log: {e}"));
-        let peer = "http://127.0.0.1:23800";
-        let client = format!("http://{ETCD_CLIENT}");
-        let args: Vec<std::ffi::OsString> = vec![
-            "--data-dir".into(),
-            data.into(),
-            "--listen-client-urls".into(),
-            client.clone().into(),
-            "--advertise-client-urls".into(),
-            client.clone().into(),
-            "--listen-peer-urls".into(),
-            peer.into(),
-            "--initial-advertise-peer-urls".into(),
-            peer.into(),
-            "--initial-cluster".into(),
-            format!("default={peer}").into(),
-        ];
         let etcd = Command::new("etcd")
             .arg("--version")
             .output()
@@ -1155,11 +1137,49 @@ impl Lab {
             .unwrap_or_else(|e| {
                 panic!("etcd is missing ({e}): scripts/deps.sh installs etcd-server")
             });
-        let child = spawn_in_ns(&self.bulletin_ns, &etcd, &args, log, &[]);
-        let _ = std::fs::write(self.dir.join("etcd.pid"), child.id().to_string());
-        self.etcd = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let health = format!("{client}/health");
+        let cluster = (0..ETCD_MEMBERS)
+            .map(|i| format!("m{i}=http://127.0.0.1:{}", ETCD_PEER_PORT + i as u16))
+            .collect::<Vec<_>>()
+            .join(",");
+        self.etcd.resize_with(ETCD_MEMBERS, || None);
+        for i in 0..ETCD_MEMBERS {
+            if self.etcd[i].is_some() {
+                continue;
+            }
+            let log = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(self.dir.join(format!("etcd-m{i}.log")))
+                .unwrap_or_else(|e| panic!("log: {e}"));
+            let peer = format!("http://127.0.0.1:{}", ETCD_PEER_PORT + i as u16);
+            let client = format!("http://127.0.0.1:{}", ETCD_CLIENT_PORT + i as u16);
+            let args: Vec<std::ffi::OsString> = vec![
+                "--name".into(),
+                format!("m{i}").into(),
+                "--data-dir".into(),
+                self.dir.join(format!("etcd-m{i}")).into(),
+                "--listen-client-urls".into(),
+                client.clone().into(),
+                "--advertise-client-urls".into(),
+                client.into(),
+                "--listen-peer-urls".into(),
+                peer.clone().into(),
+                "--initial-advertise-peer-urls".into(),
+                peer.into(),
+                "--initial-cluster".into(),
+                cluster.clone().into(),
+                "--initial-cluster-token".into(),
+                self.prefix.clone().into(),
+            ];
+            let child = spawn_in_ns(&self.bulletin_ns, &etcd, &args, log, &[]);
+            let _ = std::fs::write(
+                self.dir.join(format!("etcd-m{i}.pid")),
+                child.id().to_string(),
+            );
+            self.etcd[i] = Some(child);
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let health = format!("http://127.0.0.1:{ETCD_CLIENT_PORT}/health");
         loop {
             let out = self.exec(
                 &self.bulletin_ns,
@@ -1171,17 +1191,32 @@ impl Lab {
             assert!(
                 Instant::now() < deadline,
                 "etcd did not start: {}",
-                std::fs::read_to_string(self.dir.join("etcd.log")).unwrap_or_default()
+                std::fs::read_to_string(self.dir.join("etcd-m0.log")).unwrap_or_default()
             );
             std::thread::sleep(Duration::from_millis(100));
         }
     }
 
-    /// SIGKILL the lab's etcd member.
-    pub fn kill_etcd(&mut self) {
-        if let Some(mut c) = self.etcd.take() {
+    /// The `--store` URL of the lab's etcd cluster.
+    pub fn etcd_url() -> String {
+        let members: Vec<String> = (0..ETCD_MEMBERS)
+            .map(|i| format!("127.0.0.1:{}", ETCD_CLIENT_PORT + i as u16))
+            .collect();
+        format!("etcd://{}", members.join(","))
+    }
+
+    /// SIGKILL etcd member `i` of the lab's cluster.
+    pub fn kill_etcd_member(&mut self, i: usize) {
+        if let Some(mut c) = self.etcd.get_mut(i).and_then(Option::take) {
             let _ = c.kill();
             let _ = c.wait();
+        }
+    }
+
+    /// SIGKILL every etcd member.
+    pub fn kill_etcd(&mut self) {
+        for i in 0..self.etcd.len() {
+            self.kill_etcd_member(i);
         }
     }
 }
@@ -1920,7 +1955,7 @@ impl Drop for Lab {
                 let _ = terminate(&mut c, Duration::from_secs(5));
             }
         }
-        if let Some(mut c) = self.etcd.take() {
+        for mut c in self.etcd.iter_mut().filter_map(Option::take) {
             let _ = terminate(&mut c, Duration::from_secs(5));
         }
         for (_, child) in self.emulators.values_mut() {

@@ -1,6 +1,8 @@
 //! The shared registry in etcd: one key per host (`PREFIX/hosts/ID`, its JSON [`Held`]
 //! record, readable with `etcdctl get --prefix`), attached to an etcd lease per host, so a
-//! lease that lapses deletes the key and every bulletin's watch sees the host go.
+//! lease that lapses deletes the key and every bulletin's watch sees the host go. What a
+//! host said lives beside it under the same lease (`PREFIX/said/ID/KIND/LAN`, postcard:
+//! reports are the bulk of what is written, and only bulletins read them).
 
 use std::time::Duration;
 
@@ -10,7 +12,7 @@ use etcd_client::{
 };
 use tokio::sync::mpsc;
 
-use super::{Held, LeaseId, Listing, Store, StoreError, StoreEvent, lease_secs};
+use super::{Held, HeldSaid, LeaseId, Listing, Store, StoreError, StoreEvent, lease_secs};
 
 /// How long one etcd request may take before the store counts as unreachable.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
@@ -56,7 +58,12 @@ impl EtcdOptions {
 #[derive(Clone)]
 pub struct EtcdStore {
     client: Client,
+    /// `PREFIX/`: everything this registry keeps, watched as one.
+    root: String,
+    /// `PREFIX/hosts/`.
     prefix: String,
+    /// `PREFIX/said/`.
+    said: String,
 }
 
 fn unreachable(e: impl std::fmt::Display) -> StoreError {
@@ -76,9 +83,12 @@ impl EtcdStore {
         let client = Client::connect(&o.endpoints, Some(opts))
             .await
             .map_err(unreachable)?;
+        let root = format!("{}/", o.prefix.trim_end_matches('/'));
         Ok(EtcdStore {
             client,
-            prefix: format!("{}/hosts/", o.prefix.trim_end_matches('/')),
+            prefix: format!("{root}hosts/"),
+            said: format!("{root}said/"),
+            root,
         })
     }
 
@@ -91,6 +101,31 @@ impl EtcdStore {
             key: String::from_utf8_lossy(key).into_owned(),
             why: e.to_string(),
         })
+    }
+
+    fn decode_said(&self, key: &[u8], value: &[u8]) -> Result<HeldSaid, StoreError> {
+        postcard::from_bytes(value).map_err(|e| StoreError::Malformed {
+            key: String::from_utf8_lossy(key).into_owned(),
+            why: e.to_string(),
+        })
+    }
+
+    /// What a watched key-value is, if it is one of ours.
+    fn event(&self, put: bool, key: &[u8], value: &[u8]) -> Option<StoreEvent> {
+        let decoded = if key.starts_with(self.said.as_bytes()) {
+            // A host's delete removes it everywhere: what it said goes with it.
+            if !put {
+                return None;
+            }
+            self.decode_said(key, value).map(StoreEvent::Said)
+        } else if put {
+            self.decode(key, value).map(StoreEvent::Put)
+        } else {
+            return self.host_of(key).map(StoreEvent::Delete);
+        };
+        decoded
+            .map_err(|e| tracing::warn!(error = %e, "skipping a record"))
+            .ok()
     }
 
     fn host_of(&self, key: &[u8]) -> Option<u32> {
@@ -124,6 +159,23 @@ impl Store for EtcdStore {
         Ok(())
     }
 
+    async fn put_said(&self, said: &HeldSaid, lease: LeaseId) -> Result<(), StoreError> {
+        let key = format!(
+            "{}{:08x}/{}/{}",
+            self.said,
+            said.host_id,
+            said.said.kind(),
+            said.said.lan()
+        );
+        let value = postcard::to_allocvec(said).map_err(unreachable)?;
+        self.client
+            .clone()
+            .put(key, value, Some(PutOptions::new().with_lease(lease)))
+            .await
+            .map_err(unreachable)?;
+        Ok(())
+    }
+
     async fn renew(&self, lease: LeaseId) -> Result<bool, StoreError> {
         // Opening the keep-alive stream sends one keep-alive and reads its answer (the
         // client's own step); an answer of TTL 0 comes back as this error.
@@ -148,16 +200,21 @@ impl Store for EtcdStore {
         let r = self
             .client
             .clone()
-            .get(self.prefix.clone(), Some(GetOptions::new().with_prefix()))
+            .get(self.root.clone(), Some(GetOptions::new().with_prefix()))
             .await
             .map_err(unreachable)?;
-        let rev = r.header().map_or(0, |h| h.revision());
-        let held = r
-            .kvs()
-            .iter()
-            .map(|kv| self.decode(kv.key(), kv.value()))
-            .collect::<Result<_, _>>()?;
-        Ok((held, rev))
+        let mut out = Listing {
+            revision: r.header().map_or(0, |h| h.revision()),
+            ..Listing::default()
+        };
+        for kv in r.kvs() {
+            if kv.key().starts_with(self.said.as_bytes()) {
+                out.said.push(self.decode_said(kv.key(), kv.value())?);
+            } else if kv.key().starts_with(self.prefix.as_bytes()) {
+                out.hosts.push(self.decode(kv.key(), kv.value())?);
+            }
+        }
+        Ok(out)
     }
 
     async fn watch(&self, after: i64) -> Result<mpsc::Receiver<StoreEvent>, StoreError> {
@@ -165,7 +222,7 @@ impl Store for EtcdStore {
             .client
             .clone()
             .watch(
-                self.prefix.clone(),
+                self.root.clone(),
                 Some(
                     WatchOptions::new()
                         .with_prefix()
@@ -184,18 +241,9 @@ impl Store for EtcdStore {
                 }
                 for ev in resp.events() {
                     let Some(kv) = ev.kv() else { continue };
-                    let out = match ev.event_type() {
-                        EventType::Put => match me.decode(kv.key(), kv.value()) {
-                            Ok(h) => StoreEvent::Put(h),
-                            Err(e) => {
-                                tracing::warn!(error = %e, "skipping a record");
-                                continue;
-                            }
-                        },
-                        EventType::Delete => match me.host_of(kv.key()) {
-                            Some(h) => StoreEvent::Delete(h),
-                            None => continue,
-                        },
+                    let put = ev.event_type() == EventType::Put;
+                    let Some(out) = me.event(put, kv.key(), kv.value()) else {
+                        continue;
                     };
                     if tx.send(out).await.is_err() {
                         return;

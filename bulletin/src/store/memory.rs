@@ -8,11 +8,12 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use super::{Held, LeaseId, Listing, Store, StoreError, StoreEvent, lease_secs};
+use super::{Held, HeldSaid, LeaseId, Listing, Store, StoreError, StoreEvent, lease_secs};
 
 #[derive(Default)]
 struct Inner {
     records: BTreeMap<u32, (Held, LeaseId)>,
+    said: BTreeMap<(u32, &'static str, String), (HeldSaid, LeaseId)>,
     leases: HashMap<LeaseId, (Instant, Duration)>,
     next_lease: LeaseId,
     /// Every change, by revision (the model keeps all; etcd compacts).
@@ -46,6 +47,9 @@ impl Inner {
                 self.records.remove(&h);
                 self.emit(StoreEvent::Delete(h));
             }
+            // What hosts said goes quietly, as etcd's deletes of those keys are not events
+            // a bulletin acts on (the host's own delete is).
+            self.said.retain(|_, (_, l)| *l != id);
         }
     }
 }
@@ -98,6 +102,17 @@ impl Store for MemoryStore {
         Ok(())
     }
 
+    async fn put_said(&self, said: &HeldSaid, lease: LeaseId) -> Result<(), StoreError> {
+        let mut s = self.inner();
+        if !s.leases.contains_key(&lease) {
+            return Err(StoreError::Unreachable(format!("lease {lease} not found")));
+        }
+        let key = (said.host_id, said.said.kind(), said.said.lan().to_string());
+        s.said.insert(key, (said.clone(), lease));
+        s.emit(StoreEvent::Said(said.clone()));
+        Ok(())
+    }
+
     async fn renew(&self, lease: LeaseId) -> Result<bool, StoreError> {
         let mut s = self.inner();
         s.reap(Instant::now());
@@ -121,8 +136,11 @@ impl Store for MemoryStore {
 
     async fn list(&self) -> Result<Listing, StoreError> {
         let s = self.inner();
-        let held = s.records.values().map(|(h, _)| h.clone()).collect();
-        Ok((held, s.history.len() as i64))
+        Ok(Listing {
+            hosts: s.records.values().map(|(h, _)| h.clone()).collect(),
+            said: s.said.values().map(|(h, _)| h.clone()).collect(),
+            revision: s.history.len() as i64,
+        })
     }
 
     async fn watch(&self, after: i64) -> Result<mpsc::Receiver<StoreEvent>, StoreError> {

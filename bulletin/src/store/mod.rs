@@ -24,6 +24,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
+use crate::proto::{LanAlerts, LanReport, LanServices, LanVmNames};
+
 /// A host's registration as every bulletin of a shared registry sees it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SharedHost {
@@ -52,12 +54,62 @@ pub struct Held {
     pub host: SharedHost,
 }
 
+/// One LAN's worth of what a host said (a report, its alerts, VM names or services),
+/// shared so that every bulletin's matrix, alerts and dashboard show every host.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum SharedSaid {
+    /// A telemetry report.
+    Report(LanReport),
+    /// Pending and firing alerts.
+    Alerts(LanAlerts),
+    /// VM names.
+    Names(LanVmNames),
+    /// Services.
+    Services(LanServices),
+}
+
+impl SharedSaid {
+    /// What it is, as its key names it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            SharedSaid::Report(_) => "report",
+            SharedSaid::Alerts(_) => "alerts",
+            SharedSaid::Names(_) => "names",
+            SharedSaid::Services(_) => "services",
+        }
+    }
+
+    /// Its LAN.
+    pub fn lan(&self) -> &str {
+        match self {
+            SharedSaid::Report(r) => &r.lan,
+            SharedSaid::Alerts(a) => &a.lan,
+            SharedSaid::Names(n) => &n.lan,
+            SharedSaid::Services(s) => &s.lan,
+        }
+    }
+}
+
+/// What the store keeps of what a host said: it, the host and the writing bulletin. It
+/// lives under the host's lease, so it goes with the host.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HeldSaid {
+    /// The writing bulletin's run.
+    pub by: String,
+    /// The host that said it.
+    pub host_id: u32,
+    /// What it said, of one LAN.
+    pub said: SharedSaid,
+}
+
 /// A store lease: what keeps a host's record alive.
 pub type LeaseId = i64;
 
 /// A change seen in the store, in the store's order.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum StoreEvent {
+    /// What a host said was written.
+    Said(HeldSaid),
     /// A host's record was written.
     Put(Held),
     /// A host's record is gone (its lease lapsed, or its bulletin removed it).
@@ -81,7 +133,15 @@ pub enum StoreError {
 }
 
 /// Everything held now and the store revision it was read at.
-pub type Listing = (Vec<Held>, i64);
+#[derive(Debug, Default)]
+pub struct Listing {
+    /// The hosts.
+    pub hosts: Vec<Held>,
+    /// What they said.
+    pub said: Vec<HeldSaid>,
+    /// The revision read.
+    pub revision: i64,
+}
 
 /// What a shared registry store does. Calls may be slow (a network round trip): the
 /// server never awaits them while serving a host, only `replica` does.
@@ -92,6 +152,13 @@ pub trait Store: Clone + Send + Sync + 'static {
     fn put(
         &self,
         held: &Held,
+        lease: LeaseId,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Write what a host said under its `lease` (replacing what it said before of that
+    /// kind and LAN).
+    fn put_said(
+        &self,
+        said: &HeldSaid,
         lease: LeaseId,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
     /// Renew a lease; false when it has lapsed already.

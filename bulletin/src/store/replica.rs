@@ -11,7 +11,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
-use super::{Held, LeaseId, SharedHost, Store, StoreError, StoreEvent};
+use super::{Held, HeldSaid, LeaseId, SharedHost, SharedSaid, Store, StoreError, StoreEvent};
 
 /// What the server tells the replica of its own hosts.
 #[derive(Debug)]
@@ -22,6 +22,8 @@ pub enum Change {
     Renew(u32),
     /// A host unregistered here: remove it (if this bulletin still holds it).
     Release(u32),
+    /// A host held here said this (one entry per LAN).
+    Said(u32, Vec<SharedSaid>),
 }
 
 /// How the replica changes the server's board (the server locks, applies and pushes the
@@ -34,6 +36,8 @@ pub trait Apply: Send + Sync + 'static {
     /// The store holds exactly these hosts of other bulletins now (after a fresh read):
     /// hosts adopted earlier and not among them are gone.
     fn resync(&self, others: Vec<SharedHost>);
+    /// What a host another bulletin holds said.
+    fn said(&self, host_id: u32, said: SharedSaid);
 }
 
 /// The server's handle on its replica.
@@ -122,7 +126,7 @@ impl<S: Store> Task<S> {
             Change::Hold(h) => {
                 self.mine.insert(h.host_id, (h, None));
             }
-            Change::Renew(_) => {}
+            Change::Renew(_) | Change::Said(..) => {}
             Change::Release(id) => {
                 self.mine.remove(&id);
             }
@@ -136,13 +140,18 @@ impl<S: Store> Task<S> {
         changes: &mut mpsc::UnboundedReceiver<Change>,
         apply: &impl Apply,
     ) -> Result<(), StoreError> {
-        let (held, rev) = self.store.list().await?;
-        let others = held
+        let listing = self.store.list().await?;
+        let rev = listing.revision;
+        let others = listing
+            .hosts
             .into_iter()
             .filter(|h| h.by != self.me && !self.mine.contains_key(&h.host.host_id))
             .map(|h| h.host)
             .collect();
         apply.resync(others);
+        for s in listing.said.into_iter().filter(|s| s.by != self.me) {
+            apply.said(s.host_id, s.said);
+        }
         let ids: Vec<u32> = self.mine.keys().copied().collect();
         for id in ids {
             self.write(id).await?;
@@ -203,11 +212,31 @@ impl<S: Store> Task<S> {
                 Some((_, Some(lease))) => self.store.delete(id, lease).await,
                 _ => Ok(()),
             },
+            Change::Said(id, said) => {
+                let Some(Some(lease)) = self.mine.get(&id).map(|e| e.1) else {
+                    return Ok(());
+                };
+                for said in said {
+                    let held = HeldSaid {
+                        by: self.me.clone(),
+                        host_id: id,
+                        said,
+                    };
+                    self.store.put_said(&held, lease).await?;
+                }
+                Ok(())
+            }
         }
     }
 
     async fn event(&mut self, ev: StoreEvent, apply: &impl Apply) -> Result<(), StoreError> {
         match ev {
+            StoreEvent::Said(s) => {
+                if s.by != self.me {
+                    apply.said(s.host_id, s.said);
+                }
+                Ok(())
+            }
             StoreEvent::Put(h) if h.by == self.me => Ok(()),
             StoreEvent::Put(h) => {
                 // Another bulletin holds the host now: this one no longer writes it.

@@ -9,7 +9,8 @@ use tokio::time::{Instant, timeout};
 
 use super::etcd::{EtcdOptions, EtcdStore};
 use super::memory::MemoryStore;
-use super::{Held, SharedHost, Store, StoreEvent};
+use super::{Held, HeldSaid, SharedHost, SharedSaid, Store, StoreEvent};
+use crate::proto::{LanVmNames, VmName};
 
 fn held(id: u32, by: &str) -> Held {
     Held {
@@ -35,8 +36,9 @@ async fn next(rx: &mut tokio::sync::mpsc::Receiver<StoreEvent>, within: Duration
 
 /// What every store must do.
 async fn contract(s: impl Store) {
-    let (before, rev) = s.list().await.unwrap_or_else(|e| panic!("{e}"));
-    assert!(before.is_empty(), "{before:?}");
+    let l = s.list().await.unwrap_or_else(|e| panic!("{e}"));
+    let (before, rev) = (l.hosts, l.revision);
+    assert!(before.is_empty() && l.said.is_empty(), "{before:?}");
     let mut rx = s.watch(rev).await.unwrap_or_else(|e| panic!("{e}"));
     let ttl = Duration::from_secs(2);
     let a = s.grant(ttl).await.unwrap_or_else(|e| panic!("{e}"));
@@ -55,8 +57,31 @@ async fn contract(s: impl Store) {
         }
         tokio::time::sleep(Duration::from_millis(400)).await;
     }
-    let (now, _) = s.list().await.unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(now, vec![held(1, "x")]);
+    let now = s.list().await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(now.hosts, vec![held(1, "x")]);
+    // What it said lives under its lease, is watched, and listed.
+    let said = |by: &str, at_ms: u64| HeldSaid {
+        by: by.into(),
+        host_id: 1,
+        said: SharedSaid::Names(LanVmNames {
+            lan: "lan1".into(),
+            vms: vec![VmName {
+                mac: [2, 0, 0, 0, 0, 1],
+                name: format!("vm-{at_ms}"),
+                uuid: None,
+            }],
+        }),
+    };
+    s.put_said(&said("x", 1), a)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(next(&mut rx, ttl).await, StoreEvent::Said(said("x", 1)));
+    s.put_said(&said("x", 2), a)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(next(&mut rx, ttl).await, StoreEvent::Said(said("x", 2)));
+    let l = s.list().await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(l.said, vec![said("x", 2)], "the second replaced the first");
     // Another bulletin takes the host: its record, its lease.
     s.put(&held(1, "y"), b)
         .await
@@ -64,7 +89,7 @@ async fn contract(s: impl Store) {
     assert_eq!(next(&mut rx, ttl).await, StoreEvent::Put(held(1, "y")));
     s.delete(1, a).await.unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(
-        s.list().await.unwrap_or_else(|e| panic!("{e}")).0,
+        s.list().await.unwrap_or_else(|e| panic!("{e}")).hosts,
         vec![held(1, "y")]
     );
     // Not renewed, the lease lapses and takes the record with it.
@@ -75,6 +100,9 @@ async fn contract(s: impl Store) {
     );
     assert!(t.elapsed() < Duration::from_secs(4), "{:?}", t.elapsed());
     assert!(!s.renew(b).await.unwrap_or_else(|e| panic!("{e}")));
+    // What it said went with lease `a`, when `a` lapsed; nothing was written under `b`.
+    let l = s.list().await.unwrap_or_else(|e| panic!("{e}"));
+    assert!(l.said.is_empty(), "{:?}", l.said);
     // Removed by its own lease.
     let c = s.grant(ttl).await.unwrap_or_else(|e| panic!("{e}"));
     s.put(&held(2, "x"), c)
@@ -83,7 +111,8 @@ async fn contract(s: impl Store) {
     assert_eq!(next(&mut rx, ttl).await, StoreEvent::Put(held(2, "x")));
     s.delete(2, c).await.unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(next(&mut rx, ttl).await, StoreEvent::Delete(2));
-    let (after, rev2) = s.list().await.unwrap_or_else(|e| panic!("{e}"));
+    let l = s.list().await.unwrap_or_else(|e| panic!("{e}"));
+    let (after, rev2) = (l.hosts, l.revision);
     assert!(after.is_empty() && rev2 > rev, "{after:?} at {rev2}");
 }
 
