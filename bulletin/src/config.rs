@@ -11,6 +11,14 @@
 //! max_web_connections_per_ip = 8    # to a `--web` listener, from one address (1..=64)
 //! max_buffered_mb = 256             # replies and events waiting to be sent, all together
 //!
+//! [store]               # the registry in etcd, shared with other bulletins (or --store)
+//! url = "etcd://10.0.0.5:2379,10.0.0.6:2379,10.0.0.7:2379"
+//! user = "vmvpn"                            # where etcd has authentication on
+//! password_file = "/etc/vmvpn/etcd.password"
+//! ca_file = "/etc/vmvpn/etcd-ca.pem"        # TLS to the members, checked against this CA
+//! cert_file = "/etc/vmvpn/etcd-client.pem"  # where etcd asks clients for a certificate
+//! key_file = "/etc/vmvpn/etcd-client.key"
+//!
 //! [web]                 # the dashboard's login on a non-loopback `--web` listener
 //! user = "admin"
 //! password_file = "/etc/vmvpn/web.password"
@@ -30,6 +38,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::proof::Verifier;
+use crate::store::etcd::{EtcdOptions, EtcdTls};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -55,6 +64,72 @@ struct Raw {
     #[serde(default, rename = "lan")]
     lans: Vec<RawLan>,
     web: Option<Spanned<crate::web::auth::WebConfig>>,
+    store: Option<Spanned<RawStore>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStore {
+    url: String,
+    user: Option<String>,
+    password_file: Option<PathBuf>,
+    ca_file: Option<PathBuf>,
+    cert_file: Option<PathBuf>,
+    key_file: Option<PathBuf>,
+}
+
+impl RawStore {
+    /// The options, files read; an error names the key at fault.
+    fn load(&self) -> Result<EtcdOptions, (&'static str, String)> {
+        let mut o = EtcdOptions::from_url(&self.url).map_err(|m| ("store.url", m))?;
+        let read = |key: &'static str, p: &Path| {
+            std::fs::read(p).map_err(|e| (key, format!("cannot read {}: {e}", p.display())))
+        };
+        o.user = match (&self.user, &self.password_file) {
+            (None, None) => None,
+            (Some(u), Some(p)) => {
+                let pw = read("store.password_file", p)?;
+                let pw = String::from_utf8(pw).map_err(|_| {
+                    (
+                        "store.password_file",
+                        "the password is not UTF-8".to_string(),
+                    )
+                })?;
+                Some((u.clone(), pw.trim_end_matches(['\n', '\r']).to_string()))
+            }
+            _ => {
+                return Err((
+                    "store.user",
+                    "give both user and password_file, or neither".into(),
+                ));
+            }
+        };
+        o.tls = match (&self.ca_file, &self.cert_file, &self.key_file) {
+            (None, None, None) => None,
+            (Some(ca), cert, key) => Some(EtcdTls {
+                ca_pem: read("store.ca_file", ca)?,
+                identity: match (cert, key) {
+                    (None, None) => None,
+                    (Some(c), Some(k)) => {
+                        Some((read("store.cert_file", c)?, read("store.key_file", k)?))
+                    }
+                    _ => {
+                        return Err((
+                            "store.cert_file",
+                            "give both cert_file and key_file, or neither".into(),
+                        ));
+                    }
+                },
+            }),
+            (None, _, _) => {
+                return Err((
+                    "store.ca_file",
+                    "a client certificate needs ca_file (TLS to etcd)".into(),
+                ));
+            }
+        };
+        Ok(o)
+    }
 }
 
 /// The documented ranges (README, "Security and limits").
@@ -146,6 +221,8 @@ pub struct BulletinConfig {
     pub web_per_ip: usize,
     /// Bytes waiting to be sent, all connections together (`max_buffered_mb`).
     pub buffered: usize,
+    /// The registry in etcd (`[store]`), shared with other bulletins.
+    pub store: Option<EtcdOptions>,
 }
 
 impl Default for BulletinConfig {
@@ -159,6 +236,7 @@ impl Default for BulletinConfig {
             web: None,
             web_per_ip: crate::http::MAX_CONNECTIONS_PER_IP,
             buffered: crate::server::BUFFERED_BUDGET,
+            store: None,
         }
     }
 }
@@ -295,6 +373,14 @@ impl BulletinConfig {
                 ));
             }
         }
+        let store = match &raw.store {
+            Some(st) => Some(
+                st.get_ref()
+                    .load()
+                    .map_err(|(key, m)| invalid(st.span(), key.into(), m))?,
+            ),
+            None => None,
+        };
         Ok(BulletinConfig {
             lans,
             lease_ttl: Duration::from_secs(ttl),
@@ -309,6 +395,7 @@ impl BulletinConfig {
             )? as usize,
             buffered: (in_range(&raw.max_buffered_mb, "max_buffered_mb", BUFFERED_MB)? << 20)
                 as usize,
+            store,
         })
     }
 }
@@ -321,6 +408,38 @@ mod tests {
         BulletinConfig::parse(t, Path::new("b.toml"))
             .expect_err("must fail")
             .to_string()
+    }
+
+    #[test]
+    fn store_sections_are_checked() {
+        let ok = BulletinConfig::parse("[store]\nurl = \"etcd://a:1,b:2\"\n", Path::new("b.toml"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let st = ok.store.unwrap_or_else(|| panic!("no store"));
+        assert_eq!(st.endpoints, ["a:1", "b:2"]);
+        assert!(st.user.is_none() && st.tls.is_none());
+        for (text, key) in [
+            ("[store]\nurl = \"a:1\"\n", "store.url"),
+            (
+                "[store]\nurl = \"etcd://a:1\"\nuser = \"u\"\n",
+                "store.user",
+            ),
+            (
+                "[store]\nurl = \"etcd://a:1\"\ncert_file = \"c\"\nkey_file = \"k\"\n",
+                "store.ca_file",
+            ),
+            (
+                "[store]\nurl = \"etcd://a:1\"\nca_file = \"/nonexistent/ca.pem\"\n",
+                "store.ca_file",
+            ),
+            (
+                "[store]\nurl = \"etcd://a:1\"\nuser = \"u\"\npassword_file = \"/nonexistent/pw\"\n",
+                "store.password_file",
+            ),
+        ] {
+            let e = err(text);
+            assert!(e.contains(key) && e.contains("b.toml:1:"), "{text}: {e}");
+        }
+        assert!(err("[store]\nurl = \"etcd://a:1\"\nusr = \"u\"\n").contains("usr"));
     }
 
     #[test]

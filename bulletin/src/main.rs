@@ -236,19 +236,6 @@ async fn serve(
     web: Vec<SocketAddr>,
     store: Option<String>,
 ) -> Result<()> {
-    let store = match store {
-        Some(url) => {
-            let o = EtcdOptions::from_url(&url).map_err(anyhow::Error::msg)?;
-            let s = EtcdStore::connect(&o).await.with_context(|| {
-                format!(
-                    "cannot reach etcd at {}: start it, or check --store",
-                    o.endpoints.join(",")
-                )
-            })?;
-            Some(s)
-        }
-        None => None,
-    };
     let (cfg, mut text) = match &config {
         Some(p) => {
             let text = std::fs::read_to_string(p)
@@ -256,6 +243,29 @@ async fn serve(
             (BulletinConfig::parse(&text, p)?, text)
         }
         None => (BulletinConfig::default(), String::new()),
+    };
+    // --store names the members; [store] may add credentials and TLS.
+    let store = match (store, cfg.store.clone()) {
+        (Some(url), from_file) => {
+            let named = EtcdOptions::from_url(&url).map_err(anyhow::Error::msg)?;
+            Some(match from_file {
+                Some(o) => EtcdOptions {
+                    endpoints: named.endpoints,
+                    ..o
+                },
+                None => named,
+            })
+        }
+        (None, o) => o,
+    };
+    let store = match store {
+        Some(o) => Some(EtcdStore::connect(&o).await.with_context(|| {
+            format!(
+                "cannot reach etcd at {}: start it, or check --store and [store]",
+                o.endpoints.join(",")
+            )
+        })?),
+        None => None,
     };
     if cfg.web.is_none()
         && let Some(a) = web.iter().find(|a| !a.ip().is_loopback())

@@ -266,15 +266,18 @@ impl Registry {
         out
     }
 
-    /// Remove lapsed leases; returns the leave events.
-    pub fn expire(&mut self, now: Instant) -> Vec<Outbound> {
-        let lapsed: Vec<u32> = self
-            .hosts
+    /// The hosts this bulletin holds whose lease has lapsed by `now`.
+    pub fn lapsed(&self, now: Instant) -> Vec<u32> {
+        self.hosts
             .iter()
             .filter(|(_, h)| h.holder != Holder::Elsewhere && now >= h.expires)
             .map(|(id, _)| *id)
-            .collect();
-        lapsed
+            .collect()
+    }
+
+    /// Remove lapsed leases; returns the leave events.
+    pub fn expire(&mut self, now: Instant) -> Vec<Outbound> {
+        self.lapsed(now)
             .into_iter()
             .flat_map(|id| self.remove(id, "lease expired"))
             .collect()

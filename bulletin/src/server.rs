@@ -609,6 +609,13 @@ async fn expire_loop(state: Arc<State>) {
         tokio::time::sleep(wait).await;
         let now = Instant::now();
         let mut s = state.lock();
+        // The shared registry hears of it at once (not only when its own lease lapses,
+        // which a resync after an etcd fault may have renewed).
+        if let Some(r) = state.replica.get() {
+            for id in s.board.registry().lapsed(now) {
+                r.tell(Change::Release(id));
+            }
+        }
         let out = s.board.expire(now);
         if !out.is_empty() {
             info!(

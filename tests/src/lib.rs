@@ -38,6 +38,8 @@ pub const BULLETIN_PORT: u16 = 7400;
 /// The etcd cluster of `LabBuilder::shared_bulletins`, on the router's loopback: members,
 /// the first one's client and peer ports (the others' follow).
 pub const ETCD_MEMBERS: usize = 3;
+/// `[bulletin] return_after_s` of the hosts of `LabBuilder::shared_bulletins`.
+pub const RETURN_AFTER_S: u64 = 15;
 const ETCD_CLIENT_PORT: u16 = 23790;
 const ETCD_PEER_PORT: u16 = 23800;
 
@@ -960,7 +962,7 @@ impl Lab {
                 match self.second.as_ref().map(|b| b.listen.as_str()) {
                     Some(second) => {
                         cfg += &format!(
-                            "\n[bulletin]\nservers = [\"{listen}\", \"{second}\"]\nfingerprint = \"{fp}\"\n"
+                            "\n[bulletin]\nservers = [\"{listen}\", \"{second}\"]\nfingerprint = \"{fp}\"\nreturn_after_s = {RETURN_AFTER_S}\n"
                         );
                     }
                     None => {

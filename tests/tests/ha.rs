@@ -2,7 +2,7 @@
 //! --store`), hosts listing both (`[bulletin] servers`). The bulletin the hosts use is
 //! SIGKILLed while VMs ping 20 times a second (nothing lost) and the hosts move to the
 //! survivor; it comes back, a new host joins through it, and the hosts on the other
-//! bulletin learn of it within 2 s; either bulletin's matrix holds every host's report.
+//! bulletin learn of it within 2 s, then return to it (`return_after_s`); either bulletin's matrix holds every host's report.
 //! With one etcd member SIGKILLed nothing visible changes: a host SIGKILLed is gone from the
 //! others within the lease (6 s) + 2 s. With etcd entirely down the tunnels keep
 //! forwarding, and the registry takes a new host within 10 s of etcd's return. Real etcd
@@ -12,7 +12,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use vmvpn_tests::{Lab, bulletin_bin};
+use vmvpn_tests::{Lab, RETURN_AFTER_S, bulletin_bin};
 
 const TTL_S: u64 = 6;
 
@@ -170,6 +170,17 @@ fn two_bulletins_on_etcd_survive_losing_one_and_etcd_itself() {
     for h in ["h1", "h2"] {
         assert_eq!(registered_with(&lab, h), Some(second.clone()), "{h} stayed");
     }
+    // The first answers again: after `return_after_s` on the second, they go back to it.
+    let back = until(
+        "h1 and h2 return to the first",
+        Duration::from_secs(RETURN_AFTER_S + 8),
+        || {
+            ["h1", "h2"]
+                .iter()
+                .all(|h| registered_with(&lab, h).as_deref() == Some(first.as_str()))
+        },
+    );
+    eprintln!("h1 and h2 back on the first bulletin {back:?} after h3 joined there");
     let (sent, received) = ping.join().unwrap_or_else(|_| panic!("ping thread"));
     eprintln!(
         "bulletin killed: hosts moved in {moved:?}; a new host at the other bulletin learned by all in {learned:?} of registering; ping {received}/{sent}"

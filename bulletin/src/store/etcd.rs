@@ -4,11 +4,12 @@
 //! host said lives beside it under the same lease (`PREFIX/said/ID/KIND/LAN`, postcard:
 //! reports are the bulk of what is written, and only bulletins read them).
 
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use etcd_client::{
-    Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, PutOptions, Txn, TxnOp,
-    WatchOptions,
+    Certificate, Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, Identity,
+    PutOptions, TlsOptions, Txn, TxnOp, WatchOptions,
 };
 use tokio::sync::mpsc;
 
@@ -26,6 +27,27 @@ pub struct EtcdOptions {
     pub prefix: String,
     /// User and password, where etcd has authentication on.
     pub user: Option<(String, String)>,
+    /// TLS to the members, where they serve it.
+    pub tls: Option<EtcdTls>,
+}
+
+/// TLS to etcd: the CA its members' certificates are checked against, and this
+/// bulletin's own certificate where etcd asks clients for one (`--client-cert-auth`).
+#[derive(Clone)]
+pub struct EtcdTls {
+    /// PEM of the CA.
+    pub ca_pem: Vec<u8>,
+    /// PEM of the client certificate and of its key.
+    pub identity: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+impl std::fmt::Debug for EtcdTls {
+    // The key stays out of logs and panics.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EtcdTls")
+            .field("client_certificate", &self.identity.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl EtcdOptions {
@@ -50,6 +72,7 @@ impl EtcdOptions {
             endpoints,
             prefix: "/vmvpn/bulletin".into(),
             user: None,
+            tls: None,
         })
     }
 }
@@ -57,13 +80,36 @@ impl EtcdOptions {
 /// The etcd store (a cheap handle: clones share the connection).
 #[derive(Clone)]
 pub struct EtcdStore {
-    client: Client,
+    /// Replaced by `recover` with a client of the members that answer.
+    client: Arc<RwLock<Client>>,
+    options: Arc<EtcdOptions>,
     /// `PREFIX/`: everything this registry keeps, watched as one.
     root: String,
     /// `PREFIX/hosts/`.
     prefix: String,
     /// `PREFIX/said/`.
     said: String,
+}
+
+/// A client of these members, with `o`'s credentials and TLS.
+async fn client(o: &EtcdOptions, endpoints: &[String]) -> Result<Client, StoreError> {
+    let mut opts = ConnectOptions::new()
+        .with_connect_timeout(REQUEST_TIMEOUT)
+        .with_timeout(REQUEST_TIMEOUT)
+        .with_keep_alive(Duration::from_secs(2), REQUEST_TIMEOUT);
+    if let Some((u, p)) = &o.user {
+        opts = opts.with_user(u.clone(), p.clone());
+    }
+    if let Some(t) = &o.tls {
+        let mut tls = TlsOptions::new().ca_certificate(Certificate::from_pem(&t.ca_pem));
+        if let Some((cert, key)) = &t.identity {
+            tls = tls.identity(Identity::from_pem(cert, key));
+        }
+        opts = opts.with_tls(tls);
+    }
+    Client::connect(endpoints, Some(opts))
+        .await
+        .map_err(unreachable)
 }
 
 fn unreachable(e: impl std::fmt::Display) -> StoreError {
@@ -73,23 +119,29 @@ fn unreachable(e: impl std::fmt::Display) -> StoreError {
 impl EtcdStore {
     /// Connect (gRPC reconnects by itself afterwards; each request has its own timeout).
     pub async fn connect(o: &EtcdOptions) -> Result<Self, StoreError> {
-        let mut opts = ConnectOptions::new()
-            .with_connect_timeout(REQUEST_TIMEOUT)
-            .with_timeout(REQUEST_TIMEOUT)
-            .with_keep_alive(Duration::from_secs(2), REQUEST_TIMEOUT);
-        if let Some((u, p)) = &o.user {
-            opts = opts.with_user(u.clone(), p.clone());
-        }
-        let client = Client::connect(&o.endpoints, Some(opts))
-            .await
-            .map_err(unreachable)?;
+        let client = client(o, &o.endpoints).await?;
         let root = format!("{}/", o.prefix.trim_end_matches('/'));
         Ok(EtcdStore {
-            client,
+            client: Arc::new(RwLock::new(client)),
+            options: Arc::new(o.clone()),
             prefix: format!("{root}hosts/"),
             said: format!("{root}said/"),
             root,
         })
+    }
+
+    /// A handle on the current client.
+    fn c(&self) -> Client {
+        self.client
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// The client itself, for tests that set etcd up (users, authentication).
+    #[cfg(test)]
+    pub(crate) fn raw(&self) -> Client {
+        self.c()
     }
 
     fn key(&self, host_id: u32) -> String {
@@ -135,10 +187,36 @@ impl EtcdStore {
 }
 
 impl Store for EtcdStore {
+    async fn recover(&self) {
+        let o = &self.options;
+        let mut live = Vec::new();
+        for e in &o.endpoints {
+            let probe = async {
+                let mut c = client(o, std::slice::from_ref(e)).await.ok()?;
+                c.status().await.ok()
+            };
+            if let Ok(Some(_)) = tokio::time::timeout(REQUEST_TIMEOUT, probe).await {
+                live.push(e.clone());
+            }
+        }
+        // Only members that answer: requests balanced onto a dead one fail (the client
+        // does not route around it). Each later failure asks all members again.
+        if !live.is_empty()
+            && live.len() < o.endpoints.len()
+            && let Ok(c) = client(o, &live).await
+        {
+            tracing::info!(members = %live.join(","), "etcd: using the members that answer");
+            *self.client.write().unwrap_or_else(|p| p.into_inner()) = c;
+        } else if live.len() == o.endpoints.len()
+            && let Ok(c) = client(o, &live).await
+        {
+            *self.client.write().unwrap_or_else(|p| p.into_inner()) = c;
+        }
+    }
+
     async fn grant(&self, ttl: Duration) -> Result<LeaseId, StoreError> {
         let r = self
-            .client
-            .clone()
+            .c()
             .lease_grant(lease_secs(ttl), None)
             .await
             .map_err(unreachable)?;
@@ -147,8 +225,7 @@ impl Store for EtcdStore {
 
     async fn put(&self, held: &Held, lease: LeaseId) -> Result<(), StoreError> {
         let value = serde_json::to_vec(held).map_err(unreachable)?;
-        self.client
-            .clone()
+        self.c()
             .put(
                 self.key(held.host.host_id),
                 value,
@@ -168,8 +245,7 @@ impl Store for EtcdStore {
             said.said.lan()
         );
         let value = postcard::to_allocvec(said).map_err(unreachable)?;
-        self.client
-            .clone()
+        self.c()
             .put(key, value, Some(PutOptions::new().with_lease(lease)))
             .await
             .map_err(unreachable)?;
@@ -179,7 +255,7 @@ impl Store for EtcdStore {
     async fn renew(&self, lease: LeaseId) -> Result<bool, StoreError> {
         // Opening the keep-alive stream sends one keep-alive and reads its answer (the
         // client's own step); an answer of TTL 0 comes back as this error.
-        match self.client.clone().lease_keep_alive(lease).await {
+        match self.c().lease_keep_alive(lease).await {
             Ok(_) => Ok(true),
             Err(etcd_client::Error::LeaseKeepAliveError(e)) if e.contains("not found") => Ok(false),
             Err(e) => Err(unreachable(e)),
@@ -192,14 +268,13 @@ impl Store for EtcdStore {
         let txn = Txn::new()
             .when([Compare::lease(key.clone(), CompareOp::Equal, lease)])
             .and_then([TxnOp::delete(key, None)]);
-        self.client.clone().txn(txn).await.map_err(unreachable)?;
+        self.c().txn(txn).await.map_err(unreachable)?;
         Ok(())
     }
 
     async fn list(&self) -> Result<Listing, StoreError> {
         let r = self
-            .client
-            .clone()
+            .c()
             .get(self.root.clone(), Some(GetOptions::new().with_prefix()))
             .await
             .map_err(unreachable)?;
@@ -219,8 +294,7 @@ impl Store for EtcdStore {
 
     async fn watch(&self, after: i64) -> Result<mpsc::Receiver<StoreEvent>, StoreError> {
         let mut stream = self
-            .client
-            .clone()
+            .c()
             .watch(
                 self.root.clone(),
                 Some(

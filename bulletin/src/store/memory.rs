@@ -143,6 +143,8 @@ impl Store for MemoryStore {
         })
     }
 
+    async fn recover(&self) {}
+
     async fn watch(&self, after: i64) -> Result<mpsc::Receiver<StoreEvent>, StoreError> {
         let mut s = self.inner();
         let (tx, rx) = mpsc::channel(4096);

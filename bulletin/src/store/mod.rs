@@ -172,6 +172,9 @@ pub trait Store: Clone + Send + Sync + 'static {
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
     /// Everything held now.
     fn list(&self) -> impl Future<Output = Result<Listing, StoreError>> + Send;
+    /// After a failure: reach the store again by what still answers (a client of the
+    /// members that respond, for etcd).
+    fn recover(&self) -> impl Future<Output = ()> + Send;
     /// Changes after revision `after`, in order, until the stream breaks (the receiver
     /// then ends: list again and watch from there).
     fn watch(

@@ -103,6 +103,7 @@ impl<S: Store> Task<S> {
                     for (_, lease) in self.mine.values_mut() {
                         *lease = None;
                     }
+                    self.store.recover().await;
                 }
             }
             // Changes that came meanwhile are kept in `mine` by `change` (writes fail).

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use tokio::time::{Instant, timeout};
 
-use super::etcd::{EtcdOptions, EtcdStore};
+use super::etcd::{EtcdOptions, EtcdStore, EtcdTls};
 use super::memory::MemoryStore;
 use super::{Held, HeldSaid, SharedHost, SharedSaid, Store, StoreEvent};
 use crate::proto::{LanVmNames, VmName};
@@ -143,23 +143,29 @@ fn free_port() -> u16 {
         .unwrap_or_else(|e| panic!("no free port: {e}"))
 }
 
-fn etcd() -> Option<Etcd> {
-    if Command::new("etcd").arg("--version").output().is_err() {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "etcd is missing: scripts/deps.sh installs etcd-server"
-        );
-        eprintln!("skipped: no etcd (scripts/deps.sh installs etcd-server)");
-        return None;
+/// Whether etcd is here (it must be under CI).
+fn has_etcd() -> bool {
+    if Command::new("etcd").arg("--version").output().is_ok() {
+        return true;
     }
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "etcd is missing: scripts/deps.sh installs etcd-server"
+    );
+    eprintln!("skipped: no etcd (scripts/deps.sh installs etcd-server)");
+    false
+}
+
+/// A single-member etcd on loopback serving `scheme` (http or https) with `extra` flags.
+fn start_etcd(scheme: &str, extra: &[String]) -> Etcd {
     let (c, p) = (free_port(), free_port());
     let dir = std::env::temp_dir().join(format!("vmvpn-store-test-{}-{c}", std::process::id()));
     let client = format!("127.0.0.1:{c}");
     let child = Command::new("etcd")
         .arg("--data-dir")
         .arg(&dir)
-        .args(["--listen-client-urls", &format!("http://{client}")])
-        .args(["--advertise-client-urls", &format!("http://{client}")])
+        .args(["--listen-client-urls", &format!("{scheme}://{client}")])
+        .args(["--advertise-client-urls", &format!("{scheme}://{client}")])
         .args(["--listen-peer-urls", &format!("http://127.0.0.1:{p}")])
         .args([
             "--initial-advertise-peer-urls",
@@ -169,27 +175,165 @@ fn etcd() -> Option<Etcd> {
             "--initial-cluster",
             &format!("default=http://127.0.0.1:{p}"),
         ])
+        .args(extra)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .unwrap_or_else(|e| panic!("etcd: {e}"));
-    Some(Etcd { child, dir, client })
+    Etcd { child, dir, client }
+}
+
+/// The store once etcd answers (20 s at most).
+async fn ready(opts: &EtcdOptions) -> EtcdStore {
+    let t = Instant::now();
+    loop {
+        match EtcdStore::connect(opts).await {
+            Ok(s) if s.list().await.is_ok() => return s,
+            _ if t.elapsed() > Duration::from_secs(20) => panic!("etcd did not start"),
+            _ => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
 }
 
 #[tokio::test]
 async fn etcd_keeps_the_contract() {
-    let Some(e) = etcd() else { return };
+    if !has_etcd() {
+        return;
+    }
+    let e = start_etcd("http", &[]);
     let opts =
         EtcdOptions::from_url(&format!("etcd://{}", e.client)).unwrap_or_else(|e| panic!("{e}"));
-    let t = Instant::now();
-    let store = loop {
-        match EtcdStore::connect(&opts).await {
-            Ok(s) if s.list().await.is_ok() => break s,
-            _ if t.elapsed() > Duration::from_secs(20) => panic!("etcd did not start"),
-            _ => tokio::time::sleep(Duration::from_millis(200)).await,
-        }
+    contract(ready(&opts).await).await;
+}
+
+/// A test CA, and certificates it signed for etcd (IP 127.0.0.1) and for a client, made
+/// by openssl in `dir`: (CA, server cert, server key, client cert, client key) paths.
+fn certificates(dir: &std::path::Path) -> [std::path::PathBuf; 5] {
+    let run = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .unwrap_or_else(|e| panic!("openssl (scripts/deps.sh installs it): {e}"));
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     };
-    contract(store).await;
+    let key = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    run(&[
+        &["req", "-x509"][..],
+        &key,
+        &[
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=test-ca",
+        ],
+    ]
+    .concat());
+    std::fs::write(
+        dir.join("ext.cnf"),
+        "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    for (name, cn) in [("srv", "etcd"), ("cli", "bulletin-client")] {
+        let (k, csr, pem) = (
+            format!("{name}.key"),
+            format!("{name}.csr"),
+            format!("{name}.pem"),
+        );
+        run(&[
+            &["req"][..],
+            &key,
+            &["-keyout", &k, "-out", &csr, "-subj", &format!("/CN={cn}")],
+        ]
+        .concat());
+        run(&[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            &pem,
+            "-days",
+            "1",
+            "-extfile",
+            "ext.cnf",
+        ]);
+    }
+    ["ca.pem", "srv.pem", "srv.key", "cli.pem", "cli.key"].map(|f| dir.join(f))
+}
+
+#[tokio::test]
+async fn etcd_over_tls_with_a_password_keeps_the_contract() {
+    if !has_etcd() {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("vmvpn-store-tls-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
+    let [ca, srv, srv_key, cli, cli_key] = certificates(&dir);
+    let tls_args: Vec<String> = vec![
+        "--cert-file".into(),
+        srv.display().to_string(),
+        "--key-file".into(),
+        srv_key.display().to_string(),
+        "--trusted-ca-file".into(),
+        ca.display().to_string(),
+        "--client-cert-auth".into(),
+    ];
+    let e = start_etcd("https", &tls_args);
+    let read = |p: &std::path::Path| std::fs::read(p).unwrap_or_else(|e| panic!("{e}"));
+    let tls = EtcdTls {
+        ca_pem: read(&ca),
+        identity: Some((read(&cli), read(&cli_key))),
+    };
+    let mut opts =
+        EtcdOptions::from_url(&format!("etcd://{}", e.client)).unwrap_or_else(|e| panic!("{e}"));
+    opts.tls = Some(tls);
+    // Authentication on, with a root user and its password (set over TLS before).
+    let admin = ready(&opts).await;
+    let mut c = admin.raw();
+    c.user_add("root", "s3cret", None)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let _ = c.role_add("root").await;
+    c.user_grant_role("root", "root")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    c.auth_enable().await.unwrap_or_else(|e| panic!("{e}"));
+    // Without the password (the client certificate names no user) nothing is read.
+    if let Ok(anonymous) = EtcdStore::connect(&opts).await {
+        eprintln!("connected without a password; reading must fail");
+        assert!(
+            anonymous.list().await.is_err(),
+            "etcd with authentication on served a client without a password"
+        );
+    }
+    opts.user = Some(("root".into(), "wrong".into()));
+    let wrong = EtcdStore::connect(&opts).await;
+    assert!(wrong.is_err(), "a wrong password was taken");
+    opts.user = Some(("root".into(), "s3cret".into()));
+    contract(ready(&opts).await).await;
+    drop(e);
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]

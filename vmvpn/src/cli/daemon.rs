@@ -41,6 +41,10 @@ struct Prepared {
     underlay_mtu: u32,
 }
 
+/// The bulletins (address, fingerprint) to register with, `return_after_s`, and what to
+/// register.
+type MembershipPlan = (Vec<(SocketAddr, String)>, u64, HostInfo);
+
 /// Everything opened and built, ready to run.
 struct Opened {
     path: std::path::PathBuf,
@@ -51,8 +55,8 @@ struct Opened {
     rules: Vec<vmvpn::alarms::rules::Rule>,
     dp: DataPlane,
     handle: vmvpn::io::dataplane::Handle,
-    /// (server, fingerprint, what to register) when the config has a `[bulletin]`.
-    membership: Option<(Vec<SocketAddr>, String, HostInfo)>,
+    /// The bulletins, return_after_s and what to register, when the config has a `[bulletin]`.
+    membership: Option<MembershipPlan>,
     listen: SocketAddr,
     host_id: u32,
 }
@@ -191,7 +195,7 @@ fn open(prep: Prepared) -> Result<Opened> {
                 lans,
                 report_every: cfg.telemetry.report_every(),
             };
-            Some((b.servers(), b.fingerprint.0.clone(), info))
+            Some((b.servers(), b.return_after_s, info))
         }
         None => {
             for l in cfg.lans.iter().filter(|l| l.peers.is_empty()) {
@@ -326,8 +330,9 @@ fn supervise(o: Opened) -> Result<()> {
             vmvpn::export::Exporters::start(&cfg, &handle, &alerts, &export, namer.clone());
         // Built inside the runtime: the QUIC endpoint registers with it.
         let (view, mut member, member_lans) = match membership {
-            Some((server, fingerprint, info)) => {
-                let (mut m, view) = Membership::new(&server, &fingerprint, info, handle.clone())?;
+            Some((servers, return_after_s, info)) => {
+                let (mut m, view) = Membership::new(&servers, info, handle.clone())?;
+                m.return_after(std::time::Duration::from_secs(return_after_s));
                 m.report_alerts(alerts.clone());
                 if let Some(n) = &namer {
                     m.report_names(n.clone());

@@ -309,7 +309,49 @@ fn no_lan_and_bad_bulletin_fingerprint_are_clear_errors() {
         Path::new("h.toml"),
     )
     .expect("valid");
-    assert_eq!(c.bulletin.map(|b| b.fingerprint.0), Some(fp));
+    assert_eq!(
+        c.bulletin.and_then(|b| b.fingerprint).map(|f| f.0),
+        Some(fp.clone())
+    );
+    // Several bulletins: one fingerprint for all, or one each; mismatches are explained.
+    let several = |tail: &str| {
+        format!("{GOOD}\n[bulletin]\nservers = [\"10.0.0.1:7400\", \"10.0.0.2:7400\"]\n{tail}")
+    };
+    let fp2 = format!("sha256:{}", "cd".repeat(32));
+    let c = Config::parse(
+        &several(&format!(
+            "fingerprints = [\"{fp}\", \"{fp2}\"]\nreturn_after_s = 5\n"
+        )),
+        Path::new("h.toml"),
+    )
+    .expect("valid");
+    let b = c.bulletin.expect("bulletin");
+    assert_eq!(b.return_after_s, 5);
+    assert_eq!(
+        b.servers(),
+        [
+            ("10.0.0.1:7400".parse().expect("addr"), fp.clone()),
+            ("10.0.0.2:7400".parse().expect("addr"), fp2)
+        ]
+    );
+    for (tail, says) in [
+        (
+            format!("fingerprints = [\"{fp}\"]\n"),
+            "1 entries for 2 servers",
+        ),
+        (String::new(), "pin the bulletin's certificate"),
+        (
+            format!("fingerprint = \"{fp}\"\nfingerprints = [\"{fp}\", \"{fp}\"]\n"),
+            "not both",
+        ),
+        (
+            format!("fingerprint = \"{fp}\"\nserver = \"10.0.0.3:7400\"\n"),
+            "server or servers",
+        ),
+    ] {
+        let e = err(&several(&tail));
+        assert!(e.contains(says) && e.contains("`bulletin`"), "{tail}: {e}");
+    }
 }
 
 #[test]

@@ -87,7 +87,9 @@ pub type SharedView = Arc<Mutex<View>>;
 /// The membership task's state.
 pub struct Membership {
     /// One per bulletin of the registry, in order of preference.
-    clients: Vec<Client>,
+    clients: Vec<Arc<Client>>,
+    /// How long to stay on a less preferred bulletin before checking the first again.
+    return_after: Option<Duration>,
     /// The one in use.
     current: usize,
     host: HostInfo,
@@ -105,6 +107,8 @@ pub struct Membership {
 
 enum End {
     Stopped,
+    /// The preferred bulletin answers again: register there.
+    Prefer,
     Lost(String),
     Refused(ClientError),
 }
@@ -118,23 +122,23 @@ impl Membership {
     /// Prepare for these bulletins of one registry, tried in order (checks the
     /// fingerprint's form; connects later).
     pub fn new(
-        servers: &[SocketAddr],
-        fingerprint: &str,
+        servers: &[(SocketAddr, String)],
         host: HostInfo,
         dp: Handle,
     ) -> Result<(Self, SharedView), ClientError> {
         let clients = servers
             .iter()
-            .map(|s| Client::new(*s, fingerprint))
+            .map(|(s, fp)| Client::new(*s, fp).map(Arc::new))
             .collect::<Result<Vec<_>, _>>()?;
         let first = clients
             .first()
-            .map(Client::server)
+            .map(|c| c.server())
             .ok_or(ClientError::NoServer)?;
         let view = Arc::new(Mutex::new(View::new(first)));
         let lans = host.lans.iter().map(|(n, _, _)| n.clone()).collect();
         let m = Membership {
             clients,
+            return_after: Some(Duration::from_secs(30)),
             current: 0,
             peers: Reconciler::new(host.id, lans),
             alerts: None,
@@ -145,6 +149,12 @@ impl Membership {
             view: view.clone(),
         };
         Ok((m, view))
+    }
+
+    /// With several bulletins: after this long on a less preferred one, check whether the
+    /// first answers again and return to it if so (zero: stay).
+    pub fn return_after(&mut self, d: Duration) {
+        self.return_after = (!d.is_zero()).then_some(d);
     }
 
     /// Report these alerts with the telemetry (to bulletins that take them).
@@ -217,6 +227,10 @@ impl Membership {
             // With several bulletins, the next one is tried at once; the backoff grows
             // only when a whole round found none.
             let several = self.clients.len() > 1;
+            if let End::Prefer = end {
+                self.current = 0;
+                continue;
+            }
             if several && !matches!(end, End::Stopped) {
                 self.current = (self.current + 1) % self.clients.len();
                 let next = self.clients[self.current].server();
@@ -231,6 +245,7 @@ impl Membership {
             );
             match end {
                 End::Stopped => return Ok(()),
+                End::Prefer => continue,
                 End::Refused(e) if first && !(several && busy) => {
                     self.set_view(|v| {
                         (v.state, v.last_error) = (BulletinState::Refused, Some(e.to_string()))
@@ -299,6 +314,10 @@ impl Membership {
         let mut awaiting_ack: Option<Instant> = None;
         // A registration sent on this session for changed LANs, not yet answered.
         let mut reregistering = false;
+        // On a less preferred bulletin: when to check the first again, and that check.
+        let prefer_every = self.return_after.filter(|_| self.current != 0);
+        let mut prefer_at = prefer_every.map(|d| Instant::now() + d);
+        let mut probe: Option<tokio::task::JoinHandle<bool>> = None;
         let mut lans = self.lans.clone();
         loop {
             let ack_deadline = awaiting_ack.map(|t| t + ack_within);
@@ -316,6 +335,26 @@ impl Membership {
                 }
                 _ = sleep_until(ack_deadline) => {
                     return End::Lost(format!("no heartbeat answer within {} ms", ack_within.as_millis()));
+                }
+                _ = sleep_until(prefer_at), if probe.is_none() => {
+                    // In a task of its own: a dead bulletin takes seconds to time out, and
+                    // heartbeats go on meanwhile.
+                    let first = self.clients[0].clone();
+                    probe = Some(tokio::spawn(async move { first.connect().await.is_ok() }));
+                    prefer_at = prefer_every.map(|d| Instant::now() + d);
+                }
+                answered = async {
+                    match probe.as_mut() {
+                        Some(p) => p.await.unwrap_or(false),
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    probe = None;
+                    if answered {
+                        info!(server = %self.clients[0].server(), "the preferred bulletin answers again: registering there");
+                        tx.close();
+                        return End::Prefer;
+                    }
                 }
                 _ = sleep_until(grace_end) => {
                     // The restarted bulletin had time to hear from everyone: reconcile fully.

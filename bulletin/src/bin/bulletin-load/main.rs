@@ -4,6 +4,9 @@
 //! thousands of simulated hosts over QUIC, then measures, in `--mode lapse`: registration
 //! rate; the server's CPU while every host heartbeats; and, for hosts that go silent, the
 //! time from their lease lapsing to the leave event reaching another host of their LAN.
+//! With `--store etcd://…` the registry lives in etcd and `--bulletins 2` runs two
+//! bulletins on it, hosts alternating between them, so half of every LAN hears of the
+//! other half through etcd; the fan-out of a join then crosses bulletins too.
 //! In `--mode dashboard` (`steady`): every host also reports telemetry, hosts churn, and
 //! dashboard pages follow the event stream (see `steady.rs`). Bounded in count and time;
 //! stops the server by its PID and removes its files at the end.
@@ -84,10 +87,22 @@ struct Args {
     /// port), e.g. for a browser to look while the load runs.
     #[arg(long)]
     web: Option<SocketAddr>,
+    /// Keep the registry in etcd (`bulletin serve --store`), e.g. etcd://127.0.0.1:2379.
+    #[arg(long, value_name = "etcd://HOST:PORT")]
+    store: Option<String>,
+    /// Bulletins serving the registry (more than one needs `--store`); host i uses
+    /// bulletin i modulo this.
+    #[arg(long, default_value_t = 1)]
+    bulletins: usize,
 }
 
 #[derive(Default)]
 struct Seen {
+    /// host id → join events about it received, and when the last arrived.
+    joins: HashMap<u32, (usize, Instant)>,
+    /// host id → when a leave for it last reached a host (every host of its LAN, once
+    /// all have heard).
+    leaves_last: HashMap<u32, Instant>,
     /// host id → (when its last ack arrived, lease left then).
     last_ack: HashMap<u32, (Instant, u64)>,
     /// host id → when a leave for it first reached any other host.
@@ -150,15 +165,30 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
+/// Start bulletin number `k` (its files in a directory of its own); with `state_from`,
+/// a copy of that state directory (one certificate for all).
 fn start_server(
     args: &Args,
     verifier: &Verifier,
     lans: usize,
     web: Option<SocketAddr>,
+    k: usize,
+    state_from: Option<&std::path::Path>,
 ) -> Result<(ServerProc, SocketAddr, String)> {
-    let dir = std::env::temp_dir().join(format!("bulletin-load-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!("bulletin-load-{}-{k}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)?;
+    if let Some(from) = state_from {
+        let ok = Command::new("cp")
+            .arg("-a")
+            .arg(from)
+            .arg(dir.join("state"))
+            .status()?
+            .success();
+        if !ok {
+            bail!("cannot copy {}", from.display());
+        }
+    }
     let mut cfg = format!(
         // Every simulated host comes from 127.0.0.1: lift the per-address caps (the
         // unauthenticated one is 16 by default, and registrations run 64 at a time).
@@ -183,6 +213,13 @@ fn start_server(
         .arg(dir.join("bulletin.toml"))
         .args(
             web.map(|w| ["--web".to_string(), w.to_string()])
+                .into_iter()
+                .flatten(),
+        )
+        .args(
+            args.store
+                .as_ref()
+                .map(|s| ["--store".to_string(), s.clone()])
                 .into_iter()
                 .flatten(),
         )
@@ -214,12 +251,15 @@ async fn reader(mut rx: SessionRx, seen: Arc<Mutex<Seen>>, id: u32) {
             }
             ServerMsg::Event(Event::Leave { host_id, .. }) => {
                 s.leaves.entry(host_id).or_insert(now);
+                s.leaves_last.insert(host_id, now);
                 if s.record_fanout {
                     s.fanout.entry((false, host_id)).or_default().push(now);
                 }
             }
             ServerMsg::Event(Event::Join(r)) => {
                 s.events += 1;
+                let j = s.joins.entry(r.host_id).or_insert((0, now));
+                *j = (j.0 + 1, now);
                 if s.record_fanout {
                     s.fanout.entry((true, r.host_id)).or_default().push(now);
                 }
@@ -261,17 +301,38 @@ async fn main() -> Result<()> {
     {
         bail!("--web {w}: the load runs on loopback only");
     }
-    let (server, addr, fp) = start_server(&args, &verifier, lans, web)?;
+    if args.bulletins == 0 || args.bulletins > 8 || (args.bulletins > 1 && args.store.is_none()) {
+        bail!("--bulletins must be 1..=8, and more than one needs --store");
+    }
+    let (server, addr, fp) = start_server(&args, &verifier, lans, web, 0, None)?;
     let pid = server.child.id();
     let client = Arc::new(Client::new(addr, &fp)?);
+    let mut others = Vec::new();
+    let mut clients = vec![client.clone()];
+    for k in 1..args.bulletins {
+        let (srv, a, _) = start_server(
+            &args,
+            &verifier,
+            lans,
+            None,
+            k,
+            Some(&server.dir.join("state")),
+        )?;
+        clients.push(Arc::new(Client::new(a, &fp)?));
+        others.push(srv);
+    }
+    let pids: Vec<u32> = std::iter::once(pid)
+        .chain(others.iter().map(|s| s.child.id()))
+        .collect();
+    let cpu = || -> Result<f64> { pids.iter().map(|p| cpu_seconds(*p)).sum() };
     let seen = Arc::new(Mutex::new(Seen::default()));
 
     // Phase 1: registration.
-    let cpu0 = cpu_seconds(pid)?;
+    let cpu0 = cpu()?;
     let t0 = Instant::now();
-    let (mut sessions, retries) = register_all(&args, &client, &verifier, &seen).await?;
+    let (mut sessions, retries) = register_all(&args, &clients, &verifier, &seen).await?;
     let reg_s = t0.elapsed().as_secs_f64();
-    let reg_cpu = cpu_seconds(pid)? - cpu0;
+    let reg_cpu = cpu()? - cpu0;
     sessions.sort_by_key(|s| s.0);
     eprintln!(
         "registered {} hosts in {lans} LANs in {reg_s:.2} s",
@@ -307,7 +368,7 @@ async fn main() -> Result<()> {
     // Phase 2: every host heartbeats once per interval, spread evenly; server CPU measured.
     let hb = Duration::from_secs(args.heartbeat_s.max(1));
     let rounds = (args.window_s / args.heartbeat_s.max(1)).max(1);
-    let cpu1 = cpu_seconds(pid)?;
+    let cpu1 = cpu()?;
     let t1 = Instant::now();
     let gap = hb.div_f64(sessions.len() as f64);
     let mut sent = 0u64;
@@ -321,14 +382,51 @@ async fn main() -> Result<()> {
     }
     tokio::time::sleep_until((t1 + hb * rounds as u32).into()).await;
     let window = t1.elapsed().as_secs_f64();
-    let hb_cpu = cpu_seconds(pid)? - cpu1;
+    let hb_cpu = cpu()? - cpu1;
     let rss = rss_kib(pid);
     eprintln!("{sent} heartbeats in {window:.1} s");
 
+    // Phase 2b: one new host per LAN of the coming lapses registers (at the bulletin its
+    // number picks); the time until every host of its LAN has its join is the fan-out.
+    let mut fanout_ms = Vec::new();
+    let mut newcomers = Vec::new();
+    for l in 0..lapse {
+        let i = args.hosts + l;
+        let lan = format!("lan{l}");
+        let id = 1 + i as u32;
+        let members = args.per_lan.min(args.hosts - l * args.per_lan);
+        let c = &clients[i % clients.len()];
+        let (sess, sent_at) = register_one(c, &verifier, i, &lan).await?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let got = seen
+                .lock()
+                .ok()
+                .and_then(|s| s.joins.get(&id).copied())
+                .filter(|(n, _)| *n >= members);
+            if let Some((_, last)) = got {
+                fanout_ms.push(last.saturating_duration_since(sent_at).as_secs_f64() * 1e3);
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!("the join of host {id} did not reach all {members} hosts of {lan} in 10 s");
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        // Gone again at once: it is no victim and must not lapse during the next phase.
+        let (mut tx, _rx) = sess.split();
+        tx.send(&ClientMsg::Unregister).await?;
+        newcomers.push(tx);
+    }
+    fanout_ms.sort_by(f64::total_cmp);
+
     // Phase 3: the first host of `lapse` LANs goes silent; the others keep heartbeating.
     let victims: Vec<u32> = (0..lapse).map(|l| (l * args.per_lan) as u32 + 1).collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    drop(newcomers);
     if let Ok(mut s) = seen.lock() {
         s.leaves.clear();
+        s.leaves_last.clear();
     }
     let until = Instant::now() + Duration::from_secs(args.ttl_s + 3);
     while Instant::now() < until {
@@ -349,7 +447,8 @@ async fn main() -> Result<()> {
             .filter_map(|v| {
                 let (ack_at, lease_ms) = s.last_ack.get(v)?;
                 let expiry = *ack_at + Duration::from_millis(*lease_ms);
-                let leave = s.leaves.get(v)?;
+                // The last host of the LAN to hear of it.
+                let leave = s.leaves_last.get(v)?;
                 Some(leave.saturating_duration_since(expiry).as_secs_f64() * 1e3)
             })
             .collect()
@@ -370,6 +469,8 @@ async fn main() -> Result<()> {
 
     let result = serde_json::json!({
         "hosts": args.hosts,
+        "store": if args.store.is_some() { "etcd" } else { "memory" },
+        "bulletins": args.bulletins,
         "lans": lans,
         "hosts_per_lan": args.per_lan,
         "register_s": reg_s,
@@ -387,11 +488,14 @@ async fn main() -> Result<()> {
         "unexpected_leaves": unexpected,
         "lapse_to_leave_ms_p50": pct(&lat_ms, 0.5),
         "lapse_to_leave_ms_max": pct(&lat_ms, 1.0),
+        "join_fanout_ms_p50": pct(&fanout_ms, 0.5),
+        "join_fanout_ms_max": pct(&fanout_ms, 1.0),
     });
     println!("{}", serde_json::to_string_pretty(&result)?);
     if let Some(p) = &args.json {
         std::fs::write(p, serde_json::to_string_pretty(&result)?)?;
     }
+    drop(others);
     drop(server);
     if unexpected > 0 {
         bail!("{unexpected} hosts that kept heartbeating lapsed: the generator fell behind");
@@ -413,7 +517,7 @@ type Live = (u32, usize, SessionTx);
 /// it hears into `seen`. Returns the sessions and the retries it took.
 async fn register_all(
     args: &Args,
-    client: &Arc<Client>,
+    clients: &[Arc<Client>],
     verifier: &Verifier,
     seen: &Arc<Mutex<Seen>>,
 ) -> Result<(Vec<Live>, u32)> {
@@ -421,7 +525,8 @@ async fn register_all(
     let mut set = tokio::task::JoinSet::new();
     let per_lan = args.per_lan;
     for i in 0..args.hosts {
-        let (client, sem, seen, v) = (client.clone(), sem.clone(), seen.clone(), verifier.clone());
+        let client = clients[i % clients.len()].clone();
+        let (sem, seen, v) = (sem.clone(), seen.clone(), verifier.clone());
         let lan = format!("lan{}", i / per_lan);
         set.spawn(async move {
             let _permit = sem.acquire_owned().await?;
