@@ -25,7 +25,7 @@ if [ "${1:-}" = --etcd ]; then
     --initial-advertise-peer-urls http://127.0.0.1:23980 \
     --initial-cluster default=http://127.0.0.1:23980 >"$data/etcd.log" 2>&1 &
   etcd_pid=$!
-  trap 'kill "$etcd_pid" 2>/dev/null; wait "$etcd_pid" 2>/dev/null; rm -rf "$data"' EXIT
+  trap 'kill "$etcd_pid" 2>/dev/null; wait "$etcd_pid" 2>/dev/null || true; rm -rf "$data"' EXIT
   for _ in $(seq 50); do
     curl -sf --max-time 1 http://127.0.0.1:23970/health >/dev/null && break
     sleep 0.2
@@ -33,7 +33,7 @@ if [ "${1:-}" = --etcd ]; then
   "$load" --hosts 2000 --json bench/bulletin-load-memory-2000.json
   "$load" --hosts 2000 --store etcd://127.0.0.1:23970 --bulletins 2 \
     --json bench/bulletin-load-etcd-2000.json
-  exit
+  exit 0
 fi
 if [ "${1:-}" = --dashboard ]; then
   "$load" --mode dashboard --hosts 2000 --per-lan 200 --pages 10 --warmup-s 20 --steady-s 120 \

@@ -12,7 +12,7 @@ use crate::proof::Verifier;
 use crate::proto::{
     BulletinStatus, ClientMsg, Credential, HostAlerts, HostReport, HostServices, HostVmNames,
     LanProof, MAX_SERVER_FRAME, MIN_VERSION, NAMES_SINCE, Record, RefuseCode, Register,
-    SERVICES_SINCE, STATUS_SINCE, ServerMsg,
+    SERVICES_SINCE, STATUS_SINCE, STORE_SINCE, ServerMsg,
 };
 use crate::tls::{PinnedVerifier, TlsError, client_config};
 
@@ -301,9 +301,22 @@ impl Client {
                 s.terms.version
             )));
         }
-        s.send(&ClientMsg::Status).await?;
+        let with_store = s.terms.version >= STORE_SINCE;
+        s.send(if with_store {
+            &ClientMsg::StoreStatus
+        } else {
+            &ClientMsg::Status
+        })
+        .await?;
         let r = match s.recv().await? {
             ServerMsg::Status(st) => Ok(st),
+            ServerMsg::StoreStatus {
+                mut status,
+                store_up,
+            } => {
+                status.store_up = store_up;
+                Ok(status)
+            }
             ServerMsg::Refused { code, reason } => Err(ClientError::Refused { code, reason }),
             other => Err(ClientError::Protocol(format!(
                 "expected the bulletin's status, got {other:?}"

@@ -154,6 +154,27 @@ fn main() -> ExitCode {
     }
 }
 
+/// `bulletin status --json`: the status, and the store's state where the bulletin said it.
+#[derive(serde::Serialize)]
+struct StatusJson<'a> {
+    #[serde(flatten)]
+    status: &'a bulletin::proto::BulletinStatus,
+    /// "up", "unreachable", or absent without a store (or from a bulletin before protocol 6).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    store: Option<&'static str>,
+}
+
+impl<'a> From<&'a bulletin::proto::BulletinStatus> for StatusJson<'a> {
+    fn from(status: &'a bulletin::proto::BulletinStatus) -> Self {
+        StatusJson {
+            status,
+            store: status
+                .store_up
+                .map(|up| if up { "up" } else { "unreachable" }),
+        }
+    }
+}
+
 async fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Serve {
@@ -203,7 +224,7 @@ async fn run(cli: Cli) -> Result<()> {
             let client = Client::new(q.server, &q.fingerprint)?;
             let st = client.status(&auth).await?;
             if q.json {
-                println!("{}", serde_json::to_string_pretty(&st)?);
+                println!("{}", serde_json::to_string_pretty(&StatusJson::from(&st))?);
             } else {
                 print!("{}", bulletin::status::render(&st));
             }

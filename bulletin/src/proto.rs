@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 /// Protocol version in `Hello` and `Challenge`.
-pub const VERSION: u16 = 5;
+pub const VERSION: u16 = 6;
 /// The oldest protocol a bulletin still serves, and what a client says in its `Hello`:
 /// version 2 only adds messages (`Alerts`, `AlertsQuery`), which a client sends once the
 /// `Challenge` shows the bulletin knows them. So hosts and bulletins upgrade in any order.
@@ -24,6 +24,8 @@ pub const STATUS_SINCE: u16 = 3;
 pub const NAMES_SINCE: u16 = 4;
 /// The first version that takes `Services` and answers `ServicesQuery`.
 pub const SERVICES_SINCE: u16 = 5;
+/// The first version that answers `StoreStatus` (the status with the registry store's).
+pub const STORE_SINCE: u16 = 6;
 /// ALPN of the bulletin's QUIC endpoint.
 pub const ALPN: &[u8] = b"vmvpn-bulletin/1";
 /// Largest frame a client may send (a registration with many LANs is a few KB).
@@ -89,6 +91,9 @@ pub enum ClientMsg {
         /// Only this LAN.
         lan: Option<String>,
     },
+    /// The bulletin's own state with its store's (`bulletin status`). Since version 6;
+    /// answered by `StoreStatus`.
+    StoreStatus,
 }
 
 /// A host's services on one LAN, as it sends to them.
@@ -451,6 +456,13 @@ pub enum ServerMsg {
     VmNames(Vec<HostVmNames>),
     /// Answer to `ServicesQuery`: each host's services per LAN. Since version 5.
     Services(Vec<HostServices>),
+    /// Answer to `StoreStatus`. Since version 6.
+    StoreStatus {
+        /// What `Status` answers.
+        status: BulletinStatus,
+        /// The shared registry's store: none without one, else whether it answers.
+        store_up: Option<bool>,
+    },
 }
 
 /// Why a request was refused.
@@ -638,6 +650,11 @@ mod tests {
         round_trip(&ClientMsg::AlertsQuery { lan: None });
         round_trip(&ClientMsg::Status);
         round_trip(&ServerMsg::Status(status()));
+        round_trip(&ClientMsg::StoreStatus);
+        round_trip(&ServerMsg::StoreStatus {
+            status: status(),
+            store_up: Some(false),
+        });
         round_trip(&ServerMsg::Alerts(vec![HostAlerts {
             host_id: 1,
             name: "h1".into(),

@@ -880,6 +880,7 @@ impl ConnCtx<'_> {
                     | ClientMsg::ServicesQuery { .. }
                     | ClientMsg::AlertsQuery { .. }
                     | ClientMsg::Status
+                    | ClientMsg::StoreStatus
             ) && let Some(wait) = self.reads.take(Instant::now())
             {
                 // Meanwhile nothing is read: QUIC flow control stops a flooding client.
@@ -1058,6 +1059,16 @@ impl ConnCtx<'_> {
                     return Ok(Some(r));
                 }
                 Some(ServerMsg::Status(state.status()))
+            }
+            ClientMsg::StoreStatus => {
+                if let Some(r) = self.unauthorized(None) {
+                    return Ok(Some(r));
+                }
+                let status = state.status();
+                Some(ServerMsg::StoreStatus {
+                    store_up: status.store_up,
+                    status,
+                })
             }
             ClientMsg::Matrix { lan } => {
                 if let Some(r) = self.unauthorized(lan.as_deref()) {

@@ -21,6 +21,15 @@ pub fn render(s: &BulletinStatus) -> String {
     );
     let _ = writeln!(
         o,
+        "store            {}",
+        match s.store_up {
+            None => "this bulletin's memory (no --store)",
+            Some(true) => "etcd, answering",
+            Some(false) => "etcd UNREACHABLE: serving what it has, refusing registrations",
+        }
+    );
+    let _ = writeln!(
+        o,
         "connections      {} open (limit {}, {} per address), {} not yet authenticated (limit {}, {} per address)",
         s.connections,
         l.connections,

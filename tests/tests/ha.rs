@@ -218,6 +218,11 @@ fn two_bulletins_on_etcd_survive_losing_one_and_etcd_itself() {
     // 3. etcd down: the tunnels keep forwarding; the registry catches up when it returns.
     lab.kill_etcd();
     let ping = ping_20_per_s(v1.ns.clone(), v2.ip, 60);
+    until(
+        "bulletin status says etcd is away",
+        Duration::from_secs(5),
+        || cli_at(&lab, &second, &["status"])["store"] == "unreachable",
+    );
     let (sent, received) = ping.join().unwrap_or_else(|_| panic!("ping thread"));
     assert_eq!(received, sent, "VMs lost pings with etcd down");
     assert_eq!(peers(&lab, "h1"), 1, "h1 kept its peer");
@@ -235,6 +240,16 @@ fn two_bulletins_on_etcd_survive_losing_one_and_etcd_itself() {
         || peers(&lab, "h1") == 2,
     );
     let caught_up = back.elapsed();
+    let up = until(
+        "both bulletins say etcd is up",
+        Duration::from_secs(10),
+        || {
+            [&first, &second]
+                .iter()
+                .all(|b| cli_at(&lab, b, &["status"])["store"] == "up")
+        },
+    );
+    eprintln!("both bulletins said etcd was up {up:?} later");
     eprintln!("etcd back: the registry took a new host in {caught_up:?}");
     assert!(caught_up < Duration::from_secs(10), "{caught_up:?}");
     assert!(
