@@ -795,6 +795,13 @@ mod tests {
         // Version 3 appends `Status` both ways.
         assert_eq!(encode(&ClientMsg::Status), [0, 0, 0, 1, 10]);
         assert_eq!(encode(&ServerMsg::Status(status()))[4], 8);
+        // Version 6 appends `StoreStatus` both ways.
+        assert_eq!(encode(&ClientMsg::StoreStatus), [0, 0, 0, 1, 15]);
+        let st = encode(&ServerMsg::StoreStatus {
+            status: status(),
+            store_up: None,
+        });
+        assert_eq!(st[4], 11);
     }
 
     fn status() -> BulletinStatus {
