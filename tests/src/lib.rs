@@ -1215,6 +1215,16 @@ impl Lab {
         }
     }
 
+    /// SIGSTOP (`true`) or SIGCONT every etcd member running: a store that stops
+    /// answering without closing anything.
+    pub fn pause_etcd(&self, stop: bool) {
+        let sig = if stop { libc::SIGSTOP } else { libc::SIGCONT };
+        for c in self.etcd.iter().flatten() {
+            // SAFETY: kill(2) on a PID this lab started and still holds (not yet waited for).
+            unsafe { libc::kill(c.id() as libc::pid_t, sig) };
+        }
+    }
+
     /// SIGKILL every etcd member.
     pub fn kill_etcd(&mut self) {
         for i in 0..self.etcd.len() {

@@ -271,6 +271,9 @@ fn the_load_generator_runs_and_every_lapsed_host_is_announced() {
     // 3 LANs of 20: each registration announced to the hosts already there: 3 × (0+…+19),
     // then one newcomer per lapsing LAN announced to its 20 (the fan-out measured).
     assert_eq!(v["join_events_delivered"], 3 * 190 + 3 * 20);
-    assert!(v["join_fanout_ms_p50"].as_f64().is_some_and(|ms| ms > 0.0), "{v}");
+    assert!(
+        v["join_fanout_ms_p50"].as_f64().is_some_and(|ms| ms > 0.0),
+        "{v}"
+    );
     assert!(v["register_per_s"].as_f64().is_some_and(|r| r > 0.0));
 }

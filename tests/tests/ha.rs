@@ -4,7 +4,8 @@
 //! survivor; it comes back, a new host joins through it, and the hosts on the other
 //! bulletin learn of it within 2 s, then return to it (`return_after_s`); either bulletin's matrix holds every host's report.
 //! With one etcd member SIGKILLed nothing visible changes: a host SIGKILLed is gone from the
-//! others within the lease (6 s) + 2 s. With etcd entirely down the tunnels keep
+//! others within the lease (6 s) + 2 s. With etcd stopped (SIGSTOP) both bulletins still
+//! answer at once. With etcd entirely down the tunnels keep
 //! forwarding, and the registry takes a new host within 10 s of etcd's return. Real etcd
 //! (Debian's etcd-server), real bulletins and daemons in the lab's namespaces.
 
@@ -214,6 +215,36 @@ fn two_bulletins_on_etcd_survive_losing_one_and_etcd_itself() {
         "one etcd member down: a SIGKILLed host left every host in {gone:?} (lease {TTL_S} s); ping {received}/{sent}"
     );
     assert_eq!(received, sent, "VMs lost pings with one etcd member down");
+
+    // 2b. etcd stops answering (SIGSTOP, connections stay open): both bulletins go on
+    // answering at once and the hosts stay registered.
+    lab.pause_etcd(true);
+    let paused = Instant::now();
+    let mut slowest = Duration::ZERO;
+    while paused.elapsed() < Duration::from_secs(3) {
+        for b in [&first, &second] {
+            let t = Instant::now();
+            let n = listed(&lab, b).len();
+            slowest = slowest.max(t.elapsed());
+            assert_eq!(n, 2, "{b} answered ls with etcd paused");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    for h in ["h1", "h2"] {
+        assert!(registered_with(&lab, h).is_some(), "{h} stayed registered");
+    }
+    lab.pause_etcd(false);
+    eprintln!("etcd paused 3 s: the slowest bulletin ls took {slowest:?}");
+    assert!(slowest < Duration::from_secs(1), "{slowest:?}");
+    until(
+        "both bulletins say etcd is up again",
+        Duration::from_secs(10),
+        || {
+            [&first, &second]
+                .iter()
+                .all(|b| cli_at(&lab, b, &["status"])["store"] == "up")
+        },
+    );
 
     // 3. etcd down: the tunnels keep forwarding; the registry catches up when it returns.
     lab.kill_etcd();
