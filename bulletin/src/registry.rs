@@ -2,7 +2,7 @@
 //! turns the returned [`Outbound`] events into messages on the hosts' connections.
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use crate::proof::Verifier;
@@ -44,13 +44,8 @@ enum Holder {
 
 #[derive(Debug, Clone)]
 struct HostEntry {
-    name: String,
-    underlay: IpAddr,
-    prefix: u8,
-    port: u16,
-    observed: SocketAddr,
-    /// LAN name → segment.
-    lans: BTreeMap<String, String>,
+    /// The host as it registered (LANs: name → segment), as the shared store keeps it.
+    host: SharedHost,
     expires: Instant,
     last_heartbeat: Instant,
     holder: Holder,
@@ -90,7 +85,7 @@ impl Registry {
             let members: Vec<u32> = self
                 .hosts
                 .iter()
-                .filter(|(_, h)| h.lans.contains_key(&lan))
+                .filter(|(_, h)| h.host.lans.contains_key(&lan))
                 .map(|(id, _)| *id)
                 .collect();
             for id in members {
@@ -101,7 +96,7 @@ impl Registry {
                 }));
             }
             for h in self.hosts.values_mut() {
-                h.lans.remove(&lan);
+                h.host.lans.remove(&lan);
             }
         }
         out
@@ -157,15 +152,15 @@ impl Registry {
         }
         if let Some(old) = self.hosts.get(&req.host_id)
             && now < old.expires
-            && (old.name != req.name || old.underlay != req.underlay)
+            && (old.host.name != req.name || old.host.underlay != req.underlay)
         {
             return Err(refuse(
                 RefuseCode::DuplicateId,
                 format!(
                     "host id {:#010x} is held by host {:?} at {} (lease left {} s): give one of them another [host] name or id",
                     req.host_id,
-                    old.name,
-                    old.underlay,
+                    old.host.name,
+                    old.host.underlay,
                     old.expires.saturating_duration_since(now).as_secs()
                 ),
             ));
@@ -174,25 +169,31 @@ impl Registry {
         let old_lans = self
             .hosts
             .remove(&req.host_id)
-            .map(|o| o.lans)
+            .map(|o| o.host.lans)
             .unwrap_or_default();
         let entry = HostEntry {
-            name: req.name.clone(),
-            underlay: req.underlay,
-            prefix: req.prefix,
-            port: req.port,
-            observed,
-            lans: req
-                .lans
-                .iter()
-                .map(|l| (l.name.clone(), l.segment.clone()))
-                .collect(),
+            host: SharedHost {
+                host_id: req.host_id,
+                name: req.name.clone(),
+                underlay: req.underlay,
+                prefix: req.prefix,
+                port: req.port,
+                observed,
+                lans: req
+                    .lans
+                    .iter()
+                    .map(|l| (l.name.clone(), l.segment.clone()))
+                    .collect(),
+            },
             expires: later(now, self.ttl),
             last_heartbeat: now,
             holder: Holder::Here(conn),
         };
         let mut out = Vec::new();
-        for lan in old_lans.keys().filter(|l| !entry.lans.contains_key(*l)) {
+        for lan in old_lans
+            .keys()
+            .filter(|l| !entry.host.lans.contains_key(*l))
+        {
             out.extend(self.tell_lan(lan, req.host_id, |_| Event::Leave {
                 lan: lan.clone(),
                 host_id: req.host_id,
@@ -214,7 +215,8 @@ impl Registry {
         let Some(h) = self.hosts.get(&host_id) else {
             return Vec::new();
         };
-        h.lans
+        h.host
+            .lans
             .keys()
             .map(|lan| Event::Snapshot {
                 lan: lan.clone(),
@@ -256,7 +258,7 @@ impl Registry {
             return Vec::new();
         };
         let mut out = Vec::new();
-        for lan in h.lans.keys() {
+        for lan in h.host.lans.keys() {
             out.extend(self.tell_lan(lan, host_id, |_| Event::Leave {
                 lan: lan.clone(),
                 host_id,
@@ -295,7 +297,7 @@ impl Registry {
     fn tell_lan(&self, lan: &str, except: u32, event: impl Fn(u32) -> Event) -> Vec<Outbound> {
         self.hosts
             .iter()
-            .filter(|(id, h)| **id != except && h.lans.contains_key(lan))
+            .filter(|(id, h)| **id != except && h.host.lans.contains_key(lan))
             .filter_map(|(id, h)| match h.holder {
                 Holder::Here(to) => Some(Outbound {
                     to,
@@ -310,13 +312,13 @@ impl Registry {
         let h = self.hosts.get(&host_id)?;
         Some(Record {
             lan: lan.to_string(),
-            segment: h.lans.get(lan)?.clone(),
+            segment: h.host.lans.get(lan)?.clone(),
             host_id,
-            name: h.name.clone(),
-            underlay: h.underlay,
-            prefix: h.prefix,
-            port: h.port,
-            observed: h.observed,
+            name: h.host.name.clone(),
+            underlay: h.host.underlay,
+            prefix: h.host.prefix,
+            port: h.host.port,
+            observed: h.host.observed,
             lease_ms: h.expires.saturating_duration_since(now).as_millis() as u64,
             heartbeat_ago_ms: now.saturating_duration_since(h.last_heartbeat).as_millis() as u64,
         })
@@ -326,15 +328,7 @@ impl Registry {
     /// none when it is not registered here or is held by another bulletin.
     pub fn shared(&self, host_id: u32) -> Option<SharedHost> {
         let h = self.hosts.get(&host_id)?;
-        matches!(h.holder, Holder::Here(_)).then(|| SharedHost {
-            host_id,
-            name: h.name.clone(),
-            underlay: h.underlay,
-            prefix: h.prefix,
-            port: h.port,
-            observed: h.observed,
-            lans: h.lans.clone(),
-        })
+        matches!(h.holder, Holder::Here(_)).then(|| h.host.clone())
     }
 
     /// The hosts another bulletin holds.
@@ -366,13 +360,13 @@ impl Registry {
             .collect();
         let old = self.hosts.remove(&host.host_id);
         let same = old.as_ref().is_some_and(|o| {
-            o.lans == lans
-                && o.underlay == host.underlay
-                && o.port == host.port
-                && o.observed == host.observed
+            o.host.lans == lans
+                && o.host.underlay == host.underlay
+                && o.host.port == host.port
+                && o.host.observed == host.observed
                 && o.holder == Holder::Elsewhere
         });
-        let old_lans = old.map(|o| o.lans).unwrap_or_default();
+        let old_lans = old.map(|o| o.host.lans).unwrap_or_default();
         let mut out = Vec::new();
         for lan in old_lans.keys().filter(|l| !lans.contains_key(*l)) {
             out.extend(self.tell_lan(lan, host.host_id, |_| Event::Leave {
@@ -387,12 +381,7 @@ impl Registry {
         self.hosts.insert(
             host.host_id,
             HostEntry {
-                name: host.name,
-                underlay: host.underlay,
-                prefix: host.prefix,
-                port: host.port,
-                observed: host.observed,
-                lans,
+                host: SharedHost { lans, ..host },
                 expires: later(now, self.ttl),
                 last_heartbeat: now,
                 holder: Holder::Elsewhere,
@@ -401,7 +390,12 @@ impl Registry {
         if same {
             return out;
         }
-        let names: Vec<String> = self.hosts[&host.host_id].lans.keys().cloned().collect();
+        let names: Vec<String> = self.hosts[&host.host_id]
+            .host
+            .lans
+            .keys()
+            .cloned()
+            .collect();
         for lan in names {
             if let Some(rec) = self.record(host.host_id, &lan, now) {
                 out.extend(self.tell_lan(&lan, host.host_id, |_| Event::Join(rec.clone())));
@@ -425,7 +419,7 @@ impl Registry {
         let mut out: Vec<Record> = self
             .hosts
             .iter()
-            .flat_map(|(id, h)| h.lans.keys().map(move |l| (*id, l)))
+            .flat_map(|(id, h)| h.host.lans.keys().map(move |l| (*id, l)))
             .filter(|(_, l)| lan.is_none_or(|want| want == l.as_str()))
             .filter_map(|(id, l)| self.record(id, l, now))
             .collect();
@@ -436,7 +430,7 @@ impl Registry {
     /// Whether this host, on this connection, is registered in this LAN.
     pub fn is_member(&self, host_id: u32, conn: Option<ConnId>, lan: &str) -> bool {
         self.hosts.get(&host_id).is_some_and(|h| {
-            h.lans.contains_key(lan) && conn.is_none_or(|c| h.holder == Holder::Here(c))
+            h.host.lans.contains_key(lan) && conn.is_none_or(|c| h.holder == Holder::Here(c))
         })
     }
 
@@ -455,7 +449,7 @@ impl Registry {
 
     /// A registered host's name.
     pub fn name_of(&self, host_id: u32) -> Option<&str> {
-        self.hosts.get(&host_id).map(|h| h.name.as_str())
+        self.hosts.get(&host_id).map(|h| h.host.name.as_str())
     }
 
     /// Number of registered hosts.
@@ -479,6 +473,7 @@ pub fn later(now: Instant, d: Duration) -> Instant {
 pub(crate) mod tests {
     use super::*;
     use crate::proto::LanJoin;
+    use std::net::IpAddr;
 
     /// The nonce the test registrations prove over.
     pub(crate) const NONCE: [u8; 32] = [4; 32];

@@ -448,6 +448,39 @@ struct BulletinProc {
     store: Option<String>,
 }
 
+/// A ping of `count` echoes, 20 a second (1 s to answer each), from namespace `ns` to `to`,
+/// in a thread of its own: (transmitted, received, the sequence numbers never answered),
+/// so that a failure says when (echo N left N × 50 ms after the start).
+pub fn ping_in_background(
+    ns: String,
+    to: Ipv4Addr,
+    count: u32,
+) -> std::thread::JoinHandle<(u64, u64, Vec<u64>)> {
+    std::thread::spawn(move || {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &ns, "ping", "-n", "-i", "0.05"])
+            .args(["-W", "1", "-c", &count.to_string(), &to.to_string()])
+            .output()
+            .unwrap_or_else(|e| panic!("ping: {e}"));
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let line = text
+            .lines()
+            .find(|l| l.contains("packets transmitted"))
+            .unwrap_or_else(|| panic!("ping said: {text}"));
+        let n: Vec<u64> = line
+            .split(|c: char| !c.is_ascii_digit())
+            .filter_map(|w| w.parse().ok())
+            .collect();
+        let answered: std::collections::BTreeSet<u64> = text
+            .lines()
+            .filter_map(|l| l.split("icmp_seq=").nth(1))
+            .filter_map(|r| r.split_whitespace().next()?.parse().ok())
+            .collect();
+        let missing = (1..=n[0]).filter(|q| !answered.contains(q)).collect();
+        (n[0], n[1], missing)
+    })
+}
+
 /// Resident memory of a process in KiB (0 if it is gone).
 pub fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))

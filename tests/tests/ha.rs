@@ -49,6 +49,13 @@ fn cli_at(lab: &Lab, addr: &str, args: &[&str]) -> Value {
     serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
 }
 
+/// Whether `bulletin status` of every one of `bulletins` says its store is `state`.
+fn store_is(lab: &Lab, bulletins: &[&str], state: &str) -> bool {
+    bulletins
+        .iter()
+        .all(|b| cli_at(lab, b, &["status"])["store"] == state)
+}
+
 /// Host ids in `bulletin ls` of the bulletin at `addr`.
 fn listed(lab: &Lab, addr: &str) -> Vec<u64> {
     let mut ids: Vec<u64> = cli_at(lab, addr, &["ls"])
@@ -75,33 +82,6 @@ fn until(what: &str, within: Duration, mut f: impl FnMut() -> bool) -> Duration 
         std::thread::sleep(Duration::from_millis(50));
     }
     t.elapsed()
-}
-
-/// A ping of `count` echoes at 20 per second in the background: (sent, received).
-fn ping_20_per_s(
-    ns: String,
-    to: std::net::Ipv4Addr,
-    count: u32,
-) -> std::thread::JoinHandle<(u64, u64)> {
-    std::thread::spawn(move || {
-        let out = Command::new("ip")
-            .args([
-                "netns", "exec", &ns, "ping", "-n", "-q", "-i", "0.05", "-W", "1",
-            ])
-            .args(["-c", &count.to_string(), &to.to_string()])
-            .output()
-            .unwrap_or_else(|e| panic!("ping: {e}"));
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        let line = text
-            .lines()
-            .find(|l| l.contains("packets transmitted"))
-            .unwrap_or_else(|| panic!("ping said: {text}"));
-        let n: Vec<u64> = line
-            .split(|c: char| !c.is_ascii_digit())
-            .filter_map(|w| w.parse().ok())
-            .collect();
-        (n[0], n[1])
-    })
 }
 
 #[test]
@@ -141,7 +121,7 @@ fn two_bulletins_on_etcd_survive_losing_one_and_etcd_itself() {
     assert!(lab.ping(&v1, v2.ip));
 
     // 1. SIGKILL the bulletin every host uses, under a 20/s ping.
-    let ping = ping_20_per_s(v1.ns.clone(), v2.ip, 200);
+    let ping = vmvpn_tests::ping_in_background(v1.ns.clone(), v2.ip, 200);
     std::thread::sleep(Duration::from_secs(1));
     lab.kill_bulletin();
     let moved = until(
@@ -182,13 +162,13 @@ fn two_bulletins_on_etcd_survive_losing_one_and_etcd_itself() {
         },
     );
     eprintln!("h1 and h2 back on the first bulletin {back:?} after h3 joined there");
-    let (sent, received) = ping.join().unwrap_or_else(|_| panic!("ping thread"));
+    let (sent, received, missing) = ping.join().unwrap_or_else(|_| panic!("ping thread"));
     eprintln!(
         "bulletin killed: hosts moved in {moved:?}; a new host at the other bulletin learned by all in {learned:?} of registering; ping {received}/{sent}"
     );
     assert_eq!(
         received, sent,
-        "VMs lost pings while the bulletin failed over"
+        "VMs lost pings while the bulletin failed over: echoes {missing:?}"
     );
     lab.wait_tunnels("h1", "lan1", 2, Duration::from_secs(5));
     // Either bulletin's matrix holds every host's report (h3 reports to the first, h1
@@ -202,7 +182,7 @@ fn two_bulletins_on_etcd_survive_losing_one_and_etcd_itself() {
 
     // 2. One etcd member SIGKILLed (the first the bulletins list) changes nothing visible:
     // the ping goes on, and a host SIGKILLed is gone from every host within the lease + 2 s.
-    let ping = ping_20_per_s(v1.ns.clone(), v2.ip, 180);
+    let ping = vmvpn_tests::ping_in_background(v1.ns.clone(), v2.ip, 180);
     lab.kill_etcd_member(0);
     lab.kill("h3");
     let gone = until(
@@ -210,11 +190,14 @@ fn two_bulletins_on_etcd_survive_losing_one_and_etcd_itself() {
         Duration::from_secs(TTL_S + 2),
         || peers(&lab, "h1") == 1 && peers(&lab, "h2") == 1 && listed(&lab, &second).len() == 2,
     );
-    let (sent, received) = ping.join().unwrap_or_else(|_| panic!("ping thread"));
+    let (sent, received, missing) = ping.join().unwrap_or_else(|_| panic!("ping thread"));
     eprintln!(
         "one etcd member down: a SIGKILLed host left every host in {gone:?} (lease {TTL_S} s); ping {received}/{sent}"
     );
-    assert_eq!(received, sent, "VMs lost pings with one etcd member down");
+    assert_eq!(
+        received, sent,
+        "VMs lost pings with one etcd member down: echoes {missing:?}"
+    );
 
     // 2b. etcd stops answering (SIGSTOP, connections stay open): both bulletins go on
     // answering at once and the hosts stay registered.
@@ -239,23 +222,22 @@ fn two_bulletins_on_etcd_survive_losing_one_and_etcd_itself() {
     until(
         "both bulletins say etcd is up again",
         Duration::from_secs(10),
-        || {
-            [&first, &second]
-                .iter()
-                .all(|b| cli_at(&lab, b, &["status"])["store"] == "up")
-        },
+        || store_is(&lab, &[&first, &second], "up"),
     );
 
     // 3. etcd down: the tunnels keep forwarding; the registry catches up when it returns.
     lab.kill_etcd();
-    let ping = ping_20_per_s(v1.ns.clone(), v2.ip, 60);
+    let ping = vmvpn_tests::ping_in_background(v1.ns.clone(), v2.ip, 60);
     until(
         "bulletin status says etcd is away",
         Duration::from_secs(5),
-        || cli_at(&lab, &second, &["status"])["store"] == "unreachable",
+        || store_is(&lab, &[&second], "unreachable"),
     );
-    let (sent, received) = ping.join().unwrap_or_else(|_| panic!("ping thread"));
-    assert_eq!(received, sent, "VMs lost pings with etcd down");
+    let (sent, received, missing) = ping.join().unwrap_or_else(|_| panic!("ping thread"));
+    assert_eq!(
+        received, sent,
+        "VMs lost pings with etcd down: echoes {missing:?}"
+    );
     assert_eq!(peers(&lab, "h1"), 1, "h1 kept its peer");
     lab.start_etcd();
     let back = Instant::now();
@@ -274,11 +256,7 @@ fn two_bulletins_on_etcd_survive_losing_one_and_etcd_itself() {
     let up = until(
         "both bulletins say etcd is up",
         Duration::from_secs(10),
-        || {
-            [&first, &second]
-                .iter()
-                .all(|b| cli_at(&lab, b, &["status"])["store"] == "up")
-        },
+        || store_is(&lab, &[&first, &second], "up"),
     );
     eprintln!("both bulletins said etcd was up {up:?} later");
     eprintln!("etcd back: the registry took a new host in {caught_up:?}");

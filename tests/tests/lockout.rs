@@ -59,32 +59,6 @@ fn report(p: Proc) -> serde_json::Value {
         .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
 }
 
-/// A ping of `count` echoes every 50 ms between two VM namespaces, in its own thread:
-/// (transmitted, received).
-fn ping_in_background(
-    from_ns: String,
-    to: std::net::Ipv4Addr,
-    count: u32,
-) -> std::thread::JoinHandle<(u64, u64)> {
-    std::thread::spawn(move || {
-        let out = Command::new("ip")
-            .args(["netns", "exec", &from_ns, "ping", "-n", "-q", "-i", "0.05"])
-            .args(["-W", "1", "-c", &count.to_string(), &to.to_string()])
-            .output()
-            .unwrap_or_else(|e| panic!("ping: {e}"));
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        let line = text
-            .lines()
-            .find(|l| l.contains("packets transmitted"))
-            .unwrap_or_else(|| panic!("ping said: {text}"));
-        let n: Vec<u64> = line
-            .split(|c: char| !c.is_ascii_digit())
-            .filter_map(|w| w.parse().ok())
-            .collect();
-        (n[0], n[1])
-    })
-}
-
 /// `bulletin ARGS --json` from `ns` with the operator token: (success, stdout, time).
 fn bulletin_from(lab: &Lab, ns: &str, args: &[&str]) -> (bool, String, Duration) {
     let (addr, fp) = lab.bulletin_addr().unwrap_or_else(|| panic!("no bulletin"));
@@ -177,10 +151,12 @@ fn silent_quic_and_idle_tcp_connections_from_one_address_lock_nobody_out() {
     );
     let start = Instant::now();
     std::thread::sleep(Duration::from_secs(2));
-    let ping = ping_in_background(h1vm.ns.clone(), h2vm.ip, 500);
+    let ping = vmvpn_tests::ping_in_background(h1vm.ns.clone(), h2vm.ip, 500);
     let mut ls_times = Vec::new();
     let mut failures = Vec::new();
     let mut join_time = None;
+    // When h3 was restarted, counted from the first echo.
+    let mut join_at = None;
     while start.elapsed() < ATTACK - Duration::from_secs(2) {
         let (ok, text, took) = bulletin_from(&lab, &op, &["ls"]);
         ls_times.push(took);
@@ -192,6 +168,7 @@ fn silent_quic_and_idle_tcp_connections_from_one_address_lock_nobody_out() {
         }
         if join_time.is_none() && start.elapsed() > Duration::from_secs(10) {
             let t = Instant::now();
+            join_at = Some(start.elapsed().saturating_sub(Duration::from_secs(2)));
             lab.restart("h3");
             loop {
                 let st = lab.try_status("h3");
@@ -212,7 +189,7 @@ fn silent_quic_and_idle_tcp_connections_from_one_address_lock_nobody_out() {
         }
         std::thread::sleep(Duration::from_millis(500));
     }
-    let (sent, received) = ping.join().unwrap_or_else(|_| panic!("ping thread"));
+    let (sent, received, missing) = ping.join().unwrap_or_else(|_| panic!("ping thread"));
     let quic = report(attacker);
     let worst_ls = ls_times.iter().max().copied().unwrap_or_default();
     eprintln!(
@@ -226,7 +203,10 @@ fn silent_quic_and_idle_tcp_connections_from_one_address_lock_nobody_out() {
     assert!(ls_times.len() >= 20, "{} reads", ls_times.len());
     let join = join_time.unwrap_or_else(|| panic!("h3 never restarted"));
     assert!(join < WITHIN, "h3 registered after {join:?}");
-    assert_eq!(received, sent, "the tunnels lost pings under the attack");
+    assert_eq!(
+        received, sent,
+        "the tunnels lost pings under the attack: echoes {missing:?} (echo N left N × 50 ms after the first; h3 restarted {join_at:?} after it)"
+    );
     assert!(sent >= 500, "{sent}");
     let st: serde_json::Value = serde_json::from_str(&st).unwrap_or_else(|e| panic!("{e}: {st}"));
     let q = quic["opened"].as_u64().unwrap_or(0) + quic["refused"].as_u64().unwrap_or(0);
