@@ -39,7 +39,7 @@ pub const BULLETIN_PORT: u16 = 7400;
 /// the first one's client and peer ports (the others' follow).
 pub const ETCD_MEMBERS: usize = 3;
 /// `[bulletin] return_after_s` of the hosts of `LabBuilder::shared_bulletins`.
-pub const RETURN_AFTER_S: u64 = 15;
+pub const RETURN_AFTER_S: u64 = 25;
 const ETCD_CLIENT_PORT: u16 = 23790;
 const ETCD_PEER_PORT: u16 = 23800;
 

@@ -604,6 +604,37 @@ fn an_ipv6_service_address_is_resolved_by_neighbour_discovery_and_served() {
     let n = 200;
     let (n1, n2, failed) = curls(&lab, &client, vip, n, 2);
     eprintln!("IPv6: {n} connections: b1 {n1}, b2 {n2}, failed {failed}");
+    if n1 + n2 != n {
+        // A connection that timed out (seen in CI under load, 1 of 200, cause not yet
+        // found): what each end and each host counted, to say where its packets went.
+        for vm in [&client, &v1, &v2] {
+            let nstat = lab.exec(
+                &vm.ns,
+                &[
+                    "nstat",
+                    "-az",
+                    "TcpExtTCPSynRetrans",
+                    "TcpRetransSegs",
+                    "TcpActiveOpens",
+                    "TcpPassiveOpens",
+                    "Ip6InDiscards",
+                    "Ip6OutDiscards",
+                    "Icmp6InNeighborSolicits",
+                    "Icmp6OutNeighborSolicits",
+                ],
+            );
+            let neigh = lab.exec(&vm.ns, &["ip", "-6", "neigh"]);
+            eprintln!(
+                "---- {}: {}{}",
+                vm.ns,
+                String::from_utf8_lossy(&nstat.stdout),
+                String::from_utf8_lossy(&neigh.stdout)
+            );
+        }
+        for h in ["h1", "h2", "h3"] {
+            eprintln!("---- {h} LAN drops: {}", lab.status(h)["lans"][0]["drops"]);
+        }
+    }
     assert_eq!(n1 + n2, n, "{}", services_of(&lab, "h3"));
     // Hashing 1:1: each within ±25 % of half (200 keep it at 3.5 standard deviations).
     for k in [n1, n2] {
