@@ -1268,32 +1268,28 @@ impl Lab {
 
 /// Start a bulletin in `ns` as `b` describes it, appending to its log.
 fn spawn_bulletin(ns: &str, b: &mut BulletinProc, env: &[(String, String)]) {
-    {
-        // A block of its own: the body moved here from `Lab::start_bulletin` unchanged.
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&b.log)
-            .unwrap_or_else(|e| panic!("log: {e}"));
-        let mut args: Vec<std::ffi::OsString> =
-            ["serve", "--listen", b.listen.as_str(), "--state-dir"]
-                .map(Into::into)
-                .into();
-        args.extend([
-            b.state_dir.clone().into(),
-            "--config".into(),
-            b.config.clone().into(),
-        ]);
-        for w in &b.web {
-            args.extend(["--web".into(), w.into()]);
-        }
-        if let Some(s) = &b.store {
-            args.extend(["--store".into(), s.into()]);
-        }
-        let child = spawn_in_ns(ns, &bulletin_bin(), &args, log, env);
-        let _ = std::fs::write(b.log.with_extension("pid"), child.id().to_string());
-        b.child = Some(child);
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&b.log)
+        .unwrap_or_else(|e| panic!("log: {e}"));
+    let mut args: Vec<std::ffi::OsString> = ["serve", "--listen", b.listen.as_str(), "--state-dir"]
+        .map(Into::into)
+        .into();
+    args.extend([
+        b.state_dir.clone().into(),
+        "--config".into(),
+        b.config.clone().into(),
+    ]);
+    for w in &b.web {
+        args.extend(["--web".into(), w.into()]);
     }
+    if let Some(s) = &b.store {
+        args.extend(["--store".into(), s.into()]);
+    }
+    let child = spawn_in_ns(ns, &bulletin_bin(), &args, log, env);
+    let _ = std::fs::write(b.log.with_extension("pid"), child.id().to_string());
+    b.child = Some(child);
 }
 
 impl Lab {

@@ -201,15 +201,13 @@ impl Store for EtcdStore {
         }
         // Only members that answer: requests balanced onto a dead one fail (the client
         // does not route around it). Each later failure asks all members again.
-        if !live.is_empty()
-            && live.len() < o.endpoints.len()
-            && let Ok(c) = client(o, &live).await
-        {
-            tracing::info!(members = %live.join(","), "etcd: using the members that answer");
-            *self.client.write().unwrap_or_else(|p| p.into_inner()) = c;
-        } else if live.len() == o.endpoints.len()
-            && let Ok(c) = client(o, &live).await
-        {
+        if live.is_empty() {
+            return;
+        }
+        if let Ok(c) = client(o, &live).await {
+            if live.len() < o.endpoints.len() {
+                tracing::info!(members = %live.join(","), "etcd: using the members that answer");
+            }
             *self.client.write().unwrap_or_else(|p| p.into_inner()) = c;
         }
     }

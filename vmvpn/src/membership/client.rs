@@ -227,11 +227,7 @@ impl Membership {
             // With several bulletins, the next one is tried at once; the backoff grows
             // only when a whole round found none.
             let several = self.clients.len() > 1;
-            if let End::Prefer = end {
-                self.current = 0;
-                continue;
-            }
-            if several && !matches!(end, End::Stopped) {
+            if several && matches!(end, End::Lost(_) | End::Refused(_)) {
                 self.current = (self.current + 1) % self.clients.len();
                 let next = self.clients[self.current].server();
                 self.set_view(|v| v.server = next);
@@ -245,7 +241,10 @@ impl Membership {
             );
             match end {
                 End::Stopped => return Ok(()),
-                End::Prefer => continue,
+                End::Prefer => {
+                    self.current = 0;
+                    continue;
+                }
                 End::Refused(e) if first && !(several && busy) => {
                     self.set_view(|v| {
                         (v.state, v.last_error) = (BulletinState::Refused, Some(e.to_string()))
