@@ -395,6 +395,9 @@ impl LabBuilder {
             }
         }
         lab.fit_vm_mtus(&self.later);
+        if lab.ipv6 {
+            lab.wait_dad();
+        }
         lab
     }
 }
@@ -1707,6 +1710,60 @@ impl Lab {
     pub fn status(&self, h: &str) -> Value {
         self.try_status(h)
             .unwrap_or_else(|| panic!("vmvpn on {h} does not answer:\n{}", self.log(h)))
+    }
+
+    /// Wait until no VM has a tentative IPv6 address. While a VM's link-local address is
+    /// in duplicate address detection, Linux sends no neighbour solicitation (it has no
+    /// source address for one), so the VM cannot resolve anyone for up to 2 s: a test's
+    /// first connection then waits that long (seen: a backend's SYN-ACK reached the client
+    /// 2 s late, after curl had given up). A real VM does this at boot, before any
+    /// service of it answers.
+    fn wait_dad(&self) {
+        let t0 = Instant::now();
+        for vm in &self.vms {
+            loop {
+                let out = self.exec(&vm.ns, &["ip", "-6", "addr", "show", "tentative"]);
+                if out.status.success() && out.stdout.is_empty() {
+                    break;
+                }
+                assert!(
+                    t0.elapsed() < Duration::from_secs(10),
+                    "{}: IPv6 addresses still tentative after 10 s:\n{}",
+                    vm.ns,
+                    String::from_utf8_lossy(&out.stdout)
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+
+    /// Where a host's frames may have been lost outside vmvpn's own drop counters, for a
+    /// failure message: its TAPs' kernel counters, its underlay socket's errors, the
+    /// receive queue (longest wait in the last second, CoDel drops) and the machine's
+    /// per-CPU backlog drops.
+    pub fn loss_report(&self, h: &str) -> String {
+        let ns = self.host_ns(h);
+        let links = self.exec(ns, &["ip", "-s", "-o", "link", "show", "type", "tun"]);
+        let udp = self.exec(
+            ns,
+            &[
+                "nstat",
+                "-az",
+                "UdpRcvbufErrors",
+                "UdpSndbufErrors",
+                "UdpInErrors",
+                "Udp6RcvbufErrors",
+                "Udp6InErrors",
+            ],
+        );
+        let queue = self.try_status(h).map(|s| s["queue"].clone());
+        let softnet = std::fs::read_to_string("/proc/net/softnet_stat").unwrap_or_default();
+        format!(
+            "---- {h}: TAPs\n{}{}queue {}\nsoftnet_stat (column 2: backlog drops)\n{softnet}",
+            String::from_utf8_lossy(&links.stdout),
+            String::from_utf8_lossy(&udp.stdout),
+            queue.map_or_else(|| "(no answer)".to_string(), |q| q.to_string()),
+        )
     }
 
     /// `vmvpn macs --json` of a host.

@@ -33,9 +33,29 @@ fn udp(lab: &Lab, from: &Vm, to: &Vm, mbps: u32) -> f64 {
     ))
 }
 
-/// TCP over the last 6 of 8 seconds: the first two are the window finding the rate.
-fn tcp(lab: &Lab, from: &Vm, to: &Vm) -> f64 {
-    received(&lab.iperf3(from, to, &["-t", "8", "-O", "2"]))
+/// TCP over 8 seconds after 2 left out: those are the window finding the rate.
+/// Also, for a failure message, the rate of each second and the sender's retransmits.
+fn tcp(lab: &Lab, from: &Vm, to: &Vm) -> (f64, String) {
+    let r = lab.iperf3(from, to, &["-t", "8", "-O", "2"]);
+    let seconds: Vec<String> = r["intervals"]
+        .as_array()
+        .map(|v| {
+            v.iter()
+                .map(|i| {
+                    format!(
+                        "{:.1}",
+                        i["sum"]["bits_per_second"].as_f64().unwrap_or(0.0) / 1e6
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let detail = format!(
+        "per second (Mbit/s, the first two omitted from the rate): {}; retransmits {}",
+        seconds.join(" "),
+        r["end"]["sum_sent"]["retransmits"]
+    );
+    (received(&r), detail)
 }
 
 /// The value once two reads half a second apart agree (at most 10 s).
@@ -79,8 +99,8 @@ fn a_vm_limited_to_50_mbits_gets_50_and_its_neighbour_is_untouched() {
 
     let out_udp = udp(&lab, &a, &z, 200);
     let in_udp = udp(&lab, &z, &a, 200);
-    let out_tcp = tcp(&lab, &a, &z);
-    let in_tcp = tcp(&lab, &z, &a);
+    let (out_tcp, out_detail) = tcp(&lab, &a, &z);
+    let (in_tcp, in_detail) = tcp(&lab, &z, &a);
     let limit_counts = |lab: &Lab| -> Value {
         let out = lab.vmvpn_cli("h1", &["vms", "--json"]);
         let vms: Value = serde_json::from_slice(&out.stdout).expect("vms --json");
@@ -113,14 +133,21 @@ fn a_vm_limited_to_50_mbits_gets_50_and_its_neighbour_is_untouched() {
     );
     assert!(
         within(out_tcp, tcp_rate, 0.10),
-        "TCP out (shaped) settled at {out_tcp:.1} of {tcp_rate:.1}"
+        "TCP out (shaped) settled at {out_tcp:.1} of {tcp_rate:.1}: {out_detail}"
     );
     // Policed: TCP sees drops rather than delay (about 750 retransmits a second here) yet
     // settles at 47.5-47.7 on a quiet machine; 45.0 was seen on a faster CI machine.
-    assert!(
-        within(in_tcp, tcp_rate, 0.10),
-        "TCP in (policed) settled at {in_tcp:.1} of {tcp_rate:.1}"
-    );
+    if !within(in_tcp, tcp_rate, 0.10) {
+        // Seen once in CI (7.6, a quiet machine here gives 47.4-47.6 and 46.1 with both
+        // cores busy): say where the frames went.
+        panic!(
+            "TCP in (policed) settled at {in_tcp:.1} of {tcp_rate:.1}: {in_detail}\nthe limit: {}\n{}",
+            serde_json::from_slice::<Value>(&lab.vmvpn_cli("h1", &["vms", "--json"]).stdout)
+                .map(|v| v[0]["limits"].clone())
+                .unwrap_or_default(),
+            lab.loss_report("h1")
+        );
+    }
     // Not 200: a debug build on 2 shared cores loses 1-8 % of 200 Mbit/s of UDP with no
     // limit configured at all (the receiving daemon is descheduled for up to 100 ms, its
     // socket buffer overflows). Three times the limit is far from any policing.

@@ -359,7 +359,8 @@ fn wait_state(lab: &Lab, h: &str, i: usize, state: &str, max: Duration) -> f64 {
 /// answered, and how many failed.
 fn curls(lab: &Lab, client: &Vm, vip: &str, n: usize, max_s: u32) -> (usize, usize, usize) {
     let script = format!(
-        "for i in $(seq 1 {n}); do curl -sSg --max-time {max_s} '{}' 2>&1 || echo FAIL; echo; done",
+        "for i in $(seq 1 {n}); do s=$(date +%s.%N); curl -sSg --max-time {max_s} '{}' 2>&1 \
+         || {{ echo FAIL; echo \"curl: #$i of {n}, started at $s, failed\"; }}; echo; done",
         url(vip)
     );
     let out = lab.exec(&client.ns, &["sh", "-c", &script]);
@@ -539,8 +540,10 @@ fn least_load_shares_avoids_a_loaded_backend_and_fails_over_within_3_s() {
     );
     assert!(
         last_fail <= 3.0,
-        "a connection failed {last_fail:.2} s after h2 died: {seen:?}\n{}",
-        services_of(&lab, "h3")
+        "a connection failed {last_fail:.2} s after h2 died (at {killed_at:.2}): {seen:?}\n{}\n{}\n{}",
+        services_of(&lab, "h3"),
+        lab.loss_report("h1"),
+        lab.loss_report("h3")
     );
 
     // Both down (b1's link too): the default rule VmvpnServiceDown fires (5 s after the
@@ -605,24 +608,11 @@ fn an_ipv6_service_address_is_resolved_by_neighbour_discovery_and_served() {
     let (n1, n2, failed) = curls(&lab, &client, vip, n, 2);
     eprintln!("IPv6: {n} connections: b1 {n1}, b2 {n2}, failed {failed}");
     if n1 + n2 != n {
-        // A connection that timed out (seen in CI under load, 1 of 200, cause not yet
-        // found): what each end and each host counted, to say where its packets went.
+        // A connection that timed out (seen in CI, 1 of 200, always the first: a backend
+        // still in IPv6 duplicate address detection, which the lab now waits out): what
+        // each end and each host counted, to say where its packets went.
         for vm in [&client, &v1, &v2] {
-            let nstat = lab.exec(
-                &vm.ns,
-                &[
-                    "nstat",
-                    "-az",
-                    "TcpExtTCPSynRetrans",
-                    "TcpRetransSegs",
-                    "TcpActiveOpens",
-                    "TcpPassiveOpens",
-                    "Ip6InDiscards",
-                    "Ip6OutDiscards",
-                    "Icmp6InNeighborSolicits",
-                    "Icmp6OutNeighborSolicits",
-                ],
-            );
+            let nstat = lab.exec(&vm.ns, &["nstat", "-a"]);
             let neigh = lab.exec(&vm.ns, &["ip", "-6", "neigh"]);
             eprintln!(
                 "---- {}: {}{}",
@@ -633,6 +623,7 @@ fn an_ipv6_service_address_is_resolved_by_neighbour_discovery_and_served() {
         }
         for h in ["h1", "h2", "h3"] {
             eprintln!("---- {h} LAN drops: {}", lab.status(h)["lans"][0]["drops"]);
+            eprintln!("{}", lab.loss_report(h));
         }
     }
     assert_eq!(n1 + n2, n, "{}", services_of(&lab, "h3"));
