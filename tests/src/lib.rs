@@ -1748,7 +1748,7 @@ impl Lab {
             ns,
             &[
                 "nstat",
-                "-az",
+                "-azs",
                 "UdpRcvbufErrors",
                 "UdpSndbufErrors",
                 "UdpInErrors",

@@ -105,8 +105,13 @@ fn hosts_behind_port_keeping_nat_punch_a_direct_path() {
     assert_eq!(p["candidates"][0]["address"], format!("10.77.3.1:{PORT}"));
     assert_eq!(p["candidates"][0]["answered"], false, "{p:#}");
     assert_eq!(p["candidates"][1]["answered"], true, "{p:#}");
+    // Its round trip as the punch timed it (namespaces on one machine: well under 1 s),
+    // and none for the private address that never answered.
+    let rtt = p["candidates"][1]["rtt_ms"].as_f64().expect("rtt_ms");
+    assert!(rtt < 1000.0, "{p:#}");
+    assert!(p["candidates"][0]["rtt_ms"].is_null(), "{p:#}");
     let open_ms = p["path_open_ms"].as_u64().expect("path_open_ms");
-    eprintln!("nat: punched path h2 -> h3 opened in {open_ms} ms");
+    eprintln!("nat: punched path h2 -> h3 opened in {open_ms} ms, its candidate's RTT {rtt:.2} ms");
     // The public host sees h2 through its NAT; h2 sees h1 at h1's own address.
     assert_eq!(lab.peer("h1", "lan1", "h2")["path"], "punched");
     assert_eq!(lab.peer("h2", "lan1", "h1")["path"], "direct");

@@ -392,6 +392,27 @@ fn timed(lab: &Lab, client: &Vm, vip: &str, secs: u32) -> Vec<(f64, String)> {
         .collect()
 }
 
+/// A VM's counts of SYNs its kernel dropped for a full accept queue, and of SYNs it
+/// sent again (one line, for a failure message).
+fn listen_drops(lab: &Lab, vm: &Vm) -> String {
+    let out = lab.exec(
+        &vm.ns,
+        &[
+            "nstat",
+            "-azs",
+            "TcpExtListenOverflows",
+            "TcpExtListenDrops",
+            "TcpExtTCPSynRetrans",
+        ],
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .map(|l| l.split_whitespace().take(2).collect::<Vec<_>>().join(" "))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// Backend `i` of host `h`'s first service, from `vmvpn services --json`.
 fn backend_json(lab: &Lab, h: &str, i: usize) -> serde_json::Value {
     let out = lab.vmvpn_cli(h, &["services", "--json"]);
@@ -535,8 +556,9 @@ fn least_load_shares_avoids_a_loaded_backend_and_fails_over_within_3_s() {
         .map(|(t, _)| t - killed_at)
         .fold(0.0, f64::max);
     eprintln!(
-        "h2 killed: {} connections in 6 s, last failure started {last_fail:.2} s after",
-        seen.len()
+        "h2 killed: {} connections in 6 s, last failure started {last_fail:.2} s after; b1's listen queue: {}",
+        seen.len(),
+        listen_drops(&lab, &v1)
     );
     assert!(
         last_fail <= 3.0,
@@ -612,7 +634,7 @@ fn an_ipv6_service_address_is_resolved_by_neighbour_discovery_and_served() {
         // still in IPv6 duplicate address detection, which the lab now waits out): what
         // each end and each host counted, to say where its packets went.
         for vm in [&client, &v1, &v2] {
-            let nstat = lab.exec(&vm.ns, &["nstat", "-a"]);
+            let nstat = lab.exec(&vm.ns, &["nstat", "-as"]);
             let neigh = lab.exec(&vm.ns, &["ip", "-6", "neigh"]);
             eprintln!(
                 "---- {}: {}{}",

@@ -136,7 +136,7 @@ impl Engine {
         }
         p.name = hello.name_str();
         p.link.last_heard = Some(now);
-        p.reach.note_answer(from);
+        p.reach.note_answer(from, now);
         if p.addr != from {
             p.addr = from;
         }

@@ -27,6 +27,10 @@ pub(crate) struct Candidate {
     pub(crate) addr: SocketAddr,
     pub(crate) hellos: u64,
     pub(crate) answered: bool,
+    /// The latest hello sent to it that nothing has come back from yet.
+    awaiting: Option<Instant>,
+    /// From that hello to the next authentic one from this address.
+    rtt: Option<Duration>,
 }
 
 impl Candidate {
@@ -35,6 +39,8 @@ impl Candidate {
             addr,
             hellos: 0,
             answered: false,
+            awaiting: None,
+            rtt: None,
         }
     }
 }
@@ -100,13 +106,20 @@ impl Reach {
         self.opening_since.get_or_insert(now);
         if let Some(c) = self.candidates.iter_mut().find(|c| c.addr == addr) {
             c.hellos += 1;
+            c.awaiting = Some(now);
         }
     }
 
-    /// An authentic hello came from `addr`.
-    pub(crate) fn note_answer(&mut self, addr: SocketAddr) {
+    /// An authentic hello came from `addr` at `now`: the candidate answered, and the round
+    /// trip since our latest hello to it is its RTT. A peer answers a hello at once (at
+    /// most every 200 ms), so that is close; hellos that cross in a punch make it shorter,
+    /// a rate-limited answer longer. Hellos from it with none of ours pending time nothing.
+    pub(crate) fn note_answer(&mut self, addr: SocketAddr, now: Instant) {
         if let Some(c) = self.candidates.iter_mut().find(|c| c.addr == addr) {
             c.answered = true;
+            if let Some(t) = c.awaiting.take() {
+                c.rtt = Some(now.saturating_duration_since(t));
+            }
         }
     }
 
@@ -146,6 +159,7 @@ impl Reach {
                 address: c.addr.to_string(),
                 hellos_sent: c.hellos,
                 answered: c.answered,
+                rtt_ms: c.rtt.map(|d| d.as_secs_f64() * 1e3),
             })
             .collect()
     }
@@ -164,7 +178,7 @@ mod tests {
         let mut r = Reach::new(a(1));
         r.set_others(&[a(2), a(3)]);
         assert!(r.knows(a(2)) && r.knows(a(3)));
-        r.note_answer(a(2));
+        r.note_answer(a(2), Instant::now());
         r.set_others(&[a(2)]);
         assert!(!r.knows(a(3)) && r.knows(a(1)), "the listed one never goes");
         assert!(r.status()[1].answered, "what was learned stays");
@@ -191,5 +205,26 @@ mod tests {
         r.note_hello(a(1), t + Duration::from_secs(60));
         r.note_open(t + Duration::from_millis(60_050));
         assert_eq!(r.opened_in, Some(Duration::from_millis(50)));
+    }
+
+    #[test]
+    fn a_candidates_rtt_runs_from_our_latest_hello_to_its_next_one() {
+        let t = Instant::now();
+        let ms = Duration::from_millis;
+        let mut r = Reach::new(a(1));
+        r.set_others(&[a(2)]);
+        // Its own hello, with none of ours out: answered, but no round trip to time.
+        r.note_answer(a(2), t);
+        assert!(r.status()[1].answered && r.status()[1].rtt_ms.is_none());
+        r.note_hello(a(1), t + ms(100));
+        r.note_hello(a(2), t + ms(100));
+        r.note_hello(a(2), t + ms(300));
+        r.note_answer(a(2), t + ms(304));
+        // A second hello from it before we send again changes nothing.
+        r.note_answer(a(2), t + ms(900));
+        let s = r.status();
+        assert_eq!(s[1].rtt_ms, Some(4.0));
+        assert_eq!(s[0].rtt_ms, None, "the listed address never answered");
+        assert!(!s[0].answered);
     }
 }

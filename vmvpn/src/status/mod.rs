@@ -955,7 +955,7 @@ pub enum PathKind {
 }
 
 /// One address a peer may be reached at.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 pub struct CandidateStatus {
     /// Address and port.
     pub address: String,
@@ -963,6 +963,10 @@ pub struct CandidateStatus {
     pub hellos_sent: u64,
     /// An authentic hello came from it.
     pub answered: bool,
+    /// Milliseconds from the latest hello sent to it to the next authentic one from it
+    /// (None until one came back): each candidate's round trip as the punch saw it. The
+    /// path in use is timed by the tunnel's probes from then on (`rtt`).
+    pub rtt_ms: Option<f64>,
 }
 
 /// How a tunnel is doing, from its probes and its loss.

@@ -46,6 +46,10 @@ fn hellos_to_every_candidate_punch_through_both_nats() {
             "{p:?}"
         );
         assert!(p.candidates.iter().all(|c| c.hellos_sent >= 1), "{p:?}");
+        // The answering candidate's round trip (hops of 10 ms), none for the silent one.
+        let rtt = p.candidates[1].rtt_ms.expect("the punched candidate's RTT");
+        assert!((10.0..=100.0).contains(&rtt), "{rtt} ms: {p:?}");
+        assert_eq!(p.candidates[0].rtt_ms, None, "{p:?}");
         let took = p.path_open_ms.expect("the open time");
         assert!(took <= 100, "{took} ms for a few hops");
         // The peer was listed once and answered elsewhere: one entry, not two.
