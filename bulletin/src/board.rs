@@ -13,7 +13,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use crate::proof::Verifier;
-use crate::proto::{LanAlerts, LanReport, LanServices, LanVmNames, Register};
+use crate::proto::{LanAlerts, LanPaths, LanReport, LanServices, LanVmNames, Register};
 use crate::registry::{ConnId, Outbound, Refusal, Registry};
 use crate::reports::{Alerts, Reports};
 use crate::store::{SharedHost, SharedSaid};
@@ -36,6 +36,8 @@ pub enum Said {
     VmNames(Vec<LanVmNames>),
     /// Service addresses and backends (`Services`).
     Services(Vec<LanServices>),
+    /// How it reaches its peers (`Paths`).
+    Paths(Vec<LanPaths>),
 }
 
 impl Said {
@@ -46,6 +48,7 @@ impl Said {
             Said::Alerts(v) => v.iter().cloned().map(SharedSaid::Alerts).collect(),
             Said::VmNames(v) => v.iter().cloned().map(SharedSaid::Names).collect(),
             Said::Services(v) => v.iter().cloned().map(SharedSaid::Services).collect(),
+            Said::Paths(v) => v.iter().cloned().map(SharedSaid::Paths).collect(),
         }
     }
 }
@@ -57,6 +60,7 @@ impl From<SharedSaid> for Said {
             SharedSaid::Alerts(a) => Said::Alerts(vec![a]),
             SharedSaid::Names(n) => Said::VmNames(vec![n]),
             SharedSaid::Services(s) => Said::Services(vec![s]),
+            SharedSaid::Paths(p) => Said::Paths(vec![p]),
         }
     }
 }
@@ -153,6 +157,7 @@ impl Board {
             Said::Alerts(a) => self.alerts.put(host_id, name, a, member, now),
             Said::VmNames(n) => self.reports.put_names(host_id, name, n, member),
             Said::Services(s) => self.reports.put_services(host_id, name, s, member),
+            Said::Paths(p) => self.reports.put_paths(host_id, name, p, member),
         }
     }
 
@@ -183,6 +188,7 @@ impl Board {
             Said::Alerts(a) => self.alerts.put(host_id, name, a, member, now),
             Said::VmNames(n) => self.reports.put_names(host_id, name, n, member),
             Said::Services(s) => self.reports.put_services(host_id, name, s, member),
+            Said::Paths(p) => self.reports.put_paths(host_id, name, p, member),
         }
     }
 

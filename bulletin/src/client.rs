@@ -10,9 +10,9 @@ use thiserror::Error;
 use crate::frames::{self, FrameError};
 use crate::proof::Verifier;
 use crate::proto::{
-    BulletinStatus, ClientMsg, Credential, HostAlerts, HostReport, HostServices, HostVmNames,
-    LanProof, MAX_SERVER_FRAME, MIN_VERSION, NAMES_SINCE, Record, RefuseCode, Register,
-    SERVICES_SINCE, STATUS_SINCE, STORE_SINCE, ServerMsg,
+    BulletinStatus, ClientMsg, Credential, HostAlerts, HostPaths, HostReport, HostServices,
+    HostVmNames, LanProof, MAX_SERVER_FRAME, MIN_VERSION, NAMES_SINCE, PATHS_SINCE, Record,
+    RefuseCode, Register, SERVICES_SINCE, STATUS_SINCE, STORE_SINCE, ServerMsg,
 };
 use crate::tls::{PinnedVerifier, TlsError, client_config};
 
@@ -332,61 +332,76 @@ impl Client {
         auth: &ReadAuth,
         lan: Option<String>,
     ) -> Result<Vec<HostReport>, ClientError> {
-        Ok(self.matrix_named(auth, lan).await?.0)
+        Ok(self.matrix_named(auth, lan).await?.reports)
     }
 
     /// The hosts' latest reports, their VM names (none from a bulletin older than
-    /// [`NAMES_SINCE`]) and their services (none from one older than
-    /// [`SERVICES_SINCE`]), on one connection.
+    /// [`NAMES_SINCE`]), their services (none from one older than [`SERVICES_SINCE`])
+    /// and their paths (none from one older than [`PATHS_SINCE`]), on one connection.
     pub async fn matrix_named(
         &self,
         auth: &ReadAuth,
         lan: Option<String>,
-    ) -> Result<(Vec<HostReport>, Vec<HostVmNames>, Vec<HostServices>), ClientError> {
+    ) -> Result<MatrixParts, ClientError> {
         let mut s = self.connect_reader(auth).await?;
         let r = async {
+            let mut parts = MatrixParts::default();
             s.send(&ClientMsg::Matrix { lan: lan.clone() }).await?;
-            let reports = match s.recv().await? {
+            parts.reports = match s.recv().await? {
                 ServerMsg::Matrix(r) => r,
-                ServerMsg::Refused { code, reason } => {
-                    return Err(ClientError::Refused { code, reason });
-                }
-                other => {
-                    return Err(ClientError::Protocol(format!(
-                        "expected a matrix, got {other:?}"
-                    )));
-                }
+                other => return Err(unexpected("a matrix", other)),
             };
             if s.terms.version < NAMES_SINCE {
-                return Ok((reports, Vec::new(), Vec::new()));
+                return Ok(parts);
             }
             s.send(&ClientMsg::NamesQuery { lan: lan.clone() }).await?;
-            let names = match s.recv().await? {
+            parts.names = match s.recv().await? {
                 ServerMsg::VmNames(n) => n,
-                ServerMsg::Refused { code, reason } => {
-                    return Err(ClientError::Refused { code, reason });
-                }
-                other => {
-                    return Err(ClientError::Protocol(format!(
-                        "expected VM names, got {other:?}"
-                    )));
-                }
+                other => return Err(unexpected("VM names", other)),
             };
             if s.terms.version < SERVICES_SINCE {
-                return Ok((reports, names, Vec::new()));
+                return Ok(parts);
             }
-            s.send(&ClientMsg::ServicesQuery { lan }).await?;
-            match s.recv().await? {
-                ServerMsg::Services(v) => Ok((reports, names, v)),
-                ServerMsg::Refused { code, reason } => Err(ClientError::Refused { code, reason }),
-                other => Err(ClientError::Protocol(format!(
-                    "expected services, got {other:?}"
-                ))),
+            s.send(&ClientMsg::ServicesQuery { lan: lan.clone() })
+                .await?;
+            parts.services = match s.recv().await? {
+                ServerMsg::Services(v) => v,
+                other => return Err(unexpected("services", other)),
+            };
+            if s.terms.version < PATHS_SINCE {
+                return Ok(parts);
             }
+            s.send(&ClientMsg::PathsQuery { lan }).await?;
+            parts.paths = match s.recv().await? {
+                ServerMsg::Paths(v) => v,
+                other => return Err(unexpected("paths", other)),
+            };
+            Ok(parts)
         }
         .await;
         s.close();
         r
+    }
+}
+
+/// What `bulletin matrix` shows, as [`Client::matrix_named`] reads it.
+#[derive(Debug, Default)]
+pub struct MatrixParts {
+    /// Every host's latest report per LAN.
+    pub reports: Vec<HostReport>,
+    /// Their VM names.
+    pub names: Vec<HostVmNames>,
+    /// Their services.
+    pub services: Vec<HostServices>,
+    /// Their paths to their peers.
+    pub paths: Vec<HostPaths>,
+}
+
+/// A refusal as itself, any other answer as a protocol error naming what was `expected`.
+fn unexpected(expected: &str, got: ServerMsg) -> ClientError {
+    match got {
+        ServerMsg::Refused { code, reason } => ClientError::Refused { code, reason },
+        other => ClientError::Protocol(format!("expected {expected}, got {other:?}")),
     }
 }
 

@@ -197,9 +197,13 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Matrix(q) => {
             let auth = q.auth()?;
             let client = Client::new(q.server, &q.fingerprint)?;
-            let (reports, names, services) = client.matrix_named(&auth, q.lan).await?;
-            let mut m = bulletin::matrix::build(&reports, &bulletin::matrix::names(&names));
-            bulletin::matrix::add_services(&mut m, bulletin::services::overlay(&services));
+            let parts = client.matrix_named(&auth, q.lan).await?;
+            let mut m = bulletin::matrix::build(
+                &parts.reports,
+                &bulletin::matrix::names(&parts.names),
+                &bulletin::matrix::paths(&parts.paths),
+            );
+            bulletin::matrix::add_services(&mut m, bulletin::services::overlay(&parts.services));
             let json = q.json;
             if json {
                 println!("{}", serde_json::to_string_pretty(&m)?);

@@ -8,7 +8,7 @@ use std::fmt::Write as _;
 use common::text;
 use serde::{Deserialize, Serialize};
 
-use crate::proto::{HostReport, HostVmNames, Tunnel};
+use crate::proto::{HostPaths, HostReport, HostVmNames, Tunnel, TunnelPath};
 
 /// One measured direction: `from` probed `to`.
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -21,6 +21,9 @@ pub struct Link {
     /// measured them.
     #[serde(flatten)]
     pub tunnel: Tunnel,
+    /// Which path the tunnel takes, as `from` reported it (none from an older host).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<TunnelPath>,
 }
 
 /// Traffic between two VMs, summed over the hosts that saw it at its source.
@@ -96,8 +99,29 @@ pub fn names(all: &[HostVmNames]) -> Names {
         .collect()
 }
 
-/// Group the reports by LAN, VMs named where a host's libvirt knows them.
-pub fn build(reports: &[HostReport], names: &Names) -> Vec<LanMatrix> {
+/// Each tunnel's path by (LAN, reporting host id, peer host id).
+pub type Paths = std::collections::HashMap<(String, u32, u32), TunnelPath>;
+
+/// Index the hosts' paths by (LAN, host, peer).
+pub fn paths(all: &[HostPaths]) -> Paths {
+    all.iter()
+        .flat_map(|h| {
+            h.paths
+                .peers
+                .iter()
+                .map(|p| ((h.paths.lan.clone(), h.host_id, p.host_id), p.path))
+        })
+        .collect()
+}
+
+/// The path `from` reported for its tunnel to `to` on `lan`.
+pub fn path_of(paths: &Paths, lan: &str, from: u32, to: Option<u32>) -> Option<TunnelPath> {
+    paths.get(&(lan.to_string(), from, to?)).copied()
+}
+
+/// Group the reports by LAN, VMs named where a host's libvirt knows them, each tunnel
+/// with its path where its host reported one.
+pub fn build(reports: &[HostReport], names: &Names, paths: &Paths) -> Vec<LanMatrix> {
     let mut by_lan: BTreeMap<&str, Vec<&HostReport>> = BTreeMap::new();
     for r in reports {
         by_lan.entry(r.report.lan.as_str()).or_default().push(r);
@@ -117,6 +141,7 @@ pub fn build(reports: &[HostReport], names: &Names) -> Vec<LanMatrix> {
                             p.name.clone()
                         },
                         tunnel: p.tunnel.clone(),
+                        path: path_of(paths, lan, r.host_id, p.host_id),
                     });
                 }
                 for q in &r.report.pairs {
@@ -172,15 +197,25 @@ pub fn render(m: &[LanMatrix]) -> String {
             l.hosts.iter().map(|(_, a)| *a).max().unwrap_or(0) as f64 / 1000.0
         );
         let cell = |from: &str, to: &str| l.links.iter().find(|k| k.from == from && k.to == to);
-        for (title, f) in [
-            (
-                "RTT p50 (ms), row -> column",
-                &(|k: &Link| ms(k.tunnel.rtt_p50_us)) as &dyn Fn(&Link) -> String,
-            ),
+        type Grid<'a> = (&'a str, &'a dyn Fn(&Link) -> String);
+        let mut grids: Vec<Grid<'_>> = vec![
+            ("RTT p50 (ms), row -> column", &|k: &Link| {
+                ms(k.tunnel.rtt_p50_us)
+            }),
             ("loss row -> column (%)", &|k: &Link| {
                 format!("{:.2}", k.tunnel.loss_tx_ratio * 100.0)
             }),
-        ] {
+        ];
+        // Where some host is reached through a NAT: how each row reaches each column.
+        if l.links
+            .iter()
+            .any(|k| k.path.is_some_and(|p| p != TunnelPath::Direct))
+        {
+            grids.push(("path row -> column", &|k: &Link| {
+                k.path.map_or("?", TunnelPath::as_str).to_string()
+            }));
+        }
+        for (title, f) in grids {
             let _ = write!(o, "  {title}\n  {:<w$}", "");
             for n in &names {
                 let _ = write!(o, " {n:>w$}");
@@ -318,7 +353,7 @@ mod tests {
                 },
             },
         ];
-        let m = build(&reports, &Names::new());
+        let m = build(&reports, &Names::new(), &Paths::new());
         assert_eq!(m.len(), 1);
         assert_eq!(m[0].vms[0].src_name, None);
         assert_eq!(m[0].links.len(), 3);
@@ -336,6 +371,8 @@ mod tests {
         }
         // h3 did not report, so it has no row or column; h2 -> h1 loss is 0.
         assert!(!t.contains("h3 "), "{t}");
+        // No host reported a path through a NAT: no path grid.
+        assert!(!t.contains("path row"), "{t}");
         assert!(render(&[]).contains("no reports yet"));
         // Named by the hosts' libvirt: the pair shows the names, on that LAN only.
         let names = names(&[crate::proto::HostVmNames {
@@ -350,7 +387,7 @@ mod tests {
                 }],
             },
         }]);
-        let m = build(&reports, &names);
+        let m = build(&reports, &names, &Paths::new());
         let v = &m[0].vms[0];
         assert_eq!(
             (v.src_name.as_deref(), v.dst_name.as_deref()),
@@ -361,5 +398,56 @@ mod tests {
         let json = serde_json::to_value(v).unwrap_or_default();
         assert_eq!(json["src_name"], "web1");
         assert!(json.get("dst_name").is_none(), "unnamed: no key: {json}");
+    }
+
+    #[test]
+    fn paths_show_per_tunnel_and_as_a_grid_once_a_nat_is_crossed() {
+        use crate::proto::{LanPaths, PeerPath};
+        let with_id = |id, name| PeerReport {
+            host_id: Some(id),
+            ..peer(name, 400, 0.0, "ok")
+        };
+        let report = |id, name: &str, peers| HostReport {
+            host_id: id,
+            name: name.into(),
+            age_ms: 0,
+            report: LanReport {
+                lan: "lan1".into(),
+                peers,
+                pairs: Vec::new(),
+            },
+        };
+        let reports = vec![
+            report(1, "h1", vec![with_id(2, "h2")]),
+            report(2, "h2", vec![with_id(1, "h1")]),
+        ];
+        let paths = paths(&[crate::proto::HostPaths {
+            host_id: 1,
+            name: "h1".into(),
+            paths: LanPaths {
+                lan: "lan1".into(),
+                peers: vec![PeerPath {
+                    host_id: 2,
+                    path: TunnelPath::Punched,
+                    open_ms: Some(2),
+                }],
+            },
+        }]);
+        let m = build(&reports, &Names::new(), &paths);
+        let link = |from: &str| m[0].links.iter().find(|k| k.from == from).cloned();
+        assert_eq!(link("h1").and_then(|k| k.path), Some(TunnelPath::Punched));
+        // h2 reported no paths (an older vmvpn): unknown, not direct.
+        assert_eq!(link("h2").and_then(|k| k.path), None);
+        let json = serde_json::to_value(link("h1")).unwrap_or_default();
+        assert_eq!(json["path"], "punched", "{json}");
+        let t = render(&m);
+        assert!(t.contains("path row -> column"), "{t}");
+        let row = t
+            .lines()
+            .skip_while(|l| !l.contains("path row"))
+            // h1's row, not the header: the row holds the diagonal's dot.
+            .find(|l| l.trim_start().starts_with("h1") && l.contains('.'))
+            .unwrap_or_default();
+        assert!(row.contains("punched"), "{t}");
     }
 }

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 /// Protocol version in `Hello` and `Challenge`.
-pub const VERSION: u16 = 6;
+pub const VERSION: u16 = 7;
 /// The oldest protocol a bulletin still serves, and what a client says in its `Hello`:
 /// version 2 only adds messages (`Alerts`, `AlertsQuery`), which a client sends once the
 /// `Challenge` shows the bulletin knows them. So hosts and bulletins upgrade in any order.
@@ -26,6 +26,8 @@ pub const NAMES_SINCE: u16 = 4;
 pub const SERVICES_SINCE: u16 = 5;
 /// The first version that answers `StoreStatus` (the status with the registry store's).
 pub const STORE_SINCE: u16 = 6;
+/// The first version that takes `Paths` and answers `PathsQuery`.
+pub const PATHS_SINCE: u16 = 7;
 /// ALPN of the bulletin's QUIC endpoint.
 pub const ALPN: &[u8] = b"vmvpn-bulletin/1";
 /// Largest frame a client may send (a registration with many LANs is a few KB).
@@ -94,6 +96,66 @@ pub enum ClientMsg {
     /// The bulletin's own state with its store's (`bulletin status`). Since version 6;
     /// answered by `StoreStatus`.
     StoreStatus,
+    /// A registered host's path to each peer (direct or through a NAT), per LAN (no
+    /// answer). Replaces its previous ones. Since version 7.
+    Paths(Vec<LanPaths>),
+    /// The paths of the registered hosts, of one LAN or all (`bulletin matrix`, the
+    /// dashboard). Since version 7.
+    PathsQuery {
+        /// Only this LAN.
+        lan: Option<String>,
+    },
+}
+
+/// How a host reaches its peers on one LAN.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LanPaths {
+    /// LAN name.
+    pub lan: String,
+    /// One entry per peer with a tunnel up.
+    pub peers: Vec<PeerPath>,
+}
+
+/// How a host reaches one peer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerPath {
+    /// The peer's host id.
+    pub host_id: u32,
+    /// Which path its tunnel takes.
+    pub path: TunnelPath,
+    /// How long the latest handshake took from its first hello, ms.
+    pub open_ms: Option<u64>,
+}
+
+/// Which path a tunnel takes. New kinds go only at the end (postcard numbers them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TunnelPath {
+    /// At the address the peer was listed with.
+    Direct,
+    /// At another of its candidates: through its NAT, opened by hellos from both sides.
+    Punched,
+}
+
+impl TunnelPath {
+    /// As views and JSON name it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TunnelPath::Direct => "direct",
+            TunnelPath::Punched => "punched",
+        }
+    }
+}
+
+/// One host's paths on one LAN, as the bulletin keeps them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostPaths {
+    /// Reporting host's id.
+    pub host_id: u32,
+    /// Reporting host's name.
+    pub name: String,
+    /// Its paths.
+    pub paths: LanPaths,
 }
 
 /// A host's services on one LAN, as it sends to them.
@@ -463,6 +525,8 @@ pub enum ServerMsg {
         /// The shared registry's store: none without one, else whether it answers.
         store_up: Option<bool>,
     },
+    /// Answer to `PathsQuery`: each host's paths per LAN. Since version 7.
+    Paths(Vec<HostPaths>),
 }
 
 /// Why a request was refused.
@@ -651,6 +715,28 @@ mod tests {
         round_trip(&ClientMsg::Status);
         round_trip(&ServerMsg::Status(status()));
         round_trip(&ClientMsg::StoreStatus);
+        let paths = LanPaths {
+            lan: "lan1".into(),
+            peers: vec![
+                PeerPath {
+                    host_id: 7,
+                    path: TunnelPath::Punched,
+                    open_ms: Some(3),
+                },
+                PeerPath {
+                    host_id: 8,
+                    path: TunnelPath::Direct,
+                    open_ms: None,
+                },
+            ],
+        };
+        round_trip(&ClientMsg::Paths(vec![paths.clone()]));
+        round_trip(&ClientMsg::PathsQuery { lan: None });
+        round_trip(&ServerMsg::Paths(vec![HostPaths {
+            host_id: 1,
+            name: "h1".into(),
+            paths,
+        }]));
         round_trip(&ServerMsg::StoreStatus {
             status: status(),
             store_up: Some(false),

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::proto::{
-    HostAlerts, HostReport, HostServices, HostVmNames, LanAlerts, LanReport, LanServices,
-    LanVmNames, ServiceReport,
+    HostAlerts, HostPaths, HostReport, HostServices, HostVmNames, LanAlerts, LanPaths, LanReport,
+    LanServices, LanVmNames, PeerPath, ServiceReport,
 };
 
 /// Peers and pairs kept per report (a host reports its busiest pairs first).
@@ -35,6 +35,8 @@ pub struct Reports {
     names: PerHost<crate::proto::VmName>,
     /// Each host's services per LAN (`Services`), kept and pruned with its reports.
     services: PerHost<ServiceReport>,
+    /// Each host's path to each peer per LAN (`Paths`), kept and pruned with its reports.
+    paths: PerHost<PeerPath>,
 }
 
 /// What each host last said of each of its LANs (its VM names, its services), with the
@@ -183,6 +185,30 @@ impl Reports {
         self.latest.retain(|(lan, id), _| member(lan, *id));
         self.names.retain(&member);
         self.services.retain(&member);
+        self.paths.retain(&member);
+    }
+
+    /// Store a host's paths (replacing its previous ones on each LAN named); LANs it is
+    /// not a member of are ignored. Returns how many LANs were kept.
+    pub fn put_paths(
+        &mut self,
+        host_id: u32,
+        name: &str,
+        lans: Vec<LanPaths>,
+        member: impl Fn(&str) -> bool,
+    ) -> usize {
+        let lans = lans.into_iter().map(|l| (l.lan, l.peers));
+        self.paths
+            .put(host_id, name, lans, member, MAX_PEERS, |_| {})
+    }
+
+    /// Paths of one LAN or all, ordered by LAN then host name.
+    pub fn paths(&self, lan: Option<&str>) -> Vec<HostPaths> {
+        self.paths.list(lan, |lan, host_id, name, peers| HostPaths {
+            host_id,
+            name,
+            paths: LanPaths { lan, peers },
+        })
     }
 
     /// Store a host's services (replacing its previous ones on each LAN named); LANs it
@@ -504,6 +530,33 @@ mod tests {
         let many: Vec<&str> = many.iter().map(String::as_str).collect();
         r.put_names(3, "h3", vec![lan("c", &many)], |_| true);
         assert_eq!(r.names(Some("c"))[0].names.vms.len(), MAX_NAMES);
+    }
+
+    #[test]
+    fn paths_per_lan_and_host_members_only_latest_and_pruned() {
+        use crate::proto::TunnelPath;
+        let lan = |l: &str, path| LanPaths {
+            lan: l.into(),
+            peers: vec![PeerPath {
+                host_id: 9,
+                path,
+                open_ms: Some(1),
+            }],
+        };
+        let mut r = Reports::default();
+        let kept = r.put_paths(
+            1,
+            "h1",
+            vec![lan("a", TunnelPath::Direct), lan("b", TunnelPath::Direct)],
+            |l| l == "a",
+        );
+        assert_eq!(kept, 1, "h1 is not in LAN b");
+        r.put_paths(1, "h1", vec![lan("a", TunnelPath::Punched)], |_| true);
+        let p = r.paths(Some("a"));
+        assert_eq!(p.len(), 1);
+        assert_eq!(p[0].paths.peers[0].path, TunnelPath::Punched, "the latest");
+        r.retain(|_, id| id != 1);
+        assert!(r.paths(None).is_empty(), "gone with its host");
     }
 
     #[test]

@@ -551,6 +551,7 @@ impl Watcher {
             alerts: b.alerts().list(None, now),
             names: crate::matrix::names(&b.reports().names(None)),
             services: crate::services::overlay(&b.reports().services(None)),
+            paths: crate::matrix::paths(&b.reports().paths(None)),
         }
     }
 }
@@ -878,6 +879,7 @@ impl ConnCtx<'_> {
                     | ClientMsg::Matrix { .. }
                     | ClientMsg::NamesQuery { .. }
                     | ClientMsg::ServicesQuery { .. }
+                    | ClientMsg::PathsQuery { .. }
                     | ClientMsg::AlertsQuery { .. }
                     | ClientMsg::Status
                     | ClientMsg::StoreStatus
@@ -1026,6 +1028,17 @@ impl ConnCtx<'_> {
             ClientMsg::Services(services) => {
                 self.keep_from_host("services", Said::Services(services), now);
                 None
+            }
+            ClientMsg::Paths(paths) => {
+                self.keep_from_host("paths", Said::Paths(paths), now);
+                None
+            }
+            ClientMsg::PathsQuery { lan } => {
+                if let Some(r) = self.unauthorized(lan.as_deref()) {
+                    return Ok(Some(r));
+                }
+                let v = self.read_reports(lan.as_deref(), |r, lan| r.paths(lan), |x| &x.paths.lan);
+                Some(ServerMsg::Paths(v))
             }
             ClientMsg::ServicesQuery { lan } => {
                 if let Some(r) = self.unauthorized(lan.as_deref()) {

@@ -78,7 +78,8 @@ function applyDelta(d) {
 function linkTitle(l) {
   return `${l.from} → ${l.to}\nRTT p50 ${fmtMs(l.rtt_p50_us)} · p99 ${fmtMs(l.rtt_p99_us)}\n` +
     `loss → ${fmtPct(l.loss_tx_ratio)} · ← ${fmtPct(l.loss_rx_ratio)}\n` +
-    `rate → ${human(l.tx_rate_bps, "bit/s")} · ← ${human(l.rx_rate_bps, "bit/s")}\nhealth ${l.health}`;
+    `rate → ${human(l.tx_rate_bps, "bit/s")} · ← ${human(l.rx_rate_bps, "bit/s")}\nhealth ${l.health}` +
+    (l.path ? ` · path ${l.path}` : "");
 }
 
 const HEALTH_RANK = { ok: 0, unknown: 1, degraded: 2, down: 3 };
@@ -177,7 +178,9 @@ function renderTopology(lan) {
     const worst = ls.reduce((w, l) => (HEALTH_RANK[l.health] ?? 1) > (HEALTH_RANK[w] ?? 1) ? l.health : w, "ok");
     const [a, b] = [ls[0].from, ls[0].to];
     const [x1, y1] = pos.get(a), [x2, y2] = pos.get(b);
-    svg.appendChild(el("line", { class: `tunnel ${worst}`, x1, y1, x2, y2, "data-from": a, "data-to": b,
+    // Either end through a NAT: the pair's path is drawn as such.
+    const path = ls.some(l => l.path === "punched") ? "punched" : (ls.find(l => l.path) || {}).path || "";
+    svg.appendChild(el("line", { class: `tunnel ${worst}${path ? " " + path : ""}`, x1, y1, x2, y2, "data-from": a, "data-to": b, "data-path": path,
       onclick: () => openSeries({ kind: "tunnel", lan: lan.lan, from: a, to: b }) },
       el("title", { text: ls.map(linkTitle).join("\n\n") })));
   }

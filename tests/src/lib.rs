@@ -9,8 +9,11 @@
 //! the daemons by their recorded PIDs and deletes every namespace it made, even when the
 //! test fails (then it prints the daemons' logs and keeps them on disk).
 
+pub mod browser;
 pub mod linkem;
 pub mod soak;
+
+pub use browser::Browser;
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
@@ -1041,7 +1044,12 @@ impl Lab {
                 "\n[web]\nuser = \"admin\"\npassword_file = \"{}\"\n",
                 pw.display()
             );
-            web = vec![WEB_LOCAL.to_string(), WEB_REMOTE.to_string()];
+            web = vec![WEB_LOCAL.to_string()];
+            // The remote listener's address is the router's side of subnet 1, where the
+            // bulletin sits unless the lab has NAT (then in a namespace of its own).
+            if b.nat.is_empty() {
+                web.push(WEB_REMOTE.to_string());
+            }
         }
         let config = self.dir.join("bulletin.toml");
         std::fs::write(&config, cfg).unwrap_or_else(|e| panic!("write bulletin config: {e}"));

@@ -6,72 +6,15 @@
 //! killed host turns down without a reload and up again when restarted; the listener off
 //! loopback asks for the login over HTTPS only; a host serves its own view.
 
-use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
-use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use vmvpn_tests::{Lab, WEB_LOCAL, WEB_PASSWORD, WEB_REMOTE};
+use vmvpn_tests::{Browser, Lab, WEB_LOCAL, WEB_PASSWORD, WEB_REMOTE};
 
 /// Seconds between the hosts' reports in this lab.
 const REPORT_S: u64 = 2;
-
-/// The browser driver, in a namespace; stopped by its PID when dropped.
-struct Browser {
-    child: Child,
-    stdin: ChildStdin,
-    stdout: BufReader<ChildStdout>,
-}
-
-impl Browser {
-    fn start(ns: &str, profile: &std::path::Path) -> Self {
-        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("browser/dashboard.py");
-        let mut child = Command::new("ip")
-            .args(["netns", "exec", ns, "/usr/bin/python3"])
-            .arg(&script)
-            .arg(profile)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {}: {e}", script.display()));
-        let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
-            panic!("browser driver without pipes");
-        };
-        Browser {
-            child,
-            stdin,
-            stdout: BufReader::new(stdout),
-        }
-    }
-
-    /// One command, its JSON answer.
-    fn ask(&mut self, cmd: &str) -> Value {
-        writeln!(self.stdin, "{cmd}").unwrap_or_else(|e| panic!("browser driver: {e}"));
-        let mut line = String::new();
-        self.stdout
-            .read_line(&mut line)
-            .unwrap_or_else(|e| panic!("browser driver: {e}"));
-        serde_json::from_str(&line)
-            .unwrap_or_else(|e| panic!("browser driver said {line:?} to {cmd:?}: {e}"))
-    }
-}
-
-impl Drop for Browser {
-    fn drop(&mut self) {
-        let _ = writeln!(self.stdin, "quit");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// `curl` in `ns`: (HTTP status, body); status 0 when no HTTP answer came.
 fn curl(lab: &Lab, ns: &str, args: &[&str]) -> (u16, String) {
@@ -279,6 +222,13 @@ fn the_dashboard_shows_the_overlay_live_in_a_real_browser() {
         "one designated forwarder per subnet: {look:#}"
     );
     assert_eq!(look["links"].as_array().map(Vec::len), Some(3), "{look:#}");
+    // No NAT here: no tunnel is drawn as punched.
+    assert!(
+        look["links"]
+            .as_array()
+            .is_some_and(|l| l.iter().all(|l| !l["cls"].to_string().contains("punched"))),
+        "{look:#}"
+    );
     let subnets = look["subnets"].to_string();
     assert!(
         subnets.contains("10.77.1.0/24") && subnets.contains("10.77.2.0/24"),

@@ -1,11 +1,13 @@
 //! Hosts behind NAT: two private subnets, each behind a router of its own that
 //! masquerades (nftables) and drops new connections from outside, a public subnet with the
 //! bulletin and one public host. Real `vmvpn` and `bulletin` processes in namespaces.
+//! Each tunnel's path shows in the hosts' status, the bulletin's matrix and its dashboard
+//! (in a real browser).
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use serde_json::Value;
-use vmvpn_tests::{BULLETIN_PORT, Lab, PORT};
+use serde_json::{Value, json};
+use vmvpn_tests::{BULLETIN_PORT, Browser, Lab, PORT, WEB_LOCAL};
 
 const TTL_S: u64 = 6;
 const HEARTBEAT_S: u64 = 2;
@@ -21,6 +23,8 @@ fn behind_nats(tag: &str, options: &str) -> Lab {
         .nat(3, options)
         .lan("lan1", [192, 168, 100], &["h1", "h2", "h3"], 1)
         .bulletin(TTL_S, HEARTBEAT_S)
+        .telemetry("report_interval_s = 2\n")
+        .web()
         .start()
 }
 
@@ -84,6 +88,60 @@ fn largest_gap(out: &str, count: u32) -> u32 {
     gap
 }
 
+/// The bulletin's matrix has each tunnel's path as its host reported it (JSON and the
+/// text grid), and its dashboard draws the punched tunnels as such in a real browser.
+fn paths_in_the_matrix_and_the_dashboard(lab: &Lab) {
+    let t0 = Instant::now();
+    loop {
+        let m: Value =
+            serde_json::from_str(&lab.bulletin_cli(&["matrix", "--json"])).expect("matrix JSON");
+        let links = m[0]["links"].as_array().cloned().unwrap_or_default();
+        let path = |from: &str, to: &str| {
+            links
+                .iter()
+                .find(|k| k["from"] == from && k["to"] == to)
+                .map(|k| k["path"].clone())
+        };
+        if path("h2", "h3") == Some(json!("punched"))
+            && path("h1", "h2") == Some(json!("punched"))
+            && path("h2", "h1") == Some(json!("direct"))
+        {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "the matrix has no paths as the hosts see them: {m:#}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let text = lab.bulletin_cli(&["matrix"]);
+    assert!(text.contains("path row -> column"), "{text}");
+    eprintln!("nat: bulletin matrix:\n{text}");
+
+    let mut browser = Browser::start(lab.bulletin_ns(), &lab.dir().join("chromium-profile"));
+    let loaded = browser.ask(&format!("load http://{WEB_LOCAL}/"));
+    assert_eq!(loaded["ok"], true, "{loaded}");
+    let t0 = Instant::now();
+    loop {
+        let look = browser.ask("look");
+        assert_eq!(look["errors"], json!([]), "{look:#}");
+        let links = look["links"].as_array().cloned().unwrap_or_default();
+        // Every pair has a NATed end here, so every line is drawn punched.
+        if links.len() == 3
+            && links
+                .iter()
+                .all(|l| l["cls"].as_str().is_some_and(|c| c.contains("punched")))
+        {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(15),
+            "the topology does not draw the punched tunnels: {look:#}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
 #[test]
 fn hosts_behind_port_keeping_nat_punch_a_direct_path() {
     let lab = behind_nats("natc", "");
@@ -120,6 +178,7 @@ fn hosts_behind_port_keeping_nat_punch_a_direct_path() {
         String::from_utf8_lossy(&table.stdout).contains("punched"),
         "{table:?}"
     );
+    paths_in_the_matrix_and_the_dashboard(&lab);
 
     // The NAT mappings are flushed mid-transfer: the tunnel opens again within 5 s.
     let (a, b) = (vm(&lab, "h2").clone(), vm(&lab, "h3").clone());

@@ -282,7 +282,13 @@ impl Store for EtcdStore {
         };
         for kv in r.kvs() {
             if kv.key().starts_with(self.said.as_bytes()) {
-                out.said.push(self.decode_said(kv.key(), kv.value())?);
+                // What a host said is views only: one this bulletin cannot read (a kind
+                // a newer bulletin of a rolling upgrade writes) is skipped, as the watch
+                // skips it, rather than failing the whole registry.
+                match self.decode_said(kv.key(), kv.value()) {
+                    Ok(s) => out.said.push(s),
+                    Err(e) => tracing::warn!(error = %e, "skipping what a host said"),
+                }
             } else if kv.key().starts_with(self.prefix.as_bytes()) {
                 out.hosts.push(self.decode(kv.key(), kv.value())?);
             }

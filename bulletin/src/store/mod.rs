@@ -24,7 +24,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
-use crate::proto::{LanAlerts, LanReport, LanServices, LanVmNames};
+use crate::proto::{LanAlerts, LanPaths, LanReport, LanServices, LanVmNames};
 
 /// A host's registration as every bulletin of a shared registry sees it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -66,6 +66,8 @@ pub enum SharedSaid {
     Names(LanVmNames),
     /// Services.
     Services(LanServices),
+    /// Paths to its peers.
+    Paths(LanPaths),
 }
 
 impl SharedSaid {
@@ -76,6 +78,7 @@ impl SharedSaid {
             SharedSaid::Alerts(_) => "alerts",
             SharedSaid::Names(_) => "names",
             SharedSaid::Services(_) => "services",
+            SharedSaid::Paths(_) => "paths",
         }
     }
 
@@ -86,6 +89,7 @@ impl SharedSaid {
             SharedSaid::Alerts(a) => &a.lan,
             SharedSaid::Names(n) => &n.lan,
             SharedSaid::Services(s) => &s.lan,
+            SharedSaid::Paths(p) => &p.lan,
         }
     }
 }

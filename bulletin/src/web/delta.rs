@@ -234,6 +234,7 @@ struct Figures {
     loss_rx: f64,
     tx: u64,
     rx: u64,
+    path: Option<crate::proto::TunnelPath>,
 }
 
 impl Figures {
@@ -251,6 +252,7 @@ impl Figures {
             loss_rx: t.loss_rx_ratio,
             tx: t.tx_rate_bps,
             rx: t.rx_rate_bps,
+            path: k.path,
         }
     }
 
@@ -259,6 +261,7 @@ impl Figures {
             return self == b;
         }
         self.health == b.health
+            && self.path == b.path
             && near_opt(self.p50, b.p50, 20.0)
             && near_opt(self.p99, b.p99, 20.0)
             && (self.loss_tx - b.loss_tx).abs() <= 0.001
@@ -412,6 +415,7 @@ mod tests {
                 tx_rate_bps: 1000,
                 rx_rate_bps: 1000,
             },
+            path: None,
         }
     }
 
@@ -579,6 +583,14 @@ mod tests {
         let ld = d.lan.expect("changed");
         assert_eq!(ld.links.len(), 1);
         assert_eq!(d.lans.map(|s| s[0].unhealthy), Some(1));
+        // So is a path that becomes known (reported after the tunnel's first figures).
+        let mut l = lan("a", 40, 1120, 0);
+        l.links[7].tunnel.health = "degraded".into();
+        l.links[9].path = Some(crate::proto::TunnelPath::Punched);
+        let d = delta(p.handle_overview(&overview(vec![l], 6))).expect("a delta");
+        let ld = d.lan.expect("changed");
+        assert_eq!(ld.links.len(), 1);
+        assert_eq!(ld.links[0].path, Some(crate::proto::TunnelPath::Punched));
     }
 
     #[test]

@@ -40,6 +40,8 @@ pub struct Input {
     pub names: crate::matrix::Names,
     /// Each LAN's services, over every host that reports them.
     pub services: crate::services::Overlay,
+    /// Each tunnel's path, as its host reported it.
+    pub paths: crate::matrix::Paths,
 }
 
 type PairId = (String, u32, [u8; 6], [u8; 6]);
@@ -58,6 +60,7 @@ struct OfLan<'a> {
     reports: &'a [&'a StoredReport],
     names: &'a crate::matrix::Names,
     services: &'a crate::services::Overlay,
+    paths: &'a crate::matrix::Paths,
 }
 
 /// The memory between views: which reports were seen, and the pairs' last byte counts.
@@ -162,6 +165,7 @@ impl Global {
                     reports: &reports,
                     names: &input.names,
                     services: &input.services,
+                    paths: &input.paths,
                 };
                 self.lan(of_lan, history, fresh_lans.contains(lan), now_ms)
             })
@@ -205,6 +209,7 @@ impl Global {
             reports,
             names,
             services,
+            paths,
         } = of;
         let links: Vec<LinkView> = reports
             .iter()
@@ -213,6 +218,7 @@ impl Global {
                     from: r.host.name.clone(),
                     to: peer_name(&p.name, p.host_id),
                     tunnel: p.tunnel.clone(),
+                    path: crate::matrix::path_of(paths, lan, r.host.host_id, p.host_id),
                 })
             })
             .collect();
@@ -462,6 +468,7 @@ mod tests {
 
     fn input(reports: Vec<StoredReport>) -> Input {
         Input {
+            paths: Default::default(),
             name: "sha256:x".into(),
             records: vec![
                 record(30, "h1", [10, 0, 1, 1]),

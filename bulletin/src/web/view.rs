@@ -163,6 +163,9 @@ pub struct LinkView {
     /// Health, RTT p50/p99 (µs), loss each way and rates, as `from` measured them.
     #[serde(flatten)]
     pub tunnel: Tunnel,
+    /// Which path the tunnel takes, as `from` reported it (none from an older host).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<crate::proto::TunnelPath>,
 }
 
 /// Traffic from one VM to another: `bulletin matrix`'s pair, with its rate.

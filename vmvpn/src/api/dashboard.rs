@@ -115,8 +115,17 @@ impl Local {
                     .map(move |v| ((lan.clone(), v.mac), v.name))
             })
             .collect();
+        let paths: Vec<bulletin::proto::HostPaths> = report::paths(&status.lans)
+            .into_iter()
+            .map(|paths| bulletin::proto::HostPaths {
+                host_id: me.id,
+                name: me.name.clone(),
+                paths,
+            })
+            .collect();
         let input = Input {
             names,
+            paths: bulletin::matrix::paths(&paths),
             name: me.name.clone(),
             records,
             reports: report::build(&status.lans, traffic)

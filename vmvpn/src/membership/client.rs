@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 use bulletin::client::{Client, ClientError, SessionRx, SessionTx};
 use bulletin::proof::Verifier;
 use bulletin::proto::{
-    ALERTS_SINCE, ClientMsg, LanAlerts, LanJoin, NAMES_SINCE, RefuseCode, Register, SERVICES_SINCE,
-    ServerMsg,
+    ALERTS_SINCE, ClientMsg, LanAlerts, LanJoin, NAMES_SINCE, PATHS_SINCE, RefuseCode, Register,
+    SERVICES_SINCE, ServerMsg,
 };
 use tokio::sync::watch;
 use tracing::{error, info, warn};
@@ -379,6 +379,13 @@ impl Membership {
                         if terms.version >= SERVICES_SINCE {
                             for s in c.services {
                                 if let Err(e) = tx.send(&ClientMsg::Services(vec![s])).await {
+                                    return End::Lost(e.to_string());
+                                }
+                            }
+                        }
+                        if terms.version >= PATHS_SINCE {
+                            for p in c.paths {
+                                if let Err(e) = tx.send(&ClientMsg::Paths(vec![p])).await {
                                     return End::Lost(e.to_string());
                                 }
                             }

@@ -3,14 +3,14 @@
 //! bulletin's sum counts every pair once).
 
 use bulletin::proto::{
-    AlertReport, LanAlerts, LanReport, LanServices, LanVmNames, PairReport, PeerReport,
-    ServiceBackendReport, ServiceReport, Tunnel, VmName,
+    AlertReport, LanAlerts, LanPaths, LanReport, LanServices, LanVmNames, PairReport, PeerPath,
+    PeerReport, ServiceBackendReport, ServiceReport, Tunnel, TunnelPath, VmName,
 };
 use bulletin::reports::{MAX_NAMES, MAX_PAIRS, MAX_PEERS};
 use telemetry::vms::{VmLocation, VmNamer};
 
 use crate::io::dataplane::Handle;
-use crate::status::{AlertState, AlertView, LanStatus, LanTraffic};
+use crate::status::{AlertState, AlertView, LanStatus, LanTraffic, PathKind, PeerState};
 
 /// The report from a status snapshot and the traffic tables.
 pub fn build(lans: &[LanStatus], traffic: &[LanTraffic]) -> Vec<LanReport> {
@@ -122,6 +122,32 @@ pub fn names(traffic: &[LanTraffic]) -> Vec<LanVmNames> {
         .collect()
 }
 
+/// How this host reaches each peer it has a tunnel up with, per LAN, for the bulletin's
+/// matrix and topology.
+pub fn paths(lans: &[LanStatus]) -> Vec<LanPaths> {
+    lans.iter()
+        .map(|l| LanPaths {
+            lan: l.name.clone(),
+            peers: l
+                .peers
+                .iter()
+                .filter(|p| p.state == PeerState::Up)
+                .filter_map(|p| {
+                    Some(PeerPath {
+                        host_id: p.id?,
+                        path: match p.path {
+                            PathKind::Direct => TunnelPath::Direct,
+                            PathKind::Punched => TunnelPath::Punched,
+                        },
+                        open_ms: p.path_open_ms,
+                    })
+                })
+                .take(MAX_PEERS)
+                .collect(),
+        })
+        .collect()
+}
+
 /// The services of each LAN that has any, as this host sends to them, for the bulletin's
 /// overlay-wide view.
 pub fn services(lans: &[LanStatus]) -> Vec<LanServices> {
@@ -168,6 +194,8 @@ pub struct Collected {
     pub names: Option<Vec<LanVmNames>>,
     /// Services per LAN (LANs with none left out).
     pub services: Vec<LanServices>,
+    /// Paths to its peers per LAN.
+    pub paths: Vec<LanPaths>,
 }
 
 /// Ask the data plane and build the report, with a `namer` the VM names, and the
@@ -182,6 +210,7 @@ pub async fn collect(dp: &Handle, namer: Option<&VmNamer>) -> Option<Collected> 
         reports: build(&status.lans, &traffic),
         names,
         services: services(&status.lans),
+        paths: paths(&status.lans),
     })
 }
 
