@@ -36,14 +36,16 @@ pub mod libvirt;
 pub mod membership;
 pub mod offload;
 pub mod proto;
+pub mod relay;
 pub mod status;
 
 #[cfg(test)]
 mod layers {
     /// Each layer's rank, lowest first (layers of one rank do not import each other).
-    const RANKS: [(&str, u8); 13] = [
+    const RANKS: [(&str, u8); 14] = [
         ("status", 0),
         ("proto", 1),
+        ("relay", 2),
         ("aqm", 1),
         ("offload", 1),
         ("engine", 2),
@@ -59,7 +61,9 @@ mod layers {
 
     /// Layers that hold rules only: no files, sockets, processes, threads or async
     /// runtimes outside their tests (the daemon's I/O layers do that around them).
-    const SANS_IO: [&str; 6] = ["status", "proto", "aqm", "offload", "engine", "alarms"];
+    const SANS_IO: [&str; 7] = [
+        "status", "proto", "aqm", "offload", "engine", "alarms", "relay",
+    ];
     const IO_PATHS: [&str; 9] = [
         "std::fs",
         "std::net::UdpSocket",

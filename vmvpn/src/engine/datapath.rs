@@ -206,6 +206,12 @@ impl Engine {
             | Kind::PmtuProbe
             | Kind::PmtuAck
             | Kind::ServiceState => self.handle_sealed(lan, from, multicast, &header, buf, now),
+            // The relay's control messages go to its own port, and grants are not asked
+            // for yet: nothing here takes them.
+            Kind::RelayRequest | Kind::RelayGrant | Kind::RelayBind => {
+                self.drops.bump(DropReason::BadHeader);
+                RxAction::Drop(DropReason::BadHeader)
+            }
         }
     }
 

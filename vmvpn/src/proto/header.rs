@@ -14,7 +14,8 @@
 //! - `type`: 1 data (unicast frame, pairwise key), 2 flood (broadcast/multicast/unknown
 //!   unicast, the sender's group key), 3 hello (handshake, not encrypted, HMAC), 4 keepalive
 //!   (sealed, empty), 5 beacon (multicast presence in a physical subnet, HMAC), 6 probe and
-//!   7 probe reply (sealed, for RTT). Other values are dropped as `bad_header`.
+//!   7 probe reply (sealed, for RTT); 13-15 the relay's control messages (`relay.rs`,
+//!   HMAC under the LAN's relay key). Other values are dropped as `bad_header`.
 //! - `flags`: bit 0 (`RELAY`) on a flood sent to the designated forwarder of another
 //!   subnet, which passes it on inside its subnet. Covered by the AEAD like the rest of the
 //!   header, so a relay copy is sealed on its own, under the next group sequence number.
@@ -94,6 +95,13 @@ pub enum Kind {
     /// sealed on the pairwise key, data sequence space. A host that does not know the
     /// type drops it, counted; its peers then choose without its figures.
     ServiceState = 12,
+    /// Relay control, not encrypted, HMAC under the LAN's relay key (`relay.rs`): a host
+    /// asks a relay for a pair socket for it and a peer.
+    RelayRequest = 13,
+    /// The relay's answer: the pair socket's port.
+    RelayGrant = 14,
+    /// A host tells the pair socket where it is (its NAT's mapping towards it).
+    RelayBind = 15,
 }
 
 impl Kind {
@@ -111,13 +119,24 @@ impl Kind {
             10 => Some(Kind::PmtuProbe),
             11 => Some(Kind::PmtuAck),
             12 => Some(Kind::ServiceState),
+            13 => Some(Kind::RelayRequest),
+            14 => Some(Kind::RelayGrant),
+            15 => Some(Kind::RelayBind),
             _ => None,
         }
     }
 
     /// Whether the payload is AEAD-sealed.
     pub fn is_sealed(self) -> bool {
-        !matches!(self, Kind::Hello | Kind::Beacon)
+        !matches!(self, Kind::Hello | Kind::Beacon) && !self.is_relay()
+    }
+
+    /// One of the relay's control messages.
+    pub fn is_relay(self) -> bool {
+        matches!(
+            self,
+            Kind::RelayRequest | Kind::RelayGrant | Kind::RelayBind
+        )
     }
 }
 
@@ -138,6 +157,9 @@ pub enum WireError {
     /// Byte 1 names no known type.
     #[error("unknown datagram type {0}")]
     Kind(u8),
+    /// A field that must be zero is not (a relay message's flags or reserved bytes).
+    #[error("a reserved field is not zero")]
+    Reserved,
     /// A hello whose length is not exactly [`HELLO_LEN`].
     #[error("hello of {0} bytes, expected {HELLO_LEN}")]
     HelloLength(usize),

@@ -9,6 +9,7 @@ pub mod fragment;
 pub mod header;
 pub mod hello;
 pub mod probe;
+pub mod relay;
 pub mod replay;
 pub mod service;
 
