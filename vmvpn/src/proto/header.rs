@@ -343,8 +343,8 @@ mod tests {
             Some(WireError::Version(2))
         );
         b[0] = 1;
-        b[1] = 13;
-        assert_eq!(Packet::new_checked(&b[..]).err(), Some(WireError::Kind(13)));
+        b[1] = 16;
+        assert_eq!(Packet::new_checked(&b[..]).err(), Some(WireError::Kind(16)));
         // A sealed type without room for the tag.
         b[1] = Kind::Data as u8;
         b.truncate(HEADER_LEN + 3);
