@@ -45,10 +45,10 @@ mod layers {
     const RANKS: [(&str, u8); 14] = [
         ("status", 0),
         ("proto", 1),
-        ("relay", 2),
         ("aqm", 1),
         ("offload", 1),
         ("engine", 2),
+        ("relay", 2),
         ("alarms", 3),
         ("config", 4),
         ("io", 5),

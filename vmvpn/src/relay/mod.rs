@@ -160,7 +160,6 @@ pub struct RelayCore {
     pairs: HashMap<u16, Pair>,
     by_key: HashMap<PairKey, u16>,
     bucket: Bucket,
-    limit_mbps: u32,
     counters: std::sync::Arc<RelayCounters>,
 }
 
@@ -177,14 +176,8 @@ impl RelayCore {
             pairs: HashMap::new(),
             by_key: HashMap::new(),
             bucket: Bucket::new(limit_mbps),
-            limit_mbps,
             counters,
         }
-    }
-
-    /// The limit in force (0: none).
-    pub fn limit_mbps(&self) -> u32 {
-        self.limit_mbps
     }
 
     fn drop(&self, why: RelayDrop) -> RelayDrop {
