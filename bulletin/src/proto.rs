@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 /// Protocol version in `Hello` and `Challenge`.
-pub const VERSION: u16 = 7;
+pub const VERSION: u16 = 8;
 /// The oldest protocol a bulletin still serves, and what a client says in its `Hello`:
 /// version 2 only adds messages (`Alerts`, `AlertsQuery`), which a client sends once the
 /// `Challenge` shows the bulletin knows them. So hosts and bulletins upgrade in any order.
@@ -28,6 +28,8 @@ pub const SERVICES_SINCE: u16 = 5;
 pub const STORE_SINCE: u16 = 6;
 /// The first version that takes `Paths` and answers `PathsQuery`.
 pub const PATHS_SINCE: u16 = 7;
+/// The first version that decodes `TunnelPath::Relayed`.
+pub const RELAYED_SINCE: u16 = 8;
 /// ALPN of the bulletin's QUIC endpoint.
 pub const ALPN: &[u8] = b"vmvpn-bulletin/1";
 /// Largest frame a client may send (a registration with many LANs is a few KB).
@@ -116,6 +118,21 @@ pub struct LanPaths {
     pub peers: Vec<PeerPath>,
 }
 
+impl LanPaths {
+    /// As a bulletin of protocol `version` decodes it: before [`RELAYED_SINCE`], a relayed
+    /// path is reported as punched (not direct, which is what it needs to know).
+    pub fn for_version(mut self, version: u16) -> Self {
+        if version < RELAYED_SINCE {
+            for p in &mut self.peers {
+                if p.path == TunnelPath::Relayed {
+                    p.path = TunnelPath::Punched;
+                }
+            }
+        }
+        self
+    }
+}
+
 /// How a host reaches one peer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PeerPath {
@@ -135,6 +152,9 @@ pub enum TunnelPath {
     Direct,
     /// At another of its candidates: through its NAT, opened by hellos from both sides.
     Punched,
+    /// Through a relay's pair socket: no direct path opened. Since version 8; an older
+    /// bulletin is told `Punched` (see [`LanPaths::for_version`]).
+    Relayed,
 }
 
 impl TunnelPath {
@@ -143,6 +163,7 @@ impl TunnelPath {
         match self {
             TunnelPath::Direct => "direct",
             TunnelPath::Punched => "punched",
+            TunnelPath::Relayed => "relayed",
         }
     }
 }

@@ -178,8 +178,8 @@ function renderTopology(lan) {
     const worst = ls.reduce((w, l) => (HEALTH_RANK[l.health] ?? 1) > (HEALTH_RANK[w] ?? 1) ? l.health : w, "ok");
     const [a, b] = [ls[0].from, ls[0].to];
     const [x1, y1] = pos.get(a), [x2, y2] = pos.get(b);
-    // Either end through a NAT: the pair's path is drawn as such.
-    const path = ls.some(l => l.path === "punched") ? "punched" : (ls.find(l => l.path) || {}).path || "";
+    // Either end through a relay, else through a NAT: the pair's path is drawn as such.
+    const path = ["relayed", "punched"].find(k => ls.some(l => l.path === k)) || (ls.find(l => l.path) || {}).path || "";
     svg.appendChild(el("line", { class: `tunnel ${worst}${path ? " " + path : ""}`, x1, y1, x2, y2, "data-from": a, "data-to": b, "data-path": path,
       onclick: () => openSeries({ kind: "tunnel", lan: lan.lan, from: a, to: b }) },
       el("title", { text: ls.map(linkTitle).join("\n\n") })));

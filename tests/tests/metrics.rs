@@ -29,6 +29,7 @@ fn a_live_scrape_passes_promtool_and_shows_the_tunnel() {
         .subnet(&["h1", "h2"])
         .lan("lan1", [192, 168, 100], &["h1", "h2"], 1)
         .metrics()
+        .host_line("h1", "relay = true\nrelay_limit_mbps = 100")
         // Exporters with nobody listening: their families (and counted errors) are linted.
         .config_tail(
             "h1",
@@ -60,6 +61,14 @@ fn a_live_scrape_passes_promtool_and_shows_the_tunnel() {
         assert!(v > 0.0, "{family} {v}");
     }
     assert!(body.contains("vmvpn_export_redis_connected 0"), "{body}");
+    // The relay's families (it relays nothing here: both hosts reach each other).
+    for line in [
+        "vmvpn_relay_pairs 0",
+        "vmvpn_relay_forwarded_packets_total 0",
+        "vmvpn_relay_drops_total{reason=\"bad_mac\"} 0",
+    ] {
+        assert!(body.lines().any(|l| l == line), "no {line:?} in:\n{body}");
+    }
     for metric in [
         "vmvpn_peer_up",
         "vmvpn_peer_tx_packets_total",

@@ -1,8 +1,8 @@
 //! Hosts behind NAT: two private subnets, each behind a router of its own that
 //! masquerades (nftables) and drops new connections from outside, a public subnet with the
-//! bulletin and one public host. Real `vmvpn` and `bulletin` processes in namespaces.
-//! Each tunnel's path shows in the hosts' status, the bulletin's matrix and its dashboard
-//! (in a real browser).
+//! bulletin and one public host, which is also the relay of last resort (`[host] relay`).
+//! Real `vmvpn` and `bulletin` processes in namespaces. Each tunnel's path shows in the
+//! hosts' status, the bulletin's matrix and its dashboard (in a real browser).
 
 use std::time::{Duration, Instant};
 
@@ -13,19 +13,68 @@ const TTL_S: u64 = 6;
 const HEARTBEAT_S: u64 = 2;
 const UP_WITHIN: Duration = Duration::from_secs(15);
 
-/// h1 public on subnet 1; h2 behind subnet 2's NAT, h3 behind subnet 3's.
-fn behind_nats(tag: &str, options: &str) -> Lab {
-    Lab::builder(tag)
+/// The relay's control port on h1 (the default).
+const RELAY_PORT: u16 = 7402;
+
+/// h1 public on subnet 1; h2 behind subnet 2's NAT, h3 behind subnet 3's, each NAT with
+/// its options. With `relay`, h1 runs the relay and h2 and h3 know it.
+fn behind_nats(tag: &str, options: [&str; 2], relay: bool) -> Lab {
+    let mut b = Lab::builder(tag)
         .subnet(&["h1"])
         .subnet(&["h2"])
         .subnet(&["h3"])
-        .nat(2, options)
-        .nat(3, options)
+        .nat(2, options[0])
+        .nat(3, options[1])
         .lan("lan1", [192, 168, 100], &["h1", "h2", "h3"], 1)
         .bulletin(TTL_S, HEARTBEAT_S)
         .telemetry("report_interval_s = 2\n")
-        .web()
-        .start()
+        .web();
+    if relay {
+        // h1 is the first host of subnet 1.
+        let relays = format!("relays = [\"10.77.1.1:{RELAY_PORT}\"]");
+        b = b
+            .host_line("h1", "relay = true")
+            .host_line("h2", &relays)
+            .host_line("h3", &relays);
+    }
+    b.start()
+}
+
+/// The relay's status on h1.
+fn relay_status(lab: &Lab) -> Value {
+    let r = lab.status("h1")["relay"].clone();
+    assert!(r.is_object(), "h1 runs no relay: {r}");
+    r
+}
+
+/// `ping -p` fills the payload with these 16 bytes ("vmvpn-relay-test").
+const PATTERN: &str = "766d76706e2d72656c61792d74657374";
+
+/// Capture UDP (or everything, in a VM) in `ns` for `secs`, while `during` runs; the
+/// capture file's bytes. Bounded by `timeout`, which stops tshark by its own PID.
+fn capture_during(lab: &Lab, ns: &str, file: &str, secs: u32, during: impl FnOnce()) -> Vec<u8> {
+    let path = lab.dir().join(file);
+    let path_s = path.display().to_string();
+    let ns_s = ns.to_string();
+    let secs_s = secs.to_string();
+    let cap = std::thread::spawn(move || {
+        std::process::Command::new("ip")
+            .args(["netns", "exec", &ns_s, "timeout", "-s", "INT", &secs_s])
+            .args(["tshark", "-q", "-i", "any", "-F", "pcap", "-w", &path_s])
+            .output()
+    });
+    // tshark needs a moment before it captures.
+    std::thread::sleep(Duration::from_millis(1500));
+    during();
+    let out = cap
+        .join()
+        .expect("capture thread")
+        .expect("tshark is missing: run scripts/deps.sh");
+    std::fs::read(&path).unwrap_or_else(|e| panic!("no capture {}: {e}: {out:?}", path.display()))
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
 }
 
 /// Count, in the bulletin's namespace, unicast UDP to it that is not the bulletin's own
@@ -41,11 +90,29 @@ fn count_in_bulletin_ns(lab: &Lab) {
     assert!(out.status.success(), "{out:?}");
 }
 
-fn counted_in_bulletin_ns(lab: &Lab) -> u64 {
-    let out = lab.exec(
-        lab.bulletin_ns(),
-        &["nft", "list", "table", "inet", "vmvtcount"],
+/// Count, in the relay host's namespace (h1, itself a host of the LAN), what comes to
+/// it by UDP besides its own tunnels' (the data port) and its bulletin connection's:
+/// relayed datagrams come to its relay port or a pair socket, and leave from there (the
+/// relay is a process: the kernel forwards none of them). Written as `return`s because
+/// this nft (1.0.6) merges `udp sport != A udp dport != B` into one comparison of both,
+/// which is true when either differs.
+fn count_in_relay_ns(lab: &Lab) {
+    let rules = format!(
+        "table inet vmvtcount {{\n  chain input {{\n    type filter hook input priority 0;\n    iifname \"lo\" return\n    udp dport {PORT} return\n    udp sport {BULLETIN_PORT} return\n    meta pkttype host meta l4proto udp counter\n  }}\n}}\n"
     );
+    let out = lab.exec(
+        lab.host_ns("h1"),
+        &["sh", "-c", &format!("echo '{rules}' | nft -f -")],
+    );
+    assert!(out.status.success(), "{out:?}");
+}
+
+fn counted_in_bulletin_ns(lab: &Lab) -> u64 {
+    counted_in(lab, lab.bulletin_ns())
+}
+
+fn counted_in(lab: &Lab, ns: &str) -> u64 {
+    let out = lab.exec(ns, &["nft", "list", "table", "inet", "vmvtcount"]);
     String::from_utf8_lossy(&out.stdout)
         .split("packets ")
         .skip(1)
@@ -144,8 +211,9 @@ fn paths_in_the_matrix_and_the_dashboard(lab: &Lab) {
 
 #[test]
 fn hosts_behind_port_keeping_nat_punch_a_direct_path() {
-    let lab = behind_nats("natc", "");
+    let lab = behind_nats("natc", ["", ""], true);
     count_in_bulletin_ns(&lab);
+    count_in_relay_ns(&lab);
     for h in ["h1", "h2", "h3"] {
         lab.wait_tunnels(h, "lan1", 2, UP_WITHIN);
     }
@@ -208,6 +276,160 @@ fn hosts_behind_port_keeping_nat_punch_a_direct_path() {
 
     // Nothing of the data plane went to or through the bulletin's namespace.
     assert_eq!(counted_in_bulletin_ns(&lab), 0);
+    // Where a punch works, the relay is never asked, so it carries nothing: nothing came
+    // to the relay host but its own tunnels' datagrams (counted there with nftables).
+    assert_eq!(counted_in(&lab, lab.host_ns("h1")), 0);
+    let r = relay_status(&lab);
+    assert_eq!(r["requests_total"], 0, "{r:#}");
+    assert_eq!(r["forwarded_packets_total"], 0, "{r:#}");
+}
+
+/// Both NATs fully random, or one: no punch can work; the relay carries h2 <-> h3.
+fn relayed(tag: &str, options: [&str; 2]) {
+    let lab = behind_nats(tag, options, true);
+    count_in_relay_ns(&lab);
+    let t0 = Instant::now();
+    for h in ["h2", "h3"] {
+        lab.wait_tunnels(h, "lan1", 2, Duration::from_secs(30));
+    }
+    let up_after = t0.elapsed();
+    let p = lab.peer("h2", "lan1", "h3");
+    assert_eq!(p["path"], "relayed", "{p:#}");
+    let r = relay_status(&lab);
+    let pairs = r["pairs"].as_array().cloned().unwrap_or_default();
+    assert_eq!(
+        pairs.len(),
+        1,
+        "one pair, h2 and h3 (h1 is reached directly): {r:#}"
+    );
+    let port = pairs[0]["port"].as_u64().expect("pair port");
+    assert_eq!(p["address"], format!("10.77.1.1:{port}"), "{p:#}");
+    assert_eq!(lab.peer("h3", "lan1", "h2")["path"], "relayed");
+    // The public host is reached directly from both, as before.
+    assert_eq!(lab.peer("h2", "lan1", "h1")["path"], "direct");
+    assert_eq!(lab.peer("h1", "lan1", "h2")["path"], "punched");
+    let open_ms = p["path_open_ms"].as_u64().expect("path_open_ms");
+    eprintln!(
+        "relay ({options:?}): h2 <-> h3 up through the relay {:.1} s after the daemons started; this handshake took {open_ms} ms from its first hello",
+        up_after.as_secs_f64()
+    );
+
+    // VM to VM through it; telemetry is end to end (probes answered through the relay).
+    let (a, b) = (vm(&lab, "h2").clone(), vm(&lab, "h3").clone());
+    let pattern = hex(PATTERN);
+    let mut pinged = None;
+    let on_relay = capture_during(&lab, lab.host_ns("h1"), "relay.pcap", 5, || {
+        let inside = capture_during(&lab, &a.ns, "vm.pcap", 4, || {
+            pinged = Some(lab.exec(
+                &a.ns,
+                &[
+                    "ping",
+                    "-n",
+                    "-c",
+                    "10",
+                    "-i",
+                    "0.1",
+                    "-p",
+                    PATTERN,
+                    &b.ip.to_string(),
+                ],
+            ));
+        });
+        // The check that the capture can see the pattern: in the VM, in clear.
+        assert!(
+            contains(&inside, &pattern),
+            "the VM's own capture lacks the pattern"
+        );
+    });
+    let pinged = pinged.expect("ping ran");
+    let text = String::from_utf8_lossy(&pinged.stdout);
+    assert!(text.contains(" 0% packet loss"), "{text}");
+    assert!(
+        on_relay.len() > 20 * 100,
+        "the relay's capture is nearly empty: {} bytes",
+        on_relay.len()
+    );
+    assert!(
+        !contains(&on_relay, &pattern),
+        "the relay saw a VM's payload in clear"
+    );
+    let r = relay_status(&lab);
+    assert!(
+        r["forwarded_packets_total"].as_u64().unwrap_or(0) >= 40,
+        "{r:#}"
+    );
+    assert_eq!(r["pairs"][0]["bound"], true, "{r:#}");
+    // The count the port-keeping test finds 0 sees the relayed datagrams here.
+    let counted = counted_in(&lab, lab.host_ns("h1"));
+    assert!(counted >= 40, "only {counted} counted on the relay host");
+    let p = lab.peer("h2", "lan1", "h3");
+    assert!(p["rtt_samples"].as_u64().unwrap_or(0) > 0, "{p:#}");
+    assert_eq!(p["health"], "ok", "{p:#}");
+    // The text status names the path and the relay.
+    let table = String::from_utf8_lossy(&lab.vmvpn_cli("h2", &["status"]).stdout).to_string();
+    assert!(table.contains("relayed"), "{table}");
+    let table = String::from_utf8_lossy(&lab.vmvpn_cli("h1", &["status"]).stdout).to_string();
+    assert!(
+        table.contains(&format!("relay on port {RELAY_PORT}")),
+        "{table}"
+    );
+    // The bulletin's matrix has the path as the hosts reported it.
+    let t0 = Instant::now();
+    loop {
+        let m: Value =
+            serde_json::from_str(&lab.bulletin_cli(&["matrix", "--json"])).expect("matrix JSON");
+        let links = m[0]["links"].as_array().cloned().unwrap_or_default();
+        if links
+            .iter()
+            .any(|k| k["from"] == "h2" && k["to"] == "h3" && k["path"] == "relayed")
+        {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "no relayed path in the matrix: {m:#}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    // The dashboard draws that tunnel as relayed (dotted), the others as punched.
+    let mut browser = Browser::start(lab.bulletin_ns(), &lab.dir().join("chromium-profile"));
+    let loaded = browser.ask(&format!("load http://{WEB_LOCAL}/"));
+    assert_eq!(loaded["ok"], true, "{loaded}");
+    let t0 = Instant::now();
+    loop {
+        let look = browser.ask("look");
+        assert_eq!(look["errors"], json!([]), "{look:#}");
+        let links = look["links"].as_array().cloned().unwrap_or_default();
+        let cls = |l: &Value| l["cls"].as_str().unwrap_or_default().to_string();
+        if links.len() == 3
+            && links.iter().filter(|l| cls(l).contains("relayed")).count() == 1
+            && links.iter().filter(|l| cls(l).contains("punched")).count() == 2
+        {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(15),
+            "the topology does not draw the relayed tunnel: {look:#}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+fn hex(s: &str) -> Vec<u8> {
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex"))
+        .collect()
+}
+
+#[test]
+fn behind_two_port_changing_nats_the_relay_carries_the_tunnel() {
+    relayed("natrr", ["fully-random", "fully-random"]);
+}
+
+#[test]
+fn one_port_changing_nat_and_one_port_keeping_meet_through_the_relay() {
+    relayed("natrc", ["fully-random", ""]);
 }
 
 #[test]
@@ -216,7 +438,8 @@ fn without_candidates_the_same_lab_has_no_path() {
     // address (the bulletin sees it at that address: no NAT) is unreachable from behind
     // another NAT. Here: h2 and h3 behind NATs that change the source port of every
     // mapping (fully-random), so the public candidate (address + data port) is wrong.
-    let lab = behind_nats("natr", "fully-random");
+    // And no relay: the check that the relay tests can fail.
+    let lab = behind_nats("natr", ["fully-random", "fully-random"], false);
     for h in ["h1", "h2", "h3"] {
         lab.wait_tunnels(h, "lan1", 1, UP_WITHIN);
     }

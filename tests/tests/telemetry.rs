@@ -23,6 +23,21 @@ fn ping_times(out: &str) -> Vec<f64> {
         .collect()
 }
 
+/// The RTT test holds this alone, every other test shares it. Its ground truth is `ping`
+/// from a VM, which crosses both daemons twice (four wakeups) where a probe crosses one; on
+/// 2 cores, beside the loss test's 3000-ping burst and the iperf3 stream, those wakeups
+/// waited: a CI run saw ping's median at 22.4 ms against the probes' 21.3.
+static QUIET: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
+fn alone() -> std::sync::RwLockWriteGuard<'static, ()> {
+    // A test that failed while holding it poisoned it; the lock itself is still good.
+    QUIET.write().unwrap_or_else(|p| p.into_inner())
+}
+
+fn shared() -> std::sync::RwLockReadGuard<'static, ()> {
+    QUIET.read().unwrap_or_else(|p| p.into_inner())
+}
+
 fn f(v: &Value) -> f64 {
     v.as_f64().unwrap_or_else(|| panic!("not a number: {v}"))
 }
@@ -42,6 +57,7 @@ fn two_hosts(tag: &str, out: &str, inbound: &str) -> Lab {
 
 #[test]
 fn rtt_with_20ms_added_matches_ping_within_1ms() {
+    let _quiet = alone();
     let lab = two_hosts("rtt", "delay=20ms", "");
     let (a, b) = (lab.vm("h1", "lan1", 0), lab.vm("h2", "lan1", 0));
     // Let the probes fill the window while ping measures the same path (1 probe/s).
@@ -108,6 +124,7 @@ fn rtt_with_20ms_added_matches_ping_within_1ms() {
 
 #[test]
 fn five_percent_loss_one_way_is_reported_in_that_direction_only() {
+    let _quiet = shared();
     let lab = two_hosts("loss", "loss=0.05", "");
     let (a, b) = (lab.vm("h1", "lan1", 0), lab.vm("h2", "lan1", 0));
     // 3000 echo requests h1 -> h2 (5 % lost on the way) and replies back (not impaired).
@@ -156,6 +173,7 @@ fn five_percent_loss_one_way_is_reported_in_that_direction_only() {
 
 #[test]
 fn a_killed_peer_is_down_everywhere_within_5s() {
+    let _quiet = shared();
     let mut lab = Lab::builder("down")
         .subnet(&["h1", "h2"])
         .subnet(&["h3"])
@@ -199,6 +217,7 @@ fn a_killed_peer_is_down_everywhere_within_5s() {
 
 #[test]
 fn iperf3_throughput_vm_matrix_and_flow_table() {
+    let _quiet = shared();
     let lab = Lab::builder("iperf")
         .subnet(&["h1"])
         .subnet(&["h2"])
@@ -317,6 +336,7 @@ fn iperf3_throughput_vm_matrix_and_flow_table() {
 
 #[test]
 fn the_bulletin_matrix_shows_every_pair_and_the_vm_traffic() {
+    let _quiet = shared();
     let lab = Lab::builder("matrix")
         .subnet(&["h1", "h2"])
         .subnet(&["h3"])

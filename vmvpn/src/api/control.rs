@@ -159,6 +159,8 @@ pub struct Views {
     pub libvirt: Option<crate::libvirt::inventory::SharedInventory>,
     /// Live reconfiguration (none in tests that serve a bare data plane).
     pub reload: Option<crate::api::reload::SharedReloader>,
+    /// The relay this host runs (`[host] relay`).
+    pub relay: Option<crate::relay::counters::RelayView>,
 }
 
 /// Serve the control socket until the task is dropped.
@@ -327,6 +329,7 @@ async fn answer(req: ControlRequest, dp: &Handle, views: &Views) -> Value {
                     .libvirt
                     .as_ref()
                     .and_then(|i| i.lock().ok().map(|i| i.status(std::time::Instant::now())));
+                s.relay = views.relay.as_ref().map(|r| r.status());
                 ok(s)
             }
             None => gone(),

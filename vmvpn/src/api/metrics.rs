@@ -16,6 +16,7 @@ use axum::routing::get;
 
 use crate::api::alerting::SharedAlerts;
 use crate::io::dataplane::{Handle, Request};
+use crate::relay::counters::RelayView;
 use crate::status::metric::{Exposed, Kind};
 use crate::status::{
     AlertState, BackendStatus, LanStatus, LimitCounters, LimitStatus, MetricsExtra, PeerStatus,
@@ -192,6 +193,9 @@ pub fn render(status: &Status, extra: &MetricsExtra) -> String {
     if let Some(x) = &e.redis {
         ex.put("", x);
     }
+    if let Some(r) = &status.relay {
+        ex.put("", r);
+    }
     let mut out = String::new();
     ex.write(&mut out);
     histogram(&mut out, extra);
@@ -239,12 +243,27 @@ fn alerts(out: &mut String, extra: &MetricsExtra) {
     }
 }
 
+/// What a scrape reads besides the data plane.
+#[derive(Clone)]
+pub struct MetricsState {
+    dp: Handle,
+    alerts: SharedAlerts,
+    export: crate::export::SharedExport,
+    relay: Option<RelayView>,
+}
+
 /// `GET /metrics`: a snapshot from the data plane and the alerts, as Prometheus text.
 pub async fn scrape(
-    State((dp, alerts, export)): State<(Handle, SharedAlerts, crate::export::SharedExport)>,
+    State(MetricsState {
+        dp,
+        alerts,
+        export,
+        relay,
+    }): State<MetricsState>,
 ) -> Response {
     match dp.call(Request::Scrape).await {
         Some((mut s, mut extra)) => {
+            s.relay = relay.as_ref().map(|r| r.status());
             if let Ok(e) = export.lock() {
                 s.export = e.clone();
             }
@@ -269,11 +288,21 @@ pub async fn scrape(
 }
 
 /// The routes of `[host] metrics`.
-pub fn router(dp: Handle, alerts: SharedAlerts, export: crate::export::SharedExport) -> Router {
+pub fn router(
+    dp: Handle,
+    alerts: SharedAlerts,
+    export: crate::export::SharedExport,
+    relay: Option<RelayView>,
+) -> Router {
     Router::new()
         .route("/metrics", get(scrape))
         .fallback(|| async { (StatusCode::NOT_FOUND, "only GET /metrics is served here\n") })
-        .with_state((dp, alerts, export))
+        .with_state(MetricsState {
+            dp,
+            alerts,
+            export,
+            relay,
+        })
 }
 
 #[cfg(test)]
@@ -297,6 +326,7 @@ mod tests {
             lans: Vec::new(),
             bulletin: None,
             libvirt: None,
+            relay: None,
             reassembly: Default::default(),
             offload: Default::default(),
             queue: Default::default(),

@@ -59,6 +59,8 @@ struct Opened {
     membership: Option<MembershipPlan>,
     listen: SocketAddr,
     host_id: u32,
+    /// The relay's thread (`[host] relay`) and how many LANs it serves.
+    relay: Option<(vmvpn::io::relay::Relay, usize)>,
 }
 
 /// Read the config and the LAN secrets, and find the underlay MTU.
@@ -123,6 +125,19 @@ fn open(prep: Prepared) -> Result<Opened> {
         format!("cannot bind the data port {bind} (is another vmvpn running? set [host] port)")
     })?;
 
+    // Bound before the data plane starts, so a port in use fails the start, not later.
+    let relay = if cfg.host.relay {
+        let keys = cfg.relay_keys(&secrets);
+        let lans = keys.len();
+        let at = SocketAddr::new(bind_ip, *cfg.host.relay_port.get_ref());
+        let limit = *cfg.host.relay_limit_mbps.get_ref();
+        let running = vmvpn::io::relay::Relay::start(at, keys, limit)
+            .with_context(|| format!("cannot bind the relay port {at} (set [host] relay_port)"))?;
+        Some((running, lans))
+    } else {
+        None
+    };
+
     let mut taps = Vec::new();
     let mut specs = Vec::new();
     let secret_bytes: Vec<[u8; 32]> = secrets.iter().map(|s| s.0).collect();
@@ -167,6 +182,7 @@ fn open(prep: Prepared) -> Result<Opened> {
     engine.set_accounting(cfg.telemetry.accounting());
     engine.set_sampling(vmvpn::export::sampling(&cfg));
     engine.set_underlay_mtu(u16::try_from(underlay_mtu).unwrap_or(u16::MAX));
+    engine.set_relays(cfg.host.relays.iter().map(|r| *r.get_ref()).collect());
     let listen = udp.local_addr()?;
     let host = HostStatus {
         name: cfg.host.name.0.clone(),
@@ -215,6 +231,7 @@ fn open(prep: Prepared) -> Result<Opened> {
         membership,
         listen,
         host_id,
+        relay,
     })
 }
 
@@ -305,7 +322,16 @@ fn supervise(o: Opened) -> Result<()> {
         membership,
         listen,
         host_id,
+        relay,
     } = o;
+    let relay_view = relay
+        .as_ref()
+        .map(|(r, lans)| vmvpn::relay::counters::RelayView {
+            counters: r.counters.clone(),
+            port: r.local.port(),
+            limit_mbps: *cfg.host.relay_limit_mbps.get_ref(),
+            lans: *lans,
+        });
     let sock = cfg.control_socket();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -314,7 +340,7 @@ fn supervise(o: Opened) -> Result<()> {
         let listener = control::bind(&sock)?;
         let alerts = vmvpn::api::alerting::SharedAlerts::default();
         let export = vmvpn::export::SharedExport::default();
-        let metrics = serve_metrics(&cfg, &handle, &alerts, &export).await?;
+        let metrics = serve_metrics(&cfg, &handle, &alerts, &export, relay_view.clone()).await?;
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let alarm_stop = stop_rx.clone();
         let libvirt = start_libvirt(&cfg, &handle, &stop_rx);
@@ -375,6 +401,7 @@ fn supervise(o: Opened) -> Result<()> {
                 export,
                 libvirt: inventory,
                 reload: Some(reloader.clone()),
+                relay: relay_view,
             },
         ));
         info!(host = %host_name, id = format_args!("{host_id:#010x}"), %listen, socket = %sock.display(), "vmvpn up");
@@ -404,6 +431,9 @@ fn supervise(o: Opened) -> Result<()> {
             t.abort();
         }
         let result = thread.join().map_err(|_| anyhow!("data-plane thread panicked"))?;
+        if let Some((r, _)) = relay {
+            r.stop();
+        }
         let _ = std::fs::remove_file(&sock);
         if let Err(e) = &result {
             report_fatal(e);
@@ -423,6 +453,7 @@ async fn serve_metrics(
     handle: &Handle,
     alerts: &SharedAlerts,
     export: &vmvpn::export::SharedExport,
+    relay: Option<vmvpn::relay::counters::RelayView>,
 ) -> Result<Option<JoinHandle<()>>> {
     let Some(addr) = cfg.host.metrics else {
         return Ok(None);
@@ -433,7 +464,7 @@ async fn serve_metrics(
     info!(%addr, "Prometheus metrics at /metrics");
     Ok(Some(tokio::spawn(bulletin::http::serve(
         l,
-        vmvpn::api::metrics::router(handle.clone(), alerts.clone(), export.clone()),
+        vmvpn::api::metrics::router(handle.clone(), alerts.clone(), export.clone(), relay),
     ))))
 }
 

@@ -138,6 +138,47 @@ fn host(o: &mut String, v: &Status) {
                 .map_or(String::new(), |e| format!("; last read failed: {e}"))
         );
     }
+    if let Some(r) = &v.relay {
+        let d = &r.dropped;
+        let _ = writeln!(
+            o,
+            "relay on port {} for {} LANs{}: {} pairs open, {} packets ({} bytes) passed on; dropped: {} malformed, {} unknown LAN, {} bad MAC, {} replayed, {} from strangers, {} with no other end, {} over the limit",
+            r.port,
+            r.lans,
+            if r.limit_mbps > 0 {
+                format!(", at most {} Mbit/s", r.limit_mbps)
+            } else {
+                String::new()
+            },
+            r.pairs.len(),
+            r.forwarded_packets_total,
+            r.forwarded_bytes_total,
+            d.malformed,
+            d.unknown_lan,
+            d.bad_mac,
+            d.replay,
+            d.stranger,
+            d.no_peer,
+            d.limit
+        );
+        for p in &r.pairs {
+            let _ = writeln!(
+                o,
+                "  pair {} LAN {:#010x} hosts {:#010x} {:#010x}: {}, {} packets, {} bytes",
+                p.port,
+                p.lan_id,
+                p.hosts[0],
+                p.hosts[1],
+                if p.bound {
+                    "both bound"
+                } else {
+                    "waiting for a bind"
+                },
+                p.packets,
+                p.bytes
+            );
+        }
+    }
     let q = &v.queue;
     let _ = writeln!(
         o,

@@ -56,6 +56,25 @@ pub struct HostConfig {
     /// NAT routers (commonly 30 s), so a punched path stays open.
     #[serde(default = "default_keepalive")]
     pub keepalive_s: Spanned<u16>,
+    /// Relays (`address:port` of a host with `relay = true`) to ask for a pair socket when a
+    /// peer's handshake has had no answer for 3 s: the last resort where both hosts are
+    /// behind NATs that change ports. They pass datagrams on unopened. Default: none.
+    #[serde(default)]
+    pub relays: Vec<Spanned<SocketAddr>>,
+    /// Relay for hosts of this host's LANs (and of `relay_lans`) that cannot reach each
+    /// other: datagrams pass through unopened (the relay holds no key that opens them).
+    #[serde(default)]
+    pub relay: bool,
+    /// The UDP port relay requests come to; pair sockets take free ports besides it.
+    #[serde(default = "default_relay_port")]
+    pub relay_port: Spanned<u16>,
+    /// Relayed traffic in all, Mbit/s (0: no limit). Over it, datagrams are dropped (and
+    /// counted) as on a congested link.
+    #[serde(default = "no_limit")]
+    pub relay_limit_mbps: Spanned<u32>,
+    /// LANs to relay for without being a member: `{ name = "lan9", verifier = "…" }`.
+    #[serde(default)]
+    pub relay_lans: Vec<RelayLan>,
 }
 
 fn default_keepalive() -> Spanned<u16> {

@@ -25,6 +25,7 @@ mod lan;
 mod libvirt;
 pub mod limits;
 mod registry;
+mod relay;
 mod service;
 mod telemetry;
 #[cfg(test)]
@@ -38,6 +39,7 @@ pub use host::*;
 pub use lan::*;
 pub use libvirt::*;
 pub use registry::*;
+pub use relay::*;
 pub use service::*;
 pub use telemetry::*;
 pub use values::*;
@@ -157,6 +159,7 @@ impl Config {
         self.check_export(text)?;
         self.check_web(text)?;
         self.check_host(text)?;
+        self.check_relay(text)?;
         self.check_telemetry(text)?;
         self.check_libvirt(text)?;
         self.check_bulletin(text)?;

@@ -506,3 +506,65 @@ fn libvirt_takes_a_uri_and_refuses_what_is_not_one() {
         assert!(e.contains(want), "{body}: {e}");
     }
 }
+
+#[test]
+fn a_relay_takes_verifiers_and_hosts_take_relays_with_ports() {
+    let verifier = bulletin::proof::Verifier::from_secret(&[7; 32]).to_base64();
+    let host = |lines: &str| GOOD.replace("control_socket", &format!("{lines}\ncontrol_socket"));
+    let text = host(&format!(
+        "relays = [\"203.0.113.7:7402\"]\nrelay = true\nrelay_limit_mbps = 200\n\
+         relay_lans = [{{ name = \"lan9\", verifier = \"{verifier}\" }}]"
+    ));
+    let c = Config::parse(&text, Path::new("host.toml")).expect("valid");
+    assert_eq!(
+        *c.host.relays[0].get_ref(),
+        SocketAddr::from(([203, 0, 113, 7], 7402))
+    );
+    assert!(c.host.relay);
+    assert_eq!(*c.host.relay_port.get_ref(), DEFAULT_RELAY_PORT);
+    assert_eq!(*c.host.relay_limit_mbps.get_ref(), 200);
+    // Its own LAN from the secret, the other from the verifier, by LAN id.
+    let keys = c.relay_keys(&[LanSecret([1; 32])]);
+    assert!(keys.contains_key(&crate::proto::crypto::lan_id("lan1")));
+    // The key from the verifier is the one a member derives from the secret.
+    let member = crate::engine::relays::relay_key_of(&LanSecret([7; 32]));
+    let msg = crate::proto::relay::RelayMsg {
+        kind: crate::proto::Kind::RelayRequest,
+        lan: crate::proto::crypto::lan_id("lan9"),
+        sender: 1,
+        seq: 1,
+        peer: 2,
+        port: 0,
+    };
+    assert_eq!(
+        msg.emit(&keys[&crate::proto::crypto::lan_id("lan9")]),
+        msg.emit(&member)
+    );
+    // Off by default.
+    let c = Config::parse(GOOD, Path::new("host.toml")).expect("valid");
+    assert!(!c.host.relay && c.host.relays.is_empty());
+
+    let e = err(&host(
+        "relay = true\nrelay_lans = [{ name = \"lan9\", verifier = \"nope\" }]",
+    ));
+    assert!(
+        e.contains("host.relay_lans[0].verifier") && e.contains("vmvpn verifier"),
+        "{e}"
+    );
+    let e = err(&host("relay = true\nrelay_port = 7401"));
+    assert!(
+        e.contains("host.relay_port") && e.contains("data port"),
+        "{e}"
+    );
+    let e = err(&host("relay = true\nrelay_limit_mbps = 100001"));
+    assert!(
+        e.contains("host.relay_limit_mbps") && e.contains("out of range"),
+        "{e}"
+    );
+    let e = err(&host("relays = [\"203.0.113.7\"]"));
+    assert!(e.contains("relays"), "{e}");
+    let e = err(&host(&format!(
+        "relay = true\nrelay_lans = [{{ name = \"lan1\", verifier = \"{verifier}\" }}]"
+    )));
+    assert!(e.contains("named twice"), "{e}");
+}

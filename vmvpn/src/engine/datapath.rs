@@ -190,7 +190,8 @@ impl Engine {
             self.drops.bump(DropReason::UnknownLan);
             return RxAction::Drop(DropReason::UnknownLan);
         };
-        if header.sender == self.me.id {
+        // A grant names the host it answers (us) as its sender.
+        if header.sender == self.me.id && header.kind != Kind::RelayGrant {
             return RxAction::Drop(self.lans[lan.index()].drop_at(None, DropReason::Loop));
         }
         match header.kind {
@@ -206,9 +207,10 @@ impl Engine {
             | Kind::PmtuProbe
             | Kind::PmtuAck
             | Kind::ServiceState => self.handle_sealed(lan, from, multicast, &header, buf, now),
-            // The relay's control messages go to its own port, and grants are not asked
-            // for yet: nothing here takes them.
-            Kind::RelayRequest | Kind::RelayGrant | Kind::RelayBind => {
+            // A relay's answer to our request.
+            Kind::RelayGrant => self.handle_relay_grant(lan, from, buf, now),
+            // Requests and binds go to a relay's ports, never to a host's data port.
+            Kind::RelayRequest | Kind::RelayBind => {
                 self.drops.bump(DropReason::BadHeader);
                 RxAction::Drop(DropReason::BadHeader)
             }
@@ -311,7 +313,10 @@ impl Engine {
         }
         p.link.last_heard = Some(now);
         let mut changed = false;
-        if p.addr != from && !group {
+        // A relay's socket never replaces a direct path that is up: the peer's side may
+        // still be opening through it, but this side has a better way.
+        let to_relay = p.reach.is_relay(from) && !p.reach.is_relay(p.addr) && p.tunnel.is_up();
+        if p.addr != from && !group && !to_relay {
             // Authenticated and fresh under the pairwise key: the peer roamed (NAT
             // rebinding). Floods prove nothing about the address: a forwarder relays them.
             p.addr = from;

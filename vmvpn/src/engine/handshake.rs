@@ -137,7 +137,9 @@ impl Engine {
         p.name = hello.name_str();
         p.link.last_heard = Some(now);
         p.reach.note_answer(from, now);
-        if p.addr != from {
+        // A relay's socket never replaces a direct path that is up (see `relays`).
+        let to_relay = p.reach.is_relay(from) && !p.reach.is_relay(p.addr) && p.tunnel.is_up();
+        if p.addr != from && !to_relay {
             p.addr = from;
         }
         if new_session && had_session {
@@ -197,6 +199,26 @@ impl Engine {
             Err(_) => return,
         };
         hello.emit(body);
+        if p.tunnel.is_up() && p.reach.is_relay(p.addr) {
+            // Through a relay: a hello to each direct candidate now and then, so a path
+            // that opens (a NAT rebooted into another mode, a firewall rule added) is
+            // taken: whichever side hears the other there moves to it (`handle_hello`).
+            let direct: Vec<SocketAddr> = p
+                .reach
+                .others(p.addr)
+                .filter(|a| !p.reach.is_relay(*a))
+                .collect();
+            for to in direct {
+                p.reach.note_retry(to, now);
+                self.out.push_back(Outgoing {
+                    to,
+                    len: out.len,
+                    buf: out.buf,
+                });
+            }
+            self.out.push_back(out);
+            return;
+        }
         p.reach.note_hello(p.addr, now);
         if !p.tunnel.is_up() {
             // Until one answers, every candidate gets the same hello: behind NAT, ours

@@ -21,6 +21,8 @@ pub(crate) struct Lan {
     pub(crate) keys: LanKeys,
     pub(crate) group_tx: SealKey,
     pub(crate) group_seq: u64,
+    /// Proves membership to a relay (`[host] relays`); opens nothing.
+    pub(crate) relay_key: crate::proto::relay::RelayKey,
     pub(crate) peers: Vec<Peer>,
     pub(crate) by_id: HashMap<u32, PeerId>,
     /// Where floods go; rebuilt when peers or beacons change (not per packet).
@@ -75,6 +77,7 @@ impl Lan {
         public: &[u8; 32],
     ) -> Self {
         let keys = LanKeys::with_cipher(&spec.secret, spec.cipher);
+        let relay_key = super::relays::relay_key_of(&spec.secret);
         let group_tx = SealKey::with_cipher(&keys.group_key(spec.id, host_id, public), spec.cipher);
         Lan {
             macs: MacDb::new(spec.mac_capacity, spec.mac_max_age),
@@ -84,6 +87,7 @@ impl Lan {
             keys,
             group_tx,
             group_seq: 0,
+            relay_key,
             peers: Vec::new(),
             by_id: HashMap::new(),
             plan: Plan::default(),
@@ -126,6 +130,10 @@ impl Lan {
                     PathKind::Punched => {
                         Subnet::of(p.addr.ip(), if p.addr.is_ipv4() { 32 } else { 128 })
                     }
+                    // Through a relay, every peer shares the relay's address but none
+                    // shares a wire: each is a subnet of its own (its own forwarder),
+                    // named by the pair socket, which is one per peer.
+                    PathKind::Relayed => relayed_subnet(p.addr),
                 },
                 up: p.tunnel.is_up(),
                 beacons: p.link.beacons,
@@ -213,4 +221,15 @@ impl Lan {
             .map(PeerId::at)
             .or_else(|| self.peer_by_addr(addr))
     }
+}
+
+/// A one-host "subnet" for a peer reached through the relay's pair socket `addr`: unique
+/// per socket, so the flood plan sends each relayed peer its own copy.
+fn relayed_subnet(addr: SocketAddr) -> Subnet {
+    let ip = match addr.ip() {
+        IpAddr::V4(v4) => u128::from(u32::from(v4)),
+        IpAddr::V6(v6) => u128::from(v6) >> 16,
+    };
+    let tagged = (ip << 16) | u128::from(addr.port());
+    Subnet::of(IpAddr::V6(std::net::Ipv6Addr::from(tagged)), 128)
 }

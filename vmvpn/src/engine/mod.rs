@@ -45,6 +45,7 @@ mod probes;
 mod reach;
 pub use reach::Reached;
 mod reconfig;
+pub mod relays;
 pub mod snapshot;
 mod timers;
 mod transmit;
@@ -310,6 +311,10 @@ pub struct Engine {
     measure: measure::Measure,
     /// This host's libvirt domains (name, MACs), for services naming their backends.
     vm_names: Vec<(String, Vec<macdb::Mac>)>,
+    /// The relays to ask when no path opens (`[host] relays`).
+    relays: Vec<SocketAddr>,
+    /// The latest relay message's sequence.
+    relay_seq: u64,
 }
 
 /// Flow records held per LAN until the exporter takes them (every 250 ms).
@@ -364,6 +369,8 @@ impl Engine {
             pmtu_probes: VecDeque::with_capacity(64),
             measure: measure::Measure::default(),
             vm_names: Vec::new(),
+            relays: Vec::new(),
+            relay_seq: 0,
         };
         for spec in lans {
             let statics = spec.peers.clone();
@@ -583,3 +590,13 @@ pub const fn buffer_len(max_frame: usize) -> usize {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+impl Engine {
+    /// Send to the LAN's first peer at `addr` from now on (a peer slow to change paths).
+    pub(crate) fn move_peer_for_test(&mut self, lan: LanId, addr: SocketAddr) {
+        if let Some(p) = self.lans[lan.index()].peers.first_mut() {
+            p.addr = addr;
+        }
+    }
+}

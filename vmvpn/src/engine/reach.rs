@@ -31,6 +31,8 @@ pub(crate) struct Candidate {
     awaiting: Option<Instant>,
     /// From that hello to the next authentic one from this address.
     rtt: Option<Duration>,
+    /// A relay's pair socket for this peer and us (`[host] relays`), not the peer itself.
+    pub(crate) relay: bool,
 }
 
 impl Candidate {
@@ -41,8 +43,21 @@ impl Candidate {
             answered: false,
             awaiting: None,
             rtt: None,
+            relay: false,
         }
     }
+}
+
+/// Asking the relays for a pair socket, while no path opens.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct RelayAsk {
+    /// The latest request sent, and how many so far (which relay is next).
+    pub(crate) asked: Option<Instant>,
+    pub(crate) requests: u32,
+    /// The latest bind sent to the pair socket.
+    pub(crate) bound: Option<Instant>,
+    /// The latest hellos to the direct candidates while relayed.
+    pub(crate) retried: Option<Instant>,
 }
 
 /// The peer's candidates (the listed address first) and how its path opened.
@@ -56,6 +71,7 @@ pub(crate) struct Reach {
     pub(crate) opened_in: Option<Duration>,
     /// Its host id as its source listed it (the bulletin's record).
     pub(crate) host_id: Option<u32>,
+    pub(crate) relay: RelayAsk,
 }
 
 impl Reach {
@@ -65,6 +81,7 @@ impl Reach {
             opening_since: None,
             opened_in: None,
             host_id: None,
+            relay: RelayAsk::default(),
         }
     }
 
@@ -88,12 +105,47 @@ impl Reach {
     pub(crate) fn set_others(&mut self, others: &[SocketAddr]) {
         let listed = self.listed();
         self.candidates
-            .retain(|c| c.addr == listed || others.contains(&c.addr));
+            .retain(|c| c.addr == listed || c.relay || others.contains(&c.addr));
         for a in others {
             if !self.knows(*a) {
                 self.candidates.push(Candidate::new(*a));
             }
         }
+    }
+
+    /// A relay granted a pair socket at `addr`: one more candidate, the last resort.
+    /// Returns whether it is new (a grant repeated for the same socket changes nothing).
+    pub(crate) fn add_relay(&mut self, addr: SocketAddr) -> bool {
+        if let Some(c) = self.candidates.iter_mut().find(|c| c.addr == addr) {
+            c.relay = true;
+            return false;
+        }
+        let mut c = Candidate::new(addr);
+        c.relay = true;
+        self.candidates.push(c);
+        true
+    }
+
+    /// Forget the relay's pair socket and the asking: the next handshake that needs a
+    /// relay asks again (the relay answers with the same socket if it still has it).
+    pub(crate) fn forget_relay(&mut self) {
+        self.candidates.retain(|c| !c.relay);
+        self.relay = RelayAsk::default();
+    }
+
+    /// The relay pair socket granted for this peer, if any.
+    pub(crate) fn relay_addr(&self) -> Option<SocketAddr> {
+        self.candidates.iter().find(|c| c.relay).map(|c| c.addr)
+    }
+
+    /// `addr` is a relay's pair socket, not the peer.
+    pub(crate) fn is_relay(&self, addr: SocketAddr) -> bool {
+        self.candidates.iter().any(|c| c.relay && c.addr == addr)
+    }
+
+    /// Since when the handshake under way has been sending hellos (None while up).
+    pub(crate) fn opening_since(&self) -> Option<Instant> {
+        self.opening_since
     }
 
     /// `addr` is one of its candidates.
@@ -104,6 +156,15 @@ impl Reach {
     /// A hello goes out to `addr` at `now` (a candidate's count, the handshake's start).
     pub(crate) fn note_hello(&mut self, addr: SocketAddr, now: Instant) {
         self.opening_since.get_or_insert(now);
+        if let Some(c) = self.candidates.iter_mut().find(|c| c.addr == addr) {
+            c.hellos += 1;
+            c.awaiting = Some(now);
+        }
+    }
+
+    /// A hello goes out to `addr` at `now` while the tunnel is up (through a relay): its
+    /// count and round trip, but no handshake under way.
+    pub(crate) fn note_retry(&mut self, addr: SocketAddr, now: Instant) {
         if let Some(c) = self.candidates.iter_mut().find(|c| c.addr == addr) {
             c.hellos += 1;
             c.awaiting = Some(now);
@@ -145,7 +206,9 @@ impl Reach {
 
     /// How a peer answering at `current` is reached.
     pub(crate) fn path(&self, current: SocketAddr) -> PathKind {
-        if current == self.listed() {
+        if self.is_relay(current) {
+            PathKind::Relayed
+        } else if current == self.listed() {
             PathKind::Direct
         } else {
             PathKind::Punched
@@ -160,6 +223,7 @@ impl Reach {
                 hellos_sent: c.hellos,
                 answered: c.answered,
                 rtt_ms: c.rtt.map(|d| d.as_secs_f64() * 1e3),
+                relay: c.relay,
             })
             .collect()
     }
@@ -226,5 +290,23 @@ mod tests {
         assert_eq!(s[1].rtt_ms, Some(4.0));
         assert_eq!(s[0].rtt_ms, None, "the listed address never answered");
         assert!(!s[0].answered);
+    }
+
+    #[test]
+    fn a_relay_socket_is_a_candidate_the_bulletin_does_not_take_away() {
+        let mut r = Reach::new(a(1));
+        let relay = SocketAddr::from(([10, 0, 9, 1], 40000));
+        assert!(r.add_relay(relay));
+        assert!(!r.add_relay(relay), "a repeated grant adds nothing");
+        r.set_others(&[a(2)]);
+        assert_eq!(r.relay_addr(), Some(relay));
+        assert_eq!(r.path(relay), PathKind::Relayed);
+        assert_eq!(r.path(a(2)), PathKind::Punched);
+        assert!(
+            r.status()
+                .iter()
+                .any(|c| c.relay && c.address == relay.to_string())
+        );
+        assert!(r.others(a(1)).any(|x| x == relay), "hellos go to it too");
     }
 }

@@ -150,6 +150,7 @@ impl Engine {
                     info!(lan = %l.spec.name, peer = %p.addr, name = %p.name, silent_s = t.dead_after.as_secs(), "tunnel down: nothing heard");
                     self.events.push(e);
                 }
+                self.run_relay(lan, pi, now);
                 let p = &mut self.lans[li].peers[i];
                 if !p.tunnel.is_up() {
                     let due = p

@@ -126,6 +126,8 @@ impl Peer {
         let down = self.tunnel.lapse();
         down.then(|| {
             self.reach.note_closed();
+            // The relay may have closed the pair since (idle): ask afresh if needed.
+            self.reach.forget_relay();
             change(lan, self, false)
         })
     }

@@ -975,6 +975,8 @@ impl DataPlane {
             export: Default::default(),
             // Filled in by the control socket from the libvirt reader.
             libvirt: None,
+            // Filled in by the control socket and /metrics from the relay's thread.
+            relay: None,
         }
     }
 

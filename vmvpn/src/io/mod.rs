@@ -6,6 +6,7 @@ pub mod batch;
 pub mod dataplane;
 pub mod lan;
 pub mod netdev;
+pub mod relay;
 pub mod rxqueue;
 pub mod tap;
 pub mod udp;

@@ -385,6 +385,7 @@ impl Membership {
                         }
                         if terms.version >= PATHS_SINCE {
                             for p in c.paths {
+                                let p = p.for_version(terms.version);
                                 if let Err(e) = tx.send(&ClientMsg::Paths(vec![p])).await {
                                     return End::Lost(e.to_string());
                                 }

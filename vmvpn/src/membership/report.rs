@@ -138,6 +138,7 @@ pub fn paths(lans: &[LanStatus]) -> Vec<LanPaths> {
                         path: match p.path {
                             PathKind::Direct => TunnelPath::Direct,
                             PathKind::Punched => TunnelPath::Punched,
+                            PathKind::Relayed => TunnelPath::Relayed,
                         },
                         open_ms: p.path_open_ms,
                     })

@@ -4,9 +4,8 @@
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use serde::Serialize;
-
 use super::RelayDrop;
+pub use crate::status::relay::{PairStatus, RelayDrops, RelayStatus};
 
 /// Totals since start.
 #[derive(Debug, Default)]
@@ -31,67 +30,6 @@ pub struct RelayCounters {
     no_peer: AtomicU64,
     limit: AtomicU64,
     pairs: Mutex<Vec<PairStatus>>,
-}
-
-/// One pair as status shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct PairStatus {
-    /// The LAN's id.
-    pub lan_id: u32,
-    /// The two host ids.
-    pub hosts: [u32; 2],
-    /// Its socket's port.
-    pub port: u16,
-    /// Datagrams passed on.
-    pub packets: u64,
-    /// Their bytes.
-    pub bytes: u64,
-    /// Both ends have told it where they are.
-    pub bound: bool,
-}
-
-/// The relay in `vmvpn status` (JSON `relay`).
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct RelayStatus {
-    /// Its control port.
-    pub port: u16,
-    /// `relay_limit_mbps` (0: none).
-    pub limit_mbps: u32,
-    /// LANs it holds a relay key of.
-    pub lans: usize,
-    /// Authentic requests.
-    pub requests_total: u64,
-    /// Grants sent.
-    pub grants_total: u64,
-    /// Authentic binds.
-    pub binds_total: u64,
-    /// Datagrams passed on.
-    pub forwarded_packets_total: u64,
-    /// Their bytes.
-    pub forwarded_bytes_total: u64,
-    /// Dropped, by reason.
-    pub dropped: RelayDrops,
-    /// Pairs open now.
-    pub pairs: Vec<PairStatus>,
-}
-
-/// The relay's drops by reason.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub struct RelayDrops {
-    /// Not a relay message, or malformed.
-    pub malformed: u64,
-    /// For a LAN it serves not.
-    pub unknown_lan: u64,
-    /// A MAC that does not check.
-    pub bad_mac: u64,
-    /// An older bind.
-    pub replay: u64,
-    /// From an address no end bound, or naming another host.
-    pub stranger: u64,
-    /// The other end not bound yet.
-    pub no_peer: u64,
-    /// Over the limit.
-    pub limit: u64,
 }
 
 impl RelayCounters {
@@ -138,5 +76,25 @@ impl RelayCounters {
             },
             pairs: self.pairs.lock().map(|p| p.clone()).unwrap_or_default(),
         }
+    }
+}
+
+/// What status and `/metrics` read of a running relay.
+#[derive(Debug, Clone)]
+pub struct RelayView {
+    /// The relay thread's counters.
+    pub counters: std::sync::Arc<RelayCounters>,
+    /// Its control port.
+    pub port: u16,
+    /// `[host] relay_limit_mbps`.
+    pub limit_mbps: u32,
+    /// LANs it holds a relay key of.
+    pub lans: usize,
+}
+
+impl RelayView {
+    /// As status shows it now.
+    pub fn status(&self) -> RelayStatus {
+        self.counters.status(self.port, self.limit_mbps, self.lans)
     }
 }

@@ -9,6 +9,7 @@
 //! it imports nothing of vmvpn's.
 
 pub mod metric;
+pub mod relay;
 
 use metric::{Exposed, Metric, counter, gauge};
 use serde::{Deserialize, Serialize};
@@ -41,6 +42,9 @@ pub struct Status {
     /// VM names from libvirt (`[libvirt]`); null when not configured.
     #[serde(default)]
     pub libvirt: Option<LibvirtStatus>,
+    /// The relay this host runs (`[host] relay`); null when not configured.
+    #[serde(default)]
+    pub relay: Option<relay::RelayStatus>,
 }
 
 /// A count as a sample.
@@ -758,6 +762,11 @@ impl Exposed for PeerStatus {
             |p| n(u64::from(p.path == PathKind::Punched)),
         ),
         gauge(
+            "vmvpn_peer_relayed",
+            "1 when the peer is reached through a relay's pair socket: no direct path opened.",
+            |p| n(u64::from(p.path == PathKind::Relayed)),
+        ),
+        gauge(
             "vmvpn_peer_path_open_seconds",
             "How long the latest handshake took, from the first hello to the tunnel up.",
             |p| p.path_open_ms.map(|m| m as f64 / 1000.0),
@@ -952,6 +961,8 @@ pub enum PathKind {
     Direct,
     /// At another address: its NAT's public mapping, opened by hellos from both sides.
     Punched,
+    /// Through a relay's pair socket (`[host] relays`): no direct path opened.
+    Relayed,
 }
 
 /// One address a peer may be reached at.
@@ -967,6 +978,9 @@ pub struct CandidateStatus {
     /// (None until one came back): each candidate's round trip as the punch saw it. The
     /// path in use is timed by the tunnel's probes from then on (`rtt`).
     pub rtt_ms: Option<f64>,
+    /// A relay's pair socket for this peer, not the peer's own address.
+    #[serde(default)]
+    pub relay: bool,
 }
 
 /// How a tunnel is doing, from its probes and its loss.
@@ -1099,7 +1113,7 @@ macro_rules! spelled {
 
 spelled!(PeerState { Up => "up", Handshaking => "handshaking" });
 spelled!(Health { Ok => "ok", Degraded => "degraded", Down => "down", Unknown => "unknown" });
-spelled!(PathKind { Direct => "direct", Punched => "punched" });
+spelled!(PathKind { Direct => "direct", Punched => "punched", Relayed => "relayed" });
 spelled!(PeerSource { Static => "static", Hello => "hello", Bulletin => "bulletin" });
 spelled!(FloodMode { Auto => "auto", Multicast => "multicast", Unicast => "unicast" });
 spelled!(SubnetMode { Multicast => "multicast", Unicast => "unicast", Mixed => "mixed", Relay => "relay" });

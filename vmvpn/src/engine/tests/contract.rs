@@ -135,6 +135,7 @@ fn sample_status(net: &Net) -> (crate::status::Status, crate::status::Status) {
         reassembly: net.hosts[0].reassembly_stats(),
         export: Default::default(),
         libvirt: None,
+        relay: None,
     };
     let st2 = crate::status::Status {
         bulletin: Some(crate::status::BulletinStatus {
@@ -174,6 +175,17 @@ fn sample_status(net: &Net) -> (crate::status::Status, crate::status::Status) {
                 ..Default::default()
             }),
         },
+        relay: Some(crate::status::relay::RelayStatus {
+            port: 7402,
+            pairs: vec![crate::status::relay::PairStatus {
+                lan_id: 7,
+                hosts: [1, 2],
+                port: 40000,
+                bound: true,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }),
         ..st.clone()
     };
     (st, st2)

@@ -109,6 +109,13 @@ pub(super) struct Net {
     /// datagram from that remote comes in (address- and port-dependent filtering, as
     /// Linux conntrack does).
     pub(super) mappings: HashSet<(usize, SocketAddr)>,
+    /// Hosts behind a NAT that gives each remote its own public port (symmetric, as
+    /// carrier-grade NATs do): no candidate the bulletin knows is the one a peer sees.
+    pub(super) symmetric: Vec<bool>,
+    /// The public port each symmetric NAT picked per (host, remote).
+    nat_ports: HashMap<(usize, SocketAddr), SocketAddr>,
+    /// A relay at this public address (its control port), serving the LAN.
+    pub(super) relay: Option<(SocketAddr, crate::relay::RelayCore)>,
 }
 
 impl Net {
@@ -130,6 +137,9 @@ impl Net {
             path_mtu: None,
             public: vec![None; n],
             mappings: HashSet::new(),
+            symmetric: vec![false; n],
+            nat_ports: HashMap::new(),
+            relay: None,
         }
     }
 
@@ -170,6 +180,9 @@ impl Net {
             path_mtu: None,
             public: vec![None; n],
             mappings: HashSet::new(),
+            symmetric: vec![false; n],
+            nat_ports: HashMap::new(),
+            relay: None,
         }
     }
 
@@ -216,6 +229,14 @@ impl Net {
                 let Some((src, to)) = self.through_nat(from, to) else {
                     continue;
                 };
+                if self.relay.as_ref().is_some_and(|(r, _)| r.ip() == to.ip()) {
+                    for (rsrc, rto, b) in self.at_relay(src, to, &bytes) {
+                        if let Some(dst) = self.inbound(rsrc, rto) {
+                            self.deliver(dst, rsrc, false, b);
+                        }
+                    }
+                    continue;
+                }
                 let targets: Vec<(usize, bool)> = if Some(to) == self.group {
                     if self.blocked[from] {
                         Vec::new()
@@ -231,35 +252,88 @@ impl Net {
                         .unwrap_or_default()
                 };
                 for (dst, multicast) in targets {
-                    let mut b = bytes.clone();
-                    let copies = |r: Option<Relay<'_>>| -> Vec<(usize, SocketAddr, Vec<u8>)> {
-                        r.map(|r| {
-                            r.to.iter()
-                                .map(|t| (dst, *t, r.datagram.to_vec()))
-                                .collect()
-                        })
-                        .unwrap_or_default()
-                    };
-                    let (frame, relayed) =
-                        match self.hosts[dst].handle_datagram(src, multicast, &mut b, self.now) {
-                            RxAction::Tap { frame, relay, .. } => {
-                                (Some(b[frame].to_vec()), copies(relay))
-                            }
-                            RxAction::TapReassembled { relay, .. } => {
-                                let c = copies(relay);
-                                (Some(self.hosts[dst].reassembled().to_vec()), c)
-                            }
-                            RxAction::Relay { relay, .. } => (None, copies(Some(relay))),
-                            _ => continue,
-                        };
-                    if let Some(f) = frame {
-                        self.taps[dst].push(f);
-                    }
-                    self.queue.extend(relayed);
+                    self.deliver(dst, src, multicast, bytes.clone());
                 }
             }
         }
         panic!("network did not settle");
+    }
+
+    /// One datagram handed to host `dst`, as from `src`: its frame to the TAP, its relay
+    /// copies queued.
+    fn deliver(&mut self, dst: usize, src: SocketAddr, multicast: bool, mut b: Vec<u8>) {
+        let copies = |r: Option<Relay<'_>>| -> Vec<(usize, SocketAddr, Vec<u8>)> {
+            r.map(|r| {
+                r.to.iter()
+                    .map(|t| (dst, *t, r.datagram.to_vec()))
+                    .collect()
+            })
+            .unwrap_or_default()
+        };
+        let (frame, relayed) =
+            match self.hosts[dst].handle_datagram(src, multicast, &mut b, self.now) {
+                RxAction::Tap { frame, relay, .. } => (Some(b[frame].to_vec()), copies(relay)),
+                RxAction::TapReassembled { relay, .. } => {
+                    let c = copies(relay);
+                    (Some(self.hosts[dst].reassembled().to_vec()), c)
+                }
+                RxAction::Relay { relay, .. } => (None, copies(Some(relay))),
+                _ => return,
+            };
+        if let Some(f) = frame {
+            self.taps[dst].push(f);
+        }
+        self.queue.extend(relayed);
+    }
+
+    /// A datagram that came to the relay: what it sends, each (from, to, bytes).
+    fn at_relay(
+        &mut self,
+        src: SocketAddr,
+        to: SocketAddr,
+        b: &[u8],
+    ) -> Vec<(SocketAddr, SocketAddr, Vec<u8>)> {
+        let now = self.now;
+        let Some((control, core)) = self.relay.as_mut() else {
+            return Vec::new();
+        };
+        if to == *control {
+            let Ok(req) = core.handle_request(b) else {
+                return Vec::new();
+            };
+            let port = core.port_of(&req.pair).unwrap_or_else(|| {
+                let port = 50_000 + core.pairs().len() as u16;
+                core.open_pair(req.pair, port, now);
+                port
+            });
+            return core
+                .grant(&req, port)
+                .map(|g| vec![(*control, src, g.to_vec())])
+                .unwrap_or_default();
+        }
+        match core.handle_pair(to.port(), src, b, now) {
+            crate::relay::PairAction::Forward(dst) => vec![(to, dst, b.to_vec())],
+            _ => Vec::new(),
+        }
+    }
+
+    /// A datagram from outside (`src`, a public address) to `to`: the host it reaches
+    /// through the NATs, if any.
+    fn inbound(&self, src: SocketAddr, to: SocketAddr) -> Option<usize> {
+        if let Some(d) = self.index_of(to) {
+            return self.public[d].is_none().then_some(d);
+        }
+        (0..self.hosts.len())
+            .find(|&d| self.mappings.contains(&(d, src)) && self.public_of(d, src) == Some(to))
+    }
+
+    /// The public address host `d`'s datagrams to `remote` leave with.
+    fn public_of(&self, d: usize, remote: SocketAddr) -> Option<SocketAddr> {
+        if self.symmetric[d] {
+            self.nat_ports.get(&(d, remote)).copied()
+        } else {
+            self.public[d]
+        }
     }
 
     /// A datagram from host `from` to `to` through the NATs: the source it arrives with
@@ -278,12 +352,24 @@ impl Net {
         let src = match self.public[from] {
             Some(p) => {
                 self.mappings.insert((from, to));
-                p
+                if self.symmetric[from] {
+                    let next = 40_000 + self.nat_ports.len() as u16;
+                    *self
+                        .nat_ports
+                        .entry((from, to))
+                        .or_insert(SocketAddr::new(p.ip(), next))
+                } else {
+                    p
+                }
             }
             None => self.addrs[from],
         };
-        match self.public.iter().position(|p| *p == Some(to)) {
-            Some(d) if self.mappings.contains(&(d, src)) => Some((src, self.addrs[d])),
+        let behind =
+            (0..self.hosts.len()).find(|&d| self.public[d].is_some_and(|p| p.ip() == to.ip()));
+        match behind {
+            Some(d) if self.mappings.contains(&(d, src)) && self.public_of(d, src) == Some(to) => {
+                Some((src, self.addrs[d]))
+            }
             Some(_) => None,
             None => Some((src, to)),
         }
