@@ -19,6 +19,11 @@ const RELAY_PORT: u16 = 7402;
 /// h1 public on subnet 1; h2 behind subnet 2's NAT, h3 behind subnet 3's, each NAT with
 /// its options. With `relay`, h1 runs the relay and h2 and h3 know it.
 fn behind_nats(tag: &str, options: [&str; 2], relay: bool) -> Lab {
+    behind_nats_with(tag, options, relay.then_some(""))
+}
+
+/// As [`behind_nats`], with more `[host]` lines for the relay when it runs.
+fn behind_nats_with(tag: &str, options: [&str; 2], relay: Option<&str>) -> Lab {
     let mut b = Lab::builder(tag)
         .subnet(&["h1"])
         .subnet(&["h2"])
@@ -29,11 +34,11 @@ fn behind_nats(tag: &str, options: [&str; 2], relay: bool) -> Lab {
         .bulletin(TTL_S, HEARTBEAT_S)
         .telemetry("report_interval_s = 2\n")
         .web();
-    if relay {
+    if let Some(more) = relay {
         // h1 is the first host of subnet 1.
         let relays = format!("relays = [\"10.77.1.1:{RELAY_PORT}\"]");
         b = b
-            .host_line("h1", "relay = true")
+            .host_line("h1", &format!("relay = true\n{more}"))
             .host_line("h2", &relays)
             .host_line("h3", &relays);
     }
@@ -430,6 +435,44 @@ fn behind_two_port_changing_nats_the_relay_carries_the_tunnel() {
 #[test]
 fn one_port_changing_nat_and_one_port_keeping_meet_through_the_relay() {
     relayed("natrc", ["fully-random", ""]);
+}
+
+#[test]
+fn the_relay_holds_what_it_passes_on_to_its_limit() {
+    let lab = behind_nats_with(
+        "natrl",
+        ["fully-random", "fully-random"],
+        Some("relay_limit_mbps = 20"),
+    );
+    for h in ["h2", "h3"] {
+        lab.wait_tunnels(h, "lan1", 2, Duration::from_secs(30));
+    }
+    assert_eq!(lab.peer("h2", "lan1", "h3")["path"], "relayed");
+    let (a, b) = (vm(&lab, "h2").clone(), vm(&lab, "h3").clone());
+    // 60 Mbit/s offered for 3 s through a relay that passes 20.
+    let r = lab.iperf3(&a, &b, &["-u", "-b", "60M", "-l", "1200", "-t", "3"]);
+    let sum = &r["end"]["sum"];
+    let (packets, lost) = (
+        sum["packets"].as_f64().unwrap_or(0.0),
+        sum["lost_packets"].as_f64().unwrap_or(0.0),
+    );
+    let secs = sum["seconds"].as_f64().unwrap_or(3.0).max(1.0);
+    let delivered_mbps = (packets - lost) * 1200.0 * 8.0 / secs / 1e6;
+    eprintln!(
+        "relay limit 20 Mbit/s: {delivered_mbps:.1} Mbit/s of UDP payload delivered of 60 offered"
+    );
+    assert!(packets > 10_000.0, "iperf3 sent too little: {sum:#}");
+    // The relay counts whole overlay datagrams (payload plus ~90 bytes of headers).
+    assert!(
+        (10.0..=22.0).contains(&delivered_mbps),
+        "{delivered_mbps:.1} Mbit/s delivered through a 20 Mbit/s relay: {sum:#}"
+    );
+    let rs = relay_status(&lab);
+    assert!(
+        rs["dropped"]["limit"].as_u64().unwrap_or(0) > 1000,
+        "{rs:#}"
+    );
+    assert_eq!(rs["limit_mbps"], 20, "{rs:#}");
 }
 
 #[test]

@@ -124,10 +124,12 @@ enum Command {
     ///
     /// Example: vmvpn man > /usr/share/man/man1/vmvpn.1
     Man,
-    /// Print a LAN's verifier, for the bulletin's config (`[[lan]] verifier = "…"`).
+    /// Print a LAN's verifier, for the bulletin's config (`[[lan]] verifier = "…"`) and a
+    /// relay's that is not in the LAN (`[host] relay_lans`).
     ///
-    /// The bulletin checks with it that hosts hold the LAN secret; nothing derived from the
-    /// verifier opens data-plane frames, so the bulletin never needs the secret itself.
+    /// The bulletin checks with it that hosts hold the LAN secret, and a relay that
+    /// requests for a pair socket come from members; nothing derived from the verifier
+    /// opens data-plane frames, so neither ever needs the secret itself.
     Verifier {
         /// The LAN's secret file (from `vmvpn keygen`).
         #[arg(long)]

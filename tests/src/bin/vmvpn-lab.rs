@@ -10,7 +10,7 @@ use std::time::Duration;
 use vmvpn_tests::{Lab, rss_kib, vmvpn_bin};
 
 const USAGE: &str =
-    "usage: vmvpn-lab demo | up | quiet | flood-cost | soak | soak-churn | telemetry-cost
+    "usage: vmvpn-lab demo | up | quiet | flood-cost | soak | soak-churn | telemetry-cost | relay-cost
 
   demo  build 3 hosts (h1, h2 in 10.77.1.0/24; h3 in 10.77.2.0/24 behind a router) and
         a bulletin, 2 VMs each on LAN lan1 (192.168.100.0/24); ping all 30 VM pairs; run
@@ -30,6 +30,10 @@ const USAGE: &str =
         loss between the stable pair and RSS of their daemons and the bulletin each minute.
   telemetry-cost [JSON-FILE]  iperf3 TCP VM -> VM with telemetry on and off
         ([telemetry] probes/flows = false), 3 interleaved rounds; a markdown table.
+  relay-cost [JSON-FILE]  two hosts each behind a masquerading router, a public relay
+        host: iperf3 TCP VM -> VM and ping RTT over a punched path (port-keeping NATs)
+        and a relayed one (fully-random NATs), 3 interleaved rounds; the time each path
+        took to open; a markdown table.
 
 Needs root (network namespaces, TAP devices). Set VMVPN_LAB_KEEP=1 to keep logs.";
 
@@ -305,6 +309,121 @@ fn telemetry_cost(json: Option<String>, rounds: usize) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// What a relayed path costs against a punched one, in one run: h2 and h3 each behind a
+/// masquerading router, h1 public and the relay; port-keeping NATs punch, fully-random
+/// ones need the relay.
+fn relay_cost(json: Option<String>, rounds: usize) -> ExitCode {
+    #[derive(Default)]
+    struct Runs {
+        bps: Vec<f64>,
+        rtt_ms: Vec<f64>,
+        open_ms: Vec<f64>,
+    }
+    let modes = [("punched", ""), ("relayed", "fully-random")];
+    let mut runs: Vec<Runs> = modes.iter().map(|_| Runs::default()).collect();
+    for round in 0..rounds {
+        for (i, (mode, nat)) in modes.iter().enumerate() {
+            let relays = "relays = [\"10.77.1.1:7402\"]";
+            let lab = Lab::builder("rcost")
+                .subnet(&["h1"])
+                .subnet(&["h2"])
+                .subnet(&["h3"])
+                .nat(2, nat)
+                .nat(3, nat)
+                .lan("lan1", [192, 168, 100], &["h1", "h2", "h3"], 1)
+                .bulletin(6, 2)
+                .host_line("h1", "relay = true")
+                .host_line("h2", relays)
+                .host_line("h3", relays)
+                .start();
+            lab.wait_tunnels("h2", "lan1", 2, Duration::from_secs(30));
+            let p = lab.peer("h2", "lan1", "h3");
+            if p["path"] != *mode {
+                eprintln!("round {}: expected a {mode} path: {p:#}", round + 1);
+                return ExitCode::FAILURE;
+            }
+            let (a, z) = (
+                lab.vm("h2", "lan1", 0).clone(),
+                lab.vm("h3", "lan1", 0).clone(),
+            );
+            let ping = lab.exec(
+                &a.ns,
+                &[
+                    "ping",
+                    "-n",
+                    "-q",
+                    "-c",
+                    "20",
+                    "-i",
+                    "0.05",
+                    &z.ip.to_string(),
+                ],
+            );
+            // rtt min/avg/max/mdev = 0.301/0.402/0.613/0.071 ms
+            let text = String::from_utf8_lossy(&ping.stdout);
+            let avg = text
+                .split(" = ")
+                .nth(1)
+                .and_then(|t| t.split('/').nth(1))
+                .and_then(|t| t.parse::<f64>().ok())
+                .unwrap_or(f64::NAN);
+            let r = lab.iperf3(&a, &z, &["-t", "8", "-O", "1"]);
+            let bps = r["end"]["sum_received"]["bits_per_second"]
+                .as_f64()
+                .unwrap_or(0.0);
+            let open = p["path_open_ms"].as_f64().unwrap_or(f64::NAN);
+            eprintln!(
+                "round {}: {mode}: {:.3} Gbit/s, ping avg {avg:.3} ms, opened in {open} ms",
+                round + 1,
+                bps / 1e9
+            );
+            runs[i].bps.push(bps);
+            runs[i].rtt_ms.push(avg);
+            runs[i].open_ms.push(open);
+        }
+    }
+    let med = |v: &[f64]| {
+        let mut v = v.to_vec();
+        v.sort_by(f64::total_cmp);
+        v.get(v.len() / 2).copied().unwrap_or(0.0)
+    };
+    println!(
+        "| path | iperf3 TCP VM -> VM, median of {rounds} (Gbit/s) | ping avg (ms) | opened in (ms, from the first hello) | runs (Gbit/s) |"
+    );
+    println!("| --- | --- | --- | --- | --- |");
+    for ((mode, _), r) in modes.iter().zip(&runs) {
+        println!(
+            "| {mode} | {:.3} | {:.3} | {:.0} | {} |",
+            med(&r.bps) / 1e9,
+            med(&r.rtt_ms),
+            med(&r.open_ms),
+            r.bps
+                .iter()
+                .map(|x| format!("{:.3}", x / 1e9))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    let ratio = med(&runs[1].bps) / med(&runs[0].bps).max(1.0);
+    println!("\nrelayed / punched throughput = {ratio:.3}");
+    if let Some(p) = json {
+        let v = serde_json::json!({
+            "bench": "relay-cost",
+            "binary": vmvpn_bin().display().to_string(),
+            "rounds": rounds,
+            "punched_bps": runs[0].bps, "relayed_bps": runs[1].bps,
+            "punched_ping_ms": runs[0].rtt_ms, "relayed_ping_ms": runs[1].rtt_ms,
+            "punched_open_ms": runs[0].open_ms, "relayed_open_ms": runs[1].open_ms,
+            "relayed_over_punched": ratio,
+        });
+        if let Err(e) = std::fs::write(&p, serde_json::to_string_pretty(&v).unwrap_or_default()) {
+            eprintln!("cannot write {p}: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
+    ExitCode::SUCCESS
+}
+
 /// Memory with one LAN and 100 peers (1 up, 99 listed but unreachable), idle and then
 /// over a soak of `minutes` with pings between two VMs (bounded: 20 per second).
 fn soak(json: Option<String>, minutes: u64) -> ExitCode {
@@ -445,6 +564,7 @@ fn main() -> ExitCode {
         Some("up") => up(),
         Some("flood-cost") => flood_cost(std::env::args().nth(2)),
         Some("telemetry-cost") => telemetry_cost(std::env::args().nth(2), 3),
+        Some("relay-cost") => relay_cost(std::env::args().nth(2), 3),
         Some("soak") => soak(
             std::env::args().nth(2),
             std::env::args()
