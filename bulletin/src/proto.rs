@@ -703,6 +703,31 @@ mod tests {
     }
 
     #[test]
+    fn a_relayed_path_is_told_as_punched_to_a_bulletin_before_version_8() {
+        let paths = LanPaths {
+            lan: "lan1".into(),
+            peers: vec![
+                PeerPath {
+                    host_id: 1,
+                    path: TunnelPath::Relayed,
+                    open_ms: Some(3000),
+                },
+                PeerPath {
+                    host_id: 2,
+                    path: TunnelPath::Direct,
+                    open_ms: None,
+                },
+            ],
+        };
+        let old = paths.clone().for_version(RELAYED_SINCE - 1);
+        assert_eq!(old.peers[0].path, TunnelPath::Punched);
+        assert_eq!(old.peers[1].path, TunnelPath::Direct);
+        // Postcard numbers the kinds: relayed is a new one at the end, 2.
+        assert_eq!(encode(&TunnelPath::Relayed).last().copied(), Some(2));
+        assert_eq!(paths.clone().for_version(RELAYED_SINCE), paths);
+    }
+
+    #[test]
     fn every_message_round_trips() {
         round_trip(&ClientMsg::Hello { version: VERSION });
         round_trip(&ClientMsg::Register(Register {
