@@ -190,6 +190,15 @@ fn paths_in_the_matrix_and_the_dashboard(lab: &Lab) {
     assert!(text.contains("path row -> column"), "{text}");
     eprintln!("nat: bulletin matrix:\n{text}");
 
+    // Every pair has a NATed end here, so every line is drawn punched.
+    topology_draws(lab, "the punched tunnels", |cls| {
+        cls.len() == 3 && cls.iter().all(|c| c.contains("punched"))
+    });
+}
+
+/// The bulletin's dashboard, in a real browser, draws within 15 s tunnels whose classes
+/// satisfy `want`.
+fn topology_draws(lab: &Lab, what: &str, want: impl Fn(&[String]) -> bool) {
     let mut browser = Browser::start(lab.bulletin_ns(), &lab.dir().join("chromium-profile"));
     let loaded = browser.ask(&format!("load http://{WEB_LOCAL}/"));
     assert_eq!(loaded["ok"], true, "{loaded}");
@@ -197,18 +206,20 @@ fn paths_in_the_matrix_and_the_dashboard(lab: &Lab) {
     loop {
         let look = browser.ask("look");
         assert_eq!(look["errors"], json!([]), "{look:#}");
-        let links = look["links"].as_array().cloned().unwrap_or_default();
-        // Every pair has a NATed end here, so every line is drawn punched.
-        if links.len() == 3
-            && links
-                .iter()
-                .all(|l| l["cls"].as_str().is_some_and(|c| c.contains("punched")))
-        {
-            break;
+        let cls: Vec<String> = look["links"]
+            .as_array()
+            .map(|ls| {
+                ls.iter()
+                    .map(|l| l["cls"].as_str().unwrap_or_default().to_string())
+                    .collect()
+            })
+            .unwrap_or_default();
+        if want(&cls) {
+            return;
         }
         assert!(
             t0.elapsed() < Duration::from_secs(15),
-            "the topology does not draw the punched tunnels: {look:#}"
+            "the topology does not draw {what}: {look:#}"
         );
         std::thread::sleep(Duration::from_millis(500));
     }
@@ -397,27 +408,10 @@ fn relayed(tag: &str, options: [&str; 2]) {
         std::thread::sleep(Duration::from_millis(500));
     }
     // The dashboard draws that tunnel as relayed (dotted), the others as punched.
-    let mut browser = Browser::start(lab.bulletin_ns(), &lab.dir().join("chromium-profile"));
-    let loaded = browser.ask(&format!("load http://{WEB_LOCAL}/"));
-    assert_eq!(loaded["ok"], true, "{loaded}");
-    let t0 = Instant::now();
-    loop {
-        let look = browser.ask("look");
-        assert_eq!(look["errors"], json!([]), "{look:#}");
-        let links = look["links"].as_array().cloned().unwrap_or_default();
-        let cls = |l: &Value| l["cls"].as_str().unwrap_or_default().to_string();
-        if links.len() == 3
-            && links.iter().filter(|l| cls(l).contains("relayed")).count() == 1
-            && links.iter().filter(|l| cls(l).contains("punched")).count() == 2
-        {
-            break;
-        }
-        assert!(
-            t0.elapsed() < Duration::from_secs(15),
-            "the topology does not draw the relayed tunnel: {look:#}"
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    }
+    topology_draws(&lab, "the relayed tunnel", |cls| {
+        let n = |k: &str| cls.iter().filter(|c| c.contains(k)).count();
+        cls.len() == 3 && n("relayed") == 1 && n("punched") == 2
+    });
 }
 
 fn hex(s: &str) -> Vec<u8> {

@@ -199,39 +199,36 @@ impl Engine {
             Err(_) => return,
         };
         hello.emit(body);
-        if p.tunnel.is_up() && p.reach.is_relay(p.addr) {
-            // Through a relay: a hello to each direct candidate now and then, so a path
-            // that opens (a NAT rebooted into another mode, a firewall rule added) is
-            // taken: whichever side hears the other there moves to it (`handle_hello`).
-            let direct: Vec<SocketAddr> = p
+        let up = p.tunnel.is_up();
+        let relayed = up && p.reach.is_relay(p.addr);
+        if !relayed {
+            p.reach.note_hello(p.addr, now);
+        }
+        // Until one answers, every candidate gets the same hello: behind NAT, ours open
+        // our mapping for its hellos, and the first authentic answer wins. Through a
+        // relay, the direct candidates get one now and then, so a path that opens (a NAT
+        // rebooted into another mode, a firewall rule added) is taken: whichever side
+        // hears the other there moves to it (`handle_hello`).
+        let also: Vec<SocketAddr> = match (up, relayed) {
+            (false, _) => p.reach.others(p.addr).collect(),
+            (true, true) => p
                 .reach
                 .others(p.addr)
                 .filter(|a| !p.reach.is_relay(*a))
-                .collect();
-            for to in direct {
+                .collect(),
+            (true, false) => Vec::new(),
+        };
+        for to in also {
+            if relayed {
                 p.reach.note_retry(to, now);
-                self.out.push_back(Outgoing {
-                    to,
-                    len: out.len,
-                    buf: out.buf,
-                });
-            }
-            self.out.push_back(out);
-            return;
-        }
-        p.reach.note_hello(p.addr, now);
-        if !p.tunnel.is_up() {
-            // Until one answers, every candidate gets the same hello: behind NAT, ours
-            // open our mapping for its hellos, and the first authentic answer wins.
-            let others: Vec<SocketAddr> = p.reach.others(p.addr).collect();
-            for to in others {
+            } else {
                 p.reach.note_hello(to, now);
-                self.out.push_back(Outgoing {
-                    to,
-                    len: out.len,
-                    buf: out.buf,
-                });
             }
+            self.out.push_back(Outgoing {
+                to,
+                len: out.len,
+                buf: out.buf,
+            });
         }
         self.out.push_back(out);
     }
