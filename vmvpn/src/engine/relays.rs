@@ -27,6 +27,12 @@ pub const RELAY_AFTER: Duration = Duration::from_secs(3);
 pub const RELAY_RETRY: Duration = Duration::from_secs(5);
 /// While relayed, hellos go to the direct candidates this often.
 pub const DIRECT_RETRY: Duration = Duration::from_secs(5);
+/// A relayed peer silent this long (probes go every second) gets a bind at once: our
+/// NAT may have given us a new mapping (a flush, a reboot), which the relay learns only
+/// from a bind.
+pub const REBIND_SILENT: Duration = Duration::from_millis(1500);
+/// At most one such bind in this long.
+pub const REBIND_EVERY: Duration = Duration::from_secs(1);
 
 /// The relay key of a LAN, from its secret through the bulletin's verifier (what a relay
 /// that is not a member is given: `vmvpn verifier`).
@@ -75,17 +81,24 @@ impl Engine {
         let ask = p.reach.relay;
         let relay_addr = p.reach.relay_addr();
         let on_relay = p.reach.is_relay(p.addr);
+        let silent = p
+            .link
+            .last_heard
+            .is_some_and(|h| now.saturating_duration_since(h) >= REBIND_SILENT);
         let opening = p
             .reach
             .opening_since()
             .is_some_and(|t| now.saturating_duration_since(t) >= RELAY_AFTER);
         let (lan_id, key) = (l.spec.id, l.relay_key.clone());
-        // Bind while the pair socket is the path, or the path is still opening.
+        // Bind while the pair socket is the path, or the path is still opening; at once
+        // when the path went silent.
+        let since_bind = ask.bound.map(|b| now.saturating_duration_since(b));
+        let due = since_bind.is_none_or(|d| {
+            d >= self.timers.keepalive_interval || (up && silent && d >= REBIND_EVERY)
+        });
         if let Some(at) = relay_addr
             && (!up || on_relay)
-            && ask
-                .bound
-                .is_none_or(|b| now.saturating_duration_since(b) >= self.timers.keepalive_interval)
+            && due
         {
             self.bind_relay(lan, pi, at, peer_id, now);
         }

@@ -306,3 +306,35 @@ fn an_up_direct_path_is_not_given_up_for_the_relay() {
     assert_eq!(p.address, direct.to_string(), "{p:?}");
     assert_eq!(p.path, "punched", "{p:?}");
 }
+
+#[test]
+fn a_relayed_tunnel_comes_back_within_seconds_after_the_nats_forget_their_mappings() {
+    let mut net = with_relay([true, true]);
+    net.tick();
+    for _ in 0..25 {
+        net.advance(Duration::from_millis(200));
+    }
+    assert_eq!(net.lan(0).peers[0].path, "relayed");
+    net.send(0, &frame(mac(2), mac(1), b"before"));
+    net.send(1, &frame(mac(1), mac(2), b"before"));
+    // Both NATs forget everything: each side's datagrams reach the relay from a new
+    // port, which it refuses until a bind (MAC'd) tells it so.
+    net.flush_nats();
+    net.clear_taps();
+    net.send(0, &frame(mac(2), mac(1), b"lost"));
+    assert!(
+        net.taps[1].is_empty(),
+        "the relay knows the old mapping only"
+    );
+    // Probes go unanswered; 1.5 s of silence sends a bind at once (not at the next
+    // keepalive interval, 10 s).
+    for _ in 0..15 {
+        net.advance(Duration::from_millis(200));
+    }
+    net.clear_taps();
+    net.send(0, &frame(mac(2), mac(1), b"again"));
+    net.send(1, &frame(mac(1), mac(2), b"and back"));
+    assert_eq!(net.taps[1].len(), 1, "{:?}", net.lan(0).peers[0]);
+    assert_eq!(net.taps[0].len(), 1, "{:?}", net.lan(1).peers[0]);
+    assert_eq!(net.lan(0).peers[0].path, "relayed");
+}

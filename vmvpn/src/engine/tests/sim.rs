@@ -114,6 +114,8 @@ pub(super) struct Net {
     pub(super) symmetric: Vec<bool>,
     /// The public port each symmetric NAT picked per (host, remote).
     nat_ports: HashMap<(usize, SocketAddr), SocketAddr>,
+    /// The next port a symmetric NAT picks (never one it gave before).
+    next_nat_port: u16,
     /// A relay at this public address (its control port), serving the LAN.
     pub(super) relay: Option<(SocketAddr, crate::relay::RelayCore)>,
 }
@@ -139,6 +141,7 @@ impl Net {
             mappings: HashSet::new(),
             symmetric: vec![false; n],
             nat_ports: HashMap::new(),
+            next_nat_port: 40_000,
             relay: None,
         }
     }
@@ -182,6 +185,7 @@ impl Net {
             mappings: HashSet::new(),
             symmetric: vec![false; n],
             nat_ports: HashMap::new(),
+            next_nat_port: 40_000,
             relay: None,
         }
     }
@@ -257,6 +261,13 @@ impl Net {
             }
         }
         panic!("network did not settle");
+    }
+
+    /// Every NAT forgets its mappings (`conntrack -F`, a router restart): a symmetric one
+    /// picks new ports from then on.
+    pub(super) fn flush_nats(&mut self) {
+        self.mappings.clear();
+        self.nat_ports.clear();
     }
 
     /// One datagram handed to host `dst`, as from `src`: its frame to the TAP, its relay
@@ -353,11 +364,15 @@ impl Net {
             Some(p) => {
                 self.mappings.insert((from, to));
                 if self.symmetric[from] {
-                    let next = 40_000 + self.nat_ports.len() as u16;
-                    *self
+                    let next = self.next_nat_port;
+                    let src = *self
                         .nat_ports
                         .entry((from, to))
-                        .or_insert(SocketAddr::new(p.ip(), next))
+                        .or_insert(SocketAddr::new(p.ip(), next));
+                    if src.port() == next {
+                        self.next_nat_port += 1;
+                    }
+                    src
                 } else {
                     p
                 }
