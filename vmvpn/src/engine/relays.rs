@@ -54,13 +54,14 @@ impl Engine {
         self.relay_seq
     }
 
-    fn queue_relay(&mut self, to: SocketAddr, msg: RelayMsg, key: &RelayKey) {
+    /// `msg` to `to`, MAC'd under its LAN's relay key.
+    fn queue_relay(&mut self, lan: LanId, to: SocketAddr, msg: RelayMsg) {
         let mut out = Outgoing {
             to,
             len: RELAY_LEN,
             buf: [0; HELLO_LEN],
         };
-        out.buf[..RELAY_LEN].copy_from_slice(&msg.emit(key));
+        out.buf[..RELAY_LEN].copy_from_slice(&msg.emit(&self.lans[lan.index()].relay_key));
         self.out.push_back(out);
     }
 
@@ -89,7 +90,7 @@ impl Engine {
             .reach
             .opening_since()
             .is_some_and(|t| now.saturating_duration_since(t) >= RELAY_AFTER);
-        let (lan_id, key) = (l.spec.id, l.relay_key.clone());
+        let lan_id = l.spec.id;
         // Bind while the pair socket is the path, or the path is still opening; at once
         // when the path went silent.
         let since_bind = ask.bound.map(|b| now.saturating_duration_since(b));
@@ -130,7 +131,7 @@ impl Engine {
             peer: peer_id,
             port: 0,
         };
-        self.queue_relay(to, msg, &key);
+        self.queue_relay(lan, to, msg);
         let l = &mut self.lans[lan.index()];
         if let Some(p) = l.peers.get_mut(pi.index()) {
             p.reach.relay.asked = Some(now);
@@ -150,11 +151,10 @@ impl Engine {
             peer: peer_id,
             port: at.port(),
         };
-        let key = l.relay_key.clone();
         if let Some(p) = l.peers.get_mut(pi.index()) {
             p.reach.relay.bound = Some(now);
         }
-        self.queue_relay(at, msg, &key);
+        self.queue_relay(lan, at, msg);
     }
 
     /// A datagram of type 14 (a grant) from `from`: from one of our relays, for us, under
