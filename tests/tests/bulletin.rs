@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use vmvpn_tests::{Lab, PORT};
+use vmvpn_tests::{BULLETIN_PORT, Lab, PORT};
 
 /// Short terms so the lease tests run in seconds (production default: 30 s / 10 s).
 const TTL_S: u64 = 6;
@@ -199,6 +199,95 @@ fn a_bulletin_restart_loses_no_packet_and_everyone_is_back() {
 }
 
 /// `bulletin ls` that tolerates the bulletin not answering yet.
+/// Seconds since the epoch, as `ping -D` prints them.
+fn epoch_s() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+#[test]
+fn a_host_whose_lease_lapsed_is_listed_again_and_reached_at_once() {
+    let lab = Lab::builder("bll")
+        .subnet(&["h1", "h2"])
+        .lan("lan1", [192, 168, 104], &["h1", "h2"], 1)
+        .bulletin(TTL_S, HEARTBEAT_S)
+        .start();
+    lab.wait_tunnels("h1", "lan1", 1, UP_WITHIN);
+    let (a, b) = (
+        lab.vm("h1", "lan1", 0).clone(),
+        lab.vm("h2", "lan1", 0).clone(),
+    );
+    assert!(lab.ping(&a, b.ip));
+    // 400 pings × 50 ms, stamped, through h2's lease lapsing and h2 coming back.
+    let (ns, target) = (a.ns.clone(), b.ip.to_string());
+    let pinger = std::thread::spawn(move || {
+        std::process::Command::new("ip")
+            .args([
+                "netns", "exec", &ns, "ping", "-D", "-n", "-c", "400", "-i", "0.05", "-W", "1",
+                &target,
+            ])
+            .output()
+            .expect("ping")
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    // h2 loses the bulletin (its tunnel to h1 does not): its lease lapses, h1 drops it.
+    let h2 = lab.host_ns("h2").to_string();
+    let rule = format!(
+        "add table inet cut; add chain inet cut out {{ type filter hook output priority 0; }}; \
+         add rule inet cut out udp dport {BULLETIN_PORT} drop"
+    );
+    let out = lab.exec(&h2, &["nft", &rule]);
+    assert!(out.status.success(), "nft: {out:?}");
+    wait_for(
+        Duration::from_secs(TTL_S + HEARTBEAT_S + 5),
+        "h1 dropped h2",
+        || peer_names(&lab, "h1").is_empty(),
+    );
+    let dropped = epoch_s();
+    let out = lab.exec(&h2, &["nft", "delete table inet cut"]);
+    assert!(out.status.success(), "nft: {out:?}");
+    wait_for(UP_WITHIN, "h1 lists h2 again, up", || {
+        lab.status("h1")["lans"][0]["peers"]
+            .as_array()
+            .is_some_and(|ps| ps.iter().any(|p| p["state"] == "up"))
+    });
+    let relisted = epoch_s();
+    let out = pinger.join().expect("pinger");
+    let text = String::from_utf8_lossy(&out.stdout);
+    // (sequence, when the echo came back) of every answered ping.
+    let echoes: Vec<(u64, f64)> = text
+        .lines()
+        .filter_map(|l| {
+            let t = l.strip_prefix('[')?.split(']').next()?.parse().ok()?;
+            let seq = l.split("icmp_seq=").nth(1)?.split_whitespace().next()?;
+            Some((seq.parse().ok()?, t))
+        })
+        .collect();
+    let gap = echoes
+        .windows(2)
+        .max_by_key(|w| w[1].0 - w[0].0)
+        .map(|w| (w[0], w[1]))
+        .unwrap_or_else(|| panic!("no echoes: {text}"));
+    let ((last_seq, last_t), (next_seq, next_t)) = gap;
+    eprintln!(
+        "h1 dropped h2 at {dropped:.2}, listed it up again at {relisted:.2}; echoes stopped \
+         after #{last_seq} at {last_t:.2}, came back with #{next_seq} at {next_t:.2}"
+    );
+    // Before the fix, h1's new counters started at 0 under the same keys: h2's replay
+    // window dropped every frame until they caught up (6 s here), and nonces repeated.
+    assert!(
+        next_t < relisted + 1.0,
+        "the VMs talked again {:.2} s after h1 listed h2 up again",
+        next_t - relisted
+    );
+    assert!(
+        last_t > dropped - 3.0,
+        "pings failed before h1 dropped h2 ({last_t:.2} vs {dropped:.2})"
+    );
+    assert!(echoes.len() > 300, "{} of 400 answered", echoes.len());
+}
+
 fn ls_hosts_quiet(lab: &Lab) -> Vec<String> {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| ls_hosts(lab))).unwrap_or_default()
 }

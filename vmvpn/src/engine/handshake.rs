@@ -84,8 +84,12 @@ impl Engine {
                 }) {
                 Some(i) => PeerId::at(i),
                 None => {
-                    l.peers
-                        .push(Peer::new(from, PeerSource::Hello, self.underlay_mtu));
+                    l.peers.push(Peer::new(
+                        from,
+                        PeerSource::Hello,
+                        self.underlay_mtu,
+                        self.seq_floor,
+                    ));
                     PeerId::at(l.peers.len() - 1)
                 }
             },
@@ -97,6 +101,13 @@ impl Engine {
             .is_some_and(|s| s.peer_public == hello.public);
         let mut new_session = false;
         let had_session = p.tunnel.session().is_some();
+        if same_key && had_session && hello.echo == [0; 32] {
+            // The same run of the peer, without our session: it dropped us and listed us
+            // again, or left the LAN and joined again. Its numbers go on above the old
+            // ones (`nonces`), the replay window with them; only the loss count, which
+            // would take the jump for lost datagrams, starts over.
+            p.count.rx_seq.restart();
+        }
         if !same_key {
             if had_session && h.seq <= p.link.peer_start {
                 // An older hello (replayed, or delayed): never go back to old keys.

@@ -75,6 +75,7 @@ impl Lan {
         host_id: u32,
         underlay: Option<(IpAddr, u8)>,
         public: &[u8; 32],
+        first_seq: u64,
     ) -> Self {
         let keys = LanKeys::with_cipher(&spec.secret, spec.cipher);
         let relay_key = super::relays::relay_key_of(&spec.secret);
@@ -86,7 +87,7 @@ impl Lan {
             spec,
             keys,
             group_tx,
-            group_seq: 0,
+            group_seq: first_seq,
             relay_key,
             peers: Vec::new(),
             by_id: HashMap::new(),
@@ -159,12 +160,15 @@ impl Lan {
             .collect();
     }
 
-    /// Forget peer `pi` and its MACs (the peers after it move down).
-    pub(crate) fn remove_peer(&mut self, pi: PeerId) {
-        self.peers.remove(pi.index());
+    /// Forget peer `pi` and its MACs (the peers after it move down); the next number of
+    /// its counters, for the engine's floor (see `nonces`).
+    #[must_use]
+    pub(crate) fn remove_peer(&mut self, pi: PeerId) -> u64 {
+        let next = self.peers.remove(pi.index()).next_seq();
         self.macs.forget_peer(pi);
         self.reindex();
         self.rebuild_flood();
+        next
     }
 
     /// The peer ids, rebuilt after a peer left (the ones after it moved down).

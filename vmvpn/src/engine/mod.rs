@@ -40,6 +40,7 @@ mod handshake;
 mod ids;
 mod lan;
 mod measure;
+mod nonces;
 mod peer;
 mod probes;
 mod reach;
@@ -315,6 +316,9 @@ pub struct Engine {
     relays: Vec<SocketAddr>,
     /// The latest relay message's sequence.
     relay_seq: u64,
+    /// Where new sequence counters start: above every number sent under keys this run
+    /// may meet again (see `nonces`).
+    seq_floor: u64,
 }
 
 /// Flow records held per LAN until the exporter takes them (every 250 ms).
@@ -371,6 +375,7 @@ impl Engine {
             vm_names: Vec::new(),
             relays: Vec::new(),
             relay_seq: 0,
+            seq_floor: 0,
         };
         for spec in lans {
             let statics = spec.peers.clone();
@@ -378,7 +383,7 @@ impl Engine {
             engine.lan_index.insert(spec.id, li);
             engine
                 .lans
-                .push(Lan::new(spec, host.id, host.underlay, &public));
+                .push(Lan::new(spec, host.id, host.underlay, &public, 0));
             for addr in statics {
                 engine.add_peer(li, addr, PeerSource::Static, None);
             }
@@ -488,7 +493,8 @@ impl Engine {
         });
         let i = match found {
             None => {
-                l.peers.push(Peer::new(addr, source, self.underlay_mtu));
+                l.peers
+                    .push(Peer::new(addr, source, self.underlay_mtu, self.seq_floor));
                 l.peers.len() - 1
             }
             Some(i) => {
@@ -522,7 +528,8 @@ impl Engine {
             return;
         }
         info!(lan = %l.spec.name, peer = %addr, name = %p.name, "peer removed: left the LAN");
-        l.remove_peer(pi);
+        let next = l.remove_peer(pi);
+        self.retire_seq(next);
     }
 
     /// Remove a static peer the config no longer lists (a reload), with its MACs; a peer
@@ -539,7 +546,8 @@ impl Engine {
             return false;
         }
         info!(lan = %l.spec.name, peer = %addr, name = %p.name, "peer removed: no longer in the config");
-        l.remove_peer(pi);
+        let next = l.remove_peer(pi);
+        self.retire_seq(next);
         true
     }
 

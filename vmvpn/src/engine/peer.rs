@@ -91,7 +91,14 @@ pub(crate) struct Counters {
 }
 
 impl Peer {
-    pub(crate) fn new(addr: SocketAddr, source: PeerSource, underlay_mtu: u16) -> Self {
+    /// A new peer entry whose counters start at `first_seq` (the engine's floor, see
+    /// `nonces`).
+    pub(crate) fn new(
+        addr: SocketAddr,
+        source: PeerSource,
+        underlay_mtu: u16,
+        first_seq: u64,
+    ) -> Self {
         Peer {
             id: None,
             name: String::new(),
@@ -100,12 +107,12 @@ impl Peer {
             reach: Reach::new(addr),
             prefix: None,
             tunnel: Tunnel::Closed,
-            tx_seq: 0,
+            tx_seq: first_seq,
             link: Liveness::default(),
             probe: Probing::default(),
             path: PathState {
                 mtu: PathMtu::new(underlay_mtu),
-                pmtu_seq: 0,
+                pmtu_seq: first_seq,
                 frag_id: 0,
             },
             count: Counters::default(),

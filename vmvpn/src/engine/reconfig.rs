@@ -29,7 +29,7 @@ impl Engine {
         let li = LanId(self.lans.len());
         self.lan_index.insert(spec.id, li);
         let (underlay, public) = (self.underlay, self.me.public);
-        let mut lan = Lan::new(spec, self.me.id, underlay, &public);
+        let mut lan = Lan::new(spec, self.me.id, underlay, &public, self.seq_floor);
         lan.measure(self.measure.accounting, self.measure.flow_export);
         self.lans.push(lan);
         for addr in statics {
@@ -47,6 +47,7 @@ impl Engine {
         let i = self.lans.iter().position(|l| l.spec.name == name)?;
         let gone = self.lans.remove(i);
         info!(lan = %name, peers = gone.peers.len(), "LAN left");
+        self.retire_seq(gone.next_seq());
         self.lan_index = self
             .lans
             .iter()

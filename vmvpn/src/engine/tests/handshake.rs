@@ -375,3 +375,164 @@ fn tunnel_events_alternate_up_and_down_through_silence_and_a_restart() {
         vec![("down", addr(1)), ("up", addr(1))]
     );
 }
+
+/// (key, sequence number) of every datagram host `from` sealed to `to`: false for the
+/// pairwise key, true for the sender's group key (floods). Hellos are not sealed.
+fn nonces(net: &Net, from: usize, to: SocketAddr) -> Vec<(bool, u64)> {
+    net.sent
+        .iter()
+        .filter(|(f, t, _)| *f == from && *t == to)
+        .filter_map(|(_, _, b)| Packet::new_checked(&b[..]).ok().map(|p| *p.header()))
+        .filter(|h| h.kind.is_sealed())
+        .map(|h| (matches!(h.kind, Kind::Flood | Kind::FloodFragment), h.seq))
+        .collect()
+}
+
+/// Three hosts that know each other from the bulletin, up, with traffic: host 0 sends
+/// more to host 2 than to host 1. Then host 0 drops host 2: its counters are the highest
+/// host 0 retires, so host 1's new counters jump.
+fn bulletin_trio() -> Net {
+    let mut net = Net::with(3, |i| {
+        let mut e = engine(i, 1, 1, 1000);
+        for j in (0..3).filter(|&j| j != i) {
+            e.add_peer(LAN, addr(j), PeerSource::Bulletin, None);
+        }
+        e
+    });
+    net.tick();
+    assert!(net.all_up(), "{:?}", net.lan(0).peers);
+    net.send(2, &frame(BCAST, mac(3), b"host 2's VM"));
+    for k in 0..300 {
+        if k < 50 {
+            net.send(0, &frame(mac(2), mac(1), b"to 1"));
+            net.send(1, &frame(mac(1), mac(2), b"to 0"));
+            net.send(0, &frame(BCAST, mac(1), b"to all"));
+        }
+        net.send(0, &frame(mac(3), mac(1), b"to 2"));
+    }
+    net.advance(Duration::from_secs(2));
+    net.hosts[0].remove_peer(LAN, addr(2));
+    net
+}
+
+/// After host 0 dropped its entry of host 1 and made a new one (host 1 kept its own):
+/// host 0's frames reach host 1 at once, under no nonce it used before, and host 1
+/// counts no loss for the jump in host 0's numbers.
+fn goes_on_where_it_was(mut net: Net, before: &[(bool, u64)]) {
+    for _ in 0..3 {
+        net.advance(Duration::from_millis(300));
+    }
+    let up = |net: &Net, h: usize, peer: usize| {
+        net.lan(h)
+            .peers
+            .iter()
+            .any(|p| p.address == addr(peer).to_string() && p.state == "up")
+    };
+    assert!(up(&net, 0, 1) && up(&net, 1, 0), "{:?}", net.lan(0).peers);
+    net.clear_taps();
+    let replays = net.lan(1).drops.get(DropReason::Replay);
+    for _ in 0..5 {
+        net.send(0, &frame(mac(2), mac(1), b"again"));
+        net.send(0, &frame(BCAST, mac(1), b"again, to all"));
+    }
+    assert_eq!(
+        net.taps[1].len(),
+        10,
+        "host 1 takes host 0's frames at once: {:?}",
+        net.lan(1).drops
+    );
+    assert_eq!(net.lan(1).drops.get(DropReason::Replay), replays);
+    let after = nonces(&net, 0, addr(1));
+    assert!(after.len() >= 10, "{after:?}");
+    let used: BTreeSet<_> = before.iter().collect();
+    let again: Vec<_> = after.iter().filter(|n| used.contains(n)).collect();
+    assert!(
+        again.is_empty(),
+        "nonces sealed twice under one key: {again:?}"
+    );
+    let from_0 = net
+        .lan(1)
+        .peers
+        .into_iter()
+        .find(|p| p.address == addr(0).to_string())
+        .expect("host 1 lists host 0");
+    assert_eq!(
+        from_0.sequence.lost, 0,
+        "the jump is no loss: {:?}",
+        from_0.sequence
+    );
+}
+
+#[test]
+fn a_peer_dropped_and_listed_again_goes_on_above_every_number_it_sent() {
+    let mut net = bulletin_trio();
+    let before = nonces(&net, 0, addr(1));
+    assert!(before.len() >= 100, "{}", before.len());
+    net.sent.clear();
+    // The bulletin dropped host 1 (its lease lapsed) and lists it again.
+    net.hosts[0].remove_peer(LAN, addr(1));
+    assert!(net.lan(0).peers.is_empty());
+    net.hosts[0].add_peer(LAN, addr(1), PeerSource::Bulletin, None);
+    goes_on_where_it_was(net, &before);
+}
+
+#[test]
+fn a_lan_left_and_joined_again_goes_on_above_every_number_it_sent() {
+    let mut net = bulletin_trio();
+    let before = nonces(&net, 0, addr(1));
+    net.sent.clear();
+    // A reload leaves the LAN, the next joins it again (the same keys: the same run).
+    assert_eq!(net.hosts[0].remove_lan("lan1"), Some(LAN));
+    assert_eq!(net.hosts[0].add_lan(spec(1, Vec::new())), Ok(LAN));
+    net.hosts[0].add_peer(LAN, addr(1), PeerSource::Bulletin, None);
+    goes_on_where_it_was(net, &before);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+    /// Whatever the order of frames, peers dropped and listed again and LANs left and
+    /// joined again, no host seals two datagrams to one peer under one key and number.
+    #[test]
+    fn no_nonce_is_sealed_twice(
+        ops in proptest::collection::vec((0u8..4, 0usize..3, 0usize..3), 1..40)
+    ) {
+        let mut net = Net::with(3, |i| {
+            let mut e = engine(i, 1, 1, 1000);
+            for j in (0..3).filter(|&j| j != i) {
+                e.add_peer(LAN, addr(j), PeerSource::Bulletin, None);
+            }
+            e
+        });
+        net.tick();
+        for (op, h, k) in ops {
+            let other = if k == h { (h + 1) % 3 } else { k };
+            match op {
+                0 => {
+                    net.send(h, &frame(mac(other as u8 + 1), mac(h as u8 + 1), b"unicast"));
+                }
+                1 => {
+                    net.send(h, &frame(BCAST, mac(h as u8 + 1), b"flood"));
+                }
+                2 => {
+                    net.hosts[h].remove_peer(LAN, addr(other));
+                    net.hosts[h].add_peer(LAN, addr(other), PeerSource::Bulletin, None);
+                }
+                _ => {
+                    prop_assert_eq!(net.hosts[h].remove_lan("lan1"), Some(LAN));
+                    prop_assert_eq!(net.hosts[h].add_lan(spec(1, Vec::new())), Ok(LAN));
+                    for j in (0..3).filter(|&j| j != h) {
+                        net.hosts[h].add_peer(LAN, addr(j), PeerSource::Bulletin, None);
+                    }
+                }
+            }
+            net.advance(Duration::from_millis(300));
+        }
+        for from in 0..3 {
+            for to in (0..3).filter(|&t| t != from) {
+                let all = nonces(&net, from, addr(to));
+                let unique: BTreeSet<_> = all.iter().collect();
+                prop_assert_eq!(unique.len(), all.len(), "host {} to host {}", from, to);
+            }
+        }
+    }
+}
