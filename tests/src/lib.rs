@@ -656,7 +656,15 @@ impl Lab {
                 Some((_, options)) => self.nat_router(si + 1, options),
                 None => router.clone(),
             };
-            run(&["ip", "-n", &router, "link", "add", &br, "type", "bridge"]);
+            // A MAC of its own: a bridge without one takes its ports' lowest, so a port
+            // added later (`add_client`, `attach_public`) could change the router's MAC
+            // under the hosts' ARP entries for .254, cutting them off from the router and
+            // the bulletin for the 5 to 10 s Linux takes to find it again (seen: leases
+            // lapsing in `lockout.rs` when the attacker's port came in).
+            let mac = format!("02:77:00:00:{s:02x}:fe");
+            run(&[
+                "ip", "-n", &router, "link", "add", &br, "address", &mac, "type", "bridge",
+            ]);
             addr_up(&router, &br, &format!("10.77.{s}.254/24"));
             if let Some(mtu) = b.router_mtu {
                 run(&[
