@@ -100,12 +100,7 @@ fn bulletin_peers_come_and_go_but_static_peers_stay() {
     net.hosts[0].remove_peer(LAN, addr(1));
     assert_eq!(net.lan(0).peers.len(), 2);
     net.hosts[1].add_peer(LAN, addr(2), PeerSource::Bulletin, None);
-    let p = net
-        .lan(1)
-        .peers
-        .into_iter()
-        .find(|p| p.address == addr(2).to_string())
-        .expect("peer");
+    let p = net.peer(1, 2);
     assert_eq!(p.source, "static");
     // A reload that no longer lists a static peer removes it; a bulletin peer stays.
     net.hosts[0].add_peer(LAN, extra, PeerSource::Bulletin, None);

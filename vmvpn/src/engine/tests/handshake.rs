@@ -82,13 +82,7 @@ fn spoofed_copies_of_a_peers_sequence_numbers_are_not_its_duplicates() {
         .map(|(_, _, b)| b.clone())
         .collect();
     assert!(!data.is_empty());
-    let peer = |net: &Net| {
-        net.lan(0)
-            .peers
-            .into_iter()
-            .find(|p| p.address == addr(1).to_string())
-            .expect("peer 1")
-    };
+    let peer = |net: &Net| net.peer(0, 1);
     let before = peer(&net);
     // An attacker who sees the header forges many copies with its own bytes.
     let mut spoofed = 0;
@@ -450,12 +444,7 @@ fn goes_on_where_it_was(mut net: Net, before: &[(bool, u64)]) {
         again.is_empty(),
         "nonces sealed twice under one key: {again:?}"
     );
-    let from_0 = net
-        .lan(1)
-        .peers
-        .into_iter()
-        .find(|p| p.address == addr(0).to_string())
-        .expect("host 1 lists host 0");
+    let from_0 = net.peer(1, 0);
     assert_eq!(
         from_0.sequence.lost, 0,
         "the jump is no loss: {:?}",

@@ -34,12 +34,7 @@ fn loss_reordering_and_duplicates_are_counted_per_peer() {
             delivered += 1;
         }
     }
-    let p = net
-        .lan(1)
-        .peers
-        .into_iter()
-        .find(|p| p.address == addr(0).to_string())
-        .expect("peer");
+    let p = net.peer(1, 0);
     let lost = 30; // indexes 3, 13, …, 293 of 301 (one of them the duplicate's neighbour)
     assert_eq!(delivered, 301 - lost - 1, "the duplicate is not delivered");
     assert_eq!(p.sequence.duplicates, 1);
@@ -57,18 +52,8 @@ fn loss_reordering_and_duplicates_are_counted_per_peer() {
     // Probe replies carry host 1's counts back: host 0 knows its loss towards host 1.
     net.advance(Duration::from_secs(1));
     net.advance(Duration::from_secs(1));
-    let seen_by_1 = net
-        .lan(1)
-        .peers
-        .into_iter()
-        .find(|p| p.address == addr(0).to_string())
-        .expect("peer");
-    let seen_by_0 = net
-        .lan(0)
-        .peers
-        .into_iter()
-        .find(|p| p.address == addr(1).to_string())
-        .expect("peer");
+    let seen_by_1 = net.peer(1, 0);
+    let seen_by_0 = net.peer(0, 1);
     assert!(seen_by_0.loss_tx_ratio > 0.0);
     // Host 1 counted a packet or two more (host 0's probe replies) after its last report.
     let lost = seen_by_1.sequence.lost as f64;

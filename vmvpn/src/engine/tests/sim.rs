@@ -14,7 +14,7 @@ pub(super) use crate::engine::probes::PING_BIT;
 pub(super) use crate::engine::*;
 pub(super) use crate::proto::crypto::LanSecret;
 pub(super) use crate::proto::{HEADER_LEN, Kind, Packet};
-pub(super) use crate::status::LanStatus;
+pub(super) use crate::status::{LanStatus, PeerStatus};
 
 pub(super) const MAX_FRAME: usize = 1518;
 pub(super) const LAN: LanId = LanId(0);
@@ -445,6 +445,15 @@ impl Net {
 
     pub(super) fn lan(&self, h: usize) -> LanStatus {
         self.hosts[h].lan_status(self.now).remove(LAN.index())
+    }
+
+    /// Host `h`'s entry for host `of`; panics if `h` does not list it.
+    pub(super) fn peer(&self, h: usize, of: usize) -> PeerStatus {
+        self.lan(h)
+            .peers
+            .into_iter()
+            .find(|p| p.address == addr(of).to_string())
+            .unwrap_or_else(|| panic!("host {h} does not list host {of}"))
     }
 
     pub(super) fn all_up(&self) -> bool {
