@@ -122,6 +122,17 @@ fn a_host_behind_a_port_changing_nat_is_found_by_its_id() {
 const RELAY: ([u8; 4], u16) = ([192, 0, 2, 9], 7402);
 
 /// `behind_nat` with a relay both hosts know, each NAT symmetric or not.
+/// Two hosts behind symmetric NATs, 5 s on: their tunnel runs through the relay.
+fn relayed_pair() -> Net {
+    let mut net = with_relay([true, true]);
+    net.tick();
+    for _ in 0..25 {
+        net.advance(Duration::from_millis(200));
+    }
+    assert_eq!(net.lan(0).peers[0].path, "relayed");
+    net
+}
+
 fn with_relay(symmetric: [bool; 2]) -> Net {
     let mut net = behind_nat(true);
     net.symmetric = symmetric.to_vec();
@@ -256,12 +267,7 @@ fn a_grant_forged_or_from_a_stranger_is_dropped() {
 
 #[test]
 fn a_relayed_tunnel_moves_to_a_direct_path_once_one_opens() {
-    let mut net = with_relay([true, true]);
-    net.tick();
-    for _ in 0..25 {
-        net.advance(Duration::from_millis(200));
-    }
-    assert_eq!(net.lan(0).peers[0].path, "relayed");
+    let mut net = relayed_pair();
     // The NATs start keeping ports (reconfigured): the hellos that keep going to the
     // direct candidates now punch through, and both sides move there.
     net.symmetric = vec![false, false];
@@ -287,12 +293,7 @@ fn a_relayed_tunnel_moves_to_a_direct_path_once_one_opens() {
 fn an_up_direct_path_is_not_given_up_for_the_relay() {
     // Host 0 has found a direct path (up, at its peer's public candidate) while host 1
     // still sends through the relay: host 0 takes what comes and stays direct.
-    let mut net = with_relay([true, true]);
-    net.tick();
-    for _ in 0..25 {
-        net.advance(Duration::from_millis(200));
-    }
-    assert_eq!(net.lan(0).peers[0].path, "relayed");
+    let mut net = relayed_pair();
     net.send(0, &frame(mac(2), mac(1), b"here"));
     net.clear_taps();
     let direct: SocketAddr = "198.51.100.2:7401".parse().expect("addr");
@@ -309,12 +310,7 @@ fn an_up_direct_path_is_not_given_up_for_the_relay() {
 
 #[test]
 fn a_relayed_tunnel_comes_back_within_seconds_after_the_nats_forget_their_mappings() {
-    let mut net = with_relay([true, true]);
-    net.tick();
-    for _ in 0..25 {
-        net.advance(Duration::from_millis(200));
-    }
-    assert_eq!(net.lan(0).peers[0].path, "relayed");
+    let mut net = relayed_pair();
     net.send(0, &frame(mac(2), mac(1), b"before"));
     net.send(1, &frame(mac(1), mac(2), b"before"));
     // Both NATs forget everything: each side's datagrams reach the relay from a new
