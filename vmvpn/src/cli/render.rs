@@ -114,9 +114,11 @@ fn host(o: &mut String, v: &Status) {
     let off = &v.offload;
     let _ = writeln!(
         o,
-        "offload: TAP TSO {}, {} large frames split into {} segments, {} merged from {} received; UDP GSO up to {} datagrams per send, {} sends carried {}",
+        "offload: TAP TSO {}, USO {}, {} large frames ({} UDP) split into {} segments, {} merged from {} received; UDP GSO up to {} datagrams per send, {} sends carried {}",
         if off.tap_offload { "on" } else { "off" },
+        if off.tap_uso { "on" } else { "off" },
         off.tso_frames_total,
+        off.uso_frames_total,
         off.tso_segments_total,
         off.gro_frames_total,
         off.gro_segments_total,

@@ -671,6 +671,7 @@ impl DataPlane {
             match r {
                 Ok(segs) if segs > 1 => {
                     self.offload.tso_frames_total += 1;
+                    self.offload.uso_frames_total += u64::from(h.is_udp_gso());
                     self.offload.tso_segments_total += segs as u64;
                 }
                 Ok(_) => {}
@@ -962,6 +963,7 @@ impl DataPlane {
             bulletin: None,
             offload: OffloadStats {
                 tap_offload: self.taps.iter().any(|t| t.offload()),
+                tap_uso: self.taps.iter().any(|t| t.uso()),
                 gso_max_segments: self.udp.max_gso_segments(),
                 gso_sends_total: gso_sends,
                 gso_datagrams_total: gso_datagrams,

@@ -44,8 +44,13 @@ enum Dev {
     /// Plain frames, through tun-tap.
     Plain(Iface),
     /// Opened here with `IFF_VNET_HDR` and TSO/checksum offloads: every read and write
-    /// carries a 10-byte virtio-net header (see `gso.rs`).
-    Vnet { fd: OwnedFd, name: String },
+    /// carries a 10-byte virtio-net header (see `gso.rs`). `uso`: the kernel also hands
+    /// over UDP GSO frames whole.
+    Vnet {
+        fd: OwnedFd,
+        name: String,
+        uso: bool,
+    },
 }
 
 const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
@@ -56,6 +61,9 @@ const IFF_VNET_HDR: libc::c_short = 0x4000;
 const TUN_F_CSUM: libc::c_ulong = 0x01;
 const TUN_F_TSO4: libc::c_ulong = 0x02;
 const TUN_F_TSO6: libc::c_ulong = 0x04;
+/// UDP segmentation offload (Linux 6.2); the kernel takes both or neither.
+const TUN_F_USO4: libc::c_ulong = 0x20;
+const TUN_F_USO6: libc::c_ulong = 0x40;
 
 #[repr(C)]
 struct IfReq {
@@ -64,8 +72,21 @@ struct IfReq {
     _pad: [u8; 22],
 }
 
-/// Open `/dev/net/tun` as TAP `name` with a virtio-net header and TSO offloads.
-fn open_vnet(name: &str) -> io::Result<OwnedFd> {
+/// Ask for checksum, TSO and USO offloads through `set` (TUNSETOFFLOAD), and for the
+/// first three alone where the kernel refuses USO (before 6.2 it answers EINVAL to a
+/// flag it does not know). Returns whether USO was granted.
+fn negotiate_offloads(mut set: impl FnMut(libc::c_ulong) -> io::Result<()>) -> io::Result<bool> {
+    let base = TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6;
+    match set(base | TUN_F_USO4 | TUN_F_USO6) {
+        Ok(()) => Ok(true),
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => set(base).map(|()| false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Open `/dev/net/tun` as TAP `name` with a virtio-net header and TSO offloads (and USO
+/// where the kernel has it: the second value).
+fn open_vnet(name: &str) -> io::Result<(OwnedFd, bool)> {
     if name.len() >= libc::IFNAMSIZ {
         return Err(io::Error::other("interface name too long"));
     }
@@ -93,12 +114,20 @@ fn open_vnet(name: &str) -> io::Result<OwnedFd> {
     if unsafe { libc::ioctl(fd.as_raw_fd(), TUNSETIFF, &mut req as *mut IfReq) } < 0 {
         return Err(io::Error::last_os_error());
     }
-    let offloads = TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6;
-    // SAFETY: TUNSETOFFLOAD takes its flags by value.
-    if unsafe { libc::ioctl(fd.as_raw_fd(), TUNSETOFFLOAD, offloads) } < 0 {
-        return Err(io::Error::last_os_error());
+    let uso = negotiate_offloads(|flags| {
+        // SAFETY: TUNSETOFFLOAD takes its flags by value.
+        if unsafe { libc::ioctl(fd.as_raw_fd(), TUNSETOFFLOAD, flags) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    })?;
+    if !uso {
+        tracing::info!(
+            tap = name,
+            "the kernel has no USO on TAPs (Linux 6.2+): a VM's UDP GSO sends arrive as single datagrams"
+        );
     }
-    Ok(fd)
+    Ok((fd, uso))
 }
 
 /// How to set up a TAP.
@@ -136,9 +165,10 @@ impl TapDevice {
             None
         };
         let dev = match vnet {
-            Some(fd) => Dev::Vnet {
+            Some((fd, uso)) => Dev::Vnet {
                 fd,
                 name: o.name.to_string(),
+                uso,
             },
             None => Dev::Plain(Iface::without_packet_info(o.name, Mode::Tap).map_err(open_err)?),
         };
@@ -185,6 +215,11 @@ impl TapDevice {
     /// Frames carry a virtio-net header (offloads on).
     pub fn offload(&self) -> bool {
         matches!(self.dev, Dev::Vnet { .. })
+    }
+
+    /// UDP GSO frames are handed over whole too (USO; needs offloads and Linux 6.2).
+    pub fn uso(&self) -> bool {
+        matches!(self.dev, Dev::Vnet { uso: true, .. })
     }
 
     /// Whether the device existed before we opened it.
@@ -241,5 +276,46 @@ impl AsRawFd for TapDevice {
             Dev::Plain(i) => i.as_raw_fd(),
             Dev::Vnet { fd, .. } => fd.as_raw_fd(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uso_is_asked_for_and_dropped_where_the_kernel_refuses_it() {
+        let mut asked = Vec::new();
+        // A kernel with USO.
+        assert!(
+            negotiate_offloads(|f| {
+                asked.push(f);
+                Ok(())
+            })
+            .expect("granted")
+        );
+        assert_eq!(asked, [0x67]);
+        // One without: EINVAL for the unknown flags, then the rest alone.
+        asked.clear();
+        let granted = negotiate_offloads(|f| {
+            asked.push(f);
+            if f & (TUN_F_USO4 | TUN_F_USO6) != 0 {
+                Err(io::Error::from_raw_os_error(libc::EINVAL))
+            } else {
+                Ok(())
+            }
+        })
+        .expect("TSO still granted");
+        assert!(!granted);
+        assert_eq!(asked, [0x67, 0x07]);
+        // Any other error is the TAP's, not USO's: reported, not retried.
+        asked.clear();
+        let e = negotiate_offloads(|f| {
+            asked.push(f);
+            Err(io::Error::from_raw_os_error(libc::EBADF))
+        })
+        .expect_err("an error");
+        assert_eq!(e.raw_os_error(), Some(libc::EBADF));
+        assert_eq!(asked, [0x67]);
     }
 }

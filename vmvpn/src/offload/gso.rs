@@ -1,7 +1,7 @@
 //! TAP offloads, sans-IO: a TAP opened with `IFF_VNET_HDR` and TSO hands over frames of up
 //! to 64 KB with a virtio-net header; this module turns one such frame into the MTU-sized
-//! frames the overlay carries (TCP segmentation with fixed-up headers and full checksums,
-//! or just the checksum the kernel left partial). Each resulting frame then goes through
+//! frames the overlay carries (TCP or, with USO, UDP segmentation with fixed-up headers
+//! and full checksums, or just the checksum the kernel left partial). Each resulting frame then goes through
 //! the forwarding core like any other, so telemetry still counts real packets.
 //!
 //! The work is one TAP read per 64 KB instead of one per frame, and the sealed segments
@@ -44,6 +44,11 @@ impl VnetHdr {
         self.gso_type & !GSO_ECN != GSO_NONE
     }
 
+    /// Whether the frame is a UDP GSO frame (from a TAP with USO).
+    pub fn is_udp_gso(&self) -> bool {
+        self.gso_type & !GSO_ECN == GSO_UDP_L4
+    }
+
     /// Parse the first 10 bytes.
     pub fn parse(b: &[u8]) -> Option<VnetHdr> {
         let b: &[u8; VNET_HDR_LEN] = b.get(..VNET_HDR_LEN)?.try_into().ok()?;
@@ -81,7 +86,7 @@ impl VnetHdr {
 pub enum GsoError {
     /// Headers missing or inconsistent with the virtio header.
     Malformed,
-    /// A GSO type we did not ask for (UDP, ...).
+    /// A GSO type we did not ask for (UFO, SCTP, ...).
     Unsupported,
     /// A segment does not fit the output buffer.
     TooBig,

@@ -260,8 +260,12 @@ impl Exposed for RedisStatus {
 pub struct OffloadStats {
     /// The TAPs were opened with a virtio-net header and TSO.
     pub tap_offload: bool,
-    /// Multi-segment (TSO) frames read from the TAPs.
+    /// The TAPs also hand over a VM's UDP GSO sends whole (USO, Linux 6.2+).
+    pub tap_uso: bool,
+    /// Multi-segment (TSO or USO) frames read from the TAPs.
     pub tso_frames_total: u64,
+    /// Of these, UDP (USO) frames.
+    pub uso_frames_total: u64,
     /// Segments they were split into.
     pub tso_segments_total: u64,
     /// Frames written to the TAPs as several received segments merged (GRO).
