@@ -4,7 +4,7 @@
 //! test in this file checks every `crate::` path), never from above.
 //!
 //! ```text
-//!  cli/         the `vmvpn` binary: render, top, ping, daemon start-up
+//!  cli/         the `vmvpn` binary: render, top, ping, daemon start-up, trim
 //!  api/         control socket, /metrics, the host's dashboard
 //!  membership/  bulletin client around a sans-IO reconciler; traffic reports
 //!  export/      sFlow, IPFIX and Redis exporters beside the data plane

@@ -559,6 +559,7 @@ async fn wait_for_stop(
     ]) {
         warn!(error = %e, "cannot tell systemd the daemon is ready");
     }
+    super::trim::spawn();
     loop {
         tokio::select! {
             _ = hup.recv() => {

@@ -5,3 +5,4 @@ pub(crate) mod daemon;
 pub(crate) mod ping;
 pub(crate) mod render;
 pub(crate) mod top;
+pub(crate) mod trim;
