@@ -475,18 +475,8 @@ impl UdpBursts {
             let s = UdpSocket::bind(("0.0.0.0", 0)).expect("bind");
             s.connect(to).expect("connect");
             if gso {
-                let seg = size as libc::c_int;
-                // SAFETY: UDP_SEGMENT takes an int; the socket is open.
-                let r = unsafe {
-                    libc::setsockopt(
-                        std::os::fd::AsRawFd::as_raw_fd(&s),
-                        libc::SOL_UDP,
-                        libc::UDP_SEGMENT,
-                        (&seg as *const libc::c_int).cast(),
-                        std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-                    )
-                };
-                assert_eq!(r, 0, "UDP_SEGMENT: {}", std::io::Error::last_os_error());
+                // Each send of `burst` leaves as datagrams of `size` bytes.
+                vmvpn_tests::set_int(&s, libc::SOL_UDP, libc::UDP_SEGMENT, size as libc::c_int);
             }
             let mut burst = vec![0u8; size * Self::PER_BURST];
             for k in 0..Self::BURSTS {

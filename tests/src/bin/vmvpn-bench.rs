@@ -16,6 +16,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+use vmvpn_tests::cpu_ticks;
 
 /// The start of the error for a peer overlay whose package is missing.
 const NOT_INSTALLED: &str = "not installed";
@@ -373,17 +374,6 @@ fn ping_stats(out: &str) -> (f64, f64) {
     }
     let q = |p: f64| v[((p * v.len() as f64).ceil() as usize).clamp(1, v.len()) - 1];
     (q(0.5) * 1000.0, q(0.99) * 1000.0)
-}
-
-fn cpu_ticks(pids: &[u32]) -> u64 {
-    pids.iter()
-        .filter_map(|p| std::fs::read_to_string(format!("/proc/{p}/stat")).ok())
-        .filter_map(|s| {
-            let rest = s.rsplit_once(')')?.1;
-            let f: Vec<&str> = rest.split_whitespace().collect();
-            Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
-        })
-        .sum()
 }
 
 fn rss_kib(pids: &[u32]) -> u64 {

@@ -7,10 +7,10 @@
 use std::process::{Command, ExitCode};
 use std::time::Duration;
 
-use vmvpn_tests::{Lab, rss_kib, vmvpn_bin};
+use vmvpn_tests::{Lab, Vm, cpu_ticks, rss_kib, set_int, vmvpn_bin};
 
 const USAGE: &str =
-    "usage: vmvpn-lab demo | up | quiet | flood-cost | soak | soak-churn | telemetry-cost | relay-cost
+    "usage: vmvpn-lab demo | up | quiet | flood-cost | soak | soak-churn | telemetry-cost | uso-cost | relay-cost
 
   demo  build 3 hosts (h1, h2 in 10.77.1.0/24; h3 in 10.77.2.0/24 behind a router) and
         a bulletin, 2 VMs each on LAN lan1 (192.168.100.0/24); ping all 30 VM pairs; run
@@ -30,6 +30,10 @@ const USAGE: &str =
         loss between the stable pair and RSS of their daemons and the bulletin each minute.
   telemetry-cost [JSON-FILE]  iperf3 TCP VM -> VM with telemetry on and off
         ([telemetry] probes/flows = false), 3 interleaved rounds; a markdown table.
+  uso-cost [JSON-FILE]  a VM sends 1200-byte datagrams in UDP_SEGMENT sends of 40, as fast
+        as it can for 3 s, to a VM of another host, with USO on the sending host's TAP and
+        off (ethtool: the kernel cuts the sends before the TAP), 3 interleaved rounds: the
+        datagrams that arrived per second and the sending daemon's CPU per datagram.
   relay-cost [JSON-FILE]  two hosts each behind a masquerading router, a public relay
         host: iperf3 TCP VM -> VM and ping RTT over a punched path (port-keeping NATs)
         and a relayed one (fully-random NATs), 3 interleaved rounds; the time each path
@@ -226,10 +230,7 @@ fn flood_cost(json: Option<String>) -> ExitCode {
             );
         }
     }
-    if let Some(p) = json
-        && let Err(e) = std::fs::write(&p, serde_json::to_string_pretty(&rows).unwrap_or_default())
-    {
-        eprintln!("cannot write {p}: {e}");
+    if !save(json, &serde_json::Value::from(rows)) {
         return ExitCode::FAILURE;
     }
     ExitCode::SUCCESS
@@ -270,11 +271,7 @@ fn telemetry_cost(json: Option<String>, rounds: usize) -> ExitCode {
             samples.push(bps);
         }
     }
-    let med = |v: &[f64]| {
-        let mut v = v.to_vec();
-        v.sort_by(f64::total_cmp);
-        v.get(v.len() / 2).copied().unwrap_or(0.0)
-    };
+    let med = median;
     let (on, off) = (med(&results[0].1), med(&results[1].1));
     println!("| telemetry | iperf3 TCP VM -> VM, median of {rounds} (Gbit/s) | runs |");
     println!("| --- | --- | --- |");
@@ -293,18 +290,15 @@ fn telemetry_cost(json: Option<String>, rounds: usize) -> ExitCode {
         (1.0 - on / off.max(1.0)) * 100.0,
         on / off.max(1.0)
     );
-    if let Some(p) = json {
-        let v = serde_json::json!({
-            "bench": "telemetry-cost",
-            "binary": vmvpn_bin().display().to_string(),
-            "rounds": rounds,
-            "on_bps": results[0].1, "off_bps": results[1].1,
-            "on_median_bps": on, "off_median_bps": off, "on_over_off": on / off.max(1.0),
-        });
-        if let Err(e) = std::fs::write(&p, serde_json::to_string_pretty(&v).unwrap_or_default()) {
-            eprintln!("cannot write {p}: {e}");
-            return ExitCode::FAILURE;
-        }
+    let v = serde_json::json!({
+        "bench": "telemetry-cost",
+        "binary": vmvpn_bin().display().to_string(),
+        "rounds": rounds,
+        "on_bps": results[0].1, "off_bps": results[1].1,
+        "on_median_bps": on, "off_median_bps": off, "on_over_off": on / off.max(1.0),
+    });
+    if !save(json, &v) {
+        return ExitCode::FAILURE;
     }
     ExitCode::SUCCESS
 }
@@ -382,11 +376,7 @@ fn relay_cost(json: Option<String>, rounds: usize) -> ExitCode {
             runs[i].open_ms.push(open);
         }
     }
-    let med = |v: &[f64]| {
-        let mut v = v.to_vec();
-        v.sort_by(f64::total_cmp);
-        v.get(v.len() / 2).copied().unwrap_or(0.0)
-    };
+    let med = median;
     println!(
         "| path | iperf3 TCP VM -> VM, median of {rounds} (Gbit/s) | ping avg (ms) | opened in (ms, from the first hello) | runs (Gbit/s) |"
     );
@@ -406,22 +396,147 @@ fn relay_cost(json: Option<String>, rounds: usize) -> ExitCode {
     }
     let ratio = med(&runs[1].bps) / med(&runs[0].bps).max(1.0);
     println!("\nrelayed / punched throughput = {ratio:.3}");
-    if let Some(p) = json {
-        let v = serde_json::json!({
-            "bench": "relay-cost",
-            "binary": vmvpn_bin().display().to_string(),
-            "rounds": rounds,
-            "punched_bps": runs[0].bps, "relayed_bps": runs[1].bps,
-            "punched_ping_ms": runs[0].rtt_ms, "relayed_ping_ms": runs[1].rtt_ms,
-            "punched_open_ms": runs[0].open_ms, "relayed_open_ms": runs[1].open_ms,
-            "relayed_over_punched": ratio,
-        });
-        if let Err(e) = std::fs::write(&p, serde_json::to_string_pretty(&v).unwrap_or_default()) {
-            eprintln!("cannot write {p}: {e}");
-            return ExitCode::FAILURE;
-        }
+    let v = serde_json::json!({
+        "bench": "relay-cost",
+        "binary": vmvpn_bin().display().to_string(),
+        "rounds": rounds,
+        "punched_bps": runs[0].bps, "relayed_bps": runs[1].bps,
+        "punched_ping_ms": runs[0].rtt_ms, "relayed_ping_ms": runs[1].rtt_ms,
+        "punched_open_ms": runs[0].open_ms, "relayed_open_ms": runs[1].open_ms,
+        "relayed_over_punched": ratio,
+    });
+    if !save(json, &v) {
+        return ExitCode::FAILURE;
     }
     ExitCode::SUCCESS
+}
+
+/// Datagrams per send of the UDP_SEGMENT sender, and their size.
+const USO_BURST: usize = 40;
+const USO_SIZE: usize = 1200;
+
+/// What USO on the TAP buys a VM that sends with UDP_SEGMENT: h1's VM sends to h2's VM
+/// in two subnets, with h1's TAP taking the sends whole (USO) and with the kernel cutting
+/// them before the TAP (`tx-udp-segmentation off`), alternately in one lab.
+fn uso_cost(json: Option<String>, rounds: usize) -> ExitCode {
+    let lab = Lab::builder("usocost")
+        .subnet(&["h1"])
+        .subnet(&["h2"])
+        .lan("lan1", [192, 168, 100], &["h1", "h2"], 1)
+        .start();
+    lab.wait_tunnels("h1", "lan1", 1, Duration::from_secs(20));
+    let (a, z) = (
+        lab.vm("h1", "lan1", 0).clone(),
+        lab.vm("h2", "lan1", 0).clone(),
+    );
+    let _ = lab.ping(&a, z.ip);
+    let sender = lab.pid("h1");
+    // Per mode: datagrams per second that arrived, CPU µs of h1's daemon per datagram.
+    let mut runs = [
+        ("on", Vec::new(), Vec::new()),
+        ("off", Vec::new(), Vec::new()),
+    ];
+    for round in 0..rounds {
+        for (mode, rates, cpu) in runs.iter_mut() {
+            let set = ["ethtool", "-K", "tap0", "tx-udp-segmentation", mode];
+            let out = lab.exec(lab.host_ns("h1"), &set);
+            if !out.status.success() {
+                eprintln!("{set:?}: {}", String::from_utf8_lossy(&out.stderr));
+                return ExitCode::FAILURE;
+            }
+            let ticks = cpu_ticks(&[sender]);
+            let (arrived, secs) = udp_segment_blast(&lab, &a, &z, Duration::from_secs(3));
+            let us = (cpu_ticks(&[sender]) - ticks) as f64 * 1e4 / arrived.max(1) as f64;
+            let rate = arrived as f64 / secs.max(1e-3);
+            eprintln!(
+                "round {}: USO {mode}: {:.0} k datagrams/s arrived, {us:.2} µs of the sending daemon's CPU each",
+                round + 1,
+                rate / 1e3
+            );
+            rates.push(rate);
+            cpu.push(us);
+        }
+    }
+    let list = |v: &[f64], scale: f64| {
+        v.iter()
+            .map(|x| format!("{:.2}", x * scale))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    println!(
+        "| USO | k datagrams/s arrived, median of {rounds} | sending daemon's CPU per datagram (µs) | runs (k/s) | runs (µs) |"
+    );
+    println!("| --- | --- | --- | --- | --- |");
+    for (mode, rates, cpu) in &runs {
+        println!(
+            "| {mode} | {:.0} | {:.2} | {} | {} |",
+            median(rates) / 1e3,
+            median(cpu),
+            list(rates, 1e-3),
+            list(cpu, 1.0)
+        );
+    }
+    let ratio = median(&runs[0].1) / median(&runs[1].1).max(1.0);
+    println!(
+        "
+with USO / without = {ratio:.2}"
+    );
+    let v = serde_json::json!({
+        "bench": "uso-cost",
+        "binary": vmvpn_bin().display().to_string(),
+        "rounds": rounds, "datagram_bytes": USO_SIZE, "datagrams_per_send": USO_BURST,
+        "on_per_s": runs[0].1, "off_per_s": runs[1].1,
+        "on_cpu_us": runs[0].2, "off_cpu_us": runs[1].2,
+        "on_over_off": ratio,
+    });
+    if !save(json, &v) {
+        return ExitCode::FAILURE;
+    }
+    ExitCode::SUCCESS
+}
+
+/// `from` sends UDP_SEGMENT sends as fast as it can for `secs` to `to`, which reads them
+/// with UDP_GRO (merged, as vmvpn writes them); the datagrams that arrived and the seconds
+/// from the first to the last.
+fn udp_segment_blast(lab: &Lab, from: &Vm, to: &Vm, secs: Duration) -> (u64, f64) {
+    let dst = std::net::SocketAddr::from((to.ip, 5003));
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let receiver = lab.in_ns(&to.ns, move || {
+        let s = std::net::UdpSocket::bind(dst).expect("bind");
+        set_int(&s, libc::SOL_SOCKET, libc::SO_RCVBUF, 8 << 20);
+        set_int(&s, libc::SOL_UDP, libc::UDP_GRO, 1);
+        s.set_read_timeout(Some(Duration::from_secs(1)))
+            .expect("timeout");
+        let _ = ready_tx.send(());
+        let mut buf = vec![0u8; 65_536];
+        let (mut bytes, mut first, mut last) = (0usize, None, std::time::Instant::now());
+        while let Ok(n) = s.recv(&mut buf) {
+            bytes += n;
+            last = std::time::Instant::now();
+            first.get_or_insert(last);
+        }
+        let secs = first.map_or(0.0, |f| last.duration_since(f).as_secs_f64());
+        ((bytes / USO_SIZE) as u64, secs)
+    });
+    let _ = ready_rx.recv_timeout(Duration::from_secs(5));
+    let sender = lab.in_ns(&from.ns, move || {
+        let s = std::net::UdpSocket::bind(("0.0.0.0", 0)).expect("bind");
+        s.connect(dst).expect("connect");
+        set_int(
+            &s,
+            libc::SOL_UDP,
+            libc::UDP_SEGMENT,
+            USO_SIZE as libc::c_int,
+        );
+        let burst = vec![0x5a_u8; USO_SIZE * USO_BURST];
+        let end = std::time::Instant::now() + secs;
+        // Bounded by time; a full queue (ENOBUFS) is the load this measures, not an error.
+        while std::time::Instant::now() < end {
+            let _ = s.send(&burst);
+        }
+    });
+    let _ = sender.join();
+    receiver.join().unwrap_or((0, 0.0))
 }
 
 /// Memory with one LAN and 100 peers (1 up, 99 listed but unreachable), idle and then
@@ -463,15 +578,12 @@ fn soak(json: Option<String>, minutes: u64) -> ExitCode {
         idle as f64 / 1024.0,
         (last as f64 - first_loaded as f64) / 1024.0
     );
-    if let Some(p) = json {
-        let v = serde_json::json!({
-            "bench": "soak", "peers": peers, "minutes": minutes,
-            "idle_rss_kib": idle, "rss_kib_by_minute": samples,
-        });
-        if let Err(e) = std::fs::write(&p, serde_json::to_string_pretty(&v).unwrap_or_default()) {
-            eprintln!("cannot write {p}: {e}");
-            return ExitCode::FAILURE;
-        }
+    let v = serde_json::json!({
+        "bench": "soak", "peers": peers, "minutes": minutes,
+        "idle_rss_kib": idle, "rss_kib_by_minute": samples,
+    });
+    if !save(json, &v) {
+        return ExitCode::FAILURE;
     }
     ExitCode::SUCCESS
 }
@@ -500,12 +612,9 @@ fn soak_churn(json: Option<String>, minutes: u64) -> ExitCode {
                 .map_or("unknown".into(), |g| format!("{g:+.2} %"))
         );
     }
-    if let Some(p) = json {
-        let v = serde_json::json!({ "bench": "soak-churn", "soak": soak, "drift": drift });
-        if let Err(e) = std::fs::write(&p, serde_json::to_string_pretty(&v).unwrap_or_default()) {
-            eprintln!("cannot write {p}: {e}");
-            return ExitCode::FAILURE;
-        }
+    let v = serde_json::json!({ "bench": "soak-churn", "soak": soak, "drift": drift });
+    if !save(json, &v) {
+        return ExitCode::FAILURE;
     }
     if soak.lost {
         eprintln!("the stable pair lost pings during the churn");
@@ -552,6 +661,25 @@ fn quiet(minutes: u64) -> ExitCode {
     }
 }
 
+/// The median (upper middle) of `v`; 0 when empty.
+fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(0.0)
+}
+
+/// Write `v` to the JSON file, if one was named; false (and why, on stderr) if it failed.
+fn save(json: Option<String>, v: &serde_json::Value) -> bool {
+    let Some(p) = json else { return true };
+    match std::fs::write(&p, serde_json::to_string_pretty(v).unwrap_or_default()) {
+        Ok(()) => true,
+        Err(e) => {
+            eprintln!("cannot write {p}: {e}");
+            false
+        }
+    }
+}
+
 fn main() -> ExitCode {
     match std::env::args().nth(1).as_deref() {
         Some("demo") => demo(),
@@ -564,6 +692,7 @@ fn main() -> ExitCode {
         Some("up") => up(),
         Some("flood-cost") => flood_cost(std::env::args().nth(2)),
         Some("telemetry-cost") => telemetry_cost(std::env::args().nth(2), 3),
+        Some("uso-cost") => uso_cost(std::env::args().nth(2), 3),
         Some("relay-cost") => relay_cost(std::env::args().nth(2), 3),
         Some("soak") => soak(
             std::env::args().nth(2),
