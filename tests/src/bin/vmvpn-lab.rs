@@ -271,14 +271,13 @@ fn telemetry_cost(json: Option<String>, rounds: usize) -> ExitCode {
             samples.push(bps);
         }
     }
-    let med = median;
-    let (on, off) = (med(&results[0].1), med(&results[1].1));
+    let (on, off) = (median(&results[0].1), median(&results[1].1));
     println!("| telemetry | iperf3 TCP VM -> VM, median of {rounds} (Gbit/s) | runs |");
     println!("| --- | --- | --- |");
     for (mode, v) in &results {
         println!(
             "| {mode} | {:.3} | {} |",
-            med(v) / 1e9,
+            median(v) / 1e9,
             v.iter()
                 .map(|x| format!("{:.3}", x / 1e9))
                 .collect::<Vec<_>>()
@@ -376,7 +375,6 @@ fn relay_cost(json: Option<String>, rounds: usize) -> ExitCode {
             runs[i].open_ms.push(open);
         }
     }
-    let med = median;
     println!(
         "| path | iperf3 TCP VM -> VM, median of {rounds} (Gbit/s) | ping avg (ms) | opened in (ms, from the first hello) | runs (Gbit/s) |"
     );
@@ -384,9 +382,9 @@ fn relay_cost(json: Option<String>, rounds: usize) -> ExitCode {
     for ((mode, _), r) in modes.iter().zip(&runs) {
         println!(
             "| {mode} | {:.3} | {:.3} | {:.0} | {} |",
-            med(&r.bps) / 1e9,
-            med(&r.rtt_ms),
-            med(&r.open_ms),
+            median(&r.bps) / 1e9,
+            median(&r.rtt_ms),
+            median(&r.open_ms),
             r.bps
                 .iter()
                 .map(|x| format!("{:.3}", x / 1e9))
@@ -394,7 +392,7 @@ fn relay_cost(json: Option<String>, rounds: usize) -> ExitCode {
                 .join(", ")
         );
     }
-    let ratio = med(&runs[1].bps) / med(&runs[0].bps).max(1.0);
+    let ratio = median(&runs[1].bps) / median(&runs[0].bps).max(1.0);
     println!("\nrelayed / punched throughput = {ratio:.3}");
     let v = serde_json::json!({
         "bench": "relay-cost",

@@ -24,7 +24,8 @@ use tracing::debug;
 /// handshake), probes and alarm rounds have run.
 pub(crate) const AT: [Duration; 2] = [Duration::ZERO, Duration::from_secs(5)];
 
-/// Unmap the executable's text at [`AT`], unless `VMVPN_NO_TRIM` is set.
+/// Unmap the clean executable file mappings (ours and the libraries') at [`AT`], unless
+/// `VMVPN_NO_TRIM` is set.
 pub(crate) fn spawn() {
     if std::env::var_os("VMVPN_NO_TRIM").is_some() {
         return;
