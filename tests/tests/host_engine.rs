@@ -423,6 +423,92 @@ fn a_vms_udp_gso_sends_are_read_whole_and_arrive_as_datagrams() {
     );
 }
 
+#[test]
+fn small_frames_to_peers_in_turn_leave_many_to_a_sendmmsg_and_arrive_whole() {
+    // A VM on h1 sends bursts of 100-byte datagrams to VMs on h2 and h3 in turn: h1's
+    // daemon reads runs of one datagram to each peer in turn, and sends many runs a call.
+    let lab = three_hosts("mmsg");
+    let a = lab.vm("h1", "lan1", 0).clone();
+    let to = [
+        lab.vm("h2", "lan1", 0).clone(),
+        lab.vm("h3", "lan1", 0).clone(),
+    ];
+    for z in &to {
+        assert!(lab.ping(&a, z.ip), "first ping {} -> {}", a.ip, z.ip);
+    }
+    const SIZE: usize = 100;
+    const BURSTS: usize = 64;
+    const PER_PEER: usize = 10;
+    let fill = |i: usize, d: &mut [u8]| {
+        d[..4].copy_from_slice(&(i as u32).to_be_bytes());
+        for (k, x) in d[4..].iter_mut().enumerate() {
+            *x = (i * 7 + k) as u8;
+        }
+    };
+    let dsts: Vec<SocketAddr> = to.iter().map(|z| SocketAddr::from((z.ip, 5006))).collect();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let receivers: Vec<_> = to
+        .iter()
+        .zip(&dsts)
+        .map(|(z, &dst)| {
+            let ready = ready_tx.clone();
+            lab.in_ns(&z.ns, move || {
+                let s = UdpSocket::bind(dst).expect("bind");
+                s.set_read_timeout(Some(Duration::from_secs(2)))
+                    .expect("timeout");
+                ready.send(()).expect("ready");
+                let (mut buf, mut want) = ([0u8; 2048], [0u8; SIZE]);
+                let mut seen = vec![false; BURSTS * PER_PEER];
+                while let Ok(n) = s.recv(&mut buf) {
+                    let i = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
+                    fill(i, &mut want);
+                    if n == SIZE && buf[..n] == want && i < seen.len() {
+                        seen[i] = true;
+                    }
+                }
+                seen.iter().filter(|x| **x).count()
+            })
+        })
+        .collect();
+    for _ in &dsts {
+        ready_rx
+            .recv_timeout(Duration::from_secs(5))
+            .expect("receiver ready");
+    }
+    let sender = lab.in_ns(&a.ns, move || {
+        let s = UdpSocket::bind(("0.0.0.0", 0)).expect("bind");
+        let mut d = [0u8; SIZE];
+        for k in 0..BURSTS {
+            for j in 0..PER_PEER {
+                for dst in &dsts {
+                    fill(k * PER_PEER + j, &mut d);
+                    s.send_to(&d, dst).expect("send");
+                }
+            }
+            std::thread::sleep(Duration::from_millis(3));
+        }
+    });
+    sender.join().expect("sender");
+    for (z, r) in to.iter().zip(receivers) {
+        let got = r.join().expect("receiver");
+        assert_eq!(
+            got,
+            BURSTS * PER_PEER,
+            "{}: datagrams lost or damaged",
+            z.ip
+        );
+    }
+    let off = &lab.status("h1")["offload"];
+    let (sends, runs) = (
+        off["mmsg_sends_total"].as_u64().unwrap_or(0),
+        off["mmsg_runs_total"].as_u64().unwrap_or(0),
+    );
+    assert!(
+        sends >= BURSTS as u64 / 4 && runs >= 4 * sends,
+        "runs to peers in turn did not share sendmmsg calls: {off}"
+    );
+}
+
 /// Datagrams of `size` bytes in 64 bursts of 40 from a VM to another, paced so that no
 /// socket along the way overflows. Each carries its index, then bytes derived from it.
 /// `gso`: each burst is one send with UDP_SEGMENT.

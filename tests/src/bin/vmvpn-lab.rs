@@ -10,7 +10,7 @@ use std::time::Duration;
 use vmvpn_tests::{Lab, Vm, cpu_ticks, rss_kib, set_int, vmvpn_bin};
 
 const USAGE: &str =
-    "usage: vmvpn-lab demo | up | quiet | flood-cost | soak | soak-churn | telemetry-cost | uso-cost | relay-cost
+    "usage: vmvpn-lab demo | up | quiet | flood-cost | soak | soak-churn | telemetry-cost | uso-cost | peers-cost | relay-cost
 
   demo  build 3 hosts (h1, h2 in 10.77.1.0/24; h3 in 10.77.2.0/24 behind a router) and
         a bulletin, 2 VMs each on LAN lan1 (192.168.100.0/24); ping all 30 VM pairs; run
@@ -34,6 +34,11 @@ const USAGE: &str =
         as it can for 3 s, to a VM of another host, with USO on the sending host's TAP and
         off (ethtool: the kernel cuts the sends before the TAP), 3 interleaved rounds: the
         datagrams that arrived per second and the sending daemon's CPU per datagram.
+  peers-cost [JSON-FILE]  a VM sends 64-byte datagrams to VMs of three other hosts in
+        turn, as fast as it can for 3 s, with the sending daemon's runs to its peers
+        leaving many to a sendmmsg and one by one (VMVPN_NO_MMSG=1), 3 interleaved rounds
+        of a fresh lab each: the datagrams that arrived per second and the sending
+        daemon's CPU per datagram.
   relay-cost [JSON-FILE]  two hosts each behind a masquerading router, a public relay
         host: iperf3 TCP VM -> VM and ping RTT over a punched path (port-keeping NATs)
         and a relayed one (fully-random NATs), 3 interleaved rounds; the time each path
@@ -409,6 +414,14 @@ fn relay_cost(json: Option<String>, rounds: usize) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// Each round's figure, scaled, for a table's cell.
+fn list(v: &[f64], scale: f64) -> String {
+    v.iter()
+        .map(|x| format!("{:.2}", x * scale))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// Datagrams per send of the UDP_SEGMENT sender, and their size.
 const USO_BURST: usize = 40;
 const USO_SIZE: usize = 1200;
@@ -455,12 +468,6 @@ fn uso_cost(json: Option<String>, rounds: usize) -> ExitCode {
             cpu.push(us);
         }
     }
-    let list = |v: &[f64], scale: f64| {
-        v.iter()
-            .map(|x| format!("{:.2}", x * scale))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
     println!(
         "| USO | k datagrams/s arrived, median of {rounds} | sending daemon's CPU per datagram (µs) | runs (k/s) | runs (µs) |"
     );
@@ -491,6 +498,154 @@ with USO / without = {ratio:.2}"
         return ExitCode::FAILURE;
     }
     ExitCode::SUCCESS
+}
+
+/// Bytes of each datagram of `peers_cost`.
+const SMALL: usize = 64;
+
+/// What batching across peers buys small frames: h1's VM sends 64-byte datagrams to the
+/// VMs of h2, h3 and h4 in turn, so h1's daemon has runs of one datagram to peers in turn;
+/// they leave many to a `sendmmsg` (default) or one per call (`VMVPN_NO_MMSG=1`), in a
+/// fresh lab each, interleaved.
+fn peers_cost(json: Option<String>, rounds: usize) -> ExitCode {
+    let modes = ["sendmmsg", "one by one"];
+    // Per mode: datagrams per second that arrived, CPU µs of h1's daemon per datagram,
+    // and the runs each sendmmsg carried.
+    let mut runs: Vec<(Vec<f64>, Vec<f64>, Vec<f64>)> = vec![Default::default(); 2];
+    for round in 0..rounds {
+        for (m, mode) in modes.iter().enumerate() {
+            let mut b = Lab::builder("peerscost")
+                .subnet(&["h1"])
+                .subnet(&["h2", "h3", "h4"])
+                .lan("lan1", [192, 168, 100], &["h1", "h2", "h3", "h4"], 1);
+            if m == 1 {
+                b = b.daemon_env("VMVPN_NO_MMSG", "1");
+            }
+            let lab = b.start();
+            lab.wait_tunnels("h1", "lan1", 3, Duration::from_secs(20));
+            let a = lab.vm("h1", "lan1", 0).clone();
+            let to: Vec<Vm> = ["h2", "h3", "h4"]
+                .iter()
+                .map(|h| lab.vm(h, "lan1", 0).clone())
+                .collect();
+            for z in &to {
+                let _ = lab.ping(&a, z.ip);
+            }
+            let sender = lab.pid("h1");
+            let ticks = cpu_ticks(&[sender]);
+            let (arrived, secs) = small_to_peers(&lab, &a, &to, Duration::from_secs(3));
+            let us = (cpu_ticks(&[sender]) - ticks) as f64 * 1e4 / arrived.max(1) as f64;
+            let rate = arrived as f64 / secs.max(1e-3);
+            let off = &lab.status("h1")["offload"];
+            let per_call = off["mmsg_runs_total"].as_f64().unwrap_or(0.0)
+                / off["mmsg_sends_total"].as_f64().unwrap_or(0.0).max(1.0);
+            eprintln!(
+                "round {}: {mode}: {:.0} k datagrams/s arrived, {us:.2} µs of the sending daemon's CPU each, {per_call:.1} runs per sendmmsg",
+                round + 1,
+                rate / 1e3
+            );
+            runs[m].0.push(rate);
+            runs[m].1.push(us);
+            runs[m].2.push(per_call);
+        }
+    }
+    println!(
+        "| runs to peers | k datagrams/s arrived, median of {rounds} | sending daemon's CPU per datagram (µs) | runs per sendmmsg | rounds (k/s) | rounds (µs) |"
+    );
+    println!("| --- | --- | --- | --- | --- | --- |");
+    for (mode, (rates, cpu, per)) in modes.iter().zip(&runs) {
+        println!(
+            "| {mode} | {:.0} | {:.2} | {:.1} | {} | {} |",
+            median(rates) / 1e3,
+            median(cpu),
+            median(per),
+            list(rates, 1e-3),
+            list(cpu, 1.0)
+        );
+    }
+    let ratio = median(&runs[0].0) / median(&runs[1].0).max(1.0);
+    let cpu_ratio = median(&runs[0].1) / median(&runs[1].1).max(1e-9);
+    println!("\nsendmmsg / one by one: {ratio:.2}x the datagrams, {cpu_ratio:.2}x the CPU each");
+    let v = serde_json::json!({
+        "bench": "peers-cost",
+        "binary": vmvpn_bin().display().to_string(),
+        "rounds": rounds, "datagram_bytes": SMALL, "peers": 3,
+        "mmsg_per_s": runs[0].0, "one_by_one_per_s": runs[1].0,
+        "mmsg_cpu_us": runs[0].1, "one_by_one_cpu_us": runs[1].1,
+        "runs_per_mmsg": runs[0].2,
+        "rate_ratio": ratio, "cpu_ratio": cpu_ratio,
+    });
+    if !save(json, &v) {
+        return ExitCode::FAILURE;
+    }
+    ExitCode::SUCCESS
+}
+
+/// `from` sends 64-byte datagrams to each of `to` in turn, as fast as it can for `secs`;
+/// the datagrams that arrived (all receivers) and the seconds from the first to the last.
+fn small_to_peers(lab: &Lab, from: &Vm, to: &[Vm], secs: Duration) -> (u64, f64) {
+    let dsts: Vec<std::net::SocketAddr> = to
+        .iter()
+        .map(|z| std::net::SocketAddr::from((z.ip, 5004)))
+        .collect();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let receivers: Vec<_> = to
+        .iter()
+        .zip(&dsts)
+        .map(|(z, &dst)| {
+            let ready = ready_tx.clone();
+            lab.in_ns(&z.ns, move || {
+                let s = std::net::UdpSocket::bind(dst).expect("bind");
+                set_int(&s, libc::SOL_SOCKET, libc::SO_RCVBUF, 8 << 20);
+                s.set_read_timeout(Some(Duration::from_secs(1)))
+                    .expect("timeout");
+                let _ = ready.send(());
+                let mut buf = [0u8; 2048];
+                let (mut n, mut first, mut last) = (0u64, None, std::time::Instant::now());
+                while s.recv(&mut buf).is_ok() {
+                    n += 1;
+                    last = std::time::Instant::now();
+                    first.get_or_insert(last);
+                }
+                (n, first, last)
+            })
+        })
+        .collect();
+    for _ in &dsts {
+        let _ = ready_rx.recv_timeout(Duration::from_secs(5));
+    }
+    let sender = lab.in_ns(&from.ns, move || {
+        let s = std::net::UdpSocket::bind(("0.0.0.0", 0)).expect("bind");
+        let payload = [0x5a_u8; SMALL];
+        let end = std::time::Instant::now() + secs;
+        // Bounded by time; a full queue (ENOBUFS) is the load this measures, not an error.
+        'send: loop {
+            for d in &dsts {
+                if std::time::Instant::now() >= end {
+                    break 'send;
+                }
+                let _ = s.send_to(&payload, d);
+            }
+        }
+    });
+    let _ = sender.join();
+    let mut total = 0;
+    let (mut first, mut last): (Option<std::time::Instant>, Option<std::time::Instant>) =
+        (None, None);
+    for r in receivers {
+        if let Ok((n, f, l)) = r.join() {
+            total += n;
+            if let Some(f) = f {
+                first = Some(first.map_or(f, |x| x.min(f)));
+                last = Some(last.map_or(l, |x| x.max(l)));
+            }
+        }
+    }
+    let secs = match (first, last) {
+        (Some(f), Some(l)) => l.duration_since(f).as_secs_f64(),
+        _ => 0.0,
+    };
+    (total, secs)
 }
 
 /// `from` sends UDP_SEGMENT sends as fast as it can for `secs` to `to`, which reads them
@@ -691,6 +846,7 @@ fn main() -> ExitCode {
         Some("flood-cost") => flood_cost(std::env::args().nth(2)),
         Some("telemetry-cost") => telemetry_cost(std::env::args().nth(2), 3),
         Some("uso-cost") => uso_cost(std::env::args().nth(2), 3),
+        Some("peers-cost") => peers_cost(std::env::args().nth(2), 3),
         Some("relay-cost") => relay_cost(std::env::args().nth(2), 3),
         Some("soak") => soak(
             std::env::args().nth(2),

@@ -114,7 +114,7 @@ fn host(o: &mut String, v: &Status) {
     let off = &v.offload;
     let _ = writeln!(
         o,
-        "offload: TAP TSO {}, USO {}, {} large frames ({} UDP) split into {} segments, {} merged from {} received; UDP GSO up to {} datagrams per send, {} sends carried {}",
+        "offload: TAP TSO {}, USO {}, {} large frames ({} UDP) split into {} segments, {} merged from {} received; UDP GSO up to {} datagrams per send, {} sends carried {}; {} sendmmsg carried {} runs",
         if off.tap_offload { "on" } else { "off" },
         if off.tap_uso { "on" } else { "off" },
         off.tso_frames_total,
@@ -124,7 +124,9 @@ fn host(o: &mut String, v: &Status) {
         off.gro_segments_total,
         off.gso_max_segments,
         off.gso_sends_total,
-        off.gso_datagrams_total
+        off.gso_datagrams_total,
+        off.mmsg_sends_total,
+        off.mmsg_runs_total
     );
     if let Some(lv) = &v.libvirt {
         let _ = writeln!(

@@ -954,6 +954,7 @@ impl DataPlane {
 
     fn status(&self, now: Instant) -> Status {
         let (gso_sends, gso_datagrams) = self.batch.stats();
+        let (mmsg_sends, mmsg_runs) = self.batch.mmsg_stats();
         let mut host = self.host.clone();
         host.uptime_s = now.saturating_duration_since(self.started).as_secs();
         Status {
@@ -967,6 +968,8 @@ impl DataPlane {
                 gso_max_segments: self.udp.max_gso_segments(),
                 gso_sends_total: gso_sends,
                 gso_datagrams_total: gso_datagrams,
+                mmsg_sends_total: mmsg_sends,
+                mmsg_runs_total: mmsg_runs,
                 gro_frames_total: self.gro.stats().frames,
                 gro_segments_total: self.gro.stats().segments,
                 ..self.offload

@@ -1,8 +1,9 @@
 //! The one UDP socket of the data plane: all LANs, all peers.
 //!
 //! Receives in batches with `recvmmsg` and UDP GRO through quinn-udp; sends one datagram
-//! per call (`send_to`) or a run of equal-sized datagrams to one peer in one UDP GSO call
-//! (`send_gso`, which `batch.rs` gathers for).
+//! per call (`send_to`), a run of equal-sized datagrams to one peer in one UDP GSO call
+//! (`send_gso`), or several such runs, to one peer or several, in one `sendmmsg`
+//! (`send_runs`); `batch.rs` gathers them.
 
 use std::io::{self, IoSliceMut};
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
@@ -17,6 +18,24 @@ pub const BATCH: usize = quinn_udp::BATCH_SIZE;
 /// Bytes per receive buffer: room for a full GRO batch.
 pub const SLOT: usize = 65536;
 const SOCKET_BUFFER: usize = 4 << 20;
+/// Runs one `sendmmsg` may carry (`send_runs`).
+pub const MAX_RUNS: usize = 32;
+
+/// Datagrams to one peer that leave as one message: `count` datagrams of `segment` bytes in
+/// `range` of the buffer, the last possibly shorter (UDP GSO when `count` > 1).
+#[derive(Debug, Clone, Copy)]
+pub struct Run {
+    /// Where they lie in the buffer.
+    pub start: usize,
+    /// Bytes in all.
+    pub len: usize,
+    /// Bytes of each datagram but the last.
+    pub segment: usize,
+    /// How many.
+    pub count: usize,
+    /// The peer.
+    pub to: SocketAddr,
+}
 
 /// The data-plane socket.
 pub struct Udp {
@@ -144,6 +163,77 @@ impl Udp {
             src_ip: None,
         };
         self.state.send((&self.socket).into(), &t)
+    }
+
+    /// Send up to `MAX_RUNS` runs of `buf` in one `sendmmsg`, each with its own peer and
+    /// segment size. Returns how many leading runs the kernel took; an error is the first
+    /// untaken run's. Written here because quinn-udp sends one message per call and no
+    /// maintained crate pairs `sendmmsg` with a GSO size per message. Allocates nothing.
+    pub fn send_runs(&self, buf: &[u8], runs: &[Run]) -> io::Result<usize> {
+        // cmsghdr (16 bytes on 64-bit Linux) and the u16 segment size, aligned: 24 bytes.
+        const CMSG: usize = 32;
+        let runs = &runs[..runs.len().min(MAX_RUNS)];
+        // SAFETY: all-zero is a valid value of these plain C structs.
+        let mut addrs: [libc::sockaddr_storage; MAX_RUNS] = unsafe { std::mem::zeroed() };
+        let mut iovs: [libc::iovec; MAX_RUNS] = unsafe { std::mem::zeroed() };
+        let mut msgs: [libc::mmsghdr; MAX_RUNS] = unsafe { std::mem::zeroed() };
+        let mut cmsgs = [[0u64; CMSG / 8]; MAX_RUNS];
+        for (i, r) in runs.iter().enumerate() {
+            let Some(data) = buf.get(r.start..r.start + r.len) else {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "run out of buffer",
+                ));
+            };
+            let addr = socket2::SockAddr::from(r.to);
+            let alen = (addr.len() as usize).min(std::mem::size_of::<libc::sockaddr_storage>());
+            // SAFETY: copies `alen` bytes of the address into storage at least as large.
+            unsafe {
+                std::ptr::copy_nonoverlapping(
+                    addr.as_ptr() as *const u8,
+                    &mut addrs[i] as *mut libc::sockaddr_storage as *mut u8,
+                    alen,
+                );
+            }
+            iovs[i] = libc::iovec {
+                iov_base: data.as_ptr() as *mut libc::c_void,
+                iov_len: data.len(),
+            };
+            let h = &mut msgs[i].msg_hdr;
+            h.msg_name = &mut addrs[i] as *mut libc::sockaddr_storage as *mut libc::c_void;
+            h.msg_namelen = alen as libc::socklen_t;
+            h.msg_iov = &mut iovs[i];
+            h.msg_iovlen = 1;
+            if r.count > 1 && r.len > r.segment {
+                h.msg_control = cmsgs[i].as_mut_ptr() as *mut libc::c_void;
+                // SAFETY: CMSG_SPACE of a u16 is 24, within the 32-byte buffer.
+                h.msg_controllen = unsafe { libc::CMSG_SPACE(2) } as usize;
+                // SAFETY: msg_control points to an aligned buffer of msg_controllen bytes,
+                // so CMSG_FIRSTHDR is non-null and its data holds the u16.
+                unsafe {
+                    let c = libc::CMSG_FIRSTHDR(h);
+                    (*c).cmsg_level = libc::SOL_UDP;
+                    (*c).cmsg_type = libc::UDP_SEGMENT;
+                    (*c).cmsg_len = libc::CMSG_LEN(2) as usize;
+                    std::ptr::write_unaligned(libc::CMSG_DATA(c) as *mut u16, r.segment as u16);
+                }
+            }
+        }
+        // SAFETY: `msgs[..runs.len()]` point into addrs, iovs, cmsgs and buf, all alive
+        // across the call.
+        let n = unsafe {
+            libc::sendmmsg(
+                self.socket.as_raw_fd(),
+                msgs.as_mut_ptr(),
+                runs.len() as libc::c_uint,
+                0,
+            )
+        };
+        if n < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(n as usize)
+        }
     }
 }
 

@@ -279,6 +279,13 @@ pub struct OffloadStats {
     pub gso_sends_total: u64,
     /// Datagrams they carried.
     pub gso_datagrams_total: u64,
+    /// `sendmmsg` calls that carried several runs (a run: datagrams to one peer in one
+    /// message), to one peer or several.
+    #[serde(default)]
+    pub mmsg_sends_total: u64,
+    /// Runs they carried.
+    #[serde(default)]
+    pub mmsg_runs_total: u64,
 }
 
 /// The data-plane socket's receive queue, kept short by CoDel: when datagrams wait in it
