@@ -22,7 +22,7 @@ const SOCKET_BUFFER: usize = 4 << 20;
 pub const MAX_RUNS: usize = 32;
 
 /// Datagrams to one peer that leave as one message: `count` datagrams of `segment` bytes in
-/// `range` of the buffer, the last possibly shorter (UDP GSO when `count` > 1).
+/// `start..start + len` of the buffer, the last possibly shorter (UDP GSO when `count` > 1).
 #[derive(Debug, Clone, Copy)]
 pub struct Run {
     /// Where they lie in the buffer.
