@@ -41,11 +41,14 @@ pub enum DropReason {
     FragmentTimeout,
     /// A fragmented frame pushed out of the full reassembly table.
     FragmentEvicted,
+    /// A bulk frame CoDel dropped because the receive queue stood too long, so that its
+    /// sender slows down (ECN-capable flows are marked instead, not dropped).
+    Aqm,
 }
 
 impl DropReason {
     /// All reasons, in counter order.
-    pub const ALL: [DropReason; 16] = [
+    pub const ALL: [DropReason; 17] = [
         DropReason::BadHeader,
         DropReason::UnknownLan,
         DropReason::AuthFailure,
@@ -62,6 +65,7 @@ impl DropReason {
         DropReason::FragmentOversize,
         DropReason::FragmentTimeout,
         DropReason::FragmentEvicted,
+        DropReason::Aqm,
     ];
 
     /// Stable snake_case name, used as JSON key and metric label.
@@ -83,6 +87,7 @@ impl DropReason {
             DropReason::FragmentOversize => "fragment_oversize",
             DropReason::FragmentTimeout => "fragment_timeout",
             DropReason::FragmentEvicted => "fragment_evicted",
+            DropReason::Aqm => "aqm",
         }
     }
 

@@ -408,6 +408,7 @@ impl Engine {
         }
         RxAction::Tap {
             lan,
+            peer: pi,
             frame,
             relay: relay.then(|| self.relay(lan)),
         }

@@ -66,6 +66,7 @@ pub use events::{Event, PingSent, Pong, TunnelChange};
 pub use ids::{LanId, PeerId};
 pub use timers::TICK;
 
+use crate::aqm::signal::Signal;
 use crate::proto::crypto::{Cipher, LanSecret, public_of};
 use crate::proto::fragment as frag;
 use crate::proto::{OVERHEAD, name_field};
@@ -249,6 +250,8 @@ pub enum RxAction<'a> {
     Tap {
         /// The LAN.
         lan: LanId,
+        /// The peer it came from (a flood relayed by a forwarder: the forwarder).
+        peer: PeerId,
         /// Where the frame is in the buffer.
         frame: Range<usize>,
         /// As designated forwarder: what to pass on inside this subnet.
@@ -554,6 +557,25 @@ impl Engine {
     /// Count a send or write failure the runtime saw.
     pub fn note_drop(&mut self, lan: Option<LanId>, reason: DropReason) {
         self.note_drops(lan, reason, 1);
+    }
+
+    /// CoDel on the receive queue signalled congestion on a frame from `peer`: dropped it
+    /// (counted as an `aqm` drop of the LAN and the peer), or marked it CE.
+    pub fn note_congestion(&mut self, lan: LanId, peer: PeerId, signal: Signal) {
+        let Some(l) = self.lans.get_mut(lan.index()) else {
+            return;
+        };
+        match signal {
+            Signal::Spared => {}
+            Signal::Drop => {
+                l.drop_at(Some(peer), DropReason::Aqm);
+            }
+            Signal::Marked => {
+                if let Some(p) = l.peers.get_mut(peer.index()) {
+                    p.count.aqm_marks += 1;
+                }
+            }
+        }
     }
 
     /// Count `n` drops (the datagrams of a failed batch, the segments of a failed write).

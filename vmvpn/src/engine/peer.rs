@@ -84,6 +84,8 @@ pub(crate) struct Counters {
     /// authenticated (no session, oversize, failed AEAD): anyone who can spoof its address
     /// and id can move this counter, so it is kept apart from everything the peer did.
     pub(crate) unauthenticated_drops: u64,
+    /// Its frames marked CE by CoDel on our receive queue (its drops are `drops.aqm`).
+    pub(crate) aqm_marks: u64,
     /// Loss and reordering of what it sends us.
     pub(crate) rx_seq: SeqTracker,
     /// Bytes per second and per minute through this tunnel.

@@ -103,6 +103,7 @@ impl Engine {
                         loss_rx_ratio: p.count.rx_seq.stats().loss_ratio(),
                         drops: p.count.drops.clone(),
                         unauthenticated_drops_total: p.count.unauthenticated_drops,
+                        aqm_marks_total: p.count.aqm_marks,
                         path_mtu_bytes: p.path.mtu.current(),
                         path_mtu_searching: matches!(
                             p.path.mtu.phase(),

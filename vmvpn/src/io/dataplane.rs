@@ -19,8 +19,9 @@ use quinn_udp::RecvMeta;
 use telemetry::DropReason;
 use tracing::{debug, error, warn};
 
+use crate::aqm::signal::Signal;
 use crate::engine::{
-    Engine, Event, LanId, PeerSource, PingSent, Reached, Relay, RxAction, TapAction,
+    Engine, Event, LanId, PeerId, PeerSource, PingSent, Reached, Relay, RxAction, TapAction,
 };
 use crate::io::batch::{GsoBatch, ROOM};
 use crate::io::rxqueue::RxQueue;
@@ -546,13 +547,14 @@ impl DataPlane {
             RxAction::Relay { lan, relay: r } => (lan, relay(Some(r)), None),
             RxAction::Tap {
                 lan,
+                peer,
                 frame,
                 relay: r,
-            } => (lan, relay(r), Some(Some(frame))),
+            } => (lan, relay(r), Some(Some((peer, frame)))),
             RxAction::Consumed | RxAction::Drop(_) => return,
         };
         match tap {
-            Some(Some(frame)) => self.write_frame(lan, dgram, frame),
+            Some(Some((peer, frame))) => self.write_frame(lan, peer, dgram, frame),
             Some(None) => self.write_reassembled(lan),
             None => {}
         }
@@ -595,7 +597,13 @@ impl DataPlane {
     }
 
     /// A frame opened in place in `dgram`, to its TAP or into the coalescer.
-    fn write_frame(&mut self, lan: LanId, dgram: &mut [u8], frame: std::ops::Range<usize>) {
+    fn write_frame(
+        &mut self,
+        lan: LanId,
+        peer: PeerId,
+        dgram: &mut [u8],
+        frame: std::ops::Range<usize>,
+    ) {
         let DataPlane {
             gro,
             taps,
@@ -603,7 +611,11 @@ impl DataPlane {
             rxq,
             ..
         } = self;
-        if rxq.drop_frame(&mut dgram[frame.clone()]) {
+        let signal = rxq.signal(&mut dgram[frame.clone()]);
+        if signal != Signal::Spared {
+            engine.note_congestion(lan, peer, signal);
+        }
+        if signal == Signal::Drop {
             return;
         }
         let tap = taps.get(lan.index());

@@ -70,26 +70,27 @@ impl RxQueue {
         self.stats.aqm_dropping = self.codel.dropping();
     }
 
-    /// A frame about to be written to a TAP: true if it must be dropped instead. Costs one
-    /// comparison unless CoDel owes a signal.
+    /// A frame about to be written to a TAP: whether it carries a congestion signal
+    /// (marked CE in place, or to be dropped instead). Costs one comparison unless CoDel
+    /// owes a signal.
     #[inline]
-    pub fn drop_frame(&mut self, frame: &mut [u8]) -> bool {
+    pub fn signal(&mut self, frame: &mut [u8]) -> Signal {
         if self.due == 0 {
-            return false;
+            return Signal::Spared;
         }
-        match congestion_signal(frame) {
-            Signal::Spared => false,
+        let s = congestion_signal(frame);
+        match s {
+            Signal::Spared => {}
             Signal::Marked => {
                 self.due -= 1;
                 self.stats.aqm_marks_total += 1;
-                false
             }
             Signal::Drop => {
                 self.due -= 1;
                 self.stats.aqm_drops_total += 1;
-                true
             }
         }
+        s
     }
 
     /// What it did so far.
@@ -121,18 +122,19 @@ mod tests {
         assert!(q.stats().aqm_dropping);
         let mut small = bulk(0);
         small.truncate(100);
-        assert!(!q.drop_frame(&mut small), "a small frame is spared");
-        assert!(
-            !q.drop_frame(&mut bulk(0b10)),
+        assert_eq!(q.signal(&mut small), Signal::Spared, "a small frame");
+        assert_eq!(
+            q.signal(&mut bulk(0b10)),
+            Signal::Marked,
             "an ECT frame is marked, not dropped"
         );
         q.handle_batch(20 * ms, false, 32, t0 + ms * 200);
-        assert!(q.drop_frame(&mut bulk(0)));
+        assert_eq!(q.signal(&mut bulk(0)), Signal::Drop);
         let s = q.stats();
         assert_eq!((s.aqm_marks_total, s.aqm_drops_total), (1, 1));
         // The queue drains: nothing more is owed.
         q.handle_batch(ms, true, 3, t0 + ms * 201);
-        assert!(!q.drop_frame(&mut bulk(0)));
+        assert_eq!(q.signal(&mut bulk(0)), Signal::Spared);
         assert!(!q.stats().aqm_dropping);
     }
 
@@ -162,7 +164,7 @@ mod tests {
         }
         assert!(q.stats().rx_sojourn_ms > 100.0, "{:?}", q.stats());
         assert!(q.stats().aqm_dropping, "{:?}", q.stats());
-        assert!(q.drop_frame(&mut bulk(0)));
+        assert_eq!(q.signal(&mut bulk(0)), Signal::Drop);
     }
 
     #[test]

@@ -14,8 +14,8 @@ pub mod relay;
 use metric::{Exposed, Metric, counter, gauge};
 use serde::{Deserialize, Serialize};
 use telemetry::{
-    DropCounters, FlowRow, FlowStats, PairRow, Rates, RttSummary, SeqStats, TrafficCounters, VmRow,
-    VmTableStats,
+    DropCounters, DropReason, FlowRow, FlowStats, PairRow, Rates, RttSummary, SeqStats,
+    TrafficCounters, VmRow, VmTableStats,
 };
 
 /// The whole host, as `vmvpn status --json` prints it.
@@ -751,6 +751,9 @@ pub struct PeerStatus {
     /// Datagrams that claimed to be this peer's and were dropped before they
     /// authenticated (spoofable: anyone can send them).
     pub unauthenticated_drops_total: u64,
+    /// Frames from this peer that CoDel marked CE on our receive queue (ECN-capable bulk
+    /// flows; the others' frames are dropped instead, counted in `drops.aqm`).
+    pub aqm_marks_total: u64,
     /// The path MTU to this peer (IP packet bytes on the underlay), found by probing.
     /// Frames that do not fit are cut into overlay fragments; TCP SYNs are clamped to it.
     pub path_mtu_bytes: u16,
@@ -826,6 +829,16 @@ impl Exposed for PeerStatus {
             "vmvpn_peer_unauthenticated_drops_total",
             "Datagrams claiming to be the peer's, dropped before they authenticated (spoofable).",
             |p| n(p.unauthenticated_drops_total),
+        ),
+        counter(
+            "vmvpn_peer_aqm_drops_total",
+            "The peer's bulk frames dropped by CoDel on this host's receive queue.",
+            |p| n(p.drops.get(DropReason::Aqm)),
+        ),
+        counter(
+            "vmvpn_peer_aqm_marks_total",
+            "The peer's bulk frames marked CE by CoDel on this host's receive queue.",
+            |p| n(p.aqm_marks_total),
         ),
         gauge(
             "vmvpn_peer_rx_loss_ratio",

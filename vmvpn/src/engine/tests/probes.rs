@@ -2,6 +2,7 @@
 //! flows, `vmvpn ping`.
 
 use super::sim::*;
+use crate::aqm::signal::Signal;
 
 #[test]
 fn loss_reordering_and_duplicates_are_counted_per_peer() {
@@ -416,4 +417,45 @@ fn received_runs_of_interleaved_flows_are_counted_exactly() {
         .map(|p| p.packets)
         .sum();
     assert_eq!(pairs, 9);
+}
+
+#[test]
+fn congestion_signals_are_counted_on_the_peer_whose_frame_carried_them() {
+    let mut net = Net::new(3);
+    net.tick();
+    net.send(1, &frame(BCAST, mac(2), b"learn"));
+    // One frame from each of hosts 0 and 2 to host 1's VM; the receive path names the
+    // peer each came from.
+    let mut peers = Vec::new();
+    for from in [0usize, 2] {
+        let f = frame(mac(2), mac(from as u8 + 1), b"bulk");
+        let mut buf = vec![0u8; buffer_len(MAX_FRAME)];
+        buf[HEADER_LEN..HEADER_LEN + f.len()].copy_from_slice(&f);
+        let mut d = match net.hosts[from].handle_tap_frame(LAN, &mut buf, f.len(), net.now) {
+            TapAction::Unicast(_, n) => buf[..n].to_vec(),
+            other => panic!("{other:?}"),
+        };
+        match net.hosts[1].handle_datagram(addr(from), false, &mut d, net.now) {
+            RxAction::Tap { lan, peer, .. } => peers.push((lan, peer)),
+            other => panic!("{other:?}"),
+        }
+    }
+    let [(lan, p0), (_, p2)] = peers[..] else {
+        panic!("{peers:?}")
+    };
+    assert_ne!(p0, p2);
+    // CoDel drops two of host 0's frames and marks one of host 2's.
+    net.hosts[1].note_congestion(lan, p0, Signal::Drop);
+    net.hosts[1].note_congestion(lan, p0, Signal::Drop);
+    net.hosts[1].note_congestion(lan, p2, Signal::Marked);
+    net.hosts[1].note_congestion(lan, p2, Signal::Spared);
+    let (from0, from2) = (net.peer(1, 0), net.peer(1, 2));
+    assert_eq!(from0.drops.get(DropReason::Aqm), 2, "{:?}", from0.drops);
+    assert_eq!(from0.aqm_marks_total, 0);
+    assert_eq!(from2.drops.get(DropReason::Aqm), 0, "{:?}", from2.drops);
+    assert_eq!(from2.aqm_marks_total, 1);
+    assert_eq!(net.lan(1).drops.get(DropReason::Aqm), 2);
+    // A peer id from another LAN's numbering, or a LAN that is gone, is ignored.
+    net.hosts[1].note_congestion(LanId(7), p0, Signal::Drop);
+    assert_eq!(net.lan(1).drops.get(DropReason::Aqm), 2);
 }
