@@ -179,6 +179,22 @@ impl Engine {
         buf: &mut [u8],
         now: Instant,
     ) -> RxAction<'_> {
+        self.handle_datagram_at(from, multicast, buf, now, now)
+    }
+
+    /// [`Engine::handle_datagram`] for a datagram that reached this host at `arrived` (from
+    /// the socket's receive time; before `now` when the daemon was late to read). Rate
+    /// limits police frames by when they arrived: a daemon kept off the CPU for 60 ms must
+    /// not find 60 ms of arrivals at the limit's rate to be one burst over it.
+    pub fn handle_datagram_at(
+        &mut self,
+        from: SocketAddr,
+        multicast: bool,
+        buf: &mut [u8],
+        now: Instant,
+        arrived: Instant,
+    ) -> RxAction<'_> {
+        self.rx_arrived = Some(arrived);
         let header = match Packet::new_checked(&*buf) {
             Ok(p) => *p.header(),
             Err(_) => {
@@ -387,7 +403,7 @@ impl Engine {
         let m = &mut self.measure;
         let l = &mut self.lans[lan.index()];
         let (dst, _) = macs_of(&buf[frame.clone()]);
-        if !l.limits.admit_in(&dst, n, now) {
+        if !l.limits.admit_in(&dst, n, self.rx_arrived.unwrap_or(now)) {
             // Over the limit here; a flood still goes on to this subnet as forwarder.
             return if relay {
                 RxAction::Relay {
@@ -454,7 +470,10 @@ impl Engine {
                 let (m, reassembly) = (&mut self.measure, &mut self.reassembly);
                 let l = &mut self.lans[lan.index()];
                 let (dst, _) = macs_of(reassembly.frame_mut());
-                let ok = l.limits.admit_in(&dst, reassembly.frame_mut().len(), now)
+                let arrived = self.rx_arrived.unwrap_or(now);
+                let ok = l
+                    .limits
+                    .admit_in(&dst, reassembly.frame_mut().len(), arrived)
                     && deliver(l, pi, reassembly.frame_mut(), m, self.ipv6_underlay, now).is_ok();
                 if ok {
                     sample_rx(m, l, lan, pi, reassembly.frame_mut());

@@ -83,13 +83,17 @@ impl Bucket {
     /// Refill for the time since the last frame; true if `bytes` fit now (not taken).
     #[inline]
     fn fits(&mut self, bytes: usize, now: Instant) -> bool {
-        // Frames of one batch share their `now`: the bucket refills once per batch.
-        if self.last != Some(now) {
-            if let Some(last) = self.last {
-                let ns = now.saturating_duration_since(last).as_nanos() as f64;
+        // Frames of one batch share their `now`: the bucket refills once per batch. Time
+        // only moves forward: arrival times, converted from the kernel's wall-clock stamps
+        // batch by batch, may step back a little (a clock adjustment between batches).
+        match self.last {
+            Some(last) if now <= last => {}
+            Some(last) => {
+                let ns = now.duration_since(last).as_nanos() as f64;
                 self.tokens = (self.tokens + ns * self.rate).min(self.burst);
+                self.last = Some(now);
             }
-            self.last = Some(now);
+            None => self.last = Some(now),
         }
         self.tokens >= bytes as f64
     }

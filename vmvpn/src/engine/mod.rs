@@ -298,6 +298,8 @@ pub struct Engine {
     epoch: Option<Instant>,
     ping_seq: u32,
     events: events::Events,
+    /// When the datagram being handled reached this host (see `handle_datagram_at`).
+    rx_arrived: Option<Instant>,
     /// Frames being put back together from fragments.
     reassembly: Reassembly,
     /// Reassembly drops already added to the drop counters.
@@ -363,6 +365,7 @@ impl Engine {
             epoch: None,
             ping_seq: 0,
             events: events::Events::default(),
+            rx_arrived: None,
             reassembly: Reassembly::new(max_frame),
             reassembly_seen: [
                 (FragDrop::Overlap, 0),

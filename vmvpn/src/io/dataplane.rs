@@ -11,11 +11,10 @@ use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
-use quinn_udp::RecvMeta;
 use telemetry::DropReason;
 use tracing::{debug, error, warn};
 
@@ -26,7 +25,7 @@ use crate::engine::{
 use crate::io::batch::{GsoBatch, ROOM};
 use crate::io::rxqueue::RxQueue;
 use crate::io::tap::TapDevice;
-use crate::io::udp::{BATCH, SLOT, Udp};
+use crate::io::udp::{BATCH, Received, SLOT, Udp};
 use crate::offload::gro::Coalescer;
 use crate::offload::gso::{self, VNET_HDR_LEN, VnetHdr};
 use crate::proto::{HEADER_LEN, TAG_LEN};
@@ -358,7 +357,7 @@ impl DataPlane {
             }
         }
         let mut rx_area = vec![0u8; BATCH * SLOT];
-        let mut metas = [RecvMeta::default(); BATCH];
+        let mut metas = [Received::default(); BATCH];
         let mut tx_buf = vec![0u8; HEADER_LEN + SLOT + TAG_LEN];
         // Room for a path MTU probe as large as the underlay allows.
         let mut ctl_buf = vec![0u8; 65_536];
@@ -458,7 +457,7 @@ impl DataPlane {
     }
 
     /// Datagrams from the underlay, up to the round's budget; true if more may wait.
-    fn udp_in(&mut self, area: &mut [u8], metas: &mut [RecvMeta; BATCH], now: Instant) -> bool {
+    fn udp_in(&mut self, area: &mut [u8], metas: &mut [Received; BATCH], now: Instant) -> bool {
         let more = self.udp_batches(area, metas, now);
         self.engine.end_runs();
         // What was merged goes out before the loop sleeps or reads a TAP.
@@ -473,7 +472,7 @@ impl DataPlane {
     fn udp_batches(
         &mut self,
         area: &mut [u8],
-        metas: &mut [RecvMeta; BATCH],
+        metas: &mut [Received; BATCH],
         now: Instant,
     ) -> bool {
         let mut bytes = 0;
@@ -494,22 +493,25 @@ impl DataPlane {
                     }
                 }
             };
-            if n > 0 {
-                let waited = self.udp.last_rx_sojourn();
-                self.rxq.handle_batch(waited, n < BATCH, n, Instant::now());
+            // Both clocks read together: each datagram's kernel stamp becomes an Instant.
+            let (read_at, read_real) = (Instant::now(), SystemTime::now());
+            if let Some(newest) = metas[..n].last() {
+                self.rxq
+                    .handle_batch(newest.waited(read_real), n < BATCH, n, read_at);
             }
             for (meta, slot) in metas[..n].iter().zip(area.chunks_mut(SLOT)) {
                 let len = meta.len.min(slot.len());
                 // The destination (IP_PKTINFO) tells a multicast copy from a unicast one.
                 let multicast = meta.dst_ip.is_some_and(|ip| ip.is_multicast());
+                let arrived = meta.arrived(read_at, read_real);
                 if len == 0 {
                     // An empty datagram yields no chunk below, but it still must be counted.
-                    self.datagram(meta.addr, multicast, &mut [], now);
+                    self.datagram(meta.addr, multicast, &mut [], now, arrived);
                     continue;
                 }
                 let stride = if meta.stride == 0 { len } else { meta.stride };
                 for dgram in slot[..len].chunks_mut(stride.max(1)) {
-                    self.datagram(meta.addr, multicast, dgram, now);
+                    self.datagram(meta.addr, multicast, dgram, now, arrived);
                 }
             }
             bytes += metas[..n].iter().map(|m| m.len).sum::<usize>();
@@ -523,7 +525,15 @@ impl DataPlane {
         true
     }
 
-    fn datagram(&mut self, from: SocketAddr, multicast: bool, dgram: &mut [u8], now: Instant) {
+    /// One datagram; `arrived`: when it reached this host (its kernel receive stamp).
+    fn datagram(
+        &mut self,
+        from: SocketAddr,
+        multicast: bool,
+        dgram: &mut [u8],
+        now: Instant,
+        arrived: Instant,
+    ) {
         // IPv4 peers show up as v4-mapped when the socket is bound to [::].
         let from = match from {
             SocketAddr::V6(a) => match a.ip().to_ipv4_mapped() {
@@ -542,7 +552,10 @@ impl DataPlane {
                     .count() as u64
             })
         };
-        let (lan, failed, tap) = match self.engine.handle_datagram(from, multicast, dgram, now) {
+        let action = self
+            .engine
+            .handle_datagram_at(from, multicast, dgram, now, arrived);
+        let (lan, failed, tap) = match action {
             RxAction::TapReassembled { lan, relay: r } => (lan, relay(r), Some(None)),
             RxAction::Relay { lan, relay: r } => (lan, relay(Some(r)), None),
             RxAction::Tap {

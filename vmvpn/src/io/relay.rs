@@ -21,10 +21,10 @@ use std::os::fd::AsRawFd;
 use mio::net::UdpSocket;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
-use quinn_udp::RecvMeta;
+
 use tracing::{debug, info, warn};
 
-use super::udp::{BATCH, SLOT, Udp};
+use super::udp::{BATCH, Received, SLOT, Udp};
 use crate::proto::relay::RelayKey;
 use crate::relay::{PairAction, RelayCore, RelayCounters};
 
@@ -75,7 +75,7 @@ impl Relay {
             stop: stop.clone(),
             buf: vec![0u8; 65536],
             area: vec![0u8; BATCH * SLOT],
-            metas: [RecvMeta::default(); BATCH],
+            metas: [Received::default(); BATCH],
         };
         run.poll
             .registry()
@@ -118,7 +118,7 @@ struct Loop {
     buf: Vec<u8>,
     /// The pair sockets' receive batch.
     area: Vec<u8>,
-    metas: [RecvMeta; BATCH],
+    metas: [Received; BATCH],
 }
 
 impl Loop {

@@ -140,27 +140,24 @@ mod tests {
 
     #[test]
     fn a_socket_read_slower_than_it_fills_is_found_standing_and_signalled() {
-        use crate::io::udp::{SLOT, Udp};
-        use quinn_udp::RecvMeta;
+        use crate::io::udp::{Received, SLOT, Udp};
         use std::io::IoSliceMut;
         let rx = Udp::bind("127.0.0.1:0".parse().expect("addr")).expect("bind");
         let to = rx.local_addr().expect("addr");
-        let _ = rx.last_rx_sojourn();
-        // The kernel turns stamping on from a work queue, a moment later.
-        std::thread::sleep(Duration::from_millis(50));
         let tx = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
         for _ in 0..400 {
             tx.send_to(&[0u8; 1200], to).expect("send");
         }
         let mut q = RxQueue::default();
         let mut buf = vec![0u8; SLOT];
-        let mut meta = [RecvMeta::default()];
+        let mut meta = [Received::default()];
         // One datagram a millisecond: each waited longer than the one before.
         for _ in 0..200 {
             std::thread::sleep(Duration::from_millis(1));
             let mut iov = [IoSliceMut::new(&mut buf)];
             let n = rx.recv(&mut iov, &mut meta).expect("recv");
-            q.handle_batch(rx.last_rx_sojourn(), false, n, Instant::now());
+            let waited = meta[0].waited(std::time::SystemTime::now());
+            q.handle_batch(waited, false, n, Instant::now());
         }
         assert!(q.stats().rx_sojourn_ms > 100.0, "{:?}", q.stats());
         assert!(q.stats().aqm_dropping, "{:?}", q.stats());

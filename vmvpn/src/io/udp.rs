@@ -1,16 +1,17 @@
 //! The one UDP socket of the data plane: all LANs, all peers.
 //!
-//! Receives in batches with `recvmmsg` and UDP GRO through quinn-udp; sends one datagram
+//! Receives in batches with `recvmmsg` and UDP GRO, each buffer with its kernel receive
+//! time (`recv`, by hand: quinn-udp hands back no timestamp); sends one datagram
 //! per call (`send_to`), a run of equal-sized datagrams to one peer in one UDP GSO call
 //! (`send_gso`), or several such runs, to one peer or several, in one `sendmmsg`
 //! (`send_runs`); `batch.rs` gathers them.
 
 use std::io::{self, IoSliceMut};
-use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6, UdpSocket};
 use std::os::fd::{AsRawFd, RawFd};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use quinn_udp::{RecvMeta, UdpSocketState};
+use quinn_udp::UdpSocketState;
 use socket2::{Domain, Protocol, SockRef, Socket, Type};
 
 /// Receive buffers per batch.
@@ -36,6 +37,63 @@ pub struct Run {
     /// The peer.
     pub to: SocketAddr,
 }
+
+/// One buffer of a receive batch.
+#[derive(Debug, Clone, Copy)]
+pub struct Received {
+    /// Who sent it.
+    pub addr: SocketAddr,
+    /// Bytes in the buffer.
+    pub len: usize,
+    /// With GRO, the size of each datagram in the buffer (the last may be shorter);
+    /// equal to `len` for one datagram.
+    pub stride: usize,
+    /// The address it was sent to (`IP_PKTINFO`): tells a multicast copy from a unicast one.
+    pub dst_ip: Option<IpAddr>,
+    /// When the kernel received it (`SO_TIMESTAMPNS`), if it said.
+    pub stamp: Option<SystemTime>,
+}
+
+impl Default for Received {
+    fn default() -> Self {
+        Received {
+            addr: SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)),
+            len: 0,
+            stride: 0,
+            dst_ip: None,
+            stamp: None,
+        }
+    }
+}
+
+impl Received {
+    /// When it arrived on the clock of `Instant`, given a reading of both clocks taken
+    /// together after the batch was read: `read_at` and `read_real`.
+    #[inline]
+    pub fn arrived(&self, read_at: Instant, read_real: SystemTime) -> Instant {
+        read_at
+            .checked_sub(self.waited(read_real))
+            .unwrap_or(read_at)
+    }
+
+    /// How long it waited in the socket until `read_real` (zero without a stamp).
+    #[inline]
+    pub fn waited(&self, read_real: SystemTime) -> Duration {
+        self.stamp
+            .and_then(|s| read_real.duration_since(s).ok())
+            .unwrap_or_default()
+    }
+}
+
+/// Control bytes per message: a timestamp, a packet-info and a GRO size fit in 128.
+const CONTROL: usize = 128;
+/// Not in libc.
+const UDP_GRO: libc::c_int = 104;
+
+/// A cmsg buffer with the alignment of `cmsghdr`.
+#[repr(C, align(8))]
+#[derive(Clone, Copy)]
+struct Control([u8; CONTROL]);
 
 /// The data-plane socket.
 pub struct Udp {
@@ -88,6 +146,14 @@ impl Udp {
                 libc::IP_PMTUDISC_PROBE,
             );
         }
+        // Each datagram's kernel receive time, in its control data: how long it waited
+        // (CoDel) and when it arrived (the rate limits police by arrival).
+        setsockopt_int(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_TIMESTAMPNS,
+            1,
+        )?;
         Ok(Udp { socket, state })
     }
 
@@ -112,33 +178,98 @@ impl Udp {
         self.socket.local_addr()
     }
 
-    /// Receive a batch into `bufs`; fills `meta` and returns how many buffers were used.
-    pub fn recv(&self, bufs: &mut [IoSliceMut<'_>], meta: &mut [RecvMeta]) -> io::Result<usize> {
-        self.state.recv((&self.socket).into(), bufs, meta)
-    }
-
-    /// How long the datagram read last waited in the kernel's receive queue: now less
-    /// its receive timestamp (`SIOCGSTAMPNS`). The first call turns stamping on (the
-    /// kernel does so from a work queue, a moment later); until stamped datagrams arrive
-    /// it reads zero. One syscall, so once per batch.
-    pub fn last_rx_sojourn(&self) -> Duration {
-        // Not in libc: the timespec flavour (64-bit time on 64-bit targets).
-        const SIOCGSTAMPNS: libc::c_ulong = 0x8907;
-        let mut ts = libc::timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        };
-        // SAFETY: the ioctl writes one timespec into `ts`, which lives across the call.
-        let r = unsafe { libc::ioctl(self.socket.as_raw_fd(), SIOCGSTAMPNS as _, &mut ts) };
-        if r < 0 {
-            return Duration::ZERO;
+    /// Receive a batch into `bufs` (one `recvmmsg`); fills `meta` and returns how many
+    /// buffers were used. The socket options it reads (packet info, GRO) are quinn-udp's,
+    /// set at bind; the timestamp is ours.
+    pub fn recv(&self, bufs: &mut [IoSliceMut<'_>], meta: &mut [Received]) -> io::Result<usize> {
+        let n = bufs.len().min(meta.len()).min(BATCH);
+        // SAFETY: all-zero is a valid value of these plain C structs.
+        let mut names: [libc::sockaddr_storage; BATCH] = unsafe { std::mem::zeroed() };
+        let mut controls = [Control([0; CONTROL]); BATCH];
+        // SAFETY: as above.
+        let mut hdrs: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
+        for (((h, name), control), buf) in hdrs
+            .iter_mut()
+            .zip(names.iter_mut())
+            .zip(controls.iter_mut())
+            .zip(bufs.iter_mut())
+            .take(n)
+        {
+            let m = &mut h.msg_hdr;
+            m.msg_name = (name as *mut libc::sockaddr_storage).cast();
+            m.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+            // IoSliceMut is ABI-compatible with iovec on Unix.
+            m.msg_iov = (buf as *mut IoSliceMut<'_>).cast();
+            m.msg_iovlen = 1;
+            m.msg_control = control.0.as_mut_ptr().cast();
+            m.msg_controllen = CONTROL as _;
         }
-        let stamp = UNIX_EPOCH
-            + Duration::new(
-                ts.tv_sec.max(0) as u64,
-                ts.tv_nsec.clamp(0, 999_999_999) as u32,
-            );
-        SystemTime::now().duration_since(stamp).unwrap_or_default()
+        // SAFETY: `n` headers, each pointing at a name, one iovec and a control buffer
+        // that all outlive the call.
+        let r = unsafe {
+            libc::recvmmsg(
+                self.socket.as_raw_fd(),
+                hdrs.as_mut_ptr(),
+                n as libc::c_uint,
+                0,
+                std::ptr::null_mut(),
+            )
+        };
+        if r < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let got = r as usize;
+        for ((m, h), name) in meta.iter_mut().zip(&hdrs).zip(&names).take(got) {
+            let len = h.msg_len as usize;
+            *m = Received {
+                addr: sockaddr(name).unwrap_or(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0))),
+                len,
+                stride: len,
+                dst_ip: None,
+                stamp: None,
+            };
+            // SAFETY: the kernel filled `msg_controllen` bytes of the control buffer the
+            // header points at; the CMSG_* helpers walk them within that length.
+            unsafe {
+                let mut c = libc::CMSG_FIRSTHDR(&h.msg_hdr);
+                while !c.is_null() {
+                    let data = libc::CMSG_DATA(c);
+                    match ((*c).cmsg_level, (*c).cmsg_type) {
+                        (libc::SOL_SOCKET, libc::SCM_TIMESTAMPNS) => {
+                            let ts = std::ptr::read_unaligned(data.cast::<libc::timespec>());
+                            if ts.tv_sec > 0 {
+                                m.stamp = Some(
+                                    UNIX_EPOCH
+                                        + Duration::new(
+                                            ts.tv_sec as u64,
+                                            ts.tv_nsec.clamp(0, 999_999_999) as u32,
+                                        ),
+                                );
+                            }
+                        }
+                        (libc::IPPROTO_IP, libc::IP_PKTINFO) => {
+                            let p = std::ptr::read_unaligned(data.cast::<libc::in_pktinfo>());
+                            m.dst_ip =
+                                Some(IpAddr::V4(Ipv4Addr::from(u32::from_be(p.ipi_addr.s_addr))));
+                        }
+                        (libc::IPPROTO_IPV6, libc::IPV6_PKTINFO) => {
+                            let p = std::ptr::read_unaligned(data.cast::<libc::in6_pktinfo>());
+                            let ip = Ipv6Addr::from(p.ipi6_addr.s6_addr);
+                            m.dst_ip = Some(ip.to_ipv4_mapped().map_or(IpAddr::V6(ip), IpAddr::V4));
+                        }
+                        (libc::SOL_UDP, UDP_GRO) => {
+                            let size = std::ptr::read_unaligned(data.cast::<libc::c_int>());
+                            if size > 0 {
+                                m.stride = size as usize;
+                            }
+                        }
+                        _ => {}
+                    }
+                    c = libc::CMSG_NXTHDR(&h.msg_hdr, c);
+                }
+            }
+        }
+        Ok(got)
     }
 
     /// Send one datagram.
@@ -237,6 +368,31 @@ impl Udp {
     }
 }
 
+/// A sender's address as `recvmmsg` wrote it.
+fn sockaddr(s: &libc::sockaddr_storage) -> Option<SocketAddr> {
+    match libc::c_int::from(s.ss_family) {
+        libc::AF_INET => {
+            // SAFETY: the family says the storage holds a sockaddr_in.
+            let a = unsafe { &*(s as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
+            Some(SocketAddr::from((
+                Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr)),
+                u16::from_be(a.sin_port),
+            )))
+        }
+        libc::AF_INET6 => {
+            // SAFETY: the family says the storage holds a sockaddr_in6.
+            let a = unsafe { &*(s as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>() };
+            Some(SocketAddr::V6(SocketAddrV6::new(
+                Ipv6Addr::from(a.sin6_addr.s6_addr),
+                u16::from_be(a.sin6_port),
+                a.sin6_flowinfo,
+                a.sin6_scope_id,
+            )))
+        }
+        _ => None,
+    }
+}
+
 fn setsockopt_int(
     fd: RawFd,
     level: libc::c_int,
@@ -281,30 +437,94 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_receive_timestamp_tells_how_long_a_datagram_waited() {
+    fn each_datagram_read_carries_its_sender_destination_and_receive_time() {
         let rx = Udp::bind("127.0.0.1:0".parse().expect("addr")).expect("bind");
         let to = rx.local_addr().expect("addr");
-        let tx = UdpSocket::bind("127.0.0.1:0").expect("bind");
-        // The first call turns timestamps on.
-        let _ = rx.last_rx_sojourn();
-        // The kernel turns stamping on from a work queue, a moment later.
-        std::thread::sleep(Duration::from_millis(50));
-        tx.send_to(b"one", to).expect("send");
-        std::thread::sleep(Duration::from_millis(40));
-        let mut buf = vec![0u8; SLOT];
-        let mut iov = [IoSliceMut::new(&mut buf)];
-        let mut meta = [RecvMeta::default()];
-        let n = rx.recv(&mut iov, &mut meta).expect("recv");
-        assert_eq!(n, 1);
-        let waited = rx.last_rx_sojourn();
-        assert!(
-            (Duration::from_millis(35)..Duration::from_secs(5)).contains(&waited),
-            "{waited:?}"
+        let (a, b) = (
+            UdpSocket::bind("127.0.0.1:0").expect("bind"),
+            UdpSocket::bind("127.0.0.1:0").expect("bind"),
         );
-        tx.send_to(b"two", to).expect("send");
+        a.send_to(b"one", to).expect("send");
+        std::thread::sleep(Duration::from_millis(40));
+        b.send_to(b"second", to).expect("send");
         std::thread::sleep(Duration::from_millis(5));
+        let mut area = vec![0u8; 4 * SLOT];
+        let mut chunks = area.chunks_mut(SLOT);
+        let mut iov: [IoSliceMut<'_>; 4] =
+            std::array::from_fn(|_| IoSliceMut::new(chunks.next().unwrap_or(&mut [])));
+        let mut meta = [Received::default(); 4];
         let n = rx.recv(&mut iov, &mut meta).expect("recv");
-        assert_eq!(n, 1);
-        assert!(rx.last_rx_sojourn() < Duration::from_millis(35));
+        let (read_at, read_real) = (Instant::now(), SystemTime::now());
+        assert_eq!(n, 2);
+        assert_eq!(&iov[0][..meta[0].len], b"one");
+        assert_eq!(&iov[1][..meta[1].len], b"second");
+        assert_eq!(meta[0].addr, a.local_addr().expect("addr"));
+        assert_eq!(meta[1].addr, b.local_addr().expect("addr"));
+        assert_eq!(
+            (meta[0].stride, meta[1].stride),
+            (3, 6),
+            "one datagram each"
+        );
+        assert_eq!(meta[0].dst_ip, Some(to.ip()));
+        // The first waited about 45 ms, the second about 5; each arrival in between.
+        let (w0, w1) = (meta[0].waited(read_real), meta[1].waited(read_real));
+        assert!(
+            (Duration::from_millis(40)..Duration::from_secs(5)).contains(&w0),
+            "{w0:?}"
+        );
+        assert!(
+            w1 < w0 && w0 - w1 >= Duration::from_millis(35),
+            "{w0:?} {w1:?}"
+        );
+        let (t0, t1) = (
+            meta[0].arrived(read_at, read_real),
+            meta[1].arrived(read_at, read_real),
+        );
+        assert!(t0 < t1 && t1 <= read_at);
+        // Nothing waits now.
+        assert_eq!(
+            rx.recv(&mut iov, &mut meta).map_err(|e| e.kind()),
+            Err(io::ErrorKind::WouldBlock)
+        );
+    }
+
+    #[test]
+    fn datagrams_merged_by_gro_read_back_as_one_buffer_with_their_size() {
+        let rx = Udp::bind("127.0.0.1:0".parse().expect("addr")).expect("bind");
+        let to = rx.local_addr().expect("addr");
+        let tx = Udp::bind("127.0.0.1:0".parse().expect("addr")).expect("bind");
+        if tx.max_gso_segments() < 2 {
+            assert!(
+                std::env::var("CI").is_err(),
+                "the kernel has no UDP GSO: GRO cannot be tested"
+            );
+            return;
+        }
+        // Ten datagrams of 1000 bytes in one GSO send arrive merged on loopback.
+        let payload: Vec<u8> = (0..10_000u32).map(|i| (i / 1000) as u8).collect();
+        tx.send_gso(&payload, 1000, to).expect("send");
+        let mut area = vec![0u8; SLOT];
+        let mut iov = [IoSliceMut::new(&mut area)];
+        let mut meta = [Received::default()];
+        let mut got = Vec::new();
+        let mut strides = Vec::new();
+        while got.len() < payload.len() {
+            let n = rx.recv(&mut iov, &mut meta).expect("recv");
+            assert_eq!(n, 1);
+            got.extend_from_slice(&iov[0][..meta[0].len]);
+            strides.push((meta[0].len, meta[0].stride));
+        }
+        assert_eq!(got, payload);
+        assert!(
+            strides
+                .iter()
+                .all(|&(len, stride)| stride == 1000 && len % 1000 == 0),
+            "{strides:?}"
+        );
+        assert!(
+            strides.iter().any(|&(len, _)| len > 1000),
+            "nothing merged: {strides:?}"
+        );
+        assert!(meta[0].stamp.is_some());
     }
 }

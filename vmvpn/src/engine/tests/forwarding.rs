@@ -198,3 +198,64 @@ fn frames_a_vm_sends_that_cannot_be_carried_count_against_it() {
     let vm = t[0].vms.iter().find(|v| v.mac == mac(1)).expect("the VM");
     assert_eq!(vm.tx_drops_total, 2);
 }
+
+#[test]
+fn a_limit_polices_received_frames_by_when_they_arrived_not_when_they_were_read() {
+    use crate::engine::limits::{Direction, LimitSpec};
+    let mut net = Net::new(2);
+    net.tick();
+    net.send(1, &frame(BCAST, mac(2), b"learn"));
+    // Host 1's VM may receive 8 Mbit/s (1 MB/s), with a bucket of 16 KB.
+    let spec = LimitSpec {
+        mac: Some(mac(2)),
+        vm: None,
+        rate_bps: 8_000_000,
+        burst_bytes: 16 * 1024,
+        direction: Direction::In,
+        shape_ms: 0,
+    };
+    net.hosts[1].set_limits("lan1", &[spec]).expect("limits");
+    // 100 frames of about 1 KB from host 0's VM, sealed (fresh sequence numbers each call).
+    let seal = |net: &mut Net| -> Vec<Vec<u8>> {
+        (0..100u32)
+            .map(|i| {
+                let f = frame(mac(2), mac(1), &[i as u8; 986]);
+                let mut buf = vec![0u8; buffer_len(MAX_FRAME)];
+                buf[HEADER_LEN..HEADER_LEN + f.len()].copy_from_slice(&f);
+                match net.hosts[0].handle_tap_frame(LAN, &mut buf, f.len(), net.now) {
+                    TapAction::Unicast(_, n) => buf[..n].to_vec(),
+                    other => panic!("{other:?}"),
+                }
+            })
+            .collect()
+    };
+    // They arrived 1 ms apart (the limit's rate) and are all read in one late round. Read
+    // as arriving when read, all but the first 16 would be a burst.
+    let sealed = seal(&mut net);
+    let start = net.now + Duration::from_secs(1);
+    let read = start + Duration::from_millis(100);
+    let delivered = |net: &mut Net, sealed: &[Vec<u8>], by_arrival: bool, from: Instant| {
+        sealed
+            .iter()
+            .enumerate()
+            .filter(|(i, d)| {
+                let mut d = d.to_vec();
+                let arrived = from + Duration::from_millis(*i as u64);
+                let at = if by_arrival { arrived } else { read };
+                matches!(
+                    net.hosts[1].handle_datagram_at(addr(0), false, &mut d, read, at),
+                    RxAction::Tap { .. }
+                )
+            })
+            .count()
+    };
+    assert_eq!(delivered(&mut net, &sealed[..], true, start), 100);
+    // 100 more (copies would be replays), all arriving as they are read, 1 ms after the
+    // last: a burst, and the bucket passes 16 KB of it.
+    let more = seal(&mut net);
+    let burst = delivered(&mut net, &more[..], false, start);
+    assert!(
+        (16..=17).contains(&burst),
+        "{burst} of a 100-frame burst passed a 16 KB bucket"
+    );
+}
