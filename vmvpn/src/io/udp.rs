@@ -85,10 +85,26 @@ impl Received {
     }
 }
 
-/// Control bytes per message: a timestamp, a packet-info and a GRO size fit in 128.
-const CONTROL: usize = 128;
+/// Control bytes per message. The most the kernel writes is for an IPv4 datagram on a
+/// dual-stack socket: timestamp 32, GRO size 24, IP_TOS 24, IPV6_PKTINFO 40, IPV6_TCLASS
+/// 24 (quinn-udp asks for TOS and traffic class): 144.
+const CONTROL: usize = 192;
 /// Not in libc.
 const UDP_GRO: libc::c_int = 104;
+
+/// The value of a control message, if the kernel wrote all of it: a buffer too small cuts
+/// the last message short (`MSG_CTRUNC`), and its data must not be read past the cut.
+///
+/// # Safety
+/// `c` points at a control message header within a buffer the kernel filled.
+unsafe fn cmsg_value<T: Copy>(c: *const libc::cmsghdr) -> Option<T> {
+    // SAFETY: the caller's promise; CMSG_LEN is arithmetic.
+    unsafe {
+        let whole = libc::CMSG_LEN(std::mem::size_of::<T>() as u32);
+        ((*c).cmsg_len >= whole as _)
+            .then(|| std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<T>()))
+    }
+}
 
 /// A cmsg buffer with the alignment of `cmsghdr`.
 #[repr(C, align(8))]
@@ -233,10 +249,11 @@ impl Udp {
             unsafe {
                 let mut c = libc::CMSG_FIRSTHDR(&h.msg_hdr);
                 while !c.is_null() {
-                    let data = libc::CMSG_DATA(c);
                     match ((*c).cmsg_level, (*c).cmsg_type) {
                         (libc::SOL_SOCKET, libc::SCM_TIMESTAMPNS) => {
-                            let ts = std::ptr::read_unaligned(data.cast::<libc::timespec>());
+                            let Some(ts) = cmsg_value::<libc::timespec>(c) else {
+                                break;
+                            };
                             if ts.tv_sec > 0 {
                                 m.stamp = Some(
                                     UNIX_EPOCH
@@ -248,17 +265,23 @@ impl Udp {
                             }
                         }
                         (libc::IPPROTO_IP, libc::IP_PKTINFO) => {
-                            let p = std::ptr::read_unaligned(data.cast::<libc::in_pktinfo>());
+                            let Some(p) = cmsg_value::<libc::in_pktinfo>(c) else {
+                                break;
+                            };
                             m.dst_ip =
                                 Some(IpAddr::V4(Ipv4Addr::from(u32::from_be(p.ipi_addr.s_addr))));
                         }
                         (libc::IPPROTO_IPV6, libc::IPV6_PKTINFO) => {
-                            let p = std::ptr::read_unaligned(data.cast::<libc::in6_pktinfo>());
+                            let Some(p) = cmsg_value::<libc::in6_pktinfo>(c) else {
+                                break;
+                            };
                             let ip = Ipv6Addr::from(p.ipi6_addr.s6_addr);
                             m.dst_ip = Some(ip.to_ipv4_mapped().map_or(IpAddr::V6(ip), IpAddr::V4));
                         }
                         (libc::SOL_UDP, UDP_GRO) => {
-                            let size = std::ptr::read_unaligned(data.cast::<libc::c_int>());
+                            let Some(size) = cmsg_value::<libc::c_int>(c) else {
+                                break;
+                            };
                             if size > 0 {
                                 m.stride = size as usize;
                             }
@@ -486,6 +509,25 @@ mod tests {
             rx.recv(&mut iov, &mut meta).map_err(|e| e.kind()),
             Err(io::ErrorKind::WouldBlock)
         );
+    }
+
+    #[test]
+    fn an_ipv4_datagram_on_the_dual_stack_socket_keeps_its_stamp_and_destination() {
+        // The kernel's largest set of control messages: all must fit the buffer, or the
+        // last (the destination) is cut off and a multicast copy reads as unicast.
+        let rx = Udp::bind("[::]:0".parse().expect("addr")).expect("bind [::]");
+        let port = rx.local_addr().expect("addr").port();
+        let tx = UdpSocket::bind("127.0.0.1:0").expect("bind");
+        SockRef::from(&tx).set_tos_v4(0x02).expect("ECT(0)");
+        tx.send_to(b"mapped", ("127.0.0.1", port)).expect("send");
+        std::thread::sleep(Duration::from_millis(5));
+        let mut area = vec![0u8; SLOT];
+        let mut iov = [IoSliceMut::new(&mut area)];
+        let mut meta = [Received::default(); 1];
+        assert_eq!(rx.recv(&mut iov, &mut meta).expect("recv"), 1);
+        assert_eq!(&iov[0][..meta[0].len], b"mapped");
+        assert!(meta[0].stamp.is_some(), "no receive time");
+        assert_eq!(meta[0].dst_ip, Some(IpAddr::V4(Ipv4Addr::LOCALHOST)));
     }
 
     #[test]
