@@ -3,6 +3,7 @@
 //! socket (`udp`) and the CoDel over its receive queue (`rxqueue`), and datagrams to one peer grouped into UDP GSO sends (`batch`).
 
 pub mod batch;
+pub mod cmsg;
 pub mod dataplane;
 pub mod lan;
 pub mod netdev;

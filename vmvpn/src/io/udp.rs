@@ -9,9 +9,11 @@
 use std::io::{self, IoSliceMut};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6, UdpSocket};
 use std::os::fd::{AsRawFd, RawFd};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
 use quinn_udp::UdpSocketState;
+
+use super::cmsg;
 use socket2::{Domain, Protocol, SockRef, Socket, Type};
 
 /// Receive buffers per batch.
@@ -89,22 +91,6 @@ impl Received {
 /// dual-stack socket: timestamp 32, GRO size 24, IP_TOS 24, IPV6_PKTINFO 40, IPV6_TCLASS
 /// 24 (quinn-udp asks for TOS and traffic class): 144.
 const CONTROL: usize = 192;
-/// Not in libc.
-const UDP_GRO: libc::c_int = 104;
-
-/// The value of a control message, if the kernel wrote all of it: a buffer too small cuts
-/// the last message short (`MSG_CTRUNC`), and its data must not be read past the cut.
-///
-/// # Safety
-/// `c` points at a control message header within a buffer the kernel filled.
-unsafe fn cmsg_value<T: Copy>(c: *const libc::cmsghdr) -> Option<T> {
-    // SAFETY: the caller's promise; CMSG_LEN is arithmetic.
-    unsafe {
-        let whole = libc::CMSG_LEN(std::mem::size_of::<T>() as u32);
-        ((*c).cmsg_len >= whole as _)
-            .then(|| std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<T>()))
-    }
-}
 
 /// A cmsg buffer with the alignment of `cmsghdr`.
 #[repr(C, align(8))]
@@ -235,7 +221,14 @@ impl Udp {
             return Err(io::Error::last_os_error());
         }
         let got = r as usize;
-        for ((m, h), name) in meta.iter_mut().zip(&hdrs).zip(&names).take(got) {
+        for (((m, h), name), control) in meta
+            .iter_mut()
+            .zip(&hdrs)
+            .zip(&names)
+            .zip(&controls)
+            .take(got)
+        {
+            let control_of = &control.0;
             let len = h.msg_len as usize;
             *m = Received {
                 addr: sockaddr(name).unwrap_or(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0))),
@@ -244,53 +237,8 @@ impl Udp {
                 dst_ip: None,
                 stamp: None,
             };
-            // SAFETY: the kernel filled `msg_controllen` bytes of the control buffer the
-            // header points at; the CMSG_* helpers walk them within that length.
-            unsafe {
-                let mut c = libc::CMSG_FIRSTHDR(&h.msg_hdr);
-                while !c.is_null() {
-                    match ((*c).cmsg_level, (*c).cmsg_type) {
-                        (libc::SOL_SOCKET, libc::SCM_TIMESTAMPNS) => {
-                            let Some(ts) = cmsg_value::<libc::timespec>(c) else {
-                                break;
-                            };
-                            if ts.tv_sec > 0 {
-                                m.stamp = Some(
-                                    UNIX_EPOCH
-                                        + Duration::new(
-                                            ts.tv_sec as u64,
-                                            ts.tv_nsec.clamp(0, 999_999_999) as u32,
-                                        ),
-                                );
-                            }
-                        }
-                        (libc::IPPROTO_IP, libc::IP_PKTINFO) => {
-                            let Some(p) = cmsg_value::<libc::in_pktinfo>(c) else {
-                                break;
-                            };
-                            m.dst_ip =
-                                Some(IpAddr::V4(Ipv4Addr::from(u32::from_be(p.ipi_addr.s_addr))));
-                        }
-                        (libc::IPPROTO_IPV6, libc::IPV6_PKTINFO) => {
-                            let Some(p) = cmsg_value::<libc::in6_pktinfo>(c) else {
-                                break;
-                            };
-                            let ip = Ipv6Addr::from(p.ipi6_addr.s6_addr);
-                            m.dst_ip = Some(ip.to_ipv4_mapped().map_or(IpAddr::V6(ip), IpAddr::V4));
-                        }
-                        (libc::SOL_UDP, UDP_GRO) => {
-                            let Some(size) = cmsg_value::<libc::c_int>(c) else {
-                                break;
-                            };
-                            if size > 0 {
-                                m.stride = size as usize;
-                            }
-                        }
-                        _ => {}
-                    }
-                    c = libc::CMSG_NXTHDR(&h.msg_hdr, c);
-                }
-            }
+            let filled = usize::min(h.msg_hdr.msg_controllen as _, CONTROL);
+            cmsg::read(&control_of[..filled], m);
         }
         Ok(got)
     }
