@@ -29,7 +29,7 @@ impl Drop for Continue {
 }
 
 /// How a daemon is starved: after `delay`, stopped for `off` and let run for `on`, for
-/// `span` or until told to stop; it is left running.
+/// `span` or until the load ends; it is left running.
 #[derive(Clone, Copy)]
 struct Starve {
     delay: Duration,
@@ -38,28 +38,42 @@ struct Starve {
     on: Duration,
 }
 
-/// Starve the daemon `pid` as `how` says; returns the stops made.
-fn starve(pid: libc::pid_t, how: &Starve, stop: &AtomicBool) -> u32 {
-    let Starve {
-        delay,
-        span,
-        off,
-        on,
-    } = *how;
-    let _cont = Continue(pid);
-    std::thread::sleep(delay);
-    let start = Instant::now();
-    let mut cycles = 0;
-    while start.elapsed() < span && !stop.load(Ordering::SeqCst) {
-        // SAFETY: as above.
-        unsafe { libc::kill(pid, libc::SIGSTOP) };
-        std::thread::sleep(off);
-        // SAFETY: as above.
-        unsafe { libc::kill(pid, libc::SIGCONT) };
-        std::thread::sleep(on);
-        cycles += 1;
-    }
-    cycles
+/// Run `load` while the daemon `pid` is starved as `how` says, from another thread: what
+/// `load` returned and how many times the daemon was stopped. It runs again when `load`
+/// ends, or when either thread fails.
+fn starved_during<T>(pid: libc::pid_t, how: Starve, load: impl FnOnce() -> T) -> (T, u32) {
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let stop = &stop;
+        let t = s.spawn(move || {
+            let _cont = Continue(pid);
+            std::thread::sleep(how.delay);
+            let start = Instant::now();
+            let mut stops = 0;
+            while start.elapsed() < how.span && !stop.load(Ordering::SeqCst) {
+                // SAFETY: as above.
+                unsafe { libc::kill(pid, libc::SIGSTOP) };
+                std::thread::sleep(how.off);
+                // SAFETY: as above.
+                unsafe { libc::kill(pid, libc::SIGCONT) };
+                std::thread::sleep(how.on);
+                stops += 1;
+            }
+            stops
+        });
+        // Stops the starving even if `load` panics.
+        struct Done<'a>(&'a AtomicBool);
+        impl Drop for Done<'_> {
+            fn drop(&mut self) {
+                self.0.store(true, Ordering::SeqCst);
+            }
+        }
+        let r = {
+            let _done = Done(stop);
+            load()
+        };
+        (r, t.join().unwrap_or(0))
+    })
 }
 
 /// h2's figures: CoDel's drops and marks on its queue, its LAN's `aqm` drops, and those
@@ -104,23 +118,18 @@ fn a_starved_receiver_signals_congestion_on_bulk_frames_counted_against_their_pe
     // 4 s; h2 starved for 2.5 s of it, from 0.6 s in (after iperf3's own set-up).
     // TOS 0: not ECN-capable, so dropped; TOS 2: ECT(0), so marked CE.
     for tos in ["0", "2"] {
-        let stop = AtomicBool::new(false);
-        let (report, cycles) = std::thread::scope(|s| {
-            let how = Starve {
-                delay: Duration::from_millis(900),
-                span: Duration::from_millis(2500),
-                off: Duration::from_millis(40),
-                on: Duration::from_millis(1),
-            };
-            let stop = &stop;
-            let t = s.spawn(move || starve(pid, &how, stop));
-            let r = lab.iperf3(
+        let how = Starve {
+            delay: Duration::from_millis(900),
+            span: Duration::from_millis(2500),
+            off: Duration::from_millis(40),
+            on: Duration::from_millis(1),
+        };
+        let (report, cycles) = starved_during(pid, how, || {
+            lab.iperf3(
                 &a,
                 &b,
                 &["-u", "-b", "400M", "-l", "1200", "-t", "4", "-S", tos],
-            );
-            stop.store(true, Ordering::SeqCst);
-            (r, t.join().unwrap_or(0))
+            )
         });
         let sent = report["end"]["sum"]["packets"].as_u64().unwrap_or(0);
         let after = signals(&lab);
@@ -182,19 +191,14 @@ fn a_limit_polices_by_arrival_so_a_flow_under_it_loses_nothing_to_a_stalled_daem
     // daemon stopped 60 ms in every 300 from 0.8 s in: each time it comes back, 60 ms of
     // the flow wait in its socket, read at once.
     let pid = libc::pid_t::try_from(lab.pid("h1")).expect("pid");
-    let stop = AtomicBool::new(false);
-    let (report, stops) = std::thread::scope(|s| {
-        let how = Starve {
-            delay: Duration::from_millis(800),
-            span: Duration::from_millis(4800),
-            off: Duration::from_millis(60),
-            on: Duration::from_millis(240),
-        };
-        let stop = &stop;
-        let t = s.spawn(move || starve(pid, &how, stop));
-        let r = lab.iperf3(&z, &a, &["-u", "-b", "40M", "-l", "1200", "-t", "6"]);
-        stop.store(true, Ordering::SeqCst);
-        (r, t.join().unwrap_or(0))
+    let how = Starve {
+        delay: Duration::from_millis(800),
+        span: Duration::from_millis(4800),
+        off: Duration::from_millis(60),
+        on: Duration::from_millis(240),
+    };
+    let (report, stops) = starved_during(pid, how, || {
+        lab.iperf3(&z, &a, &["-u", "-b", "40M", "-l", "1200", "-t", "6"])
     });
     let rx = limit(&lab);
     eprintln!(

@@ -21,7 +21,6 @@ use std::os::fd::AsRawFd;
 use mio::net::UdpSocket;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
-
 use tracing::{debug, info, warn};
 
 use super::udp::{BATCH, Received, SLOT, Udp};

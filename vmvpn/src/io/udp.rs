@@ -228,7 +228,6 @@ impl Udp {
             .zip(&controls)
             .take(got)
         {
-            let control_of = &control.0;
             let len = h.msg_len as usize;
             *m = Received {
                 addr: sockaddr(name).unwrap_or(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0))),
@@ -238,7 +237,7 @@ impl Udp {
                 stamp: None,
             };
             let filled = usize::min(h.msg_hdr.msg_controllen as _, CONTROL);
-            cmsg::read(&control_of[..filled], m);
+            cmsg::read(&control.0[..filled], m);
         }
         Ok(got)
     }
