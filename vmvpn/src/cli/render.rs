@@ -114,7 +114,7 @@ fn host(o: &mut String, v: &Status) {
     let off = &v.offload;
     let _ = writeln!(
         o,
-        "offload: TAP TSO {}, USO {}, {} large frames ({} UDP) split into {} segments, {} merged from {} received; UDP GSO up to {} datagrams per send, {} sends carried {}; {} sendmmsg carried {} runs",
+        "offload: TAP TSO {}, USO {}, {} large frames ({} UDP) split into {} segments, {} merged from {} received ({} on their sender's checksum); UDP GSO up to {} datagrams per send, {} sends carried {}; {} sendmmsg carried {} runs",
         if off.tap_offload { "on" } else { "off" },
         if off.tap_uso { "on" } else { "off" },
         off.tso_frames_total,
@@ -122,6 +122,7 @@ fn host(o: &mut String, v: &Status) {
         off.tso_segments_total,
         off.gro_frames_total,
         off.gro_segments_total,
+        off.gro_summed_segments_total,
         off.gso_max_segments,
         off.gso_sends_total,
         off.gso_datagrams_total,

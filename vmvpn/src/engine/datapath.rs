@@ -20,7 +20,8 @@ use crate::proto::crypto::SealKey;
 use crate::proto::fragment::{self as frag, FragHeader};
 use crate::proto::replay::Replay;
 use crate::proto::{
-    ETHERNET_HEADER_LEN, FLAG_RELAY, HEADER_LEN, Header, Kind, PMTU_SEQ_BIT, Packet, TAG_LEN,
+    ETHERNET_HEADER_LEN, FLAG_CHECKSUMS, FLAG_RELAY, HEADER_LEN, Header, Kind, PMTU_SEQ_BIT,
+    Packet, TAG_LEN,
 };
 
 impl Engine {
@@ -35,6 +36,21 @@ impl Engine {
         buf: &mut [u8],
         len: usize,
         now: Instant,
+    ) -> TapAction<'_> {
+        self.handle_tap_segment(lan, buf, len, now, false)
+    }
+
+    /// [`Engine::handle_tap_frame`] for a frame whose TCP or UDP checksum this host
+    /// computed itself (`summed`: a segment cut from a TSO or USO frame, see
+    /// `gso::checksums_ours`). Sent as one datagram to one peer, it carries
+    /// `FLAG_CHECKSUMS`, and the receiver merges it without summing it again.
+    pub fn handle_tap_segment(
+        &mut self,
+        lan: LanId,
+        buf: &mut [u8],
+        len: usize,
+        now: Instant,
+        summed: bool,
     ) -> TapAction<'_> {
         let Some(l) = self.lans.get_mut(lan.index()) else {
             self.drops.bump(DropReason::UnknownLan);
@@ -128,7 +144,7 @@ impl Engine {
         match target {
             Some(Location::Local) => TapAction::Drop(l.drop_at(None, DropReason::LocalDestination)),
             Some(Location::Peer(i)) => {
-                let a = tap_unicast(l, me, i, buf, len, now);
+                let a = tap_unicast(l, me, i, (buf, len, summed), now);
                 if matches!(a, TapAction::Drop(_)) {
                     // The VM's frame could not be carried (no session, too large): its own.
                     l.measure.vms.note_tx_drop(&src);
@@ -426,6 +442,7 @@ impl Engine {
             lan,
             peer: pi,
             frame,
+            summed: h.kind == Kind::Data && h.flags & FLAG_CHECKSUMS != 0,
             relay: relay.then(|| self.relay(lan)),
         }
     }
@@ -557,8 +574,7 @@ fn tap_unicast(
     l: &mut Lan,
     me: Me,
     i: PeerId,
-    buf: &mut [u8],
-    len: usize,
+    (buf, len, summed): (&mut [u8], usize, bool),
     now: Instant,
 ) -> TapAction<'static> {
     let Some(p) = l.peers.get_mut(i.index()) else {
@@ -601,6 +617,9 @@ fn tap_unicast(
             len: n,
             seg: piece + frag::PER_FRAGMENT,
         };
+    }
+    if summed {
+        hdr.flags = FLAG_CHECKSUMS;
     }
     write_header(buf, &hdr);
     let Some(n) = s.tx.seal(seq, buf, len) else {

@@ -254,6 +254,9 @@ pub enum RxAction<'a> {
         peer: PeerId,
         /// Where the frame is in the buffer.
         frame: Range<usize>,
+        /// Its sender computed its TCP or UDP checksum (`FLAG_CHECKSUMS`): the coalescer
+        /// need not sum it again.
+        summed: bool,
         /// As designated forwarder: what to pass on inside this subnet.
         relay: Option<Relay<'a>>,
     },

@@ -562,12 +562,13 @@ impl DataPlane {
                 lan,
                 peer,
                 frame,
+                summed,
                 relay: r,
-            } => (lan, relay(r), Some(Some((peer, frame)))),
+            } => (lan, relay(r), Some(Some((peer, frame, summed)))),
             RxAction::Consumed | RxAction::Drop(_) => return,
         };
         match tap {
-            Some(Some((peer, frame))) => self.write_frame(lan, peer, dgram, frame),
+            Some(Some((peer, frame, summed))) => self.write_frame(lan, peer, dgram, frame, summed),
             Some(None) => self.write_reassembled(lan),
             None => {}
         }
@@ -609,13 +610,15 @@ impl DataPlane {
         }
     }
 
-    /// A frame opened in place in `dgram`, to its TAP or into the coalescer.
+    /// A frame opened in place in `dgram`, to its TAP or into the coalescer (`summed`: its
+    /// sender computed its checksum, see `RxAction::Tap`).
     fn write_frame(
         &mut self,
         lan: LanId,
         peer: PeerId,
         dgram: &mut [u8],
         frame: std::ops::Range<usize>,
+        summed: bool,
     ) {
         let DataPlane {
             gro,
@@ -633,9 +636,12 @@ impl DataPlane {
         }
         let tap = taps.get(lan.index());
         let taken = tap.is_some_and(TapDevice::offload)
-            && gro.push(lan.index(), &dgram[frame.clone()], |lan, bytes, segs| {
-                write_merged(taps, engine, lan, bytes, segs)
-            });
+            && gro.push(
+                lan.index(),
+                &dgram[frame.clone()],
+                summed,
+                |lan, bytes, segs| write_merged(taps, engine, lan, bytes, segs),
+            );
         // Not taken by the coalescer: written now (anything held went first).
         let ok = taken
             || tap.is_some_and(|t| {
@@ -685,6 +691,7 @@ impl DataPlane {
                 tap: &self.taps[i],
                 lan: LanId(i),
                 now,
+                summed: gso::checksums_ours(&h, frame),
                 spare: buf,
                 failed: 0,
             };
@@ -997,6 +1004,7 @@ impl DataPlane {
                 mmsg_runs_total: mmsg_runs,
                 gro_frames_total: self.gro.stats().frames,
                 gro_segments_total: self.gro.stats().segments,
+                gro_summed_segments_total: self.gro.stats().summed,
                 ..self.offload
             },
             queue: self.rxq.stats(),
@@ -1066,6 +1074,8 @@ struct ToBatch<'a> {
     tap: &'a TapDevice,
     lan: LanId,
     now: Instant,
+    /// The split computes each frame's checksum (`gso::checksums_ours`).
+    summed: bool,
     /// Where a frame that is not one datagram to one peer (a flood, fragments, a reply
     /// to the VM) is copied to be sent as before.
     spare: &'a mut [u8],
@@ -1082,9 +1092,13 @@ impl gso::Segments for ToBatch<'_> {
     fn emit(&mut self, len: usize) {
         let room = self.batch.room();
         let room_len = room.len().min(ROOM);
-        let action = self
-            .engine
-            .handle_tap_frame(self.lan, &mut room[..room_len], len, self.now);
+        let action = self.engine.handle_tap_segment(
+            self.lan,
+            &mut room[..room_len],
+            len,
+            self.now,
+            self.summed,
+        );
         if let TapAction::Unicast(to, n) = action {
             self.failed += u64::from(self.batch.commit(self.udp, to, n));
             return;

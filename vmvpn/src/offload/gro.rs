@@ -48,6 +48,8 @@ struct Held {
     seg: Seg,
     gso_size: usize,
     segs: usize,
+    /// Of them, segments taken on their sender's checksum (`summed`).
+    summed: usize,
     next_seq: u32,
     next_id: u16,
     psh: bool,
@@ -60,6 +62,8 @@ pub struct GroStats {
     pub frames: u64,
     /// Segments in them.
     pub segments: u64,
+    /// Of these, segments merged on their sender's checksum, not summed here.
+    pub summed: u64,
 }
 
 /// Gathers segments; see the module documentation.
@@ -99,14 +103,16 @@ impl Coalescer {
         &mut self,
         lan: usize,
         frame: &[u8],
+        summed: bool,
         mut write: impl FnMut(usize, &[u8], usize),
     ) -> bool {
-        let seg = parse(frame);
+        let seg = parse(frame, summed);
         if let (Some(s), Some(h)) = (seg, self.held.as_mut())
             && joins(h, lan, &s, frame, &self.buf[VNET_HDR_LEN..])
         {
             self.buf.extend_from_slice(&frame[s.hdrs..]);
             h.segs += 1;
+            h.summed += usize::from(summed);
             h.next_seq = h.next_seq.wrapping_add(s.payload as u32);
             h.next_id = h.next_id.wrapping_add(1);
             // A short or pushed segment ends the run, as it ends a TSO frame.
@@ -128,6 +134,7 @@ impl Coalescer {
                     seg: s,
                     gso_size: s.payload,
                     segs: 1,
+                    summed: usize::from(summed),
                     next_seq: s.seq.wrapping_add(s.payload as u32),
                     next_id: s.id.wrapping_add(1),
                     psh: false,
@@ -192,6 +199,7 @@ impl Coalescer {
             }
             self.stats.frames += 1;
             self.stats.segments += h.segs as u64;
+            self.stats.summed += h.summed as u64;
         }
         write(h.lan, &self.buf, h.segs);
     }
@@ -204,8 +212,9 @@ fn be16(b: &[u8], i: usize) -> u16 {
 /// The segment's layout if it may be merged: untagged IPv4 without options or fragments,
 /// or IPv6 without extension headers; TCP with payload, ACK set and nothing but PSH
 /// besides, or UDP with payload and a checksum; lengths that match the frame; valid
-/// checksums.
-fn parse(f: &[u8]) -> Option<Seg> {
+/// checksums (the transport's taken as valid when `summed`: its sender computed it, and
+/// the tunnel's AEAD proves the bytes unchanged since).
+fn parse(f: &[u8], summed: bool) -> Option<Seg> {
     let (v4, l4, id, proto) = match f.get(12..14)? {
         [0x08, 0x00] => {
             let ip = f.get(ETH..ETH + 20)?;
@@ -237,7 +246,8 @@ fn parse(f: &[u8]) -> Option<Seg> {
     } else {
         &f[ETH + 8..ETH + 40]
     };
-    let valid = || fold(sum(pseudo(addrs, proto, (f.len() - l4) as u32), &f[l4..])) == 0xffff;
+    let valid =
+        || summed || fold(sum(pseudo(addrs, proto, (f.len() - l4) as u32), &f[l4..])) == 0xffff;
     if proto == 17 {
         let udp = f.get(l4..l4 + 8)?;
         // A zero checksum is "none" (IPv4): merging would invent one, so it passes as is.

@@ -64,10 +64,19 @@ fn send(udp: bool, v6: bool, port: u16, seq: u32, len: usize, mss: u16) -> Vec<V
 
 /// What the TAPs would receive: (lan, virtio header, frame).
 fn coalesce(frames: &[(usize, Vec<u8>)], c: &mut Coalescer) -> Vec<(usize, VnetHdr, Vec<u8>)> {
+    coalesce_with(frames, c, false)
+}
+
+/// [`coalesce`], every frame offered as `summed` (its sender computed its checksum) or not.
+fn coalesce_with(
+    frames: &[(usize, Vec<u8>)],
+    c: &mut Coalescer,
+    summed: bool,
+) -> Vec<(usize, VnetHdr, Vec<u8>)> {
     let mut out = Vec::new();
     for (lan, f) in frames {
         let mut written = Vec::new();
-        let taken = c.push(*lan, f, |l, b, segs| {
+        let taken = c.push(*lan, f, summed, |l, b, segs| {
             assert!(segs >= 1);
             let h = VnetHdr::parse(b).expect("header");
             written.push((l, h, b[VNET_HDR_LEN..].to_vec()));
@@ -147,7 +156,8 @@ fn one_tso_send_becomes_one_valid_gso_frame() {
             c.stats(),
             GroStats {
                 frames: 1,
-                segments: 20
+                segments: 20,
+                summed: 0
             }
         );
         // The merged frame is a valid TCP packet once the kernel completes the checksum.
@@ -251,7 +261,7 @@ fn what_cannot_merge_passes_through_in_order() {
     assert_same(&expand(&out), &input);
     assert!(out.iter().any(|(_, h, f)| h.gso_type == 0 && *f == bad));
     for plain in [&arp, &udp, &syn] {
-        assert!(!c.push(0, plain, |_, _, _| {}));
+        assert!(!c.push(0, plain, false, |_, _, _| {}));
     }
 }
 
@@ -350,7 +360,8 @@ fn tcp_and_udp_of_the_same_hosts_do_not_mix() {
         c.stats(),
         GroStats {
             frames: 2,
-            segments: 6
+            segments: 6,
+            summed: 0
         }
     );
     assert_same(&expand(&out), &input);
@@ -387,5 +398,60 @@ proptest::proptest! {
             all.into_iter().enumerate().map(|(i, f)| (lans[i % 64], f)).collect();
         let out = coalesce(&input, &mut Coalescer::new());
         assert_same(&expand(&out), &input);
+    }
+}
+
+/// A sender's word that it computed the transport checksums (`summed`, `FLAG_CHECKSUMS`)
+/// changes nothing for valid segments (TCP and UDP, IPv4 and IPv6), and it is taken:
+/// segments whose checksum field holds anything merge all the same, where unsummed ones
+/// with those fields pass through one by one. The IPv4 header's own checksum is still
+/// checked either way.
+#[test]
+fn summed_segments_merge_as_checked_ones_do_without_a_second_sum() {
+    for v6 in [false, true] {
+        let mut input = lan0(segments(v6, 40000, 1, 20000, 1000));
+        input.extend(lan0(datagrams(v6, 40001, 3, 12000, 1200)));
+        let checked = coalesce_with(&input, &mut Coalescer::new(), false);
+        let mut c = Coalescer::new();
+        let summed = coalesce_with(&input, &mut c, true);
+        assert_eq!(checked, summed, "v6 {v6}");
+        assert_eq!(
+            (c.stats().segments, c.stats().summed),
+            (input.len() as u64, input.len() as u64),
+            "every segment merged, on its sender's checksum (v6 {v6})"
+        );
+        assert_eq!(summed.len(), 2, "one TCP and one UDP frame (v6 {v6})");
+        let l4 = if v6 { 54 } else { 34 };
+        let proto_at = if v6 { 20 } else { 23 };
+        let blank: Vec<(usize, Vec<u8>)> = input
+            .iter()
+            .map(|(lan, f)| {
+                let mut f = f.clone();
+                let at = l4 + if f[proto_at] == 6 { 16 } else { 6 };
+                f[at..at + 2].copy_from_slice(&[0x12, 0x34]);
+                (*lan, f)
+            })
+            .collect();
+        assert_eq!(
+            coalesce_with(&blank, &mut Coalescer::new(), true).len(),
+            2,
+            "summed: merged without a sum (v6 {v6})"
+        );
+        assert_eq!(
+            coalesce_with(&blank, &mut Coalescer::new(), false).len(),
+            blank.len(),
+            "unsummed: each checked, none merged (v6 {v6})"
+        );
+        if !v6 {
+            // A bad IPv4 header checksum is never merged, summed or not.
+            let mut bad = input.clone();
+            for (_, f) in &mut bad {
+                f[24] ^= 0xff;
+            }
+            assert_eq!(
+                coalesce_with(&bad, &mut Coalescer::new(), true).len(),
+                bad.len()
+            );
+        }
     }
 }

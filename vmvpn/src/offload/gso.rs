@@ -249,6 +249,32 @@ pub fn split_into(
     Ok(count)
 }
 
+/// Whether `split_into` leaves, in every frame it makes of this one, a TCP or UDP checksum
+/// it computed itself, where a receiver's coalescer (`gro`) reads it: an untagged IPv4
+/// frame without options or an IPv6 one without extension headers, the transport header
+/// where `csum_start` says, and the protocol the GSO type (or `csum_offset`) expects. Such
+/// frames are marked on the wire (`FLAG_CHECKSUMS`) and merged without a second sum.
+pub fn checksums_ours(h: &VnetHdr, frame: &[u8]) -> bool {
+    let gso = h.gso_type & !GSO_ECN;
+    if gso == GSO_NONE && h.flags & F_NEEDS_CSUM == 0 {
+        return false;
+    }
+    let (v4, l4, proto) = match frame.get(12..14) {
+        Some([0x08, 0x00]) if frame.get(14) == Some(&0x45) => (true, 34, frame.get(23)),
+        Some([0x86, 0xdd]) => (false, 54, frame.get(20)),
+        _ => return false,
+    };
+    let (tcp, udp) = (proto == Some(&6), proto == Some(&17));
+    usize::from(h.csum_start) == l4
+        && match gso {
+            GSO_NONE => (tcp && h.csum_offset == 16) || (udp && h.csum_offset == 6),
+            GSO_TCPV4 => v4 && tcp,
+            GSO_TCPV6 => !v4 && tcp,
+            GSO_UDP_L4 => udp,
+            _ => false,
+        }
+}
+
 /// Finish a partial checksum: the kernel put the pseudo-header sum at
 /// `csum_start + csum_offset`; the sum over everything from `csum_start` completes it.
 fn complete_csum(h: &VnetHdr, frame: &mut [u8]) -> Result<(), GsoError> {
@@ -370,6 +396,64 @@ mod tests {
         let mut seen = Vec::new();
         split(&h, &mut f, &mut out, 0, |b, n| seen.push(b[..n].to_vec())).expect("split");
         assert_eq!(seen, vec![good]);
+    }
+
+    /// What the split computes itself, and only that, is said to be summed: TSO frames of
+    /// both IP versions, a USO frame and a partial checksum, not a frame the kernel summed
+    /// (no flags), nor one whose layout a receiver's coalescer would read elsewhere (a VLAN
+    /// tag, IPv4 options, `csum_start` off the transport header, a protocol the GSO type
+    /// does not match).
+    #[test]
+    fn only_checksums_the_split_computes_are_said_to_be_summed() {
+        for v6 in [false, true] {
+            let (f, h) = tso_frame(v6, &[1u8; 3000], false);
+            assert!(checksums_ours(&h, &f), "TSO, v6 {v6}");
+            let partial = VnetHdr {
+                gso_type: GSO_NONE,
+                ..h
+            };
+            assert!(checksums_ours(&partial, &f), "partial, v6 {v6}");
+            let summed_by_kernel = VnetHdr {
+                flags: 0,
+                ..partial
+            };
+            assert!(!checksums_ours(&summed_by_kernel, &f), "no flags, v6 {v6}");
+            let elsewhere = VnetHdr {
+                csum_start: h.csum_start + 4,
+                ..h
+            };
+            assert!(!checksums_ours(&elsewhere, &f), "csum_start, v6 {v6}");
+            let wrong_offset = VnetHdr {
+                csum_offset: 6,
+                ..partial
+            };
+            assert!(!checksums_ours(&wrong_offset, &f), "offset, v6 {v6}");
+            let other_version = VnetHdr {
+                gso_type: if v6 { GSO_TCPV4 } else { GSO_TCPV6 },
+                ..h
+            };
+            assert!(!checksums_ours(&other_version, &f), "GSO type, v6 {v6}");
+            let uso = VnetHdr {
+                gso_type: GSO_UDP_L4,
+                ..h
+            };
+            assert!(!checksums_ours(&uso, &f), "USO of a TCP frame, v6 {v6}");
+            let mut as_udp = f.clone();
+            as_udp[if v6 { 20 } else { 23 }] = 17;
+            assert!(checksums_ours(&uso, &as_udp), "USO, v6 {v6}");
+        }
+        let (f, h) = tso_frame(false, &[1u8; 3000], false);
+        let mut options = f.clone();
+        options[14] = 0x46;
+        assert!(!checksums_ours(&h, &options), "IPv4 options");
+        let mut tagged = f[..12].to_vec();
+        tagged.extend_from_slice(&[0x81, 0x00, 0, 5]);
+        tagged.extend_from_slice(&f[12..]);
+        let h_tagged = VnetHdr {
+            csum_start: h.csum_start + 4,
+            ..h
+        };
+        assert!(!checksums_ours(&h_tagged, &tagged), "VLAN tag");
     }
 
     #[test]

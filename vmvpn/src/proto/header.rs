@@ -19,6 +19,10 @@
 //! - `flags`: bit 0 (`RELAY`) on a flood sent to the designated forwarder of another
 //!   subnet, which passes it on inside its subnet. Covered by the AEAD like the rest of the
 //!   header, so a relay copy is sealed on its own, under the next group sequence number.
+//!   Bit 1 (`CHECKSUMS`) on a data frame: the sending daemon computed its TCP or UDP
+//!   checksum itself (a segment it cut from a TSO or USO frame, or a checksum its kernel
+//!   left partial), so the receiver may merge it (GRO) without summing it again: the AEAD
+//!   already proves the bytes are the ones summed. Receivers that predate it ignore it.
 //! - `LAN id`: the first 4 bytes of SHA-256("vmvpn/1 lan id" ‖ LAN name).
 //! - `sender id`: the sending host's 32-bit id.
 //! - `sequence`: for data and keepalive the per-(sender, receiver) counter, for flood the
@@ -59,6 +63,8 @@ pub const HELLO_LEN: usize = HEADER_LEN + HELLO_BODY_LEN;
 pub const BEACON_LEN: usize = HEADER_LEN + 32;
 /// Flag: a flood for the designated forwarder of the receiver's subnet to pass on.
 pub const FLAG_RELAY: u8 = 0x01;
+/// Flag: a data frame whose TCP/UDP checksum the sending daemon computed itself.
+pub const FLAG_CHECKSUMS: u8 = 0x02;
 /// Path MTU probes and acks use sequence numbers with this bit set, counted apart from
 /// data: a probe too large for the path is lost by design and must not count as loss.
 pub const PMTU_SEQ_BIT: u64 = 1 << 63;

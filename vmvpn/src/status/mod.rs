@@ -272,6 +272,10 @@ pub struct OffloadStats {
     pub gro_frames_total: u64,
     /// Segments they carried.
     pub gro_segments_total: u64,
+    /// Of these, segments whose checksum their sender computed and vouched for
+    /// (`FLAG_CHECKSUMS`: a peer's TSO or USO segments), merged without summing them here.
+    #[serde(default)]
+    pub gro_summed_segments_total: u64,
     /// Datagrams per UDP GSO send at most (1: the kernel cannot segment UDP here).
     pub gso_max_segments: usize,
     /// UDP GSO sends of several datagrams (segments of a large frame, or small frames

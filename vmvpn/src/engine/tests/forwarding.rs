@@ -259,3 +259,36 @@ fn a_limit_polices_received_frames_by_when_they_arrived_not_when_they_were_read(
         "{burst} of a 100-frame burst passed a 16 KB bucket"
     );
 }
+
+#[test]
+fn a_segment_whose_checksum_the_sender_computed_says_so_and_nothing_else_does() {
+    use crate::proto::{FLAG_CHECKSUMS, Packet};
+    let mut net = Net::new(2);
+    net.tick();
+    net.send(1, &frame(BCAST, mac(2), b"learn"));
+    // (summed by the sender?, by a flood?) -> the flag on the wire, and what the receiver says.
+    for (summed, to) in [(true, mac(2)), (false, mac(2)), (true, BCAST)] {
+        let f = frame(to, mac(1), &[7u8; 600]);
+        let mut buf = vec![0u8; buffer_len(MAX_FRAME)];
+        buf[HEADER_LEN..HEADER_LEN + f.len()].copy_from_slice(&f);
+        let n = match net.hosts[0].handle_tap_segment(LAN, &mut buf, f.len(), net.now, summed) {
+            TapAction::Unicast(_, n) => n,
+            TapAction::Flood { len, .. } => len,
+            other => panic!("{other:?}"),
+        };
+        let flags = Packet::new_checked(&buf[..n])
+            .expect("a datagram")
+            .header()
+            .flags;
+        let unicast = to != BCAST;
+        assert_eq!(
+            flags & FLAG_CHECKSUMS != 0,
+            summed && unicast,
+            "summed {summed}, unicast {unicast}: flags {flags:#x}"
+        );
+        match net.hosts[1].handle_datagram(addr(0), false, &mut buf[..n], net.now) {
+            RxAction::Tap { summed: said, .. } => assert_eq!(said, summed && unicast),
+            other => panic!("{other:?}"),
+        }
+    }
+}
