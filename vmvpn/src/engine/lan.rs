@@ -1,8 +1,9 @@
 //! One LAN inside the engine: its keys, peers, MAC database, flood plan and counters.
 
-use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
+
+use rustc_hash::FxHashMap;
 
 use telemetry::{DropCounters, DropReason};
 
@@ -24,7 +25,8 @@ pub(crate) struct Lan {
     /// Proves membership to a relay (`[host] relays`); opens nothing.
     pub(crate) relay_key: crate::proto::relay::RelayKey,
     pub(crate) peers: Vec<Peer>,
-    pub(crate) by_id: HashMap<u32, PeerId>,
+    /// Every datagram looks its sender up here: FxHash (see the workspace's Cargo.toml).
+    pub(crate) by_id: FxHashMap<u32, PeerId>,
     /// Where floods go; rebuilt when peers or beacons change (not per packet).
     pub(crate) plan: Plan,
     /// Up peers (each receives a flood one way or another), for per-peer counters.
@@ -90,7 +92,7 @@ impl Lan {
             group_seq: first_seq,
             relay_key,
             peers: Vec::new(),
-            by_id: HashMap::new(),
+            by_id: FxHashMap::default(),
             plan: Plan::default(),
             flood_members: Vec::new(),
             drops: DropCounters::default(),

@@ -52,11 +52,12 @@ mod timers;
 mod transmit;
 mod tunnel;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
 use std::ops::Range;
 use std::time::{Duration, Instant};
 
+use rustc_hash::FxHashMap;
 use telemetry::{DropCounters, DropReason};
 use tracing::info;
 use x25519_dalek::StaticSecret;
@@ -288,7 +289,8 @@ pub struct Engine {
     me: handshake::Me,
     timers: Timers,
     lans: Vec<Lan>,
-    lan_index: HashMap<u32, LanId>,
+    /// Every datagram looks its LAN up here: FxHash (see the workspace's Cargo.toml).
+    lan_index: FxHashMap<u32, LanId>,
     drops: DropCounters,
     /// Control datagrams waiting for `poll_transmit`.
     out: VecDeque<transmit::Outgoing>,
@@ -359,7 +361,7 @@ impl Engine {
             },
             timers,
             lans: Vec::with_capacity(lans.len()),
-            lan_index: HashMap::new(),
+            lan_index: FxHashMap::default(),
             drops: DropCounters::default(),
             out: VecDeque::with_capacity(64),
             deadlines: timers::Deadlines::default(),

@@ -2,7 +2,7 @@
 //! datagrams between them (delivered, dropped by MTU, or multicast within a /24).
 
 // What every topic file uses, in one glob.
-pub(super) use std::collections::{BTreeMap, BTreeSet, HashSet};
+pub(super) use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 pub(super) use std::net::SocketAddr;
 pub(super) use std::time::{Duration, Instant};
 
