@@ -123,8 +123,15 @@ fuzz_target!(|data: &[u8]| {
                 let len = rest.len().min(MAX_FRAME);
                 w.buf[HEADER_LEN..HEADER_LEN + len].copy_from_slice(&rest[..len]);
                 let now = w.now;
+                // Half the time the data is left for a send thread to seal, as with
+                // `[host] threads = 2`.
+                w.e[1].seal_elsewhere(mode & 4 != 0);
                 let sealed: Vec<Vec<u8>> = match w.e[1].handle_tap_frame(LanId(0), &mut w.buf, len, now) {
                     TapAction::Unicast(_, n) => vec![w.buf[..n].to_vec()],
+                    TapAction::Unsealed(_, n, key) => match key.seal(&mut w.buf[..n]) {
+                        Some(n) => vec![w.buf[..n].to_vec()],
+                        None => panic!("an unsealed datagram too short to seal"),
+                    },
                     TapAction::Fragments { len: n, seg, .. } => {
                         w.buf[..n].chunks(seg).map(<[u8]>::to_vec).collect()
                     }

@@ -158,6 +158,7 @@ pub struct LabBuilder {
     cipher: Option<String>,
     no_offload: bool,
     realtime: bool,
+    threads: Option<u8>,
     extra_peers: usize,
     router_rules: Option<String>,
     router_mtu: Option<u32>,
@@ -212,6 +213,12 @@ impl LabBuilder {
     /// `[host] realtime = true` on every host (the data plane on SCHED_FIFO).
     pub fn realtime(mut self) -> Self {
         self.realtime = true;
+        self
+    }
+
+    /// `[host] threads = n` on every host (2: the data plane's send thread).
+    pub fn threads(mut self, n: u8) -> Self {
+        self.threads = Some(n);
         self
     }
 
@@ -639,6 +646,7 @@ impl Lab {
             cipher: None,
             no_offload: false,
             realtime: false,
+            threads: None,
             extra_peers: 0,
             nat: Vec::new(),
         }
@@ -977,6 +985,9 @@ impl Lab {
             }
             if b.realtime {
                 cfg += "realtime = true\n";
+            }
+            if let Some(n) = b.threads {
+                cfg += &format!("threads = {n}\n");
             }
             if !b.telemetry.is_empty() {
                 cfg += &format!("\n[telemetry]\n{}", b.telemetry);

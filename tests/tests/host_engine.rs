@@ -352,6 +352,50 @@ fn tcp_arrives_intact_without_offloads_and_on_realtime_scheduling() {
 }
 
 #[test]
+fn tcp_arrives_intact_through_the_send_thread_with_and_without_offloads() {
+    for (name, builder) in [
+        ("tcpthr", Lab::builder("tcpthr").threads(2)),
+        (
+            "tcpthrnoof",
+            Lab::builder("tcpthrnoof").threads(2).no_offload(),
+        ),
+    ] {
+        // Unicast data is sealed and sent by the send thread; ARP (floods) and the
+        // keepalives and probes still leave from the loop, after what the thread holds.
+        let lab = tcp_transfer(builder, |_, _| {});
+        for h in ["h1", "h2"] {
+            let st = lab.status(h);
+            assert_eq!(st["host"]["threads"], 2, "{name} {h}: {}", st["host"]);
+            let drops = &st["lans"][0]["drops"];
+            for reason in ["auth_failure", "replay", "udp_send_error"] {
+                assert_eq!(
+                    drops[reason].as_u64().unwrap_or(0),
+                    0,
+                    "{name} {h}: {reason} drops: {drops}"
+                );
+            }
+        }
+        let off = &lab.status("h1")["offload"];
+        let (sends, datagrams) = (
+            off["gso_sends_total"].as_u64().unwrap_or(0),
+            off["gso_datagrams_total"].as_u64().unwrap_or(0),
+        );
+        assert!(
+            sends > 0 && datagrams > sends,
+            "{name}: no batched send: {off}"
+        );
+        let handed = off["send_thread_batches_total"].as_u64().unwrap_or(0);
+        assert!(
+            handed > 10,
+            "{name}: the send thread sent {handed} batches: {off}"
+        );
+        let out = lab.vmvpn_cli("h1", &["status"]);
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains(", 2 threads"), "{name}: vmvpn status: {text}");
+    }
+}
+
+#[test]
 fn merged_frames_survive_a_vm_port_without_offloads() {
     // The receiving VM's bridge port takes one segment per frame and computes no checksums,
     // so the kernel splits vmvpn's merged frames again and completes each checksum in

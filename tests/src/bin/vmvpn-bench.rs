@@ -170,8 +170,15 @@ fn setup(sys: &str, t: &mut Topo, bin_dir: &Path) -> Result<(String, String), St
                 ov(ns, "vx0", ip)?;
             }
         }
-        "vmvpn" | "vmvpn mtu 1418" | "vmvpn cipher none" | "vmvpn offload off"
-        | "vmvpn realtime" | "vmvpn sflow+ipfix" => {
+        "vmvpn"
+        | "vmvpn mtu 1418"
+        | "vmvpn cipher none"
+        | "vmvpn offload off"
+        | "vmvpn realtime"
+        | "vmvpn sflow+ipfix"
+        | "vmvpn 2 threads"
+        | "vmvpn 1 core"
+        | "vmvpn 2 threads 1 core" => {
             let cipher = if sys == "vmvpn cipher none" {
                 "none"
             } else {
@@ -179,6 +186,20 @@ fn setup(sys: &str, t: &mut Topo, bin_dir: &Path) -> Result<(String, String), St
             };
             let offload = sys != "vmvpn offload off";
             let realtime = sys == "vmvpn realtime";
+            // Data-plane threads: the default ("auto": 1 below 4 cores) unless the row names
+            // them; "1 core" runs each daemon under `taskset -c 0`.
+            let threads = if sys.contains("2 threads") {
+                "threads = 2\n"
+            } else if sys.contains("1 core") {
+                "threads = 1\n"
+            } else {
+                ""
+            };
+            let pin = if sys.ends_with("1 core") {
+                "taskset -c 0 "
+            } else {
+                ""
+            };
             // The default TAP is at MTU 1500 (frames that do not fit a datagram are cut into
             // overlay fragments, TCP's MSS is clamped); 1418 is what fits one datagram on a
             // 1500-byte underlay, the default before, kept to compare.
@@ -206,7 +227,7 @@ fn setup(sys: &str, t: &mut Topo, bin_dir: &Path) -> Result<(String, String), St
                 std::fs::write(
                     &cfg,
                     format!(
-                        "[host]\nname = \"{name}\"\naddress = \"{me}/24\"\ncontrol_socket = \"{}\"\noffload = {offload}\nrealtime = {realtime}\n\n\
+                        "[host]\nname = \"{name}\"\naddress = \"{me}/24\"\ncontrol_socket = \"{}\"\noffload = {offload}\nrealtime = {realtime}\n{threads}\n\
                          [[lan]]\nname = \"bench\"\nsegment = \"192.168.99.0/24\"\ntap = \"vm0\"\n\
                          secret_file = \"{}\"\npeers = [\"{peer}:7401\"]\ncipher = \"{cipher}\"\n{mtu}{exports}",
                         dir.join(format!("{name}.sock")).display(),
@@ -218,7 +239,7 @@ fn setup(sys: &str, t: &mut Topo, bin_dir: &Path) -> Result<(String, String), St
                     name,
                     ns,
                     &format!(
-                        "{} up --config {}",
+                        "{pin}{} up --config {}",
                         bin_dir.join("vmvpn").display(),
                         cfg.display()
                     ),
@@ -474,6 +495,9 @@ fn main() -> std::process::ExitCode {
         "vmvpn offload off",
         "vmvpn realtime",
         "vmvpn sflow+ipfix",
+        "vmvpn 2 threads",
+        "vmvpn 1 core",
+        "vmvpn 2 threads 1 core",
         "tinc 1.0 switch",
         "OpenVPN 2.6 tap",
         "n2n 1.3",

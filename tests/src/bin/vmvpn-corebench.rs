@@ -365,6 +365,7 @@ fn unicast(
         TapAction::Unicast(_, n) => n,
         TapAction::Flood { len, .. } => len,
         TapAction::Fragments { .. } => panic!("the learning frame is small"),
+        TapAction::Unsealed(..) => panic!("sealed in the core unless asked otherwise"),
         TapAction::Drop(r) => panic!("learning frame dropped: {r:?}"),
         TapAction::Limited | TapAction::Reply(_) | TapAction::Consumed => {
             panic!("no limits or services here")

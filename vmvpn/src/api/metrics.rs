@@ -321,6 +321,7 @@ mod tests {
                 uptime_s: 3,
                 version: "0".into(),
                 realtime: false,
+                threads: 1,
             },
             drops: DropCounters::default(),
             lans: Vec::new(),

@@ -191,9 +191,16 @@ fn open(prep: Prepared) -> Result<Opened> {
         uptime_s: 0,
         version: env!("CARGO_PKG_VERSION").to_string(),
         realtime: false,
+        threads: 1,
     };
     let (mut dp, handle) = DataPlane::new(engine, udp, taps, host)?;
     dp.want_realtime(cfg.host.realtime);
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    if cfg.host.threads.resolve(cores) >= 2
+        && let Err(e) = dp.start_send_thread()
+    {
+        warn!(error = %e, "could not start the send thread; the data plane runs on one thread");
+    }
     let membership = match &cfg.bulletin {
         Some(b) => {
             let lans = cfg

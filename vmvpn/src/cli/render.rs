@@ -77,7 +77,7 @@ fn host(o: &mut String, v: &Status) {
     let h = &v.host;
     let _ = writeln!(
         o,
-        "host {} (id {:#010x})  listening {}  up {}s  vmvpn {}  data plane {}",
+        "host {} (id {:#010x})  listening {}  up {}s  vmvpn {}  data plane {}{}",
         h.name,
         h.id,
         h.listen,
@@ -87,6 +87,11 @@ fn host(o: &mut String, v: &Status) {
             "real-time"
         } else {
             "normal priority"
+        },
+        if h.threads >= 2 {
+            format!(", {} threads", h.threads)
+        } else {
+            String::new()
         }
     );
     match &v.bulletin {
@@ -114,7 +119,7 @@ fn host(o: &mut String, v: &Status) {
     let off = &v.offload;
     let _ = writeln!(
         o,
-        "offload: TAP TSO {}, USO {}, {} large frames ({} UDP) split into {} segments, {} merged from {} received ({} on their sender's checksum); UDP GSO up to {} datagrams per send, {} sends carried {}; {} sendmmsg carried {} runs",
+        "offload: TAP TSO {}, USO {}, {} large frames ({} UDP) split into {} segments, {} merged from {} received ({} on their sender's checksum); UDP GSO up to {} datagrams per send, {} sends carried {}; {} sendmmsg carried {} runs{}",
         if off.tap_offload { "on" } else { "off" },
         if off.tap_uso { "on" } else { "off" },
         off.tso_frames_total,
@@ -127,7 +132,15 @@ fn host(o: &mut String, v: &Status) {
         off.gso_sends_total,
         off.gso_datagrams_total,
         off.mmsg_sends_total,
-        off.mmsg_runs_total
+        off.mmsg_runs_total,
+        if v.host.threads >= 2 {
+            format!(
+                "; the send thread sent {} batches",
+                off.send_thread_batches_total
+            )
+        } else {
+            String::new()
+        }
     );
     if let Some(lv) = &v.libvirt {
         let _ = writeln!(

@@ -51,6 +51,13 @@ pub struct HostConfig {
     /// bulk transfer by 4x; see the README's benchmark).
     #[serde(default)]
     pub realtime: bool,
+    /// Data-plane threads: 1, the loop alone; 2, the loop and a send thread that seals
+    /// and sends the unicast data beside it (the AEAD and the send syscalls are about half
+    /// of a sending host's data-plane time). `"auto"` (the default): 2 where the machine
+    /// has 4 or more cores, else 1 (on fewer, a second busy thread takes a core from the
+    /// VMs). More than 2 needs the data plane split into shards, which is not built yet.
+    #[serde(default)]
+    pub threads: Threads,
     /// Seconds of silence towards a peer before a keepalive goes to it (probes, sent
     /// every second while telemetry is on, count as traffic). Below the UDP timeouts of
     /// NAT routers (commonly 30 s), so a punched path stays open.
@@ -75,6 +82,54 @@ pub struct HostConfig {
     /// LANs to relay for without being a member: `{ name = "lan9", verifier = "…" }`.
     #[serde(default)]
     pub relay_lans: Vec<RelayLan>,
+}
+
+/// `[host] threads`: `"auto"` or a count (1 or 2).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Threads {
+    /// 2 with 4 or more cores, else 1.
+    #[default]
+    Auto,
+    /// This many.
+    Count(u8),
+}
+
+impl Threads {
+    /// The threads to run on a machine with `cores` cores.
+    pub fn resolve(self, cores: usize) -> u8 {
+        match self {
+            Threads::Auto if cores >= 4 => 2,
+            Threads::Auto => 1,
+            Threads::Count(n) => n,
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Threads {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::{self, Visitor};
+        struct V;
+        const WANT: &str = "1, 2 or \"auto\" (more than 2 data-plane threads are not built yet)";
+        impl Visitor<'_> for V {
+            type Value = Threads;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(WANT)
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Threads, E> {
+                match v {
+                    "auto" => Ok(Threads::Auto),
+                    _ => Err(E::custom(format!("threads = \"{v}\": expected {WANT}"))),
+                }
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Threads, E> {
+                match v {
+                    1 | 2 => Ok(Threads::Count(v as u8)),
+                    _ => Err(E::custom(format!("threads = {v}: expected {WANT}"))),
+                }
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 fn default_keepalive() -> Spanned<u16> {

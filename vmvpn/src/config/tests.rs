@@ -46,6 +46,36 @@ fn parses_the_documented_example() {
     )
     .expect("valid");
     assert!(c.host.realtime);
+    // Data-plane threads: "auto" by default (2 from 4 cores), a count of 1 or 2.
+    use super::host::Threads;
+    let threads = |v: &str| {
+        Config::parse(
+            &GOOD.replace("[host]\n", &format!("[host]\nthreads = {v}\n")),
+            Path::new("host.toml"),
+        )
+        .map(|c| c.host.threads)
+    };
+    assert_eq!(
+        Config::parse(GOOD, Path::new("host.toml"))
+            .expect("valid")
+            .host
+            .threads,
+        Threads::Auto
+    );
+    assert_eq!(threads("\"auto\"").expect("auto"), Threads::Auto);
+    assert_eq!(threads("2").expect("2"), Threads::Count(2));
+    assert_eq!(
+        [2, 3, 4, 16].map(|c| Threads::Auto.resolve(c)),
+        [1, 1, 2, 2]
+    );
+    assert_eq!(Threads::Count(1).resolve(16), 1);
+    for bad in ["0", "3", "\"many\"", "true"] {
+        let e = threads(bad).expect_err("refused").to_string();
+        assert!(
+            e.contains("1, 2 or \"auto\"") && e.contains("line 3"),
+            "threads = {bad}: {e}"
+        );
+    }
     let c = Config::parse(
         &format!("{GOOD}\n[telemetry]\nprobes = false\nlink_speed_mbps = 1000\n"),
         Path::new("host.toml"),

@@ -15,7 +15,7 @@ use super::measure::Measure;
 use super::reassembly::{self, FragDrop, Verdict};
 use super::sampling;
 use super::service::Verdict as ToService;
-use super::{Engine, LanId, PeerId, Relay, RxAction, TapAction, mss, pmtu};
+use super::{Engine, LanId, PeerId, Relay, RxAction, Sealer, TapAction, mss, pmtu};
 use crate::proto::crypto::SealKey;
 use crate::proto::fragment::{self as frag, FragHeader};
 use crate::proto::replay::Replay;
@@ -140,17 +140,11 @@ impl Engine {
             id: self.me.id,
             ipv6_underlay: self.ipv6_underlay,
             underlay_mtu: self.underlay_mtu,
+            seal_elsewhere: self.seal_elsewhere,
         };
         match target {
             Some(Location::Local) => TapAction::Drop(l.drop_at(None, DropReason::LocalDestination)),
-            Some(Location::Peer(i)) => {
-                let a = tap_unicast(l, me, i, (buf, len, summed), now);
-                if matches!(a, TapAction::Drop(_)) {
-                    // The VM's frame could not be carried (no session, too large): its own.
-                    l.measure.vms.note_tx_drop(&src);
-                }
-                a
-            }
+            Some(Location::Peer(i)) => tap_unicast(l, me, i, &src, (buf, len, summed), now),
             None if l.plan.local.is_empty() && l.plan.relay.is_empty() => {
                 l.measure.vms.note_tx_drop(&src);
                 TapAction::Drop(l.drop_at(None, DropReason::NoRoute))
@@ -565,23 +559,26 @@ struct Me {
     id: u32,
     ipv6_underlay: bool,
     underlay_mtu: u16,
+    /// See `Engine::seal_elsewhere`.
+    seal_elsewhere: bool,
 }
 
-/// A frame from the TAP to the one peer behind its destination MAC: sealed in `buf`, or
-/// cut into fragments when it does not fit the path.
+/// A frame from the TAP to the one peer behind its destination MAC: sealed in `buf` (or
+/// left for the send thread to seal), or cut into fragments when it does not fit the path.
 #[inline]
-fn tap_unicast(
-    l: &mut Lan,
+fn tap_unicast<'a>(
+    l: &'a mut Lan,
     me: Me,
     i: PeerId,
+    src: &Mac,
     (buf, len, summed): (&mut [u8], usize, bool),
     now: Instant,
-) -> TapAction<'static> {
+) -> TapAction<'a> {
     let Some(p) = l.peers.get_mut(i.index()) else {
-        return TapAction::Drop(l.drop_at(None, DropReason::NoRoute));
+        return TapAction::Drop(l.drop_vm_frame(src, None, DropReason::NoRoute));
     };
     let Some(s) = p.tunnel.up_session() else {
-        return TapAction::Drop(l.drop_at(Some(i), DropReason::NoSession));
+        return TapAction::Drop(l.drop_vm_frame(src, Some(i), DropReason::NoSession));
     };
     let cap = mss::frame_cap(usize::from(p.path.mtu.current()), me.ipv6_underlay);
     mss::clamp(&mut buf[HEADER_LEN..HEADER_LEN + len], cap);
@@ -604,7 +601,7 @@ fn tap_unicast(
             },
         );
         let Some((count, piece, n)) = sealed else {
-            return TapAction::Drop(l.drop_at(Some(i), DropReason::Oversize));
+            return TapAction::Drop(l.drop_vm_frame(src, Some(i), DropReason::Oversize));
         };
         p.path.frag_id = p.path.frag_id.wrapping_add(1);
         p.tx_seq += count as u64;
@@ -622,8 +619,21 @@ fn tap_unicast(
         hdr.flags = FLAG_CHECKSUMS;
     }
     write_header(buf, &hdr);
+    let n = HEADER_LEN + len + TAG_LEN;
+    if me.seal_elsewhere && buf.len() >= n {
+        p.tx_seq += 1;
+        p.count.traffic.tx(len);
+        p.link.last_sent = Some(now);
+        let to = p.addr;
+        // Looked up again for the borrow the action carries out of this function (the
+        // session was there a moment ago).
+        return match l.peers[i.index()].tunnel.up_session() {
+            Some(s) => TapAction::Unsealed(to, n, Sealer(&s.tx)),
+            None => TapAction::Drop(DropReason::NoSession),
+        };
+    }
     let Some(n) = s.tx.seal(seq, buf, len) else {
-        return TapAction::Drop(l.drop_at(Some(i), DropReason::Oversize));
+        return TapAction::Drop(l.drop_vm_frame(src, Some(i), DropReason::Oversize));
     };
     p.tx_seq += 1;
     p.count.traffic.tx(len);

@@ -2,6 +2,7 @@
 //! set up (see the engine's module doc and `PROTOCOL.md`).
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use telemetry::DropReason;
@@ -34,7 +35,8 @@ pub(crate) struct Me {
 /// The keys and replay windows of one run of a peer.
 pub(crate) struct Session {
     pub(crate) peer_public: [u8; 32],
-    pub(crate) tx: SealKey,
+    /// Shared with the send thread, which seals the data datagrams (`[host] threads`).
+    pub(crate) tx: Arc<SealKey>,
     pub(crate) rx: SealKey,
     pub(crate) rx_window: ReplayWindow,
     pub(crate) group_rx: SealKey,
@@ -123,7 +125,7 @@ impl Engine {
             let group = l.keys.group_key(l.spec.id, h.sender, &hello.public);
             let session = Session {
                 peer_public: hello.public,
-                tx: SealKey::with_cipher(&tx, l.spec.cipher),
+                tx: Arc::new(SealKey::with_cipher(&tx, l.spec.cipher)),
                 rx: SealKey::with_cipher(&rx, l.spec.cipher),
                 rx_window: ReplayWindow::default(),
                 group_rx: SealKey::with_cipher(&group, l.spec.cipher),

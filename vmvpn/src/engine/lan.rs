@@ -11,7 +11,7 @@ use super::LanSpec;
 use super::flood::{Member, Plan, Subnet, plan};
 use super::ids::PeerId;
 use super::limits::Limits;
-use super::macdb::MacDb;
+use super::macdb::{Mac, MacDb};
 use super::measure::LanMeasure;
 use super::peer::Peer;
 use crate::proto::crypto::{LanKeys, SealKey};
@@ -195,6 +195,18 @@ impl Lan {
             p.count.drops.bump(reason);
         }
         reason
+    }
+
+    /// A VM's frame that could not be carried (no session, too large): counted as
+    /// `drop_at` does, and against the VM that sent it.
+    pub(crate) fn drop_vm_frame(
+        &mut self,
+        src: &Mac,
+        peer: Option<PeerId>,
+        reason: DropReason,
+    ) -> DropReason {
+        self.measure.vms.note_tx_drop(src);
+        self.drop_at(peer, reason)
     }
 
     /// A drop before the datagram authenticated: the LAN counts it by reason, the peer it

@@ -55,6 +55,7 @@ mod tunnel;
 use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
 use std::ops::Range;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rustc_hash::FxHashMap;
@@ -68,7 +69,7 @@ pub use ids::{LanId, PeerId};
 pub use timers::TICK;
 
 use crate::aqm::signal::Signal;
-use crate::proto::crypto::{Cipher, LanSecret, public_of};
+use crate::proto::crypto::{Cipher, LanSecret, SealKey, public_of};
 use crate::proto::fragment as frag;
 use crate::proto::{OVERHEAD, name_field};
 use flood::FloodMode;
@@ -198,6 +199,10 @@ pub struct LanSpec {
 pub enum TapAction<'a> {
     /// Send `buf[..len]` to this one peer.
     Unicast(SocketAddr, usize),
+    /// As `Unicast`, but not sealed yet (see [`Engine::seal_elsewhere`]): `buf[..len]` holds
+    /// the header, the frame and room for the tag; seal it with `Sealer::seal` before it
+    /// is sent, in the order of its sequence number among the peer's datagrams.
+    Unsealed(SocketAddr, usize, Sealer<'a>),
     /// The frame did not fit one datagram to the peer: send `buf[..len]`, which holds
     /// fragments of `seg` bytes each (the last may be shorter), to this peer.
     Fragments {
@@ -233,6 +238,31 @@ pub enum TapAction<'a> {
     /// Taken by the engine (the answer to a service health probe): nothing to send.
     Consumed,
 }
+
+/// The key that seals an [`TapAction::Unsealed`] datagram, shared with whoever seals it.
+#[derive(Clone, Copy)]
+pub struct Sealer<'a>(pub &'a Arc<SealKey>);
+
+impl Sealer<'_> {
+    /// Seal the datagram `d` (header, frame, room for the tag) in place; its length.
+    pub fn seal(&self, d: &mut [u8]) -> Option<usize> {
+        self.0.seal_datagram(d)
+    }
+}
+
+impl std::fmt::Debug for Sealer<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Sealer({:016x})", self.0.fingerprint())
+    }
+}
+
+impl PartialEq for Sealer<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(self.0, other.0)
+    }
+}
+
+impl Eq for Sealer<'_> {}
 
 /// A flood from another subnet that this host, as designated forwarder, passes on inside
 /// its subnet: the sender's sealed datagram, unchanged.
@@ -312,6 +342,8 @@ pub struct Engine {
     /// The underlay MTU: the largest path MTU probed.
     underlay_mtu: u16,
     ipv6_underlay: bool,
+    /// Unicast data leaves unsealed (`TapAction::Unsealed`): the send thread seals it.
+    seal_elsewhere: bool,
     /// This host's underlay address and prefix, for LANs added later.
     underlay: Option<(IpAddr, u8)>,
     /// Path MTU probes to send: (LAN, the peer's address, IP packet size). The peer is
@@ -380,6 +412,7 @@ impl Engine {
             ],
             underlay_mtu: 1500,
             ipv6_underlay: host.underlay.is_some_and(|(ip, _)| ip.is_ipv6()),
+            seal_elsewhere: false,
             underlay: host.underlay,
             pmtu_probes: VecDeque::with_capacity(64),
             measure: measure::Measure::default(),
@@ -401,6 +434,13 @@ impl Engine {
         }
         engine.set_accounting(Accounting::default());
         engine
+    }
+
+    /// Leave unicast data unsealed (`TapAction::Unsealed`) for another thread to seal,
+    /// so that the AEAD, the largest cost of a datagram, runs beside the loop (`[host]
+    /// threads`). Everything else (fragments, floods, control) is still sealed here.
+    pub fn seal_elsewhere(&mut self, on: bool) {
+        self.seal_elsewhere = on;
     }
 
     /// The underlay MTU (the largest path MTU any tunnel can have; 1500 unless set).

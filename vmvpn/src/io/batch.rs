@@ -3,135 +3,94 @@
 //! gathered, to one peer or several, leave in one `sendmmsg`: small frames to peers in
 //! turn share a syscall as a bulk run to one peer does. Falls back to one send per
 //! datagram when the kernel cannot, or when a send fails.
+//!
+//! A run may hold datagrams not sealed yet (`commit_unsealed`): they are sealed just before
+//! they leave. With a send thread (`with_sender`), a flush hands the gathered runs to it
+//! (sealing and the send syscalls then run beside the loop) and takes an empty buffer back.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
+use crate::io::sender::Sender;
 use crate::io::udp::{MAX_RUNS, Run, SLOT, Udp};
+use crate::proto::crypto::SealKey;
 use crate::proto::{HEADER_LEN, TAG_LEN};
 
 /// Bytes one flush may carry (the kernel's limit for one GSO send is 64 KB of UDP payload).
 const MAX_BYTES: usize = 65_000;
 
+/// Batches of fewer datagrams are sent by the loop itself when the send thread holds
+/// nothing (see `flush_keeping`).
+const HAND_OFF_FROM: usize = 4;
+
 /// What the forwarding core needs to seal one frame in place: header room, the largest
 /// frame, the tag (`Engine::handle_tap_frame`'s buffer).
 pub const ROOM: usize = HEADER_LEN + SLOT + TAG_LEN;
 
-/// The runs being gathered. Its buffer has `ROOM` bytes free after the datagrams gathered,
-/// so that the next frame can be written and sealed there in place (`room`, `commit`)
-/// instead of being copied in after sealing (`push`).
-pub struct GsoBatch {
+/// What a send did: GSO sends (runs of more than one datagram) and the datagrams they
+/// carried; `sendmmsg` calls of more than one run and the runs they carried; datagrams whose
+/// send failed.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct SendStats {
+    pub(crate) sends: u64,
+    pub(crate) datagrams: u64,
+    pub(crate) mmsg_calls: u64,
+    pub(crate) mmsg_runs: u64,
+    pub(crate) failed: u32,
+}
+
+impl SendStats {
+    fn add(&mut self, o: SendStats) {
+        self.sends += o.sends;
+        self.datagrams += o.datagrams;
+        self.mmsg_calls += o.mmsg_calls;
+        self.mmsg_runs += o.mmsg_runs;
+        self.failed += o.failed;
+    }
+}
+
+/// Runs gathered in one buffer: what a flush sends, here or on the send thread.
+pub struct Gathered {
     buf: Vec<u8>,
     /// Bytes gathered: `buf[..len]`, at most `MAX_BYTES` between calls.
     len: usize,
     /// The runs in `buf[..len]`, in order; capacity `MAX_RUNS`, allocated once.
     runs: Vec<Run>,
-    max_segments: usize,
-    /// GSO sends (runs of more than one datagram) so far, and the datagrams they carried.
-    sends: u64,
-    datagrams: u64,
-    /// `sendmmsg` calls of more than one run, and the runs they carried.
-    mmsg_calls: u64,
-    mmsg_runs: u64,
-    /// `VMVPN_NO_MMSG=1`: one message per call, for comparing.
-    one_by_one: bool,
+    /// For each run, the key its datagrams are still to be sealed with (None: sealed).
+    keys: Vec<Option<Arc<SealKey>>>,
+    /// What sending these runs did (read back with the buffer from the send thread).
+    pub(crate) done: SendStats,
 }
 
-impl GsoBatch {
-    /// A batch of at most `max_segments` datagrams a run (buffer allocated once).
-    pub fn new(max_segments: usize) -> Self {
-        GsoBatch {
+impl Gathered {
+    /// An empty buffer (allocated once).
+    pub(crate) fn new() -> Self {
+        Gathered {
             buf: vec![0; MAX_BYTES + ROOM],
             len: 0,
             runs: Vec::with_capacity(MAX_RUNS),
-            max_segments: max_segments.clamp(1, 64),
-            sends: 0,
-            datagrams: 0,
-            mmsg_calls: 0,
-            mmsg_runs: 0,
-            one_by_one: std::env::var_os("VMVPN_NO_MMSG").is_some_and(|v| v == "1"),
+            keys: Vec::with_capacity(MAX_RUNS),
+            done: SendStats::default(),
         }
     }
 
-    /// GSO sends of more than one datagram so far, and the datagrams in them.
-    pub fn stats(&self) -> (u64, u64) {
-        (self.sends, self.datagrams)
+    /// Datagrams gathered.
+    fn datagrams(&self) -> usize {
+        self.runs.iter().map(|r| r.count).sum()
     }
 
-    /// `sendmmsg` calls of more than one run so far, and the runs in them.
-    pub fn mmsg_stats(&self) -> (u64, u64) {
-        (self.mmsg_calls, self.mmsg_runs)
-    }
-
-    /// Where the next datagram may be written: at least `ROOM` bytes, after those gathered.
-    pub fn room(&mut self) -> &mut [u8] {
-        &mut self.buf[self.len..]
-    }
-
-    /// Add one datagram (copied in); sends what was gathered first if it cannot join.
-    /// Returns the number of datagrams whose send failed.
-    pub fn push(&mut self, udp: &Udp, to: SocketAddr, d: &[u8]) -> u32 {
-        match self.room().get_mut(..d.len()) {
-            Some(room) => {
-                room.copy_from_slice(d);
-                self.commit(udp, to, d.len())
-            }
-            // Larger than any datagram the core makes; sent alone, after what waits.
-            None => self.flush(udp) + u32::from(udp.send_to(d, to).is_err()),
-        }
-    }
-
-    /// Add the datagram of `n` bytes written at the start of `room()`: to the last run if
-    /// it can join it, else as a new run; sends what was gathered first when the runs or
-    /// the bytes are full. Returns the number of datagrams whose send failed.
-    pub fn commit(&mut self, udp: &Udp, to: SocketAddr, n: usize) -> u32 {
-        let n = n.min(self.buf.len() - self.len);
-        let mut failed = 0;
-        if self.len + n > MAX_BYTES || (!self.joins(to, n) && self.runs.len() == MAX_RUNS) {
-            let at = self.len;
-            failed += self.flush(udp);
-            // The new datagram starts the next batch: moved to the front (once a batch).
-            self.buf.copy_within(at..at + n, 0);
-        }
-        if !self.joins(to, n) {
-            self.runs.push(Run {
-                start: self.len,
-                len: 0,
-                segment: n,
-                count: 0,
-                to,
-            });
-        }
-        if let Some(r) = self.runs.last_mut() {
-            r.len += n;
-            r.count += 1;
-        }
-        self.len += n;
-        failed
-    }
-
-    /// Whether a datagram of `n` bytes to `to` can join the last run.
-    fn joins(&self, to: SocketAddr, n: usize) -> bool {
-        self.runs.last().is_some_and(|r| {
-            r.to == to
-                && n <= r.segment
-                // A shorter datagram ended the run.
-                && r.len == r.count * r.segment
-                && r.count < self.max_segments
-        })
-    }
-
-    /// Send what was gathered. Returns the number of datagrams whose send failed.
-    pub fn flush(&mut self, udp: &Udp) -> u32 {
-        let mut failed = 0;
+    /// Seal what waits to be sealed, then send every run; the buffer is empty after.
+    pub(crate) fn send(&mut self, udp: &Udp, max_segments: usize, one_by_one: bool) {
+        self.seal();
         let mut i = 0;
         while i < self.runs.len() {
             let left = &self.runs[i..];
-            let taken = if left.len() > 1 && !self.one_by_one {
+            let taken = if left.len() > 1 && !one_by_one {
                 match udp.send_runs(&self.buf, left) {
                     Ok(k) => {
                         if k > 1 {
-                            self.mmsg_calls += 1;
-                            self.mmsg_runs += k as u64;
+                            self.done.mmsg_calls += 1;
+                            self.done.mmsg_runs += k as u64;
                         }
                         k
                     }
@@ -142,8 +101,8 @@ impl GsoBatch {
             };
             for r in &left[..taken.min(left.len())] {
                 if r.count > 1 {
-                    self.sends += 1;
-                    self.datagrams += r.count as u64;
+                    self.done.sends += 1;
+                    self.done.datagrams += r.count as u64;
                 }
             }
             if taken > 0 {
@@ -151,31 +110,269 @@ impl GsoBatch {
                 continue;
             }
             // One run alone, or the one the kernel would not take: on its own.
-            failed += self.send_one(udp, i);
+            self.send_one(udp, i, max_segments);
             i += 1;
         }
         self.runs.clear();
+        self.keys.clear();
         self.len = 0;
-        failed
+    }
+
+    /// Seal, in place, the datagrams of every run that still has its key.
+    fn seal(&mut self) {
+        for (r, key) in self.runs.iter().zip(self.keys.iter_mut()) {
+            let Some(key) = key.take() else { continue };
+            for d in self.buf[r.start..r.start + r.len].chunks_mut(r.segment.max(1)) {
+                if key.seal_datagram(d).is_none() {
+                    // Shorter than a header and tag: the core never makes one. It would
+                    // leave unauthenticated, to be dropped there; counted failed here.
+                    self.done.failed += 1;
+                }
+            }
+        }
     }
 
     /// Send run `i` by itself: one GSO send, or one send per datagram.
-    fn send_one(&mut self, udp: &Udp, i: usize) -> u32 {
+    fn send_one(&mut self, udp: &Udp, i: usize, max_segments: usize) {
         let r = self.runs[i];
         let data = &self.buf[r.start..r.start + r.len];
-        if r.count > 1 && self.max_segments > 1 && udp.send_gso(data, r.segment, r.to).is_ok() {
-            self.sends += 1;
-            self.datagrams += r.count as u64;
-            return 0;
+        if r.count > 1 && max_segments > 1 && udp.send_gso(data, r.segment, r.to).is_ok() {
+            self.done.sends += 1;
+            self.done.datagrams += r.count as u64;
+            return;
         }
-        let mut failed = 0;
         for d in data.chunks(r.segment.max(1)) {
             if udp.send_to(d, r.to).is_err() {
-                failed += 1;
+                self.done.failed += 1;
             }
+        }
+    }
+}
+
+/// The runs being gathered. Its buffer has `ROOM` bytes free after the datagrams gathered,
+/// so that the next frame can be written and sealed there in place (`room`, `commit`)
+/// instead of being copied in after sealing (`push`).
+pub struct GsoBatch {
+    cur: Gathered,
+    max_segments: usize,
+    /// What the sends so far did (with a send thread: those whose buffer came back).
+    stats: SendStats,
+    /// `VMVPN_NO_MMSG=1`: one message per call, for comparing.
+    one_by_one: bool,
+    /// The send thread, when there is one (`[host] threads`).
+    sender: Option<Sender>,
+    /// Batches handed to it.
+    handed: u64,
+}
+
+impl GsoBatch {
+    /// A batch of at most `max_segments` datagrams a run (buffer allocated once).
+    pub fn new(max_segments: usize) -> Self {
+        GsoBatch {
+            cur: Gathered::new(),
+            max_segments: max_segments.clamp(1, 64),
+            stats: SendStats::default(),
+            one_by_one: std::env::var_os("VMVPN_NO_MMSG").is_some_and(|v| v == "1"),
+            sender: None,
+            handed: 0,
+        }
+    }
+
+    /// Flushes go to a send thread of their own, which sends on `udp` (a handle on the
+    /// data socket); see `io::sender`.
+    pub fn with_sender(mut self, udp: Udp) -> std::io::Result<Self> {
+        self.sender = Some(Sender::start(udp, self.max_segments, self.one_by_one)?);
+        Ok(self)
+    }
+
+    /// Whether flushes go to a send thread.
+    pub fn threaded(&self) -> bool {
+        self.sender.is_some()
+    }
+
+    /// Batches handed to the send thread so far.
+    pub fn handed_off(&self) -> u64 {
+        self.handed
+    }
+
+    /// GSO sends of more than one datagram so far, and the datagrams in them.
+    pub fn stats(&self) -> (u64, u64) {
+        (self.stats.sends, self.stats.datagrams)
+    }
+
+    /// `sendmmsg` calls of more than one run so far, and the runs in them.
+    pub fn mmsg_stats(&self) -> (u64, u64) {
+        (self.stats.mmsg_calls, self.stats.mmsg_runs)
+    }
+
+    /// Where the next datagram may be written: at least `ROOM` bytes, after those gathered.
+    pub fn room(&mut self) -> &mut [u8] {
+        let len = self.cur.len;
+        &mut self.cur.buf[len..]
+    }
+
+    /// Add one sealed datagram (copied in); sends what was gathered first if it cannot
+    /// join. Returns the number of datagrams whose send failed.
+    pub fn push(&mut self, udp: &Udp, to: SocketAddr, d: &[u8]) -> u32 {
+        match self.room().get_mut(..d.len()) {
+            Some(room) => {
+                room.copy_from_slice(d);
+                self.commit(udp, to, d.len())
+            }
+            // Larger than any datagram the core makes; sent alone, after what waits.
+            None => self.flush_and_wait(udp) + u32::from(udp.send_to(d, to).is_err()),
+        }
+    }
+
+    /// `push` for a datagram not sealed yet (header, frame, room for the tag): `key`
+    /// seals it before it leaves.
+    pub fn push_unsealed(
+        &mut self,
+        udp: &Udp,
+        to: SocketAddr,
+        d: &[u8],
+        key: &Arc<SealKey>,
+    ) -> u32 {
+        match self.room().get_mut(..d.len()) {
+            Some(room) => {
+                room.copy_from_slice(d);
+                self.commit_unsealed(udp, to, d.len(), key)
+            }
+            // Larger than any datagram the core makes (it never leaves such unsealed).
+            None => 1,
+        }
+    }
+
+    /// Add the sealed datagram of `n` bytes written at the start of `room()`: to the last
+    /// run if it can join it, else as a new run; sends what was gathered first when the
+    /// runs or the bytes are full. Returns the number of datagrams whose send failed.
+    pub fn commit(&mut self, udp: &Udp, to: SocketAddr, n: usize) -> u32 {
+        self.add(udp, to, n, None)
+    }
+
+    /// `commit` for a datagram written (header, frame, room for the tag) but not sealed:
+    /// `key` seals it before it leaves.
+    pub fn commit_unsealed(
+        &mut self,
+        udp: &Udp,
+        to: SocketAddr,
+        n: usize,
+        key: &Arc<SealKey>,
+    ) -> u32 {
+        self.add(udp, to, n, Some(key))
+    }
+
+    fn add(&mut self, udp: &Udp, to: SocketAddr, n: usize, key: Option<&Arc<SealKey>>) -> u32 {
+        let n = n.min(self.cur.buf.len() - self.cur.len);
+        let mut failed = 0;
+        if self.cur.len + n > MAX_BYTES
+            || (!self.joins(to, n, key) && self.cur.runs.len() == MAX_RUNS)
+        {
+            let at = self.cur.len;
+            // The new datagram starts the next batch: moved to the front of the buffer
+            // the next batch gathers in (once a batch).
+            failed += self.flush_keeping(udp, at, n);
+        }
+        if !self.joins(to, n, key) {
+            let start = self.cur.len;
+            self.cur.runs.push(Run {
+                start,
+                len: 0,
+                segment: n,
+                count: 0,
+                to,
+            });
+            self.cur.keys.push(key.cloned());
+        }
+        if let Some(r) = self.cur.runs.last_mut() {
+            r.len += n;
+            r.count += 1;
+        }
+        self.cur.len += n;
+        failed
+    }
+
+    /// Whether a datagram of `n` bytes to `to` (unsealed under `key`) can join the last run.
+    fn joins(&self, to: SocketAddr, n: usize, key: Option<&Arc<SealKey>>) -> bool {
+        let same_key = match (self.cur.keys.last(), key) {
+            (Some(None), None) => true,
+            (Some(Some(a)), Some(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        };
+        same_key
+            && self.cur.runs.last().is_some_and(|r| {
+                r.to == to
+                    && n <= r.segment
+                    // A shorter datagram ended the run.
+                    && r.len == r.count * r.segment
+                    && r.count < self.max_segments
+            })
+    }
+
+    /// Send what was gathered. Returns the number of datagrams whose send failed (with a
+    /// send thread: those of earlier flushes whose buffers came back since).
+    pub fn flush(&mut self, udp: &Udp) -> u32 {
+        self.flush_keeping(udp, 0, 0)
+    }
+
+    /// `flush`, then wait until the send thread has sent everything: for a datagram sent
+    /// directly on the socket, which must not pass the data before it.
+    pub fn flush_and_wait(&mut self, udp: &Udp) -> u32 {
+        let mut failed = self.flush(udp);
+        if let Some(s) = self.sender.as_mut() {
+            let stats = &mut self.stats;
+            s.wait_all(|g| failed += take_done(stats, g));
         }
         failed
     }
+
+    /// Send what was gathered in `buf[..at]`; the `n` bytes at `at` (a datagram written
+    /// after them) move to the front of the buffer that gathers next.
+    fn flush_keeping(&mut self, udp: &Udp, at: usize, n: usize) -> u32 {
+        let mut failed = 0;
+        if let Some(s) = self.sender.as_mut() {
+            let stats = &mut self.stats;
+            s.reap(|g| failed += take_done(stats, g));
+        }
+        if !self.cur.runs.is_empty()
+            && let Some(s) = self.sender.as_mut()
+            // A few datagrams with nothing ahead of them (a ping, an ACK) leave from here:
+            // waking the thread would cost them more than it saves.
+            && (s.in_flight() > 0 || self.cur.datagrams() >= HAND_OFF_FROM)
+            && let Some(mut free) = s.next_free()
+        {
+            failed += take_done(&mut self.stats, &mut free);
+            free.buf[..n].copy_from_slice(&self.cur.buf[at..at + n]);
+            let full = std::mem::replace(&mut self.cur, free);
+            match s.hand_off(full) {
+                Ok(()) => {
+                    self.handed += 1;
+                    return failed;
+                }
+                Err(mut full) => {
+                    // The send thread is gone (it ends only with the batch): sent here,
+                    // now and from now on.
+                    tracing::error!("the send thread ended; sending from the data-plane thread");
+                    self.sender = None;
+                    full.send(udp, self.max_segments, self.one_by_one);
+                    return failed + take_done(&mut self.stats, &mut full);
+                }
+            }
+        }
+        let cur = &mut self.cur;
+        if !cur.runs.is_empty() {
+            cur.send(udp, self.max_segments, self.one_by_one);
+        }
+        cur.buf.copy_within(at..at + n, 0);
+        failed + take_done(&mut self.stats, cur)
+    }
+}
+
+/// Fold what a send did into the totals; the failures, to be counted by the caller.
+fn take_done(stats: &mut SendStats, g: &mut Gathered) -> u32 {
+    let done = std::mem::take(&mut g.done);
+    stats.add(SendStats { failed: 0, ..done });
+    done.failed
 }
 
 #[cfg(test)]
@@ -284,5 +481,101 @@ mod tests {
             "{calls} sendmmsg carried {runs} runs"
         );
         expect_in_order(&rx, &sent);
+    }
+
+    /// Datagrams left unsealed by the core and datagrams sealed already, to two peers, in
+    /// more batches than the send thread has buffers (the loop waits for one back): each
+    /// arrives once, sealed under its key, in order, and a datagram sent directly after
+    /// `flush_and_wait` arrives after all of them. The same without the thread.
+    #[test]
+    fn unsealed_datagrams_are_sealed_before_they_leave_with_or_without_the_send_thread() {
+        use std::sync::Arc;
+
+        use crate::proto::crypto::SealKey;
+
+        for threaded in [true, false] {
+            let tx = Udp::bind("127.0.0.1:0".parse().expect("addr")).expect("bind");
+            let rx: Vec<UdpSocket> = (0..2)
+                .map(|_| UdpSocket::bind("127.0.0.1:0").expect("bind"))
+                .collect();
+            let to: Vec<SocketAddr> = rx.iter().map(|s| s.local_addr().expect("addr")).collect();
+            let key = Arc::new(SealKey::new(&[7u8; 32]));
+            let mut batch = GsoBatch::new(16);
+            if threaded {
+                batch = batch
+                    .with_sender(tx.try_clone().expect("clone"))
+                    .expect("send thread");
+            }
+            assert_eq!(batch.threaded(), threaded);
+            // (peer, plain bytes after the header, unsealed?)
+            let plan: Vec<(usize, usize, bool)> = (0..600)
+                .map(|k| (k / 7 % 2, 1300 + (k % 5 == 0) as usize * 60, k % 4 != 3))
+                .collect();
+            // Readers run while the batch sends: far more than a socket buffer holds.
+            let readers: Vec<_> = rx
+                .into_iter()
+                .enumerate()
+                .map(|(peer, socket)| {
+                    let count =
+                        plan.iter().filter(|p| p.0 == peer).count() + usize::from(peer == 0);
+                    std::thread::spawn(move || {
+                        socket
+                            .set_read_timeout(Some(Duration::from_secs(5)))
+                            .expect("timeout");
+                        let mut buf = vec![0u8; 65536];
+                        (0..count)
+                            .map(|_| {
+                                let n = socket.recv(&mut buf).expect("a datagram");
+                                buf[..n].to_vec()
+                            })
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            let mut want: Vec<Vec<Vec<u8>>> = vec![Vec::new(), Vec::new()];
+            let mut failed = 0;
+            for (k, &(peer, plain, unsealed)) in plan.iter().enumerate() {
+                let n = HEADER_LEN + plain + TAG_LEN;
+                let mut d = datagram(k as u8, n);
+                // The sequence number, where the header keeps it.
+                d[12..HEADER_LEN].copy_from_slice(&(k as u64).to_be_bytes());
+                let mut sealed = d.clone();
+                if unsealed {
+                    key.seal_datagram(&mut sealed).expect("seal");
+                    let room = batch.room();
+                    room[..n].copy_from_slice(&d);
+                    failed += batch.commit_unsealed(&tx, to[peer], n, &key);
+                } else {
+                    failed += batch.push(&tx, to[peer], &d);
+                    sealed = d;
+                }
+                want[peer].push(sealed);
+            }
+            failed += batch.flush_and_wait(&tx);
+            tx.send_to(b"last", to[0]).expect("send");
+            want[0].push(b"last".to_vec());
+            assert_eq!(failed, 0);
+            let (sends, carried) = batch.stats();
+            assert!(
+                sends > 10 && carried > 300,
+                "GSO: {sends} sends, {carried} datagrams"
+            );
+            // More batches than buffers went to the thread (the loop waited for some back).
+            let handed = batch.handed_off();
+            assert!(
+                if threaded { handed > 8 } else { handed == 0 },
+                "threaded {threaded}: {handed} batches handed off"
+            );
+            for (peer, r) in readers.into_iter().enumerate() {
+                let got = r.join().expect("reader");
+                assert_eq!(got.len(), want[peer].len(), "peer {peer}");
+                for (i, (g, w)) in got.iter().zip(&want[peer]).enumerate() {
+                    assert!(
+                        g == w,
+                        "threaded {threaded}: peer {peer}, datagram {i} differs"
+                    );
+                }
+            }
+        }
     }
 }

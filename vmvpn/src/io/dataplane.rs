@@ -325,7 +325,7 @@ impl DataPlane {
             poll,
             requests: rx,
             stop,
-            host,
+            host: HostStatus { threads: 1, ..host },
             started: Instant::now(),
             pings: Vec::new(),
             realtime: false,
@@ -338,6 +338,23 @@ impl DataPlane {
             lans_changed: 0,
         };
         Ok((dp, handle))
+    }
+
+    /// Seal and send the unicast data on a thread of its own (`[host] threads = 2`, see
+    /// `io::sender`); the engine then leaves that data unsealed.
+    pub fn start_send_thread(&mut self) -> io::Result<()> {
+        let batch = std::mem::replace(&mut self.batch, GsoBatch::new(1));
+        let max = self.udp.max_gso_segments();
+        self.batch = match self.udp.try_clone().and_then(|u| batch.with_sender(u)) {
+            Ok(b) => b,
+            Err(e) => {
+                self.batch = GsoBatch::new(max);
+                return Err(e);
+            }
+        };
+        self.engine.seal_elsewhere(true);
+        self.host.threads = 2;
+        Ok(())
     }
 
     /// Ask for real-time scheduling of the thread that will `run` (see `[host] realtime`).
@@ -772,7 +789,16 @@ impl DataPlane {
     }
 
     fn flush_control(&mut self, buf: &mut [u8]) {
+        let mut first = true;
         while let Some((to, n)) = self.engine.poll_transmit(buf) {
+            if first && self.batch.threaded() {
+                // Keepalives and probes share the data's sequence numbers: they leave
+                // after the data the send thread still holds, as they did before it.
+                first = false;
+                let failed = self.batch.flush_and_wait(&self.udp);
+                self.engine
+                    .note_drops(None, DropReason::UdpSendError, failed.into());
+            }
             if self.udp.send_to(&buf[..n], to).is_err() {
                 self.engine.note_drop(None, DropReason::UdpSendError);
             }
@@ -1002,6 +1028,7 @@ impl DataPlane {
                 gso_datagrams_total: gso_datagrams,
                 mmsg_sends_total: mmsg_sends,
                 mmsg_runs_total: mmsg_runs,
+                send_thread_batches_total: self.batch.handed_off(),
                 gro_frames_total: self.gro.stats().frames,
                 gro_segments_total: self.gro.stats().segments,
                 gro_summed_segments_total: self.gro.stats().summed,
@@ -1099,9 +1126,16 @@ impl gso::Segments for ToBatch<'_> {
             self.now,
             self.summed,
         );
-        if let TapAction::Unicast(to, n) = action {
-            self.failed += u64::from(self.batch.commit(self.udp, to, n));
-            return;
+        match action {
+            TapAction::Unicast(to, n) => {
+                self.failed += u64::from(self.batch.commit(self.udp, to, n));
+                return;
+            }
+            TapAction::Unsealed(to, n, key) => {
+                self.failed += u64::from(self.batch.commit_unsealed(self.udp, to, n, key.0));
+                return;
+            }
+            _ => {}
         }
         let used = match action {
             TapAction::Reply(n) => HEADER_LEN + n,
@@ -1137,6 +1171,7 @@ fn send_out(
             0
         }
         TapAction::Unicast(to, len) => batch.push(udp, to, &sealed[..len]),
+        TapAction::Unsealed(to, len, key) => batch.push_unsealed(udp, to, &sealed[..len], key.0),
         // Fragments are equal-sized but the last: they join the batch like segments.
         TapAction::Fragments { to, len, seg } => sealed[..len]
             .chunks(seg.max(1))
@@ -1148,7 +1183,7 @@ fn send_out(
             seg,
             relay_to,
             relay,
-        } => batch.flush(udp) + send_flood(udp, &sealed[..len], to, relay, relay_to, seg),
+        } => batch.flush_and_wait(udp) + send_flood(udp, &sealed[..len], to, relay, relay_to, seg),
         TapAction::Drop(_) | TapAction::Limited | TapAction::Consumed => 0,
     };
     failed.into()

@@ -9,5 +9,6 @@ pub mod lan;
 pub mod netdev;
 pub mod relay;
 pub mod rxqueue;
+pub mod sender;
 pub mod tap;
 pub mod udp;

@@ -159,6 +159,14 @@ impl Udp {
         Ok(Udp { socket, state })
     }
 
+    /// A second handle on the same socket, for the send thread (`io::sender`): the
+    /// kernel serialises sends on one socket, so both may send.
+    pub fn try_clone(&self) -> io::Result<Self> {
+        let socket = self.socket.try_clone()?;
+        let state = UdpSocketState::new((&socket).into())?;
+        Ok(Udp { socket, state })
+    }
+
     /// Join a LAN's multicast group on the underlay interface with address `iface`, and
     /// send multicast from there: TTL 1 (it never leaves the physical subnet), our own
     /// datagrams not looped back.

@@ -240,6 +240,16 @@ impl SealKey {
         Some(total)
     }
 
+    /// Seal a whole datagram in place whose header (with its sequence number) and frame
+    /// were written but not sealed (`TapAction::Unsealed`): `d` is header, frame and room
+    /// for the tag. Returns its length, or `None` if it is shorter than a header and tag.
+    pub fn seal_datagram(&self, d: &mut [u8]) -> Option<usize> {
+        let len = d.len().checked_sub(HEADER_LEN + TAG_LEN)?;
+        let mut seq = [0u8; 8];
+        seq.copy_from_slice(d.get(12..20)?);
+        self.seal(u64::from_be_bytes(seq), d, len)
+    }
+
     /// Open a sealed datagram in place. Returns the plaintext length (the plaintext then
     /// sits at `buf[HEADER_LEN..HEADER_LEN + n]`), or `None` if it does not authenticate.
     pub fn open(&self, seq: u64, buf: &mut [u8]) -> Option<usize> {

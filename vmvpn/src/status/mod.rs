@@ -290,6 +290,11 @@ pub struct OffloadStats {
     /// Runs they carried.
     #[serde(default)]
     pub mmsg_runs_total: u64,
+    /// Batches of datagrams the send thread sealed and sent (`[host] threads = 2`; 0 with
+    /// one thread). Batches of a few datagrams with nothing ahead of them leave from the
+    /// loop itself.
+    #[serde(default)]
+    pub send_thread_batches_total: u64,
 }
 
 /// The data-plane socket's receive queue, kept short by CoDel: when datagrams wait in it
@@ -360,6 +365,10 @@ pub struct HostStatus {
     pub version: String,
     /// The data-plane thread runs with real-time scheduling (`[host] realtime`).
     pub realtime: bool,
+    /// Data-plane threads running: 1, the loop; 2, the loop and its send thread
+    /// (`[host] threads`). 0 from a daemon that predates the key.
+    #[serde(default)]
+    pub threads: u8,
 }
 
 /// One LAN.

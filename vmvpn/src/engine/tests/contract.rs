@@ -126,6 +126,7 @@ fn sample_status(net: &Net) -> (crate::status::Status, crate::status::Status) {
             uptime_s: 5,
             version: "x".into(),
             realtime: false,
+            threads: 1,
         },
         drops: net.hosts[0].host_drops().clone(),
         lans,

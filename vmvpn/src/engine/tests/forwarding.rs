@@ -292,3 +292,65 @@ fn a_segment_whose_checksum_the_sender_computed_says_so_and_nothing_else_does() 
         }
     }
 }
+
+/// With `seal_elsewhere` (the send thread), unicast data leaves the core as header and
+/// plain frame with room for the tag; sealed afterwards, in any order with the core's
+/// own sealed datagrams, the peer opens each. Floods are still sealed in the core.
+#[test]
+fn data_left_for_the_send_thread_is_sealed_later_and_opens() {
+    let mut net = Net::new(2);
+    net.tick();
+    net.send(1, &frame(BCAST, mac(2), b"learn"));
+    let f = frame(mac(2), mac(1), &[9u8; 1200]);
+    let fresh = || {
+        let mut b = vec![0u8; buffer_len(MAX_FRAME)];
+        b[HEADER_LEN..HEADER_LEN + f.len()].copy_from_slice(&f);
+        b
+    };
+    net.hosts[0].seal_elsewhere(true);
+    let mut later = fresh();
+    let TapAction::Unsealed(to, n, key) =
+        net.hosts[0].handle_tap_frame(LAN, &mut later, f.len(), net.now)
+    else {
+        panic!("left unsealed");
+    };
+    assert_eq!(
+        (to, n),
+        (addr(1), HEADER_LEN + f.len() + crate::proto::TAG_LEN)
+    );
+    assert_eq!(
+        later[HEADER_LEN..HEADER_LEN + f.len()],
+        f[..],
+        "the plain frame"
+    );
+    let key = std::sync::Arc::clone(key.0);
+    // The core seals the next one itself; it reaches the peer first.
+    net.hosts[0].seal_elsewhere(false);
+    let mut now_sealed = fresh();
+    let TapAction::Unicast(_, m) =
+        net.hosts[0].handle_tap_frame(LAN, &mut now_sealed, f.len(), net.now)
+    else {
+        panic!("sealed");
+    };
+    assert_eq!(key.seal_datagram(&mut later[..n]), Some(n));
+    for d in [&mut now_sealed[..m], &mut later[..n]] {
+        match net.hosts[1].handle_datagram(addr(0), false, d, net.now) {
+            RxAction::Tap { frame, .. } => assert_eq!(frame.len(), f.len()),
+            other => panic!("{other:?}"),
+        }
+    }
+    // A flood is sealed in the core whatever the mode.
+    net.hosts[0].seal_elsewhere(true);
+    let b = frame(BCAST, mac(1), b"who-has");
+    let mut buf = vec![0u8; buffer_len(MAX_FRAME)];
+    buf[HEADER_LEN..HEADER_LEN + b.len()].copy_from_slice(&b);
+    let TapAction::Flood { len, .. } =
+        net.hosts[0].handle_tap_frame(LAN, &mut buf, b.len(), net.now)
+    else {
+        panic!("a flood");
+    };
+    assert!(matches!(
+        net.hosts[1].handle_datagram(addr(0), false, &mut buf[..len], net.now),
+        RxAction::Tap { .. }
+    ));
+}

@@ -298,6 +298,7 @@ proptest! {
         let n = match net.hosts[0].handle_tap_frame(LAN, &mut buf, f.len(), net.now) {
             TapAction::Unicast(_, n) | TapAction::Flood { len: n, .. } => n,
             TapAction::Fragments { .. } => return Ok(()),
+            TapAction::Unsealed(..) => panic!("sealed in the core unless asked otherwise"),
             TapAction::Drop(r) => panic!("dropped {r:?}"),
             TapAction::Limited | TapAction::Reply(_) | TapAction::Consumed => {
             panic!("no limits or services here")

@@ -410,6 +410,11 @@ impl Net {
         let out: Vec<(SocketAddr, Vec<u8>)> =
             match self.hosts[h].handle_tap_frame(LAN, &mut buf, f.len(), now) {
                 TapAction::Unicast(to, n) => vec![(to, buf[..n].to_vec())],
+                // What the send thread does (`Engine::seal_elsewhere`).
+                TapAction::Unsealed(to, n, key) => match key.seal(&mut buf[..n]) {
+                    Some(n) => vec![(to, buf[..n].to_vec())],
+                    None => panic!("an unsealed datagram too short to seal"),
+                },
                 TapAction::Fragments { to, len, seg } => {
                     buf[..len].chunks(seg).map(|d| (to, d.to_vec())).collect()
                 }
