@@ -352,12 +352,15 @@ fn tcp_arrives_intact_without_offloads_and_on_realtime_scheduling() {
 }
 
 #[test]
-fn tcp_arrives_intact_through_the_send_thread_with_and_without_offloads() {
+fn tcp_arrives_intact_through_the_send_thread_with_and_without_offloads_and_realtime() {
     for (name, builder) in [
         ("tcpthr", Lab::builder("tcpthr").threads(2)),
         (
             "tcpthrnoof",
-            Lab::builder("tcpthrnoof").threads(2).no_offload(),
+            Lab::builder("tcpthrnoof")
+                .threads(2)
+                .no_offload()
+                .realtime(),
         ),
     ] {
         // Unicast data is sealed and sent by the send thread; ARP (floods) and the
@@ -366,6 +369,28 @@ fn tcp_arrives_intact_through_the_send_thread_with_and_without_offloads() {
         for h in ["h1", "h2"] {
             let st = lab.status(h);
             assert_eq!(st["host"]["threads"], 2, "{name} {h}: {}", st["host"]);
+            // Both threads on SCHED_FIFO where asked (root may): policy 1 in each
+            // thread's stat (field 41), else 0.
+            let rt = name == "tcpthrnoof";
+            assert_eq!(st["host"]["realtime"], rt, "{name} {h}: {}", st["host"]);
+            let pid = lab.pid(h);
+            let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("tasks");
+            let policies: Vec<(String, String)> = tasks
+                .filter_map(|t| {
+                    let dir = t.ok()?.path();
+                    let comm = std::fs::read_to_string(dir.join("comm")).ok()?;
+                    let stat = std::fs::read_to_string(dir.join("stat")).ok()?;
+                    // Fields after the command's closing parenthesis start at field 3.
+                    let rest = stat.rsplit_once(") ")?.1;
+                    let policy = rest.split(' ').nth(41 - 3)?.to_string();
+                    Some((comm.trim().to_string(), policy))
+                })
+                .filter(|(comm, _)| comm == "dataplane" || comm == "vmvpn-send")
+                .collect();
+            assert_eq!(policies.len(), 2, "{name} {h}: {policies:?}");
+            for (comm, policy) in &policies {
+                assert_eq!(policy, if rt { "1" } else { "0" }, "{name} {h}: {comm}");
+            }
             let drops = &st["lans"][0]["drops"];
             for reason in ["auth_failure", "replay", "udp_send_error"] {
                 assert_eq!(

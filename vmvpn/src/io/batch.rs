@@ -179,9 +179,14 @@ impl GsoBatch {
     }
 
     /// Flushes go to a send thread of their own, which sends on `udp` (a handle on the
-    /// data socket); see `io::sender`.
-    pub fn with_sender(mut self, udp: Udp) -> std::io::Result<Self> {
-        self.sender = Some(Sender::start(udp, self.max_segments, self.one_by_one)?);
+    /// data socket), on real-time scheduling if `realtime`; see `io::sender`.
+    pub fn with_sender(mut self, udp: Udp, realtime: bool) -> std::io::Result<Self> {
+        self.sender = Some(Sender::start(
+            udp,
+            self.max_segments,
+            self.one_by_one,
+            realtime,
+        )?);
         Ok(self)
     }
 
@@ -503,7 +508,7 @@ mod tests {
             let mut batch = GsoBatch::new(16);
             if threaded {
                 batch = batch
-                    .with_sender(tx.try_clone().expect("clone"))
+                    .with_sender(tx.try_clone().expect("clone"), false)
                     .expect("send thread");
             }
             assert_eq!(batch.threaded(), threaded);

@@ -276,7 +276,7 @@ pub struct DataPlane {
 const RT_PRIORITY: i32 = 10;
 
 /// Put the calling thread on SCHED_FIFO at `RT_PRIORITY`.
-fn set_realtime() -> io::Result<()> {
+pub(crate) fn set_realtime() -> io::Result<()> {
     let param = libc::sched_param {
         sched_priority: RT_PRIORITY,
     };
@@ -341,11 +341,17 @@ impl DataPlane {
     }
 
     /// Seal and send the unicast data on a thread of its own (`[host] threads = 2`, see
-    /// `io::sender`); the engine then leaves that data unsealed.
+    /// `io::sender`); the engine then leaves that data unsealed. After `want_realtime`,
+    /// whose choice the send thread follows.
     pub fn start_send_thread(&mut self) -> io::Result<()> {
         let batch = std::mem::replace(&mut self.batch, GsoBatch::new(1));
         let max = self.udp.max_gso_segments();
-        self.batch = match self.udp.try_clone().and_then(|u| batch.with_sender(u)) {
+        let realtime = self.realtime;
+        self.batch = match self
+            .udp
+            .try_clone()
+            .and_then(|u| batch.with_sender(u, realtime))
+        {
             Ok(b) => b,
             Err(e) => {
                 self.batch = GsoBatch::new(max);

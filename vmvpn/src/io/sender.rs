@@ -34,13 +34,23 @@ pub struct Sender {
 }
 
 impl Sender {
-    /// Start the thread, sending on `udp` (a handle on the data socket).
-    pub fn start(udp: Udp, max_segments: usize, one_by_one: bool) -> io::Result<Sender> {
+    /// Start the thread, sending on `udp` (a handle on the data socket); `realtime`: on
+    /// SCHED_FIFO as the loop (`[host] realtime`), so that the loop never waits for it
+    /// behind busy processes.
+    pub fn start(
+        udp: Udp,
+        max_segments: usize,
+        one_by_one: bool,
+        realtime: bool,
+    ) -> io::Result<Sender> {
         let (to_thread, from_loop) = sync_channel::<Gathered>(POOL);
         let (to_loop, back) = sync_channel::<Gathered>(POOL);
         let thread = std::thread::Builder::new()
             .name("vmvpn-send".into())
             .spawn(move || {
+                if realtime && let Err(e) = crate::io::dataplane::set_realtime() {
+                    tracing::warn!(error = %e, "real-time scheduling refused for the send thread");
+                }
                 while let Ok(mut g) = from_loop.recv() {
                     g.send(&udp, max_segments, one_by_one);
                     if to_loop.send(g).is_err() {
