@@ -178,16 +178,17 @@ impl GsoBatch {
         }
     }
 
-    /// Flushes go to a send thread of their own, which sends on `udp` (a handle on the
-    /// data socket), on real-time scheduling if `realtime`; see `io::sender`.
-    pub fn with_sender(mut self, udp: Udp, realtime: bool) -> std::io::Result<Self> {
+    /// From now on flushes go to a send thread of their own, which sends on `udp` (a
+    /// handle on the data socket), on real-time scheduling if `realtime`; see `io::sender`.
+    /// On error nothing changes.
+    pub fn start_sender(&mut self, udp: Udp, realtime: bool) -> std::io::Result<()> {
         self.sender = Some(Sender::start(
             udp,
             self.max_segments,
             self.one_by_one,
             realtime,
         )?);
-        Ok(self)
+        Ok(())
     }
 
     /// Whether flushes go to a send thread.
@@ -507,8 +508,8 @@ mod tests {
             let key = Arc::new(SealKey::new(&[7u8; 32]));
             let mut batch = GsoBatch::new(16);
             if threaded {
-                batch = batch
-                    .with_sender(tx.try_clone().expect("clone"), false)
+                batch
+                    .start_sender(tx.try_clone().expect("clone"), false)
                     .expect("send thread");
             }
             assert_eq!(batch.threaded(), threaded);

@@ -344,20 +344,8 @@ impl DataPlane {
     /// `io::sender`); the engine then leaves that data unsealed. After `want_realtime`,
     /// whose choice the send thread follows.
     pub fn start_send_thread(&mut self) -> io::Result<()> {
-        let batch = std::mem::replace(&mut self.batch, GsoBatch::new(1));
-        let max = self.udp.max_gso_segments();
-        let realtime = self.realtime;
-        self.batch = match self
-            .udp
-            .try_clone()
-            .and_then(|u| batch.with_sender(u, realtime))
-        {
-            Ok(b) => b,
-            Err(e) => {
-                self.batch = GsoBatch::new(max);
-                return Err(e);
-            }
-        };
+        self.batch
+            .start_sender(self.udp.try_clone()?, self.realtime)?;
         self.engine.seal_elsewhere(true);
         self.host.threads = 2;
         Ok(())
