@@ -504,6 +504,20 @@ mod tests {
             let rx: Vec<UdpSocket> = (0..2)
                 .map(|_| UdpSocket::bind("127.0.0.1:0").expect("bind"))
                 .collect();
+            // A loopback socket drops what its buffer cannot hold, and the readers share
+            // the cores with every other test: each peer's whole share (about 400 KB, over
+            // 1 MB as the kernel counts it) must fit, or a slow reader loses datagrams.
+            for socket in &rx {
+                let s = socket2::SockRef::from(socket);
+                if crate::io::udp::set_buffers(&s, 4 << 20, true).is_err() {
+                    let _ = crate::io::udp::set_buffers(&s, 4 << 20, false);
+                }
+                let got = s.recv_buffer_size().expect("buffer size");
+                assert!(
+                    got >= 2 << 20,
+                    "a receive buffer of {got} bytes: raise net.core.rmem_max"
+                );
+            }
             let to: Vec<SocketAddr> = rx.iter().map(|s| s.local_addr().expect("addr")).collect();
             let key = Arc::new(SealKey::new(&[7u8; 32]));
             let mut batch = GsoBatch::new(16);

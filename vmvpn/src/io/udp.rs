@@ -393,7 +393,7 @@ fn setsockopt_int(
     Ok(())
 }
 
-fn set_buffers(s: &Socket, size: usize, force: bool) -> io::Result<()> {
+pub(crate) fn set_buffers(s: &Socket, size: usize, force: bool) -> io::Result<()> {
     if !force {
         s.set_recv_buffer_size(size)?;
         return s.set_send_buffer_size(size);
