@@ -352,26 +352,34 @@ fn tcp_arrives_intact_without_offloads_and_on_realtime_scheduling() {
 }
 
 #[test]
-fn tcp_arrives_intact_through_the_send_thread_with_and_without_offloads_and_realtime() {
-    for (name, builder) in [
-        ("tcpthr", Lab::builder("tcpthr").threads(2)),
+fn tcp_arrives_intact_through_the_worker_threads_with_and_without_offloads_and_realtime() {
+    for (name, threads, rt, builder) in [
+        ("tcpthr", 2, false, Lab::builder("tcpthr").threads(2)),
         (
             "tcpthrnoof",
+            2,
+            true,
             Lab::builder("tcpthrnoof")
                 .threads(2)
                 .no_offload()
                 .realtime(),
         ),
+        (
+            "tcpthr3",
+            3,
+            true,
+            Lab::builder("tcpthr3").threads(3).realtime(),
+        ),
     ] {
         // Unicast data is sealed and sent by the send thread; ARP (floods) and the
         // keepalives and probes still leave from the loop, after what the thread holds.
+        // With 3 threads the merged frames reach the receiver's TAP from a thread too.
         let lab = tcp_transfer(builder, |_, _| {});
         for h in ["h1", "h2"] {
             let st = lab.status(h);
-            assert_eq!(st["host"]["threads"], 2, "{name} {h}: {}", st["host"]);
-            // Both threads on SCHED_FIFO where asked (root may): policy 1 in each
+            assert_eq!(st["host"]["threads"], threads, "{name} {h}: {}", st["host"]);
+            // Every thread on SCHED_FIFO where asked (root may): policy 1 in each
             // thread's stat (field 41), else 0.
-            let rt = name == "tcpthrnoof";
             assert_eq!(st["host"]["realtime"], rt, "{name} {h}: {}", st["host"]);
             let pid = lab.pid(h);
             let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("tasks");
@@ -385,14 +393,21 @@ fn tcp_arrives_intact_through_the_send_thread_with_and_without_offloads_and_real
                     let policy = rest.split(' ').nth(41 - 3)?.to_string();
                     Some((comm.trim().to_string(), policy))
                 })
-                .filter(|(comm, _)| comm == "dataplane" || comm == "vmvpn-send")
+                .filter(|(comm, _)| {
+                    ["dataplane", "vmvpn-send", "vmvpn-tapw"].contains(&comm.as_str())
+                })
                 .collect();
-            assert_eq!(policies.len(), 2, "{name} {h}: {policies:?}");
+            assert_eq!(policies.len(), threads, "{name} {h}: {policies:?}");
             for (comm, policy) in &policies {
                 assert_eq!(policy, if rt { "1" } else { "0" }, "{name} {h}: {comm}");
             }
             let drops = &st["lans"][0]["drops"];
-            for reason in ["auth_failure", "replay", "udp_send_error"] {
+            for reason in [
+                "auth_failure",
+                "replay",
+                "udp_send_error",
+                "tap_write_error",
+            ] {
                 assert_eq!(
                     drops[reason].as_u64().unwrap_or(0),
                     0,
@@ -414,9 +429,33 @@ fn tcp_arrives_intact_through_the_send_thread_with_and_without_offloads_and_real
             handed > 10,
             "{name}: the send thread sent {handed} batches: {off}"
         );
-        let out = lab.vmvpn_cli("h1", &["status"]);
+        let out = lab.vmvpn_cli("h2", &["status"]);
         let text = String::from_utf8_lossy(&out.stdout);
-        assert!(text.contains(", 2 threads"), "{name}: vmvpn status: {text}");
+        assert!(
+            text.contains(&format!(", {threads} threads")),
+            "{name}: vmvpn status: {text}"
+        );
+        // Nothing handed to a thread was lost on the way: TCP recovers from losses (the
+        // digest would still match), so count what the sending VM had to send again.
+        let (out_segs, retrans) = tcp_segments_sent(&lab, &lab.vm("h1", "lan1", 0).ns);
+        assert!(
+            out_segs > 5000 && retrans * 100 < out_segs,
+            "{name}: the sending VM sent {retrans} of {out_segs} segments again"
+        );
+        if threads == 3 {
+            // The receiver merged the stream and its TAP writer thread wrote the frames.
+            assert_merged(&lab, "h2", "nothing merged for the TAP writer thread");
+            let off = &lab.status("h2")["offload"];
+            let written = off["tap_thread_frames_total"].as_u64().unwrap_or(0);
+            assert!(
+                written > 10,
+                "{name}: the TAP writer thread wrote {written} frames: {off}"
+            );
+            assert!(
+                text.contains("the TAP writer thread wrote"),
+                "{name}: vmvpn status: {text}"
+            );
+        }
     }
 }
 
@@ -445,6 +484,26 @@ fn port_without_offloads(lab: &Lab, vm: &Vm) {
             String::from_utf8_lossy(&out.stderr)
         );
     }
+}
+
+/// TCP segments sent in namespace `ns` so far, and of them, those sent again
+/// (`/proc/net/snmp`: `OutSegs`, `RetransSegs`).
+fn tcp_segments_sent(lab: &Lab, ns: &str) -> (u64, u64) {
+    let out = lab.exec(ns, &["cat", "/proc/net/snmp"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut tcp = text.lines().filter(|l| l.starts_with("Tcp:"));
+    let (Some(names), Some(values)) = (tcp.next(), tcp.next()) else {
+        panic!("no Tcp lines in {ns}'s /proc/net/snmp: {text}")
+    };
+    let field = |want: &str| {
+        names
+            .split_whitespace()
+            .zip(values.split_whitespace())
+            .find(|(n, _)| *n == want)
+            .and_then(|(_, v)| v.parse::<u64>().ok())
+            .unwrap_or_else(|| panic!("no {want} in {ns}'s /proc/net/snmp: {text}"))
+    };
+    (field("OutSegs"), field("RetransSegs"))
 }
 
 /// `host` wrote merged frames to its TAP (each of several segments).

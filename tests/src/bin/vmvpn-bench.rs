@@ -177,6 +177,7 @@ fn setup(sys: &str, t: &mut Topo, bin_dir: &Path) -> Result<(String, String), St
         | "vmvpn realtime"
         | "vmvpn sflow+ipfix"
         | "vmvpn 2 threads"
+        | "vmvpn 3 threads"
         | "vmvpn 1 core"
         | "vmvpn 2 threads 1 core" => {
             let cipher = if sys == "vmvpn cipher none" {
@@ -186,10 +187,12 @@ fn setup(sys: &str, t: &mut Topo, bin_dir: &Path) -> Result<(String, String), St
             };
             let offload = sys != "vmvpn offload off";
             let realtime = sys == "vmvpn realtime";
-            // Data-plane threads: the default ("auto": 1 below 4 cores) unless the row names
+            // Data-plane threads: the default ("auto": cores - 1, from 1 to 3) unless the row names
             // them; "1 core" runs each daemon under `taskset -c 0`.
             let threads = if sys.contains("2 threads") {
                 "threads = 2\n"
+            } else if sys.contains("3 threads") {
+                "threads = 3\n"
             } else if sys.contains("1 core") {
                 "threads = 1\n"
             } else {
@@ -496,6 +499,7 @@ fn main() -> std::process::ExitCode {
         "vmvpn realtime",
         "vmvpn sflow+ipfix",
         "vmvpn 2 threads",
+        "vmvpn 3 threads",
         "vmvpn 1 core",
         "vmvpn 2 threads 1 core",
         "tinc 1.0 switch",

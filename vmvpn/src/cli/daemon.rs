@@ -196,10 +196,19 @@ fn open(prep: Prepared) -> Result<Opened> {
     let (mut dp, handle) = DataPlane::new(engine, udp, taps, host)?;
     dp.want_realtime(cfg.host.realtime);
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
-    if cfg.host.threads.resolve(cores) >= 2
-        && let Err(e) = dp.start_send_thread()
-    {
-        warn!(error = %e, "could not start the send thread; the data plane runs on one thread");
+    let threads = cfg.host.threads.resolve(cores);
+    if threads >= 2 {
+        match dp.start_send_thread() {
+            Err(e) => {
+                warn!(error = %e, "could not start the send thread; the data plane runs on one thread")
+            }
+            Ok(()) if threads >= 3 => {
+                if let Err(e) = dp.start_tap_writer() {
+                    warn!(error = %e, "could not start the TAP writer thread; the data plane runs on two threads");
+                }
+            }
+            Ok(()) => {}
+        }
     }
     let membership = match &cfg.bulletin {
         Some(b) => {

@@ -133,13 +133,16 @@ fn host(o: &mut String, v: &Status) {
         off.gso_datagrams_total,
         off.mmsg_sends_total,
         off.mmsg_runs_total,
-        if v.host.threads >= 2 {
-            format!(
+        match v.host.threads {
+            0 | 1 => String::new(),
+            2 => format!(
                 "; the send thread sent {} batches",
                 off.send_thread_batches_total
-            )
-        } else {
-            String::new()
+            ),
+            _ => format!(
+                "; the send thread sent {} batches, the TAP writer thread wrote {} frames",
+                off.send_thread_batches_total, off.tap_thread_frames_total
+            ),
         }
     );
     if let Some(lv) = &v.libvirt {

@@ -53,9 +53,10 @@ pub struct HostConfig {
     pub realtime: bool,
     /// Data-plane threads: 1, the loop alone; 2, the loop and a send thread that seals
     /// and sends the unicast data beside it (the AEAD and the send syscalls are about half
-    /// of a sending host's data-plane time). `"auto"` (the default): 2 where the machine
-    /// has 4 or more cores, else 1 (on fewer, a second busy thread takes a core from the
-    /// VMs). More than 2 needs the data plane split into shards, which is not built yet.
+    /// of a sending host's data-plane time); 3, also a TAP writer thread that writes the
+    /// frames merged on the receive side to the VMs' TAPs. `"auto"` (the default): one
+    /// fewer than the machine's cores, from 1 to 3 (a core stays for the VMs). More than 3
+    /// needs the data plane split into shards, which is not built yet.
     #[serde(default)]
     pub threads: Threads,
     /// Seconds of silence towards a peer before a keepalive goes to it (probes, sent
@@ -84,10 +85,14 @@ pub struct HostConfig {
     pub relay_lans: Vec<RelayLan>,
 }
 
-/// `[host] threads`: `"auto"` or a count (1 or 2).
+/// Data-plane threads built: the loop, the send thread, the TAP writer thread.
+pub const MAX_THREADS: u8 = 3;
+const MAX_THREADS_I64: i64 = MAX_THREADS as i64;
+
+/// `[host] threads`: `"auto"` or a count (1 to `MAX_THREADS`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum Threads {
-    /// 2 with 4 or more cores, else 1.
+    /// One fewer than the cores, from 1 to `MAX_THREADS`.
     #[default]
     Auto,
     /// This many.
@@ -98,8 +103,8 @@ impl Threads {
     /// The threads to run on a machine with `cores` cores.
     pub fn resolve(self, cores: usize) -> u8 {
         match self {
-            Threads::Auto if cores >= 4 => 2,
-            Threads::Auto => 1,
+            // One core stays for the VMs and the rest of the host.
+            Threads::Auto => cores.saturating_sub(1).clamp(1, MAX_THREADS as usize) as u8,
             Threads::Count(n) => n,
         }
     }
@@ -109,7 +114,7 @@ impl<'de> Deserialize<'de> for Threads {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         use serde::de::{self, Visitor};
         struct V;
-        const WANT: &str = "1, 2 or \"auto\" (more than 2 data-plane threads are not built yet)";
+        const WANT: &str = "1, 2, 3 or \"auto\" (more than 3 data-plane threads are not built yet)";
         impl Visitor<'_> for V {
             type Value = Threads;
             fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -123,7 +128,7 @@ impl<'de> Deserialize<'de> for Threads {
             }
             fn visit_i64<E: de::Error>(self, v: i64) -> Result<Threads, E> {
                 match v {
-                    1 | 2 => Ok(Threads::Count(v as u8)),
+                    1..=MAX_THREADS_I64 => Ok(Threads::Count(v as u8)),
                     _ => Err(E::custom(format!("threads = {v}: expected {WANT}"))),
                 }
             }

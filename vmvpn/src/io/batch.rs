@@ -5,14 +5,16 @@
 //! datagram when the kernel cannot, or when a send fails.
 //!
 //! A run may hold datagrams not sealed yet (`commit_unsealed`): they are sealed just before
-//! they leave. With a send thread (`with_sender`), a flush hands the gathered runs to it
-//! (sealing and the send syscalls then run beside the loop) and takes an empty buffer back.
+//! they leave. With a send thread (`start_sender`, `[host] threads = 2`), a flush hands the
+//! gathered runs to it and takes an empty buffer back (`io::worker`): sealing and the send
+//! syscalls, about half of a sending host's data-plane time, then run beside the loop. A
+//! datagram the loop sends itself waits for the thread first (`flush_and_wait`).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use crate::io::sender::Sender;
 use crate::io::udp::{MAX_RUNS, Run, SLOT, Udp};
+use crate::io::worker::Worker;
 use crate::proto::crypto::SealKey;
 use crate::proto::{HEADER_LEN, TAG_LEN};
 
@@ -160,7 +162,7 @@ pub struct GsoBatch {
     /// `VMVPN_NO_MMSG=1`: one message per call, for comparing.
     one_by_one: bool,
     /// The send thread, when there is one (`[host] threads`).
-    sender: Option<Sender>,
+    sender: Option<Worker<Gathered>>,
     /// Batches handed to it.
     handed: u64,
 }
@@ -179,14 +181,14 @@ impl GsoBatch {
     }
 
     /// From now on flushes go to a send thread of their own, which sends on `udp` (a
-    /// handle on the data socket), on real-time scheduling if `realtime`; see `io::sender`.
+    /// handle on the data socket), on real-time scheduling if `realtime`; see `io::worker`.
     /// On error nothing changes.
     pub fn start_sender(&mut self, udp: Udp, realtime: bool) -> std::io::Result<()> {
-        self.sender = Some(Sender::start(
-            udp,
-            self.max_segments,
-            self.one_by_one,
+        let (max_segments, one_by_one) = (self.max_segments, self.one_by_one);
+        self.sender = Some(Worker::start(
+            "vmvpn-send",
             realtime,
+            move |g: &mut Gathered| g.send(&udp, max_segments, one_by_one),
         )?);
         Ok(())
     }
@@ -345,7 +347,7 @@ impl GsoBatch {
             // A few datagrams with nothing ahead of them (a ping, an ACK) leave from here:
             // waking the thread would cost them more than it saves.
             && (s.in_flight() > 0 || self.cur.datagrams() >= HAND_OFF_FROM)
-            && let Some(mut free) = s.next_free()
+            && let Some(mut free) = s.next_free(Gathered::new)
         {
             failed += take_done(&mut self.stats, &mut free);
             free.buf[..n].copy_from_slice(&self.cur.buf[at..at + n]);

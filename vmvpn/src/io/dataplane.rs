@@ -25,6 +25,7 @@ use crate::engine::{
 use crate::io::batch::{GsoBatch, ROOM};
 use crate::io::rxqueue::RxQueue;
 use crate::io::tap::TapDevice;
+use crate::io::tapwrite::TapWrites;
 use crate::io::udp::{BATCH, Received, SLOT, Udp};
 use crate::offload::gro::Coalescer;
 use crate::offload::gso::{self, VNET_HDR_LEN, VnetHdr};
@@ -245,7 +246,8 @@ impl Handle {
 pub struct DataPlane {
     engine: Engine,
     udp: Udp,
-    taps: Vec<TapDevice>,
+    /// Shared with the TAP writer thread while it holds a frame for one.
+    taps: Vec<Arc<TapDevice>>,
     /// epoll, through mio: the UDP socket, the TAPs and the waker.
     poll: Poll,
     requests: mpsc::Receiver<Request>,
@@ -258,6 +260,8 @@ pub struct DataPlane {
     batch: GsoBatch,
     /// Received TCP segments on their way to an offload TAP, merged.
     gro: Coalescer,
+    /// Where merged frames are written: here, or on the TAP writer thread.
+    tapw: TapWrites,
     offload: OffloadStats,
     /// CoDel over the socket's receive queue.
     rxq: RxQueue,
@@ -321,7 +325,7 @@ impl DataPlane {
         let dp = DataPlane {
             engine,
             udp,
-            taps,
+            taps: taps.into_iter().map(Arc::new).collect(),
             poll,
             requests: rx,
             stop,
@@ -332,6 +336,7 @@ impl DataPlane {
             big: vec![0u8; VNET_HDR_LEN + 65_536],
             batch: GsoBatch::new(max_gso),
             gro: Coalescer::new(),
+            tapw: TapWrites::default(),
             offload: OffloadStats::default(),
             rxq: RxQueue::from_env(),
             exports_due,
@@ -341,13 +346,22 @@ impl DataPlane {
     }
 
     /// Seal and send the unicast data on a thread of its own (`[host] threads = 2`, see
-    /// `io::sender`); the engine then leaves that data unsealed. After `want_realtime`,
+    /// `io::batch`); the engine then leaves that data unsealed. After `want_realtime`,
     /// whose choice the send thread follows.
     pub fn start_send_thread(&mut self) -> io::Result<()> {
         self.batch
             .start_sender(self.udp.try_clone()?, self.realtime)?;
         self.engine.seal_elsewhere(true);
         self.host.threads = 2;
+        Ok(())
+    }
+
+    /// Write the merged frames to their TAPs on a thread of their own (`[host] threads =
+    /// 3`, see `io::tapwrite`). After `start_send_thread`, and after `want_realtime`, whose
+    /// choice the thread follows.
+    pub fn start_tap_writer(&mut self) -> io::Result<()> {
+        self.tapw.start(self.realtime)?;
+        self.host.threads = 3;
         Ok(())
     }
 
@@ -473,9 +487,13 @@ impl DataPlane {
         self.engine.end_runs();
         // What was merged goes out before the loop sleeps or reads a TAP.
         let DataPlane {
-            gro, taps, engine, ..
+            gro,
+            taps,
+            engine,
+            tapw,
+            ..
         } = self;
-        gro.flush(|lan, bytes, segs| write_merged(taps, engine, lan, bytes, segs));
+        gro.flush(|lan, bytes, segs| write_merged(tapw, taps, engine, lan, bytes, segs));
         more
     }
 
@@ -596,9 +614,12 @@ impl DataPlane {
             taps,
             engine,
             big,
+            tapw,
             ..
         } = self;
-        gro.flush(|lan, bytes, segs| write_merged(taps, engine, lan, bytes, segs));
+        gro.flush(|lan, bytes, segs| write_merged(tapw, taps, engine, lan, bytes, segs));
+        // Rare (fragments): after everything merged, whatever its flow.
+        tapw.wait_all(|lan, segs| lost_at_tap(engine, lan, segs));
         let frame = engine.reassembled();
         let Some(tap) = taps.get(lan.index()) else {
             return;
@@ -636,6 +657,7 @@ impl DataPlane {
             taps,
             engine,
             rxq,
+            tapw,
             ..
         } = self;
         let signal = rxq.signal(&mut dgram[frame.clone()]);
@@ -646,14 +668,20 @@ impl DataPlane {
             return;
         }
         let tap = taps.get(lan.index());
-        let taken = tap.is_some_and(TapDevice::offload)
+        let taken = tap.is_some_and(|t| t.offload())
             && gro.push(
                 lan.index(),
                 &dgram[frame.clone()],
                 summed,
-                |lan, bytes, segs| write_merged(taps, engine, lan, bytes, segs),
+                |lan, bytes, segs| write_merged(tapw, taps, engine, lan, bytes, segs),
             );
-        // Not taken by the coalescer: written now (anything held went first).
+        // Not taken by the coalescer: written now (anything held went first, and this
+        // waits for it where the thread writes it and it may be the same flow).
+        if !taken && tapw.threaded() {
+            tapw.before_direct(&dgram[frame.clone()], |lan, segs| {
+                lost_at_tap(engine, lan, segs)
+            });
+        }
         let ok = taken
             || tap.is_some_and(|t| {
                 if t.offload() && frame.start >= VNET_HDR_LEN {
@@ -800,6 +828,9 @@ impl DataPlane {
     }
 
     fn serve_requests(&mut self, now: Instant) {
+        // What the TAP writer thread lost shows in the answers.
+        let DataPlane { tapw, engine, .. } = self;
+        tapw.reap(|lan, segs| lost_at_tap(engine, lan, segs));
         while let Ok(r) = self.requests.try_recv() {
             match r {
                 Request::Status(reply) => {
@@ -942,7 +973,7 @@ impl DataPlane {
         {
             warn!(lan = %name, group = %g, error = %e, "cannot join the multicast group: flooding by unicast");
         }
-        self.taps.push(tap);
+        self.taps.push(Arc::new(tap));
         self.lans_changed += 1;
         Ok(())
     }
@@ -960,9 +991,15 @@ impl DataPlane {
             .and_then(|li| self.engine.lan_group(li));
         {
             let DataPlane {
-                gro, taps, engine, ..
+                gro,
+                taps,
+                engine,
+                tapw,
+                ..
             } = self;
-            gro.flush(|lan, bytes, segs| write_merged(taps, engine, lan, bytes, segs));
+            gro.flush(|lan, bytes, segs| write_merged(tapw, taps, engine, lan, bytes, segs));
+            // Drops are counted by LAN index, which moves below.
+            tapw.wait_all(|lan, segs| lost_at_tap(engine, lan, segs));
         }
         let li = self
             .engine
@@ -1023,6 +1060,7 @@ impl DataPlane {
                 mmsg_sends_total: mmsg_sends,
                 mmsg_runs_total: mmsg_runs,
                 send_thread_batches_total: self.batch.handed_off(),
+                tap_thread_frames_total: self.tapw.handed_off(),
                 gro_frames_total: self.gro.stats().frames,
                 gro_segments_total: self.gro.stats().segments,
                 gro_summed_segments_total: self.gro.stats().summed,
@@ -1076,12 +1114,24 @@ fn read_tap(tap: &TapDevice, buf: &mut [u8]) -> Option<usize> {
     }
 }
 
-/// Write what the coalescer hands over (virtio-net header first); a failed write loses
-/// every segment in it, and each is counted.
-fn write_merged(taps: &[TapDevice], engine: &mut Engine, lan: usize, bytes: &[u8], segs: usize) {
-    if taps.get(lan).is_none_or(|t| t.send(bytes).is_err()) {
-        engine.note_drops(Some(LanId(lan)), DropReason::TapWriteError, segs as u64);
-    }
+/// Write what the coalescer hands over (virtio-net header first), here or on the TAP
+/// writer thread; a failed write loses every segment in it, and each is counted.
+fn write_merged(
+    tapw: &mut TapWrites,
+    taps: &[Arc<TapDevice>],
+    engine: &mut Engine,
+    lan: usize,
+    bytes: &mut Vec<u8>,
+    segs: usize,
+) {
+    tapw.write(taps, lan, bytes, segs, |lan, segs| {
+        lost_at_tap(engine, lan, segs)
+    });
+}
+
+/// Segments a TAP write lost.
+fn lost_at_tap(engine: &mut Engine, lan: usize, segs: usize) {
+    engine.note_drops(Some(LanId(lan)), DropReason::TapWriteError, segs as u64);
 }
 
 /// Send what the core made of a TAP frame (`sealed` holds the datagram): unicast joins the

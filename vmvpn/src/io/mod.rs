@@ -9,6 +9,7 @@ pub mod lan;
 pub mod netdev;
 pub mod relay;
 pub mod rxqueue;
-pub mod sender;
 pub mod tap;
+pub mod tapwrite;
 pub mod udp;
+pub mod worker;

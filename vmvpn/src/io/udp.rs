@@ -159,7 +159,7 @@ impl Udp {
         Ok(Udp { socket, state })
     }
 
-    /// A second handle on the same socket, for the send thread (`io::sender`): the
+    /// A second handle on the same socket, for the send thread (`io::worker`): the
     /// kernel serialises sends on one socket, so both may send.
     pub fn try_clone(&self) -> io::Result<Self> {
         let socket = self.socket.try_clone()?;

@@ -84,10 +84,16 @@ impl Coalescer {
     /// An empty coalescer (its buffer is allocated once, here).
     pub fn new() -> Self {
         Coalescer {
-            buf: Vec::with_capacity(VNET_HDR_LEN + ETH + 40 + MAX_IP_LEN),
+            buf: Self::buffer(),
             held: None,
             stats: GroStats::default(),
         }
+    }
+
+    /// An empty buffer that holds any merged frame: what a `write` callback may swap in for
+    /// the one it is handed, to keep that one (no allocation follows while merging).
+    pub fn buffer() -> Vec<u8> {
+        Vec::with_capacity(VNET_HDR_LEN + ETH + 40 + MAX_IP_LEN)
     }
 
     /// What has been merged so far.
@@ -98,13 +104,13 @@ impl Coalescer {
     /// Offer `frame`, bound for LAN `lan`'s TAP. Returns `true` if the coalescer took it;
     /// `false` means the caller writes it as it is. Whatever must go out first (the flow
     /// held so far) is handed to `write(lan, bytes, segments)`, where `bytes` starts with
-    /// the virtio-net header.
+    /// the virtio-net header; `write` may keep it by swapping in an empty `buffer()`.
     pub fn push(
         &mut self,
         lan: usize,
         frame: &[u8],
         summed: bool,
-        mut write: impl FnMut(usize, &[u8], usize),
+        mut write: impl FnMut(usize, &mut Vec<u8>, usize),
     ) -> bool {
         let seg = parse(frame, summed);
         if let (Some(s), Some(h)) = (seg, self.held.as_mut())
@@ -147,7 +153,7 @@ impl Coalescer {
 
     /// Hand over the flow held, if any: one segment as the plain frame it was, more as one
     /// GSO frame.
-    pub fn flush(&mut self, mut write: impl FnMut(usize, &[u8], usize)) {
+    pub fn flush(&mut self, mut write: impl FnMut(usize, &mut Vec<u8>, usize)) {
         let Some(h) = self.held.take() else { return };
         let (hdr, frame) = self.buf.split_at_mut(VNET_HDR_LEN);
         let s = h.seg;
@@ -201,7 +207,7 @@ impl Coalescer {
             self.stats.segments += h.segs as u64;
             self.stats.summed += h.summed as u64;
         }
-        write(h.lan, &self.buf, h.segs);
+        write(h.lan, &mut self.buf, h.segs);
     }
 }
 

@@ -295,6 +295,10 @@ pub struct OffloadStats {
     /// loop itself.
     #[serde(default)]
     pub send_thread_batches_total: u64,
+    /// Merged frames the TAP writer thread wrote (`[host] threads = 3`; 0 with fewer).
+    /// Frames of a few segments with nothing ahead of them are written by the loop itself.
+    #[serde(default)]
+    pub tap_thread_frames_total: u64,
 }
 
 /// The data-plane socket's receive queue, kept short by CoDel: when datagrams wait in it
