@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Where a data-plane thread's time goes with `[host] threads = 1`, `2` and `3`: two host
+# Where a data-plane thread's time goes with `[host] threads = 1` to `4`: two host
 # namespaces joined by a veth, a vmvpn daemon in each (default settings but `threads`),
 # one iperf3 TCP stream VM to VM for 6 s, and each daemon thread's CPU over the stream
 # (utime + stime from /proc/PID/task/*/stat), per Gbit/s carried. Interleaved rounds on the
@@ -95,7 +95,7 @@ PY
 }
 
 for r in $(seq "$rounds"); do
-    for t in 1 2 3; do
+    for t in 1 2 3 4; do
         echo "round $r: threads = $t" >&2
         measure "$t" "$r"
     done
@@ -108,14 +108,15 @@ out = {"date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%
        "kernel": os.uname().release, "cores": os.cpu_count(), "runs": runs}
 json.dump(out, open("bench/threads-cpu.json", "w"), indent=1)
 print(f"{out['date']} · kernel {out['kernel']} · {out['cores']} cores · one TCP stream, 6 s a run\n")
-print("| threads | Gbit/s | sender loop, % of a core per Gbit/s | sender send thread | sender in all | receiver loop | receiver TAP writer | receiver in all |")
-print("| --- | --- | --- | --- | --- | --- | --- | --- |")
-for t in (1, 2, 3):
+print("| threads | Gbit/s | sender loop, % of a core per Gbit/s | sender send thread | sender in all | receiver loop | receiver TAP writer | receiver open thread | receiver in all |")
+print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+for t in (1, 2, 3, 4):
     mine = [r for r in runs if r["threads"] == t]
     per = lambda k: ", ".join(f"{100 * r['cores'].get(k, 0) / r['gbps']:.1f}" for r in mine)
     tot = lambda h: ", ".join(f"{100 * sum(v for k, v in r['cores'].items() if k.startswith(h)) / r['gbps']:.1f}" for r in mine)
     rates = ", ".join("%.2f" % r["gbps"] for r in mine)
     send = per("a/vmvpn-send") if t >= 2 else "-"
     tapw = per("b/vmvpn-tapw") if t >= 3 else "-"
-    print(f"| {t} | {rates} | {per('a/dataplane')} | {send} | {tot('a/')} | {per('b/dataplane')} | {tapw} | {tot('b/')} |")
+    opener = per("b/vmvpn-open") if t >= 4 else "-"
+    print(f"| {t} | {rates} | {per('a/dataplane')} | {send} | {tot('a/')} | {per('b/dataplane')} | {tapw} | {opener} | {tot('b/')} |")
 PY

@@ -8,6 +8,9 @@
 //!   flipped, cut or replayed: dropped and counted, never delivered;
 //! - raw bytes from B's address.
 //!
+//! A's datagrams are opened by A's engine, or first beside it as the open thread does
+//! (`[host] threads = 4`, `engine::opened`).
+//!
 //! Never a panic, and nothing unauthenticated reaches a TAP.
 #![no_main]
 use std::cell::RefCell;
@@ -17,6 +20,7 @@ use std::time::{Duration, Instant};
 use libfuzzer_sys::fuzz_target;
 use vmvpn::proto::crypto::{LanSecret, lan_id};
 use vmvpn::engine::flood::FloodMode;
+use vmvpn::engine::opened::{PreOpen, open_data};
 use vmvpn::engine::{Engine, HostIdentity, LanId, LanSpec, RxAction, TapAction, Timers, buffer_len};
 use vmvpn::proto::HEADER_LEN;
 
@@ -105,6 +109,23 @@ impl World {
     }
 }
 
+/// A datagram from B to A; `beside`: opened first as the open thread would
+/// (`[host] threads = 4`), with a snapshot of A's keys.
+fn receive<'a>(
+    a: &'a mut Engine,
+    d: &mut [u8],
+    multicast: bool,
+    now: Instant,
+    beside: bool,
+) -> RxAction<'a> {
+    let pre = if beside {
+        open_data(&a.rx_keys(), d)
+    } else {
+        PreOpen::No
+    };
+    a.handle_datagram_opened(addr(1), multicast, d, now, now, pre)
+}
+
 thread_local! {
     static WORLD: RefCell<Option<World>> = const { RefCell::new(None) };
 }
@@ -144,7 +165,7 @@ fuzz_target!(|data: &[u8]| {
                     }
                 };
                 for mut d in sealed {
-                    match w.e[0].handle_datagram(addr(1), false, &mut d, now) {
+                    match receive(&mut w.e[0], &mut d, false, now, mode & 8 != 0) {
                         RxAction::Tap { frame, .. } => {
                             assert_eq!(d[frame].len(), len, "A delivered a frame of another length");
                         }
@@ -173,7 +194,7 @@ fuzz_target!(|data: &[u8]| {
                         _ => d.extend_from_slice(e),
                     }
                 }
-                match w.e[0].handle_datagram(addr(1), false, &mut d, w.now) {
+                match receive(&mut w.e[0], &mut d, false, w.now, mode & 8 != 0) {
                     RxAction::Tap { frame, .. } => {
                         panic!("a mutated or replayed datagram reached the TAP: {:?}", &d[frame])
                     }
@@ -183,7 +204,7 @@ fuzz_target!(|data: &[u8]| {
             }
             _ => {
                 let mut d = rest.to_vec();
-                match w.e[0].handle_datagram(addr(1), mode & 4 != 0, &mut d, w.now) {
+                match receive(&mut w.e[0], &mut d, mode & 4 != 0, w.now, mode & 8 != 0) {
                     RxAction::Tap { frame, .. } => {
                         panic!("unauthenticated bytes reached the TAP: {:?}", &d[frame])
                     }

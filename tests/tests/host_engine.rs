@@ -370,10 +370,20 @@ fn tcp_arrives_intact_through_the_worker_threads_with_and_without_offloads_and_r
             true,
             Lab::builder("tcpthr3").threads(3).realtime(),
         ),
+        (
+            "tcpthr4",
+            4,
+            false,
+            // No probes: nothing else arrives every second to wake the receiving loop.
+            Lab::builder("tcpthr4")
+                .threads(4)
+                .telemetry("probes = false\n"),
+        ),
     ] {
         // Unicast data is sealed and sent by the send thread; ARP (floods) and the
         // keepalives and probes still leave from the loop, after what the thread holds.
-        // With 3 threads the merged frames reach the receiver's TAP from a thread too.
+        // With 3 threads the merged frames reach the receiver's TAP from a thread too,
+        // with 4 the receiver's data is opened on a thread as well.
         let lab = tcp_transfer(builder, |_, _| {});
         for h in ["h1", "h2"] {
             let st = lab.status(h);
@@ -394,7 +404,7 @@ fn tcp_arrives_intact_through_the_worker_threads_with_and_without_offloads_and_r
                     Some((comm.trim().to_string(), policy))
                 })
                 .filter(|(comm, _)| {
-                    ["dataplane", "vmvpn-send", "vmvpn-tapw"].contains(&comm.as_str())
+                    ["dataplane", "vmvpn-send", "vmvpn-tapw", "vmvpn-open"].contains(&comm.as_str())
                 })
                 .collect();
             assert_eq!(policies.len(), threads, "{name} {h}: {policies:?}");
@@ -442,7 +452,7 @@ fn tcp_arrives_intact_through_the_worker_threads_with_and_without_offloads_and_r
             out_segs > 5000 && retrans * 100 < out_segs,
             "{name}: the sending VM sent {retrans} of {out_segs} segments again"
         );
-        if threads == 3 {
+        if threads >= 3 {
             // The receiver merged the stream and its TAP writer thread wrote the frames.
             assert_merged(&lab, "h2", "nothing merged for the TAP writer thread");
             let off = &lab.status("h2")["offload"];
@@ -453,6 +463,32 @@ fn tcp_arrives_intact_through_the_worker_threads_with_and_without_offloads_and_r
             );
             assert!(
                 text.contains("the TAP writer thread wrote"),
+                "{name}: vmvpn status: {text}"
+            );
+        }
+        if threads == 4 {
+            // Bursts that the open thread takes (a large ping is 21 IP fragments), each
+            // followed by silence: the loop must not sleep while the thread holds one.
+            // (Left there, it would wait for the next datagram: a keepalive, seconds
+            // later.)
+            let (a, b) = (lab.vm("h1", "lan1", 0), lab.vm("h2", "lan1", 0));
+            let to = b.ip.to_string();
+            for _ in 0..3 {
+                let out = lab.exec(&a.ns, &["ping", "-c1", "-W2", "-s30000", "-q", &to]);
+                let said = String::from_utf8_lossy(&out.stdout);
+                assert!(
+                    out.status.success() && said.contains("1 received"),
+                    "{name}: a large ping: {said}"
+                );
+            }
+            let off = &lab.status("h2")["offload"];
+            let opened = off["open_thread_batches_total"].as_u64().unwrap_or(0);
+            assert!(
+                opened > 10,
+                "{name}: the open thread opened {opened} batches: {off}"
+            );
+            assert!(
+                text.contains("the open thread opened"),
                 "{name}: vmvpn status: {text}"
             );
         }

@@ -178,6 +178,7 @@ fn setup(sys: &str, t: &mut Topo, bin_dir: &Path) -> Result<(String, String), St
         | "vmvpn sflow+ipfix"
         | "vmvpn 2 threads"
         | "vmvpn 3 threads"
+        | "vmvpn 4 threads"
         | "vmvpn 1 core"
         | "vmvpn 2 threads 1 core" => {
             let cipher = if sys == "vmvpn cipher none" {
@@ -187,12 +188,14 @@ fn setup(sys: &str, t: &mut Topo, bin_dir: &Path) -> Result<(String, String), St
             };
             let offload = sys != "vmvpn offload off";
             let realtime = sys == "vmvpn realtime";
-            // Data-plane threads: the default ("auto": cores - 1, from 1 to 3) unless the row names
+            // Data-plane threads: the default ("auto": cores - 1, from 1 to 4) unless the row names
             // them; "1 core" runs each daemon under `taskset -c 0`.
             let threads = if sys.contains("2 threads") {
                 "threads = 2\n"
             } else if sys.contains("3 threads") {
                 "threads = 3\n"
+            } else if sys.contains("4 threads") {
+                "threads = 4\n"
             } else if sys.contains("1 core") {
                 "threads = 1\n"
             } else {
@@ -500,6 +503,7 @@ fn main() -> std::process::ExitCode {
         "vmvpn sflow+ipfix",
         "vmvpn 2 threads",
         "vmvpn 3 threads",
+        "vmvpn 4 threads",
         "vmvpn 1 core",
         "vmvpn 2 threads 1 core",
         "tinc 1.0 switch",

@@ -202,11 +202,17 @@ fn open(prep: Prepared) -> Result<Opened> {
             Err(e) => {
                 warn!(error = %e, "could not start the send thread; the data plane runs on one thread")
             }
-            Ok(()) if threads >= 3 => {
-                if let Err(e) = dp.start_tap_writer() {
-                    warn!(error = %e, "could not start the TAP writer thread; the data plane runs on two threads");
+            Ok(()) if threads >= 3 => match dp.start_tap_writer() {
+                Err(e) => {
+                    warn!(error = %e, "could not start the TAP writer thread; the data plane runs on two threads")
                 }
-            }
+                Ok(()) if threads >= 4 => {
+                    if let Err(e) = dp.start_opener() {
+                        warn!(error = %e, "could not start the open thread; the data plane runs on three threads");
+                    }
+                }
+                Ok(()) => {}
+            },
             Ok(()) => {}
         }
     }

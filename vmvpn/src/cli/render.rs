@@ -139,9 +139,15 @@ fn host(o: &mut String, v: &Status) {
                 "; the send thread sent {} batches",
                 off.send_thread_batches_total
             ),
-            _ => format!(
+            3 => format!(
                 "; the send thread sent {} batches, the TAP writer thread wrote {} frames",
                 off.send_thread_batches_total, off.tap_thread_frames_total
+            ),
+            _ => format!(
+                "; the send thread sent {} batches, the TAP writer thread wrote {} frames, the open thread opened {} batches",
+                off.send_thread_batches_total,
+                off.tap_thread_frames_total,
+                off.open_thread_batches_total
             ),
         }
     );

@@ -54,9 +54,10 @@ pub struct HostConfig {
     /// Data-plane threads: 1, the loop alone; 2, the loop and a send thread that seals
     /// and sends the unicast data beside it (the AEAD and the send syscalls are about half
     /// of a sending host's data-plane time); 3, also a TAP writer thread that writes the
-    /// frames merged on the receive side to the VMs' TAPs. `"auto"` (the default): one
-    /// fewer than the machine's cores, from 1 to 3 (a core stays for the VMs). More than 3
-    /// needs the data plane split into shards, which is not built yet.
+    /// frames merged on the receive side to the VMs' TAPs; 4, also an open thread that
+    /// opens the received unicast data (the AEAD of the receive side). `"auto"` (the
+    /// default): one fewer than the machine's cores, from 1 to 4 (a core stays for the
+    /// VMs). More than 4 needs the data plane split into shards, which is not built yet.
     #[serde(default)]
     pub threads: Threads,
     /// Seconds of silence towards a peer before a keepalive goes to it (probes, sent
@@ -85,8 +86,9 @@ pub struct HostConfig {
     pub relay_lans: Vec<RelayLan>,
 }
 
-/// Data-plane threads built: the loop, the send thread, the TAP writer thread.
-pub const MAX_THREADS: u8 = 3;
+/// Data-plane threads built: the loop, the send thread, the TAP writer thread, the open
+/// thread.
+pub const MAX_THREADS: u8 = 4;
 const MAX_THREADS_I64: i64 = MAX_THREADS as i64;
 
 /// `[host] threads`: `"auto"` or a count (1 to `MAX_THREADS`).
@@ -114,7 +116,8 @@ impl<'de> Deserialize<'de> for Threads {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         use serde::de::{self, Visitor};
         struct V;
-        const WANT: &str = "1, 2, 3 or \"auto\" (more than 3 data-plane threads are not built yet)";
+        const WANT: &str =
+            "1, 2, 3, 4 or \"auto\" (more than 4 data-plane threads are not built yet)";
         impl Visitor<'_> for V {
             type Value = Threads;
             fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

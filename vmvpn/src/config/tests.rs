@@ -46,7 +46,7 @@ fn parses_the_documented_example() {
     )
     .expect("valid");
     assert!(c.host.realtime);
-    // Data-plane threads: "auto" by default (cores - 1, from 1 to 3), a count of 1 to 3.
+    // Data-plane threads: "auto" by default (cores - 1, from 1 to 4), a count of 1 to 4.
     use super::host::Threads;
     let threads = |v: &str| {
         Config::parse(
@@ -64,16 +64,16 @@ fn parses_the_documented_example() {
     );
     assert_eq!(threads("\"auto\"").expect("auto"), Threads::Auto);
     assert_eq!(threads("2").expect("2"), Threads::Count(2));
-    assert_eq!(threads("3").expect("3"), Threads::Count(3));
+    assert_eq!(threads("4").expect("4"), Threads::Count(4));
     assert_eq!(
-        [0, 1, 2, 3, 4, 16].map(|c| Threads::Auto.resolve(c)),
-        [1, 1, 1, 2, 3, 3]
+        [0, 1, 2, 3, 4, 5, 16].map(|c| Threads::Auto.resolve(c)),
+        [1, 1, 1, 2, 3, 4, 4]
     );
     assert_eq!(Threads::Count(1).resolve(16), 1);
-    for bad in ["0", "4", "-1", "\"many\"", "true"] {
+    for bad in ["0", "5", "-1", "\"many\"", "true"] {
         let e = threads(bad).expect_err("refused").to_string();
         assert!(
-            e.contains("1, 2, 3 or \"auto\"") && e.contains("line 3"),
+            e.contains("1, 2, 3, 4 or \"auto\"") && e.contains("line 3"),
             "threads = {bad}: {e}"
         );
     }

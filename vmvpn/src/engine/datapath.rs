@@ -12,6 +12,7 @@ use super::lan::Lan;
 use super::limits::Admit;
 use super::macdb::{Location, Mac, is_group};
 use super::measure::Measure;
+use super::opened::PreOpen;
 use super::reassembly::{self, FragDrop, Verdict};
 use super::sampling;
 use super::service::Verdict as ToService;
@@ -204,7 +205,22 @@ impl Engine {
         now: Instant,
         arrived: Instant,
     ) -> RxAction<'_> {
+        self.handle_datagram_opened(from, multicast, buf, now, arrived, PreOpen::No)
+    }
+
+    /// [`Engine::handle_datagram_at`] for a datagram another thread may have opened in
+    /// place already (`pre`, see `engine::opened`).
+    pub fn handle_datagram_opened(
+        &mut self,
+        from: SocketAddr,
+        multicast: bool,
+        buf: &mut [u8],
+        now: Instant,
+        arrived: Instant,
+        pre: PreOpen,
+    ) -> RxAction<'_> {
         self.rx_arrived = Some(arrived);
+        self.rx_pre = pre;
         let header = match Packet::new_checked(&*buf) {
             Ok(p) => *p.header(),
             Err(_) => {
@@ -310,10 +326,22 @@ impl Engine {
             _ => (&s.rx, &mut s.rx_window),
         };
         let verdict = window.check(h.seq);
+        let pre = std::mem::take(&mut self.rx_pre);
+        if !pre.under(key) {
+            // Opened under keys replaced since: no longer the bytes that arrived.
+            return Err(
+                self.lans[lan.index()].drop_unauthenticated(Some(pi), DropReason::NoSession)
+            );
+        }
         // Open before anything is counted against the peer: a spoofed copy of a sequence
         // number must not count as the peer's duplicate. (A replay costs one AEAD open,
         // as any forged datagram does.)
-        let Some(n) = key.open(h.seq, buf) else {
+        let opened = match pre {
+            PreOpen::No => key.open(h.seq, buf),
+            PreOpen::Opened { n, .. } => Some(n),
+            PreOpen::Failed { .. } => None,
+        };
+        let Some(n) = opened else {
             if verdict.is_ok() {
                 // Keys out of step (the peer restarted and its hello was lost): re-hello.
                 self.queue_hello(lan, pi, now, false);

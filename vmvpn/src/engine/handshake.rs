@@ -37,9 +37,10 @@ pub(crate) struct Session {
     pub(crate) peer_public: [u8; 32],
     /// Shared with the send thread, which seals the data datagrams (`[host] threads`).
     pub(crate) tx: Arc<SealKey>,
-    pub(crate) rx: SealKey,
+    /// Shared with the open thread through `RxKeys` snapshots (`[host] threads`).
+    pub(crate) rx: Arc<SealKey>,
     pub(crate) rx_window: ReplayWindow,
-    pub(crate) group_rx: SealKey,
+    pub(crate) group_rx: Arc<SealKey>,
     pub(crate) group_window: ReplayWindow,
     /// Path MTU probes and acks: a sequence space of their own.
     pub(crate) pmtu_window: ReplayWindow,
@@ -126,9 +127,9 @@ impl Engine {
             let session = Session {
                 peer_public: hello.public,
                 tx: Arc::new(SealKey::with_cipher(&tx, l.spec.cipher)),
-                rx: SealKey::with_cipher(&rx, l.spec.cipher),
+                rx: Arc::new(SealKey::with_cipher(&rx, l.spec.cipher)),
                 rx_window: ReplayWindow::default(),
-                group_rx: SealKey::with_cipher(&group, l.spec.cipher),
+                group_rx: Arc::new(SealKey::with_cipher(&group, l.spec.cipher)),
                 group_window: ReplayWindow::default(),
                 pmtu_window: ReplayWindow::default(),
             };
@@ -141,6 +142,7 @@ impl Engine {
             if let Some(e) = p.rekey(lan, session) {
                 self.events.push(e);
             }
+            self.rx_keys_epoch += 1;
             new_session = true;
         }
         if p.id != Some(h.sender) {

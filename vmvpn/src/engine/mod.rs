@@ -41,6 +41,7 @@ mod ids;
 mod lan;
 mod measure;
 mod nonces;
+pub mod opened;
 mod peer;
 mod probes;
 mod reach;
@@ -335,6 +336,10 @@ pub struct Engine {
     events: events::Events,
     /// When the datagram being handled reached this host (see `handle_datagram_at`).
     rx_arrived: Option<Instant>,
+    /// Whether the datagram being handled was opened already (`handle_datagram_opened`).
+    rx_pre: opened::PreOpen,
+    /// See `rx_keys_epoch`.
+    rx_keys_epoch: u64,
     /// Frames being put back together from fragments.
     reassembly: Reassembly,
     /// Reassembly drops already added to the drop counters.
@@ -403,6 +408,8 @@ impl Engine {
             ping_seq: 0,
             events: events::Events::default(),
             rx_arrived: None,
+            rx_pre: opened::PreOpen::No,
+            rx_keys_epoch: 0,
             reassembly: Reassembly::new(max_frame),
             reassembly_seen: [
                 (FragDrop::Overlap, 0),

@@ -19,14 +19,16 @@ use telemetry::DropReason;
 use tracing::{debug, error, warn};
 
 use crate::aqm::signal::Signal;
+use crate::engine::opened::PreOpen;
 use crate::engine::{
     Engine, Event, LanId, PeerId, PeerSource, PingSent, Reached, Relay, RxAction, TapAction,
 };
 use crate::io::batch::{GsoBatch, ROOM};
+use crate::io::opener::{HAND_OFF_FROM, Opener, RxBatch};
 use crate::io::rxqueue::RxQueue;
 use crate::io::tap::TapDevice;
 use crate::io::tapwrite::TapWrites;
-use crate::io::udp::{BATCH, Received, SLOT, Udp};
+use crate::io::udp::{BATCH, Received, SLOT, Udp, each_datagram};
 use crate::offload::gro::Coalescer;
 use crate::offload::gso::{self, VNET_HDR_LEN, VnetHdr};
 use crate::proto::{HEADER_LEN, TAG_LEN};
@@ -262,6 +264,8 @@ pub struct DataPlane {
     gro: Coalescer,
     /// Where merged frames are written: here, or on the TAP writer thread.
     tapw: TapWrites,
+    /// The open thread, when there is one (`[host] threads = 4`).
+    opener: Option<Opener>,
     offload: OffloadStats,
     /// CoDel over the socket's receive queue.
     rxq: RxQueue,
@@ -337,6 +341,7 @@ impl DataPlane {
             batch: GsoBatch::new(max_gso),
             gro: Coalescer::new(),
             tapw: TapWrites::default(),
+            opener: None,
             offload: OffloadStats::default(),
             rxq: RxQueue::from_env(),
             exports_due,
@@ -362,6 +367,15 @@ impl DataPlane {
     pub fn start_tap_writer(&mut self) -> io::Result<()> {
         self.tapw.start(self.realtime)?;
         self.host.threads = 3;
+        Ok(())
+    }
+
+    /// Open the received unicast data on a thread of its own (`[host] threads = 4`, see
+    /// `io::opener`). After `start_tap_writer`, and after `want_realtime`, whose choice the
+    /// thread follows.
+    pub fn start_opener(&mut self) -> io::Result<()> {
+        self.opener = Some(Opener::start(self.realtime)?);
+        self.host.threads = 4;
         Ok(())
     }
 
@@ -483,7 +497,18 @@ impl DataPlane {
 
     /// Datagrams from the underlay, up to the round's budget; true if more may wait.
     fn udp_in(&mut self, area: &mut [u8], metas: &mut [Received; BATCH], now: Instant) -> bool {
-        let more = self.udp_batches(area, metas, now);
+        let more = match self.opener.take() {
+            Some(mut o) => {
+                let (more, alive) = self.udp_batches_opened(&mut o, now);
+                if alive {
+                    self.opener = Some(o);
+                } else {
+                    error!("the open thread ended; opening on the data-plane thread");
+                }
+                more
+            }
+            None => self.udp_batches(area, metas, now),
+        };
         self.engine.end_runs();
         // What was merged goes out before the loop sleeps or reads a TAP.
         let DataPlane {
@@ -528,21 +553,7 @@ impl DataPlane {
                 self.rxq
                     .handle_batch(newest.waited(read_real), n < BATCH, n, read_at);
             }
-            for (meta, slot) in metas[..n].iter().zip(area.chunks_mut(SLOT)) {
-                let len = meta.len.min(slot.len());
-                // The destination (IP_PKTINFO) tells a multicast copy from a unicast one.
-                let multicast = meta.dst_ip.is_some_and(|ip| ip.is_multicast());
-                let arrived = meta.arrived(read_at, read_real);
-                if len == 0 {
-                    // An empty datagram yields no chunk below, but it still must be counted.
-                    self.datagram(meta.addr, multicast, &mut [], now, arrived);
-                    continue;
-                }
-                let stride = if meta.stride == 0 { len } else { meta.stride };
-                for dgram in slot[..len].chunks_mut(stride.max(1)) {
-                    self.datagram(meta.addr, multicast, dgram, now, arrived);
-                }
-            }
+            self.batch_in(area, &metas[..n], (read_at, read_real), &[], now);
             bytes += metas[..n].iter().map(|m| m.len).sum::<usize>();
             if n < BATCH {
                 return false;
@@ -554,7 +565,125 @@ impl DataPlane {
         true
     }
 
-    /// One datagram; `arrived`: when it reached this host (its kernel receive stamp).
+    /// `udp_batches` with the open thread: each batch read is handed to it while the loop
+    /// reads the next and gives those it opened to the engine, in the order read. Returns
+    /// whether more may wait, and false when the thread is gone. When the socket is empty,
+    /// every batch is back and judged before this returns.
+    fn udp_batches_opened(&mut self, o: &mut Opener, now: Instant) -> (bool, bool) {
+        let mut bytes = 0;
+        let mut more = true;
+        let mut alive = true;
+        o.worker.reap(|b| self.opened_in(b, now));
+        for _ in 0..UDP_BUDGET {
+            let Some(mut b) = o.worker.next_free(RxBatch::new) else {
+                alive = false;
+                break;
+            };
+            if b.pending {
+                self.opened_in(&mut b, now);
+            }
+            let n = {
+                let mut chunks = b.area.chunks_mut(SLOT);
+                let mut iov: [IoSliceMut<'_>; BATCH] =
+                    std::array::from_fn(|_| IoSliceMut::new(chunks.next().unwrap_or(&mut [])));
+                match self.udp.recv(&mut iov, &mut b.metas) {
+                    Ok(n) => n,
+                    Err(e) => {
+                        o.worker.give_back(b);
+                        match e.kind() {
+                            io::ErrorKind::WouldBlock => more = false,
+                            io::ErrorKind::Interrupted => continue,
+                            // As in `udp_batches`: an ICMP error, more may wait.
+                            _ => debug!(error = %e, "udp receive error"),
+                        }
+                        break;
+                    }
+                }
+            };
+            b.n = n;
+            (b.read_at, b.read_real) = (Instant::now(), SystemTime::now());
+            if let Some(newest) = b.metas[..n].last() {
+                self.rxq
+                    .handle_batch(newest.waited(b.read_real), n < BATCH, n, b.read_at);
+            }
+            bytes += b.metas[..n].iter().map(|m| m.len).sum::<usize>();
+            if o.worker.in_flight() == 0 && b.datagrams() < HAND_OFF_FROM {
+                b.verdicts.clear();
+                self.batch_in(
+                    &mut b.area,
+                    &b.metas[..n],
+                    (b.read_at, b.read_real),
+                    &[],
+                    now,
+                );
+                o.worker.give_back(b);
+            } else {
+                let engine = &self.engine;
+                b.keys = Some(o.keys(engine.rx_keys_epoch(), || engine.rx_keys()));
+                b.pending = true;
+                match o.worker.hand_off(b) {
+                    Ok(()) => o.handed += 1,
+                    Err(mut b) => {
+                        b.keys = None;
+                        b.verdicts.clear();
+                        self.opened_in(&mut b, now);
+                        alive = false;
+                        break;
+                    }
+                }
+            }
+            o.worker.reap(|b| self.opened_in(b, now));
+            if n < BATCH {
+                more = false;
+                break;
+            }
+            if bytes >= ROUND_BYTES {
+                break;
+            }
+        }
+        if !more || !alive {
+            o.worker.wait_all(|b| self.opened_in(b, now));
+        }
+        (more, alive)
+    }
+
+    /// A batch back from the open thread (or never handed over), to the engine.
+    fn opened_in(&mut self, b: &mut RxBatch, now: Instant) {
+        let n = b.n;
+        self.batch_in(
+            &mut b.area,
+            &b.metas[..n],
+            (b.read_at, b.read_real),
+            &b.verdicts,
+            now,
+        );
+        b.pending = false;
+        b.keys = None;
+    }
+
+    /// The datagrams of one receive batch, to the engine in order; `clocks`: both read
+    /// together after the batch was read; `verdicts`: what the open thread made of each
+    /// (none: opened here).
+    fn batch_in(
+        &mut self,
+        area: &mut [u8],
+        metas: &[Received],
+        (read_at, read_real): (Instant, SystemTime),
+        verdicts: &[PreOpen],
+        now: Instant,
+    ) {
+        let mut verdicts = verdicts.iter();
+        each_datagram(area, metas, |meta, dgram| {
+            // The destination (IP_PKTINFO) tells a multicast copy from a unicast one.
+            let multicast = meta.dst_ip.is_some_and(|ip| ip.is_multicast());
+            let arrived = meta.arrived(read_at, read_real);
+            let pre = verdicts.next().copied().unwrap_or_default();
+            self.datagram(meta.addr, multicast, dgram, now, arrived, pre);
+        });
+    }
+
+    /// One datagram; `arrived`: when it reached this host (its kernel receive stamp);
+    /// `pre`: whether the open thread opened it.
     fn datagram(
         &mut self,
         from: SocketAddr,
@@ -562,6 +691,7 @@ impl DataPlane {
         dgram: &mut [u8],
         now: Instant,
         arrived: Instant,
+        pre: PreOpen,
     ) {
         // IPv4 peers show up as v4-mapped when the socket is bound to [::].
         let from = match from {
@@ -583,7 +713,7 @@ impl DataPlane {
         };
         let action = self
             .engine
-            .handle_datagram_at(from, multicast, dgram, now, arrived);
+            .handle_datagram_opened(from, multicast, dgram, now, arrived, pre);
         let (lan, failed, tap) = match action {
             RxAction::TapReassembled { lan, relay: r } => (lan, relay(r), Some(None)),
             RxAction::Relay { lan, relay: r } => (lan, relay(Some(r)), None),
@@ -1061,6 +1191,7 @@ impl DataPlane {
                 mmsg_runs_total: mmsg_runs,
                 send_thread_batches_total: self.batch.handed_off(),
                 tap_thread_frames_total: self.tapw.handed_off(),
+                open_thread_batches_total: self.opener.as_ref().map_or(0, |o| o.handed),
                 gro_frames_total: self.gro.stats().frames,
                 gro_segments_total: self.gro.stats().segments,
                 gro_summed_segments_total: self.gro.stats().summed,

@@ -7,6 +7,7 @@ pub mod cmsg;
 pub mod dataplane;
 pub mod lan;
 pub mod netdev;
+pub mod opener;
 pub mod relay;
 pub mod rxqueue;
 pub mod tap;

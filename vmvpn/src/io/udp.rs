@@ -56,6 +56,23 @@ pub struct Received {
     pub stamp: Option<SystemTime>,
 }
 
+/// Each datagram of a receive batch (`area` cut in `SLOT`s, one per `metas` entry), in
+/// order: `f(meta, datagram)`. A buffer the kernel merged (GRO) is cut at its stride; an
+/// empty datagram is passed as an empty slice, to be counted.
+pub fn each_datagram(area: &mut [u8], metas: &[Received], mut f: impl FnMut(&Received, &mut [u8])) {
+    for (meta, slot) in metas.iter().zip(area.chunks_mut(SLOT)) {
+        let len = meta.len.min(slot.len());
+        if len == 0 {
+            f(meta, &mut []);
+            continue;
+        }
+        let stride = if meta.stride == 0 { len } else { meta.stride };
+        for dgram in slot[..len].chunks_mut(stride.max(1)) {
+            f(meta, dgram);
+        }
+    }
+}
+
 impl Default for Received {
     fn default() -> Self {
         Received {

@@ -89,6 +89,11 @@ impl<T: Send + 'static> Worker<T> {
         Some(b)
     }
 
+    /// Keep an empty buffer taken with `next_free` and not handed off.
+    pub(crate) fn give_back(&mut self, b: T) {
+        self.spare.push(b);
+    }
+
     /// Take back the buffers the thread is done with; `f` sees each.
     pub(crate) fn reap(&mut self, mut f: impl FnMut(&mut T)) {
         while let Ok(mut b) = self.back.try_recv() {

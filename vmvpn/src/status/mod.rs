@@ -299,6 +299,10 @@ pub struct OffloadStats {
     /// Frames of a few segments with nothing ahead of them are written by the loop itself.
     #[serde(default)]
     pub tap_thread_frames_total: u64,
+    /// Receive batches the open thread opened (`[host] threads = 4`; 0 with fewer).
+    /// Batches of a few datagrams with nothing ahead of them are opened by the loop itself.
+    #[serde(default)]
+    pub open_thread_batches_total: u64,
 }
 
 /// The data-plane socket's receive queue, kept short by CoDel: when datagrams wait in it
@@ -369,8 +373,8 @@ pub struct HostStatus {
     pub version: String,
     /// The data-plane thread runs with real-time scheduling (`[host] realtime`).
     pub realtime: bool,
-    /// Data-plane threads running: 1, the loop; 2, the loop and its send thread
-    /// (`[host] threads`). 0 from a daemon that predates the key.
+    /// Data-plane threads running: 1, the loop; 2, the loop and its send thread; 3, also
+    /// the TAP writer thread; 4, also the open thread (`[host] threads`). 0 from a daemon that predates the key.
     #[serde(default)]
     pub threads: u8,
 }

@@ -354,3 +354,93 @@ fn data_left_for_the_send_thread_is_sealed_later_and_opens() {
         RxAction::Tap { .. }
     ));
 }
+
+/// `[host] threads = 4`: unicast data opened on another thread with a snapshot of the
+/// receive keys (`engine::opened`) is taken as opened; a datagram that did not
+/// authenticate there is an auth failure; anything but data is left to the engine; and a
+/// verdict reached under keys the peer's restart replaced is dropped as from no session.
+#[test]
+fn data_opened_beside_the_engine_is_taken_and_stale_keys_are_dropped() {
+    use crate::engine::opened::{PreOpen, open_data};
+    let mut net = Net::new(2);
+    net.tick();
+    net.send(1, &frame(BCAST, mac(2), b"learn"));
+    let f = frame(mac(2), mac(1), &[7u8; 1000]);
+    let seal = |net: &mut Net| {
+        let mut b = vec![0u8; buffer_len(MAX_FRAME)];
+        b[HEADER_LEN..HEADER_LEN + f.len()].copy_from_slice(&f);
+        let TapAction::Unicast(_, n) = net.hosts[0].handle_tap_frame(LAN, &mut b, f.len(), net.now)
+        else {
+            panic!("sealed");
+        };
+        b.truncate(n);
+        b
+    };
+    let epoch = net.hosts[1].rx_keys_epoch();
+    let keys = net.hosts[1].rx_keys();
+    assert_eq!(keys.len(), 1, "one session's keys");
+    // Opened beside: the frame, in place, taken as it is.
+    let mut d = seal(&mut net);
+    let pre = open_data(&keys, &mut d);
+    assert!(
+        matches!(pre, PreOpen::Opened { n, .. } if n == f.len()),
+        "{pre:?}"
+    );
+    let now = net.now;
+    match net.hosts[1].handle_datagram_opened(addr(0), false, &mut d, now, now, pre) {
+        RxAction::Tap { frame, .. } => assert_eq!(frame.len(), f.len()),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(&d[HEADER_LEN..HEADER_LEN + f.len()], &f[..]);
+    // Taken again (its copy): a replay, as if the engine had opened it.
+    let mut again = d.clone();
+    let r = net.hosts[1].handle_datagram_opened(addr(0), false, &mut again, now, now, pre);
+    assert_eq!(r, RxAction::Drop(DropReason::Replay));
+    // Tampered with: it fails beside, and counts as an auth failure here.
+    let mut bad = seal(&mut net);
+    let last = bad.len() - 1;
+    bad[last] ^= 1;
+    let pre = open_data(&keys, &mut bad);
+    assert!(matches!(pre, PreOpen::Failed { .. }), "{pre:?}");
+    let r = net.hosts[1].handle_datagram_opened(addr(0), false, &mut bad, now, now, pre);
+    assert_eq!(r, RxAction::Drop(DropReason::AuthFailure));
+    // Hellos, keepalives, floods are left for the engine.
+    net.tick();
+    let control: Vec<Vec<u8>> = net
+        .sent
+        .iter()
+        .filter(|(from, _, b)| *from == 0 && b[1] != Kind::Data as u8)
+        .map(|(_, _, b)| b.clone())
+        .collect();
+    assert!(!control.is_empty());
+    for mut c in control {
+        assert_eq!(open_data(&keys, &mut c), PreOpen::No);
+    }
+    assert_eq!(open_data(&keys, &mut [0u8; 3]), PreOpen::No, "garbage");
+    // The peer restarts: new keys, a new epoch. Its data under the new keys fails under
+    // the old snapshot, and datagrams of its old run opened under it are stale too.
+    let mut old_run = seal(&mut net);
+    let old_pre = open_data(&keys, &mut old_run);
+    assert!(matches!(old_pre, PreOpen::Opened { .. }));
+    net.hosts[0] = engine(0, 2, 1, 2000);
+    net.tick();
+    assert!(net.all_up());
+    assert_ne!(net.hosts[1].rx_keys_epoch(), epoch, "new keys, new epoch");
+    net.send(1, &frame(BCAST, mac(2), b"learn again"));
+    let mut new_run = seal(&mut net);
+    let pre = open_data(&keys, &mut new_run);
+    assert!(matches!(pre, PreOpen::Failed { .. }), "{pre:?}");
+    let now = net.now;
+    for (d, pre) in [(&mut new_run, pre), (&mut old_run, old_pre)] {
+        let r = net.hosts[1].handle_datagram_opened(addr(0), false, d, now, now, pre);
+        assert_eq!(r, RxAction::Drop(DropReason::NoSession));
+    }
+    // With the new snapshot it opens.
+    let keys = net.hosts[1].rx_keys();
+    let mut d = seal(&mut net);
+    let pre = open_data(&keys, &mut d);
+    assert!(matches!(
+        net.hosts[1].handle_datagram_opened(addr(0), false, &mut d, now, now, pre),
+        RxAction::Tap { .. }
+    ));
+}
