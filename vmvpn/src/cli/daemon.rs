@@ -197,23 +197,20 @@ fn open(prep: Prepared) -> Result<Opened> {
     dp.want_realtime(cfg.host.realtime);
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
     let threads = cfg.host.threads.resolve(cores);
-    if threads >= 2 {
-        match dp.start_send_thread() {
-            Err(e) => {
-                warn!(error = %e, "could not start the send thread; the data plane runs on one thread")
-            }
-            Ok(()) if threads >= 3 => match dp.start_tap_writer() {
-                Err(e) => {
-                    warn!(error = %e, "could not start the TAP writer thread; the data plane runs on two threads")
-                }
-                Ok(()) if threads >= 4 => {
-                    if let Err(e) = dp.start_opener() {
-                        warn!(error = %e, "could not start the open thread; the data plane runs on three threads");
-                    }
-                }
-                Ok(()) => {}
-            },
-            Ok(()) => {}
+    // Each worker in turn, the first that cannot start ending the list.
+    type Start = fn(&mut DataPlane) -> std::io::Result<()>;
+    let workers: [(u8, Start, &str); 3] = [
+        (2, DataPlane::start_send_thread, "send thread"),
+        (3, DataPlane::start_tap_writer, "TAP writer thread"),
+        (4, DataPlane::start_opener, "open thread"),
+    ];
+    for (n, start, what) in workers {
+        if threads < n {
+            break;
+        }
+        if let Err(e) = start(&mut dp) {
+            warn!(error = %e, "could not start the {what}; the data plane runs on {} thread(s)", n - 1);
+            break;
         }
     }
     let membership = match &cfg.bulletin {

@@ -531,29 +531,18 @@ impl DataPlane {
     ) -> bool {
         let mut bytes = 0;
         for _ in 0..UDP_BUDGET {
-            let n = {
-                let mut chunks = area.chunks_mut(SLOT);
-                let mut iov: [IoSliceMut<'_>; BATCH] =
-                    std::array::from_fn(|_| IoSliceMut::new(chunks.next().unwrap_or(&mut [])));
-                match self.udp.recv(&mut iov, metas) {
-                    Ok(n) => n,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(e) => {
-                        // ICMP errors surface here (e.g. a peer's port unreachable): not
-                        // fatal, and more datagrams may wait behind it.
-                        debug!(error = %e, "udp receive error");
-                        return true;
-                    }
+            let (n, clocks) = match self.read_batch(area, metas) {
+                Ok(r) => r,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    // ICMP errors surface here (e.g. a peer's port unreachable): not
+                    // fatal, and more datagrams may wait behind it.
+                    debug!(error = %e, "udp receive error");
+                    return true;
                 }
             };
-            // Both clocks read together: each datagram's kernel stamp becomes an Instant.
-            let (read_at, read_real) = (Instant::now(), SystemTime::now());
-            if let Some(newest) = metas[..n].last() {
-                self.rxq
-                    .handle_batch(newest.waited(read_real), n < BATCH, n, read_at);
-            }
-            self.batch_in(area, &metas[..n], (read_at, read_real), &[], now);
+            self.batch_in(area, &metas[..n], clocks, &[], now);
             bytes += metas[..n].iter().map(|m| m.len).sum::<usize>();
             if n < BATCH {
                 return false;
@@ -563,6 +552,28 @@ impl DataPlane {
             }
         }
         true
+    }
+
+    /// One `recvmmsg` into `area`'s slots; the datagrams read and both clocks, read
+    /// together after it (each datagram's kernel stamp becomes an `Instant` from them).
+    /// CoDel over the socket's queue sees the batch here.
+    fn read_batch(
+        &mut self,
+        area: &mut [u8],
+        metas: &mut [Received; BATCH],
+    ) -> io::Result<(usize, (Instant, SystemTime))> {
+        let n = {
+            let mut chunks = area.chunks_mut(SLOT);
+            let mut iov: [IoSliceMut<'_>; BATCH] =
+                std::array::from_fn(|_| IoSliceMut::new(chunks.next().unwrap_or(&mut [])));
+            self.udp.recv(&mut iov, metas)?
+        };
+        let (read_at, read_real) = (Instant::now(), SystemTime::now());
+        if let Some(newest) = metas[..n].last() {
+            self.rxq
+                .handle_batch(newest.waited(read_real), n < BATCH, n, read_at);
+        }
+        Ok((n, (read_at, read_real)))
     }
 
     /// `udp_batches` with the open thread: each batch read is handed to it while the loop
@@ -582,30 +593,23 @@ impl DataPlane {
             if b.pending {
                 self.opened_in(&mut b, now);
             }
-            let n = {
-                let mut chunks = b.area.chunks_mut(SLOT);
-                let mut iov: [IoSliceMut<'_>; BATCH] =
-                    std::array::from_fn(|_| IoSliceMut::new(chunks.next().unwrap_or(&mut [])));
-                match self.udp.recv(&mut iov, &mut b.metas) {
-                    Ok(n) => n,
-                    Err(e) => {
-                        o.worker.give_back(b);
-                        match e.kind() {
-                            io::ErrorKind::WouldBlock => more = false,
-                            io::ErrorKind::Interrupted => continue,
-                            // As in `udp_batches`: an ICMP error, more may wait.
-                            _ => debug!(error = %e, "udp receive error"),
-                        }
-                        break;
+            let n = match self.read_batch(&mut b.area, &mut b.metas) {
+                Ok((n, clocks)) => {
+                    (b.read_at, b.read_real) = clocks;
+                    n
+                }
+                Err(e) => {
+                    o.worker.give_back(b);
+                    match e.kind() {
+                        io::ErrorKind::WouldBlock => more = false,
+                        io::ErrorKind::Interrupted => continue,
+                        // As in `udp_batches`: an ICMP error, more may wait.
+                        _ => debug!(error = %e, "udp receive error"),
                     }
+                    break;
                 }
             };
             b.n = n;
-            (b.read_at, b.read_real) = (Instant::now(), SystemTime::now());
-            if let Some(newest) = b.metas[..n].last() {
-                self.rxq
-                    .handle_batch(newest.waited(b.read_real), n < BATCH, n, b.read_at);
-            }
             bytes += b.metas[..n].iter().map(|m| m.len).sum::<usize>();
             if o.worker.in_flight() == 0 && b.datagrams() < HAND_OFF_FROM {
                 b.verdicts.clear();
@@ -807,7 +811,7 @@ impl DataPlane {
             );
         // Not taken by the coalescer: written now (anything held went first, and this
         // waits for it where the thread writes it and it may be the same flow).
-        if !taken && tapw.threaded() {
+        if !taken {
             tapw.before_direct(&dgram[frame.clone()], |lan, segs| {
                 lost_at_tap(engine, lan, segs)
             });

@@ -71,11 +71,6 @@ impl TapWrites {
         Ok(())
     }
 
-    /// Whether a thread writes the merged frames.
-    pub fn threaded(&self) -> bool {
-        self.worker.is_some()
-    }
-
     /// Frames handed to the thread so far.
     pub fn handed_off(&self) -> u64 {
         self.handed
