@@ -2,7 +2,8 @@
 # Where a ping waits under load: two namespaces joined by a veth, vmvpn in each (release
 # build, the default config), one iperf3 TCP stream A -> B for 7 s with a ping A -> B every
 # 50 ms beside it, in five set-ups of one run: the default; SCHED_FIFO (`realtime = true`)
-# on the sender only, on the receiver only, on both; the TAPs' queues cut to 20 frames.
+# on the sender only, on the receiver only, on both; the TAPs' queues cut to 20 frames;
+# no flow ports (`flow_ports = 0`, all data from the data port).
 # The receive queue's wait (`vmvpn status`, `queue`) on B is read each second.
 #   bash scripts/bench-latency.sh [ROUNDS]      results: bench/latency.md
 # Namespaces, links and processes are removed at the end (by the PIDs recorded).
@@ -109,5 +110,6 @@ mkdir -p bench
     one "realtime on the receiver only" "" "realtime = true" ""
     one "realtime on both" "realtime = true" "realtime = true" ""
     one "TAP queues of 20 frames" "" "" "20"
+    one "flow_ports = 0 on both" "flow_ports = 0" "flow_ports = 0" ""
   done
 } | tee bench/latency.md

@@ -147,6 +147,8 @@ fuzz_target!(|data: &[u8]| {
                 // Half the time the data is left for a send thread to seal, as with
                 // `[host] threads = 2`.
                 w.e[1].seal_elsewhere(mode & 4 != 0);
+                // Half the time its flows are labelled for flow ports (`[host] flow_ports`).
+                w.e[1].spread_flows(if mode & 16 != 0 { 15 } else { 0 });
                 let sealed: Vec<Vec<u8>> = match w.e[1].handle_tap_frame(LanId(0), &mut w.buf, len, now) {
                     TapAction::Unicast(_, n) => vec![w.buf[..n].to_vec()],
                     TapAction::Unsealed(_, n, key) => match key.seal(&mut w.buf[..n]) {

@@ -1,7 +1,7 @@
 //! The host engine end to end: real daemons, TAPs, bridges and a router in namespaces.
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::time::Duration;
 
 use ring::digest;
@@ -855,4 +855,100 @@ fn a_lan_with_cipher_none_carries_traffic_between_subnets() {
         "{}",
         lab.log("h1")
     );
+}
+
+/// The source ports of `from`'s datagrams to `h`'s data port, as `h`'s kernel saw them
+/// while `during` ran (an nft set in `h`'s namespace, removed after).
+fn source_ports_during(lab: &Lab, h: &str, from: Ipv4Addr, during: impl FnOnce()) -> Vec<u16> {
+    let ns = lab.host_ns(h).to_string();
+    let listen = lab.status(h)["host"]["listen"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let port = listen.rsplit(':').next().unwrap_or("7401");
+    let rules = format!(
+        "table inet vmvtsport {{\n  set sp {{ type inet_service; flags dynamic; size 1024; }}\n  chain input {{\n    type filter hook input priority 0;\n    ip saddr {from} udp dport {port} add @sp {{ udp sport }}\n  }}\n}}\n"
+    );
+    let out = lab.exec(&ns, &["sh", "-c", &format!("echo '{rules}' | nft -f -")]);
+    assert!(out.status.success(), "nft: {out:?}");
+    during();
+    let out = lab.exec(
+        &ns,
+        &["nft", "-j", "list", "set", "inet", "vmvtsport", "sp"],
+    );
+    let _ = lab.exec(&ns, &["nft", "delete", "table", "inet", "vmvtsport"]);
+    assert!(out.status.success(), "nft list: {out:?}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("nft JSON");
+    let mut ports: Vec<u16> = v["nftables"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|o| o["set"]["elem"].as_array())
+        .flatten()
+        .filter_map(|e| e.as_u64().or_else(|| e["elem"]["val"].as_u64()))
+        .filter_map(|p| u16::try_from(p).ok())
+        .collect();
+    ports.sort_unstable();
+    ports
+}
+
+/// Flow ports (`[host] flow_ports`, 15 by default): eight TCP connections between two VMs
+/// leave h1 from several source ports besides its data port (the underlay tells the
+/// flows apart), arrive whole, and h2 still reaches h1 at its data port. With
+/// `flow_ports = 0`, everything leaves from the data port.
+#[test]
+fn flows_leave_from_ports_of_their_own_by_default_and_from_one_port_when_off() {
+    for (tag, line) in [("flowp", ""), ("flowp0", "flow_ports = 0")] {
+        let mut builder = Lab::builder(tag);
+        if !line.is_empty() {
+            builder = builder.host_line("h1", line);
+        }
+        let (lab, a, b) = two_hosts_with(builder, true);
+        let data_port: u16 = lab.status("h1")["host"]["listen"]
+            .as_str()
+            .and_then(|l| l.rsplit(':').next())
+            .and_then(|p| p.parse().ok())
+            .expect("h1's data port");
+        let mut result = serde_json::Value::Null;
+        let ports = source_ports_during(&lab, "h2", lab.host_ip("h1"), || {
+            result = lab.iperf3(&a, &b, &["-P", "8", "-t", "2"]);
+        });
+        let received = result["end"]["sum_received"]["bytes"].as_u64().unwrap_or(0);
+        assert!(
+            received > 1 << 20,
+            "{tag}: {received} bytes arrived: {result}"
+        );
+        let st = lab.status("h1");
+        let peer = &lan(&st, "lan1")["peers"][0];
+        let h2 = lab.status("h2");
+        let seen_as = lan(&h2, "lan1")["peers"][0]["address"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        assert_eq!(
+            seen_as,
+            format!("{}:{data_port}", lab.host_ip("h1")),
+            "{tag}: h2 reaches h1 at its data port"
+        );
+        if line.is_empty() {
+            assert_eq!(st["host"]["flow_ports"], 15, "{tag}: {}", st["host"]);
+            assert_eq!(peer["flows_spread"], true, "{tag}: {peer}");
+            let others = ports.iter().filter(|&&p| p != data_port).count();
+            // 9 connections (iperf3's control one too) over 15 ports: fewer than 3 would
+            // happen about once in 10^6 runs.
+            assert!(
+                ports.contains(&data_port) && others >= 3,
+                "{tag}: source ports {ports:?} (data port {data_port})"
+            );
+            let text =
+                String::from_utf8_lossy(&lab.vmvpn_cli("h1", &["status"]).stdout).to_string();
+            assert!(text.contains("flows spread over 15 ports"), "{text}");
+        } else {
+            assert_eq!(st["host"]["flow_ports"], 0, "{tag}: {}", st["host"]);
+            assert_eq!(peer["flows_spread"], false, "{tag}: {peer}");
+            assert_eq!(ports, vec![data_port], "{tag}: source ports");
+        }
+        let drops = &lan(&st, "lan1")["drops"];
+        assert_eq!(drops["udp_send_error"], 0, "{tag}: {drops}");
+    }
 }

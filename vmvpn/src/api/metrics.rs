@@ -322,6 +322,7 @@ mod tests {
                 version: "0".into(),
                 realtime: false,
                 threads: 1,
+                flow_ports: 0,
             },
             drops: DropCounters::default(),
             lans: Vec::new(),

@@ -10,7 +10,7 @@ use bulletin::proof::Verifier;
 use ring::rand::{SecureRandom, SystemRandom};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::task::JoinHandle;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 use vmvpn::api::alerting::SharedAlerts;
 use vmvpn::api::control;
 use vmvpn::api::reload::{self, Reloader, SharedReloader};
@@ -121,7 +121,7 @@ fn open(prep: Prepared) -> Result<Opened> {
         IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
     });
     let bind = SocketAddr::new(bind_ip, *cfg.host.port.get_ref());
-    let udp = Udp::bind(bind).with_context(|| {
+    let mut udp = Udp::bind(bind).with_context(|| {
         format!("cannot bind the data port {bind} (is another vmvpn running? set [host] port)")
     })?;
 
@@ -184,6 +184,16 @@ fn open(prep: Prepared) -> Result<Opened> {
     engine.set_underlay_mtu(u16::try_from(underlay_mtu).unwrap_or(u16::MAX));
     engine.set_relays(cfg.host.relays.iter().map(|r| *r.get_ref()).collect());
     let listen = udp.local_addr()?;
+    let wanted = u8::try_from(*cfg.host.flow_ports.get_ref()).unwrap_or(0);
+    let flow_ports = match udp.open_flow_ports(wanted) {
+        Ok(n) => n,
+        Err(e) => {
+            warn!(error = %e, "cannot open the flow ports; all data leaves from the data port");
+            0
+        }
+    };
+    engine.spread_flows(flow_ports);
+    debug!(ports = ?udp.flow_port_addrs(), "flow ports");
     let host = HostStatus {
         name: cfg.host.name.0.clone(),
         id: host_id,
@@ -192,6 +202,7 @@ fn open(prep: Prepared) -> Result<Opened> {
         version: env!("CARGO_PKG_VERSION").to_string(),
         realtime: false,
         threads: 1,
+        flow_ports,
     };
     let (mut dp, handle) = DataPlane::new(engine, udp, taps, host)?;
     dp.want_realtime(cfg.host.realtime);

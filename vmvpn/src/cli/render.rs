@@ -77,7 +77,7 @@ fn host(o: &mut String, v: &Status) {
     let h = &v.host;
     let _ = writeln!(
         o,
-        "host {} (id {:#010x})  listening {}  up {}s  vmvpn {}  data plane {}{}",
+        "host {} (id {:#010x})  listening {}  up {}s  vmvpn {}  data plane {}{}{}",
         h.name,
         h.id,
         h.listen,
@@ -90,6 +90,11 @@ fn host(o: &mut String, v: &Status) {
         },
         if h.threads >= 2 {
             format!(", {} threads", h.threads)
+        } else {
+            String::new()
+        },
+        if h.flow_ports > 0 {
+            format!(", flows spread over {} ports", h.flow_ports)
         } else {
             String::new()
         }

@@ -60,6 +60,16 @@ pub struct HostConfig {
     /// VMs). More than 4 needs the data plane split into shards, which is not built yet.
     #[serde(default)]
     pub threads: Threads,
+    /// Source ports besides the data port that unicast data leaves from: each flow of the
+    /// VMs (by a hash of its IP addresses, protocol and ports) from one of them, as VXLAN
+    /// picks its source port. On the underlay the flows are then told apart: a router's
+    /// or this host's fair queueing (fq_codel, most Linux defaults) keeps a ping out of
+    /// the queue of a VM's bulk transfer, and ECMP and the receiver's NIC spread them.
+    /// Used towards peers of this version or later reached at their listed address (not
+    /// through a NAT mapping or a relay); the peer's data port must take UDP from any
+    /// source port of this host. 0: everything from the data port. Default 15, the most.
+    #[serde(default = "default_flow_ports")]
+    pub flow_ports: Spanned<u16>,
     /// Seconds of silence towards a peer before a keepalive goes to it (probes, sent
     /// every second while telemetry is on, count as traffic). Below the UDP timeouts of
     /// NAT routers (commonly 30 s), so a punched path stays open.
@@ -140,6 +150,10 @@ impl<'de> Deserialize<'de> for Threads {
     }
 }
 
+fn default_flow_ports() -> Spanned<u16> {
+    unspanned(15)
+}
+
 fn default_keepalive() -> Spanned<u16> {
     unspanned(10)
 }
@@ -153,6 +167,12 @@ impl Config {
     pub(super) fn check_host(&self, text: &str) -> Result<(), ConfigError> {
         use super::limits::*;
         self.in_range(text, &self.host.port, "host.port".into(), PORT)?;
+        self.in_range(
+            text,
+            &self.host.flow_ports,
+            "host.flow_ports".into(),
+            FLOW_PORTS,
+        )?;
         self.in_range(
             text,
             &self.host.keepalive_s,

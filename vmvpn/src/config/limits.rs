@@ -6,6 +6,8 @@ pub const PORT: RangeInclusive<u64> = 1..=65_535;
 /// `[host] keepalive_s`: at most 2 minutes, so NAT mappings (30 s and up) stay open
 /// when set below their timeout.
 pub const KEEPALIVE_S: RangeInclusive<u64> = 1..=120;
+/// `[host] flow_ports` (the header's flow label has 4 bits; 0: none).
+pub const FLOW_PORTS: RangeInclusive<u64> = 0..=15;
 /// `[host] relay_limit_mbps` (0: no limit; up to 100 Gbit/s).
 pub const RELAY_LIMIT_MBPS: RangeInclusive<u64> = 0..=100_000;
 /// `[host] underlay_mtu`.

@@ -77,6 +77,31 @@ fn parses_the_documented_example() {
             "threads = {bad}: {e}"
         );
     }
+    // Flow ports: 15 by default, 0 to 15.
+    let flow_ports = |v: &str| {
+        Config::parse(
+            &GOOD.replace("[host]\n", &format!("[host]\nflow_ports = {v}\n")),
+            Path::new("host.toml"),
+        )
+        .map(|c| *c.host.flow_ports.get_ref())
+    };
+    assert_eq!(
+        *Config::parse(GOOD, Path::new("host.toml"))
+            .expect("valid")
+            .host
+            .flow_ports
+            .get_ref(),
+        15
+    );
+    assert_eq!(flow_ports("0").expect("0"), 0);
+    assert_eq!(flow_ports("15").expect("15"), 15);
+    for bad in ["16", "300"] {
+        let e = flow_ports(bad).expect_err("refused").to_string();
+        assert!(
+            e.contains("host.flow_ports") && e.contains("0") && e.contains("15"),
+            "flow_ports = {bad}: {e}"
+        );
+    }
     let c = Config::parse(
         &format!("{GOOD}\n[telemetry]\nprobes = false\nlink_speed_mbps = 1000\n"),
         Path::new("host.toml"),

@@ -16,13 +16,13 @@ use super::opened::PreOpen;
 use super::reassembly::{self, FragDrop, Verdict};
 use super::sampling;
 use super::service::Verdict as ToService;
-use super::{Engine, LanId, PeerId, Relay, RxAction, Sealer, TapAction, mss, pmtu};
+use super::{Engine, LanId, PeerId, Relay, RxAction, Sealer, TapAction, mss, pmtu, spread};
 use crate::proto::crypto::SealKey;
 use crate::proto::fragment::{self as frag, FragHeader};
 use crate::proto::replay::Replay;
 use crate::proto::{
-    ETHERNET_HEADER_LEN, FLAG_CHECKSUMS, FLAG_RELAY, HEADER_LEN, Header, Kind, PMTU_SEQ_BIT,
-    Packet, TAG_LEN,
+    ETHERNET_HEADER_LEN, FLAG_CHECKSUMS, FLAG_RELAY, FLOW_LABEL_SHIFT, HEADER_LEN, Header, Kind,
+    PMTU_SEQ_BIT, Packet, TAG_LEN, flow_label,
 };
 
 impl Engine {
@@ -142,6 +142,7 @@ impl Engine {
             ipv6_underlay: self.ipv6_underlay,
             underlay_mtu: self.underlay_mtu,
             seal_elsewhere: self.seal_elsewhere,
+            flow_ports: self.flow_ports,
         };
         match target {
             Some(Location::Local) => TapAction::Drop(l.drop_at(None, DropReason::LocalDestination)),
@@ -370,9 +371,10 @@ impl Engine {
         // A relay's socket never replaces a direct path that is up: the peer's side may
         // still be opening through it, but this side has a better way.
         let to_relay = p.reach.is_relay(from) && !p.reach.is_relay(p.addr) && p.tunnel.is_up();
-        if p.addr != from && !group && !to_relay {
+        if p.addr != from && !group && !to_relay && flow_label(h.flags) == 0 {
             // Authenticated and fresh under the pairwise key: the peer roamed (NAT
-            // rebinding). Floods prove nothing about the address: a forwarder relays them.
+            // rebinding). Floods prove nothing about the address: a forwarder relays them,
+            // nor does labelled data: it comes from one of the peer's flow ports.
             p.addr = from;
             changed = true;
         }
@@ -589,6 +591,8 @@ struct Me {
     underlay_mtu: u16,
     /// See `Engine::seal_elsewhere`.
     seal_elsewhere: bool,
+    /// See `Engine::spread_flows`.
+    flow_ports: u8,
 }
 
 /// A frame from the TAP to the one peer behind its destination MAC: sealed in `buf` (or
@@ -611,9 +615,14 @@ fn tap_unicast<'a>(
     let cap = mss::frame_cap(usize::from(p.path.mtu.current()), me.ipv6_underlay);
     mss::clamp(&mut buf[HEADER_LEN..HEADER_LEN + len], cap);
     let seq = p.tx_seq;
+    let label = if p.spread_over(me.flow_ports) {
+        spread::label(&buf[HEADER_LEN..HEADER_LEN + len], me.flow_ports)
+    } else {
+        0
+    };
     let mut hdr = Header {
         kind: Kind::Data,
-        flags: 0,
+        flags: label << FLOW_LABEL_SHIFT,
         lan: l.spec.id,
         sender: me.id,
         seq,
@@ -644,7 +653,7 @@ fn tap_unicast<'a>(
         };
     }
     if summed {
-        hdr.flags = FLAG_CHECKSUMS;
+        hdr.flags |= FLAG_CHECKSUMS;
     }
     write_header(buf, &hdr);
     let n = HEADER_LEN + len + TAG_LEN;

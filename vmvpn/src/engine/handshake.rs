@@ -14,7 +14,9 @@ use super::transmit::Outgoing;
 use super::{Engine, LanId, PeerId, PeerSource, RxAction};
 use crate::proto::crypto::SealKey;
 use crate::proto::replay::ReplayWindow;
-use crate::proto::{HEADER_LEN, HELLO_BODY_LEN, HELLO_LEN, Header, Hello, Kind, NAME_LEN};
+use crate::proto::{
+    FLAG_SPREADS, HEADER_LEN, HELLO_BODY_LEN, HELLO_LEN, Header, Hello, Kind, NAME_LEN,
+};
 use x25519_dalek::StaticSecret;
 
 /// Hellos answer at most this often per peer, unless the session changed.
@@ -150,6 +152,8 @@ impl Engine {
             l.by_id.insert(h.sender, pi);
         }
         p.name = hello.name_str();
+        // A build that predates flow ports would take their address for the peer's.
+        p.spreads = h.flags & FLAG_SPREADS != 0;
         p.link.last_heard = Some(now);
         p.reach.note_answer(from, now);
         // A relay's socket never replaces a direct path that is up (see `relays`).
@@ -190,7 +194,8 @@ impl Engine {
         let echo = p.tunnel.session().map_or([0u8; 32], |s| s.peer_public);
         let hdr = Header {
             kind: Kind::Hello,
-            flags: 0,
+            // Labelled data from a peer's flow ports is taken here (`open_sealed`).
+            flags: FLAG_SPREADS,
             lan: l.spec.id,
             sender: self.me.id,
             seq: self.me.start_ns,

@@ -49,6 +49,7 @@ pub use reach::Reached;
 mod reconfig;
 pub mod relays;
 pub mod snapshot;
+mod spread;
 mod timers;
 mod transmit;
 mod tunnel;
@@ -72,7 +73,7 @@ pub use timers::TICK;
 use crate::aqm::signal::Signal;
 use crate::proto::crypto::{Cipher, LanSecret, SealKey, public_of};
 use crate::proto::fragment as frag;
-use crate::proto::{OVERHEAD, name_field};
+use crate::proto::{MAX_FLOW_LABEL, OVERHEAD, name_field};
 use flood::FloodMode;
 use lan::Lan;
 use peer::Peer;
@@ -349,6 +350,9 @@ pub struct Engine {
     ipv6_underlay: bool,
     /// Unicast data leaves unsealed (`TapAction::Unsealed`): the send thread seals it.
     seal_elsewhere: bool,
+    /// Flow ports besides the data port (`[host] flow_ports`, see `spread`): unicast data
+    /// to a peer that takes it leaves from the one its flow hashes to.
+    flow_ports: u8,
     /// This host's underlay address and prefix, for LANs added later.
     underlay: Option<(IpAddr, u8)>,
     /// Path MTU probes to send: (LAN, the peer's address, IP packet size). The peer is
@@ -420,6 +424,7 @@ impl Engine {
             underlay_mtu: 1500,
             ipv6_underlay: host.underlay.is_some_and(|(ip, _)| ip.is_ipv6()),
             seal_elsewhere: false,
+            flow_ports: 0,
             underlay: host.underlay,
             pmtu_probes: VecDeque::with_capacity(64),
             measure: measure::Measure::default(),
@@ -448,6 +453,19 @@ impl Engine {
     /// threads`). Everything else (fragments, floods, control) is still sealed here.
     pub fn seal_elsewhere(&mut self, on: bool) {
         self.seal_elsewhere = on;
+    }
+
+    /// Spread unicast data over `ports` flow ports besides the data port (capped at
+    /// [`MAX_FLOW_LABEL`]; 0: none): to each peer whose hellos say it takes them and that
+    /// is reached at its listed address, a frame leaves labelled with the port its flow
+    /// hashes to (see `spread`); the runtime sends it from that port.
+    pub fn spread_flows(&mut self, ports: u8) {
+        self.flow_ports = ports.min(MAX_FLOW_LABEL);
+    }
+
+    /// The flow ports unicast data is spread over (see [`Engine::spread_flows`]).
+    pub fn flow_ports(&self) -> u8 {
+        self.flow_ports
     }
 
     /// The underlay MTU (the largest path MTU any tunnel can have; 1500 unless set).

@@ -12,6 +12,7 @@ use super::PeerSource;
 use super::pmtu::PathMtu;
 use super::reach::Reach;
 use super::tunnel::Tunnel;
+use crate::status::PathKind;
 
 pub(crate) struct Peer {
     pub(crate) id: Option<u32>,
@@ -24,6 +25,8 @@ pub(crate) struct Peer {
     /// Prefix length of its underlay subnet, when the bulletin said (else ours is assumed).
     pub(crate) prefix: Option<u8>,
     pub(crate) tunnel: Tunnel,
+    /// Its latest hello carried `FLAG_SPREADS`: it takes data from our flow ports.
+    pub(crate) spreads: bool,
     /// Our send counter to it: never goes back during our run, whatever its sessions.
     pub(crate) tx_seq: u64,
     pub(crate) link: Liveness,
@@ -93,6 +96,14 @@ pub(crate) struct Counters {
 }
 
 impl Peer {
+    /// Whether our unicast data to it leaves from our `ports` flow ports (`spread`): it
+    /// takes them, and it is reached at its listed address (a NAT's mapping or a relay's
+    /// socket lets in only what comes from the port that opened it).
+    #[inline]
+    pub(crate) fn spread_over(&self, ports: u8) -> bool {
+        ports > 0 && self.spreads && self.reach.path(self.addr) == PathKind::Direct
+    }
+
     /// A new peer entry whose counters start at `first_seq` (the engine's floor, see
     /// `nonces`).
     pub(crate) fn new(
@@ -109,6 +120,7 @@ impl Peer {
             reach: Reach::new(addr),
             prefix: None,
             tunnel: Tunnel::Closed,
+            spreads: false,
             tx_seq: first_seq,
             link: Liveness::default(),
             probe: Probing::default(),

@@ -73,6 +73,7 @@ impl Engine {
                             PeerState::Handshaking
                         },
                         path: p.reach.path(p.addr),
+                        flows_spread: p.spread_over(self.flow_ports),
                         candidates: p.reach.status(),
                         path_open_ms: p.reach.opened_in.map(|d| d.as_millis() as u64),
                         last_heard_ago_ms: p

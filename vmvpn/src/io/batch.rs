@@ -16,7 +16,7 @@ use std::sync::Arc;
 use crate::io::udp::{MAX_RUNS, Run, SLOT, Udp};
 use crate::io::worker::Worker;
 use crate::proto::crypto::SealKey;
-use crate::proto::{HEADER_LEN, TAG_LEN};
+use crate::proto::{HEADER_LEN, TAG_LEN, flow_label};
 
 /// Bytes one flush may carry (the kernel's limit for one GSO send is 64 KB of UDP payload).
 const MAX_BYTES: usize = 65_000;
@@ -84,6 +84,7 @@ impl Gathered {
     /// Seal what waits to be sealed, then send every run; the buffer is empty after.
     pub(crate) fn send(&mut self, udp: &Udp, max_segments: usize, one_by_one: bool) {
         self.seal();
+        group_by_port(&mut self.runs);
         let mut i = 0;
         while i < self.runs.len() {
             let left = &self.runs[i..];
@@ -138,13 +139,13 @@ impl Gathered {
     fn send_one(&mut self, udp: &Udp, i: usize, max_segments: usize) {
         let r = self.runs[i];
         let data = &self.buf[r.start..r.start + r.len];
-        if r.count > 1 && max_segments > 1 && udp.send_gso(data, r.segment, r.to).is_ok() {
+        if r.count > 1 && max_segments > 1 && udp.send_gso(data, r.segment, r.to, r.port).is_ok() {
             self.done.sends += 1;
             self.done.datagrams += r.count as u64;
             return;
         }
         for d in data.chunks(r.segment.max(1)) {
-            if udp.send_to(d, r.to).is_err() {
+            if udp.send_from(r.port, d, r.to).is_err() {
                 self.done.failed += 1;
             }
         }
@@ -228,7 +229,10 @@ impl GsoBatch {
                 self.commit(udp, to, d.len())
             }
             // Larger than any datagram the core makes; sent alone, after what waits.
-            None => self.flush_and_wait(udp) + u32::from(udp.send_to(d, to).is_err()),
+            None => {
+                let port = d.get(2).map_or(0, |f| flow_label(*f));
+                self.flush_and_wait(udp) + u32::from(udp.send_from(port, d, to).is_err())
+            }
         }
     }
 
@@ -272,6 +276,13 @@ impl GsoBatch {
 
     fn add(&mut self, udp: &Udp, to: SocketAddr, n: usize, key: Option<&Arc<SealKey>>) -> u32 {
         let n = n.min(self.cur.buf.len() - self.cur.len);
+        // The flow port it leaves from, as the core labelled it (`engine::spread`).
+        let port = self
+            .cur
+            .buf
+            .get(self.cur.len + 2)
+            .map_or(0, |f| flow_label(*f));
+        let to = (to, port);
         let mut failed = 0;
         if self.cur.len + n > MAX_BYTES
             || (!self.joins(to, n, key) && self.cur.runs.len() == MAX_RUNS)
@@ -288,7 +299,8 @@ impl GsoBatch {
                 len: 0,
                 segment: n,
                 count: 0,
-                to,
+                to: to.0,
+                port: to.1,
             });
             self.cur.keys.push(key.cloned());
         }
@@ -300,8 +312,9 @@ impl GsoBatch {
         failed
     }
 
-    /// Whether a datagram of `n` bytes to `to` (unsealed under `key`) can join the last run.
-    fn joins(&self, to: SocketAddr, n: usize, key: Option<&Arc<SealKey>>) -> bool {
+    /// Whether a datagram of `n` bytes to `to` from flow port `port` (unsealed under
+    /// `key`) can join the last run.
+    fn joins(&self, (to, port): (SocketAddr, u8), n: usize, key: Option<&Arc<SealKey>>) -> bool {
         let same_key = match (self.cur.keys.last(), key) {
             (Some(None), None) => true,
             (Some(Some(a)), Some(b)) => Arc::ptr_eq(a, b),
@@ -310,6 +323,7 @@ impl GsoBatch {
         same_key
             && self.cur.runs.last().is_some_and(|r| {
                 r.to == to
+                    && r.port == port
                     && n <= r.segment
                     // A shorter datagram ended the run.
                     && r.len == r.count * r.segment
@@ -376,6 +390,43 @@ impl GsoBatch {
     }
 }
 
+/// Order runs so that one `sendmmsg` (one socket) carries as many of a flow port's as it
+/// may: in rounds, each taking, in the order gathered, the runs of the port of the first
+/// run left, except those to a peer that has an earlier run left on another port. A peer's
+/// datagrams then still leave in the order of their sequence numbers, which its receiver
+/// reads loss and reordering from; runs to other peers may go ahead. By hand: at most
+/// `MAX_RUNS` runs, nothing allocated, nothing moved when all share one port.
+fn group_by_port(runs: &mut [Run]) {
+    let n = runs.len().min(MAX_RUNS);
+    let Some(&first) = runs.first() else { return };
+    if runs[..n].iter().all(|r| r.port == first.port) {
+        return;
+    }
+    let mut out = [first; MAX_RUNS];
+    let mut taken = [false; MAX_RUNS];
+    let mut k = 0;
+    while let Some(lead) = (0..n).find(|&i| !taken[i]) {
+        let port = runs[lead].port;
+        let mut blocked = [None::<SocketAddr>; MAX_RUNS];
+        let mut nb = 0;
+        for i in lead..n {
+            if taken[i] {
+                continue;
+            }
+            let r = runs[i];
+            if r.port == port && !blocked[..nb].contains(&Some(r.to)) {
+                taken[i] = true;
+                out[k] = r;
+                k += 1;
+            } else if !blocked[..nb].contains(&Some(r.to)) {
+                blocked[nb] = Some(r.to);
+                nb += 1;
+            }
+        }
+    }
+    runs[..n].copy_from_slice(&out[..n]);
+}
+
 /// Fold what a send did into the totals; the failures, to be counted by the caller.
 fn take_done(stats: &mut SendStats, g: &mut Gathered) -> u32 {
     let done = std::mem::take(&mut g.done);
@@ -404,8 +455,11 @@ mod tests {
         }
     }
 
+    /// A datagram of `len` bytes, flags (byte 2) 0: no flow label, the data port.
     fn datagram(tag: u8, len: usize) -> Vec<u8> {
-        (0..len).map(|i| tag.wrapping_add(i as u8)).collect()
+        (0..len)
+            .map(|i| if i == 2 { 0 } else { tag.wrapping_add(i as u8) })
+            .collect()
     }
 
     /// Every datagram, written in place or pushed, arrives once, whole and in order, across
@@ -489,6 +543,78 @@ mod tests {
             "{calls} sendmmsg carried {runs} runs"
         );
         expect_in_order(&rx, &sent);
+    }
+
+    /// Labelled datagrams leave from their flow port (label k from the k-th), unlabelled
+    /// ones and those labelled beyond the ports opened from the data port. One peer's
+    /// datagrams arrive in the order sent whatever their ports (its receiver counts
+    /// reordering from their sequence numbers); runs of one port to peers in turn still
+    /// share `sendmmsg` calls.
+    #[test]
+    fn labelled_datagrams_leave_from_their_flow_port_in_order() {
+        let mut tx = Udp::bind("127.0.0.1:0".parse().expect("addr")).expect("bind");
+        assert_eq!(tx.open_flow_ports(3).expect("flow ports"), 3);
+        let ports = tx.flow_port_addrs();
+        assert_eq!(ports.len(), 3);
+        let data_port = tx.local_addr().expect("addr");
+        assert!(!ports.contains(&data_port));
+        let rx: Vec<UdpSocket> = (0..3)
+            .map(|_| {
+                let s = UdpSocket::bind("127.0.0.1:0").expect("bind");
+                let _ = crate::io::udp::set_buffers(&socket2::SockRef::from(&s), 4 << 20, true);
+                s.set_read_timeout(Some(Duration::from_secs(2)))
+                    .expect("timeout");
+                s
+            })
+            .collect();
+        let to: Vec<SocketAddr> = rx.iter().map(|s| s.local_addr().expect("addr")).collect();
+        let labelled = |k: usize, label: u8, len: usize| {
+            let mut d = datagram(k as u8, len);
+            d[2] = label << crate::proto::FLOW_LABEL_SHIFT;
+            d
+        };
+        // Peer 0: labels 0..=4 (4: beyond the ports), runs of 3 in turn; then peers 1
+        // (label 1) and 2 (label 2) in turn, one small datagram each.
+        let mut one = GsoBatch::new(16);
+        let mut turns = GsoBatch::new(16);
+        let mut sent: Vec<Vec<(u8, Vec<u8>)>> = vec![Vec::new(); 3];
+        let mut failed = 0;
+        for k in 0..150usize {
+            let d = labelled(k, (k / 3 % 5) as u8, 1000);
+            failed += one.push(&tx, to[0], &d);
+            sent[0].push((d[2], d));
+        }
+        for k in 0..120usize {
+            let peer = 1 + k % 2;
+            let d = labelled(k, peer as u8, 80);
+            failed += turns.push(&tx, to[peer], &d);
+            sent[peer].push((d[2], d));
+        }
+        failed += one.flush(&tx) + turns.flush(&tx);
+        assert_eq!(failed, 0);
+        let (gso, _) = one.stats();
+        assert!(gso > 10, "{gso} GSO sends");
+        let (calls, runs) = turns.mmsg_stats();
+        assert!(
+            runs > 100 && runs >= 8 * calls,
+            "{calls} sendmmsg carried {runs} runs"
+        );
+        let mut buf = vec![0u8; 2048];
+        for (peer, socket) in rx.iter().enumerate() {
+            for (i, (flags, want)) in sent[peer].iter().enumerate() {
+                let (n, from) = socket.recv_from(&mut buf).expect("a datagram");
+                let label = usize::from(flags >> crate::proto::FLOW_LABEL_SHIFT);
+                assert!(
+                    buf[..n] == want[..],
+                    "peer {peer}: datagram {i} out of order"
+                );
+                let port = match label {
+                    1..=3 => ports[label - 1],
+                    _ => data_port,
+                };
+                assert_eq!(from, port, "peer {peer}, datagram {i}, label {label}");
+            }
+        }
     }
 
     /// Datagrams left unsealed by the core and datagrams sealed already, to two peers, in

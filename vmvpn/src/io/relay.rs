@@ -282,7 +282,7 @@ impl Loop {
                     if let Some((start, end, to)) = run {
                         // A full socket buffer drops it, as a congested link would.
                         for part in slot[start..end].chunks(stride * max_segments) {
-                            let _ = sock.send_gso(part, stride, to);
+                            let _ = sock.send_gso(part, stride, to, 0);
                         }
                     }
                 };

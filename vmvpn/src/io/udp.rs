@@ -5,10 +5,14 @@
 //! per call (`send_to`), a run of equal-sized datagrams to one peer in one UDP GSO call
 //! (`send_gso`), or several such runs, to one peer or several, in one `sendmmsg`
 //! (`send_runs`); `batch.rs` gathers them.
+//!
+//! Beside it, send-only sockets on ports of their own (`open_flow_ports`, `[host]
+//! flow_ports`): unicast data labelled k leaves from the k-th (see `engine::spread`).
 
 use std::io::{self, IoSliceMut};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6, UdpSocket};
 use std::os::fd::{AsRawFd, RawFd};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use quinn_udp::UdpSocketState;
@@ -38,6 +42,8 @@ pub struct Run {
     pub count: usize,
     /// The peer.
     pub to: SocketAddr,
+    /// The flow port they leave from (0: the data port; see `Udp::open_flow_ports`).
+    pub port: u8,
 }
 
 /// One buffer of a receive batch.
@@ -114,11 +120,22 @@ const CONTROL: usize = 192;
 #[derive(Clone, Copy)]
 struct Control([u8; CONTROL]);
 
-/// The data-plane socket.
+/// The data-plane socket, and its flow ports.
 pub struct Udp {
     socket: UdpSocket,
     state: UdpSocketState,
+    /// Send-only sockets, flow port k being `flows[k - 1]`; shared by every handle.
+    flows: Arc<[FlowPort]>,
 }
+
+/// A send-only socket on a port of its own.
+struct FlowPort {
+    socket: UdpSocket,
+    state: UdpSocketState,
+}
+
+/// Receive buffer of a flow port: nothing is meant to arrive there.
+const FLOW_PORT_RCVBUF: usize = 4096;
 
 impl Udp {
     /// Bind the data port.
@@ -134,37 +151,7 @@ impl Udp {
                 break;
             }
         }
-        s.set_nonblocking(true)?;
-        s.bind(&addr.into())?;
-        let socket: UdpSocket = s.into();
-        let state = UdpSocketState::new((&socket).into())?;
-        // Every datagram leaves with DF and is never fragmented by the kernel, whatever its
-        // PMTU cache says: the overlay sizes its datagrams to the path it probes itself
-        // (`pmtu.rs`), and cuts larger frames into its own fragments (`frag.rs`). quinn-udp
-        // sets the same; set here so it does not depend on that.
-        let (level, name, value) = if addr.is_ipv6() {
-            (
-                libc::IPPROTO_IPV6,
-                libc::IPV6_MTU_DISCOVER,
-                libc::IPV6_PMTUDISC_PROBE,
-            )
-        } else {
-            (
-                libc::IPPROTO_IP,
-                libc::IP_MTU_DISCOVER,
-                libc::IP_PMTUDISC_PROBE,
-            )
-        };
-        setsockopt_int(socket.as_raw_fd(), level, name, value)?;
-        if addr.is_ipv6() {
-            // IPv4 peers on a dual-stack socket.
-            let _ = setsockopt_int(
-                socket.as_raw_fd(),
-                libc::IPPROTO_IP,
-                libc::IP_MTU_DISCOVER,
-                libc::IP_PMTUDISC_PROBE,
-            );
-        }
+        let (socket, state) = bind_sender(s, addr)?;
         // Each datagram's kernel receive time, in its control data: how long it waited
         // (CoDel) and when it arrived (the rate limits police by arrival).
         setsockopt_int(
@@ -173,7 +160,64 @@ impl Udp {
             libc::SO_TIMESTAMPNS,
             1,
         )?;
-        Ok(Udp { socket, state })
+        Ok(Udp {
+            socket,
+            state,
+            flows: Arc::from(Vec::new()),
+        })
+    }
+
+    /// Open `n` flow ports: send-only sockets on ports the kernel picks, on the data
+    /// port's address, with its options. Returns how many opened (all, or an error for
+    /// the first that did not, the others closed). Before `try_clone`.
+    pub fn open_flow_ports(&mut self, n: u8) -> io::Result<u8> {
+        let ip = self.socket.local_addr()?.ip();
+        let flows = (0..n)
+            .map(|_| {
+                let addr = SocketAddr::new(ip, 0);
+                let s = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+                if addr.is_ipv6() {
+                    let _ = s.set_only_v6(false);
+                }
+                // As much in flight as the data port; nothing to receive.
+                if setsockopt_int(
+                    s.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    libc::SO_SNDBUFFORCE,
+                    SOCKET_BUFFER as libc::c_int,
+                )
+                .is_err()
+                {
+                    let _ = s.set_send_buffer_size(SOCKET_BUFFER);
+                }
+                let _ = s.set_recv_buffer_size(FLOW_PORT_RCVBUF);
+                let (socket, state) = bind_sender(s, addr)?;
+                Ok(FlowPort { socket, state })
+            })
+            .collect::<io::Result<Vec<_>>>()?;
+        self.flows = Arc::from(flows);
+        Ok(n)
+    }
+
+    /// The flow ports' local addresses, in label order.
+    pub fn flow_port_addrs(&self) -> Vec<SocketAddr> {
+        self.flows
+            .iter()
+            .filter_map(|f| f.socket.local_addr().ok())
+            .collect()
+    }
+
+    /// The socket (and its GSO state) that label `port` leaves from: the data port for 0
+    /// or a label beyond the flow ports opened.
+    #[inline]
+    fn sender(&self, port: u8) -> (&UdpSocket, &UdpSocketState) {
+        match usize::from(port)
+            .checked_sub(1)
+            .and_then(|i| self.flows.get(i))
+        {
+            Some(f) => (&f.socket, &f.state),
+            None => (&self.socket, &self.state),
+        }
     }
 
     /// A second handle on the same socket, for the send thread (`io::worker`): the
@@ -181,7 +225,11 @@ impl Udp {
     pub fn try_clone(&self) -> io::Result<Self> {
         let socket = self.socket.try_clone()?;
         let state = UdpSocketState::new((&socket).into())?;
-        Ok(Udp { socket, state })
+        Ok(Udp {
+            socket,
+            state,
+            flows: self.flows.clone(),
+        })
     }
 
     /// Join a LAN's multicast group on the underlay interface with address `iface`, and
@@ -273,14 +321,20 @@ impl Udp {
         self.socket.send_to(buf, to)
     }
 
+    /// Send one datagram from flow port `port` (0: the data port).
+    #[inline]
+    pub fn send_from(&self, port: u8, buf: &[u8], to: SocketAddr) -> io::Result<usize> {
+        self.sender(port).0.send_to(buf, to)
+    }
+
     /// Datagrams one GSO send may carry (1 when the kernel cannot segment UDP).
     pub fn max_gso_segments(&self) -> usize {
         self.state.max_gso_segments()
     }
 
     /// Send `buf` as datagrams of `segment` bytes (the last may be shorter) in one call,
-    /// segmented by the kernel (UDP GSO).
-    pub fn send_gso(&self, buf: &[u8], segment: usize, to: SocketAddr) -> io::Result<()> {
+    /// segmented by the kernel (UDP GSO), from flow port `port` (0: the data port).
+    pub fn send_gso(&self, buf: &[u8], segment: usize, to: SocketAddr, port: u8) -> io::Result<()> {
         let t = quinn_udp::Transmit {
             destination: to,
             ecn: None,
@@ -288,17 +342,21 @@ impl Udp {
             segment_size: (buf.len() > segment).then_some(segment),
             src_ip: None,
         };
-        self.state.send((&self.socket).into(), &t)
+        let (socket, state) = self.sender(port);
+        state.send(socket.into(), &t)
     }
 
     /// Send up to `MAX_RUNS` runs of `buf` in one `sendmmsg`, each with its own peer and
-    /// segment size. Returns how many leading runs the kernel took; an error is the first
-    /// untaken run's. Written here because quinn-udp sends one message per call and no
-    /// maintained crate pairs `sendmmsg` with a GSO size per message. Allocates nothing.
+    /// segment size, from the first run's flow port: the leading runs that share it.
+    /// Returns how many leading runs the kernel took; an error is the first untaken run's.
+    /// Written here because quinn-udp sends one message per call and no maintained crate
+    /// pairs `sendmmsg` with a GSO size per message. Allocates nothing.
     pub fn send_runs(&self, buf: &[u8], runs: &[Run]) -> io::Result<usize> {
         // cmsghdr (16 bytes on 64-bit Linux) and the u16 segment size, aligned: 24 bytes.
         const CMSG: usize = 32;
-        let runs = &runs[..runs.len().min(MAX_RUNS)];
+        let port = runs.first().map_or(0, |r| r.port);
+        let same = runs.iter().take_while(|r| r.port == port).count();
+        let runs = &runs[..same.min(MAX_RUNS)];
         // SAFETY: all-zero is a valid value of these plain C structs.
         let mut addrs: [libc::sockaddr_storage; MAX_RUNS] = unsafe { std::mem::zeroed() };
         let mut iovs: [libc::iovec; MAX_RUNS] = unsafe { std::mem::zeroed() };
@@ -349,7 +407,7 @@ impl Udp {
         // across the call.
         let n = unsafe {
             libc::sendmmsg(
-                self.socket.as_raw_fd(),
+                self.sender(port).0.as_raw_fd(),
                 msgs.as_mut_ptr(),
                 runs.len() as libc::c_uint,
                 0,
@@ -386,6 +444,43 @@ fn sockaddr(s: &libc::sockaddr_storage) -> Option<SocketAddr> {
         }
         _ => None,
     }
+}
+
+/// Bind `s` (non-blocking) at `addr`, with DF on every datagram sent: the data port and
+/// the flow ports alike.
+fn bind_sender(s: Socket, addr: SocketAddr) -> io::Result<(UdpSocket, UdpSocketState)> {
+    s.set_nonblocking(true)?;
+    s.bind(&addr.into())?;
+    let socket: UdpSocket = s.into();
+    let state = UdpSocketState::new((&socket).into())?;
+    // Every datagram leaves with DF and is never fragmented by the kernel, whatever its
+    // PMTU cache says: the overlay sizes its datagrams to the path it probes itself
+    // (`pmtu.rs`), and cuts larger frames into its own fragments (`frag.rs`). quinn-udp
+    // sets the same; set here so it does not depend on that.
+    let (level, name, value) = if addr.is_ipv6() {
+        (
+            libc::IPPROTO_IPV6,
+            libc::IPV6_MTU_DISCOVER,
+            libc::IPV6_PMTUDISC_PROBE,
+        )
+    } else {
+        (
+            libc::IPPROTO_IP,
+            libc::IP_MTU_DISCOVER,
+            libc::IP_PMTUDISC_PROBE,
+        )
+    };
+    setsockopt_int(socket.as_raw_fd(), level, name, value)?;
+    if addr.is_ipv6() {
+        // IPv4 peers on a dual-stack socket.
+        let _ = setsockopt_int(
+            socket.as_raw_fd(),
+            libc::IPPROTO_IP,
+            libc::IP_MTU_DISCOVER,
+            libc::IP_PMTUDISC_PROBE,
+        );
+    }
+    Ok((socket, state))
 }
 
 fn setsockopt_int(
@@ -516,7 +611,7 @@ mod tests {
         }
         // Ten datagrams of 1000 bytes in one GSO send arrive merged on loopback.
         let payload: Vec<u8> = (0..10_000u32).map(|i| (i / 1000) as u8).collect();
-        tx.send_gso(&payload, 1000, to).expect("send");
+        tx.send_gso(&payload, 1000, to, 0).expect("send");
         let mut area = vec![0u8; SLOT];
         let mut iov = [IoSliceMut::new(&mut area)];
         let mut meta = [Received::default()];

@@ -23,6 +23,13 @@
 //!   checksum itself (a segment it cut from a TSO or USO frame, or a checksum its kernel
 //!   left partial), so the receiver may merge it (GRO) without summing it again: the AEAD
 //!   already proves the bytes are the ones summed. Receivers that predate it ignore it.
+//!   Bit 2 (`SPREADS`) on a hello: the sender takes data that comes with a flow label from
+//!   other source ports of ours, without taking their address for ours. Bits 4-7 on data
+//!   and fragments: the flow label (0: none). A sender that spreads a peer's flows over
+//!   several source ports (`[host] flow_ports`, so that the underlay's flow queueing and
+//!   ECMP tell them apart, as VXLAN's source port does) sends label k from its k-th port,
+//!   only to a peer whose hellos carry `SPREADS`; a receiver never takes a labelled
+//!   datagram's source address as the peer's new address.
 //! - `LAN id`: the first 4 bytes of SHA-256("vmvpn/1 lan id" ‖ LAN name).
 //! - `sender id`: the sending host's 32-bit id.
 //! - `sequence`: for data and keepalive the per-(sender, receiver) counter, for flood the
@@ -65,6 +72,19 @@ pub const BEACON_LEN: usize = HEADER_LEN + 32;
 pub const FLAG_RELAY: u8 = 0x01;
 /// Flag: a data frame whose TCP/UDP checksum the sending daemon computed itself.
 pub const FLAG_CHECKSUMS: u8 = 0x02;
+/// Flag on a hello: its sender takes labelled data from other source ports (see above).
+pub const FLAG_SPREADS: u8 = 0x04;
+/// Bits of the flags byte that carry a data datagram's flow label.
+pub const FLOW_LABEL_SHIFT: u8 = 4;
+/// The largest flow label, and so the most flow ports a sender can use.
+pub const MAX_FLOW_LABEL: u8 = 15;
+
+/// The flow label of a datagram's flags (0: none, sent from the data port itself).
+#[inline]
+pub fn flow_label(flags: u8) -> u8 {
+    flags >> FLOW_LABEL_SHIFT
+}
+
 /// Path MTU probes and acks use sequence numbers with this bit set, counted apart from
 /// data: a probe too large for the path is lost by design and must not count as loss.
 pub const PMTU_SEQ_BIT: u64 = 1 << 63;

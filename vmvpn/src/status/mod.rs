@@ -377,6 +377,10 @@ pub struct HostStatus {
     /// the TAP writer thread; 4, also the open thread (`[host] threads`). 0 from a daemon that predates the key.
     #[serde(default)]
     pub threads: u8,
+    /// Flow ports the unicast data is spread over besides the data port (`[host]
+    /// flow_ports`; 0: none, or a daemon that predates the key).
+    #[serde(default)]
+    pub flow_ports: u8,
 }
 
 /// One LAN.
@@ -734,6 +738,10 @@ pub struct PeerStatus {
     /// How it is reached: "direct" (at the address it was listed with) or "punched"
     /// (through its NAT's public mapping, opened by hellos from both sides).
     pub path: PathKind,
+    /// Our data to it leaves from our flow ports, one per flow (`[host] flow_ports`; it
+    /// takes them and is reached at its listed address).
+    #[serde(default)]
+    pub flows_spread: bool,
     /// Every address it may be reached at, the listed one first, with what came of it.
     pub candidates: Vec<CandidateStatus>,
     /// How long the latest handshake took, from the first hello to the tunnel up (null

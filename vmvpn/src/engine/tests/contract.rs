@@ -127,6 +127,7 @@ fn sample_status(net: &Net) -> (crate::status::Status, crate::status::Status) {
             version: "x".into(),
             realtime: false,
             threads: 1,
+            flow_ports: 8,
         },
         drops: net.hosts[0].host_drops().clone(),
         lans,

@@ -444,3 +444,90 @@ fn data_opened_beside_the_engine_is_taken_and_stale_keys_are_dropped() {
         RxAction::Tap { .. }
     ));
 }
+
+/// Flow ports: with `spread_flows`, unicast data to a peer whose hellos say it takes them
+/// carries the label of its flow (TCP connections spread, one connection keeps its label;
+/// ARP and floods none); a labelled datagram from another source port of the peer is
+/// taken without moving the peer's address, an unlabelled one moves it (NAT rebinding);
+/// to a peer without `SPREADS` (an older build) or reached through a NAT mapping, nothing
+/// is labelled.
+#[test]
+fn flows_are_labelled_for_their_ports_and_labelled_data_never_moves_the_peer() {
+    use crate::proto::{Packet, flow_label};
+    let mut net = Net::new(2);
+    net.tick();
+    net.send(1, &frame(BCAST, mac(2), b"learn"));
+    net.hosts[0].spread_flows(8);
+    assert_eq!(net.hosts[0].flow_ports(), 8);
+    let label_of = |net: &mut Net, f: &[u8]| -> (u8, Vec<u8>) {
+        let mut buf = vec![0u8; buffer_len(MAX_FRAME)];
+        buf[HEADER_LEN..HEADER_LEN + f.len()].copy_from_slice(f);
+        let n = match net.hosts[0].handle_tap_frame(LAN, &mut buf, f.len(), net.now) {
+            TapAction::Unicast(_, n) => n,
+            TapAction::Flood { len, .. } => len,
+            other => panic!("{other:?}"),
+        };
+        let flags = Packet::new_checked(&buf[..n])
+            .expect("a datagram")
+            .header()
+            .flags;
+        (flow_label(flags), buf[..n].to_vec())
+    };
+    let conn = |sport: u16| tcp_frame((1, [10, 0, 0, 1], sport), (2, [10, 0, 0, 2], 80), 0x10, 100);
+    let mut seen = std::collections::BTreeSet::new();
+    for sport in 40000..40032 {
+        let (l, _) = label_of(&mut net, &conn(sport));
+        assert!((1..=8).contains(&l), "label {l}");
+        assert_eq!(
+            label_of(&mut net, &conn(sport)).0,
+            l,
+            "one connection, one label"
+        );
+        seen.insert(l);
+    }
+    assert!(seen.len() >= 6, "32 connections over 8 ports used {seen:?}");
+    assert!(net.peer(0, 1).flows_spread);
+    assert_eq!(
+        label_of(&mut net, &frame(mac(2), mac(1), b"arp")).0,
+        0,
+        "not IP"
+    );
+    assert_eq!(
+        label_of(&mut net, &frame(BCAST, mac(1), b"arp")).0,
+        0,
+        "flood"
+    );
+
+    // B takes a labelled datagram from another port of A, and A's address stays.
+    let (l, mut d) = label_of(&mut net, &conn(40001));
+    assert_ne!(l, 0);
+    let side = SocketAddr::new(addr(0).ip(), 40999);
+    assert!(matches!(
+        net.hosts[1].handle_datagram(side, false, &mut d, net.now),
+        RxAction::Tap { .. }
+    ));
+    assert_eq!(net.peer(1, 0).address, addr(0).to_string(), "not moved");
+    // Unlabelled (ARP), from a new port: the peer moved (its NAT rebound).
+    let (_, mut d) = label_of(&mut net, &frame(mac(2), mac(1), b"arp"));
+    assert!(matches!(
+        net.hosts[1].handle_datagram(side, false, &mut d, net.now),
+        RxAction::Tap { .. }
+    ));
+    assert_eq!(net.lan(1).peers[0].address, side.to_string(), "moved");
+    let back = SocketAddr::new(addr(0).ip(), addr(0).port());
+    let (_, mut d) = label_of(&mut net, &frame(mac(2), mac(1), b"arp"));
+    net.hosts[1].handle_datagram(back, false, &mut d, net.now);
+
+    // A peer whose hellos lack the flag (an older build) gets nothing labelled.
+    net.hosts[0].lans[0].peers[0].spreads = false;
+    assert_eq!(label_of(&mut net, &conn(40002)).0, 0, "older peer");
+    assert!(!net.peer(0, 1).flows_spread);
+    net.hosts[0].lans[0].peers[0].spreads = true;
+    // Nor one reached through its NAT's mapping rather than its listed address.
+    net.hosts[0].lans[0].peers[0].addr = SocketAddr::from(([198, 51, 100, 9], 30000));
+    assert_eq!(label_of(&mut net, &conn(40002)).0, 0, "punched");
+    net.hosts[0].lans[0].peers[0].addr = addr(1);
+    // And with no flow ports, nothing is labelled at all.
+    net.hosts[0].spread_flows(0);
+    assert_eq!(label_of(&mut net, &conn(40002)).0, 0, "off");
+}
