@@ -893,7 +893,7 @@ fn source_ports_during(lab: &Lab, h: &str, from: Ipv4Addr, during: impl FnOnce()
 }
 
 /// Flow ports (`[host] flow_ports`, 15 by default): eight TCP connections between two VMs
-/// leave h1 from several source ports besides its data port (the underlay tells the
+/// leave h1 from source ports of their own besides its data port (the underlay tells the
 /// flows apart), arrive whole, and h2 still reaches h1 at its data port. With
 /// `flow_ports = 0`, everything leaves from the data port.
 #[test]
@@ -934,10 +934,11 @@ fn flows_leave_from_ports_of_their_own_by_default_and_from_one_port_when_off() {
             assert_eq!(st["host"]["flow_ports"], 15, "{tag}: {}", st["host"]);
             assert_eq!(peer["flows_spread"], true, "{tag}: {peer}");
             let others = ports.iter().filter(|&&p| p != data_port).count();
-            // 9 connections (iperf3's control one too) over 15 ports: fewer than 3 would
-            // happen about once in 10^6 runs.
+            // 9 connections (iperf3's control one too), each given a port of its own but
+            // where two meet on a slot of the flow table (1 in 256 a pair): fewer than 6
+            // ports would take three such meetings.
             assert!(
-                ports.contains(&data_port) && others >= 3,
+                ports.contains(&data_port) && others >= 6,
                 "{tag}: source ports {ports:?} (data port {data_port})"
             );
             let text =

@@ -16,7 +16,7 @@ use super::opened::PreOpen;
 use super::reassembly::{self, FragDrop, Verdict};
 use super::sampling;
 use super::service::Verdict as ToService;
-use super::{Engine, LanId, PeerId, Relay, RxAction, Sealer, TapAction, mss, pmtu, spread};
+use super::{Engine, LanId, PeerId, Relay, RxAction, Sealer, TapAction, mss, pmtu};
 use crate::proto::crypto::SealKey;
 use crate::proto::fragment::{self as frag, FragHeader};
 use crate::proto::replay::Replay;
@@ -616,7 +616,12 @@ fn tap_unicast<'a>(
     mss::clamp(&mut buf[HEADER_LEN..HEADER_LEN + len], cap);
     let seq = p.tx_seq;
     let label = if p.spread_over(me.flow_ports) {
-        spread::label(&buf[HEADER_LEN..HEADER_LEN + len], me.flow_ports)
+        l.flows_out.label(
+            &buf[HEADER_LEN..HEADER_LEN + len],
+            me.flow_ports,
+            &mut p.last_label,
+            now,
+        )
     } else {
         0
     };

@@ -25,6 +25,8 @@ pub(crate) struct Lan {
     /// Proves membership to a relay (`[host] relays`); opens nothing.
     pub(crate) relay_key: crate::proto::relay::RelayKey,
     pub(crate) peers: Vec<Peer>,
+    /// The VMs' flows seen lately and the flow port each leaves from (`spread`).
+    pub(crate) flows_out: super::spread::Flows,
     /// Every datagram looks its sender up here: FxHash (see the workspace's Cargo.toml).
     pub(crate) by_id: FxHashMap<u32, PeerId>,
     /// Where floods go; rebuilt when peers or beacons change (not per packet).
@@ -83,6 +85,7 @@ impl Lan {
         let relay_key = super::relays::relay_key_of(&spec.secret);
         let group_tx = SealKey::with_cipher(&keys.group_key(spec.id, host_id, public), spec.cipher);
         Lan {
+            flows_out: super::spread::Flows::new(),
             macs: MacDb::new(spec.mac_capacity, spec.mac_max_age),
             limits: Limits::new(&spec.limits, spec.max_frame),
             services: super::service::Services::new(&spec.services),

@@ -27,6 +27,8 @@ pub(crate) struct Peer {
     pub(crate) tunnel: Tunnel,
     /// Its latest hello carried `FLAG_SPREADS`: it takes data from our flow ports.
     pub(crate) spreads: bool,
+    /// The flow label the last new flow to it was given (`spread`).
+    pub(crate) last_label: u8,
     /// Our send counter to it: never goes back during our run, whatever its sessions.
     pub(crate) tx_seq: u64,
     pub(crate) link: Liveness,
@@ -121,6 +123,7 @@ impl Peer {
             prefix: None,
             tunnel: Tunnel::Closed,
             spreads: false,
+            last_label: 0,
             tx_seq: first_seq,
             link: Liveness::default(),
             probe: Probing::default(),

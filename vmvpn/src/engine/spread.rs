@@ -8,20 +8,96 @@
 //! the flow label in the header naming the port (see `proto::header`).
 //!
 //! The hash covers the IP addresses and protocol and, for TCP, UDP, SCTP and UDP-Lite
-//! datagrams that are not IPv4 fragments, the ports: every segment of one TCP connection
-//! leaves from the same port, so it stays in order. Frames that are not IP (ARP) get label
+//! datagrams that are not IPv4 fragments, the ports. Frames that are not IP (ARP) get label
 //! 0: the data port itself.
+//!
+//! A hash alone would put two of a peer's flows on one port one time in `ports`: with four
+//! bulk transfers, a ping would share a queue with one of them about one time in four. So
+//! the labels are handed out: a flow new to the table (`Flows`) takes its peer's next label
+//! in turn, and keeps it while it sends at least every `IDLE` (every segment of a TCP
+//! connection leaves from one port, so it stays in order). Up to `ports` flows to a peer then
+//! each have a port of their own. Only when another live flow holds its slot of the table
+//! does a flow fall back to its hash's label.
 
-/// The flow label (1..=`ports`) for `frame`, an Ethernet frame; 0 when `ports` is 0 or the
-/// frame is not IP.
-#[inline]
-pub(crate) fn label(frame: &[u8], ports: u8) -> u8 {
-    if ports == 0 {
-        return 0;
+use std::time::{Duration, Instant};
+
+/// Slots of the flow table (per LAN): two live flows share one about one time in this many.
+const SLOTS: usize = 256;
+/// A flow silent this long gives its slot up, and may come back on another port.
+const IDLE: Duration = Duration::from_secs(2);
+
+/// The flows seen lately and the label each was given.
+pub(crate) struct Flows {
+    slots: Box<[Slot]>,
+}
+
+#[derive(Clone, Copy)]
+struct Slot {
+    /// The flow's hash, its top bits (0: free).
+    tag: u32,
+    label: u8,
+    seen: Option<Instant>,
+}
+
+impl Flows {
+    pub(crate) fn new() -> Self {
+        let free = Slot {
+            tag: 0,
+            label: 0,
+            seen: None,
+        };
+        Flows {
+            slots: vec![free; SLOTS].into_boxed_slice(),
+        }
     }
+
+    /// The flow label (1..=`ports`) for `frame`, an Ethernet frame to a peer whose turn of
+    /// labels is at `next`; 0 when `ports` is 0 or the frame is not IP.
+    #[inline]
+    pub(crate) fn label(&mut self, frame: &[u8], ports: u8, next: &mut u8, now: Instant) -> u8 {
+        if ports == 0 {
+            return 0;
+        }
+        let Some(h) = flow_hash(frame) else {
+            return 0;
+        };
+        let tag = (h >> 32) as u32 | 1;
+        let Some(slot) = self.slots.get_mut(h as usize % SLOTS) else {
+            return 0;
+        };
+        let live = slot
+            .seen
+            .is_some_and(|t| now.saturating_duration_since(t) < IDLE);
+        if live && slot.tag == tag && (1..=ports).contains(&slot.label) {
+            slot.seen = Some(now);
+            return slot.label;
+        }
+        if live && slot.tag != tag {
+            // Another live flow holds the slot: this one takes its hash's label.
+            return hashed(h, ports);
+        }
+        *next = if *next >= ports { 1 } else { *next + 1 };
+        *slot = Slot {
+            tag,
+            label: *next,
+            seen: Some(now),
+        };
+        *next
+    }
+}
+
+/// The label hash `h` names among `ports` (at least 1).
+fn hashed(h: u64, ports: u8) -> u8 {
+    1 + (h % u64::from(ports)) as u8
+}
+
+/// The label a frame's hash alone names (1..=`ports`); 0 when `ports` is 0 or the frame is
+/// not IP.
+#[cfg(test)]
+fn label(frame: &[u8], ports: u8) -> u8 {
     match flow_hash(frame) {
-        Some(h) => 1 + (h % u64::from(ports)) as u8,
-        None => 0,
+        Some(h) if ports > 0 => hashed(h, ports),
+        _ => 0,
     }
 }
 
@@ -92,6 +168,8 @@ impl Mix {
 
 #[cfg(test)]
 mod tests {
+    use std::time::{Duration, Instant};
+
     use super::*;
 
     fn ipv4(proto: u8, src: [u8; 4], dst: [u8; 4], ports: (u16, u16), frag: u16) -> Vec<u8> {
@@ -131,6 +209,57 @@ mod tests {
         let first = ipv4(17, [10, 0, 0, 1], [10, 0, 0, 3], (1, 2), 0x2000);
         let later = ipv4(17, [10, 0, 0, 1], [10, 0, 0, 3], (9, 9), 0x00b9);
         assert_eq!(label(&first, 15), label(&later, 15));
+    }
+
+    /// Flows new to the table take their peer's labels in turn, so up to `ports` flows each
+    /// have a port of their own; a flow keeps its label while it sends, may take another
+    /// after `IDLE` of silence; a flow whose slot another live flow holds falls back to its
+    /// hash's label.
+    #[test]
+    fn new_flows_take_the_labels_in_turn_and_keep_them_while_they_send() {
+        let t0 = Instant::now();
+        let mut flows = Flows::new();
+        let mut next = 0;
+        let tcp = |sport: u16| ipv4(6, [10, 0, 0, 1], [10, 0, 0, 2], (sport, 5201), 0);
+        // 15 connections over 15 ports: each its own port (a hash alone would put about 5
+        // of them on a port another already has).
+        let labels: Vec<u8> = (0..15)
+            .map(|i| flows.label(&tcp(40000 + i), 15, &mut next, t0))
+            .collect();
+        let mut sorted = labels.clone();
+        sorted.sort_unstable();
+        sorted.dedup();
+        assert_eq!(sorted.len(), 15, "{labels:?}");
+        let hashed: std::collections::BTreeSet<u8> =
+            (0..15).map(|i| label(&tcp(40000 + i), 15)).collect();
+        assert!(hashed.len() < 15, "the hash alone shares ports: {hashed:?}");
+        // Each keeps its label while it sends, every second for 10 s.
+        for s in 1..=10 {
+            let now = t0 + Duration::from_secs(s);
+            for (i, &l) in labels.iter().enumerate() {
+                assert_eq!(flows.label(&tcp(40000 + i as u16), 15, &mut next, now), l);
+            }
+        }
+        // The 16th takes the first label again; not IP, or no ports: none.
+        let later = t0 + Duration::from_secs(10);
+        assert_eq!(flows.label(&tcp(41000), 15, &mut next, later), 1);
+        let mut arp = vec![0u8; 42];
+        arp[12..14].copy_from_slice(&0x0806u16.to_be_bytes());
+        assert_eq!(flows.label(&arp, 15, &mut next, later), 0);
+        assert_eq!(flows.label(&tcp(40000), 0, &mut next, later), 0);
+        // Silent for IDLE, a flow takes the next label in turn.
+        let quiet = later + IDLE;
+        assert_eq!(flows.label(&tcp(40000), 15, &mut next, quiet), 2);
+        // Two live flows on one slot: the second takes its hash's label, the first keeps its.
+        let slot = |f: &[u8]| flow_hash(f).map(|h| h as usize % SLOTS);
+        let a = tcp(50000);
+        let b = (50001..u16::MAX)
+            .map(tcp)
+            .find(|f| slot(f) == slot(&a) && flow_hash(f) != flow_hash(&a))
+            .expect("a flow on the same slot");
+        let la = flows.label(&a, 15, &mut next, quiet);
+        assert_eq!(flows.label(&b, 15, &mut next, quiet), label(&b, 15));
+        assert_eq!(flows.label(&a, 15, &mut next, quiet), la);
     }
 
     #[test]
