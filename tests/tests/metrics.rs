@@ -71,6 +71,8 @@ fn a_live_scrape_passes_promtool_and_shows_the_tunnel() {
     }
     for metric in [
         "vmvpn_peer_up",
+        // Both hosts of this version, at their listed addresses: flows spread by default.
+        "vmvpn_peer_flows_spread",
         "vmvpn_peer_tx_packets_total",
         "vmvpn_peer_rtt_p50_seconds",
     ] {

@@ -443,6 +443,7 @@ mod tests {
         let mut up = crate::status::PeerStatus {
             address: "10.0.0.2:7401".into(),
             state: crate::status::PeerState::Up,
+            flows_spread: true,
             ..Default::default()
         };
         up.traffic.tx_packets = 7;
@@ -464,6 +465,11 @@ mod tests {
         let quiet = "lan=\"lan1\",peer=\"10.0.0.3:7401\"";
         assert!(t.contains(&format!("vmvpn_peer_up{{{up}}} 1\n")), "{t}");
         assert!(t.contains(&format!("vmvpn_peer_up{{{quiet}}} 0\n")), "{t}");
+        assert!(
+            t.contains(&format!("vmvpn_peer_flows_spread{{{up}}} 1\n"))
+                && t.contains(&format!("vmvpn_peer_flows_spread{{{quiet}}} 0\n")),
+            "{t}"
+        );
         assert!(
             t.contains(&format!("vmvpn_peer_tx_packets_total{{{up}}} 7\n")),
             "{t}"

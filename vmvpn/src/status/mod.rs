@@ -810,6 +810,11 @@ impl Exposed for PeerStatus {
             |p| n(u64::from(p.path == PathKind::Relayed)),
         ),
         gauge(
+            "vmvpn_peer_flows_spread",
+            "1 when our data to the peer leaves from our flow ports, one per VM flow ([host] flow_ports).",
+            |p| n(u64::from(p.flows_spread)),
+        ),
+        gauge(
             "vmvpn_peer_path_open_seconds",
             "How long the latest handshake took, from the first hello to the tunnel up.",
             |p| p.path_open_ms.map(|m| m as f64 / 1000.0),
